@@ -1,0 +1,279 @@
+#include "worker/comm/gloo/gloo_communicator.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "gloo/allgather.h"
+#include "gloo/allreduce.h"
+#include "gloo/barrier.h"
+#include "gloo/broadcast.h"
+#include "gloo/common/error.h"
+#include "gloo/rendezvous/context.h"
+#include "gloo/rendezvous/store.h"
+#include "gloo/transport/tcp/device.h"
+
+namespace tpserve {
+namespace {
+
+// Adapts the caller's KvStore to Gloo's rendezvous Store. Gloo reports store
+// failures by exception; CreateGlooCommunicator catches them.
+class GlooStoreAdapter : public gloo::rendezvous::Store {
+ public:
+  GlooStoreAdapter(KvStore& store, std::string prefix, absl::Duration timeout)
+      : store_(store), prefix_(std::move(prefix)), timeout_(timeout) {}
+
+  void set(const std::string& key, const std::vector<char>& data) override {
+    absl::Status s = store_.Set(prefix_ + key, std::string(data.begin(), data.end()));
+    if (!s.ok()) throw gloo::IoException(std::string(s.message()));
+  }
+  std::vector<char> get(const std::string& key) override {
+    absl::StatusOr<std::string> v = store_.Get(prefix_ + key, timeout_);
+    if (!v.ok()) throw gloo::IoException(std::string(v.status().message()));
+    return std::vector<char>(v->begin(), v->end());
+  }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, kDefaultTimeout); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds&) override {
+    for (const std::string& k : keys) get(k);
+  }
+
+ private:
+  KvStore& store_;
+  std::string prefix_;
+  absl::Duration timeout_;
+};
+
+std::chrono::milliseconds ToMs(absl::Duration d) {
+  return std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
+}
+
+uint16_t FloatToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);  // round to nearest even
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float Bf16ToFloat(uint16_t h) {
+  uint32_t u = uint32_t{h} << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <typename T>
+void SumInto(void* out, const void* a, const void* b, size_t n) {
+  T* o = static_cast<T*>(out);
+  const T* x = static_cast<const T*>(a);
+  const T* y = static_cast<const T*>(b);
+  for (size_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
+}
+
+void SumBf16(void* out, const void* a, const void* b, size_t n) {
+  uint16_t* o = static_cast<uint16_t*>(out);
+  const uint16_t* x = static_cast<const uint16_t*>(a);
+  const uint16_t* y = static_cast<const uint16_t*>(b);
+  for (size_t i = 0; i < n; ++i) o[i] = FloatToBf16(Bf16ToFloat(x[i]) + Bf16ToFloat(y[i]));
+}
+
+class GlooCommunicator : public Communicator {
+ public:
+  GlooCommunicator(int rank, int world_size, absl::Duration timeout,
+                   std::shared_ptr<gloo::Context> context)
+      : rank_(rank), world_size_(world_size), timeout_(timeout), context_(std::move(context)) {}
+
+  ~GlooCommunicator() override = default;
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+  std::string backend() const override { return "gloo"; }
+
+  absl::Status AllReduceSum(void* buf, size_t count, CommDType dtype,
+                            const CollectiveOptions& opts) override {
+    gloo::AllreduceOptions::Func fn;
+    switch (dtype) {
+      case CommDType::kF32: fn = SumInto<float>; break;
+      case CommDType::kI32: fn = SumInto<int32_t>; break;
+      case CommDType::kI64: fn = SumInto<int64_t>; break;
+      case CommDType::kU8: fn = SumInto<uint8_t>; break;
+      case CommDType::kBF16: fn = SumBf16; break;
+      case CommDType::kF16:
+        return absl::UnimplementedError("gloo all-reduce: f16 sum is not supported");
+    }
+    if (world_size_ == 1 || count == 0) return Check();
+    return Run("all-reduce", opts, [&](std::chrono::milliseconds t) {
+      gloo::AllreduceOptions o(context_);
+      SetOutput(o, count, dtype, buf);
+      o.setReduceFunction(fn);
+      o.setTimeout(t);
+      gloo::allreduce(o);
+    });
+  }
+
+  absl::Status AllGather(const void* send, void* recv, size_t count, CommDType dtype,
+                         const CollectiveOptions& opts) override {
+    const size_t bytes = count * CommDTypeSize(dtype);
+    char* mine = static_cast<char*>(recv) + rank_ * bytes;
+    if (send != mine && bytes > 0) std::memmove(mine, send, bytes);
+    if (world_size_ == 1 || count == 0) return Check();
+    return Run("all-gather", opts, [&](std::chrono::milliseconds t) {
+      gloo::AllgatherOptions o(context_);
+      o.setOutput(static_cast<char*>(recv), bytes * world_size_);
+      o.setTimeout(t);
+      gloo::allgather(o);
+    });
+  }
+
+  absl::Status Broadcast(void* buf, size_t count, CommDType dtype, int root,
+                         const CollectiveOptions& opts) override {
+    if (root < 0 || root >= world_size_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("broadcast root ", root, " outside world of ", world_size_));
+    }
+    if (world_size_ == 1 || count == 0) return Check();
+    return Run("broadcast", opts, [&](std::chrono::milliseconds t) {
+      gloo::BroadcastOptions o(context_);
+      o.setOutput(static_cast<char*>(buf), count * CommDTypeSize(dtype));
+      o.setRoot(root);
+      o.setTimeout(t);
+      gloo::broadcast(o);
+    });
+  }
+
+  absl::Status Barrier(const CollectiveOptions& opts) override {
+    if (world_size_ == 1) return Check();
+    return Run("barrier", opts, [&](std::chrono::milliseconds t) {
+      gloo::BarrierOptions o(context_);
+      o.setTimeout(t);
+      gloo::barrier(o);
+    });
+  }
+
+  absl::Status Synchronize(void*) override { return Check(); }
+
+  void Abort() override {
+    if (aborted_.exchange(true)) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = absl::CancelledError("communicator aborted");
+    if (context_ != nullptr) {
+      try {
+        context_->closeConnections();
+      } catch (const std::exception&) {
+        // Closing a pair that already failed may throw; the state is final.
+      }
+    }
+  }
+
+ private:
+  // A typed output (the type only fixes the element size) so the ring splits
+  // on element boundaries; the reduce function knows the real type.
+  static void SetOutput(gloo::AllreduceOptions& o, size_t count, CommDType dtype, void* buf) {
+    switch (CommDTypeSize(dtype)) {
+      case 8: o.setOutput(static_cast<int64_t*>(buf), count); break;
+      case 4: o.setOutput(static_cast<float*>(buf), count); break;
+      case 2: o.setOutput(static_cast<uint16_t*>(buf), count); break;
+      default: o.setOutput(static_cast<uint8_t*>(buf), count); break;
+    }
+  }
+
+  absl::Status Check() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!error_.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("communicator is broken by an earlier error: ", error_.ToString()));
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename Fn>
+  absl::Status Run(const char* what, const CollectiveOptions& opts, Fn&& fn) {
+    TPS_RETURN_IF_ERROR(Check());
+    absl::Duration timeout = opts.timeout > absl::ZeroDuration() ? opts.timeout : timeout_;
+    absl::Status status;
+    try {
+      fn(ToMs(timeout));
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      std::string msg = absl::StrCat("gloo ", what, " on rank ", rank_, "/", world_size_, ": ",
+                                     e.what());
+      if (aborted_) {
+        status = absl::CancelledError(msg);
+      } else if (absl::StrContains(e.what(), "Timed out") ||
+                 absl::StrContains(e.what(), "timed out")) {
+        status = absl::DeadlineExceededError(absl::StrCat(
+            msg, " (no answer from a peer within ", absl::FormatDuration(timeout), ")"));
+      } else {
+        status = absl::UnavailableError(msg);
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = status;
+    return status;
+  }
+
+  const int rank_;
+  const int world_size_;
+  const absl::Duration timeout_;
+  std::shared_ptr<gloo::Context> context_;
+  std::atomic<bool> aborted_{false};
+  std::mutex mu_;
+  absl::Status error_;  // first error; guarded by mu_
+};
+
+// Every rank publishes its world size; all must agree before Gloo connects.
+absl::Status CheckMembership(KvStore& store, int rank, int world_size,
+                             const GlooOptions& options) {
+  const std::string base = absl::StrCat(options.prefix, "/member/");
+  TPS_RETURN_IF_ERROR(store.Set(absl::StrCat(base, rank), absl::StrCat(world_size)));
+  for (int r = 0; r < world_size; ++r) {
+    absl::StatusOr<std::string> v = store.Get(absl::StrCat(base, r), options.rendezvous_timeout);
+    if (!v.ok()) {
+      return Annotate(v.status(), absl::StrCat("rank ", rank, " waiting for rank ", r, " to join"));
+    }
+    int other = 0;
+    if (!absl::SimpleAtoi(*v, &other) || other != world_size) {
+      return absl::InvalidArgumentError(absl::StrCat("rank ", r, " was started with world size ",
+                                                     *v, " but rank ", rank, " with ", world_size));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(KvStore& store, int rank,
+                                                                     int world_size,
+                                                                     const GlooOptions& options) {
+  if (world_size < 1 || rank < 0 || rank >= world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank, " is outside a world of size ", world_size));
+  }
+  if (world_size == 1) {
+    return std::unique_ptr<Communicator>(new GlooCommunicator(0, 1, options.timeout, nullptr));
+  }
+  TPS_RETURN_IF_ERROR(CheckMembership(store, rank, world_size, options));
+  try {
+    gloo::transport::tcp::attr attr;
+    attr.hostname = options.hostname;
+    std::shared_ptr<gloo::transport::Device> device = gloo::transport::tcp::CreateDevice(attr);
+    auto context = std::make_shared<gloo::rendezvous::Context>(rank, world_size);
+    context->setTimeout(ToMs(options.rendezvous_timeout));
+    GlooStoreAdapter adapter(store, options.prefix + "/gloo/", options.rendezvous_timeout);
+    context->connectFullMesh(adapter, device);
+    context->setTimeout(ToMs(options.timeout));
+    return std::unique_ptr<Communicator>(
+        new GlooCommunicator(rank, world_size, options.timeout, std::move(context)));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("gloo rendezvous of rank ", rank, "/", world_size, ": ", e.what()));
+  }
+}
+
+}  // namespace tpserve

@@ -1,0 +1,81 @@
+// A small TCP key-value store for rank rendezvous: TcpKvStoreServer holds the
+// map (the router hosts one, or a test on port 0), TcpKvStoreClient is the
+// KvStore each rank uses. Get blocks on the server until the key exists or the
+// caller's timeout passes, so ranks can publish and wait in any order.
+//
+// Wire format (all integers little-endian u32):
+//   Set: 'S' klen key vlen value          -> 0
+//   Get: 'G' klen key timeout_ms          -> 0 vlen value | 1 (timed out)
+//
+//   TcpKvStoreServer server;
+//   TPS_RETURN_IF_ERROR(server.Start("127.0.0.1", /*port=*/0));
+//   TcpKvStoreClient client("127.0.0.1", server.port());
+#ifndef TPSERVE_WORKER_COMM_TCP_KV_STORE_H_
+#define TPSERVE_WORKER_COMM_TCP_KV_STORE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "worker/comm/kv_store.h"
+
+namespace tpserve {
+
+class TcpKvStoreServer {
+ public:
+  TcpKvStoreServer() = default;
+  ~TcpKvStoreServer();  // Stops and joins every thread.
+  TcpKvStoreServer(const TcpKvStoreServer&) = delete;
+  TcpKvStoreServer& operator=(const TcpKvStoreServer&) = delete;
+
+  // Listens on host:port (port 0 picks a free one; see port()).
+  [[nodiscard]] absl::Status Start(const std::string& host, int port);
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  void AcceptLoop();
+  void Serve(int fd);
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread accept_thread_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::map<std::string, std::string> data_;  // guarded by mu_
+  std::set<int> conn_fds_;                   // guarded by mu_
+  std::vector<std::thread> conn_threads_;    // guarded by mu_
+};
+
+class TcpKvStoreClient : public KvStore {
+ public:
+  // Connects lazily on first use, retrying until `connect_timeout` passes
+  // (the server may start after the ranks).
+  TcpKvStoreClient(std::string host, int port,
+                   absl::Duration connect_timeout = absl::Seconds(30));
+  ~TcpKvStoreClient() override;
+
+  [[nodiscard]] absl::Status Set(const std::string& key, const std::string& value) override;
+  [[nodiscard]] absl::StatusOr<std::string> Get(const std::string& key,
+                                                absl::Duration timeout) override;
+
+ private:
+  absl::Status EnsureConnected();
+
+  std::string host_;
+  int port_;
+  absl::Duration connect_timeout_;
+  std::mutex mu_;
+  int fd_ = -1;  // guarded by mu_
+};
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_COMM_TCP_KV_STORE_H_
