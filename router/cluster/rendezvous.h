@@ -1,0 +1,59 @@
+// Rendezvous: the router hosts the key-value store the worker ranks meet in.
+// Each worker publishes its gRPC address under WorkerAddressKey(rank) and
+// builds its Gloo group under the session's prefix, so the router only needs
+// to know the world size: it learns every rank's address from the store.
+// A fresh session id per router start keeps a restarted cluster's Gloo keys
+// apart from a previous one's.
+//
+//   Rendezvous rdv;
+//   TPS_RETURN_IF_ERROR(rdv.Start("0.0.0.0", 29500));
+//   TPS_ASSIGN_OR_RETURN(std::vector<std::string> addrs,
+//                        rdv.WaitForWorkers(2, absl::Minutes(5), log));
+//
+// Worker side (worker/service): read kSessionKey, Set(WorkerAddressKey(rank)).
+#ifndef TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_
+#define TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "worker/comm/tcp_kv_store.h"
+
+namespace tpserve {
+
+inline constexpr char kSessionKey[] = "tpserve/session";
+inline std::string WorkerAddressKey(const std::string& session, int rank) {
+  return "tpserve/" + session + "/worker/" + std::to_string(rank);
+}
+inline std::string GlooPrefix(const std::string& session) {
+  return "tpserve/" + session + "/gloo";
+}
+
+class Rendezvous {
+ public:
+  Rendezvous();
+  ~Rendezvous();
+
+  // Listens on host:port (0 = any free port) and publishes a new session id.
+  absl::Status Start(const std::string& host, int port);
+  int port() const { return server_.port(); }
+  const std::string& session() const { return session_; }
+
+  // Waits until ranks 0..world_size-1 have published their addresses.
+  absl::StatusOr<std::vector<std::string>> WaitForWorkers(
+      int world_size, absl::Duration timeout,
+      const std::function<void(const std::string&)>& progress);
+
+ private:
+  TcpKvStoreServer server_;
+  std::unique_ptr<TcpKvStoreClient> client_;
+  std::string session_;
+};
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_

@@ -1,0 +1,71 @@
+// WorkerGroup: the router's clients for the tensor-parallel worker ranks.
+// Every Step goes to all ranks at once (they run the forward pass together and
+// all-reduce between them); the sampled tokens come from rank 0. A failed or
+// timed-out rank fails the whole step with UNAVAILABLE naming the rank.
+//
+//   WorkerGroup group({"127.0.0.1:50061", "127.0.0.1:50062"});
+//   TPS_ASSIGN_OR_RETURN(ClusterInfo info, group.WaitUntilLoaded(absl::Minutes(5), log));
+//   group.StepAsync(std::move(request), [](absl::StatusOr<v1::StepResponse> r) { ... });
+//   TPS_ASSIGN_OR_RETURN(v1::StepResponse r, group.Step(request));  // blocking
+#ifndef TPSERVE_ROUTER_CLUSTER_WORKER_GROUP_H_
+#define TPSERVE_ROUTER_CLUSTER_WORKER_GROUP_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/tpserve/v1/worker.grpc.pb.h"
+
+namespace tpserve {
+
+// What the ranks agreed on after loading.
+struct ClusterInfo {
+  v1::InfoResponse rank0;  // model summary as rank 0 reports it
+  int world_size = 0;
+  int kv_num_blocks = 0;   // minimum over ranks
+  int kv_block_size = 0;
+};
+
+class WorkerGroup {
+ public:
+  using StepCallback = std::function<void(absl::StatusOr<v1::StepResponse>)>;
+
+  // `addresses[r]` is rank r's gRPC address ("host:port").
+  explicit WorkerGroup(std::vector<std::string> addresses,
+                       absl::Duration step_timeout = absl::Seconds(120));
+  ~WorkerGroup();
+
+  int world_size() const { return static_cast<int>(stubs_.size()); }
+  const std::vector<std::string>& addresses() const { return addresses_; }
+
+  // Polls Info on every rank until all report loaded, then checks that they
+  // agree (world size, rank numbering, model, block size). `progress` gets
+  // human-readable lines while waiting.
+  absl::StatusOr<ClusterInfo> WaitUntilLoaded(absl::Duration timeout,
+                                              const std::function<void(const std::string&)>& progress);
+
+  // Sends `request` to every rank concurrently; `done` runs once, on a gRPC
+  // thread, with rank 0's response (engine_seconds = the slowest rank's).
+  void StepAsync(v1::StepRequest request, StepCallback done);
+
+  // Blocking form of StepAsync.
+  absl::StatusOr<v1::StepResponse> Step(const v1::StepRequest& request);
+
+  // Drops per-sequence state on every rank.
+  absl::Status Free(const std::vector<uint64_t>& seq_ids);
+
+  // OK when every rank answers Health within `timeout`.
+  absl::Status CheckHealth(absl::Duration timeout);
+
+ private:
+  std::vector<std::string> addresses_;
+  std::vector<std::unique_ptr<v1::Worker::Stub>> stubs_;
+  absl::Duration step_timeout_;
+};
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_ROUTER_CLUSTER_WORKER_GROUP_H_
