@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/tpserve/v1/worker.grpc.pb.h"
+#include "router/cluster/step_executor.h"
 
 namespace tpserve {
 
@@ -29,14 +30,13 @@ struct ClusterInfo {
   int kv_block_size = 0;
 };
 
-class WorkerGroup {
+class WorkerGroup : public StepExecutor {
  public:
-  using StepCallback = std::function<void(absl::StatusOr<v1::StepResponse>)>;
 
   // `addresses[r]` is rank r's gRPC address ("host:port").
   explicit WorkerGroup(std::vector<std::string> addresses,
                        absl::Duration step_timeout = absl::Seconds(120));
-  ~WorkerGroup();
+  ~WorkerGroup() override;
 
   int world_size() const { return static_cast<int>(stubs_.size()); }
   const std::vector<std::string>& addresses() const { return addresses_; }
@@ -49,13 +49,13 @@ class WorkerGroup {
 
   // Sends `request` to every rank concurrently; `done` runs once, on a gRPC
   // thread, with rank 0's response (engine_seconds = the slowest rank's).
-  void StepAsync(v1::StepRequest request, StepCallback done);
+  void StepAsync(v1::StepRequest request, StepCallback done) override;
 
   // Blocking form of StepAsync.
   absl::StatusOr<v1::StepResponse> Step(const v1::StepRequest& request);
 
   // Drops per-sequence state on every rank.
-  absl::Status Free(const std::vector<uint64_t>& seq_ids);
+  absl::Status Free(const std::vector<uint64_t>& seq_ids) override;
 
   // OK when every rank answers Health within `timeout`.
   absl::Status CheckHealth(absl::Duration timeout);

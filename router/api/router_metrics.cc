@@ -1,0 +1,104 @@
+#include "router/api/router_metrics.h"
+
+#include <vector>
+
+namespace tpserve {
+namespace {
+
+using prometheus::Histogram;
+
+// Latency buckets from 1 ms to 5 min (roughly x2.5 apart).
+const Histogram::BucketBoundaries& LatencyBuckets() {
+  static const Histogram::BucketBoundaries kBuckets = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+      1.0,   2.5,    5.0,   10.0, 20.0,  40.0, 80.0,  160.0, 300.0};
+  return kBuckets;
+}
+
+const Histogram::BucketBoundaries& TokenBuckets() {
+  static const Histogram::BucketBoundaries kBuckets = {1,   2,   4,    8,    16,   32,  64,
+                                                       128, 256, 512, 1024, 2048, 4096, 8192};
+  return kBuckets;
+}
+
+}  // namespace
+
+RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& model_name)
+    : model_name_(model_name) {
+  const std::map<std::string, std::string> labels = {{"model_name", model_name}};
+  auto histogram = [&](const char* name, const char* help, const Histogram::BucketBoundaries& b) {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add(labels, b);
+  };
+  auto counter = [&](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add(labels);
+  };
+  auto gauge = [&](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add(labels);
+  };
+  time_to_first_token = histogram("tpserve_time_to_first_token_seconds",
+                                  "Time from request arrival to its first generated token.",
+                                  LatencyBuckets());
+  inter_token_latency = histogram("tpserve_inter_token_latency_seconds",
+                                  "Time between consecutive generated tokens of a request.",
+                                  LatencyBuckets());
+  e2e_request_latency = histogram("tpserve_e2e_request_latency_seconds",
+                                  "Time from request arrival to its last token.", LatencyBuckets());
+  request_queue_time = histogram("tpserve_request_queue_time_seconds",
+                                 "Time a request waited before its first scheduled step.",
+                                 LatencyBuckets());
+  iteration_tokens = histogram("tpserve_iteration_tokens", "Tokens processed per engine step.",
+                               TokenBuckets());
+  step_round_trip = histogram("tpserve_router_step_seconds",
+                              "Router-observed step time: send to every rank until all answered.",
+                              LatencyBuckets());
+  step_overhead = histogram("tpserve_router_step_overhead_seconds",
+                            "Step round trip minus the slowest rank's engine time (gRPC and "
+                            "router work on the critical path).",
+                            LatencyBuckets());
+  prompt_tokens = counter("tpserve_prompt_tokens_total", "Prompt tokens of admitted requests.");
+  generation_tokens = counter("tpserve_generation_tokens_total", "Generated tokens.");
+  rejected_requests = counter("tpserve_request_rejected_total",
+                              "Requests refused at admission (queue full or cluster not ready).");
+  success_family_ = &prometheus::BuildCounter()
+                         .Name("tpserve_request_success_total")
+                         .Help("Finished requests by finish reason (stop, length, abort).")
+                         .Register(registry);
+  for (const char* reason : {"stop", "length", "abort"}) {  // exported at 0 from the start
+    success_family_->Add({{"model_name", model_name_}, {"finished_reason", reason}});
+  }
+  preemptions_ = counter("tpserve_num_preemptions_total",
+                         "Sequences preempted (KV cache full) and recomputed later.");
+  prefix_queries_ = counter("tpserve_prefix_cache_queries_total",
+                            "Prompt tokens looked up in the prefix cache.");
+  prefix_hits_ = counter("tpserve_prefix_cache_hits_total",
+                         "Prompt tokens served from the prefix cache.");
+  running_ = gauge("tpserve_num_requests_running", "Requests with KV blocks, being generated.");
+  waiting_ = gauge("tpserve_num_requests_waiting",
+                   "Requests queued for admission (including preempted ones).");
+  kv_usage_ = gauge("tpserve_kv_cache_usage_ratio",
+                    "Fraction of KV-cache blocks referenced by a request (0 to 1).");
+  workers_ready = gauge("tpserve_workers_ready",
+                        "1 when every worker rank has loaded and answered a warm-up step.");
+}
+
+void RouterMetrics::CountFinished(const std::string& finished_reason) {
+  success_family_->Add({{"model_name", model_name_}, {"finished_reason", finished_reason}})
+      .Increment();
+}
+
+void RouterMetrics::ObserveScheduler(const router::SchedulerMetrics& m) {
+  running_->Set(static_cast<double>(m.num_running));
+  waiting_->Set(static_cast<double>(m.num_waiting));
+  kv_usage_->Set(m.kv_cache_usage_ratio);
+  // A new scheduler (after a worker failure) restarts its counters at zero.
+  auto advance = [](prometheus::Counter* c, int64_t now, int64_t before) {
+    if (now < before) before = 0;
+    if (now > before) c->Increment(static_cast<double>(now - before));
+  };
+  advance(preemptions_, m.num_preemptions_total, last_.num_preemptions_total);
+  advance(prefix_queries_, m.prefix_cache_queries_total, last_.prefix_cache_queries_total);
+  advance(prefix_hits_, m.prefix_cache_hits_total, last_.prefix_cache_hits_total);
+  last_ = m;
+}
+
+}  // namespace tpserve

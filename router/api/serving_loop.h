@@ -1,0 +1,123 @@
+// ServingLoop: the router's engine loop. One thread owns the scheduler; it
+// admits requests, builds each step, sends it to every worker rank, turns the
+// sampled tokens into streamed text (incremental detokenization, stop strings
+// with holdback, stop tokens, max_tokens) and closes finished streams.
+//
+// Pipelining: while step n runs on the workers, the loop already schedules
+// step n+1 (admissions, prefix matching, block allocation, preemption); when
+// n's tokens arrive only the pending decode tokens are patched in
+// (Scheduler::FinalizeStep) before n+1 goes out.
+//
+//   ServingLoop loop(options, &worker_group, &tokenizer, &metrics);
+//   loop.Start();
+//   uint64_t id = loop.Submit(std::move(job));  // results arrive on job.sink
+//   loop.Cancel(id);                             // client went away
+//   loop.Stop();                                 // open streams end UNAVAILABLE
+#ifndef TPSERVE_ROUTER_API_SERVING_LOOP_H_
+#define TPSERVE_ROUTER_API_SERVING_LOOP_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/time/time.h"
+#include "router/api/response_sink.h"
+#include "router/api/router_metrics.h"
+#include "router/api/stop_string_matcher.h"
+#include "router/cluster/step_executor.h"
+#include "router/scheduler/scheduler.h"
+#include "router/tokenizer/incremental_detokenizer.h"
+#include "router/tokenizer/tokenizer.h"
+
+namespace tpserve {
+
+// A validated, tokenized request.
+struct GenerateJob {
+  std::string request_id;
+  std::vector<int32_t> prompt;
+  router::SamplingParams sampling;
+  int32_t priority = 0;  // higher runs first
+  absl::Time deadline = absl::InfiniteFuture();
+  absl::Time arrival = absl::Now();
+  int32_t max_tokens = 0;
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  std::shared_ptr<ResponseSink> sink;
+};
+
+class ServingLoop {
+ public:
+  struct Options {
+    router::SchedulerConfig scheduler;
+    int32_t num_blocks = 0;
+    int32_t block_size = 0;
+    std::vector<int32_t> eos_ids;  // end generation unless ignore_eos
+  };
+
+  // `executor`, `tokenizer` and `metrics` must outlive the loop.
+  ServingLoop(Options options, StepExecutor* executor, const Tokenizer* tokenizer,
+              RouterMetrics* metrics);
+  ~ServingLoop();  // Stop()
+
+  void Start();
+  // Ends every open stream with UNAVAILABLE and joins the loop thread.
+  void Stop();
+
+  // Queues `job`; returns its sequence id. Admission errors (queue full) and
+  // every result arrive on job.sink.
+  uint64_t Submit(GenerateJob job);
+  // Cancels a submitted request; its blocks are freed at the next step.
+  void Cancel(uint64_t seq_id);
+
+  // Live requests (admitted or queued in the loop), for tests and logs.
+  int64_t num_live() const { return num_live_.load(); }
+
+ private:
+  struct Live;
+  struct InFlight;
+
+  void Run();
+  void DrainInbox();
+  void SendStep(router::ScheduledStep step);
+  absl::Status ProcessResult(const router::ScheduledStep& step, const v1::StepResponse& response);
+  void HandleSchedulerFinished(const std::vector<router::FinishedSequence>& finished);
+  void FinishLive(uint64_t seq_id, router::FinishReason reason, v1::GenerateResponse last,
+                  const std::string& stop_reason);
+  void CloseLive(uint64_t seq_id, absl::Status status);
+  void FailAll(const absl::Status& status);
+  void ResetScheduler();
+
+  const Options options_;
+  StepExecutor* const executor_;
+  const Tokenizer* const tokenizer_;
+  RouterMetrics* const metrics_;
+  const absl::flat_hash_set<int32_t> eos_ids_;
+
+  std::atomic<uint64_t> next_seq_id_{1};
+  std::atomic<int64_t> num_live_{0};
+
+  std::mutex mu_;  // guards the inbox and stopping_
+  std::condition_variable wake_;
+  std::vector<std::pair<uint64_t, GenerateJob>> inbox_adds_;
+  std::vector<uint64_t> inbox_cancels_;
+  bool stopping_ = false;
+  std::thread thread_;
+
+  // Loop thread only.
+  std::unique_ptr<router::Scheduler> scheduler_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Live>> live_;
+  std::unique_ptr<InFlight> in_flight_;
+  std::vector<uint64_t> pending_frees_;
+};
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_ROUTER_API_SERVING_LOOP_H_
