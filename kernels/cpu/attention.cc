@@ -1,0 +1,114 @@
+// Launchers for KvCacheWrite and PagedAttention over the paged KV layout of
+// kernels/ops.h. Bodies (scores, softmax, weighted V sum) are in
+// ops_impl.inc.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/op_kernels.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace tpserve::kernels::cpu {
+
+absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream) {
+  if (p.k == nullptr || p.v == nullptr || p.k_cache == nullptr || p.v_cache == nullptr ||
+      p.slot_mapping == nullptr || p.tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 ||
+      p.block_size <= 0 || p.num_blocks < 0) {
+    return absl::InvalidArgumentError("KvCacheWrite: bad params");
+  }
+  const int64_t num_slots = int64_t{p.num_blocks} * p.block_size;
+  for (int t = 0; t < p.tokens; ++t) {
+    if (p.slot_mapping[t] >= num_slots) {
+      return absl::InvalidArgumentError(absl::StrCat("KvCacheWrite: slot ", p.slot_mapping[t],
+                                                     " of token ", t, " is past the pool (",
+                                                     num_slots, " slots)"));
+    }
+  }
+  const int64_t row = int64_t{p.n_kv_heads} * p.head_dim;
+  const int64_t k_stride = p.k_stride != 0 ? p.k_stride : row;
+  const int64_t v_stride = p.v_stride != 0 ? p.v_stride : row;
+  ParallelFor(stream.pool, p.tokens, 64, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t slot = p.slot_mapping[t];
+      if (slot < 0) continue;
+      std::memcpy(p.k_cache + slot * row, p.k + t * k_stride, sizeof(float) * row);
+      std::memcpy(p.v_cache + slot * row, p.v + t * v_stride, sizeof(float) * row);
+    }
+  });
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status ValidateAttention(const PagedAttentionParams& p) {
+  if (p.q == nullptr || p.k_cache == nullptr || p.v_cache == nullptr || p.out == nullptr ||
+      p.block_tables == nullptr || p.cu_q_lens == nullptr || p.start_pos == nullptr) {
+    return absl::InvalidArgumentError("PagedAttention: a pointer is null");
+  }
+  if (p.num_seqs < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.n_heads % p.n_kv_heads != 0 ||
+      p.head_dim <= 0 || p.block_size <= 0 || p.max_blocks_per_seq < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PagedAttention: bad shape heads=", p.n_heads, "/", p.n_kv_heads, " head_dim=",
+        p.head_dim, " block_size=", p.block_size));
+  }
+  if (p.cu_q_lens[0] != 0) return absl::InvalidArgumentError("PagedAttention: cu_q_lens[0] != 0");
+  for (int s = 0; s < p.num_seqs; ++s) {
+    const int q_len = p.cu_q_lens[s + 1] - p.cu_q_lens[s];
+    if (q_len < 0 || p.start_pos[s] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("PagedAttention: sequence ", s, " has a negative length or start"));
+    }
+    const int64_t ctx = int64_t{p.start_pos[s]} + q_len;
+    const int64_t blocks = (ctx + p.block_size - 1) / p.block_size;
+    if (blocks > p.max_blocks_per_seq) {
+      return absl::InvalidArgumentError(absl::StrCat("PagedAttention: sequence ", s, " needs ",
+                                                     blocks, " blocks, table holds ",
+                                                     p.max_blocks_per_seq));
+    }
+    const int32_t* table = p.block_tables + int64_t{s} * p.max_blocks_per_seq;
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (table[b] < 0 || table[b] >= p.num_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("PagedAttention: sequence ", s,
+                                                       " block ", b, " id ", table[b],
+                                                       " outside [0, ", p.num_blocks, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream) {
+  if (absl::Status s = ValidateAttention(p); !s.ok()) return s;
+  const int64_t total_q = p.cu_q_lens[p.num_seqs];
+  if (total_q == 0) return absl::OkStatus();
+  const int group = p.n_heads / p.n_kv_heads;
+  // One item per (query row, KV head) shares each K/V load across the GQA
+  // group; with few rows (decode) split per query head instead so that both
+  // threads get work.
+  const int threads = stream.pool != nullptr ? stream.pool->num_threads() : 1;
+  const int heads_per_item = total_q * p.n_kv_heads >= 8 * threads ? group : 1;
+  const int items_per_row = p.n_heads / heads_per_item;
+  std::vector<AttentionItem> items;
+  items.reserve(static_cast<size_t>(total_q) * items_per_row);
+  for (int s = 0; s < p.num_seqs; ++s) {
+    for (int64_t row = p.cu_q_lens[s]; row < p.cu_q_lens[s + 1]; ++row) {
+      for (int h = 0; h < p.n_heads; h += heads_per_item) {
+        items.push_back({s, row, h, h + heads_per_item});
+      }
+    }
+  }
+  const bool avx2 = ActiveIsa() == Isa::kAvx2;
+  ParallelFor(stream.pool, static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      avx2 ? avx2::Attend(p, items[i]) : portable::Attend(p, items[i]);
+    }
+  });
+  return absl::OkStatus();
+}
+
+}  // namespace tpserve::kernels::cpu

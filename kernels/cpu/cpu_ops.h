@@ -1,0 +1,31 @@
+// CPU backend launchers for the ops in kernels/ops.h. Each validates its
+// parameters (InvalidArgument on inconsistent shapes or out-of-range ids),
+// picks the AVX2/FMA/F16C variant when the CPU has it (portable C++
+// otherwise; see isa.h) and splits the work over stream.pool.
+//
+//   ThreadPool pool(2);
+//   Stream stream{.pool = &pool};
+//   RmsNormParams p{.x = h, .weight = w, .y = h, .rows = 1, .dim = 576, .eps = 1e-5f};
+//   TPS_RETURN_IF_ERROR(cpu::RmsNorm(p, stream));
+//
+// This backend is the reference the CUDA kernels are tested against.
+#ifndef TPSERVE_KERNELS_CPU_CPU_OPS_H_
+#define TPSERVE_KERNELS_CPU_CPU_OPS_H_
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+
+namespace tpserve::kernels::cpu {
+
+[[nodiscard]] absl::Status Gemm(const GemmParams& p, const Stream& stream);
+[[nodiscard]] absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Rope(const RopeParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Swiglu(const SwigluParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Add(const AddParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Embedding(const EmbeddingParams& p, const Stream& stream);
+[[nodiscard]] absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream);
+[[nodiscard]] absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream);
+
+}  // namespace tpserve::kernels::cpu
+
+#endif  // TPSERVE_KERNELS_CPU_CPU_OPS_H_

@@ -1,0 +1,56 @@
+// Internal to the CPU GEMM (gemm.cc): the activation block format and the
+// per-ISA tile kernels. Not part of the kernel API.
+//
+// Quantized weights are multiplied without dequantising them: each activation
+// row is quantized once per GEMM into ActBlocks (32 int8 values, f32 scale,
+// and the scaled block sum), then every (activation block, weight block) pair
+// is an int8 dot product times the two scales:
+//   Q8_0: d_w * d_x * sum(q_w * q_x)
+//   Q4_0: d_w * (d_x * sum(nib * q_x) - 8 * xsum)        xsum = d_x * sum(q_x)
+//   Q4_1: d_w * d_x * sum(nib * q_x) + m_w * xsum
+#ifndef TPSERVE_KERNELS_CPU_GEMM_KERNELS_H_
+#define TPSERVE_KERNELS_CPU_GEMM_KERNELS_H_
+
+#include <cstdint>
+
+#include "worker/model/dtype.h"
+
+namespace tpserve::kernels::cpu {
+
+struct ActBlock {
+  float d;        // scale: x ~= d * qs[i]
+  float sum;      // d * sum(qs), for the Q4 offset terms
+  int8_t qs[32];  // round(x / d), |qs| <= 127
+};
+static_assert(sizeof(ActBlock) == 40, "ActBlock is 40 bytes");
+
+// One GEMM's operands as the tile kernels see them.
+struct GemmArgs {
+  const float* x = nullptr;       // (m, k) f32 activations, for F32/F16/BF16 weights
+  int64_t x_stride = 0;           // floats between rows of x
+  const ActBlock* xq = nullptr;   // (m, k / 32) quantized activations, for Q weights
+  const uint8_t* w = nullptr;     // (n, row_bytes)
+  int64_t row_bytes = 0;
+  DType w_dtype = DType::kF32;
+  const float* bias = nullptr;    // (n) or null
+  float* y = nullptr;             // (m, n) at y_stride
+  int64_t y_stride = 0;
+  int m = 0;
+  int k = 0;
+};
+
+namespace portable {
+// Quantizes x[0, k) (k a multiple of 32) into k / 32 blocks.
+void QuantizeRow(const float* x, int k, ActBlock* out);
+// Computes output columns [n_begin, n_end) for all m rows.
+void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+}  // namespace portable
+
+namespace avx2 {
+void QuantizeRow(const float* x, int k, ActBlock* out);
+void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+}  // namespace avx2
+
+}  // namespace tpserve::kernels::cpu
+
+#endif  // TPSERVE_KERNELS_CPU_GEMM_KERNELS_H_

@@ -1,0 +1,196 @@
+// cpu::Gemm against a naive reference: dequantise the weights with dtype.h,
+// multiply in double. Both ISA variants, every weight dtype, odd shapes,
+// strides, bias, threads.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/test_util.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace tpserve::kernels::cpu {
+namespace {
+
+// Two checks per output:
+// 1. Exactness: against a reference that applies the documented activation
+//    rounding (ActBlock: d = amax / 127, q = round(x / d)) and then computes in
+//    f64, the error divided by sum_k |x_k w_k| (the magnitude f32 accumulation
+//    error scales with) must stay under kExactTol. f32 summation of k <= 1536
+//    terms is typically ~sqrt(k) * 6e-8 = 2e-6 of that magnitude.
+// 2. Accuracy: against plain f64 math on unrounded activations, the NMSE over
+//    the whole output (ggml test-backend-ops' measure) must stay under
+//    kQuantizedNmseTol for quantized weights (8-bit activations give ~1e-5 on
+//    random data; ggml allows 5e-4) -- only for outputs of >= 32 values, as
+//    the NMSE of a handful of values that cancel to ~0 is meaningless.
+constexpr double kExactTol = 1e-5;
+constexpr double kQuantizedNmseTol = 2e-4;
+
+struct Shape {
+  int m, n, k;
+};
+
+// x as the kernel sees it: each block of 32 rounded to d * q.
+std::vector<float> RoundActivations(const std::vector<float>& x) {
+  std::vector<float> r(x.size());
+  for (size_t b = 0; b + 32 <= x.size(); b += 32) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; ++j) r[b + j] = d * std::nearbyint(x[b + j] * id);
+  }
+  return r;
+}
+
+struct Reference {
+  std::vector<double> y;    // (m, n)
+  std::vector<double> mag;  // (m, n) sum_k |x w| + |bias|
+};
+
+Reference Compute(const std::vector<float>& x, int64_t x_stride, const std::vector<float>& w,
+                  const std::vector<float>& bias, const Shape& s) {
+  Reference r;
+  r.y.resize(static_cast<size_t>(s.m) * s.n);
+  r.mag.resize(r.y.size());
+  for (int i = 0; i < s.m; ++i) {
+    for (int j = 0; j < s.n; ++j) {
+      double acc = bias.empty() ? 0.0 : bias[j];
+      double mag = std::fabs(acc);
+      for (int kk = 0; kk < s.k; ++kk) {
+        const double t = static_cast<double>(x[i * x_stride + kk]) * w[static_cast<size_t>(j) * s.k + kk];
+        acc += t;
+        mag += std::fabs(t);
+      }
+      r.y[static_cast<size_t>(i) * s.n + j] = acc;
+      r.mag[static_cast<size_t>(i) * s.n + j] = mag;
+    }
+  }
+  return r;
+}
+
+double ExactError(const std::vector<float>& got, const Reference& ref) {
+  double worst = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    worst = std::max(worst, std::fabs(got[i] - ref.y[i]) / std::max(ref.mag[i], 1e-30));
+  }
+  return worst;
+}
+
+using GemmCase = std::tuple<Isa, DType>;
+
+class GemmTest : public ::testing::TestWithParam<GemmCase> {};
+
+TEST_P(GemmTest, MatchesReference) {
+  const auto [isa, dtype] = GetParam();
+  ScopedIsaForTesting force(isa);
+  Rng rng(1234 + static_cast<int>(dtype));
+  ThreadPool pool(3);
+  const std::vector<Shape> shapes = IsQuantized(dtype)
+      ? std::vector<Shape>{{1, 1, 32}, {1, 13, 96}, {3, 7, 64}, {5, 33, 576}, {17, 9, 160}, {4, 6, 32}}
+      : std::vector<Shape>{{1, 1, 1}, {1, 13, 37}, {3, 7, 64}, {5, 33, 577}, {17, 9, 15}, {4, 6, 8}};
+  for (const Shape& s : shapes) {
+    for (bool with_bias : {false, true}) {
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        const int64_t x_stride = s.k + 3;  // exercise strides
+        const int64_t y_stride = s.n + 2;
+        std::vector<float> x = rng.Floats(static_cast<size_t>(s.m) * x_stride, -2.0f, 2.0f);
+        std::vector<uint8_t> w = RandomRows(rng, dtype, s.n, s.k);
+        std::vector<float> bias = with_bias ? rng.Floats(s.n) : std::vector<float>{};
+        std::vector<float> y(static_cast<size_t>(s.m) * y_stride, -7.0f);
+        GemmParams gp;
+        gp.x = x.data();
+        gp.x_stride = x_stride;
+        gp.w = w.data();
+        gp.w_dtype = dtype;
+        gp.bias = with_bias ? bias.data() : nullptr;
+        gp.y = y.data();
+        gp.y_stride = y_stride;
+        gp.m = s.m;
+        gp.n = s.n;
+        gp.k = s.k;
+        ASSERT_TRUE(Gemm(gp, Stream{.pool = p}).ok());
+        const std::vector<float> wf = DequantizeRows(dtype, w.data(), s.n, s.k);
+        std::vector<float> x_used = x;
+        if (IsQuantized(dtype)) {
+          for (int i = 0; i < s.m; ++i) {
+            std::vector<float> row(x.begin() + i * x_stride, x.begin() + i * x_stride + s.k);
+            row = RoundActivations(row);
+            std::copy(row.begin(), row.end(), x_used.begin() + i * x_stride);
+          }
+        }
+        const Reference exact = Compute(x_used, x_stride, wf, bias, s);
+        const Reference plain = Compute(x, x_stride, wf, bias, s);
+        std::vector<float> got;
+        for (int i = 0; i < s.m; ++i) {
+          for (int j = 0; j < s.n; ++j) got.push_back(y[i * y_stride + j]);
+          for (int64_t j = s.n; j < y_stride; ++j) ASSERT_EQ(y[i * y_stride + j], -7.0f);
+        }
+        EXPECT_LT(ExactError(got, exact), kExactTol) << "m=" << s.m << " n=" << s.n << " k=" << s.k;
+        if (got.size() >= 32) {
+          EXPECT_LT(Nmse(got, plain.y), IsQuantized(dtype) ? kQuantizedNmseTol : 1e-10)
+              << "m=" << s.m << " n=" << s.n << " k=" << s.k;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, GemmTest,
+    ::testing::Combine(::testing::Values(Isa::kPortable, Isa::kAvx2),
+                       ::testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
+                                         DType::kQ4_0, DType::kQ4_1)),
+    [](const ::testing::TestParamInfo<GemmCase>& info) {
+      return std::string(IsaName(std::get<0>(info.param))) + "_" +
+             DTypeName(std::get<1>(info.param));
+    });
+
+// The two ISA variants quantize activations identically and take the same
+// integer dot products; only f32 summation order differs.
+TEST(GemmIsaParity, Avx2MatchesPortableClosely) {
+  if (DetectedIsa() != Isa::kAvx2) GTEST_SKIP() << "skipped: CPU has no AVX2";
+  Rng rng(7);
+  for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kBF16}) {
+    const int m = 6, n = 50, k = 1536;
+    std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k);
+    std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
+    std::vector<float> y_portable(m * n), y_avx2(m * n);
+    GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .y = y_portable.data(),
+                  .m = m, .n = n, .k = k};
+    {
+      ScopedIsaForTesting force(Isa::kPortable);
+      ASSERT_TRUE(Gemm(gp, Stream{}).ok());
+    }
+    gp.y = y_avx2.data();
+    {
+      ScopedIsaForTesting force(Isa::kAvx2);
+      ASSERT_TRUE(Gemm(gp, Stream{}).ok());
+    }
+    // f32 reassociation only: 1e-11 NMSE.
+    EXPECT_LT(Nmse(y_avx2, y_portable), 1e-11) << DTypeName(dtype);
+  }
+}
+
+TEST(GemmValidation, RejectsBadShapes) {
+  std::vector<float> x(64), y(4);
+  std::vector<uint8_t> w(4 * 40);
+  GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(),
+                .m = 1, .n = 2, .k = 33};
+  EXPECT_EQ(Gemm(gp, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  gp.k = 32;
+  gp.w = nullptr;
+  EXPECT_EQ(Gemm(gp, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  gp.w = w.data();
+  gp.x_stride = 16;
+  EXPECT_EQ(Gemm(gp, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  gp.x_stride = 0;
+  EXPECT_TRUE(Gemm(gp, Stream{}).ok());
+}
+
+}  // namespace
+}  // namespace tpserve::kernels::cpu

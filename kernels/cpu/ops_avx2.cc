@@ -1,0 +1,15 @@
+// AVX2/FMA build of the non-GEMM op bodies (ops_impl.inc); chosen at runtime.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/op_kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace tpserve::kernels::cpu::avx2 {
+#include "kernels/cpu/ops_impl.inc"
+}  // namespace tpserve::kernels::cpu::avx2
+
+#pragma GCC pop_options
