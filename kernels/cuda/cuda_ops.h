@@ -1,0 +1,98 @@
+// CUDA backend launchers for the ops in kernels/ops.h, plus the CUDA-only
+// entry points the engine uses on the fast paths. Pointers in the parameter
+// structs are device pointers; launches are asynchronous on
+// stream.cuda_stream (a cudaStream_t, null = legacy default stream). Each
+// launcher validates shapes on the host (InvalidArgument) and reports launch
+// errors as INTERNAL; it never synchronises and never allocates, so every
+// call can be captured into a CUDA graph.
+//
+//   Stream stream{.cuda_stream = my_cuda_stream};
+//   GemmParams p{.x = d_x, .w = d_w, .w_dtype = DType::kQ4_1, .y = d_y,
+//                .m = 1, .n = 1536, .k = 576};
+//   TPS_RETURN_IF_ERROR(cuda::Gemm(p, stream));
+//
+// The CPU backend (kernels/cpu/cpu_ops.h) is the reference each launcher is
+// tested against (kernels/cuda/*_test.cc).
+#ifndef TPSERVE_KERNELS_CUDA_CUDA_OPS_H_
+#define TPSERVE_KERNELS_CUDA_CUDA_OPS_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+
+namespace tpserve::kernels::cuda {
+
+// ---- Same contract as kernels/cpu/cpu_ops.h.
+
+// The skinny GEMM: each warp owns one weight row, dequantises it in registers
+// (fused Q8_0/Q4_0/Q4_1 decoding, f32 math) and multiplies it with up to 8
+// activation rows per pass. Best for decode (m <= kSkinnyGemmMaxRows); it is
+// correct for any m, but prefill should convert once to bf16 (ToBf16) and use
+// the tensor-core GemmBf16.
+[[nodiscard]] absl::Status Gemm(const GemmParams& p, const Stream& stream);
+[[nodiscard]] absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Rope(const RopeParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Swiglu(const SwigluParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Add(const AddParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Embedding(const EmbeddingParams& p, const Stream& stream);
+[[nodiscard]] absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream);
+// Any mix of prefill chunks and decode tokens (flash-style, causal, GQA).
+[[nodiscard]] absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream);
+
+// ---- CUDA-only fast paths.
+
+// Activation rows up to which Gemm uses the skinny (GEMV-like) kernel.
+inline constexpr int kSkinnyGemmMaxRows = 64;
+
+// Tensor-core GEMM: c (m, n) f32 = a (m, k) bf16 . b (n, k)^T bf16, f32
+// accumulation (mma.sync m16n8k16; runs on sm_80 and sm_90). k % 8 == 0.
+struct GemmBf16Params {
+  const uint16_t* a = nullptr;  // (m, k) bf16 bits, dense
+  const uint16_t* b = nullptr;  // (n, k) bf16 bits, dense
+  const float* bias = nullptr;  // (n) or null
+  float* c = nullptr;           // (m, n); row i at c + i * c_stride
+  int m = 0;
+  int n = 0;
+  int k = 0;
+  int64_t c_stride = 0;         // 0 = n
+};
+[[nodiscard]] absl::Status GemmBf16(const GemmBf16Params& p, const Stream& stream);
+
+// Converts `rows` rows of `cols` values in `dtype` (row r at
+// src + r * src_row_bytes, 0 = RowBytes(dtype, cols)) to dense bf16 bits:
+// activations before GemmBf16, and weights (dequantised once) for prefill.
+struct ToBf16Params {
+  const void* src = nullptr;
+  DType dtype = DType::kF32;
+  uint16_t* dst = nullptr;  // (rows, cols) bf16 bits
+  int rows = 0;
+  int cols = 0;             // a multiple of 32 for quantized dtype
+  int64_t src_row_bytes = 0;
+};
+[[nodiscard]] absl::Status ToBf16(const ToBf16Params& p, const Stream& stream);
+
+// Split-KV decode attention for a batch where every sequence has exactly one
+// query (cu_q_lens[s+1] - cu_q_lens[s] == 1) and no context exceeds
+// `max_context_len` (= start_pos[s] + 1). The context is cut into
+// kDecodePartitionTokens-token partitions processed by separate blocks and
+// merged by a second kernel; `workspace` holds the partial results.
+inline constexpr int kDecodePartitionTokens = 256;
+int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim, int max_context_len);
+[[nodiscard]] absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
+                                                float* workspace, int64_t workspace_floats,
+                                                const Stream& stream);
+
+// Greedy sampling: ids[r] = argmax of logits row r (lowest index on ties).
+struct ArgmaxParams {
+  const float* logits = nullptr;  // (rows, vocab); row r at logits + r * stride
+  int32_t* ids = nullptr;         // (rows)
+  int rows = 0;
+  int vocab = 0;
+  int64_t stride = 0;             // 0 = vocab
+};
+[[nodiscard]] absl::Status Argmax(const ArgmaxParams& p, const Stream& stream);
+
+}  // namespace tpserve::kernels::cuda
+
+#endif  // TPSERVE_KERNELS_CUDA_CUDA_OPS_H_

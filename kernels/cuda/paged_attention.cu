@@ -1,0 +1,182 @@
+// cuda::PagedAttention: flash-style causal attention over the paged KV cache
+// for any mix of prefill chunks and decode tokens (GQA, f32, CUDA cores).
+//
+// Grid (sequence, query head, kTileSlots); a block of 4 warps owns query
+// tiles of kQueryTile rows of one sequence and head, taking tiles z, z +
+// kTileSlots, ... so the grid needs no host knowledge of query lengths. For
+// each tile it streams keys in tiles of kKeyTile tokens through shared memory
+// (each K/V tile is reused by all kQueryTile queries) and keeps an online
+// softmax per query row in registers: lane j scores key j, lanes then own
+// head dims d = lane + 32 i for the PV accumulation.
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/paged_kv.cuh"
+
+namespace tpserve::kernels::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kRowsPerWarp = 4;
+constexpr int kQueryTile = kWarps * kRowsPerWarp;
+constexpr int kKeyTile = 32;  // one key per lane when scoring
+constexpr int kTileSlots = 16;
+static_assert(kKeyTile == 32, "scoring maps one key to each lane");
+
+struct AttentionArgs {
+  const float* q;
+  float* out;
+  const int32_t* block_tables;
+  const int32_t* cu_q_lens;
+  const int32_t* start_pos;
+  PagedKv kv;
+  int n_heads;
+  int group;  // n_heads / n_kv_heads
+  int64_t q_stride;
+  float scale;
+};
+
+// Shared memory: q tile (kQueryTile x head_dim), K tile (kKeyTile x (head_dim
+// + 1), padded so lane j reading row j is conflict-free), V tile (kKeyTile x
+// head_dim), key validity.
+size_t SharedBytes(int head_dim) {
+  return sizeof(float) * (static_cast<size_t>(kQueryTile) * head_dim +
+                          static_cast<size_t>(kKeyTile) * (head_dim + 1) + static_cast<size_t>(kKeyTile) * head_dim +
+                          kKeyTile);
+}
+
+template <int kDimsPerLane>
+__global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(AttentionArgs a) {
+  extern __shared__ float smem[];
+  const int hd = a.kv.head_dim;
+  float* sq = smem;                          // [kQueryTile][hd]
+  float* sk = sq + kQueryTile * hd;          // [kKeyTile][hd + 1]
+  float* sv = sk + kKeyTile * (hd + 1);      // [kKeyTile][hd]
+  float* svalid = sv + kKeyTile * hd;        // [kKeyTile] 1 = readable
+
+  const int seq = blockIdx.x;
+  const int head = blockIdx.y;
+  const int kv_head = head / a.group;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int q_begin = a.cu_q_lens[seq];
+  const int q_len = a.cu_q_lens[seq + 1] - q_begin;
+  const int pos0 = a.start_pos[seq];
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
+
+  for (int tile = blockIdx.z; tile * kQueryTile < q_len; tile += gridDim.z) {
+    const int tile_q0 = tile * kQueryTile;
+    const int tile_rows = min(kQueryTile, q_len - tile_q0);
+    __syncthreads();  // previous tile finished with sq
+    for (int i = threadIdx.x; i < kQueryTile * hd; i += kWarps * 32) {
+      const int r = i / hd;
+      const int d = i % hd;
+      sq[i] = r < tile_rows ? a.q[(q_begin + tile_q0 + r) * a.q_stride + static_cast<int64_t>(head) * hd + d] * a.scale
+                            : 0.0f;
+    }
+    float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kDimsPerLane];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      m[r] = -INFINITY;
+      l[r] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kDimsPerLane; ++i) acc[r][i] = 0.0f;
+    }
+    // Keys needed by the last row of the tile: positions [0, pos0 + tile_q0 + tile_rows - 1].
+    const int key_end = pos0 + tile_q0 + tile_rows;
+    for (int key0 = 0; key0 < key_end; key0 += kKeyTile) {
+      __syncthreads();  // previous key tile consumed (and sq written, first time)
+      for (int i = threadIdx.x; i < kKeyTile * hd; i += kWarps * 32) {
+        const int j = i / hd;
+        const int d = i % hd;
+        const int pos = key0 + j;
+        const int64_t off = pos < key_end ? a.kv.Offset(table, pos, kv_head) : -1;
+        sk[j * (hd + 1) + d] = off >= 0 ? a.kv.k_cache[off + d] : 0.0f;
+        sv[j * hd + d] = off >= 0 ? a.kv.v_cache[off + d] : 0.0f;
+        if (d == 0) svalid[j] = off >= 0 ? 1.0f : 0.0f;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const int row = warp * kRowsPerWarp + r;
+        if (row >= tile_rows) continue;  // warp-uniform
+        const int qpos = pos0 + tile_q0 + row;
+        if (key0 > qpos) continue;  // warp-uniform: the whole key tile is in the future
+        const float* qrow = sq + row * hd;
+        const float* krow = sk + lane * (hd + 1);
+        float s = 0.0f;
+        for (int d = 0; d < hd; ++d) s = fmaf(qrow[d], krow[d], s);
+        const bool visible = key0 + lane <= qpos && svalid[lane] != 0.0f;
+        s = visible ? s : -INFINITY;
+        const float m_new = fmaxf(m[r], WarpMax(s));
+        if (m_new == -INFINITY) continue;  // warp-uniform: nothing visible yet
+        const float p = visible ? expf(s - m_new) : 0.0f;
+        const float corr = expf(m[r] - m_new);  // 0 when m[r] is -inf
+        l[r] = l[r] * corr + WarpSum(p);
+        m[r] = m_new;
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) acc[r][i] *= corr;
+        for (int j = 0; j < kKeyTile; ++j) {
+          const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+          for (int i = 0; i < kDimsPerLane; ++i) {
+            const int d = lane + 32 * i;
+            if (d < hd) acc[r][i] = fmaf(pj, sv[j * hd + d], acc[r][i]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int row = warp * kRowsPerWarp + r;
+      if (row >= tile_rows) continue;
+      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+      float* o = a.out + (static_cast<int64_t>(q_begin + tile_q0 + row) * a.n_heads + head) * hd;
+#pragma unroll
+      for (int i = 0; i < kDimsPerLane; ++i) {
+        const int d = lane + 32 * i;
+        if (d < hd) o[d] = acc[r][i] * inv;
+      }
+    }
+  }
+}
+
+template <int kDimsPerLane>
+absl::Status LaunchFlash(const AttentionArgs& a, int num_seqs, cudaStream_t s) {
+  const size_t smem = SharedBytes(a.kv.head_dim);
+  if (smem > 48 * 1024) {
+    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(FlashPagedAttentionKernel<kDimsPerLane>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  static_cast<int>(smem)));
+  }
+  const dim3 grid(num_seqs, a.n_heads, kTileSlots);
+  FlashPagedAttentionKernel<kDimsPerLane><<<grid, kWarps * 32, smem, s>>>(a);
+  return LaunchStatus("FlashPagedAttentionKernel");
+}
+
+}  // namespace
+
+absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream) {
+  if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
+  if (p.num_seqs == 0) return absl::OkStatus();
+  AttentionArgs a{};
+  a.q = p.q;
+  a.out = p.out;
+  a.block_tables = p.block_tables;
+  a.cu_q_lens = p.cu_q_lens;
+  a.start_pos = p.start_pos;
+  a.kv = MakePagedKv(p);
+  a.n_heads = p.n_heads;
+  a.group = p.n_heads / p.n_kv_heads;
+  a.q_stride = p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride;
+  a.scale = p.scale;
+  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane, { return LaunchFlash<kDimsPerLane>(a, p.num_seqs, s); });
+}
+
+}  // namespace tpserve::kernels::cuda

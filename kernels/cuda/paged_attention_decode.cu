@@ -1,0 +1,217 @@
+// cuda::PagedAttentionDecode: split-KV attention for one query per sequence.
+//
+// Phase 1, grid (sequence, query head, partition): a 4-warp block scores the
+// partition's kDecodePartitionTokens keys (warp per key, lanes over head dims,
+// so each K row is one coalesced read), takes the partition's softmax and
+// accumulates P.V the same way. One partition writes the output directly;
+// otherwise it writes (max, sum, unnormalised P.V) to the workspace and phase
+// 2, grid (sequence, query head), merges the partitions with the usual
+// log-sum-exp rescaling. Long contexts thus spread over many SMs even at batch 1.
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/paged_kv.cuh"
+
+namespace tpserve::kernels::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kPart = kDecodePartitionTokens;
+static_assert(kPart % kWarps == 0, "partition splits evenly over warps");
+
+struct DecodeArgs {
+  const float* q;
+  float* out;
+  const int32_t* block_tables;
+  const int32_t* cu_q_lens;
+  const int32_t* start_pos;
+  PagedKv kv;
+  int n_heads;
+  int group;
+  int num_parts;
+  int64_t q_stride;
+  float scale;
+  float* partial;  // [seq][head][part][head_dim + 2]: max, sum, P.V
+};
+
+__host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, int n_heads, int num_parts, int hd) {
+  return ((static_cast<int64_t>(seq) * n_heads + head) * num_parts + part) * (hd + 2);
+}
+
+template <int kDimsPerLane>
+__global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) {
+  __shared__ float s_scores[kPart];
+  __shared__ float s_acc[kWarps][kDimsPerLane * 32];
+  __shared__ float scratch[32];
+  const int seq = blockIdx.x;
+  const int head = blockIdx.y;
+  const int part = blockIdx.z;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int hd = a.kv.head_dim;
+  const int kv_head = head / a.group;
+  const int ctx = a.start_pos[seq] + 1;
+  const int key0 = part * kPart;
+  const int keys = min(kPart, ctx - key0);  // <= 0 for partitions past this sequence's context
+  float* out_row = a.out + (static_cast<int64_t>(a.cu_q_lens[seq]) * a.n_heads + head) * hd;
+  float* partial = a.partial == nullptr ? nullptr
+                                        : a.partial + PartialOffset(seq, head, part, a.n_heads, a.num_parts, hd);
+  if (keys <= 0) {
+    if (partial != nullptr && threadIdx.x == 0) {
+      partial[0] = -INFINITY;
+      partial[1] = 0.0f;
+    }
+    return;
+  }
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
+
+  float q[kDimsPerLane];
+  const float* qrow = a.q + a.cu_q_lens[seq] * a.q_stride + static_cast<int64_t>(head) * hd;
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    q[i] = d < hd ? qrow[d] * a.scale : 0.0f;
+  }
+
+  // Scores: warp w takes keys w, w + kWarps, ...
+  float local_max = -INFINITY;
+  for (int j = warp; j < keys; j += kWarps) {
+    const int64_t off = a.kv.Offset(table, key0 + j, kv_head);
+    float s = 0.0f;
+    if (off >= 0) {
+#pragma unroll
+      for (int i = 0; i < kDimsPerLane; ++i) {
+        const int d = lane + 32 * i;
+        if (d < hd) s = fmaf(q[i], a.kv.k_cache[off + d], s);
+      }
+      s = WarpSum(s);
+    } else {
+      s = -INFINITY;
+    }
+    if (lane == 0) s_scores[j] = s;
+    local_max = fmaxf(local_max, s);
+  }
+  // Every lane of a warp holds the same local_max; the block max is the max
+  // over warps. The barrier also publishes s_scores within each warp.
+  __syncthreads();
+  if (lane == 0) scratch[warp] = local_max;
+  __syncthreads();
+  float m = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) m = fmaxf(m, scratch[w]);
+
+  // P.V: warp w accumulates its keys; lanes own head dims.
+  float acc[kDimsPerLane];
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) acc[i] = 0.0f;
+  float sum = 0.0f;
+  for (int j = warp; j < keys; j += kWarps) {
+    const float s = s_scores[j];
+    if (s == -INFINITY) continue;  // masked (bad block id); warp-uniform
+    const float pj = expf(s - m);
+    sum += pj;
+    const int64_t off = a.kv.Offset(table, key0 + j, kv_head);
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) acc[i] = fmaf(pj, a.kv.v_cache[off + d], acc[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) s_acc[warp][lane + 32 * i] = acc[i];
+  // sum is identical across the lanes of a warp: count it once per warp.
+  const float total = BlockSum(lane == 0 ? sum : 0.0f, scratch);  // also the barrier for s_acc
+  for (int d = threadIdx.x; d < hd; d += kThreads) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) v += s_acc[w][d];
+    if (partial == nullptr) {
+      out_row[d] = total > 0.0f ? v / total : 0.0f;
+    } else {
+      partial[2 + d] = v;
+    }
+  }
+  if (partial != nullptr && threadIdx.x == 0) {
+    partial[0] = total > 0.0f ? m : -INFINITY;
+    partial[1] = total;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs a) {
+  const int seq = blockIdx.x;
+  const int head = blockIdx.y;
+  const int hd = a.kv.head_dim;
+  const float* base = a.partial + PartialOffset(seq, head, 0, a.n_heads, a.num_parts, hd);
+  const int64_t step = hd + 2;
+  float m = -INFINITY;
+  for (int part = 0; part < a.num_parts; ++part) m = fmaxf(m, base[part * step]);
+  float total = 0.0f;
+  for (int part = 0; part < a.num_parts; ++part) {
+    const float pm = base[part * step];
+    if (pm != -INFINITY) total += base[part * step + 1] * expf(pm - m);
+  }
+  float* out_row = a.out + (static_cast<int64_t>(a.cu_q_lens[seq]) * a.n_heads + head) * hd;
+  for (int d = threadIdx.x; d < hd; d += kThreads) {
+    float v = 0.0f;
+    for (int part = 0; part < a.num_parts; ++part) {
+      const float pm = base[part * step];
+      if (pm != -INFINITY) v += base[part * step + 2 + d] * expf(pm - m);
+    }
+    out_row[d] = total > 0.0f ? v / total : 0.0f;
+  }
+}
+
+template <int kDimsPerLane>
+absl::Status LaunchDecode(const DecodeArgs& a, int num_seqs, cudaStream_t s) {
+  DecodePartitionKernel<kDimsPerLane><<<dim3(num_seqs, a.n_heads, a.num_parts), kThreads, 0, s>>>(a);
+  if (absl::Status st = LaunchStatus("DecodePartitionKernel"); !st.ok()) return st;
+  if (a.partial == nullptr) return absl::OkStatus();
+  DecodeMergeKernel<<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);
+  return LaunchStatus("DecodeMergeKernel");
+}
+
+int NumParts(int max_context_len) { return (max_context_len + kPart - 1) / kPart; }
+
+}  // namespace
+
+int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim, int max_context_len) {
+  const int parts = NumParts(max_context_len);
+  if (parts <= 1) return 0;
+  return static_cast<int64_t>(num_seqs) * n_heads * parts * (head_dim + 2);
+}
+
+absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len, float* workspace,
+                                  int64_t workspace_floats, const Stream& stream) {
+  if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
+  if (p.num_seqs == 0) return absl::OkStatus();
+  if (max_context_len <= 0) return absl::InvalidArgumentError("PagedAttentionDecode: max_context_len <= 0");
+  const int parts = NumParts(max_context_len);
+  if (parts > 65535) return absl::InvalidArgumentError("PagedAttentionDecode: context too long");
+  const int64_t need = DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, max_context_len);
+  if (need > 0 && (workspace == nullptr || workspace_floats < need)) {
+    return absl::InvalidArgumentError("PagedAttentionDecode: workspace too small");
+  }
+  DecodeArgs a{};
+  a.q = p.q;
+  a.out = p.out;
+  a.block_tables = p.block_tables;
+  a.cu_q_lens = p.cu_q_lens;
+  a.start_pos = p.start_pos;
+  a.kv = MakePagedKv(p);
+  a.n_heads = p.n_heads;
+  a.group = p.n_heads / p.n_kv_heads;
+  a.num_parts = parts;
+  a.q_stride = p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride;
+  a.scale = p.scale;
+  a.partial = need > 0 ? workspace : nullptr;
+  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane, { return LaunchDecode<kDimsPerLane>(a, p.num_seqs, s); });
+}
+
+}  // namespace tpserve::kernels::cuda
