@@ -1,0 +1,309 @@
+// tpserve-router: the public gRPC endpoint of a tpserve cluster.
+//
+// Hosts the rendezvous store the workers meet in, waits for --world_size
+// workers to register and load, sends a warm-up step, then serves
+// tpserve.v1.Generation (plus grpc.health.v1.Health and reflection) and
+// Prometheus /metrics. Ctrl-C / SIGTERM shut it down cleanly.
+//
+//   tpserve-router --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --world_size=2
+//       --port=50051 --metrics_port=9400 --rendezvous_port=29500
+//   tpserve-worker --model=... --rank=0 --world_size=2 --rendezvous=127.0.0.1:29500
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "router/api/generation_service.h"
+#include "router/api/router_metrics.h"
+#include "router/api/serving_loop.h"
+#include "router/cluster/rendezvous.h"
+#include "router/cluster/worker_group.h"
+#include "router/tokenizer/chat_template.h"
+#include "router/tokenizer/tokenizer.h"
+#include "router/tokenizer/tokenizer_gguf.h"
+
+ABSL_FLAG(std::string, model, "", "Model file (GGUF) or Hugging Face directory; the router reads "
+                                  "only its tokenizer and chat template");
+ABSL_FLAG(std::string, model_name, "", "Name in metrics and ModelInfo (default: the workers')");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC, metrics and rendezvous ports bind");
+ABSL_FLAG(int, port, 50051, "gRPC port of tpserve.v1.Generation (0 = pick a free one)");
+ABSL_FLAG(int, metrics_port, 9400, "Prometheus /metrics port (0 = pick a free one)");
+ABSL_FLAG(int, rendezvous_port, 29500, "Port of the store the workers rendezvous in (0 = free)");
+ABSL_FLAG(int, world_size, 1, "Number of worker ranks (tensor-parallel size)");
+ABSL_FLAG(std::string, workers, "",
+          "Comma-separated worker gRPC addresses by rank; empty = learn them from the "
+          "rendezvous store as the workers register");
+ABSL_FLAG(std::string, chat_template, "", "Override the model's chat template by name (chatml, "
+                                          "llama3, llama2, mistral)");
+ABSL_FLAG(int, max_num_batched_tokens, 512, "Token budget per step (prefill chunks + decodes)");
+ABSL_FLAG(int, max_num_seqs, 64, "Most sequences running at once");
+ABSL_FLAG(int, max_waiting, 256, "Waiting-queue bound; more requests get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_model_len, 0, "Longest prompt + output in tokens (0 = the model's context, "
+                                 "capped by the KV cache)");
+ABSL_FLAG(int, default_max_tokens, 256, "max_tokens when a request leaves it unset");
+ABSL_FLAG(bool, enable_prefix_cache, true, "Reuse KV blocks of shared prompt prefixes");
+ABSL_FLAG(absl::Duration, load_timeout, absl::Minutes(10), "How long to wait for the workers");
+ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(120), "Limit of one worker step");
+ABSL_FLAG(std::string, port_file, "", "Write the bound ports here as JSON once listening");
+
+namespace tpserve {
+namespace {
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "%s [router] %s\n",
+               absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()).c_str(),
+               line.c_str());
+  std::fflush(stderr);
+}
+
+absl::StatusOr<TokenizerData> LoadTokenizerData(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("--model ", path, " does not exist"));
+  }
+  if (S_ISDIR(st.st_mode)) return TokenizerDataFromTokenizerJson(path + "/tokenizer.json");
+  return TokenizerDataFromGguf(path);
+}
+
+// Sends one tiny step through every rank so the first real request does not
+// pay for lazy initialisation, and to prove the group works end to end.
+absl::Status WarmUp(WorkerGroup& group, int32_t token) {
+  v1::StepRequest request;
+  request.set_step_id(0);
+  v1::SequenceInput* seq = request.add_seqs();
+  seq->set_seq_id(0);
+  seq->add_tokens(token);
+  seq->set_start_pos(0);
+  seq->set_prompt_len(1);
+  seq->add_block_table(0);
+  seq->set_sample(true);
+  seq->mutable_sampling()->set_top_p(1.0f);
+  seq->mutable_sampling()->set_repetition_penalty(1.0f);
+  TPS_ASSIGN_OR_RETURN(v1::StepResponse response, group.Step(request));
+  if (response.tokens_size() != 1) {
+    return absl::InternalError(absl::StrCat("warm-up step returned ", response.tokens_size(),
+                                            " tokens, expected 1"));
+  }
+  return group.Free({0});
+}
+
+absl::Status Run() {
+  const std::string model_path = absl::GetFlag(FLAGS_model);
+  if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  const int world_size = absl::GetFlag(FLAGS_world_size);
+  if (world_size < 1) return absl::InvalidArgumentError("--world_size must be >= 1");
+  const std::string host = absl::GetFlag(FLAGS_host);
+
+  // Block the shutdown signals in every thread; main waits for them below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  Log(absl::StrCat("loading tokenizer from ", model_path));
+  TPS_ASSIGN_OR_RETURN(TokenizerData data, LoadTokenizerData(model_path));
+  TPS_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Create(std::move(data)));
+  std::unique_ptr<ChatTemplate> chat_template;
+  {
+    std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
+    std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.TokenText(tokenizer.eos_id()) : "";
+    absl::StatusOr<ChatTemplate> t =
+        absl::GetFlag(FLAGS_chat_template).empty()
+            ? ChatTemplate::FromModel(tokenizer.data().chat_template, bos, eos)
+            : ChatTemplate::FromName(absl::GetFlag(FLAGS_chat_template), bos, eos);
+    if (t.ok()) {
+      chat_template = std::make_unique<ChatTemplate>(*std::move(t));
+    } else {
+      Log(absl::StrCat("chat prompts disabled: ", t.status().message()));
+    }
+  }
+  Log(absl::StrCat("tokenizer ready: ", tokenizer.vocab_size(), " tokens"));
+
+  Rendezvous rendezvous;
+  TPS_RETURN_IF_ERROR(rendezvous.Start(host, absl::GetFlag(FLAGS_rendezvous_port)));
+
+  GenerationService service(&tokenizer, chat_template.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
+                           grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":",
+                                               absl::GetFlag(FLAGS_port),
+                                               " (in use? pick another --port)"));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::Exposer exposer(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port)));
+  exposer.RegisterCollectable(registry);
+  const int metrics_port = exposer.GetListeningPorts().at(0);
+
+  Log(absl::StrCat("listening: gRPC ", host, ":", grpc_port, ", metrics http://", host, ":",
+                   metrics_port, "/metrics, rendezvous ", host, ":", rendezvous.port()));
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    const std::string path = absl::GetFlag(FLAGS_port_file);
+    {
+      std::ofstream out(path + ".tmp");
+      out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port
+          << ", \"rendezvous_port\": " << rendezvous.port() << "}\n";
+    }
+    std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+
+  // Workers: register, load, agree, warm up.
+  std::vector<std::string> addresses;
+  if (!absl::GetFlag(FLAGS_workers).empty()) {
+    addresses = absl::StrSplit(absl::GetFlag(FLAGS_workers), ',', absl::SkipEmpty());
+    if (static_cast<int>(addresses.size()) != world_size) {
+      return absl::InvalidArgumentError(absl::StrCat("--workers lists ", addresses.size(),
+                                                     " addresses but --world_size is ",
+                                                     world_size));
+    }
+  } else {
+    TPS_ASSIGN_OR_RETURN(addresses,
+                         rendezvous.WaitForWorkers(world_size, absl::GetFlag(FLAGS_load_timeout),
+                                                   Log));
+  }
+  WorkerGroup group(addresses, absl::GetFlag(FLAGS_step_timeout));
+  Log(absl::StrCat("waiting for ", world_size, " worker(s) to load: ",
+                   absl::StrJoin(addresses, ", ")));
+  TPS_ASSIGN_OR_RETURN(ClusterInfo cluster,
+                       group.WaitUntilLoaded(absl::GetFlag(FLAGS_load_timeout), Log));
+  const v1::InfoResponse& info = cluster.rank0;
+  if (info.vocab_size() > tokenizer.vocab_size() + 1024 || info.vocab_size() <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the workers' model has ", info.vocab_size(), " vocabulary entries but the router's "
+        "tokenizer has ", tokenizer.vocab_size(), "; give both the same --model"));
+  }
+  Log(absl::StrCat("all ", world_size, " rank(s) loaded ", info.model_name(), " (", info.backend(),
+                   "): ", cluster.kv_num_blocks, " KV blocks of ", cluster.kv_block_size,
+                   " tokens"));
+  const absl::Time warm_start = absl::Now();
+  TPS_RETURN_IF_ERROR(Annotate(WarmUp(group, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0),
+                               "warm-up step"));
+  Log(absl::StrCat("warm-up step ok (", absl::FormatDuration(absl::Now() - warm_start), ")"));
+
+  const std::string model_name = absl::GetFlag(FLAGS_model_name).empty()
+                                     ? info.model_name()
+                                     : absl::GetFlag(FLAGS_model_name);
+  RouterMetrics metrics(*registry, model_name);
+
+  const int32_t kv_tokens = cluster.kv_num_blocks * cluster.kv_block_size;
+  int32_t context = info.context_length() > 0 ? info.context_length() : kv_tokens;
+  if (absl::GetFlag(FLAGS_max_model_len) > 0) {
+    context = std::min(context, absl::GetFlag(FLAGS_max_model_len));
+  }
+  context = std::min(context, kv_tokens);
+
+  ServingLoop::Options options;
+  options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  options.scheduler.max_model_len = context;
+  options.scheduler.enable_prefix_cache = absl::GetFlag(FLAGS_enable_prefix_cache);
+  options.num_blocks = cluster.kv_num_blocks;
+  options.block_size = cluster.kv_block_size;
+  options.eos_ids.assign(info.eos_token_ids().begin(), info.eos_token_ids().end());
+  if (options.eos_ids.empty() && tokenizer.eos_id() >= 0) {
+    options.eos_ids.push_back(tokenizer.eos_id());
+  }
+  TPS_RETURN_IF_ERROR(router::ValidateSchedulerConfig(options.scheduler, options.num_blocks,
+                                                      options.block_size));
+  ServingLoop loop(options, &group, &tokenizer, &metrics);
+  loop.Start();
+
+  RequestLimits limits;
+  limits.vocab_size = std::min(info.vocab_size(), tokenizer.vocab_size());
+  limits.context_length = context;
+  limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  v1::ModelInfoResponse model_info;
+  model_info.set_model_name(model_name);
+  model_info.set_architecture(info.architecture());
+  model_info.set_vocab_size(info.vocab_size());
+  model_info.set_context_length(context);
+  model_info.set_tensor_parallel_size(world_size);
+  model_info.set_backend(info.backend());
+  model_info.set_kv_block_size(cluster.kv_block_size);
+  model_info.set_kv_num_blocks(cluster.kv_num_blocks);
+  for (int32_t id : options.eos_ids) model_info.add_eos_token_ids(id);
+  model_info.set_max_waiting_requests(options.scheduler.max_waiting);
+  model_info.set_default_max_tokens(limits.default_max_tokens);
+  service.SetReady(&loop, limits, model_info);
+  health->SetServingStatus(true);
+  metrics.workers_ready->Set(1);
+  Log(absl::StrCat("SERVING ", model_name, " on port ", grpc_port, " (TP=", world_size, ")"));
+
+  // Health watch: a rank that stops answering turns the router NOT_SERVING.
+  std::atomic<bool> stop_watch{false};
+  std::thread watch([&] {
+    bool healthy = true;
+    while (!stop_watch.load()) {
+      for (int i = 0; i < 20 && !stop_watch.load(); ++i) absl::SleepFor(absl::Milliseconds(100));
+      if (stop_watch.load()) break;
+      absl::Status s = group.CheckHealth(absl::Seconds(5));
+      if (s.ok() != healthy) {
+        healthy = s.ok();
+        health->SetServingStatus(healthy);
+        metrics.workers_ready->Set(healthy ? 1 : 0);
+        if (healthy) {
+          service.SetReady(&loop, limits, model_info);
+          Log("all workers healthy again: SERVING");
+        } else {
+          service.SetUnavailable(absl::StrCat("a worker is unhealthy: ", s.message()));
+          Log(absl::StrCat("NOT_SERVING: ", s.message()));
+        }
+      }
+    }
+  });
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  Log(absl::StrCat("signal ", signal, ": shutting down"));
+  stop_watch = true;
+  watch.join();
+  health->SetServingStatus(false);
+  service.SetUnavailable("the router is shutting down");
+  loop.Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace tpserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("tpserve router: public gRPC API, scheduler and worker driver");
+  absl::ParseCommandLine(argc, argv);
+  absl::Status s = tpserve::Run();
+  if (!s.ok()) {
+    tpserve::Log(absl::StrCat("error: ", s.ToString()));
+    return 1;
+  }
+  return 0;
+}
