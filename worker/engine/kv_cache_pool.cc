@@ -14,7 +14,8 @@ int64_t KvCachePool::BlockBytes(const KvCacheShape& s) {
          static_cast<int64_t>(sizeof(float));
 }
 
-absl::StatusOr<KvCachePool> KvCachePool::Create(const KvCacheShape& shape, int64_t budget_bytes) {
+absl::StatusOr<int> KvCachePool::BlocksForBudget(const KvCacheShape& shape,
+                                                 int64_t budget_bytes) {
   if (shape.num_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
       shape.block_size <= 0) {
     return absl::InvalidArgumentError("KV cache shape has a non-positive dimension");
@@ -29,6 +30,15 @@ absl::StatusOr<KvCachePool> KvCachePool::Create(const KvCacheShape& shape, int64
   if (blocks > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError("KV cache budget too large");
   }
+  return static_cast<int>(blocks);
+}
+
+absl::StatusOr<KvCachePool> KvCachePool::Create(const KvCacheShape& shape, int num_blocks) {
+  if (shape.num_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
+      shape.block_size <= 0 || num_blocks <= 0) {
+    return absl::InvalidArgumentError("KV cache shape has a non-positive dimension");
+  }
+  const int64_t blocks = num_blocks;
   KvCachePool pool;
   pool.shape_ = shape;
   pool.num_blocks_ = static_cast<int>(blocks);

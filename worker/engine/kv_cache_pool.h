@@ -10,8 +10,7 @@
 // tests).
 //
 //   TPS_ASSIGN_OR_RETURN(KvCachePool pool,
-//       KvCachePool::Create({.num_layers = 30, .n_kv_heads = 3, .head_dim = 64,
-//                            .block_size = 16}, /*budget_bytes=*/256 << 20));
+//       KvCachePool::Create(shape, *KvCachePool::BlocksForBudget(shape, 256 << 20)));
 //   float* k0 = pool.k(0);
 #ifndef TPSERVE_WORKER_ENGINE_KV_CACHE_POOL_H_
 #define TPSERVE_WORKER_ENGINE_KV_CACHE_POOL_H_
@@ -37,10 +36,15 @@ class KvCachePool {
  public:
   // Bytes one block takes over all layers, K and V.
   static int64_t BlockBytes(const KvCacheShape& shape);
-  // As many blocks as fit in `budget_bytes`; RESOURCE_EXHAUSTED when not even
-  // one does, INVALID_ARGUMENT for a bad shape.
+  // How many blocks of `shape` fit in `budget_bytes`; RESOURCE_EXHAUSTED when
+  // not even one does, INVALID_ARGUMENT for a bad shape. Ranks with uneven KV
+  // shards size with the largest shard so that every rank has the same block
+  // count (the router's block ids are global).
+  [[nodiscard]] static absl::StatusOr<int> BlocksForBudget(const KvCacheShape& shape,
+                                                           int64_t budget_bytes);
+  // A pool of exactly `num_blocks` blocks.
   [[nodiscard]] static absl::StatusOr<KvCachePool> Create(const KvCacheShape& shape,
-                                                          int64_t budget_bytes);
+                                                          int num_blocks);
 
   const KvCacheShape& shape() const { return shape_; }
   int num_blocks() const { return num_blocks_; }

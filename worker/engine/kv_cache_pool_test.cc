@@ -8,20 +8,26 @@ namespace {
 TEST(KvCachePoolTest, BudgetDecidesBlockCount) {
   KvCacheShape s{.num_layers = 30, .n_kv_heads = 3, .head_dim = 64, .block_size = 16};
   EXPECT_EQ(KvCachePool::BlockBytes(s), 2 * 30 * 16 * 3 * 64 * 4);
-  absl::StatusOr<KvCachePool> pool = KvCachePool::Create(s, 10 * KvCachePool::BlockBytes(s) + 5);
+  absl::StatusOr<int> blocks = KvCachePool::BlocksForBudget(s, 10 * KvCachePool::BlockBytes(s) + 5);
+  ASSERT_TRUE(blocks.ok()) << blocks.status();
+  EXPECT_EQ(*blocks, 10);
+  absl::StatusOr<KvCachePool> pool = KvCachePool::Create(s, *blocks);
   ASSERT_TRUE(pool.ok()) << pool.status();
   EXPECT_EQ(pool->num_blocks(), 10);
   // Every slot of the last block of the last layer is writable.
   float* k = pool->k(29);
   k[10 * 16 * 3 * 64 - 1] = 1.0f;
-  EXPECT_EQ(KvCachePool::Create(s, 100).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(KvCachePool::BlocksForBudget(s, 100).status().code(),
+            absl::StatusCode::kResourceExhausted);
   s.head_dim = 0;
-  EXPECT_EQ(KvCachePool::Create(s, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(KvCachePool::BlocksForBudget(s, 1 << 20).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(KvCachePool::Create(s, 4).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(KvCachePoolTest, BlockTablesAreChecked) {
   KvCacheShape s{.num_layers = 1, .n_kv_heads = 1, .head_dim = 8, .block_size = 4};
-  absl::StatusOr<KvCachePool> pool = KvCachePool::Create(s, 4 * KvCachePool::BlockBytes(s));
+  absl::StatusOr<KvCachePool> pool = KvCachePool::Create(s, 4);
   ASSERT_TRUE(pool.ok());
   EXPECT_TRUE(pool->CheckBlockTable({0, 3}, 8).ok());
   EXPECT_FALSE(pool->CheckBlockTable({0, 3}, 9).ok());  // too short

@@ -1,0 +1,332 @@
+// tpserve-run: the engine without the router. Launches N tensor-parallel
+// ranks as local processes (rendezvous through an in-process TCP key-value
+// store on 127.0.0.1), runs a prompt through prefill and greedy or sampled
+// decode, prints the text (when the router's tokenizer can read the model)
+// and tokens/s.
+//
+//   tpserve-run --model models/SmolLM2-135M-Instruct.Q4_1.gguf --tp 2
+//       --prompt "The capital of France is" --max-tokens 32
+//   tpserve-run --model m.gguf --prompt-ids 1,2,3 --batch 16 --max-tokens 64 --ignore-eos
+//   tpserve-run --model m.gguf --prompt-len 512 --max-tokens 1   # prefill benchmark
+//
+// Every rank runs the same schedule; rank 0 samples and broadcasts the new
+// token ids so every rank feeds the same next step (the router's job in the
+// real system).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
+#include "router/tokenizer/tokenizer.h"
+#include "router/tokenizer/tokenizer_gguf.h"
+#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/tcp_kv_store.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/kv_cache_pool.h"
+#include "worker/model/model_source.h"
+
+namespace tpserve {
+namespace {
+
+struct RunOptions {
+  std::string model;
+  int tp = 1;
+  int threads = 2;  // per rank
+  std::string prompt;
+  std::vector<int32_t> prompt_ids;
+  int prompt_len = 0;  // synthetic prompt of this many ids when > 0
+  int batch = 1;
+  int max_tokens = 32;
+  bool ignore_eos = false;
+  int64_t kv_mb = 256;
+  int chunk = 0;  // prefill chunk size; 0 = whole prompt in one step
+  SamplingParams sampling;
+};
+
+void Usage() {
+  fprintf(stderr,
+          "usage: tpserve-run --model PATH [--tp N] [--threads T] (--prompt TEXT | "
+          "--prompt-ids 1,2,3 | --prompt-len N)\n"
+          "       [--batch B] [--max-tokens N] [--ignore-eos] [--kv-mb MB] [--chunk N]\n"
+          "       [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
+          "       [--repetition-penalty R]\n");
+}
+
+absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
+  RunOptions o;
+  std::map<std::string, std::string> kv;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--ignore-eos") {
+      o.ignore_eos = true;
+      continue;
+    }
+    if (a.rfind("--", 0) != 0 || i + 1 >= argc) {
+      return absl::InvalidArgumentError(absl::StrCat("bad argument '", a, "'"));
+    }
+    kv[a.substr(2)] = argv[++i];
+  }
+  auto num = [&](const char* key, auto* out) -> absl::Status {
+    auto it = kv.find(key);
+    if (it == kv.end()) return absl::OkStatus();
+    bool ok;
+    if constexpr (std::is_same_v<std::remove_pointer_t<decltype(out)>, float>) {
+      ok = absl::SimpleAtof(it->second, out);
+    } else {
+      ok = absl::SimpleAtoi(it->second, out);
+    }
+    kv.erase(it);
+    return ok ? absl::OkStatus()
+              : absl::InvalidArgumentError(absl::StrCat("--", key, " needs a number"));
+  };
+  TPS_RETURN_IF_ERROR(num("tp", &o.tp));
+  TPS_RETURN_IF_ERROR(num("threads", &o.threads));
+  TPS_RETURN_IF_ERROR(num("prompt-len", &o.prompt_len));
+  TPS_RETURN_IF_ERROR(num("batch", &o.batch));
+  TPS_RETURN_IF_ERROR(num("max-tokens", &o.max_tokens));
+  TPS_RETURN_IF_ERROR(num("kv-mb", &o.kv_mb));
+  TPS_RETURN_IF_ERROR(num("chunk", &o.chunk));
+  TPS_RETURN_IF_ERROR(num("temperature", &o.sampling.temperature));
+  TPS_RETURN_IF_ERROR(num("top-k", &o.sampling.top_k));
+  TPS_RETURN_IF_ERROR(num("top-p", &o.sampling.top_p));
+  TPS_RETURN_IF_ERROR(num("min-p", &o.sampling.min_p));
+  TPS_RETURN_IF_ERROR(num("seed", &o.sampling.seed));
+  TPS_RETURN_IF_ERROR(num("repetition-penalty", &o.sampling.repetition_penalty));
+  if (auto it = kv.find("model"); it != kv.end()) o.model = it->second, kv.erase(it);
+  if (auto it = kv.find("prompt"); it != kv.end()) o.prompt = it->second, kv.erase(it);
+  if (auto it = kv.find("prompt-ids"); it != kv.end()) {
+    for (absl::string_view p : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
+      int32_t id;
+      if (!absl::SimpleAtoi(p, &id)) return absl::InvalidArgumentError("bad --prompt-ids");
+      o.prompt_ids.push_back(id);
+    }
+    kv.erase(it);
+  }
+  if (!kv.empty()) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", kv.begin()->first));
+  if (o.model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (o.tp < 1 || o.threads < 1 || o.batch < 1 || o.max_tokens < 1) {
+    return absl::InvalidArgumentError("--tp, --threads, --batch, --max-tokens must be >= 1");
+  }
+  return o;
+}
+
+struct RankResult {
+  double prefill_s = 0;
+  double decode_s = 0;
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;
+  std::vector<int32_t> output;  // sequence 0's generated ids
+};
+
+absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_t>& prompt,
+                                   const std::vector<int32_t>& stop_ids, int rank, int port) {
+  TcpKvStoreClient store("127.0.0.1", port);
+  GlooOptions gopts;
+  gopts.timeout = absl::Seconds(60);
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                       CreateGlooCommunicator(store, rank, o.tp, gopts));
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(o.model));
+  EngineOptions eopts;
+  eopts.num_threads = o.threads;
+  eopts.kv_cache_bytes = o.kv_mb << 20;
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, *comm, eopts));
+  BlockAllocator blocks(engine->num_kv_blocks());
+  const int bs = engine->block_size();
+  const int total = static_cast<int>(prompt.size()) + o.max_tokens;
+  std::vector<std::vector<int32_t>> tables(o.batch);
+  for (int b = 0; b < o.batch; ++b) {
+    absl::StatusOr<std::vector<int32_t>> t = blocks.Allocate((total + bs - 1) / bs);
+    if (!t.ok()) {
+      return Annotate(t.status(), absl::StrCat("KV cache for ", o.batch, " x ", total,
+                                               " tokens (raise --kv-mb)"));
+    }
+    tables[b] = *t;
+  }
+  RankResult res;
+  // Prefill, in chunks when asked.
+  const int plen = static_cast<int>(prompt.size());
+  const int chunk = o.chunk > 0 ? o.chunk : plen;
+  std::vector<int32_t> next(o.batch, 0);
+  absl::Time t0 = absl::Now();
+  for (int start = 0; start < plen; start += chunk) {
+    StepBatch batch;
+    const int len = std::min(chunk, plen - start);
+    for (int b = 0; b < o.batch; ++b) {
+      SequenceInput s;
+      s.seq_id = b;
+      s.tokens.assign(prompt.begin() + start, prompt.begin() + start + len);
+      s.start_pos = start;
+      s.prompt_len = plen;
+      s.block_table = tables[b];
+      s.sample = start + len == plen;
+      s.sampling = o.sampling;
+      batch.seqs.push_back(std::move(s));
+    }
+    TPS_ASSIGN_OR_RETURN(StepOutput out, engine->Step(batch));
+    for (size_t i = 0; i < out.tokens.size(); ++i) next[i] = out.tokens[i].token;
+  }
+  TPS_RETURN_IF_ERROR(comm->Broadcast(next.data(), next.size(), CommDType::kI32, 0));
+  res.prefill_s = absl::ToDoubleSeconds(absl::Now() - t0);
+  res.prefill_tokens = int64_t{plen} * o.batch;
+  res.output.push_back(next[0]);
+  auto stopped = [&](int32_t t) {
+    return !o.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end();
+  };
+  // Decode: one token per sequence per step.
+  t0 = absl::Now();
+  for (int step = 1; step < o.max_tokens && !stopped(next[0]); ++step) {
+    StepBatch batch;
+    for (int b = 0; b < o.batch; ++b) {
+      SequenceInput s;
+      s.seq_id = b;
+      s.tokens = {next[b]};
+      s.start_pos = plen + step - 1;
+      s.prompt_len = plen;
+      s.block_table = tables[b];
+      s.sampling = o.sampling;
+      batch.seqs.push_back(std::move(s));
+    }
+    TPS_ASSIGN_OR_RETURN(StepOutput out, engine->Step(batch));
+    for (size_t i = 0; i < out.tokens.size(); ++i) next[i] = out.tokens[i].token;
+    TPS_RETURN_IF_ERROR(comm->Broadcast(next.data(), next.size(), CommDType::kI32, 0));
+    res.output.push_back(next[0]);
+    res.decode_tokens += o.batch;
+  }
+  res.decode_s = absl::ToDoubleSeconds(absl::Now() - t0);
+  return res;
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<RunOptions> opts = ParseArgs(argc, argv);
+  if (!opts.ok()) {
+    fprintf(stderr, "tpserve-run: %s\n", std::string(opts.status().message()).c_str());
+    Usage();
+    return 2;
+  }
+  RunOptions& o = *opts;
+  // Tokenizer (optional: GGUF models carry one).
+  std::unique_ptr<Tokenizer> tok;
+  if (absl::StatusOr<TokenizerData> data = TokenizerDataFromGguf(o.model); data.ok()) {
+    if (absl::StatusOr<Tokenizer> t = Tokenizer::Create(*std::move(data)); t.ok()) {
+      tok = std::make_unique<Tokenizer>(*std::move(t));
+    }
+  }
+  std::vector<int32_t> prompt = o.prompt_ids;
+  if (o.prompt_len > 0) {
+    for (int i = 0; i < o.prompt_len; ++i) prompt.push_back(100 + (i * 7919) % 20000);
+  } else if (!o.prompt.empty()) {
+    if (tok == nullptr) {
+      fprintf(stderr, "tpserve-run: no tokenizer for %s; use --prompt-ids\n", o.model.c_str());
+      return 2;
+    }
+    absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(std::string_view(o.prompt), false);
+    if (!ids.ok()) {
+      fprintf(stderr, "tpserve-run: %s\n", ids.status().ToString().c_str());
+      return 2;
+    }
+    prompt = *ids;
+  }
+  if (prompt.empty()) {
+    fprintf(stderr, "tpserve-run: empty prompt\n");
+    Usage();
+    return 2;
+  }
+  std::vector<int32_t> stop_ids;
+  if (absl::StatusOr<std::unique_ptr<ModelSource>> m = OpenModel(o.model); m.ok()) {
+    stop_ids = (*m)->config().stop_ids;
+    if ((*m)->config().eos_id >= 0) stop_ids.push_back((*m)->config().eos_id);
+  } else {
+    fprintf(stderr, "tpserve-run: %s\n", m.status().ToString().c_str());
+    return 1;
+  }
+
+  TcpKvStoreServer server;
+  if (absl::Status s = server.Start("127.0.0.1", 0); !s.ok()) {
+    fprintf(stderr, "tpserve-run: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  int pipe_fd[2];
+  if (pipe(pipe_fd) != 0) return 1;
+  std::vector<pid_t> pids;
+  for (int r = 0; r < o.tp; ++r) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(pipe_fd[0]);
+      absl::StatusOr<RankResult> res = RunRank(o, prompt, stop_ids, r, server.port());
+      if (!res.ok()) {
+        fprintf(stderr, "tpserve-run: rank %d: %s\n", r, res.status().ToString().c_str());
+        _exit(1);
+      }
+      if (r == 0) {
+        std::string line = absl::StrCat(res->prefill_s, " ", res->prefill_tokens, " ",
+                                        res->decode_s, " ", res->decode_tokens, " ",
+                                        absl::StrJoin(res->output, ","), "\n");
+        if (write(pipe_fd[1], line.data(), line.size()) < 0) _exit(1);
+      }
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  close(pipe_fd[1]);
+  std::string report;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(pipe_fd[0], buf, sizeof(buf))) > 0) report.append(buf, n);
+  close(pipe_fd[0]);
+  int failed = 0;
+  for (pid_t pid : pids) {
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) ++failed;
+  }
+  if (failed > 0 || report.empty()) {
+    fprintf(stderr, "tpserve-run: %d rank(s) failed\n", failed);
+    return 1;
+  }
+  std::vector<std::string> f = absl::StrSplit(absl::StripTrailingAsciiWhitespace(report), ' ');
+  double prefill_s = 0, decode_s = 0;
+  int64_t prefill_tokens = 0, decode_tokens = 0;
+  if (f.size() < 4 || !absl::SimpleAtod(f[0], &prefill_s) ||
+      !absl::SimpleAtoi(f[1], &prefill_tokens) || !absl::SimpleAtod(f[2], &decode_s) ||
+      !absl::SimpleAtoi(f[3], &decode_tokens)) {
+    fprintf(stderr, "tpserve-run: bad report from rank 0\n");
+    return 1;
+  }
+  std::vector<int32_t> output;
+  if (f.size() > 4) {
+    for (absl::string_view p : absl::StrSplit(f[4], ',', absl::SkipEmpty())) {
+      int32_t id = 0;
+      if (absl::SimpleAtoi(p, &id)) output.push_back(id);
+    }
+  }
+  if (tok != nullptr) {
+    absl::StatusOr<std::string> text = tok->Decode(output);
+    if (text.ok()) printf("%s%s\n", o.prompt.c_str(), text->c_str());
+  }
+  printf("prompt ids: %s\n", absl::StrJoin(prompt, ",").c_str());
+  printf("output ids: %s\n", absl::StrJoin(output, ",").c_str());
+  printf("prefill: %lld tokens in %.3f s = %.1f tokens/s\n",
+         static_cast<long long>(prefill_tokens), prefill_s, prefill_tokens / prefill_s);
+  if (decode_tokens > 0) {
+    printf("decode: %lld tokens in %.3f s = %.2f tokens/s (batch %d, TP %d, %d thread(s)/rank)\n",
+           static_cast<long long>(decode_tokens), decode_s, decode_tokens / decode_s, o.batch,
+           o.tp, o.threads);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tpserve
+
+int main(int argc, char** argv) { return tpserve::Main(argc, argv); }

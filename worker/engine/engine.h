@@ -1,0 +1,116 @@
+// Engine: one tensor-parallel rank's forward pass. Every rank gets the same
+// StepBatch (a ragged mix of prefill chunks at any start position and single
+// decode tokens, each with its own KV block table), computes its shard, and
+// combines partial results through the Communicator: one all-reduce after the
+// vocab-parallel embedding, after each attention output projection and after
+// each FFN down projection; an all-gather of the LM-head logits (only the rows
+// that are sampled) to rank 0, which samples.
+//
+// Input checks run identically on every rank before the first collective, so
+// bad input (token id or position out of range, block table too short, bad
+// sampling parameters, repeated seq_id) is an INVALID_ARGUMENT on all ranks,
+// never a crash or a hang. A dead peer surfaces as the communicator's error.
+//
+// Rank 0 keeps each sequence's tokens (by position) for the repetition /
+// presence / frequency penalties; a chunk at start_pos 0 restarts the
+// sequence, and Free() forgets it.
+//
+//   TPS_ASSIGN_OR_RETURN(auto model, OpenModel(path));
+//   TPS_ASSIGN_OR_RETURN(auto engine, Engine::Create(*model, *comm, EngineOptions{}));
+//   StepBatch b;
+//   b.seqs.push_back({.seq_id = 1, .tokens = ids, .start_pos = 0,
+//                     .prompt_len = (int)ids.size(), .block_table = {0, 1}});
+//   TPS_ASSIGN_OR_RETURN(StepOutput out, engine->Step(b));  // rank 0: one token
+#ifndef TPSERVE_WORKER_ENGINE_ENGINE_H_
+#define TPSERVE_WORKER_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/cpu/thread_pool.h"
+#include "worker/comm/communicator.h"
+#include "worker/engine/kv_cache_pool.h"
+#include "worker/engine/shard_plan.h"
+#include "worker/engine/shard_weights.h"
+#include "worker/engine/step_types.h"
+#include "worker/model/model_source.h"
+
+namespace tpserve {
+
+struct EngineOptions {
+  int num_threads = 2;                      // compute threads of this rank
+  int64_t kv_cache_bytes = int64_t{256} << 20;  // KV pool budget of the largest shard
+  int block_size = 16;                      // tokens per KV block
+};
+
+// Wall time of the last step by phase, for metrics.
+struct StepTimings {
+  double total_s = 0;
+  double comm_s = 0;    // time inside collectives
+  double sample_s = 0;  // rank 0 sampling
+  int64_t tokens = 0;
+};
+
+class Engine {
+ public:
+  // Builds the shard plan for comm's rank and world size, checks that every
+  // rank computed the same plan (all-gather of its fingerprint), loads this
+  // rank's weights and allocates the KV pool. `model` must outlive the engine.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelSource& model,
+                                                                      Communicator& comm,
+                                                                      const EngineOptions& options);
+  ~Engine();
+
+  // One forward step; rank 0 returns a token per sequence with sample == true.
+  [[nodiscard]] absl::StatusOr<StepOutput> Step(const StepBatch& batch);
+
+  // Test hook: the same forward pass, returning on rank 0 the full-vocabulary
+  // logits of every sequence's last token (batch order; `sample` ignored);
+  // other ranks return an empty vector. Updates the KV cache like Step.
+  [[nodiscard]] absl::StatusOr<std::vector<std::vector<float>>> ForwardLogits(
+      const StepBatch& batch);
+
+  // Forgets penalty history of finished sequences (rank 0).
+  void Free(absl::Span<const uint64_t> seq_ids);
+
+  const ModelConfig& config() const { return config_; }
+  const ShardPlan& plan() const { return plan_; }
+  int num_kv_blocks() const { return kv_.num_blocks(); }
+  int block_size() const { return kv_.block_size(); }
+  int64_t weight_bytes() const { return weights_.bytes; }
+  const StepTimings& last_timings() const { return timings_; }
+
+ private:
+  Engine(const ModelSource& model, Communicator& comm, ShardPlan plan, ShardWeights weights,
+         KvCachePool kv, int num_threads);
+
+  absl::Status Validate(const StepBatch& batch) const;
+  // Runs the layers and the LM head for rows `head_rows` (indices into the
+  // batch's flattened tokens); on rank 0 fills `logits` (head_rows.size(),
+  // vocab).
+  absl::Status Forward(const StepBatch& batch, const std::vector<int>& head_rows,
+                       std::vector<float>* logits);
+  absl::Status AllReduce(std::vector<float>& buf, size_t count);
+  void RecordTokens(const SequenceInput& seq);
+
+  const ModelSource& model_;
+  Communicator& comm_;
+  const ModelConfig config_;
+  ShardPlan plan_;
+  ShardWeights weights_;
+  KvCachePool kv_;
+  kernels::ThreadPool pool_;
+  StepTimings timings_;
+  // Rank 0: tokens of each live sequence by position (-1 = never seen).
+  std::unordered_map<uint64_t, std::vector<int32_t>> history_;
+  // Scratch, grown on demand.
+  std::vector<float> x_, h_, qkv_, attn_, proj_, gu_, act_, head_in_, head_out_, gathered_;
+};
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_ENGINE_ENGINE_H_
