@@ -71,10 +71,18 @@ bool BlockManager::BlockHoldsTokens(int32_t block, uint64_t parent_hash,
   return std::equal(tokens.begin(), tokens.end(), stored);
 }
 
-bool BlockManager::CanAllocate(uint64_t seq_id, int32_t num_tokens) const {
+int32_t BlockManager::NumBlocksToTake(uint64_t seq_id, int32_t num_tokens,
+                                      const PrefixMatch* prefix) const {
   auto it = seqs_.find(seq_id);
-  const int32_t have = it == seqs_.end() ? 0 : static_cast<int32_t>(it->second.blocks.size());
-  return BlocksFor(num_tokens) - have <= NumAvailableBlocks();
+  int32_t have = 0;
+  int32_t revived = 0;
+  if (it != seqs_.end()) {
+    have = static_cast<int32_t>(it->second.blocks.size());
+  } else if (prefix != nullptr) {
+    have = static_cast<int32_t>(prefix->blocks.size());
+    for (int32_t b : prefix->blocks) revived += blocks_[b].ref_count == 0 ? 1 : 0;
+  }
+  return std::max(0, BlocksFor(num_tokens) - have) + revived;
 }
 
 absl::Status BlockManager::Allocate(uint64_t seq_id, int32_t num_tokens,

@@ -77,9 +77,14 @@ class BlockManager {
   [[nodiscard]] absl::Status Allocate(uint64_t seq_id, int32_t num_tokens,
                                       const PrefixMatch* prefix = nullptr);
 
-  // True when Allocate(seq_id, num_tokens) would succeed for a known sequence
-  // (or a new one without prefix).
-  bool CanAllocate(uint64_t seq_id, int32_t num_tokens) const;
+  // Available blocks Allocate(seq_id, num_tokens, prefix) would consume: new
+  // blocks plus evictable cached blocks of `prefix` it would revive.
+  int32_t NumBlocksToTake(uint64_t seq_id, int32_t num_tokens,
+                          const PrefixMatch* prefix = nullptr) const;
+  // True when Allocate(seq_id, num_tokens) would succeed.
+  bool CanAllocate(uint64_t seq_id, int32_t num_tokens) const {
+    return NumBlocksToTake(seq_id, num_tokens) <= NumAvailableBlocks();
+  }
 
   // Registers `seq_id`'s full blocks within the first `num_computed` tokens of
   // `tokens` (its whole token sequence so far) in the prefix cache. Call only
