@@ -1,0 +1,202 @@
+// Single-rank engine tests on the default model: batch invariance (batch
+// composition, prefill chunking, KV block placement), seeded sampling through
+// Step, penalty history, and bad input -> INVALID_ARGUMENT.
+#include "worker/engine/engine.h"
+
+#include <memory>
+
+#include "gtest/gtest.h"
+#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/tcp_kv_store.h"
+#include "worker/engine/multi_rank_test_util.h"
+
+namespace tpserve {
+namespace {
+
+// Tolerance of the acceptance criteria: max |diff| <= 1e-3 * max |logit|.
+constexpr double kTol = 1e-3;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<ModelSource>> m = OpenModel(DefaultModelPath());
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = m->release();
+    TcpKvStoreClient unused("127.0.0.1", 1);
+    absl::StatusOr<std::unique_ptr<Communicator>> c =
+        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+    ASSERT_TRUE(c.ok()) << c.status();
+    comm_ = c->release();
+    EngineOptions o;
+    o.kv_cache_bytes = int64_t{64} << 20;
+    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(*model_, *comm_, o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = e->release();
+  }
+  static void TearDownTestSuite() {
+    delete engine_;
+    delete comm_;
+    delete model_;
+  }
+
+  static SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
+                           std::vector<int32_t> blocks, int prompt_len = 1000) {
+    SequenceInput s;
+    s.seq_id = id;
+    s.tokens = std::move(tokens);
+    s.start_pos = start;
+    s.prompt_len = prompt_len;
+    s.block_table = std::move(blocks);
+    return s;
+  }
+
+  static std::vector<float> Logits(std::vector<SequenceInput> seqs, size_t which) {
+    StepBatch b;
+    b.seqs = std::move(seqs);
+    absl::StatusOr<std::vector<std::vector<float>>> l = engine_->ForwardLogits(b);
+    EXPECT_TRUE(l.ok()) << l.status();
+    if (!l.ok() || l->size() <= which) return {};
+    return (*l)[which];
+  }
+
+  static ModelSource* model_;
+  static Communicator* comm_;
+  static Engine* engine_;
+};
+
+ModelSource* EngineTest::model_ = nullptr;
+Communicator* EngineTest::comm_ = nullptr;
+Engine* EngineTest::engine_ = nullptr;
+
+const std::vector<int32_t> kPromptA = {504, 3575, 282, 4649, 314, 7042, 30, 198,
+                                       504, 1797, 1918, 553, 253, 2155, 282, 4723,
+                                       216, 35, 33, 33};  // 20 tokens (block size 16)
+const std::vector<int32_t> kPromptB = {1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173};
+
+TEST_F(EngineTest, LogitsDoNotDependOnBatchChunkingOrBlockPlacement) {
+  ASSERT_GE(engine_->num_kv_blocks(), 20);
+  ASSERT_EQ(engine_->block_size(), 16);
+  // Reference: A alone, one prefill step, blocks {0, 1}; then one decode.
+  std::vector<float> ref = Logits({Seq(1, kPromptA, 0, {0, 1})}, 0);
+  std::vector<float> ref_dec = Logits({Seq(1, {42}, 20, {0, 1})}, 0);
+  ASSERT_EQ(ref.size(), 49152u);
+
+  // A chunked 7 + 13 at other blocks, its second chunk batched with B's
+  // prefill and another sequence's decode.
+  ASSERT_EQ(Logits({Seq(2, {kPromptA.begin(), kPromptA.begin() + 7}, 0, {9, 4})}, 0).size(),
+            49152u);
+  ASSERT_EQ(Logits({Seq(3, kPromptB, 0, {6})}, 0).size(), 49152u);
+  std::vector<float> chunked =
+      Logits({Seq(3, {77}, 9, {6}), Seq(2, {kPromptA.begin() + 7, kPromptA.end()}, 7, {9, 4}),
+              Seq(4, kPromptB, 0, {7})},
+             1);
+  EXPECT_LE(RelativeMaxDiff(ref, chunked), kTol);
+  // Decode of A batched with two other decodes.
+  std::vector<float> dec = Logits(
+      {Seq(4, {5}, 9, {7}), Seq(3, {8}, 10, {6}), Seq(2, {42}, 20, {9, 4})}, 2);
+  EXPECT_LE(RelativeMaxDiff(ref_dec, dec), kTol);
+  // Token-by-token prefill (20 decode-shaped steps) at yet other blocks.
+  std::vector<float> one_by_one;
+  for (int p = 0; p < 20; ++p) one_by_one = Logits({Seq(5, {kPromptA[p]}, p, {12, 15})}, 0);
+  EXPECT_LE(RelativeMaxDiff(ref, one_by_one), kTol);
+  printf("batch invariance: chunked %.2e, decode %.2e, one-by-one %.2e (max |logit| scale)\n",
+         RelativeMaxDiff(ref, chunked), RelativeMaxDiff(ref_dec, dec),
+         RelativeMaxDiff(ref, one_by_one));
+}
+
+TEST_F(EngineTest, SeededSamplingIsIndependentOfBatchComposition) {
+  auto generate = [&](bool crowded) {
+    std::vector<int32_t> out;
+    SequenceInput s = Seq(10, kPromptB, 0, {2}, static_cast<int>(kPromptB.size()));
+    s.sampling.temperature = 0.9f;
+    s.sampling.top_p = 0.95f;
+    s.sampling.seed = 1234;
+    for (int step = 0; step < 6; ++step) {
+      StepBatch b;
+      if (crowded) b.seqs.push_back(Seq(11, kPromptA, 0, {3, 5}));
+      b.seqs.push_back(s);
+      if (crowded) b.seqs.push_back(Seq(12, {7}, step, {8}));
+      absl::StatusOr<StepOutput> o = engine_->Step(b);
+      EXPECT_TRUE(o.ok()) << o.status();
+      if (!o.ok()) return out;
+      int32_t t = -1;
+      for (const SampledToken& st : o->tokens) {
+        if (st.seq_id == 10) t = st.token;
+      }
+      out.push_back(t);
+      s.start_pos += static_cast<int32_t>(s.tokens.size());
+      s.tokens = {t};
+    }
+    return out;
+  };
+  std::vector<int32_t> alone = generate(false);
+  std::vector<int32_t> crowded = generate(true);
+  EXPECT_EQ(alone, crowded);
+  EXPECT_EQ(alone.size(), 6u);
+}
+
+TEST_F(EngineTest, PenaltiesUseTheSequenceHistory) {
+  // With an extreme repetition penalty the greedy token never repeats a
+  // token of the prompt or the output.
+  SequenceInput s = Seq(20, kPromptB, 0, {10}, static_cast<int>(kPromptB.size()));
+  s.sampling.repetition_penalty = 100.0f;
+  s.sampling.logprobs = true;
+  s.sampling.top_logprobs = 3;
+  std::vector<int32_t> seen = kPromptB;
+  for (int step = 0; step < 5; ++step) {
+    StepBatch b;
+    b.seqs.push_back(s);
+    absl::StatusOr<StepOutput> o = engine_->Step(b);
+    ASSERT_TRUE(o.ok()) << o.status();
+    ASSERT_EQ(o->tokens.size(), 1u);
+    const SampledToken& t = o->tokens[0];
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), t.token), 0) << "step " << step;
+    ASSERT_EQ(t.top_logprobs.size(), 3u);
+    EXPECT_EQ(t.top_logprobs[0].token, t.token);
+    EXPECT_LE(t.logprob, 0.0f);
+    seen.push_back(t.token);
+    s.start_pos += static_cast<int32_t>(s.tokens.size());
+    s.tokens = {t.token};
+  }
+  engine_->Free({20});
+}
+
+TEST_F(EngineTest, BadInputIsInvalidArgumentAndTheEngineKeepsWorking) {
+  auto code = [&](SequenceInput s) {
+    StepBatch b;
+    b.seqs.push_back(std::move(s));
+    return engine_->Step(b).status().code();
+  };
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  EXPECT_EQ(code(Seq(1, {49152}, 0, {0})), kInvalid);      // token id out of range
+  EXPECT_EQ(code(Seq(1, {-3}, 0, {0})), kInvalid);
+  EXPECT_EQ(code(Seq(1, {5}, -1, {0})), kInvalid);         // negative position
+  EXPECT_EQ(code(Seq(1, {5}, 8192, {0})), kInvalid);       // beyond the context length
+  EXPECT_EQ(code(Seq(1, {}, 0, {0})), kInvalid);           // no tokens
+  EXPECT_EQ(code(Seq(1, kPromptA, 0, {0})), kInvalid);     // block table too short
+  EXPECT_EQ(code(Seq(1, {5}, 0, {engine_->num_kv_blocks()})), kInvalid);  // block outside pool
+  SequenceInput bad_sampling = Seq(1, {5}, 0, {0});
+  bad_sampling.sampling.top_p = 0.0f;
+  EXPECT_EQ(code(bad_sampling), kInvalid);
+  StepBatch dup;
+  dup.seqs = {Seq(1, {5}, 0, {0}), Seq(1, {6}, 0, {1})};
+  EXPECT_EQ(engine_->Step(dup).status().code(), kInvalid);
+  // Still serving.
+  StepBatch ok;
+  ok.seqs = {Seq(1, {5}, 0, {0})};
+  absl::StatusOr<StepOutput> out = engine_->Step(ok);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->tokens.size(), 1u);
+  // An empty batch is a no-op.
+  EXPECT_TRUE(engine_->Step(StepBatch()).ok());
+}
+
+TEST_F(EngineTest, TinyKvBudgetIsResourceExhausted) {
+  EngineOptions o;
+  o.kv_cache_bytes = 1000;
+  EXPECT_EQ(Engine::Create(*model_, *comm_, o).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace tpserve

@@ -1,0 +1,50 @@
+// Test helper: runs a function on every rank of a tensor-parallel group of
+// forked processes (Gloo over 127.0.0.1, rendezvous through a TcpKvStoreServer
+// in the calling process), each rank with its own Engine. Rank 0's result
+// floats and every rank's error come back through files in the test's temp
+// directory. A group still running after `limit` is killed (an error, never
+// a hang).
+//
+//   RankRun run = RunOnRanks(2, {model}, {}, [](Engine& e, int rank) {
+//     return FlatLogits(e, batch);
+//   });
+//   ASSERT_TRUE(run.ok()) << run.ErrorSummary();
+#ifndef TPSERVE_WORKER_ENGINE_MULTI_RANK_TEST_UTIL_H_
+#define TPSERVE_WORKER_ENGINE_MULTI_RANK_TEST_UTIL_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "worker/engine/engine.h"
+
+namespace tpserve {
+
+using RankFn = std::function<absl::StatusOr<std::vector<float>>(Engine& engine, int rank)>;
+
+struct RankRun {
+  std::vector<float> rank0;          // rank 0's result
+  std::vector<std::string> errors;   // per rank; empty string = OK
+  bool ok() const;
+  std::string ErrorSummary() const;
+};
+
+// `model_paths` has one path for all ranks or one per rank.
+RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
+                   const EngineOptions& options, const RankFn& fn,
+                   absl::Duration limit = absl::Seconds(240));
+
+// Concatenated rank-0 logits of ForwardLogits over `batches`, run in order.
+absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine, const std::vector<StepBatch>& batches);
+
+// max |a - b| / max |a|, the parity measure of the acceptance criteria.
+double RelativeMaxDiff(const std::vector<float>& a, const std::vector<float>& b);
+
+// $TPSERVE_ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf
+std::string DefaultModelPath();
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_ENGINE_MULTI_RANK_TEST_UTIL_H_
