@@ -36,11 +36,19 @@ inline float HSum(__m256 v) {
 }
 
 // The 32 nibbles of a Q4 block as bytes in value order (low nibbles are
-// values 0..15, high nibbles 16..31).
+// values 0..15, high nibbles 16..31): the 16 bytes broadcast to both lanes,
+// the high lane shifted right by 4, then masked (3 uops).
 inline __m256i UnpackNibbles(const uint8_t* qs) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i mask = _mm_set1_epi8(0xF);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), mask), _mm_and_si128(b, mask));
+  const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i shifted = _mm256_srlv_epi64(b, _mm256_setr_epi64x(0, 0, 4, 4));
+  return _mm256_and_si256(shifted, _mm256_set1_epi8(0xF));
+}
+
+// The first two f16 of a block (Q4_1: d, m; others: d, junk) as f32 lanes 0, 1.
+inline __m128 BlockHeader(const uint8_t* wb) {
+  int32_t bits;
+  std::memcpy(&bits, wb, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
 }
 
 // Eight partial sums of u[i] * s[i] (u unsigned <= 128, s signed), as f32.
@@ -54,16 +62,20 @@ inline __m256 DotS8S8(__m256i a, __m256i b) {
   return DotU8S8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
 }
 
+// Scale handling stays in vector registers: the weight block header [d_w, m_w]
+// times the activation header [d_x, xsum] gives [d_w * d_x, m_w * xsum] in
+// one multiply; lane 0 scales the integer dot, lane 1 accumulates the offset.
 template <DType T, int MR, int NR>
 void QuantTile(const GemmArgs& a, int64_t j0, int i0) {
   const int nb = a.k / 32;
   constexpr int64_t kBlockBytes = BlockBytes(T);
+  constexpr int kQuantOffset = T == DType::kQ4_1 ? 4 : 2;
   __m256 acc[MR][NR];
-  float off[MR][NR];  // Q4_0: sum d_w * xsum; Q4_1: sum m_w * xsum
+  __m128 off[MR][NR];  // lane 1: Q4_0 sum d_w * xsum; Q4_1 sum m_w * xsum
   for (int ii = 0; ii < MR; ++ii) {
     for (int r = 0; r < NR; ++r) {
       acc[ii][r] = _mm256_setzero_ps();
-      off[ii][r] = 0.0f;
+      off[ii][r] = _mm_setzero_ps();
     }
   }
   const uint8_t* wrow[NR];
@@ -73,29 +85,28 @@ void QuantTile(const GemmArgs& a, int64_t j0, int i0) {
 
   for (int b = 0; b < nb; ++b) {
     __m256i wv[NR];
-    float dw[NR];
-    float mw[NR];
+    __m128 wh[NR];
     for (int r = 0; r < NR; ++r) {
       const uint8_t* wb = wrow[r] + b * kBlockBytes;
-      dw[r] = Half(Load16(wb));
+      wh[r] = BlockHeader(wb);
+      // Q4_0 needs [d, d]; Q8_0 too, so that lane 1 never holds junk bits
+      // (a denormal product there would cost a microcode assist on some CPUs).
+      if constexpr (T != DType::kQ4_1) wh[r] = _mm_broadcastss_ps(wh[r]);
       if constexpr (T == DType::kQ8_0) {
         wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + 2));
-        mw[r] = 0.0f;
-      } else if constexpr (T == DType::kQ4_0) {
-        wv[r] = UnpackNibbles(wb + 2);
-        mw[r] = dw[r];
       } else {
-        mw[r] = Half(Load16(wb + 2));
-        wv[r] = UnpackNibbles(wb + 4);
+        wv[r] = UnpackNibbles(wb + kQuantOffset);
       }
     }
     for (int ii = 0; ii < MR; ++ii) {
-      const ActBlock& xb = xrow[ii][b];
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
+      const ActBlock* xb = xrow[ii] + b;
+      const __m128 xh = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xb)));  // [d, sum]
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
       for (int r = 0; r < NR; ++r) {
         const __m256 p = T == DType::kQ8_0 ? DotS8S8(wv[r], xv) : DotU8S8(wv[r], xv);
-        acc[ii][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * xb.d), p, acc[ii][r]);
-        if constexpr (T != DType::kQ8_0) off[ii][r] += mw[r] * xb.sum;
+        const __m128 t = _mm_mul_ps(wh[r], xh);
+        acc[ii][r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(t), p, acc[ii][r]);
+        if constexpr (T != DType::kQ8_0) off[ii][r] = _mm_add_ps(off[ii][r], t);
       }
     }
   }
@@ -103,8 +114,9 @@ void QuantTile(const GemmArgs& a, int64_t j0, int i0) {
     float* y = a.y + (i0 + ii) * a.y_stride + j0;
     for (int r = 0; r < NR; ++r) {
       float v = HSum(acc[ii][r]);
-      if constexpr (T == DType::kQ4_0) v -= 8.0f * off[ii][r];
-      if constexpr (T == DType::kQ4_1) v += off[ii][r];
+      const float o = _mm_cvtss_f32(_mm_movehdup_ps(off[ii][r]));  // lane 1
+      if constexpr (T == DType::kQ4_0) v -= 8.0f * o;
+      if constexpr (T == DType::kQ4_1) v += o;
       if (a.bias != nullptr) v += a.bias[j0 + r];
       y[r] = v;
     }
