@@ -8,9 +8,11 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/check.h"
 #include "common/status.h"
 #include "router/kv/block_manager.h"
+#include "router/scheduler/sequence.h"
 
 namespace tpserve::router {
 
@@ -43,35 +45,9 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_
 
 namespace {
 
-struct Sequence {
-  uint64_t id = 0;
-  int32_t priority = 0;
-  uint64_t arrival = 0;         // global order: FIFO within a priority
-  std::vector<int32_t> tokens;  // prompt + generated tokens known so far
-  int32_t prompt_len = 0;
-  int32_t num_pending = 0;      // sampled in scheduled steps, not reported yet
-  int32_t num_computed = 0;     // KV written or being written by scheduled steps
-  int32_t num_committed = 0;    // KV written by resolved steps
-  bool running = false;
-  bool cancel_requested = false;
-  bool on_workers = false;      // appeared in a step since it was last freed there
-  uint64_t epoch = 0;           // changes at every admission
-  uint64_t preempted_in_step = 0;
-  int32_t cached_tokens = -1;   // prefix-cache hit at first admission
-  int32_t num_preemptions = 0;
-  absl::Time deadline = absl::InfiniteFuture();
-  SamplingParams sampling;
-
-  int32_t total_len() const { return static_cast<int32_t>(tokens.size()) + num_pending; }
-};
-
-// Rank order: higher priority first, then earlier arrival.
-struct RankLess {
-  bool operator()(const Sequence* a, const Sequence* b) const {
-    if (a->priority != b->priority) return a->priority > b->priority;
-    return a->arrival < b->arrival;
-  }
-};
+using internal::RankLess;
+using internal::Sequence;
+using internal::SeqState;
 
 // A single-token slice of generated output that samples; the rest is prefill
 // (prompt chunks and recompute after preemption).
@@ -95,27 +71,31 @@ struct StepRecord {
 
 struct Scheduler::State {
   State(const SchedulerConfig& c, int32_t num_blocks, int32_t block_size)
-      : config(c), blocks(num_blocks, block_size, c.enable_prefix_cache) {
-    const int32_t capacity = num_blocks * block_size;
-    if (config.max_model_len == 0 || config.max_model_len > capacity) {
-      config.max_model_len = capacity;
-    }
+      : config(Resolve(c, num_blocks * block_size)),
+        blocks(num_blocks, block_size, c.enable_prefix_cache) {}
+
+  static SchedulerConfig Resolve(SchedulerConfig c, int32_t capacity) {
+    if (c.max_model_len == 0 || c.max_model_len > capacity) c.max_model_len = capacity;
+    return c;
   }
 
-  SchedulerConfig config;
-  BlockManager blocks;
-  absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> seqs;
-  std::set<Sequence*, RankLess> waiting;
-  std::set<Sequence*, RankLess> running;
-  std::deque<StepRecord> unresolved;  // sent (or about to be), oldest first
-  std::vector<uint64_t> pending_free;
-  std::vector<FinishedSequence> pending_finished;
-  uint64_t next_step_id = 1;
-  uint64_t next_arrival = 0;
-  uint64_t next_epoch = 1;
-  int64_t num_preemptions = 0;
-  int64_t num_steps = 0;
-  int64_t iteration_tokens = 0;
+  // Public Scheduler methods hold `mu` for their whole body; the router may
+  // call Add/Cancel from RPC threads while its step loop schedules.
+  absl::Mutex mu;
+  const SchedulerConfig config;  // max_model_len resolved
+  BlockManager blocks ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> seqs ABSL_GUARDED_BY(mu);
+  std::set<Sequence*, RankLess> waiting ABSL_GUARDED_BY(mu);
+  std::set<Sequence*, RankLess> running ABSL_GUARDED_BY(mu);
+  std::deque<StepRecord> unresolved ABSL_GUARDED_BY(mu);  // sent (or about to be), oldest first
+  std::vector<uint64_t> pending_free ABSL_GUARDED_BY(mu);
+  std::vector<FinishedSequence> pending_finished ABSL_GUARDED_BY(mu);
+  uint64_t next_step_id ABSL_GUARDED_BY(mu) = 1;
+  uint64_t next_arrival ABSL_GUARDED_BY(mu) = 0;
+  uint64_t next_epoch ABSL_GUARDED_BY(mu) = 1;
+  int64_t num_preemptions ABSL_GUARDED_BY(mu) = 0;
+  int64_t num_steps ABSL_GUARDED_BY(mu) = 0;
+  int64_t iteration_tokens ABSL_GUARDED_BY(mu) = 0;
 
   // Per-Schedule() scratch.
   struct Build {
@@ -126,13 +106,13 @@ struct Scheduler::State {
     std::vector<bool> dropped;
   };
 
-  FinishedSequence Remove(Sequence* seq, FinishReason reason);
-  void Preempt(Sequence* seq, Build& build);
-  bool EnsureBlocksForRunning(Sequence* seq, int32_t num_tokens, Build& build);
-  void Emit(Sequence* seq, int32_t n, Build& build);
-  void Unemit(Sequence* seq, Build& build);
-  void SweepFinished(absl::Time now);
-  void AdmitWaiting(Build& build);
+  FinishedSequence Remove(Sequence* seq, FinishReason reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void Preempt(Sequence* seq, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  bool EnsureBlocksForRunning(Sequence* seq, int32_t num_tokens, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void Emit(Sequence* seq, int32_t n, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void Unemit(Sequence* seq, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void SweepFinished(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void AdmitWaiting(Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 };
 
 FinishedSequence Scheduler::State::Remove(Sequence* seq, FinishReason reason) {
@@ -144,7 +124,7 @@ FinishedSequence Scheduler::State::Remove(Sequence* seq, FinishReason reason) {
   done.cached_tokens = std::max(seq->cached_tokens, 0);
   done.num_preemptions = seq->num_preemptions;
   blocks.Free(seq->id);
-  (seq->running ? running : waiting).erase(seq);
+  (seq->running() ? running : waiting).erase(seq);
   if (seq->on_workers) pending_free.push_back(seq->id);
   seqs.erase(seq->id);  // destroys *seq
   return done;
@@ -212,7 +192,7 @@ void Scheduler::State::Preempt(Sequence* seq, Build& build) {
   Unemit(seq, build);
   blocks.Free(seq->id);
   running.erase(seq);
-  seq->running = false;
+  seq->state = SeqState::kPreempted;
   seq->num_computed = 0;
   seq->num_committed = 0;
   seq->preempted_in_step = build.step->step_id;
@@ -271,7 +251,7 @@ void Scheduler::State::AdmitWaiting(Build& build) {
       return;
     }
     it = waiting.erase(it);
-    seq->running = true;
+    seq->state = SeqState::kRunning;
     seq->epoch = next_epoch++;
     seq->num_computed = prefix.num_tokens;
     seq->num_committed = prefix.num_tokens;
@@ -290,6 +270,7 @@ Scheduler::Scheduler(const SchedulerConfig& config, int32_t num_blocks, int32_t 
 Scheduler::~Scheduler() = default;
 
 absl::Status Scheduler::Add(SchedulerRequest request) {
+  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
   if (request.prompt.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("request ", request.seq_id, " has an empty prompt"));
@@ -322,6 +303,7 @@ absl::Status Scheduler::Add(SchedulerRequest request) {
 }
 
 absl::Status Scheduler::Cancel(uint64_t seq_id) {
+  absl::MutexLock lock(&state_->mu);
   auto it = state_->seqs.find(seq_id);
   if (it == state_->seqs.end()) {
     return absl::NotFoundError(absl::StrCat("sequence ", seq_id, " is not live"));
@@ -331,6 +313,7 @@ absl::Status Scheduler::Cancel(uint64_t seq_id) {
 }
 
 ScheduledStep Scheduler::Schedule(absl::Time now) {
+  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
   TPS_CHECK_LE(st.unresolved.size(), 1u)
       << "Schedule() with two unresolved steps; call OnStepResult first";
@@ -349,7 +332,7 @@ ScheduledStep Scheduler::Schedule(absl::Time now) {
   for (int pass = 0; pass < 2; ++pass) {
     for (Sequence* seq : ranked) {
       if (build.budget <= 0 || build.slots <= 0) break;
-      if (!seq->running || build.slice_of.contains(seq->id)) continue;
+      if (!seq->running() || build.slice_of.contains(seq->id)) continue;
       const int32_t remaining = seq->total_len() - seq->num_computed;
       if ((pass == 0) != (remaining == 1) || remaining <= 0) continue;
       if (seq->total_len() >= st.config.max_model_len) continue;  // finishes once resolved
@@ -391,6 +374,7 @@ ScheduledStep Scheduler::Schedule(absl::Time now) {
 }
 
 absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
+  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
   StepRecord* record = nullptr;
   for (StepRecord& r : st.unresolved) {
@@ -402,7 +386,7 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
   }
   auto live = [&](const ScheduledSequence& slice, const StepRecord::Slice& rec) -> const Sequence* {
     auto it = st.seqs.find(slice.seq_id);
-    if (it == st.seqs.end() || it->second->epoch != rec.epoch || !it->second->running) {
+    if (it == st.seqs.end() || it->second->epoch != rec.epoch || !it->second->running()) {
       return nullptr;  // finished (or preempted) since Schedule(): already in a free list
     }
     return it->second.get();
@@ -456,6 +440,7 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
 }
 
 absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledTokenId> sampled) {
+  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
   if (st.unresolved.empty() || st.unresolved.front().step_id != step_id) {
     bool later = false;
@@ -496,7 +481,7 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
     }
     // A sequence preempted while this step ran keeps the sampled token (its
     // KV was valid) but recomputes everything, so nothing is committed.
-    if (seq.running) {
+    if (seq.running()) {
       seq.num_committed = std::max(seq.num_committed, slice.end_pos);
       st.blocks.CacheComputedBlocks(seq.id, seq.tokens, seq.num_committed);
     }
@@ -507,6 +492,7 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
 }
 
 absl::StatusOr<FinishedSequence> Scheduler::Finish(uint64_t seq_id, FinishReason reason) {
+  absl::MutexLock lock(&state_->mu);
   auto it = state_->seqs.find(seq_id);
   if (it == state_->seqs.end()) {
     return absl::NotFoundError(absl::StrCat("sequence ", seq_id, " is not live"));
@@ -514,12 +500,30 @@ absl::StatusOr<FinishedSequence> Scheduler::Finish(uint64_t seq_id, FinishReason
   return state_->Remove(it->second.get(), reason);
 }
 
-bool Scheduler::Contains(uint64_t seq_id) const { return state_->seqs.contains(seq_id); }
-int64_t Scheduler::num_running() const { return state_->running.size(); }
-int64_t Scheduler::num_waiting() const { return state_->waiting.size(); }
+bool Scheduler::Contains(uint64_t seq_id) const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->seqs.contains(seq_id);
+}
+
+int64_t Scheduler::num_running() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->running.size();
+}
+
+int64_t Scheduler::num_waiting() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->waiting.size();
+}
+
+bool Scheduler::HasWork() const {
+  absl::MutexLock lock(&state_->mu);
+  return !state_->seqs.empty();
+}
+
 const BlockManager& Scheduler::block_manager() const { return state_->blocks; }
 
 SchedulerMetrics Scheduler::metrics() const {
+  absl::MutexLock lock(&state_->mu);
   const State& st = *state_;
   const BlockManagerStats bs = st.blocks.stats();
   SchedulerMetrics m;
@@ -535,6 +539,7 @@ SchedulerMetrics Scheduler::metrics() const {
 }
 
 absl::Status Scheduler::CheckInvariants() const {
+  absl::MutexLock lock(&state_->mu);
   const State& st = *state_;
   TPS_RETURN_IF_ERROR(st.blocks.CheckInvariants());
   if (st.running.size() + st.waiting.size() != st.seqs.size()) {
@@ -545,7 +550,7 @@ absl::Status Scheduler::CheckInvariants() const {
   }
   for (const auto& [id, seq] : st.seqs) {
     const int32_t have = static_cast<int32_t>(st.blocks.BlockTable(id).size());
-    if (seq->running) {
+    if (seq->running()) {
       if (!st.running.contains(seq.get())) return absl::InternalError("running set mismatch");
       if (have < st.blocks.BlocksFor(seq->num_computed)) {
         return absl::InternalError(absl::StrCat("sequence ", id, " has too few blocks"));

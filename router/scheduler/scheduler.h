@@ -14,7 +14,8 @@
 // with prompt + generated tokens to re-prefill. A waiting request preempts
 // only running ones of strictly lower priority.
 //
-// Step lifecycle (single thread; the router serialises calls):
+// Thread-safe (one internal mutex): RPC threads may Add/Cancel while the step
+// loop runs. Step lifecycle, driven by the router's step loop:
 //
 //   Scheduler sched(config, num_blocks, block_size);
 //   TPS_RETURN_IF_ERROR(sched.Add({.seq_id = 1, .prompt = ids, .priority = 0}));
@@ -52,6 +53,9 @@
 // slot prepared for a sequence that then stops costs only that slot.
 //
 // Empty steps (no seqs) are not tracked: sending or resolving them is optional.
+// With no step in flight, Schedule() returns an empty step only when no
+// sequence is live (HasWork() is false) or all were just dropped, so a
+// router loop never spins on an empty step.
 #ifndef TPSERVE_ROUTER_SCHEDULER_SCHEDULER_H_
 #define TPSERVE_ROUTER_SCHEDULER_SCHEDULER_H_
 
@@ -148,8 +152,9 @@ class Scheduler {
   bool Contains(uint64_t seq_id) const;
   int64_t num_running() const;
   int64_t num_waiting() const;
-  bool HasWork() const { return num_running() + num_waiting() > 0; }
+  bool HasWork() const;  // any live sequence
   SchedulerMetrics metrics() const;
+  // Unsynchronized view for tests and benchmarks; not while other threads call in.
   const BlockManager& block_manager() const;
 
   // Cross-checks sequence state against the block manager; for tests.

@@ -167,6 +167,9 @@ TEST_P(SchedulerStressTest, RandomWorkloadFinishesCorrectly) {
     ASSERT_TRUE(sched.FinalizeStep(&next).ok());
     ASSERT_EQ(next.finished.size(), finished_before);  // Finish() reports itself
 
+    if (cur.empty() && next.empty()) {
+      ASSERT_FALSE(sched.HasWork()) << "nothing in flight, live sequences, empty step";
+    }
     ASSERT_LE(next.num_tokens, config.max_num_batched_tokens);
     ASSERT_LE(static_cast<int32_t>(next.seqs.size()), config.max_num_seqs);
     ASSERT_EQ(next.num_pending_tokens, 0);
