@@ -54,8 +54,9 @@
 //
 // Empty steps (no seqs) are not tracked: sending or resolving them is optional.
 // With no step in flight, Schedule() returns an empty step only when no
-// sequence is live (HasWork() is false) or all were just dropped, so a
-// router loop never spins on an empty step.
+// sequence is live (HasWork() is false), so a router loop never spins on one.
+// A sequence preempted while step n runs keeps the token step n samples for
+// it (stream it to the client); it re-prefills that token too.
 #ifndef TPSERVE_ROUTER_SCHEDULER_SCHEDULER_H_
 #define TPSERVE_ROUTER_SCHEDULER_SCHEDULER_H_
 

@@ -4,6 +4,7 @@
 #include <map>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -324,6 +325,33 @@ TEST(SchedulerTest, RejectsMismatchedResults) {
   // An empty step needs no result.
   ScheduledStep idle = Scheduler({}, 16, 4).Schedule(kNow);
   EXPECT_TRUE(idle.empty());
+}
+
+TEST(SchedulerTest, AddAndCancelFromOtherThreadsWhileScheduling) {
+  Harness h({.max_num_batched_tokens = 32, .max_num_seqs = 8, .max_waiting = 1000}, 256, 4);
+  std::thread client([&] {
+    for (uint64_t id = 1; id <= 200; ++id) {
+      EXPECT_TRUE(h.sched.Add(Req(id, Prompt(1 + id % 9))).ok());
+      if (id % 3 == 0) {
+        EXPECT_TRUE(h.sched.Cancel(id).ok() || !h.sched.Contains(id));
+      }
+    }
+  });
+  int finished = 0;
+  for (int i = 0; i < 5000 && finished < 200; ++i) {
+    ScheduledStep step = h.Step();
+    finished += static_cast<int>(step.finished.size());
+    for (const ScheduledSequence& s : step.seqs) {
+      if (s.sample && h.sched.Contains(s.seq_id) && h.outputs[s.seq_id].size() >= 2) {
+        ASSERT_TRUE(h.sched.Finish(s.seq_id, FinishReason::kStop).ok());
+        ++finished;
+      }
+    }
+  }
+  client.join();
+  EXPECT_EQ(finished, 200);
+  EXPECT_FALSE(h.sched.HasWork());
+  EXPECT_EQ(h.sched.metrics().kv_cache_usage_ratio, 0.0);
 }
 
 }  // namespace
