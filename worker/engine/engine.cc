@@ -72,7 +72,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
           plan.DebugString()));
     }
   }
-  TPS_ASSIGN_OR_RETURN(ShardWeights weights, LoadShardWeights(model, plan));
+  TPS_ASSIGN_OR_RETURN(ShardWeights weights, LoadShardWeights(model, plan, options.f32_weights));
   const ModelConfig& c = model.config();
   int64_t max_kv = 0;
   for (int r = 0; r < plan.world_size(); ++r) max_kv = std::max(max_kv, plan.shard(r).kv_heads.count);

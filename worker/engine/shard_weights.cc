@@ -83,6 +83,17 @@ Linear MakeLinear(std::vector<LinearPart> parts) {
   return l;
 }
 
+void Dequantize(Linear& l) {
+  for (LinearPart& p : l.parts) {
+    if (!IsQuantized(p.weight.dtype)) continue;
+    auto storage = std::make_shared<std::vector<float>>(p.weight.ToFloat());
+    p.weight.dtype = DType::kF32;
+    p.weight.data = reinterpret_cast<const uint8_t*>(storage->data());
+    p.weight.bytes = storage->size() * sizeof(float);
+    p.weight.owner = storage;
+  }
+}
+
 int64_t LinearBytes(const Linear& l) {
   int64_t b = 0;
   for (const LinearPart& p : l.parts) b += static_cast<int64_t>(p.weight.bytes);
@@ -91,7 +102,8 @@ int64_t LinearBytes(const Linear& l) {
 
 }  // namespace
 
-absl::StatusOr<ShardWeights> LoadShardWeights(const ModelSource& m, const ShardPlan& plan) {
+absl::StatusOr<ShardWeights> LoadShardWeights(const ModelSource& m, const ShardPlan& plan,
+                                              bool dequantize) {
   const ModelConfig& c = m.config();
   const RankShard& s = plan.mine();
   const int64_t hd = c.head_dim;
@@ -108,8 +120,10 @@ absl::StatusOr<ShardWeights> LoadShardWeights(const ModelSource& m, const ShardP
   std::vector<LinearPart> head_parts;
   head_parts.push_back(std::move(head));
   w.lm_head = MakeLinear(std::move(head_parts));
+  if (dequantize) Dequantize(w.lm_head);
   TPS_ASSIGN_OR_RETURN(w.output_norm, ReadF32(m, "output_norm.weight"));
-  w.bytes = static_cast<int64_t>(w.embedding.bytes) + (c.tie_embeddings ? 0 : LinearBytes(w.lm_head));
+  w.bytes = static_cast<int64_t>(w.embedding.bytes) +
+            (c.tie_embeddings && !dequantize ? 0 : LinearBytes(w.lm_head));
   for (int l = 0; l < c.num_layers; ++l) {
     LayerWeights lw;
     TPS_ASSIGN_OR_RETURN(lw.attn_norm, ReadF32(m, Blk(l, "attn_norm.weight")));
@@ -133,6 +147,9 @@ absl::StatusOr<ShardWeights> LoadShardWeights(const ModelSource& m, const ShardP
     std::vector<LinearPart> down(1);
     TPS_ASSIGN_OR_RETURN(down[0], ColumnPart(m, Blk(l, "ffn_down"), s.ffn.begin, s.ffn.count));
     lw.down = MakeLinear(std::move(down));
+    if (dequantize) {
+      for (Linear* lin : {&lw.qkv, &lw.o, &lw.gate_up, &lw.down}) Dequantize(*lin);
+    }
     w.bytes += LinearBytes(lw.qkv) + LinearBytes(lw.o) + LinearBytes(lw.gate_up) +
                LinearBytes(lw.down);
     w.layers.push_back(std::move(lw));

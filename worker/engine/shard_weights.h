@@ -57,8 +57,12 @@ struct ShardWeights {
   int64_t bytes = 0;     // weight bytes this rank references
 };
 
+// `dequantize`: convert quantized matrices to F32 so GEMMs run in plain f32
+// (no 8-bit activation rounding; ~4-7x the weight memory). The embedding table
+// stays as stored (a lookup is exact either way).
 [[nodiscard]] absl::StatusOr<ShardWeights> LoadShardWeights(const ModelSource& source,
-                                                            const ShardPlan& plan);
+                                                            const ShardPlan& plan,
+                                                            bool dequantize = false);
 
 }  // namespace tpserve
 
