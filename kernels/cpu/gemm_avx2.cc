@@ -7,12 +7,22 @@
 // is reused MR times and each activation block NR times. GEMV (m = 1) uses
 // 1 x 4 so four weight streams are in flight; GEMM uses 4 x 2 (8
 // accumulators + operands fit the 16 ymm registers).
-#include <immintrin.h>
-
 #include <cstdint>
 #include <cstring>
 
 #include "kernels/cpu/gemm_kernels.h"
+
+#if !defined(__x86_64__)
+// Not x86: isa.cc never selects these; forward to the portable kernels.
+namespace tpserve::kernels::cpu::avx2 {
+void QuantizeRow(const float* x, int k, ActBlock* out) { portable::QuantizeRow(x, k, out); }
+void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
+  portable::GemmTile(a, n_begin, n_end);
+}
+}  // namespace tpserve::kernels::cpu::avx2
+#else
+
+#include <immintrin.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -267,3 +277,5 @@ void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
 }  // namespace tpserve::kernels::cpu::avx2
 
 #pragma GCC pop_options
+
+#endif  // __x86_64__

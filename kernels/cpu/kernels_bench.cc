@@ -17,7 +17,9 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "benchmark/benchmark.h"
+#include "common/status.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/test_util.h"
@@ -112,6 +114,96 @@ void BM_Gemm(benchmark::State& state) {
   state.SetLabel(std::string(DTypeName(dtype)) + " " + IsaName(ActiveIsa()));
 }
 
+// One decode token through SmolLM2-135M's op sequence with random weights
+// (30 layers of Q4_1 matrices, Q8_0 tied LM head, f32 paged KV cache at
+// context `ctx`): kernel time only, no sampling. An upper bound for the
+// engine's batch-1 decode rate.
+void BM_DecodeToken(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  const int ctx = static_cast<int>(state.range(1));
+  constexpr int kLayers = 30, kHidden = 576, kHeads = 9, kKvHeads = 3, kHeadDim = 64;
+  constexpr int kFfn = 1536, kVocab = 49152, kBlock = 16;
+  constexpr int kKvDim = kKvHeads * kHeadDim;
+  Rng rng(3);
+  struct Layer {
+    std::vector<uint8_t> q, k, v, o, gate, up, down;
+    std::vector<float> k_cache, v_cache;
+  };
+  const int num_blocks = (ctx + 1 + kBlock - 1) / kBlock;
+  std::vector<Layer> layers(kLayers);
+  for (Layer& l : layers) {
+    l.q = RandomRows(rng, DType::kQ4_1, kHidden, kHidden);
+    l.k = RandomRows(rng, DType::kQ4_1, kKvDim, kHidden);
+    l.v = RandomRows(rng, DType::kQ4_1, kKvDim, kHidden);
+    l.o = RandomRows(rng, DType::kQ4_1, kHidden, kHidden);
+    l.gate = RandomRows(rng, DType::kQ4_1, kFfn, kHidden);
+    l.up = RandomRows(rng, DType::kQ4_1, kFfn, kHidden);
+    l.down = RandomRows(rng, DType::kQ4_1, kHidden, kFfn);
+    l.k_cache = rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvDim);
+    l.v_cache = rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvDim);
+  }
+  const std::vector<uint8_t> lm_head = RandomRows(rng, DType::kQ8_0, kVocab, kHidden);
+  const std::vector<float> norm_w = rng.Floats(kHidden, 0.5f, 1.5f);
+  std::vector<float> x(kHidden), h(kHidden), q(kHidden), k(kKvDim), v(kKvDim), att(kHidden),
+      proj(kHidden), gate(kFfn), up(kFfn), act(kFfn), logits(kVocab);
+  std::vector<int32_t> table(num_blocks);
+  for (int b = 0; b < num_blocks; ++b) table[b] = b;
+  const int32_t pos = ctx;
+  const int32_t cu[2] = {0, 1};
+  const int64_t slot = ctx;
+  ThreadPool pool(threads);
+  const Stream st{.pool = &pool};
+  auto gemv = [&](const std::vector<uint8_t>& w, DType t, const float* in, float* out, int n, int kk) {
+    GemmParams g{.x = in, .w = w.data(), .w_dtype = t, .y = out, .m = 1, .n = n, .k = kk};
+    return Gemm(g, st);
+  };
+  auto token = [&]() -> absl::Status {
+    for (Layer& l : layers) {
+      absl::Status s = RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st);
+      s.Update(gemv(l.q, DType::kQ4_1, h.data(), q.data(), kHidden, kHidden));
+      s.Update(gemv(l.k, DType::kQ4_1, h.data(), k.data(), kKvDim, kHidden));
+      s.Update(gemv(l.v, DType::kQ4_1, h.data(), v.data(), kKvDim, kHidden));
+      RopeParams rp{.q = q.data(), .k = k.data(), .positions = &pos, .tokens = 1, .n_heads = kHeads,
+                    .n_kv_heads = kKvHeads, .head_dim = kHeadDim};
+      s.Update(Rope(rp, st));
+      s.Update(KvCacheWrite({.k = k.data(), .v = v.data(), .k_cache = l.k_cache.data(),
+                             .v_cache = l.v_cache.data(), .slot_mapping = &slot, .tokens = 1,
+                             .n_kv_heads = kKvHeads, .head_dim = kHeadDim, .block_size = kBlock,
+                             .num_blocks = num_blocks}, st));
+      s.Update(PagedAttention({.q = q.data(), .k_cache = l.k_cache.data(), .v_cache = l.v_cache.data(),
+                               .out = att.data(), .block_tables = table.data(), .cu_q_lens = cu,
+                               .start_pos = &pos, .num_seqs = 1, .max_blocks_per_seq = num_blocks,
+                               .n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = kHeadDim,
+                               .block_size = kBlock, .num_blocks = num_blocks, .scale = 0.125f}, st));
+      s.Update(gemv(l.o, DType::kQ4_1, att.data(), proj.data(), kHidden, kHidden));
+      s.Update(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = kHidden}, st));
+      s.Update(RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
+      s.Update(gemv(l.gate, DType::kQ4_1, h.data(), gate.data(), kFfn, kHidden));
+      s.Update(gemv(l.up, DType::kQ4_1, h.data(), up.data(), kFfn, kHidden));
+      s.Update(Swiglu({.gate = gate.data(), .up = up.data(), .out = act.data(), .rows = 1, .dim = kFfn}, st));
+      s.Update(gemv(l.down, DType::kQ4_1, act.data(), proj.data(), kHidden, kFfn));
+      s.Update(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = kHidden}, st));
+      if (!s.ok()) return s;
+    }
+    TPS_RETURN_IF_ERROR(RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
+    return gemv(lm_head, DType::kQ8_0, h.data(), logits.data(), kVocab, kHidden);
+  };
+  std::vector<double> per_token;
+  for (auto _ : state) {
+    for (int rep = 0; rep < 40; ++rep) {
+      x = rng.Floats(kHidden);  // keep activations bounded across tokens
+      const auto t0 = std::chrono::steady_clock::now();
+      if (!token().ok()) state.SkipWithError("op failed");
+      per_token.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  std::sort(per_token.begin(), per_token.end());
+  state.counters["ms/token"] = per_token.front() * 1e3;
+  state.counters["tok/s"] = 1.0 / per_token.front();
+  state.counters["tok/s_med"] = 1.0 / per_token[per_token.size() / 2];
+  state.SetLabel(IsaName(ActiveIsa()));
+}
+
 void GemvArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "k", "dtype", "threads", "m"});
   const int q41 = static_cast<int>(DType::kQ4_1), q80 = static_cast<int>(DType::kQ8_0);
@@ -137,6 +229,13 @@ void GemmArgsList(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Copy)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemvArgs)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemmArgsList)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DecodeToken)
+    ->ArgNames({"threads", "ctx"})
+    ->Args({1, 128})
+    ->Args({2, 128})
+    ->Args({2, 1024})
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace tpserve::kernels::cpu

@@ -5,11 +5,15 @@
 
 #include "kernels/cpu/op_kernels.h"
 
+#if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 
 namespace tpserve::kernels::cpu::avx2 {
 #include "kernels/cpu/ops_impl.inc"
 }  // namespace tpserve::kernels::cpu::avx2
 
+#if defined(__x86_64__)
 #pragma GCC pop_options
+#endif

@@ -24,53 +24,67 @@ int64_t NowMicros() {
       .count();
 }
 
+// state_ packs [generation:32 | chunks:16 | next chunk:16] so that a claim
+// is one compare-and-swap that also proves the job is still current.
+constexpr uint64_t Pack(uint64_t gen, uint64_t chunks, uint64_t next) {
+  return (gen << 32) | (chunks << 16) | next;
+}
+constexpr uint64_t Chunks(uint64_t s) { return (s >> 16) & 0xFFFF; }
+constexpr uint64_t Next(uint64_t s) { return s & 0xFFFF; }
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
   workers_.reserve(num_threads_ - 1);
-  // Workers start from generation 0, not from whatever they would read once
-  // scheduled: a job posted before a worker first runs must not be missed.
-  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(0); });
+  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
+  wake_.fetch_add(1, std::memory_order_acq_rel);
+  wake_.notify_all();
   for (std::thread& t : workers_) t.join();
 }
 
 void ThreadPool::RunChunks() {
+  uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed);
-    if (c >= job_chunks_) return;
-    const int64_t begin = job_n_ * c / job_chunks_;
-    const int64_t end = job_n_ * (c + 1) / job_chunks_;
+    if (Next(s) >= Chunks(s)) return;
+    // On failure `s` is reloaded: another thread claimed, or a new job began
+    // (then we help with that one, which is just as correct).
+    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+      continue;
+    }
+    const int64_t c = static_cast<int64_t>(Next(s));
+    const int64_t chunks = static_cast<int64_t>(Chunks(s));
+    const int64_t begin = job_n_ * c / chunks;
+    const int64_t end = job_n_ * (c + 1) / chunks;
     if (begin < end) (*job_)(begin, end);
+    done_chunks_.fetch_add(1, std::memory_order_acq_rel);
+    s = state_.load(std::memory_order_acquire);
   }
 }
 
-void ThreadPool::WorkerLoop(uint32_t seen) {
+void ThreadPool::WorkerLoop() {
+  uint32_t seen = 0;
   for (;;) {
-    // Spin, then sleep, until the generation moves.
-    uint32_t g = generation_.load(std::memory_order_acquire);
-    if (g == seen) {
+    // Spin, then sleep, until a new job is posted.
+    uint32_t w = wake_.load(std::memory_order_acquire);
+    if (w == seen) {
       const int64_t deadline = NowMicros() + kSpinMicros;
       int spins = 0;
-      while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+      while ((w = wake_.load(std::memory_order_acquire)) == seen) {
         TPS_CPU_RELAX();
         if (++spins == 64) {
           spins = 0;
-          if (NowMicros() > deadline) {
-            generation_.wait(seen, std::memory_order_acquire);
-          }
+          if (NowMicros() > deadline) wake_.wait(seen, std::memory_order_acquire);
         }
       }
     }
-    seen = g;
+    seen = w;
     if (stop_.load(std::memory_order_acquire)) return;
     RunChunks();
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
@@ -84,20 +98,23 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     fn(0, n);
     return;
   }
+  // The previous job is fully done (done_chunks_ reached its count), so no
+  // thread reads job_ / job_n_ until the release store of state_ below.
   job_ = &fn;
   job_n_ = n;
-  job_chunks_ = chunks;
-  next_chunk_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(num_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
+  done_chunks_.store(0, std::memory_order_relaxed);
+  ++generation_;
+  state_.store(Pack(generation_, static_cast<uint64_t>(chunks), 0), std::memory_order_release);
+  wake_.fetch_add(1, std::memory_order_acq_rel);
+  wake_.notify_all();
   RunChunks();
+  // Wait only for chunks claimed by others; a worker that wakes late finds
+  // nothing left and costs the caller nothing.
   int spins = 0;
-  while (busy_workers_.load(std::memory_order_acquire) != 0) {
+  while (done_chunks_.load(std::memory_order_acquire) != chunks) {
     TPS_CPU_RELAX();
     if (++spins > 4096) std::this_thread::yield();
   }
-  job_ = nullptr;
 }
 
 void ParallelFor(ThreadPool* pool, int64_t n, int64_t grain,

@@ -38,23 +38,25 @@ class ThreadPool {
 
   // Calls fn(begin, end) over disjoint chunks covering [0, n), each at least
   // `grain` long (except the last), and returns when all are done. Chunks are
-  // claimed dynamically, at most 4 per thread.
+  // claimed dynamically, at most 4 per thread; the caller never waits for a
+  // worker that has not started (on a busy machine it runs those chunks).
   void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64_t)> fn);
 
  private:
-  void WorkerLoop(uint32_t seen);
+  void WorkerLoop();
   void RunChunks();
 
   const int num_threads_;
   std::vector<std::thread> workers_;
 
-  // Current job; written by the caller before `generation_` is bumped.
+  // Current job: written by the caller before the release store of state_,
+  // read by whoever claims a chunk of it.
   const absl::FunctionRef<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
-  int64_t job_chunks_ = 0;
-  std::atomic<int64_t> next_chunk_{0};
-  std::atomic<int> busy_workers_{0};
-  std::atomic<uint32_t> generation_{0};
+  uint64_t generation_ = 0;              // caller-only job counter
+  std::atomic<uint64_t> state_{0};       // [generation | chunks | next chunk]
+  std::atomic<int64_t> done_chunks_{0};  // chunks of the current job finished
+  std::atomic<uint32_t> wake_{0};        // bumped per job; workers sleep on it
   std::atomic<bool> stop_{false};
 };
 
