@@ -54,18 +54,27 @@ __device__ __forceinline__ void LoadBlock32(const void* row, int64_t b, float v[
       v[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(w >> 8));
     }
   } else {
-    constexpr int kQsOffset = kType == DType::kQ4_1 ? 2 : 1;  // in half-words
-    const float m = kType == DType::kQ4_1 ? HalfBitsToFloat(__ldg(p + 1)) : -8.0f * d;
+    // Same roundings as dtype.cc's DequantizeRow (one product, then the min
+    // added), so CPU and CUDA dequantise bit-identically: __fmul_rn keeps
+    // nvcc from contracting the Q4_1 multiply-add into an FMA.
+    constexpr bool kHasMin = kType == DType::kQ4_1;
+    constexpr int kQsOffset = kHasMin ? 2 : 1;  // in half-words
+    constexpr int kBias = kHasMin ? 0 : 8;
+    const float m = kHasMin ? HalfBitsToFloat(__ldg(p + 1)) : 0.0f;
+    auto value = [&](int nib) {
+      const float prod = __fmul_rn(d, static_cast<float>(nib - kBias));
+      return kHasMin ? __fadd_rn(prod, m) : prod;
+    };
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const uint16_t w = __ldg(p + kQsOffset + i);
       const int b0 = w & 0xFF;
       const int b1 = w >> 8;
       // Byte j holds value j (low nibble) and value j + 16 (high nibble).
-      v[2 * i] = d * static_cast<float>(b0 & 0xF) + m;
-      v[2 * i + 1] = d * static_cast<float>(b1 & 0xF) + m;
-      v[2 * i + 16] = d * static_cast<float>(b0 >> 4) + m;
-      v[2 * i + 17] = d * static_cast<float>(b1 >> 4) + m;
+      v[2 * i] = value(b0 & 0xF);
+      v[2 * i + 1] = value(b1 & 0xF);
+      v[2 * i + 16] = value(b0 >> 4);
+      v[2 * i + 17] = value(b1 >> 4);
     }
   }
 }

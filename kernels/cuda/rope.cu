@@ -69,6 +69,13 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
       (p.k != nullptr && p.n_kv_heads <= 0)) {
     return absl::InvalidArgumentError("Rope: bad shape (head_dim must be even and positive)");
   }
+  if (p.scaling != RopeScalingType::kNone && !(p.factor > 0.0f)) {
+    return absl::InvalidArgumentError("Rope: scaling factor must be > 0");
+  }
+  if (p.scaling == RopeScalingType::kLlama3 &&
+      !(p.low_freq_factor > 0.0f && p.low_freq_factor < p.high_freq_factor && p.original_max_position > 0)) {
+    return absl::InvalidArgumentError("Rope: llama3 scaling needs 0 < low < high freq factors");
+  }
   if (p.tokens == 0) return absl::OkStatus();
   if (p.q == nullptr || p.positions == nullptr) return absl::InvalidArgumentError("Rope: null q or positions");
   RopeArgs a{};

@@ -1,0 +1,176 @@
+// Parity of cuda::PagedAttention (flash-style, any prefill/decode mix) and
+// cuda::PagedAttentionDecode (split-KV) with cpu::PagedAttention on random
+// ragged batches: odd head dims, GQA ratios 1..4, block sizes that do not
+// divide the context, shuffled block tables.
+//
+// Tolerance: NMSE < 1e-8 against the CPU twin. Both use f32 with expf; the
+// difference is summation order and the online-softmax rescaling (~1e-12
+// expected), so 1e-8 still catches any wrong key, head or mask (those give
+// errors of order 1e-2 and above).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/test_util.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/test_support.h"
+
+namespace tpserve::kernels::cuda {
+namespace {
+
+using cpu::Nmse;
+using cpu::Rng;
+
+constexpr double kAttentionNmse = 1e-8;
+
+struct Batch {
+  int n_heads, n_kv_heads, head_dim, block_size, num_blocks, max_blocks_per_seq;
+  std::vector<int32_t> q_lens, start_pos, cu_q_lens, block_tables;
+  std::vector<float> q, k_cache, v_cache;
+  int total_q = 0;
+  int max_context = 0;
+};
+
+// fixed_q_len > 0 gives every sequence that many queries.
+Batch MakeBatch(Rng& rng, int num_seqs, int head_dim, int group, bool decode_only, int max_start,
+                int fixed_q_len = 0) {
+  Batch b;
+  b.n_kv_heads = rng.Int(1, 3);
+  b.n_heads = b.n_kv_heads * group;
+  b.head_dim = head_dim;
+  b.block_size = rng.Int(0, 1) == 0 ? 16 : rng.Int(1, 13);
+  b.cu_q_lens.push_back(0);
+  int max_ctx = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    const int q_len = fixed_q_len > 0 ? fixed_q_len : decode_only || rng.Int(0, 2) == 0 ? 1 : rng.Int(2, 70);
+    const int start = rng.Int(0, max_start);
+    b.q_lens.push_back(q_len);
+    b.start_pos.push_back(start);
+    b.cu_q_lens.push_back(b.cu_q_lens.back() + q_len);
+    max_ctx = std::max(max_ctx, start + q_len);
+  }
+  b.total_q = b.cu_q_lens.back();
+  b.max_context = max_ctx;
+  b.max_blocks_per_seq = (max_ctx + b.block_size - 1) / b.block_size;
+  b.num_blocks = b.max_blocks_per_seq * num_seqs + 3;
+  // Each sequence gets distinct blocks in shuffled order.
+  std::vector<int32_t> ids(b.num_blocks);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng.gen());
+  b.block_tables.assign(static_cast<size_t>(num_seqs) * b.max_blocks_per_seq, 0);
+  for (size_t i = 0; i < b.block_tables.size(); ++i) b.block_tables[i] = ids[i];
+  const size_t cache = static_cast<size_t>(b.num_blocks) * b.block_size * b.n_kv_heads * head_dim;
+  b.k_cache = rng.Floats(cache, -2.0f, 2.0f);
+  b.v_cache = rng.Floats(cache);
+  b.q = rng.Floats(static_cast<size_t>(b.total_q) * b.n_heads * head_dim, -2.0f, 2.0f);
+  return b;
+}
+
+PagedAttentionParams HostParams(const Batch& b) {
+  PagedAttentionParams p;
+  p.num_seqs = static_cast<int>(b.q_lens.size());
+  p.max_blocks_per_seq = b.max_blocks_per_seq;
+  p.n_heads = b.n_heads;
+  p.n_kv_heads = b.n_kv_heads;
+  p.head_dim = b.head_dim;
+  p.block_size = b.block_size;
+  p.num_blocks = b.num_blocks;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(b.head_dim));
+  return p;
+}
+
+std::vector<float> CpuAttention(const Batch& b) {
+  std::vector<float> out(b.q.size());
+  PagedAttentionParams p = HostParams(b);
+  p.q = b.q.data();
+  p.k_cache = b.k_cache.data();
+  p.v_cache = b.v_cache.data();
+  p.out = out.data();
+  p.block_tables = b.block_tables.data();
+  p.cu_q_lens = b.cu_q_lens.data();
+  p.start_pos = b.start_pos.data();
+  EXPECT_TRUE(cpu::PagedAttention(p, Stream{}).ok());
+  return out;
+}
+
+// Runs the CUDA attention on `b`; `decode` picks the split-KV launcher.
+std::vector<float> CudaAttention(const Batch& b, bool decode) {
+  DeviceBuffer<float> q = ToDevice(b.q), kc = ToDevice(b.k_cache), vc = ToDevice(b.v_cache);
+  DeviceBuffer<float> out = DeviceZeros<float>(b.q.size());
+  DeviceBuffer<int32_t> tables = ToDevice(b.block_tables), cu = ToDevice(b.cu_q_lens), start = ToDevice(b.start_pos);
+  PagedAttentionParams p = HostParams(b);
+  p.q = q.data();
+  p.k_cache = kc.data();
+  p.v_cache = vc.data();
+  p.out = out.data();
+  p.block_tables = tables.data();
+  p.cu_q_lens = cu.data();
+  p.start_pos = start.data();
+  if (decode) {
+    const int64_t ws = DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, b.max_context);
+    DeviceBuffer<float> workspace = DeviceZeros<float>(static_cast<size_t>(ws));
+    EXPECT_TRUE(PagedAttentionDecode(p, b.max_context, workspace.data(), ws, Stream{}).ok());
+    return ToHostVector(out);
+  }
+  EXPECT_TRUE(PagedAttention(p, Stream{}).ok());
+  return ToHostVector(out);
+}
+
+struct Config {
+  int head_dim, group;
+};
+const Config kConfigs[] = {{64, 3}, {40, 1}, {128, 4}, {96, 2}, {256, 1}, {17 * 2, 2}};
+
+TEST(CudaPagedAttentionParity, MixedPrefillAndDecode) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(21);
+  for (const Config& c : kConfigs) {
+    const Batch b = MakeBatch(rng, rng.Int(1, 5), c.head_dim, c.group, /*decode_only=*/false, /*max_start=*/300);
+    SCOPED_TRACE(testing::Message() << "head_dim=" << c.head_dim << " heads=" << b.n_heads << "/" << b.n_kv_heads
+                                    << " block_size=" << b.block_size << " total_q=" << b.total_q);
+    EXPECT_LT(Nmse(CudaAttention(b, /*decode=*/false), CpuAttention(b)), kAttentionNmse);
+  }
+}
+
+TEST(CudaPagedAttentionParity, LongPrefillChunk) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(22);
+  // Two sequences of 700 new tokens after up to 500 cached: more query tiles
+  // than block slots, so each block walks several tiles.
+  const Batch b = MakeBatch(rng, 2, 64, 3, /*decode_only=*/false, /*max_start=*/500, /*fixed_q_len=*/700);
+  EXPECT_LT(Nmse(CudaAttention(b, false), CpuAttention(b)), kAttentionNmse);
+}
+
+TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(23);
+  for (const Config& c : kConfigs) {
+    // Contexts up to ~1200 tokens: 1..5 partitions of kDecodePartitionTokens.
+    const Batch b = MakeBatch(rng, rng.Int(1, 6), c.head_dim, c.group, /*decode_only=*/true, /*max_start=*/1200);
+    SCOPED_TRACE(testing::Message() << "head_dim=" << c.head_dim << " max_context=" << b.max_context);
+    const std::vector<float> want = CpuAttention(b);
+    EXPECT_LT(Nmse(CudaAttention(b, /*decode=*/true), want), kAttentionNmse);
+    EXPECT_LT(Nmse(CudaAttention(b, /*decode=*/false), want), kAttentionNmse);
+  }
+}
+
+TEST(CudaPagedAttentionValidation, RejectsBadGroupsAndSmallWorkspace) {
+  PagedAttentionParams p;
+  p.num_seqs = 0;
+  p.n_heads = 9;
+  p.n_kv_heads = 2;  // 9 % 2 != 0
+  p.head_dim = 64;
+  p.block_size = 16;
+  EXPECT_EQ(PagedAttention(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  p.n_kv_heads = 3;
+  EXPECT_EQ(PagedAttention(p, Stream{}).code(), absl::StatusCode::kOk);  // empty batch
+  EXPECT_GT(DecodeAttentionWorkspaceFloats(4, 9, 64, 3 * kDecodePartitionTokens), 0);
+  EXPECT_EQ(DecodeAttentionWorkspaceFloats(4, 9, 64, kDecodePartitionTokens), 0);
+}
+
+}  // namespace
+}  // namespace tpserve::kernels::cuda
