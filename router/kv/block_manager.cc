@@ -102,11 +102,9 @@ absl::Status BlockManager::Allocate(uint64_t seq_id, int32_t num_tokens,
     }
     for (size_t i = 0; i < prefix->blocks.size(); ++i) {
       const int32_t b = prefix->blocks[i];
-      if (b < 0 || b >= num_blocks_ || !blocks_[b].cached ||
-          blocks_[b].hash != prefix->hashes[i]) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("stale prefix match for sequence ", seq_id, ": block ", b,
-                         " left the prefix cache"));
+      if (b < 0 || b >= num_blocks_ || !blocks_[b].cached || blocks_[b].hash != prefix->hashes[i]) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "stale prefix match for sequence ", seq_id, ": block ", b, " left the prefix cache"));
       }
       if (blocks_[b].ref_count == 0) --available;  // leaves the evictable list
     }
@@ -117,8 +115,8 @@ absl::Status BlockManager::Allocate(uint64_t seq_id, int32_t num_tokens,
   const int32_t needed = std::max(0, BlocksFor(num_tokens) - have);
   if (needed > available) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "KV cache full: sequence ", seq_id, " needs ", needed, " more block(s) of ",
-        block_size_, " tokens but ", available, " of ", num_blocks_, " are available"));
+        "KV cache full: sequence ", seq_id, " needs ", needed, " more block(s) of ", block_size_,
+        " tokens but ", available, " of ", num_blocks_, " are available"));
   }
   if (is_new) {
     it = seqs_.try_emplace(seq_id).first;
@@ -151,11 +149,12 @@ void BlockManager::CacheComputedBlocks(uint64_t seq_id, absl::Span<const int32_t
   if (it == seqs_.end()) return;
   SeqBlocks& seq = it->second;
   const size_t computed = std::min(static_cast<size_t>(std::max(num_computed, 0)), tokens.size());
-  const int32_t full =
-      std::min(static_cast<int32_t>(computed / block_size_), static_cast<int32_t>(seq.blocks.size()));
+  const int32_t full = std::min(static_cast<int32_t>(computed / block_size_),
+                                static_cast<int32_t>(seq.blocks.size()));
   for (int32_t i = seq.num_hashed; i < full; ++i) {
     const uint64_t parent = i == 0 ? kRootHash : seq.last_hash;
-    absl::Span<const int32_t> chunk = tokens.subspan(static_cast<size_t>(i) * block_size_, block_size_);
+    absl::Span<const int32_t> chunk =
+        tokens.subspan(static_cast<size_t>(i) * block_size_, block_size_);
     const uint64_t h = ChainHash(parent, chunk);
     const int32_t b = seq.blocks[i];
     BlockInfo& info = blocks_[b];
@@ -309,8 +308,8 @@ absl::Status BlockManager::CheckInvariants() const {
   for (int32_t b = 0; b < num_blocks_; ++b) {
     const BlockInfo& info = blocks_[b];
     if (info.ref_count != refs[b]) {
-      return absl::InternalError(absl::StrCat("block ", b, " ref count ", info.ref_count,
-                                              " but ", refs[b], " holders"));
+      return absl::InternalError(
+          absl::StrCat("block ", b, " ref count ", info.ref_count, " but ", refs[b], " holders"));
     }
     const int expected_where = info.ref_count > 0 ? 0 : (info.cached ? 2 : 1);
     if (where[b] != expected_where) {

@@ -50,7 +50,7 @@ struct BlockManagerStats {
   int32_t num_cached_blocks = 0;  // registered in the prefix cache (used or not)
   int64_t prefix_queries_tokens = 0;
   int64_t prefix_hits_tokens = 0;
-  int64_t num_evictions = 0;      // cached blocks reclaimed for new allocations
+  int64_t num_evictions = 0;  // cached blocks reclaimed for new allocations
 };
 
 class BlockManager {
@@ -89,8 +89,7 @@ class BlockManager {
   // Registers `seq_id`'s full blocks within the first `num_computed` tokens of
   // `tokens` (its whole token sequence so far) in the prefix cache. Call only
   // once their KV is written, i.e. after the step that computed them.
-  void CacheComputedBlocks(uint64_t seq_id, absl::Span<const int32_t> tokens,
-                           int32_t num_computed);
+  void CacheComputedBlocks(uint64_t seq_id, absl::Span<const int32_t> tokens, int32_t num_computed);
 
   // Drops the sequence's references. Unreferenced cached blocks stay
   // reusable (evictable, LRU); other unreferenced blocks become free. No-op for
@@ -120,20 +119,20 @@ class BlockManager {
  private:
   struct SeqBlocks {
     std::vector<int32_t> blocks;
-    int32_t num_hashed = 0;      // leading blocks whose chain hash is known
-    uint64_t last_hash = 0;      // chain hash of blocks[num_hashed - 1]
-    int32_t cached_tokens = 0;   // from the prefix cache at start
+    int32_t num_hashed = 0;     // leading blocks whose chain hash is known
+    uint64_t last_hash = 0;     // chain hash of blocks[num_hashed - 1]
+    int32_t cached_tokens = 0;  // from the prefix cache at start
   };
   struct BlockInfo {
     int32_t ref_count = 0;
-    bool cached = false;        // registered in cache_ under `hash`
+    bool cached = false;  // registered in cache_ under `hash`
     uint64_t hash = 0;
-    uint64_t parent_hash = 0;   // for collision checks
-    int32_t lru_prev = -1;      // links while cached and unreferenced
+    uint64_t parent_hash = 0;  // for collision checks
+    int32_t lru_prev = -1;     // links while cached and unreferenced
     int32_t lru_next = -1;
   };
 
-  int32_t TakeBlock();               // from free list, else evicts LRU head
+  int32_t TakeBlock();  // from free list, else evicts LRU head
   void AddRef(int32_t block);
   void Release(int32_t block);
   void LruRemove(int32_t block);
@@ -146,9 +145,9 @@ class BlockManager {
   const bool enable_prefix_cache_;
 
   std::vector<BlockInfo> blocks_;
-  std::vector<int32_t> block_tokens_;   // num_blocks * block_size, for cached blocks
-  std::vector<int32_t> free_;           // unreferenced, uncached; a stack
-  int32_t lru_head_ = -1;               // unreferenced cached blocks, oldest first
+  std::vector<int32_t> block_tokens_;  // num_blocks * block_size, for cached blocks
+  std::vector<int32_t> free_;          // unreferenced, uncached; a stack
+  int32_t lru_head_ = -1;              // unreferenced cached blocks, oldest first
   int32_t lru_tail_ = -1;
   int32_t lru_size_ = 0;
   absl::flat_hash_map<uint64_t, int32_t> cache_;  // chain hash -> block

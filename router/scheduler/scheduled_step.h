@@ -74,9 +74,9 @@ struct ScheduledStep {
   // Sequences the scheduler itself ended (cancelled, deadline, length limit)
   // since the previous step; the router closes their streams.
   std::vector<FinishedSequence> finished;
-  int32_t num_tokens = 0;           // sum of tokens over seqs (<= token budget)
-  int32_t num_prefill_tokens = 0;   // of which prompt/recompute chunks
-  int32_t num_pending_tokens = 0;   // kPendingToken entries left to fill
+  int32_t num_tokens = 0;          // sum of tokens over seqs (<= token budget)
+  int32_t num_prefill_tokens = 0;  // of which prompt/recompute chunks
+  int32_t num_pending_tokens = 0;  // kPendingToken entries left to fill
 
   bool empty() const { return seqs.empty(); }
 };

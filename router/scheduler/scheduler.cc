@@ -18,11 +18,16 @@ namespace tpserve::router {
 
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kDeadline: return "deadline";
-    case FinishReason::kAborted: return "aborted";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+    case FinishReason::kAborted:
+      return "aborted";
   }
   return "unknown";
 }
@@ -46,8 +51,8 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_
 namespace {
 
 using internal::RankLess;
-using internal::Sequence;
 using internal::SeqState;
+using internal::Sequence;
 
 // A single-token slice of generated output that samples; the rest is prefill
 // (prompt chunks and recompute after preemption).
@@ -108,7 +113,8 @@ struct Scheduler::State {
 
   FinishedSequence Remove(Sequence* seq, FinishReason reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void Preempt(Sequence* seq, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
-  bool EnsureBlocksForRunning(Sequence* seq, int32_t num_tokens, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  bool EnsureBlocksForRunning(Sequence* seq, int32_t num_tokens, Build& build)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void Emit(Sequence* seq, int32_t n, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void Unemit(Sequence* seq, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void SweepFinished(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
@@ -244,8 +250,8 @@ void Scheduler::State::AdmitWaiting(Build& build) {
     while (!fits() && !running.empty() && (*running.rbegin())->priority < seq->priority) {
       Preempt(*running.rbegin(), build);
     }
-    absl::Status s = fits() ? blocks.Allocate(seq->id, end, &prefix)
-                            : absl::ResourceExhaustedError("no room");
+    absl::Status s =
+        fits() ? blocks.Allocate(seq->id, end, &prefix) : absl::ResourceExhaustedError("no room");
     if (!s.ok()) {
       // Head of line: lower-ranked requests wait too, so priority and FIFO hold.
       return;
@@ -273,21 +279,22 @@ absl::Status Scheduler::Add(SchedulerRequest request) {
   absl::MutexLock lock(&state_->mu);
   State& st = *state_;
   if (request.prompt.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("request ", request.seq_id, " has an empty prompt"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("request ", request.seq_id, " has an empty prompt"));
   }
   if (static_cast<int64_t>(request.prompt.size()) >= st.config.max_model_len) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt of ", request.prompt.size(), " tokens leaves no room to generate: at most ",
-        st.config.max_model_len - 1, " prompt tokens fit (max_model_len ", st.config.max_model_len,
-        ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt of ", request.prompt.size(),
+                     " tokens leaves no room to generate: at most ", st.config.max_model_len - 1,
+                     " prompt tokens fit (max_model_len ", st.config.max_model_len, ")"));
   }
   if (st.seqs.contains(request.seq_id)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", request.seq_id, " is already live"));
   }
   if (static_cast<int32_t>(st.waiting.size()) >= st.config.max_waiting) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "server busy: ", st.waiting.size(), " requests already waiting (limit ",
-        st.config.max_waiting, "); retry later"));
+    return absl::ResourceExhaustedError(absl::StrCat("server busy: ", st.waiting.size(),
+                                                     " requests already waiting (limit ",
+                                                     st.config.max_waiting, "); retry later"));
   }
   auto seq = std::make_unique<Sequence>();
   seq->id = request.seq_id;
@@ -399,9 +406,9 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
       if (seq == nullptr) continue;
       const size_t last = slice.start_pos + slice.tokens.size();
       if (slice.tokens.back() == kPendingToken && last > seq->tokens.size()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "step ", step->step_id, ": token ", last - 1, " of sequence ", seq->id,
-            " is not known yet; call OnStepResult for the previous step first"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("step ", step->step_id, ": token ", last - 1, " of sequence ", seq->id,
+                         " is not known yet; call OnStepResult for the previous step first"));
       }
     }
     std::vector<ScheduledSequence> kept;
@@ -458,15 +465,15 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
   for (const StepRecord::Slice& slice : record.slices) {
     if (!slice.sample) continue;
     if (expected >= sampled.size() || sampled[expected].seq_id != slice.seq_id) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "step ", step_id, " result: expected a token for sequence ", slice.seq_id,
-          " at index ", expected));
+      return absl::InvalidArgumentError(absl::StrCat("step ", step_id,
+                                                     " result: expected a token for sequence ",
+                                                     slice.seq_id, " at index ", expected));
     }
     ++expected;
   }
   if (expected != sampled.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("step ", step_id, " result has ",
-                                                   sampled.size(), " tokens, expected ", expected));
+    return absl::InvalidArgumentError(absl::StrCat("step ", step_id, " result has ", sampled.size(),
+                                                   " tokens, expected ", expected));
   }
   size_t next = 0;
   for (const StepRecord::Slice& slice : record.slices) {
@@ -565,7 +572,8 @@ absl::Status Scheduler::CheckInvariants() const {
       }
     }
     if (seq->num_pending < 0 || seq->num_pending > 2) {
-      return absl::InternalError(absl::StrCat("sequence ", id, " pending count ", seq->num_pending));
+      return absl::InternalError(
+          absl::StrCat("sequence ", id, " pending count ", seq->num_pending));
     }
   }
   return absl::OkStatus();

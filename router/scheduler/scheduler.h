@@ -103,10 +103,10 @@ struct SchedulerRequest {
 // Snapshot for metrics. Counters are cumulative; prefix numbers in tokens.
 // tpserve_iteration_tokens: observe ScheduledStep::num_tokens per sent step.
 struct SchedulerMetrics {
-  int64_t num_running = 0;            // tpserve_num_requests_running
-  int64_t num_waiting = 0;            // tpserve_num_requests_waiting (incl. preempted)
-  double kv_cache_usage_ratio = 0.0;  // tpserve_kv_cache_usage_ratio
-  int64_t num_preemptions_total = 0;  // tpserve_num_preemptions_total
+  int64_t num_running = 0;                 // tpserve_num_requests_running
+  int64_t num_waiting = 0;                 // tpserve_num_requests_waiting (incl. preempted)
+  double kv_cache_usage_ratio = 0.0;       // tpserve_kv_cache_usage_ratio
+  int64_t num_preemptions_total = 0;       // tpserve_num_preemptions_total
   int64_t prefix_cache_queries_total = 0;  // tpserve_prefix_cache_queries_total
   int64_t prefix_cache_hits_total = 0;     // tpserve_prefix_cache_hits_total
   int64_t num_steps_total = 0;             // non-empty steps scheduled

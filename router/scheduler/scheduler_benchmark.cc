@@ -61,8 +61,8 @@ BENCHMARK(BM_DecodeStep)->Arg(16)->Arg(256)->Iterations(2000)->Unit(benchmark::k
 
 void BM_MixedStep(benchmark::State& state) {
   const int32_t n = static_cast<int32_t>(state.range(0));
-  Scheduler sched({.max_num_batched_tokens = 2048, .max_num_seqs = n, .max_waiting = 4 * n},
-                  200000, 16);
+  Scheduler sched({.max_num_batched_tokens = 2048, .max_num_seqs = n, .max_waiting = 4 * n}, 200000,
+                  16);
   std::vector<int32_t> prompt(512);
   std::iota(prompt.begin(), prompt.end(), 0);
   uint64_t next_id = 0;

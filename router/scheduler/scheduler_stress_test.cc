@@ -49,12 +49,13 @@ class CoverageCheck : public ::testing::Environment {
  public:
   void TearDown() override {
     const Coverage& c = Totals();
-    std::printf("stress coverage: steps %ld (full budget %ld), preemptions %ld, prefix hit "
-                "tokens %ld, cancelled %ld, expired %ld, length-capped %ld\n",
-                static_cast<long>(c.steps), static_cast<long>(c.full_budget_steps),
-                static_cast<long>(c.preemptions), static_cast<long>(c.prefix_hits),
-                static_cast<long>(c.cancelled), static_cast<long>(c.expired),
-                static_cast<long>(c.length_capped));
+    std::printf(
+        "stress coverage: steps %ld (full budget %ld), preemptions %ld, prefix hit "
+        "tokens %ld, cancelled %ld, expired %ld, length-capped %ld\n",
+        static_cast<long>(c.steps), static_cast<long>(c.full_budget_steps),
+        static_cast<long>(c.preemptions), static_cast<long>(c.prefix_hits),
+        static_cast<long>(c.cancelled), static_cast<long>(c.expired),
+        static_cast<long>(c.length_capped));
     EXPECT_GT(c.preemptions, 0);
     EXPECT_GT(c.prefix_hits, 0);
     EXPECT_GT(c.cancelled, 0);
@@ -219,8 +220,7 @@ TEST_P(SchedulerStressTest, RandomWorkloadFinishesCorrectly) {
       ASSERT_EQ(token, ReferenceNextToken(context)) << "request " << c.request.seq_id;
       context.push_back(token);
     }
-    if (c.reason == FinishReason::kLength &&
-        static_cast<int32_t>(c.output.size()) < c.max_tokens) {
+    if (c.reason == FinishReason::kLength && static_cast<int32_t>(c.output.size()) < c.max_tokens) {
       // The scheduler's length cap: the sequence filled max_model_len.
       EXPECT_EQ(static_cast<int32_t>(context.size()), config.max_model_len);
     }

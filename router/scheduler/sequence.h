@@ -29,14 +29,14 @@ struct Sequence {
   uint64_t arrival = 0;         // global order: FIFO within a priority
   std::vector<int32_t> tokens;  // prompt + generated tokens known so far
   int32_t prompt_len = 0;
-  int32_t num_pending = 0;      // sampled by scheduled steps, not reported yet
-  int32_t num_computed = 0;     // KV written or being written by scheduled steps
-  int32_t num_committed = 0;    // KV written by resolved steps
+  int32_t num_pending = 0;    // sampled by scheduled steps, not reported yet
+  int32_t num_computed = 0;   // KV written or being written by scheduled steps
+  int32_t num_committed = 0;  // KV written by resolved steps
   bool cancel_requested = false;
-  bool on_workers = false;      // appeared in a step since it was last freed there
-  uint64_t epoch = 0;           // new at every admission; ties step records to it
+  bool on_workers = false;  // appeared in a step since it was last freed there
+  uint64_t epoch = 0;       // new at every admission; ties step records to it
   uint64_t preempted_in_step = 0;
-  int32_t cached_tokens = -1;   // prefix-cache hit at first admission; -1 before
+  int32_t cached_tokens = -1;  // prefix-cache hit at first admission; -1 before
   int32_t num_preemptions = 0;
   absl::Time deadline = absl::InfiniteFuture();
   SamplingParams sampling;
