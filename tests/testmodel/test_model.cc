@@ -246,8 +246,10 @@ absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd, con
 
   // tokenizer.json: byte-level BPE. GGUF token types 3 (control) and 4
   // (user-defined) are added tokens.
-  ojson added = ojson::array();
-  ojson vocab_obj = ojson::object();
+  // Plain (key-sorted) json here: ordered_json's linear key lookup makes a
+  // 49k-entry vocab object quadratic.
+  nlohmann::json added = nlohmann::json::array();
+  nlohmann::json vocab_obj = nlohmann::json::object();
   for (size_t i = 0; i < vocab.tokens.size(); ++i) {
     vocab_obj[vocab.tokens[i]] = i;
     if (vocab.token_types[i] == 3 || vocab.token_types[i] == 4) {
@@ -255,7 +257,7 @@ absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd, con
                        {"rstrip", false}, {"normalized", false}, {"special", vocab.token_types[i] == 3}});
     }
   }
-  ojson tok = {
+  nlohmann::json tok = {
       {"version", "1.0"},
       {"truncation", nullptr},
       {"padding", nullptr},
