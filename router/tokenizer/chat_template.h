@@ -1,10 +1,11 @@
 // ChatTemplate: renders {role, content} messages into the prompt text a chat
-// model was trained on. The model's own Jinja template (tokenizer.chat_template)
-// is recognised as one of the built-in formats — ChatML (with the model's
-// default system prompt, e.g. SmolLM2's), Llama-3, Llama-2, Mistral — and
-// rendered by C++ code that reproduces the template's output exactly. An
-// unrecognised template is an error that names the built-ins, which a caller
-// can then pick by name.
+// model was trained on, by running the model's own Jinja chat template
+// (tokenizer.chat_template) through a small Jinja-subset interpreter
+// (jinja/template.h) with Hugging Face's settings — so a template renders
+// exactly as transformers' apply_chat_template renders it. Built-in templates
+// (chatml, llama3, llama2, mistral) cover models without one, or with one
+// that uses Jinja features outside the subset: such a template is an error
+// whose message says to pick a built-in by name.
 //
 //   TPS_ASSIGN_OR_RETURN(ChatTemplate t,
 //       ChatTemplate::FromModel(data.chat_template, bos_text, eos_text));
@@ -15,6 +16,7 @@
 #ifndef TPSERVE_ROUTER_TOKENIZER_CHAT_TEMPLATE_H_
 #define TPSERVE_ROUTER_TOKENIZER_CHAT_TEMPLATE_H_
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,49 +25,50 @@
 
 namespace tpserve {
 
+namespace jinja {
+class Template;
+}
+
 struct ChatMessage {
-  std::string role;  // "system", "user", "assistant" (ChatML accepts any role)
+  std::string role;  // "system", "user", "assistant", ...
   std::string content;
 };
 
 class ChatTemplate {
  public:
-  enum class Format { kChatMl, kLlama3, kLlama2, kMistral };
-
-  // Recognises `jinja_source` (the model's template). `bos_token`/`eos_token`
-  // are the texts of the model's bos/eos tokens (the templates print them).
-  // NotFound-style InvalidArgument for an empty or unknown template; the
-  // message lists the names FromName accepts.
+  // Parses the model's template. `bos_token` / `eos_token` are the texts of
+  // the model's bos/eos tokens (templates print them). InvalidArgument for an
+  // empty template or one outside the supported subset; the message names the
+  // problem and the built-ins FromName accepts.
   static absl::StatusOr<ChatTemplate> FromModel(std::string_view jinja_source,
                                                 std::string bos_token, std::string eos_token);
 
-  // Built-in by name: "chatml", "llama3", "llama2", "mistral".
+  // A built-in template by name: one of BuiltinNames().
   static absl::StatusOr<ChatTemplate> FromName(std::string_view name, std::string bos_token,
                                                std::string eos_token);
 
-  // Names FromName accepts, comma-separated (for error messages and --help).
+  // "chatml, llama3, llama2, mistral" (for error messages and --help).
   static std::string BuiltinNames();
+  // The Jinja source of a built-in ("" for an unknown name).
+  static std::string BuiltinSource(std::string_view name);
 
-  // Renders the conversation. InvalidArgument where the template would raise
-  // (Llama-2/Mistral: roles must alternate user/assistant; invalid UTF-8).
+  // Renders the conversation. InvalidArgument when a message is not valid
+  // UTF-8, or the template rejects the conversation (raise_exception, e.g.
+  // Llama-2/Mistral: roles must alternate user/assistant).
   absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages,
                                      bool add_generation_prompt) const;
 
-  Format format() const { return format_; }
-  // ChatML: the system prompt used when the conversation has none ("" = none).
-  const std::string& default_system_prompt() const { return default_system_; }
+  const std::string& name() const { return name_; }  // "model" or a built-in name
 
  private:
-  ChatTemplate(Format format, std::string bos, std::string eos, std::string default_system)
-      : format_(format),
-        bos_(std::move(bos)),
-        eos_(std::move(eos)),
-        default_system_(std::move(default_system)) {}
+  ChatTemplate(std::string name, std::shared_ptr<const jinja::Template> t, std::string bos,
+               std::string eos)
+      : name_(std::move(name)), template_(std::move(t)), bos_(std::move(bos)), eos_(std::move(eos)) {}
 
-  Format format_;
+  std::string name_;
+  std::shared_ptr<const jinja::Template> template_;
   std::string bos_;
   std::string eos_;
-  std::string default_system_;
 };
 
 }  // namespace tpserve

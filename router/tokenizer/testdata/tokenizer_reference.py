@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--json_out", help="bytelevel: also save the HF tokenizer.json here")
     ap.add_argument("--n", type=int, default=1200)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--templates", help="chat: JSON file {name: jinja source}")
     a = ap.parse_args()
     result = {}
     if a.mode == "bytelevel":
@@ -204,24 +205,56 @@ def main():
         json.dump(result, f, ensure_ascii=False)
 
 
+def conversations(rng, n):
+    """Seeded conversations: with and without a system prompt, alternating
+    and not, multilingual, multi-line, padded, empty, template-like text."""
+    contents = ["Hi!", "What is 2+2?", "  padded with spaces  ", "\nleading newline",
+                "line one\nline two\n", "", "你好，请介绍一下你自己。", "Привет 👋🏽",
+                "Use {{ braces }} and {% tags %} literally", "<|im_end|> inside text",
+                "code:\n```python\nprint('x')\n```", "tab\tseparated", "émoji 🤖✨",
+                "A longer message. " * 5, "'quotes' and \"double quotes\"", "\\backslash"]
+    systems = ["You are a helpful assistant.", "Answer briefly.", "  Be nice.  ", ""]
+    out = [
+        [{"role": "user", "content": "Hello"}],
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+         {"role": "user", "content": "Bye"}],
+        [{"role": "user", "content": "Hi"}, {"role": "user", "content": "again"}],
+        [{"role": "assistant", "content": "I start"}],
+        [],
+    ]
+    while len(out) < n:
+        conv = []
+        if rng.random() < 0.4:
+            conv.append({"role": "system", "content": rng.choice(systems)})
+        turns = rng.randint(1, 6)
+        for t in range(turns):
+            role = "user" if t % 2 == 0 else "assistant"
+            if rng.random() < 0.08:
+                role = rng.choice(["user", "assistant", "tool"])
+            conv.append({"role": role, "content": rng.choice(contents)})
+        out.append(conv)
+    return out
+
+
 def render_chats(a):
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
-    import chat_templates  # noqa: E402  (same directory)
 
     def raise_exception(msg):
         raise jinja2.exceptions.TemplateError(msg)
 
+    # transformers' apply_chat_template environment.
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    templates = dict(chat_templates.BUILTIN)
+    with open(a.templates, encoding="utf-8") as f:
+        templates = json.load(f)
     if a.gguf:
         import gguf
         r = gguf.GGUFReader(a.gguf)
         f = r.fields["tokenizer.chat_template"]
         templates["model"] = bytes(f.parts[f.data[0]]).decode("utf-8")
-    rng = random.Random(a.seed)
-    convs = chat_templates.conversations(rng, a.n)
+    convs = conversations(random.Random(a.seed), a.n)
     out = []
     for name, src in templates.items():
         t = env.from_string(src)

@@ -1,0 +1,130 @@
+#include "router/tokenizer/chat_template.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "router/tokenizer/jinja/template.h"
+#include "router/tokenizer/unicode.h"
+
+namespace tpserve {
+namespace {
+
+struct Builtin {
+  const char* name;
+  const char* source;
+};
+
+// Widely used formats, written as Jinja so they run through the same
+// interpreter (and are checked against jinja2 in chat_template_test).
+constexpr Builtin kBuiltins[] = {
+    {"chatml",
+     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+     "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"},
+    {"llama3",
+     "{% for message in messages %}{% set content = '<|start_header_id|>' + message['role'] + "
+     "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' %}"
+     "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+     "{% endfor %}{% if add_generation_prompt %}"
+     "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"},
+    {"llama2",
+     "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+     "{% set system_message = messages[0]['content'] %}{% else %}"
+     "{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+     "{% for message in loop_messages %}"
+     "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+     "{% endif %}{% if loop.index0 == 0 and system_message != false %}"
+     "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+     "{% else %}{% set content = message['content'] %}{% endif %}"
+     "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+     "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}"
+     "{% endif %}{% endfor %}"},
+    {"mistral",
+     "{{ bos_token }}{% for message in messages %}"
+     "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+     "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+     "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
+     "{% endif %}{% endfor %}"},
+};
+
+std::string Hint() {
+  return absl::StrCat("; choose a built-in chat template by name instead (",
+                      ChatTemplate::BuiltinNames(), ")");
+}
+
+}  // namespace
+
+std::string ChatTemplate::BuiltinNames() {
+  std::string out;
+  for (const Builtin& b : kBuiltins) absl::StrAppend(&out, out.empty() ? "" : ", ", b.name);
+  return out;
+}
+
+std::string ChatTemplate::BuiltinSource(std::string_view name) {
+  for (const Builtin& b : kBuiltins) {
+    if (name == b.name) return b.source;
+  }
+  return "";
+}
+
+absl::StatusOr<ChatTemplate> ChatTemplate::FromModel(std::string_view jinja_source,
+                                                     std::string bos_token, std::string eos_token) {
+  if (jinja_source.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the model has no chat template", Hint()));
+  }
+  TPS_RETURN_IF_ERROR(tokenizer_internal::ValidateUtf8(jinja_source));
+  auto t = jinja::Template::Parse(jinja_source);
+  if (!t.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the model's chat template is not supported: ", t.status().message(), Hint()));
+  }
+  return ChatTemplate("model", std::make_shared<const jinja::Template>(*std::move(t)),
+                      std::move(bos_token), std::move(eos_token));
+}
+
+absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name, std::string bos_token,
+                                                    std::string eos_token) {
+  std::string source = BuiltinSource(name);
+  if (source.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown chat template \"",
+                                                   absl::string_view(name.data(), name.size()),
+                                                   "\"; built-ins: ", BuiltinNames()));
+  }
+  auto t = jinja::Template::Parse(source);
+  if (!t.ok()) return t.status();  // a bug in kBuiltins; covered by tests
+  return ChatTemplate(std::string(name), std::make_shared<const jinja::Template>(*std::move(t)),
+                      std::move(bos_token), std::move(eos_token));
+}
+
+absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>& messages,
+                                                 bool add_generation_prompt) const {
+  jinja::ValueList list;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    for (const std::string* s : {&m.role, &m.content}) {
+      absl::Status st = tokenizer_internal::ValidateUtf8(*s);
+      if (!st.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("message ", i, ": ", st.message()));
+      }
+    }
+    list.push_back(jinja::Value::Dict(
+        {{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
+  }
+  jinja::ValueDict globals = {{"messages", jinja::Value::List(std::move(list))},
+                              {"add_generation_prompt", jinja::Value(add_generation_prompt)},
+                              {"bos_token", jinja::Value(bos_)},
+                              {"eos_token", jinja::Value(eos_)}};
+  auto out = template_->Render(globals);
+  if (!out.ok() && name_ == "model" &&
+      !absl::StrContains(out.status().message(), "rejected the conversation")) {
+    return absl::InvalidArgumentError(absl::StrCat(out.status().message(), Hint()));
+  }
+  return out;
+}
+
+}  // namespace tpserve
