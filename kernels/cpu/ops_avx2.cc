@@ -1,6 +1,8 @@
 // AVX2/FMA build of the non-GEMM op bodies (ops_impl.inc); chosen at runtime.
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "kernels/cpu/op_kernels.h"

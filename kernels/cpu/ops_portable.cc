@@ -1,6 +1,8 @@
 // Portable build of the non-GEMM op bodies (ops_impl.inc).
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "kernels/cpu/op_kernels.h"
