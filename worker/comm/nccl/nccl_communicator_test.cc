@@ -1,0 +1,125 @@
+// NcclCommunicator on the GPUs this machine has: one rank per device (up to
+// 4), each in its own thread, rendezvousing through an in-process
+// TcpKvStoreServer on port 0. Also checks that a peer that never joins turns
+// into DEADLINE_EXCEEDED within the timeout instead of a hang.
+// Without a device every test reports "skipped: no CUDA device".
+#include "worker/comm/nccl/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <memory>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda/device.h"
+#include "worker/comm/tcp_kv_store.h"
+
+namespace tpserve {
+namespace {
+
+#define TPS_SKIP_WITHOUT_CUDA()                                                   \
+  do {                                                                            \
+    if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device"; \
+  } while (false)
+
+// Runs rank r's collectives on device r and checks their results.
+void RunRank(int port, int rank, int world, std::vector<std::string>* errors) {
+  auto fail = [&](const std::string& what) { (*errors)[rank] = what; };
+  TcpKvStoreClient store("127.0.0.1", port);
+  NcclOptions opts;
+  opts.device = rank;
+  opts.timeout = absl::Seconds(60);
+  opts.prefix = "test/collectives";
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateNcclCommunicator(store, rank, world, opts);
+  if (!comm.ok()) return fail(comm.status().ToString());
+  if ((*comm)->backend() != "nccl" || (*comm)->rank() != rank || (*comm)->world_size() != world) {
+    return fail("wrong identity");
+  }
+  cudaSetDevice(rank);
+  const size_t n = 1001;
+  std::vector<float> host(n);
+  for (size_t i = 0; i < n; ++i) host[i] = static_cast<float>(rank + 1) * static_cast<float>(i % 7);
+  float* d = nullptr;
+  float* gathered = nullptr;
+  if (cudaMalloc(&d, n * sizeof(float)) != cudaSuccess ||
+      cudaMalloc(&gathered, n * world * sizeof(float)) != cudaSuccess) {
+    return fail("cudaMalloc");
+  }
+  cudaMemcpy(d, host.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+  absl::Status s = (*comm)->AllReduceSum(d, n, CommDType::kF32);
+  if (s.ok()) s = (*comm)->Synchronize(nullptr);
+  std::vector<float> back(n);
+  cudaMemcpy(back.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost);
+  const float ranks_sum = static_cast<float>(world * (world + 1) / 2);
+  for (size_t i = 0; s.ok() && i < n; ++i) {
+    if (back[i] != ranks_sum * static_cast<float>(i % 7)) s = absl::InternalError("all-reduce value");
+  }
+  // All-gather of the reduced buffer: every slice equals it.
+  if (s.ok()) s = (*comm)->AllGather(d, gathered, n, CommDType::kF32);
+  if (s.ok()) s = (*comm)->Synchronize(nullptr);
+  std::vector<float> all(n * world);
+  cudaMemcpy(all.data(), gathered, all.size() * sizeof(float), cudaMemcpyDeviceToHost);
+  for (size_t i = 0; s.ok() && i < all.size(); ++i) {
+    if (all[i] != back[i % n]) s = absl::InternalError("all-gather value");
+  }
+  // Broadcast from the last rank.
+  const float mark = static_cast<float>(rank);
+  cudaMemcpy(d, &mark, sizeof(float), cudaMemcpyHostToDevice);
+  if (s.ok()) s = (*comm)->Broadcast(d, 1, CommDType::kF32, world - 1);
+  if (s.ok()) s = (*comm)->Synchronize(nullptr);
+  float got = -1.0f;
+  cudaMemcpy(&got, d, sizeof(float), cudaMemcpyDeviceToHost);
+  if (s.ok() && got != static_cast<float>(world - 1)) s = absl::InternalError("broadcast value");
+  if (s.ok()) s = (*comm)->Barrier();
+  cudaFree(d);
+  cudaFree(gathered);
+  if (!s.ok()) fail(s.ToString());
+}
+
+TEST(NcclCommunicatorTest, CollectivesAcrossLocalDevices) {
+  TPS_SKIP_WITHOUT_CUDA();
+  const int world = std::min(cuda::DeviceCount(), 4);
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) ranks.emplace_back(RunRank, server.port(), r, world, &errors);
+  for (std::thread& t : ranks) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[r], "") << "rank " << r << " of " << world;
+}
+
+TEST(NcclCommunicatorTest, MissingPeerTimesOutInsteadOfHanging) {
+  TPS_SKIP_WITHOUT_CUDA();
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  TcpKvStoreClient store("127.0.0.1", server.port());
+  NcclOptions opts;
+  opts.timeout = absl::Seconds(3);
+  opts.prefix = "test/missing_peer";
+  const absl::Time start = absl::Now();
+  // Rank 0 of 2; rank 1 never starts.
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateNcclCommunicator(store, 0, 2, opts);
+  EXPECT_EQ(comm.status().code(), absl::StatusCode::kDeadlineExceeded) << comm.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+}
+
+TEST(NcclCommunicatorTest, WorldSizeMismatchIsInvalidArgument) {
+  TPS_SKIP_WITHOUT_CUDA();
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  TcpKvStoreClient store("127.0.0.1", server.port());
+  // What a rank 0 started with world size 3 publishes.
+  ASSERT_TRUE(store.Set("test/mismatch/unique_id", std::string(256, '0') + "/3").ok());
+  NcclOptions opts;
+  opts.prefix = "test/mismatch";
+  opts.rendezvous_timeout = absl::Seconds(5);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateNcclCommunicator(store, 1, 2, opts);
+  EXPECT_EQ(comm.status().code(), absl::StatusCode::kInvalidArgument) << comm.status();
+}
+
+}  // namespace
+}  // namespace tpserve
