@@ -7,6 +7,7 @@
 // is reused MR times and each activation block NR times. GEMV (m = 1) uses
 // 1 x 4 so four weight streams are in flight; GEMM uses 4 x 2 (8
 // accumulators + operands fit the 16 ymm registers).
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -198,32 +199,48 @@ inline void Tile(const GemmArgs& a, int64_t j0, int i0) {
   }
 }
 
-// NR weight rows starting at j0 against all m activation rows.
+// NR weight rows starting at j0 against activation rows [i_begin, i_end).
 template <DType T, int NR>
-void RowGroup(const GemmArgs& a, int64_t j0) {
-  int i = 0;
+void RowGroup(const GemmArgs& a, int64_t j0, int i_begin, int i_end) {
+  int i = i_begin;
   if constexpr (NR <= 2) {
-    for (; i + 4 <= a.m; i += 4) Tile<T, 4, NR>(a, j0, i);
-    switch (a.m - i) {
+    for (; i + 4 <= i_end; i += 4) Tile<T, 4, NR>(a, j0, i);
+    switch (i_end - i) {
       case 3: Tile<T, 3, NR>(a, j0, i); break;
       case 2: Tile<T, 2, NR>(a, j0, i); break;
       case 1: Tile<T, 1, NR>(a, j0, i); break;
       default: break;
     }
   } else {
-    for (; i < a.m; ++i) Tile<T, 1, NR>(a, j0, i);
+    for (; i < i_end; ++i) Tile<T, 1, NR>(a, j0, i);
   }
+}
+
+// Activation rows are taken in panels of ~256 KiB (quantized or f32), so a
+// panel stays in L2 while every weight row of the chunk passes over it; each
+// weight row pair stays in L1 across the panel.
+template <DType T>
+int PanelRows(const GemmArgs& a) {
+  constexpr int64_t kPanelBytes = 256 << 10;
+  const int64_t row_bytes = IsQuantized(T) ? int64_t{a.k} / 32 * sizeof(ActBlock) : int64_t{a.k} * 4;
+  return static_cast<int>(std::max<int64_t>(4, kPanelBytes / row_bytes / 4 * 4));
 }
 
 template <DType T>
 void GemmTileT(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
-  int64_t j = n_begin;
   if (a.m == 1) {
-    for (; j + 4 <= n_end; j += 4) RowGroup<T, 4>(a, j);
-  } else {
-    for (; j + 2 <= n_end; j += 2) RowGroup<T, 2>(a, j);
+    int64_t j = n_begin;
+    for (; j + 4 <= n_end; j += 4) RowGroup<T, 4>(a, j, 0, 1);
+    for (; j < n_end; ++j) RowGroup<T, 1>(a, j, 0, 1);
+    return;
   }
-  for (; j < n_end; ++j) RowGroup<T, 1>(a, j);
+  const int panel = PanelRows<T>(a);
+  for (int i0 = 0; i0 < a.m; i0 += panel) {
+    const int i1 = std::min(a.m, i0 + panel);
+    int64_t j = n_begin;
+    for (; j + 2 <= n_end; j += 2) RowGroup<T, 2>(a, j, i0, i1);
+    for (; j < n_end; ++j) RowGroup<T, 1>(a, j, i0, i1);
+  }
 }
 
 }  // namespace
