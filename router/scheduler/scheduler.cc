@@ -246,9 +246,21 @@ void Scheduler::State::AdmitWaiting(Build& build) {
       const int32_t reserve = running.empty() ? 0 : config.admission_watermark_blocks;
       return blocks.NumAvailableBlocks() - blocks.NumBlocksToTake(seq->id, end, &prefix) >= reserve;
     };
-    // A waiting request may preempt only strictly lower-priority running ones.
-    while (!fits() && !running.empty() && (*running.rbegin())->priority < seq->priority) {
-      Preempt(*running.rbegin(), build);
+    // A waiting request may preempt only strictly lower-priority running ones,
+    // and only when that could make room (their blocks bound what it frees).
+    if (!fits()) {
+      int32_t reclaimable = 0;
+      for (auto v = running.rbegin(); v != running.rend() && (*v)->priority < seq->priority; ++v) {
+        reclaimable += static_cast<int32_t>(blocks.BlockTable((*v)->id).size());
+      }
+      const int32_t reserve = config.admission_watermark_blocks;
+      if (blocks.NumAvailableBlocks() + reclaimable -
+              blocks.NumBlocksToTake(seq->id, end, &prefix) >=
+          reserve) {
+        while (!fits() && !running.empty() && (*running.rbegin())->priority < seq->priority) {
+          Preempt(*running.rbegin(), build);
+        }
+      }
     }
     absl::Status s =
         fits() ? blocks.Allocate(seq->id, end, &prefix) : absl::ResourceExhaustedError("no room");

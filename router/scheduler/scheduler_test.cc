@@ -1,5 +1,6 @@
 #include "router/scheduler/scheduler.h"
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <numeric>
@@ -223,6 +224,19 @@ TEST(SchedulerTest, HigherPriorityArrivalPreemptsLowerPriorityRunning) {
   EXPECT_EQ(h.sched.metrics().num_preemptions_total, 1);
 }
 
+TEST(SchedulerTest, NoPreemptionThatCouldNotMakeRoom) {
+  Harness h({.max_num_batched_tokens = 64}, 8, 4);
+  ASSERT_TRUE(h.sched.Add(Req(1, Prompt(12), /*priority=*/5)).ok());
+  ASSERT_TRUE(h.sched.Add(Req(2, Prompt(8), /*priority=*/0)).ok());
+  h.Step();  // 1: 3 blocks, 2: 2 blocks; their decodes next take one more each
+  // 3 outranks 2 (not 1) and needs 6 blocks: 1 free + 2's 3 would not do.
+  ASSERT_TRUE(h.sched.Add(Req(3, Prompt(21, 100), /*priority=*/2)).ok());
+  ScheduledStep step = h.Step();
+  EXPECT_EQ(Find(step, 3), nullptr);
+  EXPECT_NE(Find(step, 2), nullptr);
+  EXPECT_EQ(h.sched.metrics().num_preemptions_total, 0);
+}
+
 TEST(SchedulerTest, CancelFreesBlocksAtNextSchedule) {
   Harness h({.max_num_batched_tokens = 64}, 16, 4);
   ASSERT_TRUE(h.sched.Add(Req(1, Prompt(10))).ok());
@@ -329,6 +343,7 @@ TEST(SchedulerTest, RejectsMismatchedResults) {
 
 TEST(SchedulerTest, AddAndCancelFromOtherThreadsWhileScheduling) {
   Harness h({.max_num_batched_tokens = 32, .max_num_seqs = 8, .max_waiting = 1000}, 256, 4);
+  std::atomic<bool> client_done{false};
   std::thread client([&] {
     for (uint64_t id = 1; id <= 200; ++id) {
       EXPECT_TRUE(h.sched.Add(Req(id, Prompt(1 + id % 9))).ok());
@@ -336,10 +351,12 @@ TEST(SchedulerTest, AddAndCancelFromOtherThreadsWhileScheduling) {
         EXPECT_TRUE(h.sched.Cancel(id).ok() || !h.sched.Contains(id));
       }
     }
+    client_done = true;
   });
   int finished = 0;
-  for (int i = 0; i < 5000 && finished < 200; ++i) {
+  for (int i = 0; i < 100000 && (!client_done || h.sched.HasWork()); ++i) {
     ScheduledStep step = h.Step();
+    if (step.empty()) std::this_thread::yield();
     finished += static_cast<int>(step.finished.size());
     for (const ScheduledSequence& s : step.seqs) {
       if (s.sample && h.sched.Contains(s.seq_id) && h.outputs[s.seq_id].size() >= 2) {
