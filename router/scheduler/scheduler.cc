@@ -149,6 +149,9 @@ void Scheduler::State::SweepFinished(absl::Time now) {
       doomed.emplace_back(seq.get(), FinishReason::kLength);
     }
   }
+  // Hash-map order varies between processes; arrival order keeps runs reproducible.
+  std::sort(doomed.begin(), doomed.end(),
+            [](const auto& a, const auto& b) { return a.first->arrival < b.first->arrival; });
   for (auto [seq, reason] : doomed) pending_finished.push_back(Remove(seq, reason));
 }
 
