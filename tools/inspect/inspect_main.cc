@@ -4,6 +4,7 @@
 //
 //   tpserve-inspect models/SmolLM2-135M-Instruct.Q4_1.gguf
 //   tpserve-inspect --tensors=false /models/Qwen2-0.5B
+//   tpserve-inspect --tensors=false --template=false --tokenize="Hello there" MODEL
 #include <cstdio>
 #include <iostream>
 
@@ -12,10 +13,14 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/escaping.h"
+#include "router/tokenizer/tokenizer.h"
+#include "router/tokenizer/tokenizer_gguf.h"
 #include "worker/model/model_source.h"
 
 ABSL_FLAG(bool, tensors, true, "list every tensor");
 ABSL_FLAG(bool, template, true, "print the chat template");
+ABSL_FLAG(std::string, tokenize, "", "also tokenize this text (special tokens parsed) and print ids and pieces");
 
 namespace tpserve {
 namespace {
@@ -94,14 +99,40 @@ void PrintTokenizer(const ModelSource& m, bool with_template) {
   }
 }
 
+// Tokenizes with router/tokenizer: GGUF metadata, or the HF tokenizer.json.
+bool PrintTokens(const ModelSource& m, const std::string& text) {
+  absl::StatusOr<TokenizerData> data = m.format() == "gguf"
+                                           ? TokenizerDataFromGguf(m.path())
+                                           : TokenizerDataFromTokenizerJson(m.tokenizer().tokenizer_json);
+  if (!data.ok()) {
+    std::cerr << "tpserve-inspect: tokenizer: " << data.status().message() << "\n";
+    return false;
+  }
+  absl::StatusOr<Tokenizer> tok = Tokenizer::Create(std::move(*data));
+  if (!tok.ok()) {
+    std::cerr << "tpserve-inspect: tokenizer: " << tok.status().message() << "\n";
+    return false;
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(text, false);
+  if (!ids.ok()) {
+    std::cerr << "tpserve-inspect: tokenize: " << ids.status().message() << "\n";
+    return false;
+  }
+  std::cout << "tokenize: " << ids->size() << " tokens\n  ids " << absl::StrJoin(*ids, " ") << "\n";
+  for (int32_t id : *ids) {
+    std::cout << "  " << id << "\t\"" << absl::CEscape(tok->TokenBytes(id)) << "\"\n";
+  }
+  return true;
+}
+
 }  // namespace
 }  // namespace tpserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("tpserve-inspect [--tensors=false] [--template=false] MODEL");
+  absl::SetProgramUsageMessage("tpserve-inspect [--tensors=false] [--template=false] [--tokenize=TEXT] MODEL");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::cerr << "usage: tpserve-inspect [--tensors=false] [--template=false] MODEL (a .gguf file or an HF directory)\n";
+    std::cerr << "usage: tpserve-inspect [--tensors=false] [--template=false] [--tokenize=TEXT] MODEL (a .gguf file or an HF directory)\n";
     return 2;
   }
   auto model = tpserve::OpenModel(args[1]);
@@ -112,5 +143,7 @@ int main(int argc, char** argv) {
   tpserve::PrintConfig(**model);
   if (absl::GetFlag(FLAGS_tensors)) tpserve::PrintTensors(**model);
   tpserve::PrintTokenizer(**model, absl::GetFlag(FLAGS_template));
+  const std::string text = absl::GetFlag(FLAGS_tokenize);
+  if (!text.empty() && !tpserve::PrintTokens(**model, text)) return 1;
   return 0;
 }
