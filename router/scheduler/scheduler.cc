@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <limits>
 #include <set>
 #include <string>
 #include <utility>
@@ -36,6 +37,9 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_
                                      int32_t block_size) {
   if (num_blocks <= 0) return absl::InvalidArgumentError("num_blocks must be > 0");
   if (block_size <= 0) return absl::InvalidArgumentError("block_size must be > 0");
+  if (static_cast<int64_t>(num_blocks) * block_size > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError("num_blocks * block_size overflows 32-bit token positions");
+  }
   if (config.max_num_batched_tokens <= 0) {
     return absl::InvalidArgumentError("max_num_batched_tokens must be > 0");
   }
