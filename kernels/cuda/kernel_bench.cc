@@ -1,0 +1,299 @@
+// GPU kernel benchmarks, one results-table row each, every number divided by
+// a baseline measured in the same run:
+//   - GEMM TFLOP/s vs cuBLAS (reference only; dlopen'ed, "n/a" where absent)
+//     on LLM shapes, m = 1, 16, 64 (skinny path, bf16 and Q4_1 weights) and
+//     512, 4096 (tensor-core path); skinny rows also report HBM bandwidth vs
+//     the measured copy bandwidth;
+//   - decode attention bandwidth (KV bytes read / s) vs D2D copy bandwidth;
+//   - prefill attention TFLOP/s vs the cuBLAS (else our) bf16 GEMM at 4096^3.
+//
+//   bazel run //kernels/cuda:kernel_bench             # all rows
+//   kernel_bench --quick                              # fewer shapes (smoke)
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/bench_util.h"
+#include "kernels/cuda/cublas_reference.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/device_buffer.h"
+#include "worker/model/dtype.h"
+
+namespace tpserve::kernels::cuda {
+namespace {
+
+template <typename T>
+DeviceBuffer<T> Alloc(size_t n) {
+  absl::StatusOr<DeviceBuffer<T>> b = DeviceBuffer<T>::Allocate(n);
+  if (!b.ok()) {
+    std::fprintf(stderr, "allocation of %zu elements failed: %s\n", n, b.status().ToString().c_str());
+    std::exit(1);
+  }
+  return *std::move(b);
+}
+
+// Fills `bytes` of device memory by tiling a random host chunk of `host`.
+void FillTiled(void* dst, size_t bytes, const std::vector<uint8_t>& host) {
+  for (size_t off = 0; off < bytes; off += host.size()) {
+    cudaMemcpy(static_cast<char*>(dst) + off, host.data(), std::min(host.size(), bytes - off), cudaMemcpyHostToDevice);
+  }
+}
+
+std::vector<uint8_t> RandomBf16Bytes(std::mt19937& rng, size_t values) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<uint8_t> out(values * 2);
+  for (size_t i = 0; i < values; ++i) {
+    const uint16_t h = F32ToBF16(u(rng));
+    std::memcpy(out.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+std::vector<uint8_t> RandomF32Bytes(std::mt19937& rng, size_t values) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<uint8_t> out(values * 4);
+  for (size_t i = 0; i < values; ++i) {
+    const float f = u(rng);
+    std::memcpy(out.data() + 4 * i, &f, 4);
+  }
+  return out;
+}
+
+std::vector<uint8_t> RandomQ4_1Bytes(std::mt19937& rng, size_t blocks) {
+  std::vector<uint8_t> out(blocks * sizeof(BlockQ4_1));
+  for (size_t b = 0; b < blocks; ++b) {
+    BlockQ4_1 blk;
+    blk.d = F32ToF16(0.01f);
+    blk.m = F32ToF16(-0.08f);
+    for (uint8_t& q : blk.qs) q = static_cast<uint8_t>(rng());
+    std::memcpy(out.data() + b * sizeof(blk), &blk, sizeof(blk));
+  }
+  return out;
+}
+
+double Nmse(const std::vector<float>& a, const std::vector<float>& ref) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return den > 0.0 ? num / den : num;
+}
+
+// First `n` floats of a device buffer.
+std::vector<float> Head(const float* d, size_t n) {
+  std::vector<float> h(n);
+  cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost);
+  return h;
+}
+
+struct Context {
+  cudaStream_t stream;
+  Stream s;
+  CublasReference* cublas;
+  double copy_bw;  // bytes/s, read + write
+  std::mt19937 rng{123};
+};
+
+void BenchGemm(Context& ctx, int m, int n, int k) {
+  const double flops = 2.0 * m * n * k;
+  DeviceBuffer<uint16_t> a = Alloc<uint16_t>(static_cast<size_t>(m) * k);
+  DeviceBuffer<uint16_t> b = Alloc<uint16_t>(static_cast<size_t>(n) * k);
+  DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
+  DeviceBuffer<float> c = Alloc<float>(static_cast<size_t>(m) * n);
+  DeviceBuffer<float> c_ref = Alloc<float>(static_cast<size_t>(m) * n);
+  FillTiled(b.data(), b.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
+  FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 20));
+  // a = bf16(x): both sides multiply the same activations.
+  ToBf16Params cv{.src = x.data(), .dtype = DType::kF32, .dst = a.data(), .rows = m, .cols = k};
+  (void)ToBf16(cv, ctx.s);
+
+  double ref_ms = -1.0;
+  if (ctx.cublas->available()) {
+    ref_ms = TimeMs(ctx.stream, [&] { ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream); });
+  }
+  const bool skinny = m <= kSkinnyGemmMaxRows;
+  double ms;
+  if (skinny) {
+    GemmParams p{.x = x.data(), .w = b.data(), .w_dtype = DType::kBF16, .y = c.data(), .m = m, .n = n, .k = k};
+    ms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
+  } else {
+    GemmBf16Params p{.a = a.data(), .b = b.data(), .c = c.data(), .m = m, .n = n, .k = k};
+    ms = TimeMs(ctx.stream, [&] { (void)GemmBf16(p, ctx.s); });
+  }
+  std::string status = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
+  if (ref_ms > 0) {
+    const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
+    const double err = Nmse(Head(c.data(), check), Head(c_ref.data(), check));
+    if (!(err < 1e-4)) status = Fmt("MISMATCH nmse=%.1e", err);
+  }
+  const double tflops = flops / (ms * 1e-3) / 1e12;
+  const std::string what = Fmt("gemm %s bf16 m=%d n=%d k=%d", skinny ? "skinny" : "mma", m, n, k);
+  if (ref_ms > 0) {
+    const double ref = flops / (ref_ms * 1e-3) / 1e12;
+    PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), Fmt("cuBLAS %.2f TFLOP/s", ref), tflops / ref);
+  } else {
+    PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), "cuBLAS n/a: " + ctx.cublas->error(), -1.0);
+  }
+  if (skinny) {
+    const double bw = static_cast<double>(b.bytes()) / (ms * 1e-3);
+    PrintRow(what + " (weight bandwidth)", status, Fmt("%.0f GB/s", bw / 1e9), Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9),
+             bw / ctx.copy_bw);
+  }
+}
+
+// Decode with Q4_1 weights: weight bytes streamed per second vs copy bandwidth.
+void BenchQuantGemv(Context& ctx, int m, int n, int k) {
+  const size_t blocks = static_cast<size_t>(n) * k / 32;
+  DeviceBuffer<uint8_t> w = Alloc<uint8_t>(blocks * sizeof(BlockQ4_1));
+  DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
+  DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(m) * n);
+  FillTiled(w.data(), w.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
+  FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 16));
+  GemmParams p{.x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(), .m = m, .n = n, .k = k};
+  const double ms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
+  const double bw = static_cast<double>(w.bytes()) / (ms * 1e-3);
+  PrintRow(Fmt("gemm skinny Q4_1 m=%d n=%d k=%d (weight bandwidth)", m, n, k),
+           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.0f GB/s", bw / 1e9),
+           Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
+}
+
+struct AttentionShape {
+  int num_seqs, q_len, context, n_heads, n_kv_heads, head_dim;
+};
+
+// Builds a batch where sequence s owns blocks [s * blocks_per_seq, ...).
+struct AttentionBatch {
+  DeviceBuffer<float> q, out, k_cache, v_cache, workspace;
+  DeviceBuffer<int32_t> tables, cu, start;
+  PagedAttentionParams p;
+};
+
+AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
+  constexpr int kBlock = 16;
+  AttentionBatch b;
+  const int blocks_per_seq = (sh.context + kBlock - 1) / kBlock;
+  const size_t cache = static_cast<size_t>(sh.num_seqs) * blocks_per_seq * kBlock * sh.n_kv_heads * sh.head_dim;
+  const size_t qn = static_cast<size_t>(sh.num_seqs) * sh.q_len * sh.n_heads * sh.head_dim;
+  b.q = Alloc<float>(qn);
+  b.out = Alloc<float>(qn);
+  b.k_cache = Alloc<float>(cache);
+  b.v_cache = Alloc<float>(cache);
+  const std::vector<uint8_t> chunk = RandomF32Bytes(ctx.rng, 1 << 20);
+  FillTiled(b.q.data(), b.q.bytes(), chunk);
+  FillTiled(b.k_cache.data(), b.k_cache.bytes(), chunk);
+  FillTiled(b.v_cache.data(), b.v_cache.bytes(), chunk);
+  std::vector<int32_t> tables(static_cast<size_t>(sh.num_seqs) * blocks_per_seq), cu(sh.num_seqs + 1), start(sh.num_seqs);
+  for (size_t i = 0; i < tables.size(); ++i) tables[i] = static_cast<int32_t>(i);
+  for (int s = 0; s <= sh.num_seqs; ++s) cu[s] = s * sh.q_len;
+  for (int s = 0; s < sh.num_seqs; ++s) start[s] = sh.context - sh.q_len;
+  b.tables = *DeviceBuffer<int32_t>::FromHost(tables);
+  b.cu = *DeviceBuffer<int32_t>::FromHost(cu);
+  b.start = *DeviceBuffer<int32_t>::FromHost(start);
+  b.p = PagedAttentionParams{.q = b.q.data(), .k_cache = b.k_cache.data(), .v_cache = b.v_cache.data(),
+                             .out = b.out.data(), .block_tables = b.tables.data(), .cu_q_lens = b.cu.data(),
+                             .start_pos = b.start.data(), .num_seqs = sh.num_seqs,
+                             .max_blocks_per_seq = blocks_per_seq, .n_heads = sh.n_heads,
+                             .n_kv_heads = sh.n_kv_heads, .head_dim = sh.head_dim, .block_size = kBlock,
+                             .num_blocks = sh.num_seqs * blocks_per_seq,
+                             .scale = 1.0f / std::sqrt(static_cast<float>(sh.head_dim))};
+  return b;
+}
+
+void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
+  AttentionBatch b = MakeAttention(ctx, sh);
+  const int64_t ws = DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
+  b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
+  const double ms = TimeMs(ctx.stream, [&] {
+    (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
+  });
+  const double kv_bytes = 2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
+  const double bw = kv_bytes / (ms * 1e-3);
+  PrintRow(Fmt("decode attention seqs=%d ctx=%d heads=%d/%d d=%d", sh.num_seqs, sh.context, sh.n_heads, sh.n_kv_heads,
+               sh.head_dim),
+           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.0f GB/s", bw / 1e9),
+           Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
+}
+
+void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_tflops, const std::string& gemm_name) {
+  AttentionBatch b = MakeAttention(ctx, sh);
+  const double ms = TimeMs(ctx.stream, [&] { (void)PagedAttention(b.p, ctx.s); }, 3, 10.0);
+  // QK^T and PV over the causal triangle: 4 * d flops per (query, visible key) pair per head.
+  const double pairs = static_cast<double>(sh.q_len) * (sh.q_len + 1) / 2.0 +
+                       static_cast<double>(sh.q_len) * (sh.context - sh.q_len);
+  const double tflops = 4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs / (ms * 1e-3) / 1e12;
+  PrintRow(Fmt("prefill attention seqs=%d len=%d heads=%d/%d d=%d", sh.num_seqs, sh.q_len, sh.n_heads, sh.n_kv_heads,
+               sh.head_dim),
+           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f TFLOP/s", tflops),
+           Fmt("%s %.2f TFLOP/s", gemm_name.c_str(), gemm_tflops), tflops / gemm_tflops);
+}
+
+// Dense bf16 GEMM rate at 4096^3: cuBLAS where present, else our mma kernel.
+double DenseGemmTflops(Context& ctx, std::string* name) {
+  const int n = 4096;
+  DeviceBuffer<uint16_t> a = Alloc<uint16_t>(static_cast<size_t>(n) * n);
+  DeviceBuffer<float> c = Alloc<float>(static_cast<size_t>(n) * n);
+  FillTiled(a.data(), a.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
+  double ms;
+  if (ctx.cublas->available()) {
+    *name = "cuBLAS bf16 GEMM 4096^3";
+    ms = TimeMs(ctx.stream, [&] { ctx.cublas->GemmBf16(a.data(), a.data(), c.data(), n, n, n, ctx.stream); });
+  } else {
+    *name = "our bf16 GEMM 4096^3";
+    GemmBf16Params p{.a = a.data(), .b = a.data(), .c = c.data(), .m = n, .n = n, .k = n};
+    ms = TimeMs(ctx.stream, [&] { (void)GemmBf16(p, ctx.s); });
+  }
+  return 2.0 * n * n * static_cast<double>(n) / (ms * 1e-3) / 1e12;
+}
+
+int Main(bool quick) {
+  if (tpserve::cuda::DeviceCount() == 0) {
+    std::printf("| bench: kernels | skipped: no CUDA device | | | n/a |\n");
+    return 0;
+  }
+  std::fprintf(stderr, "device: %s\n", tpserve::cuda::DeviceDescription(0).c_str());
+  CublasReference cublas;
+  Context ctx{};
+  cudaStreamCreate(&ctx.stream);
+  ctx.s = Stream{.cuda_stream = ctx.stream};
+  ctx.cublas = &cublas;
+  ctx.copy_bw = MeasureCopyBandwidth(ctx.stream, size_t{1} << 30);
+  PrintRow("copy bandwidth (D2D cudaMemcpy, 1 GiB)", "ok", Fmt("%.0f GB/s", ctx.copy_bw / 1e9), "-", 1.0);
+
+  const std::vector<int> ms = quick ? std::vector<int>{1, 64, 512} : std::vector<int>{1, 16, 64, 512, 4096};
+  const std::vector<std::pair<int, int>> nks =
+      quick ? std::vector<std::pair<int, int>>{{1536, 576}, {4096, 4096}}
+            : std::vector<std::pair<int, int>>{{576, 576}, {1536, 576}, {576, 1536}, {4096, 4096}, {14336, 4096},
+                                               {4096, 14336}};
+  for (int m : ms) {
+    for (auto [n, k] : nks) BenchGemm(ctx, m, n, k);
+  }
+  BenchQuantGemv(ctx, 1, 4096, 4096);
+  BenchQuantGemv(ctx, 1, 14336, 4096);
+  BenchQuantGemv(ctx, 16, 14336, 4096);
+
+  BenchDecodeAttention(ctx, {64, 1, 2048, 32, 8, 128});
+  BenchDecodeAttention(ctx, {1, 1, 16384, 32, 8, 128});
+  BenchDecodeAttention(ctx, {16, 1, 1024, 9, 3, 64});
+
+  std::string gemm_name;
+  const double dense = DenseGemmTflops(ctx, &gemm_name);
+  BenchPrefillAttention(ctx, {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128}, dense, gemm_name);
+  BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64}, dense, gemm_name);
+  cudaStreamDestroy(ctx.stream);
+  return 0;
+}
+
+}  // namespace
+}  // namespace tpserve::kernels::cuda
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  return tpserve::kernels::cuda::Main(quick);
+}
