@@ -488,6 +488,11 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
                                                      " result: expected a token for sequence ",
                                                      slice.seq_id, " at index ", expected));
     }
+    if (sampled[expected].token < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("step ", step_id, " result: token ",
+                                                     sampled[expected].token, " for sequence ",
+                                                     slice.seq_id, " is not a token id"));
+    }
     ++expected;
   }
   if (expected != sampled.size()) {

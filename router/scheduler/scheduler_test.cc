@@ -334,6 +334,8 @@ TEST(SchedulerTest, RejectsMismatchedResults) {
   EXPECT_EQ(sched.OnStepResult(step.step_id, wrong).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(sched.OnStepResult(step.step_id, {}).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(sched.OnStepResult(step.step_id + 5, {}).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<SampledTokenId> negative = {{1, -1}};
+  EXPECT_EQ(sched.OnStepResult(step.step_id, negative).code(), absl::StatusCode::kInvalidArgument);
   std::vector<SampledTokenId> right = {{1, 3}};
   EXPECT_TRUE(sched.OnStepResult(step.step_id, right).ok());
   // An empty step needs no result.
