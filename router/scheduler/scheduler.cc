@@ -17,22 +17,6 @@
 
 namespace tpserve::router {
 
-const char* FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kCancelled:
-      return "cancelled";
-    case FinishReason::kDeadline:
-      return "deadline";
-    case FinishReason::kAborted:
-      return "aborted";
-  }
-  return "unknown";
-}
-
 absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_blocks,
                                      int32_t block_size) {
   if (num_blocks <= 0) return absl::InvalidArgumentError("num_blocks must be > 0");
