@@ -1,0 +1,72 @@
+// Host-side parameter validation of the CUDA launchers: bad shapes come back
+// as InvalidArgument before anything touches a device, so this is a CPU test
+// (no "gpu" tag) and runs everywhere.
+#include <cstdint>
+
+#include "gtest/gtest.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace tpserve::kernels::cuda {
+namespace {
+
+TEST(CudaGemmValidation, RejectsBadShapes) {
+  GemmParams p;
+  float dummy = 0.0f;
+  p.x = &dummy;
+  p.w = &dummy;
+  p.y = &dummy;
+  p.m = 1;
+  p.n = 1;
+  p.k = 33;
+  p.w_dtype = DType::kQ4_1;  // k not a multiple of 32
+  EXPECT_EQ(Gemm(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  p.w_dtype = DType::kF32;
+  p.x_stride = 2;  // below k
+  EXPECT_EQ(Gemm(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaGemmBf16Validation, RejectsKNotMultipleOf8) {
+  uint16_t dummy[8] = {};
+  float c = 0.0f;
+  GemmBf16Params p{.a = dummy, .b = dummy, .c = &c, .m = 1, .n = 1, .k = 12};
+  EXPECT_EQ(GemmBf16(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaPagedAttentionValidation, RejectsBadGroupsAndSmallWorkspace) {
+  PagedAttentionParams p;
+  p.num_seqs = 0;
+  p.n_heads = 9;
+  p.n_kv_heads = 2;  // 9 % 2 != 0
+  p.head_dim = 64;
+  p.block_size = 16;
+  EXPECT_EQ(PagedAttention(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  p.n_kv_heads = 3;
+  EXPECT_EQ(PagedAttention(p, Stream{}).code(), absl::StatusCode::kOk);  // empty batch
+  EXPECT_GT(DecodeAttentionWorkspaceFloats(4, 9, 64, 3 * kDecodePartitionTokens), 0);
+  EXPECT_EQ(DecodeAttentionWorkspaceFloats(4, 9, 64, kDecodePartitionTokens), 0);
+}
+
+TEST(CudaRopeValidation, RejectsOddHeadDimAndBadScaling) {
+  float q = 0.0f;
+  int32_t pos = 0;
+  RopeParams p{.q = &q, .positions = &pos, .tokens = 1, .n_heads = 1, .head_dim = 3};
+  EXPECT_EQ(Rope(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  p.head_dim = 4;
+  p.scaling = RopeScalingType::kLlama3;
+  p.low_freq_factor = 4.0f;  // must be below high_freq_factor
+  EXPECT_EQ(Rope(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaDecodeValidation, RejectsMissingWorkspace) {
+  float dummy = 0.0f;
+  int32_t idummy = 0;
+  PagedAttentionParams p{.q = &dummy, .k_cache = &dummy, .v_cache = &dummy, .out = &dummy,
+                         .block_tables = &idummy, .cu_q_lens = &idummy, .start_pos = &idummy, .num_seqs = 1,
+                         .max_blocks_per_seq = 64, .n_heads = 2, .n_kv_heads = 1, .head_dim = 64,
+                         .block_size = 16, .num_blocks = 64};
+  EXPECT_EQ(PagedAttentionDecode(p, 4 * kDecodePartitionTokens, nullptr, 0, Stream{}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tpserve::kernels::cuda
