@@ -96,6 +96,11 @@ absl::StatusOr<const MappedTensor*> MappedModelSource::Lookup(absl::string_view 
   return &tensors_[it->second];
 }
 
+absl::StatusOr<TensorInfo> MappedModelSource::FindTensor(absl::string_view name) const {
+  TPS_ASSIGN_OR_RETURN(const MappedTensor* t, Lookup(name));
+  return t->info;
+}
+
 absl::StatusOr<HostTensor> MappedModelSource::ReadRows(absl::string_view name, int64_t row_begin,
                                                        int64_t row_count) const {
   TPS_ASSIGN_OR_RETURN(const MappedTensor* t, Lookup(name));

@@ -44,6 +44,7 @@ class MappedModelSource : public ModelSource {
                                       int64_t row_count) const override;
   absl::StatusOr<HostTensor> ReadColumns(absl::string_view name, int64_t col_begin,
                                          int64_t col_count) const override;
+  absl::StatusOr<TensorInfo> FindTensor(absl::string_view name) const override;
 
  private:
   absl::StatusOr<const MappedTensor*> Lookup(absl::string_view name) const;

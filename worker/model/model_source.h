@@ -80,6 +80,8 @@ struct TokenizerSummary {
   std::string tokenizer_json;  // HF: path of tokenizer.json; GGUF: empty (data is in metadata)
 };
 
+// Immutable after OpenModel: every method is const and safe to call from
+// several threads at once.
 class ModelSource {
  public:
   virtual ~ModelSource() = default;
@@ -104,7 +106,7 @@ class ModelSource {
                                                  int64_t col_count) const = 0;
 
   // Info for one tensor, or NotFound.
-  absl::StatusOr<TensorInfo> FindTensor(absl::string_view name) const;
+  virtual absl::StatusOr<TensorInfo> FindTensor(absl::string_view name) const;
 };
 
 // Opens a GGUF file (a regular file) or a Hugging Face directory (config.json +

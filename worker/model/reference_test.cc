@@ -2,7 +2,7 @@
 // (an independent implementation), run as a subprocess from .venv:
 //   - config of the default model and of test models vs their metadata;
 //   - dequantized tensors (and row/column slices) vs gguf.quants.dequantize:
-//     bit-exact for F32/F16, max abs diff <= 1e-6 for Q8_0/Q4_0/Q4_1;
+//     bit-exact for F32/F16/BF16, max abs diff <= 1e-6 for Q8_0/Q4_0/Q4_1;
 //   - QuantizeRow vs gguf.quants.quantize: identical bytes.
 // Expected values come from the reference at test time; nothing is hard-coded.
 #include <cstdio>
@@ -106,13 +106,13 @@ TEST(ReferenceTest, MatchesGgufPackage) {
 
   // Test models in every GGUF type the generator writes, dumped whole.
   int i = 0;
-  for (DType d : {DType::kF32, DType::kF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
     TestModelSpec spec;
     spec.dtype = d;
     spec.vocab_size = 1000;
     spec.qkv_bias = (i % 2) == 1;
     spec.tie_embeddings = i != 2;
-    spec.architecture = i == 3 ? "qwen2" : "llama";
+    spec.architecture = i == 4 ? "qwen2" : "llama";
     spec.num_heads = 8;
     spec.num_kv_heads = 2;
     spec.head_dim = 8;
