@@ -102,7 +102,7 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
       }
     }
   }
-  const bool avx2 = ActiveIsa() == Isa::kAvx2;
+  const bool avx2 = ActiveIsa() >= Isa::kAvx2;
   ParallelFor(stream.pool, static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       avx2 ? avx2::Attend(p, items[i]) : portable::Attend(p, items[i]);

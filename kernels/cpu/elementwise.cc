@@ -14,7 +14,7 @@
 namespace tpserve::kernels::cpu {
 namespace {
 
-bool UseAvx2() { return ActiveIsa() == Isa::kAvx2; }
+bool UseAvx2() { return ActiveIsa() >= Isa::kAvx2; }
 
 // Rows per ParallelFor chunk so that a chunk is ~16K floats of work.
 int64_t RowGrain(int64_t dim) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, dim)); }

@@ -35,7 +35,7 @@ absl::Status Validate(const GemmParams& p) {
 absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   if (absl::Status s = Validate(p); !s.ok()) return s;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  const bool use_avx2 = ActiveIsa() == Isa::kAvx2;
+  const Isa isa = ActiveIsa();
 
   GemmArgs a;
   a.x = p.x;
@@ -58,7 +58,7 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
     ActBlock* out = xq.data();
     ParallelFor(stream.pool, p.m, 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        if (use_avx2) {
+        if (isa >= Isa::kAvx2) {
           avx2::QuantizeRow(a.x + i * a.x_stride, p.k, out + i * nb);
         } else {
           portable::QuantizeRow(a.x + i * a.x_stride, p.k, out + i * nb);
@@ -72,10 +72,10 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   // reuses them across all m activation rows. Grain 16 rows keeps chunks
   // above ~5 KB of Q4_1 weights at k=576.
   ParallelFor(stream.pool, p.n, 16, [&](int64_t begin, int64_t end) {
-    if (use_avx2) {
-      avx2::GemmTile(a, begin, end);
-    } else {
-      portable::GemmTile(a, begin, end);
+    switch (isa) {
+      case Isa::kAvxVnni: avxvnni::GemmTile(a, begin, end); break;
+      case Isa::kAvx2: avx2::GemmTile(a, begin, end); break;
+      case Isa::kPortable: portable::GemmTile(a, begin, end); break;
     }
   });
   return absl::OkStatus();

@@ -51,6 +51,11 @@ void QuantizeRow(const float* x, int k, ActBlock* out);
 void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace avx2
 
+namespace avxvnni {
+void QuantizeRow(const float* x, int k, ActBlock* out);
+void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+}  // namespace avxvnni
+
 }  // namespace tpserve::kernels::cpu
 
 #endif  // TPSERVE_KERNELS_CPU_GEMM_KERNELS_H_

@@ -143,7 +143,7 @@ TEST_P(GemmTest, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, GemmTest,
-    ::testing::Combine(::testing::Values(Isa::kPortable, Isa::kAvx2),
+    ::testing::Combine(::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvxVnni),
                        ::testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
                                          DType::kQ4_0, DType::kQ4_1)),
     [](const ::testing::TestParamInfo<GemmCase>& info) {
@@ -151,29 +151,34 @@ INSTANTIATE_TEST_SUITE_P(
              DTypeName(std::get<1>(info.param));
     });
 
-// The two ISA variants quantize activations identically and take the same
-// integer dot products; only f32 summation order differs.
-TEST(GemmIsaParity, Avx2MatchesPortableClosely) {
-  if (DetectedIsa() != Isa::kAvx2) GTEST_SKIP() << "skipped: CPU has no AVX2";
+// The x86 variants quantize activations exactly as the portable one and
+// take the same integer dot products; only f32 summation order differs from
+// portable. AVX-VNNI's vpdpbusd gives the same integers as maddubs + madd
+// in the same order, so it must match AVX2 bit for bit.
+TEST(GemmIsaParity, X86VariantsMatchPortable) {
+  if (DetectedIsa() < Isa::kAvx2) GTEST_SKIP() << "skipped: CPU has no AVX2";
   Rng rng(7);
   for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kBF16}) {
-    const int m = 6, n = 50, k = 1536;
-    std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k);
-    std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
-    std::vector<float> y_portable(m * n), y_avx2(m * n);
-    GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .y = y_portable.data(),
-                  .m = m, .n = n, .k = k};
-    {
-      ScopedIsaForTesting force(Isa::kPortable);
-      ASSERT_TRUE(Gemm(gp, Stream{}).ok());
+    for (int m : {1, 6}) {
+      const int n = 50, k = 1536;
+      std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k);
+      std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
+      auto run = [&](Isa isa) {
+        std::vector<float> y(m * n);
+        ScopedIsaForTesting force(isa);
+        GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .y = y.data(),
+                      .m = m, .n = n, .k = k};
+        EXPECT_TRUE(Gemm(gp, Stream{}).ok());
+        return y;
+      };
+      const std::vector<float> portable = run(Isa::kPortable);
+      const std::vector<float> avx2 = run(Isa::kAvx2);
+      // f32 reassociation only: 1e-11 NMSE.
+      EXPECT_LT(Nmse(avx2, portable), 1e-11) << DTypeName(dtype) << " m=" << m;
+      if (DetectedIsa() >= Isa::kAvxVnni) {
+        EXPECT_EQ(run(Isa::kAvxVnni), avx2) << DTypeName(dtype) << " m=" << m;
+      }
     }
-    gp.y = y_avx2.data();
-    {
-      ScopedIsaForTesting force(Isa::kAvx2);
-      ASSERT_TRUE(Gemm(gp, Stream{}).ok());
-    }
-    // f32 reassociation only: 1e-11 NMSE.
-    EXPECT_LT(Nmse(y_avx2, y_portable), 1e-11) << DTypeName(dtype);
   }
 }
 

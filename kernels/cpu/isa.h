@@ -1,8 +1,11 @@
 // Runtime instruction-set dispatch for the CPU kernels. Every op has a
 // portable C++ variant (always built, always tested) and an x86 variant
 // compiled for AVX2 + FMA + F16C, chosen when the running CPU has all three.
+// The quantized GEMM has a third, kAvxVnni (AVX2 + AVX-VNNI's vpdpbusd);
+// other ops use their AVX2 variant under it. Levels are ordered: each one
+// implies the ones before it.
 //
-//   if (ActiveIsa() == Isa::kAvx2) avx2::Kernel(args); else portable::Kernel(args);
+//   if (ActiveIsa() >= Isa::kAvx2) avx2::Kernel(args); else portable::Kernel(args);
 //
 // Tests force each variant with ScopedIsaForTesting.
 #ifndef TPSERVE_KERNELS_CPU_ISA_H_
@@ -10,19 +13,20 @@
 
 namespace tpserve::kernels::cpu {
 
-enum class Isa { kPortable, kAvx2 };
+enum class Isa { kPortable = 0, kAvx2 = 1, kAvxVnni = 2 };
 
 // What this CPU supports (cached after the first call).
 Isa DetectedIsa();
 
-// What the launchers use: DetectedIsa() unless a test overrides it.
+// What the launchers use: DetectedIsa(), capped by the environment variable
+// TPSERVE_CPU_ISA=portable|avx2|avxvnni if set, unless a test overrides it.
 Isa ActiveIsa();
 
 const char* IsaName(Isa isa);
 
 // Forces `isa` for the launchers while alive (tests and benchmarks only; not
-// thread-safe against concurrent launches). Forcing kAvx2 on a CPU without it
-// falls back to kPortable.
+// thread-safe against concurrent launches). Asking for more than the CPU has
+// gives DetectedIsa().
 class ScopedIsaForTesting {
  public:
   explicit ScopedIsaForTesting(Isa isa);

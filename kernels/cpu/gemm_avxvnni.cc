@@ -1,0 +1,32 @@
+// AVX2 + FMA + F16C + AVX-VNNI GEMM tile kernels (body in gemm_x86_impl.inc),
+// selected at runtime (isa.h) on CPUs with AVX-VNNI (Alder Lake, Zen 5).
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/gemm_kernels.h"
+
+#if !defined(__x86_64__)
+// Not x86: isa.cc never selects these; forward to the portable kernels.
+namespace tpserve::kernels::cpu::avxvnni {
+void QuantizeRow(const float* x, int k, ActBlock* out) { portable::QuantizeRow(x, k, out); }
+void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
+  portable::GemmTile(a, n_begin, n_end);
+}
+}  // namespace tpserve::kernels::cpu::avxvnni
+#else
+
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+#define TPS_GEMM_VNNI 1
+
+namespace tpserve::kernels::cpu::avxvnni {
+#include "kernels/cpu/gemm_x86_impl.inc"
+}  // namespace tpserve::kernels::cpu::avxvnni
+
+#undef TPS_GEMM_VNNI
+#pragma GCC pop_options
+
+#endif  // __x86_64__
