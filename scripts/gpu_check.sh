@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# GPU check in two steps, for a GPU machine that has only the NVIDIA driver
+# (CUDA runtime / NCCL optional) and no network.
+#
+#   scripts/gpu_check.sh pack   # here (no GPU needed): bazel build, then copy every
+#                               # "gpu"-tagged test and benchmark binary plus the
+#                               # shared libraries they need into .gpu_bundle/
+#                               # (64 MiB at most; libcuda and libnccl are not
+#                               # packed: they come from the target machine).
+#   scripts/gpu_check.sh run    # on the GPU machine, from a copy of .gpu_bundle/
+#                               # (.gpu_bundle/gpu_check.sh run) or from the repo:
+#                               # runs every test and benchmark within 8 minutes
+#                               # and prints one results table; exits non-zero on
+#                               # any failure.
+#
+# Environment: GPU_CHECK_SCOPE (pack; space-separated target patterns, default //...),
+# BAZEL_OUTPUT_BASE (pack; passed as --output_base), GPU_CHECK_BUDGET_S (run;
+# default 450 seconds for everything).
+set -uo pipefail
+
+MAX_BUNDLE_BYTES=$((64 * 1024 * 1024))
+
+die() { echo "gpu_check: $*" >&2; exit 1; }
+
+pack() {
+  local root
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  cd "$root" || die "no repo at $root"
+  local scope="${GPU_CHECK_SCOPE:-//...}"
+  local patterns
+  read -ra patterns <<<"$scope"
+  local union="${patterns[0]}" p
+  for p in "${patterns[@]:1}"; do union="$union + $p"; done
+  local bazel=(bazel)
+  [ -n "${BAZEL_OUTPUT_BASE:-}" ] && bazel+=("--output_base=${BAZEL_OUTPUT_BASE}")
+  # Project libraries linked statically: only system and CUDA .so files remain.
+  local flags=(--dynamic_mode=off --symlink_prefix=/)
+
+  echo "gpu_check: building ${scope} ..."
+  "${bazel[@]}" build "${flags[@]}" -- "${patterns[@]}" || die "bazel build ${scope} failed"
+  local targets
+  targets=$("${bazel[@]}" query "attr(tags, '\\bgpu\\b', kind('cc_test|cc_binary', ${union}))" 2>/dev/null) ||
+    die "bazel query failed"
+  [ -n "$targets" ] || die "no gpu-tagged targets under ${scope}"
+  local bin
+  bin=$("${bazel[@]}" info "${flags[@]}" bazel-bin 2>/dev/null) || die "bazel info failed"
+
+  local out="$root/.gpu_bundle"
+  rm -rf "$out"
+  mkdir -p "$out/bin" "$out/lib"
+  echo '*' >"$out/.gitignore"  # the bundle ignores itself: never committed
+  : >"$out/manifest.txt"
+  local t rel kind name
+  for t in $targets; do
+    rel="${t#//}"
+    rel="${rel/://}"  # //kernels/cuda:gemm_test -> kernels/cuda/gemm_test
+    [ -x "$bin/$rel" ] || die "missing binary $bin/$rel for $t"
+    if "${bazel[@]}" query "kind(cc_test, $t)" 2>/dev/null | grep -q .; then kind=test; else kind=bench; fi
+    name="${rel//\//__}"
+    cp "$bin/$rel" "$out/bin/$name"
+    chmod u+w "$out/bin/$name"
+    strip --strip-debug "$out/bin/$name" 2>/dev/null || true
+    echo "$kind $name $t" >>"$out/manifest.txt"
+  done
+
+  # Shared libraries: everything ldd resolves except the C runtime, the driver
+  # (libcuda) and NCCL (taken from the target machine's installation).
+  local lib base
+  for f in "$out"/bin/*; do
+    ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
+  done | sort -u | while read -r lib; do
+    base=$(basename "$lib")
+    case "$base" in
+      libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | ld-linux* | libcuda.so* | libnccl.so*) ;;
+      *) cp -L "$lib" "$out/lib/$base" && strip --strip-unneeded "$out/lib/$base" 2>/dev/null ;;
+    esac
+  done
+  # Tests first, then benchmarks.
+  sort -s -k1,1r "$out/manifest.txt" -o "$out/manifest.txt"
+  cp "$root/scripts/gpu_check.sh" "$out/gpu_check.sh"
+
+  local size
+  size=$(du -sb "$out" | cut -f1)
+  echo "gpu_check: packed $(wc -l <"$out/manifest.txt") binaries and $(ls "$out/lib" | wc -l) libraries" \
+    "into .gpu_bundle/: $((size / 1024 / 1024)) MiB (${size} bytes, limit ${MAX_BUNDLE_BYTES})"
+  [ "$size" -le "$MAX_BUNDLE_BYTES" ] || die "bundle exceeds 64 MiB"
+  echo "gpu_check: on the GPU machine run: .gpu_bundle/gpu_check.sh run"
+}
+
+# Counts from gtest's summary lines ("[  PASSED  ] 3 tests.", "[  SKIPPED ] 2 tests, ...").
+gtest_count() {  # file, label
+  sed -n "s/^\[ *$2 *\] \([0-9]*\) tests\{0,1\}[.,].*/\1/p" "$1" | head -1
+}
+
+run() {
+  local here bundle
+  here="$(cd "$(dirname "$0")" && pwd)"
+  if [ -f "$here/manifest.txt" ]; then
+    bundle="$here"
+  elif [ -f "$here/../.gpu_bundle/manifest.txt" ]; then
+    bundle="$(cd "$here/../.gpu_bundle" && pwd)"
+  else
+    die "no bundle found: run 'scripts/gpu_check.sh pack' first"
+  fi
+  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local budget="${GPU_CHECK_BUDGET_S:-450}"
+  local start=$SECONDS
+  local logs
+  logs=$(mktemp -d)
+  trap 'rm -rf "$logs"' RETURN
+
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi -L 2>/dev/null | sed 's/^/gpu_check: /'
+  else
+    echo "gpu_check: nvidia-smi not found"
+  fi
+
+  local rows=() failed=0
+  local kind name target left limit rc log passed skipped failures status
+  while read -r kind name target; do
+    left=$((budget - (SECONDS - start)))
+    if [ "$left" -le 5 ]; then
+      rows+=("| ${kind}: ${target} | NOT RUN: time budget spent | | | |")
+      failed=1
+      continue
+    fi
+    log="$logs/$name.log"
+    if [ "$kind" = test ]; then
+      limit=$((left < 120 ? left : 120))
+      timeout --kill-after=5 "$limit" "$bundle/bin/$name" --gtest_color=no >"$log" 2>&1
+      rc=$?
+      passed=$(gtest_count "$log" PASSED)
+      skipped=$(gtest_count "$log" SKIPPED)
+      failures=$(gtest_count "$log" FAILED)
+      if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        status="FAIL: timed out after ${limit}s"
+      elif [ "$rc" -ne 0 ]; then
+        status="FAIL (rc=$rc, ${failures:-?} failed)"
+      elif [ "${passed:-0}" -eq 0 ] && [ "${skipped:-0}" -gt 0 ]; then
+        status="SKIPPED ($(grep -m1 -o 'skipped: [^]]*' "$log" || echo skipped), ${skipped} cases)"
+      else
+        status="PASS (${passed:-0} passed, ${skipped:-0} skipped)"
+      fi
+      [ "${status#FAIL}" != "$status" ] && failed=1
+      rows+=("| test: ${target} | ${status} | | | |")
+    else
+      limit=$((left < 300 ? left : 300))
+      timeout --kill-after=5 "$limit" "$bundle/bin/$name" >"$log" 2>"$log.err"
+      rc=$?
+      while IFS= read -r line; do rows+=("$line"); done < <(grep '^| bench:' "$log")
+      if [ "$rc" -ne 0 ]; then
+        rows+=("| bench: ${target} | FAIL (rc=$rc) | | | |")
+        failed=1
+      fi
+      grep '^| bench:' "$log" | grep -qE 'FAIL|MISMATCH|CUDA ERROR' && failed=1
+    fi
+    if [ "$failed" -ne 0 ] && [ -s "$log" ]; then
+      echo "---- ${target} (last lines) ----" >&2
+      tail -n 15 "$log" >&2
+    fi
+  done <"$bundle/manifest.txt"
+
+  echo
+  echo "| what | status | ours | baseline | ratio |"
+  echo "| --- | --- | --- | --- | --- |"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "gpu_check: finished in $((SECONDS - start)) s: $([ "$failed" -eq 0 ] && echo OK || echo FAILED)"
+  return "$failed"
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  *) die "usage: $0 pack|run" ;;
+esac
