@@ -9,6 +9,7 @@
 // Weights rotate through enough copies (>= 96 MiB) that every call streams
 // from DRAM, as a decode step over the whole model does (~96 MB per token).
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <chrono>
@@ -207,6 +208,17 @@ void BM_DecodeToken(benchmark::State& state) {
   state.SetLabel(IsaName(ActiveIsa()));
 }
 
+// Cost of one ParallelFor with trivial chunks: the synchronisation every
+// multi-threaded kernel launch pays (~250 per decode token for SmolLM2).
+void BM_ParallelForOverhead(benchmark::State& state) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  std::atomic<int64_t> sink{0};
+  for (auto _ : state) {
+    pool.ParallelFor(8, 1, [&](int64_t b, int64_t e) { sink.fetch_add(e - b, std::memory_order_relaxed); });
+  }
+  benchmark::DoNotOptimize(sink.load());
+}
+
 void GemvArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "k", "dtype", "threads", "m", "cached"});
   const int q41 = static_cast<int>(DType::kQ4_1), q80 = static_cast<int>(DType::kQ8_0);
@@ -234,6 +246,7 @@ void GemmArgsList(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Copy)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemvArgs)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemmArgsList)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ParallelForOverhead)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeToken)
     ->ArgNames({"threads", "ctx"})
     ->Args({1, 128})

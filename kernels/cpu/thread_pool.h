@@ -38,7 +38,7 @@ class ThreadPool {
 
   // Calls fn(begin, end) over disjoint chunks covering [0, n), each at least
   // `grain` long (except the last), and returns when all are done. Chunks are
-  // claimed dynamically, at most 4 per thread; the caller never waits for a
+  // claimed dynamically, at most 2 per thread; the caller never waits for a
   // worker that has not started (on a busy machine it runs those chunks).
   void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64_t)> fn);
 
