@@ -35,7 +35,9 @@ def _runfile(path):
             p = os.path.join(base, os.environ.get("TEST_WORKSPACE", "tpserve"), path)
             if os.path.exists(p):
                 return p
-    for base in (os.path.join(ROOT, "bazel-bin"), ROOT):
+    for base in (os.environ.get("TPSERVE_BIN_DIR", ""), os.path.join(ROOT, "bazel-bin"), ROOT):
+        if not base:
+            continue
         p = os.path.join(base, path)
         if os.path.exists(p):
             return p
@@ -74,9 +76,11 @@ def _wait_file(path, proc, timeout, log):
             with open(path) as f:
                 return json.load(f)
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{open(log).read()}")
+            with open(log) as f:
+                raise RuntimeError(f"process exited with {proc.returncode}:\n{f.read()}")
         time.sleep(0.05)
-    raise TimeoutError(f"{path} not written in {timeout}s:\n{open(log).read()}")
+    with open(log) as f:
+        raise TimeoutError(f"{path} not written in {timeout}s:\n{f.read()}")
 
 
 class Cluster:
@@ -93,8 +97,8 @@ class Cluster:
 
     def _spawn(self, name, argv):
         log = os.path.join(self.tmp, name + ".log")
-        f = open(log, "w")
-        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+        with open(log, "w") as f:
+            p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
         self.procs.append((name, p, log))
         return p, log
 
@@ -134,7 +138,8 @@ class Cluster:
         while time.time() < deadline:
             for name, p, log in self.procs:
                 if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {p.returncode}:\n{open(log).read()}")
+                    with open(log) as f:
+                        raise RuntimeError(f"{name} exited with {p.returncode}:\n{f.read()}")
             try:
                 if self.health() == 1:
                     return
@@ -181,3 +186,51 @@ class Cluster:
             print(self.logs(), file=sys.stderr)
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def parse_metrics(text):
+    """Parses Prometheus text exposition format strictly enough to catch
+    malformed output: returns {(name, frozenset(labels.items())): value} and
+    raises ValueError on a line that is not a comment, blank, or a sample."""
+    import re
+    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?$')
+    label = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
+    out = {}
+    types = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 4 and parts[1] == "TYPE":
+                if parts[3] not in ("counter", "gauge", "histogram", "summary", "untyped"):
+                    raise ValueError(f"bad TYPE line: {line}")
+                types[parts[2]] = parts[3]
+            continue
+        m = sample.match(line)
+        if not m:
+            raise ValueError(f"not a Prometheus sample line: {line!r}")
+        labels = {}
+        body = m.group(3) or ""
+        pos = 0
+        while pos < len(body):
+            lm = label.match(body, pos)
+            if not lm:
+                raise ValueError(f"bad labels in: {line!r}")
+            labels[lm.group(1)] = lm.group(2)
+            pos = lm.end()
+        value = float(m.group(4))  # raises on garbage; accepts +Inf/NaN
+        out[(m.group(1), frozenset(labels.items()))] = value
+    return out, types
+
+
+def metric_sum(samples, name, **labels):
+    """Sum of all samples named `name` whose labels include `labels`."""
+    total, found = 0.0, False
+    for (n, ls), v in samples.items():
+        if n == name and all((k, str(val)) in ls for k, val in labels.items()):
+            total += v
+            found = True
+    if not found:
+        raise KeyError(f"no sample {name} {labels}")
+    return total
