@@ -79,6 +79,7 @@ bool Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& request, std:
   }
   grpc::Status status = reader->Finish();
   std::printf("\n");
+  std::fflush(stdout);
   if (!status.ok()) {
     std::fprintf(stderr, "error: %s: %s\n",
                  status.error_code() == grpc::StatusCode::UNAVAILABLE ? "UNAVAILABLE"
