@@ -115,7 +115,7 @@ absl::StatusOr<HostTensor> MappedModelSource::ReadRows(absl::string_view name, i
     return absl::OutOfRangeError(absl::StrCat(path_, ": rows [", row_begin, ", +", row_count, ") of ", name,
                                               " outside its ", rows, " rows"));
   }
-  const uint64_t row_bytes = info.bytes / static_cast<uint64_t>(rows);
+  const uint64_t row_bytes = rows > 0 ? info.bytes / static_cast<uint64_t>(rows) : 0;
   HostTensor out;
   out.dtype = info.dtype;
   out.shape = info.shape;
