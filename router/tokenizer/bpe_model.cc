@@ -55,10 +55,9 @@ int CodepointToByte(uint32_t cp) {
 
 absl::StatusOr<ByteLevelBpe> ByteLevelBpe::Create(const VocabMap& vocab,
                                                   const std::vector<std::string>& merges,
-                                                  bool ignore_merges, int32_t unk_id) {
+                                                  bool ignore_merges) {
   ByteLevelBpe bpe;
   bpe.ignore_merges_ = ignore_merges;
-  bpe.unk_id_ = unk_id;
   for (int b = 0; b < 256; ++b) {
     std::string s;
     AppendUtf8(ByteToCodepoint(static_cast<uint8_t>(b)), &s);
@@ -129,11 +128,7 @@ void ByteLevelBpe::Encode(std::string_view piece, const VocabMap& vocab,
     push(l);
   }
   for (int i = 0; i >= 0; i = syms[i].next) {
-    if (syms[i].id >= 0) {
-      out->push_back(syms[i].id);
-    } else if (unk_id_ >= 0) {
-      out->push_back(unk_id_);
-    }
+    if (syms[i].id >= 0) out->push_back(syms[i].id);  // else: byte not in the vocabulary
   }
 }
 

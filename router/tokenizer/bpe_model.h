@@ -35,9 +35,12 @@ class ByteLevelBpe {
   // vocabulary are an error (the data is inconsistent).
   static absl::StatusOr<ByteLevelBpe> Create(const VocabMap& vocab,
                                              const std::vector<std::string>& merges,
-                                             bool ignore_merges, int32_t unk_id);
+                                             bool ignore_merges);
 
-  // Encodes the raw bytes of one piece.
+  // Encodes the raw bytes of one piece. A byte whose one-character token is
+  // missing from the vocabulary (SmolLM2 lacks e.g. 0x04 and 0x06) is
+  // dropped, as Hugging Face tokenizers does without an unk token — never
+  // mapped to unk, which for SmolLM2 would be <|endoftext|>.
   void Encode(std::string_view piece, const VocabMap& vocab, std::vector<int32_t>* out) const;
 
  private:
@@ -51,7 +54,6 @@ class ByteLevelBpe {
   absl::flat_hash_map<uint64_t, Merge> merges_;
   std::array<int32_t, 256> byte_ids_{};  // token id of each byte's 1-char string
   bool ignore_merges_ = false;
-  int32_t unk_id_ = -1;
 };
 
 class SentencePieceBpe {

@@ -73,7 +73,7 @@ absl::Status TokenizerImpl::Init() {
   if (data.model == TokenizerData::Model::kByteLevelBpe) {
     TPS_ASSIGN_OR_RETURN(pre, PreTokenizerFromName(data.pre_tokenizer));
     TPS_ASSIGN_OR_RETURN(ByteLevelBpe b, ByteLevelBpe::Create(vocab, data.merges,
-                                                              data.ignore_merges, data.unk_id));
+                                                              data.ignore_merges));
     byte_bpe.emplace(std::move(b));
   } else {
     std::vector<float> scores = data.scores;
