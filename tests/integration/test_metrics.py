@@ -4,12 +4,15 @@ and the values move when requests run. Also drives preemption (tiny KV cache)
 and the prefix cache so their counters move, and checks that preempted
 requests still produce their greedy output."""
 import concurrent.futures
+import glob
+import os
+import re
 import sys
 import threading
 import time
 import unittest
 
-from cluster import Cluster, metric_sum, parse_metrics, stubs
+from cluster import ROOT, Cluster, metric_sum, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
 
@@ -68,6 +71,18 @@ class MetricsTest(unittest.TestCase):
                 self.assertGreater(metric_sum(s, "tpserve_worker_device_memory_bytes",
                                               kind="kv_cache"), 0)
                 w0.append(s)
+
+            # Dashboards and alerts use only names this cluster really exports.
+            exported = names(r0).union(*(names(w) for w in w0))
+            deploy_files = glob.glob(os.path.join(ROOT, "deploy", "grafana", "*.json")) + \
+                glob.glob(os.path.join(ROOT, "deploy", "prometheus", "*.yml"))
+            self.assertGreaterEqual(len(deploy_files), 2)
+            used = set()
+            for path in deploy_files:
+                with open(path) as f:
+                    used |= set(re.findall(r"\btpserve_[a-z0-9_]+", f.read()))
+            self.assertGreater(len(used), 15)
+            self.assertEqual(sorted(used - exported), [], "deploy/ uses metrics nobody exports")
 
             # A long request: the running gauge and KV usage move while it runs.
             seen = {"running": 0.0, "usage": 0.0}
