@@ -1,0 +1,170 @@
+// Against an implementation nobody here wrote: greedy continuations (64
+// tokens) of six prompts on the default model, from llama.cpp (built by
+// scripts/setup.d/llamacpp.sh, driven by testdata/llamacpp_greedy.py in this
+// test run) and from our engine (TP=1, 2 threads) on the same prompt token ids
+// (llama.cpp's tokenization). Where the continuations diverge, the test
+// requires a near-tie: the top-two logit gap at the divergence point, by
+// llama.cpp's or our logits, is at most kNearTie. Both sides quantize
+// activations to 8 bits for the Q4_1 matrices in their own way, so logits
+// differ by a few hundredths and a near-tied argmax may flip.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "worker/engine/multi_rank_test_util.h"
+
+namespace tpserve {
+namespace {
+
+constexpr int kNewTokens = 64;
+// Logit units. A gap this small is within the two implementations'
+// quantization noise (measured max |logit diff| is reported below).
+constexpr double kNearTie = 0.5;
+
+const char* kPrompts[] = {
+    "The capital of France is",
+    "Once upon a time, there was a little",
+    "def fibonacci(n):",
+    "The three primary colors are",
+    "<|im_start|>user\nWhat is the boiling point of water?<|im_end|>\n<|im_start|>assistant\n",
+    "In 1969, Neil Armstrong",
+};
+
+std::string Root() {
+  const char* r = std::getenv("TPSERVE_ROOT");
+  return r != nullptr ? r : ".";
+}
+
+struct Reference {
+  std::vector<int32_t> ids, tokens;
+  std::vector<double> gaps;
+};
+
+std::vector<Reference> RunLlamaCpp() {
+  const std::string root = Root();
+  const std::string tmp = std::getenv("TEST_TMPDIR") != nullptr ? std::getenv("TEST_TMPDIR") : "/tmp";
+  {
+    std::ofstream f(tmp + "/prompts.txt");
+    for (const char* p : kPrompts) {
+      std::string s = p;
+      // One prompt per line: the script reads "\n" escapes back.
+      std::string escaped;
+      for (char c : s) escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
+      f << escaped << "\n";
+    }
+  }
+  const std::string cmd = absl::StrCat(
+      "OMP_WAIT_POLICY=passive ", root, "/.venv/bin/python3 ", root,
+      "/worker/engine/testdata/llamacpp_greedy.py ", root,
+      "/models/SmolLM2-135M-Instruct.Q4_1.gguf ", kNewTokens, " 2 < ", tmp, "/prompts.txt > ",
+      tmp, "/llamacpp.json");
+  const int rc = std::system(cmd.c_str());
+  EXPECT_EQ(rc, 0) << "llama.cpp reference failed: " << cmd;
+  std::ifstream in(tmp + "/llamacpp.json");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::vector<Reference> refs;
+  if (!j.is_array()) return refs;
+  for (const auto& e : j) {
+    Reference r;
+    r.ids = e["ids"].get<std::vector<int32_t>>();
+    r.tokens = e["tokens"].get<std::vector<int32_t>>();
+    r.gaps = e["gaps"].get<std::vector<double>>();
+    refs.push_back(std::move(r));
+  }
+  return refs;
+}
+
+// Greedy continuation with our engine; per prompt: tokens, then top-2 gaps.
+absl::StatusOr<std::vector<float>> OurGreedy(Engine& e, const std::vector<Reference>& refs) {
+  std::vector<float> out;
+  uint64_t seq = 100;
+  for (const Reference& r : refs) {
+    const int total = static_cast<int>(r.ids.size()) + kNewTokens;
+    std::vector<int32_t> blocks;
+    for (int b = 0; b < (total + e.block_size() - 1) / e.block_size(); ++b) blocks.push_back(b);
+    SequenceInput s;
+    s.seq_id = ++seq;
+    s.tokens = r.ids;
+    s.block_table = blocks;
+    s.prompt_len = static_cast<int>(r.ids.size());
+    std::vector<float> tokens, gaps;
+    for (int i = 0; i < kNewTokens; ++i) {
+      StepBatch b;
+      b.seqs = {s};
+      absl::StatusOr<std::vector<std::vector<float>>> l = e.ForwardLogits(b);
+      if (!l.ok()) return l.status();
+      int32_t best = 0;
+      float gap = 0;
+      if (!l->empty()) {
+        const std::vector<float>& x = (*l)[0];
+        int32_t second = -1;
+        for (int32_t t = 1; t < static_cast<int32_t>(x.size()); ++t) {
+          if (x[t] > x[best]) best = t;
+        }
+        for (int32_t t = 0; t < static_cast<int32_t>(x.size()); ++t) {
+          if (t != best && (second < 0 || x[t] > x[second])) second = t;
+        }
+        gap = x[best] - x[second];
+      }
+      tokens.push_back(static_cast<float>(best));
+      gaps.push_back(gap);
+      s.start_pos += static_cast<int32_t>(s.tokens.size());
+      s.tokens = {best};
+    }
+    out.insert(out.end(), tokens.begin(), tokens.end());
+    out.insert(out.end(), gaps.begin(), gaps.end());
+  }
+  return out;
+}
+
+TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
+  const std::string lib = Root() + "/.deps/llama.cpp-build/bin/libllama.so";
+  ASSERT_TRUE(std::ifstream(lib).good())
+      << "llama.cpp reference not built (" << lib << "): run scripts/setup.sh";
+  std::vector<Reference> refs = RunLlamaCpp();
+  ASSERT_EQ(refs.size(), std::size(kPrompts));
+  EngineOptions o;
+  o.num_threads = 2;
+  o.kv_cache_bytes = int64_t{64} << 20;
+  RankRun run = RunOnRanks(1, {DefaultModelPath()}, o,
+                           [&](Engine& e, int) { return OurGreedy(e, refs); },
+                           absl::Seconds(600));
+  ASSERT_TRUE(run.ok()) << run.ErrorSummary();
+  ASSERT_EQ(run.rank0.size(), refs.size() * 2 * kNewTokens);
+  int exact = 0;
+  for (size_t p = 0; p < refs.size(); ++p) {
+    const float* ours = run.rank0.data() + p * 2 * kNewTokens;
+    const float* our_gaps = ours + kNewTokens;
+    int diverge = -1;
+    for (int i = 0; i < kNewTokens; ++i) {
+      if (static_cast<int32_t>(ours[i]) != refs[p].tokens[i]) {
+        diverge = i;
+        break;
+      }
+    }
+    if (diverge < 0) {
+      ++exact;
+      printf("prompt %zu: all %d tokens match llama.cpp\n", p, kNewTokens);
+      continue;
+    }
+    const double ref_gap = refs[p].gaps[diverge];
+    const double our_gap = our_gaps[diverge];
+    printf("prompt %zu: diverges at token %d (llama.cpp %d, ours %d); top-2 gap there: "
+           "llama.cpp %.4f, ours %.4f\n",
+           p, diverge, refs[p].tokens[diverge], static_cast<int32_t>(ours[diverge]), ref_gap,
+           our_gap);
+    EXPECT_LE(std::min(ref_gap, our_gap), kNearTie)
+        << "prompt " << p << " diverges at token " << diverge << " without a near-tie";
+  }
+  printf("%d of %zu prompts match llama.cpp exactly for %d tokens\n", exact, refs.size(),
+         kNewTokens);
+}
+
+}  // namespace
+}  // namespace tpserve
