@@ -1,5 +1,7 @@
-// cuda::Gemm: the skinny GEMM with fused weight dequantisation (decode path).
+// cuda::Gemm: m <= kSkinnyGemmMaxRows runs the skinny GEMM below (decode);
+// larger m the tensor-core kernel of gemm_tc.cu (prefill).
 //
+// Skinny GEMM with fused weight dequantisation:
 // One warp per weight row (4 rows per 128-thread block); lanes stride over the
 // row's 32-value blocks (quantized types) or elements (plain types), so a warp
 // reads each weight row once, coalesced, per pass of kRows activation rows.
@@ -10,6 +12,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/gemm_internal.h"
 #include "kernels/cuda/quant.cuh"
 
 namespace tpserve::kernels::cuda {
@@ -91,8 +94,8 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   const int64_t x_stride = p.x_stride == 0 ? p.k : p.x_stride;
   const int64_t y_stride = p.y_stride == 0 ? p.n : p.y_stride;
   if (x_stride < p.k || y_stride < p.n) return absl::InvalidArgumentError("Gemm: stride below row length");
-  if (p.m > 65535 * 8) return absl::InvalidArgumentError("Gemm: m too large for one launch");
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  if (p.m > kSkinnyGemmMaxRows) return LaunchTensorCoreGemm(p, x_stride, y_stride, s);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, { return LaunchSkinnyGemm<kW, kRows>(p, x_stride, y_stride, s); });
   });

@@ -141,6 +141,23 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
   } else {
     PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), "cuBLAS n/a: " + ctx.cublas->error(), -1.0);
   }
+  if (!skinny) {
+    // The prefill path as the engine calls it: f32 activations, Q4_1 weights
+    // dequantised on the way into shared memory.
+    DeviceBuffer<uint8_t> wq = Alloc<uint8_t>(static_cast<size_t>(n) * k / 32 * sizeof(BlockQ4_1));
+    FillTiled(wq.data(), wq.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
+    GemmParams p{.x = x.data(), .w = wq.data(), .w_dtype = DType::kQ4_1, .y = c.data(), .m = m, .n = n, .k = k};
+    const double qms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
+    const double q_tflops = flops / (qms * 1e-3) / 1e12;
+    const std::string qwhat = Fmt("gemm mma f32 x Q4_1 (fused dequant) m=%d n=%d k=%d", m, n, k);
+    const std::string qstatus = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
+    if (ref_ms > 0) {
+      const double ref = flops / (ref_ms * 1e-3) / 1e12;
+      PrintRow(qwhat, qstatus, Fmt("%.2f TFLOP/s", q_tflops), Fmt("cuBLAS bf16 %.2f TFLOP/s", ref), q_tflops / ref);
+    } else {
+      PrintRow(qwhat, qstatus, Fmt("%.2f TFLOP/s", q_tflops), "cuBLAS n/a", -1.0);
+    }
+  }
   if (skinny) {
     const double bw = static_cast<double>(b.bytes()) / (ms * 1e-3);
     PrintRow(what + " (weight bandwidth)", status, Fmt("%.0f GB/s", bw / 1e9), Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9),

@@ -1,0 +1,21 @@
+// Internal to kernels/cuda: the tensor-core half of cuda::Gemm (gemm_tc.cu),
+// called by the dispatcher in gemm.cu once parameters are validated.
+#ifndef TPSERVE_KERNELS_CUDA_GEMM_INTERNAL_H_
+#define TPSERVE_KERNELS_CUDA_GEMM_INTERNAL_H_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+
+namespace tpserve::kernels::cuda {
+
+// y = x w^T (+ bias) with f32 x and w in p.w_dtype, both rounded to bf16 on
+// their way into shared memory; f32 accumulation. Strides already resolved.
+absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride, cudaStream_t stream);
+
+}  // namespace tpserve::kernels::cuda
+
+#endif  // TPSERVE_KERNELS_CUDA_GEMM_INTERNAL_H_
