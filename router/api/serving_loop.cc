@@ -361,19 +361,21 @@ void ServingLoop::FinishLive(uint64_t seq_id, router::FinishReason reason,
   usage->set_cached_tokens(cached);
   metrics_->e2e_request_latency->Observe(absl::ToDoubleSeconds(absl::Now() - live.job.arrival));
   metrics_->CountFinished(MetricReason(reason));
-  live.job.sink->Send(std::move(last));
-  live.job.sink->Close(absl::OkStatus());
+  std::shared_ptr<ResponseSink> sink = std::move(live.job.sink);
   live_.erase(it);
   num_live_.fetch_sub(1);
+  sink->Send(std::move(last));
+  sink->Close(absl::OkStatus());
 }
 
 void ServingLoop::CloseLive(uint64_t seq_id, absl::Status status) {
   auto it = live_.find(seq_id);
   if (it == live_.end()) return;
   metrics_->CountFinished("abort");
-  it->second->job.sink->Close(std::move(status));
+  std::shared_ptr<ResponseSink> sink = std::move(it->second->job.sink);
   live_.erase(it);
   num_live_.fetch_sub(1);
+  sink->Close(std::move(status));
 }
 
 void ServingLoop::HandleSchedulerFinished(const std::vector<router::FinishedSequence>& finished) {

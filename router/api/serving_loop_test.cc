@@ -1,0 +1,246 @@
+// ServingLoop against a fake executor: the real scheduler, tokenizer (the
+// default model's, from $TPSERVE_ROOT/models) and stop-string logic, with
+// workers replaced by a function that emits "a", "b", "c", "a", ... after the
+// prompt. Covers max_tokens, stop strings (no partial leak), stop/eos tokens,
+// cancellation, deadlines, the queue bound and worker failure.
+#include "router/api/serving_loop.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "router/tokenizer/tokenizer_gguf.h"
+
+namespace tpserve {
+namespace {
+
+class CollectingSink : public ResponseSink {
+ public:
+  void Send(v1::GenerateResponse r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    text_ += r.text();
+    tokens_ += r.token_ids_size();
+    last_ = std::move(r);
+  }
+  void Close(absl::Status s) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      status_ = std::move(s);
+    }
+    closed_.Notify();
+  }
+  bool Wait(absl::Duration d = absl::Seconds(20)) {
+    return closed_.WaitForNotificationWithTimeout(d);
+  }
+  std::string text() { std::lock_guard<std::mutex> l(mu_); return text_; }
+  int tokens() { std::lock_guard<std::mutex> l(mu_); return tokens_; }
+  absl::Status status() { std::lock_guard<std::mutex> l(mu_); return status_; }
+  v1::GenerateResponse last() { std::lock_guard<std::mutex> l(mu_); return last_; }
+
+ private:
+  std::mutex mu_;
+  std::string text_;
+  int tokens_ = 0;
+  absl::Status status_;
+  v1::GenerateResponse last_;
+  absl::Notification closed_;
+};
+
+// Emits cycle[(pos - prompt_len) % 3] for each sampled sequence, where pos is
+// the sampled token's position; fails every step once `fail` is set; can
+// stall steps by `delay`.
+class FakeExecutor : public StepExecutor {
+ public:
+  explicit FakeExecutor(std::vector<int32_t> cycle) : cycle_(std::move(cycle)) {}
+  void StepAsync(v1::StepRequest request, StepCallback done) override {
+    if (delay_ > absl::ZeroDuration()) absl::SleepFor(delay_);
+    steps_.fetch_add(1);
+    if (fail_) {
+      done(absl::UnavailableError("worker rank 1 (fake) step failed"));
+      return;
+    }
+    v1::StepResponse response;
+    for (const v1::SequenceInput& s : request.seqs()) {
+      if (!s.sample()) continue;
+      const int pos = s.start_pos() + s.tokens_size();
+      v1::SampledToken* t = response.add_tokens();
+      t->set_seq_id(s.seq_id());
+      t->set_token(cycle_[(pos - s.prompt_len()) % cycle_.size()]);
+    }
+    done(std::move(response));
+  }
+  absl::Status Free(const std::vector<uint64_t>&) override { return absl::OkStatus(); }
+
+  std::atomic<bool> fail_{false};
+  absl::Duration delay_ = absl::ZeroDuration();
+  std::atomic<int> steps_{0};
+
+ private:
+  std::vector<int32_t> cycle_;
+};
+
+class ServingLoopTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const char* root = std::getenv("TPSERVE_ROOT");
+    ASSERT_NE(root, nullptr) << "set TPSERVE_ROOT";
+    absl::StatusOr<TokenizerData> data =
+        TokenizerDataFromGguf(std::string(root) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    ASSERT_TRUE(data.ok()) << data.status();
+    absl::StatusOr<Tokenizer> tok = Tokenizer::Create(*std::move(data));
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tokenizer_ = new Tokenizer(*std::move(tok));
+  }
+
+  void Start(int max_waiting = 64, std::vector<int32_t> eos = {}) {
+    a_ = tokenizer_->TokenId("a");
+    b_ = tokenizer_->TokenId("b");
+    c_ = tokenizer_->TokenId("c");
+    ASSERT_GE(a_, 0);
+    executor_ = std::make_unique<FakeExecutor>(std::vector<int32_t>{a_, b_, c_});
+    metrics_ = std::make_unique<RouterMetrics>(registry_, "test");
+    ServingLoop::Options o;
+    o.scheduler.max_num_batched_tokens = 64;
+    o.scheduler.max_num_seqs = 8;
+    o.scheduler.max_waiting = max_waiting;
+    o.num_blocks = 64;
+    o.block_size = 16;
+    o.eos_ids = std::move(eos);
+    loop_ = std::make_unique<ServingLoop>(o, executor_.get(), tokenizer_, metrics_.get());
+    loop_->Start();
+  }
+
+  GenerateJob Job(std::shared_ptr<CollectingSink> sink, int max_tokens) {
+    GenerateJob job;
+    job.request_id = "t";
+    job.prompt = *tokenizer_->Encode("Hello there, how are you?", false);
+    job.max_tokens = max_tokens;
+    job.sink = std::move(sink);
+    return job;
+  }
+
+  static Tokenizer* tokenizer_;
+  int32_t a_ = -1, b_ = -1, c_ = -1;
+  prometheus::Registry registry_;
+  std::unique_ptr<FakeExecutor> executor_;
+  std::unique_ptr<RouterMetrics> metrics_;
+  std::unique_ptr<ServingLoop> loop_;
+};
+
+Tokenizer* ServingLoopTest::tokenizer_ = nullptr;
+
+TEST_F(ServingLoopTest, MaxTokensEndsWithLength) {
+  Start();
+  auto sink = std::make_shared<CollectingSink>();
+  loop_->Submit(Job(sink, 7));
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->text(), "abcabca");
+  EXPECT_EQ(sink->tokens(), 7);
+  EXPECT_EQ(sink->last().finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(sink->last().usage().completion_tokens(), 7);
+  EXPECT_EQ(sink->last().usage().prompt_tokens(),
+            static_cast<int>(tokenizer_->Encode("Hello there, how are you?", false)->size()));
+  EXPECT_EQ(loop_->num_live(), 0);
+}
+
+TEST_F(ServingLoopTest, StopStringIsCutAndNeverLeaks) {
+  Start();
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateJob job = Job(sink, 50);
+  job.stop = {"cab"};
+  loop_->Submit(std::move(job));
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->text(), "ab");
+  EXPECT_EQ(sink->tokens(), 5);  // a b c a b: the stop string's tokens are reported
+  EXPECT_EQ(sink->last().finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(sink->last().stop_reason(), "cab");
+}
+
+TEST_F(ServingLoopTest, EosAndStopTokensEndGeneration) {
+  Start(64, /*eos=*/{-7});
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateJob job = Job(sink, 50);
+  job.stop_token_ids = {c_};
+  loop_->Submit(std::move(job));
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->text(), "ab");  // the stop token is not returned as text
+  EXPECT_EQ(sink->tokens(), 3);
+  EXPECT_EQ(sink->last().stop_reason(), "c");
+}
+
+TEST_F(ServingLoopTest, CancelClosesWithCancelled) {
+  Start();
+  executor_->delay_ = absl::Milliseconds(5);
+  auto sink = std::make_shared<CollectingSink>();
+  uint64_t id = loop_->Submit(Job(sink, 5000));
+  while (sink->tokens() < 3) absl::SleepFor(absl::Milliseconds(1));
+  loop_->Cancel(id);
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(loop_->num_live(), 0);
+}
+
+TEST_F(ServingLoopTest, DeadlineClosesWithDeadlineExceeded) {
+  Start();
+  executor_->delay_ = absl::Milliseconds(5);
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateJob job = Job(sink, 5000);
+  job.deadline = absl::Now() + absl::Milliseconds(100);
+  loop_->Submit(std::move(job));
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GT(sink->tokens(), 0);
+}
+
+TEST_F(ServingLoopTest, FullQueueIsResourceExhausted) {
+  Start(/*max_waiting=*/1);
+  executor_->delay_ = absl::Milliseconds(20);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 20; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ids.push_back(loop_->Submit(Job(sinks.back(), 1000)));
+  }
+  int exhausted = 0;
+  for (auto& s : sinks) {
+    if (s->Wait(absl::Milliseconds(500)) &&
+        s->status().code() == absl::StatusCode::kResourceExhausted) {
+      ++exhausted;
+    }
+  }
+  EXPECT_GT(exhausted, 0);
+  for (uint64_t id : ids) loop_->Cancel(id);
+  for (auto& s : sinks) ASSERT_TRUE(s->Wait());
+}
+
+TEST_F(ServingLoopTest, WorkerFailureFailsLiveRequestsThenRecovers) {
+  Start();
+  executor_->fail_ = true;
+  auto sink = std::make_shared<CollectingSink>();
+  loop_->Submit(Job(sink, 10));
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(sink->status().message().find("rank 1"), absl::string_view::npos);
+  executor_->fail_ = false;
+  auto again = std::make_shared<CollectingSink>();
+  loop_->Submit(Job(again, 3));
+  ASSERT_TRUE(again->Wait());
+  EXPECT_TRUE(again->status().ok());
+  EXPECT_EQ(again->text(), "abc");
+}
+
+TEST_F(ServingLoopTest, StopEndsOpenStreamsWithUnavailable) {
+  Start();
+  executor_->delay_ = absl::Milliseconds(5);
+  auto sink = std::make_shared<CollectingSink>();
+  loop_->Submit(Job(sink, 100000));
+  while (sink->tokens() < 1) absl::SleepFor(absl::Milliseconds(1));
+  loop_->Stop();
+  ASSERT_TRUE(sink->Wait(absl::Seconds(1)));
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace tpserve
