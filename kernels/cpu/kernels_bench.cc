@@ -233,6 +233,36 @@ void BM_ParallelForOverhead(benchmark::State& state) {
   benchmark::DoNotOptimize(sink.load());
 }
 
+// PagedAttention for one sequence of SmolLM2's shape (9 query heads, 3 KV
+// heads, head_dim 64, block 16): q_len = 1 is decode at context ctx, larger
+// q_len a prefill chunk ending at ctx. Reports us per call (one layer).
+void BM_PagedAttention(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  const int ctx = static_cast<int>(state.range(1));
+  const int q_len = static_cast<int>(state.range(2));
+  constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64, kBlock = 16;
+  const int num_blocks = (ctx + kBlock - 1) / kBlock;
+  Rng rng(5);
+  std::vector<float> k_cache = rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvHeads * kHeadDim);
+  std::vector<float> v_cache = rng.Floats(k_cache.size());
+  std::vector<float> q = rng.Floats(static_cast<size_t>(q_len) * kHeads * kHeadDim);
+  std::vector<float> out(q.size());
+  std::vector<int32_t> table(num_blocks);
+  for (int b = 0; b < num_blocks; ++b) table[b] = b;
+  const int32_t cu[2] = {0, q_len};
+  const int32_t start = ctx - q_len;
+  ThreadPool pool(threads);
+  PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
+                         .out = out.data(), .block_tables = table.data(), .cu_q_lens = cu,
+                         .start_pos = &start, .num_seqs = 1, .max_blocks_per_seq = num_blocks,
+                         .n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = kHeadDim,
+                         .block_size = kBlock, .num_blocks = num_blocks, .scale = 0.125f};
+  for (auto _ : state) {
+    if (!PagedAttention(p, Stream{.pool = &pool}).ok()) state.SkipWithError("failed");
+  }
+  state.SetLabel(IsaName(ActiveIsa()));
+}
+
 void GemvArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "k", "dtype", "threads", "m", "cached"});
   const int q41 = static_cast<int>(DType::kQ4_1), q80 = static_cast<int>(DType::kQ8_0);
@@ -260,6 +290,14 @@ void GemmArgsList(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Copy)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemvArgs)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemmArgsList)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PagedAttention)
+    ->ArgNames({"threads", "ctx", "q_len"})
+    ->Args({1, 128, 1})
+    ->Args({1, 1024, 1})
+    ->Args({2, 1024, 1})
+    ->Args({2, 512, 512})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ParallelForOverhead)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeToken)
     ->ArgNames({"threads", "ctx"})
