@@ -17,9 +17,16 @@ SEEDS = {
     "spm_text": " leading space  and   runs\tof whitespace".encode().join([b"\x01", b""]),
     "spm_unicode": "\x01 Ærøskøbing 😀 </s> <s> 日本語".encode(),
     "decode_ids": b"\x02" + struct.pack("<8H", 1, 9690, 28, 2, 49151, 49160, 105, 57346),
-    "decode_spm_ids": b"\x06" + struct.pack("<6H", 1, 15043, 3186, 259, 2, 32005),
+    "decode_spm_ids": b"\x07" + struct.pack("<6H", 1, 15043, 3186, 259, 2, 32005),
     "chat": b"\x03You are terse.\x00Hi there\x00Hello!\x00Bye",
     "chat_invalid": b"\x03sys\x00bad \xc3\x28\x00ok",
+    "template_chatml": (b"\x04{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                        b"message['content'] | trim + '<|im_end|>\\n'}}{% endfor %}"
+                        b"{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"),
+    "template_features": (b"\x04{%- set ns = namespace(n=0) -%}{% for m in messages if m.role != 'x' %}"
+                          b"{% set ns.n = ns.n + loop.index %}{{ m.content[1:-1] ~ (m | tojson) }}"
+                          b"{% elif %}{% endfor %}{{ ns.n // 2 }}{{ raise_exception('no') if ns.n > 99 }}"
+                          b"{# c #}{{ 'a,b'.split(',') | join('-') | upper }}{{ range(3) | list }}"),
 }
 
 

@@ -7,6 +7,7 @@
 //      through IncrementalDetokenizer: output must be valid UTF-8 and equal
 //      Decode's
 //   3  render a chat (messages split at NUL bytes) with the model's template
+//   4  parse the bytes as a chat template and render a fixed conversation
 // Invalid input must come back as a Status; any crash, sanitizer report or
 // broken invariant (__builtin_trap) is a finding.
 //
@@ -147,13 +148,22 @@ void Chat(const tpserve::ChatTemplate& chat, std::string_view input) {
   Require(text.ok() == valid);
 }
 
+ void TemplateSource(std::string_view source) {
+  auto chat = tpserve::ChatTemplate::FromModel(source, "<s>", "</s>");
+  if (!chat.ok()) return;
+  auto text = chat->Render({{"system", "Be brief."}, {"user", "Hi \xF0\x9F\x91\x8B"},
+                            {"assistant", "  Hello!  "}, {"user", "Bye"}},
+                           true);
+  if (text.ok()) Require(text->size() <= (64u << 20));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const Fixture& f = Get();
   std::string_view rest(reinterpret_cast<const char*>(data + 1), size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0:
       RoundTrip(*f.bpe, rest, /*parse_special=*/true);
       break;
@@ -165,6 +175,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 3:
       Chat(*f.chat, rest);
+      break;
+    case 4:
+      TemplateSource(rest);
       break;
   }
   return 0;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "router/tokenizer/jinja/template.h"
+#include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/unicode.h"
 
 namespace tpserve {
@@ -101,6 +102,14 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name, std::
                       std::move(bos_token), std::move(eos_token));
 }
 
+absl::StatusOr<ChatTemplate> ChatTemplate::ForTokenizer(const Tokenizer& tok,
+                                                        std::string_view override_name) {
+  std::string bos = tok.bos_id() >= 0 ? tok.TokenText(tok.bos_id()) : "";
+  std::string eos = tok.eos_id() >= 0 ? tok.TokenText(tok.eos_id()) : "";
+  if (!override_name.empty()) return FromName(override_name, std::move(bos), std::move(eos));
+  return FromModel(tok.data().chat_template, std::move(bos), std::move(eos));
+}
+
 absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>& messages,
                                                  bool add_generation_prompt) const {
   jinja::ValueList list;
@@ -118,7 +127,10 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
   jinja::ValueDict globals = {{"messages", jinja::Value::List(std::move(list))},
                               {"add_generation_prompt", jinja::Value(add_generation_prompt)},
                               {"bos_token", jinja::Value(bos_)},
-                              {"eos_token", jinja::Value(eos_)}};
+                              {"eos_token", jinja::Value(eos_)},
+                              // transformers passes these even when unused.
+                              {"tools", jinja::Value::None()},
+                              {"documents", jinja::Value::None()}};
   auto out = template_->Render(globals);
   if (!out.ok() && name_ == "model" &&
       !absl::StrContains(out.status().message(), "rejected the conversation")) {

@@ -25,6 +25,8 @@
 
 namespace tpserve {
 
+class Tokenizer;
+
 namespace jinja {
 class Template;
 }
@@ -46,6 +48,12 @@ class ChatTemplate {
   // A built-in template by name: one of BuiltinNames().
   static absl::StatusOr<ChatTemplate> FromName(std::string_view name, std::string bos_token,
                                                std::string eos_token);
+
+  // The template a server should use for `tok`'s model: the built-in
+  // `override_name` when non-empty (e.g. from a --chat_template flag), else
+  // the model's own (tok.data().chat_template), with the texts of its bos/eos.
+  static absl::StatusOr<ChatTemplate> ForTokenizer(const Tokenizer& tok,
+                                                   std::string_view override_name = "");
 
   // "chatml, llama3, llama2, mistral" (for error messages and --help).
   static std::string BuiltinNames();

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "router/tokenizer/jinja/template.h"
 #include "router/tokenizer/reference_runner.h"
+#include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
 
 namespace tpserve {
@@ -93,6 +94,30 @@ TEST(ChatTemplate, UnknownTemplateSaysHowToChooseABuiltin) {
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::StrContains(r.status().message(), "frobnicate"));
   EXPECT_TRUE(absl::StrContains(r.status().message(), "built-in"));
+}
+
+TEST(ChatTemplate, ForTokenizerUsesTheModelsTemplate) {
+  std::string root;
+  ASSERT_TRUE(tokenizer_testing::Root(&root).ok());
+  auto data = TokenizerDataFromGguf(root + "/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  ASSERT_TRUE(data.ok());
+  auto tok = Tokenizer::Create(*std::move(data));
+  ASSERT_TRUE(tok.ok());
+  auto t = ChatTemplate::ForTokenizer(*tok);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->name(), "model");
+  auto text = t->Render({{"user", "Hi"}}, true);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(*text,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  auto ids = tok->Encode(*text, /*add_special=*/false);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(ids->front(), tok->TokenId("<|im_start|>"));
+  EXPECT_EQ(ids->back(), 198);  // "\n" after "assistant"
+  auto forced = ChatTemplate::ForTokenizer(*tok, "llama3");
+  ASSERT_TRUE(forced.ok());
+  EXPECT_EQ(forced->name(), "llama3");
 }
 
 TEST(ChatTemplate, InvalidUtf8MessageIsAnError) {

@@ -176,6 +176,17 @@ class ExprParser {
   }
 
   absl::StatusOr<ExprPtr> Expression(bool allow_ternary = true) {
+    // Bounded nesting: a hostile template must not overflow the stack.
+    if (++depth_ > kMaxDepth) return Error(Peek().offset, "expression nested too deeply");
+    auto result = ExpressionBody(allow_ternary);
+    --depth_;
+    return result;
+  }
+
+ private:
+  static constexpr int kMaxDepth = 64;
+
+  absl::StatusOr<ExprPtr> ExpressionBody(bool allow_ternary) {
     TPS_ASSIGN_OR_RETURN(ExprPtr e, Or());
     while (allow_ternary && IsName("if")) {
       ++p_;
@@ -190,7 +201,14 @@ class ExprParser {
     return e;
   }
 
- private:
+  // Left-deep chains (a + b + c ...) are evaluated recursively: cap the
+  // number of nodes one tag may build.
+  absl::StatusOr<ExprPtr> Limit(ExprPtr e) {
+    if (++nodes_ > kMaxNodes) return Error(Peek().offset, "expression too long");
+    return e;
+  }
+  static constexpr int kMaxNodes = 2000;
+
   static ExprPtr Make(Expr::Kind k, std::string name, std::vector<ExprPtr> args) {
     auto e = std::make_shared<Expr>();
     e->kind = k;
@@ -204,7 +222,7 @@ class ExprParser {
     while (IsName("or")) {
       ++p_;
       TPS_ASSIGN_OR_RETURN(ExprPtr r, And());
-      e = Make(Expr::Kind::kOr, "or", {e, r});
+      TPS_ASSIGN_OR_RETURN(e, Limit(Make(Expr::Kind::kOr, "or", {e, r})));
     }
     return e;
   }
@@ -213,14 +231,16 @@ class ExprParser {
     while (IsName("and")) {
       ++p_;
       TPS_ASSIGN_OR_RETURN(ExprPtr r, Not());
-      e = Make(Expr::Kind::kAnd, "and", {e, r});
+      TPS_ASSIGN_OR_RETURN(e, Limit(Make(Expr::Kind::kAnd, "and", {e, r})));
     }
     return e;
   }
   absl::StatusOr<ExprPtr> Not() {
     if (IsName("not")) {
       ++p_;
+      if (++unary_depth_ > kMaxDepth) return Error(Peek().offset, "expression nested too deeply");
       TPS_ASSIGN_OR_RETURN(ExprPtr e, Not());
+      --unary_depth_;
       return Make(Expr::Kind::kUnary, "not", {e});
     }
     return Compare();
@@ -241,7 +261,7 @@ class ExprParser {
         return e;
       }
       TPS_ASSIGN_OR_RETURN(ExprPtr r, Binary(0));
-      e = Make(Expr::Kind::kBinary, op, {e, r});
+      TPS_ASSIGN_OR_RETURN(e, Limit(Make(Expr::Kind::kBinary, op, {e, r})));
     }
   }
   // Levels: 0 "+ -", 1 "~", 2 "* / // %", 3 "**", then unary.
@@ -252,14 +272,16 @@ class ExprParser {
     while (Peek().type == Tok::Type::kOp && kLevels[level].count(Peek().text)) {
       std::string op = Next().text;
       TPS_ASSIGN_OR_RETURN(ExprPtr r, Binary(level + 1));
-      e = Make(Expr::Kind::kBinary, op, {e, r});
+      TPS_ASSIGN_OR_RETURN(e, Limit(Make(Expr::Kind::kBinary, op, {e, r})));
     }
     return e;
   }
   absl::StatusOr<ExprPtr> Unary() {
     if (IsOp("-") || IsOp("+")) {
       std::string op = Next().text;
+      if (++unary_depth_ > kMaxDepth) return Error(Peek().offset, "expression nested too deeply");
       TPS_ASSIGN_OR_RETURN(ExprPtr e, Unary());
+      --unary_depth_;
       return Make(Expr::Kind::kUnary, op, {e});
     }
     TPS_ASSIGN_OR_RETURN(ExprPtr e, Primary());
@@ -284,6 +306,7 @@ class ExprParser {
   }
   absl::StatusOr<ExprPtr> Postfix(ExprPtr e) {
     while (true) {
+      if (++nodes_ > kMaxNodes) return Error(Peek().offset, "expression too long");
       if (IsOp(".")) {
         ++p_;
         TPS_ASSIGN_OR_RETURN(std::string name, ExpectName());
@@ -395,6 +418,9 @@ class ExprParser {
 
   std::vector<Tok> t_;
   size_t p_ = 0;
+  int depth_ = 0;
+  int unary_depth_ = 0;
+  int nodes_ = 0;
 };
 
 // ---- Statements ----------------------------------------------------------
@@ -406,6 +432,17 @@ class TemplateParser {
   // Parses until one of `ends` (a statement name) or the end of input; sets
   // *end_tag to the name found ("" at end of input).
   absl::StatusOr<NodeList> Block(const std::set<std::string>& ends, std::string* end_tag, ExprParser** end_parser) {
+    if (++depth_ > kMaxDepth) return Error(0, "blocks nested too deeply");
+    auto result = BlockBody(ends, end_tag, end_parser);
+    --depth_;
+    return result;
+  }
+
+ private:
+  static constexpr int kMaxDepth = 64;
+
+  absl::StatusOr<NodeList> BlockBody(const std::set<std::string>& ends, std::string* end_tag,
+                                     ExprParser** end_parser) {
     NodeList out;
     while (i_ < pieces_.size()) {
       const Piece& p = pieces_[i_++];
@@ -446,7 +483,6 @@ class TemplateParser {
     return out;
   }
 
- private:
   absl::StatusOr<NodePtr> Statement(const std::string& tag, ExprParser& ep, size_t offset) {
     auto n = std::make_shared<Node>();
     std::string end;
@@ -508,6 +544,7 @@ class TemplateParser {
   const std::string& s_;
   std::vector<Piece> pieces_;
   size_t i_ = 0;
+  int depth_ = 0;
   std::vector<std::unique_ptr<ExprParser>> parsers_;
 };
 

@@ -10,7 +10,9 @@
 namespace tpserve::jinja {
 namespace {
 
-constexpr size_t kMaxOutput = 64 << 20;  // bytes a render may produce
+constexpr size_t kMaxOutput = 64 << 20;      // bytes a render may produce
+constexpr size_t kMaxString = 16 << 20;      // bytes of any one string value
+constexpr int64_t kMaxSteps = 20'000'000;   // evaluations per render
 
 absl::Status Err(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("chat template: ", what));
@@ -150,6 +152,7 @@ class Interpreter {
 
   absl::StatusOr<Value> Eval(const Expr& e) {
     using K = Expr::Kind;
+    if (++steps_ > kMaxSteps) return Err("render takes too many steps");
     switch (e.kind) {
       case K::kLiteral:
         return e.literal;
@@ -307,6 +310,11 @@ class Interpreter {
     using VK = Value::Kind;
     if (op == "==") return Value(l.Equals(r));
     if (op == "!=") return Value(!l.Equals(r));
+    if (op == "~" || op == "+") {
+      size_t size = (l.is_list() ? l.items().size() : l.ToString().size()) +
+                    (r.is_list() ? r.items().size() : r.ToString().size());
+      if (size > kMaxString) return Err("value grows too large");
+    }
     if (op == "~") return Value(l.ToString() + r.ToString());
     if (op == "in" || op == "not in") {
       bool found = false;
@@ -388,6 +396,7 @@ class Interpreter {
 
   std::vector<ValueDict> scopes_;
   std::string out_;
+  int64_t steps_ = 0;
 };
 
 }  // namespace
