@@ -1,0 +1,60 @@
+// Token sampling on the GPU: the algorithm of worker/engine/sampler.cc (the
+// CPU twin) for a batch of logits rows, without sorting the vocabulary.
+// Penalties (repetition over prompt + output, frequency and presence over
+// output), temperature, then greedy argmax (temperature 0, ties to the lowest
+// id) or top-k, min-p / the exp(-30) floor, top-p and an inverse-CDF draw in
+// the sampler's sorted order. Every cut is a threshold on a 64-bit key
+// (ordered logit bits, then inverted token id) found by a bitwise binary
+// search of block-wide sums, so "sorted order with ties to the lowest id" is
+// reproduced exactly; probabilities are summed in double like the CPU.
+// Logprobs are not computed here (the CPU sampler does them).
+//
+//   std::vector<SampleRow> rows = ...;  // per row: params, history range, uniform
+//   rows[i].uniform = SampleUniform(seed, position);  // worker/engine/sampler.h
+//   SampleParams p{.logits = d_logits, .row_params = d_rows, ..., .rows = n, .vocab = v};
+//   TPS_RETURN_IF_ERROR(cuda::Sample(p, stream));  // p.ids[i] = token of row i
+#ifndef TPSERVE_KERNELS_CUDA_SAMPLING_H_
+#define TPSERVE_KERNELS_CUDA_SAMPLING_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+
+namespace tpserve::kernels::cuda {
+
+// One row's sampling parameters (mirrors SamplingParams in
+// worker/engine/step_types.h; the engine validates them first).
+struct SampleRow {
+  float temperature = 0.0f;         // 0 = greedy
+  int32_t top_k = 0;                // 0 = off
+  float top_p = 1.0f;               // (0, 1]
+  float min_p = 0.0f;               // [0, 1]
+  float repetition_penalty = 1.0f;  // > 0
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int32_t history_begin = 0;        // this row's entries in SampleParams::history_*
+  int32_t history_end = 0;
+  double uniform = 0.0;             // the row's [0, 1) draw, SampleUniform(seed, position)
+};
+
+struct SampleParams {
+  float* logits = nullptr;                  // (rows, vocab); overwritten with the penalised,
+                                            // temperature-scaled logits
+  int64_t stride = 0;                       // floats between rows; 0 = vocab
+  const SampleRow* row_params = nullptr;    // (rows), device memory
+  // Each row's DISTINCT previously seen tokens (prompt or output) and how often
+  // each occurs in the output (0 = prompt only), at [history_begin, history_end).
+  const int32_t* history_tokens = nullptr;
+  const int32_t* history_output_counts = nullptr;
+  double* workspace = nullptr;              // (rows, vocab) doubles
+  int32_t* ids = nullptr;                   // (rows) sampled token ids
+  int rows = 0;
+  int vocab = 0;
+};
+
+[[nodiscard]] absl::Status Sample(const SampleParams& p, const Stream& stream);
+
+}  // namespace tpserve::kernels::cuda
+
+#endif  // TPSERVE_KERNELS_CUDA_SAMPLING_H_
