@@ -87,6 +87,7 @@ uint16_t F32ToBF16(float f) {
 }
 
 void DequantizeRow(DType t, const void* src, float* dst, int64_t n) {
+  if (n <= 0) return;  // empty rows may come with null pointers
   const uint8_t* p = static_cast<const uint8_t*>(src);
   switch (t) {
     case DType::kF32:
@@ -135,6 +136,7 @@ void DequantizeRow(DType t, const void* src, float* dst, int64_t n) {
 }
 
 void DequantizeRowBf16(DType t, const void* src, uint16_t* dst, int64_t n) {
+  if (n <= 0) return;
   if (t == DType::kBF16) {
     std::memcpy(dst, src, static_cast<size_t>(n) * 2);
     return;

@@ -149,7 +149,7 @@ absl::StatusOr<HostTensor> MappedModelSource::ReadColumns(absl::string_view name
   const int64_t skip = RowBytes(info.dtype, col_begin);
   const int64_t dst_row = RowBytes(info.dtype, col_count);
   auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(rows * dst_row));
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; dst_row > 0 && r < rows; ++r) {  // (memcpy on an empty buffer's null data is UB)
     std::memcpy(buf->data() + r * dst_row, t->data + r * src_row + skip, static_cast<size_t>(dst_row));
   }
   HostTensor out;

@@ -57,6 +57,7 @@ void QuantizeQ4_1(const float* x, BlockQ4_1* y) {
 }  // namespace
 
 void QuantizeRow(DType t, const float* src, void* dst, int64_t n) {
+  if (n <= 0) return;
   uint8_t* out = static_cast<uint8_t*>(dst);
   switch (t) {
     case DType::kF32:
