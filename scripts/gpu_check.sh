@@ -33,8 +33,9 @@ pack() {
   for p in "${patterns[@]:1}"; do union="$union + $p"; done
   local bazel=(bazel)
   [ -n "${BAZEL_OUTPUT_BASE:-}" ] && bazel+=("--output_base=${BAZEL_OUTPUT_BASE}")
-  # Project libraries linked statically: only system and CUDA .so files remain.
-  local flags=(--dynamic_mode=off --symlink_prefix=/)
+  # Default dynamic mode: tests share one copy of each project library (the
+  # CUDA kernels are ~5 MB of SASS), which keeps the bundle small.
+  local flags=(--symlink_prefix=/)
 
   echo "gpu_check: building ${scope} ..."
   "${bazel[@]}" build "${flags[@]}" -- "${patterns[@]}" || die "bazel build ${scope} failed"
@@ -50,6 +51,7 @@ pack() {
   mkdir -p "$out/bin" "$out/lib"
   echo '*' >"$out/.gitignore"  # the bundle ignores itself: never committed
   : >"$out/manifest.txt"
+  local originals=()
   local t rel kind name
   for t in $targets; do
     rel="${t#//}"
@@ -57,6 +59,7 @@ pack() {
     [ -x "$bin/$rel" ] || die "missing binary $bin/$rel for $t"
     if "${bazel[@]}" query "kind(cc_test, $t)" 2>/dev/null | grep -q .; then kind=test; else kind=bench; fi
     name="${rel//\//__}"
+    originals+=("$bin/$rel")
     cp "$bin/$rel" "$out/bin/$name"
     chmod u+w "$out/bin/$name"
     strip --strip-debug "$out/bin/$name" 2>/dev/null || true
@@ -64,10 +67,12 @@ pack() {
   done
 
   # Shared libraries: everything ldd resolves except the C runtime, the driver
-  # (libcuda) and NCCL (taken from the target machine's installation).
+  # (libcuda) and NCCL (taken from the target machine's installation). ldd runs
+  # on the originals so their rpaths find Bazel's project libraries.
   local lib base
-  for f in "$out"/bin/*; do
+  for f in "${originals[@]}"; do
     ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
+    if ldd "$f" | grep -q "not found"; then die "unresolved libraries in $f"; fi
   done | sort -u | while read -r lib; do
     base=$(basename "$lib")
     case "$base" in
@@ -116,7 +121,7 @@ run() {
   fi
 
   local rows=() failed=0
-  local kind name target left limit rc log passed skipped failures status
+  local kind name target left limit rc log passed skipped failures status item_failed
   while read -r kind name target; do
     left=$((budget - (SECONDS - start)))
     if [ "$left" -le 5 ]; then
@@ -125,6 +130,7 @@ run() {
       continue
     fi
     log="$logs/$name.log"
+    item_failed=0
     if [ "$kind" = test ]; then
       limit=$((left < 120 ? left : 120))
       timeout --kill-after=5 "$limit" "$bundle/bin/$name" --gtest_color=no >"$log" 2>&1
@@ -141,7 +147,7 @@ run() {
       else
         status="PASS (${passed:-0} passed, ${skipped:-0} skipped)"
       fi
-      [ "${status#FAIL}" != "$status" ] && failed=1
+      [ "${status#FAIL}" != "$status" ] && item_failed=1
       rows+=("| test: ${target} | ${status} | | | |")
     else
       limit=$((left < 300 ? left : 300))
@@ -150,11 +156,12 @@ run() {
       while IFS= read -r line; do rows+=("$line"); done < <(grep '^| bench:' "$log")
       if [ "$rc" -ne 0 ]; then
         rows+=("| bench: ${target} | FAIL (rc=$rc) | | | |")
-        failed=1
+        item_failed=1
       fi
-      grep '^| bench:' "$log" | grep -qE 'FAIL|MISMATCH|CUDA ERROR' && failed=1
+      grep '^| bench:' "$log" | grep -qE 'FAIL|MISMATCH|CUDA ERROR' && item_failed=1
     fi
-    if [ "$failed" -ne 0 ] && [ -s "$log" ]; then
+    [ "$item_failed" -ne 0 ] && failed=1
+    if [ "$item_failed" -ne 0 ] && [ -s "$log" ]; then
       echo "---- ${target} (last lines) ----" >&2
       tail -n 15 "$log" >&2
     fi
