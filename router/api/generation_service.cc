@@ -104,11 +104,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     }
 
     std::mutex mu_;
-    GenerateReactor* reactor_;             // guarded by mu_; null after OnDone
-    std::deque<grpc::ByteBuffer> queue_;   // guarded by mu_; front is being written
-    bool writing_ = false;                 // guarded by mu_
-    std::optional<grpc::Status> finish_;   // guarded by mu_
-    bool finish_sent_ = false;             // guarded by mu_
+    GenerateReactor* reactor_;            // guarded by mu_; null after OnDone
+    std::deque<grpc::ByteBuffer> queue_;  // guarded by mu_; front is being written
+    bool writing_ = false;                // guarded by mu_
+    std::optional<grpc::Status> finish_;  // guarded by mu_
+    bool finish_sent_ = false;            // guarded by mu_
   };
 
   GenerateReactor() : sink_(std::make_shared<Sink>(this)) {}
@@ -144,12 +144,10 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-GenerationService::GenerationService(const Tokenizer* tokenizer,
-                                     const ChatTemplate* chat_template)
+GenerationService::GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template)
     : tokenizer_(tokenizer), chat_template_(chat_template) {}
 
 void GenerationService::SetReady(ServingLoop* loop, const RequestLimits& limits,
@@ -185,8 +183,8 @@ absl::StatusOr<std::vector<int32_t>> GenerationService::PromptTokens(
     const v1::GenerateRequest& request) const {
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
-      absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(
-          std::string_view(request.text()), EncodeOptions{.add_special = true});
+      absl::StatusOr<std::vector<int32_t>> ids =
+          tokenizer_->Encode(std::string_view(request.text()), EncodeOptions{.add_special = true});
       if (!ids.ok()) return Annotate(ids.status(), "text");
       return ids;
     }
@@ -214,9 +212,8 @@ absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& 
   TPS_ASSIGN_OR_RETURN(int32_t max_tokens,
                        ResolveMaxTokens(request, static_cast<int32_t>(prompt.size()), limits));
   GenerateJob job;
-  job.request_id = request.request_id().empty()
-                       ? absl::StrCat("req-", next_request_number_.load())
-                       : request.request_id();
+  job.request_id = request.request_id().empty() ? absl::StrCat("req-", next_request_number_.load())
+                                                : request.request_id();
   job.prompt = std::move(prompt);
   const v1::SamplingParameters& s = request.sampling();
   router::SamplingParams& p = job.sampling;
@@ -291,8 +288,8 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
       v1::GenerateRequest as_generate;
       *as_generate.mutable_chat() = req.chat();
       TPS_RETURN_IF_ERROR(ValidateGenerateRequest(
-          as_generate, RequestLimits{.vocab_size = tokenizer_->vocab_size(),
-                                     .context_length = 1 << 30}));
+          as_generate,
+          RequestLimits{.vocab_size = tokenizer_->vocab_size(), .context_length = 1 << 30}));
       TPS_ASSIGN_OR_RETURN(ids, RenderChat(req.chat()));
     } else {
       return absl::InvalidArgumentError("input is missing: set text or chat");

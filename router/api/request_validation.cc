@@ -67,13 +67,13 @@ absl::Status ValidateSampling(const SamplingParameters& s, const RequestLimits& 
     return Invalid("sampling.repetition_penalty",
                    absl::StrCat("must be > 0 (1 = off), got ", s.repetition_penalty()));
   }
-  if (s.has_presence_penalty() && (!finite(s.presence_penalty()) ||
-                                   std::fabs(s.presence_penalty()) > 2.0f)) {
+  if (s.has_presence_penalty() &&
+      (!finite(s.presence_penalty()) || std::fabs(s.presence_penalty()) > 2.0f)) {
     return Invalid("sampling.presence_penalty",
                    absl::StrCat("must be in [-2, 2], got ", s.presence_penalty()));
   }
-  if (s.has_frequency_penalty() && (!finite(s.frequency_penalty()) ||
-                                    std::fabs(s.frequency_penalty()) > 2.0f)) {
+  if (s.has_frequency_penalty() &&
+      (!finite(s.frequency_penalty()) || std::fabs(s.frequency_penalty()) > 2.0f)) {
     return Invalid("sampling.frequency_penalty",
                    absl::StrCat("must be in [-2, 2], got ", s.frequency_penalty()));
   }
@@ -162,9 +162,9 @@ absl::Status ValidateGenerateRequest(const GenerateRequest& request, const Reque
       for (int i = 0; i < msgs.size(); ++i) {
         const std::string& role = msgs[i].role();
         if (role != "system" && role != "user" && role != "assistant") {
-          return Invalid(absl::StrCat("chat.messages[", i, "].role"),
-                         absl::StrCat("must be \"system\", \"user\" or \"assistant\", got \"",
-                                      role, "\""));
+          return Invalid(
+              absl::StrCat("chat.messages[", i, "].role"),
+              absl::StrCat("must be \"system\", \"user\" or \"assistant\", got \"", role, "\""));
         }
       }
       break;
@@ -175,9 +175,9 @@ absl::Status ValidateGenerateRequest(const GenerateRequest& request, const Reque
       return Invalid("max_tokens", absl::StrCat("must be >= 1, got ", request.max_tokens()));
     }
     if (request.max_tokens() > limits.context_length) {
-      return Invalid("max_tokens", absl::StrCat("must be at most the context length (",
-                                                limits.context_length, "), got ",
-                                                request.max_tokens()));
+      return Invalid("max_tokens",
+                     absl::StrCat("must be at most the context length (", limits.context_length,
+                                  "), got ", request.max_tokens()));
     }
   }
   absl::Status s = ValidateSampling(request.sampling(), limits);
@@ -189,15 +189,15 @@ absl::Status ValidateGenerateRequest(const GenerateRequest& request, const Reque
   for (int i = 0; i < request.stop_size(); ++i) {
     size_t len = request.stop(i).size();
     if (len == 0 || static_cast<int>(len) > limits.max_stop_string_bytes) {
-      return Invalid(absl::StrCat("stop[", i, "]"),
-                     absl::StrCat("must be 1 to ", limits.max_stop_string_bytes,
-                                  " bytes, got ", len));
+      return Invalid(
+          absl::StrCat("stop[", i, "]"),
+          absl::StrCat("must be 1 to ", limits.max_stop_string_bytes, " bytes, got ", len));
     }
   }
   if (request.stop_token_ids_size() > limits.max_stop_token_ids) {
-    return Invalid("stop_token_ids", absl::StrCat("has ", request.stop_token_ids_size(),
-                                                  " ids; at most ", limits.max_stop_token_ids,
-                                                  " are allowed"));
+    return Invalid("stop_token_ids",
+                   absl::StrCat("has ", request.stop_token_ids_size(), " ids; at most ",
+                                limits.max_stop_token_ids, " are allowed"));
   }
   for (int i = 0; i < request.stop_token_ids_size(); ++i) {
     int32_t id = request.stop_token_ids(i);
@@ -224,10 +224,9 @@ absl::StatusOr<int32_t> ResolveMaxTokens(const GenerateRequest& request, int32_t
   const int32_t room = limits.context_length - prompt_tokens;
   if (!request.has_max_tokens()) return std::min(limits.default_max_tokens, room);
   if (request.max_tokens() > room) {
-    return Invalid("max_tokens",
-                   absl::StrCat(request.max_tokens(), " plus the prompt's ", prompt_tokens,
-                                " tokens exceeds the context length (", limits.context_length,
-                                "); use at most ", room));
+    return Invalid("max_tokens", absl::StrCat(request.max_tokens(), " plus the prompt's ",
+                                              prompt_tokens, " tokens exceeds the context length (",
+                                              limits.context_length, "); use at most ", room));
   }
   return request.max_tokens();
 }

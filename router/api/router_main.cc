@@ -41,8 +41,9 @@
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
 
-ABSL_FLAG(std::string, model, "", "Model file (GGUF) or Hugging Face directory; the router reads "
-                                  "only its tokenizer and chat template");
+ABSL_FLAG(std::string, model, "",
+          "Model file (GGUF) or Hugging Face directory; the router reads "
+          "only its tokenizer and chat template");
 ABSL_FLAG(std::string, model_name, "", "Name in metrics and ModelInfo (default: the workers')");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC, metrics and rendezvous ports bind");
 ABSL_FLAG(int, port, 50051, "gRPC port of tpserve.v1.Generation (0 = pick a free one)");
@@ -52,13 +53,15 @@ ABSL_FLAG(int, world_size, 1, "Number of worker ranks (tensor-parallel size)");
 ABSL_FLAG(std::string, workers, "",
           "Comma-separated worker gRPC addresses by rank; empty = learn them from the "
           "rendezvous store as the workers register");
-ABSL_FLAG(std::string, chat_template, "", "Override the model's chat template by name (chatml, "
-                                          "llama3, llama2, mistral)");
+ABSL_FLAG(std::string, chat_template, "",
+          "Override the model's chat template by name (chatml, "
+          "llama3, llama2, mistral)");
 ABSL_FLAG(int, max_num_batched_tokens, 512, "Token budget per step (prefill chunks + decodes)");
 ABSL_FLAG(int, max_num_seqs, 64, "Most sequences running at once");
 ABSL_FLAG(int, max_waiting, 256, "Waiting-queue bound; more requests get RESOURCE_EXHAUSTED");
-ABSL_FLAG(int, max_model_len, 0, "Longest prompt + output in tokens (0 = the model's context, "
-                                 "capped by the KV cache)");
+ABSL_FLAG(int, max_model_len, 0,
+          "Longest prompt + output in tokens (0 = the model's context, "
+          "capped by the KV cache)");
 ABSL_FLAG(int, default_max_tokens, 256, "max_tokens when a request leaves it unset");
 ABSL_FLAG(bool, enable_prefix_cache, true, "Reuse KV blocks of shared prompt prefixes");
 ABSL_FLAG(absl::Duration, load_timeout, absl::Minutes(10), "How long to wait for the workers");
@@ -100,8 +103,8 @@ absl::Status WarmUp(WorkerGroup& group, int32_t token) {
   seq->mutable_sampling()->set_repetition_penalty(1.0f);
   TPS_ASSIGN_OR_RETURN(v1::StepResponse response, group.Step(request));
   if (response.tokens_size() != 1) {
-    return absl::InternalError(absl::StrCat("warm-up step returned ", response.tokens_size(),
-                                            " tokens, expected 1"));
+    return absl::InternalError(
+        absl::StrCat("warm-up step returned ", response.tokens_size(), " tokens, expected 1"));
   }
   return group.Free({0});
 }
@@ -181,37 +184,36 @@ absl::Status Run() {
   if (!absl::GetFlag(FLAGS_workers).empty()) {
     addresses = absl::StrSplit(absl::GetFlag(FLAGS_workers), ',', absl::SkipEmpty());
     if (static_cast<int>(addresses.size()) != world_size) {
-      return absl::InvalidArgumentError(absl::StrCat("--workers lists ", addresses.size(),
-                                                     " addresses but --world_size is ",
-                                                     world_size));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--workers lists ", addresses.size(), " addresses but --world_size is ", world_size));
     }
   } else {
-    TPS_ASSIGN_OR_RETURN(addresses,
-                         rendezvous.WaitForWorkers(world_size, absl::GetFlag(FLAGS_load_timeout),
-                                                   Log));
+    TPS_ASSIGN_OR_RETURN(
+        addresses, rendezvous.WaitForWorkers(world_size, absl::GetFlag(FLAGS_load_timeout), Log));
   }
   WorkerGroup group(addresses, absl::GetFlag(FLAGS_step_timeout));
-  Log(absl::StrCat("waiting for ", world_size, " worker(s) to load: ",
-                   absl::StrJoin(addresses, ", ")));
+  Log(absl::StrCat("waiting for ", world_size,
+                   " worker(s) to load: ", absl::StrJoin(addresses, ", ")));
   TPS_ASSIGN_OR_RETURN(ClusterInfo cluster,
                        group.WaitUntilLoaded(absl::GetFlag(FLAGS_load_timeout), Log));
   const v1::InfoResponse& info = cluster.rank0;
   if (info.vocab_size() > tokenizer.vocab_size() + 1024 || info.vocab_size() <= 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the workers' model has ", info.vocab_size(), " vocabulary entries but the router's "
-        "tokenizer has ", tokenizer.vocab_size(), "; give both the same --model"));
+    return absl::FailedPreconditionError(absl::StrCat("the workers' model has ", info.vocab_size(),
+                                                      " vocabulary entries but the router's "
+                                                      "tokenizer has ",
+                                                      tokenizer.vocab_size(),
+                                                      "; give both the same --model"));
   }
   Log(absl::StrCat("all ", world_size, " rank(s) loaded ", info.model_name(), " (", info.backend(),
                    "): ", cluster.kv_num_blocks, " KV blocks of ", cluster.kv_block_size,
                    " tokens"));
   const absl::Time warm_start = absl::Now();
-  TPS_RETURN_IF_ERROR(Annotate(WarmUp(group, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0),
-                               "warm-up step"));
+  TPS_RETURN_IF_ERROR(
+      Annotate(WarmUp(group, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0), "warm-up step"));
   Log(absl::StrCat("warm-up step ok (", absl::FormatDuration(absl::Now() - warm_start), ")"));
 
-  const std::string model_name = absl::GetFlag(FLAGS_model_name).empty()
-                                     ? info.model_name()
-                                     : absl::GetFlag(FLAGS_model_name);
+  const std::string model_name =
+      absl::GetFlag(FLAGS_model_name).empty() ? info.model_name() : absl::GetFlag(FLAGS_model_name);
   RouterMetrics metrics(*registry, model_name);
 
   const int32_t kv_tokens = cluster.kv_num_blocks * cluster.kv_block_size;
@@ -233,8 +235,8 @@ absl::Status Run() {
   if (options.eos_ids.empty() && tokenizer.eos_id() >= 0) {
     options.eos_ids.push_back(tokenizer.eos_id());
   }
-  TPS_RETURN_IF_ERROR(router::ValidateSchedulerConfig(options.scheduler, options.num_blocks,
-                                                      options.block_size));
+  TPS_RETURN_IF_ERROR(
+      router::ValidateSchedulerConfig(options.scheduler, options.num_blocks, options.block_size));
   ServingLoop loop(options, &group, &tokenizer, &metrics);
   loop.Start();
 

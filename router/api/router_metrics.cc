@@ -10,13 +10,13 @@ using prometheus::Histogram;
 // Latency buckets from 1 ms to 5 min (roughly x2.5 apart).
 const Histogram::BucketBoundaries& LatencyBuckets() {
   static const Histogram::BucketBoundaries kBuckets = {
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-      1.0,   2.5,    5.0,   10.0, 20.0,  40.0, 80.0,  160.0, 300.0};
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,  0.25,  0.5,
+      0.75,  1.0,    2.5,   5.0,  10.0,  20.0, 40.0,  80.0, 160.0, 300.0};
   return kBuckets;
 }
 
 const Histogram::BucketBoundaries& TokenBuckets() {
-  static const Histogram::BucketBoundaries kBuckets = {1,   2,   4,    8,    16,   32,  64,
+  static const Histogram::BucketBoundaries kBuckets = {1,   2,   4,   8,    16,   32,   64,
                                                        128, 256, 512, 1024, 2048, 4096, 8192};
   return kBuckets;
 }
@@ -35,19 +35,19 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
   auto gauge = [&](const char* name, const char* help) {
     return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add(labels);
   };
-  time_to_first_token = histogram("tpserve_time_to_first_token_seconds",
-                                  "Time from request arrival to its first generated token.",
-                                  LatencyBuckets());
-  inter_token_latency = histogram("tpserve_inter_token_latency_seconds",
-                                  "Time between consecutive generated tokens of a request.",
-                                  LatencyBuckets());
+  time_to_first_token =
+      histogram("tpserve_time_to_first_token_seconds",
+                "Time from request arrival to its first generated token.", LatencyBuckets());
+  inter_token_latency =
+      histogram("tpserve_inter_token_latency_seconds",
+                "Time between consecutive generated tokens of a request.", LatencyBuckets());
   e2e_request_latency = histogram("tpserve_e2e_request_latency_seconds",
                                   "Time from request arrival to its last token.", LatencyBuckets());
-  request_queue_time = histogram("tpserve_request_queue_time_seconds",
-                                 "Time a request waited before its first scheduled step.",
-                                 LatencyBuckets());
-  iteration_tokens = histogram("tpserve_iteration_tokens", "Tokens processed per engine step.",
-                               TokenBuckets());
+  request_queue_time =
+      histogram("tpserve_request_queue_time_seconds",
+                "Time a request waited before its first scheduled step.", LatencyBuckets());
+  iteration_tokens =
+      histogram("tpserve_iteration_tokens", "Tokens processed per engine step.", TokenBuckets());
   step_round_trip = histogram("tpserve_router_step_seconds",
                               "Router-observed step time: send to every rank until all answered.",
                               LatencyBuckets());
@@ -68,10 +68,10 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
   }
   preemptions_ = counter("tpserve_num_preemptions_total",
                          "Sequences preempted (KV cache full) and recomputed later.");
-  prefix_queries_ = counter("tpserve_prefix_cache_queries_total",
-                            "Prompt tokens looked up in the prefix cache.");
-  prefix_hits_ = counter("tpserve_prefix_cache_hits_total",
-                         "Prompt tokens served from the prefix cache.");
+  prefix_queries_ =
+      counter("tpserve_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.");
+  prefix_hits_ =
+      counter("tpserve_prefix_cache_hits_total", "Prompt tokens served from the prefix cache.");
   running_ = gauge("tpserve_num_requests_running", "Requests with KV blocks, being generated.");
   waiting_ = gauge("tpserve_num_requests_waiting",
                    "Requests queued for admission (including preempted ones).");

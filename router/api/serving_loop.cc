@@ -152,9 +152,9 @@ void ServingLoop::DrainInbox() {
     if (!s.ok()) {
       metrics_->rejected_requests->Increment();
       if (s.code() == absl::StatusCode::kResourceExhausted) {
-        s = absl::ResourceExhaustedError(absl::StrCat(
-            "the router's waiting queue is full (", options_.scheduler.max_waiting,
-            " requests); retry with backoff or add capacity (", s.message(), ")"));
+        s = absl::ResourceExhaustedError(
+            absl::StrCat("the router's waiting queue is full (", options_.scheduler.max_waiting,
+                         " requests); retry with backoff or add capacity (", s.message(), ")"));
       }
       job.sink->Close(s);
       num_live_.fetch_sub(1);
@@ -312,8 +312,8 @@ absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
     }
     absl::StatusOr<std::string> delta = live.detok.Add(token);
     if (!delta.ok()) {
-      CloseLive(t.seq_id(), absl::InternalError(absl::StrCat("worker returned token ", token,
-                                                             ": ", delta.status().message())));
+      CloseLive(t.seq_id(), absl::InternalError(absl::StrCat("worker returned token ", token, ": ",
+                                                             delta.status().message())));
       absl::StatusOr<router::FinishedSequence> f =
           scheduler_->Finish(t.seq_id(), router::FinishReason::kAborted);
       (void)f;
@@ -400,19 +400,17 @@ void ServingLoop::HandleSchedulerFinished(const std::vector<router::FinishedSequ
         break;
       }
       default:
-        CloseLive(f.seq_id, absl::UnavailableError(absl::StrCat(
-                                "the router aborted the request (", FinishReasonName(f.reason),
-                                ")")));
+        CloseLive(f.seq_id, absl::UnavailableError(absl::StrCat("the router aborted the request (",
+                                                                FinishReasonName(f.reason), ")")));
         break;
     }
   }
 }
 
 void ServingLoop::FailAll(const absl::Status& status) {
-  const absl::Status unavailable =
-      status.ok() || status.code() == absl::StatusCode::kUnavailable
-          ? status
-          : absl::UnavailableError(status.message());
+  const absl::Status unavailable = status.ok() || status.code() == absl::StatusCode::kUnavailable
+                                       ? status
+                                       : absl::UnavailableError(status.message());
   std::vector<uint64_t> ids;
   for (const auto& [id, live] : live_) ids.push_back(id);
   for (uint64_t id : ids) CloseLive(id, unavailable);

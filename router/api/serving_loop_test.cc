@@ -33,10 +33,22 @@ class CollectingSink : public ResponseSink {
   bool Wait(absl::Duration d = absl::Seconds(20)) {
     return closed_.WaitForNotificationWithTimeout(d);
   }
-  std::string text() { std::lock_guard<std::mutex> l(mu_); return text_; }
-  int tokens() { std::lock_guard<std::mutex> l(mu_); return tokens_; }
-  absl::Status status() { std::lock_guard<std::mutex> l(mu_); return status_; }
-  v1::GenerateResponse last() { std::lock_guard<std::mutex> l(mu_); return last_; }
+  std::string text() {
+    std::lock_guard<std::mutex> l(mu_);
+    return text_;
+  }
+  int tokens() {
+    std::lock_guard<std::mutex> l(mu_);
+    return tokens_;
+  }
+  absl::Status status() {
+    std::lock_guard<std::mutex> l(mu_);
+    return status_;
+  }
+  v1::GenerateResponse last() {
+    std::lock_guard<std::mutex> l(mu_);
+    return last_;
+  }
 
  private:
   std::mutex mu_;

@@ -8,7 +8,8 @@ namespace tpserve {
 namespace {
 
 // Feeds `deltas` one by one and returns everything streamed plus the match.
-std::pair<std::string, std::string> Feed(StopStringMatcher& m, const std::vector<std::string>& deltas) {
+std::pair<std::string, std::string> Feed(StopStringMatcher& m,
+                                         const std::vector<std::string>& deltas) {
   std::string streamed;
   for (const std::string& d : deltas) {
     StopStringMatcher::Result r = m.Append(d);

@@ -16,8 +16,8 @@ Rendezvous::Rendezvous() {
 Rendezvous::~Rendezvous() { server_.Stop(); }
 
 absl::Status Rendezvous::Start(const std::string& host, int port) {
-  TPS_RETURN_IF_ERROR(Annotate(server_.Start(host, port),
-                               absl::StrCat("rendezvous store on ", host, ":", port)));
+  TPS_RETURN_IF_ERROR(
+      Annotate(server_.Start(host, port), absl::StrCat("rendezvous store on ", host, ":", port)));
   client_ = std::make_unique<TcpKvStoreClient>("127.0.0.1", server_.port());
   return client_->Set(kSessionKey, session_);
 }
@@ -30,9 +30,8 @@ absl::StatusOr<std::vector<std::string>> Rendezvous::WaitForWorkers(
   for (int r = 0; r < world_size; ++r) {
     progress(absl::StrCat("waiting for worker rank ", r, " of ", world_size,
                           " to register at rendezvous port ", port()));
-    absl::StatusOr<std::string> addr =
-        client_->Get(WorkerAddressKey(session_, r), std::max(give_up - absl::Now(),
-                                                             absl::Milliseconds(1)));
+    absl::StatusOr<std::string> addr = client_->Get(
+        WorkerAddressKey(session_, r), std::max(give_up - absl::Now(), absl::Milliseconds(1)));
     if (!addr.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "worker rank ", r, " did not register within ", absl::FormatDuration(timeout),

@@ -29,9 +29,7 @@ inline constexpr char kSessionKey[] = "tpserve/session";
 inline std::string WorkerAddressKey(const std::string& session, int rank) {
   return "tpserve/" + session + "/worker/" + std::to_string(rank);
 }
-inline std::string GlooPrefix(const std::string& session) {
-  return "tpserve/" + session + "/gloo";
-}
+inline std::string GlooPrefix(const std::string& session) { return "tpserve/" + session + "/gloo"; }
 
 class Rendezvous {
  public:

@@ -85,16 +85,16 @@ absl::StatusOr<ClusterInfo> WorkerGroup::WaitUntilLoaded(
   for (size_t r = 0; r < infos.size(); ++r) {
     const v1::InfoResponse& i = infos[r];
     if (i.rank() != static_cast<int>(r) || i.world_size() != world_size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "worker at ", addresses_[r], " reports rank ", i.rank(), " of ", i.world_size(),
-          " but the router lists it as rank ", r, " of ", world_size(),
-          "; start the workers with matching --rank/--world_size"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker at ", addresses_[r], " reports rank ", i.rank(), " of ",
+                       i.world_size(), " but the router lists it as rank ", r, " of ", world_size(),
+                       "; start the workers with matching --rank/--world_size"));
     }
     if (i.model_name() != infos[0].model_name() || i.vocab_size() != infos[0].vocab_size() ||
         i.kv_block_size() != infos[0].kv_block_size()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "worker rank ", r, " serves model '", i.model_name(), "' (block size ",
-          i.kv_block_size(), ") but rank 0 serves '", infos[0].model_name(), "' (block size ",
+          "worker rank ", r, " serves model '", i.model_name(), "' (block size ", i.kv_block_size(),
+          ") but rank 0 serves '", infos[0].model_name(), "' (block size ",
           infos[0].kv_block_size(), "); all ranks must load the same model"));
     }
     info.kv_num_blocks = std::min(info.kv_num_blocks, i.kv_num_blocks());
@@ -109,27 +109,26 @@ void WorkerGroup::StepAsync(v1::StepRequest request, StepCallback done) {
   fan->done = std::move(done);
   for (int r = 0; r < n; ++r) {
     fan->contexts[r].set_deadline(Deadline(step_timeout_));
-    stubs_[r]->async()->Step(&fan->contexts[r], &fan->request, &fan->responses[r],
-                             [this, fan, r](grpc::Status s) {
-                               fan->statuses[r] = std::move(s);
-                               if (fan->remaining.fetch_sub(1) != 1) return;
-                               std::unique_ptr<StepFanout> owned(fan);
-                               for (int k = 0; k < world_size(); ++k) {
-                                 if (!owned->statuses[k].ok()) {
-                                   owned->done(FromGrpc(owned->statuses[k], k, addresses_[k],
-                                                        absl::StrCat("step ",
-                                                                     owned->request.step_id())));
-                                   return;
-                                 }
-                               }
-                               double slowest = 0;
-                               for (const v1::StepResponse& resp : owned->responses) {
-                                 slowest = std::max(slowest, resp.engine_seconds());
-                               }
-                               v1::StepResponse result = std::move(owned->responses[0]);
-                               result.set_engine_seconds(slowest);
-                               owned->done(std::move(result));
-                             });
+    stubs_[r]->async()->Step(
+        &fan->contexts[r], &fan->request, &fan->responses[r], [this, fan, r](grpc::Status s) {
+          fan->statuses[r] = std::move(s);
+          if (fan->remaining.fetch_sub(1) != 1) return;
+          std::unique_ptr<StepFanout> owned(fan);
+          for (int k = 0; k < world_size(); ++k) {
+            if (!owned->statuses[k].ok()) {
+              owned->done(FromGrpc(owned->statuses[k], k, addresses_[k],
+                                   absl::StrCat("step ", owned->request.step_id())));
+              return;
+            }
+          }
+          double slowest = 0;
+          for (const v1::StepResponse& resp : owned->responses) {
+            slowest = std::max(slowest, resp.engine_seconds());
+          }
+          v1::StepResponse result = std::move(owned->responses[0]);
+          result.set_engine_seconds(slowest);
+          owned->done(std::move(result));
+        });
   }
 }
 

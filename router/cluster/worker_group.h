@@ -26,13 +26,12 @@ namespace tpserve {
 struct ClusterInfo {
   v1::InfoResponse rank0;  // model summary as rank 0 reports it
   int world_size = 0;
-  int kv_num_blocks = 0;   // minimum over ranks
+  int kv_num_blocks = 0;  // minimum over ranks
   int kv_block_size = 0;
 };
 
 class WorkerGroup : public StepExecutor {
  public:
-
   // `addresses[r]` is rank r's gRPC address ("host:port").
   explicit WorkerGroup(std::vector<std::string> addresses,
                        absl::Duration step_timeout = absl::Seconds(120));
@@ -44,8 +43,8 @@ class WorkerGroup : public StepExecutor {
   // Polls Info on every rank until all report loaded, then checks that they
   // agree (world size, rank numbering, model, block size). `progress` gets
   // human-readable lines while waiting.
-  absl::StatusOr<ClusterInfo> WaitUntilLoaded(absl::Duration timeout,
-                                              const std::function<void(const std::string&)>& progress);
+  absl::StatusOr<ClusterInfo> WaitUntilLoaded(
+      absl::Duration timeout, const std::function<void(const std::string&)>& progress);
 
   // Sends `request` to every rank concurrently; `done` runs once, on a gRPC
   // thread, with rank 0's response (engine_seconds = the slowest rank's).

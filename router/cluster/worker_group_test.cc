@@ -23,8 +23,7 @@ class FakeWorker final : public v1::Worker::Service {
   FakeWorker(int rank, int world_size, std::shared_ptr<std::atomic<int>> in_step)
       : rank_(rank), world_size_(world_size), in_step_(std::move(in_step)) {}
 
-  grpc::Status Info(grpc::ServerContext*, const v1::InfoRequest*,
-                    v1::InfoResponse* r) override {
+  grpc::Status Info(grpc::ServerContext*, const v1::InfoRequest*, v1::InfoResponse* r) override {
     r->set_loaded(info_calls_.fetch_add(1) >= loaded_after_);
     r->set_load_progress("fake loading");
     r->set_rank(reported_rank_ >= 0 ? reported_rank_ : rank_);

@@ -60,9 +60,9 @@ void FillSampling(v1::GenerateRequest* r) {
 // Streams one request to stdout; returns the full text, or prints the error.
 bool Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& request, std::string* text) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(
-                       static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
+  ctx.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
   const Clock::time_point start = Clock::now();
   Clock::time_point first{};
   int tokens = 0;
@@ -93,12 +93,12 @@ bool Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& request, std:
     const double total = std::chrono::duration<double>(Clock::now() - start).count();
     const double ttft = std::chrono::duration<double>(first - start).count();
     const double decode = total - ttft;
-    std::fprintf(stderr,
-                 "[%d prompt + %d generated tokens, finish: %s%s | TTFT %.0f ms | %.1f tokens/s]\n",
-                 last.usage().prompt_tokens(), tokens,
-                 last.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop",
-                 last.stop_reason().empty() ? "" : absl::StrCat(" (", last.stop_reason(), ")").c_str(),
-                 ttft * 1000, tokens > 1 && decode > 0 ? (tokens - 1) / decode : 0.0);
+    std::fprintf(
+        stderr, "[%d prompt + %d generated tokens, finish: %s%s | TTFT %.0f ms | %.1f tokens/s]\n",
+        last.usage().prompt_tokens(), tokens,
+        last.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop",
+        last.stop_reason().empty() ? "" : absl::StrCat(" (", last.stop_reason(), ")").c_str(),
+        ttft * 1000, tokens > 1 && decode > 0 ? (tokens - 1) / decode : 0.0);
   }
   return true;
 }
@@ -149,7 +149,8 @@ int Info(v1::Generation::Stub& stub) {
     std::fprintf(stderr, "error: %s\n", s.error_message().c_str());
     return 1;
   }
-  std::printf("model:            %s (%s)\n", info.model_name().c_str(), info.architecture().c_str());
+  std::printf("model:            %s (%s)\n", info.model_name().c_str(),
+              info.architecture().c_str());
   std::printf("vocabulary:       %d tokens\n", info.vocab_size());
   std::printf("context length:   %d tokens\n", info.context_length());
   std::printf("tensor parallel:  %d rank(s), backend %s\n", info.tensor_parallel_size(),
@@ -175,7 +176,8 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[1];
   std::vector<std::string> rest(args.begin() + 2, args.end());
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials());
   auto stub = tpserve::v1::Generation::NewStub(channel);
   if (command == "generate") {
     if (rest.empty()) {

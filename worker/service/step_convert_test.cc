@@ -51,8 +51,8 @@ TEST(StepConvertTest, RequestFieldsArriveInTheBatch) {
 
 TEST(StepConvertTest, OutputTokensArriveInTheResponse) {
   StepOutput out;
-  out.tokens.push_back({.seq_id = 3, .token = 42, .logprob = -0.5f,
-                        .top_logprobs = {{42, -0.5f}, {7, -1.5f}}});
+  out.tokens.push_back(
+      {.seq_id = 3, .token = 42, .logprob = -0.5f, .top_logprobs = {{42, -0.5f}, {7, -1.5f}}});
   v1::StepResponse response;
   FillStepResponse(out, &response);
   ASSERT_EQ(response.tokens_size(), 1);

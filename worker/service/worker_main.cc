@@ -77,8 +77,8 @@ absl::Status Run() {
         absl::StrCat("--rank must be in [0, --world_size); got rank ", rank, " of ", world_size));
   }
   if (absl::GetFlag(FLAGS_backend) != "cpu") {
-    return absl::UnimplementedError(absl::StrCat(
-        "--backend=", absl::GetFlag(FLAGS_backend), " is not available in this build; use cpu"));
+    return absl::UnimplementedError(absl::StrCat("--backend=", absl::GetFlag(FLAGS_backend),
+                                                 " is not available in this build; use cpu"));
   }
   std::string store_host;
   int store_port = 0;
@@ -110,8 +110,8 @@ absl::Status Run() {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on port ",
-                                               absl::GetFlag(FLAGS_port), "; pick another --port"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on port ", absl::GetFlag(FLAGS_port), "; pick another --port"));
   }
   auto registry = std::make_shared<prometheus::Registry>();
   prometheus::Exposer exposer(
@@ -187,11 +187,10 @@ absl::Status Run() {
   metrics.SetMemory(engine->weight_bytes(), kv_bytes);
   metrics.SetLoaded(true);
   service.SetEngine(engine.get(), &metrics);
-  Log(absl::StrCat("ready in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0,
-                                                                 absl::Milliseconds(1))),
-                   ": weights ", engine->weight_bytes() >> 20, " MiB, KV cache ",
-                   engine->num_kv_blocks(), " blocks x ", engine->block_size(), " tokens (",
-                   kv_bytes >> 20, " MiB)"));
+  Log(absl::StrCat(
+      "ready in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+      ": weights ", engine->weight_bytes() >> 20, " MiB, KV cache ", engine->num_kv_blocks(),
+      " blocks x ", engine->block_size(), " tokens (", kv_bytes >> 20, " MiB)"));
 
   int signal = 0;
   sigwait(&signals, &signal);

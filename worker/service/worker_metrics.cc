@@ -22,8 +22,9 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
   const std::string r = std::to_string(rank);
   auto& step = prometheus::BuildHistogram()
                    .Name("tpserve_worker_step_duration_seconds")
-                   .Help("Engine step wall time by phase: total, compute (outside collectives "
-                         "and sampling), allreduce (inside collectives), sample (rank 0).")
+                   .Help(
+                       "Engine step wall time by phase: total, compute (outside collectives "
+                       "and sampling), allreduce (inside collectives), sample (rank 0).")
                    .Register(registry);
   auto labels = [&](const char* phase) {
     return std::map<std::string, std::string>{
@@ -57,8 +58,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
                      .Name("tpserve_worker_device_memory_bytes")
                      .Help("Memory this rank holds, by kind (weights, kv_cache).")
                      .Register(registry);
-  memory_weights_ = &memory.Add(
-      {{"model_name", model_name}, {"rank", r}, {"kind", "weights"}});
+  memory_weights_ = &memory.Add({{"model_name", model_name}, {"rank", r}, {"kind", "weights"}});
   memory_kv_ = &memory.Add({{"model_name", model_name}, {"rank", r}, {"kind", "kv_cache"}});
   weights_loaded_ = &prometheus::BuildGauge()
                          .Name("tpserve_worker_weights_loaded")

@@ -98,9 +98,9 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (!out.ok()) {
     metrics->StepFailed();
-    absl::Status s = absl::Status(out.status().code(),
-                                  absl::StrCat("rank ", rank_, " step ", request->step_id(), ": ",
-                                               out.status().message()));
+    absl::Status s = absl::Status(
+        out.status().code(),
+        absl::StrCat("rank ", rank_, " step ", request->step_id(), ": ", out.status().message()));
     if (BreaksGroup(s)) {
       std::lock_guard<std::mutex> lock(info_mu_);
       if (broken_.ok()) broken_ = absl::UnavailableError(s.message());
