@@ -39,11 +39,13 @@ struct Stream {
 
 // y = x W^T (+ bias): a linear layer. m = 1..few is a GEMV (decode), large m
 // is prefill. Quantized weights are multiplied as quantized blocks: the CPU
-// backend quantizes each activation row to 8-bit blocks of 32 (one f32 scale
-// per block, like Q8_0 with an f32 scale) and takes integer dot products, so
-// for Q8_0/Q4_0/Q4_1 weights results differ from f32 math by that activation
-// rounding (normalised error ~1e-5; see gemm_test.cc). F32/F16/BF16 weights
-// are converted to f32 and use f32 FMA.
+// backend quantizes each activation row to 8-bit blocks of 32 (per block
+// d = amax / 127 in f32, q = round-half-even(x * (1 / d))) and takes integer
+// dot products, so for Q8_0/Q4_0/Q4_1 weights results differ from f32 math
+// by that activation rounding (NMSE ~1e-5 on random data; gemm_test.cc).
+// F32/F16/BF16 weights are converted to f32 and use f32 FMA. `exact` makes
+// quantized weights dequantise-then-multiply in f32 too: slower, meant as
+// the reference other backends are compared against.
 struct GemmParams {
   const float* x = nullptr;   // (m, k) activations; row i at x + i * x_stride
   const void* w = nullptr;    // (n, k) weights in w_dtype; row j at w + j * RowBytes(w_dtype, k)
@@ -55,6 +57,7 @@ struct GemmParams {
   int k = 0;                    // input features; a multiple of 32 for quantized w_dtype
   int64_t x_stride = 0;         // floats between rows of x; 0 = k
   int64_t y_stride = 0;         // floats between rows of y; 0 = n
+  bool exact = false;           // quantized w_dtype: f32 activations, no 8-bit rounding
 };
 
 // y = x / sqrt(mean(x^2) + eps) * weight, per row. In place (y == x) is fine.

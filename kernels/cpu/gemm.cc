@@ -49,6 +49,30 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   a.m = p.m;
   a.k = p.k;
 
+  if (p.exact && IsQuantized(p.w_dtype)) {
+    // Reference mode: dequantise each weight row once (dtype.h), then the
+    // f32 kernel takes it against all m activation rows.
+    ParallelFor(stream.pool, p.n, 16, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> row;
+      row.resize(static_cast<size_t>(p.k));
+      for (int64_t j = begin; j < end; ++j) {
+        DequantizeRow(p.w_dtype, a.w + j * a.row_bytes, row.data(), p.k);
+        GemmArgs one = a;
+        one.w = reinterpret_cast<const uint8_t*>(row.data());
+        one.row_bytes = int64_t{4} * p.k;
+        one.w_dtype = DType::kF32;
+        one.bias = a.bias != nullptr ? a.bias + j : nullptr;
+        one.y = a.y + j;
+        if (isa >= Isa::kAvx2) {
+          avx2::GemmTile(one, 0, 1);
+        } else {
+          portable::GemmTile(one, 0, 1);
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
+
   // Per-thread scratch for the quantized activations, grown once and reused:
   // launches come from the engine's one step thread.
   thread_local std::vector<ActBlock> xq;

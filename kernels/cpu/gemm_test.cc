@@ -182,6 +182,27 @@ TEST(GemmIsaParity, X86VariantsMatchPortable) {
   }
 }
 
+// exact = true: quantized weights against unrounded activations, to f32
+// accumulation accuracy (the reference mode for other backends).
+TEST_P(GemmTest, ExactModeMatchesF64) {
+  const auto [isa, dtype] = GetParam();
+  if (!IsQuantized(dtype)) GTEST_SKIP() << "exact only changes quantized weights";
+  ScopedIsaForTesting force(isa);
+  Rng rng(99);
+  ThreadPool pool(2);
+  for (const Shape& s : std::vector<Shape>{{1, 9, 64}, {7, 21, 576}}) {
+    std::vector<float> x = rng.Floats(static_cast<size_t>(s.m) * s.k, -2.0f, 2.0f);
+    std::vector<uint8_t> w = RandomRows(rng, dtype, s.n, s.k);
+    std::vector<float> bias = rng.Floats(s.n);
+    std::vector<float> y(static_cast<size_t>(s.m) * s.n);
+    GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .bias = bias.data(),
+                  .y = y.data(), .m = s.m, .n = s.n, .k = s.k, .exact = true};
+    ASSERT_TRUE(Gemm(gp, Stream{.pool = &pool}).ok());
+    const Reference ref = Compute(x, s.k, DequantizeRows(dtype, w.data(), s.n, s.k), bias, s);
+    EXPECT_LT(ExactError(y, ref), kExactTol) << "m=" << s.m << " n=" << s.n;
+  }
+}
+
 TEST(GemmValidation, RejectsBadShapes) {
   std::vector<float> x(64), y(4);
   std::vector<uint8_t> w(4 * 40);
