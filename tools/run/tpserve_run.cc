@@ -30,7 +30,7 @@
 #include "common/status.h"
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
-#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/host_communicator.h"
 #include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/kv_cache_pool.h"
@@ -51,6 +51,7 @@ struct RunOptions {
   bool ignore_eos = false;
   int64_t kv_mb = 256;
   int chunk = 0;  // prefill chunk size; 0 = whole prompt in one step
+  std::string comm = "shm";  // all ranks are local: shared memory by default
   SamplingParams sampling;
 };
 
@@ -60,7 +61,7 @@ void Usage() {
           "--prompt-ids 1,2,3 | --prompt-len N)\n"
           "       [--batch B] [--max-tokens N] [--ignore-eos] [--kv-mb MB] [--chunk N]\n"
           "       [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-          "       [--repetition-penalty R]\n");
+          "       [--repetition-penalty R] [--comm shm|gloo]\n");
 }
 
 absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
@@ -104,6 +105,7 @@ absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
   TPS_RETURN_IF_ERROR(num("seed", &o.sampling.seed));
   TPS_RETURN_IF_ERROR(num("repetition-penalty", &o.sampling.repetition_penalty));
   if (auto it = kv.find("model"); it != kv.end()) o.model = it->second, kv.erase(it);
+  if (auto it = kv.find("comm"); it != kv.end()) o.comm = it->second, kv.erase(it);
   if (auto it = kv.find("prompt"); it != kv.end()) o.prompt = it->second, kv.erase(it);
   if (auto it = kv.find("prompt-ids"); it != kv.end()) {
     for (absl::string_view p : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
@@ -132,10 +134,11 @@ struct RankResult {
 absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_t>& prompt,
                                    const std::vector<int32_t>& stop_ids, int rank, int port) {
   TcpKvStoreClient store("127.0.0.1", port);
-  GlooOptions gopts;
-  gopts.timeout = absl::Seconds(60);
+  HostCommOptions copts;
+  copts.backend = o.comm;
+  copts.timeout = absl::Seconds(60);
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
-                       CreateGlooCommunicator(store, rank, o.tp, gopts));
+                       CreateHostCommunicator(store, rank, o.tp, copts));
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(o.model));
   EngineOptions eopts;
   eopts.num_threads = o.threads;

@@ -3,8 +3,6 @@
 // test process. A rank reports failure through its exit code (and stderr).
 #include "worker/comm/gloo/gloo_communicator.h"
 
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,65 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "worker/comm/fork_ranks_test_util.h"
 #include "worker/comm/tcp_kv_store.h"
 
 namespace tpserve {
 namespace {
-
-using RankFn = std::function<int(int rank, KvStore& store)>;
-
-#define RANK_EXPECT(cond)                                                          \
-  do {                                                                             \
-    if (!(cond)) {                                                                 \
-      fprintf(stderr, "rank check failed at line %d: %s\n", __LINE__, #cond);     \
-      return 1;                                                                    \
-    }                                                                              \
-  } while (0)
-
-// Forks one process per rank and returns their exit codes (-signal if killed).
-// Children still running after `limit` are killed, so a hang fails the test
-// rather than stalling it.
-std::vector<int> RunRanks(int world, const RankFn& fn, absl::Duration limit = absl::Seconds(60)) {
-  TcpKvStoreServer server;
-  EXPECT_TRUE(server.Start("127.0.0.1", 0).ok());
-  std::vector<pid_t> pids;
-  for (int r = 0; r < world; ++r) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      TcpKvStoreClient store("127.0.0.1", server.port());
-      int code = fn(r, store);
-      fflush(stdout);
-      fflush(stderr);
-      _exit(code);
-    }
-    pids.push_back(pid);
-  }
-  std::vector<int> codes(world, -1000);
-  absl::Time deadline = absl::Now() + limit;
-  int remaining = world;
-  while (remaining > 0) {
-    for (int r = 0; r < world; ++r) {
-      if (codes[r] != -1000) continue;
-      int st = 0;
-      if (waitpid(pids[r], &st, WNOHANG) == pids[r]) {
-        codes[r] = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-        --remaining;
-      }
-    }
-    if (absl::Now() > deadline) {
-      for (int r = 0; r < world; ++r) {
-        if (codes[r] == -1000) {
-          kill(pids[r], SIGKILL);
-          waitpid(pids[r], nullptr, 0);
-          codes[r] = 999;  // hung
-        }
-      }
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return codes;
-}
 
 GlooOptions FastOptions(absl::Duration timeout) {
   GlooOptions o;
