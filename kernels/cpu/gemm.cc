@@ -1,9 +1,13 @@
-// cpu::Gemm: validation, activation quantization, ISA dispatch and threading
-// around the tile kernels in gemm_portable.cc / gemm_avx2.cc.
+// cpu::Gemm / cpu::GemmMulti: validation, activation quantization, ISA
+// dispatch and threading around the tile kernels (gemm_portable.cc,
+// gemm_x86_impl.inc).
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/gemm_kernels.h"
 #include "kernels/cpu/isa.h"
@@ -30,13 +34,7 @@ absl::Status Validate(const GemmParams& p) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status Gemm(const GemmParams& p, const Stream& stream) {
-  if (absl::Status s = Validate(p); !s.ok()) return s;
-  if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  const Isa isa = ActiveIsa();
-
+GemmArgs ToArgs(const GemmParams& p) {
   GemmArgs a;
   a.x = p.x;
   a.x_stride = p.x_stride != 0 ? p.x_stride : p.k;
@@ -48,58 +46,101 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   a.y_stride = p.y_stride != 0 ? p.y_stride : p.n;
   a.m = p.m;
   a.k = p.k;
+  return a;
+}
 
-  if (p.exact && IsQuantized(p.w_dtype)) {
-    // Reference mode: dequantise each weight row once (dtype.h), then the
-    // f32 kernel takes it against all m activation rows.
-    ParallelFor(stream.pool, p.n, 16, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> row;
-      row.resize(static_cast<size_t>(p.k));
-      for (int64_t j = begin; j < end; ++j) {
-        DequantizeRow(p.w_dtype, a.w + j * a.row_bytes, row.data(), p.k);
-        GemmArgs one = a;
-        one.w = reinterpret_cast<const uint8_t*>(row.data());
-        one.row_bytes = int64_t{4} * p.k;
-        one.w_dtype = DType::kF32;
-        one.bias = a.bias != nullptr ? a.bias + j : nullptr;
-        one.y = a.y + j;
-        if (isa >= Isa::kAvx2) {
-          avx2::GemmTile(one, 0, 1);
-        } else {
-          portable::GemmTile(one, 0, 1);
-        }
-      }
-    });
-    return absl::OkStatus();
+void RunTile(Isa isa, const GemmArgs& a, int64_t begin, int64_t end) {
+  switch (isa) {
+    case Isa::kAvxVnni: avxvnni::GemmTile(a, begin, end); break;
+    case Isa::kAvx2: avx2::GemmTile(a, begin, end); break;
+    case Isa::kPortable: portable::GemmTile(a, begin, end); break;
   }
+}
 
-  // Per-thread scratch for the quantized activations, grown once and reused:
-  // launches come from the engine's one step thread.
+// Reference mode: dequantise each weight row once (dtype.h), then the f32
+// kernel takes it against all m activation rows.
+void RunExact(Isa isa, const GemmParams& p, const Stream& stream) {
+  const GemmArgs a = ToArgs(p);
+  ParallelFor(stream.pool, p.n, 16, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(p.k));
+    for (int64_t j = begin; j < end; ++j) {
+      DequantizeRow(p.w_dtype, a.w + j * a.row_bytes, row.data(), p.k);
+      GemmArgs one = a;
+      one.w = reinterpret_cast<const uint8_t*>(row.data());
+      one.row_bytes = int64_t{4} * p.k;
+      one.w_dtype = DType::kF32;
+      one.bias = a.bias != nullptr ? a.bias + j : nullptr;
+      one.y = a.y + j;
+      RunTile(isa == Isa::kPortable ? Isa::kPortable : Isa::kAvx2, one, 0, 1);
+    }
+  });
+}
+
+}  // namespace
+
+absl::Status Gemm(const GemmParams& p, const Stream& stream) {
+  return GemmMulti(absl::MakeConstSpan(&p, 1), stream);
+}
+
+absl::Status GemmMulti(absl::Span<const GemmParams> parts, const Stream& stream) {
+  if (parts.empty()) return absl::OkStatus();
+  const GemmParams& first = parts[0];
+  for (const GemmParams& p : parts) {
+    if (absl::Status s = Validate(p); !s.ok()) return s;
+    if (p.x != first.x || p.m != first.m || p.k != first.k ||
+        (p.x_stride != 0 ? p.x_stride : p.k) != (first.x_stride != 0 ? first.x_stride : first.k)) {
+      return absl::InvalidArgumentError("GemmMulti: parts must share x, m, k and x_stride");
+    }
+  }
+  if (first.m == 0) return absl::OkStatus();
+  const Isa isa = ActiveIsa();
+
+  // Parts on the fast path, with their first output feature in the
+  // concatenated range that the thread pool splits.
+  absl::InlinedVector<GemmArgs, 4> args;
+  absl::InlinedVector<int64_t, 5> starts = {0};
+  bool any_quantized = false;
+  for (const GemmParams& p : parts) {
+    if (p.n == 0) continue;
+    if (p.exact && IsQuantized(p.w_dtype)) {
+      RunExact(isa, p, stream);
+      continue;
+    }
+    args.push_back(ToArgs(p));
+    starts.push_back(starts.back() + p.n);
+    any_quantized |= IsQuantized(p.w_dtype);
+  }
+  if (args.empty()) return absl::OkStatus();
+
+  // Quantize the activations once for all parts. Per-thread scratch, grown
+  // once and reused: launches come from the engine's one step thread.
   thread_local std::vector<ActBlock> xq;
-  if (IsQuantized(p.w_dtype)) {
-    const int nb = p.k / 32;
-    if (xq.size() < static_cast<size_t>(p.m) * nb) xq.resize(static_cast<size_t>(p.m) * nb);
+  if (any_quantized) {
+    const int nb = first.k / 32;
+    const int64_t x_stride = args[0].x_stride;
+    if (xq.size() < static_cast<size_t>(first.m) * nb) xq.resize(static_cast<size_t>(first.m) * nb);
     ActBlock* out = xq.data();
-    ParallelFor(stream.pool, p.m, 8, [&](int64_t begin, int64_t end) {
+    ParallelFor(stream.pool, first.m, 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         if (isa >= Isa::kAvx2) {
-          avx2::QuantizeRow(a.x + i * a.x_stride, p.k, out + i * nb);
+          avx2::QuantizeRow(first.x + i * x_stride, first.k, out + i * nb);
         } else {
-          portable::QuantizeRow(a.x + i * a.x_stride, p.k, out + i * nb);
+          portable::QuantizeRow(first.x + i * x_stride, first.k, out + i * nb);
         }
       }
     });
-    a.xq = out;
+    for (GemmArgs& a : args) a.xq = out;
   }
 
   // Split output features; each chunk streams its weight rows once and
   // reuses them across all m activation rows. Grain 16 rows keeps chunks
   // above ~5 KB of Q4_1 weights at k=576.
-  ParallelFor(stream.pool, p.n, 16, [&](int64_t begin, int64_t end) {
-    switch (isa) {
-      case Isa::kAvxVnni: avxvnni::GemmTile(a, begin, end); break;
-      case Isa::kAvx2: avx2::GemmTile(a, begin, end); break;
-      case Isa::kPortable: portable::GemmTile(a, begin, end); break;
+  ParallelFor(stream.pool, starts.back(), 16, [&](int64_t begin, int64_t end) {
+    for (size_t i = 0; i < args.size(); ++i) {
+      const int64_t lo = std::max(begin, starts[i]);
+      const int64_t hi = std::min(end, starts[i + 1]);
+      if (lo < hi) RunTile(isa, args[i], lo - starts[i], hi - starts[i]);
     }
   });
   return absl::OkStatus();
