@@ -1,6 +1,7 @@
 // Scalar conversions and row dequantization for the types in dtype.h.
 #include "worker/model/dtype.h"
 
+#include <bit>
 #include <cstring>
 
 namespace tpserve {
@@ -12,18 +13,43 @@ uint32_t FloatBits(float f) {
   return u;
 }
 
-float BitsFloat(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
-
 // Nibble i (0..31) of a 4-bit block: low nibbles first, then high nibbles.
 inline int Nibble(const uint8_t* qs, int i) {
   return i < 16 ? (qs[i] & 0xF) : (qs[i - 16] >> 4);
 }
 
 }  // namespace
+
+namespace {
+
+// The reference conversion the table is built from.
+constexpr float F16ToF32Bits(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1F;
+  uint32_t mant = h & 0x3FF;
+  if (exp == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (mant << 13));  // inf/NaN
+  if (exp != 0) return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
+  if (mant == 0) return std::bit_cast<float>(sign);  // +-0
+  // Subnormal: normalise.
+  int e = -1;
+  do {
+    ++e;
+    mant <<= 1;
+  } while ((mant & 0x400) == 0);
+  return std::bit_cast<float>(sign | (static_cast<uint32_t>(112 - e) << 23) | ((mant & 0x3FF) << 13));
+}
+
+constexpr std::array<float, 65536> MakeF16Table() {
+  std::array<float, 65536> t{};
+  for (uint32_t h = 0; h < 65536; ++h) t[h] = F16ToF32Bits(static_cast<uint16_t>(h));
+  return t;
+}
+
+}  // namespace
+
+namespace internal {
+constexpr std::array<float, 65536> kF16ToF32Table = MakeF16Table();
+}  // namespace internal
 
 const char* DTypeName(DType t) {
   switch (t) {
@@ -35,22 +61,6 @@ const char* DTypeName(DType t) {
     case DType::kQ4_1: return "Q4_1";
   }
   return "?";
-}
-
-float F16ToF32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  const uint32_t exp = (h >> 10) & 0x1F;
-  uint32_t mant = h & 0x3FF;
-  if (exp == 0x1F) return BitsFloat(sign | 0x7F800000u | (mant << 13));  // inf/NaN
-  if (exp != 0) return BitsFloat(sign | ((exp + 112) << 23) | (mant << 13));
-  if (mant == 0) return BitsFloat(sign);  // +-0
-  // Subnormal: normalise.
-  int e = -1;
-  do {
-    ++e;
-    mant <<= 1;
-  } while ((mant & 0x400) == 0);
-  return BitsFloat(sign | (static_cast<uint32_t>(112 - e) << 23) | ((mant & 0x3FF) << 13));
 }
 
 uint16_t F32ToF16(float f) {

@@ -16,6 +16,7 @@
 #ifndef TPSERVE_WORKER_MODEL_DTYPE_H_
 #define TPSERVE_WORKER_MODEL_DTYPE_H_
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -76,7 +77,13 @@ constexpr int64_t RowBytes(DType t, int64_t cols) {
 const char* DTypeName(DType t);
 
 // ---- Scalar conversions (bit-exact, round-to-nearest-even; NaN stays NaN).
-float F16ToF32(uint16_t h);
+namespace internal {
+// All 65536 halves as floats, built at compile time (constant-initialized, so
+// safe to use from static initializers). A table load beats the branchy
+// bit manipulation in the per-block scale reads of the quantized dot products.
+extern const std::array<float, 65536> kF16ToF32Table;
+}  // namespace internal
+inline float F16ToF32(uint16_t h) { return internal::kF16ToF32Table[h]; }
 uint16_t F32ToF16(float f);
 
 inline float BF16ToF32(uint16_t h) {
