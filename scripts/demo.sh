@@ -70,7 +70,8 @@ start router "$BIN/router/tpserve-router" --model="$MODEL" --model_name=SmolLM2-
   --world_size=2 --port="$PORT" --metrics_port="$METRICS_PORT" --rendezvous_port="$RDV_PORT"
 threads=$(( $(nproc) / 2 )); [ "$threads" -lt 1 ] && threads=1
 for rank in 0 1; do
-  start "worker$rank" "$BIN/worker/tpserve-worker" --model="$MODEL" --rank=$rank --world_size=2 \
+  start "worker$rank" "$BIN/worker/tpserve-worker" --model="$MODEL" --model_name=SmolLM2-135M-Instruct \
+    --rank=$rank --world_size=2 \
     --rendezvous=127.0.0.1:"$RDV_PORT" --metrics_port=$((METRICS_PORT + 1 + rank)) \
     --threads="$threads" --kv_cache_mb=256
 done

@@ -37,6 +37,8 @@
 #include "worker/service/worker_service.h"
 
 ABSL_FLAG(std::string, model, "", "Model file (GGUF) or Hugging Face directory");
+ABSL_FLAG(std::string, model_name, "",
+          "Name in metrics and Info (default: the model's own name); give the router the same");
 ABSL_FLAG(int, rank, 0, "This worker's tensor-parallel rank, 0..world_size-1");
 ABSL_FLAG(int, world_size, 1, "Number of tensor-parallel ranks");
 ABSL_FLAG(std::string, rendezvous, "",
@@ -148,7 +150,8 @@ absl::Status Run() {
   service.SetProgress("opening model");
   Log(absl::StrCat("opening ", model_path));
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(model_path));
-  const ModelConfig& config = model->config();
+  ModelConfig config = model->config();
+  if (!absl::GetFlag(FLAGS_model_name).empty()) config.name = absl::GetFlag(FLAGS_model_name);
   service.SetModel(config);
   Log(absl::StrCat("model ", config.name, ": ", config.architecture, ", ", config.num_layers,
                    " layers, hidden ", config.hidden_size, ", ", config.num_heads, " heads / ",
