@@ -105,7 +105,7 @@ class ServingLoopTest : public ::testing::Test {
     tokenizer_ = new Tokenizer(*std::move(tok));
   }
 
-  void Start(int max_waiting = 64, std::vector<int32_t> eos = {}) {
+  void Start(int max_waiting = 64, std::vector<int32_t> eos = {}, int max_num_seqs = 8) {
     a_ = tokenizer_->TokenId("a");
     b_ = tokenizer_->TokenId("b");
     c_ = tokenizer_->TokenId("c");
@@ -114,7 +114,7 @@ class ServingLoopTest : public ::testing::Test {
     metrics_ = std::make_unique<RouterMetrics>(registry_, "test");
     ServingLoop::Options o;
     o.scheduler.max_num_batched_tokens = 64;
-    o.scheduler.max_num_seqs = 8;
+    o.scheduler.max_num_seqs = max_num_seqs;
     o.scheduler.max_waiting = max_waiting;
     o.num_blocks = 64;
     o.block_size = 16;
@@ -252,6 +252,28 @@ TEST_F(ServingLoopTest, StopEndsOpenStreamsWithUnavailable) {
   loop_->Stop();
   ASSERT_TRUE(sink->Wait(absl::Seconds(1)));
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ServingLoopTest, HigherPriorityIsAdmittedFirst) {
+  Start(64, {}, /*max_num_seqs=*/1);
+  executor_->delay_ = absl::Milliseconds(2);
+  auto first = std::make_shared<CollectingSink>();
+  loop_->Submit(Job(first, 20));
+  while (first->tokens() < 1) absl::SleepFor(absl::Milliseconds(1));
+  // Both queue behind `first`; the later, higher-priority one runs before.
+  auto low = std::make_shared<CollectingSink>();
+  auto high = std::make_shared<CollectingSink>();
+  GenerateJob low_job = Job(low, 5);
+  low_job.priority = 0;
+  GenerateJob high_job = Job(high, 5);
+  high_job.priority = 10;
+  loop_->Submit(std::move(low_job));
+  absl::SleepFor(absl::Milliseconds(5));
+  loop_->Submit(std::move(high_job));
+  ASSERT_TRUE(high->Wait());
+  EXPECT_FALSE(low->Wait(absl::ZeroDuration())) << "low priority finished before high";
+  ASSERT_TRUE(low->Wait());
+  EXPECT_TRUE(low->status().ok());
 }
 
 }  // namespace
