@@ -104,6 +104,24 @@ TEST_F(EngineTest, LogitsDoNotDependOnBatchChunkingOrBlockPlacement) {
          RelativeMaxDiff(ref, one_by_one));
 }
 
+TEST_F(EngineTest, SequencesCanShareCachedPrefixBlocks) {
+  // Sequence 30 fills block 16 with kPromptA[0:16]; sequence 31 reuses that
+  // block as its first block (prefix sharing, refcounted by the router) and
+  // runs only its own suffix from position 16.
+  std::vector<int32_t> other = kPromptA;
+  other[17] = 1000;
+  other[19] = 2000;
+  std::vector<float> fresh = Logits({Seq(32, other, 0, {18, 19})}, 0);
+  ASSERT_FALSE(Logits({Seq(30, kPromptA, 0, {16, 17})}, 0).empty());
+  std::vector<float> shared =
+      Logits({Seq(31, {other.begin() + 16, other.end()}, 16, {16, 20})}, 0);
+  EXPECT_LE(RelativeMaxDiff(fresh, shared), kTol);
+  // The owner of the shared block is unaffected by the sharer's decode.
+  std::vector<float> a1 = Logits({Seq(30, {42}, 20, {16, 17})}, 0);
+  std::vector<float> a2 = Logits({Seq(30, {42}, 20, {16, 17}), Seq(31, {7}, 20, {16, 20})}, 0);
+  EXPECT_LE(RelativeMaxDiff(a1, a2), kTol);
+}
+
 TEST_F(EngineTest, SeededSamplingIsIndependentOfBatchComposition) {
   auto generate = [&](bool crowded) {
     std::vector<int32_t> out;
