@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Engine benchmark (docs/benchmarks.md, "Engine (CPU)"): tpserve-run decode at
 # batch 1 and 16 and a 512-token prefill, TP=1 (2 threads) and TP=2 (1 thread
-# per rank = 2 threads), then llama-bench on the same GGUF with 2 threads,
+# per rank = 2 threads; ranks talk over shared memory, plus one Gloo/TCP
+# decode run for comparison), then llama-bench on the same GGUF with 2 threads,
 # run back to back so both see the same machine load.
 #   bazel build -c opt //tools/run:tpserve-run && tools/run/bench_engine.sh [bazel-bin-dir]
 set -euo pipefail
@@ -17,6 +18,7 @@ for tp in 1 2; do
   run --tp $tp --threads $threads --prompt-len 16 --max-tokens 33 --batch 16 --ignore-eos
   run --tp $tp --threads $threads --prompt-len 512 --max-tokens 1
 done
+run --tp 2 --threads 1 --comm gloo --prompt-len 16 --max-tokens 65 --ignore-eos
 if [ -x "$LLAMA_BENCH" ]; then
   echo "\$ llama-bench -m $MODEL -t 2 -p 512 -n 64 -r 3"
   OMP_WAIT_POLICY=passive "$LLAMA_BENCH" -m "$MODEL" -t 2 -p 512 -n 64 -r 3 2>/dev/null | grep -E 'pp512|tg64'
