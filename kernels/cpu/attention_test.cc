@@ -30,6 +30,96 @@ struct Case {
   int n_heads, n_kv_heads, head_dim, block_size;
 };
 
+// Runs one ragged batch through KvCacheWrite + PagedAttention and compares
+// with dense f64 attention.
+void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* pool, Rng& rng) {
+  const int num_blocks = 96;
+  const int64_t token_floats = int64_t{c.n_kv_heads} * c.head_dim;
+  // Unwritten slots hold NaN: reading past a sequence's context poisons the output.
+  std::vector<float> k_cache(num_blocks * c.block_size * token_floats,
+                             std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> v_cache = k_cache;
+  std::vector<int32_t> ids(num_blocks);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng.gen());
+  int next_id = 0;
+
+  int max_blocks = 0;
+  for (const Seq& s : seqs) {
+    max_blocks = std::max(max_blocks, (s.start + s.q_len + c.block_size - 1) / c.block_size);
+  }
+  const int num_seqs = static_cast<int>(seqs.size());
+  std::vector<int32_t> tables(num_seqs * max_blocks, -1), cu = {0}, starts;
+  std::vector<std::vector<float>> dense_k, dense_v;  // per seq (ctx, n_kv, hd)
+  for (int s = 0; s < num_seqs; ++s) {
+    const int ctx = seqs[s].start + seqs[s].q_len;
+    for (int b = 0; b * c.block_size < ctx; ++b) tables[s * max_blocks + b] = ids[next_id++];
+    dense_k.push_back(rng.Floats(ctx * token_floats));
+    dense_v.push_back(rng.Floats(ctx * token_floats));
+    // Write every position through KvCacheWrite, in two calls (history, then new).
+    std::vector<int64_t> slots(ctx);
+    for (int pos = 0; pos < ctx; ++pos) {
+      slots[pos] = int64_t{tables[s * max_blocks + pos / c.block_size]} * c.block_size +
+                   pos % c.block_size;
+    }
+    KvCacheWriteParams w{.k = dense_k[s].data(), .v = dense_v[s].data(),
+                         .k_cache = k_cache.data(), .v_cache = v_cache.data(),
+                         .slot_mapping = slots.data(), .tokens = ctx,
+                         .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim,
+                         .block_size = c.block_size, .num_blocks = num_blocks};
+    ASSERT_TRUE(KvCacheWrite(w, Stream{.pool = pool}).ok());
+    cu.push_back(cu.back() + seqs[s].q_len);
+    starts.push_back(seqs[s].start);
+  }
+  const int total_q = cu.back();
+  const int64_t q_row = int64_t{c.n_heads} * c.head_dim;
+  std::vector<float> q = rng.Floats(total_q * q_row, -2.0f, 2.0f);
+  std::vector<float> out(total_q * q_row, -1.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
+                         .out = out.data(), .block_tables = tables.data(),
+                         .cu_q_lens = cu.data(), .start_pos = starts.data(),
+                         .num_seqs = num_seqs, .max_blocks_per_seq = max_blocks,
+                         .n_heads = c.n_heads, .n_kv_heads = c.n_kv_heads,
+                         .head_dim = c.head_dim, .block_size = c.block_size,
+                         .num_blocks = num_blocks, .scale = scale};
+  ASSERT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
+
+  std::vector<double> want(out.size());
+  const int group = c.n_heads / c.n_kv_heads;
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int i = 0; i < seqs[s].q_len; ++i) {
+      const int row = cu[s] + i;
+      const int pos = seqs[s].start + i;
+      for (int h = 0; h < c.n_heads; ++h) {
+        const int kvh = h / group;
+        std::vector<double> w(pos + 1);
+        double mx = -1e300;
+        for (int j = 0; j <= pos; ++j) {
+          double dot = 0.0;
+          for (int d = 0; d < c.head_dim; ++d) {
+            dot += double{q[row * q_row + h * c.head_dim + d]} *
+                   dense_k[s][j * token_floats + kvh * c.head_dim + d];
+          }
+          w[j] = dot * scale;
+          mx = std::max(mx, w[j]);
+        }
+        double sum = 0.0;
+        for (double& x : w) sum += (x = std::exp(x - mx));
+        for (int d = 0; d < c.head_dim; ++d) {
+          double acc = 0.0;
+          for (int j = 0; j <= pos; ++j) acc += w[j] * dense_v[s][j * token_floats + kvh * c.head_dim + d];
+          want[row * q_row + h * c.head_dim + d] = acc / sum;
+        }
+      }
+    }
+  }
+  EXPECT_LT(Nmse(out, want), kAttentionTol)
+      << "heads=" << c.n_heads << "/" << c.n_kv_heads << " hd=" << c.head_dim
+      << " bs=" << c.block_size << " pool=" << (pool != nullptr);
+}
+
 class PagedAttentionTest : public ::testing::TestWithParam<Isa> {
  protected:
   PagedAttentionTest() : force_(GetParam()) {}
@@ -43,91 +133,22 @@ TEST_P(PagedAttentionTest, MatchesDenseCausalAttention) {
   for (const Case& c : std::vector<Case>{{4, 4, 64, 16}, {9, 3, 64, 16}, {12, 3, 24, 5},
                                          {8, 2, 40, 7}, {3, 1, 17, 1}}) {
     for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_}) {
-      const int num_blocks = 96;
-      const int64_t token_floats = int64_t{c.n_kv_heads} * c.head_dim;
-      // Unwritten slots hold NaN: reading past a sequence's context poisons the output.
-      std::vector<float> k_cache(num_blocks * c.block_size * token_floats,
-                                 std::numeric_limits<float>::quiet_NaN());
-      std::vector<float> v_cache = k_cache;
-      std::vector<int32_t> ids(num_blocks);
-      std::iota(ids.begin(), ids.end(), 0);
-      std::shuffle(ids.begin(), ids.end(), rng.gen());
-      int next_id = 0;
+      CheckAgainstDense(seqs, c, pool, rng);
+    }
+  }
+}
 
-      int max_blocks = 0;
-      for (const Seq& s : seqs) {
-        max_blocks = std::max(max_blocks, (s.start + s.q_len + c.block_size - 1) / c.block_size);
+// Few query rows (decode): the launcher splits each row's context across
+// items and merges partial softmax results.
+TEST_P(PagedAttentionTest, DecodeWithSplitContextMatchesDense) {
+  Rng rng(12);
+  ThreadPool four(4);
+  for (const std::vector<Seq>& seqs : std::vector<std::vector<Seq>>{
+           {{300, 1}}, {{95, 1}, {33, 1}}, {{31, 1}}, {{64, 2}}}) {
+    for (const Case& c : std::vector<Case>{{9, 3, 64, 16}, {4, 1, 32, 7}, {8, 8, 16, 16}}) {
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_, &four}) {
+        CheckAgainstDense(seqs, c, pool, rng);
       }
-      const int num_seqs = static_cast<int>(seqs.size());
-      std::vector<int32_t> tables(num_seqs * max_blocks, -1), cu = {0}, starts;
-      std::vector<std::vector<float>> dense_k, dense_v;  // per seq (ctx, n_kv, hd)
-      for (int s = 0; s < num_seqs; ++s) {
-        const int ctx = seqs[s].start + seqs[s].q_len;
-        for (int b = 0; b * c.block_size < ctx; ++b) tables[s * max_blocks + b] = ids[next_id++];
-        dense_k.push_back(rng.Floats(ctx * token_floats));
-        dense_v.push_back(rng.Floats(ctx * token_floats));
-        // Write every position through KvCacheWrite, in two calls (history, then new).
-        std::vector<int64_t> slots(ctx);
-        for (int pos = 0; pos < ctx; ++pos) {
-          slots[pos] = int64_t{tables[s * max_blocks + pos / c.block_size]} * c.block_size +
-                       pos % c.block_size;
-        }
-        KvCacheWriteParams w{.k = dense_k[s].data(), .v = dense_v[s].data(),
-                             .k_cache = k_cache.data(), .v_cache = v_cache.data(),
-                             .slot_mapping = slots.data(), .tokens = ctx,
-                             .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim,
-                             .block_size = c.block_size, .num_blocks = num_blocks};
-        ASSERT_TRUE(KvCacheWrite(w, Stream{.pool = pool}).ok());
-        cu.push_back(cu.back() + seqs[s].q_len);
-        starts.push_back(seqs[s].start);
-      }
-      const int total_q = cu.back();
-      const int64_t q_row = int64_t{c.n_heads} * c.head_dim;
-      std::vector<float> q = rng.Floats(total_q * q_row, -2.0f, 2.0f);
-      std::vector<float> out(total_q * q_row, -1.0f);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-
-      PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
-                             .out = out.data(), .block_tables = tables.data(),
-                             .cu_q_lens = cu.data(), .start_pos = starts.data(),
-                             .num_seqs = num_seqs, .max_blocks_per_seq = max_blocks,
-                             .n_heads = c.n_heads, .n_kv_heads = c.n_kv_heads,
-                             .head_dim = c.head_dim, .block_size = c.block_size,
-                             .num_blocks = num_blocks, .scale = scale};
-      ASSERT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
-
-      std::vector<double> want(out.size());
-      const int group = c.n_heads / c.n_kv_heads;
-      for (int s = 0; s < num_seqs; ++s) {
-        for (int i = 0; i < seqs[s].q_len; ++i) {
-          const int row = cu[s] + i;
-          const int pos = seqs[s].start + i;
-          for (int h = 0; h < c.n_heads; ++h) {
-            const int kvh = h / group;
-            std::vector<double> w(pos + 1);
-            double mx = -1e300;
-            for (int j = 0; j <= pos; ++j) {
-              double dot = 0.0;
-              for (int d = 0; d < c.head_dim; ++d) {
-                dot += double{q[row * q_row + h * c.head_dim + d]} *
-                       dense_k[s][j * token_floats + kvh * c.head_dim + d];
-              }
-              w[j] = dot * scale;
-              mx = std::max(mx, w[j]);
-            }
-            double sum = 0.0;
-            for (double& x : w) sum += (x = std::exp(x - mx));
-            for (int d = 0; d < c.head_dim; ++d) {
-              double acc = 0.0;
-              for (int j = 0; j <= pos; ++j) acc += w[j] * dense_v[s][j * token_floats + kvh * c.head_dim + d];
-              want[row * q_row + h * c.head_dim + d] = acc / sum;
-            }
-          }
-        }
-      }
-      EXPECT_LT(Nmse(out, want), kAttentionTol)
-          << "heads=" << c.n_heads << "/" << c.n_kv_heads << " hd=" << c.head_dim
-          << " bs=" << c.block_size << " pool=" << (pool != nullptr);
     }
   }
 }

@@ -159,6 +159,7 @@ void BM_Gemm(benchmark::State& state) {
 void BM_DecodeToken(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
   const int ctx = static_cast<int>(state.range(1));
+  const bool fused = state.range(2) != 0;  // QKV and gate/up through GemmMulti
   constexpr int kLayers = 30, kHidden = 576, kHeads = 9, kKvHeads = 3, kHeadDim = 64;
   constexpr int kFfn = 1536, kVocab = 49152, kBlock = 16;
   constexpr int kKvDim = kKvHeads * kHeadDim;
@@ -198,9 +199,17 @@ void BM_DecodeToken(benchmark::State& state) {
   auto token = [&]() -> absl::Status {
     for (Layer& l : layers) {
       absl::Status s = RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st);
-      s.Update(gemv(l.q, DType::kQ4_1, h.data(), q.data(), kHidden, kHidden));
-      s.Update(gemv(l.k, DType::kQ4_1, h.data(), k.data(), kKvDim, kHidden));
-      s.Update(gemv(l.v, DType::kQ4_1, h.data(), v.data(), kKvDim, kHidden));
+      if (fused) {
+        const GemmParams qkv[3] = {
+            {.x = h.data(), .w = l.q.data(), .w_dtype = DType::kQ4_1, .y = q.data(), .m = 1, .n = kHidden, .k = kHidden},
+            {.x = h.data(), .w = l.k.data(), .w_dtype = DType::kQ4_1, .y = k.data(), .m = 1, .n = kKvDim, .k = kHidden},
+            {.x = h.data(), .w = l.v.data(), .w_dtype = DType::kQ4_1, .y = v.data(), .m = 1, .n = kKvDim, .k = kHidden}};
+        s.Update(GemmMulti(qkv, st));
+      } else {
+        s.Update(gemv(l.q, DType::kQ4_1, h.data(), q.data(), kHidden, kHidden));
+        s.Update(gemv(l.k, DType::kQ4_1, h.data(), k.data(), kKvDim, kHidden));
+        s.Update(gemv(l.v, DType::kQ4_1, h.data(), v.data(), kKvDim, kHidden));
+      }
       RopeParams rp{.q = q.data(), .k = k.data(), .positions = &pos, .tokens = 1, .n_heads = kHeads,
                     .n_kv_heads = kKvHeads, .head_dim = kHeadDim};
       s.Update(Rope(rp, st));
@@ -216,8 +225,15 @@ void BM_DecodeToken(benchmark::State& state) {
       s.Update(gemv(l.o, DType::kQ4_1, att.data(), proj.data(), kHidden, kHidden));
       s.Update(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = kHidden}, st));
       s.Update(RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
-      s.Update(gemv(l.gate, DType::kQ4_1, h.data(), gate.data(), kFfn, kHidden));
-      s.Update(gemv(l.up, DType::kQ4_1, h.data(), up.data(), kFfn, kHidden));
+      if (fused) {
+        const GemmParams gate_up[2] = {
+            {.x = h.data(), .w = l.gate.data(), .w_dtype = DType::kQ4_1, .y = gate.data(), .m = 1, .n = kFfn, .k = kHidden},
+            {.x = h.data(), .w = l.up.data(), .w_dtype = DType::kQ4_1, .y = up.data(), .m = 1, .n = kFfn, .k = kHidden}};
+        s.Update(GemmMulti(gate_up, st));
+      } else {
+        s.Update(gemv(l.gate, DType::kQ4_1, h.data(), gate.data(), kFfn, kHidden));
+        s.Update(gemv(l.up, DType::kQ4_1, h.data(), up.data(), kFfn, kHidden));
+      }
       s.Update(Swiglu({.gate = gate.data(), .up = up.data(), .out = act.data(), .rows = 1, .dim = kFfn}, st));
       s.Update(gemv(l.down, DType::kQ4_1, act.data(), proj.data(), kHidden, kFfn));
       s.Update(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = kHidden}, st));
@@ -325,10 +341,11 @@ BENCHMARK(BM_PagedAttention)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ParallelForOverhead)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeToken)
-    ->ArgNames({"threads", "ctx"})
-    ->Args({1, 128})
-    ->Args({2, 128})
-    ->Args({2, 1024})
+    ->ArgNames({"threads", "ctx", "fused"})
+    ->Args({1, 128, 0})
+    ->Args({2, 128, 0})
+    ->Args({2, 128, 1})
+    ->Args({2, 1024, 1})
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
 

@@ -13,12 +13,22 @@
 namespace tpserve::kernels::cpu {
 
 // Work item of PagedAttention: query row `row` of sequence `seq`, query heads
-// [head_begin, head_end) (all within one KV head's group).
+// [head_begin, head_end) (all within one KV head's group), cached positions
+// [pos_begin, pos_end) (a part of the row's causal context [0, pos]).
+//
+// partial == null: the item covers the whole context and writes the
+// normalised output to p.out. Otherwise (context split across items) it
+// writes, per head h, `partial + h * (head_dim + 2)`: the unnormalised
+// sum_j e^(s_j - max) v_j (head_dim floats), then max and sum_j e^(s_j - max);
+// the launcher merges the parts.
 struct AttentionItem {
   int seq;
   int64_t row;
   int head_begin;
   int head_end;
+  int pos_begin;
+  int pos_end;
+  float* partial;
 };
 
 #define TPS_DECLARE_OP_KERNELS                                                        \
