@@ -80,6 +80,17 @@ pack() {
       *) cp -L "$lib" "$out/lib/$base" && strip --strip-unneeded "$out/lib/$base" 2>/dev/null ;;
     esac
   done
+  # Small generated models for the full-model parity test (the default model
+  # is ~100 MB, over the bundle limit): GQA Q4_1 llama, Q8_0 qwen2 with biases.
+  mkdir -p "$out/models"
+  "${bazel[@]}" build "${flags[@]}" //tests/testmodel:make_test_model || die "building make_test_model failed"
+  local gen="$bin/tests/testmodel/make_test_model"
+  TPSERVE_ROOT="$root" "$gen" --out="$out/models/tiny_llama_q4_1.gguf" --dtype=q4_1 --hidden=256 --layers=3 \
+    --heads=4 --kv_heads=2 --ffn=512 --vocab=4096 || die "generating a test model failed"
+  TPSERVE_ROOT="$root" "$gen" --out="$out/models/tiny_qwen2_q8_0.gguf" --arch=qwen2 --qkv_bias --dtype=q8_0 \
+    --hidden=192 --layers=2 --heads=6 --kv_heads=2 --ffn=320 --vocab=3000 --tied=false ||
+    die "generating a test model failed"
+
   # Tests first, then benchmarks.
   sort -s -k1,1r "$out/manifest.txt" -o "$out/manifest.txt"
   cp "$root/scripts/gpu_check.sh" "$out/gpu_check.sh"
@@ -107,6 +118,8 @@ run() {
   else
     die "no bundle found: run 'scripts/gpu_check.sh pack' first"
   fi
+  export TPSERVE_GPU_TEST_MODELS
+  TPSERVE_GPU_TEST_MODELS=$(find "$bundle/models" -name '*.gguf' 2>/dev/null | sort | paste -sd: -)
   export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   local budget="${GPU_CHECK_BUDGET_S:-450}"
   local start=$SECONDS
