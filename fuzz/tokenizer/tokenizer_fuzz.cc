@@ -116,7 +116,7 @@ void DecodeIds(const Tokenizer& tok, const uint8_t* data, size_t size) {
   const bool skip = size % 2 == 1;
   auto decoded = tok.Decode(ids, skip);
   Require(decoded.ok() == all_valid);
-  tpserve::IncrementalDetokenizer detok(&tok, skip);
+  tpserve::IncrementalDetokenizer detok(&tok, skip, /*at_text_start=*/true);
   std::string streamed;
   for (int32_t id : ids) {
     auto delta = detok.Add(id);

@@ -5,8 +5,9 @@
 
 namespace tpserve {
 
-IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer, bool skip_special)
-    : tokenizer_(tokenizer), skip_special_(skip_special) {}
+IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer, bool skip_special,
+                                               bool at_text_start)
+    : tokenizer_(tokenizer), skip_special_(skip_special), first_(at_text_start) {}
 
 absl::StatusOr<std::string> IncrementalDetokenizer::Add(int32_t id) {
   if (id < 0 || id >= tokenizer_->vocab_size()) {

@@ -1,9 +1,11 @@
 // IncrementalDetokenizer: turns a stream of generated token ids into text
 // deltas that are always complete, valid UTF-8. A multi-byte character split
 // across tokens is held back until its last byte arrives; bytes that can never
-// become valid UTF-8 are emitted as U+FFFD. The concatenation of all deltas
-// plus Finish() equals Tokenizer::Decode of all ids.
+// become valid UTF-8 are emitted as U+FFFD. With at_text_start, the
+// concatenation of all deltas plus Finish() equals Tokenizer::Decode of all
+// ids.
 //
+//   // Generated tokens continue the prompt: keep a leading space.
 //   IncrementalDetokenizer detok(&tokenizer, /*skip_special=*/true);
 //   for (int32_t id : generated) {
 //     TPS_ASSIGN_OR_RETURN(std::string delta, detok.Add(id));
@@ -24,8 +26,11 @@ namespace tpserve {
 class IncrementalDetokenizer {
  public:
   // `tokenizer` must outlive this object. `skip_special` drops control tokens
-  // (eos, <|im_end|>) from the text.
-  explicit IncrementalDetokenizer(const Tokenizer* tokenizer, bool skip_special = false);
+  // (eos, <|im_end|>) from the text. `at_text_start`: the ids start a text
+  // (SentencePiece: the first token's dummy-prefix space is dropped, as Decode
+  // does); false for a continuation such as generated tokens after a prompt.
+  explicit IncrementalDetokenizer(const Tokenizer* tokenizer, bool skip_special = false,
+                                  bool at_text_start = false);
 
   // Feeds one id; returns the newly completed text (possibly empty).
   // InvalidArgument for an out-of-range id (the stream state is unchanged).
@@ -40,7 +45,7 @@ class IncrementalDetokenizer {
  private:
   const Tokenizer* tokenizer_;
   bool skip_special_;
-  bool first_ = true;
+  bool first_;
   std::string pending_;
 };
 

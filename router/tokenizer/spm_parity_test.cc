@@ -53,7 +53,7 @@ TEST_F(SpmParity, MatchesSentencePiece) {
     ASSERT_TRUE(decoded.ok());
     EXPECT_EQ(*decoded, c["decoded"].get<std::string>());
     EXPECT_EQ(*decoded, text);
-    IncrementalDetokenizer detok(tok_.get());
+    IncrementalDetokenizer detok(tok_.get(), /*skip_special=*/false, /*at_text_start=*/true);
     std::string streamed;
     for (int32_t id : *got) streamed += *detok.Add(id);
     EXPECT_EQ(streamed + detok.Finish(), text);
@@ -80,6 +80,17 @@ TEST_F(SpmParity, MatchesLlamaCppExpectations) {
     ASSERT_TRUE(got.ok());
     EXPECT_EQ(absl::StrJoin(*got, " "), absl::StrJoin(want, " ")) << "\"" << texts[i] << "\"";
   }
+}
+
+TEST_F(SpmParity, ContinuationKeepsTheLeadingSpace) {
+  auto ids = tok_->Encode("Hello world", false);
+  ASSERT_TRUE(ids.ok());
+  ASSERT_EQ(ids->size(), 2u);
+  IncrementalDetokenizer generated(tok_.get(), /*skip_special=*/true);  // after a prompt
+  EXPECT_EQ(*generated.Add((*ids)[1]), " world");
+  IncrementalDetokenizer whole(tok_.get(), /*skip_special=*/true, /*at_text_start=*/true);
+  EXPECT_EQ(*whole.Add((*ids)[0]), "Hello");
+  EXPECT_EQ(*whole.Add((*ids)[1]), " world");
 }
 
 TEST_F(SpmParity, BosAndSpecialTokens) {

@@ -36,7 +36,7 @@ Tokenizer Load(const std::string& gguf) {
 }
 
 std::string Streamed(const Tokenizer& tok, const std::vector<int32_t>& ids) {
-  IncrementalDetokenizer detok(&tok);
+  IncrementalDetokenizer detok(&tok, /*skip_special=*/false, /*at_text_start=*/true);
   std::string text;
   for (int32_t id : ids) {
     auto delta = detok.Add(id);
