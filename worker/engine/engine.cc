@@ -82,23 +82,30 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   shape.n_kv_heads = static_cast<int>(plan.mine().kv_heads.count);
   TPS_ASSIGN_OR_RETURN(KvCachePool kv, KvCachePool::Create(shape, blocks));
   return std::unique_ptr<Engine>(new Engine(model, comm, std::move(plan), std::move(weights),
-                                            std::move(kv), options.num_threads));
+                                            std::move(kv), options));
 }
 
 Engine::Engine(const ModelSource& model, Communicator& comm, ShardPlan plan, ShardWeights weights,
-               KvCachePool kv, int num_threads)
+               KvCachePool kv, const EngineOptions& options)
     : model_(model),
       comm_(comm),
       config_(model.config()),
       plan_(std::move(plan)),
       weights_(std::move(weights)),
       kv_(std::move(kv)),
-      pool_(num_threads) {}
+      max_step_tokens_(options.max_step_tokens),
+      pool_(options.num_threads) {}
 
 Engine::~Engine() = default;
 
 absl::Status Engine::Validate(const StepBatch& batch) const {
   std::unordered_set<uint64_t> ids;
+  int64_t total = 0;
+  for (const SequenceInput& s : batch.seqs) total += static_cast<int64_t>(s.tokens.size());
+  if (total > max_step_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat("step carries ", total,
+                                                   " tokens; the limit is ", max_step_tokens_));
+  }
   for (size_t i = 0; i < batch.seqs.size(); ++i) {
     const SequenceInput& s = batch.seqs[i];
     auto bad = [&](absl::string_view what) {

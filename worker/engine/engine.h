@@ -50,6 +50,9 @@ struct EngineOptions {
   // the int8 path's rounding flips make 30-layer logits drift by ~5% of
   // max |logit| between TP sizes (greedy tokens still agree).
   bool f32_weights = false;
+  // Most tokens one step may carry (scratch memory grows with it); larger
+  // batches are INVALID_ARGUMENT.
+  int max_step_tokens = 65536;
 };
 
 // Wall time of the last step by phase, for metrics.
@@ -91,7 +94,7 @@ class Engine {
 
  private:
   Engine(const ModelSource& model, Communicator& comm, ShardPlan plan, ShardWeights weights,
-         KvCachePool kv, int num_threads);
+         KvCachePool kv, const EngineOptions& options);
 
   absl::Status Validate(const StepBatch& batch) const;
   // Runs the layers and the LM head for rows `head_rows` (indices into the
@@ -108,6 +111,7 @@ class Engine {
   ShardPlan plan_;
   ShardWeights weights_;
   KvCachePool kv_;
+  const int max_step_tokens_;
   kernels::ThreadPool pool_;
   StepTimings timings_;
   // Rank 0: tokens of each live sequence by position (-1 = never seen).
