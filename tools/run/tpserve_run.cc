@@ -50,7 +50,7 @@ struct RunOptions {
   int max_tokens = 32;
   bool ignore_eos = false;
   int64_t kv_mb = 256;
-  int chunk = 0;  // prefill chunk size; 0 = whole prompt in one step
+  int chunk = 0;             // prefill chunk size; 0 = whole prompt in one step
   std::string comm = "shm";  // all ranks are local: shared memory by default
   SamplingParams sampling;
 };
@@ -115,7 +115,8 @@ absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
     }
     kv.erase(it);
   }
-  if (!kv.empty()) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", kv.begin()->first));
+  if (!kv.empty())
+    return absl::InvalidArgumentError(absl::StrCat("unknown flag --", kv.begin()->first));
   if (o.model.empty()) return absl::InvalidArgumentError("--model is required");
   if (o.tp < 1 || o.threads < 1 || o.batch < 1 || o.max_tokens < 1) {
     return absl::InvalidArgumentError("--tp, --threads, --batch, --max-tokens must be >= 1");
@@ -272,9 +273,9 @@ int Main(int argc, char** argv) {
         _exit(1);
       }
       if (r == 0) {
-        std::string line = absl::StrCat(res->prefill_s, " ", res->prefill_tokens, " ",
-                                        res->decode_s, " ", res->decode_tokens, " ",
-                                        absl::StrJoin(res->output, ","), "\n");
+        std::string line =
+            absl::StrCat(res->prefill_s, " ", res->prefill_tokens, " ", res->decode_s, " ",
+                         res->decode_tokens, " ", absl::StrJoin(res->output, ","), "\n");
         if (write(pipe_fd[1], line.data(), line.size()) < 0) _exit(1);
       }
       _exit(0);
@@ -319,12 +320,12 @@ int Main(int argc, char** argv) {
   }
   printf("prompt ids: %s\n", absl::StrJoin(prompt, ",").c_str());
   printf("output ids: %s\n", absl::StrJoin(output, ",").c_str());
-  printf("prefill: %lld tokens in %.3f s = %.1f tokens/s\n",
-         static_cast<long long>(prefill_tokens), prefill_s, prefill_tokens / prefill_s);
+  printf("prefill: %lld tokens in %.3f s = %.1f tokens/s\n", static_cast<long long>(prefill_tokens),
+         prefill_s, prefill_tokens / prefill_s);
   if (decode_tokens > 0) {
     printf("decode: %lld tokens in %.3f s = %.2f tokens/s (batch %d, TP %d, %d thread(s)/rank)\n",
-           static_cast<long long>(decode_tokens), decode_s, decode_tokens / decode_s, o.batch,
-           o.tp, o.threads);
+           static_cast<long long>(decode_tokens), decode_s, decode_tokens / decode_s, o.batch, o.tp,
+           o.threads);
   }
   return 0;
 }

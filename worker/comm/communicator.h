@@ -73,7 +73,9 @@ class Communicator {
 
   // Tears the communicator down so peers blocked in a collective with this
   // rank get an error instead of waiting for it; this rank's later calls
-  // return CANCELLED. Safe to call from another thread and more than once.
+  // fail (FAILED_PRECONDITION naming the abort). Callable more than once and
+  // from another thread; a collective this rank has in flight then ends with
+  // an error at the latest at its timeout.
   virtual void Abort() = 0;
 };
 

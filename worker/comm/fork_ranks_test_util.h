@@ -18,17 +18,18 @@ namespace tpserve {
 using RankMainFn = std::function<int(int rank, KvStore& store)>;
 
 // Exit codes per rank; -signal when killed by a signal, 999 when it hung.
-std::vector<int> RunRanks(int world, const RankMainFn& fn, absl::Duration limit = absl::Seconds(60));
+std::vector<int> RunRanks(int world, const RankMainFn& fn,
+                          absl::Duration limit = absl::Seconds(60));
 
 }  // namespace tpserve
 
 // Inside a rank: report and fail the rank (exit code 1) when `cond` is false.
-#define RANK_EXPECT(cond)                                                      \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
+#define RANK_EXPECT(cond)                                                     \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
       fprintf(stderr, "rank check failed at line %d: %s\n", __LINE__, #cond); \
-      return 1;                                                                \
-    }                                                                          \
+      return 1;                                                               \
+    }                                                                         \
   } while (0)
 
 #endif  // TPSERVE_WORKER_COMM_FORK_RANKS_TEST_UTIL_H_

@@ -22,16 +22,15 @@
 namespace tpserve {
 
 struct HostCommOptions {
-  std::string backend = "gloo";          // "gloo" or "shm"
-  std::string hostname = "127.0.0.1";    // gloo: address this rank listens on
+  std::string backend = "gloo";        // "gloo" or "shm"
+  std::string hostname = "127.0.0.1";  // gloo: address this rank listens on
   absl::Duration timeout = absl::Seconds(30);
   absl::Duration rendezvous_timeout = absl::Seconds(60);
-  std::string prefix = "tpserve/comm";   // store key prefix of this group
+  std::string prefix = "tpserve/comm";  // store key prefix of this group
 };
 
-absl::StatusOr<std::unique_ptr<Communicator>> CreateHostCommunicator(KvStore& store, int rank,
-                                                                     int world_size,
-                                                                     const HostCommOptions& options);
+absl::StatusOr<std::unique_ptr<Communicator>> CreateHostCommunicator(
+    KvStore& store, int rank, int world_size, const HostCommOptions& options);
 
 }  // namespace tpserve
 

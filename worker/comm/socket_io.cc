@@ -87,7 +87,8 @@ absl::StatusOr<int> ConnectTcp(const std::string& host, int port) {
     fd = -1;
   }
   freeaddrinfo(res);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("connecting to ", host, ":", port, ": ", err));
+  if (fd < 0)
+    return absl::UnavailableError(absl::StrCat("connecting to ", host, ":", port, ": ", err));
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;

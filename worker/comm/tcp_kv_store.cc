@@ -116,9 +116,8 @@ void TcpKvStoreServer::Serve(int fd) {
       bool found;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        found = changed_.wait_for(lock, std::chrono::milliseconds(*timeout_ms), [&] {
-          return stopping_ || data_.count(*key) > 0;
-        });
+        found = changed_.wait_for(lock, std::chrono::milliseconds(*timeout_ms),
+                                  [&] { return stopping_ || data_.count(*key) > 0; });
         found = found && data_.count(*key) > 0;
         if (found) value = data_[*key];
       }
@@ -200,8 +199,8 @@ absl::StatusOr<std::string> TcpKvStoreClient::Get(const std::string& key, absl::
     return Annotate(s, absl::StrCat("kv store get '", key, "'"));
   }
   if (code != 0) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("kv store: key '", key, "' did not appear within ", absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "kv store: key '", key, "' did not appear within ", absl::FormatDuration(timeout)));
   }
   return value;
 }

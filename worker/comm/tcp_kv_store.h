@@ -58,8 +58,7 @@ class TcpKvStoreClient : public KvStore {
  public:
   // Connects lazily on first use, retrying until `connect_timeout` passes
   // (the server may start after the ranks).
-  TcpKvStoreClient(std::string host, int port,
-                   absl::Duration connect_timeout = absl::Seconds(30));
+  TcpKvStoreClient(std::string host, int port, absl::Duration connect_timeout = absl::Seconds(30));
   ~TcpKvStoreClient() override;
 
   [[nodiscard]] absl::Status Set(const std::string& key, const std::string& value) override;

@@ -21,9 +21,12 @@ void Grow(std::vector<float>& v, size_t n) {
 
 kernels::RopeScalingType ToKernel(RopeScaling::Type t) {
   switch (t) {
-    case RopeScaling::Type::kLinear: return kernels::RopeScalingType::kLinear;
-    case RopeScaling::Type::kLlama3: return kernels::RopeScalingType::kLlama3;
-    case RopeScaling::Type::kNone: break;
+    case RopeScaling::Type::kLinear:
+      return kernels::RopeScalingType::kLinear;
+    case RopeScaling::Type::kLlama3:
+      return kernels::RopeScalingType::kLlama3;
+    case RopeScaling::Type::kNone:
+      break;
   }
   return kernels::RopeScalingType::kNone;
 }
@@ -51,8 +54,7 @@ double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - si
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
-                                                       Communicator& comm,
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model, Communicator& comm,
                                                        const EngineOptions& options) {
   if (options.num_threads < 1 || options.block_size < 1) {
     return absl::InvalidArgumentError("engine needs num_threads >= 1 and block_size >= 1");
@@ -75,14 +77,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_ASSIGN_OR_RETURN(ShardWeights weights, LoadShardWeights(model, plan, options.f32_weights));
   const ModelConfig& c = model.config();
   int64_t max_kv = 0;
-  for (int r = 0; r < plan.world_size(); ++r) max_kv = std::max(max_kv, plan.shard(r).kv_heads.count);
-  KvCacheShape shape{.num_layers = c.num_layers, .n_kv_heads = static_cast<int>(max_kv),
-                     .head_dim = c.head_dim, .block_size = options.block_size};
+  for (int r = 0; r < plan.world_size(); ++r)
+    max_kv = std::max(max_kv, plan.shard(r).kv_heads.count);
+  KvCacheShape shape{.num_layers = c.num_layers,
+                     .n_kv_heads = static_cast<int>(max_kv),
+                     .head_dim = c.head_dim,
+                     .block_size = options.block_size};
   TPS_ASSIGN_OR_RETURN(int blocks, KvCachePool::BlocksForBudget(shape, options.kv_cache_bytes));
   shape.n_kv_heads = static_cast<int>(plan.mine().kv_heads.count);
   TPS_ASSIGN_OR_RETURN(KvCachePool kv, KvCachePool::Create(shape, blocks));
-  return std::unique_ptr<Engine>(new Engine(model, comm, std::move(plan), std::move(weights),
-                                            std::move(kv), options));
+  return std::unique_ptr<Engine>(
+      new Engine(model, comm, std::move(plan), std::move(weights), std::move(kv), options));
 }
 
 Engine::Engine(const ModelSource& model, Communicator& comm, ShardPlan plan, ShardWeights weights,
@@ -103,8 +108,8 @@ absl::Status Engine::Validate(const StepBatch& batch) const {
   int64_t total = 0;
   for (const SequenceInput& s : batch.seqs) total += static_cast<int64_t>(s.tokens.size());
   if (total > max_step_tokens_) {
-    return absl::InvalidArgumentError(absl::StrCat("step carries ", total,
-                                                   " tokens; the limit is ", max_step_tokens_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("step carries ", total, " tokens; the limit is ", max_step_tokens_));
   }
   for (size_t i = 0; i < batch.seqs.size(); ++i) {
     const SequenceInput& s = batch.seqs[i];
@@ -122,8 +127,8 @@ absl::Status Engine::Validate(const StepBatch& batch) const {
     }
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= config_.vocab_size) {
-        return bad(absl::StrCat("token id ", t, " outside the vocabulary [0, ",
-                                config_.vocab_size, ")"));
+        return bad(
+            absl::StrCat("token id ", t, " outside the vocabulary [0, ", config_.vocab_size, ")"));
       }
     }
     absl::Status st = kv_.CheckBlockTable(s.block_table, end);
@@ -172,12 +177,14 @@ absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& hea
     }
     cu_q[i + 1] = static_cast<int32_t>(tokens.size());
     starts[i] = s.start_pos;
-    max_blocks = std::max(max_blocks, (s.start_pos + static_cast<int>(s.tokens.size()) + bs - 1) / bs);
+    max_blocks =
+        std::max(max_blocks, (s.start_pos + static_cast<int>(s.tokens.size()) + bs - 1) / bs);
   }
   std::vector<int32_t> tables(static_cast<size_t>(S) * max_blocks, 0);
   for (int i = 0; i < S; ++i) {
     const std::vector<int32_t>& bt = batch.seqs[i].block_table;
-    std::copy_n(bt.begin(), std::min<size_t>(bt.size(), max_blocks), tables.begin() + i * max_blocks);
+    std::copy_n(bt.begin(), std::min<size_t>(bt.size(), max_blocks),
+                tables.begin() + i * max_blocks);
   }
   const int T = static_cast<int>(tokens.size());
   Grow(x_, size_t{1} * T * H);
@@ -204,9 +211,13 @@ absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& hea
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     // Attention block.
-    TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = x_.data(), .weight = w.attn_norm.data(),
-                                      .y = h_.data(), .rows = T, .dim = H,
-                                      .eps = c.rms_norm_eps}, stream));
+    TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = x_.data(),
+                                      .weight = w.attn_norm.data(),
+                                      .y = h_.data(),
+                                      .rows = T,
+                                      .dim = H,
+                                      .eps = c.rms_norm_eps},
+                                     stream));
     TPS_RETURN_IF_ERROR(RunLinear(w.qkv, h_.data(), T, qkv_.data(), stream));  // (T, nqkv)
     float* q = qkv_.data();
     float* k = q + qdim;
@@ -263,20 +274,29 @@ absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& hea
     TPS_RETURN_IF_ERROR(cpu::PagedAttention(ap, stream));                        // (T, qdim)
     TPS_RETURN_IF_ERROR(RunLinear(w.o, attn_.data(), T, proj_.data(), stream));  // (T, H) partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_, size_t{1} * T * H));
-    TPS_RETURN_IF_ERROR(cpu::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(),
-                                  .n = int64_t{T} * H}, stream));
+    TPS_RETURN_IF_ERROR(
+        cpu::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = int64_t{T} * H}, stream));
     // FFN block.
-    TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = x_.data(), .weight = w.ffn_norm.data(),
-                                      .y = h_.data(), .rows = T, .dim = H,
-                                      .eps = c.rms_norm_eps}, stream));
+    TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = x_.data(),
+                                      .weight = w.ffn_norm.data(),
+                                      .y = h_.data(),
+                                      .rows = T,
+                                      .dim = H,
+                                      .eps = c.rms_norm_eps},
+                                     stream));
     TPS_RETURN_IF_ERROR(RunLinear(w.gate_up, h_.data(), T, gu_.data(), stream));  // (T, 2F)
-    TPS_RETURN_IF_ERROR(cpu::Swiglu({.gate = gu_.data(), .up = gu_.data() + F, .out = act_.data(),
-                                     .rows = T, .dim = F, .gate_stride = 2 * F,
-                                     .up_stride = 2 * F}, stream));               // (T, F)
+    TPS_RETURN_IF_ERROR(cpu::Swiglu({.gate = gu_.data(),
+                                     .up = gu_.data() + F,
+                                     .out = act_.data(),
+                                     .rows = T,
+                                     .dim = F,
+                                     .gate_stride = 2 * F,
+                                     .up_stride = 2 * F},
+                                    stream));                                      // (T, F)
     TPS_RETURN_IF_ERROR(RunLinear(w.down, act_.data(), T, proj_.data(), stream));  // (T, H) partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_, size_t{1} * T * H));
-    TPS_RETURN_IF_ERROR(cpu::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(),
-                                  .n = int64_t{T} * H}, stream));
+    TPS_RETURN_IF_ERROR(
+        cpu::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = int64_t{T} * H}, stream));
   }
 
   // LM head on the rows that are sampled: (R, H) -> (R, vocab_local), padded
@@ -289,9 +309,13 @@ absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& hea
   for (int r = 0; r < R; ++r) {
     std::copy_n(x_.data() + size_t{1} * head_rows[r] * H, H, head_in_.data() + size_t{1} * r * H);
   }
-  TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = head_in_.data(), .weight = weights_.output_norm.data(),
-                                    .y = head_in_.data(), .rows = R, .dim = H,
-                                    .eps = c.rms_norm_eps}, stream));
+  TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = head_in_.data(),
+                                    .weight = weights_.output_norm.data(),
+                                    .y = head_in_.data(),
+                                    .rows = R,
+                                    .dim = H,
+                                    .eps = c.rms_norm_eps},
+                                   stream));
   Linear head = weights_.lm_head;
   head.out_features = static_cast<int>(maxv);  // row stride of the padded output
   TPS_RETURN_IF_ERROR(RunLinear(head, head_in_.data(), R, head_out_.data(), stream));
@@ -356,9 +380,9 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
         if (h[p] < 0) continue;
         (p < prompt_end ? th.prompt : th.output).push_back(h[p]);
       }
-      TPS_ASSIGN_OR_RETURN(SampledToken t,
-                           SampleToken(absl::MakeConstSpan(logits.data() + j * V, V), s.sampling,
-                                       th, pos));
+      TPS_ASSIGN_OR_RETURN(
+          SampledToken t,
+          SampleToken(absl::MakeConstSpan(logits.data() + j * V, V), s.sampling, th, pos));
       t.seq_id = s.seq_id;
       out.tokens.push_back(std::move(t));
     }

@@ -42,9 +42,9 @@
 namespace tpserve {
 
 struct EngineOptions {
-  int num_threads = 2;                      // compute threads of this rank
+  int num_threads = 2;                          // compute threads of this rank
   int64_t kv_cache_bytes = int64_t{256} << 20;  // KV pool budget of the largest shard
-  int block_size = 16;                      // tokens per KV block
+  int block_size = 16;                          // tokens per KV block
   // Dequantize weight matrices to f32 at load: GEMMs then run in f32 instead
   // of quantizing activations to 8-bit blocks. Used by the TP parity tests;
   // the int8 path's rounding flips make 30-layer logits drift by ~5% of

@@ -48,7 +48,8 @@ struct Reference {
 
 std::vector<Reference> RunLlamaCpp() {
   const std::string root = Root();
-  const std::string tmp = std::getenv("TEST_TMPDIR") != nullptr ? std::getenv("TEST_TMPDIR") : "/tmp";
+  const std::string tmp =
+      std::getenv("TEST_TMPDIR") != nullptr ? std::getenv("TEST_TMPDIR") : "/tmp";
   {
     std::ofstream f(tmp + "/prompts.txt");
     for (const char* p : kPrompts) {
@@ -59,11 +60,10 @@ std::vector<Reference> RunLlamaCpp() {
       f << escaped << "\n";
     }
   }
-  const std::string cmd = absl::StrCat(
-      "OMP_WAIT_POLICY=passive ", root, "/.venv/bin/python3 ", root,
-      "/worker/engine/testdata/llamacpp_greedy.py ", root,
-      "/models/SmolLM2-135M-Instruct.Q4_1.gguf ", kNewTokens, " 2 < ", tmp, "/prompts.txt > ",
-      tmp, "/llamacpp.json");
+  const std::string cmd = absl::StrCat("OMP_WAIT_POLICY=passive ", root, "/.venv/bin/python3 ",
+                                       root, "/worker/engine/testdata/llamacpp_greedy.py ", root,
+                                       "/models/SmolLM2-135M-Instruct.Q4_1.gguf ", kNewTokens,
+                                       " 2 < ", tmp, "/prompts.txt > ", tmp, "/llamacpp.json");
   const int rc = std::system(cmd.c_str());
   EXPECT_EQ(rc, 0) << "llama.cpp reference failed: " << cmd;
   std::ifstream in(tmp + "/llamacpp.json");
@@ -132,9 +132,9 @@ TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
   EngineOptions o;
   o.num_threads = 2;
   o.kv_cache_bytes = int64_t{64} << 20;
-  RankRun run = RunOnRanks(1, {DefaultModelPath()}, o,
-                           [&](Engine& e, int) { return OurGreedy(e, refs); },
-                           absl::Seconds(600));
+  RankRun run = RunOnRanks(
+      1, {DefaultModelPath()}, o, [&](Engine& e, int) { return OurGreedy(e, refs); },
+      absl::Seconds(600));
   ASSERT_TRUE(run.ok()) << run.ErrorSummary();
   ASSERT_EQ(run.rank0.size(), refs.size() * 2 * kNewTokens);
   int exact = 0;
@@ -155,10 +155,10 @@ TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
     }
     const double ref_gap = refs[p].gaps[diverge];
     const double our_gap = our_gaps[diverge];
-    printf("prompt %zu: diverges at token %d (llama.cpp %d, ours %d); top-2 gap there: "
-           "llama.cpp %.4f, ours %.4f\n",
-           p, diverge, refs[p].tokens[diverge], static_cast<int32_t>(ours[diverge]), ref_gap,
-           our_gap);
+    printf(
+        "prompt %zu: diverges at token %d (llama.cpp %d, ours %d); top-2 gap there: "
+        "llama.cpp %.4f, ours %.4f\n",
+        p, diverge, refs[p].tokens[diverge], static_cast<int32_t>(ours[diverge]), ref_gap, our_gap);
     EXPECT_LE(std::min(ref_gap, our_gap), kNearTie)
         << "prompt " << p << " diverges at token " << diverge << " without a near-tie";
   }

@@ -68,9 +68,9 @@ ModelSource* EngineTest::model_ = nullptr;
 Communicator* EngineTest::comm_ = nullptr;
 Engine* EngineTest::engine_ = nullptr;
 
-const std::vector<int32_t> kPromptA = {504, 3575, 282, 4649, 314, 7042, 30, 198,
-                                       504, 1797, 1918, 553, 253, 2155, 282, 4723,
-                                       216, 35, 33, 33};  // 20 tokens (block size 16)
+const std::vector<int32_t> kPromptA = {
+    504,  3575, 282, 4649, 314, 7042, 30,  198, 504, 1797,
+    1918, 553,  253, 2155, 282, 4723, 216, 35,  33,  33};  // 20 tokens (block size 16)
 const std::vector<int32_t> kPromptB = {1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173};
 
 TEST_F(EngineTest, LogitsDoNotDependOnBatchChunkingOrBlockPlacement) {
@@ -92,8 +92,8 @@ TEST_F(EngineTest, LogitsDoNotDependOnBatchChunkingOrBlockPlacement) {
              1);
   EXPECT_LE(RelativeMaxDiff(ref, chunked), kTol);
   // Decode of A batched with two other decodes.
-  std::vector<float> dec = Logits(
-      {Seq(4, {5}, 9, {7}), Seq(3, {8}, 10, {6}), Seq(2, {42}, 20, {9, 4})}, 2);
+  std::vector<float> dec =
+      Logits({Seq(4, {5}, 9, {7}), Seq(3, {8}, 10, {6}), Seq(2, {42}, 20, {9, 4})}, 2);
   EXPECT_LE(RelativeMaxDiff(ref_dec, dec), kTol);
   // Token-by-token prefill (20 decode-shaped steps) at yet other blocks.
   std::vector<float> one_by_one;
@@ -113,8 +113,7 @@ TEST_F(EngineTest, SequencesCanShareCachedPrefixBlocks) {
   other[19] = 2000;
   std::vector<float> fresh = Logits({Seq(32, other, 0, {18, 19})}, 0);
   ASSERT_FALSE(Logits({Seq(30, kPromptA, 0, {16, 17})}, 0).empty());
-  std::vector<float> shared =
-      Logits({Seq(31, {other.begin() + 16, other.end()}, 16, {16, 20})}, 0);
+  std::vector<float> shared = Logits({Seq(31, {other.begin() + 16, other.end()}, 16, {16, 20})}, 0);
   EXPECT_LE(RelativeMaxDiff(fresh, shared), kTol);
   // The owner of the shared block is unaffected by the sharer's decode.
   std::vector<float> a1 = Logits({Seq(30, {42}, 20, {16, 17})}, 0);
@@ -186,12 +185,12 @@ TEST_F(EngineTest, BadInputIsInvalidArgumentAndTheEngineKeepsWorking) {
     return engine_->Step(b).status().code();
   };
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
-  EXPECT_EQ(code(Seq(1, {49152}, 0, {0})), kInvalid);      // token id out of range
+  EXPECT_EQ(code(Seq(1, {49152}, 0, {0})), kInvalid);  // token id out of range
   EXPECT_EQ(code(Seq(1, {-3}, 0, {0})), kInvalid);
-  EXPECT_EQ(code(Seq(1, {5}, -1, {0})), kInvalid);         // negative position
-  EXPECT_EQ(code(Seq(1, {5}, 8192, {0})), kInvalid);       // beyond the context length
-  EXPECT_EQ(code(Seq(1, {}, 0, {0})), kInvalid);           // no tokens
-  EXPECT_EQ(code(Seq(1, kPromptA, 0, {0})), kInvalid);     // block table too short
+  EXPECT_EQ(code(Seq(1, {5}, -1, {0})), kInvalid);      // negative position
+  EXPECT_EQ(code(Seq(1, {5}, 8192, {0})), kInvalid);    // beyond the context length
+  EXPECT_EQ(code(Seq(1, {}, 0, {0})), kInvalid);        // no tokens
+  EXPECT_EQ(code(Seq(1, kPromptA, 0, {0})), kInvalid);  // block table too short
   EXPECT_EQ(code(Seq(1, {5}, 0, {engine_->num_kv_blocks()})), kInvalid);  // block outside pool
   SequenceInput bad_sampling = Seq(1, {5}, 0, {0});
   bad_sampling.sampling.top_p = 0.0f;

@@ -24,7 +24,8 @@ std::string TempDir() {
   return t != nullptr ? t : "/tmp";
 }
 
-SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start, std::vector<int32_t> blocks) {
+SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
+                  std::vector<int32_t> blocks) {
   SequenceInput s;
   s.seq_id = id;
   s.tokens = std::move(tokens);
@@ -50,9 +51,8 @@ void CheckParity(const std::string& model) {
   o.kv_cache_bytes = int64_t{16} << 20;
   std::vector<std::vector<float>> logits;
   for (int world : {1, 2, 3}) {
-    RankRun run = RunOnRanks(world, {model}, o, [](Engine& e, int) {
-      return FlatLogits(e, Schedule());
-    });
+    RankRun run =
+        RunOnRanks(world, {model}, o, [](Engine& e, int) { return FlatLogits(e, Schedule()); });
     ASSERT_TRUE(run.ok()) << "TP=" << world << "\n" << run.ErrorSummary();
     ASSERT_EQ(run.rank0.size(), 6u * 49152u) << "TP=" << world;
     logits.push_back(run.rank0);
@@ -109,9 +109,10 @@ TEST(EngineTpParityTest, RanksWithDifferentModelsFailOnEveryRank) {
   const std::string pa = TempDir() + "/gen_a.gguf", pb = TempDir() + "/gen_b.gguf";
   ASSERT_TRUE(WriteTestModel(a, pa).ok());
   ASSERT_TRUE(WriteTestModel(b, pb).ok());
-  RankRun run = RunOnRanks(2, {pa, pb}, EngineOptions(), [](Engine&, int) {
-    return absl::StatusOr<std::vector<float>>(std::vector<float>{1.0f});
-  }, absl::Seconds(60));
+  RankRun run = RunOnRanks(
+      2, {pa, pb}, EngineOptions(),
+      [](Engine&, int) { return absl::StatusOr<std::vector<float>>(std::vector<float>{1.0f}); },
+      absl::Seconds(60));
   ASSERT_EQ(run.errors.size(), 2u);
   for (int r = 0; r < 2; ++r) {
     EXPECT_NE(run.errors[r].find("INVALID_ARGUMENT"), std::string::npos) << run.errors[r];

@@ -14,8 +14,7 @@ int64_t KvCachePool::BlockBytes(const KvCacheShape& s) {
          static_cast<int64_t>(sizeof(float));
 }
 
-absl::StatusOr<int> KvCachePool::BlocksForBudget(const KvCacheShape& shape,
-                                                 int64_t budget_bytes) {
+absl::StatusOr<int> KvCachePool::BlocksForBudget(const KvCacheShape& shape, int64_t budget_bytes) {
   if (shape.num_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
       shape.block_size <= 0) {
     return absl::InvalidArgumentError("KV cache shape has a non-positive dimension");
@@ -23,9 +22,8 @@ absl::StatusOr<int> KvCachePool::BlocksForBudget(const KvCacheShape& shape,
   const int64_t per_block = BlockBytes(shape);
   const int64_t blocks = budget_bytes / per_block;
   if (blocks < 1) {
-    return absl::ResourceExhaustedError(absl::StrCat("KV cache budget of ", budget_bytes,
-                                                     " bytes holds no block of ", per_block,
-                                                     " bytes"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV cache budget of ", budget_bytes, " bytes holds no block of ", per_block, " bytes"));
   }
   if (blocks > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError("KV cache budget too large");
@@ -44,8 +42,8 @@ absl::StatusOr<KvCachePool> KvCachePool::Create(const KvCacheShape& shape, int n
   pool.num_blocks_ = static_cast<int>(blocks);
   // Uninitialised (pages are touched when written): a step only reads slots
   // it, or an earlier step, wrote.
-  const size_t layer_bytes =
-      static_cast<size_t>(blocks) * shape.block_size * shape.n_kv_heads * shape.head_dim * sizeof(float);
+  const size_t layer_bytes = static_cast<size_t>(blocks) * shape.block_size * shape.n_kv_heads *
+                             shape.head_dim * sizeof(float);
   for (int l = 0; l < shape.num_layers; ++l) {
     for (auto* vec : {&pool.k_, &pool.v_}) {
       float* p = static_cast<float*>(std::aligned_alloc(64, (layer_bytes + 63) / 64 * 64));
@@ -60,14 +58,13 @@ absl::Status KvCachePool::CheckBlockTable(absl::Span<const int32_t> table,
                                           int64_t num_positions) const {
   const int64_t needed = (num_positions + shape_.block_size - 1) / shape_.block_size;
   if (static_cast<int64_t>(table.size()) < needed) {
-    return absl::InvalidArgumentError(absl::StrCat("block table has ", table.size(),
-                                                   " blocks but ", num_positions,
-                                                   " positions need ", needed));
+    return absl::InvalidArgumentError(absl::StrCat("block table has ", table.size(), " blocks but ",
+                                                   num_positions, " positions need ", needed));
   }
   for (int64_t i = 0; i < needed; ++i) {
     if (table[i] < 0 || table[i] >= num_blocks_) {
-      return absl::InvalidArgumentError(absl::StrCat("block id ", table[i],
-                                                     " outside the pool of ", num_blocks_));
+      return absl::InvalidArgumentError(
+          absl::StrCat("block id ", table[i], " outside the pool of ", num_blocks_));
     }
   }
   return absl::OkStatus();
@@ -79,8 +76,8 @@ BlockAllocator::BlockAllocator(int num_blocks) : refs_(num_blocks, 0) {
 
 absl::StatusOr<std::vector<int32_t>> BlockAllocator::Allocate(int n) {
   if (n < 0 || n > num_free()) {
-    return absl::ResourceExhaustedError(absl::StrCat("KV cache pool exhausted: ", n,
-                                                     " blocks wanted, ", num_free(), " free"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache pool exhausted: ", n, " blocks wanted, ", num_free(), " free"));
   }
   std::vector<int32_t> out;
   for (int i = 0; i < n; ++i) {

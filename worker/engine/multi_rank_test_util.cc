@@ -125,7 +125,8 @@ RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
   return run;
 }
 
-absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine, const std::vector<StepBatch>& batches) {
+absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
+                                              const std::vector<StepBatch>& batches) {
   std::vector<float> flat;
   for (const StepBatch& b : batches) {
     TPS_ASSIGN_OR_RETURN(std::vector<std::vector<float>> logits, engine.ForwardLogits(b));

@@ -25,8 +25,8 @@ namespace tpserve {
 using RankFn = std::function<absl::StatusOr<std::vector<float>>(Engine& engine, int rank)>;
 
 struct RankRun {
-  std::vector<float> rank0;          // rank 0's result
-  std::vector<std::string> errors;   // per rank; empty string = OK
+  std::vector<float> rank0;         // rank 0's result
+  std::vector<std::string> errors;  // per rank; empty string = OK
   bool ok() const;
   std::string ErrorSummary() const;
 };
@@ -37,7 +37,8 @@ RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
                    absl::Duration limit = absl::Seconds(240));
 
 // Concatenated rank-0 logits of ForwardLogits over `batches`, run in order.
-absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine, const std::vector<StepBatch>& batches);
+absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
+                                              const std::vector<StepBatch>& batches);
 
 // max |a - b| / max |a|, the parity measure of the acceptance criteria.
 double RelativeMaxDiff(const std::vector<float>& a, const std::vector<float>& b);

@@ -85,8 +85,8 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
 }
 
 absl::StatusOr<SampledToken> SampleToken(absl::Span<const float> logits,
-                                         const SamplingParams& params,
-                                         const TokenHistory& history, int64_t position) {
+                                         const SamplingParams& params, const TokenHistory& history,
+                                         int64_t position) {
   TPS_RETURN_IF_ERROR(ValidateSamplingParams(params));
   if (logits.empty()) return absl::InvalidArgumentError("empty logits");
   const std::vector<float> x = ProcessLogits(logits, params, history);
@@ -108,7 +108,8 @@ absl::StatusOr<SampledToken> SampleToken(absl::Span<const float> logits,
     // min-p and the softmax only need the maximum; drop tokens whose
     // probability is negligible before sorting (exp(-30) ~ 1e-13 of the max).
     const float max_logit = x[*std::min_element(idx.begin(), idx.end(), better)];
-    const float floor = params.min_p > 0.0f ? max_logit + std::log(params.min_p) : max_logit - 30.0f;
+    const float floor =
+        params.min_p > 0.0f ? max_logit + std::log(params.min_p) : max_logit - 30.0f;
     idx.erase(std::remove_if(idx.begin(), idx.end(), [&](int32_t t) { return x[t] < floor; }),
               idx.end());
     std::sort(idx.begin(), idx.end(), better);

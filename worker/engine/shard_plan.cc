@@ -34,9 +34,9 @@ absl::StatusOr<ShardPlan> ShardPlan::Create(const ModelConfig& c, int world_size
   }
   if (c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0 ||
       c.ffn_size <= 0 || c.vocab_size <= 0 || c.head_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model shape cannot be sharded: ", c.num_heads, " query heads, ", c.num_kv_heads,
-        " KV heads, ffn ", c.ffn_size, ", vocab ", c.vocab_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model shape cannot be sharded: ", c.num_heads, " query heads, ",
+                     c.num_kv_heads, " KV heads, ffn ", c.ffn_size, ", vocab ", c.vocab_size));
   }
   if (world_size > c.num_heads) {
     return absl::InvalidArgumentError(absl::StrCat("world size ", world_size, " exceeds the ",
@@ -77,10 +77,10 @@ absl::StatusOr<ShardPlan> ShardPlan::Create(const ModelConfig& c, int world_size
     plan.shards_[r].vocab = vocab[r];
   }
   uint64_t h = 1469598103934665603ull;
-  for (int64_t v : {int64_t{c.hidden_size}, int64_t{c.num_layers}, int64_t{c.num_heads},
-                    int64_t{c.num_kv_heads}, int64_t{c.head_dim}, int64_t{c.ffn_size},
-                    int64_t{c.vocab_size}, int64_t{c.qkv_bias}, int64_t{c.tie_embeddings},
-                    int64_t{c.rope_neox}}) {
+  for (int64_t v :
+       {int64_t{c.hidden_size}, int64_t{c.num_layers}, int64_t{c.num_heads},
+        int64_t{c.num_kv_heads}, int64_t{c.head_dim}, int64_t{c.ffn_size}, int64_t{c.vocab_size},
+        int64_t{c.qkv_bias}, int64_t{c.tie_embeddings}, int64_t{c.rope_neox}}) {
     Mix(h, v);
   }
   plan.config_hash_ = h;
@@ -110,9 +110,8 @@ std::string ShardPlan::DebugString() const {
   for (int r = 0; r < world_size(); ++r) {
     const RankShard& s = shards_[r];
     absl::StrAppend(&out, "rank ", r, ": q heads [", s.q_heads.begin, ",", s.q_heads.end(),
-                    ") kv heads [", s.kv_heads.begin, ",", s.kv_heads.end(), ") ffn [",
-                    s.ffn.begin, ",", s.ffn.end(), ") vocab [", s.vocab.begin, ",",
-                    s.vocab.end(), ")\n");
+                    ") kv heads [", s.kv_heads.begin, ",", s.kv_heads.end(), ") ffn [", s.ffn.begin,
+                    ",", s.ffn.end(), ") vocab [", s.vocab.begin, ",", s.vocab.end(), ")\n");
   }
   return out;
 }

@@ -44,10 +44,10 @@ struct IndexRange {
 };
 
 struct RankShard {
-  IndexRange q_heads;     // query heads (attn_q rows / head_dim, attn_output cols / head_dim)
-  IndexRange kv_heads;    // KV heads (attn_k / attn_v rows / head_dim)
-  IndexRange ffn;         // FFN columns (gate/up rows, down cols)
-  IndexRange vocab;       // vocabulary rows (embedding and LM head)
+  IndexRange q_heads;   // query heads (attn_q rows / head_dim, attn_output cols / head_dim)
+  IndexRange kv_heads;  // KV heads (attn_k / attn_v rows / head_dim)
+  IndexRange ffn;       // FFN columns (gate/up rows, down cols)
+  IndexRange vocab;     // vocabulary rows (embedding and LM head)
 };
 
 class ShardPlan {

@@ -13,8 +13,7 @@ std::string Blk(int layer, const char* name) { return absl::StrCat("blk.", layer
 
 absl::StatusOr<std::vector<float>> ReadF32(const ModelSource& m, const std::string& name,
                                            int64_t begin = 0, int64_t count = -1) {
-  absl::StatusOr<HostTensor> t =
-      count < 0 ? m.Read(name) : m.ReadRows(name, begin, count);
+  absl::StatusOr<HostTensor> t = count < 0 ? m.Read(name) : m.ReadRows(name, begin, count);
   if (!t.ok()) return Annotate(t.status(), name);
   return t->ToFloat();
 }
@@ -34,8 +33,8 @@ absl::StatusOr<LinearPart> RowPart(const ModelSource& m, const std::string& name
 
 // Columns [begin, begin + count) of `name`; the whole tensor (no copy) when
 // the range is everything.
-absl::StatusOr<LinearPart> ColumnPart(const ModelSource& m, const std::string& name,
-                                      int64_t begin, int64_t count) {
+absl::StatusOr<LinearPart> ColumnPart(const ModelSource& m, const std::string& name, int64_t begin,
+                                      int64_t count) {
   absl::StatusOr<TensorInfo> info = m.FindTensor(name + ".weight");
   if (!info.ok()) return info.status();
   LinearPart p;
@@ -55,8 +54,7 @@ Linear MakeLinear(std::vector<LinearPart> parts) {
   bool fusable = parts.size() > 1;
   for (const LinearPart& p : parts) {
     fusable = fusable && p.weight.dtype == parts[0].weight.dtype &&
-              p.weight.cols() == parts[0].weight.cols() &&
-              p.bias.empty() == parts[0].bias.empty();
+              p.weight.cols() == parts[0].weight.cols() && p.bias.empty() == parts[0].bias.empty();
   }
   int offset = 0;
   for (LinearPart& p : parts) {
@@ -137,8 +135,8 @@ absl::StatusOr<ShardWeights> LoadShardWeights(const ModelSource& m, const ShardP
                                          s.kv_heads.count * hd, c.qkv_bias));
     lw.qkv = MakeLinear(std::move(qkv));
     std::vector<LinearPart> o(1);
-    TPS_ASSIGN_OR_RETURN(o[0], ColumnPart(m, Blk(l, "attn_output"), s.q_heads.begin * hd,
-                                          s.q_heads.count * hd));
+    TPS_ASSIGN_OR_RETURN(
+        o[0], ColumnPart(m, Blk(l, "attn_output"), s.q_heads.begin * hd, s.q_heads.count * hd));
     lw.o = MakeLinear(std::move(o));
     std::vector<LinearPart> gu(2);
     TPS_ASSIGN_OR_RETURN(gu[0], RowPart(m, Blk(l, "ffn_gate"), s.ffn.begin, s.ffn.count, false));
@@ -150,8 +148,8 @@ absl::StatusOr<ShardWeights> LoadShardWeights(const ModelSource& m, const ShardP
     if (dequantize) {
       for (Linear* lin : {&lw.qkv, &lw.o, &lw.gate_up, &lw.down}) Dequantize(*lin);
     }
-    w.bytes += LinearBytes(lw.qkv) + LinearBytes(lw.o) + LinearBytes(lw.gate_up) +
-               LinearBytes(lw.down);
+    w.bytes +=
+        LinearBytes(lw.qkv) + LinearBytes(lw.o) + LinearBytes(lw.gate_up) + LinearBytes(lw.down);
     w.layers.push_back(std::move(lw));
   }
   return w;

@@ -28,9 +28,9 @@ namespace tpserve {
 // One weight matrix (rows = output features, cols = input features) and the
 // output columns it fills in a wider output row.
 struct LinearPart {
-  HostTensor weight;         // (rows, cols)
-  std::vector<float> bias;   // (rows) or empty
-  int out_offset = 0;        // first output column this part writes
+  HostTensor weight;        // (rows, cols)
+  std::vector<float> bias;  // (rows) or empty
+  int out_offset = 0;       // first output column this part writes
 };
 
 // y = x W^T (+ b) over one or more parts side by side.
@@ -54,7 +54,7 @@ struct ShardWeights {
   Linear lm_head;        // (vocab_local, hidden)
   std::vector<float> output_norm;
   std::vector<LayerWeights> layers;
-  int64_t bytes = 0;     // weight bytes this rank references
+  int64_t bytes = 0;  // weight bytes this rank references
 };
 
 // `dequantize`: convert quantized matrices to F32 so GEMMs run in plain f32

@@ -99,11 +99,21 @@ class GlooCommunicator : public Communicator {
                             const CollectiveOptions& opts) override {
     gloo::AllreduceOptions::Func fn;
     switch (dtype) {
-      case CommDType::kF32: fn = SumInto<float>; break;
-      case CommDType::kI32: fn = SumInto<int32_t>; break;
-      case CommDType::kI64: fn = SumInto<int64_t>; break;
-      case CommDType::kU8: fn = SumInto<uint8_t>; break;
-      case CommDType::kBF16: fn = SumBf16; break;
+      case CommDType::kF32:
+        fn = SumInto<float>;
+        break;
+      case CommDType::kI32:
+        fn = SumInto<int32_t>;
+        break;
+      case CommDType::kI64:
+        fn = SumInto<int64_t>;
+        break;
+      case CommDType::kU8:
+        fn = SumInto<uint8_t>;
+        break;
+      case CommDType::kBF16:
+        fn = SumBf16;
+        break;
       case CommDType::kF16:
         return absl::UnimplementedError("gloo all-reduce: f16 sum is not supported");
     }
@@ -176,10 +186,18 @@ class GlooCommunicator : public Communicator {
   // on element boundaries; the reduce function knows the real type.
   static void SetOutput(gloo::AllreduceOptions& o, size_t count, CommDType dtype, void* buf) {
     switch (CommDTypeSize(dtype)) {
-      case 8: o.setOutput(static_cast<int64_t*>(buf), count); break;
-      case 4: o.setOutput(static_cast<float*>(buf), count); break;
-      case 2: o.setOutput(static_cast<uint16_t*>(buf), count); break;
-      default: o.setOutput(static_cast<uint8_t*>(buf), count); break;
+      case 8:
+        o.setOutput(static_cast<int64_t*>(buf), count);
+        break;
+      case 4:
+        o.setOutput(static_cast<float*>(buf), count);
+        break;
+      case 2:
+        o.setOutput(static_cast<uint16_t*>(buf), count);
+        break;
+      default:
+        o.setOutput(static_cast<uint8_t*>(buf), count);
+        break;
     }
   }
 
@@ -201,14 +219,14 @@ class GlooCommunicator : public Communicator {
       fn(ToMs(timeout));
       return absl::OkStatus();
     } catch (const std::exception& e) {
-      std::string msg = absl::StrCat("gloo ", what, " on rank ", rank_, "/", world_size_, ": ",
-                                     e.what());
+      std::string msg =
+          absl::StrCat("gloo ", what, " on rank ", rank_, "/", world_size_, ": ", e.what());
       if (aborted_) {
         status = absl::CancelledError(msg);
       } else if (absl::StrContains(e.what(), "Timed out") ||
                  absl::StrContains(e.what(), "timed out")) {
-        status = absl::DeadlineExceededError(absl::StrCat(
-            msg, " (no answer from a peer within ", absl::FormatDuration(timeout), ")"));
+        status = absl::DeadlineExceededError(absl::StrCat(msg, " (no answer from a peer within ",
+                                                          absl::FormatDuration(timeout), ")"));
       } else {
         status = absl::UnavailableError(msg);
       }
@@ -228,8 +246,7 @@ class GlooCommunicator : public Communicator {
 };
 
 // Every rank publishes its world size; all must agree before Gloo connects.
-absl::Status CheckMembership(KvStore& store, int rank, int world_size,
-                             const GlooOptions& options) {
+absl::Status CheckMembership(KvStore& store, int rank, int world_size, const GlooOptions& options) {
   const std::string base = absl::StrCat(options.prefix, "/member/");
   TPS_RETURN_IF_ERROR(store.Set(absl::StrCat(base, rank), absl::StrCat(world_size)));
   for (int r = 0; r < world_size; ++r) {

@@ -81,17 +81,20 @@ TEST(GlooCommunicatorTest, RejectsRankOutsideWorld) {
 }
 
 TEST(GlooCommunicatorTest, DisagreeingWorldSizesAreAnErrorNotAHang) {
-  std::vector<int> codes = RunRanks(2, [](int rank, KvStore& store) {
-    GlooOptions o = FastOptions(absl::Seconds(2));
-    o.rendezvous_timeout = absl::Seconds(2);
-    // Rank 1 believes the world has 3 ranks.
-    auto comm = CreateGlooCommunicator(store, rank, rank == 0 ? 2 : 3, o);
-    if (comm.ok()) return 1;
-    fprintf(stderr, "rank %d: %s\n", rank, comm.status().ToString().c_str());
-    // Rank 0 sees rank 1's size; rank 1 times out waiting for rank 2.
-    if (rank == 0) RANK_EXPECT(comm.status().code() == absl::StatusCode::kInvalidArgument);
-    return 0;
-  }, absl::Seconds(30));
+  std::vector<int> codes = RunRanks(
+      2,
+      [](int rank, KvStore& store) {
+        GlooOptions o = FastOptions(absl::Seconds(2));
+        o.rendezvous_timeout = absl::Seconds(2);
+        // Rank 1 believes the world has 3 ranks.
+        auto comm = CreateGlooCommunicator(store, rank, rank == 0 ? 2 : 3, o);
+        if (comm.ok()) return 1;
+        fprintf(stderr, "rank %d: %s\n", rank, comm.status().ToString().c_str());
+        // Rank 0 sees rank 1's size; rank 1 times out waiting for rank 2.
+        if (rank == 0) RANK_EXPECT(comm.status().code() == absl::StatusCode::kInvalidArgument);
+        return 0;
+      },
+      absl::Seconds(30));
   EXPECT_EQ(codes[0], 0);
   EXPECT_EQ(codes[1], 0);
 }
@@ -184,7 +187,8 @@ TEST(GlooCommunicatorTest, AllReduce16KbLatency) {
     auto comm = CreateGlooCommunicator(store, rank, 2, FastOptions(absl::Seconds(10)));
     if (!comm.ok()) return 2;
     std::vector<float> x(4096, 1.0f);
-    for (int i = 0; i < 50; ++i) RANK_EXPECT((*comm)->AllReduceSum(x.data(), 4096, CommDType::kF32).ok());
+    for (int i = 0; i < 50; ++i)
+      RANK_EXPECT((*comm)->AllReduceSum(x.data(), 4096, CommDType::kF32).ok());
     const int iters = 500;
     absl::Time start = absl::Now();
     for (int i = 0; i < iters; ++i) {

@@ -116,20 +116,30 @@ class ShmCommunicator : public Communicator {
         for (int r = 0; r < world_; ++r) src[r] = slots_[r];
         uint8_t* out = p + off * esize;
         switch (dtype) {
-          case CommDType::kF32: SumSlots(reinterpret_cast<float*>(out), src, world_, n); break;
-          case CommDType::kI32: SumSlots(reinterpret_cast<int32_t*>(out), src, world_, n); break;
-          case CommDType::kI64: SumSlots(reinterpret_cast<int64_t*>(out), src, world_, n); break;
-          case CommDType::kU8: SumSlots(out, src, world_, n); break;
+          case CommDType::kF32:
+            SumSlots(reinterpret_cast<float*>(out), src, world_, n);
+            break;
+          case CommDType::kI32:
+            SumSlots(reinterpret_cast<int32_t*>(out), src, world_, n);
+            break;
+          case CommDType::kI64:
+            SumSlots(reinterpret_cast<int64_t*>(out), src, world_, n);
+            break;
+          case CommDType::kU8:
+            SumSlots(out, src, world_, n);
+            break;
           case CommDType::kBF16: {
             uint16_t* o = reinterpret_cast<uint16_t*>(out);
             for (size_t i = 0; i < n; ++i) {
               float acc = 0;
-              for (int r = 0; r < world_; ++r) acc += Bf16ToFloat(reinterpret_cast<const uint16_t*>(src[r])[i]);
+              for (int r = 0; r < world_; ++r)
+                acc += Bf16ToFloat(reinterpret_cast<const uint16_t*>(src[r])[i]);
               o[i] = FloatToBf16(acc);
             }
             break;
           }
-          case CommDType::kF16: break;
+          case CommDType::kF16:
+            break;
         }
         TPS_RETURN_IF_ERROR(Wait(deadline));  // slots free for the next chunk
       }
@@ -220,7 +230,8 @@ class ShmCommunicator : public Communicator {
   // the generation. Spins ~4k pauses (a few microseconds), then yields.
   absl::Status Wait(absl::Time deadline) {
     const uint32_t gen = hdr_->generation.load(std::memory_order_acquire);
-    if (hdr_->arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<uint32_t>(world_)) {
+    if (hdr_->arrived.fetch_add(1, std::memory_order_acq_rel) + 1 ==
+        static_cast<uint32_t>(world_)) {
       hdr_->arrived.store(0, std::memory_order_relaxed);
       hdr_->generation.fetch_add(1, std::memory_order_release);
       return absl::OkStatus();
@@ -229,9 +240,9 @@ class ShmCommunicator : public Communicator {
       if (hdr_->generation.load(std::memory_order_acquire) != gen) return absl::OkStatus();
       if (uint32_t f = hdr_->failed.load(std::memory_order_acquire);
           f != 0 && hdr_->generation.load(std::memory_order_acquire) == gen) {
-        return absl::UnavailableError(absl::StrCat(
-            "rank ", hdr_->failed_rank.load(), f == 2 ? " aborted" : " failed",
-            "; the group is broken"));
+        return absl::UnavailableError(absl::StrCat("rank ", hdr_->failed_rank.load(),
+                                                   f == 2 ? " aborted" : " failed",
+                                                   "; the group is broken"));
       }
       if (i < 4096) {
         _mm_pause();
@@ -246,8 +257,8 @@ class ShmCommunicator : public Communicator {
           if (r != rank_ && ProcessGone(hdr_->pids[r].load())) {
             // It may have left after completing this very barrier.
             if (hdr_->generation.load(std::memory_order_acquire) != gen) return absl::OkStatus();
-            return absl::UnavailableError(absl::StrCat("peer rank ", r, " (pid ",
-                                                       hdr_->pids[r].load(), ") exited"));
+            return absl::UnavailableError(
+                absl::StrCat("peer rank ", r, " (pid ", hdr_->pids[r].load(), ") exited"));
           }
         }
       }
@@ -292,7 +303,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateShmCommunicator(KvStore& sto
     fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0 || ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
       if (fd >= 0) close(fd), shm_unlink(name.c_str());
-      return absl::UnavailableError(absl::StrCat("creating shared memory ", name, ": ", strerror(errno)));
+      return absl::UnavailableError(
+          absl::StrCat("creating shared memory ", name, ": ", strerror(errno)));
     }
   } else {
     absl::StatusOr<std::string> v = store.Get(key, options.rendezvous_timeout);
@@ -301,12 +313,13 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateShmCommunicator(KvStore& sto
     if (parts.size() != 3) return absl::InvalidArgumentError("malformed shm rendezvous record");
     name = parts[0];
     if (parts[1] != HostName()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "shm communicator needs all ranks on one host: rank 0 is on ", parts[1], ", rank ", rank,
-          " on ", HostName()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("shm communicator needs all ranks on one host: rank 0 is on ", parts[1],
+                       ", rank ", rank, " on ", HostName()));
     }
     fd = shm_open(name.c_str(), O_RDWR, 0600);
-    if (fd < 0) return absl::UnavailableError(absl::StrCat("opening ", name, ": ", strerror(errno)));
+    if (fd < 0)
+      return absl::UnavailableError(absl::StrCat("opening ", name, ": ", strerror(errno)));
   }
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);

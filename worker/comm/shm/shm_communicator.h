@@ -32,10 +32,10 @@
 namespace tpserve {
 
 struct ShmOptions {
-  absl::Duration timeout = absl::Seconds(30);            // per collective
+  absl::Duration timeout = absl::Seconds(30);  // per collective
   absl::Duration rendezvous_timeout = absl::Seconds(60);
-  std::string prefix = "tpserve/shm";                    // key prefix in the store
-  size_t slot_bytes = size_t{4} << 20;                   // per-rank staging buffer
+  std::string prefix = "tpserve/shm";   // key prefix in the store
+  size_t slot_bytes = size_t{4} << 20;  // per-rank staging buffer
 };
 
 absl::StatusOr<std::unique_ptr<Communicator>> CreateShmCommunicator(KvStore& store, int rank,
