@@ -18,10 +18,12 @@ int main(int argc, char** argv) {
   for (int a = 1; a < argc; ++a) {
     for (const auto& e : std::filesystem::directory_iterator(argv[a])) {
       std::ifstream in(e.path(), std::ios::binary);
-      const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                                       std::istreambuf_iterator<char>());
       // Whole file, then every prefix (truncated files), then single-byte flips.
       for (size_t n = 0; n <= bytes.size(); ++n) {
-        std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + n);  // exact-size heap copy for ASan-like bounds
+        std::vector<uint8_t> prefix(
+            bytes.begin(), bytes.begin() + n);  // exact-size heap copy for ASan-like bounds
         if (LLVMFuzzerTestOneInput(prefix.data(), prefix.size()) != 0) return 1;
         ++inputs;
       }

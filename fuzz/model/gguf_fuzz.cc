@@ -32,7 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)(*f)->GetIntArray(kv.key);
     (void)(*f)->GetFloatArray(kv.key);
     if (auto s = (*f)->GetStringArray(kv.key); s.ok()) {
-      for (absl::string_view v : *s) sink = sink ^ Touch(reinterpret_cast<const uint8_t*>(v.data()), v.size());
+      for (absl::string_view v : *s)
+        sink = sink ^ Touch(reinterpret_cast<const uint8_t*>(v.data()), v.size());
     }
   }
   for (const GgufTensorInfo& t : (*f)->tensors()) sink = sink ^ Touch(t.data, t.bytes);

@@ -8,7 +8,8 @@
 #include "worker/model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto h = tpserve::ParseSafetensorsHeader(absl::Span<const uint8_t>(data, size), "fuzz.safetensors");
+  auto h =
+      tpserve::ParseSafetensorsHeader(absl::Span<const uint8_t>(data, size), "fuzz.safetensors");
   if (!h.ok()) return 0;
   volatile uint8_t sink = 0;
   for (const tpserve::SafetensorsTensor& t : h->tensors) {

@@ -23,7 +23,8 @@ ABSL_FLAG(int, vocab, 0, "vocabulary size (0: all of the vocab source)");
 ABSL_FLAG(bool, qkv_bias, false, "Q/K/V biases");
 ABSL_FLAG(bool, tied, true, "tie the LM head to the embedding");
 ABSL_FLAG(uint64_t, seed, 1, "weight seed");
-ABSL_FLAG(std::string, vocab_source, "", "GGUF to copy the tokenizer from (default: the default model)");
+ABSL_FLAG(std::string, vocab_source, "",
+          "GGUF to copy the tokenizer from (default: the default model)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -33,16 +34,23 @@ int main(int argc, char** argv) {
     std::cerr << "make_test_model: --out is required\n";
     return 2;
   }
-  spec.format = absl::GetFlag(FLAGS_format) == "hf" ? tpserve::TestModelFormat::kHf : tpserve::TestModelFormat::kGguf;
+  spec.format = absl::GetFlag(FLAGS_format) == "hf" ? tpserve::TestModelFormat::kHf
+                                                    : tpserve::TestModelFormat::kGguf;
   spec.architecture = absl::GetFlag(FLAGS_arch);
   const std::string d = absl::AsciiStrToLower(absl::GetFlag(FLAGS_dtype));
   using tpserve::DType;
-  if (d == "f32") spec.dtype = DType::kF32;
-  else if (d == "f16") spec.dtype = DType::kF16;
-  else if (d == "bf16") spec.dtype = DType::kBF16;
-  else if (d == "q8_0") spec.dtype = DType::kQ8_0;
-  else if (d == "q4_0") spec.dtype = DType::kQ4_0;
-  else if (d == "q4_1") spec.dtype = DType::kQ4_1;
+  if (d == "f32")
+    spec.dtype = DType::kF32;
+  else if (d == "f16")
+    spec.dtype = DType::kF16;
+  else if (d == "bf16")
+    spec.dtype = DType::kBF16;
+  else if (d == "q8_0")
+    spec.dtype = DType::kQ8_0;
+  else if (d == "q4_0")
+    spec.dtype = DType::kQ4_0;
+  else if (d == "q4_1")
+    spec.dtype = DType::kQ4_1;
   else {
     std::cerr << "make_test_model: unknown --dtype " << d << "\n";
     return 2;

@@ -7,8 +7,8 @@
 
 namespace tpserve {
 
-void SafetensorsWriter::AddTensor(absl::string_view name, DType dtype, const std::vector<int64_t>& shape,
-                                  std::vector<uint8_t> data) {
+void SafetensorsWriter::AddTensor(absl::string_view name, DType dtype,
+                                  const std::vector<int64_t>& shape, std::vector<uint8_t> data) {
   tensors_.push_back({std::string(name), dtype, shape, std::move(data)});
 }
 

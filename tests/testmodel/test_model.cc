@@ -35,15 +35,17 @@ struct Vocab {
 absl::StatusOr<Vocab> LoadVocab(const std::string& path, int vocab_size) {
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
   Vocab v;
-  TPS_ASSIGN_OR_RETURN(absl::Span<const absl::string_view> toks, f->GetStringArray("tokenizer.ggml.tokens"));
+  TPS_ASSIGN_OR_RETURN(absl::Span<const absl::string_view> toks,
+                       f->GetStringArray("tokenizer.ggml.tokens"));
   const size_t n = vocab_size > 0 ? std::min<size_t>(vocab_size, toks.size()) : toks.size();
   if (vocab_size > static_cast<int>(toks.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("vocab_size ", vocab_size, " exceeds the ", toks.size(),
-                                                   " tokens of ", path));
+    return absl::InvalidArgumentError(
+        absl::StrCat("vocab_size ", vocab_size, " exceeds the ", toks.size(), " tokens of ", path));
   }
   for (size_t i = 0; i < n; ++i) v.tokens.emplace_back(toks[i]);
   if (auto tt = f->GetIntArray("tokenizer.ggml.token_type"); tt.ok()) {
-    for (size_t i = 0; i < n && i < tt->size(); ++i) v.token_types.push_back(static_cast<int32_t>((*tt)[i]));
+    for (size_t i = 0; i < n && i < tt->size(); ++i)
+      v.token_types.push_back(static_cast<int32_t>((*tt)[i]));
   }
   v.token_types.resize(n, 1);
   absl::flat_hash_set<std::string> known(v.tokens.begin(), v.tokens.end());
@@ -66,7 +68,8 @@ absl::StatusOr<Vocab> LoadVocab(const std::string& path, int vocab_size) {
   if (auto m = f->GetString("tokenizer.ggml.model"); m.ok()) v.model = std::string(*m);
   if (auto p = f->GetString("tokenizer.ggml.pre"); p.ok()) v.pre = std::string(*p);
   if (auto b = f->GetBool("tokenizer.ggml.add_bos_token"); b.ok()) v.add_bos = *b;
-  if (auto ct = f->GetString("tokenizer.chat_template"); ct.ok()) v.chat_template = std::string(*ct);
+  if (auto ct = f->GetString("tokenizer.chat_template"); ct.ok())
+    v.chat_template = std::string(*ct);
   return v;
 }
 
@@ -134,7 +137,8 @@ std::vector<Weight> MakeWeights(const TestModelSpec& s, int64_t vocab, int64_t h
 
 // HF rotate-half row order -> llama.cpp's adjacent-pair order, per head:
 // gguf row h*hd + 2i + j  <-  hf row h*hd + j*hd/2 + i.
-std::vector<float> PermuteForGgufLlama(const std::vector<float>& v, int64_t rows, int64_t cols, int64_t hd) {
+std::vector<float> PermuteForGgufLlama(const std::vector<float>& v, int64_t rows, int64_t cols,
+                                       int64_t hd) {
   std::vector<float> out(v.size());
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t head = r / hd, within = r % hd, i = within / 2, j = within % 2;
@@ -152,8 +156,8 @@ std::vector<uint8_t> Encode(DType t, const std::vector<float>& v, int64_t cols) 
   return out;
 }
 
-absl::Status WriteGguf(const TestModelSpec& s, const Vocab& vocab, int64_t hd, const std::vector<Weight>& ws,
-                       const std::string& path) {
+absl::Status WriteGguf(const TestModelSpec& s, const Vocab& vocab, int64_t hd,
+                       const std::vector<Weight>& ws, const std::string& path) {
   GgufWriter w;
   const std::string a = s.architecture + ".";
   w.AddString("general.architecture", s.architecture);
@@ -203,8 +207,8 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
   return WriteBytes(path, text.data(), text.size());
 }
 
-absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd, const std::vector<Weight>& ws,
-                     const std::string& dir) {
+absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd,
+                     const std::vector<Weight>& ws, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat(dir, ": cannot create: ", ec.message()));
@@ -234,7 +238,8 @@ absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd, con
       {"rope_scaling", nullptr},
       {"tie_word_embeddings", s.tie_embeddings},
       {"vocab_size", vocab.tokens.size()},
-      {"torch_dtype", s.dtype == DType::kF32 ? "float32" : (s.dtype == DType::kF16 ? "float16" : "bfloat16")},
+      {"torch_dtype",
+       s.dtype == DType::kF32 ? "float32" : (s.dtype == DType::kF16 ? "float16" : "bfloat16")},
   };
   if (!qwen) config["attention_bias"] = s.qkv_bias;
   if (vocab.bos >= 0) config["bos_token_id"] = vocab.bos;
@@ -253,8 +258,13 @@ absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd, con
   for (size_t i = 0; i < vocab.tokens.size(); ++i) {
     vocab_obj[vocab.tokens[i]] = i;
     if (vocab.token_types[i] == 3 || vocab.token_types[i] == 4) {
-      added.push_back({{"id", i}, {"content", vocab.tokens[i]}, {"single_word", false}, {"lstrip", false},
-                       {"rstrip", false}, {"normalized", false}, {"special", vocab.token_types[i] == 3}});
+      added.push_back({{"id", i},
+                       {"content", vocab.tokens[i]},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", vocab.token_types[i] == 3}});
     }
   }
   nlohmann::json tok = {
@@ -267,24 +277,34 @@ absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd, con
        {{"type", "Sequence"},
         {"pretokenizers",
          {{{"type", "Digits"}, {"individual_digits", true}},
-          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}}}}},
+          {{"type", "ByteLevel"},
+           {"add_prefix_space", false},
+           {"trim_offsets", true},
+           {"use_regex", true}}}}}},
       {"post_processor", nullptr},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"decoder",
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", true},
+        {"trim_offsets", true},
+        {"use_regex", true}}},
       {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-        {"ignore_merges", false}, {"vocab", vocab_obj}, {"merges", vocab.merges}}},
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", false},
+        {"vocab", vocab_obj},
+        {"merges", vocab.merges}}},
   };
   TPS_RETURN_IF_ERROR(WriteText(dir + "/tokenizer.json", tok.dump()));
   auto text = [&](int32_t id) { return id >= 0 ? ojson(vocab.tokens[id]) : ojson(nullptr); };
-  ojson tc = {{"add_bos_token", vocab.add_bos},
-              {"bos_token", text(vocab.bos)},
-              {"eos_token", text(vocab.eos)},
-              {"pad_token", text(vocab.pad)},
-              {"unk_token", text(vocab.unk)},
-              {"model_max_length", s.context_length},
-              {"tokenizer_class", "GPT2Tokenizer"},
-              {"clean_up_tokenization_spaces", false}};
+  ojson tc = {{"add_bos_token", vocab.add_bos},     {"bos_token", text(vocab.bos)},
+              {"eos_token", text(vocab.eos)},       {"pad_token", text(vocab.pad)},
+              {"unk_token", text(vocab.unk)},       {"model_max_length", s.context_length},
+              {"tokenizer_class", "GPT2Tokenizer"}, {"clean_up_tokenization_spaces", false}};
   if (!vocab.chat_template.empty()) tc["chat_template"] = vocab.chat_template;
   return WriteText(dir + "/tokenizer_config.json", tc.dump(2));
 }
@@ -297,9 +317,13 @@ std::string DefaultVocabSource() {
 }
 
 absl::Status WriteTestModel(const TestModelSpec& s, const std::string& out_path) {
-  auto bad = [](absl::string_view what) { return absl::InvalidArgumentError(absl::StrCat("test model: ", what)); };
-  if (s.architecture != "llama" && s.architecture != "qwen2") return bad("architecture must be llama or qwen2");
-  if (s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 || s.num_kv_heads <= 0 || s.ffn_size <= 0) {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("test model: ", what));
+  };
+  if (s.architecture != "llama" && s.architecture != "qwen2")
+    return bad("architecture must be llama or qwen2");
+  if (s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 || s.num_kv_heads <= 0 ||
+      s.ffn_size <= 0) {
     return bad("sizes must be positive");
   }
   if (s.num_heads % s.num_kv_heads != 0) return bad("num_heads must be a multiple of num_kv_heads");
@@ -311,7 +335,8 @@ absl::Status WriteTestModel(const TestModelSpec& s, const std::string& out_path)
   if (IsQuantized(s.dtype)) {
     for (int64_t cols : {int64_t{s.hidden_size}, int64_t{s.ffn_size}, s.num_heads * hd}) {
       if (cols % kQuantBlockValues != 0) {
-        return bad(absl::StrCat(DTypeName(s.dtype), " needs hidden, ffn and heads*head_dim to be multiples of 32"));
+        return bad(absl::StrCat(DTypeName(s.dtype),
+                                " needs hidden, ffn and heads*head_dim to be multiples of 32"));
       }
     }
   }

@@ -33,9 +33,9 @@ struct TestModelSpec {
   int num_layers = 2;
   int num_heads = 4;
   int num_kv_heads = 2;
-  int head_dim = 0;        // 0: hidden_size / num_heads
+  int head_dim = 0;  // 0: hidden_size / num_heads
   int ffn_size = 128;
-  int vocab_size = 0;      // 0: the full vocabulary of the vocab source (49152)
+  int vocab_size = 0;  // 0: the full vocabulary of the vocab source (49152)
   int context_length = 2048;
   float rms_norm_eps = 1e-5f;
   float rope_theta = 10000.0f;

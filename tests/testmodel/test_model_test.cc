@@ -100,15 +100,19 @@ TEST(TestModelTest, HfTokenizerJsonAgreesWithGgufVocabulary) {
   ASSERT_TRUE(WriteTestModel(spec, Tmp("tok_hf")).ok());
 
   const std::vector<std::string> texts = {
-      "Hello, world!", "The year 2024 had 366 days.", "  leading spaces and\ttabs\nnewlines",
-      "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "naïve café — ünïcödé 你好",
-      "def f(x):\n    return x ** 2  # square", "emoji 🙂 and symbols <>{}[]"};
+      "Hello, world!",
+      "The year 2024 had 366 days.",
+      "  leading spaces and\ttabs\nnewlines",
+      "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+      "naïve café — ünïcödé 你好",
+      "def f(x):\n    return x ** 2  # square",
+      "emoji 🙂 and symbols <>{}[]"};
   nlohmann::json in = texts;
   const std::string in_path = Tmp("texts.json"), out_path = Tmp("ids.json");
   std::ofstream(in_path) << in.dump();
   const std::string cmd = std::string(root) + "/.venv/bin/python3 " + root +
-                          "/tests/testmodel/encode_with_tokenizers.py " + Tmp("tok_hf/tokenizer.json") + " " +
-                          in_path + " " + out_path;
+                          "/tests/testmodel/encode_with_tokenizers.py " +
+                          Tmp("tok_hf/tokenizer.json") + " " + in_path + " " + out_path;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const nlohmann::json want = nlohmann::json::parse(ReadAll(out_path));
 

@@ -11,25 +11,29 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/escaping.h"
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
 #include "worker/model/model_source.h"
 
 ABSL_FLAG(bool, tensors, true, "list every tensor");
 ABSL_FLAG(bool, template, true, "print the chat template");
-ABSL_FLAG(std::string, tokenize, "", "also tokenize this text (special tokens parsed) and print ids and pieces");
+ABSL_FLAG(std::string, tokenize, "",
+          "also tokenize this text (special tokens parsed) and print ids and pieces");
 
 namespace tpserve {
 namespace {
 
 const char* RopeScalingName(RopeScaling::Type t) {
   switch (t) {
-    case RopeScaling::Type::kNone: return "none";
-    case RopeScaling::Type::kLinear: return "linear";
-    case RopeScaling::Type::kLlama3: return "llama3";
+    case RopeScaling::Type::kNone:
+      return "none";
+    case RopeScaling::Type::kLinear:
+      return "linear";
+    case RopeScaling::Type::kLlama3:
+      return "llama3";
   }
   return "?";
 }
@@ -50,13 +54,16 @@ void PrintConfig(const ModelSource& m) {
             << "  rms_norm_eps      " << c.rms_norm_eps << "\n"
             << "  rope_theta        " << c.rope_theta << "\n"
             << "  rope_scaling      " << RopeScalingName(c.rope_scaling.type);
-  if (c.rope_scaling.type != RopeScaling::Type::kNone) std::cout << " factor " << c.rope_scaling.factor;
+  if (c.rope_scaling.type != RopeScaling::Type::kNone)
+    std::cout << " factor " << c.rope_scaling.factor;
   if (c.rope_scaling.type == RopeScaling::Type::kLlama3) {
-    std::cout << " low " << c.rope_scaling.low_freq_factor << " high " << c.rope_scaling.high_freq_factor
-              << " original_max_position " << c.rope_scaling.original_max_position;
+    std::cout << " low " << c.rope_scaling.low_freq_factor << " high "
+              << c.rope_scaling.high_freq_factor << " original_max_position "
+              << c.rope_scaling.original_max_position;
   }
   std::cout << "\n"
-            << "  rope_layout       " << (c.rope_neox ? "neox (rotate-half)" : "adjacent pairs") << "\n"
+            << "  rope_layout       " << (c.rope_neox ? "neox (rotate-half)" : "adjacent pairs")
+            << "\n"
             << "  tie_embeddings    " << (c.tie_embeddings ? "yes" : "no") << "\n"
             << "  qkv_bias          " << (c.qkv_bias ? "yes" : "no") << "\n"
             << "  bos/eos/pad ids   " << c.bos_id << " / " << c.eos_id << " / " << c.pad_id << "\n"
@@ -101,9 +108,9 @@ void PrintTokenizer(const ModelSource& m, bool with_template) {
 
 // Tokenizes with router/tokenizer: GGUF metadata, or the HF tokenizer.json.
 bool PrintTokens(const ModelSource& m, const std::string& text) {
-  absl::StatusOr<TokenizerData> data = m.format() == "gguf"
-                                           ? TokenizerDataFromGguf(m.path())
-                                           : TokenizerDataFromTokenizerJson(m.tokenizer().tokenizer_json);
+  absl::StatusOr<TokenizerData> data =
+      m.format() == "gguf" ? TokenizerDataFromGguf(m.path())
+                           : TokenizerDataFromTokenizerJson(m.tokenizer().tokenizer_json);
   if (!data.ok()) {
     std::cerr << "tpserve-inspect: tokenizer: " << data.status().message() << "\n";
     return false;
@@ -129,10 +136,12 @@ bool PrintTokens(const ModelSource& m, const std::string& text) {
 }  // namespace tpserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("tpserve-inspect [--tensors=false] [--template=false] [--tokenize=TEXT] MODEL");
+  absl::SetProgramUsageMessage(
+      "tpserve-inspect [--tensors=false] [--template=false] [--tokenize=TEXT] MODEL");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::cerr << "usage: tpserve-inspect [--tensors=false] [--template=false] [--tokenize=TEXT] MODEL (a .gguf file or an HF directory)\n";
+    std::cerr << "usage: tpserve-inspect [--tensors=false] [--template=false] [--tokenize=TEXT] "
+                 "MODEL (a .gguf file or an HF directory)\n";
     return 2;
   }
   auto model = tpserve::OpenModel(args[1]);

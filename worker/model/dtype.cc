@@ -14,9 +14,7 @@ uint32_t FloatBits(float f) {
 }
 
 // Nibble i (0..31) of a 4-bit block: low nibbles first, then high nibbles.
-inline int Nibble(const uint8_t* qs, int i) {
-  return i < 16 ? (qs[i] & 0xF) : (qs[i - 16] >> 4);
-}
+inline int Nibble(const uint8_t* qs, int i) { return i < 16 ? (qs[i] & 0xF) : (qs[i - 16] >> 4); }
 
 }  // namespace
 
@@ -36,7 +34,8 @@ constexpr float F16ToF32Bits(uint16_t h) {
     ++e;
     mant <<= 1;
   } while ((mant & 0x400) == 0);
-  return std::bit_cast<float>(sign | (static_cast<uint32_t>(112 - e) << 23) | ((mant & 0x3FF) << 13));
+  return std::bit_cast<float>(sign | (static_cast<uint32_t>(112 - e) << 23) |
+                              ((mant & 0x3FF) << 13));
 }
 
 constexpr std::array<float, 65536> MakeF16Table() {
@@ -53,12 +52,18 @@ constexpr std::array<float, 65536> kF16ToF32Table = MakeF16Table();
 
 const char* DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kQ8_0: return "Q8_0";
-    case DType::kQ4_0: return "Q4_0";
-    case DType::kQ4_1: return "Q4_1";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kQ8_0:
+      return "Q8_0";
+    case DType::kQ4_0:
+      return "Q4_0";
+    case DType::kQ4_1:
+      return "Q4_1";
   }
   return "?";
 }
@@ -130,7 +135,8 @@ void DequantizeRow(DType t, const void* src, float* dst, int64_t n) {
         BlockQ4_0 blk;
         std::memcpy(&blk, p + b * sizeof(BlockQ4_0), sizeof(blk));
         const float d = F16ToF32(blk.d);
-        for (int i = 0; i < 32; ++i) dst[b * 32 + i] = d * static_cast<float>(Nibble(blk.qs, i) - 8);
+        for (int i = 0; i < 32; ++i)
+          dst[b * 32 + i] = d * static_cast<float>(Nibble(blk.qs, i) - 8);
       }
       return;
     case DType::kQ4_1:
@@ -139,7 +145,8 @@ void DequantizeRow(DType t, const void* src, float* dst, int64_t n) {
         std::memcpy(&blk, p + b * sizeof(BlockQ4_1), sizeof(blk));
         const float d = F16ToF32(blk.d);
         const float m = F16ToF32(blk.m);
-        for (int i = 0; i < 32; ++i) dst[b * 32 + i] = d * static_cast<float>(Nibble(blk.qs, i)) + m;
+        for (int i = 0; i < 32; ++i)
+          dst[b * 32 + i] = d * static_cast<float>(Nibble(blk.qs, i)) + m;
       }
       return;
   }

@@ -73,7 +73,8 @@ TEST(DTypeTest, DequantizeQ4NibbleOrder) {
   BlockQ4_1 b;
   a.d = b.d = F32ToF16(2.0f);
   b.m = F32ToF16(-1.0f);
-  for (int i = 0; i < 16; ++i) a.qs[i] = b.qs[i] = static_cast<uint8_t>((i & 0xF) | ((15 - i) << 4));
+  for (int i = 0; i < 16; ++i)
+    a.qs[i] = b.qs[i] = static_cast<uint8_t>((i & 0xF) | ((15 - i) << 4));
   std::vector<float> x(32), y(32);
   DequantizeRow(DType::kQ4_0, &a, x.data(), 32);
   DequantizeRow(DType::kQ4_1, &b, y.data(), 32);

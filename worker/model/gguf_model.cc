@@ -9,8 +9,9 @@
 namespace tpserve {
 namespace {
 
-constexpr const char* kStopTexts[] = {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>",
-                                      "<|endoftext|>", "</s>", "<end_of_turn>", "<|end|>"};
+constexpr const char* kStopTexts[] = {"<|im_end|>",    "<|eot_id|>",    "<|end_of_text|>",
+                                      "<|eom_id|>",    "<|endoftext|>", "</s>",
+                                      "<end_of_turn>", "<|end|>"};
 
 // Optional integer key: `def` when absent, error on the wrong type.
 absl::StatusOr<int64_t> IntOr(const GgufFile& f, const std::string& key, int64_t def) {
@@ -25,14 +26,16 @@ absl::StatusOr<double> FloatOr(const GgufFile& f, const std::string& key, double
 
 absl::StatusOr<int> ToInt(const GgufFile& f, absl::string_view key, int64_t v) {
   if (v < -1 || v > (int64_t{1} << 30)) {
-    return absl::InvalidArgumentError(absl::StrCat(f.path(), ": metadata ", key, " = ", v, " is out of range"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": metadata ", key, " = ", v, " is out of range"));
   }
   return static_cast<int>(v);
 }
 
 void AddStop(std::vector<int32_t>& stops, int64_t id) {
   if (id < 0) return;
-  if (std::find(stops.begin(), stops.end(), id) == stops.end()) stops.push_back(static_cast<int32_t>(id));
+  if (std::find(stops.begin(), stops.end(), id) == stops.end())
+    stops.push_back(static_cast<int32_t>(id));
 }
 
 }  // namespace
@@ -45,7 +48,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   if (!arch_or.ok()) return Annotate(arch_or.status(), "reading the model architecture");
   c.architecture = std::string(*arch_or);
   if (c.architecture != "llama" && c.architecture != "mistral" && c.architecture != "qwen2") {
-    return absl::UnimplementedError(absl::StrCat(f.path(), ": unsupported architecture '", c.architecture,
+    return absl::UnimplementedError(absl::StrCat(f.path(), ": unsupported architecture '",
+                                                 c.architecture,
                                                  "' (supported: llama, mistral, qwen2)"));
   }
   const std::string a = c.architecture + ".";
@@ -81,7 +85,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
       c.rope_scaling.type = RopeScaling::Type::kLinear;
       c.rope_scaling.factor = static_cast<float>(factor);
     } else if (type != "none") {
-      return absl::UnimplementedError(absl::StrCat(f.path(), ": unsupported RoPE scaling '", type, "'"));
+      return absl::UnimplementedError(
+          absl::StrCat(f.path(), ": unsupported RoPE scaling '", type, "'"));
     }
   }
   if (f.FindTensor("rope_freqs.weight") != nullptr) {
@@ -97,7 +102,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   c.qkv_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
 
   const GgufTensorInfo* embd = f.FindTensor("token_embd.weight");
-  if (embd == nullptr) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": missing tensor token_embd.weight"));
+  if (embd == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat(f.path(), ": missing tensor token_embd.weight"));
   TPS_ASSIGN_OR_RETURN(int64_t vocab, IntOr(f, a + "vocab_size", embd->shape[0]));
   TPS_ASSIGN_OR_RETURN(c.vocab_size, ToInt(f, "vocab_size", vocab));
 
@@ -108,8 +114,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   TPS_ASSIGN_OR_RETURN(int64_t eom, IntOr(f, "tokenizer.ggml.eom_token_id", -1));
   for (int64_t* id : {&bos, &eos, &pad, &eot, &eom}) {
     if (*id >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(f.path(), ": special token id ", *id,
-                                                     " is outside the vocabulary of ", c.vocab_size));
+      return absl::InvalidArgumentError(absl::StrCat(
+          f.path(), ": special token id ", *id, " is outside the vocabulary of ", c.vocab_size));
     }
   }
   c.bos_id = static_cast<int32_t>(bos);
@@ -154,8 +160,9 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufModelFromFile(std::unique_ptr<G
   tensors.reserve(f->tensors().size());
   for (const GgufTensorInfo& g : f->tensors()) {
     if (!g.dtype.has_value()) {
-      return absl::UnimplementedError(absl::StrCat(f->path(), ": tensor ", g.name, " has type ", g.ggml_type_name,
-                                                   ", which tpserve does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1)"));
+      return absl::UnimplementedError(
+          absl::StrCat(f->path(), ": tensor ", g.name, " has type ", g.ggml_type_name,
+                       ", which tpserve does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1)"));
     }
     MappedTensor t;
     t.info.name = g.name;

@@ -21,7 +21,8 @@ TokenizerSummary TokenizerSummaryFromGguf(const GgufFile& f);
 
 [[nodiscard]] absl::StatusOr<std::unique_ptr<ModelSource>> OpenGgufModel(const std::string& path);
 // Same, over an already parsed file (tests, fuzzing).
-[[nodiscard]] absl::StatusOr<std::unique_ptr<ModelSource>> GgufModelFromFile(std::unique_ptr<GgufFile> f);
+[[nodiscard]] absl::StatusOr<std::unique_ptr<ModelSource>> GgufModelFromFile(
+    std::unique_ptr<GgufFile> f);
 
 // Stop-token texts recognised besides eos ("<|im_end|>", "<|eot_id|>", ...).
 absl::Span<const char* const> StopTokenTexts();

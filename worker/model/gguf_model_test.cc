@@ -55,7 +55,8 @@ TEST(GgufConfigTest, Qwen2LinearScalingAndStopTokens) {
   w.AddFloat32("qwen2.rope.freq_base", 1e6f);
   w.AddString("qwen2.rope.scaling.type", "linear");
   w.AddFloat32("qwen2.rope.scaling.factor", 4.0f);
-  w.AddStringArray("tokenizer.ggml.tokens", {"a", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "b"});
+  w.AddStringArray("tokenizer.ggml.tokens",
+                   {"a", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "b"});
   w.AddUint32("tokenizer.ggml.eos_token_id", 1);
   w.AddUint32("tokenizer.ggml.bos_token_id", 1);
   w.AddTensor("blk.0.attn_q.bias", DType::kF32, {64}, std::vector<uint8_t>(256));
@@ -86,7 +87,8 @@ TEST(GgufConfigTest, Errors) {
   missing.AddString("general.architecture", "llama");
   EXPECT_THAT(Config(missing).status().message(), HasSubstr("llama.embedding_length"));
   EXPECT_THAT(Config(GgufWriter()).status().message(), HasSubstr("general.architecture"));
-  EXPECT_THAT(Config(Base("falcon")).status().message(), HasSubstr("unsupported architecture 'falcon'"));
+  EXPECT_THAT(Config(Base("falcon")).status().message(),
+              HasSubstr("unsupported architecture 'falcon'"));
   GgufWriter yarn = Base("llama");
   yarn.AddString("llama.rope.scaling.type", "yarn");
   EXPECT_THAT(Config(yarn).status().message(), HasSubstr("unsupported RoPE scaling 'yarn'"));

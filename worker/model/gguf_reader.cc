@@ -23,37 +23,56 @@ struct GgmlTypeInfo {
   int64_t block_bytes;
 };
 constexpr GgmlTypeInfo kGgmlTypes[] = {
-    {"F32", 1, 4},         {"F16", 1, 2},        {"Q4_0", 32, 18},     {"Q4_1", 32, 20},
-    {nullptr, 0, 0},       {nullptr, 0, 0},      {"Q5_0", 32, 22},     {"Q5_1", 32, 24},
-    {"Q8_0", 32, 34},      {"Q8_1", 32, 40},     {"Q2_K", 256, 84},    {"Q3_K", 256, 110},
-    {"Q4_K", 256, 144},    {"Q5_K", 256, 176},   {"Q6_K", 256, 210},   {"Q8_K", 256, 292},
-    {"IQ2_XXS", 256, 66},  {"IQ2_XS", 256, 74},  {"IQ3_XXS", 256, 98}, {"IQ1_S", 256, 50},
-    {"IQ4_NL", 32, 18},    {"IQ3_S", 256, 110},  {"IQ2_S", 256, 82},   {"IQ4_XS", 256, 136},
-    {"I8", 1, 1},          {"I16", 1, 2},        {"I32", 1, 4},        {"I64", 1, 8},
-    {"F64", 1, 8},         {"IQ1_M", 256, 56},   {"BF16", 1, 2},
+    {"F32", 1, 4},        {"F16", 1, 2},       {"Q4_0", 32, 18},     {"Q4_1", 32, 20},
+    {nullptr, 0, 0},      {nullptr, 0, 0},     {"Q5_0", 32, 22},     {"Q5_1", 32, 24},
+    {"Q8_0", 32, 34},     {"Q8_1", 32, 40},    {"Q2_K", 256, 84},    {"Q3_K", 256, 110},
+    {"Q4_K", 256, 144},   {"Q5_K", 256, 176},  {"Q6_K", 256, 210},   {"Q8_K", 256, 292},
+    {"IQ2_XXS", 256, 66}, {"IQ2_XS", 256, 74}, {"IQ3_XXS", 256, 98}, {"IQ1_S", 256, 50},
+    {"IQ4_NL", 32, 18},   {"IQ3_S", 256, 110}, {"IQ2_S", 256, 82},   {"IQ4_XS", 256, 136},
+    {"I8", 1, 1},         {"I16", 1, 2},       {"I32", 1, 4},        {"I64", 1, 8},
+    {"F64", 1, 8},        {"IQ1_M", 256, 56},  {"BF16", 1, 2},
 };
 constexpr uint32_t kNumGgmlTypes = sizeof(kGgmlTypes) / sizeof(kGgmlTypes[0]);
 
 std::optional<DType> DTypeFromGgml(uint32_t t) {
   switch (t) {
-    case 0: return DType::kF32;
-    case 1: return DType::kF16;
-    case 2: return DType::kQ4_0;
-    case 3: return DType::kQ4_1;
-    case 8: return DType::kQ8_0;
-    case 30: return DType::kBF16;
-    default: return std::nullopt;
+    case 0:
+      return DType::kF32;
+    case 1:
+      return DType::kF16;
+    case 2:
+      return DType::kQ4_0;
+    case 3:
+      return DType::kQ4_1;
+    case 8:
+      return DType::kQ8_0;
+    case 30:
+      return DType::kBF16;
+    default:
+      return std::nullopt;
   }
 }
 
 // Size in bytes of one scalar of a non-string, non-array type; 0 otherwise.
 uint64_t ScalarSize(GgufType t) {
   switch (t) {
-    case GgufType::kUint8: case GgufType::kInt8: case GgufType::kBool: return 1;
-    case GgufType::kUint16: case GgufType::kInt16: return 2;
-    case GgufType::kUint32: case GgufType::kInt32: case GgufType::kFloat32: return 4;
-    case GgufType::kUint64: case GgufType::kInt64: case GgufType::kFloat64: return 8;
-    default: return 0;
+    case GgufType::kUint8:
+    case GgufType::kInt8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kUint16:
+    case GgufType::kInt16:
+      return 2;
+    case GgufType::kUint32:
+    case GgufType::kInt32:
+    case GgufType::kFloat32:
+      return 4;
+    case GgufType::kUint64:
+    case GgufType::kInt64:
+    case GgufType::kFloat64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -62,9 +81,9 @@ bool ValidType(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::kFloat6
 }  // namespace
 
 const char* GgufTypeName(GgufType t) {
-  static const char* const kNames[] = {"uint8", "int8",  "uint16", "int16", "uint32",
-                                       "int32", "float32", "bool", "string", "array",
-                                       "uint64", "int64", "float64"};
+  static const char* const kNames[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                       "int32",  "float32", "bool",   "string", "array",
+                                       "uint64", "int64",   "float64"};
   const uint32_t i = static_cast<uint32_t>(t);
   return i < 13 ? kNames[i] : "unknown";
 }
@@ -78,8 +97,8 @@ class GgufParser {
 
  private:
   absl::Status Truncated(absl::string_view what) const {
-    return f_.Error(absl::StrCat("truncated: needs ", what, " at offset ", pos_, " but the file has ",
-                                 bytes_.size(), " bytes"));
+    return f_.Error(absl::StrCat("truncated: needs ", what, " at offset ", pos_,
+                                 " but the file has ", bytes_.size(), " bytes"));
   }
   absl::Status Need(uint64_t n, absl::string_view what) const {
     if (n > bytes_.size() - pos_) return Truncated(what);
@@ -115,19 +134,64 @@ absl::Status GgufParser::ReadValue(GgufType type, GgufValue& v, absl::string_vie
   v.type = type;
   const std::string what = absl::StrCat("value of '", key, "'");
   switch (type) {
-    case GgufType::kUint8: { TPS_ASSIGN_OR_RETURN(uint8_t x, Read<uint8_t>(what)); v.u = x; v.i = x; return absl::OkStatus(); }
-    case GgufType::kInt8: { TPS_ASSIGN_OR_RETURN(int8_t x, Read<int8_t>(what)); v.i = x; return absl::OkStatus(); }
-    case GgufType::kUint16: { TPS_ASSIGN_OR_RETURN(uint16_t x, Read<uint16_t>(what)); v.u = x; v.i = x; return absl::OkStatus(); }
-    case GgufType::kInt16: { TPS_ASSIGN_OR_RETURN(int16_t x, Read<int16_t>(what)); v.i = x; return absl::OkStatus(); }
-    case GgufType::kUint32: { TPS_ASSIGN_OR_RETURN(uint32_t x, Read<uint32_t>(what)); v.u = x; v.i = x; return absl::OkStatus(); }
-    case GgufType::kInt32: { TPS_ASSIGN_OR_RETURN(int32_t x, Read<int32_t>(what)); v.i = x; return absl::OkStatus(); }
-    case GgufType::kUint64: { TPS_ASSIGN_OR_RETURN(uint64_t x, Read<uint64_t>(what)); v.u = x; v.i = static_cast<int64_t>(x); return absl::OkStatus(); }
-    case GgufType::kInt64: { TPS_ASSIGN_OR_RETURN(int64_t x, Read<int64_t>(what)); v.i = x; return absl::OkStatus(); }
-    case GgufType::kFloat32: { TPS_ASSIGN_OR_RETURN(float x, Read<float>(what)); v.f = x; return absl::OkStatus(); }
-    case GgufType::kFloat64: { TPS_ASSIGN_OR_RETURN(double x, Read<double>(what)); v.f = x; return absl::OkStatus(); }
+    case GgufType::kUint8: {
+      TPS_ASSIGN_OR_RETURN(uint8_t x, Read<uint8_t>(what));
+      v.u = x;
+      v.i = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kInt8: {
+      TPS_ASSIGN_OR_RETURN(int8_t x, Read<int8_t>(what));
+      v.i = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kUint16: {
+      TPS_ASSIGN_OR_RETURN(uint16_t x, Read<uint16_t>(what));
+      v.u = x;
+      v.i = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kInt16: {
+      TPS_ASSIGN_OR_RETURN(int16_t x, Read<int16_t>(what));
+      v.i = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kUint32: {
+      TPS_ASSIGN_OR_RETURN(uint32_t x, Read<uint32_t>(what));
+      v.u = x;
+      v.i = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kInt32: {
+      TPS_ASSIGN_OR_RETURN(int32_t x, Read<int32_t>(what));
+      v.i = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kUint64: {
+      TPS_ASSIGN_OR_RETURN(uint64_t x, Read<uint64_t>(what));
+      v.u = x;
+      v.i = static_cast<int64_t>(x);
+      return absl::OkStatus();
+    }
+    case GgufType::kInt64: {
+      TPS_ASSIGN_OR_RETURN(int64_t x, Read<int64_t>(what));
+      v.i = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kFloat32: {
+      TPS_ASSIGN_OR_RETURN(float x, Read<float>(what));
+      v.f = x;
+      return absl::OkStatus();
+    }
+    case GgufType::kFloat64: {
+      TPS_ASSIGN_OR_RETURN(double x, Read<double>(what));
+      v.f = x;
+      return absl::OkStatus();
+    }
     case GgufType::kBool: {
       TPS_ASSIGN_OR_RETURN(uint8_t x, Read<uint8_t>(what));
-      if (x > 1) return f_.Error(absl::StrCat("metadata '", key, "': bool value ", x, " is not 0 or 1"));
+      if (x > 1)
+        return f_.Error(absl::StrCat("metadata '", key, "': bool value ", x, " is not 0 or 1"));
       v.u = x;
       return absl::OkStatus();
     }
@@ -137,7 +201,8 @@ absl::Status GgufParser::ReadValue(GgufType type, GgufValue& v, absl::string_vie
     }
     case GgufType::kArray: {
       if (depth >= kMaxArrayDepth) {
-        return f_.Error(absl::StrCat("metadata '", key, "': arrays nested deeper than ", kMaxArrayDepth));
+        return f_.Error(
+            absl::StrCat("metadata '", key, "': arrays nested deeper than ", kMaxArrayDepth));
       }
       TPS_ASSIGN_OR_RETURN(uint32_t et, Read<uint32_t>(absl::StrCat("array type of '", key, "'")));
       if (!ValidType(et)) {
@@ -165,7 +230,8 @@ absl::Status GgufParser::ReadValue(GgufType type, GgufValue& v, absl::string_vie
       if (v.elem_type == GgufType::kString) {
         v.strings.reserve(v.count);
         for (uint64_t i = 0; i < v.count; ++i) {
-          TPS_ASSIGN_OR_RETURN(absl::string_view s, ReadString(absl::StrCat("element ", i, " of '", key, "'")));
+          TPS_ASSIGN_OR_RETURN(absl::string_view s,
+                               ReadString(absl::StrCat("element ", i, " of '", key, "'")));
           v.strings.push_back(s);
         }
         return absl::OkStatus();
@@ -178,20 +244,24 @@ absl::Status GgufParser::ReadValue(GgufType type, GgufValue& v, absl::string_vie
       return absl::OkStatus();
     }
   }
-  return f_.Error(absl::StrCat("metadata '", key, "': unknown value type ", static_cast<uint32_t>(type)));
+  return f_.Error(
+      absl::StrCat("metadata '", key, "': unknown value type ", static_cast<uint32_t>(type)));
 }
 
 absl::Status GgufParser::ReadTensorInfo(GgufTensorInfo& t, uint64_t index) {
   TPS_ASSIGN_OR_RETURN(absl::string_view name, ReadString(absl::StrCat("name of tensor ", index)));
   t.name = std::string(name);
-  TPS_ASSIGN_OR_RETURN(uint32_t n_dims, Read<uint32_t>(absl::StrCat("dims of tensor '", t.name, "'")));
+  TPS_ASSIGN_OR_RETURN(uint32_t n_dims,
+                       Read<uint32_t>(absl::StrCat("dims of tensor '", t.name, "'")));
   if (n_dims == 0 || n_dims > kMaxDims) {
-    return f_.Error(absl::StrCat("tensor '", t.name, "' has ", n_dims, " dimensions (1..4 allowed)"));
+    return f_.Error(
+        absl::StrCat("tensor '", t.name, "' has ", n_dims, " dimensions (1..4 allowed)"));
   }
   std::vector<int64_t> ne(n_dims);
   int64_t count = 1;
   for (uint32_t d = 0; d < n_dims; ++d) {
-    TPS_ASSIGN_OR_RETURN(uint64_t n, Read<uint64_t>(absl::StrCat("shape of tensor '", t.name, "'")));
+    TPS_ASSIGN_OR_RETURN(uint64_t n,
+                         Read<uint64_t>(absl::StrCat("shape of tensor '", t.name, "'")));
     if (n == 0 || n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       return f_.Error(absl::StrCat("tensor '", t.name, "' has invalid dimension ", n));
     }
@@ -230,7 +300,8 @@ absl::Status GgufParser::Run() {
   }
   TPS_ASSIGN_OR_RETURN(f_.version_, Read<uint32_t>("the GGUF version"));
   if (f_.version_ != 2 && f_.version_ != 3) {
-    return f_.Error(absl::StrCat("unsupported GGUF version ", f_.version_, " (2 and 3 are supported)"));
+    return f_.Error(
+        absl::StrCat("unsupported GGUF version ", f_.version_, " (2 and 3 are supported)"));
   }
   TPS_ASSIGN_OR_RETURN(uint64_t n_tensors, Read<uint64_t>("the tensor count"));
   TPS_ASSIGN_OR_RETURN(uint64_t n_kv, Read<uint64_t>("the metadata count"));
@@ -255,12 +326,14 @@ absl::Status GgufParser::Run() {
     }
   }
   if (const GgufValue* a = f_.Find("general.alignment")) {
-    if (a->type != GgufType::kUint32 && a->type != GgufType::kUint64 && a->type != GgufType::kInt32) {
+    if (a->type != GgufType::kUint32 && a->type != GgufType::kUint64 &&
+        a->type != GgufType::kInt32) {
       return f_.Error("general.alignment is not an integer");
     }
     const uint64_t al = a->type == GgufType::kInt32 ? static_cast<uint64_t>(a->i) : a->u;
     if (al == 0 || (al & (al - 1)) != 0 || al > (1u << 20)) {
-      return f_.Error(absl::StrCat("general.alignment ", a->i, " is not a power of two up to 1 MiB"));
+      return f_.Error(
+          absl::StrCat("general.alignment ", a->i, " is not a power of two up to 1 MiB"));
     }
     f_.alignment_ = al;
   }
@@ -306,8 +379,8 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
 }
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::shared_ptr<const void> owner,
-                                                         absl::Span<const uint8_t> bytes,
-                                                         std::string name) {
+                                                          absl::Span<const uint8_t> bytes,
+                                                          std::string name) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = std::move(name);
   f->owner_ = std::move(owner);
@@ -331,8 +404,14 @@ namespace {
 
 bool IsInt(GgufType t) {
   switch (t) {
-    case GgufType::kUint8: case GgufType::kInt8: case GgufType::kUint16: case GgufType::kInt16:
-    case GgufType::kUint32: case GgufType::kInt32: case GgufType::kUint64: case GgufType::kInt64:
+    case GgufType::kUint8:
+    case GgufType::kInt8:
+    case GgufType::kUint16:
+    case GgufType::kInt16:
+    case GgufType::kUint32:
+    case GgufType::kInt32:
+    case GgufType::kUint64:
+    case GgufType::kInt64:
       return true;
     default:
       return false;
@@ -348,20 +427,48 @@ bool IsSigned(GgufType t) {
 bool ArrayInt(const GgufValue& v, uint64_t i, int64_t* out) {
   const uint8_t* p = v.elems + i * ScalarSize(v.elem_type);
   switch (v.elem_type) {
-    case GgufType::kUint8: *out = *p; return true;
-    case GgufType::kInt8: *out = static_cast<int8_t>(*p); return true;
-    case GgufType::kUint16: { uint16_t x; std::memcpy(&x, p, 2); *out = x; return true; }
-    case GgufType::kInt16: { int16_t x; std::memcpy(&x, p, 2); *out = x; return true; }
-    case GgufType::kUint32: { uint32_t x; std::memcpy(&x, p, 4); *out = x; return true; }
-    case GgufType::kInt32: { int32_t x; std::memcpy(&x, p, 4); *out = x; return true; }
-    case GgufType::kInt64: { std::memcpy(out, p, 8); return true; }
+    case GgufType::kUint8:
+      *out = *p;
+      return true;
+    case GgufType::kInt8:
+      *out = static_cast<int8_t>(*p);
+      return true;
+    case GgufType::kUint16: {
+      uint16_t x;
+      std::memcpy(&x, p, 2);
+      *out = x;
+      return true;
+    }
+    case GgufType::kInt16: {
+      int16_t x;
+      std::memcpy(&x, p, 2);
+      *out = x;
+      return true;
+    }
+    case GgufType::kUint32: {
+      uint32_t x;
+      std::memcpy(&x, p, 4);
+      *out = x;
+      return true;
+    }
+    case GgufType::kInt32: {
+      int32_t x;
+      std::memcpy(&x, p, 4);
+      *out = x;
+      return true;
+    }
+    case GgufType::kInt64: {
+      std::memcpy(out, p, 8);
+      return true;
+    }
     case GgufType::kUint64: {
       uint64_t x;
       std::memcpy(&x, p, 8);
       *out = static_cast<int64_t>(x);
       return x <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     }
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -369,7 +476,8 @@ bool ArrayInt(const GgufValue& v, uint64_t i, int64_t* out) {
 
 absl::StatusOr<absl::string_view> GgufFile::GetString(absl::string_view key) const {
   const GgufValue* v = Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
   if (v->type != GgufType::kString) {
     return Error(absl::StrCat("metadata '", key, "' is ", GgufTypeName(v->type), ", not string"));
   }
@@ -378,11 +486,14 @@ absl::StatusOr<absl::string_view> GgufFile::GetString(absl::string_view key) con
 
 absl::StatusOr<int64_t> GgufFile::GetInt(absl::string_view key) const {
   const GgufValue* v = Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
   if (!IsInt(v->type)) {
-    return Error(absl::StrCat("metadata '", key, "' is ", GgufTypeName(v->type), ", not an integer"));
+    return Error(
+        absl::StrCat("metadata '", key, "' is ", GgufTypeName(v->type), ", not an integer"));
   }
-  if (v->type == GgufType::kUint64 && v->u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+  if (v->type == GgufType::kUint64 &&
+      v->u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
     return Error(absl::StrCat("metadata '", key, "' value ", v->u, " does not fit int64"));
   }
   return v->i;
@@ -390,18 +501,22 @@ absl::StatusOr<int64_t> GgufFile::GetInt(absl::string_view key) const {
 
 absl::StatusOr<double> GgufFile::GetFloat(absl::string_view key) const {
   const GgufValue* v = Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
   if (v->type == GgufType::kFloat32 || v->type == GgufType::kFloat64) return v->f;
   if (IsInt(v->type)) {
-    return IsSigned(v->type) ? static_cast<double>(v->i)
-                             : static_cast<double>(v->type == GgufType::kUint64 ? v->u : static_cast<uint64_t>(v->i));
+    return IsSigned(v->type)
+               ? static_cast<double>(v->i)
+               : static_cast<double>(v->type == GgufType::kUint64 ? v->u
+                                                                  : static_cast<uint64_t>(v->i));
   }
   return Error(absl::StrCat("metadata '", key, "' is ", GgufTypeName(v->type), ", not a number"));
 }
 
 absl::StatusOr<bool> GgufFile::GetBool(absl::string_view key) const {
   const GgufValue* v = Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
   if (v->type != GgufType::kBool) {
     return Error(absl::StrCat("metadata '", key, "' is ", GgufTypeName(v->type), ", not bool"));
   }
@@ -411,7 +526,8 @@ absl::StatusOr<bool> GgufFile::GetBool(absl::string_view key) const {
 absl::StatusOr<absl::Span<const absl::string_view>> GgufFile::GetStringArray(
     absl::string_view key) const {
   const GgufValue* v = Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
   if (v->type != GgufType::kArray || v->elem_type != GgufType::kString) {
     return Error(absl::StrCat("metadata '", key, "' is not an array of strings"));
   }
@@ -420,7 +536,8 @@ absl::StatusOr<absl::Span<const absl::string_view>> GgufFile::GetStringArray(
 
 absl::StatusOr<std::vector<int64_t>> GgufFile::GetIntArray(absl::string_view key) const {
   const GgufValue* v = Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
   if (v->type != GgufType::kArray || !IsInt(v->elem_type)) {
     return Error(absl::StrCat("metadata '", key, "' is not an array of integers"));
   }
@@ -435,9 +552,10 @@ absl::StatusOr<std::vector<int64_t>> GgufFile::GetIntArray(absl::string_view key
 
 absl::StatusOr<std::vector<float>> GgufFile::GetFloatArray(absl::string_view key) const {
   const GgufValue* v = Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
-  if (v->type != GgufType::kArray ||
-      (v->elem_type != GgufType::kFloat32 && v->elem_type != GgufType::kFloat64 && !IsInt(v->elem_type))) {
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(path_, ": no metadata key '", key, "'"));
+  if (v->type != GgufType::kArray || (v->elem_type != GgufType::kFloat32 &&
+                                      v->elem_type != GgufType::kFloat64 && !IsInt(v->elem_type))) {
     return Error(absl::StrCat("metadata '", key, "' is not an array of numbers"));
   }
   std::vector<float> out(v->count);

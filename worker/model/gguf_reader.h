@@ -9,7 +9,8 @@
 //   TPS_ASSIGN_OR_RETURN(absl::Span<const absl::string_view> toks,
 //                        f->GetStringArray("tokenizer.ggml.tokens"));  // views into the mmap
 //   const GgufTensorInfo* t = f->FindTensor("token_embd.weight");
-//   const uint8_t* bytes = t->data;  // t->bytes bytes, row-major, rows of RowBytes(*t->dtype, t->shape.back())
+//   const uint8_t* bytes = t->data;  // t->bytes bytes, row-major, rows of RowBytes(*t->dtype,
+//   t->shape.back())
 #ifndef TPSERVE_WORKER_MODEL_GGUF_READER_H_
 #define TPSERVE_WORKER_MODEL_GGUF_READER_H_
 
@@ -29,8 +30,18 @@ namespace tpserve {
 
 // GGUF metadata value types (values as in the file format).
 enum class GgufType : uint32_t {
-  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5,
-  kFloat32 = 6, kBool = 7, kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11,
+  kUint8 = 0,
+  kInt8 = 1,
+  kUint16 = 2,
+  kInt16 = 3,
+  kUint32 = 4,
+  kInt32 = 5,
+  kFloat32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kUint64 = 10,
+  kInt64 = 11,
   kFloat64 = 12,
 };
 const char* GgufTypeName(GgufType t);
@@ -40,15 +51,15 @@ const char* GgufTypeName(GgufType t);
 // little-endian elements in the mapping.
 struct GgufValue {
   GgufType type = GgufType::kUint8;
-  uint64_t u = 0;        // unsigned integers, bool
-  int64_t i = 0;         // signed integers
-  double f = 0.0;        // float32 / float64
-  absl::string_view str; // kString
+  uint64_t u = 0;         // unsigned integers, bool
+  int64_t i = 0;          // signed integers
+  double f = 0.0;         // float32 / float64
+  absl::string_view str;  // kString
   // kArray:
   GgufType elem_type = GgufType::kUint8;
   uint64_t count = 0;
-  const uint8_t* elems = nullptr;           // numeric elements (packed)
-  std::vector<absl::string_view> strings;   // string elements
+  const uint8_t* elems = nullptr;          // numeric elements (packed)
+  std::vector<absl::string_view> strings;  // string elements
 };
 
 struct GgufKeyValue {
@@ -58,8 +69,8 @@ struct GgufKeyValue {
 
 struct GgufTensorInfo {
   std::string name;
-  std::vector<int64_t> shape;     // outermost first (GGUF ne reversed): [rows, cols] for matrices
-  uint32_t ggml_type = 0;         // raw GGML type id
+  std::vector<int64_t> shape;  // outermost first (GGUF ne reversed): [rows, cols] for matrices
+  uint32_t ggml_type = 0;      // raw GGML type id
   const char* ggml_type_name = "";
   std::optional<DType> dtype;     // empty when tpserve cannot compute with this type
   uint64_t offset = 0;            // relative to the data section

@@ -30,7 +30,10 @@ class Bytes {
     return *this;
   }
   Bytes& Header(uint64_t n_tensors, uint64_t n_kv, uint32_t version = 3) {
-    return Put<uint32_t>(0x46554747).Put<uint32_t>(version).Put<uint64_t>(n_tensors).Put<uint64_t>(n_kv);
+    return Put<uint32_t>(0x46554747)
+        .Put<uint32_t>(version)
+        .Put<uint64_t>(n_tensors)
+        .Put<uint64_t>(n_kv);
   }
   // Tensor info: shape given GGUF-style (ne, innermost first).
   Bytes& Tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t offset) {
@@ -73,10 +76,23 @@ std::vector<uint8_t> ValidFile() {
   b.Str("u64").Put<uint32_t>(10).Put<uint64_t>(1ull << 40);
   b.Str("i64").Put<uint32_t>(11).Put<int64_t>(-(1ll << 40));
   b.Str("f64").Put<uint32_t>(12).Put<double>(2.25);
-  b.Str("strs").Put<uint32_t>(9).Put<uint32_t>(8).Put<uint64_t>(3).Str("a").Str("").Str("<|im_end|>");
-  b.Str("ints").Put<uint32_t>(9).Put<uint32_t>(5).Put<uint64_t>(3).Put<int32_t>(-1).Put<int32_t>(0).Put<int32_t>(7);
-  b.Str("nested").Put<uint32_t>(9).Put<uint32_t>(9).Put<uint64_t>(1)
-      .Put<uint32_t>(6).Put<uint64_t>(2).Put<float>(0.5f).Put<float>(-0.5f);
+  b.Str("strs").Put<uint32_t>(9).Put<uint32_t>(8).Put<uint64_t>(3).Str("a").Str("").Str(
+      "<|im_end|>");
+  b.Str("ints")
+      .Put<uint32_t>(9)
+      .Put<uint32_t>(5)
+      .Put<uint64_t>(3)
+      .Put<int32_t>(-1)
+      .Put<int32_t>(0)
+      .Put<int32_t>(7);
+  b.Str("nested")
+      .Put<uint32_t>(9)
+      .Put<uint32_t>(9)
+      .Put<uint64_t>(1)
+      .Put<uint32_t>(6)
+      .Put<uint64_t>(2)
+      .Put<float>(0.5f)
+      .Put<float>(-0.5f);
   b.Tensor("w", {32, 2}, 0, 0);
   b.Tensor("q", {32, 1}, 8, 256);
   b.Align();
@@ -231,7 +247,13 @@ TEST(GgufReaderTest, StructuralErrors) {
   }
   {
     Bytes b;
-    b.Header(0, 2).Str("k").Put<uint32_t>(4).Put<uint32_t>(1).Str("k").Put<uint32_t>(4).Put<uint32_t>(2);
+    b.Header(0, 2)
+        .Str("k")
+        .Put<uint32_t>(4)
+        .Put<uint32_t>(1)
+        .Str("k")
+        .Put<uint32_t>(4)
+        .Put<uint32_t>(2);
     cases.push_back({"duplicate metadata key", b});
   }
   {

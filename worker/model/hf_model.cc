@@ -41,7 +41,8 @@ absl::StatusOr<json> ParseJson(const std::string& text, absl::string_view path) 
 absl::Status GetNumber(const json& j, const char* key, double* out, absl::string_view path) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", key, " is not a number"));
+  if (!it->is_number())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", key, " is not a number"));
   *out = it->get<double>();
   return absl::OkStatus();
 }
@@ -49,7 +50,8 @@ absl::Status GetNumber(const json& j, const char* key, double* out, absl::string
 absl::Status GetInt(const json& j, const char* key, int* out, absl::string_view path) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number_integer() || it->get<int64_t>() < -1 || it->get<int64_t>() > (int64_t{1} << 30)) {
+  if (!it->is_number_integer() || it->get<int64_t>() < -1 ||
+      it->get<int64_t>() > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", key, " is not an integer in range"));
   }
   *out = static_cast<int>(it->get<int64_t>());
@@ -104,7 +106,8 @@ absl::StatusOr<ModelConfig> ConfigFromHfJson(const std::string& config_json,
   }
   c.architecture = mt->get<std::string>();
   if (c.architecture != "llama" && c.architecture != "mistral" && c.architecture != "qwen2") {
-    return absl::UnimplementedError(absl::StrCat(where, ": unsupported model_type '", c.architecture,
+    return absl::UnimplementedError(absl::StrCat(where, ": unsupported model_type '",
+                                                 c.architecture,
                                                  "' (supported: llama, mistral, qwen2)"));
   }
   TPS_RETURN_IF_ERROR(GetInt(j, "hidden_size", &c.hidden_size, where));
@@ -124,7 +127,8 @@ absl::StatusOr<ModelConfig> ConfigFromHfJson(const std::string& config_json,
   c.rms_norm_eps = static_cast<float>(eps);
   c.rope_theta = static_cast<float>(theta);
   if (auto rs = j.find("rope_scaling"); rs != j.end() && !rs->is_null()) {
-    if (!rs->is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": rope_scaling is not an object"));
+    if (!rs->is_object())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": rope_scaling is not an object"));
     std::string type;
     for (const char* k : {"rope_type", "type"}) {
       auto t = rs->find(k);
@@ -146,14 +150,17 @@ absl::StatusOr<ModelConfig> ConfigFromHfJson(const std::string& config_json,
     } else if (type == "llama3") {
       c.rope_scaling.type = RopeScaling::Type::kLlama3;
     } else if (type != "default" && !type.empty()) {
-      return absl::UnimplementedError(absl::StrCat(where, ": unsupported rope_scaling type '", type, "'"));
+      return absl::UnimplementedError(
+          absl::StrCat(where, ": unsupported rope_scaling type '", type, "'"));
     }
   }
   c.rope_neox = true;  // HF checkpoints use rotate_half
   c.tie_embeddings = false;
-  if (auto t = j.find("tie_word_embeddings"); t != j.end() && t->is_boolean()) c.tie_embeddings = t->get<bool>();
+  if (auto t = j.find("tie_word_embeddings"); t != j.end() && t->is_boolean())
+    c.tie_embeddings = t->get<bool>();
   c.qkv_bias = c.architecture == "qwen2";
-  if (auto b = j.find("attention_bias"); b != j.end() && b->is_boolean()) c.qkv_bias = b->get<bool>();
+  if (auto b = j.find("attention_bias"); b != j.end() && b->is_boolean())
+    c.qkv_bias = b->get<bool>();
 
   c.bos_id = -1;
   TPS_RETURN_IF_ERROR(GetInt(j, "bos_token_id", &c.bos_id, where));
@@ -194,10 +201,12 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfModel(const std::string& dir)
     }
     absl::flat_hash_set<std::string> seen;
     for (auto it = wm->begin(); it != wm->end(); ++it) {
-      if (!it.value().is_string()) return absl::InvalidArgumentError(absl::StrCat(index_path, ": bad weight_map entry"));
+      if (!it.value().is_string())
+        return absl::InvalidArgumentError(absl::StrCat(index_path, ": bad weight_map entry"));
       const std::string f = it.value().get<std::string>();
       if (f.find('/') != std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard name '", f, "' is not a plain file name"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": shard name '", f, "' is not a plain file name"));
       }
       if (seen.insert(f).second) files.push_back(dir + "/" + f);
     }
@@ -209,7 +218,8 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfModel(const std::string& dir)
     if (ec) return absl::NotFoundError(absl::StrCat(dir, ": cannot list: ", ec.message()));
   }
   std::sort(files.begin(), files.end());
-  if (files.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, ": no *.safetensors files"));
+  if (files.empty())
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": no *.safetensors files"));
 
   std::vector<MappedTensor> tensors;
   absl::flat_hash_map<std::string, std::string> where;  // internal name -> file
@@ -220,11 +230,13 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfModel(const std::string& dir)
       if (!name.has_value()) continue;  // rotary_emb.inv_freq and other non-weights
       if (*name == "output.weight" && config.tie_embeddings) continue;
       if (!st.dtype.has_value()) {
-        return absl::UnimplementedError(absl::StrCat(path, ": tensor ", st.name, " has dtype ", st.dtype_name,
+        return absl::UnimplementedError(absl::StrCat(path, ": tensor ", st.name, " has dtype ",
+                                                     st.dtype_name,
                                                      " (tpserve reads F32, F16, BF16)"));
       }
       if (auto [it, fresh] = where.emplace(*name, path); !fresh) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", st.name, " also appears in ", it->second));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor ", st.name, " also appears in ", it->second));
       }
       MappedTensor t;
       t.info.name = *name;
@@ -251,15 +263,19 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfModel(const std::string& dir)
       if (auto t = model->find("type"); t != model->end() && t->is_string()) {
         tok.model = t->get<std::string>() == "BPE" ? "gpt2" : t->get<std::string>();
       }
-      if (auto v = model->find("vocab"); v != model->end() && v->is_object()) tok.vocab_size = v->size();
-      if (auto m = model->find("merges"); m != model->end() && m->is_array()) tok.num_merges = m->size();
+      if (auto v = model->find("vocab"); v != model->end() && v->is_object())
+        tok.vocab_size = v->size();
+      if (auto m = model->find("merges"); m != model->end() && m->is_array())
+        tok.num_merges = m->size();
     }
     if (auto added = tj.find("added_tokens"); added != tj.end() && added->is_array()) {
       for (const json& a : *added) {
         if (!a.is_object()) continue;
         auto id = a.find("id");
         auto content = a.find("content");
-        if (id == a.end() || content == a.end() || !id->is_number_integer() || !content->is_string()) continue;
+        if (id == a.end() || content == a.end() || !id->is_number_integer() ||
+            !content->is_string())
+          continue;
         const int64_t i = id->get<int64_t>();
         for (const char* s : StopTokenTexts()) {
           if (content->get<std::string>() == s && i >= 0 && i < config.vocab_size) {

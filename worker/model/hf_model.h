@@ -18,9 +18,9 @@ namespace tpserve {
 
 // Config from the text of config.json and (optionally empty) generation_config.json.
 // `path` names the source in errors.
-[[nodiscard]] absl::StatusOr<ModelConfig> ConfigFromHfJson(const std::string& config_json,
-                                                           const std::string& generation_config_json,
-                                                           absl::string_view path);
+[[nodiscard]] absl::StatusOr<ModelConfig> ConfigFromHfJson(
+    const std::string& config_json, const std::string& generation_config_json,
+    absl::string_view path);
 
 [[nodiscard]] absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfModel(const std::string& dir);
 

@@ -45,12 +45,14 @@ TEST(HfConfigTest, Llama31WithLlama3RopeScaling) {
 }
 
 TEST(HfConfigTest, Qwen2DefaultsToQkvBiasAndMergesGenerationConfig) {
-  const std::string config = R"({"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+  const std::string config =
+      R"({"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
     "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
     "max_position_embeddings": 32768, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
     "tie_word_embeddings": true, "vocab_size": 151936, "bos_token_id": 151643, "eos_token_id": 151643,
     "rope_scaling": null})";
-  const std::string gen = R"({"bos_token_id": 151643, "pad_token_id": 151643, "eos_token_id": [151645, 151643]})";
+  const std::string gen =
+      R"({"bos_token_id": 151643, "pad_token_id": 151643, "eos_token_id": [151645, 151643]})";
   auto c = ConfigFromHfJson(config, gen, "/m/qwen");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->qkv_bias);
@@ -62,7 +64,8 @@ TEST(HfConfigTest, Qwen2DefaultsToQkvBiasAndMergesGenerationConfig) {
 }
 
 TEST(HfConfigTest, MistralLinearScalingAndExplicitHeadDim) {
-  const std::string config = R"({"model_type": "mistral", "hidden_size": 5120, "intermediate_size": 14336,
+  const std::string config =
+      R"({"model_type": "mistral", "hidden_size": 5120, "intermediate_size": 14336,
     "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
     "vocab_size": 131072, "rope_scaling": {"type": "linear", "factor": 2.0}})";
   auto c = ConfigFromHfJson(config, "", "/m/mistral");
@@ -79,14 +82,18 @@ TEST(HfConfigTest, Errors) {
               HasSubstr("/m/x/config.json: unsupported model_type 'phi3'"));
   EXPECT_THAT(ConfigFromHfJson(R"({"hidden_size": 1})", "", "/m/x").status().message(),
               HasSubstr("missing model_type"));
-  EXPECT_THAT(ConfigFromHfJson(R"({"model_type": "llama", "hidden_size": "big"})", "", "/m/x").status().message(),
-              HasSubstr("hidden_size is not an integer"));
-  EXPECT_THAT(ConfigFromHfJson(R"({"model_type": "llama", "rope_scaling": {"type": "yarn", "factor": 4}})", "",
-                               "/m/x")
+  EXPECT_THAT(ConfigFromHfJson(R"({"model_type": "llama", "hidden_size": "big"})", "", "/m/x")
                   .status()
                   .message(),
-              HasSubstr("unsupported rope_scaling type 'yarn'"));
-  EXPECT_THAT(ConfigFromHfJson("[]", "", "/m/x").status().message(), HasSubstr("not a JSON object"));
+              HasSubstr("hidden_size is not an integer"));
+  EXPECT_THAT(
+      ConfigFromHfJson(R"({"model_type": "llama", "rope_scaling": {"type": "yarn", "factor": 4}})",
+                       "", "/m/x")
+          .status()
+          .message(),
+      HasSubstr("unsupported rope_scaling type 'yarn'"));
+  EXPECT_THAT(ConfigFromHfJson("[]", "", "/m/x").status().message(),
+              HasSubstr("not a JSON object"));
   EXPECT_THAT(ConfigFromHfJson(R"({"model_type": "llama"})", "{", "/m/x").status().message(),
               HasSubstr("generation_config.json"));
 }

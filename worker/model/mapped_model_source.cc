@@ -23,18 +23,23 @@ absl::Status ValidateLlamaModel(const ModelConfig& c, const std::vector<MappedTe
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
   };
   const std::pair<const char*, int64_t> numbers[] = {
-      {"hidden_size", c.hidden_size}, {"num_layers", c.num_layers}, {"num_heads", c.num_heads},
-      {"num_kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim}, {"ffn_size", c.ffn_size},
+      {"hidden_size", c.hidden_size},   {"num_layers", c.num_layers}, {"num_heads", c.num_heads},
+      {"num_kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim},     {"ffn_size", c.ffn_size},
       {"vocab_size", c.vocab_size}};
   for (const auto& [name, v] : numbers) {
-    if (v <= 0 || v > kMaxDim) return error(absl::StrCat("config ", name, " = ", v, " is out of range"));
+    if (v <= 0 || v > kMaxDim)
+      return error(absl::StrCat("config ", name, " = ", v, " is out of range"));
   }
-  if (c.num_layers > 4096) return error(absl::StrCat("config num_layers = ", c.num_layers, " is out of range"));
+  if (c.num_layers > 4096)
+    return error(absl::StrCat("config num_layers = ", c.num_layers, " is out of range"));
   if (c.num_heads % c.num_kv_heads != 0) {
-    return error(absl::StrCat("num_heads ", c.num_heads, " is not a multiple of num_kv_heads ", c.num_kv_heads));
+    return error(absl::StrCat("num_heads ", c.num_heads, " is not a multiple of num_kv_heads ",
+                              c.num_kv_heads));
   }
-  if (c.head_dim % 2 != 0) return error(absl::StrCat("head_dim ", c.head_dim, " is odd (RoPE needs pairs)"));
-  if (!(c.rms_norm_eps > 0.0f) || !(c.rope_theta > 0.0f)) return error("rms_norm_eps and rope_theta must be positive");
+  if (c.head_dim % 2 != 0)
+    return error(absl::StrCat("head_dim ", c.head_dim, " is odd (RoPE needs pairs)"));
+  if (!(c.rms_norm_eps > 0.0f) || !(c.rope_theta > 0.0f))
+    return error("rms_norm_eps and rope_theta must be positive");
 
   absl::flat_hash_map<std::string, const MappedTensor*> by_name;
   for (const MappedTensor& t : tensors) by_name[t.info.name] = &t;
@@ -43,8 +48,8 @@ absl::Status ValidateLlamaModel(const ModelConfig& c, const std::vector<MappedTe
     if (it == by_name.end()) return error(absl::StrCat("missing tensor ", name));
     const TensorInfo& t = it->second->info;
     if (t.shape != shape) {
-      return error(absl::StrCat("tensor ", name, " (", t.source_name, ") has shape ", ShapeString(t.shape),
-                                ", the config implies ", ShapeString(shape)));
+      return error(absl::StrCat("tensor ", name, " (", t.source_name, ") has shape ",
+                                ShapeString(t.shape), ", the config implies ", ShapeString(shape)));
     }
     return absl::OkStatus();
   };
@@ -92,7 +97,8 @@ std::vector<TensorInfo> MappedModelSource::tensors() const {
 
 absl::StatusOr<const MappedTensor*> MappedModelSource::Lookup(absl::string_view name) const {
   auto it = index_.find(std::string(name));
-  if (it == index_.end()) return absl::NotFoundError(absl::StrCat(path_, ": no tensor named ", name));
+  if (it == index_.end())
+    return absl::NotFoundError(absl::StrCat(path_, ": no tensor named ", name));
   return &tensors_[it->second];
 }
 
@@ -107,13 +113,14 @@ absl::StatusOr<HostTensor> MappedModelSource::ReadRows(absl::string_view name, i
   const TensorInfo& info = t->info;
   const bool one_d = info.shape.size() == 1;
   if (one_d && IsQuantized(info.dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": ", name, " is a 1-D ", DTypeName(info.dtype),
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": ", name, " is a 1-D ",
+                                                   DTypeName(info.dtype),
                                                    " tensor; element slices need a plain type"));
   }
   const int64_t rows = info.shape.empty() ? 1 : info.shape[0];
   if (row_begin < 0 || row_count < 0 || row_begin > rows || row_count > rows - row_begin) {
-    return absl::OutOfRangeError(absl::StrCat(path_, ": rows [", row_begin, ", +", row_count, ") of ", name,
-                                              " outside its ", rows, " rows"));
+    return absl::OutOfRangeError(absl::StrCat(path_, ": rows [", row_begin, ", +", row_count,
+                                              ") of ", name, " outside its ", rows, " rows"));
   }
   const uint64_t row_bytes = rows > 0 ? info.bytes / static_cast<uint64_t>(rows) : 0;
   HostTensor out;
@@ -131,26 +138,29 @@ absl::StatusOr<HostTensor> MappedModelSource::ReadColumns(absl::string_view name
   TPS_ASSIGN_OR_RETURN(const MappedTensor* t, Lookup(name));
   const TensorInfo& info = t->info;
   if (info.shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": ", name, " has shape ", ShapeString(info.shape),
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": ", name, " has shape ",
+                                                   ShapeString(info.shape),
                                                    "; column slices need a 2-D tensor"));
   }
   const int64_t rows = info.shape[0], cols = info.shape[1];
   if (col_begin < 0 || col_count < 0 || col_begin > cols || col_count > cols - col_begin) {
-    return absl::OutOfRangeError(absl::StrCat(path_, ": columns [", col_begin, ", +", col_count, ") of ", name,
-                                              " outside its ", cols, " columns"));
+    return absl::OutOfRangeError(absl::StrCat(path_, ": columns [", col_begin, ", +", col_count,
+                                              ") of ", name, " outside its ", cols, " columns"));
   }
   const int64_t bv = BlockValues(info.dtype);
   if (col_begin % bv != 0 || col_count % bv != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": columns [", col_begin, ", +", col_count, ") of ",
-                                                   name, " (", DTypeName(info.dtype),
-                                                   ") do not start and end on ", bv, "-value block boundaries"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": columns [", col_begin, ", +", col_count, ") of ", name, " (",
+        DTypeName(info.dtype), ") do not start and end on ", bv, "-value block boundaries"));
   }
   const int64_t src_row = RowBytes(info.dtype, cols);
   const int64_t skip = RowBytes(info.dtype, col_begin);
   const int64_t dst_row = RowBytes(info.dtype, col_count);
   auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(rows * dst_row));
-  for (int64_t r = 0; dst_row > 0 && r < rows; ++r) {  // (memcpy on an empty buffer's null data is UB)
-    std::memcpy(buf->data() + r * dst_row, t->data + r * src_row + skip, static_cast<size_t>(dst_row));
+  for (int64_t r = 0; dst_row > 0 && r < rows;
+       ++r) {  // (memcpy on an empty buffer's null data is UB)
+    std::memcpy(buf->data() + r * dst_row, t->data + r * src_row + skip,
+                static_cast<size_t>(dst_row));
   }
   HostTensor out;
   out.dtype = info.dtype;

@@ -38,7 +38,8 @@ absl::StatusOr<TensorInfo> ModelSource::FindTensor(absl::string_view name) const
 
 absl::StatusOr<std::unique_ptr<ModelSource>> OpenModel(const std::string& path) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(path, ": no such file or directory"));
+  if (::stat(path.c_str(), &st) != 0)
+    return absl::NotFoundError(absl::StrCat(path, ": no such file or directory"));
   if (S_ISDIR(st.st_mode)) return OpenHfModel(path);
   return OpenGgufModel(path);
 }

@@ -44,8 +44,8 @@
 namespace tpserve {
 
 struct TensorInfo {
-  std::string name;            // internal name
-  std::string source_name;     // name in the file ("model.layers.0..." for HF)
+  std::string name;         // internal name
+  std::string source_name;  // name in the file ("model.layers.0..." for HF)
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;  // outermost first
   uint64_t bytes = 0;
@@ -71,10 +71,10 @@ struct HostTensor {
 
 // Tokenizer facts a source can state without building a tokenizer.
 struct TokenizerSummary {
-  std::string model;           // "gpt2" (byte-level BPE), "llama" (SentencePiece), ...
-  int64_t vocab_size = 0;      // entries in the token list
+  std::string model;       // "gpt2" (byte-level BPE), "llama" (SentencePiece), ...
+  int64_t vocab_size = 0;  // entries in the token list
   int64_t num_merges = 0;
-  std::string bos_token;       // token text, when known
+  std::string bos_token;  // token text, when known
   std::string eos_token;
   std::string chat_template;   // Jinja source, empty when none
   std::string tokenizer_json;  // HF: path of tokenizer.json; GGUF: empty (data is in metadata)

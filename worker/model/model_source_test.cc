@@ -2,9 +2,9 @@
 // HF), slicing reads, and the errors bad models produce.
 #include "worker/model/model_source.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <algorithm>
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -86,8 +86,10 @@ TEST(ModelSourceTest, RowSlicesAreZeroCopyViews) {
   EXPECT_EQ(rows->shape, (std::vector<int64_t>{64, 576}));
   EXPECT_EQ(rows->data, full->data + 64 * RowBytes(DType::kQ4_1, 576));
   EXPECT_EQ(rows->bytes, 64u * RowBytes(DType::kQ4_1, 576));
-  EXPECT_EQ(m->ReadRows("blk.0.attn_k.weight", 190, 3).status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(m->ReadRows("blk.0.attn_k.weight", -1, 3).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(m->ReadRows("blk.0.attn_k.weight", 190, 3).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(m->ReadRows("blk.0.attn_k.weight", -1, 3).status().code(),
+            absl::StatusCode::kOutOfRange);
   EXPECT_EQ(m->ReadRows("nope", 0, 1).status().code(), absl::StatusCode::kNotFound);
   // 1-D: rows are elements.
   auto norm = m->ReadRows("output_norm.weight", 100, 10);
@@ -110,7 +112,8 @@ TEST(ModelSourceTest, ColumnSlicesOfQuantizedTensors) {
   EXPECT_EQ(cols->bytes, 576u * RowBytes(DType::kQ4_1, 256));
   const std::vector<float> part = cols->ToFloat();
   for (int64_t r = 0; r < 576; ++r) {
-    for (int64_t c = 0; c < 256; ++c) ASSERT_EQ(part[r * 256 + c], all[r * 1536 + 512 + c]) << r << "," << c;
+    for (int64_t c = 0; c < 256; ++c)
+      ASSERT_EQ(part[r * 256 + c], all[r * 1536 + 512 + c]) << r << "," << c;
   }
   auto bad = m->ReadColumns(name, 16, 64);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
@@ -153,13 +156,15 @@ TEST(ModelSourceTest, GgufAndHfTestModelsHoldTheSameWeights) {
       ASSERT_TRUE(a.ok() && b.ok()) << t.name;
       ASSERT_EQ(a->shape, b->shape) << t.name;
       const std::vector<float> x = a->ToFloat(), y = b->ToFloat();
-      const bool permuted = std::string(arch) == "llama" &&
-                            (t.name.find("attn_q.") != std::string::npos || t.name.find("attn_k.") != std::string::npos);
+      const bool permuted =
+          std::string(arch) == "llama" && (t.name.find("attn_q.") != std::string::npos ||
+                                           t.name.find("attn_k.") != std::string::npos);
       const int64_t cols = a->shape.size() == 2 ? a->shape[1] : 1;
       for (int64_t r = 0; r < a->shape[0]; ++r) {
         // llama.cpp's layout: GGUF row h*hd + 2i + j is HF row h*hd + j*hd/2 + i.
         const int64_t hf_row = permuted ? (r / 16) * 16 + (r % 2) * 8 + (r % 16) / 2 : r;
-        for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(x[r * cols + c], y[hf_row * cols + c]) << t.name << " " << r;
+        for (int64_t c = 0; c < cols; ++c)
+          ASSERT_EQ(x[r * cols + c], y[hf_row * cols + c]) << t.name << " " << r;
       }
     }
   }
@@ -183,7 +188,8 @@ TEST(ModelSourceTest, QuantizedAndHalfTestModels) {
   auto h = Open(Write(spec, "tiny_bf16_hf"));
   ASSERT_NE(h, nullptr);
   EXPECT_EQ(h->FindTensor("blk.0.attn_q.weight")->dtype, DType::kBF16);
-  EXPECT_EQ(h->FindTensor("blk.0.attn_q.weight")->source_name, "model.layers.0.self_attn.q_proj.weight");
+  EXPECT_EQ(h->FindTensor("blk.0.attn_q.weight")->source_name,
+            "model.layers.0.self_attn.q_proj.weight");
   EXPECT_EQ(h->tokenizer().eos_token, "<|im_end|>");
   EXPECT_THAT(h->tokenizer().chat_template, HasSubstr("<|im_start|>"));
   EXPECT_EQ(h->tokenizer().vocab_size, 49152);
@@ -208,13 +214,15 @@ TEST(ModelSourceTest, ShardedHfDirectory) {
     const uint8_t* p = (*one)->data(t);
     const bool first = i++ % 2 == 0;
     (first ? a : b).AddTensor(t.name, *t.dtype, t.shape, std::vector<uint8_t>(p, p + t.bytes()));
-    weight_map += (weight_map.empty() ? "" : ",") + ("\"" + t.name + "\":\"") +
-                  (first ? "model-00001-of-00002.safetensors\"" : "model-00002-of-00002.safetensors\"");
+    weight_map +=
+        (weight_map.empty() ? "" : ",") + ("\"" + t.name + "\":\"") +
+        (first ? "model-00001-of-00002.safetensors\"" : "model-00002-of-00002.safetensors\"");
   }
   ASSERT_TRUE(a.WriteFile(dir + "/model-00001-of-00002.safetensors").ok());
   ASSERT_TRUE(b.WriteFile(dir + "/model-00002-of-00002.safetensors").ok());
   std::filesystem::remove(dir + "/model.safetensors");
-  std::ofstream(dir + "/model.safetensors.index.json") << "{\"metadata\":{},\"weight_map\":{" << weight_map << "}}";
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << "{\"metadata\":{},\"weight_map\":{" << weight_map << "}}";
   auto m = Open(dir);
   ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->tensors().size(), (*one)->tensors().size());

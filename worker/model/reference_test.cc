@@ -32,21 +32,34 @@ std::string Tmp(const std::string& name) {
 }
 
 nlohmann::json ConfigJson(const ModelConfig& c) {
-  return {{"architecture", c.architecture}, {"hidden_size", c.hidden_size}, {"num_layers", c.num_layers},
-          {"num_heads", c.num_heads}, {"num_kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
-          {"ffn_size", c.ffn_size}, {"vocab_size", c.vocab_size}, {"context_length", c.context_length},
-          {"rms_norm_eps", c.rms_norm_eps}, {"rope_theta", c.rope_theta}, {"rope_neox", c.rope_neox},
-          {"tie_embeddings", c.tie_embeddings}, {"qkv_bias", c.qkv_bias}, {"bos_id", c.bos_id},
-          {"eos_id", c.eos_id}, {"pad_id", c.pad_id}, {"stop_ids", c.stop_ids}};
+  return {{"architecture", c.architecture},
+          {"hidden_size", c.hidden_size},
+          {"num_layers", c.num_layers},
+          {"num_heads", c.num_heads},
+          {"num_kv_heads", c.num_kv_heads},
+          {"head_dim", c.head_dim},
+          {"ffn_size", c.ffn_size},
+          {"vocab_size", c.vocab_size},
+          {"context_length", c.context_length},
+          {"rms_norm_eps", c.rms_norm_eps},
+          {"rope_theta", c.rope_theta},
+          {"rope_neox", c.rope_neox},
+          {"tie_embeddings", c.tie_embeddings},
+          {"qkv_bias", c.qkv_bias},
+          {"bos_id", c.bos_id},
+          {"eos_id", c.eos_id},
+          {"pad_id", c.pad_id},
+          {"stop_ids", c.stop_ids}};
 }
 
 // Dumps `t` as f32 and returns its manifest entry.
-nlohmann::json Dump(const HostTensor& t, const TensorInfo& info, const std::string& file, nlohmann::json rows,
-                    nlohmann::json cols) {
+nlohmann::json Dump(const HostTensor& t, const TensorInfo& info, const std::string& file,
+                    nlohmann::json rows, nlohmann::json cols) {
   const std::vector<float> v = t.ToFloat();
   EXPECT_TRUE(WriteBytes(file, v.data(), v.size() * sizeof(float)).ok());
-  return {{"name", info.name}, {"dtype", DTypeName(info.dtype)}, {"shape", info.shape},
-          {"dump", file}, {"rows", rows}, {"cols", cols}};
+  return {{"name", info.name},   {"dtype", DTypeName(info.dtype)},
+          {"shape", info.shape}, {"dump", file},
+          {"rows", rows},        {"cols", cols}};
 }
 
 // Adds `model`'s tensors to the manifest: whole tensors when `all`, else the
@@ -68,17 +81,19 @@ nlohmann::json ModelEntry(const std::string& path, const std::string& tag, bool 
     if (!all) break;
     auto t = (*m)->Read(info.name);
     EXPECT_TRUE(t.ok()) << t.status();
-    tensors.push_back(Dump(*t, info, Tmp(tag + "_" + std::to_string(k++) + ".f32"), nullptr, nullptr));
+    tensors.push_back(
+        Dump(*t, info, Tmp(tag + "_" + std::to_string(k++) + ".f32"), nullptr, nullptr));
   }
   for (const Slice& s : slices) {
     auto info = (*m)->FindTensor(s.name);
     EXPECT_TRUE(info.ok()) << s.name;
-    auto t = s.rows ? (*m)->ReadRows(s.name, s.begin, s.count) : (*m)->ReadColumns(s.name, s.begin, s.count);
+    auto t = s.rows ? (*m)->ReadRows(s.name, s.begin, s.count)
+                    : (*m)->ReadColumns(s.name, s.begin, s.count);
     EXPECT_TRUE(t.ok()) << t.status();
     if (!t.ok() || !info.ok()) continue;
     const nlohmann::json range = {s.begin, s.count};
-    tensors.push_back(Dump(*t, *info, Tmp(tag + "_" + std::to_string(k++) + ".f32"), s.rows ? range : nullptr,
-                           s.rows ? nullptr : range));
+    tensors.push_back(Dump(*t, *info, Tmp(tag + "_" + std::to_string(k++) + ".f32"),
+                           s.rows ? range : nullptr, s.rows ? nullptr : range));
   }
   return {{"gguf", path}, {"config", ConfigJson((*m)->config())}, {"tensors", tensors}};
 }
@@ -87,17 +102,20 @@ TEST(ReferenceTest, MatchesGgufPackage) {
   const std::string python = Root() + "/.venv/bin/python3";
   ASSERT_EQ(std::system((python + " -c 'import gguf' 2>/dev/null").c_str()), 0)
       << "needs the gguf package in " << python << " (scripts/setup.sh)";
-  nlohmann::json manifest = {{"models", nlohmann::json::array()}, {"quant", nlohmann::json::array()}};
+  nlohmann::json manifest = {{"models", nlohmann::json::array()},
+                             {"quant", nlohmann::json::array()}};
 
   // The default model: slices of every tensor kind it holds (whole tensors
   // would dump 0.5 GB of f32).
   const std::string def = Root() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   std::vector<Slice> slices = {
-      {"token_embd.weight", true, 0, 64},        {"token_embd.weight", true, 40000, 300},
-      {"token_embd.weight", false, 256, 128},    {"output_norm.weight", true, 0, 576},
+      {"token_embd.weight", true, 0, 64},         {"token_embd.weight", true, 40000, 300},
+      {"token_embd.weight", false, 256, 128},     {"output_norm.weight", true, 0, 576},
       {"blk.0.attn_norm.weight", true, 100, 200}, {"blk.29.ffn_norm.weight", true, 0, 576}};
-  for (const char* w : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
-    const std::string n0 = std::string("blk.0.") + w + ".weight", n29 = std::string("blk.29.") + w + ".weight";
+  for (const char* w :
+       {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
+    const std::string n0 = std::string("blk.0.") + w + ".weight",
+                      n29 = std::string("blk.29.") + w + ".weight";
     slices.push_back({n0, true, 0, 192});
     slices.push_back({n29, true, 64, 128});
     slices.push_back({n29, false, 64, 128});
@@ -106,7 +124,8 @@ TEST(ReferenceTest, MatchesGgufPackage) {
 
   // Test models in every GGUF type the generator writes, dumped whole.
   int i = 0;
-  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+  for (DType d :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
     TestModelSpec spec;
     spec.dtype = d;
     spec.vocab_size = 1000;
@@ -137,10 +156,12 @@ TEST(ReferenceTest, MatchesGgufPackage) {
   ASSERT_TRUE(WriteBytes(input, x.data(), x.size() * 4).ok());
   for (DType d : {DType::kF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
     std::vector<uint8_t> q(rows * RowBytes(d, cols));
-    for (int64_t r = 0; r < rows; ++r) QuantizeRow(d, x.data() + r * cols, q.data() + r * RowBytes(d, cols), cols);
+    for (int64_t r = 0; r < rows; ++r)
+      QuantizeRow(d, x.data() + r * cols, q.data() + r * RowBytes(d, cols), cols);
     const std::string ours = Tmp(std::string("quant_") + DTypeName(d) + ".bin");
     ASSERT_TRUE(WriteBytes(ours, q.data(), q.size()).ok());
-    manifest["quant"].push_back({{"type", DTypeName(d)}, {"cols", cols}, {"input", input}, {"ours", ours}});
+    manifest["quant"].push_back(
+        {{"type", DTypeName(d)}, {"cols", cols}, {"input", input}, {"ours", ours}});
   }
 
   const std::string mpath = Tmp("manifest.json");

@@ -60,19 +60,23 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_
     if (key == "__metadata__") {
       if (!v.is_object()) return error("__metadata__ is not an object");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) return error(absl::StrCat("__metadata__.", m.key(), " is not a string"));
+        if (!m.value().is_string())
+          return error(absl::StrCat("__metadata__.", m.key(), " is not a string"));
         h.metadata.emplace_back(m.key(), m.value().get<std::string>());
       }
       continue;
     }
-    auto bad = [&](absl::string_view what) { return error(absl::StrCat("tensor '", key, "': ", what)); };
+    auto bad = [&](absl::string_view what) {
+      return error(absl::StrCat("tensor '", key, "': ", what));
+    };
     if (!v.is_object()) return bad("entry is not an object");
     auto dt = v.find("dtype");
     auto shape = v.find("shape");
     auto offs = v.find("data_offsets");
     if (dt == v.end() || !dt->is_string()) return bad("missing or non-string dtype");
     if (shape == v.end() || !shape->is_array()) return bad("missing or non-array shape");
-    if (offs == v.end() || !offs->is_array() || offs->size() != 2) return bad("data_offsets is not [begin, end]");
+    if (offs == v.end() || !offs->is_array() || offs->size() != 2)
+      return bad("data_offsets is not [begin, end]");
     SafetensorsTensor t;
     t.name = key;
     t.dtype_name = dt->get<std::string>();
@@ -84,9 +88,11 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_
     for (const nlohmann::json& d : *shape) {
       if (!d.is_number_unsigned()) return bad("shape entries must be non-negative integers");
       const uint64_t x = d.get<uint64_t>();
-      if (x > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return bad("dimension too large");
+      if (x > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return bad("dimension too large");
       t.shape.push_back(static_cast<int64_t>(x));
-      if (__builtin_mul_overflow(count, t.shape.back(), &count)) return bad("element count overflows");
+      if (__builtin_mul_overflow(count, t.shape.back(), &count))
+        return bad("element count overflows");
     }
     for (const nlohmann::json& o : *offs) {
       if (!o.is_number_unsigned()) return bad("data_offsets must be non-negative integers");

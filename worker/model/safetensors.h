@@ -25,10 +25,10 @@ namespace tpserve {
 
 struct SafetensorsTensor {
   std::string name;
-  std::string dtype_name;       // as in the file: "F32", "BF16", "I64", ...
-  std::optional<DType> dtype;   // F32/F16/BF16; empty for other types
-  std::vector<int64_t> shape;   // outermost first
-  uint64_t begin = 0;           // relative to the data section
+  std::string dtype_name;      // as in the file: "F32", "BF16", "I64", ...
+  std::optional<DType> dtype;  // F32/F16/BF16; empty for other types
+  std::vector<int64_t> shape;  // outermost first
+  uint64_t begin = 0;          // relative to the data section
   uint64_t end = 0;
   uint64_t bytes() const { return end - begin; }
 };
@@ -48,7 +48,8 @@ struct SafetensorsHeader {
 
 class SafetensorsFile {
  public:
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(
+      const std::string& path);
 
   const std::string& path() const { return path_; }
   const std::vector<SafetensorsTensor>& tensors() const { return header_.tensors; }

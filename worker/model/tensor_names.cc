@@ -35,7 +35,8 @@ constexpr NamePair kGlobalNames[] = {
 };
 
 // Splits "<prefix>N.<rest>" into N and rest.
-bool SplitLayer(absl::string_view name, absl::string_view prefix, int* layer, absl::string_view* rest) {
+bool SplitLayer(absl::string_view name, absl::string_view prefix, int* layer,
+                absl::string_view* rest) {
   if (!absl::StartsWith(name, prefix)) return false;
   name.remove_prefix(prefix.size());
   const size_t dot = name.find('.');

@@ -13,7 +13,8 @@
 namespace tpserve {
 
 std::optional<std::string> HfToInternalName(absl::string_view hf_name);
-// The inverse, for writers (test models): "blk.3.ffn_up.weight" -> "model.layers.3.mlp.up_proj.weight".
+// The inverse, for writers (test models): "blk.3.ffn_up.weight" ->
+// "model.layers.3.mlp.up_proj.weight".
 std::optional<std::string> InternalToHfName(absl::string_view internal_name);
 
 }  // namespace tpserve
