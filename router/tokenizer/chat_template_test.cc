@@ -17,6 +17,26 @@
 namespace tpserve {
 namespace {
 
+// Exercises the interpreter beyond the model templates: namespace, selectattr,
+// map, loop filters, break/continue, loop.*, slicing, tojson, str/dict
+// methods, ternaries without else, whitespace control.
+constexpr char kFeatureTemplate[] = R"JINJA({%- set ns = namespace(system=none, count=0) -%}
+{%- set systems = messages | selectattr('role', 'equalto', 'system') | list -%}
+{%- if systems | length > 0 %}{% set ns.system = systems[0]['content'] | trim %}{% endif -%}
+<sys>{{ ns.system if ns.system is not none else 'default' }}</sys>
+{% for m in messages if m.role != 'system' -%}
+  {%- if loop.index > 4 %}{% break %}{% endif -%}
+  {%- if m.content == '' %}{% continue %}{% endif -%}
+  {%- set ns.count = ns.count + 1 -%}
+  [{{ loop.index }}/{{ loop.length }} rev{{ loop.revindex0 }}] {{ m.role | upper }}: {{ m.content[:20] | replace('
+', ' ') }}{{ '...' if m.content | length > 20 }}
+  {{ m | tojson }} {{ m.content.startswith('Hi') }} {{ m.get('name', 'anon') }} {{ m.content.split() | length }}
+{% endfor -%}
+roles={{ messages | map(attribute='role') | join(',') }} n={{ ns.count }} {{ (messages | length) // 2 }} {{ messages[-1].content.strip() if messages else 'none' }}
+{%- if add_generation_prompt %}
+<gen>{% endif %}
+)JINJA";
+
 std::vector<ChatMessage> Messages(const nlohmann::json& j) {
   std::vector<ChatMessage> out;
   for (const auto& m : j) out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
@@ -28,6 +48,7 @@ std::vector<ChatMessage> Messages(const nlohmann::json& j) {
 void CheckAgainstJinja2(const std::string& gguf, const char* model_name, int min_per_template) {
   nlohmann::json names = nlohmann::json::object();
   for (const char* n : {"chatml", "llama3", "llama2", "mistral"}) names[n] = ChatTemplate::BuiltinSource(n);
+  names["features"] = kFeatureTemplate;
   std::string templates_path = tokenizer_testing::TempPath(std::string(model_name) + "_templates.json");
   std::ofstream(templates_path) << names.dump();
   nlohmann::json ref;
@@ -40,6 +61,9 @@ void CheckAgainstJinja2(const std::string& gguf, const char* model_name, int min
   auto model = ChatTemplate::FromModel(data->chat_template, "<s>", "</s>");
   ASSERT_TRUE(model.ok()) << model.status();
   templates.emplace("model", *model);
+  auto features = ChatTemplate::FromModel(kFeatureTemplate, "<s>", "</s>");
+  ASSERT_TRUE(features.ok()) << features.status();
+  templates.emplace("features", *features);
   for (const char* n : {"chatml", "llama3", "llama2", "mistral"}) {
     templates.emplace(n, *ChatTemplate::FromName(n, "<s>", "</s>"));
   }

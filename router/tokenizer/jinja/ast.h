@@ -45,7 +45,7 @@ using NodePtr = std::shared_ptr<const Node>;
 using NodeList = std::vector<NodePtr>;
 
 struct Node {
-  enum class Kind { kText, kOutput, kIf, kFor, kSet };
+  enum class Kind { kText, kOutput, kIf, kFor, kSet, kBreak, kContinue };
   Kind kind;
   std::string text;                                  // kText
   ExprPtr expr;                                      // kOutput, kSet value, kFor iterable

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "router/tokenizer/unicode.h"
@@ -204,6 +205,48 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
     Value indent = Arg(args, kwargs, 0, "indent");
     return Value(v.ToJson(indent.is_number() ? static_cast<int>(indent.as_int()) : -1));
   }
+  if (name == "selectattr" || name == "rejectattr" || name == "select" || name == "reject") {
+    // selectattr("role", "equalto", "system"); select("defined"); no test = truthiness.
+    const bool by_attr = name == "selectattr" || name == "rejectattr";
+    const bool keep = name == "selectattr" || name == "select";
+    size_t t = by_attr ? 1 : 0;
+    if (by_attr && (args.empty() || !args[0].is_string())) {
+      return TypeError(absl::StrCat(name, " needs an attribute name"));
+    }
+    ValueList out;
+    for (const Value& item : Iterate(v)) {
+      Value x = by_attr ? item.Get(args[0].as_string()) : item;
+      bool pass;
+      if (args.size() > t) {
+        ValueList test_args(args.begin() + t + 1, args.end());
+        absl::StatusOr<bool> r = ApplyTest(args[t].ToString(), x, test_args);
+        if (!r.ok()) return r.status();
+        pass = *r;
+      } else {
+        pass = x.Truthy();
+      }
+      if (pass == keep) out.push_back(item);
+    }
+    return Value::List(std::move(out));
+  }
+  if (name == "map") {
+    Value attr = Arg({}, kwargs, 0, "attribute");
+    ValueList out;
+    for (const Value& item : Iterate(v)) {
+      if (attr.is_string()) {
+        Value x = item.Get(attr.as_string());
+        out.push_back(x.is_undefined() ? Arg({}, kwargs, 0, "default") : x);
+      } else if (!args.empty()) {
+        ValueList rest(args.begin() + 1, args.end());
+        absl::StatusOr<Value> x = ApplyFilter(args[0].ToString(), item, rest, {});
+        if (!x.ok()) return x.status();
+        out.push_back(*std::move(x));
+      } else {
+        return TypeError("map needs attribute= or a filter name");
+      }
+    }
+    return Value::List(std::move(out));
+  }
   if (name == "items") {
     if (!v.is_dict()) return TypeError("items of a non-dict");
     ValueList out;
@@ -319,6 +362,16 @@ ValueDict BuiltinGlobals() {
   g.emplace_back("raise_exception", Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
     return absl::InvalidArgumentError(
         absl::StrCat("chat template rejected the conversation: ", a.empty() ? "" : a[0].ToString()));
+  }));
+  g.emplace_back("strftime_now", Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
+    // transformers' helper: the current local time through strftime.
+    if (a.empty() || !a[0].is_string()) return TypeError("strftime_now() needs a format string");
+    std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&now, &tm);
+    char buf[256];
+    size_t n = std::strftime(buf, sizeof(buf), a[0].as_string().c_str(), &tm);
+    return Value(std::string(buf, n));
   }));
   g.emplace_back("namespace", Value::Func([](const ValueList&, const ValueDict& kw) -> absl::StatusOr<Value> {
     return Value::Dict(kw);

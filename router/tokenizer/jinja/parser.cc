@@ -538,6 +538,21 @@ class TemplateParser {
       TPS_RETURN_IF_ERROR(ep.ExpectEnd());
       return NodePtr(n);
     }
+    if (tag == "break" || tag == "continue") {  // jinja2.ext.loopcontrols, as transformers enables
+      TPS_RETURN_IF_ERROR(ep.ExpectEnd());
+      n->kind = tag == "break" ? Node::Kind::kBreak : Node::Kind::kContinue;
+      return NodePtr(n);
+    }
+    if (tag == "generation") {  // transformers' assistant-mask marker: renders its body
+      TPS_RETURN_IF_ERROR(ep.ExpectEnd());
+      n->kind = Node::Kind::kIf;
+      auto yes = std::make_shared<Expr>();
+      yes->kind = Expr::Kind::kLiteral;
+      yes->literal = Value(true);
+      TPS_ASSIGN_OR_RETURN(NodeList body, Block({"endgeneration"}, &end, &endp));
+      n->branches.emplace_back(yes, std::move(body));
+      return NodePtr(n);
+    }
     return Error(offset, absl::StrCat("unsupported Jinja tag {% ", tag, " %}"));
   }
 

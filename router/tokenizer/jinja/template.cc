@@ -30,7 +30,10 @@ class Interpreter {
   }
 
   absl::Status Exec(const NodeList& nodes) {
-    for (const NodePtr& n : nodes) TPS_RETURN_IF_ERROR(ExecOne(*n));
+    for (const NodePtr& n : nodes) {
+      TPS_RETURN_IF_ERROR(ExecOne(*n));
+      if (control_ != Control::kNone) break;  // {% break %} / {% continue %} unwinding
+    }
     return absl::OkStatus();
   }
 
@@ -89,6 +92,11 @@ class Interpreter {
       }
       case Node::Kind::kFor:
         return ExecFor(n);
+      case Node::Kind::kBreak:
+      case Node::Kind::kContinue:
+        if (loop_depth_ == 0) return Err("{% break %} / {% continue %} outside a loop");
+        control_ = n.kind == Node::Kind::kBreak ? Control::kBreak : Control::kContinue;
+        return absl::OkStatus();
     }
     return absl::OkStatus();
   }
@@ -143,9 +151,14 @@ class Interpreter {
                                 {"nextitem", i + 1 < len ? items[i + 1] : Value()}});
       Assign("loop", loop);
       absl::Status s = bind(items[i]);
+      ++loop_depth_;
       if (s.ok()) s = Exec(n.body);
+      --loop_depth_;
       scopes_.pop_back();
       TPS_RETURN_IF_ERROR(s);
+      Control c = control_;
+      control_ = Control::kNone;
+      if (c == Control::kBreak) break;
     }
     return absl::OkStatus();
   }
@@ -394,9 +407,13 @@ class Interpreter {
     return Err(absl::StrCat("unsupported operator ", op));
   }
 
+  enum class Control { kNone, kBreak, kContinue };
+
   std::vector<ValueDict> scopes_;
   std::string out_;
   int64_t steps_ = 0;
+  int loop_depth_ = 0;
+  Control control_ = Control::kNone;
 };
 
 }  // namespace

@@ -151,20 +151,15 @@ std::string JsonQuote(const std::string& s) {
       out += "\\t", ++i;
     } else if (c == '\r') {
       out += "\\r", ++i;
-    } else if (c < 0x20 || c >= 0x80) {
-      // json.dumps default ensure_ascii=True: \uXXXX (surrogate pairs above BMP).
-      size_t len = 1;
-      uint32_t cp = c;
-      if (c >= 0x80) cp = tokenizer_internal::DecodeUtf8(s, i, &len);
-      auto hex = [&](uint32_t u) { out += absl::StrCat("\\u", absl::Hex(u, absl::kZeroPad4)); };
-      if (cp >= 0x10000) {
-        cp -= 0x10000;
-        hex(0xD800 + (cp >> 10));
-        hex(0xDC00 + (cp & 0x3FF));
-      } else {
-        hex(cp);
-      }
-      i += len;
+    } else if (c == '\b') {
+      out += "\\b", ++i;
+    } else if (c == '\f') {
+      out += "\\f", ++i;
+    } else if (c < 0x20) {
+      // transformers' tojson is json.dumps(ensure_ascii=False): only control
+      // characters are escaped; other text stays UTF-8.
+      out += absl::StrCat("\\u", absl::Hex(c, absl::kZeroPad4));
+      ++i;
     } else {
       out += static_cast<char>(c);
       ++i;

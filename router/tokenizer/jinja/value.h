@@ -67,7 +67,7 @@ class Value {
   bool Equals(const Value& other) const;   // Python ==
   std::string ToString() const;            // Python str(); Undefined -> ""
   std::string Repr() const;                // Python repr()
-  std::string ToJson(int indent = -1, int depth = 0) const;  // json.dumps
+  std::string ToJson(int indent = -1, int depth = 0) const;  // json.dumps(ensure_ascii=False)
   const char* TypeName() const;
 
  private:

@@ -245,8 +245,14 @@ def render_chats(a):
         raise jinja2.exceptions.TemplateError(msg)
 
     # transformers' apply_chat_template environment.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = tojson
     with open(a.templates, encoding="utf-8") as f:
         templates = json.load(f)
     if a.gguf:
