@@ -73,7 +73,7 @@ for rank in 0 1; do
   start "worker$rank" "$BIN/worker/tpserve-worker" --model="$MODEL" --model_name=SmolLM2-135M-Instruct \
     --rank=$rank --world_size=2 \
     --rendezvous=127.0.0.1:"$RDV_PORT" --metrics_port=$((METRICS_PORT + 1 + rank)) \
-    --threads="$threads" --kv_cache_mb=256
+    --threads="$threads" --kv_cache_mb=256 --comm=shm
 done
 
 CLI="$BIN/tools/cli/tpserve"

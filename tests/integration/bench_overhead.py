@@ -37,8 +37,9 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max_tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--comm", default="shm", choices=["shm", "gloo"])
     args = ap.parse_args()
-    with Cluster(world_size=2, threads=args.threads, kv_cache_mb=256,
+    with Cluster(world_size=2, threads=args.threads, kv_cache_mb=256, comm=args.comm,
                  router_args=["--max_num_seqs=64"]) as c:
         stub = gpb.GenerationStub(c.channel())
         first = threading.Barrier(args.batch + 1)
@@ -88,7 +89,7 @@ def main():
             delta(r0, r1, "tpserve_router_step_seconds_count")
         cadence = (t1 - t0) / steps
         overhead = cadence - engine
-        print(f"batch {args.batch} (tokens/step {tokens / iters:.1f}), {int(steps)} decode steps "
+        print(f"comm {args.comm}, batch {args.batch} (tokens/step {tokens / iters:.1f}), {int(steps)} decode steps "
               f"in {t1 - t0:.2f} s")
         print(f"  step cadence (router loop)     {cadence * 1e3:8.2f} ms")
         print(f"  router-observed RPC round trip {rtt * 1e3:8.2f} ms")

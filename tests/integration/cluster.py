@@ -84,14 +84,17 @@ def _wait_file(path, proc, timeout, log):
 
 
 class Cluster:
-    """A router and `world_size` workers on 127.0.0.1."""
+    """A router and `world_size` workers on 127.0.0.1; `comm` is the workers'
+    collective backend (shm: shared memory, gloo: TCP)."""
 
-    def __init__(self, world_size=2, router_args=(), worker_args=(), threads=1, kv_cache_mb=64):
+    def __init__(self, world_size=2, router_args=(), worker_args=(), threads=1, kv_cache_mb=64,
+                 comm=None):
         self.world_size = world_size
         self.router_args = list(router_args)
         self.worker_args = list(worker_args)
         self.threads = threads
         self.kv_cache_mb = kv_cache_mb
+        self.comm = comm or os.environ.get("TPSERVE_TEST_COMM", "shm")
         self.procs = []
         self.tmp = tempfile.mkdtemp(prefix="tpserve_cluster_")
 
@@ -119,7 +122,8 @@ class Cluster:
                 worker, f"--model={MODEL}", f"--rank={r}", f"--world_size={self.world_size}",
                 f"--rendezvous=127.0.0.1:{ports['rendezvous_port']}", "--host=127.0.0.1",
                 "--port=0", "--metrics_port=0", f"--threads={self.threads}",
-                f"--kv_cache_mb={self.kv_cache_mb}", f"--port_file={wport}"] + self.worker_args)
+                f"--kv_cache_mb={self.kv_cache_mb}", f"--comm={self.comm}",
+                f"--port_file={wport}"] + self.worker_args)
             self.worker_metrics_ports.append(_wait_file(wport, wp, 60, wlog)["metrics_port"])
         self.wait_serving(ready_timeout)
         return self

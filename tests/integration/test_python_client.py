@@ -14,7 +14,8 @@ pb, gpb = stubs("generation")
 class PythonClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.cluster = Cluster(world_size=2).__enter__()
+        # Gloo over TCP here; the other tests use the shared-memory backend.
+        cls.cluster = Cluster(world_size=2, comm="gloo").__enter__()
         cls.stub = gpb.GenerationStub(cls.cluster.channel())
 
     @classmethod
