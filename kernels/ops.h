@@ -47,8 +47,8 @@ struct Stream {
 // quantized weights dequantise-then-multiply in f32 too: slower, meant as
 // the reference other backends are compared against.
 struct GemmParams {
-  const float* x = nullptr;   // (m, k) activations; row i at x + i * x_stride
-  const void* w = nullptr;    // (n, k) weights in w_dtype; row j at w + j * RowBytes(w_dtype, k)
+  const float* x = nullptr;  // (m, k) activations; row i at x + i * x_stride
+  const void* w = nullptr;   // (n, k) weights in w_dtype; row j at w + j * RowBytes(w_dtype, k)
   DType w_dtype = DType::kF32;
   const float* bias = nullptr;  // (n) added to every output row, or null
   float* y = nullptr;           // (m, n) output; row i at y + i * y_stride. Must not alias x.
@@ -87,22 +87,22 @@ enum class RopeScalingType { kNone, kLinear, kLlama3 };
 //        neox=true  -> (x[i], x[i + head_dim/2]) (Hugging Face rotate_half).
 // The CPU backend evaluates angles in double precision.
 struct RopeParams {
-  float* q = nullptr;                 // (tokens, n_heads, head_dim); token t at q + t * q_stride
-  float* k = nullptr;                 // (tokens, n_kv_heads, head_dim) at k + t * k_stride, or null
+  float* q = nullptr;  // (tokens, n_heads, head_dim); token t at q + t * q_stride
+  float* k = nullptr;  // (tokens, n_kv_heads, head_dim) at k + t * k_stride, or null
   const int32_t* positions = nullptr;  // (tokens) absolute position of each token
   int tokens = 0;
   int n_heads = 0;
   int n_kv_heads = 0;
-  int head_dim = 0;                   // even
-  int64_t q_stride = 0;               // floats between tokens of q; 0 = n_heads * head_dim
-  int64_t k_stride = 0;               // floats between tokens of k; 0 = n_kv_heads * head_dim
-  float theta = 10000.0f;             // rope_freq_base
-  bool neox = false;                  // pairing, see above
+  int head_dim = 0;        // even
+  int64_t q_stride = 0;    // floats between tokens of q; 0 = n_heads * head_dim
+  int64_t k_stride = 0;    // floats between tokens of k; 0 = n_kv_heads * head_dim
+  float theta = 10000.0f;  // rope_freq_base
+  bool neox = false;       // pairing, see above
   RopeScalingType scaling = RopeScalingType::kNone;
-  float factor = 1.0f;                // kLinear and kLlama3
-  float low_freq_factor = 1.0f;       // kLlama3
-  float high_freq_factor = 4.0f;      // kLlama3
-  int original_max_position = 8192;   // kLlama3
+  float factor = 1.0f;               // kLinear and kLlama3
+  float low_freq_factor = 1.0f;      // kLlama3
+  float high_freq_factor = 4.0f;     // kLlama3
+  int original_max_position = 8192;  // kLlama3
 };
 
 // out = silu(gate) * up, elementwise; silu(g) = g / (1 + exp(-g)).
@@ -113,8 +113,8 @@ struct SwigluParams {
   float* out = nullptr;         // (rows, dim) dense
   int rows = 0;
   int dim = 0;
-  int64_t gate_stride = 0;      // 0 = dim
-  int64_t up_stride = 0;        // 0 = dim
+  int64_t gate_stride = 0;  // 0 = dim
+  int64_t up_stride = 0;    // 0 = dim
 };
 
 // y = a + b elementwise (the residual add). y may equal a or b.
@@ -129,14 +129,14 @@ struct AddParams {
 // vocabulary-parallel shard holding rows [row_offset, row_offset + rows),
 // tokens outside that range produce a zero row (the all-reduce sums shards).
 struct EmbeddingParams {
-  const void* table = nullptr;       // (rows, dim) in dtype; row r at table + r * RowBytes(dtype, dim)
+  const void* table = nullptr;  // (rows, dim) in dtype; row r at table + r * RowBytes(dtype, dim)
   DType dtype = DType::kF32;
-  const int32_t* tokens = nullptr;   // (num_tokens) token ids
-  float* out = nullptr;              // (num_tokens, dim)
+  const int32_t* tokens = nullptr;  // (num_tokens) token ids
+  float* out = nullptr;             // (num_tokens, dim)
   int num_tokens = 0;
-  int dim = 0;                       // a multiple of 32 for quantized dtype
-  int rows = 0;                      // rows held in this table
-  int row_offset = 0;                // global id of table row 0
+  int dim = 0;         // a multiple of 32 for quantized dtype
+  int rows = 0;        // rows held in this table
+  int row_offset = 0;  // global id of table row 0
 };
 
 // ---- Paged KV cache.
@@ -151,18 +151,18 @@ struct EmbeddingParams {
 // Stores new K/V rows into their slots: cache[slot_mapping[t]] = k[t] (same
 // for v). slot_mapping[t] < 0 skips token t (padding).
 struct KvCacheWriteParams {
-  const float* k = nullptr;               // (tokens, n_kv_heads, head_dim); token t at k + t * k_stride
-  const float* v = nullptr;               // (tokens, n_kv_heads, head_dim); token t at v + t * v_stride
-  float* k_cache = nullptr;               // (num_blocks, block_size, n_kv_heads, head_dim)
-  float* v_cache = nullptr;               // (num_blocks, block_size, n_kv_heads, head_dim)
+  const float* k = nullptr;  // (tokens, n_kv_heads, head_dim); token t at k + t * k_stride
+  const float* v = nullptr;  // (tokens, n_kv_heads, head_dim); token t at v + t * v_stride
+  float* k_cache = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim)
+  float* v_cache = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim)
   const int64_t* slot_mapping = nullptr;  // (tokens) block_id * block_size + offset, or < 0
   int tokens = 0;
   int n_kv_heads = 0;
   int head_dim = 0;
   int block_size = 0;
   int num_blocks = 0;
-  int64_t k_stride = 0;                   // floats between tokens of k; 0 = n_kv_heads * head_dim
-  int64_t v_stride = 0;                   // 0 = n_kv_heads * head_dim
+  int64_t k_stride = 0;  // floats between tokens of k; 0 = n_kv_heads * head_dim
+  int64_t v_stride = 0;  // 0 = n_kv_heads * head_dim
 };
 
 // Causal attention over the paged cache for a ragged batch of sequences,
@@ -172,22 +172,22 @@ struct KvCacheWriteParams {
 // K/V must already be written with KvCacheWrite). Query head h reads KV head
 // h / (n_heads / n_kv_heads) (GQA). out = softmax(scale * q k^T) v.
 struct PagedAttentionParams {
-  const float* q = nullptr;             // (total_q, n_heads, head_dim); row t at q + t * q_stride
-  const float* k_cache = nullptr;       // (num_blocks, block_size, n_kv_heads, head_dim)
-  const float* v_cache = nullptr;       // (num_blocks, block_size, n_kv_heads, head_dim)
-  float* out = nullptr;                 // (total_q, n_heads, head_dim) dense; must not alias q
+  const float* q = nullptr;               // (total_q, n_heads, head_dim); row t at q + t * q_stride
+  const float* k_cache = nullptr;         // (num_blocks, block_size, n_kv_heads, head_dim)
+  const float* v_cache = nullptr;         // (num_blocks, block_size, n_kv_heads, head_dim)
+  float* out = nullptr;                   // (total_q, n_heads, head_dim) dense; must not alias q
   const int32_t* block_tables = nullptr;  // (num_seqs, max_blocks_per_seq) block ids
-  const int32_t* cu_q_lens = nullptr;   // (num_seqs + 1) prefix sums of query lengths, [0] = 0
-  const int32_t* start_pos = nullptr;   // (num_seqs) position of each sequence's first query
+  const int32_t* cu_q_lens = nullptr;     // (num_seqs + 1) prefix sums of query lengths, [0] = 0
+  const int32_t* start_pos = nullptr;     // (num_seqs) position of each sequence's first query
   int num_seqs = 0;
-  int max_blocks_per_seq = 0;           // row length of block_tables
-  int n_heads = 0;                      // query heads; a multiple of n_kv_heads
+  int max_blocks_per_seq = 0;  // row length of block_tables
+  int n_heads = 0;             // query heads; a multiple of n_kv_heads
   int n_kv_heads = 0;
   int head_dim = 0;
-  int block_size = 0;                   // tokens per block
-  int num_blocks = 0;                   // blocks in the pool (ids are checked against it)
-  int64_t q_stride = 0;                 // floats between rows of q; 0 = n_heads * head_dim
-  float scale = 0.0f;                   // softmax scale, usually 1 / sqrt(head_dim)
+  int block_size = 0;    // tokens per block
+  int num_blocks = 0;    // blocks in the pool (ids are checked against it)
+  int64_t q_stride = 0;  // floats between rows of q; 0 = n_heads * head_dim
+  float scale = 0.0f;    // softmax scale, usually 1 / sqrt(head_dim)
 };
 
 }  // namespace tpserve::kernels

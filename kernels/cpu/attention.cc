@@ -52,9 +52,9 @@ absl::Status ValidateAttention(const PagedAttentionParams& p) {
   }
   if (p.num_seqs < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.n_heads % p.n_kv_heads != 0 ||
       p.head_dim <= 0 || p.block_size <= 0 || p.max_blocks_per_seq < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagedAttention: bad shape heads=", p.n_heads, "/", p.n_kv_heads, " head_dim=",
-        p.head_dim, " block_size=", p.block_size));
+    return absl::InvalidArgumentError(absl::StrCat("PagedAttention: bad shape heads=", p.n_heads,
+                                                   "/", p.n_kv_heads, " head_dim=", p.head_dim,
+                                                   " block_size=", p.block_size));
   }
   if (p.cu_q_lens[0] != 0) return absl::InvalidArgumentError("PagedAttention: cu_q_lens[0] != 0");
   for (int s = 0; s < p.num_seqs; ++s) {
@@ -73,9 +73,9 @@ absl::Status ValidateAttention(const PagedAttentionParams& p) {
     const int32_t* table = p.block_tables + int64_t{s} * p.max_blocks_per_seq;
     for (int64_t b = 0; b < blocks; ++b) {
       if (table[b] < 0 || table[b] >= p.num_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat("PagedAttention: sequence ", s,
-                                                       " block ", b, " id ", table[b],
-                                                       " outside [0, ", p.num_blocks, ")"));
+        return absl::InvalidArgumentError(absl::StrCat("PagedAttention: sequence ", s, " block ", b,
+                                                       " id ", table[b], " outside [0, ",
+                                                       p.num_blocks, ")"));
       }
     }
   }
@@ -101,8 +101,9 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   const int threads = stream.pool != nullptr ? stream.pool->num_threads() : 1;
   const int64_t base_items = total_q * p.n_kv_heads;
   const int64_t target_items = 4 * threads;
-  const int splits_wanted =
-      base_items >= target_items ? 1 : static_cast<int>((target_items + base_items - 1) / base_items);
+  const int splits_wanted = base_items >= target_items
+                                ? 1
+                                : static_cast<int>((target_items + base_items - 1) / base_items);
 
   struct Merge {
     int64_t row;

@@ -59,14 +59,19 @@ void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* 
     // Write every position through KvCacheWrite, in two calls (history, then new).
     std::vector<int64_t> slots(ctx);
     for (int pos = 0; pos < ctx; ++pos) {
-      slots[pos] = int64_t{tables[s * max_blocks + pos / c.block_size]} * c.block_size +
-                   pos % c.block_size;
+      slots[pos] =
+          int64_t{tables[s * max_blocks + pos / c.block_size]} * c.block_size + pos % c.block_size;
     }
-    KvCacheWriteParams w{.k = dense_k[s].data(), .v = dense_v[s].data(),
-                         .k_cache = k_cache.data(), .v_cache = v_cache.data(),
-                         .slot_mapping = slots.data(), .tokens = ctx,
-                         .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim,
-                         .block_size = c.block_size, .num_blocks = num_blocks};
+    KvCacheWriteParams w{.k = dense_k[s].data(),
+                         .v = dense_v[s].data(),
+                         .k_cache = k_cache.data(),
+                         .v_cache = v_cache.data(),
+                         .slot_mapping = slots.data(),
+                         .tokens = ctx,
+                         .n_kv_heads = c.n_kv_heads,
+                         .head_dim = c.head_dim,
+                         .block_size = c.block_size,
+                         .num_blocks = num_blocks};
     ASSERT_TRUE(KvCacheWrite(w, Stream{.pool = pool}).ok());
     cu.push_back(cu.back() + seqs[s].q_len);
     starts.push_back(seqs[s].start);
@@ -77,13 +82,21 @@ void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* 
   std::vector<float> out(total_q * q_row, -1.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
-  PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
-                         .out = out.data(), .block_tables = tables.data(),
-                         .cu_q_lens = cu.data(), .start_pos = starts.data(),
-                         .num_seqs = num_seqs, .max_blocks_per_seq = max_blocks,
-                         .n_heads = c.n_heads, .n_kv_heads = c.n_kv_heads,
-                         .head_dim = c.head_dim, .block_size = c.block_size,
-                         .num_blocks = num_blocks, .scale = scale};
+  PagedAttentionParams p{.q = q.data(),
+                         .k_cache = k_cache.data(),
+                         .v_cache = v_cache.data(),
+                         .out = out.data(),
+                         .block_tables = tables.data(),
+                         .cu_q_lens = cu.data(),
+                         .start_pos = starts.data(),
+                         .num_seqs = num_seqs,
+                         .max_blocks_per_seq = max_blocks,
+                         .n_heads = c.n_heads,
+                         .n_kv_heads = c.n_kv_heads,
+                         .head_dim = c.head_dim,
+                         .block_size = c.block_size,
+                         .num_blocks = num_blocks,
+                         .scale = scale};
   ASSERT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
 
   std::vector<double> want(out.size());
@@ -109,7 +122,8 @@ void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* 
         for (double& x : w) sum += (x = std::exp(x - mx));
         for (int d = 0; d < c.head_dim; ++d) {
           double acc = 0.0;
-          for (int j = 0; j <= pos; ++j) acc += w[j] * dense_v[s][j * token_floats + kvh * c.head_dim + d];
+          for (int j = 0; j <= pos; ++j)
+            acc += w[j] * dense_v[s][j * token_floats + kvh * c.head_dim + d];
           want[row * q_row + h * c.head_dim + d] = acc / sum;
         }
       }
@@ -130,8 +144,8 @@ class PagedAttentionTest : public ::testing::TestWithParam<Isa> {
 TEST_P(PagedAttentionTest, MatchesDenseCausalAttention) {
   Rng rng(11);
   const std::vector<Seq> seqs = {{0, 7}, {13, 1}, {21, 9}, {0, 1}, {40, 1}};
-  for (const Case& c : std::vector<Case>{{4, 4, 64, 16}, {9, 3, 64, 16}, {12, 3, 24, 5},
-                                         {8, 2, 40, 7}, {3, 1, 17, 1}}) {
+  for (const Case& c : std::vector<Case>{
+           {4, 4, 64, 16}, {9, 3, 64, 16}, {12, 3, 24, 5}, {8, 2, 40, 7}, {3, 1, 17, 1}}) {
     for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_}) {
       CheckAgainstDense(seqs, c, pool, rng);
     }
@@ -143,8 +157,8 @@ TEST_P(PagedAttentionTest, MatchesDenseCausalAttention) {
 TEST_P(PagedAttentionTest, DecodeWithSplitContextMatchesDense) {
   Rng rng(12);
   ThreadPool four(4);
-  for (const std::vector<Seq>& seqs : std::vector<std::vector<Seq>>{
-           {{300, 1}}, {{95, 1}, {33, 1}}, {{31, 1}}, {{64, 2}}}) {
+  for (const std::vector<Seq>& seqs :
+       std::vector<std::vector<Seq>>{{{300, 1}}, {{95, 1}, {33, 1}}, {{31, 1}}, {{64, 2}}}) {
     for (const Case& c : std::vector<Case>{{9, 3, 64, 16}, {4, 1, 32, 7}, {8, 8, 16, 16}}) {
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_, &four}) {
         CheckAgainstDense(seqs, c, pool, rng);
@@ -156,11 +170,21 @@ TEST_P(PagedAttentionTest, DecodeWithSplitContextMatchesDense) {
 TEST_P(PagedAttentionTest, RejectsBadBlockTables) {
   std::vector<float> buf(4 * 4 * 8, 0.0f);
   std::vector<int32_t> table = {0, 7}, cu = {0, 3}, start = {2};
-  PagedAttentionParams p{.q = buf.data(), .k_cache = buf.data(), .v_cache = buf.data(),
-                         .out = buf.data(), .block_tables = table.data(), .cu_q_lens = cu.data(),
-                         .start_pos = start.data(), .num_seqs = 1, .max_blocks_per_seq = 2,
-                         .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .block_size = 4,
-                         .num_blocks = 4, .scale = 1.0f};
+  PagedAttentionParams p{.q = buf.data(),
+                         .k_cache = buf.data(),
+                         .v_cache = buf.data(),
+                         .out = buf.data(),
+                         .block_tables = table.data(),
+                         .cu_q_lens = cu.data(),
+                         .start_pos = start.data(),
+                         .num_seqs = 1,
+                         .max_blocks_per_seq = 2,
+                         .n_heads = 2,
+                         .n_kv_heads = 1,
+                         .head_dim = 8,
+                         .block_size = 4,
+                         .num_blocks = 4,
+                         .scale = 1.0f};
   EXPECT_EQ(PagedAttention(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);  // id 7
   table[1] = 1;
   start[0] = 6;  // needs 3 blocks
@@ -170,9 +194,16 @@ TEST_P(PagedAttentionTest, RejectsBadBlockTables) {
   start[0] = 2;
   EXPECT_EQ(PagedAttention(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
   int64_t slot = 16;
-  KvCacheWriteParams w{.k = buf.data(), .v = buf.data(), .k_cache = buf.data(),
-                       .v_cache = buf.data(), .slot_mapping = &slot, .tokens = 1,
-                       .n_kv_heads = 1, .head_dim = 8, .block_size = 4, .num_blocks = 4};
+  KvCacheWriteParams w{.k = buf.data(),
+                       .v = buf.data(),
+                       .k_cache = buf.data(),
+                       .v_cache = buf.data(),
+                       .slot_mapping = &slot,
+                       .tokens = 1,
+                       .n_kv_heads = 1,
+                       .head_dim = 8,
+                       .block_size = 4,
+                       .num_blocks = 4};
   EXPECT_EQ(KvCacheWrite(w, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 

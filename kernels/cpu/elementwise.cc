@@ -36,8 +36,8 @@ double InvFreq(const RopeParams& p, int i) {
       if (wavelen > low_wavelen) {
         inv /= p.factor;
       } else if (wavelen >= high_wavelen) {
-        const double s = (orig / wavelen - p.low_freq_factor) /
-                         (p.high_freq_factor - p.low_freq_factor);
+        const double s =
+            (orig / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
         inv = (1.0 - s) * inv / p.factor + s * inv;
       }
       break;
@@ -84,7 +84,8 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
     for (int i = 0; i < half; ++i) {
       const double angle = static_cast<double>(p.positions[t]) * inv_freq[i];
       cos_sin[static_cast<size_t>(t) * p.head_dim + 2 * i] = static_cast<float>(std::cos(angle));
-      cos_sin[static_cast<size_t>(t) * p.head_dim + 2 * i + 1] = static_cast<float>(std::sin(angle));
+      cos_sin[static_cast<size_t>(t) * p.head_dim + 2 * i + 1] =
+          static_cast<float>(std::sin(angle));
     }
   }
   const bool avx2 = UseAvx2();
@@ -126,8 +127,8 @@ absl::Status Embedding(const EmbeddingParams& p, const Stream& stream) {
   }
   const int64_t row_bytes = RowBytes(p.dtype, p.dim);
   if (row_bytes < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Embedding: dim ", p.dim, " does not fit ",
-                                                   DTypeName(p.dtype), " blocks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Embedding: dim ", p.dim, " does not fit ", DTypeName(p.dtype), " blocks"));
   }
   const uint8_t* table = static_cast<const uint8_t*>(p.table);
   ParallelFor(stream.pool, p.num_tokens, 8, [&](int64_t b, int64_t e) {

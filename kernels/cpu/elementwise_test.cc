@@ -46,8 +46,8 @@ TEST_P(ElementwiseTest, RmsNorm) {
           for (int i = 0; i < dim; ++i) want[r * dim + i] = x[r * dim + i] * scale * w[i];
         }
         float* out = in_place ? x.data() : y.data();
-        RmsNormParams p{.x = x.data(), .weight = w.data(), .y = out, .rows = rows, .dim = dim,
-                        .eps = eps};
+        RmsNormParams p{
+            .x = x.data(), .weight = w.data(), .y = out, .rows = rows, .dim = dim, .eps = eps};
         ASSERT_TRUE(RmsNorm(p, Stream{.pool = &pool_}).ok());
         EXPECT_LT(Nmse(in_place ? x : y, want), kF32Tol) << "rows=" << rows << " dim=" << dim;
       }
@@ -139,8 +139,10 @@ TEST_P(ElementwiseTest, Swiglu) {
     std::vector<float> up = rng.Floats(rows * dim);
     std::vector<float> out(rows * dim);
     std::vector<double> want(out.size());
-    for (size_t i = 0; i < want.size(); ++i) want[i] = gate[i] / (1.0 + std::exp(-double{gate[i]})) * up[i];
-    SwigluParams p{.gate = gate.data(), .up = up.data(), .out = out.data(), .rows = rows, .dim = dim};
+    for (size_t i = 0; i < want.size(); ++i)
+      want[i] = gate[i] / (1.0 + std::exp(-double{gate[i]})) * up[i];
+    SwigluParams p{
+        .gate = gate.data(), .up = up.data(), .out = out.data(), .rows = rows, .dim = dim};
     ASSERT_TRUE(Swiglu(p, Stream{.pool = &pool_}).ok());
     EXPECT_LT(Nmse(out, want), kSwigluTol) << "dim=" << dim;
   }
@@ -158,15 +160,21 @@ TEST_P(ElementwiseTest, AddIsExact) {
 
 TEST_P(ElementwiseTest, EmbeddingDequantisesRowsAndZeroesOtherShards) {
   Rng rng(5);
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+  for (DType t :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
     const int rows = 11, dim = 64, offset = 100;
     std::vector<uint8_t> table = RandomRows(rng, t, rows, dim);
     std::vector<float> deq = DequantizeRows(t, table.data(), rows, dim);
     std::vector<int32_t> tokens = {100, 110, 99, 111, 105, 0};
     std::vector<float> out(tokens.size() * dim, 1.0f);
-    EmbeddingParams p{.table = table.data(), .dtype = t, .tokens = tokens.data(),
-                      .out = out.data(), .num_tokens = static_cast<int>(tokens.size()),
-                      .dim = dim, .rows = rows, .row_offset = offset};
+    EmbeddingParams p{.table = table.data(),
+                      .dtype = t,
+                      .tokens = tokens.data(),
+                      .out = out.data(),
+                      .num_tokens = static_cast<int>(tokens.size()),
+                      .dim = dim,
+                      .rows = rows,
+                      .row_offset = offset};
     ASSERT_TRUE(Embedding(p, Stream{.pool = &pool_}).ok());
     for (size_t i = 0; i < tokens.size(); ++i) {
       const int r = tokens[i] - offset;
@@ -186,13 +194,17 @@ TEST_P(ElementwiseTest, RejectsBadParams) {
   rope.positions = &pos;
   rope.head_dim = 7;
   EXPECT_EQ(Rope(rope, Stream{}).code(), absl::StatusCode::kInvalidArgument);
-  EmbeddingParams emb{.table = x.data(), .dtype = DType::kQ4_1, .tokens = &pos, .out = x.data(),
-                      .num_tokens = 1, .dim = 8, .rows = 1};
+  EmbeddingParams emb{.table = x.data(),
+                      .dtype = DType::kQ4_1,
+                      .tokens = &pos,
+                      .out = x.data(),
+                      .num_tokens = 1,
+                      .dim = 8,
+                      .rows = 1};
   EXPECT_EQ(Embedding(emb, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(BothIsas, ElementwiseTest,
-                         ::testing::Values(Isa::kPortable, Isa::kAvx2),
+INSTANTIATE_TEST_SUITE_P(BothIsas, ElementwiseTest, ::testing::Values(Isa::kPortable, Isa::kAvx2),
                          [](const ::testing::TestParamInfo<Isa>& info) {
                            return std::string(IsaName(info.param));
                          });

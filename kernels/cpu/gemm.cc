@@ -25,8 +25,8 @@ absl::Status Validate(const GemmParams& p) {
         absl::StrCat("Gemm: bad shape m=", p.m, " n=", p.n, " k=", p.k));
   }
   if (IsQuantized(p.w_dtype) && p.k % 32 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Gemm: k=", p.k, " is not a multiple of 32 for ", DTypeName(p.w_dtype), " weights"));
+    return absl::InvalidArgumentError(absl::StrCat("Gemm: k=", p.k, " is not a multiple of 32 for ",
+                                                   DTypeName(p.w_dtype), " weights"));
   }
   if ((p.x_stride != 0 && p.x_stride < p.k) || (p.y_stride != 0 && p.y_stride < p.n)) {
     return absl::InvalidArgumentError("Gemm: row stride shorter than the row");
@@ -51,9 +51,15 @@ GemmArgs ToArgs(const GemmParams& p) {
 
 void RunTile(Isa isa, const GemmArgs& a, int64_t begin, int64_t end) {
   switch (isa) {
-    case Isa::kAvxVnni: avxvnni::GemmTile(a, begin, end); break;
-    case Isa::kAvx2: avx2::GemmTile(a, begin, end); break;
-    case Isa::kPortable: portable::GemmTile(a, begin, end); break;
+    case Isa::kAvxVnni:
+      avxvnni::GemmTile(a, begin, end);
+      break;
+    case Isa::kAvx2:
+      avx2::GemmTile(a, begin, end);
+      break;
+    case Isa::kPortable:
+      portable::GemmTile(a, begin, end);
+      break;
   }
 }
 

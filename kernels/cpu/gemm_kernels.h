@@ -26,14 +26,14 @@ static_assert(sizeof(ActBlock) == 40, "ActBlock is 40 bytes");
 
 // One GEMM's operands as the tile kernels see them.
 struct GemmArgs {
-  const float* x = nullptr;       // (m, k) f32 activations, for F32/F16/BF16 weights
-  int64_t x_stride = 0;           // floats between rows of x
-  const ActBlock* xq = nullptr;   // (m, k / 32) quantized activations, for Q weights
-  const uint8_t* w = nullptr;     // (n, row_bytes)
+  const float* x = nullptr;      // (m, k) f32 activations, for F32/F16/BF16 weights
+  int64_t x_stride = 0;          // floats between rows of x
+  const ActBlock* xq = nullptr;  // (m, k / 32) quantized activations, for Q weights
+  const uint8_t* w = nullptr;    // (n, row_bytes)
   int64_t row_bytes = 0;
   DType w_dtype = DType::kF32;
-  const float* bias = nullptr;    // (n) or null
-  float* y = nullptr;             // (m, n) at y_stride
+  const float* bias = nullptr;  // (n) or null
+  float* y = nullptr;           // (m, n) at y_stride
   int64_t y_stride = 0;
   int m = 0;
   int k = 0;

@@ -104,10 +104,18 @@ void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
     for (int i = 0; i < a.m; ++i) {
       float v = 0.0f;
       switch (a.w_dtype) {
-        case DType::kQ8_0: v = DotQ8_0(w, a.xq + int64_t{i} * nb, nb); break;
-        case DType::kQ4_0: v = DotQ4_0(w, a.xq + int64_t{i} * nb, nb); break;
-        case DType::kQ4_1: v = DotQ4_1(w, a.xq + int64_t{i} * nb, nb); break;
-        default: v = DotFloat(a.w_dtype, w, a.x + i * a.x_stride, a.k); break;
+        case DType::kQ8_0:
+          v = DotQ8_0(w, a.xq + int64_t{i} * nb, nb);
+          break;
+        case DType::kQ4_0:
+          v = DotQ4_0(w, a.xq + int64_t{i} * nb, nb);
+          break;
+        case DType::kQ4_1:
+          v = DotQ4_1(w, a.xq + int64_t{i} * nb, nb);
+          break;
+        default:
+          v = DotFloat(a.w_dtype, w, a.x + i * a.x_stride, a.k);
+          break;
       }
       a.y[i * a.y_stride + j] = v + bias;
     }

@@ -62,7 +62,8 @@ Reference Compute(const std::vector<float>& x, int64_t x_stride, const std::vect
       double acc = bias.empty() ? 0.0 : bias[j];
       double mag = std::fabs(acc);
       for (int kk = 0; kk < s.k; ++kk) {
-        const double t = static_cast<double>(x[i * x_stride + kk]) * w[static_cast<size_t>(j) * s.k + kk];
+        const double t =
+            static_cast<double>(x[i * x_stride + kk]) * w[static_cast<size_t>(j) * s.k + kk];
         acc += t;
         mag += std::fabs(t);
       }
@@ -91,9 +92,12 @@ TEST_P(GemmTest, MatchesReference) {
   Rng rng(1234 + static_cast<int>(dtype));
   ThreadPool pool(3);
   // The last shape spans two activation panels of the AVX2 kernel (~256 KiB).
-  const std::vector<Shape> shapes = IsQuantized(dtype)
-      ? std::vector<Shape>{{1, 1, 32}, {1, 13, 96}, {3, 7, 64}, {5, 33, 576}, {17, 9, 160}, {4, 6, 32}, {150, 5, 1536}}
-      : std::vector<Shape>{{1, 1, 1}, {1, 13, 37}, {3, 7, 64}, {5, 33, 577}, {17, 9, 15}, {4, 6, 8}, {130, 5, 577}};
+  const std::vector<Shape> shapes =
+      IsQuantized(dtype)
+          ? std::vector<Shape>{{1, 1, 32},   {1, 13, 96}, {3, 7, 64},    {5, 33, 576},
+                               {17, 9, 160}, {4, 6, 32},  {150, 5, 1536}}
+          : std::vector<Shape>{{1, 1, 1},   {1, 13, 37}, {3, 7, 64},   {5, 33, 577},
+                               {17, 9, 15}, {4, 6, 8},   {130, 5, 577}};
   for (const Shape& s : shapes) {
     for (bool with_bias : {false, true}) {
       for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
@@ -166,8 +170,8 @@ TEST(GemmIsaParity, X86VariantsMatchPortable) {
       auto run = [&](Isa isa) {
         std::vector<float> y(m * n);
         ScopedIsaForTesting force(isa);
-        GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .y = y.data(),
-                      .m = m, .n = n, .k = k};
+        GemmParams gp{
+            .x = x.data(), .w = w.data(), .w_dtype = dtype, .y = y.data(), .m = m, .n = n, .k = k};
         EXPECT_TRUE(Gemm(gp, Stream{}).ok());
         return y;
       };
@@ -195,8 +199,15 @@ TEST_P(GemmTest, ExactModeMatchesF64) {
     std::vector<uint8_t> w = RandomRows(rng, dtype, s.n, s.k);
     std::vector<float> bias = rng.Floats(s.n);
     std::vector<float> y(static_cast<size_t>(s.m) * s.n);
-    GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .bias = bias.data(),
-                  .y = y.data(), .m = s.m, .n = s.n, .k = s.k, .exact = true};
+    GemmParams gp{.x = x.data(),
+                  .w = w.data(),
+                  .w_dtype = dtype,
+                  .bias = bias.data(),
+                  .y = y.data(),
+                  .m = s.m,
+                  .n = s.n,
+                  .k = s.k,
+                  .exact = true};
     ASSERT_TRUE(Gemm(gp, Stream{.pool = &pool}).ok());
     const Reference ref = Compute(x, s.k, DequantizeRows(dtype, w.data(), s.n, s.k), bias, s);
     EXPECT_LT(ExactError(y, ref), kExactTol) << "m=" << s.m << " n=" << s.n;
@@ -220,8 +231,14 @@ TEST(GemmMultiTest, MatchesSeparateCallsBitForBit) {
     int offset = 0;
     for (size_t i = 0; i < types.size(); ++i) {
       ws.push_back(RandomRows(rng, types[i], ns[i], k));
-      GemmParams gp{.x = x.data(), .w = ws.back().data(), .w_dtype = types[i],
-                    .y = fused.data() + offset, .m = m, .n = ns[i], .k = k, .y_stride = total};
+      GemmParams gp{.x = x.data(),
+                    .w = ws.back().data(),
+                    .w_dtype = types[i],
+                    .y = fused.data() + offset,
+                    .m = m,
+                    .n = ns[i],
+                    .k = k,
+                    .y_stride = total};
       parts.push_back(gp);
       gp.y = separate.data() + offset;
       ASSERT_TRUE(Gemm(gp, Stream{.pool = &pool}).ok());
@@ -238,8 +255,13 @@ TEST(GemmMultiTest, MatchesSeparateCallsBitForBit) {
 TEST(GemmValidation, RejectsBadShapes) {
   std::vector<float> x(64), y(4);
   std::vector<uint8_t> w(4 * 40);
-  GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(),
-                .m = 1, .n = 2, .k = 33};
+  GemmParams gp{.x = x.data(),
+                .w = w.data(),
+                .w_dtype = DType::kQ4_1,
+                .y = y.data(),
+                .m = 1,
+                .n = 2,
+                .k = 33};
   EXPECT_EQ(Gemm(gp, Stream{}).code(), absl::StatusCode::kInvalidArgument);
   gp.k = 32;
   gp.w = nullptr;

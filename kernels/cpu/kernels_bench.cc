@@ -13,13 +13,13 @@
 // from DRAM, as a decode step over the whole model does (~96 MB per token).
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <string>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -97,11 +97,13 @@ void BM_Gemm(benchmark::State& state) {
   Rng rng(1);
   const std::vector<uint8_t> one = RandomRows(rng, dtype, n, k);
   std::vector<uint8_t> weights(static_cast<size_t>(matrix_bytes) * copies);
-  for (int c = 0; c < copies; ++c) std::memcpy(weights.data() + c * matrix_bytes, one.data(), matrix_bytes);
+  for (int c = 0; c < copies; ++c)
+    std::memcpy(weights.data() + c * matrix_bytes, one.data(), matrix_bytes);
   std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k);
   std::vector<float> y(static_cast<size_t>(m) * n);
   ThreadPool pool(threads);
-  GemmParams p{.x = x.data(), .w = nullptr, .w_dtype = dtype, .y = y.data(), .m = m, .n = n, .k = k};
+  GemmParams p{
+      .x = x.data(), .w = nullptr, .w_dtype = dtype, .y = y.data(), .m = m, .n = n, .k = k};
   int c = 0;
   auto run_once = [&] {
     p.w = weights.data() + c * matrix_bytes;
@@ -192,54 +194,110 @@ void BM_DecodeToken(benchmark::State& state) {
   const int64_t slot = ctx;
   ThreadPool pool(threads);
   const Stream st{.pool = &pool};
-  auto gemv = [&](const std::vector<uint8_t>& w, DType t, const float* in, float* out, int n, int kk) {
+  auto gemv = [&](const std::vector<uint8_t>& w, DType t, const float* in, float* out, int n,
+                  int kk) {
     GemmParams g{.x = in, .w = w.data(), .w_dtype = t, .y = out, .m = 1, .n = n, .k = kk};
     return Gemm(g, st);
   };
   auto token = [&]() -> absl::Status {
     for (Layer& l : layers) {
-      absl::Status s = RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st);
+      absl::Status s = RmsNorm(
+          {.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st);
       if (fused) {
-        const GemmParams qkv[3] = {
-            {.x = h.data(), .w = l.q.data(), .w_dtype = DType::kQ4_1, .y = q.data(), .m = 1, .n = kHidden, .k = kHidden},
-            {.x = h.data(), .w = l.k.data(), .w_dtype = DType::kQ4_1, .y = k.data(), .m = 1, .n = kKvDim, .k = kHidden},
-            {.x = h.data(), .w = l.v.data(), .w_dtype = DType::kQ4_1, .y = v.data(), .m = 1, .n = kKvDim, .k = kHidden}};
+        const GemmParams qkv[3] = {{.x = h.data(),
+                                    .w = l.q.data(),
+                                    .w_dtype = DType::kQ4_1,
+                                    .y = q.data(),
+                                    .m = 1,
+                                    .n = kHidden,
+                                    .k = kHidden},
+                                   {.x = h.data(),
+                                    .w = l.k.data(),
+                                    .w_dtype = DType::kQ4_1,
+                                    .y = k.data(),
+                                    .m = 1,
+                                    .n = kKvDim,
+                                    .k = kHidden},
+                                   {.x = h.data(),
+                                    .w = l.v.data(),
+                                    .w_dtype = DType::kQ4_1,
+                                    .y = v.data(),
+                                    .m = 1,
+                                    .n = kKvDim,
+                                    .k = kHidden}};
         s.Update(GemmMulti(qkv, st));
       } else {
         s.Update(gemv(l.q, DType::kQ4_1, h.data(), q.data(), kHidden, kHidden));
         s.Update(gemv(l.k, DType::kQ4_1, h.data(), k.data(), kKvDim, kHidden));
         s.Update(gemv(l.v, DType::kQ4_1, h.data(), v.data(), kKvDim, kHidden));
       }
-      RopeParams rp{.q = q.data(), .k = k.data(), .positions = &pos, .tokens = 1, .n_heads = kHeads,
-                    .n_kv_heads = kKvHeads, .head_dim = kHeadDim};
+      RopeParams rp{.q = q.data(),
+                    .k = k.data(),
+                    .positions = &pos,
+                    .tokens = 1,
+                    .n_heads = kHeads,
+                    .n_kv_heads = kKvHeads,
+                    .head_dim = kHeadDim};
       s.Update(Rope(rp, st));
-      s.Update(KvCacheWrite({.k = k.data(), .v = v.data(), .k_cache = l.k_cache.data(),
-                             .v_cache = l.v_cache.data(), .slot_mapping = &slot, .tokens = 1,
-                             .n_kv_heads = kKvHeads, .head_dim = kHeadDim, .block_size = kBlock,
-                             .num_blocks = num_blocks}, st));
-      s.Update(PagedAttention({.q = q.data(), .k_cache = l.k_cache.data(), .v_cache = l.v_cache.data(),
-                               .out = att.data(), .block_tables = table.data(), .cu_q_lens = cu,
-                               .start_pos = &pos, .num_seqs = 1, .max_blocks_per_seq = num_blocks,
-                               .n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = kHeadDim,
-                               .block_size = kBlock, .num_blocks = num_blocks, .scale = 0.125f}, st));
+      s.Update(KvCacheWrite({.k = k.data(),
+                             .v = v.data(),
+                             .k_cache = l.k_cache.data(),
+                             .v_cache = l.v_cache.data(),
+                             .slot_mapping = &slot,
+                             .tokens = 1,
+                             .n_kv_heads = kKvHeads,
+                             .head_dim = kHeadDim,
+                             .block_size = kBlock,
+                             .num_blocks = num_blocks},
+                            st));
+      s.Update(PagedAttention({.q = q.data(),
+                               .k_cache = l.k_cache.data(),
+                               .v_cache = l.v_cache.data(),
+                               .out = att.data(),
+                               .block_tables = table.data(),
+                               .cu_q_lens = cu,
+                               .start_pos = &pos,
+                               .num_seqs = 1,
+                               .max_blocks_per_seq = num_blocks,
+                               .n_heads = kHeads,
+                               .n_kv_heads = kKvHeads,
+                               .head_dim = kHeadDim,
+                               .block_size = kBlock,
+                               .num_blocks = num_blocks,
+                               .scale = 0.125f},
+                              st));
       s.Update(gemv(l.o, DType::kQ4_1, att.data(), proj.data(), kHidden, kHidden));
       s.Update(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = kHidden}, st));
-      s.Update(RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
+      s.Update(RmsNorm(
+          {.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
       if (fused) {
-        const GemmParams gate_up[2] = {
-            {.x = h.data(), .w = l.gate.data(), .w_dtype = DType::kQ4_1, .y = gate.data(), .m = 1, .n = kFfn, .k = kHidden},
-            {.x = h.data(), .w = l.up.data(), .w_dtype = DType::kQ4_1, .y = up.data(), .m = 1, .n = kFfn, .k = kHidden}};
+        const GemmParams gate_up[2] = {{.x = h.data(),
+                                        .w = l.gate.data(),
+                                        .w_dtype = DType::kQ4_1,
+                                        .y = gate.data(),
+                                        .m = 1,
+                                        .n = kFfn,
+                                        .k = kHidden},
+                                       {.x = h.data(),
+                                        .w = l.up.data(),
+                                        .w_dtype = DType::kQ4_1,
+                                        .y = up.data(),
+                                        .m = 1,
+                                        .n = kFfn,
+                                        .k = kHidden}};
         s.Update(GemmMulti(gate_up, st));
       } else {
         s.Update(gemv(l.gate, DType::kQ4_1, h.data(), gate.data(), kFfn, kHidden));
         s.Update(gemv(l.up, DType::kQ4_1, h.data(), up.data(), kFfn, kHidden));
       }
-      s.Update(Swiglu({.gate = gate.data(), .up = up.data(), .out = act.data(), .rows = 1, .dim = kFfn}, st));
+      s.Update(Swiglu(
+          {.gate = gate.data(), .up = up.data(), .out = act.data(), .rows = 1, .dim = kFfn}, st));
       s.Update(gemv(l.down, DType::kQ4_1, act.data(), proj.data(), kHidden, kFfn));
       s.Update(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = kHidden}, st));
       if (!s.ok()) return s;
     }
-    TPS_RETURN_IF_ERROR(RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
+    TPS_RETURN_IF_ERROR(RmsNorm(
+        {.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
     return gemv(lm_head, DType::kQ8_0, h.data(), logits.data(), kVocab, kHidden);
   };
   std::vector<double> per_token, per_token_cpu;
@@ -249,7 +307,8 @@ void BM_DecodeToken(benchmark::State& state) {
       const auto t0 = std::chrono::steady_clock::now();
       const double c0 = ThreadCpuSeconds();
       if (!token().ok()) state.SkipWithError("op failed");
-      per_token.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      per_token.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       per_token_cpu.push_back(ThreadCpuSeconds() - c0);
     }
   }
@@ -269,7 +328,8 @@ void BM_ParallelForOverhead(benchmark::State& state) {
   ThreadPool pool(static_cast<int>(state.range(0)));
   std::atomic<int64_t> sink{0};
   for (auto _ : state) {
-    pool.ParallelFor(8, 1, [&](int64_t b, int64_t e) { sink.fetch_add(e - b, std::memory_order_relaxed); });
+    pool.ParallelFor(
+        8, 1, [&](int64_t b, int64_t e) { sink.fetch_add(e - b, std::memory_order_relaxed); });
   }
   benchmark::DoNotOptimize(sink.load());
 }
@@ -284,7 +344,8 @@ void BM_PagedAttention(benchmark::State& state) {
   constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64, kBlock = 16;
   const int num_blocks = (ctx + kBlock - 1) / kBlock;
   Rng rng(5);
-  std::vector<float> k_cache = rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvHeads * kHeadDim);
+  std::vector<float> k_cache =
+      rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvHeads * kHeadDim);
   std::vector<float> v_cache = rng.Floats(k_cache.size());
   std::vector<float> q = rng.Floats(static_cast<size_t>(q_len) * kHeads * kHeadDim);
   std::vector<float> out(q.size());
@@ -293,11 +354,21 @@ void BM_PagedAttention(benchmark::State& state) {
   const int32_t cu[2] = {0, q_len};
   const int32_t start = ctx - q_len;
   ThreadPool pool(threads);
-  PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
-                         .out = out.data(), .block_tables = table.data(), .cu_q_lens = cu,
-                         .start_pos = &start, .num_seqs = 1, .max_blocks_per_seq = num_blocks,
-                         .n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = kHeadDim,
-                         .block_size = kBlock, .num_blocks = num_blocks, .scale = 0.125f};
+  PagedAttentionParams p{.q = q.data(),
+                         .k_cache = k_cache.data(),
+                         .v_cache = v_cache.data(),
+                         .out = out.data(),
+                         .block_tables = table.data(),
+                         .cu_q_lens = cu,
+                         .start_pos = &start,
+                         .num_seqs = 1,
+                         .max_blocks_per_seq = num_blocks,
+                         .n_heads = kHeads,
+                         .n_kv_heads = kKvHeads,
+                         .head_dim = kHeadDim,
+                         .block_size = kBlock,
+                         .num_blocks = num_blocks,
+                         .scale = 0.125f};
   for (auto _ : state) {
     if (!PagedAttention(p, Stream{.pool = &pool}).ok()) state.SkipWithError("failed");
   }
@@ -362,7 +433,7 @@ int main(int argc, char** argv) {
       "2 threads %.2f GB/s; "
       "isa %s\n",
       g_copy[1].wall / 1e9, g_copy[1].cpu / 1e9, g_copy[2].wall / 1e9,
-              tpserve::kernels::cpu::IsaName(tpserve::kernels::cpu::ActiveIsa()));
+      tpserve::kernels::cpu::IsaName(tpserve::kernels::cpu::ActiveIsa()));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -31,12 +31,12 @@ struct AttentionItem {
   float* partial;
 };
 
-#define TPS_DECLARE_OP_KERNELS                                                        \
-  void RmsNormRows(const RmsNormParams& p, int64_t begin, int64_t end);             \
-  /* cos_sin: (tokens, head_dim / 2, 2) cos and sin of each token's angles. */      \
+#define TPS_DECLARE_OP_KERNELS                                                            \
+  void RmsNormRows(const RmsNormParams& p, int64_t begin, int64_t end);                   \
+  /* cos_sin: (tokens, head_dim / 2, 2) cos and sin of each token's angles. */            \
   void RopeTokens(const RopeParams& p, const float* cos_sin, int64_t begin, int64_t end); \
-  void SwigluRows(const SwigluParams& p, int64_t begin, int64_t end);               \
-  void AddRange(const AddParams& p, int64_t begin, int64_t end);                    \
+  void SwigluRows(const SwigluParams& p, int64_t begin, int64_t end);                     \
+  void AddRange(const AddParams& p, int64_t begin, int64_t end);                          \
   void Attend(const PagedAttentionParams& p, const AttentionItem& item);
 
 namespace portable {

@@ -57,7 +57,8 @@ std::vector<uint8_t> RandomRows(Rng& rng, DType t, int64_t rows, int64_t cols) {
 std::vector<float> DequantizeRows(DType t, const uint8_t* data, int64_t rows, int64_t cols) {
   std::vector<float> out(static_cast<size_t>(rows * cols));
   const int64_t row_bytes = RowBytes(t, cols);
-  for (int64_t r = 0; r < rows; ++r) DequantizeRow(t, data + r * row_bytes, out.data() + r * cols, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    DequantizeRow(t, data + r * row_bytes, out.data() + r * cols, cols);
   return out;
 }
 
