@@ -1,7 +1,7 @@
 // cuda::PagedAttention: flash-style causal attention over the paged KV cache
 // for any mix of prefill chunks and decode tokens (GQA, f32, CUDA cores).
 //
-// Grid (sequence, query head, kTileSlots); a block of 4 warps owns query
+// Grid (query head, sequence, kTileSlots); a block of 4 warps owns query
 // tiles of kQueryTile rows of one sequence and head, taking tiles z, z +
 // kTileSlots, ... so the grid needs no host knowledge of query lengths. For
 // each tile it streams keys in tiles of kKeyTile tokens through shared memory
@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(Attenti
   float* sv = sk + kKeyTile * (hd + 1);      // [kKeyTile][hd]
   float* svalid = sv + kKeyTile * hd;        // [kKeyTile] 1 = readable
 
-  const int seq = blockIdx.x;
-  const int head = blockIdx.y;
+  const int head = blockIdx.x;  // fastest: GQA heads sharing K/V run side by side
+  const int seq = blockIdx.y;
   const int kv_head = head / a.group;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -154,7 +154,7 @@ absl::Status LaunchFlash(const AttentionArgs& a, int num_seqs, cudaStream_t s) {
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                   static_cast<int>(smem)));
   }
-  const dim3 grid(num_seqs, a.n_heads, kTileSlots);
+  const dim3 grid(a.n_heads, num_seqs, kTileSlots);
   FlashPagedAttentionKernel<kDimsPerLane><<<grid, kWarps * 32, smem, s>>>(a);
   return LaunchStatus("FlashPagedAttentionKernel");
 }

@@ -1,6 +1,6 @@
 // cuda::PagedAttentionDecode: split-KV attention for one query per sequence.
 //
-// Phase 1, grid (sequence, query head, partition): a 4-warp block scores the
+// Phase 1, grid (query head, sequence, partition): a 4-warp block scores the
 // partition's kDecodePartitionTokens keys (warp per key, lanes over head dims,
 // so each K row is one coalesced read), takes the partition's softmax and
 // accumulates P.V the same way. One partition writes the output directly;
@@ -49,8 +49,10 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
   __shared__ float s_scores[kPart];
   __shared__ float s_acc[kWarps][kDimsPerLane * 32];
   __shared__ float scratch[32];
-  const int seq = blockIdx.x;
-  const int head = blockIdx.y;
+  // Heads vary fastest in launch order, so the query heads sharing a KV head
+  // (GQA) run side by side and read its K/V from L2 rather than HBM.
+  const int head = blockIdx.x;
+  const int seq = blockIdx.y;
   const int part = blockIdx.z;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -169,7 +171,7 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs a) {
 
 template <int kDimsPerLane>
 absl::Status LaunchDecode(const DecodeArgs& a, int num_seqs, cudaStream_t s) {
-  DecodePartitionKernel<kDimsPerLane><<<dim3(num_seqs, a.n_heads, a.num_parts), kThreads, 0, s>>>(a);
+  DecodePartitionKernel<kDimsPerLane><<<dim3(a.n_heads, num_seqs, a.num_parts), kThreads, 0, s>>>(a);
   if (absl::Status st = LaunchStatus("DecodePartitionKernel"); !st.ok()) return st;
   if (a.partial == nullptr) return absl::OkStatus();
   DecodeMergeKernel<<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);
