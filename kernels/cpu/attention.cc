@@ -91,20 +91,19 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   const int group = p.n_heads / p.n_kv_heads;
   const int hd = p.head_dim;
   // Items cover a query row and a whole GQA group, so each K/V row is read
-  // once per group. With few rows (decode) that is too few items for the
-  // threads, so each row's context is split into parts (>= kMinSplit
-  // positions) whose partial softmax results are merged below: every thread
-  // works and K/V still stream once per group (SmolLM2 decode at ctx 1024,
-  // 1 thread CPU time: 72 -> 56 us per layer against one item per query
-  // head, which read each K/V row three times).
-  constexpr int kMinSplit = 32;
-  const int threads = stream.pool != nullptr ? stream.pool->num_threads() : 1;
-  const int64_t base_items = total_q * p.n_kv_heads;
-  const int64_t target_items = 4 * threads;
-  const int splits_wanted = base_items >= target_items
-                                ? 1
-                                : static_cast<int>((target_items + base_items - 1) / base_items);
-
+  // once per group. A decode row (its sequence has one query this step) has
+  // too few items for the threads, so its context is split into parts of
+  // kSplitPositions whose partial softmax results are merged below: every
+  // thread works and K/V still stream once per group (SmolLM2 decode at ctx
+  // 1024, 1 thread CPU time: 72 -> 56 us per layer against one item per
+  // query head, which read each K/V row three times).
+  //
+  // The split depends only on the row's own sequence (its query count and
+  // context length), never on the rest of the batch or the thread count:
+  // the split changes f32 rounding, and a sequence's output must not depend
+  // on what else is batched with it (greedy tokens would flip).
+  constexpr int kSplitPositions = 128;
+  constexpr int kMaxParts = 16;
   struct Merge {
     int64_t row;
     int head_begin;
@@ -117,7 +116,8 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   for (int s = 0; s < p.num_seqs; ++s) {
     for (int64_t row = p.cu_q_lens[s]; row < p.cu_q_lens[s + 1]; ++row) {
       const int n_ctx = p.start_pos[s] + static_cast<int>(row - p.cu_q_lens[s]) + 1;
-      const int parts = std::max(1, std::min(splits_wanted, n_ctx / kMinSplit));
+      const bool decode = p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1;
+      const int parts = decode ? std::clamp(n_ctx / kSplitPositions, 1, kMaxParts) : 1;
       for (int h = 0; h < p.n_heads; h += group) {
         if (parts > 1) merges.push_back({row, h, items.size(), parts});
         for (int part = 0; part < parts; ++part) {

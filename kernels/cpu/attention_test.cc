@@ -33,7 +33,8 @@ struct Case {
 // Runs one ragged batch through KvCacheWrite + PagedAttention and compares
 // with dense f64 attention.
 void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* pool, Rng& rng) {
-  const int num_blocks = 96;
+  int num_blocks = 8;  // spare blocks stay NaN
+  for (const Seq& s : seqs) num_blocks += (s.start + s.q_len + c.block_size - 1) / c.block_size;
   const int64_t token_floats = int64_t{c.n_kv_heads} * c.head_dim;
   // Unwritten slots hold NaN: reading past a sequence's context poisons the output.
   std::vector<float> k_cache(num_blocks * c.block_size * token_floats,
@@ -165,6 +166,58 @@ TEST_P(PagedAttentionTest, DecodeWithSplitContextMatchesDense) {
       }
     }
   }
+}
+
+// A sequence's output must not depend on what else is in the batch or on
+// the thread count (the engine's batch invariance): run sequence A alone
+// and inside batches, compare bit for bit.
+TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
+  Rng rng(13);
+  const int n_heads = 9, n_kv = 3, hd = 64, bs = 16;
+  const int64_t token_floats = int64_t{n_kv} * hd;
+  const std::vector<Seq> seqs = {{700, 1}, {20, 9}, {300, 1}, {0, 1}};  // A = seqs[0]
+  const int max_blocks = 45;
+  std::vector<int32_t> tables(seqs.size() * max_blocks, 0);
+  int next = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    for (int b = 0; b * bs < seqs[s].start + seqs[s].q_len; ++b) tables[s * max_blocks + b] = next++;
+  }
+  const std::vector<float> k_cache = rng.Floats(static_cast<size_t>(next) * bs * token_floats);
+  const std::vector<float> v_cache = rng.Floats(k_cache.size());
+  const std::vector<float> q_a = rng.Floats(static_cast<size_t>(n_heads) * hd);
+
+  // Runs the sequences `order` (indices into seqs) as one batch; returns A's output row.
+  auto run = [&](const std::vector<int>& order, ThreadPool* pool) {
+    std::vector<int32_t> t, cu = {0}, starts;
+    std::vector<float> q;
+    int64_t a_row = -1;
+    for (int s : order) {
+      t.insert(t.end(), tables.begin() + s * max_blocks, tables.begin() + (s + 1) * max_blocks);
+      if (s == 0) a_row = cu.back();
+      for (int i = 0; i < seqs[s].q_len; ++i) {
+        const std::vector<float> row = s == 0 ? q_a : rng.Floats(static_cast<size_t>(n_heads) * hd);
+        q.insert(q.end(), row.begin(), row.end());
+      }
+      cu.push_back(cu.back() + seqs[s].q_len);
+      starts.push_back(seqs[s].start);
+    }
+    std::vector<float> out(q.size());
+    PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
+                           .out = out.data(), .block_tables = t.data(), .cu_q_lens = cu.data(),
+                           .start_pos = starts.data(), .num_seqs = static_cast<int>(order.size()),
+                           .max_blocks_per_seq = max_blocks, .n_heads = n_heads,
+                           .n_kv_heads = n_kv, .head_dim = hd, .block_size = bs,
+                           .num_blocks = next, .scale = 0.125f};
+    EXPECT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
+    return std::vector<float>(out.begin() + a_row * n_heads * hd,
+                              out.begin() + (a_row + 1) * n_heads * hd);
+  };
+  ThreadPool four(4);
+  const std::vector<float> alone = run({0}, nullptr);
+  EXPECT_EQ(run({0}, &pool_), alone);
+  EXPECT_EQ(run({1, 0, 2}, &pool_), alone);
+  EXPECT_EQ(run({2, 3, 1, 0}, &four), alone);
+  EXPECT_EQ(run({3, 0}, nullptr), alone);
 }
 
 TEST_P(PagedAttentionTest, RejectsBadBlockTables) {

@@ -214,6 +214,37 @@ TEST_P(GemmTest, ExactModeMatchesF64) {
   }
 }
 
+// A row's output must not depend on the other rows in the batch or on the
+// thread count (the engine's batch invariance): GEMV (m = 1) and every GEMM
+// tile shape perform the same operations per output, so results match bit for
+// bit.
+TEST_P(GemmTest, RowsAreBatchInvariant) {
+  const auto [isa, dtype] = GetParam();
+  ScopedIsaForTesting force(isa);
+  Rng rng(21);
+  ThreadPool pool(2), four(4);
+  const int n = 37, k = 576, m = 9;
+  std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k);
+  std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
+  std::vector<float> bias = rng.Floats(n);
+  std::vector<float> all(static_cast<size_t>(m) * n);
+  GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .bias = bias.data(),
+                .y = all.data(), .m = m, .n = n, .k = k};
+  ASSERT_TRUE(Gemm(gp, Stream{.pool = &four}).ok());
+  for (int i = 0; i < m; ++i) {
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      std::vector<float> one(n);
+      GemmParams g1 = gp;
+      g1.x = x.data() + static_cast<size_t>(i) * k;
+      g1.y = one.data();
+      g1.m = 1;
+      ASSERT_TRUE(Gemm(g1, Stream{.pool = p}).ok());
+      EXPECT_EQ(one, std::vector<float>(all.begin() + i * n, all.begin() + (i + 1) * n))
+          << "row " << i;
+    }
+  }
+}
+
 // GemmMulti (fused QKV / gate-up) gives exactly what separate Gemm calls
 // give: same activation quantization, same tiles.
 TEST(GemmMultiTest, MatchesSeparateCallsBitForBit) {
