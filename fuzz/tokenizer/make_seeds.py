@@ -23,6 +23,10 @@ SEEDS = {
     "template_chatml": (b"\x04{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
                         b"message['content'] | trim + '<|im_end|>\\n'}}{% endfor %}"
                         b"{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"),
+    "template_loopcontrols": (b"\x04{% for m in messages | selectattr('role', 'ne', 'x') %}"
+                              b"{% if loop.index > 2 %}{% break %}{% endif %}{% if not m.content %}{% continue %}"
+                              b"{% endif %}{% generation %}{{ m | tojson(indent=2) }}{% endgeneration %}{% endfor %}"
+                              b"{{ messages | map(attribute='role') | join(',') }}{{ strftime_now('%Y') | length }}"),
     "template_features": (b"\x04{%- set ns = namespace(n=0) -%}{% for m in messages if m.role != 'x' %}"
                           b"{% set ns.n = ns.n + loop.index %}{{ m.content[1:-1] ~ (m | tojson) }}"
                           b"{% elif %}{% endfor %}{{ ns.n // 2 }}{{ raise_exception('no') if ns.n > 99 }}"

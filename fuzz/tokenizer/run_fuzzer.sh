@@ -17,7 +17,7 @@ SRCS=(router/tokenizer/unicode.cc router/tokenizer/pre_tokenizer.cc router/token
       router/tokenizer/tokenizer.cc router/tokenizer/tokenizer_data.cc
       router/tokenizer/incremental_detokenizer.cc router/tokenizer/tokenizer_gguf.cc
       router/tokenizer/chat_template.cc router/tokenizer/jinja/value.cc
-      router/tokenizer/jinja/parser.cc router/tokenizer/jinja/builtins.cc
+      router/tokenizer/jinja/lexer.cc router/tokenizer/jinja/parser.cc router/tokenizer/jinja/builtins.cc
       router/tokenizer/jinja/template.cc common/status.cc common/check.cc
       worker/model/gguf_reader.cc worker/model/mapped_file.cc worker/model/dtype.cc
       fuzz/tokenizer/tokenizer_fuzz.cc)

@@ -148,11 +148,13 @@ void Chat(const tpserve::ChatTemplate& chat, std::string_view input) {
   Require(text.ok() == valid);
 }
 
- void TemplateSource(std::string_view source) {
+void TemplateSource(std::string_view source) {
   auto chat = tpserve::ChatTemplate::FromModel(source, "<s>", "</s>");
   if (!chat.ok()) return;
-  auto text = chat->Render({{"system", "Be brief."}, {"user", "Hi \xF0\x9F\x91\x8B"},
-                            {"assistant", "  Hello!  "}, {"user", "Bye"}},
+  auto text = chat->Render({{"system", "Be brief."},
+                            {"user", "Hi \xF0\x9F\x91\x8B"},
+                            {"assistant", "  Hello!  "},
+                            {"user", "Bye"}},
                            true);
   if (text.ok()) Require(text->size() <= (64u << 20));
 }

@@ -25,8 +25,8 @@ const ByteTables& Tables() {
 
 // A symbol in the doubly linked list the merge loops work on.
 struct Symbol {
-  int32_t id;     // byte-level: token id; SentencePiece: unused
-  size_t start;   // byte range in the piece
+  int32_t id;    // byte-level: token id; SentencePiece: unused
+  size_t start;  // byte range in the piece
   size_t len;
   int prev;
   int next;

@@ -47,7 +47,8 @@ constexpr Builtin kBuiltins[] = {
      "{{ bos_token }}{% for message in messages %}"
      "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
      "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
-     "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+     "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' "
+     "}}"
      "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
      "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
      "{% endif %}{% endfor %}"},
@@ -81,8 +82,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromModel(std::string_view jinja_sour
   TPS_RETURN_IF_ERROR(tokenizer_internal::ValidateUtf8(jinja_source));
   auto t = jinja::Template::Parse(jinja_source);
   if (!t.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the model's chat template is not supported: ", t.status().message(), Hint()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model's chat template is not supported: ", t.status().message(), Hint()));
   }
   return ChatTemplate("model", std::make_shared<const jinja::Template>(*std::move(t)),
                       std::move(bos_token), std::move(eos_token));
@@ -121,8 +122,8 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
         return absl::InvalidArgumentError(absl::StrCat("message ", i, ": ", st.message()));
       }
     }
-    list.push_back(jinja::Value::Dict(
-        {{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
+    list.push_back(
+        jinja::Value::Dict({{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
   }
   jinja::ValueDict globals = {{"messages", jinja::Value::List(std::move(list))},
                               {"add_generation_prompt", jinja::Value(add_generation_prompt)},

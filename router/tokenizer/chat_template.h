@@ -71,7 +71,10 @@ class ChatTemplate {
  private:
   ChatTemplate(std::string name, std::shared_ptr<const jinja::Template> t, std::string bos,
                std::string eos)
-      : name_(std::move(name)), template_(std::move(t)), bos_(std::move(bos)), eos_(std::move(eos)) {}
+      : name_(std::move(name)),
+        template_(std::move(t)),
+        bos_(std::move(bos)),
+        eos_(std::move(eos)) {}
 
   std::string name_;
   std::shared_ptr<const jinja::Template> template_;

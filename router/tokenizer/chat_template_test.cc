@@ -39,7 +39,8 @@ roles={{ messages | map(attribute='role') | join(',') }} n={{ ns.count }} {{ (me
 
 std::vector<ChatMessage> Messages(const nlohmann::json& j) {
   std::vector<ChatMessage> out;
-  for (const auto& m : j) out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  for (const auto& m : j)
+    out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
   return out;
 }
 
@@ -47,9 +48,11 @@ std::vector<ChatMessage> Messages(const nlohmann::json& j) {
 // exact matches per template.
 void CheckAgainstJinja2(const std::string& gguf, const char* model_name, int min_per_template) {
   nlohmann::json names = nlohmann::json::object();
-  for (const char* n : {"chatml", "llama3", "llama2", "mistral"}) names[n] = ChatTemplate::BuiltinSource(n);
+  for (const char* n : {"chatml", "llama3", "llama2", "mistral"})
+    names[n] = ChatTemplate::BuiltinSource(n);
   names["features"] = kFeatureTemplate;
-  std::string templates_path = tokenizer_testing::TempPath(std::string(model_name) + "_templates.json");
+  std::string templates_path =
+      tokenizer_testing::TempPath(std::string(model_name) + "_templates.json");
   std::ofstream(templates_path) << names.dump();
   nlohmann::json ref;
   ASSERT_TRUE(tokenizer_testing::RunReference(
@@ -71,7 +74,8 @@ void CheckAgainstJinja2(const std::string& gguf, const char* model_name, int min
   int errors_seen = 0;
   for (const auto& r : ref["renders"]) {
     const std::string name = r["template"].get<std::string>();
-    auto got = templates.at(name).Render(Messages(r["messages"]), r["add_generation_prompt"].get<bool>());
+    auto got =
+        templates.at(name).Render(Messages(r["messages"]), r["add_generation_prompt"].get<bool>());
     if (r["error"].get<bool>()) {
       EXPECT_FALSE(got.ok()) << name << ": jinja2 raised, we rendered \"" << *got << "\"";
       // raise_exception ("rejected ...") or, for an empty conversation,
@@ -150,7 +154,8 @@ TEST(ChatTemplate, InvalidUtf8MessageIsAnError) {
   auto r = t->Render({{"user", "bad \xC3"}}, true);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(*t->Render({{"user", "hi"}}, true), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(*t->Render({{"user", "hi"}}, true),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 }
 
 TEST(Jinja, ExpressionsAndWhitespaceControl) {
@@ -163,12 +168,18 @@ TEST(Jinja, ExpressionsAndWhitespaceControl) {
     EXPECT_TRUE(s.ok()) << s.status();
     return s.ok() ? *s : std::string("<error>");
   };
-  EXPECT_EQ(render("{% for x in xs %}{{ x }}{% if not loop.last %},{% endif %}{% endfor %}"), "1,2,3");
-  EXPECT_EQ(render("{{ xs[1:] }} {{ xs[::-1] | join('-') }} {{ 7 // 2 }} {{ -7 % 3 }}"), "[2, 3] 3-2-1 3 2");
+  EXPECT_EQ(render("{% for x in xs %}{{ x }}{% if not loop.last %},{% endif %}{% endfor %}"),
+            "1,2,3");
+  EXPECT_EQ(render("{{ xs[1:] }} {{ xs[::-1] | join('-') }} {{ 7 // 2 }} {{ -7 % 3 }}"),
+            "[2, 3] 3-2-1 3 2");
   EXPECT_EQ(render("  {%- if true -%}  x  {%- endif %}"), "x");
-  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for x in xs %}{% set ns.n = ns.n + x %}{% endfor %}{{ ns.n }}"), "6");
-  EXPECT_EQ(render("{{ 'a' if xs | length > 2 else 'b' }}{{ undefined_thing is defined }}"), "aFalse");
-  EXPECT_EQ(render("{{ {'k': [1, 'two', none, true]} | tojson }}"), "{\"k\": [1, \"two\", null, true]}");
+  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for x in xs %}{% set ns.n = ns.n + x %}{% "
+                   "endfor %}{{ ns.n }}"),
+            "6");
+  EXPECT_EQ(render("{{ 'a' if xs | length > 2 else 'b' }}{{ undefined_thing is defined }}"),
+            "aFalse");
+  EXPECT_EQ(render("{{ {'k': [1, 'two', none, true]} | tojson }}"),
+            "{\"k\": [1, \"two\", null, true]}");
   EXPECT_EQ(render("{{ '  hi  '.strip() ~ '|' ~ 'a,b'.split(',') }}"), "hi|['a', 'b']");
   EXPECT_FALSE(Template::Parse("{% for x in %}").ok());
   EXPECT_FALSE(Template::Parse("{{ 'unterminated }}").ok());

@@ -51,6 +51,7 @@ def main():
     out.write("enum class CodepointClass : uint8_t { kOther = 0, kLetter = 1, kNumber = 2, kWhitespace = 3 };\n\n")
     out.write("struct CodepointRange {\n  uint32_t first;\n  uint32_t last;  // inclusive\n  CodepointClass cls;\n};\n\n")
     out.write(f"inline constexpr int kNumCodepointRanges = {len(ranges)};\n")
+    out.write("// clang-format off\n")
     out.write("inline constexpr CodepointRange kCodepointRanges[kNumCodepointRanges] = {\n")
     line = ""
     for a, b, c in ranges:
@@ -61,7 +62,7 @@ def main():
         line += item + " "
     if line:
         out.write("    " + line.rstrip() + "\n")
-    out.write("};\n\n}  // namespace tpserve::tokenizer_internal\n\n")
+    out.write("};\n// clang-format on\n\n}  // namespace tpserve::tokenizer_internal\n\n")
     out.write("#endif  // TPSERVE_ROUTER_TOKENIZER_UNICODE_TABLES_H_\n")
 
 

@@ -19,8 +19,8 @@ absl::StatusOr<std::string> IncrementalDetokenizer::Add(int32_t id) {
   first_ = false;
   // Hold back a trailing incomplete sequence; everything before it is final.
   size_t tail = tokenizer_internal::IncompleteTailLength(pending_);
-  std::string ready = tokenizer_internal::Utf8Lossy(
-      std::string_view(pending_).substr(0, pending_.size() - tail));
+  std::string ready =
+      tokenizer_internal::Utf8Lossy(std::string_view(pending_).substr(0, pending_.size() - tail));
   pending_.erase(0, pending_.size() - tail);
   return ready;
 }

@@ -51,8 +51,12 @@ size_t Contraction(const Chars& c, size_t i, bool ignore_case) {
   return 0;
 }
 
-bool IsL(const Chars& c, size_t i) { return i < c.cp.size() && c.cls[i] == CodepointClass::kLetter; }
-bool IsN(const Chars& c, size_t i) { return i < c.cp.size() && c.cls[i] == CodepointClass::kNumber; }
+bool IsL(const Chars& c, size_t i) {
+  return i < c.cp.size() && c.cls[i] == CodepointClass::kLetter;
+}
+bool IsN(const Chars& c, size_t i) {
+  return i < c.cp.size() && c.cls[i] == CodepointClass::kNumber;
+}
 bool IsS(const Chars& c, size_t i) {
   return i < c.cp.size() && c.cls[i] == CodepointClass::kWhitespace;
 }
@@ -146,9 +150,9 @@ absl::StatusOr<PreTokenizer> PreTokenizerFromName(std::string_view name) {
   if (name == "smollm" || name == "starcoder" || name == "refact") return PreTokenizer::kSmolLm;
   if (name == "llama3" || name == "llama-bpe" || name == "llama-v3") return PreTokenizer::kLlama3;
   if (name == "qwen2") return PreTokenizer::kQwen2;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unsupported pre-tokenizer \"", absl::string_view(name.data(), name.size()),
-      "\"; supported: gpt2, smollm (starcoder, refact), llama3 (llama-bpe), qwen2"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported pre-tokenizer \"", absl::string_view(name.data(), name.size()),
+                   "\"; supported: gpt2, smollm (starcoder, refact), llama3 (llama-bpe), qwen2"));
 }
 
 void PreTokenize(PreTokenizer kind, std::string_view text, std::vector<std::string_view>* out) {

@@ -37,7 +37,8 @@ TEST(PreTokenizer, NamesMapToScanners) {
 
 TEST(PreTokenizer, MatchesHfRegexSplits) {
   nlohmann::json ref;
-  ASSERT_TRUE(tokenizer_testing::RunReference({"pretok", "--n", "1500", "--seed", "99"}, &ref).ok());
+  ASSERT_TRUE(
+      tokenizer_testing::RunReference({"pretok", "--n", "1500", "--seed", "99"}, &ref).ok());
   const std::pair<const char*, PreTokenizer> kinds[] = {{"gpt2", PreTokenizer::kGpt2},
                                                         {"smollm", PreTokenizer::kSmolLm},
                                                         {"llama3", PreTokenizer::kLlama3},

@@ -39,8 +39,8 @@ absl::Status TokenizerImpl::Init() {
   const int32_t n = static_cast<int32_t>(data.tokens.size());
   if (n == 0) return absl::InvalidArgumentError("tokenizer has an empty vocabulary");
   if (!data.token_types.empty() && data.token_types.size() != data.tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("token_types has ", data.token_types.size(),
-                                                   " entries for ", n, " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token_types has ", data.token_types.size(), " entries for ", n, " tokens"));
   }
   if (!data.scores.empty() && data.scores.size() != data.tokens.size()) {
     return absl::InvalidArgumentError(
@@ -72,8 +72,8 @@ absl::Status TokenizerImpl::Init() {
   }
   if (data.model == TokenizerData::Model::kByteLevelBpe) {
     TPS_ASSIGN_OR_RETURN(pre, PreTokenizerFromName(data.pre_tokenizer));
-    TPS_ASSIGN_OR_RETURN(ByteLevelBpe b, ByteLevelBpe::Create(vocab, data.merges,
-                                                              data.ignore_merges));
+    TPS_ASSIGN_OR_RETURN(ByteLevelBpe b,
+                         ByteLevelBpe::Create(vocab, data.merges, data.ignore_merges));
     byte_bpe.emplace(std::move(b));
   } else {
     std::vector<float> scores = data.scores;
@@ -84,8 +84,8 @@ absl::Status TokenizerImpl::Init() {
     for (int32_t i = 0; i < n; ++i) {
       TokenType t = data.token_types[i];
       // SentencePiece never merges into control, unused or byte pieces.
-      mergeable[i] = t == TokenType::kNormal || t == TokenType::kUserDefined ||
-                     t == TokenType::kUndefined;
+      mergeable[i] =
+          t == TokenType::kNormal || t == TokenType::kUserDefined || t == TokenType::kUndefined;
       const std::string& s = data.tokens[i];
       if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s[5] == '>') {
         int v = 0;

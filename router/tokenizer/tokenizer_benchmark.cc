@@ -30,7 +30,8 @@ std::string Text() {
   std::string unit =
       "The quick brown fox jumps over the lazy dog. It's 2024 and we've got 3.14159 reasons.\n"
       "def tokenize(text):\n    return [ord(c) for c in text if c != ' ']  # code\n"
-      "Größere Städte, 東京と大阪, Привет мир, 🤖✨ emoji and    whitespace\t\truns.\n";
+      "Größere Städte, 東京と大阪, Привет мир, 🤖✨ emoji and    "
+      "whitespace\t\truns.\n";
   std::string text;
   while (text.size() < (100 << 10)) text += unit;
   return text;
@@ -46,8 +47,8 @@ void BM_Encode(benchmark::State& state) {
     benchmark::DoNotOptimize(ids);
   }
   state.SetBytesProcessed(state.iterations() * text.size());
-  state.counters["tokens/s"] =
-      benchmark::Counter(static_cast<double>(tokens * state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens * state.iterations()),
+                                                  benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Encode);
 

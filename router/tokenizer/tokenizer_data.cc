@@ -3,8 +3,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
 namespace tpserve {
@@ -37,7 +37,8 @@ absl::StatusOr<std::string> PreTokenizerName(const json& pre) {
   }
   if (!split_regex.empty()) {
     if (absl::StrContains(split_regex, "\\p{N}{1,3}")) return std::string("llama3");
-    if (absl::StrContains(split_regex, "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+")) return std::string("qwen2");
+    if (absl::StrContains(split_regex, "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"))
+      return std::string("qwen2");
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported pre_tokenizer Split regex ", split_regex));
   }
@@ -62,13 +63,15 @@ absl::StatusOr<TokenizerData> Parse(const json& j) {
   if (j.contains("added_tokens")) {
     for (const json& t : j["added_tokens"]) {
       int64_t id = t.at("id").get<int64_t>();
-      if (id < 0 || id > (1 << 24)) return absl::InvalidArgumentError("added token id out of range");
+      if (id < 0 || id > (1 << 24))
+        return absl::InvalidArgumentError("added token id out of range");
       n = std::max<size_t>(n, id + 1);
     }
   }
   d.tokens.resize(n);
   d.token_types.assign(n, TokenType::kNormal);
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) d.tokens[it.value().get<int64_t>()] = it.key();
+  for (auto it = vocab.begin(); it != vocab.end(); ++it)
+    d.tokens[it.value().get<int64_t>()] = it.key();
   if (j.contains("added_tokens")) {
     for (const json& t : j["added_tokens"]) {
       int64_t id = t["id"].get<int64_t>();
@@ -105,7 +108,8 @@ absl::StatusOr<TokenizerData> Parse(const json& j) {
     }
     for (size_t i = 0; i < n; ++i) {
       const std::string& s = d.tokens[i];
-      if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s[5] == '>') d.token_types[i] = TokenType::kByte;
+      if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s[5] == '>')
+        d.token_types[i] = TokenType::kByte;
     }
     d.merges.clear();
     const json& norm = j.value("normalizer", json());

@@ -25,7 +25,7 @@ enum class TokenType : int32_t {
   kControl = 3,      // special tokens: <|im_start|>, <s>, ...
   kUserDefined = 4,  // added tokens that are not special
   kUnused = 5,
-  kByte = 6,         // SentencePiece byte-fallback pieces <0x00>..<0xFF>
+  kByte = 6,  // SentencePiece byte-fallback pieces <0x00>..<0xFF>
 };
 
 struct TokenizerData {
@@ -38,7 +38,7 @@ struct TokenizerData {
   // Indexed by token id. `tokens` holds the vocabulary strings as stored
   // (byte-level BPE: in the GPT-2 byte alphabet; SentencePiece: with U+2581).
   std::vector<std::string> tokens;
-  std::vector<float> scores;          // SentencePiece merge scores; may be empty
+  std::vector<float> scores;           // SentencePiece merge scores; may be empty
   std::vector<TokenType> token_types;  // may be empty (all kNormal)
   // Byte-level BPE merges, highest priority first, each "left right".
   std::vector<std::string> merges;

@@ -71,8 +71,8 @@ absl::StatusOr<TokenizerData> TokenizerDataFromGguf(const GgufFile& f) {
   const int64_t n = static_cast<int64_t>(d.tokens.size());
   for (int64_t id : {bos, eos, unk, pad}) {
     if (id >= n || id < -1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          f.path(), ": special token id ", id, " is outside the vocabulary of ", n));
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.path(), ": special token id ", id, " is outside the vocabulary of ", n));
     }
   }
   d.bos_id = static_cast<int32_t>(bos);

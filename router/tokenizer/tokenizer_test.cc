@@ -3,8 +3,8 @@
 #include "router/tokenizer/tokenizer.h"
 
 #include "gtest/gtest.h"
-#include "router/tokenizer/incremental_detokenizer.h"
 #include "router/tokenizer/bpe_model.h"
+#include "router/tokenizer/incremental_detokenizer.h"
 #include "router/tokenizer/unicode.h"
 
 namespace tpserve {
@@ -95,7 +95,8 @@ TEST(IncrementalDetokenizer, HoldsBackSplitCharacters) {
   IncrementalDetokenizer detok(&tok);
   std::vector<std::string> deltas;
   for (int32_t id : *ids) deltas.push_back(*detok.Add(id));
-  EXPECT_EQ(deltas, (std::vector<std::string>{"", "\xC3\xA9", "", "", "", "\xF0\x9F\x98\x80", "!"}));
+  EXPECT_EQ(deltas,
+            (std::vector<std::string>{"", "\xC3\xA9", "", "", "", "\xF0\x9F\x98\x80", "!"}));
   EXPECT_EQ(detok.Finish(), "");
 }
 
@@ -109,7 +110,9 @@ TEST(IncrementalDetokenizer, BrokenBytesBecomeReplacementCharacters) {
   IncrementalDetokenizer detok(&tok);
   EXPECT_EQ(*detok.Add(byte_id(0xF0)), "");
   EXPECT_EQ(*detok.Add(byte_id(0x9F)), "");
-  EXPECT_EQ(*detok.Add(byte_id('a')), "\xEF\xBF\xBD" "a");  // F0 9F cannot complete
+  EXPECT_EQ(*detok.Add(byte_id('a')),
+            "\xEF\xBF\xBD"
+            "a");  // F0 9F cannot complete
   EXPECT_EQ(*detok.Add(byte_id(0xFF)), "\xEF\xBF\xBD");
   EXPECT_EQ(*detok.Add(byte_id(0xE2)), "");
   EXPECT_EQ(detok.pending_bytes(), 1u);

@@ -16,6 +16,7 @@ struct CodepointRange {
 };
 
 inline constexpr int kNumCodepointRanges = 792;
+// clang-format off
 inline constexpr CodepointRange kCodepointRanges[kNumCodepointRanges] = {
     {0x9,0xD,CodepointClass::kWhitespace}, {0x20,0x20,CodepointClass::kWhitespace},
     {0x30,0x39,CodepointClass::kNumber}, {0x41,0x5A,CodepointClass::kLetter},
@@ -414,6 +415,7 @@ inline constexpr CodepointRange kCodepointRanges[kNumCodepointRanges] = {
     {0x2B820,0x2CEA1,CodepointClass::kLetter}, {0x2CEB0,0x2EBE0,CodepointClass::kLetter},
     {0x2F800,0x2FA1D,CodepointClass::kLetter}, {0x30000,0x3134A,CodepointClass::kLetter},
 };
+// clang-format on
 
 }  // namespace tpserve::tokenizer_internal
 

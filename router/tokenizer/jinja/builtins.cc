@@ -38,8 +38,9 @@ std::string Strip(const std::string& s, bool left, bool right, const Value& char
 
 std::string MapAscii(const std::string& s, int mode) {  // 0 lower, 1 upper
   std::string out = s;
-  for (char& c : out) c = static_cast<char>(mode ? std::toupper(static_cast<unsigned char>(c))
-                                                 : std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : out)
+    c = static_cast<char>(mode ? std::toupper(static_cast<unsigned char>(c))
+                               : std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
 
@@ -188,7 +189,8 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
   }
   if (name == "int") {
     if (v.is_number()) return Value(static_cast<int64_t>(v.as_float()));
-    if (v.is_string()) return Value(static_cast<int64_t>(std::strtoll(v.as_string().c_str(), nullptr, 10)));
+    if (v.is_string())
+      return Value(static_cast<int64_t>(std::strtoll(v.as_string().c_str(), nullptr, 10)));
     return Value(0);
   }
   if (name == "float") {
@@ -324,9 +326,8 @@ Value BoundMethod(const Value& self, const std::string& name) {
       });
     }
     if (name == "split") {
-      return Value::Func([s](const ValueList& a, const ValueDict& kw) {
-        return Split(s, Arg(a, kw, 0, "sep"));
-      });
+      return Value::Func(
+          [s](const ValueList& a, const ValueDict& kw) { return Split(s, Arg(a, kw, 0, "sep")); });
     }
     if (name == "replace") {
       return Value::Func([self](const ValueList& a, const ValueDict& kw) {
@@ -348,7 +349,9 @@ Value BoundMethod(const Value& self, const std::string& name) {
       return Value::Func([self, name](const ValueList&, const ValueDict&) -> absl::StatusOr<Value> {
         ValueList out;
         for (const auto& [k, v] : self.entries()) {
-          out.push_back(name == "items" ? Value::List({Value(k), v}) : name == "keys" ? Value(k) : v);
+          out.push_back(name == "items"  ? Value::List({Value(k), v})
+                        : name == "keys" ? Value(k)
+                                         : v);
         }
         return Value::List(std::move(out));
       });
@@ -359,39 +362,47 @@ Value BoundMethod(const Value& self, const std::string& name) {
 
 ValueDict BuiltinGlobals() {
   ValueDict g;
-  g.emplace_back("raise_exception", Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chat template rejected the conversation: ", a.empty() ? "" : a[0].ToString()));
-  }));
-  g.emplace_back("strftime_now", Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
-    // transformers' helper: the current local time through strftime.
-    if (a.empty() || !a[0].is_string()) return TypeError("strftime_now() needs a format string");
-    std::time_t now = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&now, &tm);
-    char buf[256];
-    size_t n = std::strftime(buf, sizeof(buf), a[0].as_string().c_str(), &tm);
-    return Value(std::string(buf, n));
-  }));
-  g.emplace_back("namespace", Value::Func([](const ValueList&, const ValueDict& kw) -> absl::StatusOr<Value> {
-    return Value::Dict(kw);
-  }));
-  g.emplace_back("range", Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
-    for (const Value& x : a) {
-      if (x.kind() != Value::Kind::kInt) return TypeError("range() needs integers");
-    }
-    if (a.empty() || a.size() > 3) return TypeError("range() takes 1 to 3 arguments");
-    int64_t start = a.size() > 1 ? a[0].as_int() : 0;
-    int64_t stop = a.size() > 1 ? a[1].as_int() : a[0].as_int();
-    int64_t step = a.size() > 2 ? a[2].as_int() : 1;
-    if (step == 0) return TypeError("range() step must not be zero");
-    ValueList out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-      if (static_cast<int64_t>(out.size()) >= kMaxSequence) return TypeError("range() too long");
-      out.push_back(Value(i));
-    }
-    return Value::List(std::move(out));
-  }));
+  g.emplace_back(
+      "raise_exception",
+      Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
+        return absl::InvalidArgumentError(absl::StrCat("chat template rejected the conversation: ",
+                                                       a.empty() ? "" : a[0].ToString()));
+      }));
+  g.emplace_back("strftime_now",
+                 Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
+                   // transformers' helper: the current local time through strftime.
+                   if (a.empty() || !a[0].is_string())
+                     return TypeError("strftime_now() needs a format string");
+                   std::time_t now = std::time(nullptr);
+                   std::tm tm{};
+                   localtime_r(&now, &tm);
+                   char buf[256];
+                   size_t n = std::strftime(buf, sizeof(buf), a[0].as_string().c_str(), &tm);
+                   return Value(std::string(buf, n));
+                 }));
+  g.emplace_back("namespace",
+                 Value::Func([](const ValueList&, const ValueDict& kw) -> absl::StatusOr<Value> {
+                   return Value::Dict(kw);
+                 }));
+  g.emplace_back("range",
+                 Value::Func([](const ValueList& a, const ValueDict&) -> absl::StatusOr<Value> {
+                   for (const Value& x : a) {
+                     if (x.kind() != Value::Kind::kInt) return TypeError("range() needs integers");
+                   }
+                   if (a.empty() || a.size() > 3)
+                     return TypeError("range() takes 1 to 3 arguments");
+                   int64_t start = a.size() > 1 ? a[0].as_int() : 0;
+                   int64_t stop = a.size() > 1 ? a[1].as_int() : a[0].as_int();
+                   int64_t step = a.size() > 2 ? a[2].as_int() : 1;
+                   if (step == 0) return TypeError("range() step must not be zero");
+                   ValueList out;
+                   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+                     if (static_cast<int64_t>(out.size()) >= kMaxSequence)
+                       return TypeError("range() too long");
+                     out.push_back(Value(i));
+                   }
+                   return Value::List(std::move(out));
+                 }));
   return g;
 }
 

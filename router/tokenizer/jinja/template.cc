@@ -10,9 +10,9 @@
 namespace tpserve::jinja {
 namespace {
 
-constexpr size_t kMaxOutput = 64 << 20;      // bytes a render may produce
-constexpr size_t kMaxString = 16 << 20;      // bytes of any one string value
-constexpr int64_t kMaxSteps = 20'000'000;   // evaluations per render
+constexpr size_t kMaxOutput = 64 << 20;    // bytes a render may produce
+constexpr size_t kMaxString = 16 << 20;    // bytes of any one string value
+constexpr int64_t kMaxSteps = 20'000'000;  // evaluations per render
 
 absl::Status Err(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("chat template: ", what));
@@ -180,12 +180,14 @@ class Interpreter {
         }
         if (e.kind == K::kList) return Value::List(std::move(items));
         ValueDict d;
-        for (size_t i = 0; i + 1 < items.size(); i += 2) d.emplace_back(items[i].ToString(), items[i + 1]);
+        for (size_t i = 0; i + 1 < items.size(); i += 2)
+          d.emplace_back(items[i].ToString(), items[i + 1]);
         return Value::Dict(std::move(d));
       }
       case K::kAttr: {
         TPS_ASSIGN_OR_RETURN(Value base, Eval(*e.args[0]));
-        if (base.is_undefined()) return Err(absl::StrCat("undefined value has no attribute '", e.name, "'"));
+        if (base.is_undefined())
+          return Err(absl::StrCat("undefined value has no attribute '", e.name, "'"));
         Value m = BoundMethod(base, e.name);
         if (!m.is_undefined()) return m;
         return base.Get(e.name);
@@ -199,7 +201,8 @@ class Interpreter {
         return Slice(e);
       case K::kCall: {
         TPS_ASSIGN_OR_RETURN(Value fn, Eval(*e.args[0]));
-        if (fn.kind() != Value::Kind::kFunction) return Err(absl::StrCat("'", fn.TypeName(), "' is not callable"));
+        if (fn.kind() != Value::Kind::kFunction)
+          return Err(absl::StrCat("'", fn.TypeName(), "' is not callable"));
         ValueList args;
         ValueDict kwargs;
         TPS_RETURN_IF_ERROR(EvalArgs(e, 1, &args, &kwargs));
@@ -223,7 +226,8 @@ class Interpreter {
       case K::kUnary: {
         TPS_ASSIGN_OR_RETURN(Value v, Eval(*e.args[0]));
         if (e.name == "not") return Value(!v.Truthy());
-        if (!v.is_number()) return Err(absl::StrCat("bad operand type for unary ", e.name, ": ", v.TypeName()));
+        if (!v.is_number())
+          return Err(absl::StrCat("bad operand type for unary ", e.name, ": ", v.TypeName()));
         if (e.name == "+") return v;
         if (v.kind() == Value::Kind::kInt) return Value(-v.as_int());
         return Value(-v.as_float());
@@ -350,7 +354,8 @@ class Interpreter {
       } else if (l.is_string() && r.is_string()) {
         cmp = l.as_string().compare(r.as_string());
       } else {
-        return Err(absl::StrCat("'", op, "' not supported between '", l.TypeName(), "' and '", r.TypeName(), "'"));
+        return Err(absl::StrCat("'", op, "' not supported between '", l.TypeName(), "' and '",
+                                r.TypeName(), "'"));
       }
       bool res = op == "<" ? cmp < 0 : op == ">" ? cmp > 0 : op == "<=" ? cmp <= 0 : cmp >= 0;
       return Value(res);
@@ -363,16 +368,19 @@ class Interpreter {
         return Value::List(std::move(out));
       }
     }
-    if (op == "*" && (l.is_string() || r.is_string()) && (l.kind() == VK::kInt || r.kind() == VK::kInt)) {
+    if (op == "*" && (l.is_string() || r.is_string()) &&
+        (l.kind() == VK::kInt || r.kind() == VK::kInt)) {
       const Value& s = l.is_string() ? l : r;
       int64_t times = l.is_string() ? r.as_int() : l.as_int();
-      if (times * static_cast<int64_t>(s.as_string().size()) > kMaxSequence) return Err("string repetition too long");
+      if (times * static_cast<int64_t>(s.as_string().size()) > kMaxSequence)
+        return Err("string repetition too long");
       std::string out;
       for (int64_t i = 0; i < times; ++i) out += s.as_string();
       return Value(out);
     }
     if (!l.is_number() || !r.is_number()) {
-      return Err(absl::StrCat("unsupported operand types for ", op, ": '", l.TypeName(), "' and '", r.TypeName(), "'"));
+      return Err(absl::StrCat("unsupported operand types for ", op, ": '", l.TypeName(), "' and '",
+                              r.TypeName(), "'"));
     }
     bool ints = l.kind() != VK::kFloat && r.kind() != VK::kFloat;
     double a = l.as_float(), b = r.as_float();

@@ -24,7 +24,8 @@ using ValueList = std::vector<Value>;
 // Insertion-ordered, like Python's dict.
 using ValueDict = std::vector<std::pair<std::string, Value>>;
 // Positional args, then keyword args.
-using Function = std::function<absl::StatusOr<Value>(const ValueList& args, const ValueDict& kwargs)>;
+using Function =
+    std::function<absl::StatusOr<Value>(const ValueList& args, const ValueDict& kwargs)>;
 
 class Value {
  public:
@@ -63,10 +64,10 @@ class Value {
   Value Get(const std::string& key) const;
   void Set(const std::string& key, Value v) const;
 
-  bool Truthy() const;                     // Python truthiness
-  bool Equals(const Value& other) const;   // Python ==
-  std::string ToString() const;            // Python str(); Undefined -> ""
-  std::string Repr() const;                // Python repr()
+  bool Truthy() const;                                       // Python truthiness
+  bool Equals(const Value& other) const;                     // Python ==
+  std::string ToString() const;                              // Python str(); Undefined -> ""
+  std::string Repr() const;                                  // Python repr()
   std::string ToJson(int indent = -1, int depth = 0) const;  // json.dumps(ensure_ascii=False)
   const char* TypeName() const;
 
