@@ -30,6 +30,7 @@ struct StepFanout {
   std::vector<v1::StepResponse> responses;
   std::vector<grpc::Status> statuses;
   std::atomic<int> remaining{0};
+  std::atomic<bool> reported{false};  // `done` already ran (with the first error)
   WorkerGroup::StepCallback done;
 
   explicit StepFanout(int n) : contexts(n), responses(n), statuses(n), remaining(n) {}
@@ -111,16 +112,14 @@ void WorkerGroup::StepAsync(v1::StepRequest request, StepCallback done) {
     fan->contexts[r].set_deadline(Deadline(step_timeout_));
     stubs_[r]->async()->Step(
         &fan->contexts[r], &fan->request, &fan->responses[r], [this, fan, r](grpc::Status s) {
-          fan->statuses[r] = std::move(s);
+          // The first failing rank fails the step at once: a dead rank must
+          // not wait for its peers' collective timeout to be reported.
+          if (!s.ok() && !fan->reported.exchange(true)) {
+            fan->done(FromGrpc(s, r, addresses_[r], absl::StrCat("step ", fan->request.step_id())));
+          }
           if (fan->remaining.fetch_sub(1) != 1) return;
           std::unique_ptr<StepFanout> owned(fan);
-          for (int k = 0; k < world_size(); ++k) {
-            if (!owned->statuses[k].ok()) {
-              owned->done(FromGrpc(owned->statuses[k], k, addresses_[k],
-                                   absl::StrCat("step ", owned->request.step_id())));
-              return;
-            }
-          }
+          if (owned->reported.exchange(true)) return;
           double slowest = 0;
           for (const v1::StepResponse& resp : owned->responses) {
             slowest = std::max(slowest, resp.engine_seconds());

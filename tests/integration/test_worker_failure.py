@@ -1,0 +1,58 @@
+"""A worker that dies mid-generation becomes an error, never a hang: the
+in-flight stream ends with UNAVAILABLE naming the rank, the router's health
+turns NOT_SERVING, and new requests get UNAVAILABLE with an actionable
+message."""
+import signal
+import sys
+import threading
+import time
+import unittest
+
+import grpc
+
+from cluster import Cluster, stubs
+
+pb, gpb = stubs("generation")
+
+
+class WorkerFailureTest(unittest.TestCase):
+    def test_dead_worker_fails_fast(self):
+        with Cluster(world_size=2, worker_args=["--collective_timeout=5s"]) as c:
+            stub = gpb.GenerationStub(c.channel())
+            got, result = [], {}
+
+            def consume():
+                try:
+                    for r in stub.Generate(pb.GenerateRequest(
+                            text="Tell me a very long story.", max_tokens=2000, ignore_eos=True),
+                            timeout=120):
+                        got.extend(r.token_ids)
+                    result["code"] = grpc.StatusCode.OK
+                except grpc.RpcError as e:
+                    result["code"], result["details"] = e.code(), e.details()
+
+            t = threading.Thread(target=consume)
+            t.start()
+            while len(got) < 3:
+                time.sleep(0.05)
+            worker1 = [p for name, p, _ in c.procs if name == "worker1"][0]
+            killed_at = time.time()
+            worker1.send_signal(signal.SIGKILL)
+            t.join(60)
+            self.assertFalse(t.is_alive(), "the stream hung after a worker died")
+            self.assertEqual(result["code"], grpc.StatusCode.UNAVAILABLE, result)
+            self.assertIn("rank", result["details"])
+            self.assertLess(time.time() - killed_at, 30)
+
+            deadline = time.time() + 30
+            while time.time() < deadline and c.health() != 2:
+                time.sleep(0.2)
+            self.assertEqual(c.health(), 2)  # NOT_SERVING
+            with self.assertRaises(grpc.RpcError) as ctx:
+                list(stub.Generate(pb.GenerateRequest(text="hi", max_tokens=2), timeout=30))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("worker", ctx.exception.details())
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
