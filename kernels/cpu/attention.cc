@@ -2,9 +2,7 @@
 // kernels/ops.h. Bodies (scores, softmax, weighted V sum) are in
 // ops_impl.inc.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -92,49 +90,53 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   const int hd = p.head_dim;
   // Items cover a query row and a whole GQA group, so each K/V row is read
   // once per group. A decode row (its sequence has one query this step) has
-  // too few items for the threads, so its context is split into parts of
-  // kSplitPositions whose partial softmax results are merged below: every
+  // too few items for the threads, so its segments (op_kernels.h) are spread
+  // over up to kMaxParts items whose partial results are merged below: every
   // thread works and K/V still stream once per group (SmolLM2 decode at ctx
   // 1024, 1 thread CPU time: 72 -> 56 us per layer against one item per
-  // query head, which read each K/V row three times).
-  //
-  // The split depends only on the row's own sequence (its query count and
-  // context length), never on the rest of the batch or the thread count:
-  // the split changes f32 rounding, and a sequence's output must not depend
-  // on what else is batched with it (greedy tokens would flip).
-  constexpr int kSplitPositions = 128;
+  // query head, which read each K/V row three times). The arithmetic per row
+  // is the same either way, so outputs never depend on the rest of the batch.
   constexpr int kMaxParts = 16;
+
   struct Merge {
     int64_t row;
     int head_begin;
-    size_t first_item;
-    int parts;
+    int segments;
+    float* partial;
   };
   std::vector<AttentionItem> items;
   std::vector<Merge> merges;
-  size_t partial_items = 0;
+  // First pass: the size of the partial-result buffer for split rows.
+  const int64_t seg_floats = int64_t{group} * (hd + 2);
+  int64_t partial_floats = 0;
   for (int s = 0; s < p.num_seqs; ++s) {
+    if (p.cu_q_lens[s + 1] - p.cu_q_lens[s] != 1) continue;
+    const int n_ctx = p.start_pos[s] + 1;
+    const int segments = (n_ctx + kAttentionSegment - 1) / kAttentionSegment;
+    if (segments > 1) partial_floats += int64_t{p.n_kv_heads} * segments * seg_floats;
+  }
+  std::vector<float> partials(static_cast<size_t>(partial_floats));
+  float* next_partial = partials.data();
+  for (int s = 0; s < p.num_seqs; ++s) {
+    const bool decode = p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1;
     for (int64_t row = p.cu_q_lens[s]; row < p.cu_q_lens[s + 1]; ++row) {
       const int n_ctx = p.start_pos[s] + static_cast<int>(row - p.cu_q_lens[s]) + 1;
-      const bool decode = p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1;
-      const int parts = decode ? std::clamp(n_ctx / kSplitPositions, 1, kMaxParts) : 1;
+      const int segments = (n_ctx + kAttentionSegment - 1) / kAttentionSegment;
+      const int parts = decode ? std::min(segments, kMaxParts) : 1;
       for (int h = 0; h < p.n_heads; h += group) {
-        if (parts > 1) merges.push_back({row, h, items.size(), parts});
-        for (int part = 0; part < parts; ++part) {
-          items.push_back({s, row, h, h + group, static_cast<int>(int64_t{n_ctx} * part / parts),
-                           static_cast<int>(int64_t{n_ctx} * (part + 1) / parts), nullptr});
-          if (parts > 1) ++partial_items;
+        if (parts == 1) {
+          items.push_back({s, row, h, h + group, n_ctx, 0, segments, nullptr});
+          continue;
         }
+        merges.push_back({row, h, segments, next_partial});
+        for (int part = 0; part < parts; ++part) {
+          const int seg_begin = segments * part / parts;
+          const int seg_end = segments * (part + 1) / parts;
+          items.push_back({s, row, h, h + group, n_ctx, seg_begin, seg_end,
+                           next_partial + seg_begin * seg_floats});
+        }
+        next_partial += segments * seg_floats;
       }
-    }
-  }
-  // Partial results: per split item, group x (head_dim + 2) floats.
-  const int64_t partial_floats = int64_t{group} * (hd + 2);
-  std::vector<float> partials(partial_items * partial_floats);
-  size_t next_partial = 0;
-  for (const Merge& m : merges) {
-    for (int part = 0; part < m.parts; ++part) {
-      items[m.first_item + part].partial = partials.data() + next_partial++ * partial_floats;
     }
   }
 
@@ -144,26 +146,10 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
       avx2 ? avx2::Attend(p, items[i]) : portable::Attend(p, items[i]);
     }
   });
-
-  // out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s per head.
   for (const Merge& m : merges) {
-    for (int h = 0; h < group; ++h) {
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int part = 0; part < m.parts; ++part) {
-        mx = std::max(mx, items[m.first_item + part].partial[h * (hd + 2) + hd]);
-      }
-      float* o = p.out + m.row * int64_t{p.n_heads} * hd + int64_t{m.head_begin + h} * hd;
-      for (int i = 0; i < hd; ++i) o[i] = 0.0f;
-      float total = 0.0f;
-      for (int part = 0; part < m.parts; ++part) {
-        const float* src = items[m.first_item + part].partial + h * (hd + 2);
-        const float w = std::exp(src[hd] - mx);
-        total += w * src[hd + 1];
-        for (int i = 0; i < hd; ++i) o[i] += w * src[i];
-      }
-      const float inv = 1.0f / total;
-      for (int i = 0; i < hd; ++i) o[i] *= inv;
-    }
+    float* out = p.out + m.row * int64_t{p.n_heads} * hd + int64_t{m.head_begin} * hd;
+    avx2 ? avx2::MergeSegments(m.partial, m.segments, group, hd, out)
+         : portable::MergeSegments(m.partial, m.segments, group, hd, out);
   }
   return absl::OkStatus();
 }

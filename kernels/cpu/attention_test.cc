@@ -168,9 +168,10 @@ TEST_P(PagedAttentionTest, DecodeWithSplitContextMatchesDense) {
   }
 }
 
-// A sequence's output must not depend on what else is in the batch or on
-// the thread count (the engine's batch invariance): run sequence A alone
-// and inside batches, compare bit for bit.
+// A sequence's output must not depend on what else is in the batch, on the
+// thread count or on how its prompt was chunked (the engine's batch
+// invariance): run sequence A alone, inside batches and as the last row of a
+// prefill chunk, compare bit for bit.
 TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
   Rng rng(13);
   const int n_heads = 9, n_kv = 3, hd = 64, bs = 16;
@@ -218,6 +219,23 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
   EXPECT_EQ(run({1, 0, 2}, &pool_), alone);
   EXPECT_EQ(run({2, 3, 1, 0}, &four), alone);
   EXPECT_EQ(run({3, 0}, nullptr), alone);
+
+  // Same row inside a prefill chunk (positions 696..700, A's block table):
+  // the chunking of a prompt must not change a row's output either.
+  {
+    std::vector<float> q = rng.Floats(static_cast<size_t>(5) * n_heads * hd);
+    std::copy(q_a.begin(), q_a.end(), q.end() - n_heads * hd);
+    const int32_t cu[2] = {0, 5};
+    const int32_t start = 696;
+    std::vector<float> out(q.size());
+    PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
+                           .out = out.data(), .block_tables = tables.data(), .cu_q_lens = cu,
+                           .start_pos = &start, .num_seqs = 1, .max_blocks_per_seq = max_blocks,
+                           .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd,
+                           .block_size = bs, .num_blocks = next, .scale = 0.125f};
+    ASSERT_TRUE(PagedAttention(p, Stream{.pool = &pool_}).ok());
+    EXPECT_EQ(std::vector<float>(out.end() - n_heads * hd, out.end()), alone);
+  }
 }
 
 TEST_P(PagedAttentionTest, RejectsBadBlockTables) {

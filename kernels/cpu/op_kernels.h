@@ -12,32 +12,45 @@
 
 namespace tpserve::kernels::cpu {
 
-// Work item of PagedAttention: query row `row` of sequence `seq`, query heads
-// [head_begin, head_end) (all within one KV head's group), cached positions
-// [pos_begin, pos_end) (a part of the row's causal context [0, pos]).
+// PagedAttention works on fixed segments of kAttentionSegment cached
+// positions, [0, 128), [128, 256), ...: each segment's softmax is computed
+// alone (partial results) and the segments are merged in order by
+// MergeSegments. Whether segments of a row run in one work item or in
+// several (decode rows, for parallelism), the arithmetic is the same, so a
+// row's output depends only on its own context: never on the batch, the
+// thread count or how the prompt was chunked.
+constexpr int kAttentionSegment = 128;
+
+// Work item of PagedAttention: query row `row` of sequence `seq` (context
+// n_ctx = its position + 1), query heads [head_begin, head_end) of one KV
+// head's group, segments [seg_begin, seg_end).
 //
-// partial == null: the item covers the whole context and writes the
-// normalised output to p.out. Otherwise (context split across items) it
-// writes, per head h, `partial + h * (head_dim + 2)`: the unnormalised
-// sum_j e^(s_j - max) v_j (head_dim floats), then max and sum_j e^(s_j - max);
-// the launcher merges the parts.
+// partial == null: the item covers all segments of the row and writes the
+// normalised output to p.out. Otherwise it writes its segments' partial
+// results to `partial` (see AttendSegments) and the launcher merges.
 struct AttentionItem {
   int seq;
   int64_t row;
   int head_begin;
   int head_end;
-  int pos_begin;
-  int pos_end;
+  int n_ctx;
+  int seg_begin;
+  int seg_end;
   float* partial;
 };
 
-#define TPS_DECLARE_OP_KERNELS                                                            \
-  void RmsNormRows(const RmsNormParams& p, int64_t begin, int64_t end);                   \
-  /* cos_sin: (tokens, head_dim / 2, 2) cos and sin of each token's angles. */            \
-  void RopeTokens(const RopeParams& p, const float* cos_sin, int64_t begin, int64_t end); \
-  void SwigluRows(const SwigluParams& p, int64_t begin, int64_t end);                     \
-  void AddRange(const AddParams& p, int64_t begin, int64_t end);                          \
-  void Attend(const PagedAttentionParams& p, const AttentionItem& item);
+#define TPS_DECLARE_OP_KERNELS                                                                   \
+  void RmsNormRows(const RmsNormParams& p, int64_t begin, int64_t end);                          \
+  /* cos_sin: (tokens, head_dim / 2, 2) cos and sin of each token's angles. */                   \
+  void RopeTokens(const RopeParams& p, const float* cos_sin, int64_t begin, int64_t end);        \
+  void SwigluRows(const SwigluParams& p, int64_t begin, int64_t end);                            \
+  void AddRange(const AddParams& p, int64_t begin, int64_t end);                                 \
+  void Attend(const PagedAttentionParams& p, const AttentionItem& item);                         \
+  /* Per segment s, head h: partial[(s * heads + h) * (head_dim + 2) ...] = unnormalised */      \
+  /* sum e^(x - max) v (head_dim floats), max, sum e^(x - max). */                               \
+  void AttendSegments(const PagedAttentionParams& p, const AttentionItem& item, float* partial); \
+  /* out (heads, hd) = merge of `segments` partial results, in segment order. */                 \
+  void MergeSegments(const float* partial, int segments, int heads, int hd, float* out);
 
 namespace portable {
 TPS_DECLARE_OP_KERNELS
