@@ -124,6 +124,15 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
       const int segments = (n_ctx + kAttentionSegment - 1) / kAttentionSegment;
       const int parts = decode ? std::min(segments, kMaxParts) : 1;
       for (int h = 0; h < p.n_heads; h += group) {
+        if (parts == 1 && decode) {
+          // A short decode row: one item per query head instead (heads are
+          // computed independently, so this changes no result), which gives
+          // the threads 9 items rather than 3 for SmolLM2.
+          for (int hh = h; hh < h + group; ++hh) {
+            items.push_back({s, row, hh, hh + 1, n_ctx, 0, segments, nullptr});
+          }
+          continue;
+        }
         if (parts == 1) {
           items.push_back({s, row, h, h + group, n_ctx, 0, segments, nullptr});
           continue;

@@ -181,7 +181,8 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
   std::vector<int32_t> tables(seqs.size() * max_blocks, 0);
   int next = 0;
   for (size_t s = 0; s < seqs.size(); ++s) {
-    for (int b = 0; b * bs < seqs[s].start + seqs[s].q_len; ++b) tables[s * max_blocks + b] = next++;
+    for (int b = 0; b * bs < seqs[s].start + seqs[s].q_len; ++b)
+      tables[s * max_blocks + b] = next++;
   }
   const std::vector<float> k_cache = rng.Floats(static_cast<size_t>(next) * bs * token_floats);
   const std::vector<float> v_cache = rng.Floats(k_cache.size());
@@ -203,12 +204,21 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
       starts.push_back(seqs[s].start);
     }
     std::vector<float> out(q.size());
-    PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
-                           .out = out.data(), .block_tables = t.data(), .cu_q_lens = cu.data(),
-                           .start_pos = starts.data(), .num_seqs = static_cast<int>(order.size()),
-                           .max_blocks_per_seq = max_blocks, .n_heads = n_heads,
-                           .n_kv_heads = n_kv, .head_dim = hd, .block_size = bs,
-                           .num_blocks = next, .scale = 0.125f};
+    PagedAttentionParams p{.q = q.data(),
+                           .k_cache = k_cache.data(),
+                           .v_cache = v_cache.data(),
+                           .out = out.data(),
+                           .block_tables = t.data(),
+                           .cu_q_lens = cu.data(),
+                           .start_pos = starts.data(),
+                           .num_seqs = static_cast<int>(order.size()),
+                           .max_blocks_per_seq = max_blocks,
+                           .n_heads = n_heads,
+                           .n_kv_heads = n_kv,
+                           .head_dim = hd,
+                           .block_size = bs,
+                           .num_blocks = next,
+                           .scale = 0.125f};
     EXPECT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
     return std::vector<float>(out.begin() + a_row * n_heads * hd,
                               out.begin() + (a_row + 1) * n_heads * hd);
@@ -220,22 +230,36 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
   EXPECT_EQ(run({2, 3, 1, 0}, &four), alone);
   EXPECT_EQ(run({3, 0}, nullptr), alone);
 
-  // Same row inside a prefill chunk (positions 696..700, A's block table):
-  // the chunking of a prompt must not change a row's output either.
-  {
-    std::vector<float> q = rng.Floats(static_cast<size_t>(5) * n_heads * hd);
+  // The same row as the last of a prefill chunk (A's block table): the
+  // chunking of a prompt must not change a row's output either. Also for a
+  // short context (one segment), where decode uses one item per head.
+  auto last_row = [&](int start, int q_len, ThreadPool* pool) {
+    std::vector<float> q = rng.Floats(static_cast<size_t>(q_len) * n_heads * hd);
     std::copy(q_a.begin(), q_a.end(), q.end() - n_heads * hd);
-    const int32_t cu[2] = {0, 5};
-    const int32_t start = 696;
+    const int32_t cu[2] = {0, q_len};
     std::vector<float> out(q.size());
-    PagedAttentionParams p{.q = q.data(), .k_cache = k_cache.data(), .v_cache = v_cache.data(),
-                           .out = out.data(), .block_tables = tables.data(), .cu_q_lens = cu,
-                           .start_pos = &start, .num_seqs = 1, .max_blocks_per_seq = max_blocks,
-                           .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd,
-                           .block_size = bs, .num_blocks = next, .scale = 0.125f};
-    ASSERT_TRUE(PagedAttention(p, Stream{.pool = &pool_}).ok());
-    EXPECT_EQ(std::vector<float>(out.end() - n_heads * hd, out.end()), alone);
-  }
+    PagedAttentionParams p{.q = q.data(),
+                           .k_cache = k_cache.data(),
+                           .v_cache = v_cache.data(),
+                           .out = out.data(),
+                           .block_tables = tables.data(),
+                           .cu_q_lens = cu,
+                           .start_pos = &start,
+                           .num_seqs = 1,
+                           .max_blocks_per_seq = max_blocks,
+                           .n_heads = n_heads,
+                           .n_kv_heads = n_kv,
+                           .head_dim = hd,
+                           .block_size = bs,
+                           .num_blocks = next,
+                           .scale = 0.125f};
+    EXPECT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
+    return std::vector<float>(out.end() - n_heads * hd, out.end());
+  };
+  EXPECT_EQ(last_row(696, 5, &pool_), alone);
+  EXPECT_EQ(last_row(700, 1, &four), alone);
+  EXPECT_EQ(last_row(100, 1, &pool_), last_row(96, 5, nullptr));
+  EXPECT_EQ(last_row(100, 1, nullptr), last_row(0, 101, &four));
 }
 
 TEST_P(PagedAttentionTest, RejectsBadBlockTables) {
