@@ -89,14 +89,25 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   const int group = p.n_heads / p.n_kv_heads;
   const int hd = p.head_dim;
   // Items cover a query row and a whole GQA group, so each K/V row is read
-  // once per group. A decode row (its sequence has one query this step) has
-  // too few items for the threads, so its segments (op_kernels.h) are spread
-  // over up to kMaxParts items whose partial results are merged below: every
-  // thread works and K/V still stream once per group (SmolLM2 decode at ctx
-  // 1024, 1 thread CPU time: 72 -> 56 us per layer against one item per
-  // query head, which read each K/V row three times). The arithmetic per row
-  // is the same either way, so outputs never depend on the rest of the batch.
+  // once per group. Decode rows (their sequence has one query this step)
+  // give too few items when the batch is small, so their segments
+  // (op_kernels.h) are then spread over several items whose partial results
+  // are merged below: every thread works and K/V still stream once per group
+  // (SmolLM2 decode at ctx 1024, 1 thread CPU time: 72 -> 56 us per layer
+  // against one item per query head, which read each K/V row three times).
+  // How a row is cut into items changes no result (same segments, same merge
+  // order), so this may depend on the batch and the thread count.
   constexpr int kMaxParts = 16;
+  const int threads = stream.pool != nullptr ? stream.pool->num_threads() : 1;
+  const int64_t target_items = 4 * threads;
+  const int64_t base_items = total_q * p.n_kv_heads;
+  const int splits_wanted = base_items >= target_items
+                                ? 1
+                                : static_cast<int>(std::min<int64_t>(
+                                      kMaxParts, (target_items + base_items - 1) / base_items));
+  auto parts_of = [&](bool decode, int segments) {
+    return decode ? std::min(segments, splits_wanted) : 1;
+  };
 
   struct Merge {
     int64_t row;
@@ -106,28 +117,31 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   };
   std::vector<AttentionItem> items;
   std::vector<Merge> merges;
-  // First pass: the size of the partial-result buffer for split rows.
+  // Partial results of split rows; the caller thread's buffer is reused
+  // across launches (no per-layer allocation).
   const int64_t seg_floats = int64_t{group} * (hd + 2);
   int64_t partial_floats = 0;
   for (int s = 0; s < p.num_seqs; ++s) {
-    if (p.cu_q_lens[s + 1] - p.cu_q_lens[s] != 1) continue;
-    const int n_ctx = p.start_pos[s] + 1;
-    const int segments = (n_ctx + kAttentionSegment - 1) / kAttentionSegment;
-    if (segments > 1) partial_floats += int64_t{p.n_kv_heads} * segments * seg_floats;
+    const bool decode = p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1;
+    const int segments = (p.start_pos[s] + 1 + kAttentionSegment - 1) / kAttentionSegment;
+    if (parts_of(decode, segments) > 1) {
+      partial_floats += int64_t{p.n_kv_heads} * segments * seg_floats;
+    }
   }
-  std::vector<float> partials(static_cast<size_t>(partial_floats));
+  thread_local std::vector<float> partials;
+  if (partials.size() < static_cast<size_t>(partial_floats)) partials.resize(partial_floats);
   float* next_partial = partials.data();
   for (int s = 0; s < p.num_seqs; ++s) {
     const bool decode = p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1;
     for (int64_t row = p.cu_q_lens[s]; row < p.cu_q_lens[s + 1]; ++row) {
       const int n_ctx = p.start_pos[s] + static_cast<int>(row - p.cu_q_lens[s]) + 1;
       const int segments = (n_ctx + kAttentionSegment - 1) / kAttentionSegment;
-      const int parts = decode ? std::min(segments, kMaxParts) : 1;
+      const int parts = parts_of(decode, segments);
       for (int h = 0; h < p.n_heads; h += group) {
-        if (parts == 1 && decode) {
-          // A short decode row: one item per query head instead (heads are
-          // computed independently, so this changes no result), which gives
-          // the threads 9 items rather than 3 for SmolLM2.
+        if (parts == 1 && decode && splits_wanted > 1) {
+          // A short decode row in a small batch: one item per query head
+          // (heads are computed independently, so this changes no result),
+          // which gives the threads 9 items rather than 3 for SmolLM2.
           for (int hh = h; hh < h + group; ++hh) {
             items.push_back({s, row, hh, hh + 1, n_ctx, 0, segments, nullptr});
           }
