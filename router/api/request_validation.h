@@ -43,16 +43,18 @@ bool IsValidUtf8(absl::string_view s);
 // which would reject the whole message without naming the field. Returns
 // INVALID_ARGUMENT naming the field path (e.g. "chat.messages[1].content") or
 // "request" when the bytes are not a parseable message.
-absl::Status CheckUtf8Fields(const google::protobuf::Descriptor& type, absl::string_view wire);
+[[nodiscard]] absl::Status CheckUtf8Fields(const google::protobuf::Descriptor& type,
+                                           absl::string_view wire);
 
 // Checks everything that does not need the tokenizer.
-absl::Status ValidateGenerateRequest(const tpserve::v1::GenerateRequest& request,
-                                     const RequestLimits& limits);
+[[nodiscard]] absl::Status ValidateGenerateRequest(const tpserve::v1::GenerateRequest& request,
+                                                   const RequestLimits& limits);
 
 // Checks the prompt length against the context and returns the effective
 // max_tokens (the request's, or the default capped by the remaining context).
-absl::StatusOr<int32_t> ResolveMaxTokens(const tpserve::v1::GenerateRequest& request,
-                                         int32_t prompt_tokens, const RequestLimits& limits);
+[[nodiscard]] absl::StatusOr<int32_t> ResolveMaxTokens(const tpserve::v1::GenerateRequest& request,
+                                                       int32_t prompt_tokens,
+                                                       const RequestLimits& limits);
 
 }  // namespace tpserve
 

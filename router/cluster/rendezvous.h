@@ -37,12 +37,12 @@ class Rendezvous {
   ~Rendezvous();
 
   // Listens on host:port (0 = any free port) and publishes a new session id.
-  absl::Status Start(const std::string& host, int port);
+  [[nodiscard]] absl::Status Start(const std::string& host, int port);
   int port() const { return server_.port(); }
   const std::string& session() const { return session_; }
 
   // Waits until ranks 0..world_size-1 have published their addresses.
-  absl::StatusOr<std::vector<std::string>> WaitForWorkers(
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> WaitForWorkers(
       int world_size, absl::Duration timeout,
       const std::function<void(const std::string&)>& progress);
 

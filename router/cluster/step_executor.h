@@ -21,7 +21,7 @@ class StepExecutor {
   // Runs `request`; `done` is called exactly once, on any thread.
   virtual void StepAsync(v1::StepRequest request, StepCallback done) = 0;
   // Drops per-sequence worker state outside a step.
-  virtual absl::Status Free(const std::vector<uint64_t>& seq_ids) = 0;
+  [[nodiscard]] virtual absl::Status Free(const std::vector<uint64_t>& seq_ids) = 0;
 };
 
 }  // namespace tpserve

@@ -43,7 +43,7 @@ class WorkerGroup : public StepExecutor {
   // Polls Info on every rank until all report loaded, then checks that they
   // agree (world size, rank numbering, model, block size). `progress` gets
   // human-readable lines while waiting.
-  absl::StatusOr<ClusterInfo> WaitUntilLoaded(
+  [[nodiscard]] absl::StatusOr<ClusterInfo> WaitUntilLoaded(
       absl::Duration timeout, const std::function<void(const std::string&)>& progress);
 
   // Sends `request` to every rank concurrently; `done` runs once, on a gRPC
@@ -51,13 +51,13 @@ class WorkerGroup : public StepExecutor {
   void StepAsync(v1::StepRequest request, StepCallback done) override;
 
   // Blocking form of StepAsync.
-  absl::StatusOr<v1::StepResponse> Step(const v1::StepRequest& request);
+  [[nodiscard]] absl::StatusOr<v1::StepResponse> Step(const v1::StepRequest& request);
 
   // Drops per-sequence state on every rank.
-  absl::Status Free(const std::vector<uint64_t>& seq_ids) override;
+  [[nodiscard]] absl::Status Free(const std::vector<uint64_t>& seq_ids) override;
 
   // OK when every rank answers Health within `timeout`.
-  absl::Status CheckHealth(absl::Duration timeout);
+  [[nodiscard]] absl::Status CheckHealth(absl::Duration timeout);
 
  private:
   std::vector<std::string> addresses_;
