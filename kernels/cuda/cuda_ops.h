@@ -58,6 +58,9 @@ struct GemmBf16Params {
   int64_t c_stride = 0;         // 0 = n
 };
 [[nodiscard]] absl::Status GemmBf16(const GemmBf16Params& p, const Stream& stream);
+// The same on Hopper with wgmma (gemm_wgmma.cu). EXPERIMENTAL until a GPU run
+// validates it: FAILED_PRECONDITION on anything but an sm_90 device.
+[[nodiscard]] absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream);
 
 // Converts `rows` rows of `cols` values in `dtype` (row r at
 // src + r * src_row_bytes, 0 = RowBytes(dtype, cols)) to dense bf16 bits:

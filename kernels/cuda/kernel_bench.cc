@@ -165,6 +165,34 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
   }
 }
 
+// The experimental Hopper kernel vs cuBLAS. Run last: a fault in it would
+// poison the CUDA context for every later row.
+void BenchWgmma(Context& ctx, int m, int n, int k) {
+  const double flops = 2.0 * m * n * k;
+  DeviceBuffer<uint16_t> a = Alloc<uint16_t>(static_cast<size_t>(m) * k);
+  DeviceBuffer<uint16_t> b = Alloc<uint16_t>(static_cast<size_t>(n) * k);
+  DeviceBuffer<float> c = Alloc<float>(static_cast<size_t>(m) * n);
+  DeviceBuffer<float> c_ref = Alloc<float>(static_cast<size_t>(m) * n);
+  FillTiled(a.data(), a.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
+  FillTiled(b.data(), b.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
+  double ref_ms = -1.0;
+  if (ctx.cublas->available()) {
+    ref_ms = TimeMs(ctx.stream, [&] { ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream); });
+  }
+  GemmBf16Params p{.a = a.data(), .b = b.data(), .c = c.data(), .m = m, .n = n, .k = k};
+  const double ms = TimeMs(ctx.stream, [&] { (void)GemmBf16Wgmma(p, ctx.s); });
+  std::string status = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
+  if (ref_ms > 0) {
+    const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
+    const double err = Nmse(Head(c.data(), check), Head(c_ref.data(), check));
+    if (!(err < 1e-4)) status = Fmt("MISMATCH nmse=%.1e", err);
+  }
+  const double tflops = flops / (ms * 1e-3) / 1e12;
+  const double ref = ref_ms > 0 ? flops / (ref_ms * 1e-3) / 1e12 : -1.0;
+  PrintRow(Fmt("gemm wgmma (experimental) bf16 m=%d n=%d k=%d", m, n, k), status, Fmt("%.2f TFLOP/s", tflops),
+           ref > 0 ? Fmt("cuBLAS %.2f TFLOP/s", ref) : "cuBLAS n/a", ref > 0 ? tflops / ref : -1.0);
+}
+
 // Decode with Q4_1 weights: weight bytes streamed per second vs copy bandwidth.
 void BenchQuantGemv(Context& ctx, int m, int n, int k) {
   const size_t blocks = static_cast<size_t>(n) * k / 32;
@@ -303,6 +331,14 @@ int Main(bool quick) {
   const double dense = DenseGemmTflops(ctx, &gemm_name);
   BenchPrefillAttention(ctx, {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128}, dense, gemm_name);
   BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64}, dense, gemm_name);
+
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  if (major == 9) {
+    for (int m : {512, 4096}) {
+      for (auto [n, k] : nks) BenchWgmma(ctx, m, n, k);
+    }
+  }
   cudaStreamDestroy(ctx.stream);
   return 0;
 }
