@@ -38,7 +38,9 @@ struct GlooOptions {
 };
 
 // Connects rank `rank` of `world_size` to its peers. World size 1 needs no
-// store traffic and no sockets. `store` must outlive the call only.
+// store traffic and no sockets. `store` must outlive the call only. Sets
+// SIGPIPE to ignored for the process (Gloo's socket writes would otherwise
+// let a dead peer kill this rank).
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(KvStore& store, int rank,
                                                                      int world_size,
                                                                      const GlooOptions& options);

@@ -43,6 +43,11 @@ TEST_P(GlooWorldTest, CollectivesComputeTheRightValues) {
     RANK_EXPECT(c.AllReduceSum(x.data(), x.size(), CommDType::kF32).ok());
     const float ranks_sum = world * (world + 1) / 2.0f;
     for (size_t i = 0; i < x.size(); ++i) RANK_EXPECT(x[i] == i * ranks_sum);
+    // A large buffer takes the ring algorithm (small ones a direct exchange).
+    std::vector<float> big(200003);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>((i % 1000) * (rank + 1));
+    RANK_EXPECT(c.AllReduceSum(big.data(), big.size(), CommDType::kF32).ok());
+    for (size_t i = 0; i < big.size(); ++i) RANK_EXPECT(big[i] == (i % 1000) * ranks_sum);
     // int32 all-reduce.
     std::vector<int32_t> n = {rank, 1};
     RANK_EXPECT(c.AllReduceSum(n.data(), 2, CommDType::kI32).ok());
