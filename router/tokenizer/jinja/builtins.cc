@@ -95,20 +95,25 @@ absl::StatusOr<Value> Split(const std::string& s, const Value& sep) {
   return Value::List(std::move(out));
 }
 
-std::string Replace(const std::string& s, const std::string& from, const std::string& to) {
+absl::StatusOr<std::string> Replace(const std::string& s, const std::string& from,
+                                    const std::string& to) {
   if (from.empty()) return s;
   std::string out;
   size_t start = 0, p;
   while ((p = s.find(from, start)) != std::string::npos) {
     out.append(s, start, p - start).append(to);
+    if (out.size() > kMaxString) return TypeError("replace() result too large");
     start = p + from.size();
   }
   return out.append(s, start, std::string::npos);
 }
 
-ValueList Iterate(const Value& v) {
+absl::StatusOr<ValueList> Iterate(const Value& v) {
   if (v.is_list()) return v.items();
   ValueList out;
+  if (v.is_string() && v.as_string().size() > static_cast<size_t>(kMaxSequence)) {
+    return TypeError("string too long to iterate");
+  }
   if (v.is_dict()) {
     for (const auto& [k, _] : v.entries()) out.push_back(Value(k));
   } else if (v.is_string()) {
@@ -118,6 +123,13 @@ ValueList Iterate(const Value& v) {
 }
 
 }  // namespace
+
+size_t WorkSize(const Value& v) {
+  if (v.is_string()) return v.as_string().size();
+  if (v.is_list()) return v.items().size();
+  if (v.is_dict()) return v.entries().size();
+  return 1;
+}
 
 std::vector<std::string> CodePoints(const std::string& s) {
   std::vector<std::string> out;
@@ -134,7 +146,11 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
                                   const ValueDict& kwargs) {
   if (name == "trim") return Value(Strip(v.ToString(), true, true, Arg(args, kwargs, 0, "chars")));
   if (name == "length" || name == "count") {
-    if (v.is_string()) return Value(static_cast<int64_t>(CodePoints(v.as_string()).size()));
+    if (v.is_string()) {
+      int64_t n = 0;  // code points: count the non-continuation bytes
+      for (char c : v.as_string()) n += (static_cast<uint8_t>(c) & 0xC0) != 0x80;
+      return Value(n);
+    }
     if (v.is_list()) return Value(static_cast<int64_t>(v.items().size()));
     if (v.is_dict()) return Value(static_cast<int64_t>(v.entries().size()));
     if (v.is_undefined()) return Value(0);
@@ -160,14 +176,22 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
     if (name != "safe") return TypeError("the escape filter is not supported");
     return v;
   }
-  if (name == "list") return Value::List(Iterate(v));
+  if (name == "list") {
+    absl::StatusOr<ValueList> items = Iterate(v);
+    if (!items.ok()) return items.status();
+    return Value::List(*std::move(items));
+  }
   if (name == "first" || name == "last") {
-    ValueList items = Iterate(v);
+    absl::StatusOr<ValueList> it = Iterate(v);
+    if (!it.ok()) return it.status();
+    ValueList& items = *it;
     if (items.empty()) return Value();
     return name == "first" ? items.front() : items.back();
   }
   if (name == "reverse") {
-    ValueList items = Iterate(v);
+    absl::StatusOr<ValueList> it = Iterate(v);
+    if (!it.ok()) return it.status();
+    ValueList& items = *it;
     std::reverse(items.begin(), items.end());
     if (v.is_string()) {
       std::string s;
@@ -179,13 +203,19 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
   if (name == "join") {
     std::string sep = Arg(args, kwargs, 0, "d").ToString();
     std::string out;
-    ValueList items = Iterate(v);
-    for (size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i].ToString();
+    absl::StatusOr<ValueList> items = Iterate(v);
+    if (!items.ok()) return items.status();
+    for (size_t i = 0; i < items->size(); ++i) {
+      out += (i ? sep : "") + (*items)[i].ToString();
+      if (out.size() > kMaxString) return TypeError("join() result too large");
+    }
     return Value(out);
   }
   if (name == "replace") {
-    return Value(Replace(v.ToString(), Arg(args, kwargs, 0, "old").ToString(),
-                         Arg(args, kwargs, 1, "new").ToString()));
+    absl::StatusOr<std::string> r = Replace(v.ToString(), Arg(args, kwargs, 0, "old").ToString(),
+                                            Arg(args, kwargs, 1, "new").ToString());
+    if (!r.ok()) return r.status();
+    return Value(*std::move(r));
   }
   if (name == "int") {
     if (v.is_number()) return Value(static_cast<int64_t>(v.as_float()));
@@ -216,7 +246,9 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
       return TypeError(absl::StrCat(name, " needs an attribute name"));
     }
     ValueList out;
-    for (const Value& item : Iterate(v)) {
+    absl::StatusOr<ValueList> items = Iterate(v);
+    if (!items.ok()) return items.status();
+    for (const Value& item : *items) {
       Value x = by_attr ? item.Get(args[0].as_string()) : item;
       bool pass;
       if (args.size() > t) {
@@ -234,7 +266,9 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
   if (name == "map") {
     Value attr = Arg({}, kwargs, 0, "attribute");
     ValueList out;
-    for (const Value& item : Iterate(v)) {
+    absl::StatusOr<ValueList> items = Iterate(v);
+    if (!items.ok()) return items.status();
+    for (const Value& item : *items) {
       if (attr.is_string()) {
         Value x = item.Get(attr.as_string());
         out.push_back(x.is_undefined() ? Arg({}, kwargs, 0, "default") : x);
@@ -289,7 +323,9 @@ absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& v, const Va
   if (name == "ne") return args.empty() || !v.Equals(args[0]);
   if (name == "in") {
     if (args.empty()) return false;
-    for (const Value& x : Iterate(args[0])) {
+    absl::StatusOr<ValueList> items = Iterate(args[0]);
+    if (!items.ok()) return items.status();
+    for (const Value& x : *items) {
       if (x.Equals(v)) return true;
     }
     return false;

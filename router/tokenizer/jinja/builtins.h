@@ -14,8 +14,14 @@
 
 namespace tpserve::jinja {
 
-// Largest range() / string repetition the interpreter builds.
+// Largest range() / string repetition / iterated string the interpreter builds.
 inline constexpr int64_t kMaxSequence = 1 << 20;
+// Bytes of any one string value (chat prompts are far smaller).
+inline constexpr size_t kMaxString = 16 << 20;
+
+// Size a value "weighs" for the interpreter's work budget: string bytes,
+// list/dict entries.
+size_t WorkSize(const Value& v);
 
 absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const ValueList& args,
                                   const ValueDict& kwargs);

@@ -11,7 +11,6 @@ namespace tpserve::jinja {
 namespace {
 
 constexpr size_t kMaxOutput = 64 << 20;    // bytes a render may produce
-constexpr size_t kMaxString = 16 << 20;    // bytes of any one string value
 constexpr int64_t kMaxSteps = 20'000'000;  // evaluations per render
 
 absl::Status Err(absl::string_view what) {
@@ -109,6 +108,9 @@ class Interpreter {
     } else if (seq.is_dict()) {
       for (const auto& [k, _] : seq.entries()) items.push_back(Value(k));
     } else if (seq.is_string()) {
+      if (seq.as_string().size() > static_cast<size_t>(kMaxSequence)) {
+        return Err("string too long to iterate");
+      }
       for (const std::string& c : CodePoints(seq.as_string())) items.push_back(Value(c));
     } else if (!seq.is_undefined()) {
       return Err(absl::StrCat("'", seq.TypeName(), "' object is not iterable"));
@@ -163,9 +165,20 @@ class Interpreter {
     return absl::OkStatus();
   }
 
+  // Every evaluation costs a step, and building a value costs its size
+  // (WorkSize / 8): rendering time is bounded for any template.
   absl::StatusOr<Value> Eval(const Expr& e) {
-    using K = Expr::Kind;
     if (++steps_ > kMaxSteps) return Err("render takes too many steps");
+    absl::StatusOr<Value> v = EvalUncharged(e);
+    if (v.ok()) {
+      steps_ += static_cast<int64_t>(WorkSize(*v) / 8);
+      if (v->is_string() && v->as_string().size() > kMaxString) return Err("value grows too large");
+    }
+    return v;
+  }
+
+  absl::StatusOr<Value> EvalUncharged(const Expr& e) {
+    using K = Expr::Kind;
     switch (e.kind) {
       case K::kLiteral:
         return e.literal;
@@ -267,6 +280,7 @@ class Interpreter {
 
   absl::StatusOr<Value> Index(const Value& base, const Value& key) {
     if (base.is_undefined()) return Err("undefined value is not subscriptable");
+    if (base.is_string()) steps_ += static_cast<int64_t>(base.as_string().size() / 8);
     if (base.is_dict()) return key.is_string() ? base.Get(key.as_string()) : Value();
     if ((base.is_list() || base.is_string()) && key.kind() == Value::Kind::kInt) {
       if (base.is_list()) {
@@ -296,6 +310,10 @@ class Interpreter {
     }
     int64_t step = bounds[2];
     if (step == 0) return Err("slice step cannot be zero");
+    if (base.is_string()) {
+      steps_ += static_cast<int64_t>(base.as_string().size());  // one Value per code point
+      if (steps_ > kMaxSteps) return Err("render takes too many steps");
+    }
     ValueList items;
     std::vector<std::string> cps;
     if (base.is_list()) {
