@@ -104,6 +104,26 @@ TEST_F(EngineTest, LogitsDoNotDependOnBatchChunkingOrBlockPlacement) {
          RelativeMaxDiff(ref, one_by_one));
 }
 
+// Contexts longer than the attention kernel's 128-position segments, decoded
+// alone and next to other sequences (the kernel may split long rows across
+// threads depending on the batch).
+TEST_F(EngineTest, LongContextDecodeDoesNotDependOnTheBatch) {
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 300; ++i) prompt.push_back(200 + (i * 7919) % 30000);
+  std::vector<int32_t> blocks_a, blocks_b;
+  for (int b = 0; b < 19; ++b) blocks_a.push_back(40 + b), blocks_b.push_back(60 + b);
+  // A: the whole prompt in one step; B: the same prompt in chunks 100 + 200.
+  ASSERT_FALSE(Logits({Seq(40, prompt, 0, blocks_a)}, 0).empty());
+  ASSERT_FALSE(Logits({Seq(41, {prompt.begin(), prompt.begin() + 100}, 0, blocks_b)}, 0).empty());
+  ASSERT_FALSE(Logits({Seq(41, {prompt.begin() + 100, prompt.end()}, 100, blocks_b)}, 0).empty());
+  std::vector<float> alone = Logits({Seq(40, {42}, 300, blocks_a)}, 0);
+  std::vector<SequenceInput> crowd = {Seq(41, {42}, 300, blocks_b)};
+  for (int i = 0; i < 6; ++i) crowd.push_back(Seq(50 + i, {7, 8, 9}, 0, {80 + i}));
+  std::vector<float> crowded = Logits(crowd, 0);
+  EXPECT_LE(RelativeMaxDiff(alone, crowded), kTol);
+  printf("long-context decode, alone vs chunked+crowded: %.2e\n", RelativeMaxDiff(alone, crowded));
+}
+
 TEST_F(EngineTest, SequencesCanShareCachedPrefixBlocks) {
   // Sequence 30 fills block 16 with kPromptA[0:16]; sequence 31 reuses that
   // block as its first block (prefix sharing, refcounted by the router) and
