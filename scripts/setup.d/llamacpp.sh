@@ -9,25 +9,28 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 DEPS="$ROOT/.deps"
 VER=0.3.2
-SDIST="$DEPS/llama_cpp_python-$VER.tar.gz"
-SRC="$DEPS/llama_cpp_python-$VER"
-BUILD="$DEPS/llama.cpp-build"
+SDIST="$DEPS/llama_cpp_python-$VER.tar.gz"  # linked by 00-llamacpp-sdist.sh
+# Built once per machine in the tpserve cache and linked into .deps/, so fresh
+# clones (CI) reuse the build.
+CACHE=${TPSERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tpserve}
+SRC="$CACHE/llama_cpp_python-$VER"
+BUILD="$CACHE/llama.cpp-build-$VER"
 STAMP="$BUILD/.tpserve-built"
 log() { printf '[setup llama.cpp] %s\n' "$*"; }
 
+mkdir -p "$DEPS" "$CACHE"
+if [ -d "$DEPS/llama.cpp-build" ] && [ ! -L "$DEPS/llama.cpp-build" ]; then
+  log "present (checkout-local build): $DEPS/llama.cpp-build"
+  exit 0
+fi
+ln -sfn "$BUILD" "$DEPS/llama.cpp-build"
 if [ -f "$STAMP" ] && [ -f "$BUILD/bin/llama-bench" ]; then
   log "present: $BUILD"
   exit 0
 fi
-mkdir -p "$DEPS"
-if [ ! -f "$SDIST" ]; then
-  log "fetching the llama-cpp-python $VER sdist (pip builds its metadata: slow)"
-  "$ROOT/.venv/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
-    "llama-cpp-python==$VER" -d "$DEPS"
-fi
 if [ ! -d "$SRC" ]; then
   log "unpacking $SDIST"
-  tar xzf "$SDIST" -C "$DEPS"
+  tar xzf "$SDIST" -C "$CACHE"
 fi
 log "configuring llama.cpp (Release, native, shared, no curl)"
 cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \

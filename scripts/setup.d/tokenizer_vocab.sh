@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 DEST="$ROOT/models/vocab"
 VERSION=0.3.2
-SDIST="$ROOT/.deps/llama_cpp_python-$VERSION.tar.gz"
+SDIST="$ROOT/.deps/llama_cpp_python-$VERSION.tar.gz"  # linked by 00-llamacpp-sdist.sh
 NAMES=(llama-spm llama-bpe qwen2 gpt-2 starcoder)
 
 need=0
@@ -22,12 +22,6 @@ if [ "$need" = 0 ]; then
   exit 0
 fi
 
-if [ ! -s "$SDIST" ]; then
-  echo "[setup] fetching llama-cpp-python==$VERSION source package (vocab test files; slow)"
-  mkdir -p "$ROOT/.deps"
-  "$ROOT/.venv/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
-    "llama-cpp-python==$VERSION" -d "$ROOT/.deps"
-fi
 mkdir -p "$DEST"
 members=()
 for n in "${NAMES[@]}"; do
