@@ -75,7 +75,8 @@ class Communicator {
   // rank get an error instead of waiting for it; this rank's later calls
   // fail (FAILED_PRECONDITION naming the abort). Callable more than once and
   // from another thread; a collective this rank has in flight then ends with
-  // an error at the latest at its timeout.
+  // an error (shm: at once; Gloo: at once for small all-reduces, at the
+  // latest at its timeout otherwise).
   virtual void Abort() = 0;
 };
 

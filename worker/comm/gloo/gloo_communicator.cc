@@ -21,6 +21,7 @@
 #include "gloo/rendezvous/context.h"
 #include "gloo/rendezvous/store.h"
 #include "gloo/transport/tcp/device.h"
+#include "gloo/transport/unbound_buffer.h"
 
 namespace tpserve {
 namespace {
@@ -178,6 +179,11 @@ class GlooCommunicator : public Communicator {
 
   void Abort() override {
     if (aborted_.exchange(true)) return;
+    {
+      std::lock_guard<std::mutex> lock(inflight_mu_);
+      if (inflight_in_ != nullptr) inflight_in_->abortWaitRecv();
+      if (inflight_out_ != nullptr) inflight_out_->abortWaitSend();
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = absl::CancelledError("communicator aborted");
     if (context_ != nullptr) {
@@ -209,6 +215,26 @@ class GlooCommunicator : public Communicator {
     }
   }
 
+  // Registers the buffers of a direct all-reduce so Abort() can wake it.
+  class InFlight {
+   public:
+    InFlight(GlooCommunicator& c, gloo::transport::UnboundBuffer* in,
+             gloo::transport::UnboundBuffer* out)
+        : c_(c) {
+      std::lock_guard<std::mutex> lock(c_.inflight_mu_);
+      c_.inflight_in_ = in;
+      c_.inflight_out_ = out;
+    }
+    ~InFlight() {
+      std::lock_guard<std::mutex> lock(c_.inflight_mu_);
+      c_.inflight_in_ = nullptr;
+      c_.inflight_out_ = nullptr;
+    }
+
+   private:
+    GlooCommunicator& c_;
+  };
+
   // Small buffers (decode steps): every rank sends its whole buffer to every
   // other rank in one round and sums all of them in rank order. One message
   // latency instead of the ring's 2 * (world - 1) sequential steps, and the
@@ -221,6 +247,9 @@ class GlooCommunicator : public Communicator {
     const uint64_t slot = context_->nextSlot();
     auto out = context_->createUnboundBuffer(buf, bytes);
     auto in = context_->createUnboundBuffer(scratch_.data(), scratch_.size());
+    // Abort() from another thread releases the waits below.
+    InFlight guard(*this, in.get(), out.get());
+    if (aborted_) throw gloo::IoException("communicator aborted");
     for (int r = 0; r < world_size_; ++r) {
       if (r == rank_) continue;
       in->recv(r, slot, r * bytes, bytes);
@@ -281,7 +310,10 @@ class GlooCommunicator : public Communicator {
   std::mutex mu_;
   absl::Status error_;         // first error; guarded by mu_
   std::vector<char> scratch_;  // direct all-reduce receive area
-  size_t elem_size_ = 4;       // element size of the all-reduce in flight
+  std::mutex inflight_mu_;
+  gloo::transport::UnboundBuffer* inflight_in_ = nullptr;   // guarded by inflight_mu_
+  gloo::transport::UnboundBuffer* inflight_out_ = nullptr;  // guarded by inflight_mu_
+  size_t elem_size_ = 4;  // element size of the all-reduce in flight
 };
 
 // Every rank publishes its world size; all must agree before Gloo connects.
