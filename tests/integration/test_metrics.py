@@ -12,6 +12,8 @@ import threading
 import time
 import unittest
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from cluster import ROOT, Cluster, metric_sum, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
@@ -39,6 +41,23 @@ def run(stub, req):
 
 
 class MetricsTest(unittest.TestCase):
+    def check_reference_parser(self, text, router):
+        """prometheus-client's own parser (an implementation nobody here
+        wrote) accepts the page and sees every metric with its type."""
+        families = {f.name: f.type for f in text_string_to_metric_families(text)}
+        hist = ROUTER_HISTOGRAMS if router else WORKER_HISTOGRAMS
+        for h in hist:
+            self.assertEqual(families.get(h), "histogram", h)
+        expected = {"counter": ROUTER_COUNTERS if router else
+                    [n for n in WORKER_OTHERS if n.endswith("_total")],
+                    "gauge": ROUTER_GAUGES if router else
+                    [n for n in WORKER_OTHERS if not n.endswith("_total")]}
+        for kind, metric_names in expected.items():
+            for n in metric_names:
+                # The parser names counters without their _total suffix.
+                key = n[:-len("_total")] if kind == "counter" else n
+                self.assertEqual(families.get(key), kind, n)
+
     def check_exported(self, samples, types, router):
         present = names(samples)
         hist = ROUTER_HISTOGRAMS if router else WORKER_HISTOGRAMS
@@ -59,11 +78,15 @@ class MetricsTest(unittest.TestCase):
     def test_metrics_exported_and_moving(self):
         with Cluster(world_size=2) as c:
             stub = gpb.GenerationStub(c.channel())
-            r0, t0 = parse_metrics(c.scrape(c.router_metrics_port))
+            page = c.scrape(c.router_metrics_port)
+            self.check_reference_parser(page, router=True)
+            r0, t0 = parse_metrics(page)
             self.check_exported(r0, t0, router=True)
             w0 = []
             for rank, port in enumerate(c.worker_metrics_ports):
-                s, t = parse_metrics(c.scrape(port))
+                page = c.scrape(port)
+                self.check_reference_parser(page, router=False)
+                s, t = parse_metrics(page)
                 self.check_exported(s, t, router=False)
                 self.assertEqual(metric_sum(s, "tpserve_worker_weights_loaded", rank=rank), 1)
                 self.assertGreater(metric_sum(s, "tpserve_worker_device_memory_bytes",
