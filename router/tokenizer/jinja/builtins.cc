@@ -235,7 +235,9 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const
   }
   if (name == "tojson") {
     Value indent = Arg(args, kwargs, 0, "indent");
-    return Value(v.ToJson(indent.is_number() ? static_cast<int>(indent.as_int()) : -1));
+    int64_t n = indent.is_number() ? indent.as_int() : -1;
+    if (n > 64) return TypeError("tojson indent above 64 is not supported");
+    return Value(v.ToJson(static_cast<int>(n)));
   }
   if (name == "selectattr" || name == "rejectattr" || name == "select" || name == "reject") {
     // selectattr("role", "equalto", "system"); select("defined"); no test = truthiness.

@@ -17,7 +17,7 @@ namespace tpserve::jinja {
 // Largest range() / string repetition / iterated string the interpreter builds.
 inline constexpr int64_t kMaxSequence = 1 << 20;
 // Bytes of any one string value (chat prompts are far smaller).
-inline constexpr size_t kMaxString = 16 << 20;
+inline constexpr size_t kMaxString = Value::kDefaultLimit;
 
 // Size a value "weighs" for the interpreter's work budget: string bytes,
 // list/dict entries.

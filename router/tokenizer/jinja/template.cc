@@ -70,7 +70,9 @@ class Interpreter {
         return Emit(n.text);
       case Node::Kind::kOutput: {
         TPS_ASSIGN_OR_RETURN(Value v, Eval(*n.expr));
-        return Emit(v.ToString());
+        std::string text = v.ToString();
+        if (text.size() > kMaxString) return Err("value grows too large");
+        return Emit(text);
       }
       case Node::Kind::kIf:
         for (const auto& [cond, body] : n.branches) {
@@ -346,9 +348,13 @@ class Interpreter {
     if (op == "==") return Value(l.Equals(r));
     if (op == "!=") return Value(!l.Equals(r));
     if (op == "~" || op == "+") {
-      size_t size = (l.is_list() ? l.items().size() : l.ToString().size()) +
-                    (r.is_list() ? r.items().size() : r.ToString().size());
-      if (size > kMaxString) return Err("value grows too large");
+      if (l.is_list() && r.is_list()) {
+        if (l.items().size() + r.items().size() > static_cast<size_t>(kMaxSequence)) {
+          return Err("list grows too large");
+        }
+      } else if (WorkSize(l) + WorkSize(r) > kMaxString) {
+        return Err("value grows too large");
+      }
     }
     if (op == "~") return Value(l.ToString() + r.ToString());
     if (op == "in" || op == "not in") {

@@ -64,7 +64,7 @@ bool Value::Truthy() const {
     case Kind::kFloat:
       return float_ != 0;
     case Kind::kString:
-      return !str_.empty();
+      return !str_->empty();
     case Kind::kList:
       return !list_->empty();
     case Kind::kDict:
@@ -84,7 +84,7 @@ bool Value::Equals(const Value& o) const {
     case Kind::kNone:
       return true;
     case Kind::kString:
-      return str_ == o.str_;
+      return *str_ == *o.str_;
     case Kind::kList:
       if (list_->size() != o.list_->size()) return false;
       for (size_t i = 0; i < list_->size(); ++i) {
@@ -170,54 +170,74 @@ std::string JsonQuote(const std::string& s) {
 
 }  // namespace
 
-std::string Value::ToString() const {
+std::string Value::ToString(size_t limit) const {
   switch (kind_) {
     case Kind::kUndefined:
       return "";
     case Kind::kString:
-      return str_;
+      return *str_;
     default:
-      return Repr();
+      return Repr(limit);
   }
 }
 
-std::string Value::Repr() const {
+std::string Value::Repr(size_t limit) const {
+  std::string out;
+  ReprInto(&out, limit);
+  return out;
+}
+
+std::string Value::ToJson(int indent, size_t limit) const {
+  std::string out;
+  JsonInto(&out, indent, 0, limit);
+  return out;
+}
+
+void Value::ReprInto(std::string* out, size_t limit) const {
+  if (out->size() > limit) return;
   switch (kind_) {
     case Kind::kUndefined:
-      return "";
+      return;
     case Kind::kNone:
-      return "None";
+      *out += "None";
+      return;
     case Kind::kBool:
-      return int_ ? "True" : "False";
+      *out += int_ ? "True" : "False";
+      return;
     case Kind::kInt:
-      return absl::StrCat(int_);
+      absl::StrAppend(out, int_);
+      return;
     case Kind::kFloat:
-      return FloatRepr(float_);
+      *out += FloatRepr(float_);
+      return;
     case Kind::kString:
-      return PyQuote(str_);
-    case Kind::kList: {
-      std::string out = "[";
-      for (size_t i = 0; i < list_->size(); ++i) {
-        if (i) out += ", ";
-        out += (*list_)[i].Repr();
+      *out += PyQuote(*str_);
+      return;
+    case Kind::kList:
+      *out += "[";
+      for (size_t i = 0; i < list_->size() && out->size() <= limit; ++i) {
+        if (i) *out += ", ";
+        (*list_)[i].ReprInto(out, limit);
       }
-      return out + "]";
-    }
-    case Kind::kDict: {
-      std::string out = "{";
-      for (size_t i = 0; i < dict_->size(); ++i) {
-        if (i) out += ", ";
-        out += PyQuote((*dict_)[i].first) + ": " + (*dict_)[i].second.Repr();
+      *out += "]";
+      return;
+    case Kind::kDict:
+      *out += "{";
+      for (size_t i = 0; i < dict_->size() && out->size() <= limit; ++i) {
+        if (i) *out += ", ";
+        *out += PyQuote((*dict_)[i].first) + ": ";
+        (*dict_)[i].second.ReprInto(out, limit);
       }
-      return out + "}";
-    }
+      *out += "}";
+      return;
     case Kind::kFunction:
-      return "<function>";
+      *out += "<function>";
+      return;
   }
-  return "";
 }
 
-std::string Value::ToJson(int indent, int depth) const {
+void Value::JsonInto(std::string* out, int indent, int depth, size_t limit) const {
+  if (out->size() > limit) return;
   std::string nl, pad, pad_in;
   if (indent >= 0) {
     nl = "\n";
@@ -228,38 +248,48 @@ std::string Value::ToJson(int indent, int depth) const {
   switch (kind_) {
     case Kind::kUndefined:
     case Kind::kNone:
-      return "null";
-    case Kind::kBool:
-      return int_ ? "true" : "false";
-    case Kind::kInt:
-      return absl::StrCat(int_);
-    case Kind::kFloat:
-      return FloatRepr(float_);
-    case Kind::kString:
-      return JsonQuote(str_);
-    case Kind::kList: {
-      if (list_->empty()) return "[]";
-      std::string out = "[" + nl;
-      for (size_t i = 0; i < list_->size(); ++i) {
-        if (i) out += std::string(sep) + nl;
-        out += pad_in + (*list_)[i].ToJson(indent, depth + 1);
-      }
-      return out + nl + pad + "]";
-    }
-    case Kind::kDict: {
-      if (dict_->empty()) return "{}";
-      std::string out = "{" + nl;
-      for (size_t i = 0; i < dict_->size(); ++i) {
-        if (i) out += std::string(sep) + nl;
-        out += pad_in + JsonQuote((*dict_)[i].first) + ": " +
-               (*dict_)[i].second.ToJson(indent, depth + 1);
-      }
-      return out + nl + pad + "}";
-    }
     case Kind::kFunction:
-      return "null";
+      *out += "null";
+      return;
+    case Kind::kBool:
+      *out += int_ ? "true" : "false";
+      return;
+    case Kind::kInt:
+      absl::StrAppend(out, int_);
+      return;
+    case Kind::kFloat:
+      *out += FloatRepr(float_);
+      return;
+    case Kind::kString:
+      *out += JsonQuote(*str_);
+      return;
+    case Kind::kList:
+      if (list_->empty()) {
+        *out += "[]";
+        return;
+      }
+      *out += "[" + nl;
+      for (size_t i = 0; i < list_->size() && out->size() <= limit; ++i) {
+        if (i) *out += std::string(sep) + nl;
+        *out += pad_in;
+        (*list_)[i].JsonInto(out, indent, depth + 1, limit);
+      }
+      *out += nl + pad + "]";
+      return;
+    case Kind::kDict:
+      if (dict_->empty()) {
+        *out += "{}";
+        return;
+      }
+      *out += "{" + nl;
+      for (size_t i = 0; i < dict_->size() && out->size() <= limit; ++i) {
+        if (i) *out += std::string(sep) + nl;
+        *out += pad_in + JsonQuote((*dict_)[i].first) + ": ";
+        (*dict_)[i].second.JsonInto(out, indent, depth + 1, limit);
+      }
+      *out += nl + pad + "}";
+      return;
   }
-  return "null";
 }
 
 const char* Value::TypeName() const {

@@ -36,8 +36,9 @@ class Value {
   explicit Value(int64_t i) : kind_(Kind::kInt), int_(i) {}
   explicit Value(int i) : kind_(Kind::kInt), int_(i) {}
   explicit Value(double f) : kind_(Kind::kFloat), float_(f) {}
-  explicit Value(std::string s) : kind_(Kind::kString), str_(std::move(s)) {}
-  explicit Value(const char* s) : kind_(Kind::kString), str_(s) {}
+  explicit Value(std::string s)
+      : kind_(Kind::kString), str_(std::make_shared<const std::string>(std::move(s))) {}
+  explicit Value(const char* s) : Value(std::string(s)) {}
   static Value None();
   static Value List(ValueList items);
   static Value Dict(ValueDict items);
@@ -54,7 +55,7 @@ class Value {
   bool as_bool() const { return int_ != 0; }
   int64_t as_int() const { return int_; }
   double as_float() const { return kind_ == Kind::kFloat ? float_ : static_cast<double>(int_); }
-  const std::string& as_string() const { return str_; }
+  const std::string& as_string() const { return *str_; }
   const ValueList& items() const { return *list_; }
   // Dicts are shared: namespace() objects are mutated through `set ns.x = ...`.
   ValueDict& entries() const { return *dict_; }
@@ -64,18 +65,27 @@ class Value {
   Value Get(const std::string& key) const;
   void Set(const std::string& key, Value v) const;
 
-  bool Truthy() const;                                       // Python truthiness
-  bool Equals(const Value& other) const;                     // Python ==
-  std::string ToString() const;                              // Python str(); Undefined -> ""
-  std::string Repr() const;                                  // Python repr()
-  std::string ToJson(int indent = -1, int depth = 0) const;  // json.dumps(ensure_ascii=False)
+  bool Truthy() const;                    // Python truthiness
+  bool Equals(const Value& other) const;  // Python ==
+
+  // Python str() / repr() / json.dumps(ensure_ascii=False). Output stops
+  // growing soon after `limit` bytes (nested shared lists can be
+  // exponentially large): a result longer than `limit` means "too large".
+  static constexpr size_t kDefaultLimit = 16 << 20;
+  std::string ToString(size_t limit = kDefaultLimit) const;  // Undefined -> ""
+  std::string Repr(size_t limit = kDefaultLimit) const;
+  std::string ToJson(int indent = -1, size_t limit = kDefaultLimit) const;
   const char* TypeName() const;
 
  private:
+  void ReprInto(std::string* out, size_t limit) const;
+  void JsonInto(std::string* out, int indent, int depth, size_t limit) const;
+
   Kind kind_ = Kind::kUndefined;
   int64_t int_ = 0;
   double float_ = 0;
-  std::string str_;
+  // Immutable and shared, so copying values (loops, lists) never copies text.
+  std::shared_ptr<const std::string> str_;
   std::shared_ptr<ValueList> list_;
   std::shared_ptr<ValueDict> dict_;
   std::shared_ptr<Function> fn_;
