@@ -67,6 +67,8 @@ ABSL_FLAG(bool, enable_prefix_cache, true, "Reuse KV blocks of shared prompt pre
 ABSL_FLAG(absl::Duration, load_timeout, absl::Minutes(10), "How long to wait for the workers");
 ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(120), "Limit of one worker step");
 ABSL_FLAG(std::string, port_file, "", "Write the bound ports here as JSON once listening");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "On SIGTERM/SIGINT: stop admitting, let running requests finish for up to this long");
 
 namespace tpserve {
 namespace {
@@ -290,7 +292,20 @@ absl::Status Run() {
   stop_watch = true;
   watch.join();
   health->SetServingStatus(false);
-  service.SetUnavailable("the router is shutting down");
+  service.SetUnavailable("the router is shutting down; retry on another router");
+  // Drain: new calls are refused; requests already admitted may finish.
+  const absl::Time drain_until = absl::Now() + absl::GetFlag(FLAGS_drain_timeout);
+  if (loop.num_live() > 0) {
+    Log(absl::StrCat("draining ", loop.num_live(), " request(s) for up to ",
+                     absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)),
+                     " (signal again to stop now)"));
+  }
+  sigset_t pending;
+  while (loop.num_live() > 0 && absl::Now() < drain_until) {
+    sigpending(&pending);
+    if (sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM)) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   loop.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return absl::OkStatus();

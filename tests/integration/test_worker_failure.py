@@ -1,7 +1,8 @@
-"""A worker that dies mid-generation becomes an error, never a hang: the
-in-flight stream ends with UNAVAILABLE naming the rank, the router's health
-turns NOT_SERVING, and new requests get UNAVAILABLE with an actionable
-message."""
+"""Failure and shutdown behaviour. A worker that dies mid-generation becomes
+an error, never a hang: the in-flight stream ends with UNAVAILABLE naming the
+rank, the router's health turns NOT_SERVING, and new requests get UNAVAILABLE
+with an actionable message. SIGTERM on the router drains: running requests
+finish, new ones are refused."""
 import signal
 import sys
 import threading
@@ -52,6 +53,39 @@ class WorkerFailureTest(unittest.TestCase):
                 list(stub.Generate(pb.GenerateRequest(text="hi", max_tokens=2), timeout=30))
             self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
             self.assertIn("worker", ctx.exception.details())
+
+
+    def test_sigterm_drains_running_requests(self):
+        with Cluster(world_size=2, router_args=["--drain_timeout=300s"]) as c:
+            stub = gpb.GenerationStub(c.channel())
+            got, result = [], {}
+
+            def consume():
+                try:
+                    for r in stub.Generate(pb.GenerateRequest(
+                            text="Count slowly.", max_tokens=300, ignore_eos=True), timeout=300):
+                        got.extend(r.token_ids)
+                        if r.finish_reason:
+                            result["usage"] = r.usage.completion_tokens
+                    result["code"] = grpc.StatusCode.OK
+                except grpc.RpcError as e:
+                    result["code"], result["details"] = e.code(), e.details()
+
+            t = threading.Thread(target=consume)
+            t.start()
+            while len(got) < 2:
+                time.sleep(0.02)
+            router = [p for name, p, _ in c.procs if name == "router"][0]
+            router.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                list(stub.Generate(pb.GenerateRequest(text="hi", max_tokens=2), timeout=10))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("shutting down", ctx.exception.details())
+            t.join(120)
+            self.assertEqual(result.get("code"), grpc.StatusCode.OK, result)
+            self.assertEqual(result.get("usage"), 300)
+            self.assertEqual(router.wait(timeout=30), 0)
 
 
 if __name__ == "__main__":
