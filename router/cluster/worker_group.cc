@@ -48,7 +48,11 @@ WorkerGroup::WorkerGroup(std::vector<std::string> addresses, absl::Duration step
   }
 }
 
-WorkerGroup::~WorkerGroup() = default;
+WorkerGroup::~WorkerGroup() {
+  absl::MutexLock lock(&inflight_mu_);
+  inflight_mu_.Await(absl::Condition(
+      +[](int* n) { return *n == 0; }, &inflight_));
+}
 
 absl::StatusOr<ClusterInfo> WorkerGroup::WaitUntilLoaded(
     absl::Duration timeout, const std::function<void(const std::string&)>& progress) {
@@ -108,6 +112,10 @@ void WorkerGroup::StepAsync(v1::StepRequest request, StepCallback done) {
   auto* fan = new StepFanout(n);
   fan->request = std::move(request);
   fan->done = std::move(done);
+  {
+    absl::MutexLock lock(&inflight_mu_);
+    ++inflight_;
+  }
   for (int r = 0; r < n; ++r) {
     fan->contexts[r].set_deadline(Deadline(step_timeout_));
     stubs_[r]->async()->Step(
@@ -119,14 +127,18 @@ void WorkerGroup::StepAsync(v1::StepRequest request, StepCallback done) {
           }
           if (fan->remaining.fetch_sub(1) != 1) return;
           std::unique_ptr<StepFanout> owned(fan);
-          if (owned->reported.exchange(true)) return;
-          double slowest = 0;
-          for (const v1::StepResponse& resp : owned->responses) {
-            slowest = std::max(slowest, resp.engine_seconds());
+          if (!owned->reported.exchange(true)) {
+            double slowest = 0;
+            for (const v1::StepResponse& resp : owned->responses) {
+              slowest = std::max(slowest, resp.engine_seconds());
+            }
+            v1::StepResponse result = std::move(owned->responses[0]);
+            result.set_engine_seconds(slowest);
+            owned->done(std::move(result));
           }
-          v1::StepResponse result = std::move(owned->responses[0]);
-          result.set_engine_seconds(slowest);
-          owned->done(std::move(result));
+          owned.reset();
+          absl::MutexLock lock(&inflight_mu_);
+          --inflight_;
         });
   }
 }

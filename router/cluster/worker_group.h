@@ -15,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/tpserve/v1/worker.grpc.pb.h"
 #include "router/cluster/step_executor.h"
@@ -63,6 +65,11 @@ class WorkerGroup : public StepExecutor {
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<v1::Worker::Stub>> stubs_;
   absl::Duration step_timeout_;
+  // Fan-outs whose last rank has not answered yet. A step reports its first
+  // failure at once, so calls can outlive Step(); the destructor waits for
+  // them (each has a deadline) so no callback touches a dead group.
+  absl::Mutex inflight_mu_;
+  int inflight_ ABSL_GUARDED_BY(inflight_mu_) = 0;
 };
 
 }  // namespace tpserve

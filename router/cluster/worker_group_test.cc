@@ -69,7 +69,7 @@ class FakeWorker final : public v1::Worker::Service {
   int reported_rank_ = -1;
   int blocks_ = 100;
   std::string model_ = "m";
-  bool fail_ = false;
+  std::atomic<bool> fail_{false};
   std::shared_ptr<std::atomic<int>> in_step_;  // shared by the ranks of one group
   std::atomic<int> info_calls_{0};
   std::atomic<int> freed_{0};
@@ -155,6 +155,7 @@ TEST_F(WorkerGroupTest, FailuresNameTheRank) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("rank 1"));
   absl::Status h = group.CheckHealth(absl::Seconds(5));
   EXPECT_THAT(std::string(h.message()), HasSubstr("rank 1"));
+  workers_[1]->fail_ = false;  // Only rank 0 may fail now: the first failure wins.
   servers_[0]->Shutdown();
   r = group.Step(v1::StepRequest());
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("rank 0"));

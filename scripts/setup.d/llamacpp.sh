@@ -24,13 +24,16 @@ if [ -d "$DEPS/llama.cpp-build" ] && [ ! -L "$DEPS/llama.cpp-build" ]; then
   exit 0
 fi
 ln -sfn "$BUILD" "$DEPS/llama.cpp-build"
-if [ -f "$STAMP" ] && [ -f "$BUILD/bin/llama-bench" ]; then
-  log "present: $BUILD"
-  exit 0
-fi
+# The sdist's Python bindings (tests drive libllama through them).
+[ -d "$DEPS/llama_cpp_python-$VER" ] && [ ! -L "$DEPS/llama_cpp_python-$VER" ] ||
+  ln -sfn "$SRC" "$DEPS/llama_cpp_python-$VER"
 if [ ! -d "$SRC" ]; then
   log "unpacking $SDIST"
   tar xzf "$SDIST" -C "$CACHE"
+fi
+if [ -f "$STAMP" ] && [ -f "$BUILD/bin/llama-bench" ]; then
+  log "present: $BUILD"
+  exit 0
 fi
 log "configuring llama.cpp (Release, native, shared, no curl)"
 cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
