@@ -21,10 +21,13 @@ SRCS=(router/tokenizer/unicode.cc router/tokenizer/pre_tokenizer.cc router/token
       router/tokenizer/jinja/template.cc common/status.cc common/check.cc
       worker/model/gguf_reader.cc worker/model/mapped_file.cc worker/model/dtype.cc
       fuzz/tokenizer/tokenizer_fuzz.cc)
+# Objects are rebuilt when their source or any header they may include changed
+# (a stale object against a changed header is an ODR mismatch, not a finding).
+newest_header=$(ls -t router/tokenizer/*.h router/tokenizer/jinja/*.h common/*.h worker/model/*.h | head -1)
 objs=()
 for s in "${SRCS[@]}"; do
   o="$WORK/obj/$(echo "$s" | tr / _).o"
-  if [ ! -f "$o" ] || [ "$s" -nt "$o" ]; then
+  if [ ! -f "$o" ] || [ "$s" -nt "$o" ] || [ "$newest_header" -nt "$o" ]; then
     echo "[fuzz] compiling $s"
     "$CXX" "${FLAGS[@]}" -c "$s" -o "$o"
   fi
