@@ -31,6 +31,7 @@
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
 #include "worker/comm/host_communicator.h"
+#include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/kv_cache_pool.h"
@@ -52,6 +53,7 @@ struct RunOptions {
   int64_t kv_mb = 256;
   int chunk = 0;             // prefill chunk size; 0 = whole prompt in one step
   std::string comm = "shm";  // all ranks are local: shared memory by default
+  std::string backend = "cpu";  // "cuda": device r for rank r, NCCL when tp > 1
   SamplingParams sampling;
 };
 
@@ -61,7 +63,7 @@ void Usage() {
           "--prompt-ids 1,2,3 | --prompt-len N)\n"
           "       [--batch B] [--max-tokens N] [--ignore-eos] [--kv-mb MB] [--chunk N]\n"
           "       [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-          "       [--repetition-penalty R] [--comm shm|gloo]\n");
+          "       [--repetition-penalty R] [--comm shm|gloo] [--backend cpu|cuda]\n");
 }
 
 absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
@@ -106,6 +108,7 @@ absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
   TPS_RETURN_IF_ERROR(num("repetition-penalty", &o.sampling.repetition_penalty));
   if (auto it = kv.find("model"); it != kv.end()) o.model = it->second, kv.erase(it);
   if (auto it = kv.find("comm"); it != kv.end()) o.comm = it->second, kv.erase(it);
+  if (auto it = kv.find("backend"); it != kv.end()) o.backend = it->second, kv.erase(it);
   if (auto it = kv.find("prompt"); it != kv.end()) o.prompt = it->second, kv.erase(it);
   if (auto it = kv.find("prompt-ids"); it != kv.end()) {
     for (absl::string_view p : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
@@ -138,12 +141,21 @@ absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_
   HostCommOptions copts;
   copts.backend = o.comm;
   copts.timeout = absl::Seconds(60);
-  TPS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
-                       CreateHostCommunicator(store, rank, o.tp, copts));
+  std::unique_ptr<Communicator> comm;
+  if (o.backend == "cuda" && o.tp > 1) {  // collectives on device buffers
+    NcclOptions nopts;
+    nopts.device = rank;
+    nopts.timeout = copts.timeout;
+    TPS_ASSIGN_OR_RETURN(comm, CreateNcclCommunicator(store, rank, o.tp, nopts));
+  } else {
+    TPS_ASSIGN_OR_RETURN(comm, CreateHostCommunicator(store, rank, o.tp, copts));
+  }
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(o.model));
   EngineOptions eopts;
   eopts.num_threads = o.threads;
   eopts.kv_cache_bytes = o.kv_mb << 20;
+  eopts.backend = o.backend;
+  eopts.device = o.backend == "cuda" ? rank : 0;
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, *comm, eopts));
   BlockAllocator blocks(engine->num_kv_blocks());
   const int bs = engine->block_size();

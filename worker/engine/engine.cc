@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "worker/engine/cuda/cuda_forward.h"
 #include "worker/engine/sampler.h"
 
 namespace tpserve {
@@ -59,13 +60,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   if (options.num_threads < 1 || options.block_size < 1) {
     return absl::InvalidArgumentError("engine needs num_threads >= 1 and block_size >= 1");
   }
+  if (options.backend != "cpu" && options.backend != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown engine backend '", options.backend, "'; use cpu or cuda"));
+  }
   TPS_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::Create(model.config(), comm.world_size(), comm.rank()));
+  std::unique_ptr<ForwardBackend> device;  // null: the CPU forward pass below
+  if (options.backend == "cuda") {
+    TPS_ASSIGN_OR_RETURN(device, CreateCudaForward(model.config(), plan, comm, options.device));
+  }
   // Every rank must have computed the same plan (same model, same world).
   std::vector<int64_t> prints(comm.world_size());
   const int64_t mine = static_cast<int64_t>(plan.Fingerprint());
-  TPS_RETURN_IF_ERROR(Annotate(comm.AllGather(&mine, prints.data(), 1, CommDType::kI64),
-                               "exchanging shard plan fingerprints"));
+  if (device != nullptr) {
+    TPS_RETURN_IF_ERROR(
+        Annotate(device->AllGatherI64(mine, &prints), "exchanging shard plan fingerprints"));
+  } else {
+    TPS_RETURN_IF_ERROR(Annotate(comm.AllGather(&mine, prints.data(), 1, CommDType::kI64),
+                                 "exchanging shard plan fingerprints"));
+  }
   for (int r = 0; r < comm.world_size(); ++r) {
     if (prints[r] != prints[0]) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -85,19 +99,30 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
                      .block_size = options.block_size};
   TPS_ASSIGN_OR_RETURN(int blocks, KvCachePool::BlocksForBudget(shape, options.kv_cache_bytes));
   shape.n_kv_heads = static_cast<int>(plan.mine().kv_heads.count);
-  TPS_ASSIGN_OR_RETURN(KvCachePool kv, KvCachePool::Create(shape, blocks));
-  return std::unique_ptr<Engine>(
-      new Engine(model, comm, std::move(plan), std::move(weights), std::move(kv), options));
+  std::optional<KvCachePool> kv;
+  if (device != nullptr) {
+    TPS_RETURN_IF_ERROR(Annotate(device->Load(weights, shape, blocks),
+                                 "loading weights and KV cache onto the CUDA device"));
+  } else {
+    TPS_ASSIGN_OR_RETURN(kv, KvCachePool::Create(shape, blocks));
+  }
+  std::unique_ptr<Engine> engine(new Engine(model, comm, std::move(plan), std::move(weights),
+                                            std::move(kv), blocks, options));
+  engine->device_ = std::move(device);
+  return engine;
 }
 
 Engine::Engine(const ModelSource& model, Communicator& comm, ShardPlan plan, ShardWeights weights,
-               KvCachePool kv, const EngineOptions& options)
+               std::optional<KvCachePool> kv, int num_blocks, const EngineOptions& options)
     : model_(model),
       comm_(comm),
       config_(model.config()),
       plan_(std::move(plan)),
       weights_(std::move(weights)),
       kv_(std::move(kv)),
+      num_blocks_(num_blocks),
+      block_size_(options.block_size),
+      backend_(options.backend),
       max_step_tokens_(options.max_step_tokens),
       pool_(options.num_threads) {}
 
@@ -131,7 +156,7 @@ absl::Status Engine::Validate(const StepBatch& batch) const {
             absl::StrCat("token id ", t, " outside the vocabulary [0, ", config_.vocab_size, ")"));
       }
     }
-    absl::Status st = kv_.CheckBlockTable(s.block_table, end);
+    absl::Status st = KvCachePool::CheckBlockTable(num_blocks_, block_size_, s.block_table, end);
     if (!st.ok()) return Annotate(st, absl::StrCat("sequence ", s.seq_id));
     st = ValidateSamplingParams(s.sampling);
     if (!st.ok()) return Annotate(st, absl::StrCat("sequence ", s.seq_id));
@@ -149,6 +174,8 @@ absl::Status Engine::AllReduce(std::vector<float>& buf, size_t count) {
 
 absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& head_rows,
                              std::vector<float>* logits) {
+  if (device_ != nullptr) return device_->Forward(batch, head_rows, logits, &timings_);
+  KvCachePool& kv = *kv_;
   const ModelConfig& c = config_;
   const RankShard& me = plan_.mine();
   const int H = c.hidden_size;
@@ -159,7 +186,7 @@ absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& hea
   const int kvdim = nkv * hd;
   const int nqkv = qdim + 2 * kvdim;
   const int F = static_cast<int>(me.ffn.count);
-  const int bs = kv_.block_size();
+  const int bs = kv.block_size();
   const kernels::Stream stream{.pool = &pool_};
 
   // Flatten the ragged batch: (T) tokens, positions and KV slots.
@@ -243,21 +270,21 @@ absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& hea
     kernels::KvCacheWriteParams kw;
     kw.k = k;
     kw.v = v;
-    kw.k_cache = kv_.k(l);
-    kw.v_cache = kv_.v(l);
+    kw.k_cache = kv.k(l);
+    kw.v_cache = kv.v(l);
     kw.slot_mapping = slots.data();
     kw.tokens = T;
     kw.n_kv_heads = nkv;
     kw.head_dim = hd;
     kw.block_size = bs;
-    kw.num_blocks = kv_.num_blocks();
+    kw.num_blocks = kv.num_blocks();
     kw.k_stride = nqkv;
     kw.v_stride = nqkv;
     TPS_RETURN_IF_ERROR(cpu::KvCacheWrite(kw, stream));
     kernels::PagedAttentionParams ap;
     ap.q = q;
-    ap.k_cache = kv_.k(l);
-    ap.v_cache = kv_.v(l);
+    ap.k_cache = kv.k(l);
+    ap.v_cache = kv.v(l);
     ap.out = attn_.data();
     ap.block_tables = tables.data();
     ap.cu_q_lens = cu_q.data();
@@ -268,7 +295,7 @@ absl::Status Engine::Forward(const StepBatch& batch, const std::vector<int>& hea
     ap.n_kv_heads = nkv;
     ap.head_dim = hd;
     ap.block_size = bs;
-    ap.num_blocks = kv_.num_blocks();
+    ap.num_blocks = kv.num_blocks();
     ap.q_stride = nqkv;
     ap.scale = 1.0f / std::sqrt(static_cast<float>(hd));
     TPS_RETURN_IF_ERROR(cpu::PagedAttention(ap, stream));                        // (T, qdim)

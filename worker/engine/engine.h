@@ -21,11 +21,19 @@
 //   b.seqs.push_back({.seq_id = 1, .tokens = ids, .start_pos = 0,
 //                     .prompt_len = (int)ids.size(), .block_table = {0, 1}});
 //   TPS_ASSIGN_OR_RETURN(StepOutput out, engine->Step(b));  // rank 0: one token
+//
+// Backends (EngineOptions::backend): "cpu" runs the forward pass here on
+// kernels/cpu with host buffers; "cuda" hands it to CudaForward
+// (worker/engine/cuda/), which keeps weights and KV cache on one device and
+// needs an NCCL communicator when world_size > 1. Validation, penalties and
+// sampling (rank 0, on the host) are shared.
 #ifndef TPSERVE_WORKER_ENGINE_ENGINE_H_
 #define TPSERVE_WORKER_ENGINE_ENGINE_H_
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -33,6 +41,7 @@
 #include "absl/types/span.h"
 #include "kernels/cpu/thread_pool.h"
 #include "worker/comm/communicator.h"
+#include "worker/engine/forward_backend.h"
 #include "worker/engine/kv_cache_pool.h"
 #include "worker/engine/shard_plan.h"
 #include "worker/engine/shard_weights.h"
@@ -53,14 +62,10 @@ struct EngineOptions {
   // Most tokens one step may carry (scratch memory grows with it); larger
   // batches are INVALID_ARGUMENT.
   int max_step_tokens = 65536;
-};
-
-// Wall time of the last step by phase, for metrics.
-struct StepTimings {
-  double total_s = 0;
-  double comm_s = 0;    // time inside collectives
-  double sample_s = 0;  // rank 0 sampling
-  int64_t tokens = 0;
+  // "cpu" or "cuda"; anything else is INVALID_ARGUMENT. "cuda" without a
+  // visible device is FAILED_PRECONDITION.
+  std::string backend = "cpu";
+  int device = 0;  // CUDA device of this rank (backend "cuda")
 };
 
 class Engine {
@@ -87,14 +92,16 @@ class Engine {
 
   const ModelConfig& config() const { return config_; }
   const ShardPlan& plan() const { return plan_; }
-  int num_kv_blocks() const { return kv_.num_blocks(); }
-  int block_size() const { return kv_.block_size(); }
+  int num_kv_blocks() const { return num_blocks_; }
+  int block_size() const { return block_size_; }
+  // "cpu" or "cuda".
+  const std::string& backend() const { return backend_; }
   int64_t weight_bytes() const { return weights_.bytes; }
   const StepTimings& last_timings() const { return timings_; }
 
  private:
   Engine(const ModelSource& model, Communicator& comm, ShardPlan plan, ShardWeights weights,
-         KvCachePool kv, const EngineOptions& options);
+         std::optional<KvCachePool> kv, int num_blocks, const EngineOptions& options);
 
   absl::Status Validate(const StepBatch& batch) const;
   // Runs the layers and the LM head for rows `head_rows` (indices into the
@@ -110,7 +117,12 @@ class Engine {
   const ModelConfig config_;
   ShardPlan plan_;
   ShardWeights weights_;
-  KvCachePool kv_;
+  std::optional<KvCachePool> kv_;  // host KV cache (backend "cpu" only)
+  const int num_blocks_;
+  const int block_size_;
+  const std::string backend_;
+  // Set for device backends: runs the forward pass instead of ForwardCpu.
+  std::unique_ptr<ForwardBackend> device_;
   const int max_step_tokens_;
   kernels::ThreadPool pool_;
   StepTimings timings_;

@@ -56,15 +56,21 @@ absl::StatusOr<KvCachePool> KvCachePool::Create(const KvCacheShape& shape, int n
 
 absl::Status KvCachePool::CheckBlockTable(absl::Span<const int32_t> table,
                                           int64_t num_positions) const {
-  const int64_t needed = (num_positions + shape_.block_size - 1) / shape_.block_size;
+  return CheckBlockTable(num_blocks_, shape_.block_size, table, num_positions);
+}
+
+absl::Status KvCachePool::CheckBlockTable(int num_blocks, int block_size,
+                                          absl::Span<const int32_t> table,
+                                          int64_t num_positions) {
+  const int64_t needed = (num_positions + block_size - 1) / block_size;
   if (static_cast<int64_t>(table.size()) < needed) {
     return absl::InvalidArgumentError(absl::StrCat("block table has ", table.size(), " blocks but ",
                                                    num_positions, " positions need ", needed));
   }
   for (int64_t i = 0; i < needed; ++i) {
-    if (table[i] < 0 || table[i] >= num_blocks_) {
+    if (table[i] < 0 || table[i] >= num_blocks) {
       return absl::InvalidArgumentError(
-          absl::StrCat("block id ", table[i], " outside the pool of ", num_blocks_));
+          absl::StrCat("block id ", table[i], " outside the pool of ", num_blocks));
     }
   }
   return absl::OkStatus();

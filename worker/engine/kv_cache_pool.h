@@ -56,6 +56,11 @@ class KvCachePool {
   // positions; INVALID_ARGUMENT / RESOURCE_EXHAUSTED otherwise.
   [[nodiscard]] absl::Status CheckBlockTable(absl::Span<const int32_t> block_table,
                                              int64_t num_positions) const;
+  // The same check for a pool of `num_blocks` blocks of `block_size` tokens
+  // held elsewhere (a device KV cache).
+  [[nodiscard]] static absl::Status CheckBlockTable(int num_blocks, int block_size,
+                                                    absl::Span<const int32_t> block_table,
+                                                    int64_t num_positions);
 
  private:
   struct FreeDeleter {

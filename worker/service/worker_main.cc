@@ -30,7 +30,9 @@
 #include "grpcpp/grpcpp.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "kernels/cuda/device.h"
 #include "worker/comm/host_communicator.h"
+#include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model_source.h"
@@ -44,7 +46,11 @@ ABSL_FLAG(int, rank, 0, "This worker's tensor-parallel rank, 0..world_size-1");
 ABSL_FLAG(int, world_size, 1, "Number of tensor-parallel ranks");
 ABSL_FLAG(std::string, rendezvous, "",
           "host:port of the router's rendezvous store (its --rendezvous_port)");
-ABSL_FLAG(std::string, backend, "cpu", "Compute backend: cpu");
+ABSL_FLAG(std::string, backend, "cpu",
+          "Compute backend: cpu, or cuda (one device per rank; implies --comm=nccl when "
+          "--world_size > 1)");
+ABSL_FLAG(int, cuda_device, -1,
+          "CUDA device of this rank with --backend=cuda (-1 = rank modulo visible devices)");
 ABSL_FLAG(std::string, comm, "gloo",
           "Collectives between CPU ranks: gloo (TCP, ranks on any hosts) or shm (shared "
           "memory, all ranks on this host; ~50x lower all-reduce latency)");
@@ -82,9 +88,19 @@ absl::Status Run() {
     return absl::InvalidArgumentError(
         absl::StrCat("--rank must be in [0, --world_size); got rank ", rank, " of ", world_size));
   }
-  if (absl::GetFlag(FLAGS_backend) != "cpu") {
-    return absl::UnimplementedError(absl::StrCat("--backend=", absl::GetFlag(FLAGS_backend),
-                                                 " is not available in this build; use cpu"));
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "cpu" && backend != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend must be cpu or cuda, got '", backend, "'"));
+  }
+  int cuda_device = absl::GetFlag(FLAGS_cuda_device);
+  if (backend == "cuda") {
+    const int devices = ::tpserve::cuda::DeviceCount();
+    if (devices == 0) {
+      return absl::FailedPreconditionError(
+          "--backend=cuda: no CUDA device is visible on this host; use --backend=cpu");
+    }
+    if (cuda_device < 0) cuda_device = rank % devices;
   }
   std::string store_host;
   int store_port = 0;
@@ -161,7 +177,10 @@ absl::Status Run() {
                    " layers, hidden ", config.hidden_size, ", ", config.num_heads, " heads / ",
                    config.num_kv_heads, " KV heads, vocab ", config.vocab_size));
 
-  const std::string comm_backend = absl::GetFlag(FLAGS_comm);
+  // The CUDA engine's collectives run on device buffers: NCCL. (One rank has
+  // no collectives; any communicator will do.)
+  const bool nccl = backend == "cuda" && world_size > 1;
+  const std::string comm_backend = nccl ? "nccl" : absl::GetFlag(FLAGS_comm);
   service.SetProgress(absl::StrCat("joining the ", comm_backend, " group of ", world_size));
   Log(absl::StrCat("joining the ", comm_backend, " group of ", world_size, " rank(s)"));
   HostCommOptions comm_options;
@@ -170,8 +189,17 @@ absl::Status Run() {
   comm_options.timeout = absl::GetFlag(FLAGS_collective_timeout);
   comm_options.rendezvous_timeout = absl::Minutes(10);
   comm_options.prefix = absl::StrCat("tpserve/", session, "/", comm_backend);
-  TPS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
-                       CreateHostCommunicator(*store, rank, world_size, comm_options));
+  std::unique_ptr<Communicator> comm;
+  if (nccl) {
+    NcclOptions nccl_options;
+    nccl_options.device = cuda_device;
+    nccl_options.timeout = comm_options.timeout;
+    nccl_options.rendezvous_timeout = comm_options.rendezvous_timeout;
+    nccl_options.prefix = comm_options.prefix;
+    TPS_ASSIGN_OR_RETURN(comm, CreateNcclCommunicator(*store, rank, world_size, nccl_options));
+  } else {
+    TPS_ASSIGN_OR_RETURN(comm, CreateHostCommunicator(*store, rank, world_size, comm_options));
+  }
 
   EngineOptions options;
   int threads = absl::GetFlag(FLAGS_threads);
@@ -181,6 +209,8 @@ absl::Status Run() {
   options.num_threads = threads;
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   options.block_size = absl::GetFlag(FLAGS_block_size);
+  options.backend = backend;
+  options.device = std::max(cuda_device, 0);
   service.SetProgress("loading this rank's weight shard");
   Log(absl::StrCat("loading weight shard ", rank, "/", world_size, " (", threads,
                    " threads, KV budget ", absl::GetFlag(FLAGS_kv_cache_mb), " MiB)"));

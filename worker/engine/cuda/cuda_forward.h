@@ -1,0 +1,36 @@
+// CudaForward: the Engine's CUDA backend (EngineOptions::backend = "cuda").
+// One tensor-parallel rank's forward pass on one device with the launchers of
+// kernels/cuda/cuda_ops.h: weights uploaded once from the rank's ShardWeights
+// (quantized matrices stay quantized; the GEMMs dequantize on the fly), a
+// paged KV cache in device memory, activations in grown-on-demand device
+// scratch, and the Engine's collectives (all-reduce after the embedding and
+// after each row-parallel projection, all-gather of the LM-head rows) on
+// device buffers through the communicator, which must be NCCL when the world
+// has more than one rank. Everything runs on one stream; the step ends with
+// one synchronisation, then rank 0 copies the gathered logits to the host,
+// where the Engine samples.
+//
+//   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
+//                        CreateCudaForward(model.config(), plan, *nccl_comm, local_rank));
+#ifndef TPSERVE_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
+#define TPSERVE_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "worker/comm/communicator.h"
+#include "worker/engine/forward_backend.h"
+#include "worker/engine/shard_plan.h"
+#include "worker/model/model_config.h"
+
+namespace tpserve {
+
+// FAILED_PRECONDITION when no CUDA device is visible, `device` does not
+// exist, or a multi-rank `comm` is not NCCL. `comm` must outlive the
+// backend.
+[[nodiscard]] absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
+    const ModelConfig& config, ShardPlan plan, Communicator& comm, int device);
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_

@@ -1,0 +1,60 @@
+// ForwardBackend: the narrow interface between the Engine (validation, batch
+// bookkeeping, penalties, sampling) and hardware that runs the model's
+// forward pass with its own weight copies and KV cache. The CPU forward pass
+// stays inside the Engine (kernels/cpu, host buffers, the host KV pool); a
+// device backend (worker/engine/cuda/cuda_forward.h) implements this
+// interface and is chosen by EngineOptions::backend.
+//
+//   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
+//                        CreateCudaForward(config, plan, comm, /*device=*/0));
+//   TPS_RETURN_IF_ERROR(fb->Load(weights, kv_shape, num_blocks));
+//   TPS_RETURN_IF_ERROR(fb->Forward(batch, head_rows, &logits, &timings));
+#ifndef TPSERVE_WORKER_ENGINE_FORWARD_BACKEND_H_
+#define TPSERVE_WORKER_ENGINE_FORWARD_BACKEND_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "worker/engine/kv_cache_pool.h"
+#include "worker/engine/shard_weights.h"
+#include "worker/engine/step_types.h"
+
+namespace tpserve {
+
+// Wall time of the last step by phase, for metrics.
+struct StepTimings {
+  double total_s = 0;
+  double comm_s = 0;    // time inside collectives (device backends: enqueue time)
+  double sample_s = 0;  // rank 0 sampling
+  int64_t tokens = 0;
+};
+
+class ForwardBackend {
+ public:
+  virtual ~ForwardBackend() = default;
+
+  // "cuda".
+  virtual std::string name() const = 0;
+
+  // all[r] = rank r's `mine`, through buffers the backend's communicator
+  // accepts (the Engine's shard-plan check).
+  [[nodiscard]] virtual absl::Status AllGatherI64(int64_t mine, std::vector<int64_t>* all) = 0;
+
+  // Copies this rank's weights to the device once and allocates a zeroed KV
+  // cache of `num_blocks` blocks of `shape` (kv_cache_pool.h's layout).
+  [[nodiscard]] virtual absl::Status Load(const ShardWeights& weights, const KvCacheShape& shape,
+                                          int num_blocks) = 0;
+
+  // Runs the layers over the (already validated) batch and the LM head on
+  // rows `head_rows` of its flattened tokens; on rank 0 fills `logits`
+  // (head_rows.size(), vocab) on the host. Adds to timings->comm_s.
+  [[nodiscard]] virtual absl::Status Forward(const StepBatch& batch,
+                                             const std::vector<int>& head_rows,
+                                             std::vector<float>* logits, StepTimings* timings) = 0;
+};
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_ENGINE_FORWARD_BACKEND_H_
