@@ -51,8 +51,8 @@ struct RunOptions {
   int max_tokens = 32;
   bool ignore_eos = false;
   int64_t kv_mb = 256;
-  int chunk = 0;             // prefill chunk size; 0 = whole prompt in one step
-  std::string comm = "shm";  // all ranks are local: shared memory by default
+  int chunk = 0;                // prefill chunk size; 0 = whole prompt in one step
+  std::string comm = "shm";     // all ranks are local: shared memory by default
   std::string backend = "cpu";  // "cuda": device r for rank r, NCCL when tp > 1
   SamplingParams sampling;
 };

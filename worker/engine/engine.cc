@@ -106,8 +106,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   } else {
     TPS_ASSIGN_OR_RETURN(kv, KvCachePool::Create(shape, blocks));
   }
-  std::unique_ptr<Engine> engine(new Engine(model, comm, std::move(plan), std::move(weights),
-                                            std::move(kv), blocks, options));
+  std::unique_ptr<Engine> engine(
+      new Engine(model, comm, std::move(plan), std::move(weights), std::move(kv), blocks, options));
   engine->device_ = std::move(device);
   return engine;
 }

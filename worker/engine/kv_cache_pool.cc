@@ -60,8 +60,7 @@ absl::Status KvCachePool::CheckBlockTable(absl::Span<const int32_t> table,
 }
 
 absl::Status KvCachePool::CheckBlockTable(int num_blocks, int block_size,
-                                          absl::Span<const int32_t> table,
-                                          int64_t num_positions) {
+                                          absl::Span<const int32_t> table, int64_t num_positions) {
   const int64_t needed = (num_positions + block_size - 1) / block_size;
   if (static_cast<int64_t>(table.size()) < needed) {
     return absl::InvalidArgumentError(absl::StrCat("block table has ", table.size(), " blocks but ",

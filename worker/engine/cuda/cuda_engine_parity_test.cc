@@ -42,7 +42,8 @@ struct Case {
   double tol;
 };
 
-SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start, std::vector<int32_t> blocks) {
+SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
+                  std::vector<int32_t> blocks) {
   SequenceInput s;
   s.seq_id = id;
   s.tokens = std::move(tokens);
@@ -216,7 +217,8 @@ TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
       NcclOptions no;
       no.device = rank;
       no.prefix = absl::StrCat("cuda_engine_test/", path);
-      absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateNcclCommunicator(store, rank, 2, no);
+      absl::StatusOr<std::unique_ptr<Communicator>> comm =
+          CreateNcclCommunicator(store, rank, 2, no);
       if (!comm.ok()) {
         errors[rank] = comm.status().ToString();
         return;

@@ -438,8 +438,8 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelCon
         "hides them); use backend=cpu on this machine");
   }
   if (device < 0 || device >= count) {
-    return absl::FailedPreconditionError(absl::StrCat("backend=cuda: device ", device,
-                                                      " does not exist (", count, " visible)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("backend=cuda: device ", device, " does not exist (", count, " visible)"));
   }
   if (comm.world_size() > 1 && comm.backend() != "nccl") {
     return absl::FailedPreconditionError(
@@ -450,7 +450,8 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelCon
   TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   cudaStream_t stream = nullptr;
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  return std::unique_ptr<ForwardBackend>(new CudaForward(config, std::move(plan), comm, device, stream));
+  return std::unique_ptr<ForwardBackend>(
+      new CudaForward(config, std::move(plan), comm, device, stream));
 }
 
 }  // namespace tpserve
