@@ -103,6 +103,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   if (device != nullptr) {
     TPS_RETURN_IF_ERROR(Annotate(device->Load(weights, shape, blocks),
                                  "loading weights and KV cache onto the CUDA device"));
+    // The device holds its own copy; drop host copies (dequantised ones are
+    // large), keeping the byte count for weight_bytes().
+    const int64_t bytes = weights.bytes;
+    weights = ShardWeights{};
+    weights.bytes = bytes;
   } else {
     TPS_ASSIGN_OR_RETURN(kv, KvCachePool::Create(shape, blocks));
   }

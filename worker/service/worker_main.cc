@@ -101,6 +101,8 @@ absl::Status Run() {
           "--backend=cuda: no CUDA device is visible on this host; use --backend=cpu");
     }
     if (cuda_device < 0) cuda_device = rank % devices;
+    Log(absl::StrCat("CUDA device ", cuda_device, ": ",
+                     ::tpserve::cuda::DeviceDescription(cuda_device)));
   }
   std::string store_host;
   int store_port = 0;
