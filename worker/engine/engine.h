@@ -22,24 +22,24 @@
 //                     .prompt_len = (int)ids.size(), .block_table = {0, 1}});
 //   TPS_ASSIGN_OR_RETURN(StepOutput out, engine->Step(b));  // rank 0: one token
 //
-// Backends (EngineOptions::backend): "cpu" runs the forward pass here on
-// kernels/cpu with host buffers; "cuda" hands it to CudaForward
-// (worker/engine/cuda/), which keeps weights and KV cache on one device and
-// needs an NCCL communicator when world_size > 1. Validation, penalties and
-// sampling (rank 0, on the host) are shared.
+// The Engine names no hardware: the forward pass and the KV cache live behind
+// ForwardBackend, chosen by EngineOptions::backend through
+// CreateForwardBackend: "cpu" is CpuForward (kernels/cpu, host buffers, the
+// host KvCachePool), "cuda" is CudaForward (worker/engine/cuda/), which keeps
+// weights and KV cache on one device and needs an NCCL communicator when
+// world_size > 1. Validation, the shard plan, weight slicing, penalties and
+// sampling (rank 0, on the host) stay here.
 #ifndef TPSERVE_WORKER_ENGINE_ENGINE_H_
 #define TPSERVE_WORKER_ENGINE_ENGINE_H_
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "kernels/cpu/thread_pool.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine/forward_backend.h"
 #include "worker/engine/kv_cache_pool.h"
@@ -96,40 +96,31 @@ class Engine {
   int block_size() const { return block_size_; }
   // "cpu" or "cuda".
   const std::string& backend() const { return backend_; }
-  int64_t weight_bytes() const { return weights_.bytes; }
+  int64_t weight_bytes() const { return weight_bytes_; }
   const StepTimings& last_timings() const { return timings_; }
 
  private:
-  Engine(const ModelSource& model, Communicator& comm, ShardPlan plan, ShardWeights weights,
-         std::optional<KvCachePool> kv, int num_blocks, const EngineOptions& options);
+  Engine(const ModelSource& model, Communicator& comm, ShardPlan plan,
+         std::unique_ptr<ForwardBackend> forward, int64_t weight_bytes, int num_blocks,
+         const EngineOptions& options);
 
   absl::Status Validate(const StepBatch& batch) const;
-  // Runs the layers and the LM head for rows `head_rows` (indices into the
-  // batch's flattened tokens); on rank 0 fills `logits` (head_rows.size(),
-  // vocab).
-  absl::Status Forward(const StepBatch& batch, const std::vector<int>& head_rows,
-                       std::vector<float>* logits);
-  absl::Status AllReduce(std::vector<float>& buf, size_t count);
   void RecordTokens(const SequenceInput& seq);
 
   const ModelSource& model_;
   Communicator& comm_;
   const ModelConfig config_;
   ShardPlan plan_;
-  ShardWeights weights_;
-  std::optional<KvCachePool> kv_;  // host KV cache (backend "cpu" only)
+  // Runs the layers and the LM head (holds the weights and the KV cache).
+  std::unique_ptr<ForwardBackend> forward_;
+  const int64_t weight_bytes_;
   const int num_blocks_;
   const int block_size_;
   const std::string backend_;
-  // Set for device backends: runs the forward pass instead of ForwardCpu.
-  std::unique_ptr<ForwardBackend> device_;
   const int max_step_tokens_;
-  kernels::ThreadPool pool_;
   StepTimings timings_;
   // Rank 0: tokens of each live sequence by position (-1 = never seen).
   std::unordered_map<uint64_t, std::vector<int32_t>> history_;
-  // Scratch, grown on demand.
-  std::vector<float> x_, h_, qkv_, attn_, proj_, gu_, act_, head_in_, head_out_, gathered_;
 };
 
 }  // namespace tpserve

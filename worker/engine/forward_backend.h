@@ -1,13 +1,14 @@
-// ForwardBackend: the narrow interface between the Engine (validation, batch
-// bookkeeping, penalties, sampling) and hardware that runs the model's
-// forward pass with its own weight copies and KV cache. The CPU forward pass
-// stays inside the Engine (kernels/cpu, host buffers, the host KV pool); a
-// device backend (worker/engine/cuda/cuda_forward.h) implements this
-// interface and is chosen by EngineOptions::backend.
+// ForwardBackend: the narrow interface between the Engine (validation, shard
+// plan, weight slicing, batch bookkeeping, penalties, sampling) and the
+// hardware that runs the model's forward pass with its own weights and KV
+// cache. CpuForward (cpu_forward.h, kernels/cpu on host buffers) is the CPU
+// twin of CudaForward (cuda/cuda_forward.h); CreateForwardBackend
+// (forward_backend_factory.h) picks one by EngineOptions::backend, and the
+// same engine tests run against both.
 //
 //   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
-//                        CreateCudaForward(config, plan, comm, /*device=*/0));
-//   TPS_RETURN_IF_ERROR(fb->Load(weights, kv_shape, num_blocks));
+//                        CreateForwardBackend("cpu", config, plan, comm, {}));
+//   TPS_RETURN_IF_ERROR(fb->Load(std::move(weights), kv_shape, num_blocks));
 //   TPS_RETURN_IF_ERROR(fb->Forward(batch, head_rows, &logits, &timings));
 #ifndef TPSERVE_WORKER_ENGINE_FORWARD_BACKEND_H_
 #define TPSERVE_WORKER_ENGINE_FORWARD_BACKEND_H_
@@ -31,20 +32,27 @@ struct StepTimings {
   int64_t tokens = 0;
 };
 
+// What the backends need beyond the model and the communicator.
+struct ForwardBackendOptions {
+  int num_threads = 2;  // "cpu": compute threads of this rank
+  int device = 0;       // "cuda": device of this rank
+};
+
 class ForwardBackend {
  public:
   virtual ~ForwardBackend() = default;
 
-  // "cuda".
+  // "cpu" or "cuda".
   virtual std::string name() const = 0;
 
   // all[r] = rank r's `mine`, through buffers the backend's communicator
   // accepts (the Engine's shard-plan check).
   [[nodiscard]] virtual absl::Status AllGatherI64(int64_t mine, std::vector<int64_t>* all) = 0;
 
-  // Copies this rank's weights to the device once and allocates a zeroed KV
-  // cache of `num_blocks` blocks of `shape` (kv_cache_pool.h's layout).
-  [[nodiscard]] virtual absl::Status Load(const ShardWeights& weights, const KvCacheShape& shape,
+  // Takes this rank's weights (a device backend uploads and drops the host
+  // copies) and allocates a zeroed KV cache of `num_blocks` blocks of `shape`
+  // (kv_cache_pool.h's layout). Called once, before Forward.
+  [[nodiscard]] virtual absl::Status Load(ShardWeights weights, const KvCacheShape& shape,
                                           int num_blocks) = 0;
 
   // Runs the layers over the (already validated) batch and the LM head on

@@ -3,7 +3,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +14,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_buffer.h"
+#include "worker/engine/forward_common.h"
 
 namespace tpserve {
 namespace {
@@ -51,18 +51,6 @@ absl::Status Stage(const std::vector<T>& host, DeviceBuffer<T>& d, cudaStream_t 
   TPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d.data(), host.data(), host.size() * sizeof(T),
                                            cudaMemcpyHostToDevice, stream));
   return absl::OkStatus();
-}
-
-kernels::RopeScalingType ToKernel(RopeScaling::Type t) {
-  switch (t) {
-    case RopeScaling::Type::kLinear:
-      return kernels::RopeScalingType::kLinear;
-    case RopeScaling::Type::kLlama3:
-      return kernels::RopeScalingType::kLlama3;
-    case RopeScaling::Type::kNone:
-      break;
-  }
-  return kernels::RopeScalingType::kNone;
 }
 
 struct DeviceLinear {
@@ -144,7 +132,8 @@ class CudaForward final : public ForwardBackend {
     return absl::OkStatus();
   }
 
-  absl::Status Load(const ShardWeights& w, const KvCacheShape& shape, int num_blocks) override {
+  // Uploads `w`; the host copies are dropped when it goes out of scope.
+  absl::Status Load(ShardWeights w, const KvCacheShape& shape, int num_blocks) override {
     TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     TPS_ASSIGN_OR_RETURN(embedding_,
                          Upload(w.embedding.data, static_cast<size_t>(w.embedding.bytes)));
@@ -216,78 +205,53 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
                                   std::vector<float>* logits, StepTimings* timings) {
   TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
   const RankShard& me = plan_.mine();
-  const int H = c_.hidden_size;
-  const int hd = c_.head_dim;
-  const int nq = static_cast<int>(me.q_heads.count);
-  const int nkv = static_cast<int>(me.kv_heads.count);
-  const int qdim = nq * hd;
-  const int kvdim = nkv * hd;
-  const int nqkv = qdim + 2 * kvdim;
-  const int F = static_cast<int>(me.ffn.count);
-  const int bs = shape_.block_size;
+  const RankDims d = RankDims::For(c_, me);
+  const int H = d.hidden;
+  const int F = d.ffn;
   const kernels::Stream s{.cuda_stream = stream_};
 
-  // Flatten the ragged batch exactly as the CPU engine does.
-  const int S = static_cast<int>(batch.seqs.size());
-  std::vector<int32_t> tokens, positions, cu_q(S + 1, 0), starts(S);
-  std::vector<int64_t> slots;
-  int max_blocks = 1, max_context = 1;
-  bool all_decode = true;
-  for (int i = 0; i < S; ++i) {
-    const SequenceInput& q = batch.seqs[i];
-    for (size_t j = 0; j < q.tokens.size(); ++j) {
-      const int32_t pos = q.start_pos + static_cast<int32_t>(j);
-      tokens.push_back(q.tokens[j]);
-      positions.push_back(pos);
-      slots.push_back(int64_t{q.block_table[pos / bs]} * bs + pos % bs);
-    }
-    cu_q[i + 1] = static_cast<int32_t>(tokens.size());
-    starts[i] = q.start_pos;
-    const int end = q.start_pos + static_cast<int>(q.tokens.size());
-    max_context = std::max(max_context, end);
-    max_blocks = std::max(max_blocks, (end + bs - 1) / bs);
-    all_decode = all_decode && q.tokens.size() == 1;
-  }
-  std::vector<int32_t> tables(static_cast<size_t>(S) * max_blocks, 0);
-  for (int i = 0; i < S; ++i) {
-    const std::vector<int32_t>& bt = batch.seqs[i].block_table;
-    std::copy_n(bt.begin(), std::min<size_t>(bt.size(), max_blocks),
-                tables.begin() + static_cast<size_t>(i) * max_blocks);
-  }
-  const int T = static_cast<int>(tokens.size());
-  TPS_RETURN_IF_ERROR(Stage(tokens, d_tokens_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(positions, d_pos_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(cu_q, d_cu_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(starts, d_starts_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(tables, d_tables_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(slots, d_slots_, stream_));
+  // Flatten the ragged batch exactly as the CPU backend does, then stage it.
+  const StepLayout layout = FlattenStep(batch, shape_.block_size);
+  const int S = layout.num_seqs();
+  const int T = layout.num_tokens();
+  TPS_RETURN_IF_ERROR(Stage(layout.tokens, d_tokens_, stream_));
+  TPS_RETURN_IF_ERROR(Stage(layout.positions, d_pos_, stream_));
+  TPS_RETURN_IF_ERROR(Stage(layout.cu_q, d_cu_, stream_));
+  TPS_RETURN_IF_ERROR(Stage(layout.starts, d_starts_, stream_));
+  TPS_RETURN_IF_ERROR(Stage(layout.tables, d_tables_, stream_));
+  TPS_RETURN_IF_ERROR(Stage(layout.slots, d_slots_, stream_));
+  const StepArrays a{.tokens = d_tokens_.data(),
+                     .positions = d_pos_.data(),
+                     .slots = d_slots_.data(),
+                     .cu_q = d_cu_.data(),
+                     .starts = d_starts_.data(),
+                     .tables = d_tables_.data(),
+                     .num_seqs = S,
+                     .num_tokens = T,
+                     .max_blocks = layout.max_blocks};
   TPS_RETURN_IF_ERROR(Grow(x_, size_t{1} * T * H));
   TPS_RETURN_IF_ERROR(Grow(h_, size_t{1} * T * H));
-  TPS_RETURN_IF_ERROR(Grow(qkv_, size_t{1} * T * nqkv));
-  TPS_RETURN_IF_ERROR(Grow(attn_, size_t{1} * T * qdim));
+  TPS_RETURN_IF_ERROR(Grow(qkv_, size_t{1} * T * d.qkv_dim));
+  TPS_RETURN_IF_ERROR(Grow(attn_, size_t{1} * T * d.q_dim));
   TPS_RETURN_IF_ERROR(Grow(proj_, size_t{1} * T * H));
   TPS_RETURN_IF_ERROR(Grow(gu_, size_t{1} * T * 2 * F));
   TPS_RETURN_IF_ERROR(Grow(act_, size_t{1} * T * F));
   int64_t ws_floats = 0;
-  if (all_decode) {
-    ws_floats = kc::DecodeAttentionWorkspaceFloats(S, nq, hd, max_context);
+  if (layout.all_decode) {
+    ws_floats = kc::DecodeAttentionWorkspaceFloats(S, d.n_heads, d.head_dim, layout.max_context);
     TPS_RETURN_IF_ERROR(Grow(ws_, static_cast<size_t>(std::max<int64_t>(ws_floats, 1))));
   }
 
   // (T, H) embedding: each rank fills the rows of its vocabulary slice.
-  kernels::EmbeddingParams ep;
-  ep.table = embedding_.data();
-  ep.dtype = embedding_dtype_;
-  ep.tokens = d_tokens_.data();
-  ep.out = x_.data();
-  ep.num_tokens = T;
-  ep.dim = H;
-  ep.rows = static_cast<int>(me.vocab.count);
-  ep.row_offset = static_cast<int>(me.vocab.begin);
-  TPS_RETURN_IF_ERROR(kc::Embedding(ep, s));
+  TPS_RETURN_IF_ERROR(kc::Embedding(
+      MakeEmbeddingParams(me, H, embedding_.data(), embedding_dtype_, a, x_.data()), s));
   TPS_RETURN_IF_ERROR(AllReduce(x_.data(), size_t{1} * T * H, timings));
 
   for (Layer& l : layers_) {
+    const LayerKvCache cache{.k = l.k_cache.data(),
+                             .v = l.v_cache.data(),
+                             .block_size = shape_.block_size,
+                             .num_blocks = num_blocks_};
     TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
                                      .weight = l.attn_norm.data(),
                                      .y = h_.data(),
@@ -295,62 +259,14 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
                                      .dim = H,
                                      .eps = c_.rms_norm_eps},
                                     s));
-    TPS_RETURN_IF_ERROR(RunLinear(l.qkv, h_.data(), T, qkv_.data(), nqkv, s));
-    float* q = qkv_.data();
-    float* k = q + qdim;
-    float* v = k + kvdim;
-    kernels::RopeParams rp;
-    rp.q = q;
-    rp.k = k;
-    rp.positions = d_pos_.data();
-    rp.tokens = T;
-    rp.n_heads = nq;
-    rp.n_kv_heads = nkv;
-    rp.head_dim = hd;
-    rp.q_stride = nqkv;
-    rp.k_stride = nqkv;
-    rp.theta = c_.rope_theta;
-    rp.neox = c_.rope_neox;
-    rp.scaling = ToKernel(c_.rope_scaling.type);
-    rp.factor = c_.rope_scaling.factor;
-    rp.low_freq_factor = c_.rope_scaling.low_freq_factor;
-    rp.high_freq_factor = c_.rope_scaling.high_freq_factor;
-    rp.original_max_position = c_.rope_scaling.original_max_position;
-    TPS_RETURN_IF_ERROR(kc::Rope(rp, s));
-    kernels::KvCacheWriteParams kw;
-    kw.k = k;
-    kw.v = v;
-    kw.k_cache = l.k_cache.data();
-    kw.v_cache = l.v_cache.data();
-    kw.slot_mapping = d_slots_.data();
-    kw.tokens = T;
-    kw.n_kv_heads = nkv;
-    kw.head_dim = hd;
-    kw.block_size = bs;
-    kw.num_blocks = num_blocks_;
-    kw.k_stride = nqkv;
-    kw.v_stride = nqkv;
-    TPS_RETURN_IF_ERROR(kc::KvCacheWrite(kw, s));
-    kernels::PagedAttentionParams ap;
-    ap.q = q;
-    ap.k_cache = l.k_cache.data();
-    ap.v_cache = l.v_cache.data();
-    ap.out = attn_.data();
-    ap.block_tables = d_tables_.data();
-    ap.cu_q_lens = d_cu_.data();
-    ap.start_pos = d_starts_.data();
-    ap.num_seqs = S;
-    ap.max_blocks_per_seq = max_blocks;
-    ap.n_heads = nq;
-    ap.n_kv_heads = nkv;
-    ap.head_dim = hd;
-    ap.block_size = bs;
-    ap.num_blocks = num_blocks_;
-    ap.q_stride = nqkv;
-    ap.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    TPS_RETURN_IF_ERROR(all_decode
-                            ? kc::PagedAttentionDecode(ap, max_context, ws_.data(), ws_floats, s)
-                            : kc::PagedAttention(ap, s));
+    TPS_RETURN_IF_ERROR(RunLinear(l.qkv, h_.data(), T, qkv_.data(), d.qkv_dim, s));
+    TPS_RETURN_IF_ERROR(kc::Rope(MakeRopeParams(c_, d, a, qkv_.data()), s));
+    TPS_RETURN_IF_ERROR(kc::KvCacheWrite(MakeKvCacheWriteParams(d, a, qkv_.data(), cache), s));
+    const kernels::PagedAttentionParams ap =
+        MakeAttentionParams(d, a, qkv_.data(), cache, attn_.data());
+    TPS_RETURN_IF_ERROR(layout.all_decode ? kc::PagedAttentionDecode(ap, layout.max_context,
+                                                                     ws_.data(), ws_floats, s)
+                                          : kc::PagedAttention(ap, s));
     TPS_RETURN_IF_ERROR(RunLinear(l.o, attn_.data(), T, proj_.data(), H, s));  // partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_.data(), size_t{1} * T * H, timings));
     TPS_RETURN_IF_ERROR(
@@ -415,14 +331,7 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
   std::vector<float> all(static_cast<size_t>(R * maxv * world));
   TPS_CUDA_RETURN_IF_ERROR(
       cudaMemcpy(all.data(), all_dev, all.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  logits->assign(static_cast<size_t>(R) * c_.vocab_size, 0.0f);
-  for (int rk = 0; rk < world; ++rk) {
-    const IndexRange& vr = plan_.shard(rk).vocab;
-    for (int r = 0; r < R; ++r) {
-      std::copy_n(all.data() + (rk * R + r) * maxv, vr.count,
-                  logits->data() + size_t{1} * r * c_.vocab_size + vr.begin);
-    }
-  }
+  ScatterVocabSlices(plan_, all.data(), R, maxv, c_.vocab_size, logits);
   return absl::OkStatus();
 }
 
