@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-CACHE=${TPSERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tpserve}
+CACHE=${TPSERVE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/tpserve}
 NAME=llama_cpp_python-0.3.2.tar.gz
 mkdir -p "$CACHE" "$ROOT/.deps"
 if [ ! -s "$CACHE/$NAME" ]; then

@@ -12,7 +12,7 @@ VER=0.3.2
 SDIST="$DEPS/llama_cpp_python-$VER.tar.gz"  # linked by 00-llamacpp-sdist.sh
 # Built once per machine in the tpserve cache and linked into .deps/, so fresh
 # clones (CI) reuse the build.
-CACHE=${TPSERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tpserve}
+CACHE=${TPSERVE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/tpserve}
 SRC="$CACHE/llama_cpp_python-$VER"
 BUILD="$CACHE/llama.cpp-build-$VER"
 STAMP="$BUILD/.tpserve-built"
