@@ -21,7 +21,7 @@ done
 run --tp 2 --threads 1 --comm gloo --prompt-len 16 --max-tokens 65 --ignore-eos
 if [ -x "$LLAMA_BENCH" ]; then
   echo "\$ llama-bench -m $MODEL -t 2 -p 512 -n 64 -r 3"
-  OMP_WAIT_POLICY=passive "$LLAMA_BENCH" -m "$MODEL" -t 2 -p 512 -n 64 -r 3 2>/dev/null | grep -E 'pp512|tg64'
+  "$LLAMA_BENCH" -m "$MODEL" -t 2 -p 512 -n 64 -r 3 2>/dev/null | grep -E 'pp512|tg64'
 else
   echo "llama-bench missing: run scripts/setup.sh"
 fi
