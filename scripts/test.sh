@@ -15,7 +15,10 @@ fi
 export TPSERVE_ROOT="$ROOT"
 jobs=()
 [ -n "${CI:-}" ] && jobs=(--jobs=2 --local_test_jobs=1)
-bazel test "${jobs[@]}" --test_env=TPSERVE_ROOT="$ROOT" //... "$@"
+# Builds come from the shared action cache; test results never do: the tests
+# read things Bazel cannot see (the model, .venv, llama.cpp), so every run
+# runs every test.
+bazel test "${jobs[@]}" --nocache_test_results --test_env=TPSERVE_ROOT="$ROOT" //... "$@"
 rc=$?
 
 # Count test cases from the JUnit XML each test target wrote.
