@@ -17,12 +17,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <ctime>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "benchmark/benchmark.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_ops.h"
@@ -199,38 +201,25 @@ void BM_DecodeToken(benchmark::State& state) {
     GemmParams g{.x = in, .w = w.data(), .w_dtype = t, .y = out, .m = 1, .n = n, .k = kk};
     return Gemm(g, st);
   };
+  auto gemv_params = [](const std::vector<uint8_t>& w, const float* in, float* out, int n,
+                        int kk) {
+    return GemmParams{
+        .x = in, .w = w.data(), .w_dtype = DType::kQ4_1, .y = out, .m = 1, .n = n, .k = kk};
+  };
+  // Linear layers over one input: one GemmMulti launch (fused) or one Gemm each.
+  auto linear = [&](std::initializer_list<GemmParams> ps) -> absl::Status {
+    if (fused) return GemmMulti(absl::MakeConstSpan(ps.begin(), ps.size()), st);
+    absl::Status s;
+    for (const GemmParams& p : ps) s.Update(Gemm(p, st));
+    return s;
+  };
   auto token = [&]() -> absl::Status {
     for (Layer& l : layers) {
       absl::Status s = RmsNorm(
           {.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st);
-      if (fused) {
-        const GemmParams qkv[3] = {{.x = h.data(),
-                                    .w = l.q.data(),
-                                    .w_dtype = DType::kQ4_1,
-                                    .y = q.data(),
-                                    .m = 1,
-                                    .n = kHidden,
-                                    .k = kHidden},
-                                   {.x = h.data(),
-                                    .w = l.k.data(),
-                                    .w_dtype = DType::kQ4_1,
-                                    .y = k.data(),
-                                    .m = 1,
-                                    .n = kKvDim,
-                                    .k = kHidden},
-                                   {.x = h.data(),
-                                    .w = l.v.data(),
-                                    .w_dtype = DType::kQ4_1,
-                                    .y = v.data(),
-                                    .m = 1,
-                                    .n = kKvDim,
-                                    .k = kHidden}};
-        s.Update(GemmMulti(qkv, st));
-      } else {
-        s.Update(gemv(l.q, DType::kQ4_1, h.data(), q.data(), kHidden, kHidden));
-        s.Update(gemv(l.k, DType::kQ4_1, h.data(), k.data(), kKvDim, kHidden));
-        s.Update(gemv(l.v, DType::kQ4_1, h.data(), v.data(), kKvDim, kHidden));
-      }
+      s.Update(linear({gemv_params(l.q, h.data(), q.data(), kHidden, kHidden),
+                       gemv_params(l.k, h.data(), k.data(), kKvDim, kHidden),
+                       gemv_params(l.v, h.data(), v.data(), kKvDim, kHidden)}));
       RopeParams rp{.q = q.data(),
                     .k = k.data(),
                     .positions = &pos,
@@ -270,26 +259,8 @@ void BM_DecodeToken(benchmark::State& state) {
       s.Update(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = kHidden}, st));
       s.Update(RmsNorm(
           {.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = 1, .dim = kHidden}, st));
-      if (fused) {
-        const GemmParams gate_up[2] = {{.x = h.data(),
-                                        .w = l.gate.data(),
-                                        .w_dtype = DType::kQ4_1,
-                                        .y = gate.data(),
-                                        .m = 1,
-                                        .n = kFfn,
-                                        .k = kHidden},
-                                       {.x = h.data(),
-                                        .w = l.up.data(),
-                                        .w_dtype = DType::kQ4_1,
-                                        .y = up.data(),
-                                        .m = 1,
-                                        .n = kFfn,
-                                        .k = kHidden}};
-        s.Update(GemmMulti(gate_up, st));
-      } else {
-        s.Update(gemv(l.gate, DType::kQ4_1, h.data(), gate.data(), kFfn, kHidden));
-        s.Update(gemv(l.up, DType::kQ4_1, h.data(), up.data(), kFfn, kHidden));
-      }
+      s.Update(linear({gemv_params(l.gate, h.data(), gate.data(), kFfn, kHidden),
+                       gemv_params(l.up, h.data(), up.data(), kFfn, kHidden)}));
       s.Update(Swiglu(
           {.gate = gate.data(), .up = up.data(), .out = act.data(), .rows = 1, .dim = kFfn}, st));
       s.Update(gemv(l.down, DType::kQ4_1, act.data(), proj.data(), kHidden, kFfn));
