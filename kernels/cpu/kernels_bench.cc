@@ -17,8 +17,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <initializer_list>
 #include <ctime>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -201,8 +201,7 @@ void BM_DecodeToken(benchmark::State& state) {
     GemmParams g{.x = in, .w = w.data(), .w_dtype = t, .y = out, .m = 1, .n = n, .k = kk};
     return Gemm(g, st);
   };
-  auto gemv_params = [](const std::vector<uint8_t>& w, const float* in, float* out, int n,
-                        int kk) {
+  auto gemv_params = [](const std::vector<uint8_t>& w, const float* in, float* out, int n, int kk) {
     return GemmParams{
         .x = in, .w = w.data(), .w_dtype = DType::kQ4_1, .y = out, .m = 1, .n = n, .k = kk};
   };
