@@ -29,9 +29,9 @@ struct Voidify {
 
 }  // namespace tpserve::internal
 
-#define TPS_CHECK(condition)                      \
-  (condition) ? (void)0                           \
-              : ::tpserve::internal::Voidify() &  \
+#define TPS_CHECK(condition)                     \
+  (condition) ? (void)0                          \
+              : ::tpserve::internal::Voidify() & \
                     ::tpserve::internal::CheckFailure(__FILE__, __LINE__, #condition).stream()
 
 #define TPS_CHECK_OP_(a, op, b) TPS_CHECK((a)op(b)) << "(" << (a) << " vs " << (b) << ") "

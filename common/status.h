@@ -22,18 +22,18 @@
 #define TPS_STATUS_CONCAT_(a, b) TPS_STATUS_CONCAT_INNER_(a, b)
 
 // Returns `expr` from the enclosing function if it is not OK.
-#define TPS_RETURN_IF_ERROR(expr)                      \
-  do {                                                 \
-    ::absl::Status tps_status_ = (expr);               \
-    if (!tps_status_.ok()) return tps_status_;         \
+#define TPS_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status tps_status_ = (expr);       \
+    if (!tps_status_.ok()) return tps_status_; \
   } while (false)
 
 // `lhs = value of expr`, or returns its error from the enclosing function.
 #define TPS_ASSIGN_OR_RETURN(lhs, expr) \
   TPS_ASSIGN_OR_RETURN_IMPL_(TPS_STATUS_CONCAT_(tps_statusor_, __LINE__), lhs, expr)
 
-#define TPS_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                               \
+#define TPS_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)    \
+  auto statusor = (expr);                                  \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

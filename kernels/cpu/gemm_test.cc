@@ -228,8 +228,14 @@ TEST_P(GemmTest, RowsAreBatchInvariant) {
   std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
   std::vector<float> bias = rng.Floats(n);
   std::vector<float> all(static_cast<size_t>(m) * n);
-  GemmParams gp{.x = x.data(), .w = w.data(), .w_dtype = dtype, .bias = bias.data(),
-                .y = all.data(), .m = m, .n = n, .k = k};
+  GemmParams gp{.x = x.data(),
+                .w = w.data(),
+                .w_dtype = dtype,
+                .bias = bias.data(),
+                .y = all.data(),
+                .m = m,
+                .n = n,
+                .k = k};
   ASSERT_TRUE(Gemm(gp, Stream{.pool = &four}).ok());
   for (int i = 0; i < m; ++i) {
     for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {

@@ -11,7 +11,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void __launch_bounds__(kThreads) AddKernel(const float* a, const float* b, float* y, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    AddKernel(const float* a, const float* b, float* y, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
     y[i] = a[i] + b[i];
@@ -23,9 +24,11 @@ __global__ void __launch_bounds__(kThreads) AddKernel(const float* a, const floa
 absl::Status Add(const AddParams& p, const Stream& stream) {
   if (p.n < 0) return absl::InvalidArgumentError("Add: negative n");
   if (p.n == 0) return absl::OkStatus();
-  if (p.a == nullptr || p.b == nullptr || p.y == nullptr) return absl::InvalidArgumentError("Add: null pointer");
+  if (p.a == nullptr || p.b == nullptr || p.y == nullptr)
+    return absl::InvalidArgumentError("Add: null pointer");
   const int blocks = static_cast<int>(std::min<int64_t>((p.n + kThreads - 1) / kThreads, 65536));
-  AddKernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(p.a, p.b, p.y, p.n);
+  AddKernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(p.a, p.b, p.y,
+                                                                                    p.n);
   return LaunchStatus("AddKernel");
 }
 

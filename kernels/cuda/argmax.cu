@@ -15,7 +15,8 @@ __device__ __forceinline__ bool Better(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi);
 }
 
-__global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* logits, int32_t* ids, int vocab, int64_t stride) {
+__global__ void __launch_bounds__(kThreads)
+    ArgmaxKernel(const float* logits, int32_t* ids, int vocab, int64_t stride) {
   __shared__ float s_val[kThreads / 32];
   __shared__ int s_idx[kThreads / 32];
   const float* row = logits + blockIdx.x * stride;
@@ -60,10 +61,11 @@ __global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* logits, in
 absl::Status Argmax(const ArgmaxParams& p, const Stream& stream) {
   if (p.rows < 0 || p.vocab <= 0) return absl::InvalidArgumentError("Argmax: bad shape");
   if (p.rows == 0) return absl::OkStatus();
-  if (p.logits == nullptr || p.ids == nullptr) return absl::InvalidArgumentError("Argmax: null pointer");
+  if (p.logits == nullptr || p.ids == nullptr)
+    return absl::InvalidArgumentError("Argmax: null pointer");
   const int64_t stride = p.stride == 0 ? p.vocab : p.stride;
-  ArgmaxKernel<<<p.rows, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(p.logits, p.ids, p.vocab,
-                                                                                     stride);
+  ArgmaxKernel<<<p.rows, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
+      p.logits, p.ids, p.vocab, stride);
   return LaunchStatus("ArgmaxKernel");
 }
 

@@ -46,7 +46,9 @@ Batch MakeBatch(Rng& rng, int num_seqs, int head_dim, int group, bool decode_onl
   b.cu_q_lens.push_back(0);
   int max_ctx = 0;
   for (int s = 0; s < num_seqs; ++s) {
-    const int q_len = fixed_q_len > 0 ? fixed_q_len : decode_only || rng.Int(0, 2) == 0 ? 1 : rng.Int(2, 70);
+    const int q_len = fixed_q_len > 0                     ? fixed_q_len
+                      : decode_only || rng.Int(0, 2) == 0 ? 1
+                                                          : rng.Int(2, 70);
     const int start = rng.Int(0, max_start);
     b.q_lens.push_back(q_len);
     b.start_pos.push_back(start);
@@ -101,7 +103,8 @@ std::vector<float> CpuAttention(const Batch& b) {
 std::vector<float> CudaAttention(const Batch& b, bool decode) {
   DeviceBuffer<float> q = ToDevice(b.q), kc = ToDevice(b.k_cache), vc = ToDevice(b.v_cache);
   DeviceBuffer<float> out = DeviceZeros<float>(b.q.size());
-  DeviceBuffer<int32_t> tables = ToDevice(b.block_tables), cu = ToDevice(b.cu_q_lens), start = ToDevice(b.start_pos);
+  DeviceBuffer<int32_t> tables = ToDevice(b.block_tables), cu = ToDevice(b.cu_q_lens),
+                        start = ToDevice(b.start_pos);
   PagedAttentionParams p = HostParams(b);
   p.q = q.data();
   p.k_cache = kc.data();
@@ -111,7 +114,8 @@ std::vector<float> CudaAttention(const Batch& b, bool decode) {
   p.cu_q_lens = cu.data();
   p.start_pos = start.data();
   if (decode) {
-    const int64_t ws = DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, b.max_context);
+    const int64_t ws =
+        DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, b.max_context);
     DeviceBuffer<float> workspace = DeviceZeros<float>(static_cast<size_t>(ws));
     EXPECT_TRUE(PagedAttentionDecode(p, b.max_context, workspace.data(), ws, Stream{}).ok());
     return ToHostVector(out);
@@ -129,9 +133,11 @@ TEST(CudaPagedAttentionParity, MixedPrefillAndDecode) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(21);
   for (const Config& c : kConfigs) {
-    const Batch b = MakeBatch(rng, rng.Int(1, 5), c.head_dim, c.group, /*decode_only=*/false, /*max_start=*/300);
-    SCOPED_TRACE(testing::Message() << "head_dim=" << c.head_dim << " heads=" << b.n_heads << "/" << b.n_kv_heads
-                                    << " block_size=" << b.block_size << " total_q=" << b.total_q);
+    const Batch b = MakeBatch(rng, rng.Int(1, 5), c.head_dim, c.group, /*decode_only=*/false,
+                              /*max_start=*/300);
+    SCOPED_TRACE(testing::Message()
+                 << "head_dim=" << c.head_dim << " heads=" << b.n_heads << "/" << b.n_kv_heads
+                 << " block_size=" << b.block_size << " total_q=" << b.total_q);
     EXPECT_LT(Nmse(CudaAttention(b, /*decode=*/false), CpuAttention(b)), kAttentionNmse);
   }
 }
@@ -141,7 +147,8 @@ TEST(CudaPagedAttentionParity, LongPrefillChunk) {
   Rng rng(22);
   // Two sequences of 700 new tokens after up to 500 cached: more query tiles
   // than block slots, so each block walks several tiles.
-  const Batch b = MakeBatch(rng, 2, 64, 3, /*decode_only=*/false, /*max_start=*/500, /*fixed_q_len=*/700);
+  const Batch b =
+      MakeBatch(rng, 2, 64, 3, /*decode_only=*/false, /*max_start=*/500, /*fixed_q_len=*/700);
   EXPECT_LT(Nmse(CudaAttention(b, false), CpuAttention(b)), kAttentionNmse);
 }
 
@@ -150,8 +157,10 @@ TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
   Rng rng(23);
   for (const Config& c : kConfigs) {
     // Contexts up to ~1200 tokens: 1..5 partitions of kDecodePartitionTokens.
-    const Batch b = MakeBatch(rng, rng.Int(1, 6), c.head_dim, c.group, /*decode_only=*/true, /*max_start=*/1200);
-    SCOPED_TRACE(testing::Message() << "head_dim=" << c.head_dim << " max_context=" << b.max_context);
+    const Batch b = MakeBatch(rng, rng.Int(1, 6), c.head_dim, c.group, /*decode_only=*/true,
+                              /*max_start=*/1200);
+    SCOPED_TRACE(testing::Message()
+                 << "head_dim=" << c.head_dim << " max_context=" << b.max_context);
     const std::vector<float> want = CpuAttention(b);
     EXPECT_LT(Nmse(CudaAttention(b, /*decode=*/true), want), kAttentionNmse);
     EXPECT_LT(Nmse(CudaAttention(b, /*decode=*/false), want), kAttentionNmse);

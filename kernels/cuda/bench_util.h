@@ -4,7 +4,8 @@
 //   | bench: <case> | ok | <ours> | <baseline> | <ratio> |
 //
 //   double ms = TimeMs(stream, [&] { (void)Gemm(p, s); });
-//   PrintRow("gemm bf16 m=1 n=576 k=576", "ok", Fmt("%.2f TFLOP/s", t), Fmt("cuBLAS %.2f TFLOP/s", b), t / b);
+//   PrintRow("gemm bf16 m=1 n=576 k=576", "ok", Fmt("%.2f TFLOP/s", t), Fmt("cuBLAS %.2f TFLOP/s",
+//   b), t / b);
 #ifndef TPSERVE_KERNELS_CUDA_BENCH_UTIL_H_
 #define TPSERVE_KERNELS_CUDA_BENCH_UTIL_H_
 
@@ -58,8 +59,8 @@ inline std::string Fmt(const char* format, ...) {
 // One row of the results table. ratio < 0 prints "n/a".
 inline void PrintRow(const std::string& what, const std::string& status, const std::string& ours,
                      const std::string& baseline, double ratio) {
-  std::printf("| bench: %s | %s | %s | %s | %s |\n", what.c_str(), status.c_str(), ours.c_str(), baseline.c_str(),
-              ratio < 0 ? "n/a" : Fmt("%.2f", ratio).c_str());
+  std::printf("| bench: %s | %s | %s | %s | %s |\n", what.c_str(), status.c_str(), ours.c_str(),
+              baseline.c_str(), ratio < 0 ? "n/a" : Fmt("%.2f", ratio).c_str());
   std::fflush(stdout);
 }
 
@@ -70,7 +71,8 @@ inline double MeasureCopyBandwidth(cudaStream_t stream, size_t bytes) {
   void* b = nullptr;
   if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return -1.0;
   cudaMemsetAsync(a, 1, bytes, stream);
-  const double ms = TimeMs(stream, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); });
+  const double ms =
+      TimeMs(stream, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); });
   cudaFree(a);
   cudaFree(b);
   return 2.0 * static_cast<double>(bytes) / (ms * 1e-3);

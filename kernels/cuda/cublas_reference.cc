@@ -11,9 +11,10 @@ using DestroyFn = decltype(&cublasDestroy_v2);
 using SetStreamFn = decltype(&cublasSetStream_v2);
 // cublasGemmEx is overloaded in C++ (a cudaDataType compute-type variant), so
 // spell out the C signature.
-using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
-                                    const void*, const void*, cudaDataType, int, const void*, cudaDataType, int,
-                                    const void*, void*, cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
+                                    int, const void*, const void*, cudaDataType, int, const void*,
+                                    cudaDataType, int, const void*, void*, cudaDataType, int,
+                                    cublasComputeType_t, cublasGemmAlgo_t);
 
 }  // namespace
 
@@ -55,8 +56,9 @@ bool CublasReference::GemmBf16(const uint16_t* a, const uint16_t* b, float* c, i
   const float alpha = 1.0f;
   const float beta = 0.0f;
   // Row-major c = a b^T is column-major c^T (n x m) = b (k x n, transposed) . a (k x m).
-  return reinterpret_cast<GemmExFn>(gemm_ex_)(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a,
-                                              CUDA_R_16BF, k, &beta, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+  return reinterpret_cast<GemmExFn>(gemm_ex_)(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b,
+                                              CUDA_R_16BF, k, a, CUDA_R_16BF, k, &beta, c,
+                                              CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
                                               CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
 }
 

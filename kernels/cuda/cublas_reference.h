@@ -27,7 +27,8 @@ class CublasReference {
 
   // c (m, n) f32 row-major = a (m, k) bf16 . b (n, k)^T bf16, f32 compute,
   // default algorithm (tensor cores). Returns false on a cuBLAS error.
-  bool GemmBf16(const uint16_t* a, const uint16_t* b, float* c, int m, int n, int k, cudaStream_t stream);
+  bool GemmBf16(const uint16_t* a, const uint16_t* b, float* c, int m, int n, int k,
+                cudaStream_t stream);
 
  private:
   void* lib_ = nullptr;

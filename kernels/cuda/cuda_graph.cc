@@ -5,8 +5,10 @@
 
 namespace tpserve::kernels::cuda {
 
-absl::StatusOr<CudaGraph> CudaGraph::Capture(cudaStream_t stream, const std::function<absl::Status()>& body) {
-  if (stream == nullptr) return absl::InvalidArgumentError("CudaGraph::Capture needs a non-default stream");
+absl::StatusOr<CudaGraph> CudaGraph::Capture(cudaStream_t stream,
+                                             const std::function<absl::Status()>& body) {
+  if (stream == nullptr)
+    return absl::InvalidArgumentError("CudaGraph::Capture needs a non-default stream");
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   const absl::Status body_status = body();
   cudaGraph_t graph = nullptr;

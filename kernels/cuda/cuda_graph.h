@@ -47,7 +47,8 @@ class CudaGraph {
   // legacy default stream) into an executable graph. `body` runs once, in
   // capture mode: its launches do not execute. Capture uses the thread-local
   // mode, so other threads' CUDA calls are unaffected.
-  static absl::StatusOr<CudaGraph> Capture(cudaStream_t stream, const std::function<absl::Status()>& body);
+  static absl::StatusOr<CudaGraph> Capture(cudaStream_t stream,
+                                           const std::function<absl::Status()>& body);
 
   // Enqueues one replay on `stream`.
   absl::Status Launch(cudaStream_t stream) const;

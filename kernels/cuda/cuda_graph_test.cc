@@ -37,23 +37,42 @@ TEST(CudaGraphTest, ReplayMatchesEagerLaunches) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   const Stream s{.cuda_stream = stream};
   auto step = [&]() -> absl::Status {
-    if (absl::Status st = RmsNorm({.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = rows,
-                                   .dim = hidden}, s);
+    if (absl::Status st = RmsNorm(
+            {.x = x.data(), .weight = norm_w.data(), .y = h.data(), .rows = rows, .dim = hidden},
+            s);
         !st.ok()) {
       return st;
     }
-    if (absl::Status st = Gemm({.x = h.data(), .w = w_gu.data(), .w_dtype = DType::kQ4_1, .y = gu.data(),
-                                .m = rows, .n = 2 * ffn, .k = hidden}, s);
+    if (absl::Status st = Gemm({.x = h.data(),
+                                .w = w_gu.data(),
+                                .w_dtype = DType::kQ4_1,
+                                .y = gu.data(),
+                                .m = rows,
+                                .n = 2 * ffn,
+                                .k = hidden},
+                               s);
         !st.ok()) {
       return st;
     }
-    if (absl::Status st = Swiglu({.gate = gu.data(), .up = gu.data() + ffn, .out = act.data(), .rows = rows,
-                                  .dim = ffn, .gate_stride = 2 * ffn, .up_stride = 2 * ffn}, s);
+    if (absl::Status st = Swiglu({.gate = gu.data(),
+                                  .up = gu.data() + ffn,
+                                  .out = act.data(),
+                                  .rows = rows,
+                                  .dim = ffn,
+                                  .gate_stride = 2 * ffn,
+                                  .up_stride = 2 * ffn},
+                                 s);
         !st.ok()) {
       return st;
     }
-    if (absl::Status st = Gemm({.x = act.data(), .w = w_down.data(), .w_dtype = DType::kQ4_1, .y = down.data(),
-                                .m = rows, .n = hidden, .k = ffn}, s);
+    if (absl::Status st = Gemm({.x = act.data(),
+                                .w = w_down.data(),
+                                .w_dtype = DType::kQ4_1,
+                                .y = down.data(),
+                                .m = rows,
+                                .n = hidden,
+                                .k = ffn},
+                               s);
         !st.ok()) {
       return st;
     }
@@ -71,7 +90,8 @@ TEST(CudaGraphTest, ReplayMatchesEagerLaunches) {
 
   // New inputs in the same buffers: the replay sees them.
   const std::vector<float> x2 = rng.Floats(rows * hidden);
-  ASSERT_EQ(cudaMemcpy(x.data(), x2.data(), x2.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(x.data(), x2.data(), x2.size() * sizeof(float), cudaMemcpyHostToDevice),
+            cudaSuccess);
   ASSERT_TRUE(step().ok());
   const std::vector<float> eager2 = ToHostVector(out);
   EXPECT_NE(eager2, eager);

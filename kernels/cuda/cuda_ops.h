@@ -55,7 +55,7 @@ struct GemmBf16Params {
   int m = 0;
   int n = 0;
   int k = 0;
-  int64_t c_stride = 0;         // 0 = n
+  int64_t c_stride = 0;  // 0 = n
 };
 [[nodiscard]] absl::Status GemmBf16(const GemmBf16Params& p, const Stream& stream);
 // The same on Hopper with wgmma (gemm_wgmma.cu). EXPERIMENTAL until a GPU run
@@ -70,7 +70,7 @@ struct ToBf16Params {
   DType dtype = DType::kF32;
   uint16_t* dst = nullptr;  // (rows, cols) bf16 bits
   int rows = 0;
-  int cols = 0;             // a multiple of 32 for quantized dtype
+  int cols = 0;  // a multiple of 32 for quantized dtype
   int64_t src_row_bytes = 0;
 };
 [[nodiscard]] absl::Status ToBf16(const ToBf16Params& p, const Stream& stream);
@@ -81,7 +81,8 @@ struct ToBf16Params {
 // kDecodePartitionTokens-token partitions processed by separate blocks and
 // merged by a second kernel; `workspace` holds the partial results.
 inline constexpr int kDecodePartitionTokens = 256;
-int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim, int max_context_len);
+int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
+                                       int max_context_len);
 [[nodiscard]] absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
                                                 float* workspace, int64_t workspace_floats,
                                                 const Stream& stream);
@@ -92,7 +93,7 @@ struct ArgmaxParams {
   int32_t* ids = nullptr;         // (rows)
   int rows = 0;
   int vocab = 0;
-  int64_t stride = 0;             // 0 = vocab
+  int64_t stride = 0;  // 0 = vocab
 };
 [[nodiscard]] absl::Status Argmax(const ArgmaxParams& p, const Stream& stream);
 

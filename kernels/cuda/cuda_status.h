@@ -20,7 +20,8 @@ namespace tpserve::kernels::cuda {
 inline absl::Status CudaStatus(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return absl::OkStatus();
   cudaGetLastError();
-  std::string msg = absl::StrCat(what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
+  std::string msg =
+      absl::StrCat(what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
   if (err == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
   return absl::InternalError(msg);
 }
@@ -32,10 +33,10 @@ inline absl::Status LaunchStatus(const char* kernel) {
 
 }  // namespace tpserve::kernels::cuda
 
-#define TPS_CUDA_RETURN_IF_ERROR(expr)                                          \
-  do {                                                                          \
+#define TPS_CUDA_RETURN_IF_ERROR(expr)                                                     \
+  do {                                                                                     \
     ::absl::Status tps_cuda_status_ = ::tpserve::kernels::cuda::CudaStatus((expr), #expr); \
-    if (!tps_cuda_status_.ok()) return tps_cuda_status_;                        \
+    if (!tps_cuda_status_.ok()) return tps_cuda_status_;                                   \
   } while (false)
 
 #endif  // TPSERVE_KERNELS_CUDA_CUDA_STATUS_H_

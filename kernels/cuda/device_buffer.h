@@ -62,8 +62,9 @@ class DeviceBuffer {
   absl::StatusOr<std::vector<T>> ToHost() const {
     std::vector<T> host(size_);
     if (size_ == 0) return host;
-    absl::Status s = CudaStatus(
-        cudaMemcpy(host.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+    absl::Status s =
+        CudaStatus(cudaMemcpy(host.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost),
+                   "cudaMemcpy D2H");
     if (!s.ok()) return s;
     return host;
   }

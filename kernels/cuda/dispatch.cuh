@@ -13,15 +13,33 @@
 #include "worker/model/dtype.h"
 
 // Every weight type of dtype.h.
-#define TPS_WEIGHT_DTYPE_SWITCH(dtype, NAME, ...)                                            \
-  switch (dtype) {                                                                          \
-    case ::tpserve::DType::kF32: { constexpr ::tpserve::DType NAME = ::tpserve::DType::kF32; __VA_ARGS__ } \
-    case ::tpserve::DType::kF16: { constexpr ::tpserve::DType NAME = ::tpserve::DType::kF16; __VA_ARGS__ } \
-    case ::tpserve::DType::kBF16: { constexpr ::tpserve::DType NAME = ::tpserve::DType::kBF16; __VA_ARGS__ } \
-    case ::tpserve::DType::kQ8_0: { constexpr ::tpserve::DType NAME = ::tpserve::DType::kQ8_0; __VA_ARGS__ } \
-    case ::tpserve::DType::kQ4_0: { constexpr ::tpserve::DType NAME = ::tpserve::DType::kQ4_0; __VA_ARGS__ } \
-    case ::tpserve::DType::kQ4_1: { constexpr ::tpserve::DType NAME = ::tpserve::DType::kQ4_1; __VA_ARGS__ } \
-  }                                                                                         \
+#define TPS_WEIGHT_DTYPE_SWITCH(dtype, NAME, ...)                \
+  switch (dtype) {                                               \
+    case ::tpserve::DType::kF32: {                               \
+      constexpr ::tpserve::DType NAME = ::tpserve::DType::kF32;  \
+      __VA_ARGS__                                                \
+    }                                                            \
+    case ::tpserve::DType::kF16: {                               \
+      constexpr ::tpserve::DType NAME = ::tpserve::DType::kF16;  \
+      __VA_ARGS__                                                \
+    }                                                            \
+    case ::tpserve::DType::kBF16: {                              \
+      constexpr ::tpserve::DType NAME = ::tpserve::DType::kBF16; \
+      __VA_ARGS__                                                \
+    }                                                            \
+    case ::tpserve::DType::kQ8_0: {                              \
+      constexpr ::tpserve::DType NAME = ::tpserve::DType::kQ8_0; \
+      __VA_ARGS__                                                \
+    }                                                            \
+    case ::tpserve::DType::kQ4_0: {                              \
+      constexpr ::tpserve::DType NAME = ::tpserve::DType::kQ4_0; \
+      __VA_ARGS__                                                \
+    }                                                            \
+    case ::tpserve::DType::kQ4_1: {                              \
+      constexpr ::tpserve::DType NAME = ::tpserve::DType::kQ4_1; \
+      __VA_ARGS__                                                \
+    }                                                            \
+  }                                                              \
   return ::absl::InvalidArgumentError("unsupported weight dtype");
 
 // Activation rows handled per pass of the skinny GEMM: 1 (single-token
@@ -38,17 +56,17 @@
 
 // Head dims per lane (head_dim rounded up to a multiple of 32, over 32):
 // 2 covers head_dim <= 64, 4 <= 128, 8 <= 256. Odd head dims use the next size.
-#define TPS_HEAD_DIM_SWITCH(head_dim, NAME, ...)                                      \
-  if ((head_dim) <= 64) {                                                             \
-    constexpr int NAME = 2;                                                           \
-    __VA_ARGS__                                                                       \
-  } else if ((head_dim) <= 128) {                                                     \
-    constexpr int NAME = 4;                                                           \
-    __VA_ARGS__                                                                       \
-  } else if ((head_dim) <= 256) {                                                     \
-    constexpr int NAME = 8;                                                           \
-    __VA_ARGS__                                                                       \
-  }                                                                                   \
+#define TPS_HEAD_DIM_SWITCH(head_dim, NAME, ...) \
+  if ((head_dim) <= 64) {                        \
+    constexpr int NAME = 2;                      \
+    __VA_ARGS__                                  \
+  } else if ((head_dim) <= 128) {                \
+    constexpr int NAME = 4;                      \
+    __VA_ARGS__                                  \
+  } else if ((head_dim) <= 256) {                \
+    constexpr int NAME = 8;                      \
+    __VA_ARGS__                                  \
+  }                                              \
   return ::absl::InvalidArgumentError("head_dim above 256 is not supported by CUDA attention");
 
 #endif  // TPSERVE_KERNELS_CUDA_DISPATCH_CUH_

@@ -34,7 +34,12 @@ TEST(CudaRmsNormParity, RandomShapesInPlaceAndNot) {
       const std::vector<float> x = rng.Floats(static_cast<size_t>(rows) * dim, -3.0f, 3.0f);
       const std::vector<float> w = rng.Floats(dim);
       std::vector<float> want(x.size());
-      RmsNormParams p{.x = x.data(), .weight = w.data(), .y = want.data(), .rows = rows, .dim = dim, .eps = 1e-5f};
+      RmsNormParams p{.x = x.data(),
+                      .weight = w.data(),
+                      .y = want.data(),
+                      .rows = rows,
+                      .dim = dim,
+                      .eps = 1e-5f};
       ASSERT_TRUE(cpu::RmsNorm(p, Stream{}).ok());
       DeviceBuffer<float> dx = ToDevice(x);
       DeviceBuffer<float> dw = ToDevice(w);
@@ -51,7 +56,8 @@ TEST(CudaRmsNormParity, RandomShapesInPlaceAndNot) {
 TEST(CudaRopeParity, PairingsAndScalings) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(2);
-  for (RopeScalingType scaling : {RopeScalingType::kNone, RopeScalingType::kLinear, RopeScalingType::kLlama3}) {
+  for (RopeScalingType scaling :
+       {RopeScalingType::kNone, RopeScalingType::kLinear, RopeScalingType::kLlama3}) {
     for (bool neox : {false, true}) {
       for (bool with_k : {true, false}) {
         const int tokens = rng.Int(1, 17);
@@ -88,8 +94,8 @@ TEST(CudaRopeParity, PairingsAndScalings) {
         p.k = with_k ? dk.data() : nullptr;
         p.positions = dpos.data();
         ASSERT_TRUE(Rope(p, Stream{}).ok());
-        SCOPED_TRACE(testing::Message() << "scaling=" << static_cast<int>(scaling) << " neox=" << neox
-                                        << " head_dim=" << head_dim);
+        SCOPED_TRACE(testing::Message() << "scaling=" << static_cast<int>(scaling)
+                                        << " neox=" << neox << " head_dim=" << head_dim);
         EXPECT_LT(Nmse(ToHostVector(dq), want_q), kRowOpNmse);
         EXPECT_LT(Nmse(ToHostVector(dk), want_k), kRowOpNmse);  // unchanged when !with_k
       }
@@ -105,8 +111,13 @@ TEST(CudaSwigluAddParity, RandomShapes) {
     // Gate and up interleaved in one (rows, 2 * dim) buffer, as a fused projection writes them.
     const std::vector<float> gu = rng.Floats(static_cast<size_t>(rows) * 2 * dim, -6.0f, 6.0f);
     std::vector<float> want(static_cast<size_t>(rows) * dim);
-    SwigluParams p{.gate = gu.data(), .up = gu.data() + dim, .out = want.data(), .rows = rows, .dim = dim,
-                   .gate_stride = 2 * dim, .up_stride = 2 * dim};
+    SwigluParams p{.gate = gu.data(),
+                   .up = gu.data() + dim,
+                   .out = want.data(),
+                   .rows = rows,
+                   .dim = dim,
+                   .gate_stride = 2 * dim,
+                   .up_stride = 2 * dim};
     ASSERT_TRUE(cpu::Swiglu(p, Stream{}).ok());
     DeviceBuffer<float> dgu = ToDevice(gu);
     DeviceBuffer<float> dout = DeviceZeros<float>(want.size());
@@ -119,7 +130,8 @@ TEST(CudaSwigluAddParity, RandomShapes) {
 
     const std::vector<float> b = rng.Floats(want.size());
     std::vector<float> sum(want.size());
-    AddParams ap{.a = want.data(), .b = b.data(), .y = sum.data(), .n = static_cast<int64_t>(want.size())};
+    AddParams ap{
+        .a = want.data(), .b = b.data(), .y = sum.data(), .n = static_cast<int64_t>(want.size())};
     ASSERT_TRUE(cpu::Add(ap, Stream{}).ok());
     DeviceBuffer<float> da = ToDevice(want);
     DeviceBuffer<float> db = ToDevice(b);
@@ -134,7 +146,8 @@ TEST(CudaSwigluAddParity, RandomShapes) {
 TEST(CudaEmbeddingParity, EveryDtypeWithShardOffset) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(4);
-  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+  for (DType dtype :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
     const int rows = rng.Int(1, 50);
     const int dim = IsQuantized(dtype) ? 32 * rng.Int(1, 18) : rng.Int(1, 300);
     const int row_offset = rng.Int(0, 20);
@@ -142,8 +155,13 @@ TEST(CudaEmbeddingParity, EveryDtypeWithShardOffset) {
     std::vector<int32_t> tokens(rng.Int(1, 12));
     for (int32_t& t : tokens) t = rng.Int(0, row_offset + rows + 10);  // some outside this shard
     std::vector<float> want(tokens.size() * dim, -1.0f);
-    EmbeddingParams p{.table = table.data(), .dtype = dtype, .tokens = tokens.data(), .out = want.data(),
-                      .num_tokens = static_cast<int>(tokens.size()), .dim = dim, .rows = rows,
+    EmbeddingParams p{.table = table.data(),
+                      .dtype = dtype,
+                      .tokens = tokens.data(),
+                      .out = want.data(),
+                      .num_tokens = static_cast<int>(tokens.size()),
+                      .dim = dim,
+                      .rows = rows,
                       .row_offset = row_offset};
     ASSERT_TRUE(cpu::Embedding(p, Stream{}).ok());
     DeviceBuffer<uint8_t> dt = ToDevice(table);
@@ -166,13 +184,22 @@ TEST(CudaKvCacheWriteParity, SkipsNegativeSlots) {
   const std::vector<float> v = rng.Floats(static_cast<size_t>(tokens) * width);
   std::vector<int64_t> slots(tokens);
   for (int t = 0; t < tokens; ++t) slots[t] = t == 4 ? -1 : (t * 3) % (num_blocks * block_size);
-  const std::vector<float> cache0 = rng.Floats(static_cast<size_t>(num_blocks) * block_size * width);
+  const std::vector<float> cache0 =
+      rng.Floats(static_cast<size_t>(num_blocks) * block_size * width);
   std::vector<float> want_k = cache0, want_v = cache0;
-  KvCacheWriteParams p{.k = k.data(), .v = v.data(), .k_cache = want_k.data(), .v_cache = want_v.data(),
-                       .slot_mapping = slots.data(), .tokens = tokens, .n_kv_heads = n_kv, .head_dim = head_dim,
-                       .block_size = block_size, .num_blocks = num_blocks};
+  KvCacheWriteParams p{.k = k.data(),
+                       .v = v.data(),
+                       .k_cache = want_k.data(),
+                       .v_cache = want_v.data(),
+                       .slot_mapping = slots.data(),
+                       .tokens = tokens,
+                       .n_kv_heads = n_kv,
+                       .head_dim = head_dim,
+                       .block_size = block_size,
+                       .num_blocks = num_blocks};
   ASSERT_TRUE(cpu::KvCacheWrite(p, Stream{}).ok());
-  DeviceBuffer<float> dk = ToDevice(k), dv = ToDevice(v), dkc = ToDevice(cache0), dvc = ToDevice(cache0);
+  DeviceBuffer<float> dk = ToDevice(k), dv = ToDevice(v), dkc = ToDevice(cache0),
+                      dvc = ToDevice(cache0);
   DeviceBuffer<int64_t> dslots = ToDevice(slots);
   p.k = dk.data();
   p.v = dv.data();

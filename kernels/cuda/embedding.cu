@@ -39,17 +39,19 @@ __global__ void __launch_bounds__(kThreads)
 
 template <DType kType>
 absl::Status LaunchEmbedding(const EmbeddingParams& p, cudaStream_t s) {
-  EmbeddingKernel<kType><<<p.num_tokens, kThreads, 0, s>>>(p.table, p.tokens, p.out, p.dim, p.rows,
-                                                          p.row_offset);
+  EmbeddingKernel<kType>
+      <<<p.num_tokens, kThreads, 0, s>>>(p.table, p.tokens, p.out, p.dim, p.rows, p.row_offset);
   return LaunchStatus("EmbeddingKernel");
 }
 
 }  // namespace
 
 absl::Status Embedding(const EmbeddingParams& p, const Stream& stream) {
-  if (p.num_tokens < 0 || p.dim <= 0 || p.rows < 0) return absl::InvalidArgumentError("Embedding: bad shape");
+  if (p.num_tokens < 0 || p.dim <= 0 || p.rows < 0)
+    return absl::InvalidArgumentError("Embedding: bad shape");
   if (RowBytes(p.dtype, p.dim) < 0) {
-    return absl::InvalidArgumentError("Embedding: dim must be a multiple of 32 for a quantized table");
+    return absl::InvalidArgumentError(
+        "Embedding: dim must be a multiple of 32 for a quantized table");
   }
   if (p.num_tokens == 0) return absl::OkStatus();
   if (p.table == nullptr || p.tokens == nullptr || p.out == nullptr) {

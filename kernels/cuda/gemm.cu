@@ -93,11 +93,13 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   }
   const int64_t x_stride = p.x_stride == 0 ? p.k : p.x_stride;
   const int64_t y_stride = p.y_stride == 0 ? p.n : p.y_stride;
-  if (x_stride < p.k || y_stride < p.n) return absl::InvalidArgumentError("Gemm: stride below row length");
+  if (x_stride < p.k || y_stride < p.n)
+    return absl::InvalidArgumentError("Gemm: stride below row length");
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   if (p.m > kSkinnyGemmMaxRows) return LaunchTensorCoreGemm(p, x_stride, y_stride, s);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, { return LaunchSkinnyGemm<kW, kRows>(p, x_stride, y_stride, s); });
+    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows,
+                             { return LaunchSkinnyGemm<kW, kRows>(p, x_stride, y_stride, s); });
   });
 }
 

@@ -14,7 +14,8 @@ namespace tpserve::kernels::cuda {
 
 // y = x w^T (+ bias) with f32 x and w in p.w_dtype, both rounded to bf16 on
 // their way into shared memory; f32 accumulation. Strides already resolved.
-absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride, cudaStream_t stream);
+absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
+                                  cudaStream_t stream);
 
 }  // namespace tpserve::kernels::cuda
 

@@ -35,8 +35,9 @@ struct Shape {
 };
 
 void CheckGemm(Rng& rng, DType dtype, const Shape& s) {
-  SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << s.m << " n=" << s.n << " k=" << s.k
-                                  << (s.strided ? " strided" : "") << (s.bias ? " bias" : ""));
+  SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << s.m << " n=" << s.n
+                                  << " k=" << s.k << (s.strided ? " strided" : "")
+                                  << (s.bias ? " bias" : ""));
   const int64_t xs = s.strided ? s.k + 5 : s.k;
   const int64_t ys = s.strided ? s.n + 3 : s.n;
   const std::vector<float> x = rng.Floats(static_cast<size_t>(s.m) * xs);
@@ -77,7 +78,8 @@ void CheckGemm(Rng& rng, DType dtype, const Shape& s) {
   for (int i = 0; i < s.m; ++i) {
     for (int j = 0; j < s.n; ++j) {
       double acc = s.bias ? bias[j] : 0.0;
-      for (int kk = 0; kk < s.k; ++kk) acc += static_cast<double>(x[i * xs + kk]) * wf[static_cast<size_t>(j) * s.k + kk];
+      for (int kk = 0; kk < s.k; ++kk)
+        acc += static_cast<double>(x[i * xs + kk]) * wf[static_cast<size_t>(j) * s.k + kk];
       exact[i * ys + j] = acc;
     }
   }
@@ -106,9 +108,11 @@ TEST_P(CudaGemmParity, RandomShapes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllWeightTypes, CudaGemmParity,
-                         testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0,
-                                         DType::kQ4_1),
-                         [](const testing::TestParamInfo<DType>& info) { return std::string(DTypeName(info.param)); });
+                         testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
+                                         DType::kQ4_0, DType::kQ4_1),
+                         [](const testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
 
 }  // namespace
 }  // namespace tpserve::kernels::cuda

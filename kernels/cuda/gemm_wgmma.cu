@@ -32,9 +32,11 @@ constexpr int kWgThreads = 128;
 constexpr int kATileBytes = kWgM * kWgK * 2;  // 8 KiB
 constexpr int kBTileBytes = kWgN * kWgK * 2;  // 16 KiB
 constexpr int kStageBytes = kATileBytes + kBTileBytes;
-constexpr size_t kWgSharedBytes = static_cast<size_t>(kStageBytes) * kWgStages + 1024;  // + alignment slack
+constexpr size_t kWgSharedBytes =
+    static_cast<size_t>(kStageBytes) * kWgStages + 1024;  // + alignment slack
 static_assert(kWgK * 2 == 128, "a k tile row is exactly one 128-byte swizzle row");
-static_assert(kATileBytes % 1024 == 0 && kBTileBytes % 1024 == 0, "tiles keep 1024-byte swizzle-atom alignment");
+static_assert(kATileBytes % 1024 == 0 && kBTileBytes % 1024 == 0,
+              "tiles keep 1024-byte swizzle-atom alignment");
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define TPS_HAVE_WGMMA 1
@@ -56,22 +58,28 @@ __device__ __forceinline__ void WgmmaM64N128K16(float d[64], uint64_t a_desc, ui
   asm volatile(
       "{\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 1, 1, 1, 0, 0;\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
+      "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 1, 1, 1, 0, 0;\n"
       "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63])
       : "l"(a_desc), "l"(b_desc));
 }
 
 // Rows [row0, row0 + kRows) x k [k0, k0 + 64) into the swizzled tile.
 template <int kRows>
-__device__ __forceinline__ void LoadSwizzled(char* tile, const uint16_t* g, int rows, int k, int row0, int k0) {
+__device__ __forceinline__ void LoadSwizzled(char* tile, const uint16_t* g, int rows, int k,
+                                             int row0, int k0) {
 #pragma unroll
   for (int c = threadIdx.x; c < kRows * 8; c += kWgThreads) {
     const int r = c / 8;
@@ -84,13 +92,14 @@ __device__ __forceinline__ void LoadSwizzled(char* tile, const uint16_t* g, int 
 }
 #endif
 
-__global__ void __launch_bounds__(kWgThreads) GemmWgmmaKernel(const uint16_t* __restrict__ a,
-                                                             const uint16_t* __restrict__ b,
-                                                             const float* __restrict__ bias, float* __restrict__ c,
-                                                             int m, int n, int k, int64_t c_stride) {
+__global__ void __launch_bounds__(kWgThreads)
+    GemmWgmmaKernel(const uint16_t* __restrict__ a, const uint16_t* __restrict__ b,
+                    const float* __restrict__ bias, float* __restrict__ c, int m, int n, int k,
+                    int64_t c_stride) {
 #ifdef TPS_HAVE_WGMMA
   extern __shared__ char smem_raw[];
-  char* smem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  char* smem =
+      reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int m0 = blockIdx.y * kWgM;
   const int n0 = blockIdx.x * kWgN;
   const int ktiles = (k + kWgK - 1) / kWgK;
@@ -141,12 +150,20 @@ __global__ void __launch_bounds__(kWgThreads) GemmWgmmaKernel(const uint16_t* __
     for (int e = 0; e < 4; ++e) {
       const int row = m0 + warp * 16 + lane / 4 + (e / 2) * 8;
       const int col = n0 + j * 8 + (lane % 4) * 2 + (e % 2);
-      if (row < m && col < n) c[row * c_stride + col] = d[j * 4 + e] + (bias != nullptr ? bias[col] : 0.0f);
+      if (row < m && col < n)
+        c[row * c_stride + col] = d[j * 4 + e] + (bias != nullptr ? bias[col] : 0.0f);
     }
   }
 #else
   // Built for an architecture without wgmma: the host never launches this.
-  (void)a; (void)b; (void)bias; (void)c; (void)m; (void)n; (void)k; (void)c_stride;
+  (void)a;
+  (void)b;
+  (void)bias;
+  (void)c;
+  (void)m;
+  (void)n;
+  (void)k;
+  (void)c_stride;
 #endif
 }
 
@@ -156,22 +173,28 @@ absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
   if (p.m < 0 || p.n < 0 || p.k <= 0) return absl::InvalidArgumentError("GemmBf16Wgmma: bad shape");
   if (p.k % 8 != 0) return absl::InvalidArgumentError("GemmBf16Wgmma: k must be a multiple of 8");
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  if (p.a == nullptr || p.b == nullptr || p.c == nullptr) return absl::InvalidArgumentError("GemmBf16Wgmma: null pointer");
+  if (p.a == nullptr || p.b == nullptr || p.c == nullptr)
+    return absl::InvalidArgumentError("GemmBf16Wgmma: null pointer");
   if ((reinterpret_cast<uintptr_t>(p.a) | reinterpret_cast<uintptr_t>(p.b)) % 16 != 0) {
     return absl::InvalidArgumentError("GemmBf16Wgmma: a and b must be 16-byte aligned");
   }
   int device = 0, major = 0;
   TPS_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  TPS_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major != 9) return absl::FailedPreconditionError("GemmBf16Wgmma needs an sm_90 (Hopper) device");
+  TPS_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major != 9)
+    return absl::FailedPreconditionError("GemmBf16Wgmma needs an sm_90 (Hopper) device");
   const int64_t c_stride = p.c_stride == 0 ? p.n : p.c_stride;
   if (c_stride < p.n) return absl::InvalidArgumentError("GemmBf16Wgmma: c_stride below n");
-  if ((p.m + kWgM - 1) / kWgM > 65535) return absl::InvalidArgumentError("GemmBf16Wgmma: m too large for one launch");
-  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GemmWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  if ((p.m + kWgM - 1) / kWgM > 65535)
+    return absl::InvalidArgumentError("GemmBf16Wgmma: m too large for one launch");
+  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GemmWgmmaKernel,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(kWgSharedBytes)));
   const dim3 grid((p.n + kWgN - 1) / kWgN, (p.m + kWgM - 1) / kWgM);
-  GemmWgmmaKernel<<<grid, kWgThreads, kWgSharedBytes, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
-      p.a, p.b, p.bias, p.c, p.m, p.n, p.k, c_stride);
+  GemmWgmmaKernel<<<grid, kWgThreads, kWgSharedBytes,
+                    static_cast<cudaStream_t>(stream.cuda_stream)>>>(p.a, p.b, p.bias, p.c, p.m,
+                                                                     p.n, p.k, c_stride);
   return LaunchStatus("GemmWgmmaKernel");
 }
 

@@ -24,13 +24,15 @@ TEST(CudaGemmWgmmaParity, RandomShapes) {
   TPS_SKIP_WITHOUT_CUDA();
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
-  if (major != 9) GTEST_SKIP() << "skipped: needs an sm_90 device (this one is sm_" << major << "x)";
+  if (major != 9)
+    GTEST_SKIP() << "skipped: needs an sm_90 device (this one is sm_" << major << "x)";
   Rng rng(12);
   struct Shape {
     int m, n, k;
   };
-  const std::vector<Shape> shapes = {{1, 1, 8},       {64, 128, 64},    {65, 129, 72},   {200, 77, 136},
-                                     {257, 300, 584}, {512, 576, 576},  {130, 1536, 576}, {64, 49, 1544}};
+  const std::vector<Shape> shapes = {{1, 1, 8},        {64, 128, 64},   {65, 129, 72},
+                                     {200, 77, 136},   {257, 300, 584}, {512, 576, 576},
+                                     {130, 1536, 576}, {64, 49, 1544}};
   for (const Shape& s : shapes) {
     SCOPED_TRACE(testing::Message() << "m=" << s.m << " n=" << s.n << " k=" << s.k);
     std::vector<uint16_t> a(static_cast<size_t>(s.m) * s.k), b(static_cast<size_t>(s.n) * s.k);
@@ -45,12 +47,23 @@ TEST(CudaGemmWgmmaParity, RandomShapes) {
     }
     const std::vector<float> bias = rng.Floats(s.n);
     std::vector<float> want(static_cast<size_t>(s.m) * s.n);
-    GemmParams ref{.x = af.data(), .w = bf.data(), .w_dtype = DType::kF32, .bias = bias.data(), .y = want.data(),
-                   .m = s.m, .n = s.n, .k = s.k};
+    GemmParams ref{.x = af.data(),
+                   .w = bf.data(),
+                   .w_dtype = DType::kF32,
+                   .bias = bias.data(),
+                   .y = want.data(),
+                   .m = s.m,
+                   .n = s.n,
+                   .k = s.k};
     ASSERT_TRUE(cpu::Gemm(ref, Stream{}).ok());
     DeviceBuffer<uint16_t> da = ToDevice(a), db = ToDevice(b);
     DeviceBuffer<float> dbias = ToDevice(bias), dc = DeviceZeros<float>(want.size());
-    GemmBf16Params p{.a = da.data(), .b = db.data(), .bias = dbias.data(), .c = dc.data(), .m = s.m, .n = s.n,
+    GemmBf16Params p{.a = da.data(),
+                     .b = db.data(),
+                     .bias = dbias.data(),
+                     .c = dc.data(),
+                     .m = s.m,
+                     .n = s.n,
                      .k = s.k};
     ASSERT_TRUE(GemmBf16Wgmma(p, Stream{}).ok());
     EXPECT_LT(Nmse(ToHostVector(dc), want), 1e-9);

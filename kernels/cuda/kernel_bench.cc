@@ -32,7 +32,8 @@ template <typename T>
 DeviceBuffer<T> Alloc(size_t n) {
   absl::StatusOr<DeviceBuffer<T>> b = DeviceBuffer<T>::Allocate(n);
   if (!b.ok()) {
-    std::fprintf(stderr, "allocation of %zu elements failed: %s\n", n, b.status().ToString().c_str());
+    std::fprintf(stderr, "allocation of %zu elements failed: %s\n", n,
+                 b.status().ToString().c_str());
     std::exit(1);
   }
   return *std::move(b);
@@ -41,7 +42,8 @@ DeviceBuffer<T> Alloc(size_t n) {
 // Fills `bytes` of device memory by tiling a random host chunk of `host`.
 void FillTiled(void* dst, size_t bytes, const std::vector<uint8_t>& host) {
   for (size_t off = 0; off < bytes; off += host.size()) {
-    cudaMemcpy(static_cast<char*>(dst) + off, host.data(), std::min(host.size(), bytes - off), cudaMemcpyHostToDevice);
+    cudaMemcpy(static_cast<char*>(dst) + off, host.data(), std::min(host.size(), bytes - off),
+               cudaMemcpyHostToDevice);
   }
 }
 
@@ -116,12 +118,20 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
 
   double ref_ms = -1.0;
   if (ctx.cublas->available()) {
-    ref_ms = TimeMs(ctx.stream, [&] { ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream); });
+    ref_ms = TimeMs(ctx.stream, [&] {
+      ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream);
+    });
   }
   const bool skinny = m <= kSkinnyGemmMaxRows;
   double ms;
   if (skinny) {
-    GemmParams p{.x = x.data(), .w = b.data(), .w_dtype = DType::kBF16, .y = c.data(), .m = m, .n = n, .k = k};
+    GemmParams p{.x = x.data(),
+                 .w = b.data(),
+                 .w_dtype = DType::kBF16,
+                 .y = c.data(),
+                 .m = m,
+                 .n = n,
+                 .k = k};
     ms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
   } else {
     GemmBf16Params p{.a = a.data(), .b = b.data(), .c = c.data(), .m = m, .n = n, .k = k};
@@ -137,7 +147,8 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
   const std::string what = Fmt("gemm %s bf16 m=%d n=%d k=%d", skinny ? "skinny" : "mma", m, n, k);
   if (ref_ms > 0) {
     const double ref = flops / (ref_ms * 1e-3) / 1e12;
-    PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), Fmt("cuBLAS %.2f TFLOP/s", ref), tflops / ref);
+    PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), Fmt("cuBLAS %.2f TFLOP/s", ref),
+             tflops / ref);
   } else {
     PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), "cuBLAS n/a: " + ctx.cublas->error(), -1.0);
   }
@@ -146,22 +157,29 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
     // dequantised on the way into shared memory.
     DeviceBuffer<uint8_t> wq = Alloc<uint8_t>(static_cast<size_t>(n) * k / 32 * sizeof(BlockQ4_1));
     FillTiled(wq.data(), wq.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
-    GemmParams p{.x = x.data(), .w = wq.data(), .w_dtype = DType::kQ4_1, .y = c.data(), .m = m, .n = n, .k = k};
+    GemmParams p{.x = x.data(),
+                 .w = wq.data(),
+                 .w_dtype = DType::kQ4_1,
+                 .y = c.data(),
+                 .m = m,
+                 .n = n,
+                 .k = k};
     const double qms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
     const double q_tflops = flops / (qms * 1e-3) / 1e12;
     const std::string qwhat = Fmt("gemm mma f32 x Q4_1 (fused dequant) m=%d n=%d k=%d", m, n, k);
     const std::string qstatus = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
     if (ref_ms > 0) {
       const double ref = flops / (ref_ms * 1e-3) / 1e12;
-      PrintRow(qwhat, qstatus, Fmt("%.2f TFLOP/s", q_tflops), Fmt("cuBLAS bf16 %.2f TFLOP/s", ref), q_tflops / ref);
+      PrintRow(qwhat, qstatus, Fmt("%.2f TFLOP/s", q_tflops), Fmt("cuBLAS bf16 %.2f TFLOP/s", ref),
+               q_tflops / ref);
     } else {
       PrintRow(qwhat, qstatus, Fmt("%.2f TFLOP/s", q_tflops), "cuBLAS n/a", -1.0);
     }
   }
   if (skinny) {
     const double bw = static_cast<double>(b.bytes()) / (ms * 1e-3);
-    PrintRow(what + " (weight bandwidth)", status, Fmt("%.0f GB/s", bw / 1e9), Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9),
-             bw / ctx.copy_bw);
+    PrintRow(what + " (weight bandwidth)", status, Fmt("%.0f GB/s", bw / 1e9),
+             Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
   }
 }
 
@@ -177,7 +195,9 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
   FillTiled(b.data(), b.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
   double ref_ms = -1.0;
   if (ctx.cublas->available()) {
-    ref_ms = TimeMs(ctx.stream, [&] { ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream); });
+    ref_ms = TimeMs(ctx.stream, [&] {
+      ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream);
+    });
   }
   GemmBf16Params p{.a = a.data(), .b = b.data(), .c = c.data(), .m = m, .n = n, .k = k};
   const double ms = TimeMs(ctx.stream, [&] { (void)GemmBf16Wgmma(p, ctx.s); });
@@ -189,8 +209,9 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
   }
   const double tflops = flops / (ms * 1e-3) / 1e12;
   const double ref = ref_ms > 0 ? flops / (ref_ms * 1e-3) / 1e12 : -1.0;
-  PrintRow(Fmt("gemm wgmma (experimental) bf16 m=%d n=%d k=%d", m, n, k), status, Fmt("%.2f TFLOP/s", tflops),
-           ref > 0 ? Fmt("cuBLAS %.2f TFLOP/s", ref) : "cuBLAS n/a", ref > 0 ? tflops / ref : -1.0);
+  PrintRow(Fmt("gemm wgmma (experimental) bf16 m=%d n=%d k=%d", m, n, k), status,
+           Fmt("%.2f TFLOP/s", tflops), ref > 0 ? Fmt("cuBLAS %.2f TFLOP/s", ref) : "cuBLAS n/a",
+           ref > 0 ? tflops / ref : -1.0);
 }
 
 // Decode with Q4_1 weights: weight bytes streamed per second vs copy bandwidth.
@@ -201,7 +222,8 @@ void BenchQuantGemv(Context& ctx, int m, int n, int k) {
   DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(m) * n);
   FillTiled(w.data(), w.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
   FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 16));
-  GemmParams p{.x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(), .m = m, .n = n, .k = k};
+  GemmParams p{
+      .x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(), .m = m, .n = n, .k = k};
   const double ms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
   const double bw = static_cast<double>(w.bytes()) / (ms * 1e-3);
   PrintRow(Fmt("gemm skinny Q4_1 m=%d n=%d k=%d (weight bandwidth)", m, n, k),
@@ -224,7 +246,8 @@ AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
   constexpr int kBlock = 16;
   AttentionBatch b;
   const int blocks_per_seq = (sh.context + kBlock - 1) / kBlock;
-  const size_t cache = static_cast<size_t>(sh.num_seqs) * blocks_per_seq * kBlock * sh.n_kv_heads * sh.head_dim;
+  const size_t cache =
+      static_cast<size_t>(sh.num_seqs) * blocks_per_seq * kBlock * sh.n_kv_heads * sh.head_dim;
   const size_t qn = static_cast<size_t>(sh.num_seqs) * sh.q_len * sh.n_heads * sh.head_dim;
   b.q = Alloc<float>(qn);
   b.out = Alloc<float>(qn);
@@ -234,18 +257,27 @@ AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
   FillTiled(b.q.data(), b.q.bytes(), chunk);
   FillTiled(b.k_cache.data(), b.k_cache.bytes(), chunk);
   FillTiled(b.v_cache.data(), b.v_cache.bytes(), chunk);
-  std::vector<int32_t> tables(static_cast<size_t>(sh.num_seqs) * blocks_per_seq), cu(sh.num_seqs + 1), start(sh.num_seqs);
+  std::vector<int32_t> tables(static_cast<size_t>(sh.num_seqs) * blocks_per_seq),
+      cu(sh.num_seqs + 1), start(sh.num_seqs);
   for (size_t i = 0; i < tables.size(); ++i) tables[i] = static_cast<int32_t>(i);
   for (int s = 0; s <= sh.num_seqs; ++s) cu[s] = s * sh.q_len;
   for (int s = 0; s < sh.num_seqs; ++s) start[s] = sh.context - sh.q_len;
   b.tables = *DeviceBuffer<int32_t>::FromHost(tables);
   b.cu = *DeviceBuffer<int32_t>::FromHost(cu);
   b.start = *DeviceBuffer<int32_t>::FromHost(start);
-  b.p = PagedAttentionParams{.q = b.q.data(), .k_cache = b.k_cache.data(), .v_cache = b.v_cache.data(),
-                             .out = b.out.data(), .block_tables = b.tables.data(), .cu_q_lens = b.cu.data(),
-                             .start_pos = b.start.data(), .num_seqs = sh.num_seqs,
-                             .max_blocks_per_seq = blocks_per_seq, .n_heads = sh.n_heads,
-                             .n_kv_heads = sh.n_kv_heads, .head_dim = sh.head_dim, .block_size = kBlock,
+  b.p = PagedAttentionParams{.q = b.q.data(),
+                             .k_cache = b.k_cache.data(),
+                             .v_cache = b.v_cache.data(),
+                             .out = b.out.data(),
+                             .block_tables = b.tables.data(),
+                             .cu_q_lens = b.cu.data(),
+                             .start_pos = b.start.data(),
+                             .num_seqs = sh.num_seqs,
+                             .max_blocks_per_seq = blocks_per_seq,
+                             .n_heads = sh.n_heads,
+                             .n_kv_heads = sh.n_kv_heads,
+                             .head_dim = sh.head_dim,
+                             .block_size = kBlock,
                              .num_blocks = sh.num_seqs * blocks_per_seq,
                              .scale = 1.0f / std::sqrt(static_cast<float>(sh.head_dim))};
   return b;
@@ -253,28 +285,32 @@ AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
 
 void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
   AttentionBatch b = MakeAttention(ctx, sh);
-  const int64_t ws = DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
+  const int64_t ws =
+      DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
   b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
   const double ms = TimeMs(ctx.stream, [&] {
     (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
   });
-  const double kv_bytes = 2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
+  const double kv_bytes =
+      2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
   const double bw = kv_bytes / (ms * 1e-3);
-  PrintRow(Fmt("decode attention seqs=%d ctx=%d heads=%d/%d d=%d", sh.num_seqs, sh.context, sh.n_heads, sh.n_kv_heads,
-               sh.head_dim),
+  PrintRow(Fmt("decode attention seqs=%d ctx=%d heads=%d/%d d=%d", sh.num_seqs, sh.context,
+               sh.n_heads, sh.n_kv_heads, sh.head_dim),
            cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.0f GB/s", bw / 1e9),
            Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
 }
 
-void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_tflops, const std::string& gemm_name) {
+void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_tflops,
+                           const std::string& gemm_name) {
   AttentionBatch b = MakeAttention(ctx, sh);
-  const double ms = TimeMs(ctx.stream, [&] { (void)PagedAttention(b.p, ctx.s); }, 3, 10.0);
+  const double ms = TimeMs(
+      ctx.stream, [&] { (void)PagedAttention(b.p, ctx.s); }, 3, 10.0);
   // QK^T and PV over the causal triangle: 4 * d flops per (query, visible key) pair per head.
   const double pairs = static_cast<double>(sh.q_len) * (sh.q_len + 1) / 2.0 +
                        static_cast<double>(sh.q_len) * (sh.context - sh.q_len);
   const double tflops = 4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs / (ms * 1e-3) / 1e12;
-  PrintRow(Fmt("prefill attention seqs=%d len=%d heads=%d/%d d=%d", sh.num_seqs, sh.q_len, sh.n_heads, sh.n_kv_heads,
-               sh.head_dim),
+  PrintRow(Fmt("prefill attention seqs=%d len=%d heads=%d/%d d=%d", sh.num_seqs, sh.q_len,
+               sh.n_heads, sh.n_kv_heads, sh.head_dim),
            cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f TFLOP/s", tflops),
            Fmt("%s %.2f TFLOP/s", gemm_name.c_str(), gemm_tflops), tflops / gemm_tflops);
 }
@@ -288,7 +324,8 @@ double DenseGemmTflops(Context& ctx, std::string* name) {
   double ms;
   if (ctx.cublas->available()) {
     *name = "cuBLAS bf16 GEMM 4096^3";
-    ms = TimeMs(ctx.stream, [&] { ctx.cublas->GemmBf16(a.data(), a.data(), c.data(), n, n, n, ctx.stream); });
+    ms = TimeMs(ctx.stream,
+                [&] { ctx.cublas->GemmBf16(a.data(), a.data(), c.data(), n, n, n, ctx.stream); });
   } else {
     *name = "our bf16 GEMM 4096^3";
     GemmBf16Params p{.a = a.data(), .b = a.data(), .c = c.data(), .m = n, .n = n, .k = n};
@@ -309,13 +346,15 @@ int Main(bool quick) {
   ctx.s = Stream{.cuda_stream = ctx.stream};
   ctx.cublas = &cublas;
   ctx.copy_bw = MeasureCopyBandwidth(ctx.stream, size_t{1} << 30);
-  PrintRow("copy bandwidth (D2D cudaMemcpy, 1 GiB)", "ok", Fmt("%.0f GB/s", ctx.copy_bw / 1e9), "-", 1.0);
+  PrintRow("copy bandwidth (D2D cudaMemcpy, 1 GiB)", "ok", Fmt("%.0f GB/s", ctx.copy_bw / 1e9), "-",
+           1.0);
 
-  const std::vector<int> ms = quick ? std::vector<int>{1, 64, 512} : std::vector<int>{1, 16, 64, 512, 4096};
+  const std::vector<int> ms =
+      quick ? std::vector<int>{1, 64, 512} : std::vector<int>{1, 16, 64, 512, 4096};
   const std::vector<std::pair<int, int>> nks =
       quick ? std::vector<std::pair<int, int>>{{1536, 576}, {4096, 4096}}
-            : std::vector<std::pair<int, int>>{{576, 576}, {1536, 576}, {576, 1536}, {4096, 4096}, {14336, 4096},
-                                               {4096, 14336}};
+            : std::vector<std::pair<int, int>>{{576, 576},   {1536, 576},   {576, 1536},
+                                               {4096, 4096}, {14336, 4096}, {4096, 14336}};
   for (int m : ms) {
     for (auto [n, k] : nks) BenchGemm(ctx, m, n, k);
   }
@@ -329,7 +368,8 @@ int Main(bool quick) {
 
   std::string gemm_name;
   const double dense = DenseGemmTflops(ctx, &gemm_name);
-  BenchPrefillAttention(ctx, {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128}, dense, gemm_name);
+  BenchPrefillAttention(ctx, {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128}, dense,
+                        gemm_name);
   BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64}, dense, gemm_name);
 
   int major = 0;

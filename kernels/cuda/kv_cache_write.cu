@@ -13,9 +13,10 @@ namespace {
 constexpr int kThreads = 128;
 
 __global__ void __launch_bounds__(kThreads)
-    KvCacheWriteKernel(const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ k_cache,
-                       float* __restrict__ v_cache, const int64_t* __restrict__ slots, int width,
-                       int64_t num_slots, int64_t k_stride, int64_t v_stride) {
+    KvCacheWriteKernel(const float* __restrict__ k, const float* __restrict__ v,
+                       float* __restrict__ k_cache, float* __restrict__ v_cache,
+                       const int64_t* __restrict__ slots, int width, int64_t num_slots,
+                       int64_t k_stride, int64_t v_stride) {
   const int t = blockIdx.x;
   const int64_t slot = slots[t];
   if (slot < 0 || slot >= num_slots) return;
@@ -32,7 +33,8 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream) {
-  if (p.tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.num_blocks < 0) {
+  if (p.tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 ||
+      p.num_blocks < 0) {
     return absl::InvalidArgumentError("KvCacheWrite: bad shape");
   }
   if (p.tokens == 0) return absl::OkStatus();

@@ -60,10 +60,20 @@ TEST(CudaRopeValidation, RejectsOddHeadDimAndBadScaling) {
 TEST(CudaDecodeValidation, RejectsMissingWorkspace) {
   float dummy = 0.0f;
   int32_t idummy = 0;
-  PagedAttentionParams p{.q = &dummy, .k_cache = &dummy, .v_cache = &dummy, .out = &dummy,
-                         .block_tables = &idummy, .cu_q_lens = &idummy, .start_pos = &idummy, .num_seqs = 1,
-                         .max_blocks_per_seq = 64, .n_heads = 2, .n_kv_heads = 1, .head_dim = 64,
-                         .block_size = 16, .num_blocks = 64};
+  PagedAttentionParams p{.q = &dummy,
+                         .k_cache = &dummy,
+                         .v_cache = &dummy,
+                         .out = &dummy,
+                         .block_tables = &idummy,
+                         .cu_q_lens = &idummy,
+                         .start_pos = &idummy,
+                         .num_seqs = 1,
+                         .max_blocks_per_seq = 64,
+                         .n_heads = 2,
+                         .n_kv_heads = 1,
+                         .head_dim = 64,
+                         .block_size = 16,
+                         .num_blocks = 64};
   EXPECT_EQ(PagedAttentionDecode(p, 4 * kDecodePartitionTokens, nullptr, 0, Stream{}).code(),
             absl::StatusCode::kInvalidArgument);
 }

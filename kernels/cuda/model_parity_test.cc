@@ -59,23 +59,32 @@ DeviceLinear Upload(const Linear& l) {
   d.out_features = l.out_features;
   d.in_features = l.in_features;
   for (const LinearPart& p : l.parts) {
-    d.parts.push_back({ToDevice(std::vector<uint8_t>(p.weight.data, p.weight.data + p.weight.bytes)),
-                       p.weight.dtype, static_cast<int>(p.weight.rows()), ToDevice(p.bias), p.out_offset});
+    d.parts.push_back(
+        {ToDevice(std::vector<uint8_t>(p.weight.data, p.weight.data + p.weight.bytes)),
+         p.weight.dtype, static_cast<int>(p.weight.rows()), ToDevice(p.bias), p.out_offset});
   }
   return d;
 }
 
-absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride, const Stream& s) {
+absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
+                       const Stream& s) {
   for (const DeviceLinear::Part& p : l.parts) {
-    GemmParams g{.x = x, .w = p.weight.data(), .w_dtype = p.dtype, .bias = p.bias.size() ? p.bias.data() : nullptr,
-                 .y = y + p.out_offset, .m = m, .n = p.rows, .k = l.in_features, .y_stride = y_stride};
+    GemmParams g{.x = x,
+                 .w = p.weight.data(),
+                 .w_dtype = p.dtype,
+                 .bias = p.bias.size() ? p.bias.data() : nullptr,
+                 .y = y + p.out_offset,
+                 .m = m,
+                 .n = p.rows,
+                 .k = l.in_features,
+                 .y_stride = y_stride};
     if (absl::Status st = Gemm(g, s); !st.ok()) return st;
   }
   return absl::OkStatus();
 }
 
-#define RETURN_IF_ERROR(expr)                     \
-  do {                                            \
+#define RETURN_IF_ERROR(expr)                             \
+  do {                                                    \
     if (absl::Status st_ = (expr); !st_.ok()) return st_; \
   } while (false)
 
@@ -83,19 +92,22 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
 class CudaForward {
  public:
   CudaForward(const ModelConfig& c, const ShardWeights& w) : c_(c) {
-    embedding_ = ToDevice(std::vector<uint8_t>(w.embedding.data, w.embedding.data + w.embedding.bytes));
+    embedding_ =
+        ToDevice(std::vector<uint8_t>(w.embedding.data, w.embedding.data + w.embedding.bytes));
     embedding_dtype_ = w.embedding.dtype;
     lm_head_ = Upload(w.lm_head);
     output_norm_ = ToDevice(w.output_norm);
     const size_t cache = static_cast<size_t>(kNumBlocks) * kBlockSize * c.num_kv_heads * c.head_dim;
     for (const LayerWeights& lw : w.layers) {
-      layers_.push_back({ToDevice(lw.attn_norm), Upload(lw.qkv), Upload(lw.o), ToDevice(lw.ffn_norm),
-                         Upload(lw.gate_up), Upload(lw.down), DeviceZeros<float>(cache), DeviceZeros<float>(cache)});
+      layers_.push_back({ToDevice(lw.attn_norm), Upload(lw.qkv), Upload(lw.o),
+                         ToDevice(lw.ffn_norm), Upload(lw.gate_up), Upload(lw.down),
+                         DeviceZeros<float>(cache), DeviceZeros<float>(cache)});
     }
   }
 
   // Last-token logits of every sequence (batch order).
-  absl::StatusOr<std::vector<std::vector<float>>> Logits(const StepBatch& batch, bool decode_kernel) {
+  absl::StatusOr<std::vector<std::vector<float>>> Logits(const StepBatch& batch,
+                                                         bool decode_kernel) {
     const int H = c_.hidden_size, hd = c_.head_dim, nq = c_.num_heads, nkv = c_.num_kv_heads;
     const int qdim = nq * hd, kvdim = nkv * hd, nqkv = qdim + 2 * kvdim, F = c_.ffn_size;
     const int S = static_cast<int>(batch.seqs.size());
@@ -117,31 +129,56 @@ class CudaForward {
       max_blocks = std::max(max_blocks, static_cast<int>(s.block_table.size()));
     }
     std::vector<int32_t> tables(static_cast<size_t>(S) * max_blocks, 0);
-    for (int i = 0; i < S; ++i) std::copy(batch.seqs[i].block_table.begin(), batch.seqs[i].block_table.end(),
-                                          tables.begin() + static_cast<size_t>(i) * max_blocks);
+    for (int i = 0; i < S; ++i)
+      std::copy(batch.seqs[i].block_table.begin(), batch.seqs[i].block_table.end(),
+                tables.begin() + static_cast<size_t>(i) * max_blocks);
     const int T = static_cast<int>(tokens.size());
-    DeviceBuffer<int32_t> d_tokens = ToDevice(tokens), d_pos = ToDevice(positions), d_cu = ToDevice(cu),
-                          d_starts = ToDevice(starts), d_tables = ToDevice(tables);
+    DeviceBuffer<int32_t> d_tokens = ToDevice(tokens), d_pos = ToDevice(positions),
+                          d_cu = ToDevice(cu), d_starts = ToDevice(starts),
+                          d_tables = ToDevice(tables);
     DeviceBuffer<int64_t> d_slots = ToDevice(slots);
-    DeviceBuffer<float> x = DeviceZeros<float>(size_t{1} * T * H), h = DeviceZeros<float>(size_t{1} * T * H),
-                        qkv = DeviceZeros<float>(size_t{1} * T * nqkv), attn = DeviceZeros<float>(size_t{1} * T * qdim),
-                        proj = DeviceZeros<float>(size_t{1} * T * H), gu = DeviceZeros<float>(size_t{1} * T * 2 * F),
+    DeviceBuffer<float> x = DeviceZeros<float>(size_t{1} * T * H),
+                        h = DeviceZeros<float>(size_t{1} * T * H),
+                        qkv = DeviceZeros<float>(size_t{1} * T * nqkv),
+                        attn = DeviceZeros<float>(size_t{1} * T * qdim),
+                        proj = DeviceZeros<float>(size_t{1} * T * H),
+                        gu = DeviceZeros<float>(size_t{1} * T * 2 * F),
                         act = DeviceZeros<float>(size_t{1} * T * F);
     const int64_t ws_floats = DecodeAttentionWorkspaceFloats(S, nq, hd, max_context);
-    DeviceBuffer<float> ws = DeviceZeros<float>(static_cast<size_t>(std::max<int64_t>(ws_floats, 1)));
+    DeviceBuffer<float> ws =
+        DeviceZeros<float>(static_cast<size_t>(std::max<int64_t>(ws_floats, 1)));
     const Stream s{};
 
-    RETURN_IF_ERROR(Embedding({.table = embedding_.data(), .dtype = embedding_dtype_, .tokens = d_tokens.data(),
-                               .out = x.data(), .num_tokens = T, .dim = H, .rows = c_.vocab_size}, s));
+    RETURN_IF_ERROR(Embedding({.table = embedding_.data(),
+                               .dtype = embedding_dtype_,
+                               .tokens = d_tokens.data(),
+                               .out = x.data(),
+                               .num_tokens = T,
+                               .dim = H,
+                               .rows = c_.vocab_size},
+                              s));
     for (Layer& l : layers_) {
-      RETURN_IF_ERROR(RmsNorm({.x = x.data(), .weight = l.attn_norm.data(), .y = h.data(), .rows = T, .dim = H,
-                               .eps = c_.rms_norm_eps}, s));
+      RETURN_IF_ERROR(RmsNorm({.x = x.data(),
+                               .weight = l.attn_norm.data(),
+                               .y = h.data(),
+                               .rows = T,
+                               .dim = H,
+                               .eps = c_.rms_norm_eps},
+                              s));
       RETURN_IF_ERROR(RunLinear(l.qkv, h.data(), T, qkv.data(), nqkv, s));
       float* q = qkv.data();
       float* k = q + qdim;
       float* v = k + kvdim;
-      RopeParams rp{.q = q, .k = k, .positions = d_pos.data(), .tokens = T, .n_heads = nq, .n_kv_heads = nkv,
-                    .head_dim = hd, .q_stride = nqkv, .k_stride = nqkv, .theta = c_.rope_theta,
+      RopeParams rp{.q = q,
+                    .k = k,
+                    .positions = d_pos.data(),
+                    .tokens = T,
+                    .n_heads = nq,
+                    .n_kv_heads = nkv,
+                    .head_dim = hd,
+                    .q_stride = nqkv,
+                    .k_stride = nqkv,
+                    .theta = c_.rope_theta,
                     .neox = c_.rope_neox};
       rp.scaling = c_.rope_scaling.type == RopeScaling::Type::kLinear   ? RopeScalingType::kLinear
                    : c_.rope_scaling.type == RopeScaling::Type::kLlama3 ? RopeScalingType::kLlama3
@@ -151,35 +188,71 @@ class CudaForward {
       rp.high_freq_factor = c_.rope_scaling.high_freq_factor;
       rp.original_max_position = c_.rope_scaling.original_max_position;
       RETURN_IF_ERROR(Rope(rp, s));
-      RETURN_IF_ERROR(KvCacheWrite({.k = k, .v = v, .k_cache = l.k_cache.data(), .v_cache = l.v_cache.data(),
-                                    .slot_mapping = d_slots.data(), .tokens = T, .n_kv_heads = nkv,
-                                    .head_dim = hd, .block_size = kBlockSize, .num_blocks = kNumBlocks,
-                                    .k_stride = nqkv, .v_stride = nqkv}, s));
-      PagedAttentionParams ap{.q = q, .k_cache = l.k_cache.data(), .v_cache = l.v_cache.data(),
-                              .out = attn.data(), .block_tables = d_tables.data(), .cu_q_lens = d_cu.data(),
-                              .start_pos = d_starts.data(), .num_seqs = S, .max_blocks_per_seq = max_blocks,
-                              .n_heads = nq, .n_kv_heads = nkv, .head_dim = hd, .block_size = kBlockSize,
-                              .num_blocks = kNumBlocks, .q_stride = nqkv,
+      RETURN_IF_ERROR(KvCacheWrite({.k = k,
+                                    .v = v,
+                                    .k_cache = l.k_cache.data(),
+                                    .v_cache = l.v_cache.data(),
+                                    .slot_mapping = d_slots.data(),
+                                    .tokens = T,
+                                    .n_kv_heads = nkv,
+                                    .head_dim = hd,
+                                    .block_size = kBlockSize,
+                                    .num_blocks = kNumBlocks,
+                                    .k_stride = nqkv,
+                                    .v_stride = nqkv},
+                                   s));
+      PagedAttentionParams ap{.q = q,
+                              .k_cache = l.k_cache.data(),
+                              .v_cache = l.v_cache.data(),
+                              .out = attn.data(),
+                              .block_tables = d_tables.data(),
+                              .cu_q_lens = d_cu.data(),
+                              .start_pos = d_starts.data(),
+                              .num_seqs = S,
+                              .max_blocks_per_seq = max_blocks,
+                              .n_heads = nq,
+                              .n_kv_heads = nkv,
+                              .head_dim = hd,
+                              .block_size = kBlockSize,
+                              .num_blocks = kNumBlocks,
+                              .q_stride = nqkv,
                               .scale = 1.0f / std::sqrt(static_cast<float>(hd))};
       RETURN_IF_ERROR(decode_kernel ? PagedAttentionDecode(ap, max_context, ws.data(), ws_floats, s)
                                     : PagedAttention(ap, s));
       RETURN_IF_ERROR(RunLinear(l.o, attn.data(), T, proj.data(), H, s));
-      RETURN_IF_ERROR(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = int64_t{T} * H}, s));
-      RETURN_IF_ERROR(RmsNorm({.x = x.data(), .weight = l.ffn_norm.data(), .y = h.data(), .rows = T, .dim = H,
-                               .eps = c_.rms_norm_eps}, s));
+      RETURN_IF_ERROR(
+          Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = int64_t{T} * H}, s));
+      RETURN_IF_ERROR(RmsNorm({.x = x.data(),
+                               .weight = l.ffn_norm.data(),
+                               .y = h.data(),
+                               .rows = T,
+                               .dim = H,
+                               .eps = c_.rms_norm_eps},
+                              s));
       RETURN_IF_ERROR(RunLinear(l.gate_up, h.data(), T, gu.data(), 2 * F, s));
-      RETURN_IF_ERROR(Swiglu({.gate = gu.data(), .up = gu.data() + F, .out = act.data(), .rows = T, .dim = F,
-                              .gate_stride = 2 * F, .up_stride = 2 * F}, s));
+      RETURN_IF_ERROR(Swiglu({.gate = gu.data(),
+                              .up = gu.data() + F,
+                              .out = act.data(),
+                              .rows = T,
+                              .dim = F,
+                              .gate_stride = 2 * F,
+                              .up_stride = 2 * F},
+                             s));
       RETURN_IF_ERROR(RunLinear(l.down, act.data(), T, proj.data(), H, s));
-      RETURN_IF_ERROR(Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = int64_t{T} * H}, s));
+      RETURN_IF_ERROR(
+          Add({.a = x.data(), .b = proj.data(), .y = x.data(), .n = int64_t{T} * H}, s));
     }
     // LM head on each sequence's last row: x rows gathered with a strided RMSNorm input.
     DeviceBuffer<float> head_in = DeviceZeros<float>(size_t{1} * S * H);
     DeviceBuffer<float> logits = DeviceZeros<float>(size_t{1} * S * c_.vocab_size);
     for (int i = 0; i < S; ++i) {
-      RETURN_IF_ERROR(RmsNorm({.x = x.data() + size_t{1} * last_rows[i] * H, .weight = output_norm_.data(),
-                               .y = head_in.data() + size_t{1} * i * H, .rows = 1, .dim = H,
-                               .eps = c_.rms_norm_eps}, s));
+      RETURN_IF_ERROR(RmsNorm({.x = x.data() + size_t{1} * last_rows[i] * H,
+                               .weight = output_norm_.data(),
+                               .y = head_in.data() + size_t{1} * i * H,
+                               .rows = 1,
+                               .dim = H,
+                               .eps = c_.rms_norm_eps},
+                              s));
     }
     RETURN_IF_ERROR(RunLinear(lm_head_, head_in.data(), S, logits.data(), c_.vocab_size, s));
     const std::vector<float> all = ToHostVector(logits);
@@ -216,7 +289,8 @@ double RelMaxDiff(const std::vector<float>& got, const std::vector<float>& want)
   return diff / std::max(scale, 1e-30);
 }
 
-SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start, std::vector<int32_t> blocks) {
+SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
+                  std::vector<int32_t> blocks) {
   SequenceInput s;
   s.seq_id = id;
   s.tokens = std::move(tokens);
@@ -240,7 +314,8 @@ TEST(CudaModelParity, LogitsMatchCpuEngine) {
     if (!model.ok()) GTEST_SKIP() << "skipped: model not available: " << model.status();
     const ModelConfig& c = (*model)->config();
     TcpKvStoreClient unused("127.0.0.1", 1);
-    absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+    absl::StatusOr<std::unique_ptr<Communicator>> comm =
+        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
     ASSERT_TRUE(comm.ok()) << comm.status();
     EngineOptions opts;
     opts.f32_weights = true;
@@ -261,9 +336,9 @@ TEST(CudaModelParity, LogitsMatchCpuEngine) {
       for (int32_t& v : t) v = rng.Int(0, c.vocab_size - 1);
       return t;
     };
-    const std::vector<int32_t> blocks_a = {0, 1, 2, 3}, blocks_b = {4, 5}, blocks_c = {6, 7, 8, 9, 10, 11, 12, 13,
-                                                                                        14, 15, 16, 17, 18, 19, 20,
-                                                                                        21, 22, 23, 24, 25};
+    const std::vector<int32_t> blocks_a = {0, 1, 2, 3}, blocks_b = {4, 5},
+                               blocks_c = {6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                           16, 17, 18, 19, 20, 21, 22, 23, 24, 25};
     struct Case {
       const char* name;
       StepBatch batch;
@@ -271,12 +346,20 @@ TEST(CudaModelParity, LogitsMatchCpuEngine) {
       double tol;
     };
     std::vector<Case> cases;
-    cases.push_back({"prefill 40 + 17 tokens", {{Seq(1, random_tokens(40), 0, blocks_a),
-                                                 Seq(2, random_tokens(17), 0, blocks_b)}}, false, 1e-3});
-    cases.push_back({"decode step", {{Seq(1, random_tokens(1), 40, blocks_a), Seq(2, random_tokens(1), 17, blocks_b)}},
-                     true, 1e-3});
-    cases.push_back({"prefill 300 tokens", {{Seq(3, random_tokens(300), 0, blocks_c)}}, false, 3e-2});
-    cases.push_back({"decode at context 301", {{Seq(3, random_tokens(1), 300, blocks_c)}}, true, 3e-2});
+    cases.push_back(
+        {"prefill 40 + 17 tokens",
+         {{Seq(1, random_tokens(40), 0, blocks_a), Seq(2, random_tokens(17), 0, blocks_b)}},
+         false,
+         1e-3});
+    cases.push_back(
+        {"decode step",
+         {{Seq(1, random_tokens(1), 40, blocks_a), Seq(2, random_tokens(1), 17, blocks_b)}},
+         true,
+         1e-3});
+    cases.push_back(
+        {"prefill 300 tokens", {{Seq(3, random_tokens(300), 0, blocks_c)}}, false, 3e-2});
+    cases.push_back(
+        {"decode at context 301", {{Seq(3, random_tokens(1), 300, blocks_c)}}, true, 3e-2});
     for (const Case& k : cases) {
       SCOPED_TRACE(k.name);
       absl::StatusOr<std::vector<std::vector<float>>> want = (*engine)->ForwardLogits(k.batch);
@@ -284,7 +367,8 @@ TEST(CudaModelParity, LogitsMatchCpuEngine) {
       absl::StatusOr<std::vector<std::vector<float>>> got = gpu.Logits(k.batch, k.decode_kernel);
       ASSERT_TRUE(got.ok()) << got.status();
       ASSERT_EQ(got->size(), want->size());
-      for (size_t i = 0; i < want->size(); ++i) EXPECT_LT(RelMaxDiff((*got)[i], (*want)[i]), k.tol) << "seq " << i;
+      for (size_t i = 0; i < want->size(); ++i)
+        EXPECT_LT(RelMaxDiff((*got)[i], (*want)[i]), k.tol) << "seq " << i;
     }
   }
 }

@@ -46,18 +46,18 @@ struct AttentionArgs {
 // head_dim), key validity.
 size_t SharedBytes(int head_dim) {
   return sizeof(float) * (static_cast<size_t>(kQueryTile) * head_dim +
-                          static_cast<size_t>(kKeyTile) * (head_dim + 1) + static_cast<size_t>(kKeyTile) * head_dim +
-                          kKeyTile);
+                          static_cast<size_t>(kKeyTile) * (head_dim + 1) +
+                          static_cast<size_t>(kKeyTile) * head_dim + kKeyTile);
 }
 
 template <int kDimsPerLane>
 __global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(AttentionArgs a) {
   extern __shared__ float smem[];
   const int hd = a.kv.head_dim;
-  float* sq = smem;                          // [kQueryTile][hd]
-  float* sk = sq + kQueryTile * hd;          // [kKeyTile][hd + 1]
-  float* sv = sk + kKeyTile * (hd + 1);      // [kKeyTile][hd]
-  float* svalid = sv + kKeyTile * hd;        // [kKeyTile] 1 = readable
+  float* sq = smem;                      // [kQueryTile][hd]
+  float* sk = sq + kQueryTile * hd;      // [kKeyTile][hd + 1]
+  float* sv = sk + kKeyTile * (hd + 1);  // [kKeyTile][hd]
+  float* svalid = sv + kKeyTile * hd;    // [kKeyTile] 1 = readable
 
   const int head = blockIdx.x;  // fastest: GQA heads sharing K/V run side by side
   const int seq = blockIdx.y;
@@ -76,8 +76,11 @@ __global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(Attenti
     for (int i = threadIdx.x; i < kQueryTile * hd; i += kWarps * 32) {
       const int r = i / hd;
       const int d = i % hd;
-      sq[i] = r < tile_rows ? a.q[(q_begin + tile_q0 + r) * a.q_stride + static_cast<int64_t>(head) * hd + d] * a.scale
-                            : 0.0f;
+      sq[i] =
+          r < tile_rows
+              ? a.q[(q_begin + tile_q0 + r) * a.q_stride + static_cast<int64_t>(head) * hd + d] *
+                    a.scale
+              : 0.0f;
     }
     float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kDimsPerLane];
 #pragma unroll
@@ -176,7 +179,8 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   a.q_stride = p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride;
   a.scale = p.scale;
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
-  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane, { return LaunchFlash<kDimsPerLane>(a, p.num_seqs, s); });
+  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
+                      { return LaunchFlash<kDimsPerLane>(a, p.num_seqs, s); });
 }
 
 }  // namespace tpserve::kernels::cuda

@@ -40,7 +40,8 @@ struct DecodeArgs {
   float* partial;  // [seq][head][part][head_dim + 2]: max, sum, P.V
 };
 
-__host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, int n_heads, int num_parts, int hd) {
+__host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, int n_heads,
+                                                 int num_parts, int hd) {
   return ((static_cast<int64_t>(seq) * n_heads + head) * num_parts + part) * (hd + 2);
 }
 
@@ -62,8 +63,9 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
   const int key0 = part * kPart;
   const int keys = min(kPart, ctx - key0);  // <= 0 for partitions past this sequence's context
   float* out_row = a.out + (static_cast<int64_t>(a.cu_q_lens[seq]) * a.n_heads + head) * hd;
-  float* partial = a.partial == nullptr ? nullptr
-                                        : a.partial + PartialOffset(seq, head, part, a.n_heads, a.num_parts, hd);
+  float* partial = a.partial == nullptr
+                       ? nullptr
+                       : a.partial + PartialOffset(seq, head, part, a.n_heads, a.num_parts, hd);
   if (keys <= 0) {
     if (partial != nullptr && threadIdx.x == 0) {
       partial[0] = -INFINITY;
@@ -171,7 +173,8 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs a) {
 
 template <int kDimsPerLane>
 absl::Status LaunchDecode(const DecodeArgs& a, int num_seqs, cudaStream_t s) {
-  DecodePartitionKernel<kDimsPerLane><<<dim3(a.n_heads, num_seqs, a.num_parts), kThreads, 0, s>>>(a);
+  DecodePartitionKernel<kDimsPerLane>
+      <<<dim3(a.n_heads, num_seqs, a.num_parts), kThreads, 0, s>>>(a);
   if (absl::Status st = LaunchStatus("DecodePartitionKernel"); !st.ok()) return st;
   if (a.partial == nullptr) return absl::OkStatus();
   DecodeMergeKernel<<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);
@@ -182,20 +185,24 @@ int NumParts(int max_context_len) { return (max_context_len + kPart - 1) / kPart
 
 }  // namespace
 
-int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim, int max_context_len) {
+int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
+                                       int max_context_len) {
   const int parts = NumParts(max_context_len);
   if (parts <= 1) return 0;
   return static_cast<int64_t>(num_seqs) * n_heads * parts * (head_dim + 2);
 }
 
-absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len, float* workspace,
-                                  int64_t workspace_floats, const Stream& stream) {
+absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
+                                  float* workspace, int64_t workspace_floats,
+                                  const Stream& stream) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
   if (p.num_seqs == 0) return absl::OkStatus();
-  if (max_context_len <= 0) return absl::InvalidArgumentError("PagedAttentionDecode: max_context_len <= 0");
+  if (max_context_len <= 0)
+    return absl::InvalidArgumentError("PagedAttentionDecode: max_context_len <= 0");
   const int parts = NumParts(max_context_len);
   if (parts > 65535) return absl::InvalidArgumentError("PagedAttentionDecode: context too long");
-  const int64_t need = DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, max_context_len);
+  const int64_t need =
+      DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, max_context_len);
   if (need > 0 && (workspace == nullptr || workspace_floats < need)) {
     return absl::InvalidArgumentError("PagedAttentionDecode: workspace too small");
   }
@@ -213,7 +220,8 @@ absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context
   a.scale = p.scale;
   a.partial = need > 0 ? workspace : nullptr;
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
-  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane, { return LaunchDecode<kDimsPerLane>(a, p.num_seqs, s); });
+  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
+                      { return LaunchDecode<kDimsPerLane>(a, p.num_seqs, s); });
 }
 
 }  // namespace tpserve::kernels::cuda

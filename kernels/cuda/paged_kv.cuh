@@ -35,18 +35,21 @@ struct PagedKv {
 };
 
 inline PagedKv MakePagedKv(const PagedAttentionParams& p) {
-  return PagedKv{p.k_cache, p.v_cache, p.block_size, p.num_blocks, p.n_kv_heads, p.head_dim, p.max_blocks_per_seq};
+  return PagedKv{p.k_cache,    p.v_cache,  p.block_size,        p.num_blocks,
+                 p.n_kv_heads, p.head_dim, p.max_blocks_per_seq};
 }
 
 // Host-side shape checks shared by both attention launchers.
 inline const char* CheckAttentionShape(const PagedAttentionParams& p) {
-  if (p.num_seqs < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 ||
-      p.max_blocks_per_seq < 0 || p.num_blocks < 0) {
+  if (p.num_seqs < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 ||
+      p.block_size <= 0 || p.max_blocks_per_seq < 0 || p.num_blocks < 0) {
     return "PagedAttention: bad shape";
   }
-  if (p.n_heads % p.n_kv_heads != 0) return "PagedAttention: n_heads must be a multiple of n_kv_heads";
-  if (p.num_seqs > 0 && (p.q == nullptr || p.k_cache == nullptr || p.v_cache == nullptr || p.out == nullptr ||
-                         p.block_tables == nullptr || p.cu_q_lens == nullptr || p.start_pos == nullptr)) {
+  if (p.n_heads % p.n_kv_heads != 0)
+    return "PagedAttention: n_heads must be a multiple of n_kv_heads";
+  if (p.num_seqs > 0 &&
+      (p.q == nullptr || p.k_cache == nullptr || p.v_cache == nullptr || p.out == nullptr ||
+       p.block_tables == nullptr || p.cu_q_lens == nullptr || p.start_pos == nullptr)) {
     return "PagedAttention: null pointer";
   }
   if (p.num_seqs > 65535) return "PagedAttention: more than 65535 sequences in one launch";

@@ -80,8 +80,8 @@ __device__ __forceinline__ void LoadBlock32(const void* row, int64_t b, float v[
 }
 
 // Address of row `r` of a (rows, cols) matrix in `type`.
-__host__ __device__ __forceinline__ const void* RowPointer(const void* base, DType type, int64_t cols,
-                                                           int64_t r) {
+__host__ __device__ __forceinline__ const void* RowPointer(const void* base, DType type,
+                                                           int64_t cols, int64_t r) {
   return static_cast<const char*>(base) + r * RowBytes(type, cols);
 }
 

@@ -49,9 +49,9 @@ __global__ void __launch_bounds__(kThreads) RopeKernel(RopeArgs a) {
   const int pair = static_cast<int>(idx % half);
   const int head = static_cast<int>((idx / half) % heads);
   const int t = static_cast<int>(idx / (static_cast<int64_t>(half) * heads));
-  float* base = head < a.n_heads ? a.q + t * a.q_stride + static_cast<int64_t>(head) * a.head_dim
-                                 : a.k + t * a.k_stride +
-                                       static_cast<int64_t>(head - a.n_heads) * a.head_dim;
+  float* base = head < a.n_heads
+                    ? a.q + t * a.q_stride + static_cast<int64_t>(head) * a.head_dim
+                    : a.k + t * a.k_stride + static_cast<int64_t>(head - a.n_heads) * a.head_dim;
   const int i0 = a.neox ? pair : 2 * pair;
   const int i1 = a.neox ? pair + half : 2 * pair + 1;
   double s, c;
@@ -73,11 +73,13 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
     return absl::InvalidArgumentError("Rope: scaling factor must be > 0");
   }
   if (p.scaling == RopeScalingType::kLlama3 &&
-      !(p.low_freq_factor > 0.0f && p.low_freq_factor < p.high_freq_factor && p.original_max_position > 0)) {
+      !(p.low_freq_factor > 0.0f && p.low_freq_factor < p.high_freq_factor &&
+        p.original_max_position > 0)) {
     return absl::InvalidArgumentError("Rope: llama3 scaling needs 0 < low < high freq factors");
   }
   if (p.tokens == 0) return absl::OkStatus();
-  if (p.q == nullptr || p.positions == nullptr) return absl::InvalidArgumentError("Rope: null q or positions");
+  if (p.q == nullptr || p.positions == nullptr)
+    return absl::InvalidArgumentError("Rope: null q or positions");
   RopeArgs a{};
   a.q = p.q;
   a.k = p.k;
@@ -99,7 +101,8 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
   const int64_t total = static_cast<int64_t>(p.tokens) * heads * (p.head_dim / 2);
   const int64_t blocks = (total + kThreads - 1) / kThreads;
   if (blocks > 2147483647) return absl::InvalidArgumentError("Rope: too many elements");
-  RopeKernel<<<static_cast<unsigned>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(a);
+  RopeKernel<<<static_cast<unsigned>(blocks), kThreads, 0,
+               static_cast<cudaStream_t>(stream.cuda_stream)>>>(a);
   return LaunchStatus("RopeKernel");
 }
 

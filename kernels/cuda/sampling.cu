@@ -99,7 +99,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
     }
     const int n = p.history_output_counts[j];
     if (n > 0 && (rp.frequency_penalty != 0.0f || rp.presence_penalty != 0.0f)) {
-      v = __fsub_rn(v, __fadd_rn(__fmul_rn(rp.frequency_penalty, static_cast<float>(n)), rp.presence_penalty));
+      v = __fsub_rn(v, __fadd_rn(__fmul_rn(rp.frequency_penalty, static_cast<float>(n)),
+                                 rp.presence_penalty));
     }
     x[t] = v;
   }
@@ -123,13 +124,14 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   const float floor = rp.min_p > 0.0f ? max_logit + logf(rp.min_p) : max_logit - 30.0f;
   uint64_t lo = static_cast<uint64_t>(OrderedBits(floor)) << 32;
   if (rp.top_k > 0 && rp.top_k < vocab) {
-    const uint64_t kth = SearchKey<false>(x, vocab, 0, static_cast<double>(rp.top_k), [](int) { return 1.0; },
-                                          dscratch);
+    const uint64_t kth = SearchKey<false>(
+        x, vocab, 0, static_cast<double>(rp.top_k), [](int) { return 1.0; }, dscratch);
     lo = max(lo, kth);
   }
   double total = 0.0;
   for (int t = threadIdx.x; t < vocab; t += kThreads) {
-    const double prob = Key(x[t], t) >= lo ? exp(static_cast<double>(x[t]) - static_cast<double>(max_logit)) : 0.0;
+    const double prob =
+        Key(x[t], t) >= lo ? exp(static_cast<double>(x[t]) - static_cast<double>(max_logit)) : 0.0;
     w[t] = prob;
     total += prob;
   }
@@ -140,7 +142,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   uint64_t kept_lo = lo;
   double kept_total = total;
   if (rp.top_p < 1.0f) {
-    kept_lo = SearchKey<false>(x, vocab, lo, static_cast<double>(rp.top_p) * total, weight, dscratch);
+    kept_lo =
+        SearchKey<false>(x, vocab, lo, static_cast<double>(rp.top_p) * total, weight, dscratch);
     double s = 0.0;
     for (int t = threadIdx.x; t < vocab; t += kThreads) {
       if (Key(x[t], t) >= kept_lo) s += w[t];
@@ -167,7 +170,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
 absl::Status Sample(const SampleParams& p, const Stream& stream) {
   if (p.rows < 0 || p.vocab <= 0) return absl::InvalidArgumentError("Sample: bad shape");
   if (p.rows == 0) return absl::OkStatus();
-  if (p.logits == nullptr || p.row_params == nullptr || p.workspace == nullptr || p.ids == nullptr) {
+  if (p.logits == nullptr || p.row_params == nullptr || p.workspace == nullptr ||
+      p.ids == nullptr) {
     return absl::InvalidArgumentError("Sample: null pointer");
   }
   const int64_t stride = p.stride == 0 ? p.vocab : p.stride;

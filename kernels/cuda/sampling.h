@@ -33,22 +33,22 @@ struct SampleRow {
   float repetition_penalty = 1.0f;  // > 0
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
-  int32_t history_begin = 0;        // this row's entries in SampleParams::history_*
+  int32_t history_begin = 0;  // this row's entries in SampleParams::history_*
   int32_t history_end = 0;
-  double uniform = 0.0;             // the row's [0, 1) draw, SampleUniform(seed, position)
+  double uniform = 0.0;  // the row's [0, 1) draw, SampleUniform(seed, position)
 };
 
 struct SampleParams {
-  float* logits = nullptr;                  // (rows, vocab); overwritten with the penalised,
-                                            // temperature-scaled logits
-  int64_t stride = 0;                       // floats between rows; 0 = vocab
-  const SampleRow* row_params = nullptr;    // (rows), device memory
+  float* logits = nullptr;                // (rows, vocab); overwritten with the penalised,
+                                          // temperature-scaled logits
+  int64_t stride = 0;                     // floats between rows; 0 = vocab
+  const SampleRow* row_params = nullptr;  // (rows), device memory
   // Each row's DISTINCT previously seen tokens (prompt or output) and how often
   // each occurs in the output (0 = prompt only), at [history_begin, history_end).
   const int32_t* history_tokens = nullptr;
   const int32_t* history_output_counts = nullptr;
-  double* workspace = nullptr;              // (rows, vocab) doubles
-  int32_t* ids = nullptr;                   // (rows) sampled token ids
+  double* workspace = nullptr;  // (rows, vocab) doubles
+  int32_t* ids = nullptr;       // (rows) sampled token ids
   int rows = 0;
   int vocab = 0;
 };

@@ -78,9 +78,14 @@ TEST(CudaSampleParity, MatchesCpuSampler) {
     DeviceBuffer<int32_t> dtok = ToDevice(hist_tokens), dcnt = ToDevice(hist_counts);
     DeviceBuffer<double> ws = DeviceZeros<double>(static_cast<size_t>(rows) * vocab);
     DeviceBuffer<int32_t> ids = DeviceZeros<int32_t>(rows);
-    SampleParams p{.logits = dl.data(), .row_params = drows.data(), .history_tokens = dtok.data(),
-                   .history_output_counts = dcnt.data(), .workspace = ws.data(), .ids = ids.data(),
-                   .rows = rows, .vocab = vocab};
+    SampleParams p{.logits = dl.data(),
+                   .row_params = drows.data(),
+                   .history_tokens = dtok.data(),
+                   .history_output_counts = dcnt.data(),
+                   .workspace = ws.data(),
+                   .ids = ids.data(),
+                   .rows = rows,
+                   .vocab = vocab};
     ASSERT_TRUE(Sample(p, Stream{}).ok());
     EXPECT_EQ(ToHostVector(ids), want) << "vocab=" << vocab;
   }

@@ -12,8 +12,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads)
-    SwigluKernel(const float* gate, const float* up, float* out, int rows, int dim, int64_t gate_stride,
-                 int64_t up_stride) {
+    SwigluKernel(const float* gate, const float* up, float* out, int rows, int dim,
+                 int64_t gate_stride, int64_t up_stride) {
   const int64_t total = static_cast<int64_t>(rows) * dim;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {

@@ -43,10 +43,14 @@ inline constexpr int kStageElems = (kBM + kBN) * kLds;
 inline constexpr size_t kTcSharedBytes = sizeof(uint16_t) * kStageElems * kStages;
 
 static_assert(kBK == 32, "converting loaders map one 32-value quant block to one tile row");
-static_assert(kWarpM % 16 == 0 && kWarpN % 16 == 0, "warp tile is whole mma tiles (B loads 16 columns at a time)");
-static_assert((kLds * sizeof(uint16_t)) % 16 == 0, "padded rows keep 16-byte alignment for cp.async/ldmatrix");
-static_assert(((kLds * sizeof(uint16_t)) / 16) % 2 == 1, "odd 16-byte row stride makes ldmatrix conflict-free");
-static_assert(kBM == kBN && kBM * 2 == kTcThreads, "converting loaders give each thread half a row of one tile");
+static_assert(kWarpM % 16 == 0 && kWarpN % 16 == 0,
+              "warp tile is whole mma tiles (B loads 16 columns at a time)");
+static_assert((kLds * sizeof(uint16_t)) % 16 == 0,
+              "padded rows keep 16-byte alignment for cp.async/ldmatrix");
+static_assert(((kLds * sizeof(uint16_t)) / 16) % 2 == 1,
+              "odd 16-byte row stride makes ldmatrix conflict-free");
+static_assert(kBM == kBN && kBM * 2 == kTcThreads,
+              "converting loaders give each thread half a row of one tile");
 static_assert(kStages >= 2, "pipeline needs at least double buffering");
 
 // Operand description: rows of `cols` values; row r at base + r * row_stride
@@ -58,8 +62,8 @@ struct TcOperand {
 };
 
 struct TcArgs {
-  TcOperand a;  // (m, k)
-  TcOperand b;  // (n, k)
+  TcOperand a;        // (m, k)
+  TcOperand b;        // (n, k)
   const float* bias;  // (n) or null
   float* c;           // (m, n), row stride c_stride
   int m, n, k;
@@ -125,12 +129,13 @@ struct ConvertLoader {
     if (!valid) return;
     if constexpr (kQuant) {
       constexpr int kHalfWords = static_cast<int>(BlockBytes(kType) / 2);
-      const uint16_t* p =
-          static_cast<const uint16_t*>(RowPointer(op.base, kType, k, row)) + static_cast<int64_t>(k0 / 32) * kHalfWords;
+      const uint16_t* p = static_cast<const uint16_t*>(RowPointer(op.base, kType, k, row)) +
+                          static_cast<int64_t>(k0 / 32) * kHalfWords;
       d = __ldg(p);
       if constexpr (kType == DType::kQ4_1) m = __ldg(p + 1);
       // Q8_0: bytes half*16 .. +15 of qs; Q4_x: all 16 qs bytes (the half picks the nibble).
-      const uint16_t* q = kType == DType::kQ8_0 ? p + 1 + half * 8 : p + (kType == DType::kQ4_1 ? 2 : 1);
+      const uint16_t* q =
+          kType == DType::kQ8_0 ? p + 1 + half * 8 : p + (kType == DType::kQ4_1 ? 2 : 1);
 #pragma unroll
       for (int i = 0; i < 8; ++i) raw[i] = __ldg(q + i);
     } else {
@@ -285,7 +290,8 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreGemmKernel(TcArgs args) 
         const int row = m0 + warp_m * kWarpM + i * 16 + lane / 4 + (e / 2) * 8;
         const int col = n0 + warp_n * kWarpN + j * 8 + (lane % 4) * 2 + (e % 2);
         if (row < args.m && col < args.n) {
-          args.c[row * args.c_stride + col] = acc[i][j][e] + (args.bias != nullptr ? args.bias[col] : 0.0f);
+          args.c[row * args.c_stride + col] =
+              acc[i][j][e] + (args.bias != nullptr ? args.bias[col] : 0.0f);
         }
       }
     }

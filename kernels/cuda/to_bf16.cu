@@ -19,7 +19,8 @@ __device__ __forceinline__ uint16_t ToBf16Bits(float f) {
 
 template <DType kType>
 __global__ void __launch_bounds__(kThreads)
-    ToBf16Kernel(const char* __restrict__ src, uint16_t* __restrict__ dst, int cols, int64_t src_row_bytes) {
+    ToBf16Kernel(const char* __restrict__ src, uint16_t* __restrict__ dst, int cols,
+                 int64_t src_row_bytes) {
   const void* row = src + blockIdx.x * src_row_bytes;
   uint16_t* d = dst + static_cast<int64_t>(blockIdx.x) * cols;
   if constexpr (IsQuantized(kType)) {
@@ -30,13 +31,15 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < 32; ++i) d[b * 32 + i] = ToBf16Bits(v[i]);
     }
   } else {
-    for (int i = threadIdx.x; i < cols; i += kThreads) d[i] = ToBf16Bits(LoadElement<kType>(row, i));
+    for (int i = threadIdx.x; i < cols; i += kThreads)
+      d[i] = ToBf16Bits(LoadElement<kType>(row, i));
   }
 }
 
 template <DType kType>
 absl::Status LaunchToBf16(const ToBf16Params& p, int64_t row_bytes, cudaStream_t s) {
-  ToBf16Kernel<kType><<<p.rows, kThreads, 0, s>>>(static_cast<const char*>(p.src), p.dst, p.cols, row_bytes);
+  ToBf16Kernel<kType>
+      <<<p.rows, kThreads, 0, s>>>(static_cast<const char*>(p.src), p.dst, p.cols, row_bytes);
   return LaunchStatus("ToBf16Kernel");
 }
 
@@ -45,11 +48,14 @@ absl::Status LaunchToBf16(const ToBf16Params& p, int64_t row_bytes, cudaStream_t
 absl::Status ToBf16(const ToBf16Params& p, const Stream& stream) {
   if (p.rows < 0 || p.cols < 0) return absl::InvalidArgumentError("ToBf16: negative shape");
   const int64_t dense = RowBytes(p.dtype, p.cols);
-  if (dense < 0) return absl::InvalidArgumentError("ToBf16: cols must be a multiple of 32 for a quantized type");
+  if (dense < 0)
+    return absl::InvalidArgumentError("ToBf16: cols must be a multiple of 32 for a quantized type");
   if (p.rows == 0 || p.cols == 0) return absl::OkStatus();
-  if (p.src == nullptr || p.dst == nullptr) return absl::InvalidArgumentError("ToBf16: null pointer");
+  if (p.src == nullptr || p.dst == nullptr)
+    return absl::InvalidArgumentError("ToBf16: null pointer");
   const int64_t row_bytes = p.src_row_bytes == 0 ? dense : p.src_row_bytes;
-  if (row_bytes < dense) return absl::InvalidArgumentError("ToBf16: src_row_bytes below the row size");
+  if (row_bytes < dense)
+    return absl::InvalidArgumentError("ToBf16: src_row_bytes below the row size");
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_WEIGHT_DTYPE_SWITCH(p.dtype, kType, { return LaunchToBf16<kType>(p, row_bytes, s); });
 }

@@ -51,7 +51,7 @@ struct TokenLogprob {
 struct SampledToken {
   uint64_t seq_id = 0;
   int32_t token = 0;
-  float logprob = 0.0f;                   // set when sampling.logprobs
+  float logprob = 0.0f;                    // set when sampling.logprobs
   std::vector<TokenLogprob> top_logprobs;  // sampling.top_logprobs entries, best first
 };
 

@@ -15,10 +15,10 @@ namespace tpserve {
 struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 };
   Type type = Type::kNone;
-  float factor = 1.0f;                 // linear and llama3
-  float low_freq_factor = 1.0f;        // llama3
-  float high_freq_factor = 4.0f;       // llama3
-  int original_max_position = 8192;    // llama3
+  float factor = 1.0f;               // linear and llama3
+  float low_freq_factor = 1.0f;      // llama3
+  float high_freq_factor = 4.0f;     // llama3
+  int original_max_position = 8192;  // llama3
 };
 
 struct ModelConfig {
@@ -26,12 +26,12 @@ struct ModelConfig {
   std::string name;          // general.name or the directory name
   int hidden_size = 0;       // d_model
   int num_layers = 0;
-  int num_heads = 0;         // query heads
-  int num_kv_heads = 0;      // key/value heads (GQA when < num_heads)
-  int head_dim = 0;          // usually hidden_size / num_heads
-  int ffn_size = 0;          // SwiGLU intermediate size
+  int num_heads = 0;     // query heads
+  int num_kv_heads = 0;  // key/value heads (GQA when < num_heads)
+  int head_dim = 0;      // usually hidden_size / num_heads
+  int ffn_size = 0;      // SwiGLU intermediate size
   int vocab_size = 0;
-  int context_length = 0;    // max positions the model was trained for
+  int context_length = 0;  // max positions the model was trained for
   float rms_norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;

@@ -30,7 +30,9 @@ constexpr int kIters = 50;
 const size_t kSizes[] = {16 << 10, 1 << 20, 64 << 20};
 
 double NowUs() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration<double, std::micro>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 // Mean microseconds of D2D copy + stream sync for `bytes` on device 0.
@@ -61,7 +63,8 @@ void Rank(int port, int rank, int world, std::vector<double>* latency_us, std::s
   NcclOptions opts;
   opts.device = rank;
   opts.prefix = "bench/nccl";
-  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateNcclCommunicator(store, rank, world, opts);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm =
+      CreateNcclCommunicator(store, rank, world, opts);
   if (!comm.ok()) {
     *error = comm.status().ToString();
     return;
@@ -110,7 +113,8 @@ int Main() {
   std::vector<double> latency(std::size(kSizes), -1.0);
   std::vector<std::string> errors(world);
   std::vector<std::thread> ranks;
-  for (int r = 0; r < world; ++r) ranks.emplace_back(Rank, server.port(), r, world, &latency, &errors[r]);
+  for (int r = 0; r < world; ++r)
+    ranks.emplace_back(Rank, server.port(), r, world, &latency, &errors[r]);
   for (std::thread& t : ranks) t.join();
   int rc = 0;
   for (size_t i = 0; i < std::size(kSizes); ++i) {
@@ -121,8 +125,8 @@ int Main() {
       continue;
     }
     const double copy = CopyLatencyUs(kSizes[i]);
-    PrintRow(what + " (latency, lower is better)", "ok", Fmt("%.1f us", latency[i]), Fmt("D2D copy %.1f us", copy),
-             latency[i] / copy);
+    PrintRow(what + " (latency, lower is better)", "ok", Fmt("%.1f us", latency[i]),
+             Fmt("D2D copy %.1f us", copy), latency[i] / copy);
   }
   return rc;
 }

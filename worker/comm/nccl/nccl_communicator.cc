@@ -48,12 +48,18 @@ absl::Status NcclError(ncclResult_t r, absl::string_view what) {
 
 ncclDataType_t ToNccl(CommDType dtype) {
   switch (dtype) {
-    case CommDType::kF32: return ncclFloat32;
-    case CommDType::kBF16: return ncclBfloat16;
-    case CommDType::kF16: return ncclFloat16;
-    case CommDType::kI32: return ncclInt32;
-    case CommDType::kI64: return ncclInt64;
-    case CommDType::kU8: return ncclUint8;
+    case CommDType::kF32:
+      return ncclFloat32;
+    case CommDType::kBF16:
+      return ncclBfloat16;
+    case CommDType::kF16:
+      return ncclFloat16;
+    case CommDType::kI32:
+      return ncclInt32;
+    case CommDType::kI64:
+      return ncclInt64;
+    case CommDType::kU8:
+      return ncclUint8;
   }
   return ncclFloat32;
 }
@@ -103,7 +109,8 @@ class NcclCommunicator : public Communicator {
   absl::Status Init(const ncclUniqueId& id) {
     absl::MutexLock lock(&mu_);
     TPS_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_), "cudaSetDevice"));
-    TPS_RETURN_IF_ERROR(CudaError(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    TPS_RETURN_IF_ERROR(
+        CudaError(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
     TPS_RETURN_IF_ERROR(CudaError(cudaMalloc(&scratch_, sizeof(int32_t)), "cudaMalloc"));
     TPS_RETURN_IF_ERROR(CudaError(cudaMemset(scratch_, 0, sizeof(int32_t)), "cudaMemset"));
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -119,7 +126,8 @@ class NcclCommunicator : public Communicator {
   int world_size() const override { return world_size_; }
   std::string backend() const override { return "nccl"; }
 
-  absl::Status AllReduceSum(void* buf, size_t count, CommDType dtype, const CollectiveOptions& opts) override {
+  absl::Status AllReduceSum(void* buf, size_t count, CommDType dtype,
+                            const CollectiveOptions& opts) override {
     return Enqueue("ncclAllReduce", opts, [&](cudaStream_t s) {
       return ncclAllReduce(buf, buf, count, ToNccl(dtype), ncclSum, comm_, s);
     });
@@ -132,9 +140,11 @@ class NcclCommunicator : public Communicator {
     });
   }
 
-  absl::Status Broadcast(void* buf, size_t count, CommDType dtype, int root, const CollectiveOptions& opts) override {
+  absl::Status Broadcast(void* buf, size_t count, CommDType dtype, int root,
+                         const CollectiveOptions& opts) override {
     if (root < 0 || root >= world_size_) {
-      return absl::InvalidArgumentError(absl::StrCat("Broadcast: root ", root, " outside [0, ", world_size_, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Broadcast: root ", root, " outside [0, ", world_size_, ")"));
     }
     return Enqueue("ncclBroadcast", opts, [&](cudaStream_t s) {
       return ncclBroadcast(buf, buf, count, ToNccl(dtype), root, comm_, s);
@@ -157,7 +167,8 @@ class NcclCommunicator : public Communicator {
     absl::Time deadline;
     {
       absl::MutexLock lock(&mu_);
-      deadline = pending_deadline_ == absl::InfinitePast() ? absl::Now() + timeout_ : pending_deadline_;
+      deadline =
+          pending_deadline_ == absl::InfinitePast() ? absl::Now() + timeout_ : pending_deadline_;
     }
     for (int i = 0;; ++i) {
       {
@@ -175,9 +186,10 @@ class NcclCommunicator : public Communicator {
         }
         if (q != cudaErrorNotReady) return Fail(CudaError(q, "cudaStreamQuery"));
         if (absl::Now() > deadline) {
-          return Fail(absl::DeadlineExceededError(absl::StrCat(
-              "NCCL collective did not complete within its timeout (a peer is dead or stalled); rank ", rank_,
-              " aborted the communicator")));
+          return Fail(absl::DeadlineExceededError(
+              absl::StrCat("NCCL collective did not complete within its timeout (a peer is dead or "
+                           "stalled); rank ",
+                           rank_, " aborted the communicator")));
         }
       }
       PollPause(i);
@@ -199,7 +211,8 @@ class NcclCommunicator : public Communicator {
   absl::Status CheckUsable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (aborted_) return absl::CancelledError("NCCL communicator was aborted");
     if (!error_.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat("NCCL communicator is broken: ", error_.ToString()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("NCCL communicator is broken: ", error_.ToString()));
     }
     return absl::OkStatus();
   }
@@ -216,7 +229,8 @@ class NcclCommunicator : public Communicator {
 
   // Waits until the last call on the non-blocking communicator left
   // ncclInProgress, up to `deadline`.
-  absl::Status WaitReady(absl::Time deadline, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status WaitReady(absl::Time deadline, absl::string_view what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (int i = 0;; ++i) {
       ncclResult_t state = ncclSuccess;
       const ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
@@ -260,17 +274,20 @@ class NcclCommunicator : public Communicator {
 };
 
 // Rank 0 publishes "<hex unique id>/<world size>"; the others read and check it.
-absl::StatusOr<ncclUniqueId> Rendezvous(KvStore& store, int rank, int world_size, const NcclOptions& options) {
+absl::StatusOr<ncclUniqueId> Rendezvous(KvStore& store, int rank, int world_size,
+                                        const NcclOptions& options) {
   const std::string key = absl::StrCat(options.prefix, "/unique_id");
   ncclUniqueId id{};
   if (rank == 0) {
     TPS_RETURN_IF_ERROR(NcclError(ncclGetUniqueId(&id), "ncclGetUniqueId"));
-    const std::string hex = absl::BytesToHexString(absl::string_view(id.internal, sizeof(id.internal)));
+    const std::string hex =
+        absl::BytesToHexString(absl::string_view(id.internal, sizeof(id.internal)));
     TPS_RETURN_IF_ERROR(store.Set(key, absl::StrCat(hex, "/", world_size)));
     return id;
   }
   absl::StatusOr<std::string> value = store.Get(key, options.rendezvous_timeout);
-  if (!value.ok()) return Annotate(value.status(), absl::StrCat("waiting for rank 0's NCCL id at ", key));
+  if (!value.ok())
+    return Annotate(value.status(), absl::StrCat("waiting for rank 0's NCCL id at ", key));
   const std::vector<std::string> parts = absl::StrSplit(*value, '/');
   int published_world = 0;
   if (parts.size() != 2 || parts[0].size() != 2 * sizeof(id.internal) ||
@@ -278,8 +295,8 @@ absl::StatusOr<ncclUniqueId> Rendezvous(KvStore& store, int rank, int world_size
     return absl::InvalidArgumentError(absl::StrCat("malformed NCCL rendezvous value at ", key));
   }
   if (published_world != world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("world size mismatch: rank 0 has ", published_world, ", rank ",
-                                                   rank, " has ", world_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "world size mismatch: rank 0 has ", published_world, ", rank ", rank, " has ", world_size));
   }
   const std::string bytes = absl::HexStringToBytes(parts[0]);
   std::copy(bytes.begin(), bytes.end(), id.internal);
@@ -288,10 +305,12 @@ absl::StatusOr<ncclUniqueId> Rendezvous(KvStore& store, int rank, int world_size
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(KvStore& store, int rank, int world_size,
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(KvStore& store, int rank,
+                                                                     int world_size,
                                                                      const NcclOptions& options) {
   if (world_size <= 0 || rank < 0 || rank >= world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("bad rank ", rank, " of world size ", world_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad rank ", rank, " of world size ", world_size));
   }
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
@@ -299,8 +318,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(KvStore& st
     return absl::FailedPreconditionError("NCCL communicator needs a CUDA device; none found");
   }
   if (options.device < 0 || options.device >= devices) {
-    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " does not exist (", devices,
-                                                   " found)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", options.device, " does not exist (", devices, " found)"));
   }
   TPS_ASSIGN_OR_RETURN(const ncclUniqueId id, Rendezvous(store, rank, world_size, options));
   auto comm = std::make_unique<NcclCommunicator>(rank, world_size, options.device, options.timeout);

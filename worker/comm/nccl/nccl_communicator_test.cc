@@ -21,8 +21,8 @@
 namespace tpserve {
 namespace {
 
-#define TPS_SKIP_WITHOUT_CUDA()                                                   \
-  do {                                                                            \
+#define TPS_SKIP_WITHOUT_CUDA()                                                         \
+  do {                                                                                  \
     if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device"; \
   } while (false)
 
@@ -34,7 +34,8 @@ void RunRank(int port, int rank, int world, std::vector<std::string>* errors) {
   opts.device = rank;
   opts.timeout = absl::Seconds(60);
   opts.prefix = "test/collectives";
-  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateNcclCommunicator(store, rank, world, opts);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm =
+      CreateNcclCommunicator(store, rank, world, opts);
   if (!comm.ok()) return fail(comm.status().ToString());
   if ((*comm)->backend() != "nccl" || (*comm)->rank() != rank || (*comm)->world_size() != world) {
     return fail("wrong identity");
@@ -56,7 +57,8 @@ void RunRank(int port, int rank, int world, std::vector<std::string>* errors) {
   cudaMemcpy(back.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost);
   const float ranks_sum = static_cast<float>(world * (world + 1) / 2);
   for (size_t i = 0; s.ok() && i < n; ++i) {
-    if (back[i] != ranks_sum * static_cast<float>(i % 7)) s = absl::InternalError("all-reduce value");
+    if (back[i] != ranks_sum * static_cast<float>(i % 7))
+      s = absl::InternalError("all-reduce value");
   }
   // All-gather of the reduced buffer: every slice equals it.
   if (s.ok()) s = (*comm)->AllGather(d, gathered, n, CommDType::kF32);
