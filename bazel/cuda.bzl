@@ -10,7 +10,25 @@ Usage:
     )
 Each .cu becomes one object with SASS for sm_80 and sm_90a plus PTX for
 compute_90a, so a Hopper or Ampere part runs it without JIT.
+
+Every cuda_library also gets a `<name>_emu` twin: the same .cu sources,
+rewritten by //kernels/cuda/emu:rewrite_cu.py and compiled by the host
+compiler against the CUDA emulator (kernels/cuda/emu/emu.h), so the kernels
+run on the CPU. `cuda_deps` are dependencies that have such twins themselves.
+cuda_cc_library and cuda_cc_test do the same for plain C++ that calls the
+CUDA runtime: cuda_cc_test's real binary is tagged "gpu" (it skips without a
+device), its `_emu` twin runs everywhere.
 """
+
+EMU_RUNTIME = "//kernels/cuda/emu:runtime"
+
+EMU_COPTS = [
+    "-Wno-unknown-pragmas",  # #pragma unroll
+    "-fno-strict-aliasing",  # register-level type punning, as CUDA code does
+]
+
+def _emu_deps(deps, cuda_deps):
+    return deps + [d + "_emu" for d in cuda_deps] + [EMU_RUNTIME]
 
 CUDA_ARCH_FLAGS = [
     "-gencode=arch=compute_80,code=sm_80",
@@ -28,7 +46,7 @@ NVCC_FLAGS = [
     "-lineinfo",
 ]
 
-def cuda_library(name, srcs, hdrs = [], cuda_hdrs = [], deps = [], header_srcs = [], visibility = None, extra_nvcc_flags = []):
+def cuda_library(name, srcs, hdrs = [], cuda_hdrs = [], deps = [], cuda_deps = [], header_srcs = [], visibility = None, extra_nvcc_flags = []):
     objs = []
     for src in srcs:
         obj = "_objs_cuda/%s/%s.pic.o" % (name, src[:-len(".cu")])
@@ -46,7 +64,48 @@ def cuda_library(name, srcs, hdrs = [], cuda_hdrs = [], deps = [], header_srcs =
         name = name,
         srcs = objs,
         hdrs = hdrs,
-        deps = deps + ["//third_party:cuda_runtime"],
+        deps = deps + cuda_deps + ["//third_party:cuda_runtime"],
         visibility = visibility,
         alwayslink = True,
+    )
+
+    emu_srcs = []
+    for src in srcs:
+        out = "_emu_src/%s/%s.cc" % (name, src[:-len(".cu")])
+        native.genrule(
+            name = "%s_%s_emu_rewrite" % (name, src.replace("/", "_").replace(".", "_")),
+            srcs = [src],
+            outs = [out],
+            tools = ["//kernels/cuda/emu:rewrite_cu.py"],
+            cmd = "python3 $(location //kernels/cuda/emu:rewrite_cu.py) $(location %s) $@" % src,
+        )
+        emu_srcs.append(out)
+    native.cc_library(
+        name = name + "_emu",
+        srcs = emu_srcs + [h for h in header_srcs if h.endswith(".h")],
+        hdrs = hdrs,
+        textual_hdrs = cuda_hdrs,
+        copts = EMU_COPTS,
+        deps = _emu_deps(deps, cuda_deps),
+        visibility = visibility,
+        alwayslink = True,
+    )
+
+def cuda_cc_library(name, deps = [], cuda_deps = [], **kwargs):
+    """A cc_library using the CUDA runtime, plus its `_emu` twin."""
+    native.cc_library(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], **kwargs)
+    native.cc_library(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, **kwargs)
+
+def cuda_cc_test(name, deps = [], cuda_deps = [], tags = [], **kwargs):
+    """A GPU test (tagged "gpu") plus its `_emu` twin run on the CUDA emulator."""
+    native.cc_test(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
+    # The emulator runs kernels on one CPU core, several times slower than the
+    # CPU twins they are compared with: give the twin a longer timeout.
+    native.cc_test(
+        name = name + "_emu",
+        deps = _emu_deps(deps, cuda_deps),
+        copts = EMU_COPTS,
+        tags = tags + ["cuda_emu"],
+        timeout = "moderate",
+        **kwargs
     )

@@ -20,6 +20,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/mma_sm80.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kWgThreads)
                     const float* __restrict__ bias, float* __restrict__ c, int m, int n, int k,
                     int64_t c_stride) {
 #ifdef TPS_HAVE_WGMMA
-  extern __shared__ char smem_raw[];
+  char* smem_raw = DynamicSharedMemory<char>();
   char* smem =
       reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int m0 = blockIdx.y * kWgM;

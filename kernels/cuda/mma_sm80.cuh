@@ -10,6 +10,11 @@
 
 #include <cstdint>
 
+#if defined(TPSERVE_CUDA_EMU)
+// CPU emulator builds (kernels/cuda/emu): the same functions without PTX.
+#include "kernels/cuda/emu/mma_sm80_emu.h"
+#else
+
 namespace tpserve::kernels::cuda {
 
 __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
@@ -52,4 +57,5 @@ __device__ __forceinline__ void MmaBf16(float acc[4], const uint32_t a[4], uint3
 
 }  // namespace tpserve::kernels::cuda
 
+#endif  // TPSERVE_CUDA_EMU
 #endif  // TPSERVE_KERNELS_CUDA_MMA_SM80_CUH_

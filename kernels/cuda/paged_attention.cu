@@ -17,6 +17,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -52,7 +53,7 @@ size_t SharedBytes(int head_dim) {
 
 template <int kDimsPerLane>
 __global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(AttentionArgs a) {
-  extern __shared__ float smem[];
+  float* smem = DynamicSharedMemory<float>();
   const int hd = a.kv.head_dim;
   float* sq = smem;                      // [kQueryTile][hd]
   float* sk = sq + kQueryTile * hd;      // [kKeyTile][hd + 1]

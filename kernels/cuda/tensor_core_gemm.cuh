@@ -24,6 +24,7 @@
 
 #include "kernels/cuda/mma_sm80.cuh"
 #include "kernels/cuda/quant.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 
@@ -200,7 +201,7 @@ struct ConvertLoader {
 
 template <class ALoader, class BLoader>
 __global__ void __launch_bounds__(kTcThreads) TensorCoreGemmKernel(TcArgs args) {
-  extern __shared__ __align__(16) uint16_t smem[];
+  uint16_t* smem = DynamicSharedMemory<uint16_t>();
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warp_m = warp / kWarpsN;

@@ -1,0 +1,355 @@
+// tpserve's CUDA emulator: runs the project's own .cu kernels on the CPU so
+// their logic (indexing, barriers, warp collectives, mma fragment layouts,
+// cp.async pipelines, launch limits) is executed and checked against the CPU
+// twins on machines without a GPU. It is a test tool, not a backend.
+//
+// How it is used: bazel/cuda.bzl gives every cuda_library a `<name>_emu`
+// twin. Its .cu sources are rewritten by rewrite_cu.py (`k<<<g, b, s, st>>>(a)`
+// becomes `::tpserve_emu::Launcher("k", g, b, s, st)(&k)(a)`) and compiled by
+// the host compiler against the headers
+// in include/ (cuda_runtime.h, cuda_bf16.h, cuda_fp16.h), which pull in this
+// file. Tests built with cuda_cc_test get a `<name>_emu` twin that runs in CI.
+//
+// Execution model: kernels run when launched (streams are synchronous). The
+// blocks of a grid run one after another; the threads of a block are fibers
+// on the calling OS thread, switched at __syncthreads and at every warp
+// collective (shuffles, ldmatrix, mma), so shared memory is plain
+// thread-local storage. What it checks that a plain CPU port would not:
+//   - __syncthreads / warp-collective deadlocks and divergence (abort with the
+//     waiting threads named), full-mask collectives in partial warps;
+//   - launch limits (block <= 1024 threads, grid y/z <= 65535, dynamic shared
+//     memory > 48 KiB only after cudaFuncSetAttribute, <= the sm_80 opt-in
+//     limit) reported through cudaGetLastError like the driver does;
+//   - dynamic shared memory starts as NaN bytes, so reads before writes show;
+//   - cp.async copies land only at the cp.async.wait_group that retires them.
+// What it cannot check: timing, memory-model races between blocks, register
+// or static shared-memory limits (ptxas checks those at build time), host
+// versus device pointer confusion, wgmma (gemm_wgmma.cu is not emulated).
+#ifndef TPSERVE_KERNELS_CUDA_EMU_EMU_H_
+#define TPSERVE_KERNELS_CUDA_EMU_EMU_H_
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- Vector types of the CUDA runtime (host and device).
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+  constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct alignas(8) uint2 {
+  unsigned x, y;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) float2 {
+  float x, y;
+};
+struct alignas(8) int2 {
+  int x, y;
+};
+struct alignas(16) int4 {
+  int x, y, z, w;
+};
+
+typedef struct tpserve_emu_stream* cudaStream_t;
+
+// ---- Keywords: device code is ordinary C++ here.
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+// One block runs at a time per OS thread, and all its threads are fibers on
+// that OS thread: thread-local statics are exactly the block's shared memory.
+#define __shared__ static thread_local
+#define __constant__ static
+
+namespace tpserve_emu {
+
+// A cp.async copy: the source is read when issued, the destination written
+// when a cp.async.wait_group retires its group.
+struct AsyncCopy {
+  void* dst;
+  unsigned char data[16];
+  int bytes;
+};
+
+struct Thread {
+  uint3 idx;
+  int linear = 0;  // x + y * bx + z * bx * by
+  int lane = 0;
+  int warp = 0;
+  std::vector<AsyncCopy> async_copies;  // issued, not yet landed
+  std::vector<size_t> async_groups;     // committed groups: end index in async_copies
+};
+
+struct Block {
+  uint3 idx;
+  dim3 dim;
+  dim3 grid;
+  unsigned char* dynamic_shared = nullptr;
+  size_t dynamic_shared_bytes = 0;
+};
+
+extern thread_local Thread* g_thread;
+extern thread_local Block* g_block;
+
+// The calling fiber waits until every thread of the block arrives.
+void SyncThreads();
+// Warp collective: every lane of the calling warp (all 32 must take part)
+// deposits `bytes` (<= 64) from `in`; once all have, each lane calls
+// `read(slots)` where slots[l] is lane l's deposit; then all lanes leave
+// together. `what` names the operation in error messages.
+const unsigned char (*WarpDeposit(const void* in, size_t bytes, const char* what))[64];
+void WarpLeave();
+template <typename Read>
+void WarpExchange(const void* in, size_t bytes, const char* what, Read&& read) {
+  read(WarpDeposit(in, bytes, what));
+  WarpLeave();
+}
+// Aborts the process with the kernel, block and thread named.
+[[noreturn]] void Fail(const char* fmt, ...);
+
+// Dynamic shared memory of the running block, as T[].
+template <typename T>
+T* DynamicShared() {
+  return reinterpret_cast<T*>(g_block->dynamic_shared);
+}
+
+// ---- Launch: `k<<<grid, block, smem, stream>>>(args)` becomes
+// `Launcher("k", grid, block, smem, stream)(&k)(args)` (rewrite_cu.py).
+struct LaunchConfig {
+  dim3 grid;
+  dim3 block;
+  size_t shared_bytes = 0;
+  cudaStream_t stream = nullptr;
+  const void* kernel = nullptr;
+  const char* name = nullptr;
+};
+// Validates `c` (errors go to cudaGetLastError), then runs or records `body`
+// on c.stream; `body` is the kernel call one thread makes.
+void Submit(const LaunchConfig& c, std::function<void()> body);
+// Aborts unless `p` is null or points into device (or pinned host) memory.
+void CheckPointerArgument(const char* kernel, int index, const void* p);
+
+class Launcher {
+ public:
+  Launcher(const char* name, dim3 grid, dim3 block, size_t shared_bytes = 0,
+           cudaStream_t stream = nullptr)
+      : c_{grid, block, shared_bytes, stream, nullptr, name} {}
+
+  template <typename... P>
+  auto operator()(void (*kernel)(P...)) const {
+    LaunchConfig c = c_;
+    c.kernel = reinterpret_cast<const void*>(kernel);
+    return [c, kernel](auto&&... args) {
+      // Arguments are converted to the kernel's parameter types and copied
+      // once, as the driver does; every thread gets the same values.
+      auto packed = std::make_shared<std::tuple<std::decay_t<P>...>>(
+          static_cast<std::decay_t<P>>(std::forward<decltype(args)>(args))...);
+      CheckPointers(c.name, *packed, std::index_sequence_for<P...>());
+      Submit(c, [kernel, packed] { std::apply(kernel, *packed); });
+    };
+  }
+  // `auto kernel = Kernel<...>; kernel<<<...>>>(...)` launches through a
+  // function-pointer variable, which the rewrite passes as &kernel.
+  template <typename... P>
+  auto operator()(void (*const* kernel)(P...)) const {
+    return (*this)(*kernel);
+  }
+
+ private:
+  template <typename Tuple, size_t... I>
+  static void CheckPointers(const char* name, const Tuple& t, std::index_sequence<I...>) {
+    (CheckOne(name, static_cast<int>(I), std::get<I>(t)), ...);
+  }
+  template <typename T>
+  static void CheckOne(const char* name, int index, const T& v) {
+    if constexpr (std::is_pointer_v<T>) {
+      CheckPointerArgument(name, index, static_cast<const void*>(v));
+    }
+  }
+
+  LaunchConfig c_;
+};
+
+// Set by cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, n).
+void SetMaxDynamicShared(const void* kernel, int bytes);
+
+}  // namespace tpserve_emu
+
+// ---- Built-in variables.
+#define threadIdx (::tpserve_emu::g_thread->idx)
+#define blockIdx (::tpserve_emu::g_block->idx)
+#define blockDim (::tpserve_emu::g_block->dim)
+#define gridDim (::tpserve_emu::g_block->grid)
+inline constexpr int warpSize = 32;
+
+// ---- Synchronisation and warp intrinsics.
+inline void __syncthreads() { ::tpserve_emu::SyncThreads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  ::tpserve_emu::WarpExchange(nullptr, 0, "__syncwarp", [](const unsigned char (*)[64]) {});
+}
+inline void __threadfence() {}
+inline void __threadfence_block() {}
+
+namespace tpserve_emu {
+// Shuffle: lane l receives the value of lane src(l) (its own where src(l) < 0).
+template <typename T, typename Src>
+T Shuffle(unsigned mask, T v, const char* what, Src src) {
+  static_assert(sizeof(T) <= 64 && std::is_trivially_copyable_v<T>);
+  if (mask != 0xffffffffu) Fail("%s: only full-warp masks are emulated (mask 0x%x)", what, mask);
+  T out = v;
+  const int lane = g_thread->lane;
+  WarpExchange(&v, sizeof(T), what, [&](const unsigned char (*slots)[64]) {
+    const int s = src(lane);
+    if (s >= 0) std::memcpy(&out, slots[s], sizeof(T));
+  });
+  return out;
+}
+}  // namespace tpserve_emu
+
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+  return ::tpserve_emu::Shuffle(mask, v, "__shfl_sync", [=](int lane) {
+    return (lane & ~(width - 1)) + (src_lane & (width - 1));
+  });
+}
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  return ::tpserve_emu::Shuffle(mask, v, "__shfl_xor_sync", [=](int lane) {
+    const int s = lane ^ lane_mask;
+    return (s / width) > (lane / width) ? -1 : s;
+  });
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return ::tpserve_emu::Shuffle(mask, v, "__shfl_down_sync", [=](int lane) {
+    const int s = lane + static_cast<int>(delta);
+    return (s / width) != (lane / width) ? -1 : s;
+  });
+}
+template <typename T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return ::tpserve_emu::Shuffle(mask, v, "__shfl_up_sync", [=](int lane) {
+    const int s = lane - static_cast<int>(delta);
+    return s < 0 || (s / width) != (lane / width) ? -1 : s;
+  });
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  if (mask != 0xffffffffu) ::tpserve_emu::Fail("__ballot_sync: only full-warp masks are emulated");
+  const int p = pred != 0;
+  unsigned out = 0;
+  ::tpserve_emu::WarpExchange(&p, sizeof(p), "__ballot_sync", [&](const unsigned char (*s)[64]) {
+    for (int l = 0; l < 32; ++l) {
+      int v;
+      std::memcpy(&v, s[l], sizeof(v));
+      out |= static_cast<unsigned>(v) << l;
+    }
+  });
+  return out;
+}
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
+
+// ---- Device math (IEEE single precision on the host).
+template <typename T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __frcp_rn(float a) { return 1.0f / a; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline float __expf(float a) { return std::exp(a); }
+inline float __logf(float a) { return std::log(a); }
+inline float __sinf(float a) { return std::sin(a); }
+inline float __cosf(float a) { return std::cos(a); }
+inline float __powf(float a, float b) { return std::pow(a, b); }
+inline float __saturatef(float a) { return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : a); }
+inline float rsqrtf(float a) { return 1.0f / std::sqrt(a); }
+inline double rsqrt(double a) { return 1.0 / std::sqrt(a); }
+inline void sincosf(float a, float* s, float* c) {
+  *s = std::sin(a);
+  *c = std::cos(a);
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+inline int __float_as_int(float f) { return static_cast<int>(__float_as_uint(f)); }
+inline float __int_as_float(int i) { return __uint_as_float(static_cast<unsigned>(i)); }
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __clz(int v) { return v == 0 ? 32 : __builtin_clz(static_cast<unsigned>(v)); }
+inline int __ffs(int v) { return __builtin_ffs(v); }
+// CUDA's global min/max overloads for device code.
+template <typename A, typename B>
+inline auto min(A a, B b) -> std::common_type_t<A, B> {
+  return b < a ? b : a;
+}
+template <typename A, typename B>
+inline auto max(A a, B b) -> std::common_type_t<A, B> {
+  return a < b ? b : a;
+}
+
+// Atomics: the threads of a block never run concurrently, so plain
+// read-modify-write is atomic here.
+template <typename T>
+inline T atomicAdd(T* p, T v) {
+  T old = *p;
+  *p = old + v;
+  return old;
+}
+template <typename T>
+inline T atomicMax(T* p, T v) {
+  T old = *p;
+  *p = old < v ? v : old;
+  return old;
+}
+template <typename T>
+inline T atomicMin(T* p, T v) {
+  T old = *p;
+  *p = v < old ? v : old;
+  return old;
+}
+template <typename T>
+inline T atomicExch(T* p, T v) {
+  T old = *p;
+  *p = v;
+  return old;
+}
+template <typename T>
+inline T atomicCAS(T* p, T compare, T v) {
+  T old = *p;
+  if (old == compare) *p = v;
+  return old;
+}
+
+#endif  // TPSERVE_KERNELS_CUDA_EMU_EMU_H_

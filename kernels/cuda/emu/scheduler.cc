@@ -1,0 +1,255 @@
+// Fiber scheduler of the CUDA emulator: runs one block's threads as stackful
+// fibers, releasing them at __syncthreads and at warp collectives, and aborts
+// with the stuck threads named when a barrier can never complete.
+#include "kernels/cuda/emu/scheduler.h"
+
+#include <sys/mman.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+// Switches stacks: saves the callee-saved registers on the current stack,
+// stores its pointer in *from, loads `to` and pops the registers saved there.
+// (System V x86-64: the caller already saved everything else.)
+extern "C" void tpserve_emu_switch(void** from, void* to);
+asm(R"(
+.text
+.globl tpserve_emu_switch
+.type tpserve_emu_switch, @function
+tpserve_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size tpserve_emu_switch, .-tpserve_emu_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+
+namespace tpserve_emu {
+
+thread_local Thread* g_thread = nullptr;
+thread_local Block* g_block = nullptr;
+
+namespace {
+
+// Fiber stacks: big enough for unrolled kernels with register arrays; the
+// lowest page is a guard so an overflow faults instead of corrupting.
+constexpr size_t kStackBytes = 512 * 1024;
+constexpr size_t kGuardBytes = 4096;
+
+enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kDone };
+
+struct Fiber {
+  Thread thread;
+  State state = State::kRunnable;
+  const char* waiting_on = nullptr;
+  void* sp = nullptr;  // saved stack pointer while switched out
+  void* stack = nullptr;
+};
+
+struct Run {
+  const KernelBody* body = nullptr;
+  const char* kernel_name = nullptr;
+  std::vector<Fiber>* fibers = nullptr;
+  void* scheduler_sp = nullptr;
+  // Per-warp exchange slots for WarpExchange.
+  std::vector<unsigned char> slots;  // warps * 32 * 64 bytes
+};
+
+thread_local Run* g_run = nullptr;
+thread_local Fiber* g_fiber = nullptr;
+thread_local std::vector<void*>* g_stacks = nullptr;  // free stacks of this OS thread
+
+void* TakeStack() {
+  if (g_stacks == nullptr) g_stacks = new std::vector<void*>();
+  if (!g_stacks->empty()) {
+    void* s = g_stacks->back();
+    g_stacks->pop_back();
+    return s;
+  }
+  void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (s == MAP_FAILED) Fail("cannot map a fiber stack");
+  mprotect(s, kGuardBytes, PROT_NONE);
+  return s;
+}
+
+[[noreturn]] void FiberMain() {
+  (*g_run->body)();
+  // cp.async copies never waited for still land before the kernel ends.
+  Thread& t = *g_thread;
+  for (const AsyncCopy& c : t.async_copies) std::memcpy(c.dst, c.data, c.bytes);
+  t.async_copies.clear();
+  t.async_groups.clear();
+  g_fiber->state = State::kDone;
+  tpserve_emu_switch(&g_fiber->sp, g_run->scheduler_sp);
+  __builtin_unreachable();  // a finished fiber is never resumed
+}
+
+void Yield() { tpserve_emu_switch(&g_fiber->sp, g_run->scheduler_sp); }
+
+// A fresh fiber's stack, as tpserve_emu_switch expects to find it: six zero
+// registers, then FiberMain as the return address, then a null frame, with
+// the stack 16-byte aligned at FiberMain's entry as after a call.
+void* InitialStack(void* stack) {
+  uintptr_t top = reinterpret_cast<uintptr_t>(stack) + kStackBytes;
+  top &= ~uintptr_t{15};
+  void** sp = reinterpret_cast<void**>(top - 64);
+  for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+  sp[6] = reinterpret_cast<void*>(&FiberMain);
+  sp[7] = nullptr;
+  return sp;
+}
+
+std::string Describe(const std::vector<Fiber>& fibers) {
+  std::string out;
+  int shown = 0;
+  for (const Fiber& f : fibers) {
+    if (f.state == State::kDone) continue;
+    if (shown++ == 8) {
+      out += " ...";
+      break;
+    }
+    char buf[128];
+    std::snprintf(buf, sizeof(buf), " thread (%u,%u,%u) at %s;", f.thread.idx.x, f.thread.idx.y,
+                  f.thread.idx.z,
+                  f.state == State::kBlockBarrier ? "__syncthreads"
+                                                  : (f.waiting_on ? f.waiting_on : "?"));
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace
+
+void Fail(const char* fmt, ...) {
+  char msg[1024];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(msg, sizeof(msg), fmt, args);
+  va_end(args);
+  if (g_block != nullptr && g_run != nullptr) {
+    std::fprintf(stderr, "CUDA emulator: %s (kernel %s, block (%u,%u,%u)", msg,
+                 g_run->kernel_name ? g_run->kernel_name : "?", g_block->idx.x, g_block->idx.y,
+                 g_block->idx.z);
+    if (g_fiber != nullptr) {
+      std::fprintf(stderr, ", thread (%u,%u,%u)", g_fiber->thread.idx.x, g_fiber->thread.idx.y,
+                   g_fiber->thread.idx.z);
+    }
+    std::fprintf(stderr, ")\n");
+  } else {
+    std::fprintf(stderr, "CUDA emulator: %s\n", msg);
+  }
+  std::abort();
+}
+
+void SyncThreads() {
+  g_fiber->state = State::kBlockBarrier;
+  Yield();
+}
+
+const unsigned char (*WarpDeposit(const void* in, size_t bytes, const char* what))[64] {
+  if (bytes > 64) Fail("%s: %zu bytes per lane exceed the exchange slot", what, bytes);
+  const Block& b = *g_block;
+  const unsigned threads = b.dim.x * b.dim.y * b.dim.z;
+  if (threads % 32 != 0 && static_cast<unsigned>(g_thread->warp + 1) * 32 > threads) {
+    Fail("%s: full-warp collective in a partial warp (block of %u threads)", what, threads);
+  }
+  auto* slots = reinterpret_cast<unsigned char(*)[64]>(
+      g_run->slots.data() + static_cast<size_t>(g_thread->warp) * 32 * 64);
+  if (bytes > 0) std::memcpy(slots[g_thread->lane], in, bytes);
+  g_fiber->state = State::kWarpBarrier;
+  g_fiber->waiting_on = what;
+  Yield();  // every lane has deposited
+  return slots;
+}
+
+void WarpLeave() {
+  g_fiber->state = State::kWarpBarrier;
+  Yield();  // every lane has read; the slots may be reused
+  g_fiber->waiting_on = nullptr;
+}
+
+void RunBlock(Block& block, const KernelBody& body, const char* kernel_name) {
+  const unsigned n = block.dim.x * block.dim.y * block.dim.z;
+  std::vector<Fiber> fibers(n);
+  Run run;
+  run.body = &body;
+  run.kernel_name = kernel_name;
+  run.fibers = &fibers;
+  const unsigned warps = (n + 31) / 32;
+  run.slots.assign(static_cast<size_t>(warps) * 32 * 64, 0);
+  Run* saved_run = g_run;
+  Block* saved_block = g_block;
+  g_run = &run;
+  g_block = &block;
+  for (unsigned i = 0; i < n; ++i) {
+    Fiber& f = fibers[i];
+    f.thread.idx = uint3{i % block.dim.x, (i / block.dim.x) % block.dim.y,
+                         i / (block.dim.x * block.dim.y)};
+    f.thread.linear = static_cast<int>(i);
+    f.thread.lane = static_cast<int>(i % 32);
+    f.thread.warp = static_cast<int>(i / 32);
+    f.stack = TakeStack();
+    f.sp = InitialStack(f.stack);
+  }
+  for (;;) {
+    bool progressed = false;
+    for (Fiber& f : fibers) {
+      if (f.state != State::kRunnable) continue;
+      g_fiber = &f;
+      g_thread = &f.thread;
+      tpserve_emu_switch(&run.scheduler_sp, f.sp);
+      progressed = true;
+    }
+    g_fiber = nullptr;
+    g_thread = nullptr;
+    // Warp collectives complete when all 32 lanes wait at one.
+    for (unsigned w = 0; w < warps; ++w) {
+      const unsigned lo = w * 32, hi = std::min(n, lo + 32);
+      unsigned waiting = 0;
+      for (unsigned i = lo; i < hi; ++i) waiting += fibers[i].state == State::kWarpBarrier;
+      if (waiting == hi - lo) {
+        for (unsigned i = lo; i < hi; ++i) fibers[i].state = State::kRunnable;
+        progressed = true;
+      }
+    }
+    if (progressed) continue;
+    // Nothing runnable: a block barrier completes when every live thread is at
+    // it (exited threads count as arrived, as on the hardware).
+    unsigned live = 0, at_barrier = 0;
+    for (const Fiber& f : fibers) {
+      live += f.state != State::kDone;
+      at_barrier += f.state == State::kBlockBarrier;
+    }
+    if (live == 0) break;
+    if (at_barrier == live) {
+      for (Fiber& f : fibers) {
+        if (f.state == State::kBlockBarrier) f.state = State::kRunnable;
+      }
+      continue;
+    }
+    Fail("deadlock: threads wait at barriers that can never complete:%s",
+         Describe(fibers).c_str());
+  }
+  for (Fiber& f : fibers) g_stacks->push_back(f.stack);
+  g_run = saved_run;
+  g_block = saved_block;
+}
+
+}  // namespace tpserve_emu
