@@ -96,9 +96,13 @@ def cuda_cc_library(name, deps = [], cuda_deps = [], **kwargs):
     native.cc_library(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], **kwargs)
     native.cc_library(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, **kwargs)
 
-def cuda_cc_test(name, deps = [], cuda_deps = [], tags = [], **kwargs):
-    """A GPU test (tagged "gpu") plus its `_emu` twin run on the CUDA emulator."""
-    native.cc_test(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
+def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], **kwargs):
+    """A GPU test (tagged "gpu") plus its `_emu` twin run on the CUDA emulator.
+
+    `gpu_deps` (NCCL, say) link into the GPU test only; its source keeps the
+    code using them under `#if !defined(TPSERVE_CUDA_EMU)`.
+    """
+    native.cc_test(name = name, deps = deps + cuda_deps + gpu_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
     # The emulator runs kernels on one CPU core, several times slower than the
     # CPU twins they are compared with: give the twin a longer timeout.
     native.cc_test(
