@@ -27,7 +27,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_ASSIGN_OR_RETURN(
       std::unique_ptr<ForwardBackend> forward,
       CreateForwardBackend(options.backend, model.config(), plan, comm,
-                           {.num_threads = options.num_threads, .device = options.device}));
+                           {.num_threads = options.num_threads,
+                            .device = options.device,
+                            .cuda_graphs = options.cuda_graphs}));
   // Every rank must have computed the same plan (same model, same world).
   std::vector<int64_t> prints(comm.world_size());
   const int64_t mine = static_cast<int64_t>(plan.Fingerprint());

@@ -66,6 +66,8 @@ struct EngineOptions {
   // visible device is FAILED_PRECONDITION.
   std::string backend = "cpu";
   int device = 0;  // CUDA device of this rank (backend "cuda")
+  // Backend "cuda", one rank: replay decode steps from CUDA graphs.
+  bool cuda_graphs = true;
 };
 
 class Engine {

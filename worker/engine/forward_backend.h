@@ -30,12 +30,16 @@ struct StepTimings {
   double comm_s = 0;    // time inside collectives (device backends: enqueue time)
   double sample_s = 0;  // rank 0 sampling
   int64_t tokens = 0;
+  bool graph_replay = false;  // "cuda": the step was replayed from a CUDA graph
 };
 
 // What the backends need beyond the model and the communicator.
 struct ForwardBackendOptions {
   int num_threads = 2;  // "cpu": compute threads of this rank
   int device = 0;       // "cuda": device of this rank
+  // "cuda": replay single-rank decode steps from CUDA graphs captured per
+  // (batch-size bucket, context bucket); see cuda/cuda_forward.h.
+  bool cuda_graphs = true;
 };
 
 class ForwardBackend {

@@ -19,7 +19,9 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateForwardBackend(
     const std::string& name, const ModelConfig& config, ShardPlan plan, Communicator& comm,
     const ForwardBackendOptions& options) {
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(name));
-  if (name == "cuda") return CreateCudaForward(config, std::move(plan), comm, options.device);
+  if (name == "cuda") {
+    return CreateCudaForward(config, std::move(plan), comm, options.device, options.cuda_graphs);
+  }
   return CreateCpuForward(config, std::move(plan), comm, options.num_threads);
 }
 

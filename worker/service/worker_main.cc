@@ -51,6 +51,9 @@ ABSL_FLAG(std::string, backend, "cpu",
           "--world_size > 1)");
 ABSL_FLAG(int, cuda_device, -1,
           "CUDA device of this rank with --backend=cuda (-1 = rank modulo visible devices)");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "With --backend=cuda and --world_size=1: replay decode steps from CUDA graphs "
+          "(one per batch-size and context bucket)");
 ABSL_FLAG(std::string, comm, "gloo",
           "Collectives between CPU ranks: gloo (TCP, ranks on any hosts) or shm (shared "
           "memory, all ranks on this host; ~50x lower all-reduce latency)");
@@ -213,6 +216,7 @@ absl::Status Run() {
   options.block_size = absl::GetFlag(FLAGS_block_size);
   options.backend = backend;
   options.device = std::max(cuda_device, 0);
+  options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   service.SetProgress("loading this rank's weight shard");
   Log(absl::StrCat("loading weight shard ", rank, "/", world_size, " (", threads,
                    " threads, KV budget ", absl::GetFlag(FLAGS_kv_cache_mb), " MiB)"));

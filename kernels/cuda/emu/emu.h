@@ -145,9 +145,10 @@ struct LaunchConfig {
   const void* kernel = nullptr;
   const char* name = nullptr;
 };
-// Validates `c` (errors go to cudaGetLastError), then runs or records `body`
-// on c.stream; `body` is the kernel call one thread makes.
-void Submit(const LaunchConfig& c, std::function<void()> body);
+// Validates `c` (errors go to cudaGetLastError), then runs or records the
+// grid on c.stream: `check` once per execution (graph replays included),
+// then `body`, the kernel call one thread makes, for every thread.
+void Submit(const LaunchConfig& c, std::function<void()> check, std::function<void()> body);
 // Aborts unless `p` is null or points into device (or pinned host) memory.
 void CheckPointerArgument(const char* kernel, int index, const void* p);
 
@@ -166,8 +167,14 @@ class Launcher {
       // once, as the driver does; every thread gets the same values.
       auto packed = std::make_shared<std::tuple<std::decay_t<P>...>>(
           static_cast<std::decay_t<P>>(std::forward<decltype(args)>(args))...);
-      CheckPointers(c.name, *packed, std::index_sequence_for<P...>());
-      Submit(c, [kernel, packed] { std::apply(kernel, *packed); });
+      // Pointers are checked whenever the grid runs: a graph replayed after
+      // its buffers were freed aborts instead of reading stale memory.
+      Submit(
+          c,
+          [name = c.name, packed] {
+            CheckPointers(name, *packed, std::index_sequence_for<P...>());
+          },
+          [kernel, packed] { std::apply(kernel, *packed); });
     };
   }
   // `auto kernel = Kernel<...>; kernel<<<...>>>(...)` launches through a

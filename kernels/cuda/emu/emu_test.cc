@@ -161,10 +161,12 @@ TEST(CudaEmu, GraphsReplayCapturedWork) {
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
   for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
   EXPECT_EQ(HostCopy(d, 100)[7], 3.0f);
+  // Replaying after the buffer is freed aborts (the pointer is re-checked).
+  cudaFree(d);
+  EXPECT_DEATH(cudaGraphLaunch(exec, s), "not device memory");
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
-  cudaFree(d);
 }
 
 TEST(CudaEmu, FreshDeviceMemoryIsNaN) {

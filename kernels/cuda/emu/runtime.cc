@@ -101,7 +101,9 @@ bool IsDeviceArgument(const void* p) {
   return Inside(R().device, p, 1) || Inside(R().pinned, p, 1);
 }
 
-void RunGrid(const LaunchConfig& c, const std::function<void()>& body) {
+void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
+             const std::function<void()>& body) {
+  check();
   std::vector<unsigned char> shared(c.shared_bytes + 128);
   for (unsigned z = 0; z < c.grid.z; ++z) {
     for (unsigned y = 0; y < c.grid.y; ++y) {
@@ -133,7 +135,7 @@ void CheckPointerArgument(const char* kernel, int index, const void* p) {
   }
 }
 
-void Submit(const LaunchConfig& c, std::function<void()> body) {
+void Submit(const LaunchConfig& c, std::function<void()> check, std::function<void()> body) {
   const unsigned long long threads =
       static_cast<unsigned long long>(c.block.x) * c.block.y * c.block.z;
   if (threads == 0 || threads > 1024 || c.block.z > 64 || c.grid.x == 0 || c.grid.y == 0 ||
@@ -155,7 +157,8 @@ void Submit(const LaunchConfig& c, std::function<void()> body) {
     Set(cudaErrorStreamCaptureInvalidated);
     return;
   }
-  Enqueue(c.stream, [c, body = std::move(body)] { RunGrid(c, body); });
+  Enqueue(c.stream,
+          [c, check = std::move(check), body = std::move(body)] { RunGrid(c, check, body); });
 }
 
 }  // namespace tpserve_emu

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -202,6 +203,95 @@ TEST(CudaEngineParity, OneRankMatchesCpuEngine) {
     EXPECT_EQ(out->tokens[0].token, std::max_element(row.begin(), row.end()) - row.begin());
   }
   if (tested == 0) GTEST_SKIP() << "skipped: no model available";
+}
+
+// Decode steps replayed from CUDA graphs (padded to batch buckets, context
+// bound to partition buckets) give the logits eager launches give, across
+// batch sizes 1-4, a context crossing one 256-token partition, a prefill in
+// between, and a larger prefill that regrows scratch (dropping every graph).
+TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
+  if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const int vocab = (*model)->config().vocab_size;
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  std::unique_ptr<Communicator> comms[2];
+  std::unique_ptr<Engine> engines[2];  // [0] graphs, [1] eager
+  for (int e = 0; e < 2; ++e) {
+    absl::StatusOr<std::unique_ptr<Communicator>> comm =
+        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    comms[e] = *std::move(comm);
+    EngineOptions o = Options("cuda");
+    o.cuda_graphs = e == 0;
+    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(**model, *comms[e], o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engines[e] = *std::move(engine);
+  }
+  uint64_t state = 99;
+  auto tok = [&](int n) {
+    std::vector<int32_t> t(n);
+    for (int32_t& v : t) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      v = static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(vocab));
+    }
+    return t;
+  };
+  // Sequence id -> (next position, block table of 16-token blocks).
+  std::map<uint64_t, std::pair<int, std::vector<int32_t>>> seqs;
+  int next_block = 0;
+  auto grow = [&](uint64_t id, int tokens) {
+    auto& [pos, table] = seqs[id];
+    const int start = pos;
+    pos += tokens;
+    while (static_cast<int>(table.size()) * 16 < pos) table.push_back(next_block++);
+    return start;
+  };
+  auto prefill = [&](uint64_t id, int n) {
+    const int start = grow(id, n);
+    return Seq(id, tok(n), start, seqs[id].second);
+  };
+  auto decode = [&](std::vector<uint64_t> ids) {
+    StepBatch b;
+    for (uint64_t id : ids) {
+      const int start = grow(id, 1);
+      b.seqs.push_back(Seq(id, tok(1), start, seqs[id].second));
+    }
+    return b;
+  };
+  std::vector<std::pair<std::string, StepBatch>> steps;
+  steps.push_back({"prefill 20 + 250 + 5", {{prefill(1, 20), prefill(2, 250), prefill(3, 5)}}});
+  for (int i = 0; i < 8; ++i) {  // seq 2 crosses context 256 at i = 5
+    steps.push_back({absl::StrCat("decode 1,2,3 #", i), decode({1, 2, 3})});
+  }
+  steps.push_back({"decode 1,3", decode({1, 3})});
+  steps.push_back({"decode 2", decode({2})});
+  steps.push_back({"prefill 40", {{prefill(4, 40)}}});
+  steps.push_back({"decode 1,2,3,4", decode({1, 2, 3, 4})});
+  steps.push_back({"prefill 330 (regrows scratch)", {{prefill(5, 330)}}});
+  steps.push_back({"decode 4,5", decode({4, 5})});
+  steps.push_back({"decode 1,2,3,4,5", decode({1, 2, 3, 4, 5})});
+  ASSERT_LE(next_block, 256);  // Options(): 64 MiB of KV is far more than this
+  int replayed = 0;
+  for (const auto& [name, batch] : steps) {
+    SCOPED_TRACE(name);
+    absl::StatusOr<std::vector<std::vector<float>>> got = engines[0]->ForwardLogits(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    const bool decode_step = batch.seqs[0].tokens.size() == 1;
+    EXPECT_EQ(engines[0]->last_timings().graph_replay, decode_step);
+    replayed += engines[0]->last_timings().graph_replay;
+    absl::StatusOr<std::vector<std::vector<float>>> want = engines[1]->ForwardLogits(batch);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_FALSE(engines[1]->last_timings().graph_replay);
+    ASSERT_EQ(got->size(), want->size());
+    for (size_t i = 0; i < want->size(); ++i) {
+      // Only the decode-attention merge order can differ (a padded partition
+      // count); the tolerance is far below any bf16 or int8 effect.
+      EXPECT_LT(RelMax((*got)[i], (*want)[i]), 1e-5) << "sequence " << i;
+    }
+  }
+  EXPECT_EQ(replayed, 13);
 }
 
 #if !defined(TPSERVE_CUDA_EMU)

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device.h"
@@ -32,12 +34,14 @@ absl::StatusOr<DeviceBuffer<T>> Upload(const T* src, size_t n) {
   return b;
 }
 
-// Grows `b` to at least `n` elements (contents are not kept).
+// Grows `b` to at least `n` elements (contents are not kept); counts each
+// reallocation in *moves (captured graphs point at the old memory).
 template <typename T>
-absl::Status Grow(DeviceBuffer<T>& b, size_t n) {
+absl::Status Grow(DeviceBuffer<T>& b, size_t n, uint64_t* moves) {
   if (b.size() >= n) return absl::OkStatus();
   b = DeviceBuffer<T>();  // free first: scratch can be large
   TPS_ASSIGN_OR_RETURN(b, DeviceBuffer<T>::Allocate(n));
+  ++*moves;
   return absl::OkStatus();
 }
 
@@ -45,8 +49,9 @@ absl::Status Grow(DeviceBuffer<T>& b, size_t n) {
 // must stay alive until the stream reaches the copy (Forward synchronises
 // before its host vectors go out of scope).
 template <typename T>
-absl::Status Stage(const std::vector<T>& host, DeviceBuffer<T>& d, cudaStream_t stream) {
-  TPS_RETURN_IF_ERROR(Grow(d, std::max<size_t>(host.size(), 1)));
+absl::Status Stage(const std::vector<T>& host, DeviceBuffer<T>& d, cudaStream_t stream,
+                   uint64_t* moves) {
+  TPS_RETURN_IF_ERROR(Grow(d, std::max<size_t>(host.size(), 1), moves));
   if (host.empty()) return absl::OkStatus();
   TPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d.data(), host.data(), host.size() * sizeof(T),
                                            cudaMemcpyHostToDevice, stream));
@@ -103,15 +108,69 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
+// Decode batch sizes a graph is captured for: 1, 2, 4, 8, then multiples of 16.
+int BatchBucket(int seqs) {
+  if (seqs <= 8) {
+    int b = 1;
+    while (b < seqs) b *= 2;
+    return b;
+  }
+  return (seqs + 15) / 16 * 16;
+}
+
+// Context bound of a graph: a power-of-two number of decode partitions.
+int ContextBucket(int max_context) {
+  const int parts = (max_context + kc::kDecodePartitionTokens - 1) / kc::kDecodePartitionTokens;
+  int b = 1;
+  while (b < parts) b *= 2;
+  return b * kc::kDecodePartitionTokens;
+}
+
+// Pads a decode layout to `seqs` sequences with inert entries (token 0 at
+// position 0, KV slot -1 so nothing is written, one-token context over block
+// 0) and its context bound to `context` (block tables widened to match).
+void PadDecodeLayout(int seqs, int context, int block_size, StepLayout* l) {
+  const int S = l->num_seqs();
+  const int width = (context + block_size - 1) / block_size;
+  std::vector<int32_t> tables(static_cast<size_t>(seqs) * width, 0);
+  for (int i = 0; i < S; ++i) {
+    std::copy_n(l->tables.begin() + static_cast<size_t>(i) * l->max_blocks, l->max_blocks,
+                tables.begin() + static_cast<size_t>(i) * width);
+  }
+  l->tables = std::move(tables);
+  l->max_blocks = width;
+  l->max_context = context;
+  l->tokens.resize(seqs, 0);
+  l->positions.resize(seqs, 0);
+  l->slots.resize(seqs, -1);
+  l->starts.resize(seqs, 0);
+  while (static_cast<int>(l->cu_q.size()) < seqs + 1) l->cu_q.push_back(l->cu_q.back() + 1);
+}
+
+// The shapes one step's launches depend on; a graph fixes all of them.
+struct StepShape {
+  int num_seqs = 0;
+  int num_tokens = 0;
+  int max_blocks = 1;
+  int max_context = 1;
+  bool all_decode = false;
+};
+
 class CudaForward final : public ForwardBackend {
  public:
   CudaForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-              cudaStream_t stream)
-      : c_(config), plan_(std::move(plan)), comm_(comm), device_(device), stream_(stream) {}
+              cudaStream_t stream, bool cuda_graphs)
+      : c_(config),
+        plan_(std::move(plan)),
+        comm_(comm),
+        device_(device),
+        stream_(stream),
+        cuda_graphs_(cuda_graphs && comm.world_size() == 1) {}
 
   ~CudaForward() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    graphs_.clear();
     cudaStreamDestroy(stream_);
   }
 
@@ -175,6 +234,14 @@ class CudaForward final : public ForwardBackend {
     DeviceBuffer<float> k_cache, v_cache;
   };
 
+  // Enqueues the step's launches on stream_ over the staged metadata and the
+  // grown scratch (nothing here allocates or synchronises: it may be captured).
+  absl::Status Enqueue(const StepShape& sh, const std::vector<int>& head_rows,
+                       StepTimings* timings);
+  // Grows the activation scratch for `sh` and `head_rows` LM-head rows.
+  absl::Status GrowScratch(const StepShape& sh, int head_rows);
+  bool GraphEligible(const StepLayout& layout, const std::vector<int>& head_rows) const;
+
   absl::Status AllReduce(float* buf, size_t count, StepTimings* timings) {
     if (comm_.world_size() == 1) return absl::OkStatus();
     const absl::Time t0 = absl::Now();
@@ -188,6 +255,7 @@ class CudaForward final : public ForwardBackend {
   Communicator& comm_;
   const int device_;
   cudaStream_t stream_;
+  const bool cuda_graphs_;
   KvCacheShape shape_;
   int num_blocks_ = 0;
   DeviceBuffer<uint8_t> embedding_;
@@ -199,48 +267,135 @@ class CudaForward final : public ForwardBackend {
   DeviceBuffer<int32_t> d_tokens_, d_pos_, d_cu_, d_starts_, d_tables_;
   DeviceBuffer<int64_t> d_slots_;
   DeviceBuffer<float> x_, h_, qkv_, attn_, proj_, gu_, act_, ws_, head_in_, head_out_, gathered_;
+  // Reallocations of the buffers above; graphs_ was captured at graphs_moves_.
+  uint64_t moves_ = 0;
+  uint64_t graphs_moves_ = 0;
+  std::map<std::pair<int, int>, kc::CudaGraph> graphs_;  // (seqs, context) -> decode step
 };
+
+bool CudaForward::GraphEligible(const StepLayout& layout,
+                                const std::vector<int>& head_rows) const {
+  const int S = layout.num_seqs();
+  if (!cuda_graphs_ || !layout.all_decode || S == 0 || S > kMaxGraphBatch) return false;
+  if (static_cast<int>(head_rows.size()) != S) return false;
+  for (int i = 0; i < S; ++i) {
+    if (head_rows[i] != i) return false;
+  }
+  return true;
+}
+
+absl::Status CudaForward::GrowScratch(const StepShape& sh, int head_rows) {
+  const RankDims d = RankDims::For(c_, plan_.mine());
+  const size_t T = sh.num_tokens;
+  TPS_RETURN_IF_ERROR(Grow(x_, T * d.hidden, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(h_, T * d.hidden, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(qkv_, T * d.qkv_dim, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(attn_, T * d.q_dim, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(proj_, T * d.hidden, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(gu_, T * 2 * d.ffn, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(act_, T * d.ffn, &moves_));
+  if (sh.all_decode) {
+    const int64_t ws = kc::DecodeAttentionWorkspaceFloats(sh.num_seqs, d.n_heads, d.head_dim,
+                                                          sh.max_context);
+    TPS_RETURN_IF_ERROR(Grow(ws_, static_cast<size_t>(std::max<int64_t>(ws, 1)), &moves_));
+  }
+  if (head_rows > 0) {
+    const size_t padded = static_cast<size_t>(head_rows) * plan_.max_vocab_rows();
+    TPS_RETURN_IF_ERROR(Grow(head_in_, static_cast<size_t>(head_rows) * d.hidden, &moves_));
+    TPS_RETURN_IF_ERROR(Grow(head_out_, padded, &moves_));
+    if (comm_.world_size() > 1) {
+      TPS_RETURN_IF_ERROR(Grow(gathered_, padded * comm_.world_size(), &moves_));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>& head_rows,
                                   std::vector<float>* logits, StepTimings* timings) {
   TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  // Flatten the ragged batch exactly as the CPU backend does, then stage it.
+  StepLayout layout = FlattenStep(batch, shape_.block_size);
+  const bool graph = GraphEligible(layout, head_rows);
+  if (graph) {
+    PadDecodeLayout(BatchBucket(layout.num_seqs()), ContextBucket(layout.max_context),
+                    shape_.block_size, &layout);
+  }
+  const StepShape sh{.num_seqs = layout.num_seqs(),
+                     .num_tokens = layout.num_tokens(),
+                     .max_blocks = layout.max_blocks,
+                     .max_context = layout.max_context,
+                     .all_decode = layout.all_decode};
+  TPS_RETURN_IF_ERROR(Stage(layout.tokens, d_tokens_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Stage(layout.positions, d_pos_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Stage(layout.cu_q, d_cu_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Stage(layout.starts, d_starts_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Stage(layout.tables, d_tables_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Stage(layout.slots, d_slots_, stream_, &moves_));
+  const int R = static_cast<int>(head_rows.size());
+  TPS_RETURN_IF_ERROR(GrowScratch(sh, graph ? sh.num_seqs : R));
+
+  if (graph) {
+    if (graphs_moves_ != moves_) {  // some captured pointer moved
+      graphs_.clear();
+      graphs_moves_ = moves_;
+    }
+    const std::pair<int, int> key(sh.num_seqs, sh.max_context);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      std::vector<int> rows(sh.num_seqs);
+      for (int i = 0; i < sh.num_seqs; ++i) rows[i] = i;
+      TPS_ASSIGN_OR_RETURN(kc::CudaGraph g,
+                           kc::CudaGraph::Capture(stream_, [&]() -> absl::Status {
+                             return Enqueue(sh, rows, timings);
+                           }));
+      it = graphs_.emplace(key, std::move(g)).first;
+    }
+    TPS_RETURN_IF_ERROR(it->second.Launch(stream_));
+    timings->graph_replay = true;
+  } else {
+    TPS_RETURN_IF_ERROR(Enqueue(sh, head_rows, timings));
+  }
+
+  // One wait per step: collective errors (and timeouts) surface here.
+  const int world = comm_.world_size();
+  if (world > 1) {
+    const absl::Time t0 = absl::Now();
+    TPS_RETURN_IF_ERROR(comm_.Synchronize(stream_));
+    timings->comm_s += Seconds(t0);
+  }
+  TPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (R == 0 || comm_.rank() != 0) return absl::OkStatus();
+  // Rows [0, R) of the (padded) head output, every rank's slice.
+  const int64_t maxv = plan_.max_vocab_rows();
+  const float* all_dev = world > 1 ? gathered_.data() : head_out_.data();
+  std::vector<float> all(static_cast<size_t>(R * maxv * world));
+  TPS_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(all.data(), all_dev, all.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  ScatterVocabSlices(plan_, all.data(), R, maxv, c_.vocab_size, logits);
+  return absl::OkStatus();
+}
+
+absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& head_rows,
+                                  StepTimings* timings) {
   const RankShard& me = plan_.mine();
   const RankDims d = RankDims::For(c_, me);
   const int H = d.hidden;
   const int F = d.ffn;
+  const int T = sh.num_tokens;
   const kernels::Stream s{.cuda_stream = stream_};
-
-  // Flatten the ragged batch exactly as the CPU backend does, then stage it.
-  const StepLayout layout = FlattenStep(batch, shape_.block_size);
-  const int S = layout.num_seqs();
-  const int T = layout.num_tokens();
-  TPS_RETURN_IF_ERROR(Stage(layout.tokens, d_tokens_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(layout.positions, d_pos_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(layout.cu_q, d_cu_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(layout.starts, d_starts_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(layout.tables, d_tables_, stream_));
-  TPS_RETURN_IF_ERROR(Stage(layout.slots, d_slots_, stream_));
   const StepArrays a{.tokens = d_tokens_.data(),
                      .positions = d_pos_.data(),
                      .slots = d_slots_.data(),
                      .cu_q = d_cu_.data(),
                      .starts = d_starts_.data(),
                      .tables = d_tables_.data(),
-                     .num_seqs = S,
+                     .num_seqs = sh.num_seqs,
                      .num_tokens = T,
-                     .max_blocks = layout.max_blocks};
-  TPS_RETURN_IF_ERROR(Grow(x_, size_t{1} * T * H));
-  TPS_RETURN_IF_ERROR(Grow(h_, size_t{1} * T * H));
-  TPS_RETURN_IF_ERROR(Grow(qkv_, size_t{1} * T * d.qkv_dim));
-  TPS_RETURN_IF_ERROR(Grow(attn_, size_t{1} * T * d.q_dim));
-  TPS_RETURN_IF_ERROR(Grow(proj_, size_t{1} * T * H));
-  TPS_RETURN_IF_ERROR(Grow(gu_, size_t{1} * T * 2 * F));
-  TPS_RETURN_IF_ERROR(Grow(act_, size_t{1} * T * F));
-  int64_t ws_floats = 0;
-  if (layout.all_decode) {
-    ws_floats = kc::DecodeAttentionWorkspaceFloats(S, d.n_heads, d.head_dim, layout.max_context);
-    TPS_RETURN_IF_ERROR(Grow(ws_, static_cast<size_t>(std::max<int64_t>(ws_floats, 1))));
-  }
+                     .max_blocks = sh.max_blocks};
+  const int64_t ws_floats =
+      sh.all_decode ? kc::DecodeAttentionWorkspaceFloats(sh.num_seqs, d.n_heads, d.head_dim,
+                                                         sh.max_context)
+                    : 0;
 
   // (T, H) embedding: each rank fills the rows of its vocabulary slice.
   TPS_RETURN_IF_ERROR(kc::Embedding(
@@ -264,9 +419,9 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
     TPS_RETURN_IF_ERROR(kc::KvCacheWrite(MakeKvCacheWriteParams(d, a, qkv_.data(), cache), s));
     const kernels::PagedAttentionParams ap =
         MakeAttentionParams(d, a, qkv_.data(), cache, attn_.data());
-    TPS_RETURN_IF_ERROR(layout.all_decode ? kc::PagedAttentionDecode(ap, layout.max_context,
-                                                                     ws_.data(), ws_floats, s)
-                                          : kc::PagedAttention(ap, s));
+    TPS_RETURN_IF_ERROR(sh.all_decode ? kc::PagedAttentionDecode(ap, sh.max_context, ws_.data(),
+                                                                 ws_floats, s)
+                                      : kc::PagedAttention(ap, s));
     TPS_RETURN_IF_ERROR(RunLinear(l.o, attn_.data(), T, proj_.data(), H, s));  // partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_.data(), size_t{1} * T * H, timings));
     TPS_RETURN_IF_ERROR(
@@ -294,44 +449,29 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
   }
 
   // LM head on the sampled rows, padded to the largest vocabulary slice so
-  // the all-gather has equal counts.
+  // the all-gather has equal counts. Consecutive rows (every decode step)
+  // are normalised in one launch.
   const int R = static_cast<int>(head_rows.size());
+  if (R == 0) return absl::OkStatus();
   const int64_t maxv = plan_.max_vocab_rows();
-  const int world = comm_.world_size();
-  if (R > 0) {
-    TPS_RETURN_IF_ERROR(Grow(head_in_, size_t{1} * R * H));
-    TPS_RETURN_IF_ERROR(Grow(head_out_, static_cast<size_t>(R * maxv)));
-    for (int r = 0; r < R; ++r) {
-      TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data() + size_t{1} * head_rows[r] * H,
-                                       .weight = output_norm_.data(),
-                                       .y = head_in_.data() + size_t{1} * r * H,
-                                       .rows = 1,
-                                       .dim = H,
-                                       .eps = c_.rms_norm_eps},
-                                      s));
-    }
-    TPS_RETURN_IF_ERROR(RunLinear(lm_head_, head_in_.data(), R, head_out_.data(), maxv, s));
-    if (world > 1) {
-      TPS_RETURN_IF_ERROR(Grow(gathered_, static_cast<size_t>(R * maxv * world)));
-      const absl::Time t0 = absl::Now();
-      TPS_RETURN_IF_ERROR(comm_.AllGather(head_out_.data(), gathered_.data(), R * maxv,
-                                          CommDType::kF32, {.stream = stream_}));
-      timings->comm_s += Seconds(t0);
-    }
+  bool consecutive = true;
+  for (int r = 1; r < R; ++r) consecutive = consecutive && head_rows[r] == head_rows[0] + r;
+  for (int r = 0; r < R; r += consecutive ? R : 1) {
+    TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data() + size_t{1} * head_rows[r] * H,
+                                     .weight = output_norm_.data(),
+                                     .y = head_in_.data() + size_t{1} * r * H,
+                                     .rows = consecutive ? R : 1,
+                                     .dim = H,
+                                     .eps = c_.rms_norm_eps},
+                                    s));
   }
-  // One wait per step: collective errors (and timeouts) surface here.
-  if (world > 1) {
+  TPS_RETURN_IF_ERROR(RunLinear(lm_head_, head_in_.data(), R, head_out_.data(), maxv, s));
+  if (comm_.world_size() > 1) {
     const absl::Time t0 = absl::Now();
-    TPS_RETURN_IF_ERROR(comm_.Synchronize(stream_));
+    TPS_RETURN_IF_ERROR(comm_.AllGather(head_out_.data(), gathered_.data(), R * maxv,
+                                        CommDType::kF32, {.stream = stream_}));
     timings->comm_s += Seconds(t0);
   }
-  TPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  if (R == 0 || comm_.rank() != 0) return absl::OkStatus();
-  const float* all_dev = world > 1 ? gathered_.data() : head_out_.data();
-  std::vector<float> all(static_cast<size_t>(R * maxv * world));
-  TPS_CUDA_RETURN_IF_ERROR(
-      cudaMemcpy(all.data(), all_dev, all.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  ScatterVocabSlices(plan_, all.data(), R, maxv, c_.vocab_size, logits);
   return absl::OkStatus();
 }
 
@@ -339,7 +479,8 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
 
 absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelConfig& config,
                                                                   ShardPlan plan,
-                                                                  Communicator& comm, int device) {
+                                                                  Communicator& comm, int device,
+                                                                  bool cuda_graphs) {
   const int count = ::tpserve::cuda::DeviceCount();
   if (count == 0) {
     return absl::FailedPreconditionError(
@@ -360,7 +501,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelCon
   cudaStream_t stream = nullptr;
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   return std::unique_ptr<ForwardBackend>(
-      new CudaForward(config, std::move(plan), comm, device, stream));
+      new CudaForward(config, std::move(plan), comm, device, stream, cuda_graphs));
 }
 
 }  // namespace tpserve

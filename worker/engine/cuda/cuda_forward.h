@@ -10,6 +10,18 @@
 // one synchronisation, then rank 0 copies the gathered logits to the host,
 // where the Engine samples.
 //
+// Decode steps of a single-rank group are replayed from CUDA graphs (when
+// `cuda_graphs`): the batch is padded to a batch-size bucket (1, 2, 4, 8,
+// then multiples of 16 up to kMaxGraphBatch) with inert sequences (KV slot
+// -1, a one-token context), the context bound to a power-of-two number of
+// 256-token attention partitions, and the block tables to that bound. One
+// graph per (batch bucket, partition bucket) is captured on first use and
+// replayed while the device buffers it points at stay in place (a larger
+// prefill that regrows scratch drops them all). A SmolLM2 decode step is
+// ~400 launches of a few microseconds each, so launch overhead, not the
+// kernels, bounds batch-1 decode without graphs. Multi-rank groups run
+// eagerly (NCCL inside graphs is left for a device-validated change).
+//
 //   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
 //                        CreateCudaForward(model.config(), plan, *nccl_comm, local_rank));
 #ifndef TPSERVE_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
@@ -25,11 +37,15 @@
 
 namespace tpserve {
 
+// Largest decode batch replayed from a graph; larger ones run eagerly.
+inline constexpr int kMaxGraphBatch = 256;
+
 // FAILED_PRECONDITION when no CUDA device is visible, `device` does not
 // exist, or a multi-rank `comm` is not NCCL. `comm` must outlive the
 // backend.
 [[nodiscard]] absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
-    const ModelConfig& config, ShardPlan plan, Communicator& comm, int device);
+    const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
+    bool cuda_graphs = true);
 
 }  // namespace tpserve
 
