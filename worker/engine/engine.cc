@@ -139,6 +139,55 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
       sampled_seqs.push_back(i);
     }
   }
+  // The position a sequence's sampled token takes, and its token history.
+  auto position = [](const SequenceInput& s) {
+    return int64_t{s.start_pos} + static_cast<int64_t>(s.tokens.size());
+  };
+  auto history = [&](const SequenceInput& s) {
+    const std::vector<int32_t>& h = history_[s.seq_id];
+    const int64_t pos = position(s);
+    const int64_t prompt_end = std::min<int64_t>(s.prompt_len, pos);
+    TokenHistory th;
+    for (int64_t p = 0; p < pos && p < static_cast<int64_t>(h.size()); ++p) {
+      if (h[p] < 0) continue;
+      (p < prompt_end ? th.prompt : th.output).push_back(h[p]);
+    }
+    return th;
+  };
+  // The device samples unless a row wants logprobs (computed on the host).
+  // Every rank takes the same branch: it depends on the batch only.
+  bool on_device = forward_->samples_on_device();
+  for (int i : sampled_seqs) {
+    const SamplingParams& p = batch.seqs[i].sampling;
+    on_device = on_device && !p.logprobs && p.top_logprobs == 0;
+  }
+  if (on_device) {
+    const absl::Time ts = absl::Now();
+    DeviceSampling ds;
+    if (comm_.rank() == 0) {
+      for (int i : sampled_seqs) {
+        const SequenceInput& s = batch.seqs[i];
+        ds.params.push_back(s.sampling);
+        ds.uniforms.push_back(SampleUniform(s.sampling.seed, position(s)));
+        AppendDistinctHistory(history(s), &ds.history_tokens, &ds.history_output_counts);
+        ds.history_begin.push_back(static_cast<int32_t>(ds.history_tokens.size()));
+      }
+    }
+    timings_.sample_s = Seconds(ts);
+    std::vector<int32_t> tokens;
+    TPS_RETURN_IF_ERROR(forward_->ForwardSample(batch, head_rows, ds, &tokens, &timings_));
+    timings_.device_sampling = true;
+    if (comm_.rank() == 0) {
+      for (size_t j = 0; j < sampled_seqs.size(); ++j) {
+        SampledToken t;
+        t.seq_id = batch.seqs[sampled_seqs[j]].seq_id;
+        t.token = tokens[j];
+        out.tokens.push_back(std::move(t));
+      }
+    }
+    timings_.total_s = Seconds(t0);
+    return out;
+  }
   std::vector<float> logits;
   TPS_RETURN_IF_ERROR(forward_->Forward(batch, head_rows, &logits, &timings_));
   if (comm_.rank() == 0) {
@@ -146,17 +195,9 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
     const int V = config_.vocab_size;
     for (size_t j = 0; j < sampled_seqs.size(); ++j) {
       const SequenceInput& s = batch.seqs[sampled_seqs[j]];
-      const std::vector<int32_t>& h = history_[s.seq_id];
-      const int64_t pos = int64_t{s.start_pos} + static_cast<int64_t>(s.tokens.size());
-      const int64_t prompt_end = std::min<int64_t>(s.prompt_len, pos);
-      TokenHistory th;
-      for (int64_t p = 0; p < pos && p < static_cast<int64_t>(h.size()); ++p) {
-        if (h[p] < 0) continue;
-        (p < prompt_end ? th.prompt : th.output).push_back(h[p]);
-      }
-      TPS_ASSIGN_OR_RETURN(
-          SampledToken t,
-          SampleToken(absl::MakeConstSpan(logits.data() + j * V, V), s.sampling, th, pos));
+      TPS_ASSIGN_OR_RETURN(SampledToken t,
+                           SampleToken(absl::MakeConstSpan(logits.data() + j * V, V), s.sampling,
+                                       history(s), position(s)));
       t.seq_id = s.seq_id;
       out.tokens.push_back(std::move(t));
     }

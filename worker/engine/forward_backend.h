@@ -30,7 +30,8 @@ struct StepTimings {
   double comm_s = 0;    // time inside collectives (device backends: enqueue time)
   double sample_s = 0;  // rank 0 sampling
   int64_t tokens = 0;
-  bool graph_replay = false;  // "cuda": the step was replayed from a CUDA graph
+  bool graph_replay = false;     // "cuda": the step was replayed from a CUDA graph
+  bool device_sampling = false;  // rank 0 sampled on the device (ForwardSample)
 };
 
 // What the backends need beyond the model and the communicator.
@@ -40,6 +41,18 @@ struct ForwardBackendOptions {
   // "cuda": replay single-rank decode steps from CUDA graphs captured per
   // (batch-size bucket, context bucket); see cuda/cuda_forward.h.
   bool cuda_graphs = true;
+};
+
+// What rank-0 sampling on the device needs besides the logits, per sampled
+// row r: its parameters, its uniform draw (SampleUniform(seed, position)),
+// and its distinct history tokens with their output counts
+// (AppendDistinctHistory) at [history_begin[r], history_begin[r + 1]).
+struct DeviceSampling {
+  std::vector<SamplingParams> params;
+  std::vector<double> uniforms;
+  std::vector<int32_t> history_begin = {0};
+  std::vector<int32_t> history_tokens;
+  std::vector<int32_t> history_output_counts;
 };
 
 class ForwardBackend {
@@ -65,7 +78,26 @@ class ForwardBackend {
   [[nodiscard]] virtual absl::Status Forward(const StepBatch& batch,
                                              const std::vector<int>& head_rows,
                                              std::vector<float>* logits, StepTimings* timings) = 0;
+
+  // Whether ForwardSample is implemented (the CUDA backend).
+  virtual bool samples_on_device() const { return false; }
+
+  // Forward, then rank 0 samples every head row on the device (same algorithm
+  // and results as worker/engine/sampler.h) and fills `tokens`
+  // (head_rows.size()); the logits never leave the device. `sampling` is
+  // read on rank 0 only.
+  [[nodiscard]] virtual absl::Status ForwardSample(const StepBatch& batch,
+                                                   const std::vector<int>& head_rows,
+                                                   const DeviceSampling& sampling,
+                                                   std::vector<int32_t>* tokens,
+                                                   StepTimings* timings);
 };
+
+inline absl::Status ForwardBackend::ForwardSample(const StepBatch&, const std::vector<int>&,
+                                                  const DeviceSampling&, std::vector<int32_t>*,
+                                                  StepTimings*) {
+  return absl::UnimplementedError("this backend does not sample on the device");
+}
 
 }  // namespace tpserve
 

@@ -1,5 +1,7 @@
 #include "worker/engine/sampler.h"
 
+#include <map>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -161,6 +163,17 @@ absl::StatusOr<SampledToken> SampleToken(absl::Span<const float> logits,
     }
   }
   return out;
+}
+
+void AppendDistinctHistory(const TokenHistory& history, std::vector<int32_t>* tokens,
+                           std::vector<int32_t>* output_counts) {
+  std::map<int32_t, int32_t> distinct;  // token -> output count
+  for (int32_t t : history.prompt) distinct.emplace(t, 0);
+  for (int32_t t : history.output) ++distinct[t];
+  for (const auto& [t, n] : distinct) {
+    tokens->push_back(t);
+    output_counts->push_back(n);
+  }
 }
 
 }  // namespace tpserve

@@ -47,6 +47,12 @@ struct TokenHistory {
 // The uniform [0, 1) draw used for (seed, position); exposed for tests.
 double SampleUniform(uint64_t seed, int64_t position);
 
+// `history` as the device sampler (kernels/cuda/sampling.h) takes it: each
+// distinct token once, ascending, appended to `tokens`, with how often it
+// occurs in the output appended to `output_counts` (0 = prompt only).
+void AppendDistinctHistory(const TokenHistory& history, std::vector<int32_t>* tokens,
+                           std::vector<int32_t>* output_counts);
+
 }  // namespace tpserve
 
 #endif  // TPSERVE_WORKER_ENGINE_SAMPLER_H_

@@ -309,6 +309,29 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   }
   return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
+                              size_t width, size_t height, cudaMemcpyKind kind,
+                              cudaStream_t stream) {
+  if (width > dpitch || width > spitch) return tpserve_emu::Set(cudaErrorInvalidValue);
+  if (height == 0 || width == 0) return cudaSuccess;
+  const size_t dst_span = dpitch * (height - 1) + width;
+  const size_t src_span = spitch * (height - 1) + width;
+  // Each device side's whole span must lie inside one allocation.
+  const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if ((dst_dev && tpserve_emu::CheckCopy(dst, dst, dst_span, cudaMemcpyHostToDevice)) ||
+      (src_dev && tpserve_emu::CheckCopy(const_cast<void*>(src), src, src_span,
+                                         cudaMemcpyDeviceToHost))) {
+    return tpserve_emu::Set(cudaErrorInvalidValue);
+  }
+  return tpserve_emu::Enqueue(stream, [=] {
+    for (size_t r = 0; r < height; ++r) {
+      std::memmove(static_cast<char*>(dst) + r * dpitch,
+                   static_cast<const char*>(src) + r * spitch, width);
+    }
+  });
+}
+
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
   if (cudaError_t e = tpserve_emu::CheckCopy(dst, nullptr, bytes, cudaMemcpyHostToDevice);
       e != cudaSuccess) {

@@ -294,6 +294,78 @@ TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
   EXPECT_EQ(replayed, 13);
 }
 
+// Step samples on the device (kernels/cuda/sampling.h) unless a row asks for
+// logprobs; both paths must pick the same tokens from the same logits. Two
+// CUDA engines generate 10 tokens for four sequences with greedy, top-k,
+// top-p, min-p and all three penalties (the history grows each step): one
+// samples on the device, the other is forced onto the host sampler by
+// logprobs = true.
+TEST(CudaEngineParity, DeviceSamplingMatchesHostSampling) {
+  if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  std::unique_ptr<Communicator> comms[2];
+  std::unique_ptr<Engine> engines[2];  // [0] device sampling, [1] host sampling
+  for (int e = 0; e < 2; ++e) {
+    absl::StatusOr<std::unique_ptr<Communicator>> comm =
+        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    comms[e] = *std::move(comm);
+    absl::StatusOr<std::unique_ptr<Engine>> engine =
+        Engine::Create(**model, *comms[e], Options("cuda"));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engines[e] = *std::move(engine);
+  }
+  std::vector<SamplingParams> params(4);
+  params[1].temperature = 0.8f;
+  params[1].top_k = 40;
+  params[1].repetition_penalty = 1.3f;
+  params[1].seed = 7;
+  params[2].temperature = 1.2f;
+  params[2].top_p = 0.9f;
+  params[2].presence_penalty = 0.5f;
+  params[2].frequency_penalty = 0.4f;
+  params[2].seed = 8;
+  params[3].temperature = 0.7f;
+  params[3].min_p = 0.05f;
+  params[3].frequency_penalty = -0.3f;
+  params[3].seed = 9;
+  const int vocab = (*model)->config().vocab_size;
+  std::vector<std::vector<int32_t>> generated[2];
+  for (int e = 0; e < 2; ++e) {
+    generated[e].assign(4, {});
+    std::vector<int> pos(4);
+    StepBatch batch;
+    for (int i = 0; i < 4; ++i) {
+      std::vector<int32_t> prompt;
+      for (int t = 0; t < 12 + 5 * i; ++t) prompt.push_back((t * 131 + i * 17) % vocab);
+      SequenceInput s = Seq(100 + i, prompt, 0, {4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3});
+      s.prompt_len = static_cast<int32_t>(prompt.size());
+      s.sampling = params[i];
+      s.sampling.logprobs = e == 1;
+      pos[i] = static_cast<int>(prompt.size());
+      batch.seqs.push_back(s);
+    }
+    for (int step = 0; step < 10; ++step) {
+      absl::StatusOr<StepOutput> out = engines[e]->Step(batch);
+      ASSERT_TRUE(out.ok()) << out.status();
+      EXPECT_EQ(engines[e]->last_timings().device_sampling, e == 0);
+      ASSERT_EQ(out->tokens.size(), 4u);
+      for (int i = 0; i < 4; ++i) {
+        ASSERT_EQ(out->tokens[i].seq_id, 100u + i);
+        generated[e][i].push_back(out->tokens[i].token);
+        batch.seqs[i].tokens = {out->tokens[i].token};
+        batch.seqs[i].start_pos = pos[i]++;
+      }
+    }
+  }
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(generated[0][i], generated[1][i]) << "sequence " << i;
+  }
+}
+
 #if !defined(TPSERVE_CUDA_EMU)
 TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
   if (::tpserve::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";

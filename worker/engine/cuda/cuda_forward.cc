@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/sampling.h"
 #include "worker/engine/forward_common.h"
 
 namespace tpserve {
@@ -225,6 +226,11 @@ class CudaForward final : public ForwardBackend {
   absl::Status Forward(const StepBatch& batch, const std::vector<int>& head_rows,
                        std::vector<float>* logits, StepTimings* timings) override;
 
+  bool samples_on_device() const override { return true; }
+  absl::Status ForwardSample(const StepBatch& batch, const std::vector<int>& head_rows,
+                             const DeviceSampling& sampling, std::vector<int32_t>* tokens,
+                             StepTimings* timings) override;
+
  private:
   struct Layer {
     DeviceBuffer<float> attn_norm;
@@ -234,6 +240,11 @@ class CudaForward final : public ForwardBackend {
     DeviceBuffer<float> k_cache, v_cache;
   };
 
+  // Stages the batch and enqueues its forward pass (from a graph or eagerly).
+  absl::Status Launch(const StepBatch& batch, const std::vector<int>& head_rows,
+                      StepTimings* timings);
+  // Waits for the stream (and the collectives: their errors surface here).
+  absl::Status Finish(StepTimings* timings);
   // Enqueues the step's launches on stream_ over the staged metadata and the
   // grown scratch (nothing here allocates or synchronises: it may be captured).
   absl::Status Enqueue(const StepShape& sh, const std::vector<int>& head_rows,
@@ -267,6 +278,12 @@ class CudaForward final : public ForwardBackend {
   DeviceBuffer<int32_t> d_tokens_, d_pos_, d_cu_, d_starts_, d_tables_;
   DeviceBuffer<int64_t> d_slots_;
   DeviceBuffer<float> x_, h_, qkv_, attn_, proj_, gu_, act_, ws_, head_in_, head_out_, gathered_;
+  // Device sampling: rows of parameters, histories, full-vocabulary logits
+  // (multi-rank), workspace and the sampled ids. Not captured in graphs.
+  DeviceBuffer<kc::SampleRow> d_sample_rows_;
+  DeviceBuffer<int32_t> d_hist_tokens_, d_hist_counts_, d_ids_;
+  DeviceBuffer<float> d_logits_;
+  DeviceBuffer<double> d_sample_ws_;
   // Reallocations of the buffers above; graphs_ was captured at graphs_moves_.
   uint64_t moves_ = 0;
   uint64_t graphs_moves_ = 0;
@@ -310,8 +327,8 @@ absl::Status CudaForward::GrowScratch(const StepShape& sh, int head_rows) {
   return absl::OkStatus();
 }
 
-absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>& head_rows,
-                                  std::vector<float>* logits, StepTimings* timings) {
+absl::Status CudaForward::Launch(const StepBatch& batch, const std::vector<int>& head_rows,
+                                 StepTimings* timings) {
   TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
   // Flatten the ragged batch exactly as the CPU backend does, then stage it.
   StepLayout layout = FlattenStep(batch, shape_.block_size);
@@ -331,41 +348,47 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
   TPS_RETURN_IF_ERROR(Stage(layout.starts, d_starts_, stream_, &moves_));
   TPS_RETURN_IF_ERROR(Stage(layout.tables, d_tables_, stream_, &moves_));
   TPS_RETURN_IF_ERROR(Stage(layout.slots, d_slots_, stream_, &moves_));
-  const int R = static_cast<int>(head_rows.size());
-  TPS_RETURN_IF_ERROR(GrowScratch(sh, graph ? sh.num_seqs : R));
-
-  if (graph) {
-    if (graphs_moves_ != moves_) {  // some captured pointer moved
-      graphs_.clear();
-      graphs_moves_ = moves_;
-    }
-    const std::pair<int, int> key(sh.num_seqs, sh.max_context);
-    auto it = graphs_.find(key);
-    if (it == graphs_.end()) {
-      std::vector<int> rows(sh.num_seqs);
-      for (int i = 0; i < sh.num_seqs; ++i) rows[i] = i;
-      TPS_ASSIGN_OR_RETURN(kc::CudaGraph g,
-                           kc::CudaGraph::Capture(stream_, [&]() -> absl::Status {
-                             return Enqueue(sh, rows, timings);
-                           }));
-      it = graphs_.emplace(key, std::move(g)).first;
-    }
-    TPS_RETURN_IF_ERROR(it->second.Launch(stream_));
-    timings->graph_replay = true;
-  } else {
-    TPS_RETURN_IF_ERROR(Enqueue(sh, head_rows, timings));
+  TPS_RETURN_IF_ERROR(GrowScratch(sh, graph ? sh.num_seqs : static_cast<int>(head_rows.size())));
+  // The staged host vectors die with `layout`: the copies must be done.
+  // (Stage's copies are ordered before everything below on the stream; a
+  // pageable-memory cudaMemcpyAsync returns once the source is consumed.)
+  if (!graph) return Enqueue(sh, head_rows, timings);
+  if (graphs_moves_ != moves_) {  // some captured pointer moved
+    graphs_.clear();
+    graphs_moves_ = moves_;
   }
+  const std::pair<int, int> key(sh.num_seqs, sh.max_context);
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    std::vector<int> rows(sh.num_seqs);
+    for (int i = 0; i < sh.num_seqs; ++i) rows[i] = i;
+    TPS_ASSIGN_OR_RETURN(kc::CudaGraph g, kc::CudaGraph::Capture(stream_, [&]() -> absl::Status {
+                           return Enqueue(sh, rows, timings);
+                         }));
+    it = graphs_.emplace(key, std::move(g)).first;
+  }
+  timings->graph_replay = true;
+  return it->second.Launch(stream_);
+}
 
-  // One wait per step: collective errors (and timeouts) surface here.
-  const int world = comm_.world_size();
-  if (world > 1) {
+absl::Status CudaForward::Finish(StepTimings* timings) {
+  if (comm_.world_size() > 1) {
     const absl::Time t0 = absl::Now();
     TPS_RETURN_IF_ERROR(comm_.Synchronize(stream_));
     timings->comm_s += Seconds(t0);
   }
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>& head_rows,
+                                  std::vector<float>* logits, StepTimings* timings) {
+  TPS_RETURN_IF_ERROR(Launch(batch, head_rows, timings));
+  TPS_RETURN_IF_ERROR(Finish(timings));
+  const int R = static_cast<int>(head_rows.size());
   if (R == 0 || comm_.rank() != 0) return absl::OkStatus();
   // Rows [0, R) of the (padded) head output, every rank's slice.
+  const int world = comm_.world_size();
   const int64_t maxv = plan_.max_vocab_rows();
   const float* all_dev = world > 1 ? gathered_.data() : head_out_.data();
   std::vector<float> all(static_cast<size_t>(R * maxv * world));
@@ -373,6 +396,69 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
       cudaMemcpy(all.data(), all_dev, all.size() * sizeof(float), cudaMemcpyDeviceToHost));
   ScatterVocabSlices(plan_, all.data(), R, maxv, c_.vocab_size, logits);
   return absl::OkStatus();
+}
+
+absl::Status CudaForward::ForwardSample(const StepBatch& batch, const std::vector<int>& head_rows,
+                                        const DeviceSampling& sampling,
+                                        std::vector<int32_t>* tokens, StepTimings* timings) {
+  TPS_RETURN_IF_ERROR(Launch(batch, head_rows, timings));
+  const int R = static_cast<int>(head_rows.size());
+  if (R == 0 || comm_.rank() != 0) return Finish(timings);
+  if (static_cast<int>(sampling.params.size()) != R ||
+      static_cast<int>(sampling.uniforms.size()) != R ||
+      static_cast<int>(sampling.history_begin.size()) != R + 1) {
+    TPS_RETURN_IF_ERROR(Finish(timings));
+    return absl::InvalidArgumentError("ForwardSample: one sampling row per head row is needed");
+  }
+  const int V = c_.vocab_size;
+  const int world = comm_.world_size();
+  const int64_t maxv = plan_.max_vocab_rows();
+  // (R, V) logits: the head output itself on one rank (row stride maxv = V),
+  // else each rank's gathered slice copied into its vocabulary columns.
+  float* logits = head_out_.data();
+  if (world > 1) {
+    TPS_RETURN_IF_ERROR(Grow(d_logits_, static_cast<size_t>(R) * V, &moves_));
+    logits = d_logits_.data();
+    for (int rk = 0; rk < world; ++rk) {
+      const IndexRange& v = plan_.shard(rk).vocab;
+      TPS_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
+          logits + v.begin, sizeof(float) * V, gathered_.data() + int64_t{rk} * R * maxv,
+          sizeof(float) * maxv, sizeof(float) * v.count, R, cudaMemcpyDeviceToDevice, stream_));
+    }
+  }
+  std::vector<kc::SampleRow> rows(R);
+  for (int r = 0; r < R; ++r) {
+    const SamplingParams& p = sampling.params[r];
+    rows[r] = {.temperature = p.temperature,
+               .top_k = p.top_k,
+               .top_p = p.top_p,
+               .min_p = p.min_p,
+               .repetition_penalty = p.repetition_penalty,
+               .presence_penalty = p.presence_penalty,
+               .frequency_penalty = p.frequency_penalty,
+               .history_begin = sampling.history_begin[r],
+               .history_end = sampling.history_begin[r + 1],
+               .uniform = sampling.uniforms[r]};
+  }
+  TPS_RETURN_IF_ERROR(Stage(rows, d_sample_rows_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Stage(sampling.history_tokens, d_hist_tokens_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Stage(sampling.history_output_counts, d_hist_counts_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(d_sample_ws_, static_cast<size_t>(R) * V, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(d_ids_, static_cast<size_t>(R), &moves_));
+  TPS_RETURN_IF_ERROR(kc::Sample({.logits = logits,
+                                  .stride = world > 1 ? V : maxv,
+                                  .row_params = d_sample_rows_.data(),
+                                  .history_tokens = d_hist_tokens_.data(),
+                                  .history_output_counts = d_hist_counts_.data(),
+                                  .workspace = d_sample_ws_.data(),
+                                  .ids = d_ids_.data(),
+                                  .rows = R,
+                                  .vocab = V},
+                                 {.cuda_stream = stream_}));
+  tokens->resize(R);
+  TPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens->data(), d_ids_.data(), sizeof(int32_t) * R,
+                                           cudaMemcpyDeviceToHost, stream_));
+  return Finish(timings);
 }
 
 absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& head_rows,
