@@ -96,6 +96,11 @@ def cuda_cc_library(name, deps = [], cuda_deps = [], **kwargs):
     native.cc_library(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], **kwargs)
     native.cc_library(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, **kwargs)
 
+def cuda_cc_binary(name, deps = [], cuda_deps = [], tags = [], **kwargs):
+    """A GPU binary (tagged "gpu": gpu_check.sh runs it) plus its `_emu` twin."""
+    native.cc_binary(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
+    native.cc_binary(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, tags = tags + ["cuda_emu"], **kwargs)
+
 def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], **kwargs):
     """A GPU test (tagged "gpu") plus its `_emu` twin run on the CUDA emulator.
 

@@ -1,0 +1,186 @@
+// End-to-end decode throughput of the CUDA engine (Engine::Step: forward
+// pass, device sampling, token back on the host) against the bandwidth
+// roofline: a batch-1 decode step must stream every weight byte once, so
+// roofline tokens/s = copy bandwidth / weight bytes, with the copy bandwidth
+// (D2D cudaMemcpy, read + write) measured in the same run. Rows:
+//
+//   | bench: decode batch-1 <model> (graphs) | ok | X tok/s | roofline Y tok/s | X/Y |
+//   | bench: decode batch-1 <model> (no graphs) | ok | X tok/s | graphs Z tok/s | X/Z |
+//   | bench: decode batch-16 <model> (graphs) | ok | X tok/s | batch-1 Z tok/s | X/Z |
+//
+// The default model is generated: a 1.1B-parameter Llama (hidden 2048, 16
+// layers, 32 query / 8 KV heads, FFN 8192), Q4_1, tied embeddings (so the
+// weight bytes are what one step reads), vocabulary from the first model in
+// $TPSERVE_GPU_TEST_MODELS (the gpu_check bundle) or the default model.
+//
+//   decode_bench                      # generate the 1.1B model in $TMPDIR, run all rows
+//   decode_bench --model=x.gguf       # any GGUF
+//   decode_bench --quick              # a 0.1B model, fewer steps (smoke)
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "kernels/cuda/bench_util.h"
+#include "kernels/cuda/device.h"
+#include "tests/testmodel/test_model.h"
+#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/tcp_kv_store.h"
+#include "worker/engine/engine.h"
+
+ABSL_FLAG(std::string, model, "", "GGUF to run (empty: generate one in $TMPDIR)");
+ABSL_FLAG(int, steps, 128, "timed decode steps per row");
+ABSL_FLAG(bool, quick, false, "a 0.1B generated model and 16 steps (smoke run)");
+
+namespace tpserve {
+namespace {
+
+using kernels::cuda::Fmt;
+using kernels::cuda::PrintRow;
+
+std::string GenerateModel(bool quick, std::string* label) {
+  TestModelSpec spec;
+  spec.hidden_size = quick ? 768 : 2048;
+  spec.num_layers = quick ? 12 : 16;
+  spec.num_heads = quick ? 12 : 32;
+  spec.num_kv_heads = quick ? 4 : 8;
+  spec.ffn_size = quick ? 2048 : 8192;
+  spec.dtype = DType::kQ4_1;
+  spec.tie_embeddings = true;
+  const char* models = std::getenv("TPSERVE_GPU_TEST_MODELS");
+  if (models != nullptr && *models != '\0') {
+    spec.vocab_source = std::string(*absl::StrSplit(models, ':').begin());
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string path = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") +
+                           (quick ? "/decode_bench_0.1b.gguf" : "/decode_bench_1.1b.gguf");
+  const absl::Time t0 = absl::Now();
+  if (absl::Status st = WriteTestModel(spec, path); !st.ok()) {
+    std::fprintf(stderr, "decode_bench: cannot generate a model: %s\n", st.ToString().c_str());
+    return "";
+  }
+  std::fprintf(stderr, "decode_bench: generated %s in %.1f s\n", path.c_str(),
+               absl::ToDoubleSeconds(absl::Now() - t0));
+  *label = quick ? "0.1B Q4_1" : "1.1B Q4_1";
+  return path;
+}
+
+struct Run {
+  double tokens_per_s = -1;
+  int64_t weight_bytes = 0;
+  std::string error;
+};
+
+// `batch` sequences: a 32-token prefill each, then `steps` timed decode steps.
+Run Decode(const ModelSource& model, int batch, bool graphs, int steps) {
+  Run run;
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm =
+      CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+  if (!comm.ok()) return {.error = comm.status().ToString()};
+  EngineOptions o;
+  o.backend = "cuda";
+  o.cuda_graphs = graphs;
+  o.kv_cache_bytes = int64_t{1} << 30;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
+  if (!engine.ok()) return {.error = engine.status().ToString()};
+  run.weight_bytes = (*engine)->weight_bytes();
+  const int bs = (*engine)->block_size();
+  const int blocks_per_seq = (32 + steps + 2 + bs - 1) / bs;
+  if (blocks_per_seq * batch > (*engine)->num_kv_blocks()) return {.error = "KV cache too small"};
+  StepBatch b;
+  for (int i = 0; i < batch; ++i) {
+    SequenceInput s;
+    s.seq_id = 1 + i;
+    for (int t = 0; t < 32; ++t) s.tokens.push_back((t * 7 + i) % model.config().vocab_size);
+    s.prompt_len = 32;
+    for (int k = 0; k < blocks_per_seq; ++k) s.block_table.push_back(i * blocks_per_seq + k);
+    b.seqs.push_back(std::move(s));
+  }
+  auto step = [&]() -> absl::Status {
+    absl::StatusOr<StepOutput> out = (*engine)->Step(b);
+    if (!out.ok()) return out.status();
+    for (int i = 0; i < batch; ++i) {
+      SequenceInput& s = b.seqs[i];
+      s.start_pos += static_cast<int32_t>(s.tokens.size());
+      s.tokens = {out->tokens[i].token};
+    }
+    return absl::OkStatus();
+  };
+  for (int i = 0; i < 3; ++i) {  // prefill, then two untimed decode steps (graph capture)
+    if (absl::Status st = step(); !st.ok()) return {.error = st.ToString()};
+  }
+  const absl::Time t0 = absl::Now();
+  for (int i = 0; i < steps; ++i) {
+    if (absl::Status st = step(); !st.ok()) return {.error = st.ToString()};
+  }
+  run.tokens_per_s = batch * steps / absl::ToDoubleSeconds(absl::Now() - t0);
+  return run;
+}
+
+int Main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  if (::tpserve::cuda::DeviceCount() == 0) {
+    PrintRow("decode", "SKIPPED: no CUDA device", "", "", -1);
+    return 0;
+  }
+  const bool quick = absl::GetFlag(FLAGS_quick);
+  const int steps = quick ? 16 : absl::GetFlag(FLAGS_steps);
+  std::string label = absl::GetFlag(FLAGS_model);
+  std::string path = label;
+  if (path.empty()) path = GenerateModel(quick, &label);
+  absl::StatusOr<std::unique_ptr<ModelSource>> model =
+      path.empty() ? absl::NotFoundError("no model") : OpenModel(path);
+  if (!model.ok()) {
+    PrintRow("decode", "FAIL: " + model.status().ToString(), "", "", -1);
+    return 1;
+  }
+  cudaStream_t stream = nullptr;
+  cudaStreamCreate(&stream);
+  const double copy_bw = kernels::cuda::MeasureCopyBandwidth(stream, size_t{1} << 30);
+  cudaStreamDestroy(stream);
+
+  int failed = 0;
+  const Run graphs = Decode(**model, 1, true, steps);
+  if (!graphs.error.empty()) {
+    PrintRow("decode batch-1 " + label + " (graphs)", "FAIL: " + graphs.error, "", "", -1);
+    return 1;
+  }
+  const double roofline = copy_bw / static_cast<double>(graphs.weight_bytes);
+  PrintRow("decode batch-1 " + label + " (graphs)", "ok", Fmt("%.1f tok/s", graphs.tokens_per_s),
+           Fmt("roofline %.1f tok/s (%.2f GB at %.0f GB/s)", roofline, graphs.weight_bytes / 1e9,
+               copy_bw / 1e9),
+           graphs.tokens_per_s / roofline);
+  const Run eager = Decode(**model, 1, false, steps);
+  if (eager.error.empty()) {
+    PrintRow("decode batch-1 " + label + " (no graphs)", "ok",
+             Fmt("%.1f tok/s", eager.tokens_per_s), Fmt("graphs %.1f tok/s", graphs.tokens_per_s),
+             eager.tokens_per_s / graphs.tokens_per_s);
+  } else {
+    PrintRow("decode batch-1 " + label + " (no graphs)", "FAIL: " + eager.error, "", "", -1);
+    failed = 1;
+  }
+  const Run batched = Decode(**model, 16, true, steps);
+  if (batched.error.empty()) {
+    PrintRow("decode batch-16 " + label + " (graphs)", "ok",
+             Fmt("%.1f tok/s", batched.tokens_per_s),
+             Fmt("batch-1 %.1f tok/s", graphs.tokens_per_s),
+             batched.tokens_per_s / graphs.tokens_per_s);
+  } else {
+    PrintRow("decode batch-16 " + label + " (graphs)", "FAIL: " + batched.error, "", "", -1);
+    failed = 1;
+  }
+  return failed;
+}
+
+}  // namespace
+}  // namespace tpserve
+
+int main(int argc, char** argv) { return tpserve::Main(argc, argv); }
