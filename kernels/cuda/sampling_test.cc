@@ -8,7 +8,6 @@
 // these seeds.
 #include "kernels/cuda/sampling.h"
 
-#include <map>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -52,9 +51,6 @@ TEST(CudaSampleParity, MatchesCpuSampler) {
       ASSERT_TRUE(t.ok()) << t.status();
       want[r] = t->token;
 
-      std::map<int32_t, int32_t> distinct;  // token -> output count
-      for (int32_t tok : h.prompt) distinct.emplace(tok, 0);
-      for (int32_t tok : h.output) ++distinct[tok];
       SampleRow& p = row_params[r];
       p.temperature = sp.temperature;
       p.top_k = sp.top_k;
@@ -64,10 +60,7 @@ TEST(CudaSampleParity, MatchesCpuSampler) {
       p.presence_penalty = sp.presence_penalty;
       p.frequency_penalty = sp.frequency_penalty;
       p.history_begin = static_cast<int32_t>(hist_tokens.size());
-      for (const auto& [tok, n] : distinct) {
-        hist_tokens.push_back(tok);
-        hist_counts.push_back(n);
-      }
+      AppendDistinctHistory(h, &hist_tokens, &hist_counts);
       p.history_end = static_cast<int32_t>(hist_tokens.size());
       p.uniform = SampleUniform(sp.seed, position);
     }
