@@ -5,7 +5,8 @@
 //     512, 4096 (tensor-core path); skinny rows also report HBM bandwidth vs
 //     the measured copy bandwidth;
 //   - decode attention bandwidth (KV bytes read / s) vs D2D copy bandwidth;
-//   - prefill attention TFLOP/s vs the cuBLAS (else our) bf16 GEMM at 4096^3.
+//   - prefill attention TFLOP/s (f32 and tensor-core kernels) vs the cuBLAS
+//     (else our) bf16 GEMM at 4096^3.
 //
 //   bazel run //kernels/cuda:kernel_bench             # all rows
 //   kernel_bench --quick                              # fewer shapes (smoke)
@@ -300,19 +301,28 @@ void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
            Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
 }
 
+// Both prefill kernels: the f32 flash kernel and the tensor-core one.
 void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_tflops,
                            const std::string& gemm_name) {
   AttentionBatch b = MakeAttention(ctx, sh);
-  const double ms = TimeMs(
-      ctx.stream, [&] { (void)PagedAttention(b.p, ctx.s); }, 3, 10.0);
   // QK^T and PV over the causal triangle: 4 * d flops per (query, visible key) pair per head.
   const double pairs = static_cast<double>(sh.q_len) * (sh.q_len + 1) / 2.0 +
                        static_cast<double>(sh.q_len) * (sh.context - sh.q_len);
-  const double tflops = 4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs / (ms * 1e-3) / 1e12;
-  PrintRow(Fmt("prefill attention seqs=%d len=%d heads=%d/%d d=%d", sh.num_seqs, sh.q_len,
-               sh.n_heads, sh.n_kv_heads, sh.head_dim),
-           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f TFLOP/s", tflops),
-           Fmt("%s %.2f TFLOP/s", gemm_name.c_str(), gemm_tflops), tflops / gemm_tflops);
+  for (bool tensor_cores : {false, true}) {
+    const double ms = TimeMs(
+        ctx.stream,
+        [&] {
+          (void)(tensor_cores ? PagedAttentionPrefill(b.p, ctx.s) : PagedAttention(b.p, ctx.s));
+        },
+        3, 10.0);
+    const double tflops =
+        4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs / (ms * 1e-3) / 1e12;
+    PrintRow(Fmt("prefill attention %s seqs=%d len=%d heads=%d/%d d=%d",
+                 tensor_cores ? "tensor-core bf16" : "f32", sh.num_seqs, sh.q_len, sh.n_heads,
+                 sh.n_kv_heads, sh.head_dim),
+             cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f TFLOP/s", tflops),
+             Fmt("%s %.2f TFLOP/s", gemm_name.c_str(), gemm_tflops), tflops / gemm_tflops);
+  }
 }
 
 // Dense bf16 GEMM rate at 4096^3: cuBLAS where present, else our mma kernel.

@@ -29,19 +29,6 @@ constexpr int kKeyTile = 32;  // one key per lane when scoring
 constexpr int kTileSlots = 16;
 static_assert(kKeyTile == 32, "scoring maps one key to each lane");
 
-struct AttentionArgs {
-  const float* q;
-  float* out;
-  const int32_t* block_tables;
-  const int32_t* cu_q_lens;
-  const int32_t* start_pos;
-  PagedKv kv;
-  int n_heads;
-  int group;  // n_heads / n_kv_heads
-  int64_t q_stride;
-  float scale;
-};
-
 // Shared memory: q tile (kQueryTile x head_dim), K tile (kKeyTile x (head_dim
 // + 1), padded so lane j reading row j is conflict-free), V tile (kKeyTile x
 // head_dim), key validity.
@@ -168,17 +155,7 @@ absl::Status LaunchFlash(const AttentionArgs& a, int num_seqs, cudaStream_t s) {
 absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
   if (p.num_seqs == 0) return absl::OkStatus();
-  AttentionArgs a{};
-  a.q = p.q;
-  a.out = p.out;
-  a.block_tables = p.block_tables;
-  a.cu_q_lens = p.cu_q_lens;
-  a.start_pos = p.start_pos;
-  a.kv = MakePagedKv(p);
-  a.n_heads = p.n_heads;
-  a.group = p.n_heads / p.n_kv_heads;
-  a.q_stride = p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride;
-  a.scale = p.scale;
+  const AttentionArgs a = MakeAttentionArgs(p);
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
                       { return LaunchFlash<kDimsPerLane>(a, p.num_seqs, s); });

@@ -39,6 +39,33 @@ inline PagedKv MakePagedKv(const PagedAttentionParams& p) {
                  p.n_kv_heads, p.head_dim, p.max_blocks_per_seq};
 }
 
+// What the prefill attention kernels take (f32 and tensor-core).
+struct AttentionArgs {
+  const float* q;
+  float* out;
+  const int32_t* block_tables;
+  const int32_t* cu_q_lens;
+  const int32_t* start_pos;
+  PagedKv kv;
+  int n_heads;
+  int group;  // n_heads / n_kv_heads
+  int64_t q_stride;
+  float scale;
+};
+
+inline AttentionArgs MakeAttentionArgs(const PagedAttentionParams& p) {
+  return AttentionArgs{p.q,
+                       p.out,
+                       p.block_tables,
+                       p.cu_q_lens,
+                       p.start_pos,
+                       MakePagedKv(p),
+                       p.n_heads,
+                       p.n_heads / p.n_kv_heads,
+                       p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride,
+                       p.scale};
+}
+
 // Host-side shape checks shared by both attention launchers.
 inline const char* CheckAttentionShape(const PagedAttentionParams& p) {
   if (p.num_seqs < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 ||

@@ -505,9 +505,16 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
     TPS_RETURN_IF_ERROR(kc::KvCacheWrite(MakeKvCacheWriteParams(d, a, qkv_.data(), cache), s));
     const kernels::PagedAttentionParams ap =
         MakeAttentionParams(d, a, qkv_.data(), cache, attn_.data());
-    TPS_RETURN_IF_ERROR(sh.all_decode ? kc::PagedAttentionDecode(ap, sh.max_context, ws_.data(),
-                                                                 ws_floats, s)
-                                      : kc::PagedAttention(ap, s));
+    // Decode: split-KV. Prefill-heavy batches (the bf16 tensor-core GEMM
+    // range): tensor-core attention. Small mixed batches: f32 flash kernel.
+    if (sh.all_decode) {
+      TPS_RETURN_IF_ERROR(
+          kc::PagedAttentionDecode(ap, sh.max_context, ws_.data(), ws_floats, s));
+    } else if (T > kc::kSkinnyGemmMaxRows) {
+      TPS_RETURN_IF_ERROR(kc::PagedAttentionPrefill(ap, s));
+    } else {
+      TPS_RETURN_IF_ERROR(kc::PagedAttention(ap, s));
+    }
     TPS_RETURN_IF_ERROR(RunLinear(l.o, attn_.data(), T, proj_.data(), H, s));  // partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_.data(), size_t{1} * T * H, timings));
     TPS_RETURN_IF_ERROR(

@@ -1,0 +1,251 @@
+// cuda::PagedAttentionPrefill: the causal paged attention of PagedAttention
+// on tensor cores, FlashAttention-2 style. Q, K, V and the probabilities are
+// rounded to bf16 for mma.sync m16n8k16; scores, the online softmax and the
+// output accumulate in f32.
+//
+// Grid (query head, sequence, kTileSlots), as the f32 kernel: a block of 4
+// warps takes query tiles of 64 rows (16 per warp) of one sequence and head.
+// Per tile, Q fragments stay in registers, and keys stream through shared
+// memory in tiles of 64: K as rows (the B operand of S = Q K^T), V transposed
+// (the B operand of O += P V). P goes from the S accumulators straight into A
+// fragments (the C layout of two n8 tiles is the A layout of one k16 step).
+// Head dims that are multiples of 16 up to 128; others use the f32 kernel.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/mma_sm80.cuh"
+#include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/shared_memory.cuh"
+
+namespace tpserve::kernels::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kTileQ = 16 * kWarps;
+constexpr int kTileK = 64;
+constexpr int kTileSlots = 16;
+// Row padding in bf16 elements: rows stay 16-byte aligned for ldmatrix and
+// successive rows start on different banks.
+constexpr int kPad = 8;
+constexpr int kLdv = kTileK + kPad;
+
+template <int kHd>
+constexpr size_t SharedBytes() {
+  return sizeof(uint16_t) * (static_cast<size_t>(kTileQ + kTileK) * (kHd + kPad) +
+                             static_cast<size_t>(kHd) * kLdv) +
+         sizeof(int) * kTileK;
+}
+
+__device__ __forceinline__ uint16_t Bf16(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  return static_cast<uint32_t>(Bf16(lo)) | (static_cast<uint32_t>(Bf16(hi)) << 16);
+}
+
+// Max (or sum) over the 4 lanes of a quad: the lanes holding one row.
+__device__ __forceinline__ float QuadMax(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float QuadSum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+template <int kHd>
+__global__ void __launch_bounds__(kWarps * 32) TensorCoreAttentionKernel(AttentionArgs a) {
+  constexpr int kLdq = kHd + kPad;
+  uint16_t* sq = DynamicSharedMemory<uint16_t>();  // [kTileQ][kLdq]
+  uint16_t* sk = sq + kTileQ * kLdq;               // [kTileK][kLdq]
+  uint16_t* svt = sk + kTileK * kLdq;              // [kHd][kLdv]: V transposed
+  int* svalid = reinterpret_cast<int*>(svt + kHd * kLdv);  // [kTileK]
+
+  const int head = blockIdx.x;
+  const int seq = blockIdx.y;
+  const int kv_head = head / a.group;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;  // fragment row group
+  const int t = lane & 3;   // thread in group
+  const int q_begin = a.cu_q_lens[seq];
+  const int q_len = a.cu_q_lens[seq + 1] - q_begin;
+  const int pos0 = a.start_pos[seq];
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
+
+  for (int tile = blockIdx.z; tile * kTileQ < q_len; tile += gridDim.z) {
+    const int tile_q0 = tile * kTileQ;
+    const int tile_rows = min(kTileQ, q_len - tile_q0);
+    __syncthreads();  // the previous tile is done with sq
+    for (int i = threadIdx.x; i < kTileQ * kHd; i += kWarps * 32) {
+      const int r = i / kHd, d = i % kHd;
+      const float v =
+          r < tile_rows
+              ? a.q[(q_begin + tile_q0 + r) * a.q_stride + static_cast<int64_t>(head) * kHd + d] *
+                    a.scale
+              : 0.0f;
+      sq[r * kLdq + d] = Bf16(v);
+    }
+    __syncthreads();
+    const int warp_row0 = warp * 16;  // this warp's first row in the tile
+    const bool warp_active = warp_row0 < tile_rows;
+    uint32_t qa[kHd / 16][4];
+    if (warp_active) {
+#pragma unroll
+      for (int kk = 0; kk < kHd / 16; ++kk) {
+        // Matrices: rows 0-7 / 8-15 of dims kk*16 + 0-7, then of + 8-15.
+        LdMatrixX4(&sq[(warp_row0 + 8 * ((lane >> 3) & 1) + (lane & 7)) * kLdq + kk * 16 +
+                       8 * (lane >> 4)],
+                   qa[kk]);
+      }
+    }
+    float o[kHd / 8][4];
+#pragma unroll
+    for (int n = 0; n < kHd / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+    const int qpos_lo = pos0 + tile_q0 + warp_row0 + g;  // rows g and g + 8
+    const int qpos_hi = qpos_lo + 8;
+    const int key_end = pos0 + tile_q0 + tile_rows;
+
+    for (int key0 = 0; key0 < key_end; key0 += kTileK) {
+      __syncthreads();  // the previous K/V tile is consumed
+      for (int i = threadIdx.x; i < kTileK * kHd; i += kWarps * 32) {
+        const int j = i / kHd, d = i % kHd;
+        const int pos = key0 + j;
+        const int64_t off = pos < key_end ? a.kv.Offset(table, pos, kv_head) : -1;
+        sk[j * kLdq + d] = Bf16(off >= 0 ? a.kv.k_cache[off + d] : 0.0f);
+        svt[d * kLdv + j] = Bf16(off >= 0 ? a.kv.v_cache[off + d] : 0.0f);
+        if (d == 0) svalid[j] = off >= 0;
+      }
+      __syncthreads();
+      // Warp-uniform skips: rows past the tile, or keys all in this warp's future.
+      if (!warp_active || key0 > pos0 + tile_q0 + warp_row0 + 15) continue;
+
+      float s[kTileK / 8][4];
+#pragma unroll
+      for (int n = 0; n < kTileK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kHd / 16; ++kk) {
+#pragma unroll
+        for (int np = 0; np < kTileK / 16; ++np) {
+          // Matrices: keys np*16 + 0-7 (dims 0-7, 8-15), then keys + 8-15.
+          uint32_t kb[4];
+          LdMatrixX4(&sk[(np * 16 + 8 * (lane >> 4) + (lane & 7)) * kLdq + kk * 16 +
+                         8 * ((lane >> 3) & 1)],
+                     kb);
+          MmaBf16(s[2 * np], qa[kk], kb[0], kb[1]);
+          MmaBf16(s[2 * np + 1], qa[kk], kb[2], kb[3]);
+        }
+      }
+      // Causal and slot masks, then the online softmax per row.
+      float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < kTileK / 8; ++n) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int j = n * 8 + 2 * t + (i & 1);
+          const int qpos = i < 2 ? qpos_lo : qpos_hi;
+          if (key0 + j > qpos || svalid[j] == 0) s[n][i] = -INFINITY;
+        }
+        mx_lo = fmaxf(mx_lo, fmaxf(s[n][0], s[n][1]));
+        mx_hi = fmaxf(mx_hi, fmaxf(s[n][2], s[n][3]));
+      }
+      const float new_lo = fmaxf(m_lo, QuadMax(mx_lo));
+      const float new_hi = fmaxf(m_hi, QuadMax(mx_hi));
+      const float corr_lo = new_lo == -INFINITY ? 1.0f : expf(m_lo - new_lo);
+      const float corr_hi = new_hi == -INFINITY ? 1.0f : expf(m_hi - new_hi);
+      float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+      for (int n = 0; n < kTileK / 8; ++n) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float mref = i < 2 ? new_lo : new_hi;
+          s[n][i] = s[n][i] == -INFINITY ? 0.0f : expf(s[n][i] - mref);
+        }
+        sum_lo += s[n][0] + s[n][1];
+        sum_hi += s[n][2] + s[n][3];
+      }
+      l_lo = l_lo * corr_lo + QuadSum(sum_lo);
+      l_hi = l_hi * corr_hi + QuadSum(sum_hi);
+      m_lo = new_lo;
+      m_hi = new_hi;
+#pragma unroll
+      for (int n = 0; n < kHd / 8; ++n) {
+        o[n][0] *= corr_lo;
+        o[n][1] *= corr_lo;
+        o[n][2] *= corr_hi;
+        o[n][3] *= corr_hi;
+      }
+#pragma unroll
+      for (int kk = 0; kk < kTileK / 16; ++kk) {
+        const uint32_t pa[4] = {PackBf16(s[2 * kk][0], s[2 * kk][1]),
+                                PackBf16(s[2 * kk][2], s[2 * kk][3]),
+                                PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < kHd / 16; ++dp) {
+          // Matrices: dims dp*16 + 0-7 (keys 0-7, 8-15), then dims + 8-15.
+          uint32_t vb[4];
+          LdMatrixX4(&svt[(dp * 16 + 8 * (lane >> 4) + (lane & 7)) * kLdv + kk * 16 +
+                          8 * ((lane >> 3) & 1)],
+                     vb);
+          MmaBf16(o[2 * dp], pa, vb[0], vb[1]);
+          MmaBf16(o[2 * dp + 1], pa, vb[2], vb[3]);
+        }
+      }
+    }
+    if (!warp_active) continue;
+    const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f;
+    const float inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
+    const int row_lo = warp_row0 + g;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = row_lo + 8 * half;
+      if (row >= tile_rows) continue;
+      const float inv = half == 0 ? inv_lo : inv_hi;
+      float* out = a.out + (static_cast<int64_t>(q_begin + tile_q0 + row) * a.n_heads + head) * kHd;
+#pragma unroll
+      for (int n = 0; n < kHd / 8; ++n) {
+        out[n * 8 + 2 * t] = o[n][2 * half] * inv;
+        out[n * 8 + 2 * t + 1] = o[n][2 * half + 1] * inv;
+      }
+    }
+  }
+}
+
+template <int kHd>
+absl::Status LaunchTensorCore(const AttentionArgs& a, int num_seqs, cudaStream_t s) {
+  constexpr size_t smem = SharedBytes<kHd>();
+  if (smem > 48 * 1024) {
+    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(TensorCoreAttentionKernel<kHd>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  static_cast<int>(smem)));
+  }
+  const dim3 grid(a.n_heads, num_seqs, kTileSlots);
+  TensorCoreAttentionKernel<kHd><<<grid, kWarps * 32, smem, s>>>(a);
+  return LaunchStatus("TensorCoreAttentionKernel");
+}
+
+}  // namespace
+
+absl::Status PagedAttentionPrefill(const PagedAttentionParams& p, const Stream& stream) {
+  if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
+  if (p.num_seqs == 0) return absl::OkStatus();
+  const AttentionArgs a = MakeAttentionArgs(p);
+  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  switch (p.head_dim) {
+    case 32: return LaunchTensorCore<32>(a, p.num_seqs, s);
+    case 64: return LaunchTensorCore<64>(a, p.num_seqs, s);
+    case 80: return LaunchTensorCore<80>(a, p.num_seqs, s);
+    case 96: return LaunchTensorCore<96>(a, p.num_seqs, s);
+    case 128: return LaunchTensorCore<128>(a, p.num_seqs, s);
+    default: return PagedAttention(p, stream);  // f32 kernel: any head dim
+  }
+}
+
+}  // namespace tpserve::kernels::cuda
