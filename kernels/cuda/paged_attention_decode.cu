@@ -25,18 +25,8 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kPart = kDecodePartitionTokens;
 static_assert(kPart % kWarps == 0, "partition splits evenly over warps");
 
-struct DecodeArgs {
-  const float* q;
-  float* out;
-  const int32_t* block_tables;
-  const int32_t* cu_q_lens;
-  const int32_t* start_pos;
-  PagedKv kv;
-  int n_heads;
-  int group;
+struct DecodeArgs : AttentionArgs {
   int num_parts;
-  int64_t q_stride;
-  float scale;
   float* partial;  // [seq][head][part][head_dim + 2]: max, sum, P.V
 };
 
@@ -206,19 +196,7 @@ absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context
   if (need > 0 && (workspace == nullptr || workspace_floats < need)) {
     return absl::InvalidArgumentError("PagedAttentionDecode: workspace too small");
   }
-  DecodeArgs a{};
-  a.q = p.q;
-  a.out = p.out;
-  a.block_tables = p.block_tables;
-  a.cu_q_lens = p.cu_q_lens;
-  a.start_pos = p.start_pos;
-  a.kv = MakePagedKv(p);
-  a.n_heads = p.n_heads;
-  a.group = p.n_heads / p.n_kv_heads;
-  a.num_parts = parts;
-  a.q_stride = p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride;
-  a.scale = p.scale;
-  a.partial = need > 0 ? workspace : nullptr;
+  const DecodeArgs a{MakeAttentionArgs(p), parts, need > 0 ? workspace : nullptr};
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
                       { return LaunchDecode<kDimsPerLane>(a, p.num_seqs, s); });

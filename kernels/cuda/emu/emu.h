@@ -328,35 +328,33 @@ inline auto max(A a, B b) -> std::common_type_t<A, B> {
 
 // Atomics: the threads of a block never run concurrently, so plain
 // read-modify-write is atomic here.
+namespace tpserve_emu {
+template <typename T, typename F>
+inline T AtomicUpdate(T* p, F f) {
+  const T old = *p;
+  *p = f(old);
+  return old;
+}
+}  // namespace tpserve_emu
 template <typename T>
 inline T atomicAdd(T* p, T v) {
-  T old = *p;
-  *p = old + v;
-  return old;
+  return ::tpserve_emu::AtomicUpdate(p, [v](T old) { return old + v; });
 }
 template <typename T>
 inline T atomicMax(T* p, T v) {
-  T old = *p;
-  *p = old < v ? v : old;
-  return old;
+  return ::tpserve_emu::AtomicUpdate(p, [v](T old) { return old < v ? v : old; });
 }
 template <typename T>
 inline T atomicMin(T* p, T v) {
-  T old = *p;
-  *p = v < old ? v : old;
-  return old;
+  return ::tpserve_emu::AtomicUpdate(p, [v](T old) { return v < old ? v : old; });
 }
 template <typename T>
 inline T atomicExch(T* p, T v) {
-  T old = *p;
-  *p = v;
-  return old;
+  return ::tpserve_emu::AtomicUpdate(p, [v](T) { return v; });
 }
 template <typename T>
 inline T atomicCAS(T* p, T compare, T v) {
-  T old = *p;
-  if (old == compare) *p = v;
-  return old;
+  return ::tpserve_emu::AtomicUpdate(p, [=](T old) { return old == compare ? v : old; });
 }
 
 #endif  // TPSERVE_KERNELS_CUDA_EMU_EMU_H_

@@ -58,16 +58,26 @@ SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
   return s;
 }
 
-std::vector<Case> Cases(int vocab) {
-  uint64_t state = 12345;
-  auto tok = [&](int n) {
+// Deterministic pseudo-random token ids in [0, vocab).
+class TokenStream {
+ public:
+  TokenStream(uint64_t seed, int vocab) : state_(seed), vocab_(vocab) {}
+  std::vector<int32_t> operator()(int n) {
     std::vector<int32_t> t(n);
     for (int32_t& v : t) {
-      state = state * 6364136223846793005ull + 1442695040888963407ull;
-      v = static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(vocab));
+      state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;
+      v = static_cast<int32_t>((state_ >> 33) % static_cast<uint64_t>(vocab_));
     }
     return t;
-  };
+  }
+
+ private:
+  uint64_t state_;
+  int vocab_;
+};
+
+std::vector<Case> Cases(int vocab) {
+  TokenStream tok(12345, vocab);
   const std::vector<int32_t> a = {0, 1, 2, 3}, b = {4, 5}, c = {6, 7, 8, 9, 10, 11, 12, 13};
   std::vector<Case> cases;
   cases.push_back({"prefill 40 + 17", {{Seq(1, tok(40), 0, a), Seq(2, tok(17), 0, b)}}, 1e-3});
@@ -229,15 +239,7 @@ TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
     ASSERT_TRUE(engine.ok()) << engine.status();
     engines[e] = *std::move(engine);
   }
-  uint64_t state = 99;
-  auto tok = [&](int n) {
-    std::vector<int32_t> t(n);
-    for (int32_t& v : t) {
-      state = state * 6364136223846793005ull + 1442695040888963407ull;
-      v = static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(vocab));
-    }
-    return t;
-  };
+  TokenStream tok(99, vocab);
   // Sequence id -> (next position, block table of 16-token blocks).
   std::map<uint64_t, std::pair<int, std::vector<int32_t>>> seqs;
   int next_block = 0;
