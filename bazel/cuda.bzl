@@ -91,14 +91,25 @@ def cuda_library(name, srcs, hdrs = [], cuda_hdrs = [], deps = [], cuda_deps = [
         alwayslink = True,
     )
 
-def cuda_cc_library(name, deps = [], cuda_deps = [], **kwargs):
-    """A cc_library using the CUDA runtime, plus its `_emu` twin."""
-    native.cc_library(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], **kwargs)
-    native.cc_library(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, **kwargs)
+def cuda_cc_library(name, srcs = [], deps = [], cuda_deps = [], gpu_deps = [], emu_srcs = None, **kwargs):
+    """A cc_library using the CUDA runtime, plus its `_emu` twin.
 
-def cuda_cc_binary(name, deps = [], cuda_deps = [], tags = [], **kwargs):
-    """A GPU binary (tagged "gpu": gpu_check.sh runs it) plus its `_emu` twin."""
-    native.cc_binary(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
+    `gpu_deps` (NCCL, say) link into the GPU library only; `emu_srcs`, when
+    given, replace `srcs` in the twin (an implementation for emulator builds).
+    """
+    native.cc_library(name = name, srcs = srcs, deps = deps + cuda_deps + gpu_deps + ["//third_party:cuda_runtime"], **kwargs)
+    native.cc_library(
+        name = name + "_emu",
+        srcs = srcs if emu_srcs == None else emu_srcs,
+        deps = _emu_deps(deps, cuda_deps),
+        copts = EMU_COPTS,
+        **kwargs
+    )
+
+def cuda_cc_binary(name, deps = [], cuda_deps = [], tags = [], gpu_bench = True, **kwargs):
+    """A binary using CUDA plus its `_emu` twin. `gpu_bench`: tag the real one
+    "gpu", so scripts/gpu_check.sh packs and runs it as a benchmark."""
+    native.cc_binary(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], tags = tags + (["gpu"] if gpu_bench else []), **kwargs)
     native.cc_binary(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, tags = tags + ["cuda_emu"], **kwargs)
 
 def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], **kwargs):

@@ -85,11 +85,15 @@ def _wait_file(path, proc, timeout, log):
 
 class Cluster:
     """A router and `world_size` workers on 127.0.0.1; `comm` is the workers'
-    collective backend (shm: shared memory, gloo: TCP)."""
+    collective backend (shm: shared memory, gloo: TCP). `model` defaults to
+    the default model; `worker` is the worker binary's path under bazel-bin
+    (worker/tpserve-worker_emu: the CUDA-emulator build)."""
 
     def __init__(self, world_size=2, router_args=(), worker_args=(), threads=1, kv_cache_mb=64,
-                 comm=None):
+                 comm=None, model=MODEL, worker="worker/tpserve-worker"):
         self.world_size = world_size
+        self.model = model
+        self.worker = worker
         self.router_args = list(router_args)
         self.worker_args = list(worker_args)
         self.threads = threads
@@ -107,9 +111,9 @@ class Cluster:
 
     def start(self, ready_timeout=300):
         router = _runfile("router/tpserve-router")
-        worker = _runfile("worker/tpserve-worker")
+        worker = _runfile(self.worker)
         rport = os.path.join(self.tmp, "router.json")
-        p, log = self._spawn("router", [router, f"--model={MODEL}", f"--world_size={self.world_size}",
+        p, log = self._spawn("router", [router, f"--model={self.model}", f"--world_size={self.world_size}",
                                         "--host=127.0.0.1", "--port=0", "--metrics_port=0",
                                         "--rendezvous_port=0", f"--port_file={rport}"] + self.router_args)
         ports = _wait_file(rport, p, 60, log)
@@ -119,7 +123,7 @@ class Cluster:
         for r in range(self.world_size):
             wport = os.path.join(self.tmp, f"worker{r}.json")
             wp, wlog = self._spawn(f"worker{r}", [
-                worker, f"--model={MODEL}", f"--rank={r}", f"--world_size={self.world_size}",
+                worker, f"--model={self.model}", f"--rank={r}", f"--world_size={self.world_size}",
                 f"--rendezvous=127.0.0.1:{ports['rendezvous_port']}", "--host=127.0.0.1",
                 "--port=0", "--metrics_port=0", f"--threads={self.threads}",
                 f"--kv_cache_mb={self.kv_cache_mb}", f"--comm={self.comm}",
