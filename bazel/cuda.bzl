@@ -91,17 +91,18 @@ def cuda_library(name, srcs, hdrs = [], cuda_hdrs = [], deps = [], cuda_deps = [
         alwayslink = True,
     )
 
-def cuda_cc_library(name, srcs = [], deps = [], cuda_deps = [], gpu_deps = [], emu_srcs = None, **kwargs):
+def cuda_cc_library(name, srcs = [], deps = [], cuda_deps = [], gpu_deps = [], emu_srcs = None, emu_deps = [], **kwargs):
     """A cc_library using the CUDA runtime, plus its `_emu` twin.
 
     `gpu_deps` (NCCL, say) link into the GPU library only; `emu_srcs`, when
-    given, replace `srcs` in the twin (an implementation for emulator builds).
+    given, replace `srcs` in the twin (an implementation for emulator builds),
+    with `emu_deps` as its extra dependencies.
     """
     native.cc_library(name = name, srcs = srcs, deps = deps + cuda_deps + gpu_deps + ["//third_party:cuda_runtime"], **kwargs)
     native.cc_library(
         name = name + "_emu",
         srcs = srcs if emu_srcs == None else emu_srcs,
-        deps = _emu_deps(deps, cuda_deps),
+        deps = _emu_deps(deps + emu_deps, cuda_deps),
         copts = EMU_COPTS,
         **kwargs
     )
@@ -112,11 +113,12 @@ def cuda_cc_binary(name, deps = [], cuda_deps = [], tags = [], gpu_bench = True,
     native.cc_binary(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], tags = tags + (["gpu"] if gpu_bench else []), **kwargs)
     native.cc_binary(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, tags = tags + ["cuda_emu"], **kwargs)
 
-def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], **kwargs):
+def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], emu_env = {}, **kwargs):
     """A GPU test (tagged "gpu") plus its `_emu` twin run on the CUDA emulator.
 
     `gpu_deps` (NCCL, say) link into the GPU test only; its source keeps the
-    code using them under `#if !defined(TPSERVE_CUDA_EMU)`.
+    code using them under `#if !defined(TPSERVE_CUDA_EMU)`. `emu_env` is the
+    twin's environment (TPSERVE_CUDA_EMU_DEVICES, say).
     """
     native.cc_test(name = name, deps = deps + cuda_deps + gpu_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
     # The emulator runs kernels on one CPU core, several times slower than the
@@ -127,5 +129,6 @@ def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], **kw
         copts = EMU_COPTS,
         tags = tags + ["cuda_emu"],
         timeout = "moderate",
+        env = emu_env,
         **kwargs
     )

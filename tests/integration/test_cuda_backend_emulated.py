@@ -1,7 +1,8 @@
 """The serving path with --backend=cuda, run on the CUDA emulator
-(worker/tpserve-worker_emu, docs/cuda_emulator.md): router + one CUDA worker
-serving a generated F32 model answer streamed requests, and every output
-equals what a CPU worker gives for the same requests. Greedy requests and
+(worker/tpserve-worker_emu, docs/cuda_emulator.md): router + CUDA workers
+(TP=1, and TP=2 on two emulated devices) serving a generated F32 model answer
+streamed requests, and every output equals what a CPU worker gives for the
+same requests. Greedy requests and
 seeded sampling with penalties (sampled on the device by the CUDA worker, on
 the host by the CPU one)."""
 import os
@@ -55,16 +56,22 @@ class CudaBackendEmulatedTest(unittest.TestCase):
                         "--vocab=4096", "--seed=3"], check=True)
         with Cluster(world_size=1, model=model, worker_args=["--backend=cpu"]) as c:
             want = generate(c)
-        with Cluster(world_size=1, model=model, worker="worker/tpserve-worker_emu",
-                     worker_args=["--backend=cuda"]) as c:
-            got = generate(c)
-            log = c.logs()
-        self.assertIn("tpserve CUDA emulator on the CPU", log)  # the CUDA backend really ran
-        for req, (w, g) in zip(requests(), zip(want, got)):
-            print(f"{req.request_id}: cpu {w[0]} cuda {g[0]}")
-            self.assertIsNotNone(g[1], f"{req.request_id}: no final response")
-            self.assertEqual(len(g[0]), 8, req.request_id)
-            self.assertEqual(g[0], w[0], f"{req.request_id}: CUDA worker tokens differ from CPU")
+        # Two emulated devices: TP=2 goes through the multi-rank CUDA path
+        # (device all-reduces, vocab slices gathered and sampled on rank 0's
+        # device) over the emulator's stand-in for NCCL.
+        os.environ["TPSERVE_CUDA_EMU_DEVICES"] = "2"
+        for world in (1, 2):
+            with Cluster(world_size=world, model=model, worker="worker/tpserve-worker_emu",
+                         worker_args=["--backend=cuda"]) as c:
+                got = generate(c)
+                log = c.logs()
+            self.assertIn("tpserve CUDA emulator on the CPU", log)  # the CUDA backend really ran
+            for req, (w, g) in zip(requests(), zip(want, got)):
+                print(f"TP={world} {req.request_id}: cpu {w[0]} cuda {g[0]}")
+                self.assertIsNotNone(g[1], f"{req.request_id}: no final response")
+                self.assertEqual(len(g[0]), 8, req.request_id)
+                self.assertEqual(g[0], w[0],
+                                 f"TP={world} {req.request_id}: CUDA worker tokens differ from CPU")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,19 @@ constexpr size_t kMaxDynamicSharedOptin = 166912;
 constexpr size_t kTotalMemory = size_t{16} << 30;
 
 thread_local cudaError_t g_last_error = cudaSuccess;
+thread_local int g_device = 0;
+
+// $TPSERVE_CUDA_EMU_DEVICES (1..8, default 1) emulated devices. They share
+// the host's memory, so "device" d only selects what cudaGetDevice reports.
+int DeviceCount() {
+  static const int count = [] {
+    const char* env = std::getenv("TPSERVE_CUDA_EMU_DEVICES");
+    const int n = env != nullptr ? std::atoi(env) : 1;
+    return n >= 1 && n <= 8 ? n : 1;
+  }();
+  return count;
+}
+bool ValidDevice(int device) { return device >= 0 && device < DeviceCount(); }
 thread_local int g_capturing_streams = 0;
 
 struct Registry {
@@ -166,18 +179,20 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
 using tpserve_emu::R;
 
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = tpserve_emu::DeviceCount();
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* device) {
-  *device = 0;
+  *device = tpserve_emu::g_device;
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) {
-  return device == 0 ? cudaSuccess : tpserve_emu::Set(cudaErrorInvalidDevice);
+  if (!tpserve_emu::ValidDevice(device)) return tpserve_emu::Set(cudaErrorInvalidDevice);
+  tpserve_emu::g_device = device;
+  return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device != 0) return tpserve_emu::Set(cudaErrorInvalidDevice);
+  if (!tpserve_emu::ValidDevice(device)) return tpserve_emu::Set(cudaErrorInvalidDevice);
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof(prop->name), "tpserve CUDA emulator on the CPU");
   prop->totalGlobalMem = tpserve_emu::kTotalMemory;
@@ -197,7 +212,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0) return tpserve_emu::Set(cudaErrorInvalidDevice);
+  if (!tpserve_emu::ValidDevice(device)) return tpserve_emu::Set(cudaErrorInvalidDevice);
   switch (attr) {
     case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
     case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;

@@ -6,8 +6,9 @@
 // (split-KV decode attention), a 100-token prefill (tensor-core GEMMs) and a
 // decode after it. TP=1 always; TP=2 (two threads, one device each, NCCL)
 // when at least two devices are visible. The CUDA-emulator twin
-// (cuda_engine_parity_test_emu) runs TP=1 on the generated model only: the
-// default model would take many minutes there. Also checks that Step's greedy
+// (cuda_engine_parity_test_emu) runs on the generated model only (the
+// default model would take many minutes there), TP=2 with two emulated
+// devices and the emulator's Gloo-backed communicator in place of NCCL. Also checks that Step's greedy
 // token equals the argmax of the CUDA logits path on a decode batch.
 //
 // Tolerance, as max |cuda - cpu| / max |cpu logit| per row: 1e-3 while every
@@ -31,9 +32,7 @@
 #include "kernels/cuda/device.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#if !defined(TPSERVE_CUDA_EMU)
 #include "worker/comm/nccl/nccl_communicator.h"
-#endif
 #include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/multi_rank_test_util.h"
@@ -368,7 +367,6 @@ TEST(CudaEngineParity, DeviceSamplingMatchesHostSampling) {
   }
 }
 
-#if !defined(TPSERVE_CUDA_EMU)
 TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
   if (::tpserve::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";
   int tested = 0;
@@ -383,6 +381,7 @@ TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
     ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
     std::vector<std::vector<std::vector<float>>> got;
     std::vector<std::string> errors(2);
+    int32_t sampled[2] = {-1, -2};  // rank 0: device-sampled, host-sampled token
     auto rank_fn = [&](int rank) {
       TcpKvStoreClient store("127.0.0.1", server.port());
       NcclOptions no;
@@ -411,6 +410,25 @@ TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
         }
         if (rank == 0) got.push_back(*l);
       }
+      // Sampling from the gathered vocabulary slices: on the device (slices
+      // reassembled there), then on the host (logprobs), for the same step.
+      StepBatch next = {{Seq(9, {1, 2, 3, 4, 5}, 0, {30})}};
+      next.seqs[0].sampling.temperature = 0.9f;
+      next.seqs[0].sampling.top_k = 50;
+      next.seqs[0].sampling.seed = 3;
+      for (int pass = 0; pass < 2; ++pass) {
+        next.seqs[0].sampling.logprobs = pass == 1;
+        absl::StatusOr<StepOutput> out = (*engine)->Step(next);  // rewrites the same KV
+        if (!out.ok()) {
+          errors[rank] = out.status().ToString();
+          (*comm)->Abort();
+          return;
+        }
+        if (rank == 0 && out->tokens.size() == 1) sampled[pass] = out->tokens[0].token;
+        if (rank == 0 && (*engine)->last_timings().device_sampling != (pass == 0)) {
+          errors[rank] = "device sampling not used as expected";
+        }
+      }
     };
     std::thread r1(rank_fn, 1);
     rank_fn(0);
@@ -418,10 +436,10 @@ TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
     ASSERT_EQ(errors[0], "");
     ASSERT_EQ(errors[1], "");
     ExpectMatches(cases, want, got);
+    EXPECT_EQ(sampled[0], sampled[1]) << "device and host sampling disagree";
   }
   if (tested == 0) GTEST_SKIP() << "skipped: no model available";
 }
-#endif  // !TPSERVE_CUDA_EMU
 
 }  // namespace
 }  // namespace tpserve
