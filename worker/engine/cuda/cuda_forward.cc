@@ -109,6 +109,8 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
+static_assert(kMaxGraphBatch <= kc::kSkinnyGemmMaxRows, "captured steps use the skinny GEMM only");
+
 // Decode batch sizes a graph is captured for: 1, 2, 4, 8, then multiples of 16.
 int BatchBucket(int seqs) {
   if (seqs <= 8) {

@@ -12,7 +12,7 @@
 //
 // Decode steps of a single-rank group are replayed from CUDA graphs (when
 // `cuda_graphs`): the batch is padded to a batch-size bucket (1, 2, 4, 8,
-// then multiples of 16 up to kMaxGraphBatch) with inert sequences (KV slot
+// then multiples of 16 up to kMaxGraphBatch = 64) with inert sequences (KV slot
 // -1, a one-token context), the context bound to a power-of-two number of
 // 256-token attention partitions, and the block tables to that bound. One
 // graph per (batch bucket, partition bucket) is captured on first use and
@@ -37,8 +37,10 @@
 
 namespace tpserve {
 
-// Largest decode batch replayed from a graph; larger ones run eagerly.
-inline constexpr int kMaxGraphBatch = 256;
+// Largest decode batch replayed from a graph; larger ones run eagerly. At
+// most kernels::cuda::kSkinnyGemmMaxRows, so a captured step only uses
+// launchers that set no function attributes (the tensor-core GEMM does).
+inline constexpr int kMaxGraphBatch = 64;
 
 // FAILED_PRECONDITION when no CUDA device is visible, `device` does not
 // exist, or a multi-rank `comm` is not NCCL. `comm` must outlive the
