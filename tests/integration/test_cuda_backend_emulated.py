@@ -11,7 +11,7 @@ import sys
 import tempfile
 import unittest
 
-from cluster import Cluster, _runfile, stubs
+from cluster import Cluster, _runfile, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
 
@@ -65,6 +65,14 @@ class CudaBackendEmulatedTest(unittest.TestCase):
                          worker_args=["--backend=cuda"]) as c:
                 got = generate(c)
                 log = c.logs()
+                metrics, _ = parse_metrics(c.scrape(c.worker_metrics_ports[0]))
+            graph_steps = sum(v for (name, _), v in metrics.items()
+                              if name == "tpserve_worker_cuda_graph_steps_total")
+            # Decode steps replay CUDA graphs with one rank; multi-rank runs eagerly.
+            if world == 1:
+                self.assertGreater(graph_steps, 0)
+            else:
+                self.assertEqual(graph_steps, 0)
             self.assertIn("tpserve CUDA emulator on the CPU", log)  # the CUDA backend really ran
             for req, (w, g) in zip(requests(), zip(want, got)):
                 print(f"TP={world} {req.request_id}: cpu {w[0]} cuda {g[0]}")

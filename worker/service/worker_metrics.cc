@@ -49,6 +49,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
                 .Help("Engine steps completed.")
                 .Register(registry)
                 .Add(base);
+  graph_steps_ = &prometheus::BuildCounter()
+                      .Name("tpserve_worker_cuda_graph_steps_total")
+                      .Help("Steps replayed from a CUDA graph (backend cuda, single rank, decode).")
+                      .Register(registry)
+                      .Add(base);
   step_errors_ = &prometheus::BuildCounter()
                       .Name("tpserve_worker_step_errors_total")
                       .Help("Steps that failed (bad input or a communicator error).")
@@ -67,13 +72,15 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
                          .Add(base);
 }
 
-void WorkerMetrics::ObserveStep(double total_s, double comm_s, double sample_s, int64_t tokens) {
+void WorkerMetrics::ObserveStep(double total_s, double comm_s, double sample_s, int64_t tokens,
+                                bool graph_replay) {
   step_total_->Observe(total_s);
   step_compute_->Observe(std::max(0.0, total_s - comm_s - sample_s));
   step_sample_->Observe(sample_s);
   allreduce_->Observe(comm_s);
   tokens_->Increment(static_cast<double>(tokens));
   steps_->Increment();
+  if (graph_replay) graph_steps_->Increment();
 }
 
 void WorkerMetrics::SetMemory(int64_t weight_bytes, int64_t kv_cache_bytes) {

@@ -24,7 +24,9 @@ class WorkerMetrics {
   WorkerMetrics(prometheus::Registry& registry, const std::string& model_name, int rank);
 
   // One engine step: phases total / compute / allreduce / sample, tokens.
-  void ObserveStep(double total_s, double comm_s, double sample_s, int64_t tokens);
+  // `graph_replay`: the step was replayed from a CUDA graph (backend cuda).
+  void ObserveStep(double total_s, double comm_s, double sample_s, int64_t tokens,
+                   bool graph_replay = false);
   void StepFailed() { step_errors_->Increment(); }
   void SetMemory(int64_t weight_bytes, int64_t kv_cache_bytes);
   void SetLoaded(bool loaded) { weights_loaded_->Set(loaded ? 1 : 0); }
@@ -36,6 +38,7 @@ class WorkerMetrics {
   prometheus::Histogram* allreduce_;
   prometheus::Counter* tokens_;
   prometheus::Counter* steps_;
+  prometheus::Counter* graph_steps_;
   prometheus::Counter* step_errors_;
   prometheus::Gauge* memory_weights_;
   prometheus::Gauge* memory_kv_;

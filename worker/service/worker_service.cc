@@ -108,7 +108,7 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
     return ToGrpc(s);
   }
   const StepTimings& t = engine->last_timings();
-  metrics->ObserveStep(t.total_s, t.comm_s, t.sample_s, t.tokens);
+  metrics->ObserveStep(t.total_s, t.comm_s, t.sample_s, t.tokens, t.graph_replay);
   FillStepResponse(*out, response);
   response->set_engine_seconds(seconds);
   return grpc::Status::OK;
