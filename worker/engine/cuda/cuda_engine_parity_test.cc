@@ -367,6 +367,33 @@ TEST(CudaEngineParity, DeviceSamplingMatchesHostSampling) {
   }
 }
 
+// A model the CUDA kernels cannot run fails at Engine::Create with a clear
+// error, not at the first step.
+TEST(CudaEngineParity, HeadDimAbove256IsRejectedAtCreate) {
+  if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = std::string(::testing::TempDir()) + "/cuda_head_dim_320.gguf";
+  TestModelSpec spec;
+  spec.hidden_size = 640;
+  spec.num_heads = 2;
+  spec.num_kv_heads = 1;
+  spec.num_layers = 1;
+  spec.ffn_size = 64;
+  spec.vocab_size = 512;
+  ASSERT_TRUE(WriteTestModel(spec, path).ok());
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm =
+      CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(**model, **comm, Options("cuda"));
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(engine.status().message().find("head_dim 320"), absl::string_view::npos)
+      << engine.status();
+}
+
 TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
   if (::tpserve::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";
   int tested = 0;

@@ -586,6 +586,11 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelCon
     return absl::FailedPreconditionError(
         absl::StrCat("backend=cuda: device ", device, " does not exist (", count, " visible)"));
   }
+  if (config.head_dim > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backend=cuda: head_dim ", config.head_dim,
+        " is above 256, the largest the CUDA attention kernels support; use backend=cpu"));
+  }
   if (comm.world_size() > 1 && comm.backend() != "nccl") {
     return absl::FailedPreconditionError(
         absl::StrCat("backend=cuda with ", comm.world_size(),

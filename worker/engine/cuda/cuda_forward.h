@@ -43,8 +43,8 @@ namespace tpserve {
 inline constexpr int kMaxGraphBatch = 64;
 
 // FAILED_PRECONDITION when no CUDA device is visible, `device` does not
-// exist, or a multi-rank `comm` is not NCCL. `comm` must outlive the
-// backend.
+// exist, or a multi-rank `comm` is not NCCL; INVALID_ARGUMENT for a model the
+// kernels cannot run (head_dim above 256). `comm` must outlive the backend.
 [[nodiscard]] absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
     const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
     bool cuda_graphs = true);
