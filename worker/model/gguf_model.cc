@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "worker/model/kquant.h"
 #include "worker/model/mapped_model_source.h"
 
 namespace tpserve {
@@ -159,17 +160,25 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufModelFromFile(std::unique_ptr<G
   std::vector<MappedTensor> tensors;
   tensors.reserve(f->tensors().size());
   for (const GgufTensorInfo& g : f->tensors()) {
-    if (!g.dtype.has_value()) {
-      return absl::UnimplementedError(
-          absl::StrCat(f->path(), ": tensor ", g.name, " has type ", g.ggml_type_name,
-                       ", which tpserve does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1)"));
-    }
     MappedTensor t;
+    // K-quants are converted to Q8_0 on read (kquant.h); the reader has
+    // checked that their rows are whole 256-value blocks.
+    t.kquant = KQuantFromGgml(g.ggml_type);
+    if (!g.dtype.has_value() && !t.kquant.has_value()) {
+      return absl::UnimplementedError(absl::StrCat(
+          f->path(), ": tensor ", g.name, " has type ", g.ggml_type_name,
+          ", which tpserve does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, "
+          "Q5_K, Q6_K)"));
+    }
     t.info.name = g.name;
     t.info.source_name = g.name;
-    t.info.dtype = *g.dtype;
+    t.info.dtype = t.kquant.has_value() ? DType::kQ8_0 : *g.dtype;
     t.info.shape = g.shape;
-    t.info.bytes = g.bytes;
+    t.info.bytes = t.kquant.has_value()
+                       ? static_cast<uint64_t>(g.num_elements / kQuantBlockValues *
+                                               BlockBytes(DType::kQ8_0))
+                       : g.bytes;
+    if (t.kquant.has_value()) t.info.file_type = g.ggml_type_name;
     t.data = g.data;
     t.owner = f->owner();
     tensors.push_back(std::move(t));

@@ -231,6 +231,12 @@ TEST(GgufReaderTest, StructuralErrors) {
     cases.push_back({"not a multiple of its block size", b});
   }
   {
+    // K-quant rows are whole 256-value blocks (Q4_K, row of 128 values).
+    Bytes b;
+    b.Header(1, 0).Tensor("t", {128, 2}, 12, 0).Align().Zeros(144);
+    cases.push_back({"row length 128 is not a multiple of its block size 256", b});
+  }
+  {
     Bytes b;
     b.Header(1, 0).Tensor("t", {1, 1, 1, 1, 1}, 0, 0).Align().Zeros(64);
     cases.push_back({"5 dimensions", b});

@@ -10,18 +10,23 @@
 #define TPSERVE_WORKER_MODEL_MAPPED_MODEL_SOURCE_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "worker/model/kquant.h"
 #include "worker/model/model_source.h"
 
 namespace tpserve {
 
 struct MappedTensor {
   TensorInfo info;
-  const uint8_t* data = nullptr;      // info.bytes bytes, valid while owner lives
+  // info.bytes bytes, valid while owner lives; for a K-quant tensor the
+  // file's blocks (KQuantRowBytes per row), converted to info.dtype (Q8_0) on read.
+  const uint8_t* data = nullptr;
   std::shared_ptr<const void> owner;  // the mapping
+  std::optional<KQuantType> kquant;   // set: `data` holds this K-quant type
 };
 
 // Checks the config's numbers and that every tensor the Llama forward pass

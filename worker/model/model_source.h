@@ -48,13 +48,18 @@ struct TensorInfo {
   std::string source_name;  // name in the file ("model.layers.0..." for HF)
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;  // outermost first
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;          // of `dtype`, i.e. what Read returns for the whole tensor
+  // The file's own type when the reader converts it at read time (GGUF
+  // K-quants "Q4_K" etc. are read as Q8_0, see kquant.h); empty otherwise.
+  std::string file_type;
 };
 
 // A tensor (or a slice of one) in host memory: `shape[0]` rows of
 // RowBytes(dtype, cols) bytes each, row-major. A 1-D tensor of n values has
 // shape {n}. `data` is valid while `owner` lives; for row slices `owner`
-// keeps the file mapping alive and `data` points into it (no copy).
+// keeps the file mapping alive and `data` points into it (no copy), except
+// for tensors converted at read time (TensorInfo::file_type set), whose
+// slices own a converted copy.
 struct HostTensor {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
@@ -96,7 +101,8 @@ class ModelSource {
 
   // The whole tensor.
   absl::StatusOr<HostTensor> Read(absl::string_view name) const;
-  // Rows [row_begin, row_begin + row_count) of a tensor: a zero-copy view.
+  // Rows [row_begin, row_begin + row_count) of a tensor: a zero-copy view
+  // (a converted copy for K-quant tensors).
   // For a 1-D tensor "rows" are its elements (slicing a bias by output).
   virtual absl::StatusOr<HostTensor> ReadRows(absl::string_view name, int64_t row_begin,
                                               int64_t row_count) const = 0;
