@@ -6,6 +6,8 @@
 // row's 32-value blocks (quantized types) or elements (plain types), so a warp
 // reads each weight row once, coalesced, per pass of kRows activation rows.
 // Activations are read through L1 (each lane walks 32 consecutive floats).
+// Where rows are 16-byte aligned (the usual case) plain weights and the
+// activations move in 16-byte loads, cutting load instructions 4-8x.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/block_reduce.cuh"
@@ -20,7 +22,48 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 
-template <DType kW, int kRows>
+// Values in one 16-byte load of a plain weight type.
+template <DType kW>
+constexpr int kVecValues = kW == DType::kF32 ? 4 : 8;
+
+// The values of one 16-byte chunk of a plain (F32/F16/BF16) weight row.
+template <DType kW>
+__device__ __forceinline__ void UnpackVec(const uint4& raw, float* out) {
+  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (kW == DType::kF32) {
+      out[i] = __uint_as_float(words[i]);
+    } else if constexpr (kW == DType::kF16) {  // little-endian: low half first
+      out[2 * i] = HalfBitsToFloat(static_cast<uint16_t>(words[i] & 0xFFFFu));
+      out[2 * i + 1] = HalfBitsToFloat(static_cast<uint16_t>(words[i] >> 16));
+    } else {
+      out[2 * i] = Bf16BitsToFloat(static_cast<uint16_t>(words[i] & 0xFFFFu));
+      out[2 * i + 1] = Bf16BitsToFloat(static_cast<uint16_t>(words[i] >> 16));
+    }
+  }
+}
+
+// sum_i w[i] * x[i] over kN values, x read as float4 (16-byte aligned).
+template <int kN>
+__device__ __forceinline__ float DotVec(const float* w, const float* x) {
+  const float4* xv = reinterpret_cast<const float4*>(x);
+  float s = 0.0f;
+#pragma unroll
+  for (int q = 0; q < kN / 4; ++q) {
+    const float4 v = __ldg(xv + q);
+    s = fmaf(w[4 * q], v.x, s);
+    s = fmaf(w[4 * q + 1], v.y, s);
+    s = fmaf(w[4 * q + 2], v.z, s);
+    s = fmaf(w[4 * q + 3], v.w, s);
+  }
+  return s;
+}
+
+// kVec: every weight and activation row starts 16-byte aligned (and plain
+// rows hold a whole number of 16-byte chunks), so both are read with 16-byte
+// loads; otherwise element by element.
+template <DType kW, int kRows, bool kVec>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
                      const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
@@ -46,11 +89,26 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       for (int r = 0; r < kRows; ++r) {
         if (r < rows_here) {
           const float* xs = xrow0 + r * x_stride + b * 32;
-          float s = 0.0f;
+          if constexpr (kVec) {
+            acc[r] += DotVec<32>(v, xs);
+          } else {
+            float s = 0.0f;
 #pragma unroll
-          for (int i = 0; i < 32; ++i) s = fmaf(v[i], __ldg(xs + i), s);
-          acc[r] += s;
+            for (int i = 0; i < 32; ++i) s = fmaf(v[i], __ldg(xs + i), s);
+            acc[r] += s;
+          }
         }
+      }
+    }
+  } else if constexpr (kVec) {
+    constexpr int kV = kVecValues<kW>;
+    const uint4* wv = static_cast<const uint4*>(wrow);
+    for (int c = lane; c < k / kV; c += 32) {
+      float v[kV];
+      UnpackVec<kW>(__ldg(wv + c), v);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        if (r < rows_here) acc[r] += DotVec<kV>(v, xrow0 + r * x_stride + c * kV);
       }
     }
   } else {
@@ -75,8 +133,16 @@ template <DType kW, int kRows>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                               cudaStream_t stream) {
   const dim3 grid((p.n + kWarpsPerBlock - 1) / kWarpsPerBlock, (p.m + kRows - 1) / kRows);
-  SkinnyGemmKernel<kW, kRows><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
-      p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  bool vec = aligned(p.x) && x_stride % 4 == 0;
+  if constexpr (!IsQuantized(kW)) vec = vec && aligned(p.w) && p.k % kVecValues<kW> == 0;
+  if (vec) {
+    SkinnyGemmKernel<kW, kRows, true><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
+  } else {
+    SkinnyGemmKernel<kW, kRows, false><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
+  }
   return LaunchStatus("SkinnyGemmKernel");
 }
 

@@ -101,6 +101,11 @@ TEST_P(CudaGemmParity, RandomShapes) {
     const int k = IsQuantized(dtype) ? 32 * rng.Int(1, 24) : rng.Int(1, 700);
     CheckGemm(rng, dtype, {m, n, k, /*strided=*/m % 2 == 1, /*bias=*/m % 3 == 0});
   }
+  // 16-byte-aligned rows (the vectorised loads) at both pass widths, with
+  // partial 8-row passes.
+  CheckGemm(rng, dtype, {8, 200, 512, false, true});
+  CheckGemm(rng, dtype, {33, 100, 1024, false, false});
+  CheckGemm(rng, dtype, {64, 70, 256, false, false});
   // SmolLM2 shapes: q/o projection and the LM head slice.
   CheckGemm(rng, dtype, {1, 576, 576, false, false});
   CheckGemm(rng, dtype, {4, 1536, 576, false, true});
