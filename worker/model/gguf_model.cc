@@ -174,10 +174,10 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufModelFromFile(std::unique_ptr<G
     t.info.source_name = g.name;
     t.info.dtype = t.kquant.has_value() ? DType::kQ8_0 : *g.dtype;
     t.info.shape = g.shape;
-    t.info.bytes = t.kquant.has_value()
-                       ? static_cast<uint64_t>(g.num_elements / kQuantBlockValues *
-                                               BlockBytes(DType::kQ8_0))
-                       : g.bytes;
+    t.info.bytes =
+        t.kquant.has_value()
+            ? static_cast<uint64_t>(g.num_elements / kQuantBlockValues * BlockBytes(DType::kQ8_0))
+            : g.bytes;
     if (t.kquant.has_value()) t.info.file_type = g.ggml_type_name;
     t.data = g.data;
     t.owner = f->owner();

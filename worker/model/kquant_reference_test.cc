@@ -152,9 +152,8 @@ TEST(KQuantReferenceTest, DequantizationAndQ8_0ConversionMatchGguf) {
       if (a != b && mismatches++ < 5) {
         float ref;
         std::memcpy(&ref, &b, 4);
-        ADD_FAILURE() << "value " << i << " (row " << i / kCols << "): ours " << ours[i]
-                      << " (0x" << std::hex << a << "), gguf " << ref << " (0x" << b << ")"
-                      << std::dec;
+        ADD_FAILURE() << "value " << i << " (row " << i / kCols << "): ours " << ours[i] << " (0x"
+                      << std::hex << a << "), gguf " << ref << " (0x" << b << ")" << std::dec;
       }
     }
     EXPECT_EQ(mismatches, 0);

@@ -1,0 +1,255 @@
+// K-quant GGUF models end to end, against llama.cpp (an implementation nobody
+// here wrote). A small random Llama (hidden 256, FFN 768, 2 layers, the
+// default model's vocabulary) is written as F32, quantized at test time by
+// llama.cpp's own llama_model_quantize (llamacpp_quantize.py)
+// to Q4_K_M, Q5_K_M, Q6_K, Q3_K_M and Q2_K, and each file is run by llama.cpp
+// (llamacpp_reference.py) and by our engine (TP=1), which reads the K-quant
+// tensors converted to Q8_0. Per file type:
+//   - the file really holds the K types (GGUF tensor types) and ModelSource
+//     reports them as Q8_0 with file_type set;
+//   - prompt-end logits: max |ours - llama.cpp| / max |llama.cpp| <= kMaxRel,
+//     and smaller than the same measure for our engine on the F32 original
+//     (so the K-quant values are decoded, not approximated by the source);
+//   - greedy continuations match or diverge only at near-ties (top-two gap
+//     <= kNearTie by either side), as in engine_llamacpp_test.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testmodel/test_model.h"
+#include "worker/engine/multi_rank_test_util.h"
+#include "worker/model/gguf_reader.h"
+#include "worker/model/model_source.h"
+
+namespace tpserve {
+namespace {
+
+constexpr int kNewTokens = 32;
+constexpr double kNearTie = 0.5;  // logit units, as engine_llamacpp_test
+// Prompt-end logits, max |diff| relative to max |llama.cpp logit|. Measured
+// on this model: 0.019-0.024 when both sides run the same Q8_0 file (the two
+// engines' 8-bit activation quantization), 0.034-0.059 on the K-quant files
+// (our Q8_0 re-quantization adds about what F32 -> Q8_0 does); our engine on
+// the F32 original is 0.08-0.11 away from llama.cpp's Q6_K, 0.6-0.8 from Q2_K.
+constexpr double kMaxRel = 0.08;
+
+const char* kPrompts[] = {
+    "The capital of France is",
+    "Once upon a time, there was a little",
+    "def fibonacci(n):",
+    "<|im_start|>user\nWhat is the boiling point of water?<|im_end|>\n<|im_start|>assistant\n",
+};
+constexpr int kNumPrompts = static_cast<int>(std::size(kPrompts));
+
+struct FileType {
+  const char* ftype;              // llama.cpp's name
+  std::set<std::string> k_types;  // K types the file must hold
+};
+const FileType kFileTypes[] = {
+    {"Q4_K_M", {"Q4_K", "Q6_K"}}, {"Q5_K_M", {"Q5_K", "Q6_K"}}, {"Q6_K", {"Q6_K"}},
+    {"Q3_K_M", {"Q3_K"}},         {"Q2_K", {"Q2_K"}},
+};
+
+std::string Root() {
+  const char* r = std::getenv("TPSERVE_ROOT");
+  return r != nullptr ? r : ".";
+}
+
+std::string Tmp(const std::string& name) {
+  const char* t = std::getenv("TEST_TMPDIR");
+  return std::string(t != nullptr ? t : "/tmp") + "/" + name;
+}
+
+struct Reference {
+  std::vector<int32_t> ids, tokens;
+  std::vector<double> gaps;
+  std::vector<float> logits;  // prompt-end
+};
+
+std::vector<Reference> RunLlamaCpp(const std::string& model) {
+  const std::string root = Root();
+  {
+    std::ofstream f(Tmp("prompts.txt"));
+    for (const char* p : kPrompts) {
+      std::string escaped;
+      for (const char* c = p; *c != 0; ++c)
+        escaped += *c == '\n' ? std::string("\\n") : std::string(1, *c);
+      f << escaped << "\n";
+    }
+  }
+  const std::string cmd =
+      absl::StrCat("OMP_WAIT_POLICY=passive ", root, "/.venv/bin/python3 ", root,
+                   "/worker/engine/kquant/llamacpp_reference.py ", model, " ", kNewTokens, " 2 ",
+                   Tmp("logits.f32"), " < ", Tmp("prompts.txt"), " > ", Tmp("llamacpp.json"));
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << "llama.cpp reference failed: " << cmd;
+  std::ifstream in(Tmp("llamacpp.json"));
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::vector<Reference> refs;
+  if (!j.is_array()) return refs;
+  std::ifstream lf(Tmp("logits.f32"), std::ios::binary);
+  std::vector<char> raw((std::istreambuf_iterator<char>(lf)), {});
+  const size_t vocab = raw.size() / 4 / std::max<size_t>(j.size(), 1);
+  for (size_t p = 0; p < j.size(); ++p) {
+    Reference r;
+    r.ids = j[p]["ids"].get<std::vector<int32_t>>();
+    r.tokens = j[p]["tokens"].get<std::vector<int32_t>>();
+    r.gaps = j[p]["gaps"].get<std::vector<double>>();
+    r.logits.resize(vocab);
+    std::copy_n(reinterpret_cast<const float*>(raw.data()) + p * vocab, vocab, r.logits.data());
+    refs.push_back(std::move(r));
+  }
+  return refs;
+}
+
+// Per prompt: prompt-end logits (vocab), greedy tokens, top-two gaps.
+absl::StatusOr<std::vector<float>> OurRun(Engine& e, const std::vector<Reference>& refs) {
+  std::vector<float> out;
+  uint64_t seq = 100;
+  for (const Reference& r : refs) {
+    const int total = static_cast<int>(r.ids.size()) + kNewTokens;
+    std::vector<int32_t> blocks;
+    for (int b = 0; b < (total + e.block_size() - 1) / e.block_size(); ++b) blocks.push_back(b);
+    SequenceInput s;
+    s.seq_id = ++seq;
+    s.tokens = r.ids;
+    s.block_table = blocks;
+    s.prompt_len = static_cast<int>(r.ids.size());
+    std::vector<float> tokens, gaps;
+    for (int i = 0; i < kNewTokens; ++i) {
+      StepBatch b;
+      b.seqs = {s};
+      absl::StatusOr<std::vector<std::vector<float>>> l = e.ForwardLogits(b);
+      if (!l.ok()) return l.status();
+      if (l->size() != 1) return absl::InternalError("expected one logits row");
+      const std::vector<float>& x = (*l)[0];
+      if (i == 0) out.insert(out.end(), x.begin(), x.end());
+      int32_t best = 0, second = -1;
+      for (int32_t t = 1; t < static_cast<int32_t>(x.size()); ++t) {
+        if (x[t] > x[best]) best = t;
+      }
+      for (int32_t t = 0; t < static_cast<int32_t>(x.size()); ++t) {
+        if (t != best && (second < 0 || x[t] > x[second])) second = t;
+      }
+      tokens.push_back(static_cast<float>(best));
+      gaps.push_back(x[best] - x[second]);
+      s.start_pos += static_cast<int32_t>(s.tokens.size());
+      s.tokens = {best};
+    }
+    out.insert(out.end(), tokens.begin(), tokens.end());
+    out.insert(out.end(), gaps.begin(), gaps.end());
+  }
+  return out;
+}
+
+std::vector<float> RunOurs(const std::string& model, const std::vector<Reference>& refs) {
+  EngineOptions o;
+  o.num_threads = 2;
+  o.kv_cache_bytes = int64_t{16} << 20;
+  RankRun run = RunOnRanks(
+      1, {model}, o, [&](Engine& e, int) { return OurRun(e, refs); }, absl::Seconds(300));
+  EXPECT_TRUE(run.ok()) << run.ErrorSummary();
+  return run.rank0;
+}
+
+double MaxRel(const std::vector<float>& ref, const float* ours) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(ours[i]) - ref[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+TEST(EngineKQuantLlamaCppTest, LlamaCppQuantizedModelsMatchLlamaCpp) {
+  const std::string lib = Root() + "/.deps/llama.cpp-build/bin/libllama.so";
+  ASSERT_TRUE(std::ifstream(lib).good())
+      << "llama.cpp reference not built (" << lib << "): run scripts/setup.sh";
+  TestModelSpec spec;
+  spec.hidden_size = 256;
+  spec.ffn_size = 768;
+  spec.num_layers = 2;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.dtype = DType::kF32;
+  spec.init_scale = 0.08f;  // logits spread over several units
+  spec.seed = 7;
+  const std::string f32 = Tmp("kq_f32.gguf");
+  ASSERT_TRUE(WriteTestModel(spec, f32).ok());
+
+  for (const FileType& ft : kFileTypes) {
+    SCOPED_TRACE(ft.ftype);
+    const std::string path = Tmp(absl::StrCat("kq_", ft.ftype, ".gguf"));
+    const std::string cmd = absl::StrCat(
+        Root(), "/.venv/bin/python3 ", Root(), "/worker/engine/kquant/llamacpp_quantize.py ", f32,
+        " ", path, " ", ft.ftype, " 2 > ", Tmp("quantize.log"), " 2>&1");
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << "llama.cpp quantization failed: " << cmd;
+
+    // The file holds the K types; ModelSource reads them as Q8_0.
+    auto g = GgufFile::Open(path);
+    ASSERT_TRUE(g.ok()) << g.status();
+    std::set<std::string> file_types;
+    for (const GgufTensorInfo& t : (*g)->tensors()) file_types.insert(t.ggml_type_name);
+    for (const std::string& k : ft.k_types) EXPECT_TRUE(file_types.count(k)) << k;
+    auto m = OpenModel(path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    int converted = 0;
+    for (const TensorInfo& t : (*m)->tensors()) {
+      if (t.file_type.empty()) continue;
+      ++converted;
+      EXPECT_EQ(t.dtype, DType::kQ8_0) << t.name;
+      EXPECT_TRUE(absl::EndsWith(t.file_type, "_K")) << t.name << " " << t.file_type;
+    }
+    EXPECT_GE(converted, 1 + 7 * spec.num_layers) << "every matrix is a K-quant";
+
+    const std::vector<Reference> refs = RunLlamaCpp(path);
+    ASSERT_EQ(refs.size(), std::size(kPrompts));
+    const size_t vocab = refs[0].logits.size();
+    ASSERT_GT(vocab, 0u);
+    const size_t per_prompt = vocab + 2 * kNewTokens;
+    const std::vector<float> ours = RunOurs(path, refs);
+    const std::vector<float> ours_f32 = RunOurs(f32, refs);
+    ASSERT_EQ(ours.size(), per_prompt * kNumPrompts);
+    ASSERT_EQ(ours_f32.size(), per_prompt * kNumPrompts);
+    int exact = 0;
+    for (int p = 0; p < kNumPrompts; ++p) {
+      const float* o = ours.data() + p * per_prompt;
+      const double rel = MaxRel(refs[p].logits, o);
+      const double rel_f32 = MaxRel(refs[p].logits, ours_f32.data() + p * per_prompt);
+      EXPECT_LE(rel, kMaxRel) << "prompt " << p;
+      EXPECT_LT(rel, rel_f32) << "prompt " << p
+                              << ": the F32 original is closer to llama.cpp than our K-quant read";
+      const float* tokens = o + vocab;
+      const float* gaps = tokens + kNewTokens;
+      int diverge = -1;
+      for (int i = 0; i < kNewTokens && diverge < 0; ++i) {
+        if (static_cast<int32_t>(tokens[i]) != refs[p].tokens[i]) diverge = i;
+      }
+      printf("%s prompt %d: logits max rel diff %.5f (F32 original: %.5f), ", ft.ftype, p, rel,
+             rel_f32);
+      if (diverge < 0) {
+        ++exact;
+        printf("all %d greedy tokens match\n", kNewTokens);
+        continue;
+      }
+      const double gap = std::min<double>(refs[p].gaps[diverge], gaps[diverge]);
+      printf("diverges at token %d, top-2 gap there %.4f\n", diverge, gap);
+      EXPECT_LE(gap, kNearTie) << "prompt " << p << " diverges at " << diverge
+                               << " without a near-tie";
+    }
+    printf("%s: %d of %d prompts match llama.cpp exactly for %d tokens\n", ft.ftype, exact,
+           kNumPrompts, kNewTokens);
+  }
+}
+
+}  // namespace
+}  // namespace tpserve
