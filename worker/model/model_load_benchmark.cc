@@ -1,7 +1,8 @@
 // Time to open the default model until it is ready to slice: mmap, parse the
 // GGUF header and metadata (49k tokens, 49k merges), map the config, validate
 // every tensor's shape, then take rank 0's row slice of every tensor (2-way
-// TP; zero-copy views). Recorded in docs/benchmarks.md ("Model loading").
+// TP; zero-copy views, or Q8_0 conversions for K-quant files). Recorded in
+// docs/benchmarks.md ("Model loading"). $TPSERVE_BENCH_MODEL overrides the model.
 //
 //   bazel run -c opt //worker/model:model_load_benchmark   (TPSERVE_ROOT set)
 #include <cstdlib>
@@ -15,6 +16,7 @@ namespace tpserve {
 namespace {
 
 std::string DefaultModel() {
+  if (const char* m = std::getenv("TPSERVE_BENCH_MODEL"); m != nullptr) return m;
   const char* root = std::getenv("TPSERVE_ROOT");
   return std::string(root != nullptr ? root : ".") + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }

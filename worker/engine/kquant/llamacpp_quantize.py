@@ -7,6 +7,8 @@ bindings.
 
 usage: llamacpp_quantize.py IN.gguf OUT.gguf FTYPE [THREADS]
   FTYPE: a llama.cpp file type name: Q4_K_M, Q5_K_M, Q6_K, Q3_K_M, Q2_K, Q4_K_S, ...
+  LLAMACPP_ALLOW_REQUANTIZE=1 in the environment lets the input be quantized
+  already (e.g. the default Q4_1 model -> Q4_K_M, for load-time measurements).
 """
 import os
 import sys
@@ -31,6 +33,7 @@ def main():
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = code
     params.nthread = threads
+    params.allow_requantize = os.environ.get("LLAMACPP_ALLOW_REQUANTIZE") == "1"
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
     if rc != 0:
         sys.exit(f"llama_model_quantize failed ({rc}) for {src} -> {dst} ({ftype})")
