@@ -23,6 +23,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kPart = kDecodePartitionTokens;
+constexpr int kUnroll = 4;  // K / V rows each warp has in flight
 static_assert(kPart % kWarps == 0, "partition splits evenly over warps");
 
 struct DecodeArgs : AttentionArgs {
@@ -73,23 +74,37 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
     q[i] = d < hd ? qrow[d] * a.scale : 0.0f;
   }
 
-  // Scores: warp w takes keys w, w + kWarps, ...
+  // Scores: warp w takes keys w, w + kWarps, ..., kUnroll of them at a time
+  // with every K row loaded before the first reduction, so each warp keeps
+  // kUnroll rows in flight (same keys, same order as one at a time).
   float local_max = -INFINITY;
-  for (int j = warp; j < keys; j += kWarps) {
-    const int64_t off = a.kv.Offset(table, key0 + j, kv_head);
-    float s = 0.0f;
-    if (off >= 0) {
+  for (int j0 = warp; j0 < keys; j0 += kWarps * kUnroll) {
+    int64_t off[kUnroll];
+    float kx[kUnroll][kDimsPerLane];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kWarps;
+      off[u] = j < keys ? a.kv.Offset(table, key0 + j, kv_head) : -1;
 #pragma unroll
       for (int i = 0; i < kDimsPerLane; ++i) {
         const int d = lane + 32 * i;
-        if (d < hd) s = fmaf(q[i], a.kv.k_cache[off + d], s);
+        kx[u][i] = off[u] >= 0 && d < hd ? a.kv.k_cache[off[u] + d] : 0.0f;
       }
-      s = WarpSum(s);
-    } else {
-      s = -INFINITY;
     }
-    if (lane == 0) s_scores[j] = s;
-    local_max = fmaxf(local_max, s);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kWarps;
+      if (j >= keys) break;  // warp-uniform
+      float s = -INFINITY;
+      if (off[u] >= 0) {
+        s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) s = fmaf(q[i], kx[u][i], s);
+        s = WarpSum(s);
+      }
+      if (lane == 0) s_scores[j] = s;
+      local_max = fmaxf(local_max, s);
+    }
   }
   // Every lane of a warp holds the same local_max; the block max is the max
   // over warps. The barrier also publishes s_scores within each warp.
@@ -105,16 +120,30 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
 #pragma unroll
   for (int i = 0; i < kDimsPerLane; ++i) acc[i] = 0.0f;
   float sum = 0.0f;
-  for (int j = warp; j < keys; j += kWarps) {
-    const float s = s_scores[j];
-    if (s == -INFINITY) continue;  // masked (bad block id); warp-uniform
-    const float pj = expf(s - m);
-    sum += pj;
-    const int64_t off = a.kv.Offset(table, key0 + j, kv_head);
+  for (int j0 = warp; j0 < keys; j0 += kWarps * kUnroll) {
+    float pj[kUnroll];
+    float vx[kUnroll][kDimsPerLane];
 #pragma unroll
-    for (int i = 0; i < kDimsPerLane; ++i) {
-      const int d = lane + 32 * i;
-      if (d < hd) acc[i] = fmaf(pj, a.kv.v_cache[off + d], acc[i]);
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kWarps;
+      // Masked keys (bad block id) and keys past the partition get p = 0 and
+      // are skipped below, as before; warp-uniform.
+      const bool live = j < keys && s_scores[j] != -INFINITY;
+      pj[u] = live ? expf(s_scores[j] - m) : 0.0f;
+      const int64_t off = live ? a.kv.Offset(table, key0 + j, kv_head) : -1;
+#pragma unroll
+      for (int i = 0; i < kDimsPerLane; ++i) {
+        const int d = lane + 32 * i;
+        vx[u][i] = off >= 0 && d < hd ? a.kv.v_cache[off + d] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kWarps;
+      if (j >= keys || s_scores[j] == -INFINITY) continue;
+      sum += pj[u];
+#pragma unroll
+      for (int i = 0; i < kDimsPerLane; ++i) acc[i] = fmaf(pj[u], vx[u][i], acc[i]);
     }
   }
 #pragma unroll
