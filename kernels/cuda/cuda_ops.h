@@ -42,6 +42,20 @@ namespace tpserve::kernels::cuda {
 
 // ---- CUDA-only fast paths.
 
+// The residual add fused with the RMSNorm after it (one launch instead of
+// two): x += residual in place, then y = RmsNorm(x) * weight. Bit-identical
+// to Add followed by RmsNorm.
+struct AddRmsNormParams {
+  float* x = nullptr;               // (rows, dim), updated in place
+  const float* residual = nullptr;  // (rows, dim)
+  const float* weight = nullptr;    // (dim)
+  float* y = nullptr;               // (rows, dim)
+  int rows = 0;
+  int dim = 0;
+  float eps = 1e-5f;
+};
+[[nodiscard]] absl::Status AddRmsNorm(const AddRmsNormParams& p, const Stream& stream);
+
 // PagedAttention on tensor cores for prefill-heavy batches: Q, K, V and the
 // softmax probabilities rounded to bf16 (f32 scores, softmax and
 // accumulation; NMSE vs the f32 kernel ~1e-5, attention_test.cc). Head dims

@@ -53,6 +53,48 @@ TEST(CudaRmsNormParity, RandomShapesInPlaceAndNot) {
   }
 }
 
+// The fused residual add + RMSNorm: bit-identical to cuda::Add then
+// cuda::RmsNorm, and within the RMSNorm tolerance of the CPU twins.
+TEST(CudaAddRmsNorm, MatchesAddThenRmsNorm) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(11);
+  for (int dim : {1, 31, 576, 4099}) {
+    const int rows = rng.Int(1, 9);
+    const size_t n = static_cast<size_t>(rows) * dim;
+    const std::vector<float> x = rng.Floats(n, -3.0f, 3.0f);
+    const std::vector<float> r = rng.Floats(n, -3.0f, 3.0f);
+    const std::vector<float> w = rng.Floats(dim);
+    // CPU twins: x + r, then the norm.
+    std::vector<float> sum(n), want(n);
+    ASSERT_TRUE(cpu::Add({.a = x.data(), .b = r.data(), .y = sum.data(), .n = int64_t(n)},
+                         Stream{})
+                    .ok());
+    ASSERT_TRUE(cpu::RmsNorm({.x = sum.data(), .weight = w.data(), .y = want.data(), .rows = rows,
+                              .dim = dim, .eps = 1e-5f},
+                             Stream{})
+                    .ok());
+    DeviceBuffer<float> dr = ToDevice(r), dw = ToDevice(w);
+    // Separate CUDA launches.
+    DeviceBuffer<float> sx = ToDevice(x), sy = DeviceZeros<float>(n);
+    ASSERT_TRUE(Add({.a = sx.data(), .b = dr.data(), .y = sx.data(), .n = int64_t(n)}, Stream{})
+                    .ok());
+    ASSERT_TRUE(RmsNorm({.x = sx.data(), .weight = dw.data(), .y = sy.data(), .rows = rows,
+                         .dim = dim, .eps = 1e-5f},
+                        Stream{})
+                    .ok());
+    // Fused.
+    DeviceBuffer<float> fx = ToDevice(x), fy = DeviceZeros<float>(n);
+    ASSERT_TRUE(AddRmsNorm({.x = fx.data(), .residual = dr.data(), .weight = dw.data(),
+                            .y = fy.data(), .rows = rows, .dim = dim, .eps = 1e-5f},
+                           Stream{})
+                    .ok());
+    EXPECT_EQ(ToHostVector(fx), ToHostVector(sx)) << "dim=" << dim;
+    EXPECT_EQ(ToHostVector(fy), ToHostVector(sy)) << "dim=" << dim;
+    EXPECT_LT(Nmse(ToHostVector(fy), want), kRowOpNmse) << "dim=" << dim;
+    EXPECT_EQ(ToHostVector(fx), sum) << "dim=" << dim;  // one f32 add per element
+  }
+}
+
 TEST(CudaRopeParity, PairingsAndScalings) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(2);

@@ -1,5 +1,7 @@
-// cuda::RmsNorm: one 256-thread block per row; the sum of squares is
-// accumulated in f32 per thread and reduced across the block.
+// cuda::RmsNorm and cuda::AddRmsNorm: one 256-thread block per row; the sum
+// of squares is accumulated in f32 per thread and reduced across the block.
+// The fused kernel adds the residual first, element by element as cuda::Add
+// does, so both give the same bits as Add followed by RmsNorm.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/block_reduce.cuh"
@@ -25,7 +27,36 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = threadIdx.x; i < dim; i += kThreads) yr[i] = xr[i] * inv * __ldg(weight + i);
 }
 
+__global__ void __launch_bounds__(kThreads)
+    AddRmsNormKernel(float* x, const float* residual, const float* __restrict__ weight, float* y,
+                     int dim, float eps) {
+  __shared__ float scratch[32];
+  float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
+  const float* rr = residual + static_cast<int64_t>(blockIdx.x) * dim;
+  float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += kThreads) {
+    const float v = xr[i] + rr[i];
+    xr[i] = v;
+    ss = fmaf(v, v, ss);
+  }
+  ss = BlockSum(ss, scratch);
+  const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
+  for (int i = threadIdx.x; i < dim; i += kThreads) yr[i] = xr[i] * inv * __ldg(weight + i);
+}
+
 }  // namespace
+
+absl::Status AddRmsNorm(const AddRmsNormParams& p, const Stream& stream) {
+  if (p.rows < 0 || p.dim <= 0) return absl::InvalidArgumentError("AddRmsNorm: bad shape");
+  if (p.rows == 0) return absl::OkStatus();
+  if (p.x == nullptr || p.residual == nullptr || p.weight == nullptr || p.y == nullptr) {
+    return absl::InvalidArgumentError("AddRmsNorm: null pointer");
+  }
+  AddRmsNormKernel<<<p.rows, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
+      p.x, p.residual, p.weight, p.y, p.dim, p.eps);
+  return LaunchStatus("AddRmsNormKernel");
+}
 
 absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream) {
   if (p.rows < 0 || p.dim <= 0) return absl::InvalidArgumentError("RmsNorm: bad shape");

@@ -490,18 +490,21 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
       MakeEmbeddingParams(me, H, embedding_.data(), embedding_dtype_, a, x_.data()), s));
   TPS_RETURN_IF_ERROR(AllReduce(x_.data(), size_t{1} * T * H, timings));
 
-  for (Layer& l : layers_) {
+  // The first layer's attention norm; every later norm is fused with the
+  // residual add before it (AddRmsNorm), the last add stands alone.
+  TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
+                                   .weight = layers_.front().attn_norm.data(),
+                                   .y = h_.data(),
+                                   .rows = T,
+                                   .dim = H,
+                                   .eps = c_.rms_norm_eps},
+                                  s));
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    Layer& l = layers_[li];
     const LayerKvCache cache{.k = l.k_cache.data(),
                              .v = l.v_cache.data(),
                              .block_size = shape_.block_size,
                              .num_blocks = num_blocks_};
-    TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
-                                     .weight = l.attn_norm.data(),
-                                     .y = h_.data(),
-                                     .rows = T,
-                                     .dim = H,
-                                     .eps = c_.rms_norm_eps},
-                                    s));
     TPS_RETURN_IF_ERROR(RunLinear(l.qkv, h_.data(), T, qkv_.data(), d.qkv_dim, s));
     TPS_RETURN_IF_ERROR(kc::Rope(MakeRopeParams(c_, d, a, qkv_.data()), s));
     TPS_RETURN_IF_ERROR(kc::KvCacheWrite(MakeKvCacheWriteParams(d, a, qkv_.data(), cache), s));
@@ -519,15 +522,14 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
     }
     TPS_RETURN_IF_ERROR(RunLinear(l.o, attn_.data(), T, proj_.data(), H, s));  // partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_.data(), size_t{1} * T * H, timings));
-    TPS_RETURN_IF_ERROR(
-        kc::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = int64_t{T} * H}, s));
-    TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
-                                     .weight = l.ffn_norm.data(),
-                                     .y = h_.data(),
-                                     .rows = T,
-                                     .dim = H,
-                                     .eps = c_.rms_norm_eps},
-                                    s));
+    TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x_.data(),
+                                        .residual = proj_.data(),
+                                        .weight = l.ffn_norm.data(),
+                                        .y = h_.data(),
+                                        .rows = T,
+                                        .dim = H,
+                                        .eps = c_.rms_norm_eps},
+                                       s));
     TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, h_.data(), T, gu_.data(), 2 * F, s));
     TPS_RETURN_IF_ERROR(kc::Swiglu({.gate = gu_.data(),
                                     .up = gu_.data() + F,
@@ -539,8 +541,19 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                    s));
     TPS_RETURN_IF_ERROR(RunLinear(l.down, act_.data(), T, proj_.data(), H, s));  // partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_.data(), size_t{1} * T * H, timings));
-    TPS_RETURN_IF_ERROR(
-        kc::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = int64_t{T} * H}, s));
+    if (li + 1 < layers_.size()) {
+      TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x_.data(),
+                                          .residual = proj_.data(),
+                                          .weight = layers_[li + 1].attn_norm.data(),
+                                          .y = h_.data(),
+                                          .rows = T,
+                                          .dim = H,
+                                          .eps = c_.rms_norm_eps},
+                                         s));
+    } else {
+      TPS_RETURN_IF_ERROR(
+          kc::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = int64_t{T} * H}, s));
+    }
   }
 
   // LM head on the sampled rows, padded to the largest vocabulary slice so
