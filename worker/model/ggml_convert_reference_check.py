@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Reference K-quant dequantization from the gguf package (an independent
-implementation) for worker/model/kquant_reference_test.cc.
+"""Reference dequantization of the types tpserve converts to Q8_0 (Q5_0,
+Q5_1, K-quants) from the gguf package (an independent implementation), for
+worker/model/ggml_convert_reference_test.cc.
 
-usage: kquant_reference_check.py MANIFEST.json
+usage: ggml_convert_reference_check.py MANIFEST.json
   MANIFEST: [{"type": "Q4_K", "blocks": PATH, "rows": R, "cols": C,
               "col_begin": B, "col_count": N, "f32": OUT_PATH, "q8_0": OUT_PATH}]
   For each entry reads R rows of C values of packed `type` blocks from

@@ -1,10 +1,12 @@
-// Checks the K-quant decoders (kquant.h) against the gguf Python package's
+// Checks the decoders of the types read by conversion to Q8_0 (ggml_convert.h:
+// Q5_0, Q5_1 and the K-quants of kquant.h) against the gguf Python package's
 // dequantizers (an independent implementation), run from $TPSERVE_ROOT/.venv
-// as a subprocess (kquant_reference_check.py):
-//   - DequantizeKQuantRow: bit-exact f32 for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K on
-//     random blocks (random bytes, random sane f16 scales of both signs) and
-//     edge blocks (all zero, all ones with unit/huge/subnormal/-0 scales);
-//   - ConvertKQuantToQ8_0 of a column slice: the same bytes as
+// as a subprocess (ggml_convert_reference_check.py):
+//   - DequantizeConvertedRow: bit-exact f32 for Q5_0, Q5_1, Q2_K, Q3_K, Q4_K,
+//     Q5_K, Q6_K on random blocks (random bytes, random sane f16 scales of
+//     both signs) and edge blocks (all zero, all ones with unit/huge/
+//     subnormal/-0 scales);
+//   - ConvertToQ8_0 of a column slice: the same bytes as
 //     gguf.quants.quantize(Q8_0) of gguf's dequantized slice.
 // Expected values come from the reference at test time; nothing is hard-coded.
 #include <cmath>
@@ -20,14 +22,15 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/dtype.h"
-#include "worker/model/kquant.h"
+#include "worker/model/ggml_convert.h"
 
 namespace tpserve {
 namespace {
 
 constexpr int64_t kRows = 40, kCols = 1024, kColBegin = 288, kColCount = 512;
-constexpr KQuantType kTypes[] = {KQuantType::kQ2_K, KQuantType::kQ3_K, KQuantType::kQ4_K,
-                                 KQuantType::kQ5_K, KQuantType::kQ6_K};
+constexpr ConvertedType kTypes[] = {
+    ConvertedType::kQ5_0, ConvertedType::kQ5_1, ConvertedType::kQ2_K, ConvertedType::kQ3_K,
+    ConvertedType::kQ4_K, ConvertedType::kQ5_K, ConvertedType::kQ6_K};
 
 std::string Root() {
   const char* r = std::getenv("TPSERVE_ROOT");
@@ -51,16 +54,20 @@ std::vector<uint8_t> ReadFile(const std::string& path) {
 }
 
 // Byte offsets of the f16 scale fields in one block: d, then dmin (or -1).
-std::pair<int, int> ScaleOffsets(KQuantType t) {
+std::pair<int, int> ScaleOffsets(ConvertedType t) {
   switch (t) {
-    case KQuantType::kQ2_K:
-      return {80, 82};
-    case KQuantType::kQ3_K:
-      return {108, -1};
-    case KQuantType::kQ4_K:
-    case KQuantType::kQ5_K:
+    case ConvertedType::kQ5_0:
+      return {0, -1};
+    case ConvertedType::kQ5_1:
       return {0, 2};
-    case KQuantType::kQ6_K:
+    case ConvertedType::kQ2_K:
+      return {80, 82};
+    case ConvertedType::kQ3_K:
+      return {108, -1};
+    case ConvertedType::kQ4_K:
+    case ConvertedType::kQ5_K:
+      return {0, 2};
+    case ConvertedType::kQ6_K:
       return {208, -1};
   }
   return {-1, -1};
@@ -72,9 +79,9 @@ void PutU16(uint8_t* p, uint16_t v) {
 }
 
 // kRows rows of kCols values: the first rows are edge cases, the rest random.
-std::vector<uint8_t> MakeBlocks(KQuantType t, std::mt19937& rng) {
-  const int64_t bb = KQuantBlockBytes(t);
-  const int64_t per_row = kCols / kKQuantBlockValues;
+std::vector<uint8_t> MakeBlocks(ConvertedType t, std::mt19937& rng) {
+  const int64_t per_row = kCols / ConvertedBlockValues(t);
+  const int64_t bb = ConvertedRowBytes(t, kCols) / per_row;
   std::vector<uint8_t> out(static_cast<size_t>(kRows * per_row * bb));
   std::uniform_int_distribution<int> byte(0, 255);
   std::uniform_real_distribution<float> mag(-10.0f, 0.0f);  // log2 of |scale|
@@ -107,15 +114,15 @@ std::vector<uint8_t> MakeBlocks(KQuantType t, std::mt19937& rng) {
   return out;
 }
 
-TEST(KQuantReferenceTest, DequantizationAndQ8_0ConversionMatchGguf) {
+TEST(GgmlConvertReferenceTest, DequantizationAndQ8_0ConversionMatchGguf) {
   const std::string python = Root() + "/.venv/bin/python3";
   ASSERT_EQ(std::system((python + " -c 'import gguf' 2>/dev/null").c_str()), 0)
       << "the gguf package is missing from " << python << " (run scripts/setup.sh)";
   std::mt19937 rng(1234);
   nlohmann::json manifest = nlohmann::json::array();
   std::vector<std::vector<uint8_t>> blocks;
-  for (KQuantType t : kTypes) {
-    const std::string name = KQuantName(t);
+  for (ConvertedType t : kTypes) {
+    const std::string name = ConvertedTypeName(t);
     blocks.push_back(MakeBlocks(t, rng));
     ASSERT_TRUE(WriteFile(Tmp(name + ".blocks"), blocks.back().data(), blocks.back().size()));
     manifest.push_back({{"type", name},
@@ -128,20 +135,20 @@ TEST(KQuantReferenceTest, DequantizationAndQ8_0ConversionMatchGguf) {
                         {"q8_0", Tmp(name + ".q8_0")}});
   }
   const std::string text = manifest.dump();
-  ASSERT_TRUE(WriteFile(Tmp("kquant_manifest.json"), text.data(), text.size()));
-  const std::string cmd = python + " " + Root() + "/worker/model/kquant_reference_check.py " +
-                          Tmp("kquant_manifest.json");
+  ASSERT_TRUE(WriteFile(Tmp("convert_manifest.json"), text.data(), text.size()));
+  const std::string cmd = python + " " + Root() + "/worker/model/ggml_convert_reference_check.py " +
+                          Tmp("convert_manifest.json");
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "reference failed: " << cmd;
 
   for (size_t k = 0; k < std::size(kTypes); ++k) {
-    const KQuantType t = kTypes[k];
-    SCOPED_TRACE(KQuantName(t));
-    const std::vector<uint8_t> ref_f32 = ReadFile(Tmp(std::string(KQuantName(t)) + ".f32"));
+    const ConvertedType t = kTypes[k];
+    SCOPED_TRACE(ConvertedTypeName(t));
+    const std::vector<uint8_t> ref_f32 = ReadFile(Tmp(std::string(ConvertedTypeName(t)) + ".f32"));
     ASSERT_EQ(ref_f32.size(), static_cast<size_t>(kRows * kCols * 4));
     std::vector<float> ours(static_cast<size_t>(kRows * kCols));
     for (int64_t r = 0; r < kRows; ++r) {
-      DequantizeKQuantRow(t, blocks[k].data() + r * KQuantRowBytes(t, kCols),
-                          ours.data() + r * kCols, kCols);
+      DequantizeConvertedRow(t, blocks[k].data() + r * ConvertedRowBytes(t, kCols),
+                             ours.data() + r * kCols, kCols);
     }
     int64_t mismatches = 0, nonzero = 0;
     for (int64_t i = 0; i < kRows * kCols; ++i) {
@@ -158,12 +165,12 @@ TEST(KQuantReferenceTest, DequantizationAndQ8_0ConversionMatchGguf) {
     }
     EXPECT_EQ(mismatches, 0);
     EXPECT_GT(nonzero, kRows * kCols / 2);  // the blocks really decode to values
-    printf("%s: %lld values bit-exact with gguf.quants.dequantize\n", KQuantName(t),
+    printf("%s: %lld values bit-exact with gguf.quants.dequantize\n", ConvertedTypeName(t),
            static_cast<long long>(kRows * kCols - mismatches));
 
-    const std::vector<uint8_t> ref_q8 = ReadFile(Tmp(std::string(KQuantName(t)) + ".q8_0"));
+    const std::vector<uint8_t> ref_q8 = ReadFile(Tmp(std::string(ConvertedTypeName(t)) + ".q8_0"));
     std::vector<uint8_t> q8(static_cast<size_t>(kRows * RowBytes(DType::kQ8_0, kColCount)));
-    ConvertKQuantToQ8_0(t, blocks[k].data(), kRows, kCols, kColBegin, kColCount, q8.data());
+    ConvertToQ8_0(t, blocks[k].data(), kRows, kCols, kColBegin, kColCount, q8.data());
     ASSERT_EQ(ref_q8.size(), q8.size());
     int64_t bad_bytes = 0;
     for (size_t i = 0; i < q8.size(); ++i) bad_bytes += q8[i] != ref_q8[i];

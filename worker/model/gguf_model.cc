@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "worker/model/kquant.h"
+#include "worker/model/ggml_convert.h"
 #include "worker/model/mapped_model_source.h"
 
 namespace tpserve {
@@ -161,24 +161,24 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufModelFromFile(std::unique_ptr<G
   tensors.reserve(f->tensors().size());
   for (const GgufTensorInfo& g : f->tensors()) {
     MappedTensor t;
-    // K-quants are converted to Q8_0 on read (kquant.h); the reader has
-    // checked that their rows are whole 256-value blocks.
-    t.kquant = KQuantFromGgml(g.ggml_type);
-    if (!g.dtype.has_value() && !t.kquant.has_value()) {
+    // K-quants, Q5_0 and Q5_1 are converted to Q8_0 on read (ggml_convert.h);
+    // the reader has checked that their rows are whole blocks.
+    t.convert_from = ConvertedTypeFromGgml(g.ggml_type);
+    if (!g.dtype.has_value() && !t.convert_from.has_value()) {
       return absl::UnimplementedError(absl::StrCat(
           f->path(), ": tensor ", g.name, " has type ", g.ggml_type_name,
-          ", which tpserve does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, "
-          "Q5_K, Q6_K)"));
+          ", which tpserve does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, "
+          "Q3_K, Q4_K, Q5_K, Q6_K)"));
     }
     t.info.name = g.name;
     t.info.source_name = g.name;
-    t.info.dtype = t.kquant.has_value() ? DType::kQ8_0 : *g.dtype;
+    t.info.dtype = t.convert_from.has_value() ? DType::kQ8_0 : *g.dtype;
     t.info.shape = g.shape;
     t.info.bytes =
-        t.kquant.has_value()
+        t.convert_from.has_value()
             ? static_cast<uint64_t>(g.num_elements / kQuantBlockValues * BlockBytes(DType::kQ8_0))
             : g.bytes;
-    if (t.kquant.has_value()) t.info.file_type = g.ggml_type_name;
+    if (t.convert_from.has_value()) t.info.file_type = g.ggml_type_name;
     t.data = g.data;
     t.owner = f->owner();
     tensors.push_back(std::move(t));

@@ -5,11 +5,8 @@
 // compiles this file with -ffp-contract=off so no FMA changes a rounding.
 #include "worker/model/kquant.h"
 
-#include <vector>
-
 #include "common/check.h"
 #include "worker/model/dtype.h"
-#include "worker/model/quantize.h"
 
 namespace tpserve {
 namespace {
@@ -183,21 +180,6 @@ void DequantizeKQuantRow(KQuantType t, const void* src, float* dst, int64_t n) {
         DequantQ6_K(b, dst);
         break;
     }
-  }
-}
-
-void ConvertKQuantToQ8_0(KQuantType t, const uint8_t* src, int64_t rows, int64_t cols,
-                         int64_t col_begin, int64_t col_count, uint8_t* dst) {
-  const int64_t src_row = KQuantRowBytes(t, cols);
-  TPS_CHECK_GT(src_row, 0) << KQuantName(t) << " row of " << cols << " values";
-  TPS_CHECK(col_begin >= 0 && col_count >= 0 && col_begin + col_count <= cols &&
-            col_begin % kQuantBlockValues == 0 && col_count % kQuantBlockValues == 0)
-      << "columns [" << col_begin << ", +" << col_count << ") of " << cols;
-  const int64_t dst_row = RowBytes(DType::kQ8_0, col_count);
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    DequantizeKQuantRow(t, src + r * src_row, row.data(), cols);
-    QuantizeRow(DType::kQ8_0, row.data() + col_begin, dst + r * dst_row, col_count);
   }
 }
 

@@ -1,7 +1,7 @@
 // llama.cpp's K-quant tensor types (GGML ids 10..14: Q2_K, Q3_K, Q4_K, Q5_K,
 // Q6_K), which most published GGUF models use. tpserve does not compute with
 // them: readers dequantize K-quant rows to f32 here and re-quantize them to
-// Q8_0 (ConvertKQuantToQ8_0), so the engine and kernels only ever see Q8_0.
+// Q8_0 (ggml_convert.h), so the engine and kernels only ever see Q8_0.
 //
 // Every K-quant type packs 256 values ("super-block") into one block, split in
 // sub-blocks of 16 or 32 values with their own small integer scales (and mins)
@@ -24,8 +24,6 @@
 //   std::optional<KQuantType> k = KQuantFromGgml(t.ggml_type);  // 12 -> kQ4_K
 //   std::vector<float> row(cols);                                // cols % 256 == 0
 //   DequantizeKQuantRow(*k, src, row.data(), cols);
-//   std::vector<uint8_t> q8(RowBytes(DType::kQ8_0, cols) * rows);
-//   ConvertKQuantToQ8_0(*k, src, rows, cols, 0, cols, q8.data());
 #ifndef TPSERVE_WORKER_MODEL_KQUANT_H_
 #define TPSERVE_WORKER_MODEL_KQUANT_H_
 
@@ -55,14 +53,6 @@ int64_t KQuantRowBytes(KQuantType t, int64_t cols);
 
 // Dequantizes `n` values (n % 256 == 0) from consecutive blocks at `src`.
 void DequantizeKQuantRow(KQuantType t, const void* src, float* dst, int64_t n);
-
-// Converts columns [col_begin, col_begin + col_count) of `rows` rows of
-// `cols` values each (rows of KQuantRowBytes(t, cols) bytes at `src`) to Q8_0
-// rows of RowBytes(DType::kQ8_0, col_count) bytes at `dst`: each row is
-// dequantized whole, sliced, and quantized with QuantizeRow(DType::kQ8_0).
-// Requires cols % 256 == 0, col_begin % 32 == 0 and col_count % 32 == 0.
-void ConvertKQuantToQ8_0(KQuantType t, const uint8_t* src, int64_t rows, int64_t cols,
-                         int64_t col_begin, int64_t col_count, uint8_t* dst);
 
 }  // namespace tpserve
 

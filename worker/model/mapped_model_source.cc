@@ -128,16 +128,16 @@ absl::StatusOr<HostTensor> MappedModelSource::ReadRows(absl::string_view name, i
   out.shape = info.shape;
   if (!out.shape.empty()) out.shape[0] = row_count;
   out.bytes = static_cast<uint64_t>(row_count) * row_bytes;
-  if (t->kquant.has_value()) {
-    // One outer row's values are contiguous whole K-quant blocks (the row
-    // length is a multiple of 256): convert them as one long row.
+  if (t->convert_from.has_value()) {
+    // One outer row's values are contiguous whole blocks (the reader checked
+    // the row length): convert them as one long row.
     int64_t values = 1;
     for (size_t d = 1; d < info.shape.size(); ++d) values *= info.shape[d];
-    const int64_t src_row = KQuantRowBytes(*t->kquant, values);
+    const int64_t src_row = ConvertedRowBytes(*t->convert_from, values);
     auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(out.bytes));
     if (row_count > 0) {
-      ConvertKQuantToQ8_0(*t->kquant, t->data + row_begin * src_row, row_count, values, 0, values,
-                          buf->data());
+      ConvertToQ8_0(*t->convert_from, t->data + row_begin * src_row, row_count, values, 0, values,
+                    buf->data());
     }
     out.data = buf->data();
     out.owner = std::move(buf);
@@ -172,11 +172,11 @@ absl::StatusOr<HostTensor> MappedModelSource::ReadColumns(absl::string_view name
   const int64_t skip = RowBytes(info.dtype, col_begin);
   const int64_t dst_row = RowBytes(info.dtype, col_count);
   auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(rows * dst_row));
-  if (t->kquant.has_value()) {
+  if (t->convert_from.has_value()) {
     if (dst_row > 0)
-      ConvertKQuantToQ8_0(*t->kquant, t->data, rows, cols, col_begin, col_count, buf->data());
+      ConvertToQ8_0(*t->convert_from, t->data, rows, cols, col_begin, col_count, buf->data());
   }
-  for (int64_t r = 0; !t->kquant.has_value() && dst_row > 0 && r < rows;
+  for (int64_t r = 0; !t->convert_from.has_value() && dst_row > 0 && r < rows;
        ++r) {  // (memcpy on an empty buffer's null data is UB)
     std::memcpy(buf->data() + r * dst_row, t->data + r * src_row + skip,
                 static_cast<size_t>(dst_row));

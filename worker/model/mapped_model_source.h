@@ -15,18 +15,18 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "worker/model/kquant.h"
+#include "worker/model/ggml_convert.h"
 #include "worker/model/model_source.h"
 
 namespace tpserve {
 
 struct MappedTensor {
   TensorInfo info;
-  // info.bytes bytes, valid while owner lives; for a K-quant tensor the
-  // file's blocks (KQuantRowBytes per row), converted to info.dtype (Q8_0) on read.
+  // info.bytes bytes, valid while owner lives; for a converted tensor the
+  // file's blocks (ConvertedRowBytes per row), converted to info.dtype (Q8_0) on read.
   const uint8_t* data = nullptr;
-  std::shared_ptr<const void> owner;  // the mapping
-  std::optional<KQuantType> kquant;   // set: `data` holds this K-quant type
+  std::shared_ptr<const void> owner;          // the mapping
+  std::optional<ConvertedType> convert_from;  // set: `data` holds this type
 };
 
 // Checks the config's numbers and that every tensor the Llama forward pass

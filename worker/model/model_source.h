@@ -50,7 +50,8 @@ struct TensorInfo {
   std::vector<int64_t> shape;  // outermost first
   uint64_t bytes = 0;          // of `dtype`, i.e. what Read returns for the whole tensor
   // The file's own type when the reader converts it at read time (GGUF
-  // K-quants "Q4_K" etc. are read as Q8_0, see kquant.h); empty otherwise.
+  // K-quants "Q4_K" etc., Q5_0, Q5_1 are read as Q8_0, see ggml_convert.h);
+  // empty otherwise.
   std::string file_type;
 };
 

@@ -13,7 +13,8 @@
 //   - greedy continuations match or diverge only at near-ties (top-two gap
 //     <= kNearTie by either side), as in engine_llamacpp_test.
 // A second test does the same on the default model (a real one, whose logits
-// have real gaps) requantized by llama.cpp to Q6_K.
+// have real gaps) requantized by llama.cpp to Q6_K, Q4_K_M (with Q5_0) and
+// Q5_K_M (with Q5_1).
 //
 //   bazel test //worker/engine/kquant:engine_kquant_llamacpp_test  (TPSERVE_ROOT set)
 #include <algorithm>
@@ -28,7 +29,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testmodel/test_model.h"
@@ -271,7 +271,8 @@ TEST(EngineKQuantLlamaCppTest, LlamaCppQuantizedModelsMatchLlamaCpp) {
 // The default model (SmolLM2-135M, a real one) requantized by llama.cpp.
 // Its hidden size 576 is not a multiple of 256, so llama.cpp makes only the
 // 1536-wide ffn_down matrices K-quants and falls back elsewhere: to Q8_0 for
-// Q6_K (loads), to Q5_0 for Q4_K_M (refused by name: tpserve has no Q5_0).
+// Q6_K, to Q5_0 / Q5_1 (also converted) for Q4_K_M / Q5_K_M, as in
+// published files.
 TEST(EngineKQuantLlamaCppTest, RequantizedDefaultModelMatchesLlamaCpp) {
   const std::string lib = Root() + "/.deps/llama.cpp-build/bin/libllama.so";
   ASSERT_TRUE(std::ifstream(lib).good())
@@ -298,9 +299,21 @@ TEST(EngineKQuantLlamaCppTest, RequantizedDefaultModelMatchesLlamaCpp) {
 
   const std::string q4km = Tmp("smol_Q4_K_M.gguf");
   ASSERT_TRUE(quantize(q4km, "Q4_K_M"));
-  auto refused = OpenModel(q4km);
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("has type Q5_0"));
+  auto m2 = OpenModel(q4km);
+  ASSERT_TRUE(m2.ok()) << m2.status();
+  std::set<std::string> types;
+  for (const TensorInfo& t : (*m2)->tensors()) types.insert(t.file_type);
+  EXPECT_EQ(types, (std::set<std::string>{"", "Q4_K", "Q5_0", "Q6_K"}));
+  CompareWithLlamaCpp("SmolLM2 Q4_K_M", q4km, "", /*max_rel=*/0.12);
+
+  const std::string q5km = Tmp("smol_Q5_K_M.gguf");
+  ASSERT_TRUE(quantize(q5km, "Q5_K_M"));
+  auto m3 = OpenModel(q5km);
+  ASSERT_TRUE(m3.ok()) << m3.status();
+  types.clear();
+  for (const TensorInfo& t : (*m3)->tensors()) types.insert(t.file_type);
+  EXPECT_EQ(types, (std::set<std::string>{"", "Q5_1", "Q5_K", "Q6_K"}));
+  CompareWithLlamaCpp("SmolLM2 Q5_K_M", q5km, "", /*max_rel=*/0.12);
 }
 
 }  // namespace

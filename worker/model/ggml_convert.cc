@@ -1,0 +1,81 @@
+// Dispatch over the converted types, the Q5_0 / Q5_1 decoders (K-quant
+// decoders are in kquant.cc) and the row conversion to Q8_0. Compiled with
+// -ffp-contract=off (BUILD) so d * q + m rounds as the reference does.
+#include "worker/model/ggml_convert.h"
+
+#include <vector>
+
+#include "common/check.h"
+#include "worker/model/dtype.h"
+#include "worker/model/kquant.h"
+#include "worker/model/quantize.h"
+
+namespace tpserve {
+namespace {
+
+// One 32-value Q5_0 (has_min false, 22 bytes) or Q5_1 (24 bytes) block.
+void DequantQ5(const uint8_t* b, bool has_min, float* y) {
+  const float d = F16ToF32(static_cast<uint16_t>(b[0] | (b[1] << 8)));
+  const float m = has_min ? F16ToF32(static_cast<uint16_t>(b[2] | (b[3] << 8))) : 0.0f;
+  const uint8_t* h = b + (has_min ? 4 : 2);
+  const uint32_t qh = static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 8) |
+                      (static_cast<uint32_t>(h[2]) << 16) | (static_cast<uint32_t>(h[3]) << 24);
+  const uint8_t* qs = h + 4;
+  for (int i = 0; i < 32; ++i) {
+    const int nib = i < 16 ? (qs[i] & 0xF) : (qs[i - 16] >> 4);
+    const int q = nib | static_cast<int>(((qh >> i) & 1) << 4);
+    y[i] = has_min ? d * static_cast<float>(q) + m : d * static_cast<float>(q - 16);
+  }
+}
+
+bool IsK(ConvertedType t) { return t != ConvertedType::kQ5_0 && t != ConvertedType::kQ5_1; }
+
+KQuantType AsK(ConvertedType t) { return static_cast<KQuantType>(static_cast<uint32_t>(t)); }
+
+}  // namespace
+
+std::optional<ConvertedType> ConvertedTypeFromGgml(uint32_t ggml_type) {
+  if (ggml_type == 6 || ggml_type == 7 || KQuantFromGgml(ggml_type).has_value())
+    return static_cast<ConvertedType>(ggml_type);
+  return std::nullopt;
+}
+
+const char* ConvertedTypeName(ConvertedType t) {
+  if (t == ConvertedType::kQ5_0) return "Q5_0";
+  if (t == ConvertedType::kQ5_1) return "Q5_1";
+  return KQuantName(AsK(t));
+}
+
+int64_t ConvertedBlockValues(ConvertedType t) { return IsK(t) ? kKQuantBlockValues : 32; }
+
+int64_t ConvertedRowBytes(ConvertedType t, int64_t cols) {
+  if (IsK(t)) return KQuantRowBytes(AsK(t), cols);
+  if (cols <= 0 || cols % 32 != 0) return -1;
+  return cols / 32 * (t == ConvertedType::kQ5_0 ? 22 : 24);
+}
+
+void DequantizeConvertedRow(ConvertedType t, const void* src, float* dst, int64_t n) {
+  if (IsK(t)) return DequantizeKQuantRow(AsK(t), src, dst, n);
+  TPS_CHECK_EQ(n % 32, 0) << ConvertedTypeName(t) << " rows are whole 32-value blocks";
+  const bool has_min = t == ConvertedType::kQ5_1;
+  const uint8_t* b = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < n / 32; ++i)
+    DequantQ5(b + i * (has_min ? 24 : 22), has_min, dst + i * 32);
+}
+
+void ConvertToQ8_0(ConvertedType t, const uint8_t* src, int64_t rows, int64_t cols,
+                   int64_t col_begin, int64_t col_count, uint8_t* dst) {
+  const int64_t src_row = ConvertedRowBytes(t, cols);
+  TPS_CHECK_GT(src_row, 0) << ConvertedTypeName(t) << " row of " << cols << " values";
+  TPS_CHECK(col_begin >= 0 && col_count >= 0 && col_begin + col_count <= cols &&
+            col_begin % kQuantBlockValues == 0 && col_count % kQuantBlockValues == 0)
+      << "columns [" << col_begin << ", +" << col_count << ") of " << cols;
+  const int64_t dst_row = RowBytes(DType::kQ8_0, col_count);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    DequantizeConvertedRow(t, src + r * src_row, row.data(), cols);
+    QuantizeRow(DType::kQ8_0, row.data() + col_begin, dst + r * dst_row, col_count);
+  }
+}
+
+}  // namespace tpserve
