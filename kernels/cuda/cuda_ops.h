@@ -42,6 +42,12 @@ namespace tpserve::kernels::cuda {
 
 // ---- CUDA-only fast paths.
 
+// Rope followed by KvCacheWrite of the rotated k, in one launch (one block
+// per token). `rope.k` must be `kv.k` (same tokens, heads and stride).
+// Bit-identical to the two launches.
+[[nodiscard]] absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
+                                       const Stream& stream);
+
 // The residual add fused with the RMSNorm after it (one launch instead of
 // two): x += residual in place, then y = RmsNorm(x) * weight. Bit-identical
 // to Add followed by RmsNorm.

@@ -253,6 +253,75 @@ TEST(CudaKvCacheWriteParity, SkipsNegativeSlots) {
   EXPECT_EQ(ToHostVector(dvc), want_v);
 }
 
+// RoPE fused with the KV write (q, k, v interleaved in one qkv row as the
+// engine lays them out): bit-identical to Rope then KvCacheWrite, including
+// a skipped (negative) slot, for both pairings and llama3 scaling.
+TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(12);
+  for (bool neox : {false, true}) {
+    const int tokens = 9, n_heads = 6, n_kv = 2, head_dim = 64, block_size = 7, num_blocks = 5;
+    const int64_t row = int64_t{n_heads + 2 * n_kv} * head_dim;
+    const std::vector<float> qkv = rng.Floats(static_cast<size_t>(tokens) * row);
+    std::vector<int32_t> positions(tokens);
+    std::vector<int64_t> slots(tokens);
+    for (int t = 0; t < tokens; ++t) {
+      positions[t] = rng.Int(0, 5000);
+      slots[t] = t == 3 ? -1 : (t * 4) % (num_blocks * block_size);
+    }
+    const std::vector<float> cache0 =
+        rng.Floats(static_cast<size_t>(num_blocks) * block_size * n_kv * head_dim);
+    DeviceBuffer<int32_t> dpos = ToDevice(positions);
+    DeviceBuffer<int64_t> dslots = ToDevice(slots);
+    std::vector<float> out[2][3];  // [fused][qkv, k cache, v cache]
+    for (int fused = 0; fused < 2; ++fused) {
+      DeviceBuffer<float> dqkv = ToDevice(qkv), dkc = ToDevice(cache0), dvc = ToDevice(cache0);
+      const RopeParams rp{.q = dqkv.data(),
+                          .k = dqkv.data() + n_heads * head_dim,
+                          .positions = dpos.data(),
+                          .tokens = tokens,
+                          .n_heads = n_heads,
+                          .n_kv_heads = n_kv,
+                          .head_dim = head_dim,
+                          .q_stride = row,
+                          .k_stride = row,
+                          .theta = 500000.0f,
+                          .neox = neox,
+                          .scaling = RopeScalingType::kLlama3,
+                          .factor = 8.0f};
+      const KvCacheWriteParams kp{.k = rp.k,
+                                  .v = rp.k + n_kv * head_dim,
+                                  .k_cache = dkc.data(),
+                                  .v_cache = dvc.data(),
+                                  .slot_mapping = dslots.data(),
+                                  .tokens = tokens,
+                                  .n_kv_heads = n_kv,
+                                  .head_dim = head_dim,
+                                  .block_size = block_size,
+                                  .num_blocks = num_blocks,
+                                  .k_stride = row,
+                                  .v_stride = row};
+      if (fused == 1) {
+        ASSERT_TRUE(RopeKvWrite(rp, kp, Stream{}).ok());
+      } else {
+        ASSERT_TRUE(Rope(rp, Stream{}).ok());
+        ASSERT_TRUE(KvCacheWrite(kp, Stream{}).ok());
+      }
+      out[fused][0] = ToHostVector(dqkv);
+      out[fused][1] = ToHostVector(dkc);
+      out[fused][2] = ToHostVector(dvc);
+    }
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(out[1][i], out[0][i]) << "neox=" << neox << " part " << i;
+    EXPECT_NE(out[1][0], qkv);  // something was rotated
+  }
+  // A k that is not the written k is refused.
+  float dummy = 0.0f;
+  const RopeParams rp{.q = &dummy, .k = &dummy, .positions = nullptr, .tokens = 1, .n_heads = 1,
+                      .n_kv_heads = 1, .head_dim = 2};
+  KvCacheWriteParams kp{.k = &dummy + 1, .tokens = 1, .n_kv_heads = 1, .head_dim = 2};
+  EXPECT_EQ(RopeKvWrite(rp, kp, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CudaArgmax, LowestIndexWinsTies) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(6);

@@ -1,4 +1,5 @@
-// cuda::Rope: one thread per rotated pair, q heads first then k heads.
+// cuda::Rope: one thread per rotated pair, q heads first then k heads; and
+// cuda::RopeKvWrite, the same rotation fused with the KV-cache write.
 // Angles are evaluated in double precision like the CPU backend, so positions
 // in the 100k range keep ~1e-6 accuracy.
 #include <cuda_runtime.h>
@@ -62,9 +63,53 @@ __global__ void __launch_bounds__(kThreads) RopeKernel(RopeArgs a) {
   base[i1] = static_cast<float>(x0 * s + x1 * c);
 }
 
-}  // namespace
+// Where RopeKvWriteKernel copies the rotated k and the v of each token.
+struct CacheArgs {
+  const float* v;
+  float* k_cache;
+  float* v_cache;
+  const int64_t* slots;
+  int64_t v_stride;
+  int64_t num_slots;
+};
 
-absl::Status Rope(const RopeParams& p, const Stream& stream) {
+// One block per token: every pair of its q and k heads rotated as by
+// RopeKernel (same double-precision angles, one sincos per pair for all
+// heads), then the rotated k row and the v row copied into the token's
+// cache slot as by KvCacheWriteKernel (slots outside the pool skipped).
+__global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheArgs c) {
+  const int t = blockIdx.x;
+  const int half = a.head_dim / 2;
+  float* q = a.q + t * a.q_stride;
+  float* k = a.k + t * a.k_stride;
+  for (int pair = threadIdx.x; pair < half; pair += kThreads) {
+    double s, co;
+    sincos(static_cast<double>(a.positions[t]) * InvFreq(a, pair), &s, &co);
+    const int i0 = a.neox ? pair : 2 * pair;
+    const int i1 = a.neox ? pair + half : 2 * pair + 1;
+    for (int head = 0; head < a.n_heads + a.n_kv_heads; ++head) {
+      float* base = head < a.n_heads ? q + static_cast<int64_t>(head) * a.head_dim
+                                     : k + static_cast<int64_t>(head - a.n_heads) * a.head_dim;
+      const float x0 = base[i0];
+      const float x1 = base[i1];
+      base[i0] = static_cast<float>(x0 * co - x1 * s);
+      base[i1] = static_cast<float>(x0 * s + x1 * co);
+    }
+  }
+  __syncthreads();  // the rotated k row is complete
+  const int64_t slot = c.slots[t];
+  if (slot < 0 || slot >= c.num_slots) return;
+  const int width = a.n_kv_heads * a.head_dim;
+  const float* vs = c.v + t * c.v_stride;
+  float* kd = c.k_cache + slot * width;
+  float* vd = c.v_cache + slot * width;
+  for (int i = threadIdx.x; i < width; i += kThreads) {
+    kd[i] = k[i];
+    vd[i] = vs[i];
+  }
+}
+
+absl::Status CheckRope(const RopeParams& p) {
   if (p.tokens < 0 || p.n_heads <= 0 || p.head_dim <= 0 || p.head_dim % 2 != 0 ||
       (p.k != nullptr && p.n_kv_heads <= 0)) {
     return absl::InvalidArgumentError("Rope: bad shape (head_dim must be even and positive)");
@@ -77,9 +122,13 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
         p.original_max_position > 0)) {
     return absl::InvalidArgumentError("Rope: llama3 scaling needs 0 < low < high freq factors");
   }
-  if (p.tokens == 0) return absl::OkStatus();
-  if (p.q == nullptr || p.positions == nullptr)
+  if (p.tokens > 0 && (p.q == nullptr || p.positions == nullptr)) {
     return absl::InvalidArgumentError("Rope: null q or positions");
+  }
+  return absl::OkStatus();
+}
+
+RopeArgs MakeRopeArgs(const RopeParams& p) {
   RopeArgs a{};
   a.q = p.q;
   a.k = p.k;
@@ -97,6 +146,15 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
   a.low_freq_factor = p.low_freq_factor;
   a.high_freq_factor = p.high_freq_factor;
   a.original_max_position = p.original_max_position;
+  return a;
+}
+
+}  // namespace
+
+absl::Status Rope(const RopeParams& p, const Stream& stream) {
+  if (absl::Status st = CheckRope(p); !st.ok()) return st;
+  if (p.tokens == 0) return absl::OkStatus();
+  const RopeArgs a = MakeRopeArgs(p);
   const int heads = p.n_heads + (p.k != nullptr ? p.n_kv_heads : 0);
   const int64_t total = static_cast<int64_t>(p.tokens) * heads * (p.head_dim / 2);
   const int64_t blocks = (total + kThreads - 1) / kThreads;
@@ -104,6 +162,34 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
   RopeKernel<<<static_cast<unsigned>(blocks), kThreads, 0,
                static_cast<cudaStream_t>(stream.cuda_stream)>>>(a);
   return LaunchStatus("RopeKernel");
+}
+
+absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
+                         const Stream& stream) {
+  if (absl::Status st = CheckRope(rope); !st.ok()) return st;
+  if (rope.k == nullptr || rope.k != kv.k || rope.tokens != kv.tokens ||
+      rope.n_kv_heads != kv.n_kv_heads || rope.head_dim != kv.head_dim ||
+      (rope.k_stride == 0 ? int64_t{rope.n_kv_heads} * rope.head_dim : rope.k_stride) !=
+          (kv.k_stride == 0 ? int64_t{kv.n_kv_heads} * kv.head_dim : kv.k_stride)) {
+    return absl::InvalidArgumentError(
+        "RopeKvWrite: the rotated k must be the k written (same buffer, tokens, heads, stride)");
+  }
+  if (kv.block_size <= 0 || kv.num_blocks < 0) {
+    return absl::InvalidArgumentError("RopeKvWrite: bad cache shape");
+  }
+  if (rope.tokens == 0) return absl::OkStatus();
+  if (kv.v == nullptr || kv.k_cache == nullptr || kv.v_cache == nullptr ||
+      kv.slot_mapping == nullptr) {
+    return absl::InvalidArgumentError("RopeKvWrite: null pointer");
+  }
+  const RopeArgs a = MakeRopeArgs(rope);
+  const int width = kv.n_kv_heads * kv.head_dim;
+  const CacheArgs c{kv.v, kv.k_cache, kv.v_cache, kv.slot_mapping,
+                    kv.v_stride == 0 ? width : kv.v_stride,
+                    static_cast<int64_t>(kv.num_blocks) * kv.block_size};
+  RopeKvWriteKernel<<<rope.tokens, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
+      a, c);
+  return LaunchStatus("RopeKvWriteKernel");
 }
 
 }  // namespace tpserve::kernels::cuda

@@ -506,8 +506,8 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                              .block_size = shape_.block_size,
                              .num_blocks = num_blocks_};
     TPS_RETURN_IF_ERROR(RunLinear(l.qkv, h_.data(), T, qkv_.data(), d.qkv_dim, s));
-    TPS_RETURN_IF_ERROR(kc::Rope(MakeRopeParams(c_, d, a, qkv_.data()), s));
-    TPS_RETURN_IF_ERROR(kc::KvCacheWrite(MakeKvCacheWriteParams(d, a, qkv_.data(), cache), s));
+    TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(c_, d, a, qkv_.data()),
+                                        MakeKvCacheWriteParams(d, a, qkv_.data(), cache), s));
     const kernels::PagedAttentionParams ap =
         MakeAttentionParams(d, a, qkv_.data(), cache, attn_.data());
     // Decode: split-KV. Prefill-heavy batches (the bf16 tensor-core GEMM
