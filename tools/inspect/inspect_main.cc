@@ -84,6 +84,7 @@ void PrintTensors(const ModelSource& m) {
     line.resize(std::max<size_t>(line.size() + 1, 56), ' ');
     absl::StrAppend(&line, t.bytes, " B");
     if (t.source_name != t.name) absl::StrAppend(&line, "  (", t.source_name, ")");
+    if (!t.file_type.empty()) absl::StrAppend(&line, "  [", t.file_type, " in the file]");
     std::cout << line << "\n";
   }
 }
