@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/multi_rank_test_util.h"
@@ -85,38 +86,8 @@ absl::StatusOr<std::vector<float>> OurGreedy(Engine& e, const std::vector<Refere
   std::vector<float> out;
   uint64_t seq = 100;
   for (const Reference& r : refs) {
-    const int total = static_cast<int>(r.ids.size()) + kNewTokens;
-    std::vector<int32_t> blocks;
-    for (int b = 0; b < (total + e.block_size() - 1) / e.block_size(); ++b) blocks.push_back(b);
-    SequenceInput s;
-    s.seq_id = ++seq;
-    s.tokens = r.ids;
-    s.block_table = blocks;
-    s.prompt_len = static_cast<int>(r.ids.size());
     std::vector<float> tokens, gaps;
-    for (int i = 0; i < kNewTokens; ++i) {
-      StepBatch b;
-      b.seqs = {s};
-      absl::StatusOr<std::vector<std::vector<float>>> l = e.ForwardLogits(b);
-      if (!l.ok()) return l.status();
-      int32_t best = 0;
-      float gap = 0;
-      if (!l->empty()) {
-        const std::vector<float>& x = (*l)[0];
-        int32_t second = -1;
-        for (int32_t t = 1; t < static_cast<int32_t>(x.size()); ++t) {
-          if (x[t] > x[best]) best = t;
-        }
-        for (int32_t t = 0; t < static_cast<int32_t>(x.size()); ++t) {
-          if (t != best && (second < 0 || x[t] > x[second])) second = t;
-        }
-        gap = x[best] - x[second];
-      }
-      tokens.push_back(static_cast<float>(best));
-      gaps.push_back(gap);
-      s.start_pos += static_cast<int32_t>(s.tokens.size());
-      s.tokens = {best};
-    }
+    TPS_RETURN_IF_ERROR(GreedyContinuation(e, ++seq, r.ids, kNewTokens, &tokens, &gaps));
     out.insert(out.end(), tokens.begin(), tokens.end());
     out.insert(out.end(), gaps.begin(), gaps.end());
   }

@@ -135,6 +135,40 @@ absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
   return flat;
 }
 
+absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id,
+                                const std::vector<int32_t>& prompt, int new_tokens,
+                                std::vector<float>* tokens, std::vector<float>* gaps,
+                                std::vector<float>* first_logits) {
+  const int total = static_cast<int>(prompt.size()) + new_tokens;
+  SequenceInput s;
+  s.seq_id = seq_id;
+  s.tokens = prompt;
+  s.prompt_len = static_cast<int>(prompt.size());
+  for (int b = 0; b < (total + engine.block_size() - 1) / engine.block_size(); ++b) {
+    s.block_table.push_back(b);
+  }
+  for (int i = 0; i < new_tokens; ++i) {
+    StepBatch batch;
+    batch.seqs = {s};
+    TPS_ASSIGN_OR_RETURN(std::vector<std::vector<float>> l, engine.ForwardLogits(batch));
+    if (l.size() != 1) return absl::InternalError("expected one logits row");
+    const std::vector<float>& x = l[0];
+    if (i == 0 && first_logits != nullptr) *first_logits = x;
+    int32_t best = 0, second = -1;
+    for (int32_t t = 1; t < static_cast<int32_t>(x.size()); ++t) {
+      if (x[t] > x[best]) best = t;
+    }
+    for (int32_t t = 0; t < static_cast<int32_t>(x.size()); ++t) {
+      if (t != best && (second < 0 || x[t] > x[second])) second = t;
+    }
+    tokens->push_back(static_cast<float>(best));
+    gaps->push_back(second < 0 ? 0.0f : x[best] - x[second]);
+    s.start_pos += static_cast<int32_t>(s.tokens.size());
+    s.tokens = {best};
+  }
+  return absl::OkStatus();
+}
+
 double RelativeMaxDiff(const std::vector<float>& a, const std::vector<float>& b) {
   if (a.size() != b.size() || a.empty()) return INFINITY;
   double max_a = 0, max_d = 0;

@@ -40,6 +40,15 @@ RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
 absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
                                               const std::vector<StepBatch>& batches);
 
+// Greedy continuation of `prompt` (sequence `seq_id`, blocks 0, 1, ...) for
+// `new_tokens` ForwardLogits steps: appends each chosen token (as float) to
+// `tokens` and its top-two logit gap to `gaps`; `first_logits`, if not
+// null, gets the logits after the prompt.
+absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id,
+                                const std::vector<int32_t>& prompt, int new_tokens,
+                                std::vector<float>* tokens, std::vector<float>* gaps,
+                                std::vector<float>* first_logits = nullptr);
+
 // max |a - b| / max |a|, the parity measure of the acceptance criteria.
 double RelativeMaxDiff(const std::vector<float>& a, const std::vector<float>& b);
 

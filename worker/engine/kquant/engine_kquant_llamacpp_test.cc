@@ -29,6 +29,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testmodel/test_model.h"
@@ -121,35 +122,9 @@ absl::StatusOr<std::vector<float>> OurRun(Engine& e, const std::vector<Reference
   std::vector<float> out;
   uint64_t seq = 100;
   for (const Reference& r : refs) {
-    const int total = static_cast<int>(r.ids.size()) + kNewTokens;
-    std::vector<int32_t> blocks;
-    for (int b = 0; b < (total + e.block_size() - 1) / e.block_size(); ++b) blocks.push_back(b);
-    SequenceInput s;
-    s.seq_id = ++seq;
-    s.tokens = r.ids;
-    s.block_table = blocks;
-    s.prompt_len = static_cast<int>(r.ids.size());
-    std::vector<float> tokens, gaps;
-    for (int i = 0; i < kNewTokens; ++i) {
-      StepBatch b;
-      b.seqs = {s};
-      absl::StatusOr<std::vector<std::vector<float>>> l = e.ForwardLogits(b);
-      if (!l.ok()) return l.status();
-      if (l->size() != 1) return absl::InternalError("expected one logits row");
-      const std::vector<float>& x = (*l)[0];
-      if (i == 0) out.insert(out.end(), x.begin(), x.end());
-      int32_t best = 0, second = -1;
-      for (int32_t t = 1; t < static_cast<int32_t>(x.size()); ++t) {
-        if (x[t] > x[best]) best = t;
-      }
-      for (int32_t t = 0; t < static_cast<int32_t>(x.size()); ++t) {
-        if (t != best && (second < 0 || x[t] > x[second])) second = t;
-      }
-      tokens.push_back(static_cast<float>(best));
-      gaps.push_back(x[best] - x[second]);
-      s.start_pos += static_cast<int32_t>(s.tokens.size());
-      s.tokens = {best};
-    }
+    std::vector<float> tokens, gaps, logits;
+    TPS_RETURN_IF_ERROR(GreedyContinuation(e, ++seq, r.ids, kNewTokens, &tokens, &gaps, &logits));
+    out.insert(out.end(), logits.begin(), logits.end());
     out.insert(out.end(), tokens.begin(), tokens.end());
     out.insert(out.end(), gaps.begin(), gaps.end());
   }
