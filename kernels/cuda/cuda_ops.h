@@ -72,6 +72,12 @@ struct AddRmsNormParams {
 // Activation rows up to which Gemm uses the skinny (GEMV-like) kernel.
 inline constexpr int kSkinnyGemmMaxRows = 64;
 
+// The gate/up projection fused with SwiGLU for decode-sized batches
+// (m <= kSkinnyGemmMaxRows): w holds n = 2F rows, gate rows first then up
+// rows; y (m, F) (row stride y_stride, 0 = F) gets silu(x.gate^T + bias) *
+// (x.up^T + bias), bit-identical to Gemm into (m, 2F) followed by Swiglu.
+[[nodiscard]] absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream);
+
 // Tensor-core GEMM: c (m, n) f32 = a (m, k) bf16 . b (n, k)^T bf16, f32
 // accumulation (mma.sync m16n8k16; runs on sm_80 and sm_90). k % 8 == 0.
 struct GemmBf16Params {

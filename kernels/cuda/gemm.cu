@@ -10,6 +10,7 @@
 // activations move in 16-byte loads, cutting load instructions 4-8x.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
@@ -60,26 +61,14 @@ __device__ __forceinline__ float DotVec(const float* w, const float* x) {
   return s;
 }
 
-// kVec: every weight and activation row starts 16-byte aligned (and plain
-// rows hold a whole number of 16-byte chunks), so both are read with 16-byte
-// loads; otherwise element by element.
+// Adds weight row `wrow` . activation rows [0, rows_here) into this lane's
+// acc[r] (lanes split the row; the caller reduces over the warp). kVec:
+// every weight and activation row starts 16-byte aligned (and plain rows hold
+// a whole number of 16-byte chunks), so both are read with 16-byte loads;
+// otherwise element by element.
 template <DType kW, int kRows, bool kVec>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
-                     const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
-                     int64_t x_stride, int64_t y_stride) {
-  const int lane = threadIdx.x & 31;
-  const int col = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  const int row0 = blockIdx.y * kRows;
-  if (col >= n) return;
-  const int rows_here = min(kRows, m - row0);
-  const void* wrow = RowPointer(w, kW, k, col);
-  const float* xrow0 = x + row0 * x_stride;
-
-  float acc[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
-
+__device__ __forceinline__ void RowDots(const void* wrow, const float* xrow0, int64_t x_stride,
+                                        int k, int rows_here, int lane, float acc[kRows]) {
   if constexpr (IsQuantized(kW)) {
     const int blocks = k / 32;
     for (int b = lane; b < blocks; b += 32) {
@@ -120,52 +109,115 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       }
     }
   }
+}
 
-  const float b = bias != nullptr ? __ldg(bias + col) : 0.0f;
+// One warp per output column. kSwiglu: the weight holds 2 * cols rows (gate
+// rows, then up rows); the warp computes gate row `col` and up row
+// `col + cols` and writes silu(gate) * up, exactly what Gemm then Swiglu
+// write.
+template <DType kW, int kRows, bool kVec, bool kSwiglu>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
+                     const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
+                     int64_t x_stride, int64_t y_stride) {
+  const int lane = threadIdx.x & 31;
+  const int col = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int cols = kSwiglu ? n / 2 : n;
+  const int row0 = blockIdx.y * kRows;
+  if (col >= cols) return;
+  const int rows_here = min(kRows, m - row0);
+  const float* xrow0 = x + row0 * x_stride;
+
+  float acc[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const float s = WarpSum(acc[r]);
-    if (lane == 0 && r < rows_here) y[(row0 + r) * y_stride + col] = s + b;
+  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
+  RowDots<kW, kRows, kVec>(RowPointer(w, kW, k, col), xrow0, x_stride, k, rows_here, lane, acc);
+  const float b = bias != nullptr ? __ldg(bias + col) : 0.0f;
+  if constexpr (kSwiglu) {
+    float up[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) up[r] = 0.0f;
+    RowDots<kW, kRows, kVec>(RowPointer(w, kW, k, col + cols), xrow0, x_stride, k, rows_here,
+                             lane, up);
+    const float bu = bias != nullptr ? __ldg(bias + col + cols) : 0.0f;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float g = WarpSum(acc[r]);
+      const float u = WarpSum(up[r]);
+      if (lane == 0 && r < rows_here) y[(row0 + r) * y_stride + col] = SiluMul(g + b, u + bu);
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float s = WarpSum(acc[r]);
+      if (lane == 0 && r < rows_here) y[(row0 + r) * y_stride + col] = s + b;
+    }
   }
 }
 
-template <DType kW, int kRows>
+template <DType kW, int kRows, bool kSwiglu>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                               cudaStream_t stream) {
-  const dim3 grid((p.n + kWarpsPerBlock - 1) / kWarpsPerBlock, (p.m + kRows - 1) / kRows);
+  const int cols = kSwiglu ? p.n / 2 : p.n;
+  const dim3 grid((cols + kWarpsPerBlock - 1) / kWarpsPerBlock, (p.m + kRows - 1) / kRows);
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   bool vec = aligned(p.x) && x_stride % 4 == 0;
   if constexpr (!IsQuantized(kW)) vec = vec && aligned(p.w) && p.k % kVecValues<kW> == 0;
   if (vec) {
-    SkinnyGemmKernel<kW, kRows, true><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+    SkinnyGemmKernel<kW, kRows, true, kSwiglu><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   } else {
-    SkinnyGemmKernel<kW, kRows, false><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+    SkinnyGemmKernel<kW, kRows, false, kSwiglu><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   }
   return LaunchStatus("SkinnyGemmKernel");
 }
 
-}  // namespace
-
-absl::Status Gemm(const GemmParams& p, const Stream& stream) {
+// Shape checks shared by Gemm and GemmSwiglu; the strides with defaults applied.
+absl::Status CheckGemm(const GemmParams& p, int64_t y_cols, int64_t* x_stride,
+                       int64_t* y_stride) {
   if (p.m < 0 || p.n < 0 || p.k < 0) return absl::InvalidArgumentError("Gemm: negative shape");
-  if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  if (p.x == nullptr || p.w == nullptr || p.y == nullptr) {
+  if (p.m > 0 && p.n > 0 && (p.x == nullptr || p.w == nullptr || p.y == nullptr)) {
     return absl::InvalidArgumentError("Gemm: null x, w or y");
   }
   if (RowBytes(p.w_dtype, p.k) < 0) {
     return absl::InvalidArgumentError("Gemm: k must be a multiple of 32 for a quantized weight");
   }
-  const int64_t x_stride = p.x_stride == 0 ? p.k : p.x_stride;
-  const int64_t y_stride = p.y_stride == 0 ? p.n : p.y_stride;
-  if (x_stride < p.k || y_stride < p.n)
+  *x_stride = p.x_stride == 0 ? p.k : p.x_stride;
+  *y_stride = p.y_stride == 0 ? y_cols : p.y_stride;
+  if (*x_stride < p.k || *y_stride < y_cols)
     return absl::InvalidArgumentError("Gemm: stride below row length");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Gemm(const GemmParams& p, const Stream& stream) {
+  int64_t x_stride = 0, y_stride = 0;
+  if (absl::Status st = CheckGemm(p, p.n, &x_stride, &y_stride); !st.ok()) return st;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   if (p.m > kSkinnyGemmMaxRows) return LaunchTensorCoreGemm(p, x_stride, y_stride, s);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows,
-                             { return LaunchSkinnyGemm<kW, kRows>(p, x_stride, y_stride, s); });
+    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
+      return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s);
+    });
+  });
+}
+
+absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream) {
+  if (p.n % 2 != 0) return absl::InvalidArgumentError("GemmSwiglu: n (gate + up rows) is odd");
+  if (p.m > kSkinnyGemmMaxRows) {
+    return absl::InvalidArgumentError("GemmSwiglu: m above kSkinnyGemmMaxRows");
+  }
+  int64_t x_stride = 0, y_stride = 0;
+  if (absl::Status st = CheckGemm(p, p.n / 2, &x_stride, &y_stride); !st.ok()) return st;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
+    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
+      return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s);
+    });
   });
 }
 

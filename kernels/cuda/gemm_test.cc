@@ -112,6 +112,48 @@ TEST_P(CudaGemmParity, RandomShapes) {
   CheckGemm(rng, dtype, {512, 1536, 576, false, false});
 }
 
+// GemmSwiglu writes the bits Gemm into (m, 2F) and then Swiglu write.
+TEST_P(CudaGemmParity, SwigluEpilogueMatchesGemmThenSwiglu) {
+  TPS_SKIP_WITHOUT_CUDA();
+  const DType dtype = GetParam();
+  Rng rng(99 + static_cast<int>(dtype));
+  for (int m : {1, 5, 8, 64}) {
+    const int f = rng.Int(1, 90);
+    const int k = IsQuantized(dtype) ? 32 * rng.Int(1, 12) : 8 * rng.Int(1, 60);
+    const bool bias = m % 2 == 1;
+    SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << m << " f=" << f << " k=" << k);
+    DeviceBuffer<float> dx = ToDevice(rng.Floats(static_cast<size_t>(m) * k));
+    DeviceBuffer<uint8_t> dw = ToDevice(cpu::RandomRows(rng, dtype, 2 * f, k));
+    DeviceBuffer<float> db = ToDevice(rng.Floats(2 * f));
+    DeviceBuffer<float> gu = DeviceZeros<float>(static_cast<size_t>(m) * 2 * f);
+    DeviceBuffer<float> want = DeviceZeros<float>(static_cast<size_t>(m) * f);
+    DeviceBuffer<float> got = DeviceZeros<float>(static_cast<size_t>(m) * f);
+    GemmParams p{.x = dx.data(),
+                 .w = dw.data(),
+                 .w_dtype = dtype,
+                 .bias = bias ? db.data() : nullptr,
+                 .y = gu.data(),
+                 .m = m,
+                 .n = 2 * f,
+                 .k = k};
+    ASSERT_TRUE(Gemm(p, Stream{}).ok());
+    ASSERT_TRUE(Swiglu({.gate = gu.data(),
+                        .up = gu.data() + f,
+                        .out = want.data(),
+                        .rows = m,
+                        .dim = f,
+                        .gate_stride = 2 * f,
+                        .up_stride = 2 * f},
+                       Stream{})
+                    .ok());
+    p.y = got.data();
+    ASSERT_TRUE(GemmSwiglu(p, Stream{}).ok());
+    EXPECT_EQ(ToHostVector(got), ToHostVector(want));
+  }
+  GemmParams odd{.m = 1, .n = 3, .k = 32};
+  EXPECT_EQ(GemmSwiglu(odd, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllWeightTypes, CudaGemmParity,
                          testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
                                          DType::kQ4_0, DType::kQ4_1),

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 
@@ -21,7 +22,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t c = i % dim;
     const float g = gate[r * gate_stride + c];
     const float u = up[r * up_stride + c];
-    out[i] = g / (1.0f + expf(-g)) * u;
+    out[i] = SiluMul(g, u);
   }
 }
 

@@ -530,15 +530,29 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                         .dim = H,
                                         .eps = c_.rms_norm_eps},
                                        s));
-    TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, h_.data(), T, gu_.data(), 2 * F, s));
-    TPS_RETURN_IF_ERROR(kc::Swiglu({.gate = gu_.data(),
-                                    .up = gu_.data() + F,
-                                    .out = act_.data(),
-                                    .rows = T,
-                                    .dim = F,
-                                    .gate_stride = 2 * F,
-                                    .up_stride = 2 * F},
-                                   s));
+    if (T <= kc::kSkinnyGemmMaxRows && l.gate_up.parts.size() == 1) {
+      // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
+      const DeviceLinear::Part& gu = l.gate_up.parts[0];
+      TPS_RETURN_IF_ERROR(kc::GemmSwiglu({.x = h_.data(),
+                                          .w = gu.weight.data(),
+                                          .w_dtype = gu.dtype,
+                                          .bias = gu.bias.size() > 0 ? gu.bias.data() : nullptr,
+                                          .y = act_.data(),
+                                          .m = T,
+                                          .n = 2 * F,
+                                          .k = H},
+                                         s));
+    } else {
+      TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, h_.data(), T, gu_.data(), 2 * F, s));
+      TPS_RETURN_IF_ERROR(kc::Swiglu({.gate = gu_.data(),
+                                      .up = gu_.data() + F,
+                                      .out = act_.data(),
+                                      .rows = T,
+                                      .dim = F,
+                                      .gate_stride = 2 * F,
+                                      .up_stride = 2 * F},
+                                     s));
+    }
     TPS_RETURN_IF_ERROR(RunLinear(l.down, act_.data(), T, proj_.data(), H, s));  // partial
     TPS_RETURN_IF_ERROR(AllReduce(proj_.data(), size_t{1} * T * H, timings));
     if (li + 1 < layers_.size()) {
