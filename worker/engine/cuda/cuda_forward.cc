@@ -286,8 +286,10 @@ class CudaForward final : public ForwardBackend {
   DeviceBuffer<int32_t> d_hist_tokens_, d_hist_counts_, d_ids_;
   DeviceBuffer<float> d_logits_;
   DeviceBuffer<double> d_sample_ws_;
-  // Reallocations of the buffers above; graphs_ was captured at graphs_moves_.
+  // Reallocations of the step buffers above (graphs_ was captured at
+  // graphs_moves_); sampling buffers are never captured and count apart.
   uint64_t moves_ = 0;
+  uint64_t sampling_moves_ = 0;
   uint64_t graphs_moves_ = 0;
   std::map<std::pair<int, int>, kc::CudaGraph> graphs_;  // (seqs, context) -> decode step
 };
@@ -419,7 +421,7 @@ absl::Status CudaForward::ForwardSample(const StepBatch& batch, const std::vecto
   // else each rank's gathered slice copied into its vocabulary columns.
   float* logits = head_out_.data();
   if (world > 1) {
-    TPS_RETURN_IF_ERROR(Grow(d_logits_, static_cast<size_t>(R) * V, &moves_));
+    TPS_RETURN_IF_ERROR(Grow(d_logits_, static_cast<size_t>(R) * V, &sampling_moves_));
     logits = d_logits_.data();
     for (int rk = 0; rk < world; ++rk) {
       const IndexRange& v = plan_.shard(rk).vocab;
@@ -442,11 +444,12 @@ absl::Status CudaForward::ForwardSample(const StepBatch& batch, const std::vecto
                .history_end = sampling.history_begin[r + 1],
                .uniform = sampling.uniforms[r]};
   }
-  TPS_RETURN_IF_ERROR(Stage(rows, d_sample_rows_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(sampling.history_tokens, d_hist_tokens_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(sampling.history_output_counts, d_hist_counts_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Grow(d_sample_ws_, static_cast<size_t>(R) * V, &moves_));
-  TPS_RETURN_IF_ERROR(Grow(d_ids_, static_cast<size_t>(R), &moves_));
+  TPS_RETURN_IF_ERROR(Stage(rows, d_sample_rows_, stream_, &sampling_moves_));
+  TPS_RETURN_IF_ERROR(Stage(sampling.history_tokens, d_hist_tokens_, stream_, &sampling_moves_));
+  TPS_RETURN_IF_ERROR(
+      Stage(sampling.history_output_counts, d_hist_counts_, stream_, &sampling_moves_));
+  TPS_RETURN_IF_ERROR(Grow(d_sample_ws_, static_cast<size_t>(R) * V, &sampling_moves_));
+  TPS_RETURN_IF_ERROR(Grow(d_ids_, static_cast<size_t>(R), &sampling_moves_));
   TPS_RETURN_IF_ERROR(kc::Sample({.logits = logits,
                                   .stride = world > 1 ? V : maxv,
                                   .row_params = d_sample_rows_.data(),
