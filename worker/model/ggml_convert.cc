@@ -3,6 +3,8 @@
 // -ffp-contract=off (BUILD) so d * q + m rounds as the reference does.
 #include "worker/model/ggml_convert.h"
 
+#include <algorithm>
+#include <thread>
 #include <vector>
 
 #include "common/check.h"
@@ -71,11 +73,25 @@ void ConvertToQ8_0(ConvertedType t, const uint8_t* src, int64_t rows, int64_t co
             col_begin % kQuantBlockValues == 0 && col_count % kQuantBlockValues == 0)
       << "columns [" << col_begin << ", +" << col_count << ") of " << cols;
   const int64_t dst_row = RowBytes(DType::kQ8_0, col_count);
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    DequantizeConvertedRow(t, src + r * src_row, row.data(), cols);
-    QuantizeRow(DType::kQ8_0, row.data() + col_begin, dst + r * dst_row, col_count);
+  auto convert = [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = r0; r < r1; ++r) {
+      DequantizeConvertedRow(t, src + r * src_row, row.data(), cols);
+      QuantizeRow(DType::kQ8_0, row.data() + col_begin, dst + r * dst_row, col_count);
+    }
+  };
+  // Rows are independent: large tensors are split over the machine's cores
+  // (load time of a 7B K-quant model is dominated by this conversion).
+  constexpr int64_t kValuesPerThread = int64_t{1} << 18;
+  const int64_t by_size = rows * cols / kValuesPerThread;
+  const int threads = static_cast<int>(std::min<int64_t>(
+      {by_size, rows, static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()))}));
+  if (threads <= 1) return convert(0, rows);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i) {
+    pool.emplace_back(convert, rows * i / threads, rows * (i + 1) / threads);
   }
+  for (std::thread& th : pool) th.join();
 }
 
 }  // namespace tpserve
