@@ -128,6 +128,18 @@ TEST(CudaEmu, DivergentBarriersAbortWithTheThreadsNamed) {
   cudaFree(d);
 }
 
+__global__ void DivergentCollectivesKernel(int* out) {
+  out[threadIdx.x] = threadIdx.x < 16 ? __shfl_xor_sync(0xffffffffu, 1, 1)
+                                      : static_cast<int>(__ballot_sync(0xffffffffu, 1));
+}
+
+TEST(CudaEmu, LanesAtDifferentCollectivesAbort) {
+  int* d = DeviceCopy(std::vector<int>(32, 0));
+  EXPECT_DEATH(Launcher("DivergentCollectivesKernel", 1, 32)(&DivergentCollectivesKernel)(d),
+               "divergent warp collectives");
+  cudaFree(d);
+}
+
 __global__ void PartialWarpShuffleKernel(int* out) {
   out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
 }

@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,14 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name) {
       unsigned waiting = 0;
       for (unsigned i = lo; i < hi; ++i) waiting += fibers[i].state == State::kWarpBarrier;
       if (waiting == hi - lo) {
+        // Lanes that diverged into different collectives would exchange
+        // unrelated values: report it instead of releasing them together.
+        for (unsigned i = lo + 1; i < hi; ++i) {
+          if (std::strcmp(fibers[i].waiting_on, fibers[lo].waiting_on) != 0) {
+            Fail("warp %u: lane 0 is at %s but lane %u at %s (divergent warp collectives)", w,
+                 fibers[lo].waiting_on, i - lo, fibers[i].waiting_on);
+          }
+        }
         for (unsigned i = lo; i < hi; ++i) fibers[i].state = State::kRunnable;
         progressed = true;
       }
