@@ -30,39 +30,98 @@ void DequantQ5(const uint8_t* b, bool has_min, float* y) {
   }
 }
 
-bool IsK(ConvertedType t) { return t != ConvertedType::kQ5_0 && t != ConvertedType::kQ5_1; }
+// ggml's kvalues_iq4nl: the 16 levels of IQ4_NL and IQ4_XS.
+constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+// 32 values from 16 bytes of IQ4 indices (low nibbles first) and scale `d`.
+void DequantIq4(const uint8_t* qs, float d, float* y) {
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(kIq4Values[qs[j] & 0xF]);
+    y[j + 16] = d * static_cast<float>(kIq4Values[qs[j] >> 4]);
+  }
+}
+
+// One 256-value IQ4_XS super-block (136 bytes).
+void DequantIq4Xs(const uint8_t* b, float* y) {
+  const float d = F16ToF32(static_cast<uint16_t>(b[0] | (b[1] << 8)));
+  const uint32_t scales_h = static_cast<uint32_t>(b[2] | (b[3] << 8));
+  const uint8_t* scales_l = b + 4;
+  const uint8_t* qs = b + 8;
+  for (int ib = 0; ib < 8; ++ib) {
+    const int ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) |
+                   static_cast<int>(((scales_h >> (2 * ib)) & 3) << 4);
+    DequantIq4(qs + 16 * ib, d * static_cast<float>(ls - 32), y + 32 * ib);
+  }
+}
+
+bool IsK(ConvertedType t) { return KQuantFromGgml(static_cast<uint32_t>(t)).has_value(); }
 
 KQuantType AsK(ConvertedType t) { return static_cast<KQuantType>(static_cast<uint32_t>(t)); }
+
+// Block size in values and bytes of the non-K types.
+struct Block {
+  int64_t values, bytes;
+};
+Block NonKBlock(ConvertedType t) {
+  switch (t) {
+    case ConvertedType::kQ5_0: return {32, 22};
+    case ConvertedType::kQ5_1: return {32, 24};
+    case ConvertedType::kIQ4_NL: return {32, 18};
+    case ConvertedType::kIQ4_XS: return {256, 136};
+    default: return {0, 0};
+  }
+}
 
 }  // namespace
 
 std::optional<ConvertedType> ConvertedTypeFromGgml(uint32_t ggml_type) {
-  if (ggml_type == 6 || ggml_type == 7 || KQuantFromGgml(ggml_type).has_value())
+  if (ggml_type == 6 || ggml_type == 7 || ggml_type == 20 || ggml_type == 23 ||
+      KQuantFromGgml(ggml_type).has_value())
     return static_cast<ConvertedType>(ggml_type);
   return std::nullopt;
 }
 
 const char* ConvertedTypeName(ConvertedType t) {
-  if (t == ConvertedType::kQ5_0) return "Q5_0";
-  if (t == ConvertedType::kQ5_1) return "Q5_1";
-  return KQuantName(AsK(t));
+  switch (t) {
+    case ConvertedType::kQ5_0: return "Q5_0";
+    case ConvertedType::kQ5_1: return "Q5_1";
+    case ConvertedType::kIQ4_NL: return "IQ4_NL";
+    case ConvertedType::kIQ4_XS: return "IQ4_XS";
+    default: return KQuantName(AsK(t));
+  }
 }
 
-int64_t ConvertedBlockValues(ConvertedType t) { return IsK(t) ? kKQuantBlockValues : 32; }
+int64_t ConvertedBlockValues(ConvertedType t) {
+  return IsK(t) ? kKQuantBlockValues : NonKBlock(t).values;
+}
 
 int64_t ConvertedRowBytes(ConvertedType t, int64_t cols) {
   if (IsK(t)) return KQuantRowBytes(AsK(t), cols);
-  if (cols <= 0 || cols % 32 != 0) return -1;
-  return cols / 32 * (t == ConvertedType::kQ5_0 ? 22 : 24);
+  const Block b = NonKBlock(t);
+  if (cols <= 0 || cols % b.values != 0) return -1;
+  return cols / b.values * b.bytes;
 }
 
 void DequantizeConvertedRow(ConvertedType t, const void* src, float* dst, int64_t n) {
   if (IsK(t)) return DequantizeKQuantRow(AsK(t), src, dst, n);
-  TPS_CHECK_EQ(n % 32, 0) << ConvertedTypeName(t) << " rows are whole 32-value blocks";
-  const bool has_min = t == ConvertedType::kQ5_1;
+  const Block blk = NonKBlock(t);
+  TPS_CHECK_EQ(n % blk.values, 0) << ConvertedTypeName(t) << " rows are whole blocks";
   const uint8_t* b = static_cast<const uint8_t*>(src);
-  for (int64_t i = 0; i < n / 32; ++i)
-    DequantQ5(b + i * (has_min ? 24 : 22), has_min, dst + i * 32);
+  for (int64_t i = 0; i < n / blk.values; ++i) {
+    const uint8_t* block = b + i * blk.bytes;
+    float* y = dst + i * blk.values;
+    switch (t) {
+      case ConvertedType::kIQ4_NL:
+        DequantIq4(block + 2, F16ToF32(static_cast<uint16_t>(block[0] | (block[1] << 8))), y);
+        break;
+      case ConvertedType::kIQ4_XS:
+        DequantIq4Xs(block, y);
+        break;
+      default:
+        DequantQ5(block, t == ConvertedType::kQ5_1, y);
+    }
+  }
 }
 
 void ConvertToQ8_0(ConvertedType t, const uint8_t* src, int64_t rows, int64_t cols,

@@ -3,7 +3,7 @@
 // dequantizers (an independent implementation), run from $TPSERVE_ROOT/.venv
 // as a subprocess (ggml_convert_reference_check.py):
 //   - DequantizeConvertedRow: bit-exact f32 for Q5_0, Q5_1, Q2_K, Q3_K, Q4_K,
-//     Q5_K, Q6_K on random blocks (random bytes, random sane f16 scales of
+//     Q5_K, Q6_K, IQ4_NL, IQ4_XS on random blocks (random bytes, random sane f16 scales of
 //     both signs) and edge blocks (all zero, all ones with unit/huge/
 //     subnormal/-0 scales);
 //   - ConvertToQ8_0 of a column slice: the same bytes as
@@ -29,8 +29,9 @@ namespace {
 
 constexpr int64_t kRows = 40, kCols = 1024, kColBegin = 288, kColCount = 512;
 constexpr ConvertedType kTypes[] = {
-    ConvertedType::kQ5_0, ConvertedType::kQ5_1, ConvertedType::kQ2_K, ConvertedType::kQ3_K,
-    ConvertedType::kQ4_K, ConvertedType::kQ5_K, ConvertedType::kQ6_K};
+    ConvertedType::kQ5_0,  ConvertedType::kQ5_1, ConvertedType::kQ2_K,
+    ConvertedType::kQ3_K,  ConvertedType::kQ4_K, ConvertedType::kQ5_K,
+    ConvertedType::kQ6_K,  ConvertedType::kIQ4_NL, ConvertedType::kIQ4_XS};
 
 std::string Root() {
   const char* r = std::getenv("TPSERVE_ROOT");
@@ -69,6 +70,9 @@ std::pair<int, int> ScaleOffsets(ConvertedType t) {
       return {0, 2};
     case ConvertedType::kQ6_K:
       return {208, -1};
+    case ConvertedType::kIQ4_NL:
+    case ConvertedType::kIQ4_XS:
+      return {0, -1};
   }
   return {-1, -1};
 }

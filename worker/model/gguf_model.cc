@@ -161,14 +161,14 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufModelFromFile(std::unique_ptr<G
   tensors.reserve(f->tensors().size());
   for (const GgufTensorInfo& g : f->tensors()) {
     MappedTensor t;
-    // K-quants, Q5_0 and Q5_1 are converted to Q8_0 on read (ggml_convert.h);
-    // the reader has checked that their rows are whole blocks.
+    // K-quants, Q5_0, Q5_1, IQ4_NL and IQ4_XS are converted to Q8_0 on read
+    // (ggml_convert.h); the reader has checked that their rows are whole blocks.
     t.convert_from = ConvertedTypeFromGgml(g.ggml_type);
     if (!g.dtype.has_value() && !t.convert_from.has_value()) {
       return absl::UnimplementedError(absl::StrCat(
           f->path(), ": tensor ", g.name, " has type ", g.ggml_type_name,
           ", which tpserve does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, "
-          "Q3_K, Q4_K, Q5_K, Q6_K)"));
+          "Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)"));
     }
     t.info.name = g.name;
     t.info.source_name = g.name;

@@ -300,17 +300,17 @@ TEST(ModelSourceTest, UnsupportedTensorTypeIsNamed) {
   const std::string path = TmpPath("k_quant.gguf");
   auto bytes = w.Serialize();
   ASSERT_TRUE(WriteBytes(path, bytes.data(), bytes.size()).ok());
-  // Patch the tensor's GGML type (F32 -> IQ4_XS, 23; K-quants are read) in
+  // Patch the tensor's GGML type (F32 -> IQ3_S, 21; K-quants and IQ4 are read) in
   // place: the type field sits right after the name and the two dims.
   const std::string needle = "token_embd.weight";
   auto it = std::search(bytes.begin(), bytes.end(), needle.begin(), needle.end());
   ASSERT_NE(it, bytes.end());
   const size_t type_at = (it - bytes.begin()) + needle.size() + 4 + 16;
-  bytes[type_at] = 23;
+  bytes[type_at] = 21;
   ASSERT_TRUE(WriteBytes(path, bytes.data(), bytes.size()).ok());
   auto r = OpenModel(path);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(r.status().message(), HasSubstr("token_embd.weight has type IQ4_XS"));
+  EXPECT_THAT(r.status().message(), HasSubstr("token_embd.weight has type IQ3_S"));
 }
 
 }  // namespace
