@@ -108,6 +108,8 @@ def main(out):
     tiny_llama(os.path.join(g, "llama_q8_0_untied.gguf"), Q.Q8_0, tied=False)
     tiny_llama(os.path.join(g, "qwen2_q4_0_bias.gguf"), Q.Q4_0, arch="qwen2", bias=True)
     tiny_llama(os.path.join(g, "llama_f16.gguf"), Q.F16)
+    # Read by conversion to Q8_0 (worker/model/ggml_convert.h).
+    tiny_llama(os.path.join(g, "llama_q5_0.gguf"), Q.Q5_0)
     rng = np.random.default_rng(3)
     f32 = rng.uniform(-1, 1, (4, 8)).astype(np.float32)
     safetensors(os.path.join(s, "mixed.safetensors"), [
