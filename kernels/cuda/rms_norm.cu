@@ -64,7 +64,6 @@ absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream) {
   if (p.x == nullptr || p.weight == nullptr || p.y == nullptr) {
     return absl::InvalidArgumentError("RmsNorm: null pointer");
   }
-  if (p.rows > 2147483647) return absl::InvalidArgumentError("RmsNorm: too many rows");
   RmsNormKernel<<<p.rows, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
       p.x, p.weight, p.y, p.dim, p.eps);
   return LaunchStatus("RmsNormKernel");

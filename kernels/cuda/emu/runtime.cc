@@ -94,17 +94,20 @@ cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op) {
   return cudaSuccess;
 }
 
-// Device-memory ranges a copy touches must lie inside one allocation.
-cudaError_t CheckCopy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+// Device-memory ranges a copy touches must lie inside one allocation: the
+// destination's `dst_bytes` and the source's `src_bytes` (they differ for
+// pitched copies).
+cudaError_t CheckCopy(void* dst, size_t dst_bytes, const void* src, size_t src_bytes,
+                      cudaMemcpyKind kind) {
   std::lock_guard<std::mutex> lock(R().mu);
   const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-  if (bytes == 0) return cudaSuccess;
-  if (dst_dev && !Inside(R().device, dst, bytes)) return cudaErrorInvalidValue;
-  if (src_dev && !Inside(R().device, src, bytes)) return cudaErrorInvalidValue;
+  if (dst_bytes == 0) return cudaSuccess;
+  if (dst_dev && !Inside(R().device, dst, dst_bytes)) return cudaErrorInvalidValue;
+  if (src_dev && !Inside(R().device, src, src_bytes)) return cudaErrorInvalidValue;
   if (kind == cudaMemcpyDefault &&
-      !(Inside(R().device, dst, bytes) || Inside(R().pinned, dst, bytes) ||
-        Inside(R().device, src, bytes)))
+      !(Inside(R().device, dst, dst_bytes) || Inside(R().pinned, dst, dst_bytes) ||
+        Inside(R().device, src, src_bytes)))
     return cudaErrorInvalidValue;
   return cudaSuccess;
 }
@@ -313,7 +316,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
-  if (cudaError_t e = tpserve_emu::CheckCopy(dst, src, bytes, kind); e != cudaSuccess) {
+  if (cudaError_t e = tpserve_emu::CheckCopy(dst, bytes, src, bytes, kind); e != cudaSuccess) {
     return tpserve_emu::Set(e);
   }
   return tpserve_emu::Enqueue(stream, [=] { std::memmove(dst, src, bytes); });
@@ -331,13 +334,9 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
   if (height == 0 || width == 0) return cudaSuccess;
   const size_t dst_span = dpitch * (height - 1) + width;
   const size_t src_span = spitch * (height - 1) + width;
-  // Each device side's whole span must lie inside one allocation.
-  const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
-  const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-  if ((dst_dev && tpserve_emu::CheckCopy(dst, dst, dst_span, cudaMemcpyHostToDevice)) ||
-      (src_dev && tpserve_emu::CheckCopy(const_cast<void*>(src), src, src_span,
-                                         cudaMemcpyDeviceToHost))) {
-    return tpserve_emu::Set(cudaErrorInvalidValue);
+  if (cudaError_t e = tpserve_emu::CheckCopy(dst, dst_span, src, src_span, kind);
+      e != cudaSuccess) {
+    return tpserve_emu::Set(e);
   }
   return tpserve_emu::Enqueue(stream, [=] {
     for (size_t r = 0; r < height; ++r) {
@@ -348,7 +347,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
 }
 
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
-  if (cudaError_t e = tpserve_emu::CheckCopy(dst, nullptr, bytes, cudaMemcpyHostToDevice);
+  if (cudaError_t e = tpserve_emu::CheckCopy(dst, bytes, nullptr, 0, cudaMemcpyHostToDevice);
       e != cudaSuccess) {
     return tpserve_emu::Set(e);
   }
