@@ -143,11 +143,13 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   auto position = [](const SequenceInput& s) {
     return int64_t{s.start_pos} + static_cast<int64_t>(s.tokens.size());
   };
+  // Only penalties read it: the per-token cost is skipped for other rows.
   auto history = [&](const SequenceInput& s) {
+    TokenHistory th;
+    if (!UsesHistory(s.sampling)) return th;
     const std::vector<int32_t>& h = history_[s.seq_id];
     const int64_t pos = position(s);
     const int64_t prompt_end = std::min<int64_t>(s.prompt_len, pos);
-    TokenHistory th;
     for (int64_t p = 0; p < pos && p < static_cast<int64_t>(h.size()); ++p) {
       if (h[p] < 0) continue;
       (p < prompt_end ? th.prompt : th.output).push_back(h[p]);

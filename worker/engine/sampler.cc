@@ -165,6 +165,11 @@ absl::StatusOr<SampledToken> SampleToken(absl::Span<const float> logits,
   return out;
 }
 
+bool UsesHistory(const SamplingParams& p) {
+  return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+         p.presence_penalty != 0.0f;
+}
+
 void AppendDistinctHistory(const TokenHistory& history, std::vector<int32_t>* tokens,
                            std::vector<int32_t>* output_counts) {
   std::map<int32_t, int32_t> distinct;  // token -> output count

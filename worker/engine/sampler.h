@@ -44,6 +44,10 @@ struct TokenHistory {
                                                        const TokenHistory& history,
                                                        int64_t position);
 
+// Whether `params` reads the token history (a penalty is active); without
+// one, an empty TokenHistory samples the same token.
+bool UsesHistory(const SamplingParams& params);
+
 // The uniform [0, 1) draw used for (seed, position); exposed for tests.
 double SampleUniform(uint64_t seed, int64_t position);
 
