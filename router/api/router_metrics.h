@@ -16,6 +16,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "router/cluster/group_supervisor.h"
 #include "router/scheduler/scheduler.h"
 
 namespace tpserve {
@@ -47,7 +48,13 @@ class RouterMetrics {
   prometheus::Counter* rejected_requests;  // RESOURCE_EXHAUSTED and UNAVAILABLE at admission
 
   // Gauges.
-  prometheus::Gauge* workers_ready;  // 1 once every rank loaded and warmed up
+  prometheus::Gauge* workers_ready;  // 1 while a group epoch serves
+
+  // Self-healing (router/cluster/group_supervisor.h).
+  prometheus::Counter* requests_resumed;  // sequences re-queued after a group failure
+  // Group state gauge (one series per state, the current one 1), recoveries
+  // by cause, time to recover, the current epoch.
+  void ObserveGroup(const GroupEvent& event);
 
  private:
   prometheus::Family<prometheus::Counter>* success_family_;
@@ -58,6 +65,10 @@ class RouterMetrics {
   prometheus::Gauge* running_;
   prometheus::Gauge* waiting_;
   prometheus::Gauge* kv_usage_;
+  prometheus::Family<prometheus::Gauge>* group_state_;
+  prometheus::Family<prometheus::Counter>* recoveries_;
+  prometheus::Histogram* recovery_seconds_;
+  prometheus::Gauge* group_epoch_;
   router::SchedulerMetrics last_;
 };
 
