@@ -73,7 +73,9 @@ uint64_t GroupSupervisor::ServingEpoch() const {
 
 std::string GroupSupervisor::DownReason() const {
   absl::MutexLock lock(&mu_);
-  return state_ == GroupState::kServing ? "" : reason_;
+  if (state_ == GroupState::kServing) return "";
+  if (failure_.empty() || failure_ == reason_) return reason_;
+  return absl::StrCat(failure_, " (now: ", reason_, ")");
 }
 
 absl::Duration GroupSupervisor::StepTimeout(int64_t tokens) const {
@@ -327,12 +329,14 @@ void GroupSupervisor::Fail(uint64_t epoch, int rank, const std::string& cause,
     down_since_ = absl::Now();
     failed_rank_ = rank;
     failed_cause_ = cause;
+    failed_detail_ = detail;
     group = group_;
     const std::string who =
         rank >= 0 ? absl::StrCat("rank ", rank, " (", group->addresses()[rank], ")") : "a rank";
     why = absl::StrCat("group epoch ", epoch, " ended: ", who, " ", cause, ": ", detail,
                        "; RECOVERING");
     reason_ = why;
+    failure_ = why;
     // A step failure names the rank that reported it, which is often a
     // survivor; Diagnose() probes first, then aborts.
     diagnosed_ = cause != "step_failed" && cause != "step_timeout";
@@ -357,7 +361,7 @@ void GroupSupervisor::Diagnose() {
     epoch = epoch_;
     rank = failed_rank_;
     cause = failed_cause_;
-    detail = reason_;
+    detail = failed_detail_;
     diagnosed_ = true;
   }
   std::vector<absl::StatusOr<v1::HealthResponse>> health = group->Health(absl::Seconds(1));
@@ -373,6 +377,10 @@ void GroupSupervisor::Diagnose() {
       rank >= 0 ? absl::StrCat("rank ", rank, " (", group->addresses()[rank], ")") : "a rank";
   const std::string why =
       absl::StrCat("group epoch ", epoch, " ended: ", who, " ", cause, ": ", detail, "; RECOVERING");
+  {
+    absl::MutexLock lock(&mu_);
+    failure_ = why;
+  }
   group->Abort(epoch, why);
   GroupEvent event;
   event.cause = cause;

@@ -142,9 +142,11 @@ class GroupSupervisor : public StepExecutor {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;          // latest epoch started
   uint64_t serving_epoch_ ABSL_GUARDED_BY(mu_) = 0;  // 0 unless kServing
   std::string reason_ ABSL_GUARDED_BY(mu_) = "starting: waiting for the workers";
+  std::string failure_ ABSL_GUARDED_BY(mu_);  // what ended the last epoch
   bool diagnosed_ ABSL_GUARDED_BY(mu_) = true;  // the last failure was probed
   int failed_rank_ ABSL_GUARDED_BY(mu_) = -1;
   std::string failed_cause_ ABSL_GUARDED_BY(mu_);
+  std::string failed_detail_ ABSL_GUARDED_BY(mu_);
   absl::Time down_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
   bool ever_served_ ABSL_GUARDED_BY(mu_) = false;
   ClusterInfo info_ ABSL_GUARDED_BY(mu_);
