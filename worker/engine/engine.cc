@@ -24,12 +24,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(options.backend));
   TPS_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::Create(model.config(), comm.world_size(), comm.rank()));
-  TPS_ASSIGN_OR_RETURN(
-      std::unique_ptr<ForwardBackend> forward,
-      CreateForwardBackend(options.backend, model.config(), plan, comm,
-                           {.num_threads = options.num_threads,
-                            .device = options.device,
-                            .cuda_graphs = options.cuda_graphs}));
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward,
+                       CreateForwardBackend(options.backend, model.config(), plan, comm,
+                                            {.num_threads = options.num_threads,
+                                             .device = options.device,
+                                             .cuda_graphs = options.cuda_graphs,
+                                             .tp_invariant = options.tp_invariant}));
   // Every rank must have computed the same plan (same model, same world).
   std::vector<int64_t> prints(comm.world_size());
   const int64_t mine = static_cast<int64_t>(plan.Fingerprint());
