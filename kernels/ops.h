@@ -46,6 +46,18 @@ struct Stream {
 // F32/F16/BF16 weights are converted to f32 and use f32 FMA. `exact` makes
 // quantized weights dequantise-then-multiply in f32 too: slower, meant as
 // the reference other backends are compared against.
+//
+// Partition-invariant output (`y_fixed` set; y is then not written): the
+// reduction over k is cut into fixed chunks of columns (one quantization
+// block of 32 for quantized w_dtype, `fixed_chunk` columns for F32/F16/BF16),
+// each chunk's partial dot product becomes an integer, round(partial *
+// 2^kFixedPointShift) (clamped to +-2^51), and the integers are summed (mod
+// 2^64). A chunk's partial depends only on its own columns, and integer sums
+// do not depend on their order, so splitting k among tensor-parallel ranks
+// (at chunk boundaries) and summing the ranks' y_fixed with an int64
+// all-reduce gives the same bits as one rank doing all of k. AddFixedPoint
+// turns the sum back into floats. Bias must be null (a row-parallel layer
+// adds its bias once, after the reduction).
 struct GemmParams {
   const float* x = nullptr;  // (m, k) activations; row i at x + i * x_stride
   const void* w = nullptr;   // (n, k) weights in w_dtype; row j at w + j * RowBytes(w_dtype, k)
@@ -58,6 +70,22 @@ struct GemmParams {
   int64_t x_stride = 0;         // floats between rows of x; 0 = k
   int64_t y_stride = 0;         // floats between rows of y; 0 = n
   bool exact = false;           // quantized w_dtype: f32 activations, no 8-bit rounding
+  int64_t* y_fixed = nullptr;   // (m, n) partition-invariant output at y_stride, or null
+  int fixed_chunk = 32;         // y_fixed, F32/F16/BF16 w_dtype: columns per chunk; divides k
+};
+
+// Fractional bits of GemmParams::y_fixed: resolution 2^-32 (2.3e-10), chunk
+// partials exact up to |2^51 / 2^32| = 2^19, sums up to 2^31.
+constexpr int kFixedPointShift = 32;
+
+// y = float(double(a) + double(b) * 2^-kFixedPointShift): the residual add of
+// a partition-invariant row-parallel output (GemmParams::y_fixed), rounded
+// once. y may equal a.
+struct AddFixedPointParams {
+  const float* a = nullptr;    // (n)
+  const int64_t* b = nullptr;  // (n) fixed-point values
+  float* y = nullptr;          // (n)
+  int64_t n = 0;
 };
 
 // y = x / sqrt(mean(x^2) + eps) * weight, per row. In place (y == x) is fine.
@@ -128,6 +156,7 @@ struct AddParams {
 // out[t] = dequantised table row tokens[t] - row_offset. For a
 // vocabulary-parallel shard holding rows [row_offset, row_offset + rows),
 // tokens outside that range produce a zero row (the all-reduce sums shards).
+// A -0 in the table comes out as +0, as it would after that all-reduce.
 struct EmbeddingParams {
   const void* table = nullptr;  // (rows, dim) in dtype; row r at table + r * RowBytes(dtype, dim)
   DType dtype = DType::kF32;

@@ -28,6 +28,7 @@ namespace tpserve::kernels::cpu {
 [[nodiscard]] absl::Status Rope(const RopeParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Swiglu(const SwigluParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Add(const AddParams& p, const Stream& stream);
+[[nodiscard]] absl::Status AddFixedPoint(const AddFixedPointParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Embedding(const EmbeddingParams& p, const Stream& stream);
 [[nodiscard]] absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream);
 [[nodiscard]] absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream);

@@ -120,6 +120,20 @@ absl::Status Add(const AddParams& p, const Stream& stream) {
   return absl::OkStatus();
 }
 
+absl::Status AddFixedPoint(const AddFixedPointParams& p, const Stream& stream) {
+  if (p.a == nullptr || p.b == nullptr || p.y == nullptr || p.n < 0) {
+    return absl::InvalidArgumentError("AddFixedPoint: bad params");
+  }
+  constexpr double kUnit = 1.0 / static_cast<double>(int64_t{1} << kFixedPointShift);
+  ParallelFor(stream.pool, p.n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      p.y[i] =
+          static_cast<float>(static_cast<double>(p.a[i]) + static_cast<double>(p.b[i]) * kUnit);
+    }
+  });
+  return absl::OkStatus();
+}
+
 absl::Status Embedding(const EmbeddingParams& p, const Stream& stream) {
   if (p.table == nullptr || p.tokens == nullptr || p.out == nullptr || p.num_tokens < 0 ||
       p.dim <= 0 || p.rows < 0) {
@@ -139,6 +153,9 @@ absl::Status Embedding(const EmbeddingParams& p, const Stream& stream) {
         std::memset(out, 0, sizeof(float) * p.dim);
       } else {
         DequantizeRow(p.dtype, table + r * row_bytes, out, p.dim);
+        // -0 becomes +0: a vocabulary-parallel all-reduce adds the other
+        // ranks' +0 rows, so this keeps TP=1 bit-identical to TP > 1.
+        for (int i = 0; i < p.dim; ++i) out[i] += 0.0f;
       }
     }
   });

@@ -1,6 +1,7 @@
 // cpu::Gemm / cpu::GemmMulti: validation, activation quantization, ISA
 // dispatch and threading around the tile kernels (gemm_portable.cc,
-// gemm_x86_impl.inc).
+// gemm_x86_impl.inc; partition-invariant y_fixed output:
+// gemm_fixed_portable.cc, gemm_fixed_x86_impl.inc).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -17,8 +18,8 @@ namespace tpserve::kernels::cpu {
 namespace {
 
 absl::Status Validate(const GemmParams& p) {
-  if (p.x == nullptr || p.w == nullptr || p.y == nullptr) {
-    return absl::InvalidArgumentError("Gemm: x, w and y must be set");
+  if (p.x == nullptr || p.w == nullptr || (p.y == nullptr && p.y_fixed == nullptr)) {
+    return absl::InvalidArgumentError("Gemm: x, w and y (or y_fixed) must be set");
   }
   if (p.m < 0 || p.n < 0 || p.k <= 0) {
     return absl::InvalidArgumentError(
@@ -30,6 +31,15 @@ absl::Status Validate(const GemmParams& p) {
   }
   if ((p.x_stride != 0 && p.x_stride < p.k) || (p.y_stride != 0 && p.y_stride < p.n)) {
     return absl::InvalidArgumentError("Gemm: row stride shorter than the row");
+  }
+  if (p.y_fixed != nullptr) {
+    if (p.bias != nullptr || p.exact) {
+      return absl::InvalidArgumentError("Gemm: y_fixed takes no bias and no exact mode");
+    }
+    if (!IsQuantized(p.w_dtype) && (p.fixed_chunk <= 0 || p.k % p.fixed_chunk != 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Gemm: fixed_chunk ", p.fixed_chunk, " does not divide k=", p.k));
+    }
   }
   return absl::OkStatus();
 }
@@ -46,10 +56,26 @@ GemmArgs ToArgs(const GemmParams& p) {
   a.y_stride = p.y_stride != 0 ? p.y_stride : p.n;
   a.m = p.m;
   a.k = p.k;
+  a.y_fixed = p.y_fixed;
+  a.chunk = IsQuantized(p.w_dtype) ? 32 : p.fixed_chunk;
   return a;
 }
 
 void RunTile(Isa isa, const GemmArgs& a, int64_t begin, int64_t end) {
+  if (a.y_fixed != nullptr) {
+    switch (isa) {
+      case Isa::kAvxVnni:
+        avxvnni::GemmTileFixed(a, begin, end);
+        break;
+      case Isa::kAvx2:
+        avx2::GemmTileFixed(a, begin, end);
+        break;
+      case Isa::kPortable:
+        portable::GemmTileFixed(a, begin, end);
+        break;
+    }
+    return;
+  }
   switch (isa) {
     case Isa::kAvxVnni:
       avxvnni::GemmTile(a, begin, end);

@@ -1,4 +1,5 @@
-// AVX2 + FMA + F16C GEMM tile kernels (body in gemm_x86_impl.inc), selected
+// AVX2 + FMA + F16C GEMM tile kernels (bodies in gemm_x86_impl.inc and
+// gemm_fixed_x86_impl.inc), selected
 // at runtime (isa.h).
 #include <algorithm>
 #include <cstdint>
@@ -13,6 +14,9 @@ void QuantizeRow(const float* x, int k, ActBlock* out) { portable::QuantizeRow(x
 void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
   portable::GemmTile(a, n_begin, n_end);
 }
+void GemmTileFixed(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
+  portable::GemmTileFixed(a, n_begin, n_end);
+}
 }  // namespace tpserve::kernels::cpu::avx2
 #else
 
@@ -24,6 +28,8 @@ void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
 
 namespace tpserve::kernels::cpu::avx2 {
 #include "kernels/cpu/gemm_x86_impl.inc"
+// Uses the helpers above.
+#include "kernels/cpu/gemm_fixed_x86_impl.inc"
 }  // namespace tpserve::kernels::cpu::avx2
 
 #undef TPS_GEMM_VNNI

@@ -12,7 +12,9 @@
 #define TPSERVE_KERNELS_CPU_GEMM_KERNELS_H_
 
 #include <cstdint>
+#include <cstring>
 
+#include "kernels/ops.h"
 #include "worker/model/dtype.h"
 
 namespace tpserve::kernels::cpu {
@@ -37,23 +39,64 @@ struct GemmArgs {
   int64_t y_stride = 0;
   int m = 0;
   int k = 0;
+  // Partition-invariant mode (ops.h GemmParams::y_fixed): output (m, n) at
+  // y_stride, and the columns per f32 partial for F32/F16/BF16 weights.
+  int64_t* y_fixed = nullptr;
+  int chunk = 32;
 };
+
+// The fixed-point arithmetic of GemmParams::y_fixed, shared by every ISA so
+// that quantized weights give the same bits on all of them.
+//
+// One quantized block's term from its exact integer dot `isum` and the f32
+// products scale = d_w * d_x and off (Q4_0: d_w * xsum, Q4_1: m_w * xsum). In
+// double, scale * isum is exact (24 + 20 bits), so fused or not the term is
+// rounded once.
+template <DType T>
+inline double QuantBlockTerm(float scale, int32_t isum, float off) {
+  const double p = static_cast<double>(scale) * static_cast<double>(isum);
+  if constexpr (T == DType::kQ4_0) return p - 8.0 * static_cast<double>(off);
+  if constexpr (T == DType::kQ4_1) return p + static_cast<double>(off);
+  return p;
+}
+
+// round(v * 2^kFixedPointShift), clamped to +-2^51 (NaN gives -2^51), as the
+// x86 kernels compute it: adding 1.5 * 2^52 leaves the rounded integer in the
+// low mantissa bits.
+inline int64_t ToFixedPoint(double v) {
+  constexpr double kLimit = 0x1p51;
+  constexpr double kMagic = 0x1.8p52;
+  double s = v * static_cast<double>(int64_t{1} << kFixedPointShift);
+  s = s > -kLimit ? s : -kLimit;
+  s = s < kLimit ? s : kLimit;
+  const double r = s + kMagic;
+  int64_t bits, magic_bits;
+  std::memcpy(&bits, &r, 8);
+  std::memcpy(&magic_bits, &kMagic, 8);
+  return bits - magic_bits;
+}
 
 namespace portable {
 // Quantizes x[0, k) (k a multiple of 32) into k / 32 blocks.
 void QuantizeRow(const float* x, int k, ActBlock* out);
 // Computes output columns [n_begin, n_end) for all m rows.
 void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+// Partition-invariant output: a.y_fixed for columns [n_begin, n_end).
+void GemmTileFixed(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace portable
 
 namespace avx2 {
 void QuantizeRow(const float* x, int k, ActBlock* out);
 void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+// Partition-invariant output: a.y_fixed for columns [n_begin, n_end).
+void GemmTileFixed(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace avx2
 
 namespace avxvnni {
 void QuantizeRow(const float* x, int k, ActBlock* out);
 void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+// Partition-invariant output: a.y_fixed for columns [n_begin, n_end).
+void GemmTileFixed(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace avxvnni
 
 }  // namespace tpserve::kernels::cpu

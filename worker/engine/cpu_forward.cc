@@ -22,20 +22,27 @@ void Grow(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-// y (m, out_features) = x (m, in_features) W^T (+ b), part by part.
+// y (m, out_features) = x (m, in_features) W^T (+ b), part by part; into
+// y_fixed instead when set (partition-invariant fixed point, `chunk` columns
+// per partial for plain weights).
 absl::Status RunLinear(const Linear& l, const float* x, int m, float* y,
-                       const kernels::Stream& stream) {
+                       const kernels::Stream& stream, int64_t* y_fixed = nullptr, int chunk = 32) {
   for (const LinearPart& p : l.parts) {
     kernels::GemmParams g;
     g.x = x;
     g.w = p.weight.data;
     g.w_dtype = p.weight.dtype;
     g.bias = p.bias.empty() ? nullptr : p.bias.data();
-    g.y = y + p.out_offset;
     g.m = m;
     g.n = static_cast<int>(p.weight.rows());
     g.k = l.in_features;
     g.y_stride = l.out_features;
+    if (y_fixed != nullptr) {
+      g.y_fixed = y_fixed + p.out_offset;
+      g.fixed_chunk = chunk;
+    } else {
+      g.y = y + p.out_offset;
+    }
     TPS_RETURN_IF_ERROR(cpu::Gemm(g, stream));
   }
   return absl::OkStatus();
@@ -45,8 +52,14 @@ double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - si
 
 class CpuForward final : public ForwardBackend {
  public:
-  CpuForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, int num_threads)
-      : c_(config), plan_(std::move(plan)), comm_(comm), pool_(num_threads) {}
+  CpuForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, int num_threads,
+             bool tp_invariant)
+      : c_(config),
+        plan_(std::move(plan)),
+        comm_(comm),
+        pool_(num_threads),
+        tp_invariant_(tp_invariant),
+        chunks_(RowParallelChunks::For(config)) {}
 
   std::string name() const override { return "cpu"; }
 
@@ -65,22 +78,43 @@ class CpuForward final : public ForwardBackend {
                        std::vector<float>* logits, StepTimings* timings) override;
 
  private:
-  absl::Status AllReduce(std::vector<float>& buf, size_t count, StepTimings* timings) {
+  absl::Status AllReduce(void* buf, size_t count, CommDType dtype, StepTimings* timings) {
     if (comm_.world_size() == 1) return absl::OkStatus();
     const absl::Time t0 = absl::Now();
-    absl::Status s = comm_.AllReduceSum(buf.data(), count, CommDType::kF32);
+    absl::Status s = comm_.AllReduceSum(buf, count, dtype);
     timings->comm_s += Seconds(t0);
     return s;
+  }
+
+  // x_ (T, H) += all-reduce over ranks of in (T, in_features) W^T: a
+  // row-parallel projection and its residual add. tp_invariant_: each rank's
+  // partial is fixed point, summed exactly by an int64 all-reduce and rounded
+  // once, so the result does not depend on how W's columns are split.
+  absl::Status ResidualRowParallel(const Linear& w, const float* in, int T, int chunk,
+                                   const kernels::Stream& stream, StepTimings* timings) {
+    const int64_t n = int64_t{T} * c_.hidden_size;
+    if (!tp_invariant_) {
+      TPS_RETURN_IF_ERROR(RunLinear(w, in, T, proj_.data(), stream));
+      TPS_RETURN_IF_ERROR(AllReduce(proj_.data(), n, CommDType::kF32, timings));
+      return cpu::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = n}, stream);
+    }
+    if (fixed_.size() < static_cast<size_t>(n)) fixed_.resize(n);
+    TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, stream, fixed_.data(), chunk));
+    TPS_RETURN_IF_ERROR(AllReduce(fixed_.data(), n, CommDType::kI64, timings));
+    return cpu::AddFixedPoint({.a = x_.data(), .b = fixed_.data(), .y = x_.data(), .n = n}, stream);
   }
 
   const ModelConfig c_;
   const ShardPlan plan_;
   Communicator& comm_;
   kernels::ThreadPool pool_;
+  const bool tp_invariant_;
+  const RowParallelChunks chunks_;
   ShardWeights weights_;
   std::optional<KvCachePool> kv_;  // set by Load
   // Scratch, grown on demand.
   std::vector<float> x_, h_, qkv_, attn_, proj_, gu_, act_, head_in_, head_out_, gathered_;
+  std::vector<int64_t> fixed_;  // (T, H) row-parallel partials, tp_invariant_
 };
 
 absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>& head_rows,
@@ -108,7 +142,7 @@ absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>&
   TPS_RETURN_IF_ERROR(cpu::Embedding(MakeEmbeddingParams(plan_.mine(), H, weights_.embedding.data,
                                                          weights_.embedding.dtype, a, x_.data()),
                                      stream));
-  TPS_RETURN_IF_ERROR(AllReduce(x_, size_t{1} * T * H, timings));
+  TPS_RETURN_IF_ERROR(AllReduce(x_.data(), size_t{1} * T * H, CommDType::kF32, timings));
 
   for (int l = 0; l < c_.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
@@ -127,11 +161,9 @@ absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>&
     TPS_RETURN_IF_ERROR(
         cpu::KvCacheWrite(MakeKvCacheWriteParams(d, a, qkv_.data(), cache), stream));
     TPS_RETURN_IF_ERROR(cpu::PagedAttention(
-        MakeAttentionParams(d, a, qkv_.data(), cache, attn_.data()), stream));   // (T, q_dim)
-    TPS_RETURN_IF_ERROR(RunLinear(w.o, attn_.data(), T, proj_.data(), stream));  // (T, H) partial
-    TPS_RETURN_IF_ERROR(AllReduce(proj_, size_t{1} * T * H, timings));
-    TPS_RETURN_IF_ERROR(
-        cpu::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = int64_t{T} * H}, stream));
+        MakeAttentionParams(d, a, qkv_.data(), cache, attn_.data()), stream));  // (T, q_dim)
+    TPS_RETURN_IF_ERROR(ResidualRowParallel(w.o, attn_.data(), T, chunks_.o, stream,
+                                            timings));  // x += attn W_o^T, (T, H)
     // FFN block.
     TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = x_.data(),
                                       .weight = w.ffn_norm.data(),
@@ -148,11 +180,9 @@ absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>&
                                      .dim = F,
                                      .gate_stride = 2 * F,
                                      .up_stride = 2 * F},
-                                    stream));                                      // (T, F)
-    TPS_RETURN_IF_ERROR(RunLinear(w.down, act_.data(), T, proj_.data(), stream));  // (T, H) partial
-    TPS_RETURN_IF_ERROR(AllReduce(proj_, size_t{1} * T * H, timings));
-    TPS_RETURN_IF_ERROR(
-        cpu::Add({.a = x_.data(), .b = proj_.data(), .y = x_.data(), .n = int64_t{T} * H}, stream));
+                                    stream));  // (T, F)
+    TPS_RETURN_IF_ERROR(ResidualRowParallel(w.down, act_.data(), T, chunks_.down, stream,
+                                            timings));  // x += act W_down^T, (T, H)
   }
 
   // LM head on the rows that are sampled: (R, H) -> (R, vocab_local), padded
@@ -192,8 +222,9 @@ absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>&
 }  // namespace
 
 std::unique_ptr<ForwardBackend> CreateCpuForward(const ModelConfig& config, ShardPlan plan,
-                                                 Communicator& comm, int num_threads) {
-  return std::make_unique<CpuForward>(config, std::move(plan), comm, num_threads);
+                                                 Communicator& comm, int num_threads,
+                                                 bool tp_invariant) {
+  return std::make_unique<CpuForward>(config, std::move(plan), comm, num_threads, tp_invariant);
 }
 
 }  // namespace tpserve

@@ -22,9 +22,12 @@
 
 namespace tpserve {
 
-// `comm` must outlive the backend; num_threads >= 1.
+// `comm` must outlive the backend; num_threads >= 1. `tp_invariant`: the
+// row-parallel projections and their all-reduces run in fixed point
+// (ForwardBackendOptions::tp_invariant).
 std::unique_ptr<ForwardBackend> CreateCpuForward(const ModelConfig& config, ShardPlan plan,
-                                                 Communicator& comm, int num_threads);
+                                                 Communicator& comm, int num_threads,
+                                                 bool tp_invariant = false);
 
 }  // namespace tpserve
 

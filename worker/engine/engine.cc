@@ -47,12 +47,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(options.backend));
   TPS_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::Create(model.config(), comm.world_size(), comm.rank()));
-  TPS_ASSIGN_OR_RETURN(
-      std::unique_ptr<ForwardBackend> forward,
-      CreateForwardBackend(options.backend, model.config(), plan, comm,
-                           {.num_threads = options.num_threads,
-                            .device = options.device,
-                            .cuda_graphs = options.cuda_graphs}));
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward,
+                       CreateForwardBackend(options.backend, model.config(), plan, comm,
+                                            {.num_threads = options.num_threads,
+                                             .device = options.device,
+                                             .cuda_graphs = options.cuda_graphs,
+                                             .tp_invariant = options.tp_invariant}));
   if (options.check_group_at_create) {
     TPS_RETURN_IF_ERROR(CheckPlanAcrossRanks(plan, *forward, comm.world_size()));
   }

@@ -55,10 +55,19 @@ struct EngineOptions {
   int64_t kv_cache_bytes = int64_t{256} << 20;  // KV pool budget of the largest shard
   int block_size = 16;                          // tokens per KV block
   // Dequantize weight matrices to f32 at load: GEMMs then run in f32 instead
-  // of quantizing activations to 8-bit blocks. Used by the TP parity tests;
-  // the int8 path's rounding flips make 30-layer logits drift by ~5% of
-  // max |logit| between TP sizes (greedy tokens still agree).
+  // of quantizing activations to 8-bit blocks (the reference the CUDA engine
+  // is compared against).
   bool f32_weights = false;
+  // Tensor-parallel invariance: the row-parallel projections (attention
+  // output, FFN down) sum per-chunk partials as 2^-32 fixed-point integers
+  // and all-reduce them as int64 (kernels/ops.h GemmParams::y_fixed), so the
+  // logits are bit-identical at every TP size (TP=1/2/3 tested on the default
+  // model and generated GQA / Qwen2-bias / 8q2kv models:
+  // //worker/engine:engine_tp_invariance_test). Off, those all-reduces sum
+  // f32 partials in a TP-dependent order and logits differ in the last bits,
+  // which the int8 activation rounding amplifies: greedy tokens at near-ties
+  // can change with the TP size (docs/benchmarks.md, "TP invariance").
+  bool tp_invariant = false;
   // Most tokens one step may carry (scratch memory grows with it); larger
   // batches are INVALID_ARGUMENT.
   int max_step_tokens = 65536;

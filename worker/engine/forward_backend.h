@@ -41,6 +41,10 @@ struct ForwardBackendOptions {
   // "cuda": replay single-rank decode steps from CUDA graphs captured per
   // (batch-size bucket, context bucket); see cuda/cuda_forward.h.
   bool cuda_graphs = true;
+  // Row-parallel projections reduce in fixed point (kernels/ops.h
+  // GemmParams::y_fixed) so logits do not depend on the tensor-parallel
+  // size; see EngineOptions::tp_invariant.
+  bool tp_invariant = false;
 };
 
 // What rank-0 sampling on the device needs besides the logits, per sampled

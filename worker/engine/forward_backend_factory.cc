@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateForwardBackend(
   if (name == "cuda") {
     return CreateCudaForward(config, std::move(plan), comm, options.device, options.cuda_graphs);
   }
-  return CreateCpuForward(config, std::move(plan), comm, options.num_threads);
+  return CreateCpuForward(config, std::move(plan), comm, options.num_threads, options.tp_invariant);
 }
 
 }  // namespace tpserve

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 namespace tpserve {
 namespace {
@@ -73,6 +74,11 @@ RankDims RankDims::For(const ModelConfig& config, const RankShard& shard) {
   d.qkv_dim = d.q_dim + 2 * d.kv_dim;
   d.ffn = static_cast<int>(shard.ffn.count);
   return d;
+}
+
+RowParallelChunks RowParallelChunks::For(const ModelConfig& config) {
+  return {.o = std::gcd(config.head_dim, 32),
+          .down = static_cast<int>(std::gcd<int64_t>(FfnSplitUnit(config), 32))};
 }
 
 kernels::EmbeddingParams MakeEmbeddingParams(const RankShard& shard, int hidden, const void* table,

@@ -70,6 +70,17 @@ struct RankDims {
   static RankDims For(const ModelConfig& config, const RankShard& shard);
 };
 
+// Columns per fixed-point partial (GemmParams::fixed_chunk) of the
+// row-parallel projections in tensor-parallel-invariant mode: a chunk must
+// never straddle a rank boundary at any world size, so it divides the split
+// unit (head_dim for O, FfnSplitUnit for down); at most 32, the quantization
+// block, which quantized weights always use.
+struct RowParallelChunks {
+  int o = 32;
+  int down = 32;
+  static RowParallelChunks For(const ModelConfig& config);
+};
+
 // The paged KV cache of one layer as the kernels see it.
 struct LayerKvCache {
   float* k = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim)

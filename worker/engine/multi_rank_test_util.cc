@@ -39,7 +39,7 @@ std::string ReadFile(const std::string& path) {
 
 absl::StatusOr<std::vector<float>> RankMain(int world, int rank, int port,
                                             const std::string& model_path,
-                                            const EngineOptions& options, const RankFn& fn) {
+                                            const EngineOptions& options, const RankCommFn& fn) {
   TcpKvStoreClient store("127.0.0.1", port);
   GlooOptions g;
   g.timeout = absl::Seconds(60);
@@ -47,7 +47,7 @@ absl::StatusOr<std::vector<float>> RankMain(int world, int rank, int port,
                        CreateGlooCommunicator(store, rank, world, g));
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(model_path));
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, *comm, options));
-  return fn(*engine, rank);
+  return fn(*engine, *comm);
 }
 
 }  // namespace
@@ -69,6 +69,13 @@ std::string RankRun::ErrorSummary() const {
 
 RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
                    const EngineOptions& options, const RankFn& fn, absl::Duration limit) {
+  return RunOnRanks(world, model_paths, options,
+                    RankCommFn([&fn](Engine& e, Communicator& comm) { return fn(e, comm.rank()); }),
+                    limit);
+}
+
+RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
+                   const EngineOptions& options, const RankCommFn& fn, absl::Duration limit) {
   RankRun run;
   run.errors.assign(world, "");
   TcpKvStoreServer server;
@@ -135,10 +142,9 @@ absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
   return flat;
 }
 
-absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id,
-                                const std::vector<int32_t>& prompt, int new_tokens,
-                                std::vector<float>* tokens, std::vector<float>* gaps,
-                                std::vector<float>* first_logits) {
+absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id, const std::vector<int32_t>& prompt,
+                                int new_tokens, std::vector<float>* tokens,
+                                std::vector<float>* gaps, std::vector<float>* first_logits) {
   const int total = static_cast<int>(prompt.size()) + new_tokens;
   SequenceInput s;
   s.seq_id = seq_id;

@@ -23,6 +23,10 @@
 namespace tpserve {
 
 using RankFn = std::function<absl::StatusOr<std::vector<float>>(Engine& engine, int rank)>;
+// The same with the rank's communicator (e.g. to broadcast rank 0's sampled
+// tokens, as the router does).
+using RankCommFn =
+    std::function<absl::StatusOr<std::vector<float>>(Engine& engine, Communicator& comm)>;
 
 struct RankRun {
   std::vector<float> rank0;         // rank 0's result
@@ -35,6 +39,9 @@ struct RankRun {
 RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
                    const EngineOptions& options, const RankFn& fn,
                    absl::Duration limit = absl::Seconds(240));
+RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
+                   const EngineOptions& options, const RankCommFn& fn,
+                   absl::Duration limit = absl::Seconds(240));
 
 // Concatenated rank-0 logits of ForwardLogits over `batches`, run in order.
 absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
@@ -44,9 +51,9 @@ absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
 // `new_tokens` ForwardLogits steps: appends each chosen token (as float) to
 // `tokens` and its top-two logit gap to `gaps`; `first_logits`, if not
 // null, gets the logits after the prompt.
-absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id,
-                                const std::vector<int32_t>& prompt, int new_tokens,
-                                std::vector<float>* tokens, std::vector<float>* gaps,
+absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id, const std::vector<int32_t>& prompt,
+                                int new_tokens, std::vector<float>* tokens,
+                                std::vector<float>* gaps,
                                 std::vector<float>* first_logits = nullptr);
 
 // max |a - b| / max |a|, the parity measure of the acceptance criteria.

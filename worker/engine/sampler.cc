@@ -1,10 +1,9 @@
 #include "worker/engine/sampler.h"
 
-#include <map>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <unordered_map>
 
@@ -166,8 +165,7 @@ absl::StatusOr<SampledToken> SampleToken(absl::Span<const float> logits,
 }
 
 bool UsesHistory(const SamplingParams& p) {
-  return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-         p.presence_penalty != 0.0f;
+  return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
 }
 
 void AppendDistinctHistory(const TokenHistory& history, std::vector<int32_t>* tokens,

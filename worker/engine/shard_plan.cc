@@ -15,6 +15,8 @@ void Mix(uint64_t& h, int64_t v) {
 
 }  // namespace
 
+int64_t FfnSplitUnit(const ModelConfig& config) { return config.ffn_size % 32 == 0 ? 32 : 1; }
+
 std::vector<IndexRange> SplitEvenly(int64_t n, int parts, int64_t unit) {
   const int64_t units = n / unit;
   std::vector<IndexRange> out(parts);
@@ -42,7 +44,7 @@ absl::StatusOr<ShardPlan> ShardPlan::Create(const ModelConfig& c, int world_size
     return absl::InvalidArgumentError(absl::StrCat("world size ", world_size, " exceeds the ",
                                                    c.num_heads, " query heads of the model"));
   }
-  const int64_t ffn_unit = c.ffn_size % 32 == 0 ? 32 : 1;
+  const int64_t ffn_unit = FfnSplitUnit(c);
   if (world_size > c.ffn_size / ffn_unit || world_size > c.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("world size ", world_size, " exceeds the FFN or vocabulary split units"));

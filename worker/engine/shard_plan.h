@@ -79,6 +79,10 @@ class ShardPlan {
   std::vector<RankShard> shards_;
 };
 
+// The unit FFN columns are split in: 32 (one quantization block) when
+// ffn_size allows, else 1.
+int64_t FfnSplitUnit(const ModelConfig& config);
+
 // Splits [0, n) into `parts` contiguous ranges in units of `unit` (n must be
 // a multiple of unit); earlier parts take the remainder units.
 std::vector<IndexRange> SplitEvenly(int64_t n, int parts, int64_t unit = 1);
