@@ -44,7 +44,9 @@ class _Result(unittest.TextTestResult):
 
 def main():
     module = sys.modules["__main__"]
-    suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+    names = sys.argv[1:]  # e.g. RunManifestsTest.test_cpu, when run by hand
+    loader = unittest.defaultTestLoader
+    suite = loader.loadTestsFromNames(names, module) if names else loader.loadTestsFromModule(module)
     runner = unittest.TextTestRunner(verbosity=2, resultclass=_Result, stream=sys.stdout)
     result = runner.run(suite)
     path = os.environ.get("XML_OUTPUT_FILE")

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -89,7 +90,7 @@ class RenderValidateTest(unittest.TestCase):
 
     def test_generated_monitoring_objects_are_current(self):
         script = os.path.join(source_root(), "deploy", "k8s", "generate.py")
-        out = subprocess.run(["python3", script, "--check"], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True)
         self.assertEqual(out.returncode, 0, out.stderr)
 
     def test_every_overlay_renders_and_validates(self):
