@@ -185,8 +185,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* reactor = new GenerateReactor(path_.frontend_metrics());
   absl::StatusOr<RequestPath::Serving> serving = path_.Ready();
-  absl::StatusOr<GenerateJob> job = serving.status();
-  if (serving.ok()) job = BuildJob(*request, context, serving->limits);
+  if (!serving.ok()) {
+    reactor->sink()->Close(serving.status());
+    return reactor;
+  }
+  absl::StatusOr<GenerateJob> job = BuildJob(*request, context, serving->limits);
   if (!job.ok()) {
     reactor->sink()->Close(job.status());
     return reactor;
