@@ -41,6 +41,8 @@
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "router/api/generation_service.h"
+#include "router/api/http_front_end.h"
+#include "router/api/model_name.h"
 #include "router/api/router_metrics.h"
 #include "router/api/serving_loop.h"
 #include "router/cluster/rendezvous.h"
@@ -95,6 +97,16 @@ ABSL_FLAG(std::string, port_file, "", "Write the bound ports here as JSON once l
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM/SIGINT: stop admitting, let running requests finish for up to this long");
 
+// ---- BEGIN HTTP API flags (issue 14; router/api/http_front_end.h) ----------
+ABSL_FLAG(int, http_port, -1,
+          "OpenAI-compatible HTTP API port (/v1/chat/completions, /v1/completions, /v1/models, "
+          "/health, /tokenize, /detokenize); -1 = off, 0 = pick a free one");
+ABSL_FLAG(int, http_threads, 64,
+          "HTTP API connection threads (each open streaming request holds one)");
+ABSL_FLAG(int64_t, http_max_body_bytes, 4 << 20,
+          "Largest HTTP request body; larger ones are answered 400");
+// ---- END HTTP API flags ----------------------------------------------------
+
 namespace tpserve {
 namespace {
 
@@ -123,13 +135,16 @@ absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(const std::str
   }
 }
 
-void WritePortFile(int grpc_port, int metrics_port, int rendezvous_port) {
+// `http_port` < 0: the HTTP API is off (not written).
+void WritePortFile(int grpc_port, int metrics_port, int rendezvous_port, int http_port = -1) {
   const std::string path = absl::GetFlag(FLAGS_port_file);
   if (path.empty()) return;
   {
     std::ofstream out(path + ".tmp");
     out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port
-        << ", \"rendezvous_port\": " << rendezvous_port << "}\n";
+        << ", \"rendezvous_port\": " << rendezvous_port;
+    if (http_port >= 0) out << ", \"http_port\": " << http_port;
+    out << "}\n";
   }
   std::rename((path + ".tmp").c_str(), path.c_str());
 }
@@ -291,6 +306,30 @@ absl::Status Run() {
                    metrics_port, "/metrics, rendezvous ", host, ":", rendezvous.port()));
   WritePortFile(grpc_port, metrics_port, rendezvous.port());
 
+  // ---- BEGIN HTTP API (issue 14; router/api/http_front_end.h) ----------------
+  // The default model name comes from the file or directory name (the
+  // model_name line below reads the flag), the front ends count requests by
+  // `frontend`, and the OpenAI-compatible API shares the gRPC service's
+  // RequestPath. Its port is added to --port_file as "http_port".
+  if (absl::GetFlag(FLAGS_model_name).empty()) {
+    absl::SetFlag(&FLAGS_model_name, DefaultModelName(model_path));
+  }
+  FrontendMetrics frontend_metrics(*registry, absl::GetFlag(FLAGS_model_name));
+  service.path().SetFrontendMetrics(&frontend_metrics);
+  std::unique_ptr<HttpFrontEnd> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpFrontEnd::Options http_options;
+    http_options.host = host;
+    http_options.port = absl::GetFlag(FLAGS_http_port);
+    http_options.num_threads = absl::GetFlag(FLAGS_http_threads);
+    http_options.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes);
+    http = std::make_unique<HttpFrontEnd>(&service.path(), std::move(http_options));
+    TPS_RETURN_IF_ERROR(http->Start());
+    Log(absl::StrCat("listening: HTTP API http://", host, ":", http->port(), "/v1"));
+    WritePortFile(grpc_port, metrics_port, rendezvous.port(), http->port());
+  }
+  // ---- END HTTP API ----------------------------------------------------------
+
   // The group: formed, watched and re-formed by the supervisor.
   const std::string flag_name = absl::GetFlag(FLAGS_model_name);
   std::unique_ptr<RouterMetrics> metrics;  // needs the model name: set once serving
@@ -364,6 +403,7 @@ absl::Status Run() {
   stop_watch = true;
   watch.join();
   health->SetServingStatus(false);
+  if (http != nullptr) http->Stop();  // cancels its open requests first
   loop.Stop();
   group.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

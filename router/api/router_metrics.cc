@@ -1,5 +1,6 @@
 #include "router/api/router_metrics.h"
 
+#include <cctype>
 #include <vector>
 
 namespace tpserve {
@@ -148,6 +149,56 @@ void RouterMetrics::ObserveScheduler(const router::SchedulerMetrics& m) {
   advance(prefix_queries_, m.prefix_cache_queries_total, last_.prefix_cache_queries_total);
   advance(prefix_hits_, m.prefix_cache_hits_total, last_.prefix_cache_hits_total);
   last_ = m;
+}
+
+const char* FrontendName(Frontend frontend) {
+  return frontend == Frontend::kGrpc ? "grpc" : "http";
+}
+
+FrontendMetrics::FrontendMetrics(prometheus::Registry& registry, const std::string& model_name)
+    : model_name_(model_name) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("tpserve_frontend_requests_total")
+                   .Help("Requests by public front end (grpc, http) and final status code.")
+                   .Register(registry);
+  auto& duration = prometheus::BuildHistogram()
+                       .Name("tpserve_frontend_request_duration_seconds")
+                       .Help("Time from a request's arrival at a front end until its response "
+                             "closed (success or error).")
+                       .Register(registry);
+  auto& prompt = prometheus::BuildCounter()
+                     .Name("tpserve_frontend_prompt_tokens_total")
+                     .Help("Prompt tokens of finished requests, by front end.")
+                     .Register(registry);
+  auto& generated = prometheus::BuildCounter()
+                        .Name("tpserve_frontend_generation_tokens_total")
+                        .Help("Generated tokens of finished requests, by front end.")
+                        .Register(registry);
+  for (Frontend f : {Frontend::kGrpc, Frontend::kHttp}) {
+    const std::map<std::string, std::string> labels = {{"model_name", model_name},
+                                                       {"frontend", FrontendName(f)}};
+    const int i = static_cast<int>(f);
+    duration_[i] = &duration.Add(labels, LatencyBuckets());
+    prompt_tokens_[i] = &prompt.Add(labels);
+    generation_tokens_[i] = &generated.Add(labels);
+    std::map<std::string, std::string> ok = labels;
+    ok["code"] = "ok";
+    requests_->Add(ok);  // exported at 0 from the start
+  }
+}
+
+void FrontendMetrics::CountRequest(Frontend frontend, absl::StatusCode code, double seconds,
+                                   int64_t prompt_tokens, int64_t generation_tokens) {
+  std::string name = absl::StatusCodeToString(code);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const int i = static_cast<int>(frontend);
+  requests_->Add({{"model_name", model_name_}, {"frontend", FrontendName(frontend)}, {"code", name}})
+      .Increment();
+  duration_[i]->Observe(seconds);
+  if (prompt_tokens > 0) prompt_tokens_[i]->Increment(static_cast<double>(prompt_tokens));
+  if (generation_tokens > 0) {
+    generation_tokens_[i]->Increment(static_cast<double>(generation_tokens));
+  }
 }
 
 }  // namespace tpserve
