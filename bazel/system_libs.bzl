@@ -77,6 +77,9 @@ def system_libs():
     pkg_config_library(name = "benchmark", modules = ["benchmark"])
     plain_library(name = "gloo", linkopts = ["-L/usr/lib", "-lgloo", "-lpthread"])
     plain_library(name = "nlohmann_json", linkopts = [])
+
+    # Debian's libcivetweb-dev ships no .pc file; prometheus-cpp-pull links the same library.
+    plain_library(name = "civetweb", linkopts = ["-lcivetweb"])
     native.new_local_repository(
         name = "cuda",
         path = "/usr/local/cuda",

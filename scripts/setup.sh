@@ -13,7 +13,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 DEBS=(
   bazel-bootstrap bazel-rules-java pkg-config g++ clang
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libabsl-dev
-  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev nlohmann-json3-dev
+  prometheus-cpp-dev libcivetweb-dev libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev nlohmann-json3-dev
   python3 python3-venv python3-pip python3-grpcio python3-protobuf
   unzip curl ca-certificates cmake
 )

@@ -4,7 +4,6 @@
 #include <deque>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <utility>
 
@@ -38,11 +37,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
  public:
   class Sink final : public ResponseSink {
    public:
-    explicit Sink(GenerateReactor* reactor) : reactor_(reactor) {}
+    Sink(GenerateReactor* reactor, FrontendMetrics* metrics)
+        : reactor_(reactor), metrics_(metrics) {}
 
     void Send(v1::GenerateResponse response) override {
       {
         std::lock_guard<std::mutex> lock(mu_);
+        if (response.has_usage()) usage_ = response.usage();
         if (reactor_ == nullptr || finish_.has_value()) return;
         queue_.push_back(ToByteBuffer(response));
       }
@@ -54,6 +55,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
         std::lock_guard<std::mutex> lock(mu_);
         if (finish_.has_value()) return;
         finish_ = ToGrpcStatus(status);
+        if (metrics_ != nullptr) {
+          metrics_->CountRequest(Frontend::kGrpc, status.code(),
+                                 absl::ToDoubleSeconds(absl::Now() - arrival_),
+                                 usage_.prompt_tokens(), usage_.completion_tokens());
+        }
       }
       Pump();
     }
@@ -105,13 +111,17 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
 
     std::mutex mu_;
     GenerateReactor* reactor_;            // guarded by mu_; null after OnDone
+    FrontendMetrics* const metrics_;      // may be null
+    const absl::Time arrival_ = absl::Now();
+    v1::Usage usage_;                     // guarded by mu_; from the last response
     std::deque<grpc::ByteBuffer> queue_;  // guarded by mu_; front is being written
     bool writing_ = false;                // guarded by mu_
     std::optional<grpc::Status> finish_;  // guarded by mu_
     bool finish_sent_ = false;            // guarded by mu_
   };
 
-  GenerateReactor() : sink_(std::make_shared<Sink>(this)) {}
+  explicit GenerateReactor(FrontendMetrics* metrics)
+      : sink_(std::make_shared<Sink>(this, metrics)) {}
 
   std::shared_ptr<Sink> sink() { return sink_; }
   void Attach(ServingLoop* loop, uint64_t seq_id) {
@@ -148,54 +158,15 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 GenerationService::GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template)
-    : tokenizer_(tokenizer), chat_template_(chat_template) {}
+    : path_(tokenizer, chat_template) {}
 
 void GenerationService::SetReady(ServingLoop* loop, const RequestLimits& limits,
                                  const v1::ModelInfoResponse& info) {
-  std::lock_guard<std::mutex> lock(mu_);
-  loop_ = loop;
-  limits_ = limits;
-  info_ = info;
+  path_.SetReady(loop, limits, info);
 }
 
 void GenerationService::SetUnavailable(const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
-  loop_ = nullptr;
-  unavailable_reason_ = reason;
-}
-
-absl::StatusOr<std::vector<int32_t>> GenerationService::RenderChat(
-    const v1::ChatPrompt& chat) const {
-  if (chat_template_ == nullptr) {
-    return absl::InvalidArgumentError(
-        "chat: this model has no chat template; send text or token_ids, or start the router "
-        "with --chat_template=<name>");
-  }
-  std::vector<ChatMessage> messages;
-  for (const v1::ChatMessage& m : chat.messages()) messages.push_back({m.role(), m.content()});
-  absl::StatusOr<std::string> text = chat_template_->Render(messages, true);
-  if (!text.ok()) return Annotate(text.status(), "chat.messages");
-  return tokenizer_->Encode(std::string_view(*text),
-                            EncodeOptions{.add_special = false, .parse_special = true});
-}
-
-absl::StatusOr<std::vector<int32_t>> GenerationService::PromptTokens(
-    const v1::GenerateRequest& request) const {
-  switch (request.prompt_case()) {
-    case v1::GenerateRequest::kText: {
-      absl::StatusOr<std::vector<int32_t>> ids =
-          tokenizer_->Encode(std::string_view(request.text()), EncodeOptions{.add_special = true});
-      if (!ids.ok()) return Annotate(ids.status(), "text");
-      return ids;
-    }
-    case v1::GenerateRequest::kTokenIds:
-      return std::vector<int32_t>(request.token_ids().ids().begin(),
-                                  request.token_ids().ids().end());
-    case v1::GenerateRequest::kChat:
-      return RenderChat(request.chat());
-    default:
-      return absl::InvalidArgumentError("prompt is missing: set one of text, token_ids or chat");
-  }
+  path_.SetUnavailable(reason);
 }
 
 absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& raw,
@@ -207,65 +178,24 @@ absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& 
   if (!request.ParseFromString(bytes)) {
     return absl::InvalidArgumentError("request is not a valid tpserve.v1.GenerateRequest");
   }
-  TPS_RETURN_IF_ERROR(ValidateGenerateRequest(request, limits));
-  TPS_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
-  TPS_ASSIGN_OR_RETURN(int32_t max_tokens,
-                       ResolveMaxTokens(request, static_cast<int32_t>(prompt.size()), limits));
-  GenerateJob job;
-  job.request_id = request.request_id().empty() ? absl::StrCat("req-", next_request_number_.load())
-                                                : request.request_id();
-  job.prompt = std::move(prompt);
-  const v1::SamplingParameters& s = request.sampling();
-  router::SamplingParams& p = job.sampling;
-  if (s.has_temperature()) p.temperature = s.temperature();
-  if (s.has_top_k()) p.top_k = s.top_k();
-  if (s.has_top_p()) p.top_p = s.top_p();
-  if (s.has_min_p()) p.min_p = s.min_p();
-  if (s.has_repetition_penalty()) p.repetition_penalty = s.repetition_penalty();
-  if (s.has_presence_penalty()) p.presence_penalty = s.presence_penalty();
-  if (s.has_frequency_penalty()) p.frequency_penalty = s.frequency_penalty();
-  if (s.has_seed()) {
-    p.seed = s.seed();
-  } else {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    p.seed = rng();
-  }
-  p.logprobs = s.logprobs();
-  p.top_logprobs = s.top_logprobs();
-  job.priority = request.priority();
-  job.deadline = DeadlineOf(*context);
-  job.arrival = absl::Now();
-  job.max_tokens = max_tokens;
-  job.stop.assign(request.stop().begin(), request.stop().end());
-  job.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
-  job.ignore_eos = request.ignore_eos();
-  return job;
+  return path_.BuildJob(request, DeadlineOf(*context), limits);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  auto* reactor = new GenerateReactor();
-  ServingLoop* loop;
-  RequestLimits limits;
-  std::string unavailable;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    loop = loop_;
-    limits = limits_;
-    unavailable = unavailable_reason_;
-  }
-  next_request_number_.fetch_add(1);
-  if (loop == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, unavailable));
+  auto* reactor = new GenerateReactor(path_.frontend_metrics());
+  absl::StatusOr<RequestPath::Serving> serving = path_.Ready();
+  if (!serving.ok()) {
+    reactor->sink()->Close(serving.status());
     return reactor;
   }
-  absl::StatusOr<GenerateJob> job = BuildJob(*request, context, limits);
+  absl::StatusOr<GenerateJob> job = BuildJob(*request, context, serving->limits);
   if (!job.ok()) {
-    reactor->Finish(ToGrpcStatus(job.status()));
+    reactor->sink()->Close(job.status());
     return reactor;
   }
   job->sink = reactor->sink();
-  reactor->Attach(loop, loop->Submit(*std::move(job)));
+  reactor->Attach(serving->loop, serving->loop->Submit(*std::move(job)));
   return reactor;
 }
 
@@ -280,25 +210,7 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
     if (!req.ParseFromString(bytes)) {
       return absl::InvalidArgumentError("request is not a valid tpserve.v1.TokenizeRequest");
     }
-    std::vector<int32_t> ids;
-    if (req.input_case() == v1::TokenizeRequest::kText) {
-      TPS_ASSIGN_OR_RETURN(ids, tokenizer_->Encode(std::string_view(req.text()),
-                                                   EncodeOptions{.add_special = true}));
-    } else if (req.input_case() == v1::TokenizeRequest::kChat) {
-      v1::GenerateRequest as_generate;
-      *as_generate.mutable_chat() = req.chat();
-      TPS_RETURN_IF_ERROR(ValidateGenerateRequest(
-          as_generate,
-          RequestLimits{.vocab_size = tokenizer_->vocab_size(), .context_length = 1 << 30}));
-      TPS_ASSIGN_OR_RETURN(ids, RenderChat(req.chat()));
-    } else {
-      return absl::InvalidArgumentError("input is missing: set text or chat");
-    }
-    v1::TokenizeResponse out;
-    for (int32_t id : ids) {
-      out.add_token_ids(id);
-      out.add_tokens(tokenizer_->TokenText(id));
-    }
+    TPS_ASSIGN_OR_RETURN(v1::TokenizeResponse out, path_.Tokenize(req));
     *response = ToByteBuffer(out);
     return absl::OkStatus();
   };
@@ -308,9 +220,9 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
 
 grpc::Status GenerationService::ModelInfo(grpc::ServerContext*, const v1::ModelInfoRequest*,
                                           v1::ModelInfoResponse* response) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (loop_ == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, unavailable_reason_);
-  *response = info_;
+  absl::StatusOr<RequestPath::Serving> serving = path_.Ready();
+  if (!serving.ok()) return ToGrpcStatus(serving.status());
+  *response = serving->info;
   return grpc::Status::OK;
 }
 

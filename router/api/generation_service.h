@@ -3,8 +3,9 @@
 // Generate and Tokenize take their request as raw bytes so that invalid UTF-8
 // in a string field becomes INVALID_ARGUMENT naming the field (the generated
 // parser would reject the whole message with a nameless INTERNAL error). Each
-// request is validated, tokenized (text, token ids or chat messages rendered
-// with the model's template) and handed to the ServingLoop; tokens stream
+// request goes through the shared RequestPath (validation, tokenization or
+// chat rendering, defaults; the HTTP front end uses the same one, reached
+// through path()) and is handed to the ServingLoop; tokens stream
 // back through a callback reactor with its own write queue, so a slow client
 // never blocks the loop. Client cancellation or disconnect cancels the
 // sequence; the call's deadline becomes the sequence's deadline.
@@ -18,13 +19,13 @@
 #ifndef TPSERVE_ROUTER_API_GENERATION_SERVICE_H_
 #define TPSERVE_ROUTER_API_GENERATION_SERVICE_H_
 
-#include <atomic>
 #include <cstdint>
-#include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "proto/tpserve/v1/generation.grpc.pb.h"
+#include "router/api/request_path.h"
 #include "router/api/request_validation.h"
 #include "router/api/serving_loop.h"
 #include "router/tokenizer/chat_template.h"
@@ -55,23 +56,19 @@ class GenerationService final : public GenerationServiceBase {
                          v1::ModelInfoResponse* response) override;
 
   // Prompt token ids for a request (exposed for tests).
-  absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::GenerateRequest& request) const;
+  absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::GenerateRequest& request) const {
+    return path_.PromptTokens(request);
+  }
+
+  // The request path and readiness this service shares with other front ends.
+  RequestPath& path() { return path_; }
 
  private:
-  absl::StatusOr<std::vector<int32_t>> RenderChat(const v1::ChatPrompt& chat) const;
   absl::StatusOr<GenerateJob> BuildJob(const grpc::ByteBuffer& raw,
                                        grpc::CallbackServerContext* context,
                                        const RequestLimits& limits) const;
 
-  const Tokenizer* tokenizer_;
-  const ChatTemplate* chat_template_;
-  std::atomic<uint64_t> next_request_number_{1};
-
-  mutable std::mutex mu_;
-  ServingLoop* loop_ = nullptr;  // guarded by mu_; null until ready
-  RequestLimits limits_;         // guarded by mu_
-  v1::ModelInfoResponse info_;   // guarded by mu_
-  std::string unavailable_reason_ = "the router is starting: waiting for the workers to load";
+  RequestPath path_;
 };
 
 // absl::Status -> grpc::Status, code and message unchanged.

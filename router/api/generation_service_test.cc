@@ -34,6 +34,8 @@ class ConstantExecutor : public StepExecutor {
     done(std::move(response));
   }
   absl::Status Free(const std::vector<uint64_t>&) override { return absl::OkStatus(); }
+  uint64_t ServingEpoch() const override { return 1; }
+  std::string DownReason() const override { return ""; }
 
  private:
   int32_t token_;

@@ -1,9 +1,13 @@
 // tpserve-router: the public gRPC endpoint of a tpserve cluster.
 //
-// Hosts the rendezvous store the workers meet in, waits for --world_size
-// workers to register and load, sends a warm-up step, then serves
-// tpserve.v1.Generation (plus grpc.health.v1.Health and reflection) and
-// Prometheus /metrics. Ctrl-C / SIGTERM shut it down cleanly.
+// Hosts the rendezvous store the workers meet in; a GroupSupervisor forms a
+// group epoch once --world_size workers have registered, loaded and agreed,
+// and re-forms it by itself after a rank dies, hangs or restarts (requests
+// wait and resume; see docs/operations.md "Failure handling"). Serves
+// tpserve.v1.Generation, grpc.health.v1.Health (service "": SERVING while a
+// group epoch serves; service "liveness": NOT_SERVING when the step loop is
+// wedged), reflection and Prometheus /metrics. Ctrl-C / SIGTERM drain and
+// shut it down.
 //
 //   tpserve-router --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --world_size=2
 //       --port=50051 --metrics_port=9400 --rendezvous_port=29500
@@ -11,6 +15,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -21,6 +26,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -33,10 +41,12 @@
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "router/api/generation_service.h"
+#include "router/api/http_front_end.h"
+#include "router/api/model_name.h"
 #include "router/api/router_metrics.h"
 #include "router/api/serving_loop.h"
 #include "router/cluster/rendezvous.h"
-#include "router/cluster/worker_group.h"
+#include "router/cluster/group_supervisor.h"
 #include "router/tokenizer/chat_template.h"
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
@@ -64,11 +74,38 @@ ABSL_FLAG(int, max_model_len, 0,
           "capped by the KV cache)");
 ABSL_FLAG(int, default_max_tokens, 256, "max_tokens when a request leaves it unset");
 ABSL_FLAG(bool, enable_prefix_cache, true, "Reuse KV blocks of shared prompt prefixes");
-ABSL_FLAG(absl::Duration, load_timeout, absl::Minutes(10), "How long to wait for the workers");
-ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(120), "Limit of one worker step");
+ABSL_FLAG(absl::Duration, load_timeout, absl::Minutes(10),
+          "How long to wait for the first group epoch to serve (registration, loading)");
+ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(15),
+          "Step deadline base: a step of N tokens may take step_timeout + N * "
+          "step_timeout_per_token before its group counts as hung");
+ABSL_FLAG(absl::Duration, step_timeout_per_token, absl::Milliseconds(20),
+          "Step deadline per token of the step (see --step_timeout)");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
+          "How often every worker rank is asked for Health while serving");
+ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(2),
+          "A rank that does not answer a heartbeat within this counts as hung");
+ABSL_FLAG(absl::Duration, join_timeout, absl::Seconds(60),
+          "Limit for the ranks to build a new epoch's communicator");
+ABSL_FLAG(absl::Duration, recovery_timeout, absl::Minutes(5),
+          "After a group failure, requests wait this long for a serving group, then fail "
+          "with UNAVAILABLE naming the failed rank and cause");
+ABSL_FLAG(absl::Duration, liveness_timeout, absl::Minutes(2),
+          "Health service 'liveness' turns NOT_SERVING when the step loop has not gone "
+          "round for this long (longer than any step deadline you expect)");
 ABSL_FLAG(std::string, port_file, "", "Write the bound ports here as JSON once listening");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM/SIGINT: stop admitting, let running requests finish for up to this long");
+
+// ---- BEGIN HTTP API flags (issue 14; router/api/http_front_end.h) ----------
+ABSL_FLAG(int, http_port, -1,
+          "OpenAI-compatible HTTP API port (/v1/chat/completions, /v1/completions, /v1/models, "
+          "/health, /tokenize, /detokenize); -1 = off, 0 = pick a free one");
+ABSL_FLAG(int, http_threads, 64,
+          "HTTP API connection threads (each open streaming request holds one)");
+ABSL_FLAG(int64_t, http_max_body_bytes, 4 << 20,
+          "Largest HTTP request body; larger ones are answered 400");
+// ---- END HTTP API flags ----------------------------------------------------
 
 namespace tpserve {
 namespace {
@@ -89,26 +126,125 @@ absl::StatusOr<TokenizerData> LoadTokenizerData(const std::string& path) {
   return TokenizerDataFromGguf(path);
 }
 
-// Sends one tiny step through every rank so the first real request does not
-// pay for lazy initialisation, and to prove the group works end to end.
-absl::Status WarmUp(WorkerGroup& group, int32_t token) {
-  v1::StepRequest request;
-  request.set_step_id(0);
-  v1::SequenceInput* seq = request.add_seqs();
-  seq->set_seq_id(0);
-  seq->add_tokens(token);
-  seq->set_start_pos(0);
-  seq->set_prompt_len(1);
-  seq->add_block_table(0);
-  seq->set_sample(true);
-  seq->mutable_sampling()->set_top_p(1.0f);
-  seq->mutable_sampling()->set_repetition_penalty(1.0f);
-  TPS_ASSIGN_OR_RETURN(v1::StepResponse response, group.Step(request));
-  if (response.tokens_size() != 1) {
-    return absl::InternalError(
-        absl::StrCat("warm-up step returned ", response.tokens_size(), " tokens, expected 1"));
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(const std::string& address) {
+  try {
+    return std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", address, " (", e.what(),
+                                               "); is the port taken? pick another --metrics_port"));
   }
-  return group.Free({0});
+}
+
+// `http_port` < 0: the HTTP API is off (not written).
+void WritePortFile(int grpc_port, int metrics_port, int rendezvous_port, int http_port = -1) {
+  const std::string path = absl::GetFlag(FLAGS_port_file);
+  if (path.empty()) return;
+  {
+    std::ofstream out(path + ".tmp");
+    out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port
+        << ", \"rendezvous_port\": " << rendezvous_port;
+    if (http_port >= 0) out << ", \"http_port\": " << http_port;
+    out << "}\n";
+  }
+  std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
+absl::StatusOr<std::unique_ptr<ChatTemplate>> LoadChatTemplate(const Tokenizer& tokenizer) {
+  std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
+  std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.TokenText(tokenizer.eos_id()) : "";
+  absl::StatusOr<ChatTemplate> t =
+      absl::GetFlag(FLAGS_chat_template).empty()
+          ? ChatTemplate::FromModel(tokenizer.data().chat_template, bos, eos)
+          : ChatTemplate::FromName(absl::GetFlag(FLAGS_chat_template), bos, eos);
+  if (!t.ok()) {
+    Log(absl::StrCat("chat prompts disabled: ", t.status().message()));
+    return std::unique_ptr<ChatTemplate>();
+  }
+  return std::make_unique<ChatTemplate>(*std::move(t));
+}
+
+GroupOptions GroupOptionsFromFlags(int world_size, int32_t warmup_token) {
+  GroupOptions o;
+  o.world_size = world_size;
+  if (!absl::GetFlag(FLAGS_workers).empty()) {
+    o.addresses = absl::StrSplit(absl::GetFlag(FLAGS_workers), ',', absl::SkipEmpty());
+  }
+  o.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  o.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
+  o.join_timeout = absl::GetFlag(FLAGS_join_timeout);
+  o.step_timeout_base = absl::GetFlag(FLAGS_step_timeout);
+  o.step_timeout_per_token = absl::GetFlag(FLAGS_step_timeout_per_token);
+  o.recovery_timeout = absl::GetFlag(FLAGS_recovery_timeout);
+  o.warmup_token = warmup_token;
+  o.log = Log;
+  return o;
+}
+
+// Scheduler and request limits from the flags and what the ranks agreed on.
+absl::StatusOr<ServingLoop::Options> LoopOptions(const ClusterInfo& cluster,
+                                                 const Tokenizer& tokenizer) {
+  const v1::InfoResponse& info = cluster.rank0;
+  const int32_t kv_tokens = cluster.kv_num_blocks * cluster.kv_block_size;
+  int32_t context = info.context_length() > 0 ? info.context_length() : kv_tokens;
+  if (absl::GetFlag(FLAGS_max_model_len) > 0) {
+    context = std::min(context, absl::GetFlag(FLAGS_max_model_len));
+  }
+  context = std::min(context, kv_tokens);
+  ServingLoop::Options options;
+  options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  options.scheduler.max_model_len = context;
+  options.scheduler.enable_prefix_cache = absl::GetFlag(FLAGS_enable_prefix_cache);
+  options.num_blocks = cluster.kv_num_blocks;
+  options.block_size = cluster.kv_block_size;
+  options.recovery_timeout = absl::GetFlag(FLAGS_recovery_timeout);
+  options.eos_ids.assign(info.eos_token_ids().begin(), info.eos_token_ids().end());
+  if (options.eos_ids.empty() && tokenizer.eos_id() >= 0) {
+    options.eos_ids.push_back(tokenizer.eos_id());
+  }
+  TPS_RETURN_IF_ERROR(
+      router::ValidateSchedulerConfig(options.scheduler, options.num_blocks, options.block_size));
+  return options;
+}
+
+v1::ModelInfoResponse ModelInfo(const std::string& model_name, const ClusterInfo& cluster,
+                                const ServingLoop::Options& options, int world_size) {
+  const v1::InfoResponse& info = cluster.rank0;
+  v1::ModelInfoResponse m;
+  m.set_model_name(model_name);
+  m.set_architecture(info.architecture());
+  m.set_vocab_size(info.vocab_size());
+  m.set_context_length(options.scheduler.max_model_len);
+  m.set_tensor_parallel_size(world_size);
+  m.set_backend(info.backend());
+  m.set_kv_block_size(cluster.kv_block_size);
+  m.set_kv_num_blocks(cluster.kv_num_blocks);
+  for (int32_t id : options.eos_ids) m.add_eos_token_ids(id);
+  m.set_max_waiting_requests(options.scheduler.max_waiting);
+  m.set_default_max_tokens(absl::GetFlag(FLAGS_default_max_tokens));
+  return m;
+}
+
+// Waits for SIGINT/SIGTERM, then drains: new calls are refused, admitted
+// requests may finish within --drain_timeout (a second signal stops at once).
+void WaitAndDrain(sigset_t signals, GenerationService& service, ServingLoop& loop) {
+  int signal = 0;
+  sigwait(&signals, &signal);
+  Log(absl::StrCat("signal ", signal, ": shutting down"));
+  service.SetUnavailable("the router is shutting down; retry on another router");
+  const absl::Time drain_until = absl::Now() + absl::GetFlag(FLAGS_drain_timeout);
+  if (loop.num_live() > 0) {
+    Log(absl::StrCat("draining ", loop.num_live(), " request(s) for up to ",
+                     absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)),
+                     " (signal again to stop now)"));
+  }
+  sigset_t pending;
+  while (loop.num_live() > 0 && absl::Now() < drain_until) {
+    sigpending(&pending);
+    if (sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM)) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
 }
 
 absl::Status Run() {
@@ -117,6 +253,14 @@ absl::Status Run() {
   const int world_size = absl::GetFlag(FLAGS_world_size);
   if (world_size < 1) return absl::InvalidArgumentError("--world_size must be >= 1");
   const std::string host = absl::GetFlag(FLAGS_host);
+  if (!absl::GetFlag(FLAGS_workers).empty()) {
+    const std::vector<std::string> listed =
+        absl::StrSplit(absl::GetFlag(FLAGS_workers), ',', absl::SkipEmpty());
+    if (static_cast<int>(listed.size()) != world_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--workers lists ", listed.size(), " addresses but --world_size is ", world_size));
+    }
+  }
 
   // Block the shutdown signals in every thread; main waits for them below.
   sigset_t signals;
@@ -128,20 +272,7 @@ absl::Status Run() {
   Log(absl::StrCat("loading tokenizer from ", model_path));
   TPS_ASSIGN_OR_RETURN(TokenizerData data, LoadTokenizerData(model_path));
   TPS_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Create(std::move(data)));
-  std::unique_ptr<ChatTemplate> chat_template;
-  {
-    std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.TokenText(tokenizer.bos_id()) : "";
-    std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.TokenText(tokenizer.eos_id()) : "";
-    absl::StatusOr<ChatTemplate> t =
-        absl::GetFlag(FLAGS_chat_template).empty()
-            ? ChatTemplate::FromModel(tokenizer.data().chat_template, bos, eos)
-            : ChatTemplate::FromName(absl::GetFlag(FLAGS_chat_template), bos, eos);
-    if (t.ok()) {
-      chat_template = std::make_unique<ChatTemplate>(*std::move(t));
-    } else {
-      Log(absl::StrCat("chat prompts disabled: ", t.status().message()));
-    }
-  }
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ChatTemplate> chat_template, LoadChatTemplate(tokenizer));
   Log(absl::StrCat("tokenizer ready: ", tokenizer.vocab_size(), " tokens"));
 
   Rendezvous rendezvous;
@@ -163,41 +294,62 @@ absl::Status Run() {
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
+  health->SetServingStatus("liveness", true);
 
   auto registry = std::make_shared<prometheus::Registry>();
-  prometheus::Exposer exposer(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port)));
-  exposer.RegisterCollectable(registry);
-  const int metrics_port = exposer.GetListeningPorts().at(0);
-
+  TPS_ASSIGN_OR_RETURN(
+      std::unique_ptr<prometheus::Exposer> exposer,
+      StartMetrics(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port))));
+  exposer->RegisterCollectable(registry);
+  const int metrics_port = exposer->GetListeningPorts().at(0);
   Log(absl::StrCat("listening: gRPC ", host, ":", grpc_port, ", metrics http://", host, ":",
                    metrics_port, "/metrics, rendezvous ", host, ":", rendezvous.port()));
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    const std::string path = absl::GetFlag(FLAGS_port_file);
-    {
-      std::ofstream out(path + ".tmp");
-      out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port
-          << ", \"rendezvous_port\": " << rendezvous.port() << "}\n";
-    }
-    std::rename((path + ".tmp").c_str(), path.c_str());
-  }
+  WritePortFile(grpc_port, metrics_port, rendezvous.port());
 
-  // Workers: register, load, agree, warm up.
-  std::vector<std::string> addresses;
-  if (!absl::GetFlag(FLAGS_workers).empty()) {
-    addresses = absl::StrSplit(absl::GetFlag(FLAGS_workers), ',', absl::SkipEmpty());
-    if (static_cast<int>(addresses.size()) != world_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--workers lists ", addresses.size(), " addresses but --world_size is ", world_size));
-    }
-  } else {
-    TPS_ASSIGN_OR_RETURN(
-        addresses, rendezvous.WaitForWorkers(world_size, absl::GetFlag(FLAGS_load_timeout), Log));
+  // ---- BEGIN HTTP API (issue 14; router/api/http_front_end.h) ----------------
+  // The default model name comes from the file or directory name (the
+  // model_name line below reads the flag), the front ends count requests by
+  // `frontend`, and the OpenAI-compatible API shares the gRPC service's
+  // RequestPath. Its port is added to --port_file as "http_port".
+  if (absl::GetFlag(FLAGS_model_name).empty()) {
+    absl::SetFlag(&FLAGS_model_name, DefaultModelName(model_path));
   }
-  WorkerGroup group(addresses, absl::GetFlag(FLAGS_step_timeout));
-  Log(absl::StrCat("waiting for ", world_size,
-                   " worker(s) to load: ", absl::StrJoin(addresses, ", ")));
-  TPS_ASSIGN_OR_RETURN(ClusterInfo cluster,
-                       group.WaitUntilLoaded(absl::GetFlag(FLAGS_load_timeout), Log));
+  FrontendMetrics frontend_metrics(*registry, absl::GetFlag(FLAGS_model_name));
+  service.path().SetFrontendMetrics(&frontend_metrics);
+  std::unique_ptr<HttpFrontEnd> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpFrontEnd::Options http_options;
+    http_options.host = host;
+    http_options.port = absl::GetFlag(FLAGS_http_port);
+    http_options.num_threads = absl::GetFlag(FLAGS_http_threads);
+    http_options.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes);
+    http = std::make_unique<HttpFrontEnd>(&service.path(), std::move(http_options));
+    TPS_RETURN_IF_ERROR(http->Start());
+    Log(absl::StrCat("listening: HTTP API http://", host, ":", http->port(), "/v1"));
+    WritePortFile(grpc_port, metrics_port, rendezvous.port(), http->port());
+  }
+  // ---- END HTTP API ----------------------------------------------------------
+
+  // The group: formed, watched and re-formed by the supervisor.
+  const std::string flag_name = absl::GetFlag(FLAGS_model_name);
+  std::unique_ptr<RouterMetrics> metrics;  // needs the model name: set once serving
+  absl::Mutex metrics_mu;
+  GroupSupervisor group(
+      GroupOptionsFromFlags(world_size, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0),
+      &rendezvous);
+  std::atomic<bool> ready{false};
+  group.SetListener([&](GroupState state, const std::string& why) {
+    health->SetServingStatus(state == GroupState::kServing);
+    if (!ready.load()) service.SetUnavailable(absl::StrCat("the cluster is not ready: ", why));
+  });
+  group.SetEventSink([&](const GroupEvent& event) {
+    absl::MutexLock lock(&metrics_mu);
+    if (metrics != nullptr) metrics->ObserveGroup(event);
+  });
+  group.Start();
+  Log(absl::StrCat("waiting for ", world_size, " worker rank(s) to register and load"));
+  TPS_ASSIGN_OR_RETURN(const ClusterInfo cluster,
+                       group.WaitUntilServing(absl::GetFlag(FLAGS_load_timeout)));
   const v1::InfoResponse& info = cluster.rank0;
   if (info.vocab_size() > tokenizer.vocab_size() + 1024 || info.vocab_size() <= 0) {
     return absl::FailedPreconditionError(absl::StrCat("the workers' model has ", info.vocab_size(),
@@ -206,107 +358,54 @@ absl::Status Run() {
                                                       tokenizer.vocab_size(),
                                                       "; give both the same --model"));
   }
+  const std::string model_name = flag_name.empty() ? info.model_name() : flag_name;
+  {
+    absl::MutexLock lock(&metrics_mu);
+    metrics = std::make_unique<RouterMetrics>(*registry, model_name);
+    GroupEvent now;
+    now.state = group.state();
+    now.epoch = group.epoch();
+    metrics->ObserveGroup(now);
+  }
   Log(absl::StrCat("all ", world_size, " rank(s) loaded ", info.model_name(), " (", info.backend(),
                    "): ", cluster.kv_num_blocks, " KV blocks of ", cluster.kv_block_size,
                    " tokens"));
-  const absl::Time warm_start = absl::Now();
-  TPS_RETURN_IF_ERROR(
-      Annotate(WarmUp(group, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0), "warm-up step"));
-  Log(absl::StrCat("warm-up step ok (", absl::FormatDuration(absl::Now() - warm_start), ")"));
 
-  const std::string model_name =
-      absl::GetFlag(FLAGS_model_name).empty() ? info.model_name() : absl::GetFlag(FLAGS_model_name);
-  RouterMetrics metrics(*registry, model_name);
-
-  const int32_t kv_tokens = cluster.kv_num_blocks * cluster.kv_block_size;
-  int32_t context = info.context_length() > 0 ? info.context_length() : kv_tokens;
-  if (absl::GetFlag(FLAGS_max_model_len) > 0) {
-    context = std::min(context, absl::GetFlag(FLAGS_max_model_len));
-  }
-  context = std::min(context, kv_tokens);
-
-  ServingLoop::Options options;
-  options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
-  options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
-  options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
-  options.scheduler.max_model_len = context;
-  options.scheduler.enable_prefix_cache = absl::GetFlag(FLAGS_enable_prefix_cache);
-  options.num_blocks = cluster.kv_num_blocks;
-  options.block_size = cluster.kv_block_size;
-  options.eos_ids.assign(info.eos_token_ids().begin(), info.eos_token_ids().end());
-  if (options.eos_ids.empty() && tokenizer.eos_id() >= 0) {
-    options.eos_ids.push_back(tokenizer.eos_id());
-  }
-  TPS_RETURN_IF_ERROR(
-      router::ValidateSchedulerConfig(options.scheduler, options.num_blocks, options.block_size));
-  ServingLoop loop(options, &group, &tokenizer, &metrics);
+  TPS_ASSIGN_OR_RETURN(const ServingLoop::Options options, LoopOptions(cluster, tokenizer));
+  ServingLoop loop(options, &group, &tokenizer, metrics.get());
   loop.Start();
-
   RequestLimits limits;
   limits.vocab_size = std::min(info.vocab_size(), tokenizer.vocab_size());
-  limits.context_length = context;
+  limits.context_length = options.scheduler.max_model_len;
   limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
-  v1::ModelInfoResponse model_info;
-  model_info.set_model_name(model_name);
-  model_info.set_architecture(info.architecture());
-  model_info.set_vocab_size(info.vocab_size());
-  model_info.set_context_length(context);
-  model_info.set_tensor_parallel_size(world_size);
-  model_info.set_backend(info.backend());
-  model_info.set_kv_block_size(cluster.kv_block_size);
-  model_info.set_kv_num_blocks(cluster.kv_num_blocks);
-  for (int32_t id : options.eos_ids) model_info.add_eos_token_ids(id);
-  model_info.set_max_waiting_requests(options.scheduler.max_waiting);
-  model_info.set_default_max_tokens(limits.default_max_tokens);
-  service.SetReady(&loop, limits, model_info);
-  health->SetServingStatus(true);
-  metrics.workers_ready->Set(1);
+  service.SetReady(&loop, limits, ModelInfo(model_name, cluster, options, world_size));
+  ready = true;
   Log(absl::StrCat("SERVING ", model_name, " on port ", grpc_port, " (TP=", world_size, ")"));
 
-  // Health watch: a rank that stops answering turns the router NOT_SERVING.
+  // Liveness: the step loop must keep going round.
   std::atomic<bool> stop_watch{false};
   std::thread watch([&] {
-    bool healthy = true;
+    bool alive = true;
     while (!stop_watch.load()) {
-      for (int i = 0; i < 20 && !stop_watch.load(); ++i) absl::SleepFor(absl::Milliseconds(100));
-      if (stop_watch.load()) break;
-      absl::Status s = group.CheckHealth(absl::Seconds(5));
-      if (s.ok() != healthy) {
-        healthy = s.ok();
-        health->SetServingStatus(healthy);
-        metrics.workers_ready->Set(healthy ? 1 : 0);
-        if (healthy) {
-          service.SetReady(&loop, limits, model_info);
-          Log("all workers healthy again: SERVING");
-        } else {
-          service.SetUnavailable(absl::StrCat("a worker is unhealthy: ", s.message()));
-          Log(absl::StrCat("NOT_SERVING: ", s.message()));
-        }
+      absl::SleepFor(absl::Milliseconds(200));
+      const bool now_alive =
+          absl::Now() - loop.last_tick() < absl::GetFlag(FLAGS_liveness_timeout);
+      if (now_alive != alive) {
+        alive = now_alive;
+        health->SetServingStatus("liveness", alive);
+        Log(alive ? "step loop going round again: liveness SERVING"
+                  : "step loop wedged: liveness NOT_SERVING");
       }
     }
   });
 
-  int signal = 0;
-  sigwait(&signals, &signal);
-  Log(absl::StrCat("signal ", signal, ": shutting down"));
+  WaitAndDrain(signals, service, loop);
   stop_watch = true;
   watch.join();
   health->SetServingStatus(false);
-  service.SetUnavailable("the router is shutting down; retry on another router");
-  // Drain: new calls are refused; requests already admitted may finish.
-  const absl::Time drain_until = absl::Now() + absl::GetFlag(FLAGS_drain_timeout);
-  if (loop.num_live() > 0) {
-    Log(absl::StrCat("draining ", loop.num_live(), " request(s) for up to ",
-                     absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)),
-                     " (signal again to stop now)"));
-  }
-  sigset_t pending;
-  while (loop.num_live() > 0 && absl::Now() < drain_until) {
-    sigpending(&pending);
-    if (sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM)) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  if (http != nullptr) http->Stop();  // cancels its open requests first
   loop.Stop();
+  group.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return absl::OkStatus();
 }
@@ -316,6 +415,11 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("tpserve router: public gRPC API, scheduler and worker driver");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "router_main");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   absl::Status s = tpserve::Run();
   if (!s.ok()) {

@@ -1,5 +1,6 @@
 #include "router/api/router_metrics.h"
 
+#include <cctype>
 #include <vector>
 
 namespace tpserve {
@@ -78,7 +79,56 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
   kv_usage_ = gauge("tpserve_kv_cache_usage_ratio",
                     "Fraction of KV-cache blocks referenced by a request (0 to 1).");
   workers_ready = gauge("tpserve_workers_ready",
-                        "1 when every worker rank has loaded and answered a warm-up step.");
+                        "1 while a worker group epoch serves (every rank loaded, joined and "
+                        "answered the warm-up step).");
+  requests_resumed = counter("tpserve_requests_resumed_total",
+                             "Running or waiting requests re-queued (resumed by recompute) after "
+                             "their worker group failed.");
+  group_state_ = &prometheus::BuildGauge()
+                      .Name("tpserve_group_state")
+                      .Help("Worker group state: 1 for the current state, 0 for the others.")
+                      .Register(registry);
+  for (const char* state : {"starting", "serving", "recovering", "down"}) {
+    group_state_->Add({{"model_name", model_name_}, {"group", "0"}, {"state", state}})
+        .Set(std::string(state) == "starting" ? 1 : 0);
+  }
+  recoveries_ = &prometheus::BuildCounter()
+                     .Name("tpserve_group_recoveries_total")
+                     .Help("Group epochs ended by a failure, by cause (exited, hung, left_epoch, "
+                           "step_failed, step_timeout).")
+                     .Register(registry);
+  for (const char* cause : {"exited", "hung", "left_epoch", "step_failed", "step_timeout"}) {
+    recoveries_->Add({{"model_name", model_name_}, {"group", "0"}, {"cause", cause}});
+  }
+  recovery_seconds_ = &prometheus::BuildHistogram()
+                           .Name("tpserve_group_recovery_seconds")
+                           .Help("Time from a group failure to the next serving epoch.")
+                           .Register(registry)
+                           .Add({{"model_name", model_name_}, {"group", "0"}},
+                                prometheus::Histogram::BucketBoundaries{
+                                    0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600});
+  group_epoch_ = &prometheus::BuildGauge()
+                      .Name("tpserve_group_epoch")
+                      .Help("The worker group's latest serving epoch.")
+                      .Register(registry)
+                      .Add({{"model_name", model_name_}, {"group", "0"}});
+}
+
+void RouterMetrics::ObserveGroup(const GroupEvent& event) {
+  for (GroupState s : {GroupState::kStarting, GroupState::kServing, GroupState::kRecovering,
+                       GroupState::kDown}) {
+    group_state_->Add({{"model_name", model_name_}, {"group", "0"}, {"state", GroupStateName(s)}})
+        .Set(s == event.state ? 1 : 0);
+  }
+  workers_ready->Set(event.state == GroupState::kServing ? 1 : 0);
+  if (event.state == GroupState::kRecovering && !event.cause.empty()) {
+    recoveries_->Add({{"model_name", model_name_}, {"group", "0"}, {"cause", event.cause}})
+        .Increment();
+  }
+  if (event.state == GroupState::kServing) {
+    group_epoch_->Set(static_cast<double>(event.epoch));
+    if (event.recovery_seconds >= 0) recovery_seconds_->Observe(event.recovery_seconds);
+  }
 }
 
 void RouterMetrics::CountFinished(const std::string& finished_reason) {
@@ -99,6 +149,56 @@ void RouterMetrics::ObserveScheduler(const router::SchedulerMetrics& m) {
   advance(prefix_queries_, m.prefix_cache_queries_total, last_.prefix_cache_queries_total);
   advance(prefix_hits_, m.prefix_cache_hits_total, last_.prefix_cache_hits_total);
   last_ = m;
+}
+
+const char* FrontendName(Frontend frontend) {
+  return frontend == Frontend::kGrpc ? "grpc" : "http";
+}
+
+FrontendMetrics::FrontendMetrics(prometheus::Registry& registry, const std::string& model_name)
+    : model_name_(model_name) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("tpserve_frontend_requests_total")
+                   .Help("Requests by public front end (grpc, http) and final status code.")
+                   .Register(registry);
+  auto& duration = prometheus::BuildHistogram()
+                       .Name("tpserve_frontend_request_duration_seconds")
+                       .Help("Time from a request's arrival at a front end until its response "
+                             "closed (success or error).")
+                       .Register(registry);
+  auto& prompt = prometheus::BuildCounter()
+                     .Name("tpserve_frontend_prompt_tokens_total")
+                     .Help("Prompt tokens of finished requests, by front end.")
+                     .Register(registry);
+  auto& generated = prometheus::BuildCounter()
+                        .Name("tpserve_frontend_generation_tokens_total")
+                        .Help("Generated tokens of finished requests, by front end.")
+                        .Register(registry);
+  for (Frontend f : {Frontend::kGrpc, Frontend::kHttp}) {
+    const std::map<std::string, std::string> labels = {{"model_name", model_name},
+                                                       {"frontend", FrontendName(f)}};
+    const int i = static_cast<int>(f);
+    duration_[i] = &duration.Add(labels, LatencyBuckets());
+    prompt_tokens_[i] = &prompt.Add(labels);
+    generation_tokens_[i] = &generated.Add(labels);
+    std::map<std::string, std::string> ok = labels;
+    ok["code"] = "ok";
+    requests_->Add(ok);  // exported at 0 from the start
+  }
+}
+
+void FrontendMetrics::CountRequest(Frontend frontend, absl::StatusCode code, double seconds,
+                                   int64_t prompt_tokens, int64_t generation_tokens) {
+  std::string name = absl::StatusCodeToString(code);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const int i = static_cast<int>(frontend);
+  requests_->Add({{"model_name", model_name_}, {"frontend", FrontendName(frontend)}, {"code", name}})
+      .Increment();
+  duration_[i]->Observe(seconds);
+  if (prompt_tokens > 0) prompt_tokens_[i]->Increment(static_cast<double>(prompt_tokens));
+  if (generation_tokens > 0) {
+    generation_tokens_[i]->Increment(static_cast<double>(generation_tokens));
+  }
 }
 
 }  // namespace tpserve

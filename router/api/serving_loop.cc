@@ -16,6 +16,7 @@ struct ServingLoop::Live {
   StopStringMatcher matcher;
   absl::flat_hash_set<int32_t> stop_tokens;
   int32_t generated = 0;
+  std::vector<int32_t> output;  // tokens streamed so far (resume re-prefills them)
   bool scheduled = false;  // has been part of a sent step
   absl::Time last_token;
 
@@ -165,6 +166,11 @@ void ServingLoop::DrainInbox() {
   }
   for (uint64_t id : cancels) {
     if (!live_.contains(id)) continue;
+    if (epoch_ == 0) {  // no group serves: no Schedule() will sweep it
+      (void)scheduler_->Finish(id, router::FinishReason::kCancelled);
+      CloseLive(id, absl::CancelledError("request cancelled by the client"));
+      continue;
+    }
     // The scheduler removes it (and frees its blocks) at the next Schedule and
     // reports it in `finished`.
     if (!scheduler_->Cancel(id).ok()) CloseLive(id, absl::CancelledError("request cancelled"));
@@ -173,6 +179,7 @@ void ServingLoop::DrainInbox() {
 
 void ServingLoop::Run() {
   while (true) {
+    last_tick_ns_ = absl::ToUnixNanos(absl::Now());
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (stopping_) break;
@@ -192,6 +199,29 @@ void ServingLoop::Run() {
     }
     DrainInbox();
 
+    const uint64_t serving = executor_->ServingEpoch();
+    if (serving != epoch_) {
+      // The group changed: finish the step of the old epoch (its tokens are
+      // valid if it succeeded), then every sequence starts over.
+      if (in_flight_ != nullptr) {
+        in_flight_->done.WaitForNotification();
+        std::unique_ptr<InFlight> done = std::move(in_flight_);
+        if (done->result.ok()) {
+          absl::Status s = ProcessResult(done->step, *done->result);
+          (void)s;  // the scheduler is replaced below either way
+        }
+      }
+      if (epoch_ != 0) Requeue();
+      if (serving == 0 && epoch_ != 0) down_since_ = absl::Now();
+      epoch_ = serving;
+    }
+    if (epoch_ == 0) {
+      WhileDown(absl::Now());
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait_for(lock, std::chrono::milliseconds(20));
+      continue;
+    }
+
     // Build the next step; with a step in flight this overlaps its execution.
     router::ScheduledStep next = scheduler_->Schedule(absl::Now());
     if (in_flight_ != nullptr) {
@@ -199,7 +229,10 @@ void ServingLoop::Run() {
       std::unique_ptr<InFlight> done = std::move(in_flight_);
       const absl::Duration round_trip = absl::Now() - done->sent;
       if (!done->result.ok()) {
-        FailAll(done->result.status());
+        // The epoch ended with this step (the executor noticed first).
+        Requeue();
+        epoch_ = 0;
+        down_since_ = absl::Now();
         continue;
       }
       metrics_->step_round_trip->Observe(absl::ToDoubleSeconds(round_trip));
@@ -280,6 +313,7 @@ absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
     }
     live.last_token = now;
     ++live.generated;
+    live.output.push_back(token);
 
     v1::GenerateResponse out;
     out.set_request_id(live.job.request_id);
@@ -304,9 +338,13 @@ absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
       std::string tail = live.detok.Finish();
       out.mutable_text()->append(live.matcher.Append(tail).text);
       out.mutable_text()->append(live.matcher.Flush());
-      std::string reason = (token >= 0 && token < tokenizer_->vocab_size())
-                               ? tokenizer_->TokenText(token)
-                               : std::to_string(token);
+      // The token's text ("\n" for token 198), or its piece when it decodes
+      // to nothing (special tokens such as <|im_end|>).
+      std::string reason = std::to_string(token);
+      if (token >= 0 && token < tokenizer_->vocab_size()) {
+        reason = tokenizer_->Decode({token}).value_or("");
+        if (reason.empty()) reason = tokenizer_->TokenText(token);
+      }
       FinishLive(t.seq_id(), router::FinishReason::kStop, std::move(out), reason);
       continue;
     }
@@ -387,9 +425,7 @@ void ServingLoop::HandleSchedulerFinished(const std::vector<router::FinishedSequ
         CloseLive(f.seq_id, absl::CancelledError("request cancelled by the client"));
         break;
       case router::FinishReason::kDeadline:
-        CloseLive(f.seq_id, absl::DeadlineExceededError(absl::StrCat(
-                                "the request's deadline passed after ", it->second->generated,
-                                " generated tokens; raise the deadline or lower max_tokens")));
+        CloseDeadline(f.seq_id);
         break;
       case router::FinishReason::kLength: {
         Live& live = *it->second;
@@ -405,6 +441,67 @@ void ServingLoop::HandleSchedulerFinished(const std::vector<router::FinishedSequ
         break;
     }
   }
+}
+
+void ServingLoop::CloseDeadline(uint64_t seq_id) {
+  auto it = live_.find(seq_id);
+  if (it == live_.end()) return;
+  CloseLive(seq_id, absl::DeadlineExceededError(absl::StrCat(
+                        "the request's deadline passed after ", it->second->generated,
+                        " generated tokens; raise the deadline or lower max_tokens")));
+}
+
+void ServingLoop::Requeue() {
+  in_flight_.reset();
+  pending_frees_.clear();
+  ResetScheduler();
+  std::vector<uint64_t> ids;
+  for (const auto& [id, live] : live_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());  // ids grow with arrival: keep FIFO order
+  for (uint64_t id : ids) {
+    Live& live = *live_.at(id);
+    router::SchedulerRequest request;
+    request.seq_id = id;
+    request.prompt = live.job.prompt;
+    request.prompt.insert(request.prompt.end(), live.output.begin(), live.output.end());
+    request.prompt_len = static_cast<int32_t>(live.job.prompt.size());
+    request.sampling = live.job.sampling;
+    request.priority = live.job.priority;
+    request.deadline = live.job.deadline;
+    absl::Status s = scheduler_->Add(std::move(request));
+    if (!s.ok()) {
+      // Only a sequence already at the length limit can be refused.
+      v1::GenerateResponse last;
+      StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
+      last.set_text(tail.text + live.matcher.Flush());
+      FinishLive(id, router::FinishReason::kLength, std::move(last), "");
+      continue;
+    }
+    metrics_->requests_resumed->Increment();
+  }
+  metrics_->ObserveScheduler(scheduler_->metrics());
+}
+
+void ServingLoop::WhileDown(absl::Time now) {
+  if (live_.empty()) return;
+  const bool gave_up = now - down_since_ > options_.recovery_timeout;
+  std::vector<uint64_t> ids;
+  for (const auto& [id, live] : live_) {
+    if (gave_up || now >= live->job.deadline) ids.push_back(id);
+  }
+  for (uint64_t id : ids) {
+    (void)scheduler_->Finish(id, gave_up ? router::FinishReason::kAborted
+                                         : router::FinishReason::kDeadline);
+    if (!gave_up) {
+      CloseDeadline(id);
+      continue;
+    }
+    CloseLive(id, absl::UnavailableError(absl::StrCat(
+                      "no worker group served for ",
+                      absl::FormatDuration(options_.recovery_timeout),
+                      " (--recovery_timeout): ", executor_->DownReason())));
+  }
+  metrics_->ObserveScheduler(scheduler_->metrics());
 }
 
 void ServingLoop::FailAll(const absl::Status& status) {

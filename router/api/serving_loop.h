@@ -3,6 +3,18 @@
 // sampled tokens into streamed text (incremental detokenization, stop strings
 // with holdback, stop tokens, max_tokens) and closes finished streams.
 //
+// Self-healing: the executor runs steps in group *epochs*. When an epoch ends
+// (a rank died, hung or restarted; StepExecutor::ServingEpoch() changes) the
+// workers have forgotten every sequence, so the loop resets its scheduler and
+// block manager and re-queues every live request with its prompt plus the
+// tokens already streamed; they resume by recompute once a group serves
+// again. Streams stay open and get every token exactly once (tokens of a
+// failed step were never sent; sampling is a function of seed and position,
+// so a resumed request continues as it would have). While no group serves,
+// the loop still honours cancellations and deadlines; after
+// Options::recovery_timeout it ends the waiting requests with UNAVAILABLE
+// naming the cause.
+//
 // Pipelining: while step n runs on the workers, the loop already schedules
 // step n+1 (admissions, prefix matching, block allocation, preemption); when
 // n's tokens arrive only the pending decode tokens are patched in
@@ -60,6 +72,8 @@ class ServingLoop {
     int32_t num_blocks = 0;
     int32_t block_size = 0;
     std::vector<int32_t> eos_ids;  // end generation unless ignore_eos
+    // Longest wait for a serving group before requests fail with UNAVAILABLE.
+    absl::Duration recovery_timeout = absl::Minutes(5);
   };
 
   // `executor`, `tokenizer` and `metrics` must outlive the loop.
@@ -94,6 +108,11 @@ class ServingLoop {
   void CloseLive(uint64_t seq_id, absl::Status status);
   void FailAll(const absl::Status& status);
   void ResetScheduler();
+  // The serving epoch ended: a fresh scheduler holding every live request.
+  void Requeue();
+  // No group serves: deadlines, cancellations and the recovery timeout.
+  void WhileDown(absl::Time now);
+  void CloseDeadline(uint64_t seq_id);
 
   const Options options_;
   StepExecutor* const executor_;
@@ -116,6 +135,14 @@ class ServingLoop {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Live>> live_;
   std::unique_ptr<InFlight> in_flight_;
   std::vector<uint64_t> pending_frees_;
+  uint64_t epoch_ = 0;  // the executor's serving epoch this scheduler belongs to
+  absl::Time down_since_ = absl::Now();
+  std::atomic<int64_t> last_tick_ns_{0};  // loop iteration time, for liveness
+
+ public:
+  // When the loop thread last went round (it never blocks longer than a
+  // step's deadline); the router's liveness check reads it.
+  absl::Time last_tick() const { return absl::FromUnixNanos(last_tick_ns_.load()); }
 };
 
 }  // namespace tpserve

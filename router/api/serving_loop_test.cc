@@ -60,15 +60,17 @@ class CollectingSink : public ResponseSink {
 };
 
 // Emits cycle[(pos - prompt_len) % 3] for each sampled sequence, where pos is
-// the sampled token's position; fails every step once `fail` is set; can
-// stall steps by `delay`.
+// the sampled token's position; once `fail` is set, the next step fails and
+// ends the epoch (ServingEpoch() 0, as GroupSupervisor does) until Heal();
+// can stall steps by `delay`.
 class FakeExecutor : public StepExecutor {
  public:
   explicit FakeExecutor(std::vector<int32_t> cycle) : cycle_(std::move(cycle)) {}
   void StepAsync(v1::StepRequest request, StepCallback done) override {
     if (delay_ > absl::ZeroDuration()) absl::SleepFor(delay_);
     steps_.fetch_add(1);
-    if (fail_) {
+    if (fail_ || epoch_ == 0) {
+      epoch_ = 0;
       done(absl::UnavailableError("worker rank 1 (fake) step failed"));
       return;
     }
@@ -83,7 +85,17 @@ class FakeExecutor : public StepExecutor {
     done(std::move(response));
   }
   absl::Status Free(const std::vector<uint64_t>&) override { return absl::OkStatus(); }
+  uint64_t ServingEpoch() const override { return epoch_; }
+  std::string DownReason() const override {
+    return epoch_ == 0 ? "rank 1 (fake) exited" : "";
+  }
+  void Heal() {
+    fail_ = false;
+    epoch_ = next_epoch_++;
+  }
 
+  std::atomic<uint64_t> epoch_{1};
+  uint64_t next_epoch_ = 2;
   std::atomic<bool> fail_{false};
   absl::Duration delay_ = absl::ZeroDuration();
   std::atomic<int> steps_{0};
@@ -105,7 +117,8 @@ class ServingLoopTest : public ::testing::Test {
     tokenizer_ = new Tokenizer(*std::move(tok));
   }
 
-  void Start(int max_waiting = 64, std::vector<int32_t> eos = {}, int max_num_seqs = 8) {
+  void Start(int max_waiting = 64, std::vector<int32_t> eos = {}, int max_num_seqs = 8,
+             absl::Duration recovery_timeout = absl::Minutes(5)) {
     a_ = tokenizer_->TokenId("a");
     b_ = tokenizer_->TokenId("b");
     c_ = tokenizer_->TokenId("c");
@@ -119,6 +132,7 @@ class ServingLoopTest : public ::testing::Test {
     o.num_blocks = 64;
     o.block_size = 16;
     o.eos_ids = std::move(eos);
+    o.recovery_timeout = recovery_timeout;
     loop_ = std::make_unique<ServingLoop>(o, executor_.get(), tokenizer_, metrics_.get());
     loop_->Start();
   }
@@ -227,20 +241,68 @@ TEST_F(ServingLoopTest, FullQueueIsResourceExhausted) {
   for (auto& s : sinks) ASSERT_TRUE(s->Wait());
 }
 
-TEST_F(ServingLoopTest, WorkerFailureFailsLiveRequestsThenRecovers) {
+TEST_F(ServingLoopTest, AFailedGroupCostsLatencyNotTokens) {
   Start();
+  executor_->delay_ = absl::Milliseconds(2);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 4; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    loop_->Submit(Job(sinks.back(), 30));
+  }
+  while (sinks[0]->tokens() < 5) absl::SleepFor(absl::Milliseconds(1));
+  executor_->fail_ = true;
+  while (executor_->ServingEpoch() != 0) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(200));  // recovering: nothing arrives, nothing fails
+  for (auto& s : sinks) EXPECT_FALSE(s->Wait(absl::ZeroDuration()));
+  executor_->Heal();
+  for (auto& s : sinks) {
+    ASSERT_TRUE(s->Wait());
+    EXPECT_TRUE(s->status().ok()) << s->status();
+    // Exactly the unfaulted output: no token twice, none missing.
+    EXPECT_EQ(s->text(), "abcabcabcabcabcabcabcabcabcabc");
+    EXPECT_EQ(s->tokens(), 30);
+    EXPECT_EQ(s->last().usage().completion_tokens(), 30);
+  }
+  EXPECT_GE(metrics_->requests_resumed->Value(), 4);
+}
+
+TEST_F(ServingLoopTest, RequestsWaitForRecoveryThenFailNamingTheCause) {
+  Start(64, {}, 8, /*recovery_timeout=*/absl::Milliseconds(300));
   executor_->fail_ = true;
   auto sink = std::make_shared<CollectingSink>();
+  const absl::Time start = absl::Now();
   loop_->Submit(Job(sink, 10));
   ASSERT_TRUE(sink->Wait());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_NE(sink->status().message().find("rank 1"), absl::string_view::npos);
-  executor_->fail_ = false;
+  EXPECT_NE(sink->status().message().find("rank 1 (fake) exited"), absl::string_view::npos)
+      << sink->status();
+  EXPECT_NE(sink->status().message().find("--recovery_timeout"), absl::string_view::npos);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
+  executor_->Heal();
   auto again = std::make_shared<CollectingSink>();
   loop_->Submit(Job(again, 3));
   ASSERT_TRUE(again->Wait());
   EXPECT_TRUE(again->status().ok());
   EXPECT_EQ(again->text(), "abc");
+}
+
+TEST_F(ServingLoopTest, DeadlinesAndCancelsAreHonouredWhileRecovering) {
+  Start();
+  executor_->fail_ = true;
+  auto late = std::make_shared<CollectingSink>();
+  GenerateJob job = Job(late, 50);
+  job.deadline = absl::Now() + absl::Milliseconds(200);
+  const absl::Time start = absl::Now();
+  loop_->Submit(std::move(job));
+  auto cancelled = std::make_shared<CollectingSink>();
+  const uint64_t id = loop_->Submit(Job(cancelled, 50));
+  ASSERT_TRUE(late->Wait());
+  EXPECT_EQ(late->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(700));
+  loop_->Cancel(id);
+  ASSERT_TRUE(cancelled->Wait(absl::Seconds(2)));
+  EXPECT_EQ(cancelled->status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(loop_->num_live(), 0);
 }
 
 TEST_F(ServingLoopTest, StopEndsOpenStreamsWithUnavailable) {

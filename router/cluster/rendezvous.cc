@@ -22,6 +22,16 @@ absl::Status Rendezvous::Start(const std::string& host, int port) {
   return client_->Set(kSessionKey, session_);
 }
 
+absl::StatusOr<std::string> Rendezvous::Lookup(int rank) {
+  absl::StatusOr<std::string> addr =
+      client_->Get(WorkerAddressKey(session_, rank), absl::Milliseconds(1));
+  if (!addr.ok() && addr.status().code() == absl::StatusCode::kDeadlineExceeded) {
+    return absl::NotFoundError(absl::StrCat("worker rank ", rank,
+                                            " has not registered at rendezvous port ", port()));
+  }
+  return addr;
+}
+
 absl::StatusOr<std::vector<std::string>> Rendezvous::WaitForWorkers(
     int world_size, absl::Duration timeout,
     const std::function<void(const std::string&)>& progress) {

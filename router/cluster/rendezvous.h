@@ -3,7 +3,9 @@
 // builds its Gloo group under the session's prefix, so the router only needs
 // to know the world size: it learns every rank's address from the store.
 // A fresh session id per router start keeps a restarted cluster's Gloo keys
-// apart from a previous one's.
+// apart from a previous one's; within a session every group epoch has its own
+// key prefix (worker/service/registrar.h defines the same key names on the
+// worker side).
 //
 //   Rendezvous rdv;
 //   TPS_RETURN_IF_ERROR(rdv.Start("0.0.0.0", 29500));
@@ -40,6 +42,10 @@ class Rendezvous {
   [[nodiscard]] absl::Status Start(const std::string& host, int port);
   int port() const { return server_.port(); }
   const std::string& session() const { return session_; }
+
+  // The address rank `rank` registered in this session (workers re-publish it
+  // when they restart); NOT_FOUND if it has not registered.
+  [[nodiscard]] absl::StatusOr<std::string> Lookup(int rank);
 
   // Waits until ranks 0..world_size-1 have published their addresses.
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> WaitForWorkers(

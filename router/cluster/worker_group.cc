@@ -2,10 +2,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <thread>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/grpcpp.h"
 
@@ -16,32 +17,37 @@ std::chrono::system_clock::time_point Deadline(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
 }
 
-absl::Status FromGrpc(const grpc::Status& s, int rank, const std::string& address,
-                      absl::string_view what) {
-  return absl::UnavailableError(absl::StrCat("worker rank ", rank, " (", address, ") ", what,
-                                             " failed: ", s.error_message(), " [grpc code ",
-                                             static_cast<int>(s.error_code()), "]"));
-}
-
-// One in-flight fan-out: a context and response per rank.
+// One in-flight step fan-out: a context and response per rank.
 struct StepFanout {
   v1::StepRequest request;
   std::vector<grpc::ClientContext> contexts;
   std::vector<v1::StepResponse> responses;
-  std::vector<grpc::Status> statuses;
   std::atomic<int> remaining{0};
   std::atomic<bool> reported{false};  // `done` already ran (with the first error)
   WorkerGroup::StepCallback done;
 
-  explicit StepFanout(int n) : contexts(n), responses(n), statuses(n), remaining(n) {}
+  explicit StepFanout(int n) : contexts(n), responses(n), remaining(n) {}
+};
+
+// One in-flight best-effort Abort fan-out.
+struct AbortFanout {
+  v1::AbortRequest request;
+  std::vector<grpc::ClientContext> contexts;
+  std::vector<v1::AbortResponse> responses;
+  std::atomic<int> remaining{0};
+
+  explicit AbortFanout(int n) : contexts(n), responses(n), remaining(n) {}
 };
 
 }  // namespace
 
-WorkerGroup::WorkerGroup(std::vector<std::string> addresses, absl::Duration step_timeout)
-    : addresses_(std::move(addresses)), step_timeout_(step_timeout) {
+WorkerGroup::WorkerGroup(std::vector<std::string> addresses) : addresses_(std::move(addresses)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
+  // Reconnect quickly to a restarted rank (gRPC's default backoff grows to 2 min).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   for (const std::string& address : addresses_) {
     stubs_.push_back(v1::Worker::NewStub(
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
@@ -54,76 +60,128 @@ WorkerGroup::~WorkerGroup() {
       +[](int* n) { return *n == 0; }, &inflight_));
 }
 
-absl::StatusOr<ClusterInfo> WorkerGroup::WaitUntilLoaded(
-    absl::Duration timeout, const std::function<void(const std::string&)>& progress) {
-  const absl::Time give_up = absl::Now() + timeout;
-  std::vector<v1::InfoResponse> infos(stubs_.size());
-  std::vector<std::string> last_note(stubs_.size());
-  for (size_t r = 0; r < stubs_.size(); ++r) {
-    while (true) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(Deadline(absl::Seconds(5)));
-      ctx.set_wait_for_ready(true);
-      grpc::Status s = stubs_[r]->Info(&ctx, v1::InfoRequest(), &infos[r]);
-      std::string note;
-      if (s.ok() && infos[r].loaded()) break;
-      note = s.ok() ? absl::StrCat("rank ", r, " loading: ", infos[r].load_progress())
-                    : absl::StrCat("waiting for worker rank ", r, " at ", addresses_[r], " (",
-                                   s.error_message(), ")");
-      if (note != last_note[r]) {
-        progress(note);
-        last_note[r] = note;
-      }
-      if (absl::Now() > give_up) {
-        return absl::UnavailableError(absl::StrCat(
-            "worker rank ", r, " at ", addresses_[r], " did not finish loading within ",
-            absl::FormatDuration(timeout), "; last state: ", note));
-      }
-      absl::SleepFor(absl::Milliseconds(200));
-    }
-  }
-  ClusterInfo info;
-  info.rank0 = infos[0];
-  info.world_size = world_size();
-  info.kv_num_blocks = infos[0].kv_num_blocks();
-  info.kv_block_size = infos[0].kv_block_size();
-  for (size_t r = 0; r < infos.size(); ++r) {
-    const v1::InfoResponse& i = infos[r];
-    if (i.rank() != static_cast<int>(r) || i.world_size() != world_size()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("worker at ", addresses_[r], " reports rank ", i.rank(), " of ",
-                       i.world_size(), " but the router lists it as rank ", r, " of ", world_size(),
-                       "; start the workers with matching --rank/--world_size"));
-    }
-    if (i.model_name() != infos[0].model_name() || i.vocab_size() != infos[0].vocab_size() ||
-        i.kv_block_size() != infos[0].kv_block_size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "worker rank ", r, " serves model '", i.model_name(), "' (block size ", i.kv_block_size(),
-          ") but rank 0 serves '", infos[0].model_name(), "' (block size ",
-          infos[0].kv_block_size(), "); all ranks must load the same model"));
-    }
-    info.kv_num_blocks = std::min(info.kv_num_blocks, i.kv_num_blocks());
-  }
-  return info;
+void WorkerGroup::AddInflight(int n) {
+  absl::MutexLock lock(&inflight_mu_);
+  inflight_ += n;
 }
 
-void WorkerGroup::StepAsync(v1::StepRequest request, StepCallback done) {
+absl::Status WorkerGroup::RankError(const grpc::Status& s, int rank, absl::string_view what) const {
+  return absl::UnavailableError(absl::StrCat("worker rank ", rank, " (", addresses_[rank], ") ",
+                                             what, " failed: ", s.error_message(), " [grpc code ",
+                                             static_cast<int>(s.error_code()), "]"));
+}
+
+std::vector<grpc::Status> WorkerGroup::CallAll(
+    absl::Duration timeout,
+    const std::function<void(int, grpc::ClientContext*, std::function<void(grpc::Status)>)>&
+        call) {
+  const int n = world_size();
+  std::vector<grpc::ClientContext> contexts(n);
+  std::vector<grpc::Status> statuses(n);
+  absl::BlockingCounter pending(n);
+  for (int r = 0; r < n; ++r) {
+    contexts[r].set_deadline(Deadline(timeout));
+    call(r, &contexts[r], [&statuses, &pending, r](grpc::Status s) {
+      statuses[r] = std::move(s);
+      pending.DecrementCount();
+    });
+  }
+  pending.Wait();
+  return statuses;
+}
+
+std::vector<absl::StatusOr<v1::InfoResponse>> WorkerGroup::Info(absl::Duration timeout) {
+  const v1::InfoRequest request;
+  std::vector<v1::InfoResponse> responses(world_size());
+  std::vector<grpc::Status> statuses =
+      CallAll(timeout, [&](int r, grpc::ClientContext* ctx, std::function<void(grpc::Status)> cb) {
+        stubs_[r]->async()->Info(ctx, &request, &responses[r], std::move(cb));
+      });
+  std::vector<absl::StatusOr<v1::InfoResponse>> out;
+  for (int r = 0; r < world_size(); ++r) {
+    if (statuses[r].ok()) {
+      out.push_back(std::move(responses[r]));
+    } else {
+      out.push_back(RankError(statuses[r], r, "Info"));
+    }
+  }
+  return out;
+}
+
+std::vector<absl::StatusOr<v1::HealthResponse>> WorkerGroup::Health(absl::Duration timeout) {
+  const v1::HealthRequest request;
+  std::vector<v1::HealthResponse> responses(world_size());
+  std::vector<grpc::Status> statuses =
+      CallAll(timeout, [&](int r, grpc::ClientContext* ctx, std::function<void(grpc::Status)> cb) {
+        stubs_[r]->async()->Health(ctx, &request, &responses[r], std::move(cb));
+      });
+  std::vector<absl::StatusOr<v1::HealthResponse>> out;
+  for (int r = 0; r < world_size(); ++r) {
+    if (statuses[r].ok()) {
+      out.push_back(std::move(responses[r]));
+    } else {
+      // Keep the gRPC code: the supervisor tells "exited" from "hung" by it.
+      out.push_back(absl::Status(static_cast<absl::StatusCode>(statuses[r].error_code()),
+                                 RankError(statuses[r], r, "Health").message()));
+    }
+  }
+  return out;
+}
+
+absl::Status WorkerGroup::Join(const v1::JoinRequest& request, absl::Duration timeout) {
+  std::vector<v1::JoinResponse> responses(world_size());
+  std::vector<grpc::Status> statuses =
+      CallAll(timeout, [&](int r, grpc::ClientContext* ctx, std::function<void(grpc::Status)> cb) {
+        stubs_[r]->async()->Join(ctx, &request, &responses[r], std::move(cb));
+      });
+  // Report a refusal (e.g. a model mismatch) before the peers' timeouts it caused.
+  for (int r = 0; r < world_size(); ++r) {
+    if (statuses[r].error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+      return absl::FailedPreconditionError(RankError(statuses[r], r, "Join").message());
+    }
+  }
+  for (int r = 0; r < world_size(); ++r) {
+    if (!statuses[r].ok()) return RankError(statuses[r], r, "Join");
+  }
+  return absl::OkStatus();
+}
+
+void WorkerGroup::Abort(uint64_t epoch, const std::string& reason) {
+  const int n = world_size();
+  auto* fan = new AbortFanout(n);
+  fan->request.set_epoch(epoch);
+  fan->request.set_reason(reason);
+  AddInflight(1);
+  for (int r = 0; r < n; ++r) {
+    fan->contexts[r].set_deadline(Deadline(absl::Seconds(1)));
+    stubs_[r]->async()->Abort(&fan->contexts[r], &fan->request, &fan->responses[r],
+                              [this, fan](grpc::Status) {
+                                if (fan->remaining.fetch_sub(1) != 1) return;
+                                delete fan;
+                                AddInflight(-1);
+                              });
+  }
+}
+
+void WorkerGroup::StepAsync(v1::StepRequest request, absl::Duration timeout, StepCallback done) {
   const int n = world_size();
   auto* fan = new StepFanout(n);
   fan->request = std::move(request);
   fan->done = std::move(done);
-  {
-    absl::MutexLock lock(&inflight_mu_);
-    ++inflight_;
-  }
+  AddInflight(1);
   for (int r = 0; r < n; ++r) {
-    fan->contexts[r].set_deadline(Deadline(step_timeout_));
+    fan->contexts[r].set_deadline(Deadline(timeout));
     stubs_[r]->async()->Step(
         &fan->contexts[r], &fan->request, &fan->responses[r], [this, fan, r](grpc::Status s) {
           // The first failing rank fails the step at once: a dead rank must
           // not wait for its peers' collective timeout to be reported.
           if (!s.ok() && !fan->reported.exchange(true)) {
-            fan->done(FromGrpc(s, r, addresses_[r], absl::StrCat("step ", fan->request.step_id())));
+            absl::Status e = RankError(s, r, absl::StrCat("step ", fan->request.step_id()));
+            if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+              e = absl::DeadlineExceededError(e.message());
+            }
+            e.SetPayload("tpserve.rank", absl::Cord(absl::StrCat(r)));
+            fan->done(std::move(e));
           }
           if (fan->remaining.fetch_sub(1) != 1) return;
           std::unique_ptr<StepFanout> owned(fan);
@@ -137,16 +195,16 @@ void WorkerGroup::StepAsync(v1::StepRequest request, StepCallback done) {
             owned->done(std::move(result));
           }
           owned.reset();
-          absl::MutexLock lock(&inflight_mu_);
-          --inflight_;
+          AddInflight(-1);
         });
   }
 }
 
-absl::StatusOr<v1::StepResponse> WorkerGroup::Step(const v1::StepRequest& request) {
+absl::StatusOr<v1::StepResponse> WorkerGroup::Step(const v1::StepRequest& request,
+                                                   absl::Duration timeout) {
   absl::Notification finished;
   absl::StatusOr<v1::StepResponse> result;
-  StepAsync(request, [&](absl::StatusOr<v1::StepResponse> r) {
+  StepAsync(request, timeout, [&](absl::StatusOr<v1::StepResponse> r) {
     result = std::move(r);
     finished.Notify();
   });
@@ -157,23 +215,13 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(const v1::StepRequest& reques
 absl::Status WorkerGroup::Free(const std::vector<uint64_t>& seq_ids) {
   v1::FreeRequest request;
   for (uint64_t id : seq_ids) request.add_seq_ids(id);
+  std::vector<v1::FreeResponse> responses(world_size());
+  std::vector<grpc::Status> statuses = CallAll(
+      absl::Seconds(10), [&](int r, grpc::ClientContext* ctx, std::function<void(grpc::Status)> cb) {
+        stubs_[r]->async()->Free(ctx, &request, &responses[r], std::move(cb));
+      });
   for (int r = 0; r < world_size(); ++r) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(absl::Seconds(10)));
-    v1::FreeResponse response;
-    grpc::Status s = stubs_[r]->Free(&ctx, request, &response);
-    if (!s.ok()) return FromGrpc(s, r, addresses_[r], "Free");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WorkerGroup::CheckHealth(absl::Duration timeout) {
-  for (int r = 0; r < world_size(); ++r) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(timeout));
-    v1::HealthResponse response;
-    grpc::Status s = stubs_[r]->Health(&ctx, v1::HealthRequest(), &response);
-    if (!s.ok()) return FromGrpc(s, r, addresses_[r], "Health");
+    if (!statuses[r].ok()) return RankError(statuses[r], r, "Free");
   }
   return absl::OkStatus();
 }

@@ -294,7 +294,14 @@ absl::Status Scheduler::Add(SchedulerRequest request) {
   if (st.seqs.contains(request.seq_id)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", request.seq_id, " is already live"));
   }
-  if (static_cast<int32_t>(st.waiting.size()) >= st.config.max_waiting) {
+  const bool resume = request.prompt_len >= 0;
+  if (resume && (request.prompt_len < 1 ||
+                 request.prompt_len > static_cast<int32_t>(request.prompt.size()))) {
+    return absl::InvalidArgumentError(absl::StrCat("request ", request.seq_id, " resumes with prompt_len ",
+                                                   request.prompt_len, " of ",
+                                                   request.prompt.size(), " tokens"));
+  }
+  if (!resume && static_cast<int32_t>(st.waiting.size()) >= st.config.max_waiting) {
     return absl::ResourceExhaustedError(absl::StrCat("server busy: ", st.waiting.size(),
                                                      " requests already waiting (limit ",
                                                      st.config.max_waiting, "); retry later"));
@@ -303,7 +310,7 @@ absl::Status Scheduler::Add(SchedulerRequest request) {
   seq->id = request.seq_id;
   seq->priority = request.priority;
   seq->arrival = st.next_arrival++;
-  seq->prompt_len = static_cast<int32_t>(request.prompt.size());
+  seq->prompt_len = resume ? request.prompt_len : static_cast<int32_t>(request.prompt.size());
   seq->tokens = std::move(request.prompt);
   seq->deadline = request.deadline;
   seq->sampling = request.sampling;

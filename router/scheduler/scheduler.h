@@ -98,6 +98,12 @@ struct SchedulerRequest {
   SamplingParams sampling;
   int32_t priority = 0;  // higher runs first
   absl::Time deadline = absl::InfiniteFuture();
+  // Resuming a sequence whose worker group failed: `prompt` holds the
+  // original prompt followed by the tokens already generated (and streamed),
+  // and prompt_len is the original prompt's length (penalties and positions
+  // treat the rest as output). Such a request was admitted before, so the
+  // waiting-queue bound does not apply. -1: a new request, all prompt.
+  int32_t prompt_len = -1;
 };
 
 // Snapshot for metrics. Counters are cumulative; prefix numbers in tokens.

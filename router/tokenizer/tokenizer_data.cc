@@ -4,6 +4,8 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "common/hf_chat_template.h"
+#include "common/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
@@ -148,6 +150,12 @@ absl::StatusOr<TokenizerData> TokenizerDataFromTokenizerJson(const std::string& 
   if (!d.ok()) {
     return absl::Status(d.status().code(), absl::StrCat(path, ": ", d.status().message()));
   }
+  return d;
+}
+
+absl::StatusOr<TokenizerData> TokenizerDataFromHfDirectory(const std::string& dir) {
+  TPS_ASSIGN_OR_RETURN(TokenizerData d, TokenizerDataFromTokenizerJson(dir + "/tokenizer.json"));
+  TPS_ASSIGN_OR_RETURN(d.chat_template, ReadHfChatTemplate(dir));
   return d;
 }
 

@@ -66,6 +66,11 @@ absl::StatusOr<TokenizerData> TokenizerDataFromTokenizerJson(const std::string& 
 // Same, from the JSON text itself.
 absl::StatusOr<TokenizerData> TokenizerDataFromTokenizerJsonText(const std::string& json_text);
 
+// A Hugging Face model directory: its tokenizer.json, plus the chat template
+// from chat_template.jinja, chat_template.json or tokenizer_config.json
+// (common/hf_chat_template.h).
+absl::StatusOr<TokenizerData> TokenizerDataFromHfDirectory(const std::string& dir);
+
 }  // namespace tpserve
 
 #endif  // TPSERVE_ROUTER_TOKENIZER_TOKENIZER_DATA_H_

@@ -69,6 +69,13 @@ def stubs(name):
     return pb, grpc_pb
 
 
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _wait_file(path, proc, timeout, log):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -83,6 +90,18 @@ def _wait_file(path, proc, timeout, log):
         raise TimeoutError(f"{path} not written in {timeout}s:\n{f.read()}")
 
 
+def _wait_port_file_key(path, key, proc, timeout, log):
+    """Waits until the JSON port file at `path` has `key` (the router adds
+    http_port after it first writes the file)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ports = _wait_file(path, proc, timeout, log)
+        if key in ports:
+            return ports
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} has no {key} after {timeout}s")
+
+
 class Cluster:
     """A router and `world_size` workers on 127.0.0.1; `comm` is the workers'
     collective backend (shm: shared memory, gloo: TCP). `model` defaults to
@@ -90,7 +109,8 @@ class Cluster:
     (worker/tpserve-worker_emu: the CUDA-emulator build)."""
 
     def __init__(self, world_size=2, router_args=(), worker_args=(), threads=1, kv_cache_mb=64,
-                 comm=None, model=MODEL, worker="worker/tpserve-worker"):
+                 comm=None, model=MODEL, worker="worker/tpserve-worker", fixed_ports=False,
+                 http=False):
         self.world_size = world_size
         self.model = model
         self.worker = worker
@@ -99,24 +119,57 @@ class Cluster:
         self.threads = threads
         self.kv_cache_mb = kv_cache_mb
         self.comm = comm or os.environ.get("TPSERVE_TEST_COMM", "shm")
+        # http=True: also serve the OpenAI-compatible HTTP API (self.http_port).
+        self.http = http
+        self.http_port = None
         self.procs = []
         self.tmp = tempfile.mkdtemp(prefix="tpserve_cluster_")
+        # fixed_ports: the router binds ports chosen here, so restart_router()
+        # brings it back where clients and workers expect it.
+        self.fixed_ports = [_free_port() for _ in range(3)] if fixed_ports else None
+        self.argv = {}
 
     def _spawn(self, name, argv):
         log = os.path.join(self.tmp, name + ".log")
-        with open(log, "w") as f:
+        with open(log, "a") as f:
             p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+        self.procs = [(n, q, l) for n, q, l in self.procs if n != name]
         self.procs.append((name, p, log))
+        self.argv[name] = argv
         return p, log
+
+    def proc(self, name):
+        return [p for n, p, _ in self.procs if n == name][0]
+
+    def restart(self, name):
+        """Starts process `name` ("router", "worker1") again with the same
+        flags (the old one must have exited); returns the new Popen."""
+        old = self.proc(name)
+        if old.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        for f in (os.path.join(self.tmp, name + ".json"),):
+            if os.path.exists(f):
+                os.remove(f)
+        p, _ = self._spawn(name, self.argv[name])
+        return p
+
+    def log_text(self, name):
+        with open(os.path.join(self.tmp, name + ".log")) as f:
+            return f.read()
 
     def start(self, ready_timeout=300):
         router = _runfile("router/tpserve-router")
         worker = _runfile(self.worker)
         rport = os.path.join(self.tmp, "router.json")
+        g, m, z = self.fixed_ports or (0, 0, 0)
         p, log = self._spawn("router", [router, f"--model={self.model}", f"--world_size={self.world_size}",
-                                        "--host=127.0.0.1", "--port=0", "--metrics_port=0",
-                                        "--rendezvous_port=0", f"--port_file={rport}"] + self.router_args)
+                                        "--host=127.0.0.1", f"--port={g}", f"--metrics_port={m}",
+                                        f"--rendezvous_port={z}", f"--port_file={rport}"]
+                              + (["--http_port=0"] if self.http else []) + self.router_args)
         ports = _wait_file(rport, p, 60, log)
+        if self.http:
+            ports = _wait_port_file_key(rport, "http_port", p, 60, log)
+            self.http_port = ports["http_port"]
         self.port = ports["grpc_port"]
         self.router_metrics_port = ports["metrics_port"]
         self.worker_metrics_ports = []
@@ -155,6 +208,14 @@ class Cluster:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"router not SERVING after {timeout}s")
+
+    def http_url(self, path=""):
+        """Base URL of the HTTP API (Cluster(http=True)), e.g. http_url("/v1")."""
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def address(self):
+        """host:port of the gRPC API."""
+        return f"127.0.0.1:{self.port}"
 
     def channel(self):
         return grpc.insecure_channel(f"127.0.0.1:{self.port}")

@@ -14,7 +14,30 @@ namespace {
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
+// Every rank must have computed the same plan (same model, same world).
+absl::Status CheckPlanAcrossRanks(const ShardPlan& plan, ForwardBackend& forward, int world_size) {
+  std::vector<int64_t> prints(world_size);
+  const int64_t mine = static_cast<int64_t>(plan.Fingerprint());
+  TPS_RETURN_IF_ERROR(
+      Annotate(forward.AllGatherI64(mine, &prints), "exchanging shard plan fingerprints"));
+  for (int r = 0; r < world_size; ++r) {
+    if (prints[r] != prints[0]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shard plans disagree between ranks: rank 0 has ", prints[0], ", rank ", r, " has ",
+          prints[r], " (different model files or world sizes?); this rank's plan:\n",
+          plan.DebugString()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status Engine::CheckGroup() {
+  return CheckPlanAcrossRanks(plan_, *forward_, comm_.world_size());
+}
+
+void Engine::ResetSequences() { history_.clear(); }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model, Communicator& comm,
                                                        const EngineOptions& options) {
@@ -30,18 +53,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
                                              .device = options.device,
                                              .cuda_graphs = options.cuda_graphs,
                                              .tp_invariant = options.tp_invariant}));
-  // Every rank must have computed the same plan (same model, same world).
-  std::vector<int64_t> prints(comm.world_size());
-  const int64_t mine = static_cast<int64_t>(plan.Fingerprint());
-  TPS_RETURN_IF_ERROR(
-      Annotate(forward->AllGatherI64(mine, &prints), "exchanging shard plan fingerprints"));
-  for (int r = 0; r < comm.world_size(); ++r) {
-    if (prints[r] != prints[0]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shard plans disagree between ranks: rank 0 has ", prints[0], ", rank ", r, " has ",
-          prints[r], " (different model files or world sizes?); this rank's plan:\n",
-          plan.DebugString()));
-    }
+  if (options.check_group_at_create) {
+    TPS_RETURN_IF_ERROR(CheckPlanAcrossRanks(plan, *forward, comm.world_size()));
   }
   TPS_ASSIGN_OR_RETURN(ShardWeights weights, LoadShardWeights(model, plan, options.f32_weights));
   const ModelConfig& c = model.config();

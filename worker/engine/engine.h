@@ -77,6 +77,10 @@ struct EngineOptions {
   int device = 0;  // CUDA device of this rank (backend "cuda")
   // Backend "cuda", one rank: replay decode steps from CUDA graphs.
   bool cuda_graphs = true;
+  // Check at Create that every rank computed the same shard plan (one
+  // collective). False when the communicator joins a group only later (the
+  // worker re-joins a group at every epoch and calls CheckGroup then).
+  bool check_group_at_create = true;
 };
 
 class Engine {
@@ -100,6 +104,14 @@ class Engine {
 
   // Forgets penalty history of finished sequences (rank 0).
   void Free(absl::Span<const uint64_t> seq_ids);
+
+  // Collective: checks that every rank of the communicator's current group
+  // computed the same shard plan. INVALID_ARGUMENT naming the ranks if not.
+  [[nodiscard]] absl::Status CheckGroup();
+
+  // Forgets every sequence (a new group epoch starts with an empty KV cache
+  // in the router's block manager); weights and KV memory stay.
+  void ResetSequences();
 
   const ModelConfig& config() const { return config_; }
   const ShardPlan& plan() const { return plan_; }

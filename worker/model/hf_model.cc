@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/hf_chat_template.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/gguf_model.h"
@@ -291,22 +292,9 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfModel(const std::string& dir)
     TPS_ASSIGN_OR_RETURN(json tc, ParseJson(text, tc_path));
     tok.bos_token = TokenText(tc, "bos_token");
     tok.eos_token = TokenText(tc, "eos_token");
-    if (auto ct = tc.find("chat_template"); ct != tc.end()) {
-      if (ct->is_string()) {
-        tok.chat_template = ct->get<std::string>();
-      } else if (ct->is_array()) {  // [{"name": "default", "template": "..."}, ...]
-        for (const json& e : *ct) {
-          if (!e.is_object()) continue;
-          auto n = e.find("name");
-          auto t = e.find("template");
-          if (n != e.end() && t != e.end() && n->is_string() && t->is_string() &&
-              (tok.chat_template.empty() || n->get<std::string>() == "default")) {
-            tok.chat_template = t->get<std::string>();
-          }
-        }
-      }
-    }
   }
+  // chat_template.jinja, chat_template.json or tokenizer_config.json.
+  TPS_ASSIGN_OR_RETURN(tok.chat_template, ReadHfChatTemplate(dir));
   TPS_RETURN_IF_ERROR(ValidateLlamaModel(config, tensors, dir));
   return std::unique_ptr<ModelSource>(std::make_unique<MappedModelSource>(
       "hf", dir, std::move(config), std::move(tok), std::move(tensors)));

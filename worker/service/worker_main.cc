@@ -1,16 +1,19 @@
-// tpserve-worker: one tensor-parallel rank. Serves tpserve.v1.Worker for the
-// router and Prometheus /metrics; joins its peers through the router's
-// rendezvous store (Gloo over TCP, or shared memory for ranks on one host),
-// loads only its shard of the weights and allocates its KV-cache pool within
-// --kv_cache_mb.
+// tpserve-worker: one tensor-parallel rank. Serves tpserve.v1.Worker (and the
+// standard gRPC health service: SERVING while the rank is in a serving group
+// epoch) for the router and Prometheus /metrics; loads only its shard of the
+// weights and allocates its KV-cache pool within --kv_cache_mb; registers with
+// the router's rendezvous store and re-registers by itself when the router
+// restarts. The router starts each group epoch with Join: the rank then builds
+// a fresh communicator with its peers (Gloo over TCP, shared memory for ranks
+// on one host, NCCL for CUDA ranks) without reloading its weights.
 //
 //   tpserve-worker --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --rank=0 --world_size=2
 //       --rendezvous=127.0.0.1:29500 --port=0 --metrics_port=0
 //
-// Registration: the worker reads the router's session id from the store and
-// publishes "<advertise_host>:<port>" under tpserve/<session>/worker/<rank>
-// (the router's router/cluster/rendezvous.h reads the same keys).
+// SIGTERM / SIGINT: the process exits within --shutdown_timeout whatever it is
+// doing (loading, joining, or in a collective).
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -21,21 +24,28 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "kernels/cuda/device.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "worker/comm/host_communicator.h"
 #include "worker/comm/nccl/nccl_communicator.h"
+#include "worker/comm/swappable_communicator.h"
 #include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
+#include "worker/model/model_fingerprint.h"
 #include "worker/model/model_source.h"
+#include "worker/service/registrar.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
 
@@ -45,7 +55,8 @@ ABSL_FLAG(std::string, model_name, "",
 ABSL_FLAG(int, rank, 0, "This worker's tensor-parallel rank, 0..world_size-1");
 ABSL_FLAG(int, world_size, 1, "Number of tensor-parallel ranks");
 ABSL_FLAG(std::string, rendezvous, "",
-          "host:port of the router's rendezvous store (its --rendezvous_port)");
+          "host:port of the router's rendezvous store (its --rendezvous_port); empty = "
+          "not registered (the router lists this worker in --workers)");
 ABSL_FLAG(std::string, backend, "cpu",
           "Compute backend: cpu, or cuda (one device per rank; implies --comm=nccl when "
           "--world_size > 1)");
@@ -66,7 +77,10 @@ ABSL_FLAG(std::string, advertise_host, "127.0.0.1",
 ABSL_FLAG(int, port, 0, "gRPC port of tpserve.v1.Worker (0 = pick a free one)");
 ABSL_FLAG(int, metrics_port, 0, "Prometheus /metrics port (0 = pick a free one)");
 ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(60),
-          "Limit of one collective; a dead peer becomes an error after it");
+          "Limit of one collective; a dead peer becomes an error after it (the router "
+          "usually ends the epoch sooner and aborts the collective)");
+ABSL_FLAG(absl::Duration, shutdown_timeout, absl::Seconds(5),
+          "On SIGTERM/SIGINT the process exits within this bound, whatever it is doing");
 ABSL_FLAG(std::string, port_file, "", "Write the bound ports here as JSON once listening");
 
 namespace tpserve {
@@ -81,46 +95,133 @@ void Log(const std::string& line) {
   std::fflush(stderr);
 }
 
-absl::Status Run() {
-  const std::string model_path = absl::GetFlag(FLAGS_model);
-  const int rank = absl::GetFlag(FLAGS_rank);
-  const int world_size = absl::GetFlag(FLAGS_world_size);
-  g_rank = rank;
-  if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
-  if (world_size < 1 || rank < 0 || rank >= world_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--rank must be in [0, --world_size); got rank ", rank, " of ", world_size));
+struct WorkerConfig {
+  std::string model_path;
+  int rank = 0;
+  int world_size = 1;
+  std::string backend;
+  std::string comm_backend;  // gloo, shm or nccl
+  int cuda_device = -1;
+  std::string store_host;  // empty: not registered
+  int store_port = 0;
+};
+
+absl::StatusOr<WorkerConfig> ConfigFromFlags() {
+  WorkerConfig c;
+  c.model_path = absl::GetFlag(FLAGS_model);
+  c.rank = absl::GetFlag(FLAGS_rank);
+  c.world_size = absl::GetFlag(FLAGS_world_size);
+  c.backend = absl::GetFlag(FLAGS_backend);
+  c.cuda_device = absl::GetFlag(FLAGS_cuda_device);
+  if (c.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  if (c.world_size < 1 || c.rank < 0 || c.rank >= c.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--rank must be in [0, --world_size); got rank ", c.rank, " of ", c.world_size));
   }
-  const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend != "cpu" && backend != "cuda") {
+  if (c.backend != "cpu" && c.backend != "cuda") {
     return absl::InvalidArgumentError(
-        absl::StrCat("--backend must be cpu or cuda, got '", backend, "'"));
+        absl::StrCat("--backend must be cpu or cuda, got '", c.backend, "'"));
   }
-  int cuda_device = absl::GetFlag(FLAGS_cuda_device);
-  if (backend == "cuda") {
+  const std::string comm = absl::GetFlag(FLAGS_comm);
+  if (comm != "gloo" && comm != "shm") {
+    return absl::InvalidArgumentError(absl::StrCat("--comm must be gloo or shm, got '", comm, "'"));
+  }
+  // The CUDA engine's collectives run on device buffers: NCCL. (One rank has
+  // no collectives; any communicator will do.)
+  c.comm_backend = c.backend == "cuda" && c.world_size > 1 ? "nccl" : comm;
+  if (c.backend == "cuda") {
     const int devices = ::tpserve::cuda::DeviceCount();
     if (devices == 0) {
       return absl::FailedPreconditionError(
           "--backend=cuda: no CUDA device is visible on this host; use --backend=cpu");
     }
-    if (cuda_device < 0) cuda_device = rank % devices;
-    Log(absl::StrCat("CUDA device ", cuda_device, ": ",
-                     ::tpserve::cuda::DeviceDescription(cuda_device)));
+    if (c.cuda_device < 0) c.cuda_device = c.rank % devices;
   }
-  std::string store_host;
-  int store_port = 0;
   const std::string rendezvous = absl::GetFlag(FLAGS_rendezvous);
   if (!rendezvous.empty()) {
     std::pair<std::string, std::string> hp = absl::StrSplit(rendezvous, absl::MaxSplits(':', 1));
-    if (!absl::SimpleAtoi(hp.second, &store_port)) {
+    if (!absl::SimpleAtoi(hp.second, &c.store_port) || hp.first.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--rendezvous must be host:port, got '", rendezvous, "'"));
     }
-    store_host = hp.first;
-  } else if (world_size > 1) {
+    c.store_host = hp.first;
+  } else if (c.world_size > 1) {
     return absl::InvalidArgumentError("--rendezvous is required when --world_size > 1");
   }
+  return c;
+}
 
+// Builds one epoch's communicator through the router's store.
+WorkerService::CommFactory MakeCommFactory(const WorkerConfig& c) {
+  return [c](const std::string& session, uint64_t epoch,
+             absl::Duration timeout) -> absl::StatusOr<std::unique_ptr<Communicator>> {
+    const std::string prefix = RendezvousEpochPrefix(session, epoch, c.comm_backend);
+    // One rank needs no store (and may run without --rendezvous).
+    const std::string host = c.store_host.empty() ? "127.0.0.1" : c.store_host;
+    TcpKvStoreClient store(host, c.store_port, timeout);
+    if (c.comm_backend == "nccl") {
+      NcclOptions o;
+      o.device = c.cuda_device;
+      o.timeout = absl::GetFlag(FLAGS_collective_timeout);
+      o.rendezvous_timeout = timeout;
+      o.prefix = prefix;
+      return CreateNcclCommunicator(store, c.rank, c.world_size, o);
+    }
+    HostCommOptions o;
+    o.backend = c.comm_backend;
+    o.hostname = absl::GetFlag(FLAGS_advertise_host);
+    o.timeout = absl::GetFlag(FLAGS_collective_timeout);
+    o.rendezvous_timeout = timeout;
+    o.prefix = prefix;
+    return CreateHostCommunicator(store, c.rank, c.world_size, o);
+  };
+}
+
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(const std::string& address) {
+  try {
+    return std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", address, " (", e.what(),
+                                               "); is the port taken? pick another --metrics_port"));
+  }
+}
+
+void WritePortFile(int grpc_port, int metrics_port) {
+  const std::string path = absl::GetFlag(FLAGS_port_file);
+  if (path.empty()) return;
+  {
+    std::ofstream out(path + ".tmp");
+    out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port << "}\n";
+  }
+  std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
+// Waits for SIGTERM/SIGINT on its own thread, so a signal is honoured while
+// the main thread loads, and ends the process within --shutdown_timeout.
+void StartSignalThread(sigset_t signals, std::function<void()> shutdown) {
+  std::thread([signals, shutdown = std::move(shutdown)] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    Log(absl::StrCat("signal ", signal, ": shutting down"));
+    const absl::Duration bound = absl::GetFlag(FLAGS_shutdown_timeout);
+    std::thread([bound] {
+      absl::SleepFor(bound);
+      Log(absl::StrCat("shutdown did not finish within ", absl::FormatDuration(bound),
+                       "; exiting now"));
+      _exit(1);
+    }).detach();
+    shutdown();
+    _exit(0);  // destructors could wait on threads blocked in a collective
+  }).detach();
+}
+
+absl::Status Run() {
+  TPS_ASSIGN_OR_RETURN(const WorkerConfig c, ConfigFromFlags());
+  g_rank = c.rank;
+  if (c.backend == "cuda") {
+    Log(absl::StrCat("CUDA device ", c.cuda_device, ": ",
+                     ::tpserve::cuda::DeviceDescription(c.cuda_device)));
+  }
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -128,7 +229,10 @@ absl::Status Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // Serve Info/Health right away so the router can show load progress.
-  WorkerService service(rank, world_size, absl::GetFlag(FLAGS_backend));
+  SwappableCommunicator comm(c.rank, c.world_size, c.comm_backend);
+  WorkerService service(c.rank, c.world_size, c.backend, &comm, MakeCommFactory(c));
+  service.SetLogger(Log);
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port)),
@@ -137,92 +241,69 @@ absl::Status Run() {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on port ", absl::GetFlag(FLAGS_port), "; pick another --port"));
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_host), ":",
+                                               absl::GetFlag(FLAGS_port),
+                                               " (in use?); pick another --port"));
   }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  service.SetMembershipListener([health](bool in_group) { health->SetServingStatus(in_group); });
+
   auto registry = std::make_shared<prometheus::Registry>();
-  prometheus::Exposer exposer(
-      absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_metrics_port)));
-  exposer.RegisterCollectable(registry);
-  const int metrics_port = exposer.GetListeningPorts().at(0);
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<prometheus::Exposer> exposer,
+                       StartMetrics(absl::StrCat(absl::GetFlag(FLAGS_host), ":",
+                                                 absl::GetFlag(FLAGS_metrics_port))));
+  exposer->RegisterCollectable(registry);
+  const int metrics_port = exposer->GetListeningPorts().at(0);
   Log(absl::StrCat("listening: gRPC port ", grpc_port, ", metrics http://",
                    absl::GetFlag(FLAGS_advertise_host), ":", metrics_port, "/metrics"));
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    const std::string path = absl::GetFlag(FLAGS_port_file);
-    {
-      std::ofstream out(path + ".tmp");
-      out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port << "}\n";
-    }
-    std::rename((path + ".tmp").c_str(), path.c_str());
-  }
+  WritePortFile(grpc_port, metrics_port);
 
-  // Register with the router and learn the session's Gloo prefix.
-  std::unique_ptr<TcpKvStoreClient> store;
-  std::string session = "standalone";
-  if (!store_host.empty()) {
-    store = std::make_unique<TcpKvStoreClient>(store_host, store_port, absl::Minutes(10));
-    service.SetProgress("connecting to the rendezvous store");
-    Log(absl::StrCat("connecting to rendezvous ", rendezvous));
-    TPS_ASSIGN_OR_RETURN(session, store->Get("tpserve/session", absl::Minutes(10)));
-    const std::string address = absl::StrCat(absl::GetFlag(FLAGS_advertise_host), ":", grpc_port);
-    TPS_RETURN_IF_ERROR(store->Set(absl::StrCat("tpserve/", session, "/worker/", rank), address));
-    Log(absl::StrCat("registered as rank ", rank, " of ", world_size, " at ", address));
-  } else {
-    store = std::make_unique<TcpKvStoreClient>("127.0.0.1", 1, absl::Seconds(1));  // unused
+  StartSignalThread(signals, [&] {
+    comm.Abort();  // a collective in flight returns; peers get an error, not a hang
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  });
+
+  std::unique_ptr<Registrar> registrar;
+  if (!c.store_host.empty()) {
+    registrar = std::make_unique<Registrar>(
+        c.store_host, c.store_port, c.rank,
+        absl::StrCat(absl::GetFlag(FLAGS_advertise_host), ":", grpc_port), Log);
+    Log(absl::StrCat("registering with the rendezvous store ", c.store_host, ":", c.store_port));
+    registrar->Start();
   }
 
   const absl::Time t0 = absl::Now();
   service.SetProgress("opening model");
-  Log(absl::StrCat("opening ", model_path));
-  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(model_path));
+  Log(absl::StrCat("opening ", c.model_path));
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(c.model_path));
+  TPS_ASSIGN_OR_RETURN(const std::string fingerprint, ModelFingerprint(c.model_path));
   ModelConfig config = model->config();
   if (!absl::GetFlag(FLAGS_model_name).empty()) config.name = absl::GetFlag(FLAGS_model_name);
-  service.SetModel(config);
-  Log(absl::StrCat("model ", config.name, ": ", config.architecture, ", ", config.num_layers,
-                   " layers, hidden ", config.hidden_size, ", ", config.num_heads, " heads / ",
-                   config.num_kv_heads, " KV heads, vocab ", config.vocab_size));
-
-  // The CUDA engine's collectives run on device buffers: NCCL. (One rank has
-  // no collectives; any communicator will do.)
-  const bool nccl = backend == "cuda" && world_size > 1;
-  const std::string comm_backend = nccl ? "nccl" : absl::GetFlag(FLAGS_comm);
-  service.SetProgress(absl::StrCat("joining the ", comm_backend, " group of ", world_size));
-  Log(absl::StrCat("joining the ", comm_backend, " group of ", world_size, " rank(s)"));
-  HostCommOptions comm_options;
-  comm_options.backend = comm_backend;
-  comm_options.hostname = absl::GetFlag(FLAGS_advertise_host);
-  comm_options.timeout = absl::GetFlag(FLAGS_collective_timeout);
-  comm_options.rendezvous_timeout = absl::Minutes(10);
-  comm_options.prefix = absl::StrCat("tpserve/", session, "/", comm_backend);
-  std::unique_ptr<Communicator> comm;
-  if (nccl) {
-    NcclOptions nccl_options;
-    nccl_options.device = cuda_device;
-    nccl_options.timeout = comm_options.timeout;
-    nccl_options.rendezvous_timeout = comm_options.rendezvous_timeout;
-    nccl_options.prefix = comm_options.prefix;
-    TPS_ASSIGN_OR_RETURN(comm, CreateNcclCommunicator(*store, rank, world_size, nccl_options));
-  } else {
-    TPS_ASSIGN_OR_RETURN(comm, CreateHostCommunicator(*store, rank, world_size, comm_options));
-  }
+  service.SetModel(config, fingerprint);
+  Log(absl::StrCat("model ", config.name, " (", fingerprint, "): ", config.architecture, ", ",
+                   config.num_layers, " layers, hidden ", config.hidden_size, ", ",
+                   config.num_heads, " heads / ", config.num_kv_heads, " KV heads, vocab ",
+                   config.vocab_size));
 
   EngineOptions options;
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads <= 0) {
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world_size);
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / c.world_size);
   }
   options.num_threads = threads;
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   options.block_size = absl::GetFlag(FLAGS_block_size);
-  options.backend = backend;
-  options.device = std::max(cuda_device, 0);
+  options.backend = c.backend;
+  options.device = std::max(c.cuda_device, 0);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.check_group_at_create = false;  // checked at every Join
   service.SetProgress("loading this rank's weight shard");
-  Log(absl::StrCat("loading weight shard ", rank, "/", world_size, " (", threads,
+  Log(absl::StrCat("loading weight shard ", c.rank, "/", c.world_size, " (", threads,
                    " threads, KV budget ", absl::GetFlag(FLAGS_kv_cache_mb), " MiB)"));
-  TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, *comm, options));
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, comm, options));
 
-  WorkerMetrics metrics(*registry, config.name, rank);
+  WorkerMetrics metrics(*registry, config.name, c.rank);
   const int64_t kv_bytes = static_cast<int64_t>(engine->num_kv_blocks()) *
                            KvCachePool::BlockBytes(KvCacheShape{
                                .num_layers = config.num_layers,
@@ -235,13 +316,12 @@ absl::Status Run() {
   Log(absl::StrCat(
       "ready in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
       ": weights ", engine->weight_bytes() >> 20, " MiB, KV cache ", engine->num_kv_blocks(),
-      " blocks x ", engine->block_size(), " tokens (", kv_bytes >> 20, " MiB)"));
+      " blocks x ", engine->block_size(), " tokens (", kv_bytes >> 20,
+      " MiB); waiting for the router to start a group epoch"));
 
-  int signal = 0;
-  sigwait(&signals, &signal);
-  Log(absl::StrCat("signal ", signal, ": shutting down"));
-  comm->Abort();  // peers blocked in a collective get an error, not a hang
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Serves until the signal thread ends the process.
+  absl::Notification never;
+  never.WaitForNotification();
   return absl::OkStatus();
 }
 
@@ -250,6 +330,11 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("tpserve worker: one tensor-parallel rank");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "worker_main");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   absl::Status s = tpserve::Run();
   if (!s.ok()) {

@@ -1,26 +1,23 @@
 // CudaForward: the Engine's CUDA backend (EngineOptions::backend = "cuda").
 // One tensor-parallel rank's forward pass on one device with the launchers of
 // kernels/cuda/cuda_ops.h: weights uploaded once from the rank's ShardWeights
-// (quantized matrices stay quantized; the GEMMs dequantize on the fly), a
-// paged KV cache in device memory, activations in grown-on-demand device
-// scratch, and the Engine's collectives (all-reduce after the embedding and
-// after each row-parallel projection, all-gather of the LM-head rows) on
-// device buffers through the communicator, which must be NCCL when the world
-// has more than one rank. Everything runs on one stream; the step ends with
-// one synchronisation, then rank 0 copies the gathered logits to the host,
-// where the Engine samples.
+// (device_weights.h), a paged KV cache in device memory, activations in
+// grown-on-demand device scratch, and the Engine's collectives (all-reduce
+// after the embedding and after each row-parallel projection, all-gather of
+// the LM-head rows) on device buffers through the communicator, which must be
+// NCCL when the world has more than one rank. Everything runs on one stream
+// and each step ends with one synchronisation. Rank 0 samples on the device
+// (ForwardSample with device_sampler.h, the Engine's default) or copies the
+// gathered logits to the host (Forward) when the Engine samples there (for
+// logprobs).
 //
 // Decode steps of a single-rank group are replayed from CUDA graphs (when
-// `cuda_graphs`): the batch is padded to a batch-size bucket (1, 2, 4, 8,
-// then multiples of 16 up to kMaxGraphBatch = 64) with inert sequences (KV slot
-// -1, a one-token context), the context bound to a power-of-two number of
-// 256-token attention partitions, and the block tables to that bound. One
-// graph per (batch bucket, partition bucket) is captured on first use and
-// replayed while the device buffers it points at stay in place (a larger
-// prefill that regrows scratch drops them all). A SmolLM2 decode step is
-// ~400 launches of a few microseconds each, so launch overhead, not the
-// kernels, bounds batch-1 decode without graphs. Multi-rank groups run
-// eagerly (NCCL inside graphs is left for a device-validated change).
+// `cuda_graphs`; graph_cache.h has the bucketing). A SmolLM2 decode step
+// calls 8 launchers in each of its 30 layers, each a few microseconds of host
+// launch overhead, so launch overhead, not the kernels, bounds batch-1 decode
+// without graphs.
+// Multi-rank groups run eagerly (NCCL inside graphs is left for a
+// device-validated change). The layer loop itself is layer_enqueue.h.
 //
 //   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
 //                        CreateCudaForward(model.config(), plan, *nccl_comm, local_rank));
@@ -36,11 +33,6 @@
 #include "worker/model/model_config.h"
 
 namespace tpserve {
-
-// Largest decode batch replayed from a graph; larger ones run eagerly. At
-// most kernels::cuda::kSkinnyGemmMaxRows, so a captured step only uses
-// launchers that set no function attributes (the tensor-core GEMM does).
-inline constexpr int kMaxGraphBatch = 64;
 
 // FAILED_PRECONDITION when no CUDA device is visible, `device` does not
 // exist, or a multi-rank `comm` is not NCCL; INVALID_ARGUMENT for a model the

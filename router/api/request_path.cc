@@ -1,0 +1,141 @@
+#include "router/api/request_path.h"
+
+#include <random>
+#include <string_view>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace tpserve {
+
+RequestPath::RequestPath(const Tokenizer* tokenizer, const ChatTemplate* chat_template)
+    : tokenizer_(tokenizer), chat_template_(chat_template) {}
+
+void RequestPath::SetReady(ServingLoop* loop, const RequestLimits& limits,
+                           const v1::ModelInfoResponse& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  loop_ = loop;
+  limits_ = limits;
+  info_ = info;
+}
+
+void RequestPath::SetUnavailable(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  loop_ = nullptr;
+  unavailable_reason_ = reason;
+}
+
+absl::StatusOr<RequestPath::Serving> RequestPath::Ready() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (loop_ == nullptr) return absl::UnavailableError(unavailable_reason_);
+  return Serving{.loop = loop_, .limits = limits_, .info = info_};
+}
+
+absl::StatusOr<std::vector<int32_t>> RequestPath::RenderChat(const v1::ChatPrompt& chat) const {
+  if (chat_template_ == nullptr) {
+    return absl::InvalidArgumentError(
+        "chat: this model has no chat template; send text or token_ids, or start the router "
+        "with --chat_template=<name>");
+  }
+  std::vector<ChatMessage> messages;
+  for (const v1::ChatMessage& m : chat.messages()) messages.push_back({m.role(), m.content()});
+  absl::StatusOr<std::string> text = chat_template_->Render(messages, true);
+  if (!text.ok()) return Annotate(text.status(), "chat.messages");
+  return tokenizer_->Encode(std::string_view(*text),
+                            EncodeOptions{.add_special = false, .parse_special = true});
+}
+
+absl::StatusOr<std::vector<int32_t>> RequestPath::PromptTokens(
+    const v1::GenerateRequest& request) const {
+  switch (request.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      absl::StatusOr<std::vector<int32_t>> ids =
+          tokenizer_->Encode(std::string_view(request.text()), EncodeOptions{.add_special = true});
+      if (!ids.ok()) return Annotate(ids.status(), "text");
+      return ids;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      return std::vector<int32_t>(request.token_ids().ids().begin(),
+                                  request.token_ids().ids().end());
+    case v1::GenerateRequest::kChat:
+      return RenderChat(request.chat());
+    default:
+      return absl::InvalidArgumentError("prompt is missing: set one of text, token_ids or chat");
+  }
+}
+
+absl::StatusOr<GenerateJob> RequestPath::BuildJob(const v1::GenerateRequest& request,
+                                                  absl::Time deadline,
+                                                  const RequestLimits& limits) const {
+  const uint64_t number = next_request_number_.fetch_add(1);
+  TPS_RETURN_IF_ERROR(ValidateGenerateRequest(request, limits));
+  TPS_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
+  TPS_ASSIGN_OR_RETURN(int32_t max_tokens,
+                       ResolveMaxTokens(request, static_cast<int32_t>(prompt.size()), limits));
+  GenerateJob job;
+  job.request_id =
+      request.request_id().empty() ? absl::StrCat("req-", number) : request.request_id();
+  job.prompt = std::move(prompt);
+  const v1::SamplingParameters& s = request.sampling();
+  router::SamplingParams& p = job.sampling;
+  if (s.has_temperature()) p.temperature = s.temperature();
+  if (s.has_top_k()) p.top_k = s.top_k();
+  if (s.has_top_p()) p.top_p = s.top_p();
+  if (s.has_min_p()) p.min_p = s.min_p();
+  if (s.has_repetition_penalty()) p.repetition_penalty = s.repetition_penalty();
+  if (s.has_presence_penalty()) p.presence_penalty = s.presence_penalty();
+  if (s.has_frequency_penalty()) p.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) {
+    p.seed = s.seed();
+  } else {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    p.seed = rng();
+  }
+  p.logprobs = s.logprobs();
+  p.top_logprobs = s.top_logprobs();
+  job.priority = request.priority();
+  job.deadline = deadline;
+  job.arrival = absl::Now();
+  job.max_tokens = max_tokens;
+  job.stop.assign(request.stop().begin(), request.stop().end());
+  job.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
+  job.ignore_eos = request.ignore_eos();
+  return job;
+}
+
+absl::StatusOr<v1::TokenizeResponse> RequestPath::Tokenize(
+    const v1::TokenizeRequest& request) const {
+  std::vector<int32_t> ids;
+  if (request.input_case() == v1::TokenizeRequest::kText) {
+    TPS_ASSIGN_OR_RETURN(ids, tokenizer_->Encode(std::string_view(request.text()),
+                                                 EncodeOptions{.add_special = true}));
+  } else if (request.input_case() == v1::TokenizeRequest::kChat) {
+    v1::GenerateRequest as_generate;
+    *as_generate.mutable_chat() = request.chat();
+    TPS_RETURN_IF_ERROR(ValidateGenerateRequest(
+        as_generate,
+        RequestLimits{.vocab_size = tokenizer_->vocab_size(), .context_length = 1 << 30}));
+    TPS_ASSIGN_OR_RETURN(ids, RenderChat(request.chat()));
+  } else {
+    return absl::InvalidArgumentError("input is missing: set text or chat");
+  }
+  v1::TokenizeResponse out;
+  for (int32_t id : ids) {
+    out.add_token_ids(id);
+    out.add_tokens(tokenizer_->TokenText(id));
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> RequestPath::Detokenize(const std::vector<int32_t>& ids) const {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= tokenizer_->vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("tokens[", i, "] must be in [0, ",
+                                                     tokenizer_->vocab_size(), "), got ", ids[i]));
+    }
+  }
+  return tokenizer_->Decode(ids, /*skip_special=*/false);
+}
+
+}  // namespace tpserve

@@ -1,0 +1,51 @@
+"""schemathesis (the .venv's, pinned in scripts/requirements.txt) generates
+requests from docs/openapi.yaml and sends them to a live router's HTTP API:
+no response may be a 5xx, every status must be one the document lists, and
+the run must finish in bounded time (no hang). Afterwards the router still
+answers a normal request. The router runs with a short context so that the
+largest generated request (n=16, max_tokens up to the context) stays fast."""
+import json
+import os
+import subprocess
+import sys
+import time
+import unittest
+import urllib.request
+
+from cluster import Cluster, _proto_dir
+
+SPEC = os.path.join(_proto_dir(), "docs", "openapi.yaml")
+EXAMPLES = int(os.environ.get("TPSERVE_FUZZ_EXAMPLES", "40"))  # per operation
+
+
+class OpenApiFuzzTest(unittest.TestCase):
+    def test_schemathesis_finds_no_server_errors(self):
+        st = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+        with Cluster(world_size=1, http=True,
+                     router_args=["--max_model_len=64", "--default_max_tokens=8"]) as cluster:
+            start = time.monotonic()
+            r = subprocess.run(
+                [st, "run", SPEC, f"--base-url={cluster.http_url()}",
+                 "--checks=not_a_server_error,status_code_conformance",
+                 f"--hypothesis-max-examples={EXAMPLES}", "--hypothesis-seed=14",
+                 "--hypothesis-deadline=None", "--request-timeout=30000", "--workers=2",
+                 "--hypothesis-suppress-health-check=all"],
+                capture_output=True, text=True, timeout=240)
+            took = time.monotonic() - start
+            print(r.stdout[-3000:], file=sys.stderr)
+            print(f"schemathesis: {EXAMPLES} examples per operation in {took:.1f} s",
+                  file=sys.stderr)
+            self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-2000:])
+            self.assertNotIn("Errors", r.stdout.split("SUMMARY")[-1])
+            # Still serving after the fuzzing.
+            req = urllib.request.Request(
+                cluster.http_url("/v1/completions"),
+                data=json.dumps({"prompt": "Hi", "max_tokens": 2, "ignore_eos": True}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                self.assertEqual(resp.status, 200)
+                self.assertEqual(json.load(resp)["usage"]["completion_tokens"], 2)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)

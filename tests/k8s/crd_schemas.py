@@ -1,0 +1,136 @@
+"""JSON Schemas, written here, for the custom resources the manifests use,
+covering the fields tpserve uses (unknown fields are errors, so a misspelt
+field fails). Written from each project's published API types:
+
+  leaderworkerset.x-k8s.io/v1  LeaderWorkerSet            LWS v0.7 (api/leaderworkerset/v1)
+  monitoring.coreos.com/v1     ServiceMonitor, PodMonitor, PrometheusRule
+                                                          Prometheus Operator v0.75
+  keda.sh/v1alpha1             ScaledObject               KEDA v2.14
+
+Pod templates inside a LeaderWorkerSet are not described here: the test
+validates them with Kubernetes' own PodTemplateSpec schema.
+
+    schema = SCHEMAS[("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")]
+    jsonschema.validate(obj, schema)
+"""
+
+
+def strict(properties, required=()):
+    return {"type": "object", "properties": properties, "required": list(required),
+            "additionalProperties": False}
+
+
+STRING = {"type": "string"}
+INT = {"type": "integer"}
+BOOL = {"type": "boolean"}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+# Prometheus durations as the operator's CRDs validate them.
+DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?"
+                                          r"(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+OBJECT_META = {"type": "object", "required": ["name"], "properties": {
+    "name": STRING, "namespace": STRING, "labels": STRING_MAP, "annotations": STRING_MAP}}
+LABEL_SELECTOR = strict({
+    "matchLabels": STRING_MAP,
+    "matchExpressions": {"type": "array", "items": strict({
+        "key": STRING, "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+        "values": {"type": "array", "items": STRING}}, ["key", "operator"])}})
+# A pod template: only its shape here; its content is checked against
+# Kubernetes' PodTemplateSpec schema separately.
+POD_TEMPLATE = {"type": "object", "required": ["spec"],
+                "properties": {"metadata": {"type": "object"}, "spec": {"type": "object"}},
+                "additionalProperties": False}
+
+
+def resource(api_version, kind, spec, spec_required=True):
+    return strict({"apiVersion": {"const": api_version}, "kind": {"const": kind},
+                   "metadata": OBJECT_META, "spec": spec},
+                  ["apiVersion", "kind", "metadata"] + (["spec"] if spec_required else []))
+
+
+LEADER_WORKER_SET = resource("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", strict({
+    "replicas": {"type": "integer", "minimum": 0},
+    "startupPolicy": {"enum": ["LeaderCreated", "LeaderReady"]},
+    "rolloutStrategy": strict({
+        "type": {"enum": ["RollingUpdate"]},
+        "rollingUpdateConfiguration": strict({
+            "partition": {"type": "integer", "minimum": 0},
+            "maxUnavailable": INT_OR_STRING, "maxSurge": INT_OR_STRING})}, ["type"]),
+    "networkConfig": strict({"subdomainPolicy": {"enum": ["Shared", "UniquePerReplica"]}},
+                            ["subdomainPolicy"]),
+    "leaderWorkerTemplate": strict({
+        "leaderTemplate": POD_TEMPLATE,
+        "workerTemplate": POD_TEMPLATE,
+        "size": {"type": "integer", "minimum": 1},
+        "restartPolicy": {"enum": ["Default", "RecreateGroupOnPodRestart", "None"]},
+        "subGroupPolicy": strict({"subGroupSize": {"type": "integer", "minimum": 1}})},
+        ["workerTemplate"]),
+}, ["leaderWorkerTemplate"]))
+
+RELABEL = strict({
+    "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod",
+                        "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep",
+                        "lowercase", "Lowercase", "uppercase", "Uppercase", "keepequal",
+                        "KeepEqual", "dropequal", "DropEqual"]},
+    "sourceLabels": {"type": "array", "items": {"type": "string",
+                                                "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}},
+    "separator": STRING, "targetLabel": STRING, "regex": STRING,
+    "modulus": INT, "replacement": STRING})
+
+_ENDPOINT = {
+    "path": STRING, "scheme": {"enum": ["http", "https"]}, "interval": DURATION,
+    "scrapeTimeout": DURATION, "honorLabels": BOOL, "honorTimestamps": BOOL,
+    "relabelings": {"type": "array", "items": RELABEL},
+    "metricRelabelings": {"type": "array", "items": RELABEL},
+    "params": {"type": "object"}}
+NAMESPACE_SELECTOR = strict({"any": BOOL, "matchNames": {"type": "array", "items": STRING}})
+
+SERVICE_MONITOR = resource("monitoring.coreos.com/v1", "ServiceMonitor", strict({
+    "jobLabel": STRING, "targetLabels": {"type": "array", "items": STRING},
+    "podTargetLabels": {"type": "array", "items": STRING},
+    "endpoints": {"type": "array", "items": strict(dict(_ENDPOINT, port=STRING,
+                                                       targetPort=INT_OR_STRING))},
+    "selector": LABEL_SELECTOR, "namespaceSelector": NAMESPACE_SELECTOR,
+    "sampleLimit": INT}, ["selector"]))
+
+POD_MONITOR = resource("monitoring.coreos.com/v1", "PodMonitor", strict({
+    "jobLabel": STRING, "podTargetLabels": {"type": "array", "items": STRING},
+    "podMetricsEndpoints": {"type": "array", "items": strict(dict(
+        _ENDPOINT, port=STRING, portNumber={"type": "integer", "minimum": 1, "maximum": 65535},
+        targetPort=INT_OR_STRING))},
+    "selector": LABEL_SELECTOR, "namespaceSelector": NAMESPACE_SELECTOR,
+    "sampleLimit": INT}, ["selector"]))
+
+RULE = {"type": "object", "additionalProperties": False, "required": ["expr"],
+        "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+        "properties": {"alert": STRING, "record": STRING, "expr": INT_OR_STRING,
+                       "for": DURATION, "keep_firing_for": DURATION,
+                       "labels": STRING_MAP, "annotations": STRING_MAP}}
+PROMETHEUS_RULE = resource("monitoring.coreos.com/v1", "PrometheusRule", strict({
+    "groups": {"type": "array", "items": strict({
+        "name": {"type": "string", "minLength": 1}, "interval": DURATION,
+        "limit": INT, "partial_response_strategy": STRING,
+        "rules": {"type": "array", "items": RULE}}, ["name"])}}))
+
+SCALED_OBJECT = resource("keda.sh/v1alpha1", "ScaledObject", strict({
+    "scaleTargetRef": strict({"apiVersion": STRING, "kind": STRING, "name": STRING,
+                              "envSourceContainerName": STRING}, ["name"]),
+    "pollingInterval": INT, "cooldownPeriod": INT, "initialCooldownPeriod": INT,
+    "idleReplicaCount": INT, "minReplicaCount": INT, "maxReplicaCount": INT,
+    "fallback": strict({"failureThreshold": INT, "replicas": INT},
+                       ["failureThreshold", "replicas"]),
+    "advanced": {"type": "object"},
+    "triggers": {"type": "array", "minItems": 1, "items": strict({
+        "type": STRING, "name": STRING, "useCachedMetrics": BOOL,
+        "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+        "metadata": STRING_MAP,
+        "authenticationRef": strict({"name": STRING, "kind": STRING}, ["name"])},
+        ["type", "metadata"])}}, ["scaleTargetRef", "triggers"]))
+
+SCHEMAS = {
+    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): LEADER_WORKER_SET,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+}

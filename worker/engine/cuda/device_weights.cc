@@ -1,0 +1,58 @@
+#include "worker/engine/cuda/device_weights.h"
+
+#include <utility>
+
+#include "kernels/cuda/cuda_ops.h"
+
+namespace tpserve {
+
+absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l) {
+  DeviceLinear d;
+  d.out_features = l.out_features;
+  d.in_features = l.in_features;
+  for (const LinearPart& p : l.parts) {
+    DeviceLinear::Part part;
+    TPS_ASSIGN_OR_RETURN(part.weight, Upload(p.weight.data, static_cast<size_t>(p.weight.bytes)));
+    part.dtype = p.weight.dtype;
+    part.rows = static_cast<int>(p.weight.rows());
+    TPS_ASSIGN_OR_RETURN(part.bias, Upload(p.bias.data(), p.bias.size()));
+    part.out_offset = p.out_offset;
+    d.parts.push_back(std::move(part));
+  }
+  return d;
+}
+
+absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
+                       const kernels::Stream& s) {
+  for (const DeviceLinear::Part& p : l.parts) {
+    kernels::GemmParams g;
+    g.x = x;
+    g.w = p.weight.data();
+    g.w_dtype = p.dtype;
+    g.bias = p.bias.size() > 0 ? p.bias.data() : nullptr;
+    g.y = y + p.out_offset;
+    g.m = m;
+    g.n = p.rows;
+    g.k = l.in_features;
+    g.y_stride = y_stride;
+    TPS_RETURN_IF_ERROR(kernels::cuda::Gemm(g, s));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_floats) {
+  DeviceLayer l;
+  TPS_ASSIGN_OR_RETURN(l.attn_norm, Upload(w.attn_norm.data(), w.attn_norm.size()));
+  TPS_ASSIGN_OR_RETURN(l.qkv, UploadLinear(w.qkv));
+  TPS_ASSIGN_OR_RETURN(l.o, UploadLinear(w.o));
+  TPS_ASSIGN_OR_RETURN(l.ffn_norm, Upload(w.ffn_norm.data(), w.ffn_norm.size()));
+  TPS_ASSIGN_OR_RETURN(l.gate_up, UploadLinear(w.gate_up));
+  TPS_ASSIGN_OR_RETURN(l.down, UploadLinear(w.down));
+  TPS_ASSIGN_OR_RETURN(l.k_cache, DeviceBuffer<float>::Allocate(cache_floats));
+  TPS_ASSIGN_OR_RETURN(l.v_cache, DeviceBuffer<float>::Allocate(cache_floats));
+  TPS_RETURN_IF_ERROR(l.k_cache.Zero());
+  TPS_RETURN_IF_ERROR(l.v_cache.Zero());
+  return l;
+}
+
+}  // namespace tpserve

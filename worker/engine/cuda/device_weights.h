@@ -1,0 +1,99 @@
+// Device-side weights and buffers of the CUDA backend: a linear layer's
+// uploaded parts (quantized matrices stay quantized; the GEMMs dequantize on
+// the fly), one transformer layer's device weights and KV cache, and the
+// helpers that upload, grow and stage device buffers.
+//
+//   TPS_ASSIGN_OR_RETURN(DeviceLinear qkv, UploadLinear(layer_weights.qkv));
+//   TPS_RETURN_IF_ERROR(Stage(layout.tokens, d_tokens, stream, &moves));
+//   TPS_RETURN_IF_ERROR(RunLinear(qkv, x, rows, y, qkv.out_features, stream_ref));
+#ifndef TPSERVE_WORKER_ENGINE_CUDA_DEVICE_WEIGHTS_H_
+#define TPSERVE_WORKER_ENGINE_CUDA_DEVICE_WEIGHTS_H_
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/status.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/ops.h"
+#include "worker/engine/shard_weights.h"
+
+namespace tpserve {
+
+using kernels::cuda::DeviceBuffer;
+
+// `n` elements of host memory at `src` as a new device buffer (synchronous).
+template <typename T>
+absl::StatusOr<DeviceBuffer<T>> Upload(const T* src, size_t n) {
+  TPS_ASSIGN_OR_RETURN(DeviceBuffer<T> b, DeviceBuffer<T>::Allocate(n));
+  if (n > 0) {
+    TPS_CUDA_RETURN_IF_ERROR(cudaMemcpy(b.data(), src, n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  return b;
+}
+
+// Grows `b` to at least `n` elements (contents are not kept); counts each
+// reallocation in *moves (captured graphs point at the old memory).
+template <typename T>
+absl::Status Grow(DeviceBuffer<T>& b, size_t n, uint64_t* moves) {
+  if (b.size() >= n) return absl::OkStatus();
+  b = DeviceBuffer<T>();  // free first: scratch can be large
+  TPS_ASSIGN_OR_RETURN(b, DeviceBuffer<T>::Allocate(n));
+  ++*moves;
+  return absl::OkStatus();
+}
+
+// Copies `host` into the grown device buffer `d` on `stream`. A
+// cudaMemcpyAsync from pageable host memory returns once the source has been
+// read, so `host` may be freed when this returns.
+template <typename T>
+absl::Status Stage(const std::vector<T>& host, DeviceBuffer<T>& d, cudaStream_t stream,
+                   uint64_t* moves) {
+  TPS_RETURN_IF_ERROR(Grow(d, std::max<size_t>(host.size(), 1), moves));
+  if (host.empty()) return absl::OkStatus();
+  TPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d.data(), host.data(), host.size() * sizeof(T),
+                                           cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+// A Linear (shard_weights.h) in device memory: parts side by side in the
+// output, each its own dtype.
+struct DeviceLinear {
+  struct Part {
+    DeviceBuffer<uint8_t> weight;  // (rows, in_features) in `dtype`'s layout
+    DType dtype = DType::kF32;
+    int rows = 0;
+    DeviceBuffer<float> bias;  // (rows) or empty
+    int out_offset = 0;        // first output column of this part
+  };
+  std::vector<Part> parts;
+  int out_features = 0;
+  int in_features = 0;
+};
+
+[[nodiscard]] absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l);
+
+// y (m, *) with row stride y_stride = x (m, in_features) W^T (+ b), part by part.
+[[nodiscard]] absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y,
+                                     int64_t y_stride, const kernels::Stream& s);
+
+// One transformer layer of this rank on the device.
+struct DeviceLayer {
+  DeviceBuffer<float> attn_norm;  // (H)
+  DeviceLinear qkv, o;
+  DeviceBuffer<float> ffn_norm;  // (H)
+  DeviceLinear gate_up, down;
+  DeviceBuffer<float> k_cache, v_cache;  // (num_blocks, block_size, n_kv_heads, head_dim)
+};
+
+// Uploads `w` and allocates a zeroed KV cache of `cache_floats` per side.
+[[nodiscard]] absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_floats);
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_ENGINE_CUDA_DEVICE_WEIGHTS_H_

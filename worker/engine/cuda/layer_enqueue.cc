@@ -1,0 +1,87 @@
+#include "worker/engine/cuda/layer_enqueue.h"
+
+#include "common/status.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace tpserve {
+
+namespace kc = kernels::cuda;
+
+absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
+                          const float* next_attn_norm) {
+  const ModelConfig& c = *step.config;
+  const RankDims& d = step.dims;
+  const StepShape& sh = step.shape;
+  const StepArrays& a = step.arrays;
+  const LayerScratch& x = step.scratch;
+  const kernels::Stream& s = step.stream;
+  const int H = d.hidden;
+  const int F = d.ffn;
+  const int T = sh.num_tokens;
+  const LayerKvCache cache{.k = l.k_cache.data(),
+                           .v = l.v_cache.data(),
+                           .block_size = step.block_size,
+                           .num_blocks = step.num_blocks};
+
+  TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s));  // (T, qkv_dim)
+  TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(c, d, a, x.qkv),
+                                      MakeKvCacheWriteParams(d, a, x.qkv, cache), s));
+  const kernels::PagedAttentionParams ap = MakeAttentionParams(d, a, x.qkv, cache, x.attn);
+  // Decode: split-KV. Prefill-heavy batches (the bf16 tensor-core GEMM
+  // range): tensor-core attention. Small mixed batches: f32 flash kernel.
+  if (sh.all_decode) {
+    TPS_RETURN_IF_ERROR(kc::PagedAttentionDecode(ap, sh.max_context, x.ws, x.ws_floats, s));
+  } else if (T > kc::kSkinnyGemmMaxRows) {
+    TPS_RETURN_IF_ERROR(kc::PagedAttentionPrefill(ap, s));
+  } else {
+    TPS_RETURN_IF_ERROR(kc::PagedAttention(ap, s));
+  }
+  TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s));  // (T, H) partial
+  TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
+  TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x.x,
+                                      .residual = x.proj,
+                                      .weight = l.ffn_norm.data(),
+                                      .y = x.h,
+                                      .rows = T,
+                                      .dim = H,
+                                      .eps = c.rms_norm_eps},
+                                     s));
+  if (T <= kc::kSkinnyGemmMaxRows && l.gate_up.parts.size() == 1) {
+    // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
+    const DeviceLinear::Part& gu = l.gate_up.parts[0];
+    TPS_RETURN_IF_ERROR(kc::GemmSwiglu({.x = x.h,
+                                        .w = gu.weight.data(),
+                                        .w_dtype = gu.dtype,
+                                        .bias = gu.bias.size() > 0 ? gu.bias.data() : nullptr,
+                                        .y = x.act,
+                                        .m = T,
+                                        .n = 2 * F,
+                                        .k = H},
+                                       s));
+  } else {
+    TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s));  // (T, 2F)
+    TPS_RETURN_IF_ERROR(kc::Swiglu({.gate = x.gu,
+                                    .up = x.gu + F,
+                                    .out = x.act,
+                                    .rows = T,
+                                    .dim = F,
+                                    .gate_stride = 2 * F,
+                                    .up_stride = 2 * F},
+                                   s));
+  }
+  TPS_RETURN_IF_ERROR(RunLinear(l.down, x.act, T, x.proj, H, s));  // (T, H) partial
+  TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
+  if (next_attn_norm != nullptr) {
+    return kc::AddRmsNorm({.x = x.x,
+                           .residual = x.proj,
+                           .weight = next_attn_norm,
+                           .y = x.h,
+                           .rows = T,
+                           .dim = H,
+                           .eps = c.rms_norm_eps},
+                          s);
+  }
+  return kc::Add({.a = x.x, .b = x.proj, .y = x.x, .n = int64_t{T} * H}, s);
+}
+
+}  // namespace tpserve

@@ -1,0 +1,72 @@
+// One transformer layer of the CUDA backend's forward pass, enqueued on the
+// step's stream: QKV, RoPE + KV-cache write, paged attention, O projection
+// and its all-reduce, the fused residual add + FFN norm, SwiGLU FFN and its
+// all-reduce, then the residual add fused with the next layer's attention
+// norm. Nothing here allocates or synchronises, so a CUDA graph may capture
+// it.
+//
+//   const LayerStep step{.config = &c, .dims = d, .shape = sh, .arrays = a, ...};
+//   for (size_t li = 0; li < layers.size(); ++li) {
+//     const float* next = li + 1 < layers.size() ? layers[li + 1].attn_norm.data() : nullptr;
+//     TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers[li], next));
+//   }
+#ifndef TPSERVE_WORKER_ENGINE_CUDA_LAYER_ENQUEUE_H_
+#define TPSERVE_WORKER_ENGINE_CUDA_LAYER_ENQUEUE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+#include "worker/engine/cuda/device_weights.h"
+#include "worker/engine/forward_common.h"
+#include "worker/model/model_config.h"
+
+namespace tpserve {
+
+// The shapes one step's launches depend on; a graph fixes all of them.
+struct StepShape {
+  int num_seqs = 0;    // S
+  int num_tokens = 0;  // T
+  int max_blocks = 1;
+  int max_context = 1;
+  bool all_decode = false;
+};
+
+// Device activations of one step, each grown for its T tokens.
+struct LayerScratch {
+  float* x = nullptr;     // (T, H) residual stream
+  float* h = nullptr;     // (T, H) normalised input of the next projection
+  float* qkv = nullptr;   // (T, qkv_dim)
+  float* attn = nullptr;  // (T, q_dim)
+  float* proj = nullptr;  // (T, H) partial sums of a row-parallel projection
+  float* gu = nullptr;    // (T, 2F) gate | up
+  float* act = nullptr;   // (T, F) silu(gate) * up
+  float* ws = nullptr;    // split-KV decode workspace (all-decode steps)
+  int64_t ws_floats = 0;
+};
+
+// What every layer of one step shares.
+struct LayerStep {
+  const ModelConfig* config = nullptr;
+  RankDims dims;
+  StepShape shape;
+  StepArrays arrays;  // the staged step metadata on the device
+  LayerScratch scratch;
+  int block_size = 0;  // KV cache
+  int num_blocks = 0;
+  kernels::Stream stream;
+  // Sums `count` floats at `buf` across the ranks (a no-op on one rank).
+  std::function<absl::Status(float* buf, size_t count)> all_reduce;
+};
+
+// Enqueues layer `l` over step.scratch.h (the layer's normalised input) and
+// leaves step.scratch.x updated and step.scratch.h normalised with
+// `next_attn_norm`; for the last layer (`next_attn_norm` null) only x.
+[[nodiscard]] absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
+                                        const float* next_attn_norm);
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_ENGINE_CUDA_LAYER_ENQUEUE_H_

@@ -1,0 +1,65 @@
+// Registrar: keeps this worker registered with whichever router currently
+// hosts the rendezvous store. It publishes "<host>:<port>" under
+// tpserve/<session>/worker/<rank> for the store's current session, then
+// checks every `interval` that the session is unchanged; when the router
+// restarts (new session) or the store is unreachable, it registers again as
+// soon as a store answers. The router finds the worker from that key; the
+// worker needs no restart when the router does.
+//
+//   Registrar reg("10.0.0.1", 29500, /*rank=*/1, "10.0.0.2:50061", log);
+//   reg.Start();               // background thread
+//   std::string s = reg.session();  // "" until registered
+//   reg.Stop();
+#ifndef TPSERVE_WORKER_SERVICE_REGISTRAR_H_
+#define TPSERVE_WORKER_SERVICE_REGISTRAR_H_
+
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+
+namespace tpserve {
+
+// Store keys shared with the router (router/cluster/rendezvous.h reads them).
+inline constexpr char kRendezvousSessionKey[] = "tpserve/session";
+std::string RendezvousWorkerKey(const std::string& session, int rank);
+// Prefix of one group epoch's communicator keys: fresh per epoch, so a group
+// that re-forms never reads a previous epoch's (stale) addresses.
+std::string RendezvousEpochPrefix(const std::string& session, uint64_t epoch,
+                                  const std::string& backend);
+
+class Registrar {
+ public:
+  Registrar(std::string store_host, int store_port, int rank, std::string address,
+            std::function<void(const std::string&)> log,
+            absl::Duration interval = absl::Seconds(1));
+  ~Registrar();  // Stop()
+
+  void Start();
+  void Stop();
+  // The session this worker is registered in; empty before the first
+  // registration.
+  std::string session() const;
+
+ private:
+  void Run();
+
+  const std::string store_host_;
+  const int store_port_;
+  const int rank_;
+  const std::string address_;
+  const std::function<void(const std::string&)> log_;
+  const absl::Duration interval_;
+  mutable absl::Mutex mu_;
+  std::string session_ ABSL_GUARDED_BY(mu_);
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
+}  // namespace tpserve
+
+#endif  // TPSERVE_WORKER_SERVICE_REGISTRAR_H_
