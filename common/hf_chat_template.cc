@@ -24,7 +24,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, bool* found) {
 
 absl::StatusOr<json> ReadJson(const std::string& path, bool* found) {
   absl::StatusOr<std::string> text = ReadFile(path, found);
-  if (!text.ok() || !*found) return text.status();
+  if (!text.ok()) return text.status();
+  if (!*found) return json();
   json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is not a JSON object"));
