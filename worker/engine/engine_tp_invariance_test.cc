@@ -16,13 +16,17 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "gtest/gtest.h"
 #include "tests/testmodel/test_model.h"
+#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/multi_rank_test_util.h"
+#include "worker/model/model_source.h"
 
 namespace tpserve {
 namespace {
@@ -157,6 +161,36 @@ TEST(EngineTpInvarianceTest, GeneratedBf16HuggingFace) {
   s.dtype = DType::kBF16;
   s.seed = 8;
   CheckInvariance(Generate(s, "inv_bf16_hf"), {2, 3});
+}
+
+// The two modes all-reduce different types: a group whose ranks disagree
+// must fail at Create on every rank, never compute.
+TEST(EngineTpInvarianceTest, RanksWithDifferentModesFailOnEveryRank) {
+  TestModelSpec s;
+  const std::string path = Generate(s, "inv_mixed_modes.gguf");
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  absl::Status results[2];
+  auto rank_fn = [&](int rank) {
+    TcpKvStoreClient store("127.0.0.1", server.port());
+    GlooOptions g;
+    g.timeout = absl::Seconds(30);
+    absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateGlooCommunicator(store, rank, 2, g);
+    if (!comm.ok()) {
+      results[rank] = comm.status();
+      return;
+    }
+    results[rank] = Engine::Create(**model, **comm, Options(/*invariant=*/rank == 1)).status();
+  };
+  std::thread r1(rank_fn, 1);
+  rank_fn(0);
+  r1.join();
+  for (const absl::Status& st : results) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("tp_invariant"), absl::string_view::npos) << st;
+  }
 }
 
 TEST(EngineTpInvarianceTest, DefaultModelLogits) { CheckInvariance(DefaultModelPath(), {2, 3}); }
