@@ -85,8 +85,9 @@ void BM_Copy(benchmark::State& state) {
 }
 
 // state: n, k, dtype, threads, m[, cached]. cached = 1 reuses one matrix
-// (L2-resident: the kernel's compute rate rather than DRAM's).
-void BM_Gemm(benchmark::State& state) {
+// (L2-resident: the kernel's compute rate rather than DRAM's). `fixed`: the
+// partition-invariant output (GemmParams::y_fixed) instead of y.
+void GemmBody(benchmark::State& state, bool fixed) {
   const int n = static_cast<int>(state.range(0));
   const int k = static_cast<int>(state.range(1));
   const DType dtype = static_cast<DType>(state.range(2));
@@ -103,9 +104,14 @@ void BM_Gemm(benchmark::State& state) {
     std::memcpy(weights.data() + c * matrix_bytes, one.data(), matrix_bytes);
   std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k);
   std::vector<float> y(static_cast<size_t>(m) * n);
+  std::vector<int64_t> y_fixed(static_cast<size_t>(m) * n);
   ThreadPool pool(threads);
   GemmParams p{
       .x = x.data(), .w = nullptr, .w_dtype = dtype, .y = y.data(), .m = m, .n = n, .k = k};
+  if (fixed) {
+    p.y = nullptr;
+    p.y_fixed = y_fixed.data();
+  }
   int c = 0;
   auto run_once = [&] {
     p.w = weights.data() + c * matrix_bytes;
@@ -155,6 +161,9 @@ void BM_Gemm(benchmark::State& state) {
   }
   state.SetLabel(std::string(DTypeName(dtype)) + " " + IsaName(ActiveIsa()));
 }
+
+void BM_Gemm(benchmark::State& state) { GemmBody(state, false); }
+void BM_GemmFixed(benchmark::State& state) { GemmBody(state, true); }
 
 // One decode token through SmolLM2-135M's op sequence with random weights
 // (30 layers of Q4_1 matrices, Q8_0 tied LM head, f32 paged KV cache at
@@ -369,7 +378,21 @@ void GemmArgsList(benchmark::internal::Benchmark* b) {
   }
 }
 
+// The row-parallel shapes (O: 576 x 576, down: 576 x 1536) both ways.
+void RowParallelArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "k", "dtype", "threads", "m", "cached"});
+  const int q41 = static_cast<int>(DType::kQ4_1);
+  for (int k : {576, 1536}) {
+    b->Args({576, k, q41, 1, 1, 0});
+    b->Args({576, k, q41, 1, 1, 1});
+    b->Args({576, k, q41, 1, 16, 0});
+    b->Args({576, k, q41, 1, 512, 0});
+  }
+}
+
 BENCHMARK(BM_Copy)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Gemm)->Apply(RowParallelArgs)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GemmFixed)->Apply(RowParallelArgs)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemvArgs)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemmArgsList)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_PagedAttention)

@@ -29,12 +29,14 @@ namespace tpserve::kernels::cuda {
 // dequantised in registers (fused Q8_0/Q4_0/Q4_1 decoding), f32 math, up to 8
 // activation rows per pass. Larger m (prefill): the tensor-core kernel, with x
 // and the dequantised weights rounded to bf16 on their way into shared memory
-// (f32 accumulation; NMSE vs f64 ~3e-6, see gemm_test.cc).
+// (f32 accumulation; NMSE vs f64 ~3e-6, see gemm_test.cc). y_fixed set (any
+// m): gemm_fixed.cu, per-chunk f32 partials summed in fixed point.
 [[nodiscard]] absl::Status Gemm(const GemmParams& p, const Stream& stream);
 [[nodiscard]] absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Rope(const RopeParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Swiglu(const SwigluParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Add(const AddParams& p, const Stream& stream);
+[[nodiscard]] absl::Status AddFixedPoint(const AddFixedPointParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Embedding(const EmbeddingParams& p, const Stream& stream);
 [[nodiscard]] absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream);
 // Any mix of prefill chunks and decode tokens (flash-style, causal, GQA).

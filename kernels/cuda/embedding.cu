@@ -30,10 +30,10 @@ __global__ void __launch_bounds__(kThreads)
       float v[32];
       LoadBlock32<kType>(row, b, v);
 #pragma unroll
-      for (int i = 0; i < 32; ++i) o[b * 32 + i] = v[i];
+      for (int i = 0; i < 32; ++i) o[b * 32 + i] = v[i] + 0.0f;  // -0 -> +0 (ops.h)
     }
   } else {
-    for (int i = threadIdx.x; i < dim; i += kThreads) o[i] = LoadElement<kType>(row, i);
+    for (int i = threadIdx.x; i < dim; i += kThreads) o[i] = LoadElement<kType>(row, i) + 0.0f;
   }
 }
 

@@ -1,5 +1,6 @@
 // cuda::Gemm: m <= kSkinnyGemmMaxRows runs the skinny GEMM below (decode);
-// larger m the tensor-core kernel of gemm_tc.cu (prefill).
+// larger m the tensor-core kernel of gemm_tc.cu (prefill); y_fixed output
+// (any m) the fixed-point kernel of gemm_fixed.cu.
 //
 // Skinny GEMM with fused weight dequantisation:
 // One warp per weight row (4 rows per 128-thread block); lanes stride over the
@@ -137,8 +138,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     float up[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) up[r] = 0.0f;
-    RowDots<kW, kRows, kVec>(RowPointer(w, kW, k, col + cols), xrow0, x_stride, k, rows_here,
-                             lane, up);
+    RowDots<kW, kRows, kVec>(RowPointer(w, kW, k, col + cols), xrow0, x_stride, k, rows_here, lane,
+                             up);
     const float bu = bias != nullptr ? __ldg(bias + col + cols) : 0.0f;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -174,10 +175,10 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
 }
 
 // Shape checks shared by Gemm and GemmSwiglu; the strides with defaults applied.
-absl::Status CheckGemm(const GemmParams& p, int64_t y_cols, int64_t* x_stride,
-                       int64_t* y_stride) {
+absl::Status CheckGemm(const GemmParams& p, int64_t y_cols, int64_t* x_stride, int64_t* y_stride) {
   if (p.m < 0 || p.n < 0 || p.k < 0) return absl::InvalidArgumentError("Gemm: negative shape");
-  if (p.m > 0 && p.n > 0 && (p.x == nullptr || p.w == nullptr || p.y == nullptr)) {
+  if (p.m > 0 && p.n > 0 &&
+      (p.x == nullptr || p.w == nullptr || (p.y == nullptr && p.y_fixed == nullptr))) {
     return absl::InvalidArgumentError("Gemm: null x, w or y");
   }
   if (RowBytes(p.w_dtype, p.k) < 0) {
@@ -197,11 +198,11 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   if (absl::Status st = CheckGemm(p, p.n, &x_stride, &y_stride); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  if (p.y_fixed != nullptr) return LaunchFixedGemm(p, x_stride, y_stride, s);
   if (p.m > kSkinnyGemmMaxRows) return LaunchTensorCoreGemm(p, x_stride, y_stride, s);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
-      return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s);
-    });
+    TPS_ROWS_PER_PASS_SWITCH(
+        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s); });
   });
 }
 
@@ -215,9 +216,8 @@ absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream) {
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
-      return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s);
-    });
+    TPS_ROWS_PER_PASS_SWITCH(
+        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s); });
   });
 }
 

@@ -1,5 +1,6 @@
-// Internal to kernels/cuda: the tensor-core half of cuda::Gemm (gemm_tc.cu),
-// called by the dispatcher in gemm.cu once parameters are validated.
+// Internal to kernels/cuda: the tensor-core half of cuda::Gemm (gemm_tc.cu)
+// and its partition-invariant output (gemm_fixed.cu), called by the
+// dispatcher in gemm.cu once parameters are validated.
 #ifndef TPSERVE_KERNELS_CUDA_GEMM_INTERNAL_H_
 #define TPSERVE_KERNELS_CUDA_GEMM_INTERNAL_H_
 
@@ -16,6 +17,10 @@ namespace tpserve::kernels::cuda {
 // their way into shared memory; f32 accumulation. Strides already resolved.
 absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                                   cudaStream_t stream);
+
+// GemmParams::y_fixed output for any m (gemm_fixed.cu).
+absl::Status LaunchFixedGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
+                             cudaStream_t stream);
 
 }  // namespace tpserve::kernels::cuda
 

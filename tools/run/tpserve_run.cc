@@ -50,6 +50,7 @@ struct RunOptions {
   int batch = 1;
   int max_tokens = 32;
   bool ignore_eos = false;
+  bool tp_invariant = false;  // EngineOptions::tp_invariant
   int64_t kv_mb = 256;
   int chunk = 0;                // prefill chunk size; 0 = whole prompt in one step
   std::string comm = "shm";     // all ranks are local: shared memory by default
@@ -63,7 +64,8 @@ void Usage() {
           "--prompt-ids 1,2,3 | --prompt-len N)\n"
           "       [--batch B] [--max-tokens N] [--ignore-eos] [--kv-mb MB] [--chunk N]\n"
           "       [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-          "       [--repetition-penalty R] [--comm shm|gloo] [--backend cpu|cuda]\n");
+          "       [--repetition-penalty R] [--comm shm|gloo] [--backend cpu|cuda]\n"
+          "       [--tp-invariant]\n");
 }
 
 absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
@@ -73,6 +75,10 @@ absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--ignore-eos") {
       o.ignore_eos = true;
+      continue;
+    }
+    if (a == "--tp-invariant") {
+      o.tp_invariant = true;
       continue;
     }
     if (a.rfind("--", 0) != 0 || i + 1 >= argc) {
@@ -155,6 +161,7 @@ absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_
   eopts.num_threads = o.threads;
   eopts.kv_cache_bytes = o.kv_mb << 20;
   eopts.backend = o.backend;
+  eopts.tp_invariant = o.tp_invariant;
   eopts.device = o.backend == "cuda" ? rank : 0;
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, *comm, eopts));
   BlockAllocator blocks(engine->num_kv_blocks());

@@ -14,17 +14,21 @@ namespace {
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
-// Every rank must have computed the same plan (same model, same world).
-absl::Status CheckPlanAcrossRanks(const ShardPlan& plan, ForwardBackend& forward, int world_size) {
+// Every rank must have computed the same plan (same model, same world) and
+// use the same row-parallel reduction (tp_invariant all-reduces int64s).
+absl::Status CheckPlanAcrossRanks(const ShardPlan& plan, ForwardBackend& forward, int world_size,
+                                  bool tp_invariant) {
   std::vector<int64_t> prints(world_size);
-  const int64_t mine = static_cast<int64_t>(plan.Fingerprint());
+  const int64_t mine =
+      static_cast<int64_t>(plan.Fingerprint() ^ (tp_invariant ? 0x9e3779b97f4a7c15ull : 0));
   TPS_RETURN_IF_ERROR(
       Annotate(forward.AllGatherI64(mine, &prints), "exchanging shard plan fingerprints"));
   for (int r = 0; r < world_size; ++r) {
     if (prints[r] != prints[0]) {
       return absl::InvalidArgumentError(absl::StrCat(
           "shard plans disagree between ranks: rank 0 has ", prints[0], ", rank ", r, " has ",
-          prints[r], " (different model files or world sizes?); this rank's plan:\n",
+          prints[r],
+          " (different model files, world sizes or tp_invariant settings?); this rank's plan:\n",
           plan.DebugString()));
     }
   }
@@ -34,7 +38,7 @@ absl::Status CheckPlanAcrossRanks(const ShardPlan& plan, ForwardBackend& forward
 }  // namespace
 
 absl::Status Engine::CheckGroup() {
-  return CheckPlanAcrossRanks(plan_, *forward_, comm_.world_size());
+  return CheckPlanAcrossRanks(plan_, *forward_, comm_.world_size(), tp_invariant_);
 }
 
 void Engine::ResetSequences() { history_.clear(); }
@@ -54,7 +58,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
                                              .cuda_graphs = options.cuda_graphs,
                                              .tp_invariant = options.tp_invariant}));
   if (options.check_group_at_create) {
-    TPS_RETURN_IF_ERROR(CheckPlanAcrossRanks(plan, *forward, comm.world_size()));
+    TPS_RETURN_IF_ERROR(
+        CheckPlanAcrossRanks(plan, *forward, comm.world_size(), options.tp_invariant));
   }
   TPS_ASSIGN_OR_RETURN(ShardWeights weights, LoadShardWeights(model, plan, options.f32_weights));
   const ModelConfig& c = model.config();
@@ -87,7 +92,8 @@ Engine::Engine(const ModelSource& model, Communicator& comm, ShardPlan plan,
       num_blocks_(num_blocks),
       block_size_(options.block_size),
       backend_(options.backend),
-      max_step_tokens_(options.max_step_tokens) {}
+      max_step_tokens_(options.max_step_tokens),
+      tp_invariant_(options.tp_invariant) {}
 
 Engine::~Engine() = default;
 

@@ -141,6 +141,7 @@ class Engine {
   const int block_size_;
   const std::string backend_;
   const int max_step_tokens_;
+  const bool tp_invariant_;
   StepTimings timings_;
   // Rank 0: tokens of each live sequence by position (-1 = never seen).
   std::unordered_map<uint64_t, std::vector<int32_t>> history_;

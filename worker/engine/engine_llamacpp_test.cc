@@ -7,6 +7,12 @@
 // llama.cpp's or our logits, is at most kNearTie. Both sides quantize
 // activations to 8 bits for the Q4_1 matrices in their own way, so logits
 // differ by a few hundredths and a near-tied argmax may flip.
+//
+// Both are also compared with an exact evaluation of the same model
+// (testdata/f64_greedy.py: dequantized weights, float64 activations and
+// sums), so a reader can see which engine stays with the exact model longer:
+// each engine's first divergence from it must be at a near-tie of the exact
+// logits (gap <= kNearTie). Per-prompt results are printed.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -81,6 +87,45 @@ std::vector<Reference> RunLlamaCpp() {
   return refs;
 }
 
+struct Exact {
+  std::vector<int32_t> tokens;
+  std::vector<double> gaps;
+};
+
+// The float64 reference on llama.cpp's prompt ids.
+std::vector<Exact> RunF64(const std::vector<Reference>& refs) {
+  const std::string root = Root();
+  const std::string tmp =
+      std::getenv("TEST_TMPDIR") != nullptr ? std::getenv("TEST_TMPDIR") : "/tmp";
+  {
+    std::ofstream f(tmp + "/ids.jsonl");
+    for (const Reference& r : refs) f << nlohmann::json(r.ids).dump() << "\n";
+  }
+  const std::string cmd =
+      absl::StrCat(root, "/.venv/bin/python3 ", root, "/worker/engine/testdata/f64_greedy.py ",
+                   root, "/models/SmolLM2-135M-Instruct.Q4_1.gguf ", kNewTokens, " < ", tmp,
+                   "/ids.jsonl > ", tmp, "/f64.json");
+  const int rc = std::system(cmd.c_str());
+  EXPECT_EQ(rc, 0) << "float64 reference failed: " << cmd;
+  std::ifstream in(tmp + "/f64.json");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::vector<Exact> out;
+  if (!j.is_array()) return out;
+  for (const auto& e : j) {
+    out.push_back({e["tokens"].get<std::vector<int32_t>>(), e["gaps"].get<std::vector<double>>()});
+  }
+  return out;
+}
+
+// First index where `tokens` leaves the exact continuation, or -1.
+template <typename T>
+int FirstDivergence(const T* tokens, const Exact& exact) {
+  for (int i = 0; i < kNewTokens; ++i) {
+    if (static_cast<int32_t>(tokens[i]) != exact.tokens[i]) return i;
+  }
+  return -1;
+}
+
 // Greedy continuation with our engine; per prompt: tokens, then top-2 gaps.
 absl::StatusOr<std::vector<float>> OurGreedy(Engine& e, const std::vector<Reference>& refs) {
   std::vector<float> out;
@@ -135,6 +180,30 @@ TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
   }
   printf("%d of %zu prompts match llama.cpp exactly for %d tokens\n", exact, refs.size(),
          kNewTokens);
+
+  const std::vector<Exact> f64 = RunF64(refs);
+  ASSERT_EQ(f64.size(), refs.size());
+  int ours_exact = 0, llama_exact = 0;
+  for (size_t p = 0; p < refs.size(); ++p) {
+    const int ours = FirstDivergence(run.rank0.data() + p * 2 * kNewTokens, f64[p]);
+    const int theirs = FirstDivergence(refs[p].tokens.data(), f64[p]);
+    ours_exact += ours < 0;
+    llama_exact += theirs < 0;
+    auto at = [&](int i) {
+      return i < 0 ? std::string("all 64 match")
+                   : absl::StrCat("diverges at ", i, " (f64 gap ", f64[p].gaps[i], ")");
+    };
+    printf("prompt %zu vs float64: ours %s; llama.cpp %s\n", p, at(ours).c_str(),
+           at(theirs).c_str());
+    if (ours >= 0) {
+      EXPECT_LE(f64[p].gaps[ours], kNearTie) << "prompt " << p << ": ours";
+    }
+    if (theirs >= 0) {
+      EXPECT_LE(f64[p].gaps[theirs], kNearTie) << "prompt " << p << ": llama.cpp";
+    }
+  }
+  printf("vs float64: ours %d of %zu prompts exact for %d tokens, llama.cpp %d\n", ours_exact,
+         refs.size(), kNewTokens, llama_exact);
 }
 
 }  // namespace

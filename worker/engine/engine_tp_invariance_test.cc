@@ -1,14 +1,15 @@
 // Tensor-parallel invariance (EngineOptions::tp_invariant): the same ragged
 // schedule (two prefills, a decode mixed with a prefill chunk, two decodes)
-// at TP = 1, 2, 3 and 4, each a group of forked processes over Gloo, must give
+// at TP = 1 and larger, each a group of forked processes over Gloo, must give
 // bit-identical rank-0 logits, on the quantized path (8-bit activations) and
 // with plain weights:
 //   - generated 9q/3kv Q4_1 (uneven KV-group split at TP=2, KV replication
-//     at TP=4; FFN 7 blocks: uneven at every TP);
-//   - generated 8q/2kv Q8_0 (KV replication at TP=3 and 4);
-//   - generated Qwen2 with QKV bias, Q4_0;
-//   - generated 9q/3kv F32 GGUF, and 4q/2kv BF16 Hugging Face;
-//   - the default model (SmolLM2-135M Q4_1, 9q/3kv, 30 layers);
+//     at TP=4; FFN 7 blocks: uneven at every TP), TP=2/3/4;
+//   - generated 8q/2kv Q8_0 (KV replication at TP=3 and 4), TP=2/3/4;
+//   - generated Qwen2 with QKV bias, Q4_0, TP=2/3/4;
+//   - generated 9q/3kv F32 GGUF, TP=2/3/4, and 4q/2kv BF16 Hugging Face,
+//     TP=2/3;
+//   - the default model (SmolLM2-135M Q4_1, 9q/3kv, 30 layers), TP=2/3;
 // and greedy continuations of 64 tokens for 20 prompts on the default model
 // are identical at TP = 1, 2 and 3. The invariant logits stay close to the
 // default (f32 all-reduce) mode's: kModeTol of max |logit|.
@@ -16,13 +17,17 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "gtest/gtest.h"
 #include "tests/testmodel/test_model.h"
+#include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/multi_rank_test_util.h"
+#include "worker/model/model_source.h"
 
 namespace tpserve {
 namespace {
@@ -157,6 +162,36 @@ TEST(EngineTpInvarianceTest, GeneratedBf16HuggingFace) {
   s.dtype = DType::kBF16;
   s.seed = 8;
   CheckInvariance(Generate(s, "inv_bf16_hf"), {2, 3});
+}
+
+// The two modes all-reduce different types: a group whose ranks disagree
+// must fail at Create on every rank, never compute.
+TEST(EngineTpInvarianceTest, RanksWithDifferentModesFailOnEveryRank) {
+  TestModelSpec s;
+  const std::string path = Generate(s, "inv_mixed_modes.gguf");
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  absl::Status results[2];
+  auto rank_fn = [&](int rank) {
+    TcpKvStoreClient store("127.0.0.1", server.port());
+    GlooOptions g;
+    g.timeout = absl::Seconds(30);
+    absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateGlooCommunicator(store, rank, 2, g);
+    if (!comm.ok()) {
+      results[rank] = comm.status();
+      return;
+    }
+    results[rank] = Engine::Create(**model, **comm, Options(/*invariant=*/rank == 1)).status();
+  };
+  std::thread r1(rank_fn, 1);
+  rank_fn(0);
+  r1.join();
+  for (const absl::Status& st : results) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("tp_invariant"), absl::string_view::npos) << st;
+  }
 }
 
 TEST(EngineTpInvarianceTest, DefaultModelLogits) { CheckInvariance(DefaultModelPath(), {2, 3}); }

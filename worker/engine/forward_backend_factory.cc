@@ -20,7 +20,8 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateForwardBackend(
     const ForwardBackendOptions& options) {
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(name));
   if (name == "cuda") {
-    return CreateCudaForward(config, std::move(plan), comm, options.device, options.cuda_graphs);
+    return CreateCudaForward(config, std::move(plan), comm, options.device, options.cuda_graphs,
+                             options.tp_invariant);
   }
   return CreateCpuForward(config, std::move(plan), comm, options.num_threads, options.tp_invariant);
 }

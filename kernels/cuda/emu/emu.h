@@ -214,7 +214,7 @@ inline constexpr int warpSize = 32;
 // ---- Synchronisation and warp intrinsics.
 inline void __syncthreads() { ::tpserve_emu::SyncThreads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) {
-  ::tpserve_emu::WarpExchange(nullptr, 0, "__syncwarp", [](const unsigned char (*)[64]) {});
+  ::tpserve_emu::WarpExchange(nullptr, 0, "__syncwarp", [](const unsigned char(*)[64]) {});
 }
 inline void __threadfence() {}
 inline void __threadfence_block() {}
@@ -227,7 +227,7 @@ T Shuffle(unsigned mask, T v, const char* what, Src src) {
   if (mask != 0xffffffffu) Fail("%s: only full-warp masks are emulated (mask 0x%x)", what, mask);
   T out = v;
   const int lane = g_thread->lane;
-  WarpExchange(&v, sizeof(T), what, [&](const unsigned char (*slots)[64]) {
+  WarpExchange(&v, sizeof(T), what, [&](const unsigned char(*slots)[64]) {
     const int s = src(lane);
     if (s >= 0) std::memcpy(&out, slots[s], sizeof(T));
   });
@@ -266,7 +266,7 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
   if (mask != 0xffffffffu) ::tpserve_emu::Fail("__ballot_sync: only full-warp masks are emulated");
   const int p = pred != 0;
   unsigned out = 0;
-  ::tpserve_emu::WarpExchange(&p, sizeof(p), "__ballot_sync", [&](const unsigned char (*s)[64]) {
+  ::tpserve_emu::WarpExchange(&p, sizeof(p), "__ballot_sync", [&](const unsigned char(*s)[64]) {
     for (int l = 0; l < 32; ++l) {
       int v;
       std::memcpy(&v, s[l], sizeof(v));
@@ -293,6 +293,8 @@ inline float __expf(float a) { return std::exp(a); }
 inline float __logf(float a) { return std::log(a); }
 inline float __sinf(float a) { return std::sin(a); }
 inline float __cosf(float a) { return std::cos(a); }
+// Round to nearest even (the default FP environment), as the device does.
+inline long long __double2ll_rn(double a) { return std::llrint(a); }
 inline float __powf(float a, float b) { return std::pow(a, b); }
 inline float __saturatef(float a) { return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : a); }
 inline float rsqrtf(float a) { return 1.0f / std::sqrt(a); }

@@ -8,8 +8,8 @@
 // when at least two devices are visible. The CUDA-emulator twin
 // (cuda_engine_parity_test_emu) runs on the generated model only (the
 // default model would take many minutes there), TP=2 with two emulated
-// devices and the emulator's Gloo-backed communicator in place of NCCL. Also checks that Step's greedy
-// token equals the argmax of the CUDA logits path on a decode batch.
+// devices and the emulator's Gloo-backed communicator in place of NCCL. Also checks that Step's
+// greedy token equals the argmax of the CUDA logits path on a decode batch.
 //
 // Tolerance, as max |cuda - cpu| / max |cpu logit| per row: 1e-3 while every
 // batch so far had <= 64 tokens (skinny GEMMs, f32 math on both sides),
@@ -386,8 +386,7 @@ TEST(CudaEngineParity, HeadDimAbove256IsRejectedAtCreate) {
   absl::StatusOr<std::unique_ptr<Communicator>> comm =
       CreateGlooCommunicator(unused, 0, 1, GlooOptions());
   ASSERT_TRUE(comm.ok()) << comm.status();
-  absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(**model, **comm, Options("cuda"));
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(**model, **comm, Options("cuda"));
   ASSERT_FALSE(engine.ok());
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(engine.status().message().find("head_dim 320"), absl::string_view::npos)

@@ -29,12 +29,13 @@ double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - si
 class CudaForward final : public ForwardBackend {
  public:
   CudaForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-              cudaStream_t stream, bool cuda_graphs)
+              cudaStream_t stream, bool cuda_graphs, bool tp_invariant)
       : c_(config),
         plan_(std::move(plan)),
         comm_(comm),
         device_(device),
         stream_(stream),
+        tp_invariant_(tp_invariant),
         graphs_(cuda_graphs && comm.world_size() == 1) {}
 
   ~CudaForward() override {
@@ -103,10 +104,10 @@ class CudaForward final : public ForwardBackend {
   // Grows the activation scratch for `sh` and `head_rows` LM-head rows.
   absl::Status GrowScratch(const StepShape& sh, int head_rows);
 
-  absl::Status AllReduce(float* buf, size_t count, StepTimings* timings) {
+  absl::Status AllReduce(void* buf, size_t count, CommDType dtype, StepTimings* timings) {
     if (comm_.world_size() == 1) return absl::OkStatus();
     const absl::Time t0 = absl::Now();
-    absl::Status s = comm_.AllReduceSum(buf, count, CommDType::kF32, {.stream = stream_});
+    absl::Status s = comm_.AllReduceSum(buf, count, dtype, {.stream = stream_});
     timings->comm_s += Seconds(t0);
     return s;
   }
@@ -116,6 +117,7 @@ class CudaForward final : public ForwardBackend {
   Communicator& comm_;
   const int device_;
   cudaStream_t stream_;
+  const bool tp_invariant_;
   KvCacheShape shape_;
   int num_blocks_ = 0;
   DeviceBuffer<uint8_t> embedding_;
@@ -128,6 +130,7 @@ class CudaForward final : public ForwardBackend {
   DeviceBuffer<int32_t> d_tokens_, d_pos_, d_cu_, d_starts_, d_tables_;
   DeviceBuffer<int64_t> d_slots_;
   DeviceBuffer<float> x_, h_, qkv_, attn_, proj_, gu_, act_, ws_, head_in_, head_out_, gathered_;
+  DeviceBuffer<int64_t> fixed_;  // (T, H) row-parallel partials, tp_invariant_
   uint64_t moves_ = 0;
   DecodeGraphCache graphs_;
   DeviceSampler sampler_;
@@ -143,6 +146,7 @@ absl::Status CudaForward::GrowScratch(const StepShape& sh, int head_rows) {
   TPS_RETURN_IF_ERROR(Grow(proj_, T * d.hidden, &moves_));
   TPS_RETURN_IF_ERROR(Grow(gu_, T * 2 * d.ffn, &moves_));
   TPS_RETURN_IF_ERROR(Grow(act_, T * d.ffn, &moves_));
+  if (tp_invariant_) TPS_RETURN_IF_ERROR(Grow(fixed_, T * d.hidden, &moves_));
   if (sh.all_decode) {
     const int64_t ws =
         kc::DecodeAttentionWorkspaceFloats(sh.num_seqs, d.n_heads, d.head_dim, sh.max_context);
@@ -265,18 +269,26 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                    .ws_floats = sh.all_decode ? kc::DecodeAttentionWorkspaceFloats(
                                                                     sh.num_seqs, d.n_heads,
                                                                     d.head_dim, sh.max_context)
-                                                              : 0},
+                                                              : 0,
+                                   .fixed = tp_invariant_ ? fixed_.data() : nullptr},
                        .block_size = shape_.block_size,
                        .num_blocks = num_blocks_,
                        .stream = s,
-                       .all_reduce = [this, timings](float* buf, size_t count) {
-                         return AllReduce(buf, count, timings);
-                       }};
+                       .all_reduce =
+                           [this, timings](float* buf, size_t count) {
+                             return AllReduce(buf, count, CommDType::kF32, timings);
+                           },
+                       .tp_invariant = tp_invariant_,
+                       .chunks = RowParallelChunks::For(c_),
+                       .all_reduce_fixed =
+                           [this, timings](int64_t* buf, size_t count) {
+                             return AllReduce(buf, count, CommDType::kI64, timings);
+                           }};
 
   // (T, H) embedding: each rank fills the rows of its vocabulary slice.
   TPS_RETURN_IF_ERROR(kc::Embedding(
       MakeEmbeddingParams(me, H, embedding_.data(), embedding_dtype_, step.arrays, x_.data()), s));
-  TPS_RETURN_IF_ERROR(AllReduce(x_.data(), size_t{1} * T * H, timings));
+  TPS_RETURN_IF_ERROR(AllReduce(x_.data(), size_t{1} * T * H, CommDType::kF32, timings));
 
   // The first layer's attention norm; every later norm is fused with the
   // residual add before it (AddRmsNorm), the last add stands alone.
@@ -324,7 +336,8 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
 absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelConfig& config,
                                                                   ShardPlan plan,
                                                                   Communicator& comm, int device,
-                                                                  bool cuda_graphs) {
+                                                                  bool cuda_graphs,
+                                                                  bool tp_invariant) {
   const int count = ::tpserve::cuda::DeviceCount();
   if (count == 0) {
     return absl::FailedPreconditionError(
@@ -350,7 +363,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelCon
   cudaStream_t stream = nullptr;
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   return std::unique_ptr<ForwardBackend>(
-      new CudaForward(config, std::move(plan), comm, device, stream, cuda_graphs));
+      new CudaForward(config, std::move(plan), comm, device, stream, cuda_graphs, tp_invariant));
 }
 
 }  // namespace tpserve

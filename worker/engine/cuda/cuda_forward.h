@@ -39,7 +39,7 @@ namespace tpserve {
 // kernels cannot run (head_dim above 256). `comm` must outlive the backend.
 [[nodiscard]] absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
     const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-    bool cuda_graphs = true);
+    bool cuda_graphs = true, bool tp_invariant = false);
 
 }  // namespace tpserve
 

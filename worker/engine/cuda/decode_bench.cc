@@ -169,10 +169,9 @@ int Main(int argc, char** argv) {
   }
   const Run batched = Decode(**model, 16, true, steps);
   if (batched.error.empty()) {
-    PrintRow("decode batch-16 " + label + " (graphs)", "ok",
-             Fmt("%.1f tok/s", batched.tokens_per_s),
-             Fmt("batch-1 %.1f tok/s", graphs.tokens_per_s),
-             batched.tokens_per_s / graphs.tokens_per_s);
+    PrintRow(
+        "decode batch-16 " + label + " (graphs)", "ok", Fmt("%.1f tok/s", batched.tokens_per_s),
+        Fmt("batch-1 %.1f tok/s", graphs.tokens_per_s), batched.tokens_per_s / graphs.tokens_per_s);
   } else {
     PrintRow("decode batch-16 " + label + " (graphs)", "FAIL: " + batched.error, "", "", -1);
     failed = 1;

@@ -23,14 +23,19 @@ absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l) {
 }
 
 absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
-                       const kernels::Stream& s) {
+                       const kernels::Stream& s, int64_t* y_fixed, int chunk) {
   for (const DeviceLinear::Part& p : l.parts) {
     kernels::GemmParams g;
     g.x = x;
     g.w = p.weight.data();
     g.w_dtype = p.dtype;
     g.bias = p.bias.size() > 0 ? p.bias.data() : nullptr;
-    g.y = y + p.out_offset;
+    if (y_fixed != nullptr) {
+      g.y_fixed = y_fixed + p.out_offset;
+      g.fixed_chunk = chunk;
+    } else {
+      g.y = y + p.out_offset;
+    }
     g.m = m;
     g.n = p.rows;
     g.k = l.in_features;

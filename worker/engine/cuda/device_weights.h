@@ -78,9 +78,12 @@ struct DeviceLinear {
 
 [[nodiscard]] absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l);
 
-// y (m, *) with row stride y_stride = x (m, in_features) W^T (+ b), part by part.
+// y (m, *) with row stride y_stride = x (m, in_features) W^T (+ b), part by part;
+// into y_fixed instead when set (kernels/ops.h GemmParams::y_fixed, `chunk`
+// columns per partial for plain weights).
 [[nodiscard]] absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y,
-                                     int64_t y_stride, const kernels::Stream& s);
+                                     int64_t y_stride, const kernels::Stream& s,
+                                     int64_t* y_fixed = nullptr, int chunk = 32);
 
 // One transformer layer of this rank on the device.
 struct DeviceLayer {

@@ -7,6 +7,28 @@ namespace tpserve {
 
 namespace kc = kernels::cuda;
 
+namespace {
+
+// x += all-reduce(in W^T) in fixed point, then h = RmsNorm(x) * norm when
+// `norm` is set: the partition-invariant residual branch.
+absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const float* in, int chunk,
+                           const float* norm) {
+  const LayerScratch& x = step.scratch;
+  const int H = step.dims.hidden;
+  const int T = step.shape.num_tokens;
+  const kernels::Stream& s = step.stream;
+  TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, H, s, x.fixed, chunk));  // (T, H) partial
+  TPS_RETURN_IF_ERROR(step.all_reduce_fixed(x.fixed, size_t{1} * T * H));
+  TPS_RETURN_IF_ERROR(
+      kc::AddFixedPoint({.a = x.x, .b = x.fixed, .y = x.x, .n = int64_t{T} * H}, s));
+  if (norm == nullptr) return absl::OkStatus();
+  return kc::RmsNorm(
+      {.x = x.x, .weight = norm, .y = x.h, .rows = T, .dim = H, .eps = step.config->rms_norm_eps},
+      s);
+}
+
+}  // namespace
+
 absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                           const float* next_attn_norm) {
   const ModelConfig& c = *step.config;
@@ -36,16 +58,20 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
   } else {
     TPS_RETURN_IF_ERROR(kc::PagedAttention(ap, s));
   }
-  TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s));  // (T, H) partial
-  TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
-  TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x.x,
-                                      .residual = x.proj,
-                                      .weight = l.ffn_norm.data(),
-                                      .y = x.h,
-                                      .rows = T,
-                                      .dim = H,
-                                      .eps = c.rms_norm_eps},
-                                     s));
+  if (step.tp_invariant) {
+    TPS_RETURN_IF_ERROR(ResidualFixed(step, l.o, x.attn, step.chunks.o, l.ffn_norm.data()));
+  } else {
+    TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s));  // (T, H) partial
+    TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
+    TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x.x,
+                                        .residual = x.proj,
+                                        .weight = l.ffn_norm.data(),
+                                        .y = x.h,
+                                        .rows = T,
+                                        .dim = H,
+                                        .eps = c.rms_norm_eps},
+                                       s));
+  }
   if (T <= kc::kSkinnyGemmMaxRows && l.gate_up.parts.size() == 1) {
     // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
     const DeviceLinear::Part& gu = l.gate_up.parts[0];
@@ -68,6 +94,9 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                                     .gate_stride = 2 * F,
                                     .up_stride = 2 * F},
                                    s));
+  }
+  if (step.tp_invariant) {
+    return ResidualFixed(step, l.down, x.act, step.chunks.down, next_attn_norm);
   }
   TPS_RETURN_IF_ERROR(RunLinear(l.down, x.act, T, x.proj, H, s));  // (T, H) partial
   TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));

@@ -2,8 +2,9 @@
 // step's stream: QKV, RoPE + KV-cache write, paged attention, O projection
 // and its all-reduce, the fused residual add + FFN norm, SwiGLU FFN and its
 // all-reduce, then the residual add fused with the next layer's attention
-// norm. Nothing here allocates or synchronises, so a CUDA graph may capture
-// it.
+// norm (tp_invariant: fixed-point O and down, an int64 all-reduce, then the
+// add and the norm as two launches). Nothing here allocates or synchronises,
+// so a CUDA graph may capture it.
 //
 //   const LayerStep step{.config = &c, .dims = d, .shape = sh, .arrays = a, ...};
 //   for (size_t li = 0; li < layers.size(); ++li) {
@@ -45,6 +46,7 @@ struct LayerScratch {
   float* act = nullptr;   // (T, F) silu(gate) * up
   float* ws = nullptr;    // split-KV decode workspace (all-decode steps)
   int64_t ws_floats = 0;
+  int64_t* fixed = nullptr;  // (T, H) fixed-point partials (tp_invariant)
 };
 
 // What every layer of one step shares.
@@ -59,6 +61,12 @@ struct LayerStep {
   kernels::Stream stream;
   // Sums `count` floats at `buf` across the ranks (a no-op on one rank).
   std::function<absl::Status(float* buf, size_t count)> all_reduce;
+  // Tensor-parallel invariance (EngineOptions::tp_invariant): O and down
+  // write fixed point into scratch.fixed, summed by all_reduce_fixed (int64)
+  // and added to x rounded once; `chunks` as forward_common.h.
+  bool tp_invariant = false;
+  RowParallelChunks chunks;
+  std::function<absl::Status(int64_t* buf, size_t count)> all_reduce_fixed;
 };
 
 // Enqueues layer `l` over step.scratch.h (the layer's normalised input) and
