@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,7 @@ class RunManifestsTest(unittest.TestCase):
         if reason:
             raise unittest.SkipTest(reason)
         cls.tmp = tempfile.mkdtemp(prefix="tpserve_k8s_bins_")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)  # also when set-up fails
         os.chmod(cls.tmp, 0o755)
         router = runfile("router/tpserve-router")
         cls.flags = {"tpserve-router": known_flags(router),
@@ -101,10 +103,6 @@ class RunManifestsTest(unittest.TestCase):
                         f"--out={cls.gpu_models}/tiny-tp16.gguf"] + TEST_MODEL,
                        check=True, capture_output=True)
         os.chmod(f"{cls.gpu_models}/tiny-tp16.gguf", 0o644)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def argv_filter(self, notes):
         def check(container, argv):
@@ -313,5 +311,12 @@ class RunManifestsTest(unittest.TestCase):
         self.run_overlay("gpu-multi-node", self.gpu_models)
 
 
+def _interrupt(signum, frame):
+    # Bazel's timeout sends SIGTERM: unwind through the clusters' cleanup
+    # (unittest re-raises KeyboardInterrupt, where it would swallow SystemExit).
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     junit.main()
