@@ -88,11 +88,12 @@ class RunManifestsTest(unittest.TestCase):
             d = os.path.join(cls.tmp, image.replace(":", "_"))
             os.makedirs(d)
             for name, src in (("tpserve-router", router), ("tpserve-worker", runfile(worker))):
+                dst = os.path.join(d, name)
                 try:
-                    os.link(src, os.path.join(d, name))
+                    os.link(src, dst)  # Bazel's outputs are r-x for all: leave their mode
                 except OSError:
-                    shutil.copy(src, os.path.join(d, name))
-                os.chmod(os.path.join(d, name), 0o755)
+                    shutil.copy(src, dst)
+                    os.chmod(dst, 0o755)
             os.chmod(d, 0o755)
             cls.images[image] = d
         cls.cpu_models = os.path.join(project_root(), "models")
