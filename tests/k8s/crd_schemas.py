@@ -2,7 +2,8 @@
 covering the fields tpserve uses (unknown fields are errors, so a misspelt
 field fails). Written from each project's published API types:
 
-  leaderworkerset.x-k8s.io/v1  LeaderWorkerSet            LWS v0.7 (api/leaderworkerset/v1)
+  leaderworkerset.x-k8s.io/v1  LeaderWorkerSet            LWS api/leaderworkerset/v1 (with the
+                                                          `None` restart policy)
   monitoring.coreos.com/v1     ServiceMonitor, PodMonitor, PrometheusRule
                                                           Prometheus Operator v0.75
   keda.sh/v1alpha1             ScaledObject               KEDA v2.14

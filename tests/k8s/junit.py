@@ -44,7 +44,9 @@ class _Result(unittest.TextTestResult):
 
 def main():
     module = sys.modules["__main__"]
-    names = sys.argv[1:]  # e.g. RunManifestsTest.test_cpu, when run by hand
+    # Test names from the command line or `bazel test --test_filter=...`,
+    # e.g. RunManifestsTest.test_cpu.
+    names = sys.argv[1:] or [n for n in os.environ.get("TESTBRIDGE_TEST_ONLY", "").split(",") if n]
     loader = unittest.defaultTestLoader
     suite = loader.loadTestsFromNames(names, module) if names else loader.loadTestsFromModule(module)
     runner = unittest.TextTestRunner(verbosity=2, resultclass=_Result, stream=sys.stdout)

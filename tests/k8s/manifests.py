@@ -11,6 +11,7 @@ scripts/requirements.txt) or PATH; without one, render() raises Skip with
 rendering, because kustomize refuses files that resolve outside the
 kustomization root, which Bazel's runfiles symlinks do.
 """
+import atexit
 import os
 import shutil
 import subprocess
@@ -54,6 +55,7 @@ def _tree():
     if _copy is None:
         src = source_root()
         _copy = tempfile.mkdtemp(prefix="tpserve_k8s_")
+        atexit.register(shutil.rmtree, _copy, True)
         shutil.copytree(os.path.join(src, "deploy"), os.path.join(_copy, "deploy"))
         shutil.copytree(os.path.join(src, "tests", "k8s", "overlays"),
                         os.path.join(_copy, "tests", "k8s", "overlays"))

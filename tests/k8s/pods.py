@@ -70,7 +70,7 @@ def expand(objects):
                 pods.append(Pod(pod, ns, labels, tpl["spec"], f"StatefulSet/{name}", pod,
                                 subdomain=spec.get("serviceName")))
         elif kind == "LeaderWorkerSet":
-            # LWS v0.7 semantics (api/leaderworkerset/v1): leader <name>-<g>
+            # LWS semantics (api/leaderworkerset/v1): leader <name>-<g>
             # (worker index 0), workers <name>-<g>-<i>; one shared headless
             # Service named after the set; env injected into every container.
             lwt = spec["leaderWorkerTemplate"]

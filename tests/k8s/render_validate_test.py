@@ -21,7 +21,7 @@ import yaml
 import junit
 from crd_schemas import SCHEMAS
 from manifests import (OVERLAYS, config, find, find_all, flag, parse_duration, pod_templates,
-                       project_root, render, source_root, workloads)
+                       project_root, render, selects, source_root, workloads)
 from netpol import Peer, ingress_allowed
 
 # The oldest Kubernetes the manifests need (the pod-index label on
@@ -234,7 +234,6 @@ class RenderValidateTest(unittest.TestCase):
                 for o in find_all(objects, kind):
                     sel = o["spec"]["selector"]
                     sel = sel if "matchLabels" in sel else {"matchLabels": sel}
-                    from manifests import selects
                     self.assertTrue(any(selects(sel, l) for l in labels),
                                     f"{overlay}: {kind} {o['metadata']['name']} selects no pod")
 

@@ -8,9 +8,11 @@
 #   TPSERVE_GPUS_PER_POD=8 TPSERVE_POD_INDEX=1 TPSERVE_WORLD_SIZE=16 \
 #       launch-ranks.sh --model=/models/m.gguf --backend=cuda ...   # ranks 8..15
 #
-# A rank that exits ends the others and the script exits with its status, so
-# the container restarts (and shows it in its restart count); the router heals
-# the group when this pod's ranks register again.
+# A rank that exits ends the others (SIGTERM, then SIGKILL after 10 s: a rank
+# still loading or in a collective's set-up may not act on SIGTERM) and the
+# script exits with its status, so the container restarts (and shows it in
+# its restart count); the router heals the group when this pod's ranks
+# register again.
 set -uo pipefail
 gpus=${TPSERVE_GPUS_PER_POD:?set TPSERVE_GPUS_PER_POD to the nvidia.com/gpu limit}
 pod=${TPSERVE_POD_INDEX:?set TPSERVE_POD_INDEX (pod index label)}
@@ -31,6 +33,15 @@ fi
 
 pids=()
 stop() { ((${#pids[@]})) && kill -TERM "${pids[@]}" 2>/dev/null; }
+# Waits up to 10 s for every rank to exit, then kills the rest.
+reap() {
+  for _ in $(seq 100); do
+    [ -n "$(jobs -rp)" ] || break
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null
+  wait
+}
 trap 'stop' TERM INT
 for ((i = 0; i < gpus; i++)); do
   tpserve-worker "$@" --rank=$((pod * gpus + i)) --world_size="$world" --cuda_device="$i" \
@@ -40,5 +51,5 @@ done
 wait -n
 status=$?
 stop
-wait
+reap
 exit "$status"
