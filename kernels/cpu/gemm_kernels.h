@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve::kernels::cpu {
 

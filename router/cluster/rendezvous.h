@@ -21,7 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 

@@ -15,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 #include "worker/model/model_source.h"
 
 namespace tpserve {
@@ -135,10 +135,9 @@ absl::StatusOr<std::vector<float>> FlatLogits(Engine& engine,
   return flat;
 }
 
-absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id,
-                                const std::vector<int32_t>& prompt, int new_tokens,
-                                std::vector<float>* tokens, std::vector<float>* gaps,
-                                std::vector<float>* first_logits) {
+absl::Status GreedyContinuation(Engine& engine, uint64_t seq_id, const std::vector<int32_t>& prompt,
+                                int new_tokens, std::vector<float>* tokens,
+                                std::vector<float>* gaps, std::vector<float>* first_logits) {
   const int total = static_cast<int>(prompt.size()) + new_tokens;
   SequenceInput s;
   s.seq_id = seq_id;

@@ -30,9 +30,9 @@
 #include "absl/time/clock.h"
 #include "kernels/cuda/bench_util.h"
 #include "kernels/cuda/device.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF to run (empty: generate one in $TMPDIR)");
@@ -169,10 +169,9 @@ int Main(int argc, char** argv) {
   }
   const Run batched = Decode(**model, 16, true, steps);
   if (batched.error.empty()) {
-    PrintRow("decode batch-16 " + label + " (graphs)", "ok",
-             Fmt("%.1f tok/s", batched.tokens_per_s),
-             Fmt("batch-1 %.1f tok/s", graphs.tokens_per_s),
-             batched.tokens_per_s / graphs.tokens_per_s);
+    PrintRow(
+        "decode batch-16 " + label + " (graphs)", "ok", Fmt("%.1f tok/s", batched.tokens_per_s),
+        Fmt("batch-1 %.1f tok/s", graphs.tokens_per_s), batched.tokens_per_s / graphs.tokens_per_s);
   } else {
     PrintRow("decode batch-16 " + label + " (graphs)", "FAIL: " + batched.error, "", "", -1);
     failed = 1;

@@ -6,12 +6,11 @@
 // different order than the CPU (both in double), so a draw could only differ
 // if u fell within ~1e-15 of a cumulative boundary; no such row occurs in
 // these seeds.
-#include "kernels/cuda/sampling.h"
-
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/test_util.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/test_support.h"
 #include "worker/engine/sampler.h"
 
