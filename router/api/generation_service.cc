@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/convert/sampling_convert.h"
 
 namespace tpserve {
 namespace {
@@ -215,23 +216,8 @@ absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& 
   job.request_id = request.request_id().empty() ? absl::StrCat("req-", next_request_number_.load())
                                                 : request.request_id();
   job.prompt = std::move(prompt);
-  const v1::SamplingParameters& s = request.sampling();
-  router::SamplingParams& p = job.sampling;
-  if (s.has_temperature()) p.temperature = s.temperature();
-  if (s.has_top_k()) p.top_k = s.top_k();
-  if (s.has_top_p()) p.top_p = s.top_p();
-  if (s.has_min_p()) p.min_p = s.min_p();
-  if (s.has_repetition_penalty()) p.repetition_penalty = s.repetition_penalty();
-  if (s.has_presence_penalty()) p.presence_penalty = s.presence_penalty();
-  if (s.has_frequency_penalty()) p.frequency_penalty = s.frequency_penalty();
-  if (s.has_seed()) {
-    p.seed = s.seed();
-  } else {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    p.seed = rng();
-  }
-  p.logprobs = s.logprobs();
-  p.top_logprobs = s.top_logprobs();
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  job.sampling = SamplingFromRequest(request.sampling(), /*seed_if_unset=*/rng());
   job.priority = request.priority();
   job.deadline = DeadlineOf(*context);
   job.arrival = absl::Now();

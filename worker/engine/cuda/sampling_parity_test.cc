@@ -51,13 +51,7 @@ TEST(CudaSampleParity, MatchesCpuSampler) {
       want[r] = t->token;
 
       SampleRow& p = row_params[r];
-      p.temperature = sp.temperature;
-      p.top_k = sp.top_k;
-      p.top_p = sp.top_p;
-      p.min_p = sp.min_p;
-      p.repetition_penalty = sp.repetition_penalty;
-      p.presence_penalty = sp.presence_penalty;
-      p.frequency_penalty = sp.frequency_penalty;
+      p.params = sp;
       p.history_begin = static_cast<int32_t>(hist_tokens.size());
       AppendDistinctHistory(h, &hist_tokens, &hist_counts);
       p.history_end = static_cast<int32_t>(hist_tokens.size());
