@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/convert/sampling_convert.h"
@@ -143,10 +144,6 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 }
 
 }  // namespace
-
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
 
 GenerationService::GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template)
     : tokenizer_(tokenizer), chat_template_(chat_template) {}

@@ -74,9 +74,6 @@ class GenerationService final : public GenerationServiceBase {
   std::string unavailable_reason_ = "the router is starting: waiting for the workers to load";
 };
 
-// absl::Status -> grpc::Status, code and message unchanged.
-grpc::Status ToGrpcStatus(const absl::Status& status);
-
 }  // namespace tpserve
 
 #endif  // TPSERVE_ROUTER_API_GENERATION_SERVICE_H_

@@ -5,16 +5,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/elapsed.h"
 #include "common/status.h"
 #include "worker/engine/forward_backend_factory.h"
 #include "worker/engine/sampler.h"
 
 namespace tpserve {
-namespace {
-
-double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model, Communicator& comm,
                                                        const EngineOptions& options) {
@@ -24,12 +20,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(options.backend));
   TPS_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::Create(model.config(), comm.world_size(), comm.rank()));
-  TPS_ASSIGN_OR_RETURN(
-      std::unique_ptr<ForwardBackend> forward,
-      CreateForwardBackend(options.backend, model.config(), plan, comm,
-                           {.num_threads = options.num_threads,
-                            .device = options.device,
-                            .cuda_graphs = options.cuda_graphs}));
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward,
+                       CreateForwardBackend(options.backend, model.config(), plan, comm,
+                                            {.num_threads = options.num_threads,
+                                             .device = options.device,
+                                             .cuda_graphs = options.cuda_graphs}));
   // Every rank must have computed the same plan (same model, same world).
   std::vector<int64_t> prints(comm.world_size());
   const int64_t mine = static_cast<int64_t>(plan.Fingerprint());
@@ -175,7 +170,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
         ds.history_begin.push_back(static_cast<int32_t>(ds.history_tokens.size()));
       }
     }
-    timings_.sample_s = Seconds(ts);
+    timings_.sample_s = SecondsSince(ts);
     std::vector<int32_t> tokens;
     TPS_RETURN_IF_ERROR(forward_->ForwardSample(batch, head_rows, ds, &tokens, &timings_));
     timings_.device_sampling = true;
@@ -187,7 +182,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
         out.tokens.push_back(std::move(t));
       }
     }
-    timings_.total_s = Seconds(t0);
+    timings_.total_s = SecondsSince(t0);
     return out;
   }
   std::vector<float> logits;
@@ -203,9 +198,9 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
       t.seq_id = s.seq_id;
       out.tokens.push_back(std::move(t));
     }
-    timings_.sample_s = Seconds(ts);
+    timings_.sample_s = SecondsSince(ts);
   }
-  timings_.total_s = Seconds(t0);
+  timings_.total_s = SecondsSince(t0);
   return out;
 }
 
