@@ -196,6 +196,10 @@ absl::StatusOr<std::vector<int32_t>> GenerationService::PromptTokens(
   }
 }
 
+std::string GenerationService::NextRequestId() const {
+  return absl::StrCat("req-", next_request_number_.fetch_add(1));
+}
+
 absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& raw,
                                                         grpc::CallbackServerContext* context,
                                                         const RequestLimits& limits) const {
@@ -210,8 +214,7 @@ absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& 
   TPS_ASSIGN_OR_RETURN(int32_t max_tokens,
                        ResolveMaxTokens(request, static_cast<int32_t>(prompt.size()), limits));
   GenerateJob job;
-  job.request_id = request.request_id().empty() ? absl::StrCat("req-", next_request_number_.load())
-                                                : request.request_id();
+  job.request_id = request.request_id().empty() ? NextRequestId() : request.request_id();
   job.prompt = std::move(prompt);
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   job.sampling = SamplingFromRequest(request.sampling(), /*seed_if_unset=*/rng());
@@ -237,7 +240,6 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     limits = limits_;
     unavailable = unavailable_reason_;
   }
-  next_request_number_.fetch_add(1);
   if (loop == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, unavailable));
     return reactor;

@@ -54,6 +54,10 @@ class GenerationService final : public GenerationServiceBase {
   grpc::Status ModelInfo(grpc::ServerContext* context, const v1::ModelInfoRequest* request,
                          v1::ModelInfoResponse* response) override;
 
+  // "req-N" for a request that names no id; distinct across concurrent
+  // calls (one atomic increment gives N).
+  std::string NextRequestId() const;
+
   // Prompt token ids for a request (exposed for tests).
   absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::GenerateRequest& request) const;
 
@@ -65,7 +69,7 @@ class GenerationService final : public GenerationServiceBase {
 
   const Tokenizer* tokenizer_;
   const ChatTemplate* chat_template_;
-  std::atomic<uint64_t> next_request_number_{1};
+  mutable std::atomic<uint64_t> next_request_number_{1};
 
   mutable std::mutex mu_;
   ServingLoop* loop_ = nullptr;  // guarded by mu_; null until ready
