@@ -53,16 +53,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_RETURN_IF_ERROR(
       Annotate(forward->Load(std::move(weights), shape, blocks),
                absl::StrCat("loading weights and KV cache for backend ", forward->name())));
-  return std::unique_ptr<Engine>(
-      new Engine(model, comm, std::move(plan), std::move(forward), weight_bytes, blocks, options));
+  return std::unique_ptr<Engine>(new Engine(model.config(), comm, std::move(plan),
+                                            std::move(forward), weight_bytes, blocks, options));
 }
 
-Engine::Engine(const ModelSource& model, Communicator& comm, ShardPlan plan,
+Engine::Engine(const ModelConfig& config, Communicator& comm, ShardPlan plan,
                std::unique_ptr<ForwardBackend> forward, int64_t weight_bytes, int num_blocks,
                const EngineOptions& options)
-    : model_(model),
-      comm_(comm),
-      config_(model.config()),
+    : comm_(comm),
+      config_(config),
       plan_(std::move(plan)),
       forward_(std::move(forward)),
       weight_bytes_(weight_bytes),
