@@ -1,5 +1,5 @@
-// GGUF parsing. Every read goes through Cursor, which bounds-checks against the
-// mapping; sizes are computed with overflow checks before anything is trusted.
+// GGUF parsing. Every read goes through GgufParser, which bounds-checks against
+// the mapping; sizes are computed with overflow checks before anything is trusted.
 #include "formats/gguf_reader.h"
 
 #include <cstring>
