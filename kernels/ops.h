@@ -18,13 +18,15 @@
 //   p.m = 1; p.n = 1536; p.k = 576;
 //   TPS_RETURN_IF_ERROR(cpu::Gemm(p, stream));
 //
-// This header is dependency-free (only dtype.h, itself dependency-free).
+// This header is dependency-free (only formats/dtype.h and
+// formats/rope_scaling.h, themselves dependency-free).
 #ifndef TPSERVE_KERNELS_OPS_H_
 #define TPSERVE_KERNELS_OPS_H_
 
 #include <cstdint>
 
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
+#include "formats/rope_scaling.h"
 
 namespace tpserve::kernels {
 
@@ -98,11 +100,6 @@ struct RmsNormParams {
   float eps = 1e-5f;
 };
 
-// How RoPE frequencies are rescaled for long context (mirrors
-// worker/model/model_config.h RopeScaling, kept here so kernels do not depend
-// on the model package).
-enum class RopeScalingType { kNone, kLinear, kLlama3 };
-
 // Rotary position embedding, applied in place to q and k. Pair i of a head
 // (i in [0, head_dim/2)) rotates by angle pos * inv_freq(i) where
 //   inv_freq(i) = theta^(-2i/head_dim), then rescaled:
@@ -121,16 +118,12 @@ struct RopeParams {
   int tokens = 0;
   int n_heads = 0;
   int n_kv_heads = 0;
-  int head_dim = 0;        // even
-  int64_t q_stride = 0;    // floats between tokens of q; 0 = n_heads * head_dim
-  int64_t k_stride = 0;    // floats between tokens of k; 0 = n_kv_heads * head_dim
-  float theta = 10000.0f;  // rope_freq_base
-  bool neox = false;       // pairing, see above
-  RopeScalingType scaling = RopeScalingType::kNone;
-  float factor = 1.0f;               // kLinear and kLlama3
-  float low_freq_factor = 1.0f;      // kLlama3
-  float high_freq_factor = 4.0f;     // kLlama3
-  int original_max_position = 8192;  // kLlama3
+  int head_dim = 0;          // even
+  int64_t q_stride = 0;      // floats between tokens of q; 0 = n_heads * head_dim
+  int64_t k_stride = 0;      // floats between tokens of k; 0 = n_kv_heads * head_dim
+  float theta = 10000.0f;    // rope_freq_base
+  bool neox = false;         // pairing, see above
+  RopeScaling scaling = {};  // formats/rope_scaling.h; kNone ignores its factors
 };
 
 // out = silu(gate) * up, elementwise; silu(g) = g / (1 + exp(-g)).

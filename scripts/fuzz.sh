@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 
 ABSL_MODULES="absl_status absl_statusor absl_strings absl_str_format absl_hash absl_raw_hash_set"
 ABSL_LIBS=$(pkg-config --libs $ABSL_MODULES)
-MODEL_SRCS="worker/model/dtype.cc worker/model/mapped_file.cc worker/model/gguf_reader.cc
+MODEL_SRCS="formats/dtype.cc formats/mapped_file.cc formats/gguf_reader.cc
   worker/model/safetensors.cc worker/model/tensor_names.cc worker/model/mapped_model_source.cc
   worker/model/gguf_model.cc worker/model/hf_model.cc worker/model/model_source.cc
   worker/model/quantize.cc worker/model/kquant.cc worker/model/ggml_convert.cc

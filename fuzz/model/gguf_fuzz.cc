@@ -6,8 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "formats/gguf_reader.h"
 #include "worker/model/gguf_model.h"
-#include "worker/model/gguf_reader.h"
 
 namespace {
 

@@ -19,11 +19,11 @@ SRCS=(router/tokenizer/unicode.cc router/tokenizer/pre_tokenizer.cc router/token
       router/tokenizer/chat_template.cc router/tokenizer/jinja/value.cc
       router/tokenizer/jinja/lexer.cc router/tokenizer/jinja/parser.cc router/tokenizer/jinja/builtins.cc
       router/tokenizer/jinja/template.cc common/status.cc common/check.cc
-      worker/model/gguf_reader.cc worker/model/mapped_file.cc worker/model/dtype.cc
+      formats/gguf_reader.cc formats/mapped_file.cc formats/dtype.cc
       fuzz/tokenizer/tokenizer_fuzz.cc)
 # Objects are rebuilt when their source or any header they may include changed
 # (a stale object against a changed header is an ODR mismatch, not a finding).
-newest_header=$(ls -t router/tokenizer/*.h router/tokenizer/jinja/*.h common/*.h worker/model/*.h | head -1)
+newest_header=$(ls -t router/tokenizer/*.h router/tokenizer/jinja/*.h common/*.h formats/*.h worker/model/*.h | head -1)
 objs=()
 for s in "${SRCS[@]}"; do
   o="$WORK/obj/$(echo "$s" | tr / _).o"

@@ -22,23 +22,23 @@ int64_t RowGrain(int64_t dim) { return std::max<int64_t>(1, 16384 / std::max<int
 // inv_freq(i) for pair i, with the scaling of ops.h RopeParams.
 double InvFreq(const RopeParams& p, int i) {
   double inv = std::pow(static_cast<double>(p.theta), -2.0 * i / p.head_dim);
-  switch (p.scaling) {
-    case RopeScalingType::kNone:
+  switch (p.scaling.type) {
+    case RopeScaling::Type::kNone:
       break;
-    case RopeScalingType::kLinear:
-      inv /= p.factor;
+    case RopeScaling::Type::kLinear:
+      inv /= p.scaling.factor;
       break;
-    case RopeScalingType::kLlama3: {
+    case RopeScaling::Type::kLlama3: {
       const double wavelen = 2.0 * std::numbers::pi / inv;
-      const double orig = p.original_max_position;
-      const double low_wavelen = orig / p.low_freq_factor;
-      const double high_wavelen = orig / p.high_freq_factor;
+      const double orig = p.scaling.original_max_position;
+      const double low_wavelen = orig / p.scaling.low_freq_factor;
+      const double high_wavelen = orig / p.scaling.high_freq_factor;
       if (wavelen > low_wavelen) {
-        inv /= p.factor;
+        inv /= p.scaling.factor;
       } else if (wavelen >= high_wavelen) {
-        const double s =
-            (orig / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
-        inv = (1.0 - s) * inv / p.factor + s * inv;
+        const double s = (orig / wavelen - p.scaling.low_freq_factor) /
+                         (p.scaling.high_freq_factor - p.scaling.low_freq_factor);
+        inv = (1.0 - s) * inv / p.scaling.factor + s * inv;
       }
       break;
     }
@@ -67,12 +67,12 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
                                                    " heads=", p.n_heads, "/", p.n_kv_heads,
                                                    " head_dim=", p.head_dim));
   }
-  if (p.scaling != RopeScalingType::kNone && !(p.factor > 0.0f)) {
+  if (p.scaling.type != RopeScaling::Type::kNone && !(p.scaling.factor > 0.0f)) {
     return absl::InvalidArgumentError("Rope: scaling factor must be > 0");
   }
-  if (p.scaling == RopeScalingType::kLlama3 &&
-      (!(p.high_freq_factor > p.low_freq_factor) || p.low_freq_factor <= 0.0f ||
-       p.original_max_position <= 0)) {
+  if (p.scaling.type == RopeScaling::Type::kLlama3 &&
+      (!(p.scaling.high_freq_factor > p.scaling.low_freq_factor) ||
+       p.scaling.low_freq_factor <= 0.0f || p.scaling.original_max_position <= 0)) {
     return absl::InvalidArgumentError("Rope: llama3 scaling needs 0 < low < high freq factors");
   }
   const int half = p.head_dim / 2;

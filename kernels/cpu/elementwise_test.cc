@@ -58,16 +58,16 @@ TEST_P(ElementwiseTest, RmsNorm) {
 // Independent f64 RoPE: rotate each pair by pos * inv_freq(i).
 double RefInvFreq(const RopeParams& p, int i) {
   double inv = 1.0 / std::pow(double{p.theta}, 2.0 * i / p.head_dim);
-  if (p.scaling == RopeScalingType::kLinear) return inv / p.factor;
-  if (p.scaling == RopeScalingType::kLlama3) {
+  if (p.scaling.type == RopeScaling::Type::kLinear) return inv / p.scaling.factor;
+  if (p.scaling.type == RopeScaling::Type::kLlama3) {
     const double wavelen = 2.0 * std::numbers::pi / inv;
-    const double lo = p.original_max_position / double{p.low_freq_factor};
-    const double hi = p.original_max_position / double{p.high_freq_factor};
+    const double lo = p.scaling.original_max_position / double{p.scaling.low_freq_factor};
+    const double hi = p.scaling.original_max_position / double{p.scaling.high_freq_factor};
     if (wavelen < hi) return inv;
-    if (wavelen > lo) return inv / p.factor;
-    const double smooth = (p.original_max_position / wavelen - p.low_freq_factor) /
-                          (p.high_freq_factor - p.low_freq_factor);
-    return (1.0 - smooth) * inv / p.factor + smooth * inv;
+    if (wavelen > lo) return inv / p.scaling.factor;
+    const double smooth = (p.scaling.original_max_position / wavelen - p.scaling.low_freq_factor) /
+                          (p.scaling.high_freq_factor - p.scaling.low_freq_factor);
+    return (1.0 - smooth) * inv / p.scaling.factor + smooth * inv;
   }
   return inv;
 }
@@ -93,8 +93,8 @@ void RefRope(const RopeParams& p, std::vector<double>& v, int64_t offset, int he
 
 TEST_P(ElementwiseTest, Rope) {
   Rng rng(2);
-  for (RopeScalingType scaling :
-       {RopeScalingType::kNone, RopeScalingType::kLinear, RopeScalingType::kLlama3}) {
+  for (RopeScaling::Type scaling :
+       {RopeScaling::Type::kNone, RopeScaling::Type::kLinear, RopeScaling::Type::kLlama3}) {
     for (bool neox : {false, true}) {
       for (int head_dim : {2, 64, 128}) {
         const int tokens = 5, n_heads = 9, n_kv = 3;
@@ -113,11 +113,11 @@ TEST_P(ElementwiseTest, Rope) {
         p.k_stride = q_stride;
         p.theta = 500000.0f;
         p.neox = neox;
-        p.scaling = scaling;
-        p.factor = 8.0f;
-        p.low_freq_factor = 1.0f;
-        p.high_freq_factor = 4.0f;
-        p.original_max_position = 8192;
+        p.scaling.type = scaling;
+        p.scaling.factor = 8.0f;
+        p.scaling.low_freq_factor = 1.0f;
+        p.scaling.high_freq_factor = 4.0f;
+        p.scaling.original_max_position = 8192;
         std::vector<double> expect(qkv.begin(), qkv.end());
         RefRope(p, expect, 0, n_heads, q_stride);
         RefRope(p, expect, int64_t{n_heads} * head_dim, n_kv, q_stride);

@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "formats/dtype.h"
 #include "kernels/ops.h"
-#include "worker/model/dtype.h"
 
 namespace tpserve::kernels::cpu {
 

@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve::kernels::cpu {
 

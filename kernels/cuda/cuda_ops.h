@@ -82,6 +82,10 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 
 // Tensor-core GEMM: c (m, n) f32 = a (m, k) bf16 . b (n, k)^T bf16, f32
 // accumulation (mma.sync m16n8k16; runs on sm_80 and sm_90). k % 8 == 0.
+// Not on the engine's path (Gemm's m > kSkinnyGemmMaxRows path runs the same
+// tile code with converting loaders, gemm_tc.cu): GemmBf16 and ToBf16 stay
+// for kernel_bench's bf16-in comparison with cuBLAS (scripts/gpu_check.sh)
+// and gemm_bf16_test, which check the tile code on plain bf16 inputs.
 struct GemmBf16Params {
   const uint16_t* a = nullptr;  // (m, k) bf16 bits, dense
   const uint16_t* b = nullptr;  // (n, k) bf16 bits, dense
@@ -121,16 +125,6 @@ int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
 [[nodiscard]] absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
                                                 float* workspace, int64_t workspace_floats,
                                                 const Stream& stream);
-
-// Greedy sampling: ids[r] = argmax of logits row r (lowest index on ties).
-struct ArgmaxParams {
-  const float* logits = nullptr;  // (rows, vocab); row r at logits + r * stride
-  int32_t* ids = nullptr;         // (rows)
-  int rows = 0;
-  int vocab = 0;
-  int64_t stride = 0;  // 0 = vocab
-};
-[[nodiscard]] absl::Status Argmax(const ArgmaxParams& p, const Stream& stream);
 
 }  // namespace tpserve::kernels::cuda
 

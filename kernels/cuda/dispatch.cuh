@@ -10,7 +10,7 @@
 #define TPSERVE_KERNELS_CUDA_DISPATCH_CUH_
 
 #include "absl/status/status.h"
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 // Every weight type of dtype.h.
 #define TPS_WEIGHT_DTYPE_SWITCH(dtype, NAME, ...)                \

@@ -19,12 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "formats/dtype.h"
 #include "kernels/cuda/bench_util.h"
 #include "kernels/cuda/cublas_reference.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_buffer.h"
-#include "worker/model/dtype.h"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -315,8 +315,7 @@ void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_t
           (void)(tensor_cores ? PagedAttentionPrefill(b.p, ctx.s) : PagedAttention(b.p, ctx.s));
         },
         3, 10.0);
-    const double tflops =
-        4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs / (ms * 1e-3) / 1e12;
+    const double tflops = 4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs / (ms * 1e-3) / 1e12;
     PrintRow(Fmt("prefill attention %s seqs=%d len=%d heads=%d/%d d=%d",
                  tensor_cores ? "tensor-core bf16" : "f32", sh.num_seqs, sh.q_len, sh.n_heads,
                  sh.n_kv_heads, sh.head_dim),

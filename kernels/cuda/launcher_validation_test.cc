@@ -52,8 +52,8 @@ TEST(CudaRopeValidation, RejectsOddHeadDimAndBadScaling) {
   RopeParams p{.q = &q, .positions = &pos, .tokens = 1, .n_heads = 1, .head_dim = 3};
   EXPECT_EQ(Rope(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
   p.head_dim = 4;
-  p.scaling = RopeScalingType::kLlama3;
-  p.low_freq_factor = 4.0f;  // must be below high_freq_factor
+  p.scaling.type = RopeScaling::Type::kLlama3;
+  p.scaling.low_freq_factor = 4.0f;  // must be below high_freq_factor
   EXPECT_EQ(Rope(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 

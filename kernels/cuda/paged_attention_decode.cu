@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kWarps;
       // Masked keys (bad block id) and keys past the partition get p = 0 and
-      // are skipped below, as before; warp-uniform.
+      // are skipped below; warp-uniform.
       const bool live = j < keys && s_scores[j] != -INFINITY;
       pj[u] = live ? expf(s_scores[j] - m) : 0.0f;
       const int64_t off = live ? a.kv.Offset(table, key0 + j, kv_head) : -1;

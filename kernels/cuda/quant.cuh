@@ -1,4 +1,4 @@
-// Device-side readers for the weight types of worker/model/dtype.h: one
+// Device-side readers for the weight types of formats/dtype.h: one
 // 32-value quantization block (or 32 plain elements) into registers, and the
 // f32/bf16 conversions the kernels share. Layouts follow dtype.h exactly; the
 // block structs there are 2-byte aligned (34/18/20 bytes), so blocks are read
@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve::kernels::cuda {
 

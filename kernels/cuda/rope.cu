@@ -20,14 +20,14 @@ struct RopeArgs {
   int64_t q_stride, k_stride;
   double theta;
   bool neox;
-  RopeScalingType scaling;
+  RopeScaling::Type scaling;
   double factor, low_freq_factor, high_freq_factor, original_max_position;
 };
 
 __device__ double InvFreq(const RopeArgs& a, int pair) {
   const double inv = pow(a.theta, -2.0 * pair / a.head_dim);
-  if (a.scaling == RopeScalingType::kLinear) return inv / a.factor;
-  if (a.scaling == RopeScalingType::kLlama3) {
+  if (a.scaling == RopeScaling::Type::kLinear) return inv / a.factor;
+  if (a.scaling == RopeScaling::Type::kLlama3) {
     const double kPi = 3.14159265358979323846;
     const double wavelen = 2.0 * kPi / inv;
     const double low_wavelen = a.original_max_position / a.low_freq_factor;
@@ -114,12 +114,13 @@ absl::Status CheckRope(const RopeParams& p) {
       (p.k != nullptr && p.n_kv_heads <= 0)) {
     return absl::InvalidArgumentError("Rope: bad shape (head_dim must be even and positive)");
   }
-  if (p.scaling != RopeScalingType::kNone && !(p.factor > 0.0f)) {
+  if (p.scaling.type != RopeScaling::Type::kNone && !(p.scaling.factor > 0.0f)) {
     return absl::InvalidArgumentError("Rope: scaling factor must be > 0");
   }
-  if (p.scaling == RopeScalingType::kLlama3 &&
-      !(p.low_freq_factor > 0.0f && p.low_freq_factor < p.high_freq_factor &&
-        p.original_max_position > 0)) {
+  if (p.scaling.type == RopeScaling::Type::kLlama3 &&
+      !(p.scaling.low_freq_factor > 0.0f &&
+        p.scaling.low_freq_factor < p.scaling.high_freq_factor &&
+        p.scaling.original_max_position > 0)) {
     return absl::InvalidArgumentError("Rope: llama3 scaling needs 0 < low < high freq factors");
   }
   if (p.tokens > 0 && (p.q == nullptr || p.positions == nullptr)) {
@@ -141,11 +142,11 @@ RopeArgs MakeRopeArgs(const RopeParams& p) {
   a.k_stride = p.k_stride == 0 ? static_cast<int64_t>(p.n_kv_heads) * p.head_dim : p.k_stride;
   a.theta = p.theta;
   a.neox = p.neox;
-  a.scaling = p.scaling;
-  a.factor = p.factor;
-  a.low_freq_factor = p.low_freq_factor;
-  a.high_freq_factor = p.high_freq_factor;
-  a.original_max_position = p.original_max_position;
+  a.scaling = p.scaling.type;
+  a.factor = p.scaling.factor;
+  a.low_freq_factor = p.scaling.low_freq_factor;
+  a.high_freq_factor = p.scaling.high_freq_factor;
+  a.original_max_position = p.scaling.original_max_position;
   return a;
 }
 
@@ -184,11 +185,14 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
   }
   const RopeArgs a = MakeRopeArgs(rope);
   const int width = kv.n_kv_heads * kv.head_dim;
-  const CacheArgs c{kv.v, kv.k_cache, kv.v_cache, kv.slot_mapping,
+  const CacheArgs c{kv.v,
+                    kv.k_cache,
+                    kv.v_cache,
+                    kv.slot_mapping,
                     kv.v_stride == 0 ? width : kv.v_stride,
                     static_cast<int64_t>(kv.num_blocks) * kv.block_size};
-  RopeKvWriteKernel<<<rope.tokens, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
-      a, c);
+  RopeKvWriteKernel<<<rope.tokens, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(a,
+                                                                                                 c);
   return LaunchStatus("RopeKvWriteKernel");
 }
 

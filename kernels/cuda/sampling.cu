@@ -84,6 +84,7 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   __shared__ uint64_t kscratch[kWarps];
   const int row = blockIdx.x;
   const SampleRow rp = p.row_params[row];
+  const SamplingParams& sp = rp.params;
   float* x = p.logits + row * stride;
   double* w = p.workspace + static_cast<int64_t>(row) * p.vocab;
   const int vocab = p.vocab;
@@ -94,19 +95,19 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
     const int t = p.history_tokens[j];
     if (t < 0 || t >= vocab) continue;
     float v = x[t];
-    if (rp.repetition_penalty != 1.0f) {
-      v = v > 0.0f ? __fdiv_rn(v, rp.repetition_penalty) : __fmul_rn(v, rp.repetition_penalty);
+    if (sp.repetition_penalty != 1.0f) {
+      v = v > 0.0f ? __fdiv_rn(v, sp.repetition_penalty) : __fmul_rn(v, sp.repetition_penalty);
     }
     const int n = p.history_output_counts[j];
-    if (n > 0 && (rp.frequency_penalty != 0.0f || rp.presence_penalty != 0.0f)) {
-      v = __fsub_rn(v, __fadd_rn(__fmul_rn(rp.frequency_penalty, static_cast<float>(n)),
-                                 rp.presence_penalty));
+    if (n > 0 && (sp.frequency_penalty != 0.0f || sp.presence_penalty != 0.0f)) {
+      v = __fsub_rn(v, __fadd_rn(__fmul_rn(sp.frequency_penalty, static_cast<float>(n)),
+                                 sp.presence_penalty));
     }
     x[t] = v;
   }
   __syncthreads();
-  if (rp.temperature > 0.0f) {
-    const float inv = 1.0f / rp.temperature;
+  if (sp.temperature > 0.0f) {
+    const float inv = 1.0f / sp.temperature;
     for (int t = threadIdx.x; t < vocab; t += kThreads) x[t] = __fmul_rn(x[t], inv);
     __syncthreads();
   }
@@ -114,18 +115,18 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   uint64_t best = 0;
   for (int t = threadIdx.x; t < vocab; t += kThreads) best = max(best, Key(x[t], t));
   best = BlockExtremeKey<true>(best, kscratch);
-  if (rp.temperature == 0.0f) {
+  if (sp.temperature == 0.0f) {
     if (threadIdx.x == 0) p.ids[row] = TokenOf(best);
     return;
   }
   const float max_logit = x[TokenOf(best)];
 
   // Candidates: the top-k keys, at or above the min-p / exp(-30) floor.
-  const float floor = rp.min_p > 0.0f ? max_logit + logf(rp.min_p) : max_logit - 30.0f;
+  const float floor = sp.min_p > 0.0f ? max_logit + logf(sp.min_p) : max_logit - 30.0f;
   uint64_t lo = static_cast<uint64_t>(OrderedBits(floor)) << 32;
-  if (rp.top_k > 0 && rp.top_k < vocab) {
+  if (sp.top_k > 0 && sp.top_k < vocab) {
     const uint64_t kth = SearchKey<false>(
-        x, vocab, 0, static_cast<double>(rp.top_k), [](int) { return 1.0; }, dscratch);
+        x, vocab, 0, static_cast<double>(sp.top_k), [](int) { return 1.0; }, dscratch);
     lo = max(lo, kth);
   }
   double total = 0.0;
@@ -141,9 +142,9 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   // Top-p: the shortest prefix (in sampler order) whose mass reaches top_p.
   uint64_t kept_lo = lo;
   double kept_total = total;
-  if (rp.top_p < 1.0f) {
+  if (sp.top_p < 1.0f) {
     kept_lo =
-        SearchKey<false>(x, vocab, lo, static_cast<double>(rp.top_p) * total, weight, dscratch);
+        SearchKey<false>(x, vocab, lo, static_cast<double>(sp.top_p) * total, weight, dscratch);
     double s = 0.0;
     for (int t = threadIdx.x; t < vocab; t += kThreads) {
       if (Key(x[t], t) >= kept_lo) s += w[t];

@@ -19,20 +19,16 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "common/sampling_params.h"
 #include "kernels/ops.h"
 
 namespace tpserve::kernels::cuda {
 
-// One row's sampling parameters (mirrors SamplingParams in
-// worker/engine/step_types.h; the engine validates them first).
+// One row: its sampling parameters (the engine validates them first; the
+// kernel reads the temperature, top-k/p, min-p and penalty fields), its
+// history range and its draw.
 struct SampleRow {
-  float temperature = 0.0f;         // 0 = greedy
-  int32_t top_k = 0;                // 0 = off
-  float top_p = 1.0f;               // (0, 1]
-  float min_p = 0.0f;               // [0, 1]
-  float repetition_penalty = 1.0f;  // > 0
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
+  SamplingParams params = {};
   int32_t history_begin = 0;  // this row's entries in SampleParams::history_*
   int32_t history_end = 0;
   double uniform = 0.0;  // the row's [0, 1) draw, SampleUniform(seed, position)

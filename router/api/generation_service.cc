@@ -8,8 +8,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/convert/sampling_convert.h"
 
 namespace tpserve {
 namespace {
@@ -153,10 +155,6 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 
 }  // namespace
 
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
-
 GenerationService::GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template)
     : path_(tokenizer, chat_template) {}
 
@@ -168,6 +166,8 @@ void GenerationService::SetReady(ServingLoop* loop, const RequestLimits& limits,
 void GenerationService::SetUnavailable(const std::string& reason) {
   path_.SetUnavailable(reason);
 }
+
+std::string GenerationService::NextRequestId() const { return path_.NextRequestId(); }
 
 absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& raw,
                                                         grpc::CallbackServerContext* context,

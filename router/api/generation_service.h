@@ -55,6 +55,10 @@ class GenerationService final : public GenerationServiceBase {
   grpc::Status ModelInfo(grpc::ServerContext* context, const v1::ModelInfoRequest* request,
                          v1::ModelInfoResponse* response) override;
 
+  // "req-N" for a request that names no id; distinct across concurrent
+  // calls (one atomic increment gives N).
+  std::string NextRequestId() const;
+
   // Prompt token ids for a request (exposed for tests).
   absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::GenerateRequest& request) const {
     return path_.PromptTokens(request);
@@ -70,9 +74,6 @@ class GenerationService final : public GenerationServiceBase {
 
   RequestPath path_;
 };
-
-// absl::Status -> grpc::Status, code and message unchanged.
-grpc::Status ToGrpcStatus(const absl::Status& status);
 
 }  // namespace tpserve
 

@@ -7,8 +7,12 @@
 
 #include <cstdlib>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -111,6 +115,26 @@ class GenerationServiceTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Generation::Stub> stub_;
 };
+
+// Generated ids come from one atomic increment each, so concurrent requests
+// never share one.
+TEST(GenerationServiceIds, ConcurrentRequestsGetDistinctIds) {
+  GenerationService service(nullptr, nullptr);
+  constexpr int kThreads = 8, kEach = 2000;
+  std::vector<std::vector<std::string>> ids(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) ids[t].push_back(service.NextRequestId());
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::set<std::string> distinct;
+  for (const std::vector<std::string>& v : ids) distinct.insert(v.begin(), v.end());
+  EXPECT_EQ(distinct.size(), size_t{kThreads} * kEach);
+  EXPECT_TRUE(distinct.count("req-1"));
+  EXPECT_TRUE(distinct.count(absl::StrCat("req-", kThreads * kEach)));
+}
 
 TEST_F(GenerationServiceTest, UnavailableUntilReady) {
   v1::GenerateRequest req;

@@ -1,11 +1,14 @@
 #include "router/api/request_path.h"
 
+#include "proto/convert/sampling_convert.h"
+
 #include <random>
 #include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "proto/convert/sampling_convert.h"
 
 namespace tpserve {
 
@@ -65,35 +68,22 @@ absl::StatusOr<std::vector<int32_t>> RequestPath::PromptTokens(
   }
 }
 
+std::string RequestPath::NextRequestId() const {
+  return absl::StrCat("req-", next_request_number_.fetch_add(1));  // one atomic step: unique
+}
+
 absl::StatusOr<GenerateJob> RequestPath::BuildJob(const v1::GenerateRequest& request,
                                                   absl::Time deadline,
                                                   const RequestLimits& limits) const {
-  const uint64_t number = next_request_number_.fetch_add(1);
   TPS_RETURN_IF_ERROR(ValidateGenerateRequest(request, limits));
   TPS_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
   TPS_ASSIGN_OR_RETURN(int32_t max_tokens,
                        ResolveMaxTokens(request, static_cast<int32_t>(prompt.size()), limits));
   GenerateJob job;
-  job.request_id =
-      request.request_id().empty() ? absl::StrCat("req-", number) : request.request_id();
+  job.request_id = request.request_id().empty() ? NextRequestId() : request.request_id();
   job.prompt = std::move(prompt);
-  const v1::SamplingParameters& s = request.sampling();
-  router::SamplingParams& p = job.sampling;
-  if (s.has_temperature()) p.temperature = s.temperature();
-  if (s.has_top_k()) p.top_k = s.top_k();
-  if (s.has_top_p()) p.top_p = s.top_p();
-  if (s.has_min_p()) p.min_p = s.min_p();
-  if (s.has_repetition_penalty()) p.repetition_penalty = s.repetition_penalty();
-  if (s.has_presence_penalty()) p.presence_penalty = s.presence_penalty();
-  if (s.has_frequency_penalty()) p.frequency_penalty = s.frequency_penalty();
-  if (s.has_seed()) {
-    p.seed = s.seed();
-  } else {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    p.seed = rng();
-  }
-  p.logprobs = s.logprobs();
-  p.top_logprobs = s.top_logprobs();
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  job.sampling = SamplingFromRequest(request.sampling(), /*seed_if_unset=*/rng());
   job.priority = request.priority();
   job.deadline = deadline;
   job.arrival = absl::Now();

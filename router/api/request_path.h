@@ -59,6 +59,9 @@ class RequestPath {
 
   // Validates `request` against `limits`, tokenizes its prompt and fills in
   // the defaults. The job's sink is left for the caller to set.
+  // "req-N", unique across threads (ids for requests that bring none).
+  std::string NextRequestId() const;
+
   [[nodiscard]] absl::StatusOr<GenerateJob> BuildJob(const v1::GenerateRequest& request,
                                                      absl::Time deadline,
                                                      const RequestLimits& limits) const;

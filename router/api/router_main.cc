@@ -24,16 +24,15 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/serve_util.h"
 #include "common/status.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -110,43 +109,14 @@ ABSL_FLAG(int64_t, http_max_body_bytes, 4 << 20,
 namespace tpserve {
 namespace {
 
-void Log(const std::string& line) {
-  std::fprintf(stderr, "%s [router] %s\n",
-               absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()).c_str(),
-               line.c_str());
-  std::fflush(stderr);
-}
 
 absl::StatusOr<TokenizerData> LoadTokenizerData(const std::string& path) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("--model ", path, " does not exist"));
   }
-  if (S_ISDIR(st.st_mode)) return TokenizerDataFromTokenizerJson(path + "/tokenizer.json");
+  if (S_ISDIR(st.st_mode)) return TokenizerDataFromHfDirectory(path);
   return TokenizerDataFromGguf(path);
-}
-
-absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(const std::string& address) {
-  try {
-    return std::make_unique<prometheus::Exposer>(address);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", address, " (", e.what(),
-                                               "); is the port taken? pick another --metrics_port"));
-  }
-}
-
-// `http_port` < 0: the HTTP API is off (not written).
-void WritePortFile(int grpc_port, int metrics_port, int rendezvous_port, int http_port = -1) {
-  const std::string path = absl::GetFlag(FLAGS_port_file);
-  if (path.empty()) return;
-  {
-    std::ofstream out(path + ".tmp");
-    out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port
-        << ", \"rendezvous_port\": " << rendezvous_port;
-    if (http_port >= 0) out << ", \"http_port\": " << http_port;
-    out << "}\n";
-  }
-  std::rename((path + ".tmp").c_str(), path.c_str());
 }
 
 absl::StatusOr<std::unique_ptr<ChatTemplate>> LoadChatTemplate(const Tokenizer& tokenizer) {
@@ -299,12 +269,16 @@ absl::Status Run() {
   auto registry = std::make_shared<prometheus::Registry>();
   TPS_ASSIGN_OR_RETURN(
       std::unique_ptr<prometheus::Exposer> exposer,
-      StartMetrics(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port))));
+      StartMetricsExposer(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port)),
+                          "--metrics_port"));
   exposer->RegisterCollectable(registry);
   const int metrics_port = exposer->GetListeningPorts().at(0);
   Log(absl::StrCat("listening: gRPC ", host, ":", grpc_port, ", metrics http://", host, ":",
                    metrics_port, "/metrics, rendezvous ", host, ":", rendezvous.port()));
-  WritePortFile(grpc_port, metrics_port, rendezvous.port());
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  std::vector<std::pair<std::string, int>> ports = {
+      {"grpc_port", grpc_port}, {"metrics_port", metrics_port}, {"rendezvous_port", rendezvous.port()}};
+  WritePortFile(port_file, ports);
 
   // ---- BEGIN HTTP API (issue 14; router/api/http_front_end.h) ----------------
   // The default model name comes from the file or directory name (the
@@ -326,7 +300,8 @@ absl::Status Run() {
     http = std::make_unique<HttpFrontEnd>(&service.path(), std::move(http_options));
     TPS_RETURN_IF_ERROR(http->Start());
     Log(absl::StrCat("listening: HTTP API http://", host, ":", http->port(), "/v1"));
-    WritePortFile(grpc_port, metrics_port, rendezvous.port(), http->port());
+    ports.emplace_back("http_port", http->port());
+    WritePortFile(port_file, ports);
   }
   // ---- END HTTP API ----------------------------------------------------------
 
@@ -414,13 +389,9 @@ absl::Status Run() {
 }  // namespace tpserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("tpserve router: public gRPC API, scheduler and worker driver");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "router_main");
-  };
-  absl::SetFlagsUsageConfig(usage);
-  absl::ParseCommandLine(argc, argv);
+  tpserve::SetLogTag("router");
+  tpserve::ParseFlags(argc, argv,
+                      "tpserve-router: public gRPC API, scheduler and worker driver");
   absl::Status s = tpserve::Run();
   if (!s.ok()) {
     tpserve::Log(absl::StrCat("error: ", s.ToString()));

@@ -7,6 +7,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/check.h"
 #include "common/status.h"
+#include "proto/convert/sampling_convert.h"
 
 namespace tpserve {
 
@@ -47,17 +48,7 @@ v1::StepRequest ToProto(const router::ScheduledStep& step, std::vector<uint64_t>
     in->set_prompt_len(s.prompt_len);
     in->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
     in->set_sample(s.sample);
-    v1::WorkerSampling* p = in->mutable_sampling();
-    p->set_temperature(s.sampling.temperature);
-    p->set_top_k(s.sampling.top_k);
-    p->set_top_p(s.sampling.top_p);
-    p->set_min_p(s.sampling.min_p);
-    p->set_repetition_penalty(s.sampling.repetition_penalty);
-    p->set_presence_penalty(s.sampling.presence_penalty);
-    p->set_frequency_penalty(s.sampling.frequency_penalty);
-    p->set_seed(s.sampling.seed);
-    p->set_top_logprobs(s.sampling.top_logprobs);
-    p->set_logprobs(s.sampling.logprobs);
+    SamplingToWorker(s.sampling, in->mutable_sampling());
   }
   for (uint64_t id : *extra_frees) request.add_free_seq_ids(id);
   extra_frees->clear();

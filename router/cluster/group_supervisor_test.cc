@@ -13,7 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "router/cluster/fake_worker_service.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 namespace {
@@ -40,7 +40,7 @@ class GroupSupervisorTest : public ::testing::Test {
     servers_[r].reset();
     workers_[r] = std::make_unique<FakeWorkerService>(r, 2);
     servers_[r] = std::make_unique<FakeWorkerServer>(workers_[r].get());
-    ASSERT_TRUE(store_->Set(WorkerAddressKey(rendezvous_.session(), r), servers_[r]->address())
+    ASSERT_TRUE(store_->Set(WorkerKey(rendezvous_.session(), r), servers_[r]->address())
                     .ok());
   }
 

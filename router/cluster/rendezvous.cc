@@ -24,7 +24,7 @@ absl::Status Rendezvous::Start(const std::string& host, int port) {
 
 absl::StatusOr<std::string> Rendezvous::Lookup(int rank) {
   absl::StatusOr<std::string> addr =
-      client_->Get(WorkerAddressKey(session_, rank), absl::Milliseconds(1));
+      client_->Get(WorkerKey(session_, rank), absl::Milliseconds(1));
   if (!addr.ok() && addr.status().code() == absl::StatusCode::kDeadlineExceeded) {
     return absl::NotFoundError(absl::StrCat("worker rank ", rank,
                                             " has not registered at rendezvous port ", port()));
@@ -41,7 +41,7 @@ absl::StatusOr<std::vector<std::string>> Rendezvous::WaitForWorkers(
     progress(absl::StrCat("waiting for worker rank ", r, " of ", world_size,
                           " to register at rendezvous port ", port()));
     absl::StatusOr<std::string> addr = client_->Get(
-        WorkerAddressKey(session_, r), std::max(give_up - absl::Now(), absl::Milliseconds(1)));
+        WorkerKey(session_, r), std::max(give_up - absl::Now(), absl::Milliseconds(1)));
     if (!addr.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "worker rank ", r, " did not register within ", absl::FormatDuration(timeout),

@@ -1,5 +1,5 @@
 // Rendezvous: the router hosts the key-value store the worker ranks meet in.
-// Each worker publishes its gRPC address under WorkerAddressKey(rank) and
+// Each worker publishes its gRPC address under WorkerKey(session, rank) and
 // builds its Gloo group under the session's prefix, so the router only needs
 // to know the world size: it learns every rank's address from the store.
 // A fresh session id per router start keeps a restarted cluster's Gloo keys
@@ -12,7 +12,7 @@
 //   TPS_ASSIGN_OR_RETURN(std::vector<std::string> addrs,
 //                        rdv.WaitForWorkers(2, absl::Minutes(5), log));
 //
-// Worker side (worker/service): read kSessionKey, Set(WorkerAddressKey(rank)).
+// Worker side (worker/service): read kSessionKey, Set(WorkerKey(session, rank)).
 #ifndef TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_
 #define TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_
 
@@ -23,15 +23,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/keys.h"
+#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 
-inline constexpr char kSessionKey[] = "tpserve/session";
-inline std::string WorkerAddressKey(const std::string& session, int rank) {
-  return "tpserve/" + session + "/worker/" + std::to_string(rank);
-}
-inline std::string GlooPrefix(const std::string& session) { return "tpserve/" + session + "/gloo"; }
 
 class Rendezvous {
  public:

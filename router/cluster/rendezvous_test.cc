@@ -17,8 +17,8 @@ TEST(RendezvousTest, WorkersRegisterUnderTheSession) {
   absl::StatusOr<std::string> session = worker.Get(kSessionKey, absl::Seconds(5));
   ASSERT_TRUE(session.ok()) << session.status();
   EXPECT_EQ(*session, rdv.session());
-  ASSERT_TRUE(worker.Set(WorkerAddressKey(*session, 1), "10.0.0.2:50062").ok());
-  ASSERT_TRUE(worker.Set(WorkerAddressKey(*session, 0), "10.0.0.1:50061").ok());
+  ASSERT_TRUE(worker.Set(WorkerKey(*session, 1), "10.0.0.2:50062").ok());
+  ASSERT_TRUE(worker.Set(WorkerKey(*session, 0), "10.0.0.1:50061").ok());
   std::vector<std::string> log;
   absl::StatusOr<std::vector<std::string>> addrs =
       rdv.WaitForWorkers(2, absl::Seconds(5), [&](const std::string& s) { log.push_back(s); });

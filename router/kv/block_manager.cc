@@ -126,7 +126,6 @@ absl::Status BlockManager::Allocate(uint64_t seq_id, int32_t num_tokens,
       seq.blocks = prefix->blocks;
       seq.num_hashed = static_cast<int32_t>(prefix->blocks.size());
       seq.last_hash = prefix->hashes.empty() ? 0 : prefix->hashes.back();
-      seq.cached_tokens = prefix->num_tokens;
       if (enable_prefix_cache_) {
         prefix_queries_tokens_ += prefix->num_queried;
         prefix_hits_tokens_ += prefix->num_tokens;
@@ -186,11 +185,6 @@ absl::Span<const int32_t> BlockManager::BlockTable(uint64_t seq_id) const {
   auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) return {};
   return it->second.blocks;
-}
-
-int32_t BlockManager::CachedTokens(uint64_t seq_id) const {
-  auto it = seqs_.find(seq_id);
-  return it == seqs_.end() ? 0 : it->second.cached_tokens;
 }
 
 int32_t BlockManager::NumAvailableBlocks() const {

@@ -99,8 +99,6 @@ class BlockManager {
   bool HasSequence(uint64_t seq_id) const { return seqs_.contains(seq_id); }
   // Empty for an unknown sequence.
   absl::Span<const int32_t> BlockTable(uint64_t seq_id) const;
-  // Prompt tokens served from the prefix cache when the sequence started.
-  int32_t CachedTokens(uint64_t seq_id) const;
 
   // Blocks an allocation can take now: free plus evictable cached ones.
   int32_t NumAvailableBlocks() const;
@@ -119,9 +117,8 @@ class BlockManager {
  private:
   struct SeqBlocks {
     std::vector<int32_t> blocks;
-    int32_t num_hashed = 0;     // leading blocks whose chain hash is known
-    uint64_t last_hash = 0;     // chain hash of blocks[num_hashed - 1]
-    int32_t cached_tokens = 0;  // from the prefix cache at start
+    int32_t num_hashed = 0;  // leading blocks whose chain hash is known
+    uint64_t last_hash = 0;  // chain hash of blocks[num_hashed - 1]
   };
   struct BlockInfo {
     int32_t ref_count = 0;

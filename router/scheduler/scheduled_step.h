@@ -1,7 +1,8 @@
 // Router-side plain data for one forward step: what the scheduler hands the
 // router to send to every worker rank, and what comes back. Field for field
 // the shape of worker/engine/step_types.h (the router never includes worker
-// headers); router/api converts these to and from worker.proto.
+// headers; both take SamplingParams from common/); router/api converts these
+// to and from worker.proto.
 //
 //   ScheduledStep step = scheduler.Schedule(absl::Now());
 //   TPS_RETURN_IF_ERROR(scheduler.FinalizeStep(&step));
@@ -14,21 +15,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/sampling_params.h"
+
 namespace tpserve::router {
 
-// Same fields and defaults as the engine's SamplingParams.
-struct SamplingParams {
-  float temperature = 0.0f;         // 0 = greedy (argmax)
-  int32_t top_k = 0;                // 0 = off
-  float top_p = 1.0f;               // (0, 1]; 1 = off
-  float min_p = 0.0f;               // [0, 1]; 0 = off
-  float repetition_penalty = 1.0f;  // > 0; 1 = off; over prompt + output tokens
-  float presence_penalty = 0.0f;    // over output tokens
-  float frequency_penalty = 0.0f;   // over output tokens
-  uint64_t seed = 0;                // same seed + same sequence = same output
-  int32_t top_logprobs = 0;         // alternatives to return per token (0..20)
-  bool logprobs = false;            // return the sampled token's logprob
-};
+// common/sampling_params.h, spelled router::SamplingParams where the
+// serving loop names it.
+using SamplingParams = ::tpserve::SamplingParams;
 
 // Placeholder in ScheduledSequence::tokens for a token that the step in
 // flight has not returned yet; FinalizeStep replaces it. Never sent.

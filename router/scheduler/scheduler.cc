@@ -189,7 +189,7 @@ void Scheduler::State::Preempt(Sequence* seq, Build& build) {
   Unemit(seq, build);
   blocks.Free(seq->id);
   running.erase(seq);
-  seq->state = SeqState::kPreempted;
+  seq->state = SeqState::kWaiting;
   seq->num_computed = 0;
   seq->num_committed = 0;
   seq->preempted_in_step = build.step->step_id;

@@ -3,12 +3,13 @@
 //   Add()                     admitted (blocks, first chunk)
 //   ─────▶ kWaiting ─────────────────────────────▶ kRunning ──▶ finished
 //             ▲                                       │   (Finish, Cancel,
-//             └──── kPreempted ◀── out of KV blocks ──┘    deadline, length:
+//             └──── preempted ◀── out of KV blocks ───┘    deadline, length:
 //                    (blocks freed; re-prefills prompt     blocks freed, the
 //                     + generated tokens when admitted)    Sequence erased)
 //
-// kWaiting and kPreempted sequences sit in the waiting queue and hold no
-// blocks; kRunning ones hold blocks covering [0, num_computed).
+// kWaiting sequences (new or preempted: num_preemptions tells them apart)
+// sit in the waiting queue and hold no blocks; kRunning ones hold blocks
+// covering [0, num_computed).
 #ifndef TPSERVE_ROUTER_SCHEDULER_SEQUENCE_H_
 #define TPSERVE_ROUTER_SCHEDULER_SEQUENCE_H_
 
@@ -20,7 +21,7 @@
 
 namespace tpserve::router::internal {
 
-enum class SeqState { kWaiting, kRunning, kPreempted };
+enum class SeqState { kWaiting, kRunning };
 
 struct Sequence {
   uint64_t id = 0;

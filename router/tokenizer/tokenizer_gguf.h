@@ -14,8 +14,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "formats/gguf_reader.h"
 #include "router/tokenizer/tokenizer_data.h"
-#include "worker/model/gguf_reader.h"
 
 namespace tpserve {
 

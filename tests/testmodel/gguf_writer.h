@@ -15,7 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve {
 

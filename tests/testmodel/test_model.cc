@@ -10,10 +10,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "formats/gguf_reader.h"
 #include "nlohmann/json.hpp"
 #include "tests/testmodel/gguf_writer.h"
 #include "tests/testmodel/safetensors_writer.h"
-#include "worker/model/gguf_reader.h"
 #include "worker/model/quantize.h"
 #include "worker/model/tensor_names.h"
 

@@ -20,7 +20,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve {
 

@@ -7,12 +7,12 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "formats/gguf_reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
-#include "worker/model/gguf_reader.h"
 
 namespace tpserve {
 namespace {

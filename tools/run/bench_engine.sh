@@ -14,11 +14,11 @@ run() { echo "\$ tpserve-run $*"; "$BIN" --model "$MODEL" "$@" | grep -E '^(pref
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for tp in 1 2; do
   threads=$((2 / tp))
-  run --tp $tp --threads $threads --prompt-len 16 --max-tokens 65 --ignore-eos
-  run --tp $tp --threads $threads --prompt-len 16 --max-tokens 33 --batch 16 --ignore-eos
-  run --tp $tp --threads $threads --prompt-len 512 --max-tokens 1
+  run --tp $tp --threads $threads --prompt_len 16 --max_tokens 65 --ignore_eos
+  run --tp $tp --threads $threads --prompt_len 16 --max_tokens 33 --batch 16 --ignore_eos
+  run --tp $tp --threads $threads --prompt_len 512 --max_tokens 1
 done
-run --tp 2 --threads 1 --comm gloo --prompt-len 16 --max-tokens 65 --ignore-eos
+run --tp 2 --threads 1 --comm gloo --prompt_len 16 --max_tokens 65 --ignore_eos
 if [ -x "$LLAMA_BENCH" ]; then
   echo "\$ llama-bench -m $MODEL -t 2 -p 512 -n 64 -r 3"
   "$LLAMA_BENCH" -m "$MODEL" -t 2 -p 512 -n 64 -r 3 2>/dev/null | grep -E 'pp512|tg64'

@@ -5,9 +5,10 @@
 // and tokens/s.
 //
 //   tpserve-run --model models/SmolLM2-135M-Instruct.Q4_1.gguf --tp 2
-//       --prompt "The capital of France is" --max-tokens 32
-//   tpserve-run --model m.gguf --prompt-ids 1,2,3 --batch 16 --max-tokens 64 --ignore-eos
-//   tpserve-run --model m.gguf --prompt-len 512 --max-tokens 1   # prefill benchmark
+//       --prompt "The capital of France is" --max_tokens 32
+//   tpserve-run --model m.gguf --prompt_ids 1,2,3 --batch 16 --max_tokens 64 --ignore_eos
+//   tpserve-run --model m.gguf --prompt_len 512 --max_tokens 1   # prefill benchmark
+//   tpserve-run --help                                           # every flag with its default
 //
 // Every rank runs the same schedule; rank 0 samples and broadcasts the new
 // token ids so every rank feeds the same next step (the router's job in the
@@ -17,28 +18,59 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/flags.h"
 #include "common/status.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
 #include "worker/comm/host_communicator.h"
 #include "worker/comm/nccl/nccl_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/kv_cache_pool.h"
 #include "worker/model/model_source.h"
 
+ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face directory (required)");
+ABSL_FLAG(int, tp, 1, "Tensor-parallel ranks, each a local process");
+ABSL_FLAG(int, threads, 2, "Compute threads per rank (cpu backend)");
+ABSL_FLAG(std::string, prompt, "", "Prompt text (needs the model's tokenizer)");
+ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids");
+ABSL_FLAG(int, prompt_len, 0, "Synthetic prompt of this many token ids when > 0");
+ABSL_FLAG(int, batch, 1, "Sequences run side by side, each with the same prompt");
+ABSL_FLAG(int, max_tokens, 32, "Tokens to generate per sequence");
+ABSL_FLAG(bool, ignore_eos, false, "Keep generating past the model's stop tokens");
+ABSL_FLAG(int64_t, kv_mb, 256, "KV cache per rank, MiB");
+ABSL_FLAG(int, chunk, 0, "Prefill chunk size; 0 = the whole prompt in one step");
+ABSL_FLAG(std::string, comm, "shm", "Collectives between the local ranks: shm or gloo");
+ABSL_FLAG(std::string, backend, "cpu", "cpu, or cuda (device r for rank r, NCCL when --tp > 1)");
+ABSL_FLAG(bool, tp_invariant, false,
+          "Bit-identical logits at every --tp (fixed-point row-parallel reductions; "
+          "EngineOptions::tp_invariant)");
+ABSL_FLAG(float, temperature, 0.0f, "Sampling temperature; 0 = greedy");
+ABSL_FLAG(int32_t, top_k, 0, "Top-k; 0 = off");
+ABSL_FLAG(float, top_p, 1.0f, "Top-p; 1 = off");
+ABSL_FLAG(float, min_p, 0.0f, "Min-p; 0 = off");
+ABSL_FLAG(uint64_t, seed, 0, "Sampling seed");
+ABSL_FLAG(float, repetition_penalty, 1.0f, "Repetition penalty; 1 = off");
+
 namespace tpserve {
 namespace {
+
+constexpr char kUsage[] =
+    "usage: tpserve-run --model PATH [--tp N] [--threads T] (--prompt TEXT | "
+    "--prompt_ids 1,2,3 | --prompt_len N)\n"
+    "       [--batch B] [--max_tokens N] [--ignore_eos] [--kv_mb MB] [--chunk N]\n"
+    "       [--temperature T] [--top_k K] [--top_p P] [--min_p P] [--seed S]\n"
+    "       [--repetition_penalty R] [--comm shm|gloo] [--backend cpu|cuda]";
 
 struct RunOptions {
   std::string model;
@@ -52,83 +84,42 @@ struct RunOptions {
   bool ignore_eos = false;
   bool tp_invariant = false;  // EngineOptions::tp_invariant
   int64_t kv_mb = 256;
-  int chunk = 0;                // prefill chunk size; 0 = whole prompt in one step
-  std::string comm = "shm";     // all ranks are local: shared memory by default
-  std::string backend = "cpu";  // "cuda": device r for rank r, NCCL when tp > 1
+  int chunk = 0;  // prefill chunk size; 0 = whole prompt in one step
+  std::string comm;
+  std::string backend;
   SamplingParams sampling;
 };
 
-void Usage() {
-  fprintf(stderr,
-          "usage: tpserve-run --model PATH [--tp N] [--threads T] (--prompt TEXT | "
-          "--prompt-ids 1,2,3 | --prompt-len N)\n"
-          "       [--batch B] [--max-tokens N] [--ignore-eos] [--kv-mb MB] [--chunk N]\n"
-          "       [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-          "       [--repetition-penalty R] [--comm shm|gloo] [--backend cpu|cuda]\n"
-          "       [--tp-invariant]\n");
-}
-
-absl::StatusOr<RunOptions> ParseArgs(int argc, char** argv) {
+absl::StatusOr<RunOptions> OptionsFromFlags() {
   RunOptions o;
-  std::map<std::string, std::string> kv;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--ignore-eos") {
-      o.ignore_eos = true;
-      continue;
-    }
-    if (a == "--tp-invariant") {
-      o.tp_invariant = true;
-      continue;
-    }
-    if (a.rfind("--", 0) != 0 || i + 1 >= argc) {
-      return absl::InvalidArgumentError(absl::StrCat("bad argument '", a, "'"));
-    }
-    kv[a.substr(2)] = argv[++i];
+  o.model = absl::GetFlag(FLAGS_model);
+  o.tp = absl::GetFlag(FLAGS_tp);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.prompt = absl::GetFlag(FLAGS_prompt);
+  o.prompt_len = absl::GetFlag(FLAGS_prompt_len);
+  o.batch = absl::GetFlag(FLAGS_batch);
+  o.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  o.kv_mb = absl::GetFlag(FLAGS_kv_mb);
+  o.chunk = absl::GetFlag(FLAGS_chunk);
+  o.comm = absl::GetFlag(FLAGS_comm);
+  o.backend = absl::GetFlag(FLAGS_backend);
+  o.tp_invariant = absl::GetFlag(FLAGS_tp_invariant);
+  o.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+  o.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  o.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+  o.sampling.min_p = absl::GetFlag(FLAGS_min_p);
+  o.sampling.seed = absl::GetFlag(FLAGS_seed);
+  o.sampling.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
+  for (absl::string_view p :
+       absl::StrSplit(absl::GetFlag(FLAGS_prompt_ids), ',', absl::SkipEmpty())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(p, &id)) return absl::InvalidArgumentError("bad --prompt_ids");
+    o.prompt_ids.push_back(id);
   }
-  auto num = [&](const char* key, auto* out) -> absl::Status {
-    auto it = kv.find(key);
-    if (it == kv.end()) return absl::OkStatus();
-    bool ok;
-    if constexpr (std::is_same_v<std::remove_pointer_t<decltype(out)>, float>) {
-      ok = absl::SimpleAtof(it->second, out);
-    } else {
-      ok = absl::SimpleAtoi(it->second, out);
-    }
-    kv.erase(it);
-    return ok ? absl::OkStatus()
-              : absl::InvalidArgumentError(absl::StrCat("--", key, " needs a number"));
-  };
-  TPS_RETURN_IF_ERROR(num("tp", &o.tp));
-  TPS_RETURN_IF_ERROR(num("threads", &o.threads));
-  TPS_RETURN_IF_ERROR(num("prompt-len", &o.prompt_len));
-  TPS_RETURN_IF_ERROR(num("batch", &o.batch));
-  TPS_RETURN_IF_ERROR(num("max-tokens", &o.max_tokens));
-  TPS_RETURN_IF_ERROR(num("kv-mb", &o.kv_mb));
-  TPS_RETURN_IF_ERROR(num("chunk", &o.chunk));
-  TPS_RETURN_IF_ERROR(num("temperature", &o.sampling.temperature));
-  TPS_RETURN_IF_ERROR(num("top-k", &o.sampling.top_k));
-  TPS_RETURN_IF_ERROR(num("top-p", &o.sampling.top_p));
-  TPS_RETURN_IF_ERROR(num("min-p", &o.sampling.min_p));
-  TPS_RETURN_IF_ERROR(num("seed", &o.sampling.seed));
-  TPS_RETURN_IF_ERROR(num("repetition-penalty", &o.sampling.repetition_penalty));
-  if (auto it = kv.find("model"); it != kv.end()) o.model = it->second, kv.erase(it);
-  if (auto it = kv.find("comm"); it != kv.end()) o.comm = it->second, kv.erase(it);
-  if (auto it = kv.find("backend"); it != kv.end()) o.backend = it->second, kv.erase(it);
-  if (auto it = kv.find("prompt"); it != kv.end()) o.prompt = it->second, kv.erase(it);
-  if (auto it = kv.find("prompt-ids"); it != kv.end()) {
-    for (absl::string_view p : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
-      int32_t id;
-      if (!absl::SimpleAtoi(p, &id)) return absl::InvalidArgumentError("bad --prompt-ids");
-      o.prompt_ids.push_back(id);
-    }
-    kv.erase(it);
-  }
-  if (!kv.empty())
-    return absl::InvalidArgumentError(absl::StrCat("unknown flag --", kv.begin()->first));
   if (o.model.empty()) return absl::InvalidArgumentError("--model is required");
   if (o.tp < 1 || o.threads < 1 || o.batch < 1 || o.max_tokens < 1) {
-    return absl::InvalidArgumentError("--tp, --threads, --batch, --max-tokens must be >= 1");
+    return absl::InvalidArgumentError("--tp, --threads, --batch, --max_tokens must be >= 1");
   }
   return o;
 }
@@ -172,7 +163,7 @@ absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_
     absl::StatusOr<std::vector<int32_t>> t = blocks.Allocate((total + bs - 1) / bs);
     if (!t.ok()) {
       return Annotate(t.status(), absl::StrCat("KV cache for ", o.batch, " x ", total,
-                                               " tokens (raise --kv-mb)"));
+                                               " tokens (raise --kv_mb)"));
     }
     tables[b] = *t;
   }
@@ -231,10 +222,14 @@ absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_
 }
 
 int Main(int argc, char** argv) {
-  absl::StatusOr<RunOptions> opts = ParseArgs(argc, argv);
+  const std::vector<char*> args = ParseFlags(argc, argv, kUsage);
+  if (args.size() > 1) {
+    fprintf(stderr, "tpserve-run: unexpected argument '%s'\n%s\n", args[1], kUsage);
+    return 2;
+  }
+  absl::StatusOr<RunOptions> opts = OptionsFromFlags();
   if (!opts.ok()) {
-    fprintf(stderr, "tpserve-run: %s\n", std::string(opts.status().message()).c_str());
-    Usage();
+    fprintf(stderr, "tpserve-run: %s\n%s\n", std::string(opts.status().message()).c_str(), kUsage);
     return 2;
   }
   RunOptions& o = *opts;
@@ -250,7 +245,7 @@ int Main(int argc, char** argv) {
     for (int i = 0; i < o.prompt_len; ++i) prompt.push_back(100 + (i * 7919) % 20000);
   } else if (!o.prompt.empty()) {
     if (tok == nullptr) {
-      fprintf(stderr, "tpserve-run: no tokenizer for %s; use --prompt-ids\n", o.model.c_str());
+      fprintf(stderr, "tpserve-run: no tokenizer for %s; use --prompt_ids\n", o.model.c_str());
       return 2;
     }
     absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(std::string_view(o.prompt), false);
@@ -261,8 +256,7 @@ int Main(int argc, char** argv) {
     prompt = *ids;
   }
   if (prompt.empty()) {
-    fprintf(stderr, "tpserve-run: empty prompt\n");
-    Usage();
+    fprintf(stderr, "tpserve-run: empty prompt\n%s\n", kUsage);
     return 2;
   }
   std::vector<int32_t> stop_ids;

@@ -7,24 +7,28 @@ BIN="$1"
 MODEL="${TPSERVE_ROOT:-.}/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 fail() { echo "FAIL: $*"; exit 1; }
 
-out=$(timeout 120 "$BIN" --model "$MODEL" --tp 2 --threads 1 --prompt "The capital of France is" --max-tokens 8 2>&1) ||
+out=$(timeout 120 "$BIN" --model "$MODEL" --tp 2 --threads 1 --prompt "The capital of France is" --max_tokens 8 2>&1) ||
   fail "TP=2 run failed: $out"
 echo "$out"
 grep -q "The capital of France is Paris" <<<"$out" || fail "TP=2 text"
 grep -q "^decode: .* tokens/s" <<<"$out" || fail "no decode tokens/s"
 
-out=$(timeout 120 "$BIN" --model "$MODEL" --tp 3 --threads 1 --comm gloo --prompt-ids 504,3575,282,4649,314 --max-tokens 2 2>&1) ||
+out=$(timeout 120 "$BIN" --model "$MODEL" --tp 3 --threads 1 --comm gloo --prompt_ids 504,3575,282,4649,314 --max_tokens 2 2>&1) ||
   fail "TP=3 gloo run failed: $out"
 grep -q "^output ids: 7042,30" <<<"$out" || fail "TP=3 output ids: $out"
 
-out=$(timeout 60 "$BIN" --model "$MODEL" --prompt-ids 5,99999999 --max-tokens 2 2>&1) && fail "bad token id accepted"
+out=$(timeout 60 "$BIN" --model "$MODEL" --prompt_ids 5,99999999 --max_tokens 2 2>&1) && fail "bad token id accepted"
 grep -q "outside the vocabulary" <<<"$out" || fail "bad token id message: $out"
 
-out=$(timeout 60 "$BIN" --model "$MODEL" --tp 2 --threads 1 --prompt-len 64 --batch 4 --kv-mb 1 --max-tokens 2 2>&1) && fail "tiny KV pool accepted"
+out=$(timeout 60 "$BIN" --model "$MODEL" --tp 2 --threads 1 --prompt_len 64 --batch 4 --kv_mb 1 --max_tokens 2 2>&1) && fail "tiny KV pool accepted"
 grep -qi "kv cache" <<<"$out" || fail "KV exhaustion message: $out"
 
-out=$(timeout 60 "$BIN" --model "$MODEL" --tp 10 --prompt-ids 5 2>&1) && fail "TP=10 accepted"
+out=$(timeout 60 "$BIN" --model "$MODEL" --tp 10 --prompt_ids 5 2>&1) && fail "TP=10 accepted"
 grep -q "exceeds the 9 query heads" <<<"$out" || fail "TP=10 message: $out"
+
+out=$(timeout 10 "$BIN" --help 2>&1) || fail "--help exit code"
+grep -q -- "--max_tokens (default: 32)" <<<"$out" || fail "--help lists no --max_tokens: $out"
+grep -q -- "--flagfile" <<<"$out" && fail "--help lists absl's own flags"
 
 out=$(timeout 10 "$BIN" --bogus 1 2>&1); [ $? -eq 2 ] || fail "bad flag exit code"
 echo PASS

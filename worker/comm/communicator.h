@@ -1,9 +1,11 @@
 // Communicator: the collectives tensor-parallel ranks use to combine partial
 // results. One abstract interface, implemented by Gloo over TCP for CPU ranks
-// (worker/comm/gloo/) and by NCCL for GPU ranks (worker/comm/nccl/).
+// on any hosts (worker/comm/gloo/), by shared memory for CPU ranks on one host
+// (worker/comm/shm/), and by NCCL for GPU ranks (worker/comm/nccl/);
+// SwappableCommunicator puts one behind a handle that survives group epochs.
 //
 // Buffers live where the implementation's ranks compute: host memory for Gloo,
-// device memory for NCCL. `CollectiveOptions::stream` carries the CUDA stream
+// device memory for NCCL (host memory for Gloo and shm). `CollectiveOptions::stream` carries the CUDA stream
 // (a cudaStream_t cast to void*) for NCCL; Gloo ignores it and completes every
 // call before returning. NCCL calls are enqueued on the stream and their errors
 // (including the timeout) surface at the latest on `Synchronize(stream)`.

@@ -13,11 +13,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "rendezvous/kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/fork_ranks_test_util.h"
 #include "worker/comm/host_communicator.h"
-#include "worker/comm/kv_store.h"
-#include "worker/comm/tcp_kv_store.h"
 
 namespace tpserve {
 

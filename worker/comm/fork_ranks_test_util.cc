@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "absl/time/clock.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "worker/comm/kv_store.h"
+#include "rendezvous/kv_store.h"
 
 namespace tpserve {
 

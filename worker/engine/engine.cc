@@ -5,14 +5,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/elapsed.h"
 #include "common/status.h"
 #include "worker/engine/forward_backend_factory.h"
 #include "worker/engine/sampler.h"
 
 namespace tpserve {
 namespace {
-
-double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
 // Every rank must have computed the same plan (same model, same world) and
 // use the same row-parallel reduction (tp_invariant all-reduces int64s).
@@ -76,16 +75,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_RETURN_IF_ERROR(
       Annotate(forward->Load(std::move(weights), shape, blocks),
                absl::StrCat("loading weights and KV cache for backend ", forward->name())));
-  return std::unique_ptr<Engine>(
-      new Engine(model, comm, std::move(plan), std::move(forward), weight_bytes, blocks, options));
+  return std::unique_ptr<Engine>(new Engine(model.config(), comm, std::move(plan),
+                                            std::move(forward), weight_bytes, blocks, options));
 }
 
-Engine::Engine(const ModelSource& model, Communicator& comm, ShardPlan plan,
+Engine::Engine(const ModelConfig& config, Communicator& comm, ShardPlan plan,
                std::unique_ptr<ForwardBackend> forward, int64_t weight_bytes, int num_blocks,
                const EngineOptions& options)
-    : model_(model),
-      comm_(comm),
-      config_(model.config()),
+    : comm_(comm),
+      config_(config),
       plan_(std::move(plan)),
       forward_(std::move(forward)),
       weight_bytes_(weight_bytes),
@@ -194,7 +192,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
         ds.history_begin.push_back(static_cast<int32_t>(ds.history_tokens.size()));
       }
     }
-    timings_.sample_s = Seconds(ts);
+    timings_.sample_s = SecondsSince(ts);
     std::vector<int32_t> tokens;
     TPS_RETURN_IF_ERROR(forward_->ForwardSample(batch, head_rows, ds, &tokens, &timings_));
     timings_.device_sampling = true;
@@ -206,7 +204,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
         out.tokens.push_back(std::move(t));
       }
     }
-    timings_.total_s = Seconds(t0);
+    timings_.total_s = SecondsSince(t0);
     return out;
   }
   std::vector<float> logits;
@@ -222,9 +220,9 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
       t.seq_id = s.seq_id;
       out.tokens.push_back(std::move(t));
     }
-    timings_.sample_s = Seconds(ts);
+    timings_.sample_s = SecondsSince(ts);
   }
-  timings_.total_s = Seconds(t0);
+  timings_.total_s = SecondsSince(t0);
   return out;
 }
 

@@ -27,8 +27,10 @@
 // CreateForwardBackend: "cpu" is CpuForward (kernels/cpu, host buffers, the
 // host KvCachePool), "cuda" is CudaForward (worker/engine/cuda/), which keeps
 // weights and KV cache on one device and needs an NCCL communicator when
-// world_size > 1. Validation, the shard plan, weight slicing, penalties and
-// sampling (rank 0, on the host) stay here.
+// world_size > 1. Validation, the shard plan, weight slicing and penalty
+// history stay here. Rank 0 samples on the host (sampler.h), or on the device
+// when the backend can (ForwardBackend::ForwardSample, the CUDA backend's
+// default) and no row asks for logprobs.
 #ifndef TPSERVE_WORKER_ENGINE_ENGINE_H_
 #define TPSERVE_WORKER_ENGINE_ENGINE_H_
 
@@ -123,14 +125,13 @@ class Engine {
   const StepTimings& last_timings() const { return timings_; }
 
  private:
-  Engine(const ModelSource& model, Communicator& comm, ShardPlan plan,
+  Engine(const ModelConfig& config, Communicator& comm, ShardPlan plan,
          std::unique_ptr<ForwardBackend> forward, int64_t weight_bytes, int num_blocks,
          const EngineOptions& options);
 
   absl::Status Validate(const StepBatch& batch) const;
   void RecordTokens(const SequenceInput& seq);
 
-  const ModelSource& model_;
   Communicator& comm_;
   const ModelConfig config_;
   ShardPlan plan_;

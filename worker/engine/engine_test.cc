@@ -6,8 +6,8 @@
 #include <memory>
 
 #include "gtest/gtest.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/multi_rank_test_util.h"
 
 namespace tpserve {

@@ -25,7 +25,7 @@
 #include "gtest/gtest.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "worker/engine/multi_rank_test_util.h"
 #include "worker/model/model_source.h"
 

@@ -11,9 +11,9 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 
 namespace tpserve {
 namespace {

@@ -5,22 +5,6 @@
 #include <numeric>
 
 namespace tpserve {
-namespace {
-
-kernels::RopeScalingType ToKernel(RopeScaling::Type t) {
-  switch (t) {
-    case RopeScaling::Type::kLinear:
-      return kernels::RopeScalingType::kLinear;
-    case RopeScaling::Type::kLlama3:
-      return kernels::RopeScalingType::kLlama3;
-    case RopeScaling::Type::kNone:
-      break;
-  }
-  return kernels::RopeScalingType::kNone;
-}
-
-}  // namespace
-
 StepArrays StepLayout::HostArrays() const {
   return StepArrays{.tokens = tokens.data(),
                     .positions = positions.data(),
@@ -109,11 +93,7 @@ kernels::RopeParams MakeRopeParams(const ModelConfig& c, const RankDims& d, cons
   p.k_stride = d.qkv_dim;
   p.theta = c.rope_theta;
   p.neox = c.rope_neox;
-  p.scaling = ToKernel(c.rope_scaling.type);
-  p.factor = c.rope_scaling.factor;
-  p.low_freq_factor = c.rope_scaling.low_freq_factor;
-  p.high_freq_factor = c.rope_scaling.high_freq_factor;
-  p.original_max_position = c.rope_scaling.original_max_position;
+  p.scaling = c.rope_scaling;
   return p;
 }
 

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "formats/dtype.h"
 #include "worker/engine/shard_plan.h"
-#include "worker/model/dtype.h"
 #include "worker/model/model_source.h"
 
 namespace tpserve {

@@ -12,20 +12,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace tpserve {
+#include "common/sampling_params.h"
 
-struct SamplingParams {
-  float temperature = 0.0f;         // 0 = greedy (argmax)
-  int32_t top_k = 0;                // 0 = off
-  float top_p = 1.0f;               // (0, 1]; 1 = off
-  float min_p = 0.0f;               // [0, 1]; 0 = off
-  float repetition_penalty = 1.0f;  // > 0; 1 = off; over prompt + output tokens
-  float presence_penalty = 0.0f;    // over output tokens
-  float frequency_penalty = 0.0f;   // over output tokens
-  uint64_t seed = 0;                // same seed + same sequence = same output
-  int32_t top_logprobs = 0;         // alternatives to return per token (0..20)
-  bool logprobs = false;            // return the sampled token's logprob
-};
+namespace tpserve {
 
 // One sequence's slice of a step: a prefill chunk (tokens.size() >= 1 at any
 // start_pos) or a single decode token.

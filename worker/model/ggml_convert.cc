@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/check.h"
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 #include "worker/model/kquant.h"
 #include "worker/model/quantize.h"
 
@@ -65,11 +65,16 @@ struct Block {
 };
 Block NonKBlock(ConvertedType t) {
   switch (t) {
-    case ConvertedType::kQ5_0: return {32, 22};
-    case ConvertedType::kQ5_1: return {32, 24};
-    case ConvertedType::kIQ4_NL: return {32, 18};
-    case ConvertedType::kIQ4_XS: return {256, 136};
-    default: return {0, 0};
+    case ConvertedType::kQ5_0:
+      return {32, 22};
+    case ConvertedType::kQ5_1:
+      return {32, 24};
+    case ConvertedType::kIQ4_NL:
+      return {32, 18};
+    case ConvertedType::kIQ4_XS:
+      return {256, 136};
+    default:
+      return {0, 0};
   }
 }
 
@@ -84,11 +89,16 @@ std::optional<ConvertedType> ConvertedTypeFromGgml(uint32_t ggml_type) {
 
 const char* ConvertedTypeName(ConvertedType t) {
   switch (t) {
-    case ConvertedType::kQ5_0: return "Q5_0";
-    case ConvertedType::kQ5_1: return "Q5_1";
-    case ConvertedType::kIQ4_NL: return "IQ4_NL";
-    case ConvertedType::kIQ4_XS: return "IQ4_XS";
-    default: return KQuantName(AsK(t));
+    case ConvertedType::kQ5_0:
+      return "Q5_0";
+    case ConvertedType::kQ5_1:
+      return "Q5_1";
+    case ConvertedType::kIQ4_NL:
+      return "IQ4_NL";
+    case ConvertedType::kIQ4_XS:
+      return "IQ4_XS";
+    default:
+      return KQuantName(AsK(t));
   }
 }
 

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "formats/dtype.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "worker/model/dtype.h"
 #include "worker/model/ggml_convert.h"
 
 namespace tpserve {
@@ -29,9 +29,9 @@ namespace {
 
 constexpr int64_t kRows = 40, kCols = 1024, kColBegin = 288, kColCount = 512;
 constexpr ConvertedType kTypes[] = {
-    ConvertedType::kQ5_0,  ConvertedType::kQ5_1, ConvertedType::kQ2_K,
-    ConvertedType::kQ3_K,  ConvertedType::kQ4_K, ConvertedType::kQ5_K,
-    ConvertedType::kQ6_K,  ConvertedType::kIQ4_NL, ConvertedType::kIQ4_XS};
+    ConvertedType::kQ5_0, ConvertedType::kQ5_1,   ConvertedType::kQ2_K,
+    ConvertedType::kQ3_K, ConvertedType::kQ4_K,   ConvertedType::kQ5_K,
+    ConvertedType::kQ6_K, ConvertedType::kIQ4_NL, ConvertedType::kIQ4_XS};
 
 std::string Root() {
   const char* r = std::getenv("TPSERVE_ROOT");

@@ -6,7 +6,7 @@
 #include "worker/model/kquant.h"
 
 #include "common/check.h"
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve {
 namespace {

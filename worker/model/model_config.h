@@ -10,16 +10,9 @@
 #include <string>
 #include <vector>
 
-namespace tpserve {
+#include "formats/rope_scaling.h"
 
-struct RopeScaling {
-  enum class Type { kNone, kLinear, kLlama3 };
-  Type type = Type::kNone;
-  float factor = 1.0f;               // linear and llama3
-  float low_freq_factor = 1.0f;      // llama3
-  float high_freq_factor = 4.0f;     // llama3
-  int original_max_position = 8192;  // llama3
-};
+namespace tpserve {
 
 struct ModelConfig {
   std::string architecture;  // "llama", "mistral", "qwen2" (SmolLM is "llama")

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "benchmark/benchmark.h"
-#include "worker/model/gguf_reader.h"
+#include "formats/gguf_reader.h"
 #include "worker/model/model_source.h"
 
 namespace tpserve {

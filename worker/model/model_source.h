@@ -38,7 +38,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 #include "worker/model/model_config.h"
 
 namespace tpserve {

@@ -7,12 +7,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include "formats/gguf_reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testmodel/gguf_writer.h"
 #include "tests/testmodel/safetensors_writer.h"
 #include "tests/testmodel/test_model.h"
-#include "worker/model/gguf_reader.h"
 #include "worker/model/safetensors.h"
 
 namespace tpserve {

@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve {
 

@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "formats/mapped_file.h"
 #include "nlohmann/json.hpp"
-#include "worker/model/mapped_file.h"
 
 namespace tpserve {
 namespace {

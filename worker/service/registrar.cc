@@ -4,18 +4,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/keys.h"
+#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
-
-std::string RendezvousWorkerKey(const std::string& session, int rank) {
-  return absl::StrCat("tpserve/", session, "/worker/", rank);
-}
-
-std::string RendezvousEpochPrefix(const std::string& session, uint64_t epoch,
-                                  const std::string& backend) {
-  return absl::StrCat("tpserve/", session, "/epoch/", epoch, "/", backend);
-}
 
 Registrar::Registrar(std::string store_host, int store_port, int rank, std::string address,
                      std::function<void(const std::string&)> log, absl::Duration interval)
@@ -50,10 +42,10 @@ void Registrar::Run() {
     if (store == nullptr) {
       store = std::make_unique<TcpKvStoreClient>(store_host_, store_port_, interval_);
     }
-    absl::StatusOr<std::string> session = store->Get(kRendezvousSessionKey, interval_);
+    absl::StatusOr<std::string> session = store->Get(kSessionKey, interval_);
     absl::Status s = session.status();
     if (s.ok() && *session != registered) {
-      s = store->Set(RendezvousWorkerKey(*session, rank_), address_);
+      s = store->Set(WorkerKey(*session, rank_), address_);
       if (s.ok()) {
         log_(absl::StrCat(registered.empty() ? "registered" : "router restarted: re-registered",
                           " as rank ", rank_, " at ", address_, " (router session ", *session,

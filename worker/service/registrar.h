@@ -24,14 +24,6 @@
 
 namespace tpserve {
 
-// Store keys shared with the router (router/cluster/rendezvous.h reads them).
-inline constexpr char kRendezvousSessionKey[] = "tpserve/session";
-std::string RendezvousWorkerKey(const std::string& session, int rank);
-// Prefix of one group epoch's communicator keys: fresh per epoch, so a group
-// that re-forms never reads a previous epoch's (stale) addresses.
-std::string RendezvousEpochPrefix(const std::string& session, uint64_t epoch,
-                                  const std::string& backend);
-
 class Registrar {
  public:
   Registrar(std::string store_host, int store_port, int rank, std::string address,

@@ -7,7 +7,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/keys.h"
+#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 namespace {
@@ -17,7 +18,7 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
   ASSERT_TRUE(server->Start("127.0.0.1", 0).ok());
   const int port = server->port();
   TcpKvStoreClient router("127.0.0.1", port);
-  ASSERT_TRUE(router.Set(kRendezvousSessionKey, "first").ok());
+  ASSERT_TRUE(router.Set(kSessionKey, "first").ok());
 
   absl::Mutex mu;
   std::vector<std::string> lines;
@@ -28,7 +29,7 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
                 },
                 absl::Milliseconds(100));
   reg.Start();
-  absl::StatusOr<std::string> addr = router.Get(RendezvousWorkerKey("first", 1), absl::Seconds(10));
+  absl::StatusOr<std::string> addr = router.Get(WorkerKey("first", 1), absl::Seconds(10));
   ASSERT_TRUE(addr.ok()) << addr.status();
   EXPECT_EQ(*addr, "10.1.2.3:5000");
 
@@ -39,8 +40,8 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
   absl::Status started = server->Start("127.0.0.1", port);
   ASSERT_TRUE(started.ok()) << started;
   TcpKvStoreClient router2("127.0.0.1", port);
-  ASSERT_TRUE(router2.Set(kRendezvousSessionKey, "second").ok());
-  addr = router2.Get(RendezvousWorkerKey("second", 1), absl::Seconds(10));
+  ASSERT_TRUE(router2.Set(kSessionKey, "second").ok());
+  addr = router2.Get(WorkerKey("second", 1), absl::Seconds(10));
   ASSERT_TRUE(addr.ok()) << addr.status();
   EXPECT_EQ(*addr, "10.1.2.3:5000");
   const absl::Time until = absl::Now() + absl::Seconds(5);
@@ -55,9 +56,9 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
 }
 
 TEST(RegistrarTest, EpochPrefixesAreDistinctPerEpochAndSession) {
-  EXPECT_NE(RendezvousEpochPrefix("s", 1, "gloo"), RendezvousEpochPrefix("s", 2, "gloo"));
-  EXPECT_NE(RendezvousEpochPrefix("s", 1, "gloo"), RendezvousEpochPrefix("t", 1, "gloo"));
-  EXPECT_EQ(RendezvousWorkerKey("abc", 3), "tpserve/abc/worker/3");
+  EXPECT_NE(EpochPrefix("s", 1, "gloo"), EpochPrefix("s", 2, "gloo"));
+  EXPECT_NE(EpochPrefix("s", 1, "gloo"), EpochPrefix("t", 1, "gloo"));
+  EXPECT_EQ(WorkerKey("abc", 3), "tpserve/abc/worker/3");
 }
 
 }  // namespace

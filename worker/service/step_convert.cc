@@ -1,5 +1,7 @@
 #include "worker/service/step_convert.h"
 
+#include "proto/convert/sampling_convert.h"
+
 namespace tpserve {
 
 StepBatch ToStepBatch(const v1::StepRequest& request) {
@@ -13,17 +15,7 @@ StepBatch ToStepBatch(const v1::StepRequest& request) {
     s.prompt_len = in.prompt_len();
     s.block_table.assign(in.block_table().begin(), in.block_table().end());
     s.sample = in.sample();
-    const v1::WorkerSampling& p = in.sampling();
-    s.sampling.temperature = p.temperature();
-    s.sampling.top_k = p.top_k();
-    s.sampling.top_p = p.top_p();
-    s.sampling.min_p = p.min_p();
-    s.sampling.repetition_penalty = p.repetition_penalty();
-    s.sampling.presence_penalty = p.presence_penalty();
-    s.sampling.frequency_penalty = p.frequency_penalty();
-    s.sampling.seed = p.seed();
-    s.sampling.top_logprobs = p.top_logprobs();
-    s.sampling.logprobs = p.logprobs();
+    s.sampling = SamplingFromWorker(in.sampling());
   }
   return batch;
 }

@@ -15,36 +15,34 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/serve_util.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "kernels/cuda/device.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/host_communicator.h"
 #include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/comm/swappable_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model_fingerprint.h"
 #include "worker/model/model_source.h"
+#include "rendezvous/keys.h"
 #include "worker/service/registrar.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
@@ -68,6 +66,10 @@ ABSL_FLAG(bool, cuda_graphs, true,
 ABSL_FLAG(std::string, comm, "gloo",
           "Collectives between CPU ranks: gloo (TCP, ranks on any hosts) or shm (shared "
           "memory, all ranks on this host; ~50x lower all-reduce latency)");
+ABSL_FLAG(bool, tp_invariant, false,
+          "Bit-identical logits at every tensor-parallel size (fixed-point row-parallel "
+          "reductions; 7-10% slower at TP=2 on CPU, docs/benchmarks.md); give every rank the "
+          "same value");
 ABSL_FLAG(int64_t, kv_cache_mb, 256, "KV-cache memory budget of this rank, MiB");
 ABSL_FLAG(int, block_size, 16, "Tokens per KV-cache block");
 ABSL_FLAG(int, threads, 0, "Compute threads (0 = cores / world_size, at least 1)");
@@ -85,15 +87,6 @@ ABSL_FLAG(std::string, port_file, "", "Write the bound ports here as JSON once l
 
 namespace tpserve {
 namespace {
-
-int g_rank = 0;
-
-void Log(const std::string& line) {
-  std::fprintf(stderr, "%s [worker %d] %s\n",
-               absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()).c_str(), g_rank,
-               line.c_str());
-  std::fflush(stderr);
-}
 
 struct WorkerConfig {
   std::string model_path;
@@ -155,7 +148,7 @@ absl::StatusOr<WorkerConfig> ConfigFromFlags() {
 WorkerService::CommFactory MakeCommFactory(const WorkerConfig& c) {
   return [c](const std::string& session, uint64_t epoch,
              absl::Duration timeout) -> absl::StatusOr<std::unique_ptr<Communicator>> {
-    const std::string prefix = RendezvousEpochPrefix(session, epoch, c.comm_backend);
+    const std::string prefix = EpochPrefix(session, epoch, c.comm_backend);
     // One rank needs no store (and may run without --rendezvous).
     const std::string host = c.store_host.empty() ? "127.0.0.1" : c.store_host;
     TcpKvStoreClient store(host, c.store_port, timeout);
@@ -175,25 +168,6 @@ WorkerService::CommFactory MakeCommFactory(const WorkerConfig& c) {
     o.prefix = prefix;
     return CreateHostCommunicator(store, c.rank, c.world_size, o);
   };
-}
-
-absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(const std::string& address) {
-  try {
-    return std::make_unique<prometheus::Exposer>(address);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", address, " (", e.what(),
-                                               "); is the port taken? pick another --metrics_port"));
-  }
-}
-
-void WritePortFile(int grpc_port, int metrics_port) {
-  const std::string path = absl::GetFlag(FLAGS_port_file);
-  if (path.empty()) return;
-  {
-    std::ofstream out(path + ".tmp");
-    out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port << "}\n";
-  }
-  std::rename((path + ".tmp").c_str(), path.c_str());
 }
 
 // Waits for SIGTERM/SIGINT on its own thread, so a signal is honoured while
@@ -217,7 +191,7 @@ void StartSignalThread(sigset_t signals, std::function<void()> shutdown) {
 
 absl::Status Run() {
   TPS_ASSIGN_OR_RETURN(const WorkerConfig c, ConfigFromFlags());
-  g_rank = c.rank;
+  SetLogTag(absl::StrCat("worker ", c.rank));
   if (c.backend == "cuda") {
     Log(absl::StrCat("CUDA device ", c.cuda_device, ": ",
                      ::tpserve::cuda::DeviceDescription(c.cuda_device)));
@@ -250,14 +224,17 @@ absl::Status Run() {
   service.SetMembershipListener([health](bool in_group) { health->SetServingStatus(in_group); });
 
   auto registry = std::make_shared<prometheus::Registry>();
-  TPS_ASSIGN_OR_RETURN(std::unique_ptr<prometheus::Exposer> exposer,
-                       StartMetrics(absl::StrCat(absl::GetFlag(FLAGS_host), ":",
-                                                 absl::GetFlag(FLAGS_metrics_port))));
+  TPS_ASSIGN_OR_RETURN(
+      std::unique_ptr<prometheus::Exposer> exposer,
+      StartMetricsExposer(
+          absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_metrics_port)),
+          "--metrics_port"));
   exposer->RegisterCollectable(registry);
   const int metrics_port = exposer->GetListeningPorts().at(0);
   Log(absl::StrCat("listening: gRPC port ", grpc_port, ", metrics http://",
                    absl::GetFlag(FLAGS_advertise_host), ":", metrics_port, "/metrics"));
-  WritePortFile(grpc_port, metrics_port);
+  WritePortFile(absl::GetFlag(FLAGS_port_file),
+                {{"grpc_port", grpc_port}, {"metrics_port", metrics_port}});
 
   StartSignalThread(signals, [&] {
     comm.Abort();  // a collective in flight returns; peers get an error, not a hang
@@ -297,6 +274,7 @@ absl::Status Run() {
   options.backend = c.backend;
   options.device = std::max(c.cuda_device, 0);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.tp_invariant = absl::GetFlag(FLAGS_tp_invariant);
   options.check_group_at_create = false;  // checked at every Join
   service.SetProgress("loading this rank's weight shard");
   Log(absl::StrCat("loading weight shard ", c.rank, "/", c.world_size, " (", threads,
@@ -329,13 +307,7 @@ absl::Status Run() {
 }  // namespace tpserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("tpserve worker: one tensor-parallel rank");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "worker_main");
-  };
-  absl::SetFlagsUsageConfig(usage);
-  absl::ParseCommandLine(argc, argv);
+  tpserve::ParseFlags(argc, argv, "tpserve-worker: one tensor-parallel rank");
   absl::Status s = tpserve::Run();
   if (!s.ok()) {
     tpserve::Log(absl::StrCat("error: ", s.ToString()));

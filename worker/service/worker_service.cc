@@ -5,14 +5,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/grpc_status.h"
 #include "worker/service/step_convert.h"
 
 namespace tpserve {
 namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 // Errors after which the group cannot run another collective.
 bool BreaksGroup(const absl::Status& s) {
@@ -141,10 +138,10 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
     return broken_;
   };
   absl::Status ready = check();
-  if (!ready.ok()) return ToGrpc(ready);
+  if (!ready.ok()) return ToGrpcStatus(ready);
   std::lock_guard<std::timed_mutex> step_lock(step_mu_);
   ready = check();  // a Join may have run while this step waited
-  if (!ready.ok()) return ToGrpc(ready);
+  if (!ready.ok()) return ToGrpcStatus(ready);
   if (request->free_seq_ids_size() > 0) {
     std::vector<uint64_t> ids(request->free_seq_ids().begin(), request->free_seq_ids().end());
     engine->Free(ids);
@@ -160,7 +157,7 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
         out.status().code(), absl::StrCat("rank ", rank_, " epoch ", request->epoch(), " step ",
                                           request->step_id(), ": ", out.status().message()));
     if (BreaksGroup(s)) Break(s);
-    return ToGrpc(s);
+    return ToGrpcStatus(s);
   }
   const StepTimings& t = engine->last_timings();
   metrics->ObserveStep(t.total_s, t.comm_s, t.sample_s, t.tokens, t.graph_replay);
@@ -204,15 +201,15 @@ grpc::Status WorkerService::Join(grpc::ServerContext* context, const v1::JoinReq
     fingerprint = info_.model_fingerprint();
   }
   if (engine == nullptr) {
-    return ToGrpc(absl::UnavailableError(absl::StrCat("rank ", rank_, " is still loading")));
+    return ToGrpcStatus(absl::UnavailableError(absl::StrCat("rank ", rank_, " is still loading")));
   }
   if (request->epoch() == 0 || request->world_size() != world_size_) {
-    return ToGrpc(absl::FailedPreconditionError(absl::StrCat(
+    return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
         "rank ", rank_, " was started with --world_size=", world_size_, " but the router forms a ",
         "group of ", request->world_size(), " (epoch ", request->epoch(), ")")));
   }
   if (!request->model_fingerprint().empty() && request->model_fingerprint() != fingerprint) {
-    return ToGrpc(absl::FailedPreconditionError(
+    return ToGrpcStatus(absl::FailedPreconditionError(
         absl::StrCat("rank ", rank_, " loaded a model with fingerprint ", fingerprint,
                      " but the group's is ", request->model_fingerprint(),
                      "; start every rank with the same --model file")));
@@ -223,7 +220,7 @@ grpc::Status WorkerService::Join(grpc::ServerContext* context, const v1::JoinReq
   comm_->Clear();
   std::unique_lock<std::timed_mutex> step_lock(step_mu_, std::defer_lock);
   if (!step_lock.try_lock_for(absl::ToChronoNanoseconds(TimeLeft(context)))) {
-    return ToGrpc(absl::UnavailableError(absl::StrCat(
+    return ToGrpcStatus(absl::UnavailableError(absl::StrCat(
         "rank ", rank_, ": the previous epoch's step did not finish before the join deadline")));
   }
   engine->ResetSequences();
@@ -233,7 +230,7 @@ grpc::Status WorkerService::Join(grpc::ServerContext* context, const v1::JoinReq
       factory_(request->session(), request->epoch(), TimeLeft(context));
   if (!impl.ok()) {
     Log(absl::StrCat("join of epoch ", request->epoch(), " failed: ", impl.status().message()));
-    return ToGrpc(absl::UnavailableError(absl::StrCat("rank ", rank_, " joining epoch ",
+    return ToGrpcStatus(absl::UnavailableError(absl::StrCat("rank ", rank_, " joining epoch ",
                                                       request->epoch(), ": ",
                                                       impl.status().message())));
   }
@@ -241,7 +238,7 @@ grpc::Status WorkerService::Join(grpc::ServerContext* context, const v1::JoinReq
   absl::Status checked = engine->CheckGroup();
   if (!checked.ok()) {
     comm_->Clear();
-    return ToGrpc(absl::Status(checked.code(), absl::StrCat("rank ", rank_, " epoch ",
+    return ToGrpcStatus(absl::Status(checked.code(), absl::StrCat("rank ", rank_, " epoch ",
                                                             request->epoch(), ": ",
                                                             checked.message())));
   }

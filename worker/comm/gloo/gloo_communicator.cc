@@ -9,10 +9,10 @@
 #include <mutex>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "formats/dtype.h"
 #include "gloo/allgather.h"
 #include "gloo/allreduce.h"
 #include "gloo/barrier.h"
@@ -57,20 +57,6 @@ std::chrono::milliseconds ToMs(absl::Duration d) {
   return std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
 }
 
-uint16_t FloatToBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fff + ((u >> 16) & 1);  // round to nearest even
-  return static_cast<uint16_t>(u >> 16);
-}
-
-float Bf16ToFloat(uint16_t h) {
-  uint32_t u = uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 template <typename T>
 void SumInto(void* out, const void* a, const void* b, size_t n) {
   T* o = static_cast<T*>(out);
@@ -83,7 +69,7 @@ void SumBf16(void* out, const void* a, const void* b, size_t n) {
   uint16_t* o = static_cast<uint16_t*>(out);
   const uint16_t* x = static_cast<const uint16_t*>(a);
   const uint16_t* y = static_cast<const uint16_t*>(b);
-  for (size_t i = 0; i < n; ++i) o[i] = FloatToBf16(Bf16ToFloat(x[i]) + Bf16ToFloat(y[i]));
+  for (size_t i = 0; i < n; ++i) o[i] = F32ToBF16(BF16ToF32(x[i]) + BF16ToF32(y[i]));
 }
 
 class GlooCommunicator : public Communicator {
@@ -281,6 +267,7 @@ class GlooCommunicator : public Communicator {
     TPS_RETURN_IF_ERROR(Check());
     absl::Duration timeout = opts.timeout > absl::ZeroDuration() ? opts.timeout : timeout_;
     absl::Status status;
+    const absl::Time start = absl::Now();
     try {
       fn(ToMs(timeout));
       return absl::OkStatus();
@@ -289,8 +276,9 @@ class GlooCommunicator : public Communicator {
           absl::StrCat("gloo ", what, " on rank ", rank_, "/", world_size_, ": ", e.what());
       if (aborted_) {
         status = absl::CancelledError(msg);
-      } else if (absl::StrContains(e.what(), "Timed out") ||
-                 absl::StrContains(e.what(), "timed out")) {
+      } else if (absl::Now() - start >= timeout) {
+        // Gloo reports a timeout as an IoException like any other I/O error;
+        // the elapsed time tells them apart.
         status = absl::DeadlineExceededError(absl::StrCat(msg, " (no answer from a peer within ",
                                                           absl::FormatDuration(timeout), ")"));
       } else {

@@ -17,8 +17,8 @@
 
 #include "kernels/cuda/bench_util.h"
 #include "kernels/cuda/device.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/nccl/nccl_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 
 namespace tpserve {
 namespace {

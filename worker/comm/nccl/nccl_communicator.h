@@ -31,8 +31,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "rendezvous/kv_store.h"
 #include "worker/comm/communicator.h"
-#include "worker/comm/kv_store.h"
 
 namespace tpserve {
 

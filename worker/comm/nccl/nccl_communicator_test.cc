@@ -16,7 +16,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 namespace {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "formats/dtype.h"
 
 namespace tpserve {
 namespace {
@@ -55,19 +56,6 @@ bool ProcessGone(int32_t pid) {
   buf[n] = '\0';
   const char* close_paren = strrchr(buf, ')');
   return close_paren != nullptr && (close_paren[2] == 'Z' || close_paren[2] == 'X');
-}
-
-uint16_t FloatToBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-float Bf16ToFloat(uint16_t h) {
-  uint32_t u = uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
 }
 
 template <typename T>
@@ -133,8 +121,8 @@ class ShmCommunicator : public Communicator {
             for (size_t i = 0; i < n; ++i) {
               float acc = 0;
               for (int r = 0; r < world_; ++r)
-                acc += Bf16ToFloat(reinterpret_cast<const uint16_t*>(src[r])[i]);
-              o[i] = FloatToBf16(acc);
+                acc += BF16ToF32(reinterpret_cast<const uint16_t*>(src[r])[i]);
+              o[i] = F32ToBF16(acc);
             }
             break;
           }

@@ -7,9 +7,9 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 
 namespace tpserve {

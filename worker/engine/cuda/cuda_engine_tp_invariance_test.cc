@@ -20,7 +20,7 @@
 #include "kernels/cuda/device.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/nccl/nccl_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model_source.h"
 

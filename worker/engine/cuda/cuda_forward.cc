@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/elapsed.h"
 #include "common/status.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
@@ -23,8 +24,6 @@ namespace tpserve {
 namespace {
 
 namespace kc = kernels::cuda;
-
-double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
 class CudaForward final : public ForwardBackend {
  public:
@@ -108,7 +107,7 @@ class CudaForward final : public ForwardBackend {
     if (comm_.world_size() == 1) return absl::OkStatus();
     const absl::Time t0 = absl::Now();
     absl::Status s = comm_.AllReduceSum(buf, count, dtype, {.stream = stream_});
-    timings->comm_s += Seconds(t0);
+    timings->comm_s += SecondsSince(t0);
     return s;
   }
 
@@ -198,7 +197,7 @@ absl::Status CudaForward::Finish(StepTimings* timings) {
   if (comm_.world_size() > 1) {
     const absl::Time t0 = absl::Now();
     TPS_RETURN_IF_ERROR(comm_.Synchronize(stream_));
-    timings->comm_s += Seconds(t0);
+    timings->comm_s += SecondsSince(t0);
   }
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
@@ -326,7 +325,7 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
     const absl::Time t0 = absl::Now();
     TPS_RETURN_IF_ERROR(comm_.AllGather(head_out_.data(), gathered_.data(), R * maxv,
                                         CommDType::kF32, {.stream = stream_}));
-    timings->comm_s += Seconds(t0);
+    timings->comm_s += SecondsSince(t0);
   }
   return absl::OkStatus();
 }

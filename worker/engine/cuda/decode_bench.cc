@@ -30,9 +30,9 @@
 #include "absl/time/clock.h"
 #include "kernels/cuda/bench_util.h"
 #include "kernels/cuda/device.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
-#include "worker/comm/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF to run (empty: generate one in $TMPDIR)");

@@ -33,14 +33,7 @@ absl::Status DeviceSampler::Sample(const HeadLogits& head, const DeviceSampling&
   }
   std::vector<kc::SampleRow> rows(R);
   for (int r = 0; r < R; ++r) {
-    const SamplingParams& p = sampling.params[r];
-    rows[r] = {.temperature = p.temperature,
-               .top_k = p.top_k,
-               .top_p = p.top_p,
-               .min_p = p.min_p,
-               .repetition_penalty = p.repetition_penalty,
-               .presence_penalty = p.presence_penalty,
-               .frequency_penalty = p.frequency_penalty,
+    rows[r] = {.params = sampling.params[r],
                .history_begin = sampling.history_begin[r],
                .history_end = sampling.history_begin[r + 1],
                .uniform = sampling.uniforms[r]};

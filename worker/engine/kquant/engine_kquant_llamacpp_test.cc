@@ -30,11 +30,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "formats/gguf_reader.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testmodel/test_model.h"
 #include "worker/engine/multi_rank_test_util.h"
-#include "worker/model/gguf_reader.h"
 #include "worker/model/model_source.h"
 
 namespace tpserve {

@@ -10,8 +10,8 @@
 //   TcpKvStoreServer server;
 //   TPS_RETURN_IF_ERROR(server.Start("127.0.0.1", /*port=*/0));
 //   TcpKvStoreClient client("127.0.0.1", server.port());
-#ifndef TPSERVE_WORKER_COMM_TCP_KV_STORE_H_
-#define TPSERVE_WORKER_COMM_TCP_KV_STORE_H_
+#ifndef TPSERVE_RENDEZVOUS_TCP_KV_STORE_H_
+#define TPSERVE_RENDEZVOUS_TCP_KV_STORE_H_
 
 #include <atomic>
 #include <condition_variable>
@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "worker/comm/kv_store.h"
+#include "rendezvous/kv_store.h"
 
 namespace tpserve {
 
@@ -77,4 +77,4 @@ class TcpKvStoreClient : public KvStore {
 
 }  // namespace tpserve
 
-#endif  // TPSERVE_WORKER_COMM_TCP_KV_STORE_H_
+#endif  // TPSERVE_RENDEZVOUS_TCP_KV_STORE_H_

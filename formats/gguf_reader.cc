@@ -1,13 +1,13 @@
-// GGUF parsing. Every read goes through Cursor, which bounds-checks against the
-// mapping; sizes are computed with overflow checks before anything is trusted.
-#include "worker/model/gguf_reader.h"
+// GGUF parsing. Every read goes through GgufParser, which bounds-checks against
+// the mapping; sizes are computed with overflow checks before anything is trusted.
+#include "formats/gguf_reader.h"
 
 #include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "worker/model/mapped_file.h"
+#include "formats/mapped_file.h"
 
 namespace tpserve {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "worker/comm/socket_io.h"
+#include "rendezvous/socket_io.h"
 
 namespace tpserve {
 namespace {

@@ -3,8 +3,8 @@
 // a Status instead of a short count.
 //
 //   TPS_RETURN_IF_ERROR(WriteAll(fd, buf.data(), buf.size()));
-#ifndef TPSERVE_WORKER_COMM_SOCKET_IO_H_
-#define TPSERVE_WORKER_COMM_SOCKET_IO_H_
+#ifndef TPSERVE_RENDEZVOUS_SOCKET_IO_H_
+#define TPSERVE_RENDEZVOUS_SOCKET_IO_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -29,4 +29,4 @@ void SetReceiveTimeout(int fd, absl::Duration timeout);
 
 }  // namespace tpserve
 
-#endif  // TPSERVE_WORKER_COMM_SOCKET_IO_H_
+#endif  // TPSERVE_RENDEZVOUS_SOCKET_IO_H_

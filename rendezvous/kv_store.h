@@ -7,8 +7,8 @@
 //   TcpKvStoreClient store("127.0.0.1", server.port());  // each rank
 //   TPS_RETURN_IF_ERROR(store.Set("rank0", "addr"));
 //   absl::StatusOr<std::string> v = store.Get("rank1", absl::Seconds(30));
-#ifndef TPSERVE_WORKER_COMM_KV_STORE_H_
-#define TPSERVE_WORKER_COMM_KV_STORE_H_
+#ifndef TPSERVE_RENDEZVOUS_KV_STORE_H_
+#define TPSERVE_RENDEZVOUS_KV_STORE_H_
 
 #include <string>
 
@@ -31,4 +31,4 @@ class KvStore {
 
 }  // namespace tpserve
 
-#endif  // TPSERVE_WORKER_COMM_KV_STORE_H_
+#endif  // TPSERVE_RENDEZVOUS_KV_STORE_H_

@@ -13,8 +13,8 @@
 //   int64_t bytes = RowBytes(DType::kQ4_1, 576);      // 18 blocks * 20 = 360
 //   std::vector<float> row(576);
 //   DequantizeRow(DType::kQ4_1, src, row.data(), 576);
-#ifndef TPSERVE_WORKER_MODEL_DTYPE_H_
-#define TPSERVE_WORKER_MODEL_DTYPE_H_
+#ifndef TPSERVE_FORMATS_DTYPE_H_
+#define TPSERVE_FORMATS_DTYPE_H_
 
 #include <array>
 #include <cstdint>
@@ -108,4 +108,4 @@ void DequantizeRowBf16(DType t, const void* src, uint16_t* dst, int64_t n);
 
 }  // namespace tpserve
 
-#endif  // TPSERVE_WORKER_MODEL_DTYPE_H_
+#endif  // TPSERVE_FORMATS_DTYPE_H_

@@ -1,4 +1,4 @@
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 #include <cmath>
 #include <cstring>

@@ -6,12 +6,12 @@
 // different order than the CPU (both in double), so a draw could only differ
 // if u fell within ~1e-15 of a cumulative boundary; no such row occurs in
 // these seeds.
-#include "kernels/cuda/sampling.h"
-
+#include <algorithm>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/test_util.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/test_support.h"
 #include "worker/engine/sampler.h"
 
@@ -19,6 +19,31 @@ namespace tpserve::kernels::cuda {
 namespace {
 
 using cpu::Rng;
+
+// Token ids cuda::Sample picks for (rows, vocab) `logits` with one SampleRow
+// per row; empty vectors on a launch error (reported as a test failure).
+std::vector<int32_t> SampleOnDevice(const std::vector<float>& logits,
+                                    const std::vector<SampleRow>& row_params,
+                                    const std::vector<int32_t>& hist_tokens,
+                                    const std::vector<int32_t>& hist_counts, int vocab) {
+  const int rows = static_cast<int>(row_params.size());
+  DeviceBuffer<float> dl = ToDevice(logits);
+  DeviceBuffer<SampleRow> drows = ToDevice(row_params);
+  DeviceBuffer<int32_t> dtok = ToDevice(hist_tokens), dcnt = ToDevice(hist_counts);
+  DeviceBuffer<double> ws = DeviceZeros<double>(static_cast<size_t>(rows) * vocab);
+  DeviceBuffer<int32_t> ids = DeviceZeros<int32_t>(rows);
+  const absl::Status st = Sample({.logits = dl.data(),
+                                  .row_params = drows.data(),
+                                  .history_tokens = dtok.data(),
+                                  .history_output_counts = dcnt.data(),
+                                  .workspace = ws.data(),
+                                  .ids = ids.data(),
+                                  .rows = rows,
+                                  .vocab = vocab},
+                                 Stream{});
+  EXPECT_TRUE(st.ok()) << st;
+  return st.ok() ? ToHostVector(ids) : std::vector<int32_t>{};
+}
 
 TEST(CudaSampleParity, MatchesCpuSampler) {
   TPS_SKIP_WITHOUT_CUDA();
@@ -52,13 +77,7 @@ TEST(CudaSampleParity, MatchesCpuSampler) {
       want[r] = t->token;
 
       SampleRow& p = row_params[r];
-      p.temperature = sp.temperature;
-      p.top_k = sp.top_k;
-      p.top_p = sp.top_p;
-      p.min_p = sp.min_p;
-      p.repetition_penalty = sp.repetition_penalty;
-      p.presence_penalty = sp.presence_penalty;
-      p.frequency_penalty = sp.frequency_penalty;
+      p.params = sp;
       p.history_begin = static_cast<int32_t>(hist_tokens.size());
       AppendDistinctHistory(h, &hist_tokens, &hist_counts);
       p.history_end = static_cast<int32_t>(hist_tokens.size());
@@ -66,22 +85,28 @@ TEST(CudaSampleParity, MatchesCpuSampler) {
     }
     hist_tokens.push_back(0);  // keep the buffers non-empty
     hist_counts.push_back(0);
-    DeviceBuffer<float> dl = ToDevice(logits);
-    DeviceBuffer<SampleRow> drows = ToDevice(row_params);
-    DeviceBuffer<int32_t> dtok = ToDevice(hist_tokens), dcnt = ToDevice(hist_counts);
-    DeviceBuffer<double> ws = DeviceZeros<double>(static_cast<size_t>(rows) * vocab);
-    DeviceBuffer<int32_t> ids = DeviceZeros<int32_t>(rows);
-    SampleParams p{.logits = dl.data(),
-                   .row_params = drows.data(),
-                   .history_tokens = dtok.data(),
-                   .history_output_counts = dcnt.data(),
-                   .workspace = ws.data(),
-                   .ids = ids.data(),
-                   .rows = rows,
-                   .vocab = vocab};
-    ASSERT_TRUE(Sample(p, Stream{}).ok());
-    EXPECT_EQ(ToHostVector(ids), want) << "vocab=" << vocab;
+    EXPECT_EQ(SampleOnDevice(logits, row_params, hist_tokens, hist_counts, vocab), want)
+        << "vocab=" << vocab;
   }
+}
+
+// Greedy rows (temperature 0) take the first maximum: the lowest index wins
+// a tie, as std::max_element and the CPU sampler do.
+TEST(CudaSampleParity, GreedyLowestIndexWinsTies) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(6);
+  const int rows = 5, vocab = 49157;
+  std::vector<float> logits = rng.Floats(static_cast<size_t>(rows) * vocab);
+  logits[1 * vocab + 100] = 5.0f;  // tie in row 1: index 100 must win
+  logits[1 * vocab + 40000] = 5.0f;
+  logits[3 * vocab + vocab - 1] = 9.0f;  // the last element
+  std::vector<int32_t> want(rows);
+  for (int r = 0; r < rows; ++r) {
+    const float* row = logits.data() + static_cast<size_t>(r) * vocab;
+    want[r] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);  // first maximum
+  }
+  const std::vector<SampleRow> greedy(rows);
+  EXPECT_EQ(SampleOnDevice(logits, greedy, {0}, {0}, vocab), want);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Scalar conversions and row dequantization for the types in dtype.h.
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 #include <bit>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "worker/model/mapped_file.h"
+#include "formats/mapped_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -11,8 +11,8 @@
 //   const GgufTensorInfo* t = f->FindTensor("token_embd.weight");
 //   const uint8_t* bytes = t->data;  // t->bytes bytes, row-major, rows of RowBytes(*t->dtype,
 //   t->shape.back())
-#ifndef TPSERVE_WORKER_MODEL_GGUF_READER_H_
-#define TPSERVE_WORKER_MODEL_GGUF_READER_H_
+#ifndef TPSERVE_FORMATS_GGUF_READER_H_
+#define TPSERVE_FORMATS_GGUF_READER_H_
 
 #include <cstdint>
 #include <memory>
@@ -24,7 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "worker/model/dtype.h"
+#include "formats/dtype.h"
 
 namespace tpserve {
 
@@ -132,4 +132,4 @@ class GgufFile {
 
 }  // namespace tpserve
 
-#endif  // TPSERVE_WORKER_MODEL_GGUF_READER_H_
+#endif  // TPSERVE_FORMATS_GGUF_READER_H_

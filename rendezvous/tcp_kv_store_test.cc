@@ -1,4 +1,4 @@
-#include "worker/comm/tcp_kv_store.h"
+#include "rendezvous/tcp_kv_store.h"
 
 #include <thread>
 

@@ -4,8 +4,8 @@
 //
 //   TPS_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> f, MappedFile::Open(path));
 //   absl::Span<const uint8_t> bytes = f->bytes();
-#ifndef TPSERVE_WORKER_MODEL_MAPPED_FILE_H_
-#define TPSERVE_WORKER_MODEL_MAPPED_FILE_H_
+#ifndef TPSERVE_FORMATS_MAPPED_FILE_H_
+#define TPSERVE_FORMATS_MAPPED_FILE_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -42,4 +42,4 @@ class MappedFile {
 
 }  // namespace tpserve
 
-#endif  // TPSERVE_WORKER_MODEL_MAPPED_FILE_H_
+#endif  // TPSERVE_FORMATS_MAPPED_FILE_H_

@@ -1,4 +1,4 @@
-#include "worker/comm/socket_io.h"
+#include "rendezvous/socket_io.h"
 
 #include <netdb.h>
 #include <netinet/in.h>
