@@ -16,10 +16,11 @@ struct ServingLoop::Live {
   IncrementalDetokenizer detok;
   StopStringMatcher matcher;
   absl::flat_hash_set<int32_t> stop_tokens;
-  int32_t generated = 0;
   std::vector<int32_t> output;  // tokens streamed so far (resume re-prefills them)
   bool scheduled = false;  // has been part of a sent step
   absl::Time last_token;
+
+  int32_t generated() const { return static_cast<int32_t>(output.size()); }
 
   Live(GenerateJob j, const Tokenizer* tokenizer)
       : job(std::move(j)), detok(tokenizer, /*skip_special=*/true), matcher(job.stop) {
@@ -297,13 +298,12 @@ absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
     Live& live = *it->second;
     const int32_t token = t.token();
     metrics_->generation_tokens->Increment();
-    if (live.generated == 0) {
+    if (live.output.empty()) {
       metrics_->time_to_first_token->Observe(absl::ToDoubleSeconds(now - live.job.arrival));
     } else {
       metrics_->inter_token_latency->Observe(absl::ToDoubleSeconds(now - live.last_token));
     }
     live.last_token = now;
-    ++live.generated;
     live.output.push_back(token);
 
     v1::GenerateResponse out;
@@ -354,7 +354,7 @@ absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
       FinishLive(t.seq_id(), router::FinishReason::kStop, std::move(out), m.matched);
       continue;
     }
-    if (live.generated >= live.job.max_tokens) {
+    if (live.generated() >= live.job.max_tokens) {
       StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
       out.mutable_text()->append(tail.text);
       if (tail.stopped) {
@@ -386,7 +386,7 @@ void ServingLoop::FinishLive(uint64_t seq_id, router::FinishReason reason,
   last.set_stop_reason(stop_reason);
   v1::Usage* usage = last.mutable_usage();
   usage->set_prompt_tokens(static_cast<int32_t>(live.job.prompt.size()));
-  usage->set_completion_tokens(live.generated);
+  usage->set_completion_tokens(live.generated());
   usage->set_cached_tokens(cached);
   metrics_->e2e_request_latency->Observe(absl::ToDoubleSeconds(absl::Now() - live.job.arrival));
   metrics_->CountFinished(MetricReason(reason));
@@ -418,14 +418,9 @@ void ServingLoop::HandleSchedulerFinished(const std::vector<router::FinishedSequ
       case router::FinishReason::kDeadline:
         CloseDeadline(f.seq_id);
         break;
-      case router::FinishReason::kLength: {
-        Live& live = *it->second;
-        v1::GenerateResponse last;
-        StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
-        last.set_text(tail.text + live.matcher.Flush());
-        FinishLive(f.seq_id, router::FinishReason::kLength, std::move(last), "");
+      case router::FinishReason::kLength:
+        FinishLength(f.seq_id);
         break;
-      }
       default:
         CloseLive(f.seq_id, absl::UnavailableError(absl::StrCat("the router aborted the request (",
                                                                 FinishReasonName(f.reason), ")")));
@@ -434,11 +429,21 @@ void ServingLoop::HandleSchedulerFinished(const std::vector<router::FinishedSequ
   }
 }
 
+void ServingLoop::FinishLength(uint64_t seq_id) {
+  auto it = live_.find(seq_id);
+  if (it == live_.end()) return;
+  Live& live = *it->second;
+  v1::GenerateResponse last;
+  StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
+  last.set_text(tail.text + live.matcher.Flush());
+  FinishLive(seq_id, router::FinishReason::kLength, std::move(last), "");
+}
+
 void ServingLoop::CloseDeadline(uint64_t seq_id) {
   auto it = live_.find(seq_id);
   if (it == live_.end()) return;
   CloseLive(seq_id, absl::DeadlineExceededError(absl::StrCat(
-                        "the request's deadline passed after ", it->second->generated,
+                        "the request's deadline passed after ", it->second->generated(),
                         " generated tokens; raise the deadline or lower max_tokens")));
 }
 
@@ -461,11 +466,7 @@ void ServingLoop::Requeue() {
     request.deadline = live.job.deadline;
     absl::Status s = scheduler_->Add(std::move(request));
     if (!s.ok()) {
-      // Only a sequence already at the length limit can be refused.
-      v1::GenerateResponse last;
-      StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
-      last.set_text(tail.text + live.matcher.Flush());
-      FinishLive(id, router::FinishReason::kLength, std::move(last), "");
+      FinishLength(id);  // only a sequence already at the length limit is refused
       continue;
     }
     metrics_->requests_resumed->Increment();

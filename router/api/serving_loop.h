@@ -113,6 +113,8 @@ class ServingLoop {
   // No group serves: deadlines, cancellations and the recovery timeout.
   void WhileDown(absl::Time now);
   void CloseDeadline(uint64_t seq_id);
+  // Ends a sequence at its length limit, flushing held-back text.
+  void FinishLength(uint64_t seq_id);
 
   const Options options_;
   StepExecutor* const executor_;

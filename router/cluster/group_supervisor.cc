@@ -23,6 +23,12 @@ int RankOf(const absl::Status& s) {
   return -1;
 }
 
+// A rank that does not answer within the deadline is hung; one whose
+// connection is refused or reset has exited.
+std::string UnreachableCause(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kDeadlineExceeded ? "hung" : "exited";
+}
+
 }  // namespace
 
 const char* GroupStateName(GroupState state) {
@@ -124,13 +130,13 @@ void GroupSupervisor::Run() {
   };
   while (true) {
     GroupState state;
-    bool diagnosed;
+    bool undiagnosed;
     absl::Time down_since;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
       state = state_;
-      diagnosed = diagnosed_;
+      undiagnosed = undiagnosed_.has_value();
       down_since = down_since_;
     }
     if (state == GroupState::kServing) {
@@ -138,7 +144,7 @@ void GroupSupervisor::Run() {
       if (!sleep(options_.heartbeat_interval)) return;
       continue;
     }
-    if (!diagnosed) Diagnose();
+    if (undiagnosed) Diagnose();
     if (state == GroupState::kRecovering &&
         absl::Now() - down_since > options_.recovery_timeout) {
       Transition(GroupState::kDown,
@@ -299,12 +305,12 @@ void GroupSupervisor::Heartbeat() {
       group->Health(options_.heartbeat_timeout);
   for (int r = 0; r < group->world_size(); ++r) {
     if (!health[r].ok()) {
-      const bool hung = health[r].status().code() == absl::StatusCode::kDeadlineExceeded;
-      Fail(epoch, r, hung ? "hung" : "exited",
-           absl::StrCat(hung ? "no heartbeat answer within "
-                             : "heartbeat failed: ",
-                        hung ? absl::FormatDuration(options_.heartbeat_timeout)
-                             : std::string(health[r].status().message())));
+      const std::string cause = UnreachableCause(health[r].status());
+      Fail(epoch, r, cause,
+           cause == "hung"
+               ? absl::StrCat("no heartbeat answer within ",
+                              absl::FormatDuration(options_.heartbeat_timeout))
+               : absl::StrCat("heartbeat failed: ", health[r].status().message()));
       return;
     }
     if (health[r]->epoch() != epoch) {
@@ -320,70 +326,60 @@ void GroupSupervisor::Heartbeat() {
 void GroupSupervisor::Fail(uint64_t epoch, int rank, const std::string& cause,
                            const std::string& detail) {
   WorkerGroup* group;
-  std::string why;
   {
     absl::MutexLock lock(&mu_);
     if (state_ != GroupState::kServing || epoch != serving_epoch_) return;
     state_ = GroupState::kRecovering;
     serving_epoch_ = 0;
     down_since_ = absl::Now();
-    failed_rank_ = rank;
-    failed_cause_ = cause;
-    failed_detail_ = detail;
     group = group_;
-    const std::string who =
-        rank >= 0 ? absl::StrCat("rank ", rank, " (", group->addresses()[rank], ")") : "a rank";
-    why = absl::StrCat("group epoch ", epoch, " ended: ", who, " ", cause, ": ", detail,
-                       "; RECOVERING");
-    reason_ = why;
-    failure_ = why;
     // A step failure names the rank that reported it, which is often a
-    // survivor; Diagnose() probes first, then aborts.
-    diagnosed_ = cause != "step_failed" && cause != "step_timeout";
-    if (!diagnosed_) return;
+    // survivor; Diagnose() probes every rank first, then ends the epoch.
+    if (cause == "step_failed" || cause == "step_timeout") {
+      undiagnosed_ = Failure{rank, cause, detail};
+      reason_ = absl::StrCat("group epoch ", epoch, " ended: ", detail, "; RECOVERING");
+      failure_ = reason_;
+      return;
+    }
   }
-  group->Abort(epoch, why);
-  GroupEvent event;
-  event.cause = cause;
-  event.epoch = epoch;
-  Transition(GroupState::kRecovering, why, event);
+  EndEpoch(group, epoch, Failure{rank, cause, detail});
 }
 
 void GroupSupervisor::Diagnose() {
   WorkerGroup* group;
   uint64_t epoch;
-  int rank;
-  std::string cause;
-  std::string detail;
+  Failure failure;
   {
     absl::MutexLock lock(&mu_);
     group = group_;
     epoch = epoch_;
-    rank = failed_rank_;
-    cause = failed_cause_;
-    detail = failed_detail_;
-    diagnosed_ = true;
+    failure = *std::move(undiagnosed_);
+    undiagnosed_.reset();
   }
   std::vector<absl::StatusOr<v1::HealthResponse>> health = group->Health(absl::Seconds(1));
   for (int r = 0; r < group->world_size(); ++r) {
     if (!health[r].ok()) {
-      rank = r;
-      cause = health[r].status().code() == absl::StatusCode::kDeadlineExceeded ? "hung" : "exited";
-      detail = std::string(health[r].status().message());
+      failure = Failure{r, UnreachableCause(health[r].status()),
+                        std::string(health[r].status().message())};
       break;
     }
   }
-  const std::string who =
-      rank >= 0 ? absl::StrCat("rank ", rank, " (", group->addresses()[rank], ")") : "a rank";
-  const std::string why =
-      absl::StrCat("group epoch ", epoch, " ended: ", who, " ", cause, ": ", detail, "; RECOVERING");
+  EndEpoch(group, epoch, failure);
+}
+
+void GroupSupervisor::EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure& failure) {
+  const std::string who = failure.rank >= 0 ? absl::StrCat("rank ", failure.rank, " (",
+                                                           group->addresses()[failure.rank], ")")
+                                            : "a rank";
+  const std::string why = absl::StrCat("group epoch ", epoch, " ended: ", who, " ", failure.cause,
+                                       ": ", failure.detail, "; RECOVERING");
   {
     absl::MutexLock lock(&mu_);
     failure_ = why;
   }
   group->Abort(epoch, why);
   GroupEvent event;
-  event.cause = cause;
+  event.cause = failure.cause;
   event.epoch = epoch;
   Transition(GroupState::kRecovering, why, event);
 }

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -119,14 +120,23 @@ class GroupSupervisor : public StepExecutor {
   absl::Duration StepTimeout(int64_t tokens) const;
 
  private:
+  // A failure as first reported: rank -1 when not known.
+  struct Failure {
+    int rank = -1;
+    std::string cause;
+    std::string detail;
+  };
+
   void Run();
   // One attempt to form an epoch; false (with reason_ set) if not yet.
   bool TryForm();
   void Heartbeat();
   // Ends `epoch` if it is the serving one; `rank` -1 when not yet known.
   void Fail(uint64_t epoch, int rank, const std::string& cause, const std::string& detail);
-  // Probes every rank to name the failed one, logs and counts the failure.
+  // Probes every rank to name the failed one, then EndEpoch.
   void Diagnose();
+  // Aborts `epoch` on every rank, logs, counts and reports the failure.
+  void EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure& failure);
   void Transition(GroupState state, const std::string& why, GroupEvent event);
   // Retires the current WorkerGroup (kept alive until Stop: calls in flight
   // may still reference it) and creates one for `addresses`.
@@ -143,10 +153,8 @@ class GroupSupervisor : public StepExecutor {
   uint64_t serving_epoch_ ABSL_GUARDED_BY(mu_) = 0;  // 0 unless kServing
   std::string reason_ ABSL_GUARDED_BY(mu_) = "starting: waiting for the workers";
   std::string failure_ ABSL_GUARDED_BY(mu_);  // what ended the last epoch
-  bool diagnosed_ ABSL_GUARDED_BY(mu_) = true;  // the last failure was probed
-  int failed_rank_ ABSL_GUARDED_BY(mu_) = -1;
-  std::string failed_cause_ ABSL_GUARDED_BY(mu_);
-  std::string failed_detail_ ABSL_GUARDED_BY(mu_);
+  // A step failure waiting for Diagnose() to name the rank.
+  std::optional<Failure> undiagnosed_ ABSL_GUARDED_BY(mu_);
   absl::Time down_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
   bool ever_served_ ABSL_GUARDED_BY(mu_) = false;
   ClusterInfo info_ ABSL_GUARDED_BY(mu_);

@@ -32,26 +32,4 @@ absl::StatusOr<std::string> Rendezvous::Lookup(int rank) {
   return addr;
 }
 
-absl::StatusOr<std::vector<std::string>> Rendezvous::WaitForWorkers(
-    int world_size, absl::Duration timeout,
-    const std::function<void(const std::string&)>& progress) {
-  std::vector<std::string> addresses;
-  const absl::Time give_up = absl::Now() + timeout;
-  for (int r = 0; r < world_size; ++r) {
-    progress(absl::StrCat("waiting for worker rank ", r, " of ", world_size,
-                          " to register at rendezvous port ", port()));
-    absl::StatusOr<std::string> addr = client_->Get(
-        WorkerKey(session_, r), std::max(give_up - absl::Now(), absl::Milliseconds(1)));
-    if (!addr.ok()) {
-      return absl::UnavailableError(absl::StrCat(
-          "worker rank ", r, " did not register within ", absl::FormatDuration(timeout),
-          "; start it with --rendezvous=<router host>:", port(), " --rank=", r,
-          " --world_size=", world_size, " (", addr.status().message(), ")"));
-    }
-    progress(absl::StrCat("worker rank ", r, " registered at ", *addr));
-    addresses.push_back(*addr);
-  }
-  return addresses;
-}
-
 }  // namespace tpserve

@@ -9,8 +9,7 @@
 //
 //   Rendezvous rdv;
 //   TPS_RETURN_IF_ERROR(rdv.Start("0.0.0.0", 29500));
-//   TPS_ASSIGN_OR_RETURN(std::vector<std::string> addrs,
-//                        rdv.WaitForWorkers(2, absl::Minutes(5), log));
+//   absl::StatusOr<std::string> rank1 = rdv.Lookup(1);  // NOT_FOUND until it registers
 //
 // Worker side (worker/service): read kSessionKey, Set(WorkerKey(session, rank)).
 #ifndef TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_
@@ -43,10 +42,6 @@ class Rendezvous {
   // when they restart); NOT_FOUND if it has not registered.
   [[nodiscard]] absl::StatusOr<std::string> Lookup(int rank);
 
-  // Waits until ranks 0..world_size-1 have published their addresses.
-  [[nodiscard]] absl::StatusOr<std::vector<std::string>> WaitForWorkers(
-      int world_size, absl::Duration timeout,
-      const std::function<void(const std::string&)>& progress);
 
  private:
   TcpKvStoreServer server_;

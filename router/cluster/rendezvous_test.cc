@@ -19,22 +19,25 @@ TEST(RendezvousTest, WorkersRegisterUnderTheSession) {
   EXPECT_EQ(*session, rdv.session());
   ASSERT_TRUE(worker.Set(WorkerKey(*session, 1), "10.0.0.2:50062").ok());
   ASSERT_TRUE(worker.Set(WorkerKey(*session, 0), "10.0.0.1:50061").ok());
-  std::vector<std::string> log;
-  absl::StatusOr<std::vector<std::string>> addrs =
-      rdv.WaitForWorkers(2, absl::Seconds(5), [&](const std::string& s) { log.push_back(s); });
-  ASSERT_TRUE(addrs.ok()) << addrs.status();
-  EXPECT_EQ(*addrs, (std::vector<std::string>{"10.0.0.1:50061", "10.0.0.2:50062"}));
-  EXPECT_FALSE(log.empty());
+  absl::StatusOr<std::string> rank0 = rdv.Lookup(0);
+  absl::StatusOr<std::string> rank1 = rdv.Lookup(1);
+  ASSERT_TRUE(rank0.ok()) << rank0.status();
+  ASSERT_TRUE(rank1.ok()) << rank1.status();
+  EXPECT_EQ(*rank0, "10.0.0.1:50061");
+  EXPECT_EQ(*rank1, "10.0.0.2:50062");
+  // A restarted worker registers again: the newest address wins.
+  ASSERT_TRUE(worker.Set(WorkerKey(*session, 1), "10.0.0.2:50099").ok());
+  EXPECT_EQ(*rdv.Lookup(1), "10.0.0.2:50099");
 }
 
-TEST(RendezvousTest, MissingRankTimesOutWithInstructions) {
+TEST(RendezvousTest, AnUnregisteredRankIsNotFoundAtOnce) {
   Rendezvous rdv;
   ASSERT_TRUE(rdv.Start("127.0.0.1", 0).ok());
-  absl::StatusOr<std::vector<std::string>> addrs =
-      rdv.WaitForWorkers(1, absl::Milliseconds(200), [](const std::string&) {});
-  EXPECT_EQ(addrs.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(std::string(addrs.status().message()), HasSubstr("--rendezvous="));
-  EXPECT_THAT(std::string(addrs.status().message()), HasSubstr("--rank=0"));
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::string> addr = rdv.Lookup(0);
+  EXPECT_EQ(addr.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(addr.status().message()), HasSubstr("rank 0"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
 }
 
 TEST(RendezvousTest, SessionsDiffer) {
