@@ -158,6 +158,7 @@ WorkerService::CommFactory MakeCommFactory(const WorkerConfig& c) {
       o.timeout = absl::GetFlag(FLAGS_collective_timeout);
       o.rendezvous_timeout = timeout;
       o.prefix = prefix;
+      o.hostname = absl::GetFlag(FLAGS_advertise_host);
       return CreateNcclCommunicator(store, c.rank, c.world_size, o);
     }
     HostCommOptions o;

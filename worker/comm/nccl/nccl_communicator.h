@@ -45,6 +45,9 @@ struct NcclOptions {
   absl::Duration rendezvous_timeout = absl::Seconds(60);
   // Key prefix in the store; distinct groups (or restarts) use distinct ones.
   std::string prefix = "tpserve/nccl";
+  // Address peers reach this rank at. NCCL finds its own interfaces
+  // (NCCL_SOCKET_IFNAME); the CUDA emulator's Gloo stand-in listens here.
+  std::string hostname = "127.0.0.1";
 };
 
 // Creates rank `rank` of `world_size`. FAILED_PRECONDITION without a CUDA

@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(KvStore& st
   gloo.timeout = options.timeout;
   gloo.rendezvous_timeout = options.rendezvous_timeout;
   gloo.prefix = absl::StrCat(options.prefix, "/emulated");
+  gloo.hostname = options.hostname;
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> host,
                        CreateGlooCommunicator(store, rank, world_size, gloo));
   return std::unique_ptr<Communicator>(new EmulatedNcclCommunicator(std::move(host)));
