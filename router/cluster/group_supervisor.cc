@@ -85,7 +85,8 @@ std::string GroupSupervisor::DownReason() const {
 }
 
 absl::Duration GroupSupervisor::StepTimeout(int64_t tokens) const {
-  return options_.step_timeout_base + options_.step_timeout_per_token * tokens;
+  return (options_.step_timeout_base + options_.step_timeout_per_token * tokens) *
+         step_timeout_scale_.load();
 }
 
 absl::StatusOr<ClusterInfo> GroupSupervisor::WaitUntilServing(absl::Duration timeout) {
@@ -267,6 +268,7 @@ bool GroupSupervisor::TryForm() {
         absl::StrCat("warm-up step returned ", warmed->tokens_size(), " tokens, expected 1"));
   }
   if (!warmed.ok() || !group->Free({0}).ok()) {
+    if (warmed.status().code() == absl::StatusCode::kDeadlineExceeded) RaiseStepDeadline();
     group->Abort(epoch, "warm-up failed");
     return not_yet(absl::StrCat("epoch ", epoch, " warm-up step failed: ",
                                 warmed.ok() ? "Free failed" : warmed.status().message()));
@@ -367,6 +369,18 @@ void GroupSupervisor::Diagnose() {
   EndEpoch(group, epoch, failure);
 }
 
+void GroupSupervisor::RaiseStepDeadline() {
+  // Every rank answered but a step outlived its deadline: the hardware is
+  // slower than the deadline assumes. Doubling it keeps a slow (or loaded)
+  // group from failing the same step forever.
+  const int scale = step_timeout_scale_.load();
+  if (scale >= kMaxStepTimeoutScale) return;
+  step_timeout_scale_.store(scale * 2);
+  options_.log(absl::StrCat(
+      "step deadlines doubled to ", absl::FormatDuration(StepTimeout(0)), " + ",
+      absl::FormatDuration(options_.step_timeout_per_token * scale * 2), " per token"));
+}
+
 void GroupSupervisor::EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure& failure) {
   const std::string who = failure.rank >= 0 ? absl::StrCat("rank ", failure.rank, " (",
                                                            group->addresses()[failure.rank], ")")
@@ -377,6 +391,7 @@ void GroupSupervisor::EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure
     absl::MutexLock lock(&mu_);
     failure_ = why;
   }
+  if (failure.cause == "step_timeout") RaiseStepDeadline();
   group->Abort(epoch, why);
   GroupEvent event;
   event.cause = failure.cause;

@@ -34,6 +34,7 @@
 #ifndef TPSERVE_ROUTER_CLUSTER_GROUP_SUPERVISOR_H_
 #define TPSERVE_ROUTER_CLUSTER_GROUP_SUPERVISOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -116,7 +117,9 @@ class GroupSupervisor : public StepExecutor {
   uint64_t ServingEpoch() const override;
   std::string DownReason() const override;
 
-  // Step deadline for a step of `tokens` tokens.
+  // Step deadline for a step of `tokens` tokens: (step_timeout_base +
+  // tokens x step_timeout_per_token), doubled after every epoch (or warm-up)
+  // that ended by a step deadline while every rank still answered (up to 16x).
   absl::Duration StepTimeout(int64_t tokens) const;
 
  private:
@@ -135,6 +138,8 @@ class GroupSupervisor : public StepExecutor {
   void Fail(uint64_t epoch, int rank, const std::string& cause, const std::string& detail);
   // Probes every rank to name the failed one, then EndEpoch.
   void Diagnose();
+  // Doubles the step deadlines (up to kMaxStepTimeoutScale).
+  void RaiseStepDeadline();
   // Aborts `epoch` on every rank, logs, counts and reports the failure.
   void EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure& failure);
   void Transition(GroupState state, const std::string& why, GroupEvent event);
@@ -161,6 +166,8 @@ class GroupSupervisor : public StepExecutor {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   WorkerGroup* group_ ABSL_GUARDED_BY(mu_) = nullptr;  // the current ranks
   std::vector<std::unique_ptr<WorkerGroup>> groups_ ABSL_GUARDED_BY(mu_);  // current + retired
+  static constexpr int kMaxStepTimeoutScale = 16;
+  std::atomic<int> step_timeout_scale_{1};
   std::thread thread_;
 };
 

@@ -44,8 +44,10 @@ class GroupSupervisorTest : public ::testing::Test {
                     .ok());
   }
 
-  void StartSupervisor() {
+  void StartSupervisor(absl::Duration step_timeout = absl::Seconds(15)) {
     GroupOptions o;
+    o.step_timeout_base = step_timeout;
+    o.step_timeout_per_token = absl::ZeroDuration();
     o.world_size = 2;
     o.heartbeat_interval = absl::Milliseconds(100);
     o.heartbeat_timeout = absl::Milliseconds(500);
@@ -195,6 +197,23 @@ TEST_F(GroupSupervisorTest, AFailedStepNamesTheDeadRankNotTheReporter) {
   }
   EXPECT_THAT(supervisor_->DownReason(), HasSubstr("rank 1"));
   EXPECT_THAT(supervisor_->DownReason(), HasSubstr("exited"));
+}
+
+TEST_F(GroupSupervisorTest, AGroupSlowerThanTheStepDeadlineGetsALongerOne) {
+  // Every step takes 700 ms; the deadline starts at 250 ms: it doubles on
+  // each step (or warm-up) that times out (250 -> 500 -> 1000 ms), then steps
+  // succeed instead of the group failing the same step forever.
+  StartSupervisor(absl::Milliseconds(250));
+  ASSERT_TRUE(supervisor_->WaitUntilServing(absl::Seconds(10)).ok());
+  workers_[0]->step_delay = absl::Milliseconds(700);
+  workers_[1]->step_delay = absl::Milliseconds(700);
+  bool ok = false;
+  for (int attempt = 0; attempt < 5 && !ok; ++attempt) {
+    ASSERT_TRUE(WaitFor(GroupState::kServing, absl::Seconds(20)));
+    ok = Step(3).ok();
+  }
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(supervisor_->StepTimeout(0), absl::Milliseconds(1000));
 }
 
 TEST_F(GroupSupervisorTest, StepDeadlineGrowsWithTheStep) {
