@@ -37,31 +37,6 @@ namespace {
 // 8-bit activation rounding flip moves a logit by up to a few percent.
 constexpr double kModeTol = 0.1;
 
-std::string TempDir() {
-  const char* t = std::getenv("TEST_TMPDIR");
-  return t != nullptr ? t : "/tmp";
-}
-
-SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
-                  std::vector<int32_t> blocks) {
-  SequenceInput s;
-  s.seq_id = id;
-  s.tokens = std::move(tokens);
-  s.start_pos = start;
-  s.prompt_len = 100;
-  s.block_table = std::move(blocks);
-  return s;
-}
-
-std::vector<StepBatch> Schedule() {
-  std::vector<StepBatch> b(3);
-  b[0].seqs = {Seq(1, {504, 3575, 282, 4649, 314, 7042, 30}, 0, {0}),
-               Seq(2, {1, 9690, 198, 2683, 359}, 0, {1})};
-  b[1].seqs = {Seq(1, {42}, 7, {0}), Seq(2, {253, 5356, 5646}, 5, {1})};
-  b[2].seqs = {Seq(1, {1797}, 8, {0}), Seq(2, {11173}, 8, {1})};
-  return b;
-}
-
 EngineOptions Options(bool invariant) {
   EngineOptions o;
   o.tp_invariant = invariant;
@@ -72,7 +47,7 @@ EngineOptions Options(bool invariant) {
 
 std::vector<float> Logits(const std::string& model, int world, bool invariant) {
   RankRun run = RunOnRanks(world, {model}, Options(invariant),
-                           [](Engine& e, int) { return FlatLogits(e, Schedule()); });
+                           [](Engine& e, int) { return FlatLogits(e, TwoSequenceSchedule()); });
   EXPECT_TRUE(run.ok()) << "TP=" << world << "\n" << run.ErrorSummary();
   return run.rank0;
 }
@@ -100,7 +75,7 @@ void CheckInvariance(const std::string& model, const std::vector<int>& worlds) {
 }
 
 std::string Generate(TestModelSpec spec, const std::string& name) {
-  const std::string path = TempDir() + "/" + name;
+  const std::string path = TestTempDir() + "/" + name;
   EXPECT_TRUE(WriteTestModel(spec, path).ok()) << path;
   return path;
 }

@@ -19,31 +19,6 @@ namespace {
 
 constexpr double kTol = 1e-3;
 
-std::string TempDir() {
-  const char* t = std::getenv("TEST_TMPDIR");
-  return t != nullptr ? t : "/tmp";
-}
-
-SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
-                  std::vector<int32_t> blocks) {
-  SequenceInput s;
-  s.seq_id = id;
-  s.tokens = std::move(tokens);
-  s.start_pos = start;
-  s.prompt_len = 100;
-  s.block_table = std::move(blocks);
-  return s;
-}
-
-std::vector<StepBatch> Schedule() {
-  std::vector<StepBatch> b(3);
-  b[0].seqs = {Seq(1, {504, 3575, 282, 4649, 314, 7042, 30}, 0, {0}),
-               Seq(2, {1, 9690, 198, 2683, 359}, 0, {1})};
-  b[1].seqs = {Seq(1, {42}, 7, {0}), Seq(2, {253, 5356, 5646}, 5, {1})};
-  b[2].seqs = {Seq(1, {1797}, 8, {0}), Seq(2, {11173}, 8, {1})};
-  return b;
-}
-
 void CheckParity(const std::string& model) {
   EngineOptions o;
   o.f32_weights = true;  // f32 activations, as the acceptance criteria state
@@ -52,7 +27,7 @@ void CheckParity(const std::string& model) {
   std::vector<std::vector<float>> logits;
   for (int world : {1, 2, 3}) {
     RankRun run =
-        RunOnRanks(world, {model}, o, [](Engine& e, int) { return FlatLogits(e, Schedule()); });
+        RunOnRanks(world, {model}, o, [](Engine& e, int) { return FlatLogits(e, TwoSequenceSchedule()); });
     ASSERT_TRUE(run.ok()) << "TP=" << world << "\n" << run.ErrorSummary();
     ASSERT_EQ(run.rank0.size(), 6u * 49152u) << "TP=" << world;
     logits.push_back(run.rank0);
@@ -79,7 +54,7 @@ TEST(EngineTpParityTest, Generated8q2kvQ8_0) {
   spec.ffn_size = 256;
   spec.dtype = DType::kQ8_0;
   spec.seed = 11;
-  const std::string path = TempDir() + "/gen_8q2kv.gguf";
+  const std::string path = TestTempDir() + "/gen_8q2kv.gguf";
   ASSERT_TRUE(WriteTestModel(spec, path).ok());
   CheckParity(path);
 }
@@ -96,7 +71,7 @@ TEST(EngineTpParityTest, GeneratedQwen2WithQkvBias) {
   spec.tie_embeddings = false;
   spec.dtype = DType::kF32;
   spec.seed = 5;
-  const std::string path = TempDir() + "/gen_qwen2_bias.gguf";
+  const std::string path = TestTempDir() + "/gen_qwen2_bias.gguf";
   ASSERT_TRUE(WriteTestModel(spec, path).ok());
   CheckParity(path);
 }
@@ -106,7 +81,7 @@ TEST(EngineTpParityTest, RanksWithDifferentModelsFailOnEveryRank) {
   a.ffn_size = 128;
   TestModelSpec b = a;
   b.ffn_size = 192;
-  const std::string pa = TempDir() + "/gen_a.gguf", pb = TempDir() + "/gen_b.gguf";
+  const std::string pa = TestTempDir() + "/gen_a.gguf", pb = TestTempDir() + "/gen_b.gguf";
   ASSERT_TRUE(WriteTestModel(a, pa).ok());
   ASSERT_TRUE(WriteTestModel(b, pb).ok());
   RankRun run = RunOnRanks(

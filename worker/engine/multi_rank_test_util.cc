@@ -22,11 +22,6 @@
 namespace tpserve {
 namespace {
 
-std::string TempDir() {
-  const char* t = std::getenv("TEST_TMPDIR");
-  return t != nullptr ? t : "/tmp";
-}
-
 void WriteFile(const std::string& path, const void* data, size_t size) {
   std::ofstream f(path, std::ios::binary);
   f.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
@@ -84,7 +79,7 @@ RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
     return run;
   }
   static int group = 0;
-  const std::string base = absl::StrCat(TempDir(), "/ranks_", getpid(), "_", group++, "_");
+  const std::string base = absl::StrCat(TestTempDir(), "/ranks_", getpid(), "_", group++, "_");
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
     pid_t pid = fork();
@@ -188,6 +183,31 @@ double RelativeMaxDiff(const std::vector<float>& a, const std::vector<float>& b)
 std::string DefaultModelPath() {
   const char* root = std::getenv("TPSERVE_ROOT");
   return absl::StrCat(root != nullptr ? root : ".", "/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+}
+
+std::string TestTempDir() {
+  const char* t = std::getenv("TEST_TMPDIR");
+  return t != nullptr ? t : "/tmp";
+}
+
+SequenceInput TestSeq(uint64_t id, std::vector<int32_t> tokens, int start,
+                      std::vector<int32_t> blocks, int prompt_len) {
+  SequenceInput s;
+  s.seq_id = id;
+  s.tokens = std::move(tokens);
+  s.start_pos = start;
+  s.prompt_len = prompt_len;
+  s.block_table = std::move(blocks);
+  return s;
+}
+
+std::vector<StepBatch> TwoSequenceSchedule() {
+  std::vector<StepBatch> b(3);
+  b[0].seqs = {TestSeq(1, {504, 3575, 282, 4649, 314, 7042, 30}, 0, {0}, 100),
+               TestSeq(2, {1, 9690, 198, 2683, 359}, 0, {1}, 100)};
+  b[1].seqs = {TestSeq(1, {42}, 7, {0}, 100), TestSeq(2, {253, 5356, 5646}, 5, {1}, 100)};
+  b[2].seqs = {TestSeq(1, {1797}, 8, {0}, 100), TestSeq(2, {11173}, 8, {1}, 100)};
+  return b;
 }
 
 }  // namespace tpserve

@@ -62,6 +62,18 @@ double RelativeMaxDiff(const std::vector<float>& a, const std::vector<float>& b)
 // $TPSERVE_ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf
 std::string DefaultModelPath();
 
+// $TEST_TMPDIR, or /tmp outside Bazel.
+std::string TestTempDir();
+
+// One sequence's slice of a test batch. The default prompt_len lies past
+// every position, so every token counts as prompt.
+SequenceInput TestSeq(uint64_t id, std::vector<int32_t> tokens, int start,
+                      std::vector<int32_t> blocks, int prompt_len = 100000);
+
+// Three steps of two sequences with default-model token ids: prefills of 7
+// and 5 tokens, then a decode next to a 3-token chunk, then two decodes.
+std::vector<StepBatch> TwoSequenceSchedule();
+
 }  // namespace tpserve
 
 #endif  // TPSERVE_WORKER_ENGINE_MULTI_RANK_TEST_UTIL_H_
