@@ -51,6 +51,27 @@ def run_streams(stub, prompts, on_token=None, timeout=600):
     return results
 
 
+def streams_with_fault(stub, fault):
+    """Runs the PROMPTS streams and calls fault() from another thread once
+    32 tokens have arrived; returns run_streams' results."""
+    count = [0]
+
+    def chaos():
+        while count[0] < 32:
+            time.sleep(0.01)
+        fault()
+
+    t = threading.Thread(target=chaos)
+    t.start()
+
+    def tick():
+        count[0] += 1
+
+    results = run_streams(stub, PROMPTS, on_token=tick)
+    t.join()
+    return results
+
+
 class SelfHealingTest(unittest.TestCase):
     reference = None  # token ids per prompt on an unfaulted cluster
 
@@ -75,26 +96,16 @@ class SelfHealingTest(unittest.TestCase):
             stub = gpb.GenerationStub(c.channel())
             self.unfaulted(stub)
             worker0 = c.proc("worker0").pid
-            count = [0]
             fired = threading.Event()
 
-            def chaos():
-                while count[0] < 32:
-                    time.sleep(0.01)
+            def kill_and_restart():
                 c.proc("worker1").send_signal(signal.SIGKILL)
                 c.proc("worker1").wait()
                 fired.set()
                 time.sleep(2)
                 c.restart("worker1")
 
-            t = threading.Thread(target=chaos)
-            t.start()
-
-            def tick():
-                count[0] += 1
-
-            results = run_streams(stub, PROMPTS, on_token=tick)
-            t.join()
+            results = streams_with_fault(stub, kill_and_restart)
             self.assertTrue(fired.is_set())
             self.check_equal(results, c)
             self.assertEqual(c.proc("worker0").pid, worker0)  # the survivor was not restarted
@@ -110,12 +121,9 @@ class SelfHealingTest(unittest.TestCase):
         with Cluster(world_size=2, router_args=ROUTER, worker_args=WORKER) as c:
             stub = gpb.GenerationStub(c.channel())
             self.unfaulted(stub)
-            count = [0]
             seen = {}
 
-            def chaos():
-                while count[0] < 32:
-                    time.sleep(0.01)
+            def stop_then_continue():
                 w0 = c.proc("worker0")
                 w0.send_signal(signal.SIGSTOP)
                 stopped = time.time()
@@ -127,14 +135,7 @@ class SelfHealingTest(unittest.TestCase):
                 time.sleep(max(0, 4 - (time.time() - stopped)))
                 w0.send_signal(signal.SIGCONT)
 
-            t = threading.Thread(target=chaos)
-            t.start()
-
-            def tick():
-                count[0] += 1
-
-            results = run_streams(stub, PROMPTS, on_token=tick)
-            t.join()
+            results = streams_with_fault(stub, stop_then_continue)
             self.assertIn("NOT_SERVING", seen, "health never turned NOT_SERVING")
             self.assertLess(seen["NOT_SERVING"], 5.0)
             self.check_equal(results, c)
