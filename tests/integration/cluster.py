@@ -57,18 +57,21 @@ def _proto_dir():
 
 def stubs(name):
     """Returns (pb2, pb2_grpc) modules for proto/tpserve/v1/<name>.proto,
-    generated into a temp dir with protoc + grpc_python_plugin."""
+    generated into a temp dir with protoc + grpc_python_plugin. The proto
+    path is proto/, as clients/python/regen_stubs.sh uses: both register
+    "tpserve/v1/generation.proto" in protobuf's default pool, so a test can
+    use these stubs and the tpserve_client package in one process."""
     global _STUB_DIR
     if _STUB_DIR is None:
         _STUB_DIR = tempfile.mkdtemp(prefix="tpserve_stubs_")
-        src = _proto_dir()
-        protos = ["proto/tpserve/v1/generation.proto", "proto/tpserve/v1/worker.proto"]
+        src = os.path.join(_proto_dir(), "proto")
+        protos = ["tpserve/v1/generation.proto", "tpserve/v1/worker.proto"]
         subprocess.run(["protoc", f"--proto_path={src}", f"--python_out={_STUB_DIR}",
                         f"--grpc_out={_STUB_DIR}", "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin"]
                        + protos, check=True, cwd=src)
         sys.path.insert(0, _STUB_DIR)
-    pb = importlib.import_module(f"proto.tpserve.v1.{name}_pb2")
-    grpc_pb = importlib.import_module(f"proto.tpserve.v1.{name}_pb2_grpc")
+    pb = importlib.import_module(f"tpserve.v1.{name}_pb2")
+    grpc_pb = importlib.import_module(f"tpserve.v1.{name}_pb2_grpc")
     return pb, grpc_pb
 
 
