@@ -1,6 +1,6 @@
 """The tpserve_client package (clients/python) on Debian's grpcio completes a
 streaming chat request; also checks the health service, server reflection,
-Tokenize, ModelInfo, stop strings and logprobs through it."""
+Tokenize, ModelInfo, stop strings, stop tokens and logprobs through it."""
 import sys
 import unittest
 
@@ -69,6 +69,21 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(streamed, full[:full.index(stop)])
         self.assertEqual(chunks[-1].finish_reason, "stop")
         self.assertEqual(chunks[-1].stop_reason, stop)
+
+    def test_stop_token_reason_is_its_text(self):
+        # The greedy first token after this prompt starts with a space, which
+        # the byte-level BPE piece spells "Ġ": stop_reason must be the text.
+        prompt = "The capital of France is"
+        stream = self.client.generate(prompt, max_tokens=4, ignore_eos=True)
+        first = next(stream)
+        stream.close()  # cancels the rest
+        self.assertEqual(len(first.token_ids), 1)
+        self.assertTrue(first.text.startswith(" "), first.text)
+        stopped = self.client.complete(prompt, max_tokens=4, stop_token_ids=first.token_ids)
+        self.assertEqual(stopped.finish_reason, "stop")
+        self.assertEqual(stopped.text, "")  # a stop token is not streamed as text
+        self.assertEqual(stopped.stop_reason, first.text)
+        self.assertNotIn("\u0120", stopped.stop_reason)  # "Ġ"
 
     def test_logprobs(self):
         chunks = list(self.client.generate("The sky is", max_tokens=3, logprobs=True,
