@@ -11,7 +11,8 @@
 #
 # Ports (override with the environment): TPSERVE_PORT=50051 (gRPC),
 # TPSERVE_METRICS_PORT=9400 (router /metrics; workers use the next two),
-# TPSERVE_RENDEZVOUS_PORT=29500.
+# TPSERVE_RENDEZVOUS_PORT=29500, TPSERVE_HTTP_PORT=8000 (OpenAI-compatible HTTP
+# API, docs/api.md "HTTP API").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -31,6 +32,7 @@ done
 PORT=${TPSERVE_PORT:-50051}
 METRICS_PORT=${TPSERVE_METRICS_PORT:-9400}
 RDV_PORT=${TPSERVE_RENDEZVOUS_PORT:-29500}
+HTTP_PORT=${TPSERVE_HTTP_PORT:-8000}
 BAZEL=${TPSERVE_BAZEL:-bazel}
 MODEL="$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 say() { printf '\033[1m[demo]\033[0m %s\n' "$*"; }
@@ -67,7 +69,8 @@ start() {
 
 say "3/4 starting router (gRPC :$PORT) and 2 CPU workers (TP=2); logs in $LOGDIR"
 start router "$BIN/router/tpserve-router" --model="$MODEL" --model_name=SmolLM2-135M-Instruct \
-  --world_size=2 --port="$PORT" --metrics_port="$METRICS_PORT" --rendezvous_port="$RDV_PORT"
+  --world_size=2 --port="$PORT" --metrics_port="$METRICS_PORT" --rendezvous_port="$RDV_PORT" \
+  --http_port="$HTTP_PORT"
 threads=$(( $(nproc) / 2 )); [ "$threads" -lt 1 ] && threads=1
 for rank in 0 1; do
   start "worker$rank" "$BIN/worker/tpserve-worker" --model="$MODEL" --model_name=SmolLM2-135M-Instruct \
@@ -94,6 +97,8 @@ echo
 say "metrics: router http://127.0.0.1:$METRICS_PORT/metrics"
 say "         worker 0 http://127.0.0.1:$((METRICS_PORT + 1))/metrics, worker 1 http://127.0.0.1:$((METRICS_PORT + 2))/metrics"
 say "try:     $CLI chat --router=127.0.0.1:$PORT"
+say "         curl http://127.0.0.1:$HTTP_PORT/v1/chat/completions -H 'Content-Type: application/json' \\"
+say "           -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}]}'"
 if [ "$ONCE" = 1 ]; then
   exit 0
 fi

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "router/api/request_timeout.h"
 
 namespace tpserve {
 namespace {
@@ -147,14 +148,14 @@ class Choices {
   std::vector<State> state_;
 };
 
-std::string SseEvent(const json& data) { return absl::StrCat("data: ", openai::Dump(data), "\n\n"); }
+std::string SseEvent(const json& data) {
+  return absl::StrCat("data: ", openai::Dump(data), "\n\n");
+}
 
 }  // namespace
 
 HttpFrontEnd::HttpFrontEnd(RequestPath* path, Options options)
-    : path_(path),
-      options_(std::move(options)),
-      started_unix_(absl::ToUnixSeconds(absl::Now())) {}
+    : path_(path), options_(std::move(options)), started_unix_(absl::ToUnixSeconds(absl::Now())) {}
 
 HttpFrontEnd::~HttpFrontEnd() { Stop(); }
 
@@ -246,7 +247,8 @@ void HttpFrontEnd::Handle(mg_connection* conn) {
   auto too_large = [&](int64_t got) {
     mg_disable_connection_keep_alive(conn);
     WriteError(conn,
-               absl::InvalidArgumentError(absl::StrCat("body is ", got, " bytes or more; the limit "
+               absl::InvalidArgumentError(absl::StrCat("body is ", got,
+                                                       " bytes or more; the limit "
                                                        "is ",
                                                        limit, " bytes")),
                endpoint);
@@ -275,12 +277,9 @@ void HttpFrontEnd::HandleModels(mg_connection* conn) {
   absl::StatusOr<RequestPath::Serving> serving = path_->Ready();
   if (!serving.ok()) return WriteError(conn, serving.status(), Endpoint::kChat);
   const v1::ModelInfoResponse& info = serving->info;
-  json model = {{"id", info.model_name()},
-                {"object", "model"},
-                {"created", started_unix_},
-                {"owned_by", "tpserve"},
-                {"root", info.model_name()},
-                {"max_model_len", info.context_length()}};
+  json model = {{"id", info.model_name()},   {"object", "model"},
+                {"created", started_unix_},  {"owned_by", "tpserve"},
+                {"root", info.model_name()}, {"max_model_len", info.context_length()}};
   WriteJson(conn, 200, json{{"object", "list"}, {"data", json::array({std::move(model)})}});
 }
 
@@ -295,12 +294,12 @@ void HttpFrontEnd::HandleTokenize(mg_connection* conn, const std::string& body) 
     tokens.push_back(out->token_ids(i));
     strs.push_back(out->tokens(i));
   }
-  WriteJson(conn, 200,
-            json{{"count", out->token_ids_size()},
-                 {"max_model_len",
-                  serving.ok() ? json(serving->info.context_length()) : json(nullptr)},
-                 {"tokens", std::move(tokens)},
-                 {"token_strs", std::move(strs)}});
+  WriteJson(
+      conn, 200,
+      json{{"count", out->token_ids_size()},
+           {"max_model_len", serving.ok() ? json(serving->info.context_length()) : json(nullptr)},
+           {"tokens", std::move(tokens)},
+           {"token_strs", std::move(strs)}});
 }
 
 void HttpFrontEnd::HandleDetokenize(mg_connection* conn, const std::string& body) {
@@ -310,8 +309,7 @@ void HttpFrontEnd::HandleDetokenize(mg_connection* conn, const std::string& body
   WriteJson(conn, 200, json{{"prompt", *text}});
 }
 
-void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint,
-                                  const std::string& body) {
+void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint, const std::string& body) {
   const absl::Time arrival = absl::Now();
   std::vector<openai::ChoiceResult> results;
   absl::Status final_status;
@@ -332,6 +330,17 @@ void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint,
     count();
   };
 
+  // The deadline counts from arrival, like a gRPC call's.
+  const char* timeout_header = mg_get_header(conn, kRequestTimeoutHeader);
+  absl::StatusOr<absl::Time> deadline =
+      ParseRequestTimeout(timeout_header != nullptr ? timeout_header : "", arrival);
+  if (!deadline.ok()) {
+    final_status = deadline.status();
+    openai::ApiError e = openai::ToApiError(deadline.status(), endpoint);
+    e.param = kRequestTimeoutHeader;
+    WriteJson(conn, e.http_status, e.Body());
+    return count();
+  }
   absl::StatusOr<RequestPath::Serving> serving = path_->Ready();
   if (!serving.ok()) return fail(serving.status());
   absl::StatusOr<openai::ParsedRequest> parsed =
@@ -340,9 +349,8 @@ void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint,
   const openai::ParsedRequest& request = *parsed;
   const std::string& model_name = serving->info.model_name();
   if (!request.model.empty() && request.model != model_name) {
-    return fail(absl::NotFoundError(absl::StrCat("model \"", request.model,
-                                                 "\" does not exist; this router serves \"",
-                                                 model_name, "\"")));
+    return fail(absl::NotFoundError(absl::StrCat(
+        "model \"", request.model, "\" does not exist; this router serves \"", model_name, "\"")));
   }
   const openai::ResponseMeta meta{
       .id = absl::StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", started_unix_, "-",
@@ -360,8 +368,7 @@ void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint,
       if (one.sampling().has_seed()) {
         one.mutable_sampling()->set_seed(one.sampling().seed() + static_cast<uint64_t>(i));
       }
-      absl::StatusOr<GenerateJob> job =
-          path_->BuildJob(one, absl::InfiniteFuture(), serving->limits);
+      absl::StatusOr<GenerateJob> job = path_->BuildJob(one, *deadline, serving->limits);
       if (!job.ok()) return fail(job.status());
       job->sink = std::make_shared<ChoiceSink>(queue, static_cast<int>(jobs.size()));
       jobs.push_back(*std::move(job));

@@ -14,7 +14,9 @@
 // choices' responses (pushed by the serving loop into a per-request queue)
 // and writes SSE chunks as they arrive. A failed write (the client went
 // away) cancels every choice of the request through ServingLoop::Cancel,
-// which frees their KV blocks at the loop's next step.
+// which frees their KV blocks at the loop's next step. The request header
+// `x-request-timeout: <seconds>` is the request's deadline
+// (request_timeout.h); a passed deadline is answered 504.
 //
 //   HttpFrontEnd http(&service.path(), {.host = "0.0.0.0", .port = 8000});
 //   TPS_RETURN_IF_ERROR(http.Start());

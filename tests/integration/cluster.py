@@ -1,10 +1,13 @@
 """Test harness: starts the real tpserve-router and tpserve-worker binaries on
-loopback (port 0, ports read back from --port_file), and gives tests grpcio
-stubs generated from proto/tpserve/v1 at test time with protoc and Debian's
-grpc_python_plugin.
+loopback (port 0, ports read back from --port_file). Tests call the API with
+the tpserve_client package (clients/python) through Cluster.client(); tests
+that need wire-level control get grpcio stubs generated from proto/tpserve/v1
+at test time with protoc and Debian's grpc_python_plugin (stubs()).
 
     from cluster import Cluster, stubs
     with Cluster(world_size=2) as c:
+        with c.client(timeout=120) as client:
+            print(client.complete("Hi", max_tokens=8).text)
         pb, grpc_pb = stubs("generation")
         stub = grpc_pb.GenerationStub(c.channel())
         for r in stub.Generate(pb.GenerateRequest(text="Hi", max_tokens=8)): ...
@@ -54,19 +57,31 @@ def _proto_dir():
 
 def stubs(name):
     """Returns (pb2, pb2_grpc) modules for proto/tpserve/v1/<name>.proto,
-    generated into a temp dir with protoc + grpc_python_plugin."""
+    generated into a temp dir with protoc + grpc_python_plugin. The proto
+    path is proto/, as clients/python/regen_stubs.sh uses: both register
+    "tpserve/v1/generation.proto" in protobuf's default pool, so a test can
+    use these stubs and the tpserve_client package in one process."""
     global _STUB_DIR
     if _STUB_DIR is None:
         _STUB_DIR = tempfile.mkdtemp(prefix="tpserve_stubs_")
-        src = _proto_dir()
-        protos = ["proto/tpserve/v1/generation.proto", "proto/tpserve/v1/worker.proto"]
+        src = os.path.join(_proto_dir(), "proto")
+        protos = ["tpserve/v1/generation.proto", "tpserve/v1/worker.proto"]
         subprocess.run(["protoc", f"--proto_path={src}", f"--python_out={_STUB_DIR}",
                         f"--grpc_out={_STUB_DIR}", "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin"]
                        + protos, check=True, cwd=src)
         sys.path.insert(0, _STUB_DIR)
-    pb = importlib.import_module(f"proto.tpserve.v1.{name}_pb2")
-    grpc_pb = importlib.import_module(f"proto.tpserve.v1.{name}_pb2_grpc")
+    pb = importlib.import_module(f"tpserve.v1.{name}_pb2")
+    grpc_pb = importlib.import_module(f"tpserve.v1.{name}_pb2_grpc")
     return pb, grpc_pb
+
+
+def client_package():
+    """Imports tpserve_client (clients/python, the package users install) from
+    the runfiles or the source tree; tests use it for plain client calls."""
+    path = os.path.join(_proto_dir(), "clients", "python")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module("tpserve_client")
 
 
 def _free_port():
@@ -216,6 +231,10 @@ class Cluster:
     def address(self):
         """host:port of the gRPC API."""
         return f"127.0.0.1:{self.port}"
+
+    def client(self, **kwargs):
+        """A tpserve_client.Client on the gRPC API (kwargs: timeout, api_key, ...)."""
+        return client_package().Client(self.address(), **kwargs)
 
     def channel(self):
         return grpc.insecure_channel(f"127.0.0.1:{self.port}")

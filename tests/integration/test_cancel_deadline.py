@@ -1,6 +1,10 @@
 """Cancelling 100 in-flight streams brings the KV-usage gauge back to idle; a
 deadline shorter than the generation ends with DEADLINE_EXCEEDED and frees
-its blocks."""
+its blocks. The deadline and the follow-up requests go through the
+tpserve_client package; the mass cancellation uses raw stubs, because it
+cancels 100 calls from outside the threads consuming them (grpc's
+call.cancel()), while the package's iterator cancels only when its own
+consumer closes it."""
 import sys
 import threading
 import time
@@ -8,7 +12,7 @@ import unittest
 
 import grpc
 
-from cluster import Cluster, metric_sum, parse_metrics, stubs
+from cluster import Cluster, client_package, metric_sum, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
 
@@ -76,22 +80,19 @@ class CancelDeadlineTest(unittest.TestCase):
             self.assertGreaterEqual(metric_sum(samples, "tpserve_request_success_total",
                                                finished_reason="abort"), 100)
             # The cluster still serves after the mass cancellation.
-            out = list(stub.Generate(pb.GenerateRequest(text="Hello", max_tokens=3), timeout=120))
-            self.assertEqual(out[-1].usage.completion_tokens, 3)
+            with c.client(timeout=120) as client:
+                self.assertEqual(client.complete("Hello", max_tokens=3).usage.completion_tokens, 3)
 
     def test_deadline_exceeded_frees_blocks(self):
-        with Cluster(world_size=2) as c:
-            stub = gpb.GenerationStub(c.channel())
-            req = pb.GenerateRequest(text="Write a very long essay about the sea.",
-                                     max_tokens=2000, ignore_eos=True)
+        with Cluster(world_size=2) as c, c.client() as client:
             got = 0
-            with self.assertRaises(grpc.RpcError) as ctx:
-                for r in stub.Generate(req, timeout=5.0):
-                    got += len(r.token_ids)
-            self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            with self.assertRaises(client_package().Error) as ctx:
+                for chunk in client.generate("Write a very long essay about the sea.",
+                                             max_tokens=2000, ignore_eos=True, timeout=5.0):
+                    got += len(chunk.token_ids)
+            self.assertEqual(ctx.exception.code, grpc.StatusCode.DEADLINE_EXCEEDED)
             self.assertGreater(got, 0, "the deadline should hit mid-generation")
             wait_idle(self, c, timeout=30)
-
 
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)

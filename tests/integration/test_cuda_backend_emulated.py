@@ -11,39 +11,30 @@ import sys
 import tempfile
 import unittest
 
-from cluster import Cluster, _runfile, parse_metrics, stubs
-
-pb, gpb = stubs("generation")
+from cluster import Cluster, _runfile, parse_metrics
 
 PROMPTS = ["The capital of France is", "Once upon a time", "1, 2, 3, 4,"]
 
 
 def requests():
-    out = []
-    for i, text in enumerate(PROMPTS):
-        req = pb.GenerateRequest(request_id=f"greedy{i}", text=text, max_tokens=8)
-        req.sampling.temperature = 0.0
-        out.append(req)
-    req = pb.GenerateRequest(request_id="sampled", text=PROMPTS[1], max_tokens=8)
-    req.sampling.temperature = 0.8
-    req.sampling.top_p = 0.9
-    req.sampling.seed = 5
-    req.sampling.repetition_penalty = 1.2
-    req.sampling.frequency_penalty = 0.3
-    out.append(req)
+    """tpserve_client generate() keyword arguments: greedy, then seeded sampling."""
+    out = [dict(request_id=f"greedy{i}", prompt=text, max_tokens=8, temperature=0.0)
+           for i, text in enumerate(PROMPTS)]
+    out.append(dict(request_id="sampled", prompt=PROMPTS[1], max_tokens=8, temperature=0.8,
+                    top_p=0.9, seed=5, repetition_penalty=1.2, frequency_penalty=0.3))
     return out
 
 
 def generate(cluster):
-    stub = gpb.GenerationStub(cluster.channel())
     results = []
-    for req in requests():
-        ids, last = [], None
-        for r in stub.Generate(req, timeout=600):
-            ids.extend(r.token_ids)
-            if r.finish_reason:
-                last = r
-        results.append((ids, last))
+    with cluster.client(timeout=600) as client:
+        for req in requests():
+            ids, last = [], None
+            for chunk in client.generate(**req):
+                ids.extend(chunk.token_ids)
+                if chunk.finish_reason:
+                    last = chunk
+            results.append((ids, last))
     return results
 
 
@@ -75,11 +66,12 @@ class CudaBackendEmulatedTest(unittest.TestCase):
                 self.assertEqual(graph_steps, 0)
             self.assertIn("tpserve CUDA emulator on the CPU", log)  # the CUDA backend really ran
             for req, (w, g) in zip(requests(), zip(want, got)):
-                print(f"TP={world} {req.request_id}: cpu {w[0]} cuda {g[0]}")
-                self.assertIsNotNone(g[1], f"{req.request_id}: no final response")
-                self.assertEqual(len(g[0]), 8, req.request_id)
-                self.assertEqual(g[0], w[0],
-                                 f"TP={world} {req.request_id}: CUDA worker tokens differ from CPU")
+                rid = req["request_id"]
+                print(f"TP={world} {rid}: cpu {w[0]} cuda {g[0]}")
+                self.assertIsNotNone(g[1], f"{rid}: no final response")
+                self.assertEqual(g[1].request_id, rid)
+                self.assertEqual(len(g[0]), 8, rid)
+                self.assertEqual(g[0], w[0], f"TP={world} {rid}: CUDA worker tokens differ from CPU")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """Invalid requests get INVALID_ARGUMENT with a message naming the field, and
 none of them reaches a worker (the workers' step and token counters do not
-move)."""
+move). Building the invalid requests needs raw stubs: the tpserve_client
+package refuses or cannot express most of them (no prompt, an empty
+token_ids or chat oneof, invalid UTF-8 bytes), and the server must reject
+them from any client. The queue bound goes through the package."""
+import concurrent.futures
 import sys
 import unittest
 
 import grpc
 
-from cluster import Cluster, metric_sum, parse_metrics, stubs
+from cluster import Cluster, client_package, metric_sum, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
 
@@ -96,25 +100,32 @@ class InvalidRequestsTest(unittest.TestCase):
 
 class QueueBoundTest(unittest.TestCase):
     def test_waiting_queue_full_is_resource_exhausted(self):
-        with Cluster(world_size=1, router_args=["--max_waiting=2", "--max_num_seqs=1"]) as c:
-            stub = gpb.GenerationStub(c.channel())
-            calls = [stub.Generate(pb.GenerateRequest(text=f"story {i}", max_tokens=200,
-                                                      ignore_eos=True), timeout=120)
-                     for i in range(8)]
+        with Cluster(world_size=1, router_args=["--max_waiting=2", "--max_num_seqs=1"]) as c, \
+                c.client(timeout=120) as client:
+            # Each generate() call starts its RPC at the first next(); issue all
+            # eight before reading on, so that they queue together.
+            streams = [client.generate(f"story {i}", max_tokens=200, ignore_eos=True)
+                       for i in range(8)]
             codes = []
-            for call in calls:
-                try:
-                    next(iter(call))
-                    codes.append(grpc.StatusCode.OK)
-                except grpc.RpcError as e:
-                    codes.append(e.code())
-                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                        self.assertIn("queue is full", e.details())
-            for call in calls:
-                call.cancel()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+                firsts = list(ex.map(first_or_error, streams))
+            for err in firsts:
+                codes.append(grpc.StatusCode.OK if err is None else err.code)
+                if err is not None and err.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self.assertIn("queue is full", err.details)
+            for s in streams:
+                s.close()  # cancels the ones still generating
             self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
             self.assertIn(grpc.StatusCode.OK, codes)
 
+
+def first_or_error(stream):
+    """None when the stream yields a first chunk, else the tpserve_client.Error."""
+    try:
+        next(stream)
+        return None
+    except client_package().Error as e:
+        return e
 
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)

@@ -14,9 +14,7 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster import ROOT, Cluster, metric_sum, parse_metrics, stubs
-
-pb, gpb = stubs("generation")
+from cluster import ROOT, Cluster, metric_sum, parse_metrics
 
 ROUTER_HISTOGRAMS = ["tpserve_time_to_first_token_seconds", "tpserve_inter_token_latency_seconds",
                      "tpserve_e2e_request_latency_seconds", "tpserve_request_queue_time_seconds",
@@ -36,8 +34,9 @@ def names(samples):
     return {n for (n, _) in samples}
 
 
-def run(stub, req):
-    return [t for r in stub.Generate(req, timeout=600) for t in r.token_ids]
+def run(client, prompt, **kwargs):
+    """The token ids of one generation through tpserve_client."""
+    return client.complete(prompt, timeout=600, **kwargs).token_ids
 
 
 class MetricsTest(unittest.TestCase):
@@ -76,8 +75,7 @@ class MetricsTest(unittest.TestCase):
                     self.assertIn("rank", keys, n)
 
     def test_metrics_exported_and_moving(self):
-        with Cluster(world_size=2) as c:
-            stub = gpb.GenerationStub(c.channel())
+        with Cluster(world_size=2) as c, c.client() as client:
             page = c.scrape(c.router_metrics_port)
             self.check_reference_parser(page, router=True)
             r0, t0 = parse_metrics(page)
@@ -109,9 +107,8 @@ class MetricsTest(unittest.TestCase):
 
             # A long request: the running gauge and KV usage move while it runs.
             seen = {"running": 0.0, "usage": 0.0}
-            long_req = pb.GenerateRequest(text="Write a poem about the moon.", max_tokens=40,
-                                          ignore_eos=True)
-            t = threading.Thread(target=lambda: run(stub, long_req))
+            t = threading.Thread(target=lambda: run(client, "Write a poem about the moon.",
+                                                    max_tokens=40, ignore_eos=True))
             t.start()
             while t.is_alive():
                 s, _ = parse_metrics(c.scrape(c.router_metrics_port))
@@ -124,7 +121,7 @@ class MetricsTest(unittest.TestCase):
             # Same long prompt twice: the second hits the prefix cache.
             prompt = " ".join(f"item{i}" for i in range(60))
             for _ in range(2):
-                run(stub, pb.GenerateRequest(text=prompt, max_tokens=2))
+                run(client, prompt, max_tokens=2)
 
             r1, _ = parse_metrics(c.scrape(c.router_metrics_port))
             for h in ["tpserve_time_to_first_token_seconds", "tpserve_e2e_request_latency_seconds",
@@ -150,13 +147,14 @@ class MetricsTest(unittest.TestCase):
 
     def test_preemption_counts_and_keeps_outputs(self):
         # ~8 KV blocks of 16 tokens: four 70-token sequences cannot all fit.
-        with Cluster(world_size=2, kv_cache_mb=4, router_args=["--max_model_len=120"]) as c:
-            stub = gpb.GenerationStub(c.channel())
-            reqs = [pb.GenerateRequest(text=f"Story {i}: once upon a time in a land far away",
-                                       max_tokens=50, ignore_eos=True) for i in range(4)]
-            alone = [run(stub, r) for r in reqs]
+        with Cluster(world_size=2, kv_cache_mb=4, router_args=["--max_model_len=120"]) as c, \
+                c.client() as client:
+            prompts = [f"Story {i}: once upon a time in a land far away" for i in range(4)]
+            alone = [run(client, p, max_tokens=50, ignore_eos=True) for p in prompts]
             with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
-                together = list(ex.map(lambda r: run(stub, r), reqs))
+                together = list(ex.map(lambda p: run(client, p, max_tokens=50, ignore_eos=True),
+                                       prompts))
+            self.assertEqual([len(a) for a in alone], [50] * 4)
             self.assertEqual(alone, together)
             s, _ = parse_metrics(c.scrape(c.router_metrics_port))
             self.assertGreater(metric_sum(s, "tpserve_num_preemptions_total"), 0)

@@ -4,8 +4,10 @@ tokens and usage as the same request over gRPC (through clients/python);
 n=4 with a seed is reproducible and shares the prompt through the prefix
 cache; SSE chunks arrive while tokens are generated; a client that
 disconnects mid-stream has its KV blocks freed within 1 s; bad requests get
-400 with OpenAI's error object and the server keeps serving; metrics carry
-the frontend label."""
+400 with OpenAI's error object and the server keeps serving; an
+x-request-timeout header sets the request's deadline, and a passed deadline
+is 504 with OpenAI's error object and frees the KV blocks; metrics carry the
+frontend label."""
 import http.client
 import json
 import os
@@ -42,15 +44,27 @@ class OpenAiHttpTest(unittest.TestCase):
     def metrics(self):
         return parse_metrics(self.cluster.scrape(self.cluster.router_metrics_port))[0]
 
-    def post(self, path, body, raw=None):
+    def post(self, path, body, raw=None, headers=None):
         """(status, parsed JSON) of a POST with a JSON (or raw bytes) body."""
         conn = http.client.HTTPConnection("127.0.0.1", self.cluster.http_port, timeout=120)
         data = raw if raw is not None else json.dumps(body).encode()
-        conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=data,
+                     headers={"Content-Type": "application/json", **(headers or {})})
         r = conn.getresponse()
         out = r.status, json.loads(r.read() or b"null")
         conn.close()
         return out
+
+    def wait_kv_idle(self, timeout):
+        start = time.monotonic()
+        while True:
+            m = self.metrics()
+            if (metric_sum(m, "tpserve_kv_cache_usage_ratio") == 0
+                    and metric_sum(m, "tpserve_num_requests_running") == 0
+                    and metric_sum(m, "tpserve_num_requests_waiting") == 0):
+                return
+            self.assertLess(time.monotonic() - start, timeout, f"KV still held after {timeout} s")
+            time.sleep(0.05)
 
     def test_models_list_names_the_served_model(self):
         self.assertEqual(self.model, "SmolLM2-135M-Instruct")  # from the file name
@@ -197,6 +211,57 @@ class OpenAiHttpTest(unittest.TestCase):
         out = self.sdk.completions.create(model=self.model, prompt="Hi", max_tokens=3,
                                           extra_body={"ignore_eos": True})
         self.assertEqual(out.usage.completion_tokens, 3)
+
+    def test_request_timeout_header_gives_504(self):
+        long_body = {"model": self.model, "prompt": "Write a very long essay about the sea.",
+                     "max_tokens": 1000, "ignore_eos": True}
+        # A malformed header is the client's error, named as the parameter.
+        for bad in ("0", "-1", "soon", "1e9"):
+            status, err = self.post("/v1/completions", {**long_body, "max_tokens": 2},
+                                    headers={"x-request-timeout": bad})
+            self.assertEqual((status, err["error"]["param"]), (400, "x-request-timeout"), err)
+            self.assertEqual(err["error"]["type"], "invalid_request_error")
+        # A generous deadline does not change the answer.
+        status, ok = self.post("/v1/completions", {**long_body, "max_tokens": 3},
+                               headers={"x-request-timeout": "120"})
+        self.assertEqual((status, ok["usage"]["completion_tokens"]), (200, 3))
+
+        # Non-streaming: 504 with OpenAI's error object, near the deadline
+        # (1000 tokens take far longer than 1.5 s here).
+        start = time.monotonic()
+        status, err = self.post("/v1/completions", long_body,
+                                headers={"X-Request-Timeout": "1.5"})
+        elapsed = time.monotonic() - start
+        self.assertEqual(status, 504, err)
+        self.assertEqual(err["error"]["type"], "timeout_error")
+        self.assertIn("deadline", err["error"]["message"])
+        self.assertGreaterEqual(elapsed, 1.5)
+        self.assertLess(elapsed, 10.0)
+        self.wait_kv_idle(5.0)
+
+        # The openai SDK sees the 504 as an API status error.
+        with self.assertRaises(openai.APIStatusError) as ctx:
+            self.sdk.chat.completions.create(model=self.model, messages=MESSAGES,
+                                             max_tokens=1000, extra_body={"ignore_eos": True},
+                                             extra_headers={"x-request-timeout": "1"})
+        self.assertEqual(ctx.exception.status_code, 504)
+        self.wait_kv_idle(5.0)
+
+        # Streaming: the headers went out with 200, so the deadline ends the
+        # stream with an error event, then [DONE].
+        conn = http.client.HTTPConnection("127.0.0.1", self.cluster.http_port, timeout=120)
+        conn.request("POST", "/v1/completions", body=json.dumps({**long_body, "stream": True}),
+                     headers={"Content-Type": "application/json", "x-request-timeout": "1.5"})
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200)
+        events = [line[len(b"data: "):] for line in r.read().split(b"\n\n")
+                  if line.startswith(b"data: ")]
+        conn.close()
+        self.assertEqual(events[-1], b"[DONE]")
+        err = json.loads(events[-2])
+        self.assertEqual(err["error"]["type"], "timeout_error", err)
+        self.assertGreater(len(events), 3, "tokens should stream before the deadline")
+        self.wait_kv_idle(5.0)
 
     def test_tokenize_detokenize_and_health(self):
         text = "Hello world, how are you?"

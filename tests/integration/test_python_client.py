@@ -1,14 +1,10 @@
-"""A Python client on Debian's grpcio, with stubs generated from the proto at
-test time, completes a streaming request; also checks the health service,
-server reflection, Tokenize, ModelInfo, stop strings and logprobs."""
+"""The tpserve_client package (clients/python) on Debian's grpcio completes a
+streaming chat request; also checks the health service, server reflection,
+Tokenize, ModelInfo, stop strings, stop tokens and logprobs through it."""
 import sys
 import unittest
 
-import grpc
-
-from cluster import Cluster, stubs
-
-pb, gpb = stubs("generation")
+from cluster import Cluster
 
 
 class PythonClientTest(unittest.TestCase):
@@ -16,28 +12,30 @@ class PythonClientTest(unittest.TestCase):
     def setUpClass(cls):
         # Gloo over TCP here; the other tests use the shared-memory backend.
         cls.cluster = Cluster(world_size=2, comm="gloo").__enter__()
-        cls.stub = gpb.GenerationStub(cls.cluster.channel())
+        cls.client = cls.cluster.client(timeout=120)
 
     @classmethod
     def tearDownClass(cls):
+        cls.client.close()
         cls.cluster.__exit__(None, None, None)
 
     def test_streaming_generate(self):
-        req = pb.GenerateRequest(request_id="py-1", max_tokens=12)
-        req.chat.messages.add(role="user", content="What is the capital of France?")
-        responses = list(self.stub.Generate(req, timeout=300))
-        self.assertGreater(len(responses), 1, "expected a stream, not one message")
-        last = responses[-1]
-        self.assertNotEqual(last.finish_reason, pb.FINISH_REASON_UNSPECIFIED)
-        for r in responses[:-1]:
-            self.assertEqual(r.finish_reason, pb.FINISH_REASON_UNSPECIFIED)
-        self.assertTrue(all(r.request_id == "py-1" for r in responses))
-        n = sum(len(r.token_ids) for r in responses)
+        chunks = list(self.client.chat([{"role": "user", "content": "What is the capital of France?"}],
+                                       stream=True, max_tokens=12, request_id="py-1", timeout=300))
+        self.assertGreater(len(chunks), 1, "expected a stream, not one message")
+        last = chunks[-1]
+        self.assertIn(last.finish_reason, ("stop", "length"))
+        for c in chunks[:-1]:
+            self.assertIsNone(c.finish_reason)
+        self.assertTrue(all(c.request_id == "py-1" for c in chunks))
+        n = sum(len(c.token_ids) for c in chunks)
         self.assertEqual(last.usage.completion_tokens, n)
         self.assertGreater(last.usage.prompt_tokens, 5)
-        self.assertTrue("".join(r.text for r in responses).strip())
+        self.assertTrue("".join(c.text for c in chunks).strip())
 
     def test_health_serving_and_reflection(self):
+        # Health and reflection are standard gRPC services the client package
+        # does not wrap: raw wire bytes on the channel.
         self.assertEqual(self.cluster.health(), 1)  # SERVING
         # grpc.reflection.v1alpha ServerReflectionInfo with list_services="" (field 7).
         call = self.cluster.channel().stream_stream(
@@ -47,40 +45,53 @@ class PythonClientTest(unittest.TestCase):
         self.assertTrue(any(b"tpserve.v1.Generation" in r for r in replies))
 
     def test_tokenize_and_model_info(self):
-        info = self.stub.ModelInfo(pb.ModelInfoRequest(), timeout=10)
+        info = self.client.model_info(timeout=10)
         self.assertEqual(info.tensor_parallel_size, 2)
         self.assertEqual(info.vocab_size, 49152)
         self.assertGreater(info.kv_num_blocks, 0)
-        tok = self.stub.Tokenize(pb.TokenizeRequest(text="Hello world"), timeout=10)
+        tok = self.client.tokenize("Hello world", timeout=10)
         self.assertEqual(len(tok.token_ids), len(tok.tokens))
         self.assertGreaterEqual(len(tok.token_ids), 2)
         # Generating from the ids equals generating from the text.
-        a = list(self.stub.Generate(pb.GenerateRequest(text="Hello world", max_tokens=5), timeout=120))
-        b = list(self.stub.Generate(pb.GenerateRequest(
-            token_ids=pb.TokenIdsPrompt(ids=tok.token_ids), max_tokens=5), timeout=120))
-        self.assertEqual([t for r in a for t in r.token_ids], [t for r in b for t in r.token_ids])
+        a = self.client.complete("Hello world", max_tokens=5)
+        b = self.client.complete(token_ids=tok.token_ids, max_tokens=5)
+        self.assertEqual(len(a.token_ids), 5)
+        self.assertEqual(a.token_ids, b.token_ids)
 
     def test_stop_string_never_leaks(self):
-        base = pb.GenerateRequest(text="1, 2, 3, 4, 5, 6, 7,", max_tokens=16, ignore_eos=True)
-        full = "".join(r.text for r in self.stub.Generate(base, timeout=120))
+        base = dict(max_tokens=16, ignore_eos=True)
+        prompt = "1, 2, 3, 4, 5, 6, 7,"
+        full = self.client.complete(prompt, **base).text
         self.assertGreater(len(full), 4)
         stop = full[2:4]  # a stop string that occurs in the greedy output
-        req = pb.GenerateRequest()
-        req.CopyFrom(base)
-        req.stop.append(stop)
-        responses = list(self.stub.Generate(req, timeout=120))
-        streamed = "".join(r.text for r in responses)
+        chunks = list(self.client.generate(prompt, stop=[stop], **base))
+        streamed = "".join(c.text for c in chunks)
         self.assertEqual(streamed, full[:full.index(stop)])
-        self.assertEqual(responses[-1].finish_reason, pb.FINISH_REASON_STOP)
-        self.assertEqual(responses[-1].stop_reason, stop)
+        self.assertEqual(chunks[-1].finish_reason, "stop")
+        self.assertEqual(chunks[-1].stop_reason, stop)
+
+    def test_stop_token_reason_is_its_text(self):
+        # The greedy first token after this prompt starts with a space, which
+        # the byte-level BPE piece spells "Ġ": stop_reason must be the text.
+        prompt = "The capital of France is"
+        stream = self.client.generate(prompt, max_tokens=4, ignore_eos=True)
+        first = next(stream)
+        stream.close()  # cancels the rest
+        self.assertEqual(len(first.token_ids), 1)
+        self.assertTrue(first.text.startswith(" "), first.text)
+        stopped = self.client.complete(prompt, max_tokens=4, stop_token_ids=first.token_ids)
+        self.assertEqual(stopped.finish_reason, "stop")
+        self.assertEqual(stopped.text, "")  # a stop token is not streamed as text
+        self.assertEqual(stopped.stop_reason, first.text)
+        self.assertNotIn("\u0120", stopped.stop_reason)  # "Ġ"
 
     def test_logprobs(self):
-        req = pb.GenerateRequest(text="The sky is", max_tokens=3,
-                                 sampling=pb.SamplingParameters(logprobs=True, top_logprobs=3))
-        responses = list(self.stub.Generate(req, timeout=120))
-        for r in responses:
-            self.assertEqual(len(r.logprobs), len(r.token_ids))
-            for tid, lp in zip(r.token_ids, r.logprobs):
+        chunks = list(self.client.generate("The sky is", max_tokens=3, logprobs=True,
+                                           top_logprobs=3))
+        self.assertEqual(sum(len(c.token_ids) for c in chunks), 3)
+        for c in chunks:
+            self.assertEqual(len(c.logprobs), len(c.token_ids))
+            for tid, lp in zip(c.token_ids, c.logprobs):
                 self.assertEqual(lp.sampled.token_id, tid)
                 self.assertLessEqual(lp.sampled.logprob, 0.0)
                 self.assertEqual(len(lp.top), 3)
