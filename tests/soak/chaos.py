@@ -40,6 +40,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=300)
     ap.add_argument("--streams", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--faults", default="KILL,STOP,TERM",
+                    help="signals to draw from; STOP alone keeps every process (RSS comparable)")
     a = ap.parse_args()
     seconds = min(a.seconds, 600)
     rng = random.Random(a.seed)
@@ -77,7 +79,7 @@ def main():
         while time.time() < stop_at - 20:
             time.sleep(rng.uniform(20, 60) if time.time() + 60 < stop_at else 20)
             victim = f"worker{rng.randrange(2)}"
-            how = rng.choice(["KILL", "STOP", "TERM"])
+            how = rng.choice(a.faults.split(","))
             proc = c.proc(victim)
             events.append(f"{time.strftime('%H:%M:%S')} {how} {victim}")
             print(events[-1], flush=True)

@@ -5,7 +5,7 @@
 # unfaulted outputs, recoveries with their durations, and every process's RSS
 # at start and end. Bounded: --seconds (default 300, at most 600).
 #
-#   tests/soak/chaos.sh [--seconds=300] [--streams=6] [--seed=1]
+#   tests/soak/chaos.sh [--seconds=300] [--streams=6] [--seed=1] [--faults=KILL,STOP,TERM]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TPSERVE_ROOT=$(pwd)
