@@ -54,7 +54,7 @@ namespace tpserve {
 struct GenerateJob {
   std::string request_id;
   std::vector<int32_t> prompt;
-  router::SamplingParams sampling;
+  SamplingParams sampling;
   int32_t priority = 0;  // higher runs first
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time arrival = absl::Now();
@@ -68,7 +68,7 @@ struct GenerateJob {
 class ServingLoop {
  public:
   struct Options {
-    router::SchedulerConfig scheduler;
+    SchedulerConfig scheduler;
     int32_t num_blocks = 0;
     int32_t block_size = 0;
     std::vector<int32_t> eos_ids;  // end generation unless ignore_eos
@@ -100,10 +100,10 @@ class ServingLoop {
 
   void Run();
   void DrainInbox();
-  void SendStep(router::ScheduledStep step);
-  absl::Status ProcessResult(const router::ScheduledStep& step, const v1::StepResponse& response);
-  void HandleSchedulerFinished(const std::vector<router::FinishedSequence>& finished);
-  void FinishLive(uint64_t seq_id, router::FinishReason reason, v1::GenerateResponse last,
+  void SendStep(ScheduledStep step);
+  absl::Status ProcessResult(const ScheduledStep& step, const v1::StepResponse& response);
+  void HandleSchedulerFinished(const std::vector<FinishedSequence>& finished);
+  void FinishLive(uint64_t seq_id, FinishReason reason, v1::GenerateResponse last,
                   const std::string& stop_reason);
   void CloseLive(uint64_t seq_id, absl::Status status);
   void FailAll(const absl::Status& status);
@@ -133,7 +133,7 @@ class ServingLoop {
   std::thread thread_;
 
   // Loop thread only.
-  std::unique_ptr<router::Scheduler> scheduler_;
+  std::unique_ptr<Scheduler> scheduler_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Live>> live_;
   std::unique_ptr<InFlight> in_flight_;
   std::vector<uint64_t> pending_frees_;

@@ -15,7 +15,7 @@
 #include "router/kv/block_manager.h"
 #include "router/scheduler/sequence.h"
 
-namespace tpserve::router {
+namespace tpserve {
 
 absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_blocks,
                                      int32_t block_size) {
@@ -38,9 +38,9 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_
 
 namespace {
 
-using internal::RankLess;
-using internal::SeqState;
-using internal::Sequence;
+using scheduler_internal::RankLess;
+using scheduler_internal::SeqState;
+using scheduler_internal::Sequence;
 
 // A single-token slice of generated output that samples; the rest is prefill
 // (prompt chunks and recompute after preemption).
@@ -297,9 +297,9 @@ absl::Status Scheduler::Add(SchedulerRequest request) {
   const bool resume = request.prompt_len >= 0;
   if (resume && (request.prompt_len < 1 ||
                  request.prompt_len > static_cast<int32_t>(request.prompt.size()))) {
-    return absl::InvalidArgumentError(absl::StrCat("request ", request.seq_id, " resumes with prompt_len ",
-                                                   request.prompt_len, " of ",
-                                                   request.prompt.size(), " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat("request ", request.seq_id,
+                                                   " resumes with prompt_len ", request.prompt_len,
+                                                   " of ", request.prompt.size(), " tokens"));
   }
   if (!resume && static_cast<int32_t>(st.waiting.size()) >= st.config.max_waiting) {
     return absl::ResourceExhaustedError(absl::StrCat("server busy: ", st.waiting.size(),
@@ -594,4 +594,4 @@ absl::Status Scheduler::CheckInvariants() const {
   return absl::OkStatus();
 }
 
-}  // namespace tpserve::router
+}  // namespace tpserve

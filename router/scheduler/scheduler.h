@@ -70,7 +70,7 @@
 #include "absl/types/span.h"
 #include "router/scheduler/scheduled_step.h"
 
-namespace tpserve::router {
+namespace tpserve {
 
 class BlockManager;
 
@@ -172,6 +172,6 @@ class Scheduler {
   std::unique_ptr<State> state_;
 };
 
-}  // namespace tpserve::router
+}  // namespace tpserve
 
 #endif  // TPSERVE_ROUTER_SCHEDULER_SCHEDULER_H_
