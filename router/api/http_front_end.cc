@@ -2,16 +2,16 @@
 
 #include <civetweb.h>
 
-#include <condition_variable>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -50,17 +50,15 @@ struct Event {
 class EventQueue {
  public:
   void Push(Event event) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      events_.push_back(std::move(event));
-    }
-    ready_.notify_one();
+    absl::MutexLock lock(&mu_);
+    events_.push_back(std::move(event));
   }
   // The next event, or nullopt after `timeout`.
   std::optional<Event> Pop(absl::Duration timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!ready_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                         [&] { return !events_.empty(); })) {
+    absl::MutexLock lock(&mu_);
+    // Await re-evaluates the condition whenever mu_ is released, so Push
+    // needs no separate signal.
+    if (!mu_.AwaitWithTimeout(absl::Condition(this, &EventQueue::HasEvent), timeout)) {
       return std::nullopt;
     }
     Event e = std::move(events_.front());
@@ -69,9 +67,10 @@ class EventQueue {
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable ready_;
-  std::deque<Event> events_;
+  bool HasEvent() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty(); }
+
+  absl::Mutex mu_;
+  std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 
 class ChoiceSink final : public ResponseSink {
@@ -147,14 +146,14 @@ class Choices {
   std::vector<State> state_;
 };
 
-std::string SseEvent(const json& data) { return absl::StrCat("data: ", openai::Dump(data), "\n\n"); }
+std::string SseEvent(const json& data) {
+  return absl::StrCat("data: ", openai::Dump(data), "\n\n");
+}
 
 }  // namespace
 
 HttpFrontEnd::HttpFrontEnd(RequestPath* path, Options options)
-    : path_(path),
-      options_(std::move(options)),
-      started_unix_(absl::ToUnixSeconds(absl::Now())) {}
+    : path_(path), options_(std::move(options)), started_unix_(absl::ToUnixSeconds(absl::Now())) {}
 
 HttpFrontEnd::~HttpFrontEnd() { Stop(); }
 
@@ -246,7 +245,8 @@ void HttpFrontEnd::Handle(mg_connection* conn) {
   auto too_large = [&](int64_t got) {
     mg_disable_connection_keep_alive(conn);
     WriteError(conn,
-               absl::InvalidArgumentError(absl::StrCat("body is ", got, " bytes or more; the limit "
+               absl::InvalidArgumentError(absl::StrCat("body is ", got,
+                                                       " bytes or more; the limit "
                                                        "is ",
                                                        limit, " bytes")),
                endpoint);
@@ -275,12 +275,9 @@ void HttpFrontEnd::HandleModels(mg_connection* conn) {
   absl::StatusOr<RequestPath::Serving> serving = path_->Ready();
   if (!serving.ok()) return WriteError(conn, serving.status(), Endpoint::kChat);
   const v1::ModelInfoResponse& info = serving->info;
-  json model = {{"id", info.model_name()},
-                {"object", "model"},
-                {"created", started_unix_},
-                {"owned_by", "tpserve"},
-                {"root", info.model_name()},
-                {"max_model_len", info.context_length()}};
+  json model = {{"id", info.model_name()},   {"object", "model"},
+                {"created", started_unix_},  {"owned_by", "tpserve"},
+                {"root", info.model_name()}, {"max_model_len", info.context_length()}};
   WriteJson(conn, 200, json{{"object", "list"}, {"data", json::array({std::move(model)})}});
 }
 
@@ -295,12 +292,12 @@ void HttpFrontEnd::HandleTokenize(mg_connection* conn, const std::string& body) 
     tokens.push_back(out->token_ids(i));
     strs.push_back(out->tokens(i));
   }
-  WriteJson(conn, 200,
-            json{{"count", out->token_ids_size()},
-                 {"max_model_len",
-                  serving.ok() ? json(serving->info.context_length()) : json(nullptr)},
-                 {"tokens", std::move(tokens)},
-                 {"token_strs", std::move(strs)}});
+  WriteJson(
+      conn, 200,
+      json{{"count", out->token_ids_size()},
+           {"max_model_len", serving.ok() ? json(serving->info.context_length()) : json(nullptr)},
+           {"tokens", std::move(tokens)},
+           {"token_strs", std::move(strs)}});
 }
 
 void HttpFrontEnd::HandleDetokenize(mg_connection* conn, const std::string& body) {
@@ -310,8 +307,7 @@ void HttpFrontEnd::HandleDetokenize(mg_connection* conn, const std::string& body
   WriteJson(conn, 200, json{{"prompt", *text}});
 }
 
-void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint,
-                                  const std::string& body) {
+void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint, const std::string& body) {
   const absl::Time arrival = absl::Now();
   std::vector<openai::ChoiceResult> results;
   absl::Status final_status;
@@ -340,9 +336,8 @@ void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint,
   const openai::ParsedRequest& request = *parsed;
   const std::string& model_name = serving->info.model_name();
   if (!request.model.empty() && request.model != model_name) {
-    return fail(absl::NotFoundError(absl::StrCat("model \"", request.model,
-                                                 "\" does not exist; this router serves \"",
-                                                 model_name, "\"")));
+    return fail(absl::NotFoundError(absl::StrCat(
+        "model \"", request.model, "\" does not exist; this router serves \"", model_name, "\"")));
   }
   const openai::ResponseMeta meta{
       .id = absl::StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", started_unix_, "-",

@@ -94,11 +94,11 @@ void ServingLoop::Start() {
 
 void ServingLoop::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -106,7 +106,7 @@ uint64_t ServingLoop::Submit(GenerateJob job) {
   const uint64_t id = next_seq_id_.fetch_add(1);
   num_live_.fetch_add(1);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) {
       num_live_.fetch_sub(1);
       job.sink->Close(absl::UnavailableError("the router is shutting down; retry elsewhere"));
@@ -114,23 +114,23 @@ uint64_t ServingLoop::Submit(GenerateJob job) {
     }
     inbox_adds_.emplace_back(id, std::move(job));
   }
-  wake_.notify_one();
+  wake_.Signal();
   return id;
 }
 
 void ServingLoop::Cancel(uint64_t seq_id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     inbox_cancels_.push_back(seq_id);
   }
-  wake_.notify_one();
+  wake_.Signal();
 }
 
 void ServingLoop::DrainInbox() {
   std::vector<std::pair<uint64_t, GenerateJob>> adds;
   std::vector<uint64_t> cancels;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     adds.swap(inbox_adds_);
     cancels.swap(inbox_cancels_);
   }
@@ -172,22 +172,24 @@ void ServingLoop::DrainInbox() {
 void ServingLoop::Run() {
   while (true) {
     last_tick_ns_ = absl::ToUnixNanos(absl::Now());
+    bool idle;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (stopping_) break;
-      if (in_flight_ == nullptr && !scheduler_->HasWork() && inbox_adds_.empty() &&
-          inbox_cancels_.empty()) {
-        if (!pending_frees_.empty()) {
-          std::vector<uint64_t> frees;
-          frees.swap(pending_frees_);
-          lock.unlock();
-          absl::Status s = executor_->Free(frees);
-          (void)s;  // a failing worker shows up on the next step
-          continue;
-        }
-        wake_.wait_for(lock, std::chrono::milliseconds(100));
+      idle = in_flight_ == nullptr && !scheduler_->HasWork() && inbox_adds_.empty() &&
+             inbox_cancels_.empty();
+      if (idle && pending_frees_.empty()) {
+        wake_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
         continue;
       }
+    }
+    if (idle) {
+      // pending_frees_ is the loop thread's own; the RPC runs unlocked.
+      std::vector<uint64_t> frees;
+      frees.swap(pending_frees_);
+      absl::Status s = executor_->Free(frees);
+      (void)s;  // a failing worker shows up on the next step
+      continue;
     }
     DrainInbox();
 
@@ -209,8 +211,8 @@ void ServingLoop::Run() {
     }
     if (epoch_ == 0) {
       WhileDown(absl::Now());
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait_for(lock, std::chrono::milliseconds(20));
+      absl::MutexLock lock(&mu_);
+      wake_.WaitWithTimeout(&mu_, absl::Milliseconds(20));
       continue;
     }
 
@@ -248,8 +250,8 @@ void ServingLoop::Run() {
                             next.free_seq_ids.end());
       if (scheduler_->HasWork()) {
         // Work that cannot run yet (e.g. no free blocks): wait for a change.
-        std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait_for(lock, std::chrono::milliseconds(5));
+        absl::MutexLock lock(&mu_);
+        wake_.WaitWithTimeout(&mu_, absl::Milliseconds(5));
       }
       continue;
     }

@@ -29,16 +29,16 @@
 #define TPSERVE_ROUTER_API_SERVING_LOOP_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "router/api/response_sink.h"
 #include "router/api/router_metrics.h"
@@ -125,11 +125,11 @@ class ServingLoop {
   std::atomic<uint64_t> next_seq_id_{1};
   std::atomic<int64_t> num_live_{0};
 
-  std::mutex mu_;  // guards the inbox and stopping_
-  std::condition_variable wake_;
-  std::vector<std::pair<uint64_t, GenerateJob>> inbox_adds_;
-  std::vector<uint64_t> inbox_cancels_;
-  bool stopping_ = false;
+  absl::Mutex mu_;
+  absl::CondVar wake_;  // signalled when the inbox or stopping_ changes
+  std::vector<std::pair<uint64_t, GenerateJob>> inbox_adds_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> inbox_cancels_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 
   // Loop thread only.

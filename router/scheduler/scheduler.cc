@@ -72,8 +72,8 @@ struct Scheduler::State {
     return c;
   }
 
-  // Public Scheduler methods hold `mu` for their whole body; the router may
-  // call Add/Cancel from RPC threads while its step loop schedules.
+  // Public Scheduler methods hold `mu` for their whole body (why it exists
+  // although the serving loop calls from one thread: scheduler.h).
   absl::Mutex mu;
   const SchedulerConfig config;  // max_model_len resolved
   BlockManager blocks ABSL_GUARDED_BY(mu);

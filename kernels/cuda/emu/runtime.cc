@@ -55,6 +55,8 @@ bool ValidDevice(int device) { return device >= 0 && device < DeviceCount(); }
 thread_local int g_capturing_streams = 0;
 
 struct Registry {
+  // std::mutex, not absl::Mutex: the emulator stands in for the CUDA runtime
+  // and depends on the C++ standard library only.
   std::mutex mu;
   std::map<uintptr_t, size_t> device;  // base -> bytes
   std::map<uintptr_t, size_t> pinned;

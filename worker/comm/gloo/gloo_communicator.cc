@@ -6,11 +6,12 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
-#include <mutex>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status.h"
 #include "formats/dtype.h"
 #include "gloo/allgather.h"
@@ -166,11 +167,11 @@ class GlooCommunicator : public Communicator {
   void Abort() override {
     if (aborted_.exchange(true)) return;
     {
-      std::lock_guard<std::mutex> lock(inflight_mu_);
+      absl::MutexLock lock(&inflight_mu_);
       if (inflight_in_ != nullptr) inflight_in_->abortWaitRecv();
       if (inflight_out_ != nullptr) inflight_out_->abortWaitSend();
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (error_.ok()) error_ = absl::CancelledError("communicator aborted");
     if (context_ != nullptr) {
       try {
@@ -207,12 +208,12 @@ class GlooCommunicator : public Communicator {
     InFlight(GlooCommunicator& c, gloo::transport::UnboundBuffer* in,
              gloo::transport::UnboundBuffer* out)
         : c_(c) {
-      std::lock_guard<std::mutex> lock(c_.inflight_mu_);
+      absl::MutexLock lock(&c_.inflight_mu_);
       c_.inflight_in_ = in;
       c_.inflight_out_ = out;
     }
     ~InFlight() {
-      std::lock_guard<std::mutex> lock(c_.inflight_mu_);
+      absl::MutexLock lock(&c_.inflight_mu_);
       c_.inflight_in_ = nullptr;
       c_.inflight_out_ = nullptr;
     }
@@ -254,7 +255,7 @@ class GlooCommunicator : public Communicator {
   }
 
   absl::Status Check() {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!error_.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("communicator is broken by an earlier error: ", error_.ToString()));
@@ -285,7 +286,7 @@ class GlooCommunicator : public Communicator {
         status = absl::UnavailableError(msg);
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (error_.ok()) error_ = status;
     return status;
   }
@@ -295,12 +296,12 @@ class GlooCommunicator : public Communicator {
   const absl::Duration timeout_;
   std::shared_ptr<gloo::Context> context_;
   std::atomic<bool> aborted_{false};
-  std::mutex mu_;
-  absl::Status error_;         // first error; guarded by mu_
-  std::vector<char> scratch_;  // direct all-reduce receive area
-  std::mutex inflight_mu_;
-  gloo::transport::UnboundBuffer* inflight_in_ = nullptr;   // guarded by inflight_mu_
-  gloo::transport::UnboundBuffer* inflight_out_ = nullptr;  // guarded by inflight_mu_
+  absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);  // the first error
+  std::vector<char> scratch_;                // direct all-reduce receive area
+  absl::Mutex inflight_mu_;
+  gloo::transport::UnboundBuffer* inflight_in_ ABSL_GUARDED_BY(inflight_mu_) = nullptr;
+  gloo::transport::UnboundBuffer* inflight_out_ ABSL_GUARDED_BY(inflight_mu_) = nullptr;
   size_t elem_size_ = 4;  // element size of the all-reduce in flight
 };
 

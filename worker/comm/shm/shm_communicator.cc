@@ -12,12 +12,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <random>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
 #include "formats/dtype.h"
@@ -186,13 +187,13 @@ class ShmCommunicator : public Communicator {
     uint32_t expected = 0;
     hdr_->failed.compare_exchange_strong(expected, 2);
     hdr_->failed_rank.store(rank_);
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (error_.ok()) error_ = absl::CancelledError("communicator aborted");
   }
 
  private:
   absl::Status Check() {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!error_.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("communicator is broken by an earlier error: ", error_.ToString()));
@@ -209,7 +210,7 @@ class ShmCommunicator : public Communicator {
     s = Annotate(s, absl::StrCat("shm ", what, " on rank ", rank_, "/", world_));
     uint32_t expected = 0;
     if (hdr_->failed.compare_exchange_strong(expected, 1)) hdr_->failed_rank.store(rank_);
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (error_.ok()) error_ = s;
     return s;
   }
@@ -261,8 +262,8 @@ class ShmCommunicator : public Communicator {
   SegmentHeader* hdr_;
   size_t slot_bytes_ = 0;
   uint8_t* slots_[kMaxWorld] = {};
-  std::mutex mu_;
-  absl::Status error_;  // guarded by mu_
+  absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
 std::string HostName() {
