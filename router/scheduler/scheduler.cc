@@ -74,7 +74,7 @@ struct Scheduler::State {
 
   // Public Scheduler methods hold `mu` for their whole body (why it exists
   // although the serving loop calls from one thread: scheduler.h).
-  absl::Mutex mu;
+  mutable absl::Mutex mu;
   const SchedulerConfig config;  // max_model_len resolved
   BlockManager blocks ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> seqs ABSL_GUARDED_BY(mu);
@@ -233,7 +233,7 @@ void Scheduler::State::AdmitWaiting(Build& build) {
     const int32_t end = prefix.num_tokens + n;
     // The watermark keeps room for running sequences to grow; with none
     // running it would only block a long prompt forever.
-    auto fits = [&] {
+    auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
       const int32_t reserve = running.empty() ? 0 : config.admission_watermark_blocks;
       return blocks.NumAvailableBlocks() - blocks.NumBlocksToTake(seq->id, end, &prefix) >= reserve;
     };
@@ -279,8 +279,8 @@ Scheduler::Scheduler(const SchedulerConfig& config, int32_t num_blocks, int32_t 
 Scheduler::~Scheduler() = default;
 
 absl::Status Scheduler::Add(SchedulerRequest request) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   if (request.prompt.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("request ", request.seq_id, " has an empty prompt"));
@@ -330,8 +330,8 @@ absl::Status Scheduler::Cancel(uint64_t seq_id) {
 }
 
 ScheduledStep Scheduler::Schedule(absl::Time now) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   TPS_CHECK_LE(st.unresolved.size(), 1u)
       << "Schedule() with two unresolved steps; call OnStepResult first";
   ScheduledStep step;
@@ -391,8 +391,8 @@ ScheduledStep Scheduler::Schedule(absl::Time now) {
 }
 
 absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   StepRecord* record = nullptr;
   for (StepRecord& r : st.unresolved) {
     if (r.step_id == step->step_id) record = &r;
@@ -401,7 +401,8 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
     return absl::FailedPreconditionError(
         absl::StrCat("step ", step->step_id, " is not awaiting results"));
   }
-  auto live = [&](const ScheduledSequence& slice, const StepRecord::Slice& rec) -> const Sequence* {
+  auto live = [&](const ScheduledSequence& slice, const StepRecord::Slice& rec)
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) -> const Sequence* {
     auto it = st.seqs.find(slice.seq_id);
     if (it == st.seqs.end() || it->second->epoch != rec.epoch || !it->second->running()) {
       return nullptr;  // finished (or preempted) since Schedule(): already in a free list
@@ -457,8 +458,8 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
 }
 
 absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledTokenId> sampled) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   if (st.unresolved.empty() || st.unresolved.front().step_id != step_id) {
     bool later = false;
     for (const StepRecord& r : st.unresolved) later |= r.step_id == step_id;
@@ -545,8 +546,8 @@ bool Scheduler::HasWork() const {
 const BlockManager& Scheduler::block_manager() const { return state_->blocks; }
 
 SchedulerMetrics Scheduler::metrics() const {
-  absl::MutexLock lock(&state_->mu);
   const State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   const BlockManagerStats bs = st.blocks.stats();
   SchedulerMetrics m;
   m.num_running = st.running.size();
@@ -561,8 +562,8 @@ SchedulerMetrics Scheduler::metrics() const {
 }
 
 absl::Status Scheduler::CheckInvariants() const {
-  absl::MutexLock lock(&state_->mu);
   const State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   TPS_RETURN_IF_ERROR(st.blocks.CheckInvariants());
   if (st.running.size() + st.waiting.size() != st.seqs.size()) {
     return absl::InternalError("a live sequence is neither running nor waiting");
