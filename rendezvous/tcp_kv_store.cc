@@ -7,10 +7,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status.h"
 #include "rendezvous/socket_io.h"
 
@@ -68,11 +68,10 @@ void TcpKvStoreServer::Stop() {
   listen_fd_ = -1;
   std::vector<std::thread> threads;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (int fd : conn_fds_) ::shutdown(fd, SHUT_RDWR);
     threads.swap(conn_threads_);
-  }
-  changed_.notify_all();
+  }  // releasing mu_ wakes every Get waiting in Serve (it re-checks stopping_)
   for (std::thread& t : threads) t.join();
 }
 
@@ -83,7 +82,7 @@ void TcpKvStoreServer::AcceptLoop() {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       return;  // listen socket shut down
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) {
       ::close(fd);
       return;
@@ -103,10 +102,9 @@ void TcpKvStoreServer::Serve(int fd) {
       absl::StatusOr<std::string> value = ReadSized(fd, kMaxValueSize);
       if (!value.ok()) break;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         data_[*key] = *std::move(value);
-      }
-      changed_.notify_all();
+      }  // releasing mu_ re-checks every waiting Get's condition
       char ok = 0;
       if (!WriteAll(fd, &ok, 1).ok()) break;
     } else if (op == kGet) {
@@ -115,9 +113,11 @@ void TcpKvStoreServer::Serve(int fd) {
       std::string value;
       bool found;
       {
-        std::unique_lock<std::mutex> lock(mu_);
-        found = changed_.wait_for(lock, std::chrono::milliseconds(*timeout_ms),
-                                  [&] { return stopping_ || data_.count(*key) > 0; });
+        absl::MutexLock lock(&mu_);
+        auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || data_.count(*key) > 0;
+        };
+        found = mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(*timeout_ms));
         found = found && data_.count(*key) > 0;
         if (found) value = data_[*key];
       }
@@ -131,7 +131,7 @@ void TcpKvStoreServer::Serve(int fd) {
       break;  // protocol error: drop the connection
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   conn_fds_.erase(fd);
   ::close(fd);
 }
@@ -158,7 +158,7 @@ absl::Status TcpKvStoreClient::EnsureConnected() {
 }
 
 absl::Status TcpKvStoreClient::Set(const std::string& key, const std::string& value) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   TPS_RETURN_IF_ERROR(EnsureConnected());
   SetReceiveTimeout(fd_, absl::Seconds(30));
   absl::Status s = WriteAll(fd_, &kSet, 1);
@@ -177,7 +177,7 @@ absl::Status TcpKvStoreClient::Set(const std::string& key, const std::string& va
 }
 
 absl::StatusOr<std::string> TcpKvStoreClient::Get(const std::string& key, absl::Duration timeout) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   TPS_RETURN_IF_ERROR(EnsureConnected());
   int64_t ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout));
   // The server answers within `timeout`; allow slack before calling it dead.

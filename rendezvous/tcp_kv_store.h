@@ -14,14 +14,14 @@
 #define TPSERVE_RENDEZVOUS_TCP_KV_STORE_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "rendezvous/kv_store.h"
 
 namespace tpserve {
@@ -47,11 +47,10 @@ class TcpKvStoreServer {
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
 
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::map<std::string, std::string> data_;  // guarded by mu_
-  std::set<int> conn_fds_;                   // guarded by mu_
-  std::vector<std::thread> conn_threads_;    // guarded by mu_
+  absl::Mutex mu_;
+  std::map<std::string, std::string> data_ ABSL_GUARDED_BY(mu_);
+  std::set<int> conn_fds_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> conn_threads_ ABSL_GUARDED_BY(mu_);
 };
 
 class TcpKvStoreClient : public KvStore {
@@ -66,13 +65,13 @@ class TcpKvStoreClient : public KvStore {
                                                 absl::Duration timeout) override;
 
  private:
-  absl::Status EnsureConnected();
+  absl::Status EnsureConnected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::string host_;
   int port_;
   absl::Duration connect_timeout_;
-  std::mutex mu_;
-  int fd_ = -1;  // guarded by mu_
+  absl::Mutex mu_;
+  int fd_ ABSL_GUARDED_BY(mu_) = -1;
 };
 
 }  // namespace tpserve

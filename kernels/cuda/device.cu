@@ -4,7 +4,7 @@
 
 #include "kernels/cuda/device.h"
 
-namespace tpserve::cuda {
+namespace tpserve::kernels::cuda {
 
 int DeviceCount() {
   int count = 0;
@@ -26,4 +26,4 @@ std::string DeviceDescription(int device) {
   return buf;
 }
 
-}  // namespace tpserve::cuda
+}  // namespace tpserve::kernels::cuda

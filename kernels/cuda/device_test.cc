@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace tpserve::cuda {
+namespace tpserve::kernels::cuda {
 namespace {
 
 TEST(CudaDeviceTest, DescribesEveryDevice) {
@@ -15,4 +15,4 @@ TEST(CudaDeviceTest, DescribesEveryDevice) {
 }
 
 }  // namespace
-}  // namespace tpserve::cuda
+}  // namespace tpserve::kernels::cuda

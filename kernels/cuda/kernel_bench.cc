@@ -344,11 +344,11 @@ double DenseGemmTflops(Context& ctx, std::string* name) {
 }
 
 int Main(bool quick) {
-  if (tpserve::cuda::DeviceCount() == 0) {
+  if (tpserve::kernels::cuda::DeviceCount() == 0) {
     std::printf("| bench: kernels | skipped: no CUDA device | | | n/a |\n");
     return 0;
   }
-  std::fprintf(stderr, "device: %s\n", tpserve::cuda::DeviceDescription(0).c_str());
+  std::fprintf(stderr, "device: %s\n", tpserve::kernels::cuda::DeviceDescription(0).c_str());
   CublasReference cublas;
   Context ctx{};
   cudaStreamCreate(&ctx.stream);

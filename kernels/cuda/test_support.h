@@ -20,11 +20,11 @@
 #include "kernels/cuda/device_buffer.h"
 
 // GPU tests report "skipped", never "passed", on a machine without a device.
-#define TPS_SKIP_WITHOUT_CUDA()                  \
-  do {                                           \
-    if (::tpserve::cuda::DeviceCount() == 0) {   \
-      GTEST_SKIP() << "skipped: no CUDA device"; \
-    }                                            \
+#define TPS_SKIP_WITHOUT_CUDA()                         \
+  do {                                                  \
+    if (::tpserve::kernels::cuda::DeviceCount() == 0) { \
+      GTEST_SKIP() << "skipped: no CUDA device";        \
+    }                                                   \
   } while (false)
 
 namespace tpserve::kernels::cuda {

@@ -7,7 +7,9 @@
 #include <string>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
@@ -44,7 +46,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
 
     void Send(v1::GenerateResponse response) override {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         if (response.has_usage()) usage_ = response.usage();
         if (reactor_ == nullptr || finish_.has_value()) return;
         queue_.push_back(ToByteBuffer(response));
@@ -54,7 +56,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
 
     void Close(absl::Status status) override {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         if (finish_.has_value()) return;
         finish_ = ToGrpcStatus(status);
         if (metrics_ != nullptr) {
@@ -68,7 +70,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
 
     void OnWriteDone(bool ok) {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         writing_ = false;
         queue_.pop_front();
         if (!ok) queue_.clear();  // the client is gone; OnCancel follows
@@ -77,7 +79,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     }
 
     void Detach() {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       reactor_ = nullptr;
     }
 
@@ -91,7 +93,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       const grpc::ByteBuffer* next = nullptr;
       grpc::Status finish;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         reactor = reactor_;
         if (reactor == nullptr || writing_ || finish_sent_) return;
         if (!queue_.empty()) {
@@ -111,15 +113,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       }
     }
 
-    std::mutex mu_;
-    GenerateReactor* reactor_;            // guarded by mu_; null after OnDone
-    FrontendMetrics* const metrics_;      // may be null
+    absl::Mutex mu_;
+    GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_);  // null after OnDone
+    FrontendMetrics* const metrics_;                 // may be null
     const absl::Time arrival_ = absl::Now();
-    v1::Usage usage_;                     // guarded by mu_; from the last response
-    std::deque<grpc::ByteBuffer> queue_;  // guarded by mu_; front is being written
-    bool writing_ = false;                // guarded by mu_
-    std::optional<grpc::Status> finish_;  // guarded by mu_
-    bool finish_sent_ = false;            // guarded by mu_
+    v1::Usage usage_ ABSL_GUARDED_BY(mu_);  // from the last response
+    // The front is being written.
+    std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+    bool writing_ ABSL_GUARDED_BY(mu_) = false;
+    std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
+    bool finish_sent_ ABSL_GUARDED_BY(mu_) = false;
   };
 
   explicit GenerateReactor(FrontendMetrics* metrics)
@@ -163,9 +166,7 @@ void GenerationService::SetReady(ServingLoop* loop, const RequestLimits& limits,
   path_.SetReady(loop, limits, info);
 }
 
-void GenerationService::SetUnavailable(const std::string& reason) {
-  path_.SetUnavailable(reason);
-}
+void GenerationService::SetUnavailable(const std::string& reason) { path_.SetUnavailable(reason); }
 
 std::string GenerationService::NextRequestId() const { return path_.NextRequestId(); }
 

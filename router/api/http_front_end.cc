@@ -2,16 +2,16 @@
 
 #include <civetweb.h>
 
-#include <condition_variable>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "router/api/request_timeout.h"
@@ -51,17 +51,15 @@ struct Event {
 class EventQueue {
  public:
   void Push(Event event) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      events_.push_back(std::move(event));
-    }
-    ready_.notify_one();
+    absl::MutexLock lock(&mu_);
+    events_.push_back(std::move(event));
   }
   // The next event, or nullopt after `timeout`.
   std::optional<Event> Pop(absl::Duration timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!ready_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                         [&] { return !events_.empty(); })) {
+    absl::MutexLock lock(&mu_);
+    // Await re-evaluates the condition whenever mu_ is released, so Push
+    // needs no separate signal.
+    if (!mu_.AwaitWithTimeout(absl::Condition(this, &EventQueue::HasEvent), timeout)) {
       return std::nullopt;
     }
     Event e = std::move(events_.front());
@@ -70,9 +68,10 @@ class EventQueue {
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable ready_;
-  std::deque<Event> events_;
+  bool HasEvent() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty(); }
+
+  absl::Mutex mu_;
+  std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 
 class ChoiceSink final : public ResponseSink {

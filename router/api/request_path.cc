@@ -1,7 +1,5 @@
 #include "router/api/request_path.h"
 
-#include "proto/convert/sampling_convert.h"
-
 #include <random>
 #include <string_view>
 #include <utility>
@@ -17,20 +15,20 @@ RequestPath::RequestPath(const Tokenizer* tokenizer, const ChatTemplate* chat_te
 
 void RequestPath::SetReady(ServingLoop* loop, const RequestLimits& limits,
                            const v1::ModelInfoResponse& info) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   loop_ = loop;
   limits_ = limits;
   info_ = info;
 }
 
 void RequestPath::SetUnavailable(const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   loop_ = nullptr;
   unavailable_reason_ = reason;
 }
 
 absl::StatusOr<RequestPath::Serving> RequestPath::Ready() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (loop_ == nullptr) return absl::UnavailableError(unavailable_reason_);
   return Serving{.loop = loop_, .limits = limits_, .info = info_};
 }

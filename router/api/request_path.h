@@ -20,12 +20,12 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/tpserve/v1/generation.pb.h"
 #include "router/api/request_validation.h"
@@ -90,7 +90,7 @@ class RequestPath {
   mutable std::atomic<uint64_t> next_request_number_{1};
   std::atomic<FrontendMetrics*> frontend_metrics_{nullptr};
 
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   ServingLoop* loop_ ABSL_GUARDED_BY(mu_) = nullptr;  // null until ready
   RequestLimits limits_ ABSL_GUARDED_BY(mu_);
   v1::ModelInfoResponse info_ ABSL_GUARDED_BY(mu_);

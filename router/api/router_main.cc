@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/flags.h"
@@ -44,8 +44,8 @@
 #include "router/api/model_name.h"
 #include "router/api/router_metrics.h"
 #include "router/api/serving_loop.h"
-#include "router/cluster/rendezvous.h"
 #include "router/cluster/group_supervisor.h"
+#include "router/cluster/rendezvous.h"
 #include "router/tokenizer/chat_template.h"
 #include "router/tokenizer/tokenizer.h"
 #include "router/tokenizer/tokenizer_gguf.h"
@@ -108,7 +108,6 @@ ABSL_FLAG(int64_t, http_max_body_bytes, 4 << 20,
 
 namespace tpserve {
 namespace {
-
 
 absl::StatusOr<TokenizerData> LoadTokenizerData(const std::string& path) {
   struct stat st;
@@ -174,7 +173,7 @@ absl::StatusOr<ServingLoop::Options> LoopOptions(const ClusterInfo& cluster,
     options.eos_ids.push_back(tokenizer.eos_id());
   }
   TPS_RETURN_IF_ERROR(
-      router::ValidateSchedulerConfig(options.scheduler, options.num_blocks, options.block_size));
+      ValidateSchedulerConfig(options.scheduler, options.num_blocks, options.block_size));
   return options;
 }
 
@@ -276,8 +275,9 @@ absl::Status Run() {
   Log(absl::StrCat("listening: gRPC ", host, ":", grpc_port, ", metrics http://", host, ":",
                    metrics_port, "/metrics, rendezvous ", host, ":", rendezvous.port()));
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
-  std::vector<std::pair<std::string, int>> ports = {
-      {"grpc_port", grpc_port}, {"metrics_port", metrics_port}, {"rendezvous_port", rendezvous.port()}};
+  std::vector<std::pair<std::string, int>> ports = {{"grpc_port", grpc_port},
+                                                    {"metrics_port", metrics_port},
+                                                    {"rendezvous_port", rendezvous.port()}};
   WritePortFile(port_file, ports);
 
   // ---- BEGIN HTTP API (issue 14; router/api/http_front_end.h) ----------------
@@ -363,8 +363,7 @@ absl::Status Run() {
     bool alive = true;
     while (!stop_watch.load()) {
       absl::SleepFor(absl::Milliseconds(200));
-      const bool now_alive =
-          absl::Now() - loop.last_tick() < absl::GetFlag(FLAGS_liveness_timeout);
+      const bool now_alive = absl::Now() - loop.last_tick() < absl::GetFlag(FLAGS_liveness_timeout);
       if (now_alive != alive) {
         alive = now_alive;
         health->SetServingStatus("liveness", alive);
@@ -390,8 +389,7 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   tpserve::SetLogTag("router");
-  tpserve::ParseFlags(argc, argv,
-                      "tpserve-router: public gRPC API, scheduler and worker driver");
+  tpserve::ParseFlags(argc, argv, "tpserve-router: public gRPC API, scheduler and worker driver");
   absl::Status s = tpserve::Run();
   if (!s.ok()) {
     tpserve::Log(absl::StrCat("error: ", s.ToString()));

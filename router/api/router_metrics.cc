@@ -94,8 +94,9 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
   }
   recoveries_ = &prometheus::BuildCounter()
                      .Name("tpserve_group_recoveries_total")
-                     .Help("Group epochs ended by a failure, by cause (exited, hung, left_epoch, "
-                           "step_failed, step_timeout).")
+                     .Help(
+                         "Group epochs ended by a failure, by cause (exited, hung, left_epoch, "
+                         "step_failed, step_timeout).")
                      .Register(registry);
   for (const char* cause : {"exited", "hung", "left_epoch", "step_failed", "step_timeout"}) {
     recoveries_->Add({{"model_name", model_name_}, {"group", "0"}, {"cause", cause}});
@@ -105,8 +106,8 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
                            .Help("Time from a group failure to the next serving epoch.")
                            .Register(registry)
                            .Add({{"model_name", model_name_}, {"group", "0"}},
-                                prometheus::Histogram::BucketBoundaries{
-                                    0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600});
+                                prometheus::Histogram::BucketBoundaries{0.5, 1, 2, 3, 5, 10, 20, 30,
+                                                                        60, 120, 300, 600});
   group_epoch_ = &prometheus::BuildGauge()
                       .Name("tpserve_group_epoch")
                       .Help("The worker group's latest serving epoch.")
@@ -115,8 +116,8 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
 }
 
 void RouterMetrics::ObserveGroup(const GroupEvent& event) {
-  for (GroupState s : {GroupState::kStarting, GroupState::kServing, GroupState::kRecovering,
-                       GroupState::kDown}) {
+  for (GroupState s :
+       {GroupState::kStarting, GroupState::kServing, GroupState::kRecovering, GroupState::kDown}) {
     group_state_->Add({{"model_name", model_name_}, {"group", "0"}, {"state", GroupStateName(s)}})
         .Set(s == event.state ? 1 : 0);
   }
@@ -136,7 +137,7 @@ void RouterMetrics::CountFinished(const std::string& finished_reason) {
       .Increment();
 }
 
-void RouterMetrics::ObserveScheduler(const router::SchedulerMetrics& m) {
+void RouterMetrics::ObserveScheduler(const SchedulerMetrics& m) {
   running_->Set(static_cast<double>(m.num_running));
   waiting_->Set(static_cast<double>(m.num_waiting));
   kv_usage_->Set(m.kv_cache_usage_ratio);
@@ -163,8 +164,9 @@ FrontendMetrics::FrontendMetrics(prometheus::Registry& registry, const std::stri
                    .Register(registry);
   auto& duration = prometheus::BuildHistogram()
                        .Name("tpserve_frontend_request_duration_seconds")
-                       .Help("Time from a request's arrival at a front end until its response "
-                             "closed (success or error).")
+                       .Help(
+                           "Time from a request's arrival at a front end until its response "
+                           "closed (success or error).")
                        .Register(registry);
   auto& prompt = prometheus::BuildCounter()
                      .Name("tpserve_frontend_prompt_tokens_total")
@@ -192,7 +194,8 @@ void FrontendMetrics::CountRequest(Frontend frontend, absl::StatusCode code, dou
   std::string name = absl::StatusCodeToString(code);
   for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const int i = static_cast<int>(frontend);
-  requests_->Add({{"model_name", model_name_}, {"frontend", FrontendName(frontend)}, {"code", name}})
+  requests_
+      ->Add({{"model_name", model_name_}, {"frontend", FrontendName(frontend)}, {"code", name}})
       .Increment();
   duration_[i]->Observe(seconds);
   if (prompt_tokens > 0) prompt_tokens_[i]->Increment(static_cast<double>(prompt_tokens));

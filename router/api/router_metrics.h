@@ -31,7 +31,7 @@ class RouterMetrics {
 
   // Sets the gauges and advances the counters from a scheduler snapshot
   // (counters move by the difference to the previous snapshot).
-  void ObserveScheduler(const router::SchedulerMetrics& m);
+  void ObserveScheduler(const SchedulerMetrics& m);
   // finished_reason: "stop", "length" or "abort".
   void CountFinished(const std::string& finished_reason);
 
@@ -73,7 +73,7 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter>* recoveries_;
   prometheus::Histogram* recovery_seconds_;
   prometheus::Gauge* group_epoch_;
-  router::SchedulerMetrics last_;
+  SchedulerMetrics last_;
 };
 
 // Which public front end a request came through (the `frontend` label).
@@ -93,8 +93,8 @@ class FrontendMetrics {
  public:
   FrontendMetrics(prometheus::Registry& registry, const std::string& model_name);
 
-  void CountRequest(Frontend frontend, absl::StatusCode code, double seconds,
-                    int64_t prompt_tokens, int64_t generation_tokens);
+  void CountRequest(Frontend frontend, absl::StatusCode code, double seconds, int64_t prompt_tokens,
+                    int64_t generation_tokens);
 
  private:
   std::string model_name_;

@@ -17,7 +17,7 @@ struct ServingLoop::Live {
   StopStringMatcher matcher;
   absl::flat_hash_set<int32_t> stop_tokens;
   std::vector<int32_t> output;  // tokens streamed so far (resume re-prefills them)
-  bool scheduled = false;  // has been part of a sent step
+  bool scheduled = false;       // has been part of a sent step
   absl::Time last_token;
 
   int32_t generated() const { return static_cast<int32_t>(output.size()); }
@@ -30,7 +30,7 @@ struct ServingLoop::Live {
 
 // A step on its way through the workers.
 struct ServingLoop::InFlight {
-  router::ScheduledStep step;
+  ScheduledStep step;
   absl::Time sent;
   absl::Notification done;
   absl::StatusOr<v1::StepResponse> result;
@@ -38,10 +38,10 @@ struct ServingLoop::InFlight {
 
 namespace {
 
-v1::StepRequest ToProto(const router::ScheduledStep& step, std::vector<uint64_t>* extra_frees) {
+v1::StepRequest ToProto(const ScheduledStep& step, std::vector<uint64_t>* extra_frees) {
   v1::StepRequest request;
   request.set_step_id(step.step_id);
-  for (const router::ScheduledSequence& s : step.seqs) {
+  for (const ScheduledSequence& s : step.seqs) {
     v1::SequenceInput* in = request.add_seqs();
     in->set_seq_id(s.seq_id);
     in->mutable_tokens()->Add(s.tokens.begin(), s.tokens.end());
@@ -57,11 +57,11 @@ v1::StepRequest ToProto(const router::ScheduledStep& step, std::vector<uint64_t>
   return request;
 }
 
-const char* MetricReason(router::FinishReason reason) {
+const char* MetricReason(FinishReason reason) {
   switch (reason) {
-    case router::FinishReason::kStop:
+    case FinishReason::kStop:
       return "stop";
-    case router::FinishReason::kLength:
+    case FinishReason::kLength:
       return "length";
     default:
       return "abort";
@@ -83,8 +83,8 @@ ServingLoop::ServingLoop(Options options, StepExecutor* executor, const Tokenize
 ServingLoop::~ServingLoop() { Stop(); }
 
 void ServingLoop::ResetScheduler() {
-  scheduler_ = std::make_unique<router::Scheduler>(options_.scheduler, options_.num_blocks,
-                                                   options_.block_size);
+  scheduler_ =
+      std::make_unique<Scheduler>(options_.scheduler, options_.num_blocks, options_.block_size);
 }
 
 void ServingLoop::Start() {
@@ -94,11 +94,11 @@ void ServingLoop::Start() {
 
 void ServingLoop::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -106,7 +106,7 @@ uint64_t ServingLoop::Submit(GenerateJob job) {
   const uint64_t id = next_seq_id_.fetch_add(1);
   num_live_.fetch_add(1);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) {
       num_live_.fetch_sub(1);
       job.sink->Close(absl::UnavailableError("the router is shutting down; retry elsewhere"));
@@ -114,28 +114,28 @@ uint64_t ServingLoop::Submit(GenerateJob job) {
     }
     inbox_adds_.emplace_back(id, std::move(job));
   }
-  wake_.notify_one();
+  wake_.Signal();
   return id;
 }
 
 void ServingLoop::Cancel(uint64_t seq_id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     inbox_cancels_.push_back(seq_id);
   }
-  wake_.notify_one();
+  wake_.Signal();
 }
 
 void ServingLoop::DrainInbox() {
   std::vector<std::pair<uint64_t, GenerateJob>> adds;
   std::vector<uint64_t> cancels;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     adds.swap(inbox_adds_);
     cancels.swap(inbox_cancels_);
   }
   for (auto& [id, job] : adds) {
-    router::SchedulerRequest request;
+    SchedulerRequest request;
     request.seq_id = id;
     request.prompt = job.prompt;
     request.sampling = job.sampling;
@@ -159,7 +159,7 @@ void ServingLoop::DrainInbox() {
   for (uint64_t id : cancels) {
     if (!live_.contains(id)) continue;
     if (epoch_ == 0) {  // no group serves: no Schedule() will sweep it
-      (void)scheduler_->Finish(id, router::FinishReason::kCancelled);
+      (void)scheduler_->Finish(id, FinishReason::kCancelled);
       CloseLive(id, absl::CancelledError("request cancelled by the client"));
       continue;
     }
@@ -172,22 +172,24 @@ void ServingLoop::DrainInbox() {
 void ServingLoop::Run() {
   while (true) {
     last_tick_ns_ = absl::ToUnixNanos(absl::Now());
+    bool idle;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (stopping_) break;
-      if (in_flight_ == nullptr && !scheduler_->HasWork() && inbox_adds_.empty() &&
-          inbox_cancels_.empty()) {
-        if (!pending_frees_.empty()) {
-          std::vector<uint64_t> frees;
-          frees.swap(pending_frees_);
-          lock.unlock();
-          absl::Status s = executor_->Free(frees);
-          (void)s;  // a failing worker shows up on the next step
-          continue;
-        }
-        wake_.wait_for(lock, std::chrono::milliseconds(100));
+      idle = in_flight_ == nullptr && !scheduler_->HasWork() && inbox_adds_.empty() &&
+             inbox_cancels_.empty();
+      if (idle && pending_frees_.empty()) {
+        wake_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
         continue;
       }
+    }
+    if (idle) {
+      // pending_frees_ is the loop thread's own; the RPC runs unlocked.
+      std::vector<uint64_t> frees;
+      frees.swap(pending_frees_);
+      absl::Status s = executor_->Free(frees);
+      (void)s;  // a failing worker shows up on the next step
+      continue;
     }
     DrainInbox();
 
@@ -209,13 +211,13 @@ void ServingLoop::Run() {
     }
     if (epoch_ == 0) {
       WhileDown(absl::Now());
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait_for(lock, std::chrono::milliseconds(20));
+      absl::MutexLock lock(&mu_);
+      wake_.WaitWithTimeout(&mu_, absl::Milliseconds(20));
       continue;
     }
 
     // Build the next step; with a step in flight this overlaps its execution.
-    router::ScheduledStep next = scheduler_->Schedule(absl::Now());
+    ScheduledStep next = scheduler_->Schedule(absl::Now());
     if (in_flight_ != nullptr) {
       in_flight_->done.WaitForNotification();
       std::unique_ptr<InFlight> done = std::move(in_flight_);
@@ -248,8 +250,8 @@ void ServingLoop::Run() {
                             next.free_seq_ids.end());
       if (scheduler_->HasWork()) {
         // Work that cannot run yet (e.g. no free blocks): wait for a change.
-        std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait_for(lock, std::chrono::milliseconds(5));
+        absl::MutexLock lock(&mu_);
+        wake_.WaitWithTimeout(&mu_, absl::Milliseconds(5));
       }
       continue;
     }
@@ -262,9 +264,9 @@ void ServingLoop::Run() {
   FailAll(absl::UnavailableError("the router is shutting down; retry elsewhere"));
 }
 
-void ServingLoop::SendStep(router::ScheduledStep step) {
+void ServingLoop::SendStep(ScheduledStep step) {
   const absl::Time now = absl::Now();
-  for (const router::ScheduledSequence& s : step.seqs) {
+  for (const ScheduledSequence& s : step.seqs) {
     auto it = live_.find(s.seq_id);
     if (it == live_.end() || it->second->scheduled) continue;
     it->second->scheduled = true;
@@ -283,9 +285,9 @@ void ServingLoop::SendStep(router::ScheduledStep step) {
   });
 }
 
-absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
+absl::Status ServingLoop::ProcessResult(const ScheduledStep& step,
                                         const v1::StepResponse& response) {
-  std::vector<router::SampledTokenId> sampled;
+  std::vector<SampledTokenId> sampled;
   sampled.reserve(response.tokens_size());
   for (const v1::SampledToken& t : response.tokens()) {
     sampled.push_back({.seq_id = t.seq_id(), .token = t.token()});
@@ -336,32 +338,31 @@ absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
         reason = tokenizer_->Decode({token}).value_or("");
         if (reason.empty()) reason = tokenizer_->TokenText(token);
       }
-      FinishLive(t.seq_id(), router::FinishReason::kStop, std::move(out), reason);
+      FinishLive(t.seq_id(), FinishReason::kStop, std::move(out), reason);
       continue;
     }
     absl::StatusOr<std::string> delta = live.detok.Add(token);
     if (!delta.ok()) {
       CloseLive(t.seq_id(), absl::InternalError(absl::StrCat("worker returned token ", token, ": ",
                                                              delta.status().message())));
-      absl::StatusOr<router::FinishedSequence> f =
-          scheduler_->Finish(t.seq_id(), router::FinishReason::kAborted);
+      absl::StatusOr<FinishedSequence> f = scheduler_->Finish(t.seq_id(), FinishReason::kAborted);
       (void)f;
       continue;
     }
     StopStringMatcher::Result m = live.matcher.Append(*delta);
     out.mutable_text()->append(m.text);
     if (m.stopped) {
-      FinishLive(t.seq_id(), router::FinishReason::kStop, std::move(out), m.matched);
+      FinishLive(t.seq_id(), FinishReason::kStop, std::move(out), m.matched);
       continue;
     }
     if (live.generated() >= live.job.max_tokens) {
       StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
       out.mutable_text()->append(tail.text);
       if (tail.stopped) {
-        FinishLive(t.seq_id(), router::FinishReason::kStop, std::move(out), tail.matched);
+        FinishLive(t.seq_id(), FinishReason::kStop, std::move(out), tail.matched);
       } else {
         out.mutable_text()->append(live.matcher.Flush());
-        FinishLive(t.seq_id(), router::FinishReason::kLength, std::move(out), "");
+        FinishLive(t.seq_id(), FinishReason::kLength, std::move(out), "");
       }
       continue;
     }
@@ -370,19 +371,19 @@ absl::Status ServingLoop::ProcessResult(const router::ScheduledStep& step,
   return absl::OkStatus();
 }
 
-void ServingLoop::FinishLive(uint64_t seq_id, router::FinishReason reason,
-                             v1::GenerateResponse last, const std::string& stop_reason) {
+void ServingLoop::FinishLive(uint64_t seq_id, FinishReason reason, v1::GenerateResponse last,
+                             const std::string& stop_reason) {
   auto it = live_.find(seq_id);
   if (it == live_.end()) return;
   Live& live = *it->second;
   int32_t cached = 0;
   if (scheduler_->Contains(seq_id)) {
-    absl::StatusOr<router::FinishedSequence> f = scheduler_->Finish(seq_id, reason);
+    absl::StatusOr<FinishedSequence> f = scheduler_->Finish(seq_id, reason);
     if (f.ok()) cached = f->cached_tokens;
   }
   last.set_request_id(live.job.request_id);
-  last.set_finish_reason(reason == router::FinishReason::kLength ? v1::FINISH_REASON_LENGTH
-                                                                 : v1::FINISH_REASON_STOP);
+  last.set_finish_reason(reason == FinishReason::kLength ? v1::FINISH_REASON_LENGTH
+                                                         : v1::FINISH_REASON_STOP);
   last.set_stop_reason(stop_reason);
   v1::Usage* usage = last.mutable_usage();
   usage->set_prompt_tokens(static_cast<int32_t>(live.job.prompt.size()));
@@ -407,18 +408,18 @@ void ServingLoop::CloseLive(uint64_t seq_id, absl::Status status) {
   sink->Close(std::move(status));
 }
 
-void ServingLoop::HandleSchedulerFinished(const std::vector<router::FinishedSequence>& finished) {
-  for (const router::FinishedSequence& f : finished) {
+void ServingLoop::HandleSchedulerFinished(const std::vector<FinishedSequence>& finished) {
+  for (const FinishedSequence& f : finished) {
     auto it = live_.find(f.seq_id);
     if (it == live_.end()) continue;
     switch (f.reason) {
-      case router::FinishReason::kCancelled:
+      case FinishReason::kCancelled:
         CloseLive(f.seq_id, absl::CancelledError("request cancelled by the client"));
         break;
-      case router::FinishReason::kDeadline:
+      case FinishReason::kDeadline:
         CloseDeadline(f.seq_id);
         break;
-      case router::FinishReason::kLength:
+      case FinishReason::kLength:
         FinishLength(f.seq_id);
         break;
       default:
@@ -436,7 +437,7 @@ void ServingLoop::FinishLength(uint64_t seq_id) {
   v1::GenerateResponse last;
   StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
   last.set_text(tail.text + live.matcher.Flush());
-  FinishLive(seq_id, router::FinishReason::kLength, std::move(last), "");
+  FinishLive(seq_id, FinishReason::kLength, std::move(last), "");
 }
 
 void ServingLoop::CloseDeadline(uint64_t seq_id) {
@@ -456,7 +457,7 @@ void ServingLoop::Requeue() {
   std::sort(ids.begin(), ids.end());  // ids grow with arrival: keep FIFO order
   for (uint64_t id : ids) {
     Live& live = *live_.at(id);
-    router::SchedulerRequest request;
+    SchedulerRequest request;
     request.seq_id = id;
     request.prompt = live.job.prompt;
     request.prompt.insert(request.prompt.end(), live.output.begin(), live.output.end());
@@ -482,16 +483,15 @@ void ServingLoop::WhileDown(absl::Time now) {
     if (gave_up || now >= live->job.deadline) ids.push_back(id);
   }
   for (uint64_t id : ids) {
-    (void)scheduler_->Finish(id, gave_up ? router::FinishReason::kAborted
-                                         : router::FinishReason::kDeadline);
+    (void)scheduler_->Finish(id, gave_up ? FinishReason::kAborted : FinishReason::kDeadline);
     if (!gave_up) {
       CloseDeadline(id);
       continue;
     }
-    CloseLive(id, absl::UnavailableError(absl::StrCat(
-                      "no worker group served for ",
-                      absl::FormatDuration(options_.recovery_timeout),
-                      " (--recovery_timeout): ", executor_->DownReason())));
+    CloseLive(id,
+              absl::UnavailableError(absl::StrCat(
+                  "no worker group served for ", absl::FormatDuration(options_.recovery_timeout),
+                  " (--recovery_timeout): ", executor_->DownReason())));
   }
   metrics_->ObserveScheduler(scheduler_->metrics());
 }

@@ -29,16 +29,16 @@
 #define TPSERVE_ROUTER_API_SERVING_LOOP_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "router/api/response_sink.h"
 #include "router/api/router_metrics.h"
@@ -54,7 +54,7 @@ namespace tpserve {
 struct GenerateJob {
   std::string request_id;
   std::vector<int32_t> prompt;
-  router::SamplingParams sampling;
+  SamplingParams sampling;
   int32_t priority = 0;  // higher runs first
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time arrival = absl::Now();
@@ -68,7 +68,7 @@ struct GenerateJob {
 class ServingLoop {
  public:
   struct Options {
-    router::SchedulerConfig scheduler;
+    SchedulerConfig scheduler;
     int32_t num_blocks = 0;
     int32_t block_size = 0;
     std::vector<int32_t> eos_ids;  // end generation unless ignore_eos
@@ -100,10 +100,10 @@ class ServingLoop {
 
   void Run();
   void DrainInbox();
-  void SendStep(router::ScheduledStep step);
-  absl::Status ProcessResult(const router::ScheduledStep& step, const v1::StepResponse& response);
-  void HandleSchedulerFinished(const std::vector<router::FinishedSequence>& finished);
-  void FinishLive(uint64_t seq_id, router::FinishReason reason, v1::GenerateResponse last,
+  void SendStep(ScheduledStep step);
+  absl::Status ProcessResult(const ScheduledStep& step, const v1::StepResponse& response);
+  void HandleSchedulerFinished(const std::vector<FinishedSequence>& finished);
+  void FinishLive(uint64_t seq_id, FinishReason reason, v1::GenerateResponse last,
                   const std::string& stop_reason);
   void CloseLive(uint64_t seq_id, absl::Status status);
   void FailAll(const absl::Status& status);
@@ -125,15 +125,15 @@ class ServingLoop {
   std::atomic<uint64_t> next_seq_id_{1};
   std::atomic<int64_t> num_live_{0};
 
-  std::mutex mu_;  // guards the inbox and stopping_
-  std::condition_variable wake_;
-  std::vector<std::pair<uint64_t, GenerateJob>> inbox_adds_;
-  std::vector<uint64_t> inbox_cancels_;
-  bool stopping_ = false;
+  absl::Mutex mu_;
+  absl::CondVar wake_;  // signalled when the inbox or stopping_ changes
+  std::vector<std::pair<uint64_t, GenerateJob>> inbox_adds_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> inbox_cancels_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 
   // Loop thread only.
-  std::unique_ptr<router::Scheduler> scheduler_;
+  std::unique_ptr<Scheduler> scheduler_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Live>> live_;
   std::unique_ptr<InFlight> in_flight_;
   std::vector<uint64_t> pending_frees_;

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "router/tokenizer/tokenizer_gguf.h"
@@ -18,14 +20,14 @@ namespace {
 class CollectingSink : public ResponseSink {
  public:
   void Send(v1::GenerateResponse r) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     text_ += r.text();
     tokens_ += r.token_ids_size();
     last_ = std::move(r);
   }
   void Close(absl::Status s) override {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       status_ = std::move(s);
     }
     closed_.Notify();
@@ -34,28 +36,28 @@ class CollectingSink : public ResponseSink {
     return closed_.WaitForNotificationWithTimeout(d);
   }
   std::string text() {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     return text_;
   }
   int tokens() {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     return tokens_;
   }
   absl::Status status() {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     return status_;
   }
   v1::GenerateResponse last() {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     return last_;
   }
 
  private:
-  std::mutex mu_;
-  std::string text_;
-  int tokens_ = 0;
-  absl::Status status_;
-  v1::GenerateResponse last_;
+  absl::Mutex mu_;
+  std::string text_ ABSL_GUARDED_BY(mu_);
+  int tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  v1::GenerateResponse last_ ABSL_GUARDED_BY(mu_);
   absl::Notification closed_;
 };
 
@@ -86,9 +88,7 @@ class FakeExecutor : public StepExecutor {
   }
   absl::Status Free(const std::vector<uint64_t>&) override { return absl::OkStatus(); }
   uint64_t ServingEpoch() const override { return epoch_; }
-  std::string DownReason() const override {
-    return epoch_ == 0 ? "rank 1 (fake) exited" : "";
-  }
+  std::string DownReason() const override { return epoch_ == 0 ? "rank 1 (fake) exited" : ""; }
   void Heal() {
     fail_ = false;
     epoch_ = next_epoch_++;

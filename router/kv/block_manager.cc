@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
 
-namespace tpserve::router {
+namespace tpserve {
 namespace {
 
 constexpr uint64_t kRootHash = 0x7470736572766531ULL;  // parent of a first block
@@ -323,4 +323,4 @@ absl::Status BlockManager::CheckInvariants() const {
   return absl::OkStatus();
 }
 
-}  // namespace tpserve::router
+}  // namespace tpserve

@@ -32,7 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 
-namespace tpserve::router {
+namespace tpserve {
 
 // The longest run of cached full blocks at the start of a token sequence, as
 // found by FindCachedPrefix. Valid until the block manager is next modified.
@@ -154,6 +154,6 @@ class BlockManager {
   int64_t num_evictions_ = 0;
 };
 
-}  // namespace tpserve::router
+}  // namespace tpserve
 
 #endif  // TPSERVE_ROUTER_KV_BLOCK_MANAGER_H_

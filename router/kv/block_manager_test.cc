@@ -8,7 +8,7 @@
 
 #include "gtest/gtest.h"
 
-namespace tpserve::router {
+namespace tpserve {
 namespace {
 
 std::vector<int32_t> Iota(int32_t n, int32_t start = 0) {
@@ -237,4 +237,4 @@ TEST(BlockManagerTest, RandomizedInvariants) {
 }
 
 }  // namespace
-}  // namespace tpserve::router
+}  // namespace tpserve

@@ -20,7 +20,7 @@
 #include "absl/types/span.h"
 #include "router/scheduler/scheduled_step.h"
 
-namespace tpserve::router::testing {
+namespace tpserve::scheduler_testing {
 
 inline constexpr int32_t kFakeVocab = 1000;
 
@@ -102,6 +102,6 @@ class FakeWorker {
   absl::flat_hash_set<uint64_t> known_;
 };
 
-}  // namespace tpserve::router::testing
+}  // namespace tpserve::scheduler_testing
 
 #endif  // TPSERVE_ROUTER_SCHEDULER_FAKE_WORKER_H_

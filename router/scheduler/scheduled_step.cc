@@ -1,6 +1,6 @@
 #include "router/scheduler/scheduled_step.h"
 
-namespace tpserve::router {
+namespace tpserve {
 
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
@@ -18,4 +18,4 @@ const char* FinishReasonName(FinishReason reason) {
   return "unknown";
 }
 
-}  // namespace tpserve::router
+}  // namespace tpserve

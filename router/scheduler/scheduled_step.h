@@ -17,11 +17,7 @@
 
 #include "common/sampling_params.h"
 
-namespace tpserve::router {
-
-// common/sampling_params.h, spelled router::SamplingParams where the
-// serving loop names it.
-using SamplingParams = ::tpserve::SamplingParams;
+namespace tpserve {
 
 // Placeholder in ScheduledSequence::tokens for a token that the step in
 // flight has not returned yet; FinalizeStep replaces it. Never sent.
@@ -80,6 +76,6 @@ struct SampledTokenId {
   int32_t token = 0;
 };
 
-}  // namespace tpserve::router
+}  // namespace tpserve
 
 #endif  // TPSERVE_ROUTER_SCHEDULER_SCHEDULED_STEP_H_

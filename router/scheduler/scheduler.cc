@@ -15,7 +15,7 @@
 #include "router/kv/block_manager.h"
 #include "router/scheduler/sequence.h"
 
-namespace tpserve::router {
+namespace tpserve {
 
 absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_blocks,
                                      int32_t block_size) {
@@ -38,9 +38,9 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_
 
 namespace {
 
-using internal::RankLess;
-using internal::SeqState;
-using internal::Sequence;
+using scheduler_internal::RankLess;
+using scheduler_internal::SeqState;
+using scheduler_internal::Sequence;
 
 // A single-token slice of generated output that samples; the rest is prefill
 // (prompt chunks and recompute after preemption).
@@ -72,9 +72,9 @@ struct Scheduler::State {
     return c;
   }
 
-  // Public Scheduler methods hold `mu` for their whole body; the router may
-  // call Add/Cancel from RPC threads while its step loop schedules.
-  absl::Mutex mu;
+  // Public Scheduler methods hold `mu` for their whole body (why it exists
+  // although the serving loop calls from one thread: scheduler.h).
+  mutable absl::Mutex mu;
   const SchedulerConfig config;  // max_model_len resolved
   BlockManager blocks ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> seqs ABSL_GUARDED_BY(mu);
@@ -233,7 +233,7 @@ void Scheduler::State::AdmitWaiting(Build& build) {
     const int32_t end = prefix.num_tokens + n;
     // The watermark keeps room for running sequences to grow; with none
     // running it would only block a long prompt forever.
-    auto fits = [&] {
+    auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
       const int32_t reserve = running.empty() ? 0 : config.admission_watermark_blocks;
       return blocks.NumAvailableBlocks() - blocks.NumBlocksToTake(seq->id, end, &prefix) >= reserve;
     };
@@ -279,8 +279,8 @@ Scheduler::Scheduler(const SchedulerConfig& config, int32_t num_blocks, int32_t 
 Scheduler::~Scheduler() = default;
 
 absl::Status Scheduler::Add(SchedulerRequest request) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   if (request.prompt.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("request ", request.seq_id, " has an empty prompt"));
@@ -297,9 +297,9 @@ absl::Status Scheduler::Add(SchedulerRequest request) {
   const bool resume = request.prompt_len >= 0;
   if (resume && (request.prompt_len < 1 ||
                  request.prompt_len > static_cast<int32_t>(request.prompt.size()))) {
-    return absl::InvalidArgumentError(absl::StrCat("request ", request.seq_id, " resumes with prompt_len ",
-                                                   request.prompt_len, " of ",
-                                                   request.prompt.size(), " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat("request ", request.seq_id,
+                                                   " resumes with prompt_len ", request.prompt_len,
+                                                   " of ", request.prompt.size(), " tokens"));
   }
   if (!resume && static_cast<int32_t>(st.waiting.size()) >= st.config.max_waiting) {
     return absl::ResourceExhaustedError(absl::StrCat("server busy: ", st.waiting.size(),
@@ -330,8 +330,8 @@ absl::Status Scheduler::Cancel(uint64_t seq_id) {
 }
 
 ScheduledStep Scheduler::Schedule(absl::Time now) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   TPS_CHECK_LE(st.unresolved.size(), 1u)
       << "Schedule() with two unresolved steps; call OnStepResult first";
   ScheduledStep step;
@@ -391,8 +391,8 @@ ScheduledStep Scheduler::Schedule(absl::Time now) {
 }
 
 absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   StepRecord* record = nullptr;
   for (StepRecord& r : st.unresolved) {
     if (r.step_id == step->step_id) record = &r;
@@ -401,7 +401,8 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
     return absl::FailedPreconditionError(
         absl::StrCat("step ", step->step_id, " is not awaiting results"));
   }
-  auto live = [&](const ScheduledSequence& slice, const StepRecord::Slice& rec) -> const Sequence* {
+  auto live = [&](const ScheduledSequence& slice, const StepRecord::Slice& rec)
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) -> const Sequence* {
     auto it = st.seqs.find(slice.seq_id);
     if (it == st.seqs.end() || it->second->epoch != rec.epoch || !it->second->running()) {
       return nullptr;  // finished (or preempted) since Schedule(): already in a free list
@@ -457,8 +458,8 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
 }
 
 absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledTokenId> sampled) {
-  absl::MutexLock lock(&state_->mu);
   State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   if (st.unresolved.empty() || st.unresolved.front().step_id != step_id) {
     bool later = false;
     for (const StepRecord& r : st.unresolved) later |= r.step_id == step_id;
@@ -545,8 +546,8 @@ bool Scheduler::HasWork() const {
 const BlockManager& Scheduler::block_manager() const { return state_->blocks; }
 
 SchedulerMetrics Scheduler::metrics() const {
-  absl::MutexLock lock(&state_->mu);
   const State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   const BlockManagerStats bs = st.blocks.stats();
   SchedulerMetrics m;
   m.num_running = st.running.size();
@@ -561,8 +562,8 @@ SchedulerMetrics Scheduler::metrics() const {
 }
 
 absl::Status Scheduler::CheckInvariants() const {
-  absl::MutexLock lock(&state_->mu);
   const State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   TPS_RETURN_IF_ERROR(st.blocks.CheckInvariants());
   if (st.running.size() + st.waiting.size() != st.seqs.size()) {
     return absl::InternalError("a live sequence is neither running nor waiting");
@@ -594,4 +595,4 @@ absl::Status Scheduler::CheckInvariants() const {
   return absl::OkStatus();
 }
 
-}  // namespace tpserve::router
+}  // namespace tpserve

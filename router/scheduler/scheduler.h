@@ -14,8 +14,14 @@
 // with prompt + generated tokens to re-prefill. A waiting request preempts
 // only running ones of strictly lower priority.
 //
-// Thread-safe (one internal mutex): RPC threads may Add/Cancel while the step
-// loop runs. Step lifecycle, driven by the router's step loop:
+// Thread-safe (one internal absl::Mutex held for each public call's whole
+// body). The router's ServingLoop confines its scheduler to the loop thread
+// (RPC threads hand Add/Cancel to the loop's inbox), so there the mutex is
+// never contended. It stays because an uncontended lock is one atomic
+// operation per call, small next to the step's worker round trip, and it
+// keeps the scheduler correct for a caller that adds from other threads
+// (scheduler_test's AddAndCancelFromOtherThreadsWhileScheduling).
+// Step lifecycle, driven by the router's step loop:
 //
 //   Scheduler sched(config, num_blocks, block_size);
 //   TPS_RETURN_IF_ERROR(sched.Add({.seq_id = 1, .prompt = ids, .priority = 0}));
@@ -70,7 +76,7 @@
 #include "absl/types/span.h"
 #include "router/scheduler/scheduled_step.h"
 
-namespace tpserve::router {
+namespace tpserve {
 
 class BlockManager;
 
@@ -172,6 +178,6 @@ class Scheduler {
   std::unique_ptr<State> state_;
 };
 
-}  // namespace tpserve::router
+}  // namespace tpserve
 
 #endif  // TPSERVE_ROUTER_SCHEDULER_SCHEDULER_H_

@@ -17,7 +17,7 @@
 #include "benchmark/benchmark.h"
 #include "router/scheduler/scheduler.h"
 
-namespace tpserve::router {
+namespace tpserve {
 namespace {
 
 const absl::Time kNow = absl::FromUnixSeconds(1000);
@@ -100,6 +100,6 @@ void BM_MixedStep(benchmark::State& state) {
 BENCHMARK(BM_MixedStep)->Arg(16)->Arg(256)->Iterations(2000)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
-}  // namespace tpserve::router
+}  // namespace tpserve
 
 BENCHMARK_MAIN();

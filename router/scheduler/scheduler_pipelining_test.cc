@@ -10,11 +10,11 @@
 #include "router/scheduler/fake_worker.h"
 #include "router/scheduler/scheduler.h"
 
-namespace tpserve::router {
+namespace tpserve {
 namespace {
 
-using ::tpserve::router::testing::FakeWorker;
-using ::tpserve::router::testing::ReferenceNextToken;
+using ::tpserve::scheduler_testing::FakeWorker;
+using ::tpserve::scheduler_testing::ReferenceNextToken;
 
 const absl::Time kNow = absl::FromUnixSeconds(1000);
 
@@ -175,4 +175,4 @@ TEST(SchedulerPipeliningTest, PipelinedOutputsEqualSerialAndReference) {
 }
 
 }  // namespace
-}  // namespace tpserve::router
+}  // namespace tpserve

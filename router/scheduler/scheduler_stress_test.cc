@@ -20,11 +20,11 @@
 #include "router/scheduler/fake_worker.h"
 #include "router/scheduler/scheduler.h"
 
-namespace tpserve::router {
+namespace tpserve {
 namespace {
 
-using ::tpserve::router::testing::FakeWorker;
-using ::tpserve::router::testing::ReferenceNextToken;
+using ::tpserve::scheduler_testing::FakeWorker;
+using ::tpserve::scheduler_testing::ReferenceNextToken;
 
 struct Client {
   SchedulerRequest request;
@@ -243,4 +243,4 @@ INSTANTIATE_TEST_SUITE_P(Seeds, SchedulerStressTest, ::testing::ValuesIn(AllPara
                          });
 
 }  // namespace
-}  // namespace tpserve::router
+}  // namespace tpserve

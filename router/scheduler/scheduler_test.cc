@@ -13,11 +13,11 @@
 #include "router/kv/block_manager.h"
 #include "router/scheduler/fake_worker.h"
 
-namespace tpserve::router {
+namespace tpserve {
 namespace {
 
-using ::tpserve::router::testing::FakeWorker;
-using ::tpserve::router::testing::ReferenceNextToken;
+using ::tpserve::scheduler_testing::FakeWorker;
+using ::tpserve::scheduler_testing::ReferenceNextToken;
 
 const absl::Time kNow = absl::FromUnixSeconds(1000);
 
@@ -374,4 +374,4 @@ TEST(SchedulerTest, AddAndCancelFromOtherThreadsWhileScheduling) {
 }
 
 }  // namespace
-}  // namespace tpserve::router
+}  // namespace tpserve

@@ -19,7 +19,7 @@
 #include "absl/time/time.h"
 #include "router/scheduler/scheduled_step.h"
 
-namespace tpserve::router::internal {
+namespace tpserve::scheduler_internal {
 
 enum class SeqState { kWaiting, kRunning };
 
@@ -56,6 +56,6 @@ struct RankLess {
   }
 };
 
-}  // namespace tpserve::router::internal
+}  // namespace tpserve::scheduler_internal
 
 #endif  // TPSERVE_ROUTER_SCHEDULER_SEQUENCE_H_

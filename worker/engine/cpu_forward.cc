@@ -8,6 +8,7 @@
 
 #include "absl/time/clock.h"
 #include "common/check.h"
+#include "common/elapsed.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/thread_pool.h"
@@ -48,8 +49,6 @@ absl::Status RunLinear(const Linear& l, const float* x, int m, float* y,
   return absl::OkStatus();
 }
 
-double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
-
 class CpuForward final : public ForwardBackend {
  public:
   CpuForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, int num_threads,
@@ -82,7 +81,7 @@ class CpuForward final : public ForwardBackend {
     if (comm_.world_size() == 1) return absl::OkStatus();
     const absl::Time t0 = absl::Now();
     absl::Status s = comm_.AllReduceSum(buf, count, dtype);
-    timings->comm_s += Seconds(t0);
+    timings->comm_s += SecondsSince(t0);
     return s;
   }
 
@@ -211,7 +210,7 @@ absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>&
     const absl::Time t0 = absl::Now();
     TPS_RETURN_IF_ERROR(
         comm_.AllGather(head_out_.data(), gathered_.data(), R * maxv, CommDType::kF32));
-    timings->comm_s += Seconds(t0);
+    timings->comm_s += SecondsSince(t0);
     all = gathered_.data();
   }
   if (comm_.rank() != 0) return absl::OkStatus();

@@ -35,6 +35,7 @@
 #include "kernels/cuda/device.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "rendezvous/keys.h"
 #include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/host_communicator.h"
 #include "worker/comm/nccl/nccl_communicator.h"
@@ -42,7 +43,6 @@
 #include "worker/engine/engine.h"
 #include "worker/model/model_fingerprint.h"
 #include "worker/model/model_source.h"
-#include "rendezvous/keys.h"
 #include "worker/service/registrar.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
@@ -108,8 +108,8 @@ absl::StatusOr<WorkerConfig> ConfigFromFlags() {
   c.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   if (c.model_path.empty()) return absl::InvalidArgumentError("--model is required");
   if (c.world_size < 1 || c.rank < 0 || c.rank >= c.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--rank must be in [0, --world_size); got rank ", c.rank, " of ", c.world_size));
+    return absl::InvalidArgumentError(absl::StrCat("--rank must be in [0, --world_size); got rank ",
+                                                   c.rank, " of ", c.world_size));
   }
   if (c.backend != "cpu" && c.backend != "cuda") {
     return absl::InvalidArgumentError(
@@ -123,7 +123,7 @@ absl::StatusOr<WorkerConfig> ConfigFromFlags() {
   // no collectives; any communicator will do.)
   c.comm_backend = c.backend == "cuda" && c.world_size > 1 ? "nccl" : comm;
   if (c.backend == "cuda") {
-    const int devices = ::tpserve::cuda::DeviceCount();
+    const int devices = ::tpserve::kernels::cuda::DeviceCount();
     if (devices == 0) {
       return absl::FailedPreconditionError(
           "--backend=cuda: no CUDA device is visible on this host; use --backend=cpu");
@@ -195,7 +195,7 @@ absl::Status Run() {
   SetLogTag(absl::StrCat("worker ", c.rank));
   if (c.backend == "cuda") {
     Log(absl::StrCat("CUDA device ", c.cuda_device, ": ",
-                     ::tpserve::cuda::DeviceDescription(c.cuda_device)));
+                     ::tpserve::kernels::cuda::DeviceDescription(c.cuda_device)));
   }
   sigset_t signals;
   sigemptyset(&signals);
@@ -225,11 +225,10 @@ absl::Status Run() {
   service.SetMembershipListener([health](bool in_group) { health->SetServingStatus(in_group); });
 
   auto registry = std::make_shared<prometheus::Registry>();
-  TPS_ASSIGN_OR_RETURN(
-      std::unique_ptr<prometheus::Exposer> exposer,
-      StartMetricsExposer(
-          absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_metrics_port)),
-          "--metrics_port"));
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<prometheus::Exposer> exposer,
+                       StartMetricsExposer(absl::StrCat(absl::GetFlag(FLAGS_host), ":",
+                                                        absl::GetFlag(FLAGS_metrics_port)),
+                                           "--metrics_port"));
   exposer->RegisterCollectable(registry);
   const int metrics_port = exposer->GetListeningPorts().at(0);
   Log(absl::StrCat("listening: gRPC port ", grpc_port, ", metrics http://",
@@ -292,11 +291,11 @@ absl::Status Run() {
   metrics.SetMemory(engine->weight_bytes(), kv_bytes);
   metrics.SetLoaded(true);
   service.SetEngine(engine.get(), &metrics);
-  Log(absl::StrCat(
-      "ready in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
-      ": weights ", engine->weight_bytes() >> 20, " MiB, KV cache ", engine->num_kv_blocks(),
-      " blocks x ", engine->block_size(), " tokens (", kv_bytes >> 20,
-      " MiB); waiting for the router to start a group epoch"));
+  Log(absl::StrCat("ready in ",
+                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                   ": weights ", engine->weight_bytes() >> 20, " MiB, KV cache ",
+                   engine->num_kv_blocks(), " blocks x ", engine->block_size(), " tokens (",
+                   kv_bytes >> 20, " MiB); waiting for the router to start a group epoch"));
 
   // Serves until the signal thread ends the process.
   absl::Notification never;

@@ -95,8 +95,10 @@ class WorkerService final : public v1::Worker::Service {
   MembershipListener listener_ ABSL_GUARDED_BY(mu_);
   std::function<void(const std::string&)> log_ ABSL_GUARDED_BY(mu_);
 
-  // One Step/Free/Join at a time, in arrival order. Timed, so a Join waits
-  // a bounded time for a step that an abort is still unwinding.
+  // One Step/Free/Join at a time. Timed, so a Join waits a bounded time for
+  // a step that an abort is still unwinding. A std::timed_mutex because that
+  // needs try_lock_for: absl::Mutex::LockWhenWithTimeout bounds only the wait
+  // for its condition and then blocks until the mutex is free.
   std::timed_mutex step_mu_;
   absl::Mutex join_mu_;  // one Join at a time
 };

@@ -2,6 +2,8 @@
 // memory (tracked, and poisoned with NaN bytes on allocation), streams run
 // work synchronously, graphs record and replay it, launches are validated the
 // way the driver validates them and then run block by block.
+#include <cuda_runtime.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -9,8 +11,6 @@
 #include <map>
 #include <mutex>
 #include <vector>
-
-#include <cuda_runtime.h>
 
 #include "kernels/cuda/emu/scheduler.h"
 
@@ -55,6 +55,8 @@ bool ValidDevice(int device) { return device >= 0 && device < DeviceCount(); }
 thread_local int g_capturing_streams = 0;
 
 struct Registry {
+  // std::mutex, not absl::Mutex: the emulator stands in for the CUDA runtime
+  // and depends on the C++ standard library only.
   std::mutex mu;
   std::map<uintptr_t, size_t> device;  // base -> bytes
   std::map<uintptr_t, size_t> pinned;
@@ -130,7 +132,8 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
         b.grid = c.grid;
         // Uninitialised shared memory reads as NaN.
         std::memset(shared.data(), 0xff, shared.size());
-        b.dynamic_shared = shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
+        b.dynamic_shared =
+            shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
         b.dynamic_shared_bytes = c.shared_bytes;
         RunBlock(b, body, c.name);
       }
@@ -217,15 +220,26 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (!tpserve_emu::ValidDevice(device)) return tpserve_emu::Set(cudaErrorInvalidDevice);
   switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
-    case cudaDevAttrMultiProcessorCount: *value = 1; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 8; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMaxThreadsPerBlock:
+      *value = 1024;
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *value = 48 * 1024;
+      break;
+    case cudaDevAttrMultiProcessorCount:
+      *value = 1;
+      break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = 8;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
       *value = static_cast<int>(tpserve_emu::kMaxDynamicSharedOptin);
       break;
-    default: return tpserve_emu::Set(cudaErrorInvalidValue);
+    default:
+      return tpserve_emu::Set(cudaErrorInvalidValue);
   }
   return cudaSuccess;
 }
@@ -239,30 +253,49 @@ cudaError_t cudaPeekAtLastError() { return tpserve_emu::g_last_error; }
 
 const char* cudaGetErrorName(cudaError_t err) {
   switch (err) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorNotReady: return "cudaErrorNotReady";
-    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
-    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorIllegalState: return "cudaErrorIllegalState";
-    case cudaErrorUnknown: return "cudaErrorUnknown";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice:
+      return "cudaErrorNoDevice";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorIllegalState:
+      return "cudaErrorIllegalState";
+    case cudaErrorUnknown:
+      return "cudaErrorUnknown";
   }
   return "cudaErrorUnknown";
 }
 const char* cudaGetErrorString(cudaError_t err) {
   switch (err) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
-    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
-    default: return cudaGetErrorName(err);
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
+    default:
+      return cudaGetErrorName(err);
   }
 }
 
@@ -340,8 +373,8 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
   }
   return tpserve_emu::Enqueue(stream, [=] {
     for (size_t r = 0; r < height; ++r) {
-      std::memmove(static_cast<char*>(dst) + r * dpitch,
-                   static_cast<const char*>(src) + r * spitch, width);
+      std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch,
+                   width);
     }
   });
 }

@@ -6,11 +6,12 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
-#include <mutex>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status.h"
 #include "formats/dtype.h"
 #include "gloo/allgather.h"
@@ -22,6 +23,7 @@
 #include "gloo/rendezvous/store.h"
 #include "gloo/transport/tcp/device.h"
 #include "gloo/transport/unbound_buffer.h"
+#include "worker/comm/sticky_error.h"
 
 namespace tpserve {
 namespace {
@@ -106,7 +108,7 @@ class GlooCommunicator : public Communicator {
       case CommDType::kF16:
         return absl::UnimplementedError("gloo all-reduce: f16 sum is not supported");
     }
-    if (world_size_ == 1 || count == 0) return Check();
+    if (world_size_ == 1 || count == 0) return error_.Check();
     const size_t bytes = count * CommDTypeSize(dtype);
     elem_size_ = CommDTypeSize(dtype);
     if (bytes * world_size_ <= kDirectAllReduceMaxBytes) {
@@ -127,7 +129,7 @@ class GlooCommunicator : public Communicator {
     const size_t bytes = count * CommDTypeSize(dtype);
     char* mine = static_cast<char*>(recv) + rank_ * bytes;
     if (send != mine && bytes > 0) std::memmove(mine, send, bytes);
-    if (world_size_ == 1 || count == 0) return Check();
+    if (world_size_ == 1 || count == 0) return error_.Check();
     return Run("all-gather", opts, [&](std::chrono::milliseconds t) {
       gloo::AllgatherOptions o(context_);
       o.setOutput(static_cast<char*>(recv), bytes * world_size_);
@@ -142,7 +144,7 @@ class GlooCommunicator : public Communicator {
       return absl::InvalidArgumentError(
           absl::StrCat("broadcast root ", root, " outside world of ", world_size_));
     }
-    if (world_size_ == 1 || count == 0) return Check();
+    if (world_size_ == 1 || count == 0) return error_.Check();
     return Run("broadcast", opts, [&](std::chrono::milliseconds t) {
       gloo::BroadcastOptions o(context_);
       o.setOutput(static_cast<char*>(buf), count * CommDTypeSize(dtype));
@@ -153,7 +155,7 @@ class GlooCommunicator : public Communicator {
   }
 
   absl::Status Barrier(const CollectiveOptions& opts) override {
-    if (world_size_ == 1) return Check();
+    if (world_size_ == 1) return error_.Check();
     return Run("barrier", opts, [&](std::chrono::milliseconds t) {
       gloo::BarrierOptions o(context_);
       o.setTimeout(t);
@@ -161,17 +163,16 @@ class GlooCommunicator : public Communicator {
     });
   }
 
-  absl::Status Synchronize(void*) override { return Check(); }
+  absl::Status Synchronize(void*) override { return error_.Check(); }
 
   void Abort() override {
     if (aborted_.exchange(true)) return;
     {
-      std::lock_guard<std::mutex> lock(inflight_mu_);
+      absl::MutexLock lock(&inflight_mu_);
       if (inflight_in_ != nullptr) inflight_in_->abortWaitRecv();
       if (inflight_out_ != nullptr) inflight_out_->abortWaitSend();
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (error_.ok()) error_ = absl::CancelledError("communicator aborted");
+    error_.Record(absl::CancelledError("communicator aborted"));
     if (context_ != nullptr) {
       try {
         context_->closeConnections();
@@ -207,12 +208,12 @@ class GlooCommunicator : public Communicator {
     InFlight(GlooCommunicator& c, gloo::transport::UnboundBuffer* in,
              gloo::transport::UnboundBuffer* out)
         : c_(c) {
-      std::lock_guard<std::mutex> lock(c_.inflight_mu_);
+      absl::MutexLock lock(&c_.inflight_mu_);
       c_.inflight_in_ = in;
       c_.inflight_out_ = out;
     }
     ~InFlight() {
-      std::lock_guard<std::mutex> lock(c_.inflight_mu_);
+      absl::MutexLock lock(&c_.inflight_mu_);
       c_.inflight_in_ = nullptr;
       c_.inflight_out_ = nullptr;
     }
@@ -253,18 +254,9 @@ class GlooCommunicator : public Communicator {
     for (int r = 1; r < world_size_; ++r) fn(buf, buf, scratch_.data() + r * bytes, count);
   }
 
-  absl::Status Check() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!error_.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("communicator is broken by an earlier error: ", error_.ToString()));
-    }
-    return absl::OkStatus();
-  }
-
   template <typename Fn>
   absl::Status Run(const char* what, const CollectiveOptions& opts, Fn&& fn) {
-    TPS_RETURN_IF_ERROR(Check());
+    TPS_RETURN_IF_ERROR(error_.Check());
     absl::Duration timeout = opts.timeout > absl::ZeroDuration() ? opts.timeout : timeout_;
     absl::Status status;
     const absl::Time start = absl::Now();
@@ -285,8 +277,7 @@ class GlooCommunicator : public Communicator {
         status = absl::UnavailableError(msg);
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (error_.ok()) error_ = status;
+    error_.Record(status);
     return status;
   }
 
@@ -295,12 +286,11 @@ class GlooCommunicator : public Communicator {
   const absl::Duration timeout_;
   std::shared_ptr<gloo::Context> context_;
   std::atomic<bool> aborted_{false};
-  std::mutex mu_;
-  absl::Status error_;         // first error; guarded by mu_
+  StickyError error_;
   std::vector<char> scratch_;  // direct all-reduce receive area
-  std::mutex inflight_mu_;
-  gloo::transport::UnboundBuffer* inflight_in_ = nullptr;   // guarded by inflight_mu_
-  gloo::transport::UnboundBuffer* inflight_out_ = nullptr;  // guarded by inflight_mu_
+  absl::Mutex inflight_mu_;
+  gloo::transport::UnboundBuffer* inflight_in_ ABSL_GUARDED_BY(inflight_mu_) = nullptr;
+  gloo::transport::UnboundBuffer* inflight_out_ ABSL_GUARDED_BY(inflight_mu_) = nullptr;
   size_t elem_size_ = 4;  // element size of the all-reduce in flight
 };
 

@@ -99,7 +99,7 @@ void Rank(int port, int rank, int world, std::vector<double>* latency_us, std::s
 }
 
 int Main() {
-  const int devices = cuda::DeviceCount();
+  const int devices = kernels::cuda::DeviceCount();
   if (devices == 0) {
     std::printf("| bench: nccl all-reduce | skipped: no CUDA device | | | n/a |\n");
     return 0;

@@ -128,14 +128,14 @@ class NcclCommunicator : public Communicator {
 
   absl::Status AllReduceSum(void* buf, size_t count, CommDType dtype,
                             const CollectiveOptions& opts) override {
-    return Enqueue("ncclAllReduce", opts, [&](cudaStream_t s) {
+    return Enqueue("ncclAllReduce", opts, [&](cudaStream_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return ncclAllReduce(buf, buf, count, ToNccl(dtype), ncclSum, comm_, s);
     });
   }
 
   absl::Status AllGather(const void* send, void* recv, size_t count, CommDType dtype,
                          const CollectiveOptions& opts) override {
-    return Enqueue("ncclAllGather", opts, [&](cudaStream_t s) {
+    return Enqueue("ncclAllGather", opts, [&](cudaStream_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return ncclAllGather(send, recv, count, ToNccl(dtype), comm_, s);
     });
   }
@@ -146,7 +146,7 @@ class NcclCommunicator : public Communicator {
       return absl::InvalidArgumentError(
           absl::StrCat("Broadcast: root ", root, " outside [0, ", world_size_, ")"));
     }
-    return Enqueue("ncclBroadcast", opts, [&](cudaStream_t s) {
+    return Enqueue("ncclBroadcast", opts, [&](cudaStream_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return ncclBroadcast(buf, buf, count, ToNccl(dtype), root, comm_, s);
     });
   }
@@ -154,9 +154,10 @@ class NcclCommunicator : public Communicator {
   absl::Status Barrier(const CollectiveOptions& opts) override {
     CollectiveOptions own = opts;
     own.stream = stream_;
-    TPS_RETURN_IF_ERROR(Enqueue("ncclAllReduce (barrier)", own, [&](cudaStream_t s) {
-      return ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, s);
-    }));
+    TPS_RETURN_IF_ERROR(Enqueue(
+        "ncclAllReduce (barrier)", own, [&](cudaStream_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, s);
+        }));
     return Synchronize(stream_);
   }
 

@@ -21,9 +21,9 @@
 namespace tpserve {
 namespace {
 
-#define TPS_SKIP_WITHOUT_CUDA()                                                         \
-  do {                                                                                  \
-    if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device"; \
+#define TPS_SKIP_WITHOUT_CUDA()                                                                  \
+  do {                                                                                           \
+    if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device"; \
   } while (false)
 
 // Runs rank r's collectives on device r and checks their results.
@@ -84,7 +84,7 @@ void RunRank(int port, int rank, int world, std::vector<std::string>* errors) {
 
 TEST(NcclCommunicatorTest, CollectivesAcrossLocalDevices) {
   TPS_SKIP_WITHOUT_CUDA();
-  const int world = std::min(cuda::DeviceCount(), 4);
+  const int world = std::min(kernels::cuda::DeviceCount(), 4);
   TcpKvStoreServer server;
   ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
   std::vector<std::string> errors(world);

@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -21,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "common/status.h"
 #include "formats/dtype.h"
+#include "worker/comm/sticky_error.h"
 
 namespace tpserve {
 namespace {
@@ -180,37 +180,26 @@ class ShmCommunicator : public Communicator {
     return Run("barrier", opts.timeout, [&](absl::Time deadline) { return Wait(deadline); });
   }
 
-  absl::Status Synchronize(void*) override { return Check(); }
+  absl::Status Synchronize(void*) override { return error_.Check(); }
 
   void Abort() override {
     uint32_t expected = 0;
     hdr_->failed.compare_exchange_strong(expected, 2);
     hdr_->failed_rank.store(rank_);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (error_.ok()) error_ = absl::CancelledError("communicator aborted");
+    error_.Record(absl::CancelledError("communicator aborted"));
   }
 
  private:
-  absl::Status Check() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!error_.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("communicator is broken by an earlier error: ", error_.ToString()));
-    }
-    return absl::OkStatus();
-  }
-
   template <typename Fn>
   absl::Status Run(const char* what, absl::Duration timeout, Fn&& fn) {
-    TPS_RETURN_IF_ERROR(Check());
+    TPS_RETURN_IF_ERROR(error_.Check());
     if (timeout <= absl::ZeroDuration()) timeout = timeout_;
     absl::Status s = fn(absl::Now() + timeout);
     if (s.ok()) return s;
     s = Annotate(s, absl::StrCat("shm ", what, " on rank ", rank_, "/", world_));
     uint32_t expected = 0;
     if (hdr_->failed.compare_exchange_strong(expected, 1)) hdr_->failed_rank.store(rank_);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (error_.ok()) error_ = s;
+    error_.Record(s);
     return s;
   }
 
@@ -261,8 +250,7 @@ class ShmCommunicator : public Communicator {
   SegmentHeader* hdr_;
   size_t slot_bytes_ = 0;
   uint8_t* slots_[kMaxWorld] = {};
-  std::mutex mu_;
-  absl::Status error_;  // guarded by mu_
+  StickyError error_;
 };
 
 std::string HostName() {

@@ -38,7 +38,7 @@ class CudaEngineErrorTest : public ::testing::Test {
 };
 
 TEST_F(CudaEngineErrorTest, CudaWithoutDeviceIsFailedPrecondition) {
-  if (::tpserve::cuda::DeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
+  if (::tpserve::kernels::cuda::DeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
   EngineOptions options;
   options.backend = "cuda";
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(*model_, *comm_, options);

@@ -179,7 +179,7 @@ std::vector<std::string> ModelPaths() {
 }
 
 TEST(CudaEngineParity, OneRankMatchesCpuEngine) {
-  if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
   int tested = 0;
   for (const std::string& path : ModelPaths()) {
     SCOPED_TRACE(path);
@@ -228,7 +228,7 @@ TEST(CudaEngineParity, OneRankMatchesCpuEngine) {
 // batch sizes 1-4, a context crossing one 256-token partition, a prefill in
 // between, and a larger prefill that regrows scratch (dropping every graph).
 TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
-  if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
   const std::string path = ModelPaths().front();
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
@@ -311,7 +311,7 @@ TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
 // samples on the device, the other is forced onto the host sampler by
 // logprobs = true.
 TEST(CudaEngineParity, DeviceSamplingMatchesHostSampling) {
-  if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
   const std::string path = ModelPaths().front();
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
@@ -379,7 +379,7 @@ TEST(CudaEngineParity, DeviceSamplingMatchesHostSampling) {
 // A model the CUDA kernels cannot run fails at Engine::Create with a clear
 // error, not at the first step.
 TEST(CudaEngineParity, HeadDimAbove256IsRejectedAtCreate) {
-  if (::tpserve::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
   const std::string path = std::string(::testing::TempDir()) + "/cuda_head_dim_320.gguf";
   TestModelSpec spec;
   spec.hidden_size = 640;
@@ -403,7 +403,7 @@ TEST(CudaEngineParity, HeadDimAbove256IsRejectedAtCreate) {
 }
 
 TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
-  if (::tpserve::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";
+  if (::tpserve::kernels::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";
   int tested = 0;
   for (const std::string& path : ModelPaths()) {
     SCOPED_TRACE(path);

@@ -18,9 +18,9 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
+#include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/nccl/nccl_communicator.h"
-#include "rendezvous/tcp_kv_store.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model_source.h"
 
@@ -110,7 +110,7 @@ std::vector<float> RunCuda(const std::string& path, int world, bool invariant) {
 }
 
 void CheckInvariance(const TestModelSpec& spec, const std::string& name) {
-  if (::tpserve::cuda::DeviceCount() < 3) GTEST_SKIP() << "skipped: needs 3 CUDA devices";
+  if (::tpserve::kernels::cuda::DeviceCount() < 3) GTEST_SKIP() << "skipped: needs 3 CUDA devices";
   const std::string path = std::string(::testing::TempDir()) + "/" + name;
   ASSERT_TRUE(WriteTestModel(spec, path).ok());
   const std::vector<float> tp1 = RunCuda(path, 1, true);

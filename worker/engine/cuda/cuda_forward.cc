@@ -337,7 +337,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelCon
                                                                   Communicator& comm, int device,
                                                                   bool cuda_graphs,
                                                                   bool tp_invariant) {
-  const int count = ::tpserve::cuda::DeviceCount();
+  const int count = ::tpserve::kernels::cuda::DeviceCount();
   if (count == 0) {
     return absl::FailedPreconditionError(
         "backend=cuda: no CUDA device is visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES "

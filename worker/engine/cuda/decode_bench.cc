@@ -127,7 +127,7 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps) {
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (::tpserve::cuda::DeviceCount() == 0) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) {
     PrintRow("decode", "SKIPPED: no CUDA device", "", "", -1);
     return 0;
   }
