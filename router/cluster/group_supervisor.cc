@@ -343,6 +343,9 @@ void GroupSupervisor::Fail(uint64_t epoch, int rank, const std::string& cause,
       failure_ = reason_;
       return;
     }
+    // Whoever sees kRecovering sees its reason too (EndEpoch repeats it).
+    reason_ = EpochEndReason(group, epoch, Failure{rank, cause, detail});
+    failure_ = reason_;
   }
   EndEpoch(group, epoch, Failure{rank, cause, detail});
 }
@@ -381,12 +384,17 @@ void GroupSupervisor::RaiseStepDeadline() {
       absl::FormatDuration(options_.step_timeout_per_token * scale * 2), " per token"));
 }
 
-void GroupSupervisor::EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure& failure) {
+std::string GroupSupervisor::EpochEndReason(const WorkerGroup* group, uint64_t epoch,
+                                            const Failure& failure) {
   const std::string who = failure.rank >= 0 ? absl::StrCat("rank ", failure.rank, " (",
                                                            group->addresses()[failure.rank], ")")
                                             : "a rank";
-  const std::string why = absl::StrCat("group epoch ", epoch, " ended: ", who, " ", failure.cause,
-                                       ": ", failure.detail, "; RECOVERING");
+  return absl::StrCat("group epoch ", epoch, " ended: ", who, " ", failure.cause, ": ",
+                      failure.detail, "; RECOVERING");
+}
+
+void GroupSupervisor::EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure& failure) {
+  const std::string why = EpochEndReason(group, epoch, failure);
   {
     absl::MutexLock lock(&mu_);
     failure_ = why;

@@ -142,6 +142,8 @@ class GroupSupervisor : public StepExecutor {
   void RaiseStepDeadline();
   // Aborts `epoch` on every rank, logs, counts and reports the failure.
   void EndEpoch(WorkerGroup* group, uint64_t epoch, const Failure& failure);
+  static std::string EpochEndReason(const WorkerGroup* group, uint64_t epoch,
+                                    const Failure& failure);
   void Transition(GroupState state, const std::string& why, GroupEvent event);
   // Retires the current WorkerGroup (kept alive until Stop: calls in flight
   // may still reference it) and creates one for `addresses`.

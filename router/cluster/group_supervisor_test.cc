@@ -152,7 +152,11 @@ TEST_F(GroupSupervisorTest, AnExitedRankIsDetectedNamedAndTheGroupReforms) {
   // Steps are refused while recovering, with the reason.
   absl::StatusOr<v1::StepResponse> r = Step(1);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
-  // Rank 0 was told to abort the ended epoch.
+  // Rank 0 was told to abort the ended epoch (an asynchronous RPC).
+  const absl::Time abort_until = absl::Now() + absl::Seconds(5);
+  while (workers_[0]->aborts.load() < 1 && absl::Now() < abort_until) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   EXPECT_GE(workers_[0]->aborts.load(), 1);
 
   AddWorker(1);  // a replacement registers (new port)
