@@ -30,10 +30,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/cluster_tls_flags.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/serve_util.h"
 #include "common/status.h"
+#include "common/tls_config.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -105,6 +107,21 @@ ABSL_FLAG(int, http_threads, 64,
 ABSL_FLAG(int64_t, http_max_body_bytes, 4 << 20,
           "Largest HTTP request body; larger ones are answered 400");
 // ---- END HTTP API flags ----------------------------------------------------
+
+// ---- BEGIN TLS flags (issue 12; common/tls_config.h, docs/security.md) -----
+// The cluster's --cluster_ca_file/--cluster_cert_file/--cluster_key_file come
+// from common/cluster_tls_flags.
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the public gRPC port; with --tls_key_file the port "
+          "serves TLS only (empty = plaintext). Re-read every --tls_reload_interval");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key of --tls_cert_file; must not be readable by other users");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(60),
+          "How often the TLS certificate, key and CA files are re-read (rotation without "
+          "restart: new connections get the new certificate)");
+// ---- END TLS flags ---------------------------------------------------------
 
 namespace tpserve {
 namespace {
@@ -216,6 +233,24 @@ void WaitAndDrain(sigset_t signals, GenerationService& service, ServingLoop& loo
   }
 }
 
+// The public port's credentials. The HTTP API (civetweb) cannot rotate
+// certificates, so a TLS router refuses to open it in plaintext next to the
+// TLS gRPC port (docs/security.md "The HTTP port").
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> PublicCredentialsFromFlags() {
+  PublicTlsFiles files;
+  files.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  files.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  files.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  files.reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  if (files.enabled() && absl::GetFlag(FLAGS_http_port) >= 0) {
+    return absl::InvalidArgumentError(
+        "--http_port serves plaintext HTTP and cannot be combined with --tls_cert_file; "
+        "terminate TLS for the HTTP API in an ingress or service mesh in front of a "
+        "router without --tls_cert_file, or use the gRPC API over TLS");
+  }
+  return PublicServerCredentials(files);
+}
+
 absl::Status Run() {
   const std::string model_path = absl::GetFlag(FLAGS_model);
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
@@ -231,6 +266,10 @@ absl::Status Run() {
     }
   }
 
+  TPS_ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ServerCredentials> public_credentials,
+                       PublicCredentialsFromFlags());
+  TPS_ASSIGN_OR_RETURN(const ClusterTls cluster_tls, ClusterTlsFromFlags());
+
   // Block the shutdown signals in every thread; main waits for them below.
   sigset_t signals;
   sigemptyset(&signals);
@@ -245,15 +284,16 @@ absl::Status Run() {
   Log(absl::StrCat("tokenizer ready: ", tokenizer.vocab_size(), " tokens"));
 
   Rendezvous rendezvous;
-  TPS_RETURN_IF_ERROR(rendezvous.Start(host, absl::GetFlag(FLAGS_rendezvous_port)));
+  TPS_RETURN_IF_ERROR(rendezvous.Start(host, absl::GetFlag(FLAGS_rendezvous_port),
+                                       cluster_tls.ServerCredentials()));
 
   GenerationService service(&tokenizer, chat_template.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)), public_credentials,
+                           &grpc_port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
@@ -272,8 +312,12 @@ absl::Status Run() {
                           "--metrics_port"));
   exposer->RegisterCollectable(registry);
   const int metrics_port = exposer->GetListeningPorts().at(0);
-  Log(absl::StrCat("listening: gRPC ", host, ":", grpc_port, ", metrics http://", host, ":",
-                   metrics_port, "/metrics, rendezvous ", host, ":", rendezvous.port()));
+  Log(absl::StrCat("listening: gRPC ", host, ":", grpc_port,
+                   absl::GetFlag(FLAGS_tls_cert_file).empty()        ? " (plaintext)"
+                   : absl::GetFlag(FLAGS_tls_client_ca_file).empty() ? " (TLS)"
+                                                                     : " (mTLS)",
+                   ", metrics http://", host, ":", metrics_port, "/metrics, rendezvous ", host, ":",
+                   rendezvous.port(), cluster_tls.enabled() ? " (cluster mTLS)" : ""));
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   std::vector<std::pair<std::string, int>> ports = {{"grpc_port", grpc_port},
                                                     {"metrics_port", metrics_port},
@@ -309,9 +353,10 @@ absl::Status Run() {
   const std::string flag_name = absl::GetFlag(FLAGS_model_name);
   std::unique_ptr<RouterMetrics> metrics;  // needs the model name: set once serving
   absl::Mutex metrics_mu;
-  GroupSupervisor group(
-      GroupOptionsFromFlags(world_size, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0),
-      &rendezvous);
+  GroupOptions group_options =
+      GroupOptionsFromFlags(world_size, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0);
+  group_options.worker_credentials = cluster_tls.ChannelCredentials();
+  GroupSupervisor group(std::move(group_options), &rendezvous);
   std::atomic<bool> ready{false};
   group.SetListener([&](GroupState state, const std::string& why) {
     health->SetServingStatus(state == GroupState::kServing);

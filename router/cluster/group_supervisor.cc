@@ -104,7 +104,7 @@ absl::StatusOr<ClusterInfo> GroupSupervisor::WaitUntilServing(absl::Duration tim
 WorkerGroup* GroupSupervisor::GroupFor(const std::vector<std::string>& addresses) {
   absl::MutexLock lock(&mu_);
   if (group_ != nullptr && group_->addresses() == addresses) return group_;
-  groups_.push_back(std::make_unique<WorkerGroup>(addresses));
+  groups_.push_back(std::make_unique<WorkerGroup>(addresses, options_.worker_credentials));
   group_ = groups_.back().get();
   return group_;
 }

@@ -77,6 +77,9 @@ struct GroupOptions {
   // health); the serving loop fails waiting requests then.
   absl::Duration recovery_timeout = absl::Minutes(5);
   int32_t warmup_token = 0;
+  // Channel credentials for the worker ranks (null = plaintext); the router
+  // passes the cluster mTLS ones (common/tls_config.h).
+  std::shared_ptr<grpc::ChannelCredentials> worker_credentials;
   std::function<void(const std::string&)> log = [](const std::string&) {};
 };
 

@@ -8,12 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rendezvous/grpc_kv_store.h"
 #include "router/cluster/fake_worker_service.h"
-#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 namespace {
@@ -24,7 +25,8 @@ class GroupSupervisorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(rendezvous_.Start("127.0.0.1", 0).ok());
-    store_ = std::make_unique<TcpKvStoreClient>("127.0.0.1", rendezvous_.port());
+    store_ = std::make_unique<GrpcKvStoreClient>(absl::StrCat("127.0.0.1:", rendezvous_.port()),
+                                                 grpc::InsecureChannelCredentials());
     for (int r = 0; r < 2; ++r) AddWorker(r);
   }
   void TearDown() override {
@@ -95,7 +97,7 @@ class GroupSupervisorTest : public ::testing::Test {
   }
 
   Rendezvous rendezvous_;
-  std::unique_ptr<TcpKvStoreClient> store_;
+  std::unique_ptr<GrpcKvStoreClient> store_;
   std::vector<std::unique_ptr<FakeWorkerService>> workers_;
   std::vector<std::unique_ptr<FakeWorkerServer>> servers_;
   std::unique_ptr<GroupSupervisor> supervisor_;

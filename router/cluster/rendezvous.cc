@@ -15,19 +15,19 @@ Rendezvous::Rendezvous() {
 
 Rendezvous::~Rendezvous() { server_.Stop(); }
 
-absl::Status Rendezvous::Start(const std::string& host, int port) {
-  TPS_RETURN_IF_ERROR(
-      Annotate(server_.Start(host, port), absl::StrCat("rendezvous store on ", host, ":", port)));
-  client_ = std::make_unique<TcpKvStoreClient>("127.0.0.1", server_.port());
-  return client_->Set(kSessionKey, session_);
+absl::Status Rendezvous::Start(const std::string& host, int port,
+                               std::shared_ptr<grpc::ServerCredentials> credentials) {
+  if (credentials == nullptr) credentials = grpc::InsecureServerCredentials();
+  TPS_RETURN_IF_ERROR(Annotate(server_.Start(host, port, std::move(credentials)),
+                               absl::StrCat("rendezvous store on ", host, ":", port)));
+  return server_.Set(kSessionKey, session_);
 }
 
 absl::StatusOr<std::string> Rendezvous::Lookup(int rank) {
-  absl::StatusOr<std::string> addr =
-      client_->Get(WorkerKey(session_, rank), absl::Milliseconds(1));
+  absl::StatusOr<std::string> addr = server_.Get(WorkerKey(session_, rank), absl::Milliseconds(1));
   if (!addr.ok() && addr.status().code() == absl::StatusCode::kDeadlineExceeded) {
-    return absl::NotFoundError(absl::StrCat("worker rank ", rank,
-                                            " has not registered at rendezvous port ", port()));
+    return absl::NotFoundError(
+        absl::StrCat("worker rank ", rank, " has not registered at rendezvous port ", port()));
   }
   return addr;
 }

@@ -22,11 +22,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/server_credentials.h"
+#include "rendezvous/grpc_kv_store.h"
 #include "rendezvous/keys.h"
-#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
-
 
 class Rendezvous {
  public:
@@ -34,7 +34,10 @@ class Rendezvous {
   ~Rendezvous();
 
   // Listens on host:port (0 = any free port) and publishes a new session id.
-  [[nodiscard]] absl::Status Start(const std::string& host, int port);
+  // `credentials` null = plaintext; the router passes the cluster mTLS ones
+  // (common/tls_config.h), so only cluster members can read or register.
+  [[nodiscard]] absl::Status Start(const std::string& host, int port,
+                                   std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
   int port() const { return server_.port(); }
   const std::string& session() const { return session_; }
 
@@ -42,10 +45,8 @@ class Rendezvous {
   // when they restart); NOT_FOUND if it has not registered.
   [[nodiscard]] absl::StatusOr<std::string> Lookup(int rank);
 
-
  private:
-  TcpKvStoreServer server_;
-  std::unique_ptr<TcpKvStoreClient> client_;
+  GrpcKvStoreServer server_;
   std::string session_;
 };
 

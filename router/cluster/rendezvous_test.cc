@@ -1,5 +1,6 @@
 #include "router/cluster/rendezvous.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -13,7 +14,8 @@ TEST(RendezvousTest, WorkersRegisterUnderTheSession) {
   ASSERT_TRUE(rdv.Start("127.0.0.1", 0).ok());
   ASSERT_GT(rdv.port(), 0);
   // What a worker does (worker/service/worker_main.cc).
-  TcpKvStoreClient worker("127.0.0.1", rdv.port());
+  GrpcKvStoreClient worker(absl::StrCat("127.0.0.1:", rdv.port()),
+                           grpc::InsecureChannelCredentials());
   absl::StatusOr<std::string> session = worker.Get(kSessionKey, absl::Seconds(5));
   ASSERT_TRUE(session.ok()) << session.status();
   EXPECT_EQ(*session, rdv.session());

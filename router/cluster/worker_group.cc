@@ -41,7 +41,10 @@ struct AbortFanout {
 
 }  // namespace
 
-WorkerGroup::WorkerGroup(std::vector<std::string> addresses) : addresses_(std::move(addresses)) {
+WorkerGroup::WorkerGroup(std::vector<std::string> addresses,
+                         std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : addresses_(std::move(addresses)) {
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   // Reconnect quickly to a restarted rank (gRPC's default backoff grows to 2 min).
@@ -49,8 +52,7 @@ WorkerGroup::WorkerGroup(std::vector<std::string> addresses) : addresses_(std::m
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   for (const std::string& address : addresses_) {
-    stubs_.push_back(v1::Worker::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+    stubs_.push_back(v1::Worker::NewStub(grpc::CreateCustomChannel(address, credentials, args)));
   }
 }
 

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
 #include "proto/tpserve/v1/worker.grpc.pb.h"
 
 namespace tpserve {
@@ -28,8 +29,10 @@ class WorkerGroup {
  public:
   using StepCallback = std::function<void(absl::StatusOr<v1::StepResponse>)>;
 
-  // `addresses[r]` is rank r's gRPC address ("host:port").
-  explicit WorkerGroup(std::vector<std::string> addresses);
+  // `addresses[r]` is rank r's gRPC address ("host:port"); `credentials`
+  // null = plaintext (the router passes the cluster mTLS ones).
+  explicit WorkerGroup(std::vector<std::string> addresses,
+                       std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   // Waits for fan-outs still in flight (each has a deadline).
   ~WorkerGroup();
 

@@ -4,6 +4,7 @@
 //   tpserve chat                      # interactive, multi-turn; empty line or Ctrl-D ends
 //   tpserve chat "What is 2+2?"       # one turn, then exit
 //   tpserve info
+//   tpserve info --router=tpserve.example:443 --tls_ca_file=ca.pem   # TLS router
 //
 // Tokens are printed as they stream in; each answer ends with a line giving
 // time to first token, token count and tokens/s (on stderr, so stdout holds
@@ -22,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/tls_config.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/tpserve/v1/generation.grpc.pb.h"
 
@@ -38,6 +40,15 @@ ABSL_FLAG(std::string, system, "", "chat: system prompt");
 ABSL_FLAG(int, priority, 0, "Request priority (higher runs first)");
 ABSL_FLAG(double, timeout, 300, "Deadline of each request, seconds");
 ABSL_FLAG(bool, stats, true, "Print TTFT and tokens/s after each answer");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "Connect over TLS, trusting this PEM CA bundle (the router's --tls_cert_file issuer)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM client certificate for a router that requires one (--tls_client_ca_file); "
+          "implies TLS");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to check the router's certificate against when it differs from the host in "
+          "--router (e.g. connecting by IP)");
 
 namespace tpserve {
 namespace {
@@ -176,8 +187,19 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[1];
   std::vector<std::string> rest(args.begin() + 2, args.end());
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      tpserve::ClientChannelCredentials(absl::GetFlag(FLAGS_tls_ca_file),
+                                        absl::GetFlag(FLAGS_tls_cert_file),
+                                        absl::GetFlag(FLAGS_tls_key_file));
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "tpserve: %s\n", std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  grpc::ChannelArguments channel_args;
+  if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
+    channel_args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
+  }
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router), *credentials, channel_args);
   auto stub = tpserve::v1::Generation::NewStub(channel);
   if (command == "generate") {
     if (rest.empty()) {

@@ -4,19 +4,22 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "rendezvous/grpc_kv_store.h"
 #include "rendezvous/keys.h"
-#include "rendezvous/tcp_kv_store.h"
 
 namespace tpserve {
 
 Registrar::Registrar(std::string store_host, int store_port, int rank, std::string address,
-                     std::function<void(const std::string&)> log, absl::Duration interval)
+                     std::function<void(const std::string&)> log, absl::Duration interval,
+                     std::shared_ptr<grpc::ChannelCredentials> credentials)
     : store_host_(std::move(store_host)),
       store_port_(store_port),
       rank_(rank),
       address_(std::move(address)),
       log_(std::move(log)),
-      interval_(interval) {}
+      interval_(interval),
+      credentials_(credentials != nullptr ? std::move(credentials)
+                                          : grpc::InsecureChannelCredentials()) {}
 
 Registrar::~Registrar() { Stop(); }
 
@@ -35,12 +38,13 @@ std::string Registrar::session() const {
 }
 
 void Registrar::Run() {
-  std::unique_ptr<TcpKvStoreClient> store;
+  std::unique_ptr<GrpcKvStoreClient> store;
   std::string registered;  // session we published our address in
-  bool outage = false;  // logged once per outage, not every retry
+  bool outage = false;     // logged once per outage, not every retry
   while (!stop_.HasBeenNotified()) {
     if (store == nullptr) {
-      store = std::make_unique<TcpKvStoreClient>(store_host_, store_port_, interval_);
+      store = std::make_unique<GrpcKvStoreClient>(absl::StrCat(store_host_, ":", store_port_),
+                                                  credentials_, interval_);
     }
     absl::StatusOr<std::string> session = store->Get(kSessionKey, interval_);
     absl::Status s = session.status();

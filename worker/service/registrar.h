@@ -6,7 +6,8 @@
 // soon as a store answers. The router finds the worker from that key; the
 // worker needs no restart when the router does.
 //
-//   Registrar reg("10.0.0.1", 29500, /*rank=*/1, "10.0.0.2:50061", log);
+//   Registrar reg("10.0.0.1", 29500, /*rank=*/1, "10.0.0.2:50061", log,
+//                 absl::Seconds(1), cluster_tls.ChannelCredentials());
 //   reg.Start();               // background thread
 //   std::string s = reg.session();  // "" until registered
 //   reg.Stop();
@@ -14,6 +15,7 @@
 #define TPSERVE_WORKER_SERVICE_REGISTRAR_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -21,14 +23,16 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
 
 namespace tpserve {
 
 class Registrar {
  public:
   Registrar(std::string store_host, int store_port, int rank, std::string address,
-            std::function<void(const std::string&)> log,
-            absl::Duration interval = absl::Seconds(1));
+            std::function<void(const std::string&)> log, absl::Duration interval = absl::Seconds(1),
+            // The store's channel credentials; null = plaintext.
+            std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   ~Registrar();  // Stop()
 
   void Start();
@@ -46,6 +50,7 @@ class Registrar {
   const std::string address_;
   const std::function<void(const std::string&)> log_;
   const absl::Duration interval_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   mutable absl::Mutex mu_;
   std::string session_ ABSL_GUARDED_BY(mu_);
   absl::Notification stop_;

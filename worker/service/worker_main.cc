@@ -26,6 +26,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/cluster_tls_flags.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/serve_util.h"
@@ -35,8 +36,8 @@
 #include "kernels/cuda/device.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "rendezvous/grpc_kv_store.h"
 #include "rendezvous/keys.h"
-#include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/host_communicator.h"
 #include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/comm/swappable_communicator.h"
@@ -97,6 +98,7 @@ struct WorkerConfig {
   int cuda_device = -1;
   std::string store_host;  // empty: not registered
   int store_port = 0;
+  ClusterTls cluster_tls;  // the Worker service and the store's channels
 };
 
 absl::StatusOr<WorkerConfig> ConfigFromFlags() {
@@ -107,6 +109,7 @@ absl::StatusOr<WorkerConfig> ConfigFromFlags() {
   c.backend = absl::GetFlag(FLAGS_backend);
   c.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   if (c.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  TPS_ASSIGN_OR_RETURN(c.cluster_tls, ClusterTlsFromFlags());
   if (c.world_size < 1 || c.rank < 0 || c.rank >= c.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("--rank must be in [0, --world_size); got rank ",
                                                    c.rank, " of ", c.world_size));
@@ -151,7 +154,8 @@ WorkerService::CommFactory MakeCommFactory(const WorkerConfig& c) {
     const std::string prefix = EpochPrefix(session, epoch, c.comm_backend);
     // One rank needs no store (and may run without --rendezvous).
     const std::string host = c.store_host.empty() ? "127.0.0.1" : c.store_host;
-    TcpKvStoreClient store(host, c.store_port, timeout);
+    GrpcKvStoreClient store(absl::StrCat(host, ":", c.store_port),
+                            c.cluster_tls.ChannelCredentials(), timeout);
     if (c.comm_backend == "nccl") {
       NcclOptions o;
       o.device = c.cuda_device;
@@ -211,7 +215,7 @@ absl::Status Run() {
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &grpc_port);
+                           c.cluster_tls.ServerCredentials(), &grpc_port);
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -231,8 +235,10 @@ absl::Status Run() {
                                            "--metrics_port"));
   exposer->RegisterCollectable(registry);
   const int metrics_port = exposer->GetListeningPorts().at(0);
-  Log(absl::StrCat("listening: gRPC port ", grpc_port, ", metrics http://",
-                   absl::GetFlag(FLAGS_advertise_host), ":", metrics_port, "/metrics"));
+  Log(absl::StrCat("listening: gRPC port ", grpc_port,
+                   c.cluster_tls.enabled() ? " (cluster mTLS)" : " (plaintext)",
+                   ", metrics http://", absl::GetFlag(FLAGS_advertise_host), ":", metrics_port,
+                   "/metrics"));
   WritePortFile(absl::GetFlag(FLAGS_port_file),
                 {{"grpc_port", grpc_port}, {"metrics_port", metrics_port}});
 
@@ -245,7 +251,8 @@ absl::Status Run() {
   if (!c.store_host.empty()) {
     registrar = std::make_unique<Registrar>(
         c.store_host, c.store_port, c.rank,
-        absl::StrCat(absl::GetFlag(FLAGS_advertise_host), ":", grpc_port), Log);
+        absl::StrCat(absl::GetFlag(FLAGS_advertise_host), ":", grpc_port), Log, absl::Seconds(1),
+        c.cluster_tls.ChannelCredentials());
     Log(absl::StrCat("registering with the rendezvous store ", c.store_host, ":", c.store_port));
     registrar->Start();
   }

@@ -176,8 +176,25 @@ def tokenize_request(text=None, messages=None) -> "pb.TokenizeRequest":
     return pb.TokenizeRequest(chat=_messages(messages))
 
 
-def channel_args(address, tls, root_certificates, private_key, certificate_chain):
-    """(credentials or None, target) for a channel."""
+def _read(path):
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def channel_args(address, tls, root_certificates, private_key, certificate_chain,
+                 tls_ca_file=None, tls_cert_file=None, tls_key_file=None):
+    """(credentials or None, target) for a channel. The *_file arguments
+    read the PEM files (as the tpserve CLI's --tls_ca_file, --tls_cert_file,
+    --tls_key_file do) and imply tls."""
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise ValueError("tls_cert_file and tls_key_file go together")
+    if tls_ca_file or tls_cert_file:
+        tls = True
+        root_certificates = root_certificates or _read(tls_ca_file)
+        private_key = private_key or _read(tls_key_file)
+        certificate_chain = certificate_chain or _read(tls_cert_file)
     if not tls and not root_certificates:
         return None, address
     return grpc.ssl_channel_credentials(root_certificates=root_certificates,

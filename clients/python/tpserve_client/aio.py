@@ -20,9 +20,11 @@ class AsyncClient:
     def __init__(self, address: str, *, api_key: Optional[str] = None, tls: bool = False,
                  root_certificates: Optional[bytes] = None, private_key: Optional[bytes] = None,
                  certificate_chain: Optional[bytes] = None, timeout: Optional[float] = None,
-                 options=()):
+                 options=(), tls_ca_file: Optional[str] = None,
+                 tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None):
         creds, target = t.channel_args(address, tls, root_certificates, private_key,
-                                       certificate_chain)
+                                       certificate_chain, tls_ca_file, tls_cert_file,
+                                       tls_key_file)
         self._channel = (aio.secure_channel(target, creds, options=options) if creds
                          else aio.insecure_channel(target, options=options))
         self._stub = pb_grpc.GenerationStub(self._channel)

@@ -13,16 +13,19 @@ class Client:
 
     address: "host:port". tls: use TLS (with root_certificates, or the system
     roots when None); private_key + certificate_chain add a client
-    certificate (mTLS). api_key: sent as "authorization: Bearer <key>" on
+    certificate (mTLS); tls_ca_file, tls_cert_file and tls_key_file give the
+    same as PEM file paths. api_key: sent as "authorization: Bearer <key>" on
     every call. timeout: default per-call deadline in seconds (None = none).
     """
 
     def __init__(self, address: str, *, api_key: Optional[str] = None, tls: bool = False,
                  root_certificates: Optional[bytes] = None, private_key: Optional[bytes] = None,
                  certificate_chain: Optional[bytes] = None, timeout: Optional[float] = None,
-                 options=()):
+                 options=(), tls_ca_file: Optional[str] = None,
+                 tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None):
         creds, target = t.channel_args(address, tls, root_certificates, private_key,
-                                       certificate_chain)
+                                       certificate_chain, tls_ca_file, tls_cert_file,
+                                       tls_key_file)
         self._channel = (grpc.secure_channel(target, creds, options=options) if creds
                          else grpc.insecure_channel(target, options=options))
         self._stub = pb_grpc.GenerationStub(self._channel)
