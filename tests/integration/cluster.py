@@ -125,7 +125,7 @@ class Cluster:
 
     def __init__(self, world_size=2, router_args=(), worker_args=(), threads=1, kv_cache_mb=64,
                  comm=None, model=MODEL, worker="worker/tpserve-worker", fixed_ports=False,
-                 http=False):
+                 http=False, channel_credentials=None, channel_options=()):
         self.world_size = world_size
         self.model = model
         self.worker = worker
@@ -137,6 +137,9 @@ class Cluster:
         # http=True: also serve the OpenAI-compatible HTTP API (self.http_port).
         self.http = http
         self.http_port = None
+        # A TLS router (--tls_cert_file): channel() and health() use these.
+        self.channel_credentials = channel_credentials
+        self.channel_options = list(channel_options)
         self.procs = []
         self.tmp = tempfile.mkdtemp(prefix="tpserve_cluster_")
         # fixed_ports: the router binds ports chosen here, so restart_router()
@@ -187,7 +190,9 @@ class Cluster:
             self.http_port = ports["http_port"]
         self.port = ports["grpc_port"]
         self.router_metrics_port = ports["metrics_port"]
+        self.rendezvous_port = ports["rendezvous_port"]
         self.worker_metrics_ports = []
+        self.worker_ports = []
         for r in range(self.world_size):
             wport = os.path.join(self.tmp, f"worker{r}.json")
             wp, wlog = self._spawn(f"worker{r}", [
@@ -196,7 +201,9 @@ class Cluster:
                 "--port=0", "--metrics_port=0", f"--threads={self.threads}",
                 f"--kv_cache_mb={self.kv_cache_mb}", f"--comm={self.comm}",
                 f"--port_file={wport}"] + self.worker_args)
-            self.worker_metrics_ports.append(_wait_file(wport, wp, 60, wlog)["metrics_port"])
+            wports = _wait_file(wport, wp, 60, wlog)
+            self.worker_metrics_ports.append(wports["metrics_port"])
+            self.worker_ports.append(wports["grpc_port"])
         self.wait_serving(ready_timeout)
         return self
 
@@ -237,6 +244,9 @@ class Cluster:
         return client_package().Client(self.address(), **kwargs)
 
     def channel(self):
+        if self.channel_credentials is not None:
+            return grpc.secure_channel(f"127.0.0.1:{self.port}", self.channel_credentials,
+                                       options=self.channel_options)
         return grpc.insecure_channel(f"127.0.0.1:{self.port}")
 
     def scrape(self, port):
