@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "common/cluster_tls_flags.h"
 #include "common/flags.h"
+#include "common/health_port.h"
 #include "common/log.h"
 #include "common/serve_util.h"
 #include "common/status.h"
@@ -121,6 +122,9 @@ ABSL_FLAG(std::string, tls_client_ca_file, "",
 ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(60),
           "How often the TLS certificate, key and CA files are re-read (rotation without "
           "restart: new connections get the new certificate)");
+ABSL_FLAG(int, health_port, -1,
+          "Plaintext gRPC port serving only grpc.health.v1.Health (the same statuses as "
+          "--port), for kubelet probes, which cannot do TLS; -1 = off, 0 = a free one");
 // ---- END TLS flags ---------------------------------------------------------
 
 namespace tpserve {
@@ -301,7 +305,10 @@ absl::Status Run() {
                                                absl::GetFlag(FLAGS_port),
                                                " (in use? pick another --port)"));
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  TPS_ASSIGN_OR_RETURN(
+      std::unique_ptr<HealthPort> health_port,
+      HealthPort::Start(host, absl::GetFlag(FLAGS_health_port), server->GetHealthCheckService()));
+  grpc::HealthCheckServiceInterface* health = health_port->health();  // sets both ports
   health->SetServingStatus(false);
   health->SetServingStatus("liveness", true);
 
@@ -322,6 +329,7 @@ absl::Status Run() {
   std::vector<std::pair<std::string, int>> ports = {{"grpc_port", grpc_port},
                                                     {"metrics_port", metrics_port},
                                                     {"rendezvous_port", rendezvous.port()}};
+  if (health_port->port() > 0) ports.emplace_back("health_port", health_port->port());
   WritePortFile(port_file, ports);
 
   // ---- BEGIN HTTP API (issue 14; router/api/http_front_end.h) ----------------

@@ -17,6 +17,7 @@ processes and certificates made by openssl at test time
   read is refused;
 - private keys readable by other users, and --http_port next to TLS, stop
   the binaries at start-up with a message that names the fix."""
+import json
 import os
 import shutil
 import subprocess
@@ -256,9 +257,10 @@ class ClusterMtlsTest(unittest.TestCase):
         with Cluster(world_size=2, comm="gloo",
                      router_args=[f"--tls_cert_file={p('server.crt')}",
                                   f"--tls_key_file={p('server.key')}",
-                                  f"--tls_client_ca_file={p('pub_ca.crt')}"]
+                                  f"--tls_client_ca_file={p('pub_ca.crt')}",
+                                  "--health_port=0"]
                      + self.cluster_flags("router"),
-                     worker_args=self.cluster_flags("worker"),
+                     worker_args=self.cluster_flags("worker") + ["--health_port=0"],
                      channel_credentials=self.certs.creds("pub_ca", "client")) as c:
             target = c.address()
             self.assertIn("(mTLS)", c.log_text("router"))
@@ -270,6 +272,23 @@ class ClusterMtlsTest(unittest.TestCase):
             self.assertEqual(health(target, self.certs.creds("pub_ca", "other_client")),
                              grpc.StatusCode.UNAVAILABLE)
             self.assertEqual(health(target, None), grpc.StatusCode.UNAVAILABLE)
+            # Kubelet probes (plaintext, no certificate) use the health ports,
+            # which carry the same statuses and nothing else.
+            with open(os.path.join(c.tmp, "router.json")) as f:
+                router_health = f"127.0.0.1:{json.load(f)['health_port']}"
+            with open(os.path.join(c.tmp, "worker1.json")) as f:
+                worker_health = f"127.0.0.1:{json.load(f)['health_port']}"
+            self.assertEqual(health(router_health, None), 1)
+            self.assertEqual(health(worker_health, None), 1)  # a member of a serving group
+            with grpc.insecure_channel(router_health, options=FRESH) as channel:
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    list(gpb.GenerationStub(channel).Generate(
+                        pb.GenerateRequest(text="Hi", max_tokens=2), timeout=5))
+                self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            with grpc.insecure_channel(worker_health, options=FRESH) as channel:
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    wgpb.WorkerStub(channel).Step(wpb.StepRequest(epoch=1), timeout=5)
+                self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
             # The group formed and serves over cluster mTLS (TP=2, Gloo
             # bootstrapped through the mTLS store).
             with c.client(tls_ca_file=p("pub_ca.crt"), tls_cert_file=p("client.crt"),

@@ -7,6 +7,7 @@ field fails). Written from each project's published API types:
   monitoring.coreos.com/v1     ServiceMonitor, PodMonitor, PrometheusRule
                                                           Prometheus Operator v0.75
   keda.sh/v1alpha1             ScaledObject               KEDA v2.14
+  cert-manager.io/v1           Issuer, Certificate        cert-manager v1.14 (examples/)
 
 Pod templates inside a LeaderWorkerSet are not described here: the test
 validates them with Kubernetes' own PodTemplateSpec schema.
@@ -128,10 +129,41 @@ SCALED_OBJECT = resource("keda.sh/v1alpha1", "ScaledObject", strict({
         "authenticationRef": strict({"name": STRING, "kind": STRING}, ["name"])},
         ["type", "metadata"])}}, ["scaleTargetRef", "triggers"]))
 
+# Go durations, as cert-manager parses them ("2160h", "90m").
+GO_DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"}
+KEY_USAGES = ["signing", "digital signature", "content commitment", "key encipherment",
+              "key agreement", "data encipherment", "cert sign", "crl sign", "encipher only",
+              "decipher only", "any", "server auth", "client auth", "code signing",
+              "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user",
+              "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]
+STRINGS = {"type": "array", "items": STRING}
+
+CERT_MANAGER_ISSUER = resource("cert-manager.io/v1", "Issuer", {
+    "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+    "properties": {
+        "selfSigned": strict({"crlDistributionPoints": STRINGS}),
+        "ca": strict({"secretName": STRING, "crlDistributionPoints": STRINGS,
+                      "ocspServers": STRINGS}, ["secretName"]),
+        "acme": {"type": "object"}, "vault": {"type": "object"}, "venafi": {"type": "object"}}})
+
+CERT_MANAGER_CERTIFICATE = resource("cert-manager.io/v1", "Certificate", strict({
+    "secretName": STRING, "commonName": STRING, "dnsNames": STRINGS, "ipAddresses": STRINGS,
+    "uris": STRINGS, "emailAddresses": STRINGS, "subject": {"type": "object"},
+    "duration": GO_DURATION, "renewBefore": GO_DURATION, "isCA": BOOL,
+    "usages": {"type": "array", "items": {"enum": KEY_USAGES}},
+    "privateKey": strict({"algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "size": INT,
+                          "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                          "rotationPolicy": {"enum": ["Never", "Always"]}}),
+    "issuerRef": strict({"name": STRING, "kind": STRING, "group": STRING}, ["name"]),
+    "secretTemplate": strict({"annotations": STRING_MAP, "labels": STRING_MAP}),
+    "revisionHistoryLimit": INT}, ["secretName", "issuerRef"]))
+
 SCHEMAS = {
     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): LEADER_WORKER_SET,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+    ("cert-manager.io/v1", "Issuer"): CERT_MANAGER_ISSUER,
+    ("cert-manager.io/v1", "Certificate"): CERT_MANAGER_CERTIFICATE,
 }

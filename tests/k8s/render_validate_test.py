@@ -262,6 +262,40 @@ class RenderValidateTest(unittest.TestCase):
                 ok, why = ingress_allowed(policies, ns, dst, port, src)
                 self.assertFalse(ok, f"{overlay}: {src.labels} -> {dst.labels}:{port}: {why}")
 
+    def test_tls_overlay_mounts_every_file_it_names(self):
+        # overlays/cpu-tls = overlays/cpu + components/tls: every TLS file flag
+        # points into a mounted Secret that only the pod's group can read,
+        # the kubelet's (plaintext) gRPC probes use the health-only port, and
+        # the plaintext HTTP API is not opened next to TLS.
+        objects = self.objects("cpu-tls")
+        for o in objects:
+            self.validate(o, "cpu-tls")
+        wanted = {
+            ("Deployment", "tpserve-router"): {"tls_cert_file", "tls_key_file", "cluster_ca_file",
+                                               "cluster_cert_file", "cluster_key_file"},
+            ("StatefulSet", "tpserve-worker"): {"cluster_ca_file", "cluster_cert_file",
+                                                "cluster_key_file"},
+        }
+        for (kind, name), flags in wanted.items():
+            spec = find(objects, kind, name)["spec"]["template"]["spec"]
+            c = spec["containers"][0]
+            self.assertEqual(spec["securityContext"]["fsGroup"], spec["securityContext"]["runAsGroup"])
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            for f in flags:
+                path = flag(c["args"], f)
+                self.assertIsNotNone(path, f"{name}: --{f}")
+                mounts = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+                self.assertEqual(len(mounts), 1, f"{name}: --{f}={path} is on no mount")
+                secret = volumes[mounts[0]["name"]]["secret"]
+                self.assertEqual(secret["defaultMode"] & 0o007, 0, f"{name}: --{f} world-readable")
+                self.assertIn(os.path.basename(path), ("tls.crt", "tls.key", "ca.crt"))
+            health = int(flag(c["args"], "health_port"))
+            self.assertIn(health, [p["containerPort"] for p in c["ports"]])
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if "grpc" in c.get(probe, {}):
+                    self.assertEqual(c[probe]["grpc"]["port"], health, f"{name} {probe}")
+            self.assertIsNone(flag(c["args"], "http_port"), name)
+
     def test_promtool_accepts_the_rules(self):
         promtool = os.path.join(project_root(), ".deps", "promtool")
         if not os.access(promtool, os.X_OK):

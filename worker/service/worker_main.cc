@@ -18,6 +18,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
@@ -28,6 +30,7 @@
 #include "absl/time/time.h"
 #include "common/cluster_tls_flags.h"
 #include "common/flags.h"
+#include "common/health_port.h"
 #include "common/log.h"
 #include "common/serve_util.h"
 #include "common/status.h"
@@ -79,6 +82,9 @@ ABSL_FLAG(std::string, advertise_host, "127.0.0.1",
           "Address the router and peer ranks reach this worker at");
 ABSL_FLAG(int, port, 0, "gRPC port of tpserve.v1.Worker (0 = pick a free one)");
 ABSL_FLAG(int, metrics_port, 0, "Prometheus /metrics port (0 = pick a free one)");
+ABSL_FLAG(int, health_port, -1,
+          "Plaintext gRPC port serving only grpc.health.v1.Health (the same status as --port), "
+          "for kubelet probes, which cannot present the cluster's client certificate; -1 = off");
 ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(60),
           "Limit of one collective; a dead peer becomes an error after it (the router "
           "usually ends the epoch sooner and aborts the collective)");
@@ -224,7 +230,11 @@ absl::Status Run() {
                                                absl::GetFlag(FLAGS_port),
                                                " (in use?); pick another --port"));
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  TPS_ASSIGN_OR_RETURN(
+      std::unique_ptr<HealthPort> health_port,
+      HealthPort::Start(absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_health_port),
+                        server->GetHealthCheckService()));
+  grpc::HealthCheckServiceInterface* health = health_port->health();  // sets both ports
   health->SetServingStatus(false);
   service.SetMembershipListener([health](bool in_group) { health->SetServingStatus(in_group); });
 
@@ -239,8 +249,10 @@ absl::Status Run() {
                    c.cluster_tls.enabled() ? " (cluster mTLS)" : " (plaintext)",
                    ", metrics http://", absl::GetFlag(FLAGS_advertise_host), ":", metrics_port,
                    "/metrics"));
-  WritePortFile(absl::GetFlag(FLAGS_port_file),
-                {{"grpc_port", grpc_port}, {"metrics_port", metrics_port}});
+  std::vector<std::pair<std::string, int>> ports = {{"grpc_port", grpc_port},
+                                                    {"metrics_port", metrics_port}};
+  if (health_port->port() > 0) ports.emplace_back("health_port", health_port->port());
+  WritePortFile(absl::GetFlag(FLAGS_port_file), ports);
 
   StartSignalThread(signals, [&] {
     comm.Abort();  // a collective in flight returns; peers get an error, not a hang
