@@ -163,6 +163,13 @@ class MiniCluster:
         _sh("ip", "-n", self.node_ns, "link", "set", "br0", "up")
         for i, pod in enumerate(self.pods):
             pod.netns = self._add_netns(f"p{i}", pod.ip, base + [f"{pod.ip}\t{pod.hostname}"] + shared)
+            # Pod sysctls (the namespaced net.* ones the kubelet allows) apply
+            # to the pod's network namespace.
+            for sysctl in pod.spec.get("securityContext", {}).get("sysctls", []):
+                if not sysctl["name"].startswith("net."):
+                    raise KeyError(f"pod {pod.name}: sysctl {sysctl['name']} not supported by this runner")
+                _sh("ip", "netns", "exec", pod.netns, "sysctl", "-q", "-w",
+                    f"{sysctl['name']}={sysctl['value']}")
         for name, (ip, _, _) in AGENTS.items():
             self._add_netns(name, ip, base + shared)
 

@@ -255,12 +255,35 @@ class RenderValidateTest(unittest.TestCase):
             allowed += [(prom, worker, 9401 + i) for i in range(per_pod)]
             denied = [(outside, worker, 50061), (outside, router, 29500), (outside, router, 9400),
                       (outside, worker, 9401), (prom, worker, 50061), (router, worker, 41234)]
+            # Only the router sends Steps: a worker cannot reach another's
+            # gRPC or health ports (the collectives rule leaves them out).
+            denied += [(worker, worker, port) for port in range(50060, 50061 + RANK_PORTS)]
+            denied += [(worker, worker, 9401 + i) for i in range(RANK_PORTS)]
             for src, dst, port in allowed:
                 ok, why = ingress_allowed(policies, ns, dst, port, src)
                 self.assertTrue(ok, f"{overlay}: {src.labels} -> {dst.labels}:{port}: {why}")
             for src, dst, port in denied:
                 ok, why = ingress_allowed(policies, ns, dst, port, src)
                 self.assertFalse(ok, f"{overlay}: {src.labels} -> {dst.labels}:{port}: {why}")
+
+    def test_workers_reserve_the_ports_the_policy_keeps_from_peers(self):
+        # The collectives rule leaves out the ranks' gRPC, health and metrics
+        # ports; an ephemeral Gloo/NCCL listener there would be dropped, so
+        # every worker pod reserves them.
+        for overlay in OVERLAYS:
+            for w in workloads(self.objects(overlay)):
+                for role, tpl in pod_templates(w):
+                    if tpl["metadata"]["labels"].get("app.kubernetes.io/component") != "worker":
+                        continue
+                    sysctls = {s["name"]: s["value"]
+                               for s in tpl["spec"]["securityContext"].get("sysctls", [])}
+                    reserved = set()
+                    for part in sysctls.get("net.ipv4.ip_local_reserved_ports", "").split(","):
+                        lo, _, hi = part.partition("-")
+                        if lo:
+                            reserved |= set(range(int(lo), int(hi or lo) + 1))
+                    needed = set(range(9401, 9401 + RANK_PORTS)) | set(range(50060, 50061 + RANK_PORTS))
+                    self.assertEqual(needed - reserved, set(), f"{overlay} {role}")
 
     def test_tls_overlay_mounts_every_file_it_names(self):
         # overlays/cpu-tls = overlays/cpu + components/tls: every TLS file flag
