@@ -138,6 +138,25 @@ class ClientTest(unittest.TestCase):
                 c.model_info()
         self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
 
+    def test_tls_files_are_read_and_imply_tls(self):
+        # A CA file alone turns TLS on (so this plaintext port fails), and a
+        # client certificate needs its key.
+        import os
+        import tempfile
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as f:
+            f.write(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+        self.addCleanup(os.remove, f.name)
+        # (The plaintext fake server answers any plaintext client.)
+        with tpserve_client.Client(self.address, tls_ca_file=f.name, timeout=2) as c:
+            with self.assertRaises(tpserve_client.Error) as e:
+                c.model_info()
+        self.assertIn(e.exception.code, (grpc.StatusCode.UNAVAILABLE,
+                                         grpc.StatusCode.DEADLINE_EXCEEDED))
+        with self.assertRaises(ValueError):
+            tpserve_client.Client(self.address, tls_cert_file=f.name)
+        with self.assertRaises(FileNotFoundError):
+            tpserve_client.Client(self.address, tls_ca_file=f.name + ".missing")
+
     def test_async_client(self):
         async def run():
             async with tpserve_client.AsyncClient(self.address, api_key="a") as c:
