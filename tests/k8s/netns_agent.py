@@ -9,7 +9,7 @@ namespace's /etc/hosts (ip netns exec binds /etc/netns/<ns>/hosts there).
     -> {"status": "SERVING"}   or {"error": "UNIMPLEMENTED", "detail": "..."}
 
 Ops: grpc_health, tcp, chat (tpserve.v1.Generation/Generate with a chat
-prompt), http (GET, or POST of a JSON body), exit.
+prompt; over TLS with "tls_ca_file"), http (GET, or POST of a JSON body), exit.
 """
 import json
 import os
@@ -46,13 +46,21 @@ def tcp(req):
         return {"ok": False, "detail": str(e)}
 
 
+def _channel(req):
+    """Plaintext, or TLS trusting the PEM CA file req["tls_ca_file"]."""
+    if not req.get("tls_ca_file"):
+        return grpc.insecure_channel(req["target"])
+    with open(req["tls_ca_file"], "rb") as f:
+        return grpc.secure_channel(req["target"], grpc.ssl_channel_credentials(f.read()))
+
+
 def chat(req):
     pb, gpb = stubs("generation")
     msg = pb.GenerateRequest(request_id="k8s-run", max_tokens=req["max_tokens"])
     for m in req["messages"]:
         msg.chat.messages.add(role=m["role"], content=m["content"])
     text, ids, finish = [], [], 0
-    with grpc.insecure_channel(req["target"]) as ch:
+    with _channel(req) as ch:
         try:
             for r in gpb.GenerationStub(ch).Generate(msg, timeout=req.get("timeout", 120)):
                 text.append(r.text)

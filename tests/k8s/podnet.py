@@ -7,7 +7,8 @@ go to a throwaway layer, or fail with readOnlyRootFilesystem), with the pod's
 volumes mounted, the image's binaries at /usr/local/bin, and the pod's user.
 
     with MiniCluster(objects, images={"tpserve:latest": bindir},
-                     claims={"tpserve-models": model_dir}) as mc:
+                     claims={"tpserve-models": model_dir},
+                     secrets={"tpserve-tls": tls_dir}) as mc:
         mc.wait_ready("tpserve-router", timeout=120)
         mc.agent("client").call({"op": "chat", ...})
     # exit: pods terminated as Kubernetes does (preStop, SIGTERM, grace,
@@ -113,10 +114,11 @@ class Container:
 
 
 class MiniCluster:
-    def __init__(self, objects, images, claims, python, agent_env, node_cpus=None):
+    def __init__(self, objects, images, claims, python, agent_env, node_cpus=None, secrets=None):
         self.objects = objects
         self.images = images          # image -> host dir holding its /usr/local/bin
         self.claims = claims          # PersistentVolumeClaim name -> host dir
+        self.secrets = secrets or {}  # Secret name -> host dir holding its keys as files
         self.python = python
         self.agent_env = agent_env
         self.node_cpus = node_cpus or os.cpu_count()
@@ -191,6 +193,22 @@ class MiniCluster:
                 os.makedirs(d)
                 os.chmod(d, 0o1777)
                 out[v["name"]] = (d, False)
+            elif "secret" in v:
+                # As the kubelet writes a Secret volume: root owns the files,
+                # mode defaultMode (0644); with the pod's fsGroup the group is
+                # fsGroup and group read is added.
+                name = v["secret"]["secretName"]
+                if name not in self.secrets:
+                    raise KeyError(f"pod {pod.name}: no files for Secret {name}")
+                fs_group = pod.spec.get("securityContext", {}).get("fsGroup")
+                mode = v["secret"].get("defaultMode", 0o644) | (0o440 if fs_group is not None else 0)
+                os.makedirs(d)
+                for key in sorted(os.listdir(self.secrets[name])):
+                    shutil.copy(os.path.join(self.secrets[name], key), os.path.join(d, key))
+                    os.chown(os.path.join(d, key), 0, fs_group or 0)
+                    os.chmod(os.path.join(d, key), mode)
+                os.chmod(d, 0o755)
+                out[v["name"]] = (d, True)
             elif "configMap" in v:
                 os.makedirs(d)
                 name = v["configMap"]["name"]

@@ -1,6 +1,6 @@
 """Runs the rendered overlays as Kubernetes would and serves a chat request
 through the router's Service name. For each of tests/k8s/overlays/{cpu,
-gpu-single-node,gpu-multi-node} (the shipped overlay with a CI-sized KV cache
+cpu-tls,gpu-single-node,gpu-multi-node} (the shipped overlay with a CI-sized KV cache
 and, for GPU, a small generated model): every container's command, args and
 env are started as real processes, one network namespace per pod
 (podnet.py), downward-API and LeaderWorkerSet variables filled in, the model
@@ -109,14 +109,16 @@ class RunManifestsTest(unittest.TestCase):
             return out
         return check
 
-    def run_overlay(self, overlay, models):
+    def run_overlay(self, overlay, models, secrets=None, tls_ca_file=None):
         objects = render(f"tests/k8s/overlays/{overlay}")
         notes = []
+        self.tls_ca_file = tls_ca_file  # the public port's CA when it serves TLS
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
                    TPSERVE_INTEGRATION_DIR=os.path.dirname(runfile("tests/integration/cluster.py")))
         python = os.path.join(project_root(), ".venv", "bin", "python3")
         t0 = time.time()
-        with MiniCluster(objects, self.images, {"tpserve-models": models}, python, env) as mc:
+        with MiniCluster(objects, self.images, {"tpserve-models": models}, python, env,
+                         secrets=secrets) as mc:
             mc.start(self.argv_filter(notes))
             router = mc.pod("tpserve-router")
             router_c = router.spec["containers"][0]
@@ -161,9 +163,14 @@ class RunManifestsTest(unittest.TestCase):
         client = mc.agent("client")
         # Emulated GPU ranks take seconds per step: fewer tokens there.
         max_tokens = 4 if "tpserve:cuda" in {c.spec["image"] for c in mc.containers} else 8
-        r = client.call({"op": "chat", "target": f"{SERVICE}:50051", "max_tokens": max_tokens,
-                         "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        request = {"op": "chat", "target": f"{SERVICE}:50051", "max_tokens": max_tokens,
+                   "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+        r = client.call(dict(request, tls_ca_file=self.tls_ca_file))
         self.assertNotIn("error", r, r)
+        if self.tls_ca_file:
+            plain = client.call(request)
+            self.assertEqual(plain.get("error"), "UNAVAILABLE", plain)
+            notes.append("plaintext chat refused by the TLS port")
         if r["finish_reason"] == "FINISH_REASON_LENGTH":
             self.assertEqual(len(r["token_ids"]), max_tokens, r)
         else:
@@ -171,6 +178,11 @@ class RunManifestsTest(unittest.TestCase):
         self.assertIn(r["finish_reason"], ("FINISH_REASON_STOP", "FINISH_REASON_LENGTH"))
         notes.append(f"chat via {SERVICE}:50051: {len(r['token_ids'])} tokens, {r['finish_reason']}, "
                      f"{r['text']!r}")
+        router_args = find(objects, "Deployment", "tpserve-router")["spec"]["template"]["spec"][
+            "containers"][0]["args"]
+        if not any(a.startswith("--http_port=") for a in router_args):
+            notes.append("no HTTP API port (TLS overlay)")
+            return
         name = config(objects)["TPSERVE_MODEL_NAME"]
         h = client.call({"op": "http", "url": f"http://{SERVICE}:8000/v1/chat/completions",
                          "json": {"model": name, "max_tokens": 8,
@@ -279,6 +291,27 @@ class RunManifestsTest(unittest.TestCase):
 
     def test_cpu(self):
         self.run_overlay("cpu", self.cpu_models)
+
+    def test_cpu_tls(self):
+        # components/tls: the Secrets' files made here with openssl, the
+        # public certificate naming the router's Service.
+        d = os.path.join(self.tmp, "tls")
+        os.makedirs(d)
+        make = runfile("tests/tls/make_certs.sh")
+        env = dict(os.environ, SAN=f"DNS:{SERVICE},DNS:tpserve-router")
+        for args in (["ca", d, "pub_ca"], ["leaf", d, "server", "pub_ca"],
+                     ["ca", d, "cluster_ca"], ["leaf", d, "member", "cluster_ca"]):
+            subprocess.run([make] + args, check=True, env=env)
+        secrets = {"tpserve-tls": {"tls.crt": "server.crt", "tls.key": "server.key"},
+                   "tpserve-cluster-tls": {"ca.crt": "cluster_ca.crt", "tls.crt": "member.crt",
+                                           "tls.key": "member.key"}}
+        for name, files in secrets.items():
+            os.makedirs(os.path.join(d, name))
+            for key, src in files.items():
+                shutil.copy(os.path.join(d, src), os.path.join(d, name, key))
+        self.run_overlay("cpu-tls", self.cpu_models,
+                         secrets={name: os.path.join(d, name) for name in secrets},
+                         tls_ca_file=os.path.join(d, "pub_ca.crt"))
 
     def test_gpu_single_node(self):
         self.run_overlay("gpu-single-node", self.gpu_models)

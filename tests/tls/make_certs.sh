@@ -4,8 +4,9 @@
 #   make_certs.sh ca   DIR NAME           -> DIR/NAME.crt, DIR/NAME.key (self-signed CA)
 #   make_certs.sh leaf DIR NAME CA [CN]   -> DIR/NAME.crt, DIR/NAME.key signed by DIR/CA.*
 #
-# Leaf certificates name localhost and 127.0.0.1 and are good for both server
-# and client authentication; keys are EC P-256, mode 0600.
+# Leaf certificates name localhost and 127.0.0.1 (or what $SAN lists, e.g.
+# SAN=DNS:tpserve-router.tpserve.svc.cluster.local) and are good for both
+# server and client authentication; keys are EC P-256, mode 0600.
 set -euo pipefail
 kind=$1 dir=$2 name=$3
 cd "$dir"
@@ -22,7 +23,7 @@ case "$kind" in
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=${cn}" \
       -keyout "${name}.key" -out "${name}.csr" 2>/dev/null
     printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
-      "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=${SAN:-DNS:localhost,IP:127.0.0.1}" \
       > "${name}.ext"
     openssl x509 -req -in "${name}.csr" -CA "${ca}.crt" -CAkey "${ca}.key" -CAcreateserial \
       -days 2 -extfile "${name}.ext" -out "${name}.crt" 2>/dev/null
