@@ -4,7 +4,9 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "proto/convert/sampling_convert.h"
 
@@ -89,6 +91,14 @@ absl::StatusOr<GenerateJob> RequestPath::BuildJob(const v1::GenerateRequest& req
   job.stop.assign(request.stop().begin(), request.stop().end());
   job.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
   job.ignore_eos = request.ignore_eos();
+  if (log_requests_.load()) {
+    constexpr size_t kMaxLogged = 2000;
+    absl::StatusOr<std::string> text = tokenizer_->Decode(job.prompt, /*skip_special=*/false);
+    std::string shown = text.ok() ? *std::move(text) : "(undecodable)";
+    if (shown.size() > kMaxLogged) shown = absl::StrCat(shown.substr(0, kMaxLogged), "...");
+    Log(absl::StrCat("request ", job.request_id, ": ", job.prompt.size(),
+                     " prompt tokens, max_tokens ", job.max_tokens, ": ", absl::CEscape(shown)));
+  }
   return job;
 }
 

@@ -77,6 +77,11 @@ class RequestPath {
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
 
+  // Logs each built job's id and prompt text (truncated). Off by default:
+  // prompts are user data and stay out of logs unless an operator asks
+  // (--log_requests).
+  void SetLogRequests(bool on) { log_requests_.store(on); }
+
   // Per-front-end request metrics; null (the default) counts nothing. Must
   // outlive the path.
   void SetFrontendMetrics(FrontendMetrics* metrics) { frontend_metrics_.store(metrics); }
@@ -89,6 +94,7 @@ class RequestPath {
   const ChatTemplate* chat_template_;
   mutable std::atomic<uint64_t> next_request_number_{1};
   std::atomic<FrontendMetrics*> frontend_metrics_{nullptr};
+  std::atomic<bool> log_requests_{false};
 
   mutable absl::Mutex mu_;
   ServingLoop* loop_ ABSL_GUARDED_BY(mu_) = nullptr;  // null until ready
