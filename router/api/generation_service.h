@@ -20,7 +20,7 @@
 // and its stream finished RESOURCE_EXHAUSTED.
 //
 //   GenerationService service(&tokenizer, &chat_template,
-//                             {.api_keys = keys.get(), .stream_buffer_bytes = 64 << 10});
+//                             {.api_keys = keys.get(), .stream_buffer_bytes = 16 << 10});
 //   builder.RegisterService(&service);
 //   ... workers loaded ...
 //   service.SetReady(&loop, limits, model_info);
@@ -51,7 +51,7 @@ class GenerationService final : public GenerationServiceBase {
     ApiKeys* api_keys = nullptr;  // null: no keys needed; must outlive the service
     // Responses a stream may hold waiting for a client that does not read
     // before the request is cancelled; <= 0: unbounded.
-    int64_t stream_buffer_bytes = 64 << 10;
+    int64_t stream_buffer_bytes = 16 << 10;
   };
 
   // `tokenizer` and `chat_template` (may be null: chat prompts are then

@@ -115,7 +115,7 @@ ABSL_FLAG(std::string, api_keys_file, "",
 ABSL_FLAG(bool, reflection, true,
           "Serve gRPC server reflection (open without a key, like health); false hides the "
           "service list from unauthenticated clients");
-ABSL_FLAG(int64_t, stream_buffer_bytes, 64 << 10,
+ABSL_FLAG(int64_t, stream_buffer_bytes, 16 << 10,
           "Responses a Generate stream may hold for a client that does not read; beyond it the "
           "request is cancelled (RESOURCE_EXHAUSTED) and its KV freed. 0 = unbounded");
 ABSL_FLAG(int, grpc_max_message_bytes, 4 << 20, "Largest request message on the public port");
