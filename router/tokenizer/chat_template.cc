@@ -59,6 +59,23 @@ std::string Hint() {
                       ChatTemplate::BuiltinNames(), ")");
 }
 
+// The variables a render sees (messages, add_generation_prompt, bos/eos...).
+jinja::ValueDict Globals(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                         const std::string& bos, const std::string& eos) {
+  jinja::ValueList list;
+  for (const ChatMessage& m : messages) {
+    list.push_back(
+        jinja::Value::Dict({{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
+  }
+  return {{"messages", jinja::Value::List(std::move(list))},
+          {"add_generation_prompt", jinja::Value(add_generation_prompt)},
+          {"bos_token", jinja::Value(bos)},
+          {"eos_token", jinja::Value(eos)},
+          // transformers passes these even when unused.
+          {"tools", jinja::Value::None()},
+          {"documents", jinja::Value::None()}};
+}
+
 }  // namespace
 
 std::string ChatTemplate::BuiltinNames() {
@@ -85,8 +102,26 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromModel(std::string_view jinja_sour
     return absl::InvalidArgumentError(
         absl::StrCat("the model's chat template is not supported: ", t.status().message(), Hint()));
   }
-  return ChatTemplate("model", std::make_shared<const jinja::Template>(*std::move(t)),
-                      std::move(bos_token), std::move(eos_token));
+  ChatTemplate chat("model", std::make_shared<const jinja::Template>(*std::move(t)),
+                    std::move(bos_token), std::move(eos_token));
+  // The template comes from the model file and is untrusted: a template that
+  // cannot render a short conversation within a small budget (a loop that
+  // does not end, an output that explodes) is refused now, in bounded time,
+  // instead of costing every chat request the full render budget.
+  const std::vector<ChatMessage> probe = {{"system", "You are a helpful assistant."},
+                                          {"user", "Hello!"},
+                                          {"assistant", "Hi! How can I help?"},
+                                          {"user", "Tell me a joke."}};
+  auto rendered = chat.template_->Render(
+      Globals(probe, true, chat.bos_, chat.eos_),
+      jinja::RenderLimits{.max_steps = kProbeSteps, .max_output_bytes = kProbeOutputBytes});
+  if (!rendered.ok() && rendered.status().code() == absl::StatusCode::kResourceExhausted) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model's chat template is refused: rendering a 4-message conversation "
+                     "exceeds the load-time budget: ",
+                     rendered.status().message(), Hint()));
+  }
+  return chat;
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name, std::string bos_token,
@@ -113,7 +148,6 @@ absl::StatusOr<ChatTemplate> ChatTemplate::ForTokenizer(const Tokenizer& tok,
 
 absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>& messages,
                                                  bool add_generation_prompt) const {
-  jinja::ValueList list;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
     for (const std::string* s : {&m.role, &m.content}) {
@@ -122,17 +156,9 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
         return absl::InvalidArgumentError(absl::StrCat("message ", i, ": ", st.message()));
       }
     }
-    list.push_back(
-        jinja::Value::Dict({{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
   }
-  jinja::ValueDict globals = {{"messages", jinja::Value::List(std::move(list))},
-                              {"add_generation_prompt", jinja::Value(add_generation_prompt)},
-                              {"bos_token", jinja::Value(bos_)},
-                              {"eos_token", jinja::Value(eos_)},
-                              // transformers passes these even when unused.
-                              {"tools", jinja::Value::None()},
-                              {"documents", jinja::Value::None()}};
-  auto out = template_->Render(globals);
+  auto out = template_->Render(Globals(messages, add_generation_prompt, bos_, eos_),
+                               jinja::RenderLimits{.max_steps = kRenderSteps});
   if (!out.ok() && name_ == "model" &&
       !absl::StrContains(out.status().message(), "rejected the conversation")) {
     return absl::InvalidArgumentError(absl::StrCat(out.status().message(), Hint()));

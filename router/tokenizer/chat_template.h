@@ -40,8 +40,17 @@ class ChatTemplate {
  public:
   // Parses the model's template. `bos_token` / `eos_token` are the texts of
   // the model's bos/eos tokens (templates print them). InvalidArgument for an
-  // empty template or one outside the supported subset; the message names the
-  // problem and the built-ins FromName accepts.
+  // empty template, one outside the supported subset, one nested too deeply
+  // (parser limits), or one that cannot render a 4-message conversation
+  // within kProbeSteps / kProbeOutputBytes (the template comes from the model
+  // file and is untrusted); the message names the problem and the built-ins
+  // FromName accepts.
+  static constexpr int64_t kProbeSteps = 200'000;
+  static constexpr size_t kProbeOutputBytes = 1 << 20;
+  // Step bound of one request's render (about 1 us a step): a template that
+  // passed the probe but runs away on a larger conversation costs a request
+  // a few seconds at most.
+  static constexpr int64_t kRenderSteps = 4'000'000;
   static absl::StatusOr<ChatTemplate> FromModel(std::string_view jinja_source,
                                                 std::string bos_token, std::string eos_token);
 
