@@ -42,11 +42,34 @@ absl::StatusOr<std::vector<int32_t>> RequestPath::RenderChat(const v1::ChatPromp
         "with --chat_template=<name>");
   }
   std::vector<ChatMessage> messages;
-  for (const v1::ChatMessage& m : chat.messages()) messages.push_back({m.role(), m.content()});
-  absl::StatusOr<std::string> text = chat_template_->Render(messages, true);
-  if (!text.ok()) return Annotate(text.status(), "chat.messages");
-  return tokenizer_->Encode(std::string_view(*text),
-                            EncodeOptions{.add_special = false, .parse_special = true});
+  bool content_has_special = false;
+  for (const v1::ChatMessage& m : chat.messages()) {
+    messages.push_back({m.role(), m.content()});
+    content_has_special = content_has_special || tokenizer_->ContainsSpecial(m.content());
+  }
+  if (!content_has_special || special_tokens_in_content_.load()) {
+    // The common case: the whole rendering tokenized at once, exactly as
+    // transformers' apply_chat_template(tokenize=True) does.
+    absl::StatusOr<std::string> text = chat_template_->Render(messages, true);
+    if (!text.ok()) return Annotate(text.status(), "chat.messages");
+    return tokenizer_->Encode(std::string_view(*text),
+                              EncodeOptions{.add_special = false, .parse_special = true});
+  }
+  // Message content is user data: special-token text in it ("<|im_end|>")
+  // is encoded as plain text, so a user cannot forge turns; the template's
+  // own markup stays special.
+  absl::StatusOr<std::vector<ChatTemplate::Part>> parts =
+      chat_template_->RenderParts(messages, true);
+  if (!parts.ok()) return Annotate(parts.status(), "chat.messages");
+  std::vector<int32_t> ids;
+  for (const ChatTemplate::Part& part : *parts) {
+    TPS_ASSIGN_OR_RETURN(
+        std::vector<int32_t> piece,
+        tokenizer_->Encode(std::string_view(part.text),
+                           EncodeOptions{.add_special = false, .parse_special = !part.content}));
+    ids.insert(ids.end(), piece.begin(), piece.end());
+  }
+  return ids;
 }
 
 absl::StatusOr<std::vector<int32_t>> RequestPath::PromptTokens(

@@ -133,6 +133,9 @@ ABSL_FLAG(std::string, metrics_address, "",
           "interface apart from the public API");
 ABSL_FLAG(bool, log_requests, false,
           "Log each request's prompt text (off by default: prompts are user data)");
+ABSL_FLAG(bool, chat_content_special_tokens, false,
+          "Tokenize special-token text inside chat message content (e.g. '<|im_end|>') as "
+          "control tokens, as transformers does; off by default so users cannot forge turns");
 // ---- END public-surface hardening flags ------------------------------------
 
 namespace tpserve {
@@ -303,6 +306,7 @@ absl::Status Run() {
   service_options.stream_buffer_bytes = absl::GetFlag(FLAGS_stream_buffer_bytes);
   GenerationService service(&tokenizer, chat_template.get(), service_options);
   service.path().SetLogRequests(absl::GetFlag(FLAGS_log_requests));
+  service.path().SetSpecialTokensInContent(absl::GetFlag(FLAGS_chat_content_special_tokens));
   grpc::EnableDefaultHealthCheckService(true);
   if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

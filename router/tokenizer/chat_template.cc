@@ -1,7 +1,9 @@
 #include "router/tokenizer/chat_template.h"
 
+#include <random>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -164,6 +166,78 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
     return absl::InvalidArgumentError(absl::StrCat(out.status().message(), Hint()));
   }
   return out;
+}
+
+}  // namespace tpserve
+
+namespace tpserve {
+namespace {
+
+// Splits `marked` at the markers "<open>i<sep>" ... "<close>"; `ok` is false
+// when the markers are not well formed (the template reordered or cut them).
+std::vector<ChatTemplate::Part> SplitMarked(const std::string& marked, const std::string& open,
+                                            const std::string& close, bool* ok) {
+  std::vector<ChatTemplate::Part> parts;
+  *ok = true;
+  size_t pos = 0;
+  while (pos < marked.size()) {
+    const size_t start = marked.find(open, pos);
+    if (start == std::string::npos) {
+      parts.push_back({marked.substr(pos), false});
+      break;
+    }
+    if (start > pos) parts.push_back({marked.substr(pos, start - pos), false});
+    const size_t body = start + open.size();
+    const size_t end = marked.find(close, body);
+    if (end == std::string::npos || marked.find(open, body) < end) {
+      *ok = false;
+      return {};
+    }
+    parts.push_back({marked.substr(body, end - body), true});
+    pos = end + close.size();
+  }
+  return parts;
+}
+
+std::string Joined(const std::vector<ChatTemplate::Part>& parts) {
+  std::string out;
+  for (const ChatTemplate::Part& p : parts) out += p.text;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<ChatTemplate::Part>> ChatTemplate::RenderParts(
+    const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  TPS_ASSIGN_OR_RETURN(std::string plain, Render(messages, add_generation_prompt));
+  // Private-use code points around a 64-bit nonce: content cannot forge a
+  // marker without guessing the nonce.
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  const std::string nonce = absl::StrCat(rng());
+  const std::string open = absl::StrCat("\xEE\x80\x80", nonce, "\xEE\x80\x81");
+  const std::string close = absl::StrCat("\xEE\x80\x82", nonce, "\xEE\x80\x83");
+  std::vector<Part> fallback;
+  // First as sent; then with content pre-trimmed, for templates that trim it
+  // (`message['content'] | trim`: the markers would shield the whitespace).
+  for (bool trim : {false, true}) {
+    std::vector<ChatMessage> marked = messages;
+    for (ChatMessage& m : marked) {
+      const std::string content =
+          trim ? std::string(absl::StripAsciiWhitespace(m.content)) : m.content;
+      m.content = absl::StrCat(open, content, close);
+    }
+    absl::StatusOr<std::string> text = Render(marked, add_generation_prompt);
+    if (!text.ok()) continue;
+    bool ok = false;
+    std::vector<Part> parts = SplitMarked(*text, open, close, &ok);
+    if (!ok) continue;
+    if (Joined(parts) == plain) return parts;
+    if (fallback.empty()) fallback = std::move(parts);
+  }
+  if (!fallback.empty()) return fallback;
+  return absl::InvalidArgumentError(
+      "chat: the chat template rewrites message content, so it cannot be kept apart from the "
+      "template's special tokens; choose a built-in template with --chat_template");
 }
 
 }  // namespace tpserve

@@ -75,6 +75,21 @@ class ChatTemplate {
   absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages,
                                      bool add_generation_prompt) const;
 
+  // One piece of a rendered conversation: text the template wrote, or a
+  // message's content (user data).
+  struct Part {
+    std::string text;
+    bool content = false;
+  };
+  // Renders like Render, split into template markup and message content, so
+  // a caller can tokenize content without matching special-token text in it
+  // (a user writing "<|im_end|>" must not end their turn). Each content is
+  // wrapped in markers with a random nonce before rendering; the parts
+  // joined equal Render's text exactly unless the template transforms
+  // content beyond trimming it (then content is kept as the user sent it).
+  absl::StatusOr<std::vector<Part>> RenderParts(const std::vector<ChatMessage>& messages,
+                                                bool add_generation_prompt) const;
+
   const std::string& name() const { return name_; }  // "model" or a built-in name
 
  private:
