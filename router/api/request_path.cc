@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "proto/convert/sampling_convert.h"
+#include "router/api/prompt_tokens.h"
 
 namespace tpserve {
 
@@ -36,59 +37,16 @@ absl::StatusOr<RequestPath::Serving> RequestPath::Ready() const {
 }
 
 absl::StatusOr<std::vector<int32_t>> RequestPath::RenderChat(const v1::ChatPrompt& chat) const {
-  if (chat_template_ == nullptr) {
-    return absl::InvalidArgumentError(
-        "chat: this model has no chat template; send text or token_ids, or start the router "
-        "with --chat_template=<name>");
-  }
-  std::vector<ChatMessage> messages;
-  bool content_has_special = false;
-  for (const v1::ChatMessage& m : chat.messages()) {
-    messages.push_back({m.role(), m.content()});
-    content_has_special = content_has_special || tokenizer_->ContainsSpecial(m.content());
-  }
-  if (!content_has_special || special_tokens_in_content_.load()) {
-    // The common case: the whole rendering tokenized at once, exactly as
-    // transformers' apply_chat_template(tokenize=True) does.
-    absl::StatusOr<std::string> text = chat_template_->Render(messages, true);
-    if (!text.ok()) return Annotate(text.status(), "chat.messages");
-    return tokenizer_->Encode(std::string_view(*text),
-                              EncodeOptions{.add_special = false, .parse_special = true});
-  }
-  // Message content is user data: special-token text in it ("<|im_end|>")
-  // is encoded as plain text, so a user cannot forge turns; the template's
-  // own markup stays special.
-  absl::StatusOr<std::vector<ChatTemplate::Part>> parts =
-      chat_template_->RenderParts(messages, true);
-  if (!parts.ok()) return Annotate(parts.status(), "chat.messages");
-  std::vector<int32_t> ids;
-  for (const ChatTemplate::Part& part : *parts) {
-    TPS_ASSIGN_OR_RETURN(
-        std::vector<int32_t> piece,
-        tokenizer_->Encode(std::string_view(part.text),
-                           EncodeOptions{.add_special = false, .parse_special = !part.content}));
-    ids.insert(ids.end(), piece.begin(), piece.end());
-  }
-  return ids;
+  return ChatPromptTokens(
+      chat, *tokenizer_, chat_template_,
+      PromptOptions{.special_tokens_in_content = special_tokens_in_content_.load()});
 }
 
 absl::StatusOr<std::vector<int32_t>> RequestPath::PromptTokens(
     const v1::GenerateRequest& request) const {
-  switch (request.prompt_case()) {
-    case v1::GenerateRequest::kText: {
-      absl::StatusOr<std::vector<int32_t>> ids =
-          tokenizer_->Encode(std::string_view(request.text()), EncodeOptions{.add_special = true});
-      if (!ids.ok()) return Annotate(ids.status(), "text");
-      return ids;
-    }
-    case v1::GenerateRequest::kTokenIds:
-      return std::vector<int32_t>(request.token_ids().ids().begin(),
-                                  request.token_ids().ids().end());
-    case v1::GenerateRequest::kChat:
-      return RenderChat(request.chat());
-    default:
-      return absl::InvalidArgumentError("prompt is missing: set one of text, token_ids or chat");
-  }
+  return tpserve::PromptTokens(
+      request, *tokenizer_, chat_template_,
+      PromptOptions{.special_tokens_in_content = special_tokens_in_content_.load()});
 }
 
 std::string RequestPath::NextRequestId() const {

@@ -216,7 +216,6 @@ absl::StatusOr<std::vector<ChatTemplate::Part>> ChatTemplate::RenderParts(
   const std::string nonce = absl::StrCat(rng());
   const std::string open = absl::StrCat("\xEE\x80\x80", nonce, "\xEE\x80\x81");
   const std::string close = absl::StrCat("\xEE\x80\x82", nonce, "\xEE\x80\x83");
-  std::vector<Part> fallback;
   // First as sent; then with content pre-trimmed, for templates that trim it
   // (`message['content'] | trim`: the markers would shield the whitespace).
   for (bool trim : {false, true}) {
@@ -230,14 +229,15 @@ absl::StatusOr<std::vector<ChatTemplate::Part>> ChatTemplate::RenderParts(
     if (!text.ok()) continue;
     bool ok = false;
     std::vector<Part> parts = SplitMarked(*text, open, close, &ok);
-    if (!ok) continue;
-    if (Joined(parts) == plain) return parts;
-    if (fallback.empty()) fallback = std::move(parts);
+    // Exact or nothing: a template that cuts, reverses or otherwise rewrites
+    // content could turn user text into markup.
+    if (ok && Joined(parts) == plain) return parts;
   }
-  if (!fallback.empty()) return fallback;
   return absl::InvalidArgumentError(
-      "chat: the chat template rewrites message content, so it cannot be kept apart from the "
-      "template's special tokens; choose a built-in template with --chat_template");
+      "chat: a message contains special-token text and the model's chat template rewrites "
+      "message content, so the two cannot be kept apart; remove the special-token text, choose "
+      "a built-in template (--chat_template) or allow special tokens in content "
+      "(--chat_content_special_tokens)");
 }
 
 }  // namespace tpserve

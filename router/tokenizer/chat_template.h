@@ -85,8 +85,9 @@ class ChatTemplate {
   // a caller can tokenize content without matching special-token text in it
   // (a user writing "<|im_end|>" must not end their turn). Each content is
   // wrapped in markers with a random nonce before rendering; the parts
-  // joined equal Render's text exactly unless the template transforms
-  // content beyond trimming it (then content is kept as the user sent it).
+  // joined always equal Render's text. InvalidArgument when the template
+  // rewrites content beyond trimming it (cuts, reverses, changes case), as
+  // the content could then not be told apart from markup.
   absl::StatusOr<std::vector<Part>> RenderParts(const std::vector<ChatMessage>& messages,
                                                 bool add_generation_prompt) const;
 
