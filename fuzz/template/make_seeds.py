@@ -21,9 +21,9 @@ SEEDS = {
                      b"{% endif %}{% for m in loop_messages %}{% if loop.first and sys is defined %}"
                      b"<<SYS>>{{ sys }}<</SYS>>{% endif %}[INST] {{ m['content'] }} [/INST]{% endfor %}"),
     "globals": b"{{ x }}{{ messages | tojson }}{% for k in x %}{{ k }}{% endfor %}{{ x is mapping }}",
-    "loop": b"{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+    "loop": b"{% for a in range(300) %}{% for b in range(300) %}{% endfor %}{% endfor %}",
     "nest": b"{% if true %}" * 80 + b"x" + b"{% endif %}" * 80,
-    "explode": b"{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+    "explode": b"{% set ns = namespace(s='ab') %}{% for i in range(24) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
     "raise": b"{{ raise_exception('no') }}",
 }
 

@@ -91,11 +91,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                          {"add_generation_prompt", MakeValue(in, 0)},
                          {"x", MakeValue(in, 0)}};
     (void)raw->Render(
-        globals, tpserve::jinja::RenderLimits{.max_steps = 200'000, .max_output_bytes = 1 << 20});
+        globals, tpserve::jinja::RenderLimits{.max_steps = 50'000, .max_output_bytes = 1 << 20});
   }
 
   auto chat = tpserve::ChatTemplate::FromModel(source, "<s>", "</s>");
   if (!chat.ok()) return 0;
+  chat->SetRenderStepLimit(50'000);
   std::vector<tpserve::ChatMessage> messages;
   const bool generation = !args.empty() && (args[0] & 1) != 0;
   if (!args.empty()) args.remove_prefix(1);

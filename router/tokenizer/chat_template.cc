@@ -160,7 +160,7 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
     }
   }
   auto out = template_->Render(Globals(messages, add_generation_prompt, bos_, eos_),
-                               jinja::RenderLimits{.max_steps = kRenderSteps});
+                               jinja::RenderLimits{.max_steps = render_steps_});
   if (!out.ok() && name_ == "model" &&
       !absl::StrContains(out.status().message(), "rejected the conversation")) {
     return absl::InvalidArgumentError(absl::StrCat(out.status().message(), Hint()));

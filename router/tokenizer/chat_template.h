@@ -16,6 +16,7 @@
 #ifndef TPSERVE_ROUTER_TOKENIZER_CHAT_TEMPLATE_H_
 #define TPSERVE_ROUTER_TOKENIZER_CHAT_TEMPLATE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -93,6 +94,10 @@ class ChatTemplate {
 
   const std::string& name() const { return name_; }  // "model" or a built-in name
 
+  // Lowers (or raises) the per-render step bound (kRenderSteps by default);
+  // the fuzzer uses a small one to keep each input fast.
+  void SetRenderStepLimit(int64_t steps) { render_steps_ = steps; }
+
  private:
   ChatTemplate(std::string name, std::shared_ptr<const jinja::Template> t, std::string bos,
                std::string eos)
@@ -105,6 +110,7 @@ class ChatTemplate {
   std::shared_ptr<const jinja::Template> template_;
   std::string bos_;
   std::string eos_;
+  int64_t render_steps_ = kRenderSteps;
 };
 
 }  // namespace tpserve
