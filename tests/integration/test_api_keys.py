@@ -140,6 +140,8 @@ class ApiKeysTest(unittest.TestCase):
                 self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.details())
                 refusal = e.details()
         self.assertIsNotNone(refusal, f"no refusal after {generated} tokens")
+        print(f"tpm={TPM}: refused after {generated} generated tokens "
+              f"({time.time() - start:.1f} s): {refusal}")
         self.assertIn("retry in", refusal)
         self.assertIn(f"{TPM} generated tokens per minute", refusal)
         self.assertGreaterEqual(generated, TPM)

@@ -6,6 +6,7 @@ hangs or crashes. The GGUFs are written at test time with the `gguf` package
 hostile template in place of its own, no tensors (the router reads only the
 tokenizer)."""
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -90,6 +91,8 @@ class HostileTemplateTest(unittest.TestCase):
         finally:
             proc.kill()  # still waiting for workers, where it does not handle SIGTERM yet
             proc.wait(timeout=30)
+            shutil.rmtree(os.path.dirname(port_file), ignore_errors=True)
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
     def test_endless_loop_is_refused_at_load(self):
         self.check_refused("loop", LOOP_FOREVER, "does not end")

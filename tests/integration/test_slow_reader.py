@@ -96,7 +96,6 @@ class SlowReaderTest(unittest.TestCase):
             running, _ = snapshot(c)
             self.assertEqual(running, 8, "the 8 unread streams should be generating")
             with_slow = best_rate(stub, tries=2)
-            self.assertEqual(snapshot(c)[0] >= 0, True)
             cancelled_at = self.wait_idle(c, timeout=240)
 
             after = best_rate(stub)
