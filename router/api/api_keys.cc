@@ -322,7 +322,7 @@ absl::StatusOr<std::unique_ptr<ApiKeys::Lease>> ApiKeys::Admit(absl::string_view
   const char* result = "admitted";
   {
     absl::MutexLock lock(&state->mu);
-    const ApiKeyLimits& l = state->limits;
+    const ApiKeyLimits l = state->limits;
     const int64_t now_s = absl::ToUnixSeconds(now);
     if (l.max_streams > 0 && state->streams >= l.max_streams) {
       result = "stream_limit";
