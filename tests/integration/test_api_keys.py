@@ -7,6 +7,7 @@ name without ever showing a key. Expected hashes come from Python's hashlib."""
 import hashlib
 import json
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -16,7 +17,7 @@ import urllib.request
 
 import grpc
 
-from cluster import Cluster, metric_sum, parse_metrics, stubs
+from cluster import Cluster, _runfile, metric_sum, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
 
@@ -165,6 +166,20 @@ class ApiKeysTest(unittest.TestCase):
             self.assertNotIn(secret, text)
         self.assertNotIn(hashlib.sha256(b"open-key").hexdigest(), text)
         self.assertNotIn("open-key", self.cluster.log_text("router"))
+
+    def test_cli_sends_the_key(self):
+        cli = _runfile("tools/cli/tpserve")
+        args = [cli, f"--router={self.cluster.address()}", "info"]
+        env = {k: v for k, v in os.environ.items() if k != "TPSERVE_API_KEY"}
+        denied = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(denied.returncode, 0)
+        self.assertIn("API key", denied.stderr)
+        ok = subprocess.run(args, env=dict(env, TPSERVE_API_KEY="open-key"), capture_output=True,
+                            text=True, timeout=60)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        flag = subprocess.run(args[:2] + ["--api_key=open-key", "info"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(flag.returncode, 0, flag.stderr)
 
     def test_keys_file_is_reread_when_it_changes(self):
         self.assert_code(lambda: self.generate("late-key"), grpc.StatusCode.UNAUTHENTICATED)
