@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,16 +42,38 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
  public:
   class Sink final : public ResponseSink {
    public:
-    Sink(GenerateReactor* reactor, FrontendMetrics* metrics)
-        : reactor_(reactor), metrics_(metrics) {}
+    Sink(GenerateReactor* reactor, FrontendMetrics* metrics, int64_t max_buffer_bytes)
+        : reactor_(reactor), metrics_(metrics), max_buffer_bytes_(max_buffer_bytes) {}
+
+    // Charges the stream's tokens to `lease` and frees it at Close.
+    void SetLease(std::unique_ptr<ApiKeys::Lease> lease) {
+      absl::MutexLock lock(&mu_);
+      lease_ = std::move(lease);
+    }
+    // How the sink cancels its sequence when the client stops reading.
+    void SetCancel(std::function<void()> cancel) {
+      absl::MutexLock lock(&mu_);
+      cancel_ = std::move(cancel);
+    }
 
     void Send(v1::GenerateResponse response) override {
+      std::function<void()> cancel;
       {
         absl::MutexLock lock(&mu_);
         if (response.has_usage()) usage_ = response.usage();
+        if (lease_ != nullptr) lease_->AddTokens(response.token_ids_size());
         if (reactor_ == nullptr || finish_.has_value()) return;
-        queue_.push_back(ToByteBuffer(response));
+        grpc::ByteBuffer bytes = ToByteBuffer(response);
+        queued_bytes_ += static_cast<int64_t>(bytes.Length());
+        queue_.push_back(std::move(bytes));
+        if (max_buffer_bytes_ > 0 && queued_bytes_ > max_buffer_bytes_) {
+          // The client is not reading: end the stream now rather than hold
+          // its responses (and its KV blocks) without bound.
+          Overflow();
+          cancel = std::move(cancel_);
+        }
       }
+      if (cancel) cancel();
       Pump();
     }
 
@@ -59,6 +82,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
         absl::MutexLock lock(&mu_);
         if (finish_.has_value()) return;
         finish_ = ToGrpcStatus(status);
+        lease_.reset();
         if (metrics_ != nullptr) {
           metrics_->CountRequest(Frontend::kGrpc, status.code(),
                                  absl::ToDoubleSeconds(absl::Now() - arrival_),
@@ -72,8 +96,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       {
         absl::MutexLock lock(&mu_);
         writing_ = false;
-        queue_.pop_front();
-        if (!ok) queue_.clear();  // the client is gone; OnCancel follows
+        if (!queue_.empty()) {
+          queued_bytes_ -= static_cast<int64_t>(queue_.front().Length());
+          queue_.pop_front();
+        }
+        if (!ok) {  // the client is gone; OnCancel follows
+          queue_.clear();
+          queued_bytes_ = 0;
+        }
       }
       Pump();
     }
@@ -88,6 +118,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     // the reactor is called without holding mu_; `writing_` and
     // `finish_sent_` keep at most one operation outstanding, which also keeps
     // the reactor alive (OnDone needs the finish to complete).
+    //
+    // After an overflow the finish goes out at once, next to the write the
+    // client never completes: the call then holds one message until the
+    // client reads (and sees RESOURCE_EXHAUSTED), disconnects, or the
+    // connection reaches its maximum age.
     void Pump() {
       GenerateReactor* reactor;
       const grpc::ByteBuffer* next = nullptr;
@@ -95,8 +130,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       {
         absl::MutexLock lock(&mu_);
         reactor = reactor_;
-        if (reactor == nullptr || writing_ || finish_sent_) return;
-        if (!queue_.empty()) {
+        if (reactor == nullptr || finish_sent_) return;
+        if (writing_ && !overflowed_) return;
+        if (!queue_.empty() && !overflowed_) {
           writing_ = true;
           next = &queue_.front();
         } else if (finish_.has_value()) {
@@ -113,9 +149,31 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       }
     }
 
+    void Overflow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      overflowed_ = true;
+      // Keep only the message being written (gRPC holds a pointer to it).
+      while (queue_.size() > (writing_ ? 1u : 0u)) queue_.pop_back();
+      const absl::Status status = absl::ResourceExhaustedError(absl::StrCat(
+          "the client is not reading its stream: more than ", max_buffer_bytes_,
+          " bytes of responses are waiting to be sent (--stream_buffer_bytes); the request is "
+          "cancelled"));
+      finish_ = ToGrpcStatus(status);
+      lease_.reset();
+      if (metrics_ != nullptr) {
+        metrics_->CountRequest(Frontend::kGrpc, status.code(),
+                               absl::ToDoubleSeconds(absl::Now() - arrival_),
+                               usage_.prompt_tokens(), usage_.completion_tokens());
+      }
+    }
+
     absl::Mutex mu_;
-    GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_);  // null after OnDone
-    FrontendMetrics* const metrics_;                 // may be null
+    GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_);               // null after OnDone
+    FrontendMetrics* const metrics_;                              // may be null
+    const int64_t max_buffer_bytes_;                              // <= 0: unbounded
+    std::unique_ptr<ApiKeys::Lease> lease_ ABSL_GUARDED_BY(mu_);  // null without keys
+    std::function<void()> cancel_ ABSL_GUARDED_BY(mu_);
+    int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+    bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
     const absl::Time arrival_ = absl::Now();
     v1::Usage usage_ ABSL_GUARDED_BY(mu_);  // from the last response
     // The front is being written.
@@ -125,13 +183,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     bool finish_sent_ ABSL_GUARDED_BY(mu_) = false;
   };
 
-  explicit GenerateReactor(FrontendMetrics* metrics)
-      : sink_(std::make_shared<Sink>(this, metrics)) {}
+  GenerateReactor(FrontendMetrics* metrics, int64_t max_buffer_bytes)
+      : sink_(std::make_shared<Sink>(this, metrics, max_buffer_bytes)) {}
 
   std::shared_ptr<Sink> sink() { return sink_; }
   void Attach(ServingLoop* loop, uint64_t seq_id) {
     loop_ = loop;
     seq_id_ = seq_id;
+    sink_->SetCancel([loop, seq_id] { loop->Cancel(seq_id); });
   }
 
   void OnWriteDone(bool ok) override { sink_->OnWriteDone(ok); }
@@ -149,6 +208,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   uint64_t seq_id_ = 0;
 };
 
+// The "authorization" metadata ("" when absent).
+absl::string_view Authorization(const grpc::ServerContextBase& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return "";
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   auto deadline = context.deadline();
   auto now = std::chrono::system_clock::now();
@@ -158,8 +225,14 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 
 }  // namespace
 
-GenerationService::GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template)
-    : path_(tokenizer, chat_template) {}
+GenerationService::GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template,
+                                     Options options)
+    : path_(tokenizer, chat_template), options_(options) {}
+
+absl::Status GenerationService::Authenticate(const grpc::ServerContextBase& context) const {
+  if (options_.api_keys == nullptr) return absl::OkStatus();
+  return options_.api_keys->Authenticate(Authorization(context)).status();
+}
 
 void GenerationService::SetReady(ServingLoop* loop, const RequestLimits& limits,
                                  const v1::ModelInfoResponse& info) {
@@ -184,7 +257,16 @@ absl::StatusOr<GenerateJob> GenerationService::BuildJob(const grpc::ByteBuffer& 
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  auto* reactor = new GenerateReactor(path_.frontend_metrics());
+  auto* reactor = new GenerateReactor(path_.frontend_metrics(), options_.stream_buffer_bytes);
+  if (options_.api_keys != nullptr) {
+    absl::StatusOr<std::unique_ptr<ApiKeys::Lease>> lease =
+        options_.api_keys->Admit(Authorization(*context));
+    if (!lease.ok()) {
+      reactor->sink()->Close(lease.status());
+      return reactor;
+    }
+    reactor->sink()->SetLease(*std::move(lease));
+  }
   absl::StatusOr<RequestPath::Serving> serving = path_.Ready();
   if (!serving.ok()) {
     reactor->sink()->Close(serving.status());
@@ -205,6 +287,7 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto run = [&]() -> absl::Status {
+    TPS_RETURN_IF_ERROR(Authenticate(*context));
     TPS_ASSIGN_OR_RETURN(std::string bytes, ToBytes(*request));
     TPS_RETURN_IF_ERROR(CheckUtf8Fields(*v1::TokenizeRequest::descriptor(), bytes));
     v1::TokenizeRequest req;
@@ -219,8 +302,9 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
   return reactor;
 }
 
-grpc::Status GenerationService::ModelInfo(grpc::ServerContext*, const v1::ModelInfoRequest*,
+grpc::Status GenerationService::ModelInfo(grpc::ServerContext* context, const v1::ModelInfoRequest*,
                                           v1::ModelInfoResponse* response) {
+  if (absl::Status s = Authenticate(*context); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<RequestPath::Serving> serving = path_.Ready();
   if (!serving.ok()) return ToGrpcStatus(serving.status());
   *response = serving->info;

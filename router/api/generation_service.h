@@ -12,7 +12,15 @@
 //
 // Until SetReady, Generate answers UNAVAILABLE (the workers are loading).
 //
-//   GenerationService service(&tokenizer, &chat_template);
+// With Options::api_keys every call must carry "authorization: Bearer <key>"
+// (api_keys.h): Generate is admitted against the key's limits and charges its
+// tokens as they stream; Tokenize and ModelInfo only authenticate. A client
+// that stops reading (more than Options::stream_buffer_bytes of responses
+// waiting behind gRPC flow control) has its request cancelled, its KV freed
+// and its stream finished RESOURCE_EXHAUSTED.
+//
+//   GenerationService service(&tokenizer, &chat_template,
+//                             {.api_keys = keys.get(), .stream_buffer_bytes = 16 << 10});
 //   builder.RegisterService(&service);
 //   ... workers loaded ...
 //   service.SetReady(&loop, limits, model_info);
@@ -25,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "proto/tpserve/v1/generation.grpc.pb.h"
+#include "router/api/api_keys.h"
 #include "router/api/request_path.h"
 #include "router/api/request_validation.h"
 #include "router/api/serving_loop.h"
@@ -38,9 +47,18 @@ using GenerationServiceBase = v1::Generation::WithRawCallbackMethod_Generate<
 
 class GenerationService final : public GenerationServiceBase {
  public:
+  struct Options {
+    ApiKeys* api_keys = nullptr;  // null: no keys needed; must outlive the service
+    // Responses a stream may hold waiting for a client that does not read
+    // before the request is cancelled; <= 0: unbounded.
+    int64_t stream_buffer_bytes = 16 << 10;
+  };
+
   // `tokenizer` and `chat_template` (may be null: chat prompts are then
   // INVALID_ARGUMENT) must outlive the service.
-  GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template);
+  GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template, Options options);
+  GenerationService(const Tokenizer* tokenizer, const ChatTemplate* chat_template)
+      : GenerationService(tokenizer, chat_template, Options()) {}
 
   // Starts accepting Generate calls. `loop` must outlive the service.
   void SetReady(ServingLoop* loop, const RequestLimits& limits, const v1::ModelInfoResponse& info);
@@ -72,7 +90,11 @@ class GenerationService final : public GenerationServiceBase {
                                        grpc::CallbackServerContext* context,
                                        const RequestLimits& limits) const;
 
+  // OK without keys; else the call's key must be known.
+  absl::Status Authenticate(const grpc::ServerContextBase& context) const;
+
   RequestPath path_;
+  const Options options_;
 };
 
 }  // namespace tpserve

@@ -227,9 +227,19 @@ void HttpFrontEnd::Handle(mg_connection* conn) {
     WriteJson(conn, 405, e.Body());
     return;
   }
-  if (options_.authorize) {
+  // Health stays open (load balancers and probes carry no key).
+  std::unique_ptr<ApiKeys::Lease> lease;
+  if (options_.api_keys != nullptr && uri != "/health") {
     const char* auth = mg_get_header(conn, "Authorization");
-    absl::Status s = options_.authorize(auth != nullptr ? auth : "");
+    const absl::string_view header = auth != nullptr ? auth : "";
+    absl::Status s;
+    if (uri == "/v1/completions" || uri == "/v1/chat/completions") {
+      absl::StatusOr<std::unique_ptr<ApiKeys::Lease>> admitted = options_.api_keys->Admit(header);
+      if (admitted.ok()) lease = *std::move(admitted);
+      s = admitted.status();
+    } else {
+      s = options_.api_keys->Authenticate(header).status();
+    }
     if (!s.ok()) {
       mg_disable_connection_keep_alive(conn);
       WriteError(conn, s, endpoint);
@@ -263,7 +273,7 @@ void HttpFrontEnd::Handle(mg_connection* conn) {
   }
   if (uri == "/tokenize") return HandleTokenize(conn, body);
   if (uri == "/detokenize") return HandleDetokenize(conn, body);
-  HandleGenerate(conn, endpoint, body);
+  HandleGenerate(conn, endpoint, body, std::move(lease));
 }
 
 void HttpFrontEnd::HandleHealth(mg_connection* conn) {
@@ -308,7 +318,8 @@ void HttpFrontEnd::HandleDetokenize(mg_connection* conn, const std::string& body
   WriteJson(conn, 200, json{{"prompt", *text}});
 }
 
-void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint, const std::string& body) {
+void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint, const std::string& body,
+                                  std::unique_ptr<ApiKeys::Lease> lease) {
   const absl::Time arrival = absl::Now();
   std::vector<openai::ChoiceResult> results;
   absl::Status final_status;
@@ -410,6 +421,7 @@ void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint, const 
       return count();
     }
     if (event->closed) continue;
+    if (lease != nullptr) lease->AddTokens(event->response.token_ids_size());
     results[event->choice].Add(event->response);
     if (!request.stream) continue;
     const v1::GenerateResponse& r = event->response;

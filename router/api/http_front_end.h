@@ -27,11 +27,12 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
+#include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "router/api/api_keys.h"
 #include "router/api/openai_protocol.h"
 #include "router/api/request_path.h"
 
@@ -48,9 +49,12 @@ class HttpFrontEnd {
     int num_threads = 64;  // concurrent connections; a streaming request holds one
     int64_t max_body_bytes = 4 << 20;
     openai::ParseOptions parse;
-    // API-key hook: gets the Authorization header ("" when absent) and
-    // returns OK or UNAUTHENTICATED (answered 401). Unset: no keys needed.
-    std::function<absl::Status(absl::string_view authorization)> authorize;
+    // API keys (api_keys.h); null: no keys needed. With keys every endpoint
+    // but /health needs "Authorization: Bearer <key>" (401 otherwise, in
+    // OpenAI's error shape); generation requests are admitted against the
+    // key's limits (429 with a retry hint) and charge it their tokens. Must
+    // outlive the front end.
+    ApiKeys* api_keys = nullptr;
   };
 
   // `path` must outlive the front end.
@@ -70,7 +74,8 @@ class HttpFrontEnd {
  private:
   static int Dispatch(mg_connection* conn, void* self);
   void Handle(mg_connection* conn);
-  void HandleGenerate(mg_connection* conn, openai::Endpoint endpoint, const std::string& body);
+  void HandleGenerate(mg_connection* conn, openai::Endpoint endpoint, const std::string& body,
+                      std::unique_ptr<ApiKeys::Lease> lease);
   void HandleModels(mg_connection* conn);
   void HandleHealth(mg_connection* conn);
   void HandleTokenize(mg_connection* conn, const std::string& body);

@@ -4,9 +4,12 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "proto/convert/sampling_convert.h"
+#include "router/api/prompt_tokens.h"
 
 namespace tpserve {
 
@@ -34,36 +37,16 @@ absl::StatusOr<RequestPath::Serving> RequestPath::Ready() const {
 }
 
 absl::StatusOr<std::vector<int32_t>> RequestPath::RenderChat(const v1::ChatPrompt& chat) const {
-  if (chat_template_ == nullptr) {
-    return absl::InvalidArgumentError(
-        "chat: this model has no chat template; send text or token_ids, or start the router "
-        "with --chat_template=<name>");
-  }
-  std::vector<ChatMessage> messages;
-  for (const v1::ChatMessage& m : chat.messages()) messages.push_back({m.role(), m.content()});
-  absl::StatusOr<std::string> text = chat_template_->Render(messages, true);
-  if (!text.ok()) return Annotate(text.status(), "chat.messages");
-  return tokenizer_->Encode(std::string_view(*text),
-                            EncodeOptions{.add_special = false, .parse_special = true});
+  return ChatPromptTokens(
+      chat, *tokenizer_, chat_template_,
+      PromptOptions{.special_tokens_in_content = special_tokens_in_content_.load()});
 }
 
 absl::StatusOr<std::vector<int32_t>> RequestPath::PromptTokens(
     const v1::GenerateRequest& request) const {
-  switch (request.prompt_case()) {
-    case v1::GenerateRequest::kText: {
-      absl::StatusOr<std::vector<int32_t>> ids =
-          tokenizer_->Encode(std::string_view(request.text()), EncodeOptions{.add_special = true});
-      if (!ids.ok()) return Annotate(ids.status(), "text");
-      return ids;
-    }
-    case v1::GenerateRequest::kTokenIds:
-      return std::vector<int32_t>(request.token_ids().ids().begin(),
-                                  request.token_ids().ids().end());
-    case v1::GenerateRequest::kChat:
-      return RenderChat(request.chat());
-    default:
-      return absl::InvalidArgumentError("prompt is missing: set one of text, token_ids or chat");
-  }
+  return tpserve::PromptTokens(
+      request, *tokenizer_, chat_template_,
+      PromptOptions{.special_tokens_in_content = special_tokens_in_content_.load()});
 }
 
 std::string RequestPath::NextRequestId() const {
@@ -89,6 +72,14 @@ absl::StatusOr<GenerateJob> RequestPath::BuildJob(const v1::GenerateRequest& req
   job.stop.assign(request.stop().begin(), request.stop().end());
   job.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
   job.ignore_eos = request.ignore_eos();
+  if (log_requests_.load()) {
+    constexpr size_t kMaxLogged = 2000;
+    absl::StatusOr<std::string> text = tokenizer_->Decode(job.prompt, /*skip_special=*/false);
+    std::string shown = text.ok() ? *std::move(text) : "(undecodable)";
+    if (shown.size() > kMaxLogged) shown = absl::StrCat(shown.substr(0, kMaxLogged), "...");
+    Log(absl::StrCat("request ", job.request_id, ": ", job.prompt.size(),
+                     " prompt tokens, max_tokens ", job.max_tokens, ": ", absl::CEscape(shown)));
+  }
   return job;
 }
 

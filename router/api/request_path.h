@@ -77,6 +77,16 @@ class RequestPath {
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
 
+  // Logs each built job's id and prompt text (truncated). Off by default:
+  // prompts are user data and stay out of logs unless an operator asks
+  // (--log_requests).
+  void SetLogRequests(bool on) { log_requests_.store(on); }
+  // Special-token text inside chat message content ("<|im_end|>") is
+  // tokenized as plain text by default, so a user cannot forge turns; true
+  // tokenizes it as control tokens, as transformers does
+  // (--chat_content_special_tokens).
+  void SetSpecialTokensInContent(bool on) { special_tokens_in_content_.store(on); }
+
   // Per-front-end request metrics; null (the default) counts nothing. Must
   // outlive the path.
   void SetFrontendMetrics(FrontendMetrics* metrics) { frontend_metrics_.store(metrics); }
@@ -89,6 +99,8 @@ class RequestPath {
   const ChatTemplate* chat_template_;
   mutable std::atomic<uint64_t> next_request_number_{1};
   std::atomic<FrontendMetrics*> frontend_metrics_{nullptr};
+  std::atomic<bool> log_requests_{false};
+  std::atomic<bool> special_tokens_in_content_{false};
 
   mutable absl::Mutex mu_;
   ServingLoop* loop_ ABSL_GUARDED_BY(mu_) = nullptr;  // null until ready

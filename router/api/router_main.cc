@@ -42,10 +42,12 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "router/api/api_keys.h"
 #include "router/api/generation_service.h"
 #include "router/api/http_front_end.h"
 #include "router/api/model_name.h"
 #include "router/api/router_metrics.h"
+#include "router/api/server_limits.h"
 #include "router/api/serving_loop.h"
 #include "router/cluster/group_supervisor.h"
 #include "router/cluster/rendezvous.h"
@@ -126,6 +128,35 @@ ABSL_FLAG(int, health_port, -1,
           "Plaintext gRPC port serving only grpc.health.v1.Health (the same statuses as "
           "--port), for kubelet probes, which cannot do TLS; -1 = off, 0 = a free one");
 // ---- END TLS flags ---------------------------------------------------------
+// ---- BEGIN public-surface hardening flags (issue 12; docs/operations.md) ----
+ABSL_FLAG(std::string, api_keys_file, "",
+          "API keys (router/api/api_keys.h): one per line 'name sha256-hex [rps=N] [tpm=N] "
+          "[streams=N]'; re-read when it changes. Empty = no keys needed");
+ABSL_FLAG(bool, reflection, true,
+          "Serve gRPC server reflection (open without a key, like health); false hides the "
+          "service list from unauthenticated clients");
+ABSL_FLAG(int64_t, stream_buffer_bytes, 16 << 10,
+          "Responses a Generate stream may hold for a client that does not read; beyond it the "
+          "request is cancelled (RESOURCE_EXHAUSTED) and its KV freed. 0 = unbounded");
+ABSL_FLAG(int, grpc_max_message_bytes, 4 << 20, "Largest request message on the public port");
+ABSL_FLAG(int, grpc_max_concurrent_streams, 128, "Concurrent calls per client connection");
+ABSL_FLAG(absl::Duration, grpc_min_ping_interval, absl::Seconds(10),
+          "Clients pinging more often than this without data get GOAWAY after 2 strikes");
+ABSL_FLAG(absl::Duration, grpc_max_connection_age, absl::Hours(1),
+          "Connections older than this get GOAWAY (0 = never)");
+ABSL_FLAG(absl::Duration, grpc_max_connection_age_grace, absl::Minutes(5),
+          "Calls still open this long after the age GOAWAY are cut");
+ABSL_FLAG(absl::Duration, grpc_max_connection_idle, absl::Minutes(15),
+          "Connections without calls for this long are closed (0 = never)");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port for /metrics (overrides --host and --metrics_port), e.g. an internal "
+          "interface apart from the public API");
+ABSL_FLAG(bool, log_requests, false,
+          "Log each request's prompt text (off by default: prompts are user data)");
+ABSL_FLAG(bool, chat_content_special_tokens, false,
+          "Tokenize special-token text inside chat message content (e.g. '<|im_end|>') as "
+          "control tokens, as transformers does; off by default so users cannot forge turns");
+// ---- END public-surface hardening flags ------------------------------------
 
 namespace tpserve {
 namespace {
@@ -291,10 +322,39 @@ absl::Status Run() {
   TPS_RETURN_IF_ERROR(rendezvous.Start(host, absl::GetFlag(FLAGS_rendezvous_port),
                                        cluster_tls.ServerCredentials()));
 
-  GenerationService service(&tokenizer, chat_template.get());
+  // ---- BEGIN public-surface hardening (issue 12) ----------------------------
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<ApiKeys> api_keys;
+  if (!absl::GetFlag(FLAGS_api_keys_file).empty()) {
+    ApiKeys::Options key_options;
+    key_options.path = absl::GetFlag(FLAGS_api_keys_file);
+    key_options.log = [](absl::string_view line) {
+      Log(std::string_view(line.data(), line.size()));
+    };
+    key_options.registry = registry.get();
+    TPS_ASSIGN_OR_RETURN(api_keys, ApiKeys::Load(std::move(key_options)));
+  }
+  PublicServerLimits server_limits;
+  server_limits.max_message_bytes = absl::GetFlag(FLAGS_grpc_max_message_bytes);
+  server_limits.max_concurrent_streams = absl::GetFlag(FLAGS_grpc_max_concurrent_streams);
+  server_limits.min_ping_interval = absl::GetFlag(FLAGS_grpc_min_ping_interval);
+  server_limits.max_connection_age = absl::GetFlag(FLAGS_grpc_max_connection_age);
+  server_limits.max_connection_age_grace = absl::GetFlag(FLAGS_grpc_max_connection_age_grace);
+  server_limits.max_connection_idle = absl::GetFlag(FLAGS_grpc_max_connection_idle);
+  Log(absl::StrCat("public port limits: ", DescribeServerLimits(server_limits), "; stream buffer ",
+                   absl::GetFlag(FLAGS_stream_buffer_bytes), " B; API keys ",
+                   api_keys != nullptr ? "required" : "off"));
+  GenerationService::Options service_options;
+  service_options.api_keys = api_keys.get();
+  service_options.stream_buffer_bytes = absl::GetFlag(FLAGS_stream_buffer_bytes);
+  GenerationService service(&tokenizer, chat_template.get(), service_options);
+  service.path().SetLogRequests(absl::GetFlag(FLAGS_log_requests));
+  service.path().SetSpecialTokensInContent(absl::GetFlag(FLAGS_chat_content_special_tokens));
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  ApplyServerLimits(server_limits, builder);
+  // ---- END public-surface hardening -------------------------------------------
   int grpc_port = 0;
   builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)), public_credentials,
                            &grpc_port);
@@ -312,19 +372,24 @@ absl::Status Run() {
   health->SetServingStatus(false);
   health->SetServingStatus("liveness", true);
 
-  auto registry = std::make_shared<prometheus::Registry>();
+  const std::string metrics_address =
+      absl::GetFlag(FLAGS_metrics_address).empty()
+          ? absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port))
+          : absl::GetFlag(FLAGS_metrics_address);
   TPS_ASSIGN_OR_RETURN(
       std::unique_ptr<prometheus::Exposer> exposer,
-      StartMetricsExposer(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port)),
-                          "--metrics_port"));
+      StartMetricsExposer(metrics_address, absl::GetFlag(FLAGS_metrics_address).empty()
+                                               ? "--metrics_port"
+                                               : "--metrics_address"));
   exposer->RegisterCollectable(registry);
   const int metrics_port = exposer->GetListeningPorts().at(0);
   Log(absl::StrCat("listening: gRPC ", host, ":", grpc_port,
                    absl::GetFlag(FLAGS_tls_cert_file).empty()        ? " (plaintext)"
                    : absl::GetFlag(FLAGS_tls_client_ca_file).empty() ? " (TLS)"
                                                                      : " (mTLS)",
-                   ", metrics http://", host, ":", metrics_port, "/metrics, rendezvous ", host, ":",
-                   rendezvous.port(), cluster_tls.enabled() ? " (cluster mTLS)" : ""));
+                   ", metrics http://", metrics_address.substr(0, metrics_address.rfind(':')), ":",
+                   metrics_port, "/metrics, rendezvous ", host, ":", rendezvous.port(),
+                   cluster_tls.enabled() ? " (cluster mTLS)" : ""));
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   std::vector<std::pair<std::string, int>> ports = {{"grpc_port", grpc_port},
                                                     {"metrics_port", metrics_port},
@@ -349,6 +414,7 @@ absl::Status Run() {
     http_options.port = absl::GetFlag(FLAGS_http_port);
     http_options.num_threads = absl::GetFlag(FLAGS_http_threads);
     http_options.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes);
+    http_options.api_keys = api_keys.get();
     http = std::make_unique<HttpFrontEnd>(&service.path(), std::move(http_options));
     TPS_RETURN_IF_ERROR(http->Start());
     Log(absl::StrCat("listening: HTTP API http://", host, ":", http->port(), "/v1"));

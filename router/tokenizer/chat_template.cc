@@ -1,7 +1,9 @@
 #include "router/tokenizer/chat_template.h"
 
+#include <random>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -59,6 +61,23 @@ std::string Hint() {
                       ChatTemplate::BuiltinNames(), ")");
 }
 
+// The variables a render sees (messages, add_generation_prompt, bos/eos...).
+jinja::ValueDict Globals(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                         const std::string& bos, const std::string& eos) {
+  jinja::ValueList list;
+  for (const ChatMessage& m : messages) {
+    list.push_back(
+        jinja::Value::Dict({{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
+  }
+  return {{"messages", jinja::Value::List(std::move(list))},
+          {"add_generation_prompt", jinja::Value(add_generation_prompt)},
+          {"bos_token", jinja::Value(bos)},
+          {"eos_token", jinja::Value(eos)},
+          // transformers passes these even when unused.
+          {"tools", jinja::Value::None()},
+          {"documents", jinja::Value::None()}};
+}
+
 }  // namespace
 
 std::string ChatTemplate::BuiltinNames() {
@@ -85,8 +104,26 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromModel(std::string_view jinja_sour
     return absl::InvalidArgumentError(
         absl::StrCat("the model's chat template is not supported: ", t.status().message(), Hint()));
   }
-  return ChatTemplate("model", std::make_shared<const jinja::Template>(*std::move(t)),
-                      std::move(bos_token), std::move(eos_token));
+  ChatTemplate chat("model", std::make_shared<const jinja::Template>(*std::move(t)),
+                    std::move(bos_token), std::move(eos_token));
+  // The template comes from the model file and is untrusted: a template that
+  // cannot render a short conversation within a small budget (a loop that
+  // does not end, an output that explodes) is refused now, in bounded time,
+  // instead of costing every chat request the full render budget.
+  const std::vector<ChatMessage> probe = {{"system", "You are a helpful assistant."},
+                                          {"user", "Hello!"},
+                                          {"assistant", "Hi! How can I help?"},
+                                          {"user", "Tell me a joke."}};
+  auto rendered = chat.template_->Render(
+      Globals(probe, true, chat.bos_, chat.eos_),
+      jinja::RenderLimits{.max_steps = kProbeSteps, .max_output_bytes = kProbeOutputBytes});
+  if (!rendered.ok() && rendered.status().code() == absl::StatusCode::kResourceExhausted) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model's chat template is refused: rendering a 4-message conversation "
+                     "exceeds the load-time budget: ",
+                     rendered.status().message(), Hint()));
+  }
+  return chat;
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name, std::string bos_token,
@@ -113,7 +150,6 @@ absl::StatusOr<ChatTemplate> ChatTemplate::ForTokenizer(const Tokenizer& tok,
 
 absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>& messages,
                                                  bool add_generation_prompt) const {
-  jinja::ValueList list;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
     for (const std::string* s : {&m.role, &m.content}) {
@@ -122,22 +158,86 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
         return absl::InvalidArgumentError(absl::StrCat("message ", i, ": ", st.message()));
       }
     }
-    list.push_back(
-        jinja::Value::Dict({{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
   }
-  jinja::ValueDict globals = {{"messages", jinja::Value::List(std::move(list))},
-                              {"add_generation_prompt", jinja::Value(add_generation_prompt)},
-                              {"bos_token", jinja::Value(bos_)},
-                              {"eos_token", jinja::Value(eos_)},
-                              // transformers passes these even when unused.
-                              {"tools", jinja::Value::None()},
-                              {"documents", jinja::Value::None()}};
-  auto out = template_->Render(globals);
+  auto out = template_->Render(Globals(messages, add_generation_prompt, bos_, eos_),
+                               jinja::RenderLimits{.max_steps = render_steps_});
   if (!out.ok() && name_ == "model" &&
       !absl::StrContains(out.status().message(), "rejected the conversation")) {
     return absl::InvalidArgumentError(absl::StrCat(out.status().message(), Hint()));
   }
   return out;
+}
+
+}  // namespace tpserve
+
+namespace tpserve {
+namespace {
+
+// Splits `marked` at the markers "<open>i<sep>" ... "<close>"; `ok` is false
+// when the markers are not well formed (the template reordered or cut them).
+std::vector<ChatTemplate::Part> SplitMarked(const std::string& marked, const std::string& open,
+                                            const std::string& close, bool* ok) {
+  std::vector<ChatTemplate::Part> parts;
+  *ok = true;
+  size_t pos = 0;
+  while (pos < marked.size()) {
+    const size_t start = marked.find(open, pos);
+    if (start == std::string::npos) {
+      parts.push_back({marked.substr(pos), false});
+      break;
+    }
+    if (start > pos) parts.push_back({marked.substr(pos, start - pos), false});
+    const size_t body = start + open.size();
+    const size_t end = marked.find(close, body);
+    if (end == std::string::npos || marked.find(open, body) < end) {
+      *ok = false;
+      return {};
+    }
+    parts.push_back({marked.substr(body, end - body), true});
+    pos = end + close.size();
+  }
+  return parts;
+}
+
+std::string Joined(const std::vector<ChatTemplate::Part>& parts) {
+  std::string out;
+  for (const ChatTemplate::Part& p : parts) out += p.text;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<ChatTemplate::Part>> ChatTemplate::RenderParts(
+    const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  TPS_ASSIGN_OR_RETURN(std::string plain, Render(messages, add_generation_prompt));
+  // Private-use code points around a 64-bit nonce: content cannot forge a
+  // marker without guessing the nonce.
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  const std::string nonce = absl::StrCat(rng());
+  const std::string open = absl::StrCat("\xEE\x80\x80", nonce, "\xEE\x80\x81");
+  const std::string close = absl::StrCat("\xEE\x80\x82", nonce, "\xEE\x80\x83");
+  // First as sent; then with content pre-trimmed, for templates that trim it
+  // (`message['content'] | trim`: the markers would shield the whitespace).
+  for (bool trim : {false, true}) {
+    std::vector<ChatMessage> marked = messages;
+    for (ChatMessage& m : marked) {
+      const std::string content =
+          trim ? std::string(absl::StripAsciiWhitespace(m.content)) : m.content;
+      m.content = absl::StrCat(open, content, close);
+    }
+    absl::StatusOr<std::string> text = Render(marked, add_generation_prompt);
+    if (!text.ok()) continue;
+    bool ok = false;
+    std::vector<Part> parts = SplitMarked(*text, open, close, &ok);
+    // Exact or nothing: a template that cuts, reverses or otherwise rewrites
+    // content could turn user text into markup.
+    if (ok && Joined(parts) == plain) return parts;
+  }
+  return absl::InvalidArgumentError(
+      "chat: a message contains special-token text and the model's chat template rewrites "
+      "message content, so the two cannot be kept apart; remove the special-token text, choose "
+      "a built-in template (--chat_template) or allow special tokens in content "
+      "(--chat_content_special_tokens)");
 }
 
 }  // namespace tpserve

@@ -16,6 +16,7 @@
 #ifndef TPSERVE_ROUTER_TOKENIZER_CHAT_TEMPLATE_H_
 #define TPSERVE_ROUTER_TOKENIZER_CHAT_TEMPLATE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -40,8 +41,17 @@ class ChatTemplate {
  public:
   // Parses the model's template. `bos_token` / `eos_token` are the texts of
   // the model's bos/eos tokens (templates print them). InvalidArgument for an
-  // empty template or one outside the supported subset; the message names the
-  // problem and the built-ins FromName accepts.
+  // empty template, one outside the supported subset, one nested too deeply
+  // (parser limits), or one that cannot render a 4-message conversation
+  // within kProbeSteps / kProbeOutputBytes (the template comes from the model
+  // file and is untrusted); the message names the problem and the built-ins
+  // FromName accepts.
+  static constexpr int64_t kProbeSteps = 200'000;
+  static constexpr size_t kProbeOutputBytes = 1 << 20;
+  // Step bound of one request's render (about 1 us a step): a template that
+  // passed the probe but runs away on a larger conversation costs a request
+  // a few seconds at most.
+  static constexpr int64_t kRenderSteps = 4'000'000;
   static absl::StatusOr<ChatTemplate> FromModel(std::string_view jinja_source,
                                                 std::string bos_token, std::string eos_token);
 
@@ -66,7 +76,27 @@ class ChatTemplate {
   absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages,
                                      bool add_generation_prompt) const;
 
+  // One piece of a rendered conversation: text the template wrote, or a
+  // message's content (user data).
+  struct Part {
+    std::string text;
+    bool content = false;
+  };
+  // Renders like Render, split into template markup and message content, so
+  // a caller can tokenize content without matching special-token text in it
+  // (a user writing "<|im_end|>" must not end their turn). Each content is
+  // wrapped in markers with a random nonce before rendering; the parts
+  // joined always equal Render's text. InvalidArgument when the template
+  // rewrites content beyond trimming it (cuts, reverses, changes case), as
+  // the content could then not be told apart from markup.
+  absl::StatusOr<std::vector<Part>> RenderParts(const std::vector<ChatMessage>& messages,
+                                                bool add_generation_prompt) const;
+
   const std::string& name() const { return name_; }  // "model" or a built-in name
+
+  // Lowers (or raises) the per-render step bound (kRenderSteps by default);
+  // the fuzzer uses a small one to keep each input fast.
+  void SetRenderStepLimit(int64_t steps) { render_steps_ = steps; }
 
  private:
   ChatTemplate(std::string name, std::shared_ptr<const jinja::Template> t, std::string bos,
@@ -80,6 +110,7 @@ class ChatTemplate {
   std::shared_ptr<const jinja::Template> template_;
   std::string bos_;
   std::string eos_;
+  int64_t render_steps_ = kRenderSteps;
 };
 
 }  // namespace tpserve

@@ -225,6 +225,15 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
   return impl_->Encode(text, options);
 }
 
+bool Tokenizer::ContainsSpecial(std::string_view text) const {
+  for (size_t i = 0; i < text.size(); ++i) {
+    for (int32_t id : impl_->special_by_byte[static_cast<uint8_t>(text[i])]) {
+      if (text.compare(i, impl_->data.tokens[id].size(), impl_->data.tokens[id]) == 0) return true;
+    }
+  }
+  return false;
+}
+
 absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids,
                                               bool skip_special) const {
   std::string bytes;

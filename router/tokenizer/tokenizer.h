@@ -50,6 +50,10 @@ class Tokenizer {
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
                                               const EncodeOptions& options) const;
 
+  // Whether Encode with parse_special would match a special/added token
+  // string somewhere in `text`.
+  bool ContainsSpecial(std::string_view text) const;
+
   // Decodes ids to text; special tokens appear as their text unless
   // `skip_special`. Byte sequences that are not valid UTF-8 become U+FFFD.
   // Out-of-range ids are InvalidArgument.

@@ -5,12 +5,14 @@
 //   tpserve chat "What is 2+2?"       # one turn, then exit
 //   tpserve info
 //   tpserve info --router=tpserve.example:443 --tls_ca_file=ca.pem   # TLS router
+//   TPSERVE_API_KEY=tps-... tpserve info   # or --api_key=..., for a router with --api_keys_file
 //
 // Tokens are printed as they stream in; each answer ends with a line giving
 // time to first token, token count and tokens/s (on stderr, so stdout holds
 // only the text).
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -49,6 +51,8 @@ ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
 ABSL_FLAG(std::string, tls_server_name, "",
           "Name to check the router's certificate against when it differs from the host in "
           "--router (e.g. connecting by IP)");
+ABSL_FLAG(std::string, api_key, "",
+          "API key sent as 'authorization: Bearer <key>' (default: $TPSERVE_API_KEY)");
 
 namespace tpserve {
 namespace {
@@ -68,9 +72,20 @@ void FillSampling(v1::GenerateRequest* r) {
   r->set_priority(absl::GetFlag(FLAGS_priority));
 }
 
+// The router's API key (--api_key, else $TPSERVE_API_KEY) as call metadata.
+void AddApiKey(grpc::ClientContext& ctx) {
+  std::string key = absl::GetFlag(FLAGS_api_key);
+  if (key.empty()) {
+    const char* env = std::getenv("TPSERVE_API_KEY");
+    if (env != nullptr) key = env;
+  }
+  if (!key.empty()) ctx.AddMetadata("authorization", absl::StrCat("Bearer ", key));
+}
+
 // Streams one request to stdout; returns the full text, or prints the error.
 bool Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& request, std::string* text) {
   grpc::ClientContext ctx;
+  AddApiKey(ctx);
   ctx.set_deadline(
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
@@ -153,6 +168,7 @@ int Chat(v1::Generation::Stub& stub, const std::vector<std::string>& first_turn)
 
 int Info(v1::Generation::Stub& stub) {
   grpc::ClientContext ctx;
+  AddApiKey(ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::ModelInfoResponse info;
   grpc::Status s = stub.ModelInfo(&ctx, v1::ModelInfoRequest(), &info);

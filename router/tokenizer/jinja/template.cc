@@ -10,11 +10,14 @@
 namespace tpserve::jinja {
 namespace {
 
-constexpr size_t kMaxOutput = 64 << 20;    // bytes a render may produce
-constexpr int64_t kMaxSteps = 20'000'000;  // evaluations per render
-
 absl::Status Err(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("chat template: ", what));
+}
+
+// A render bound was reached (RESOURCE_EXHAUSTED, so callers can tell a
+// runaway template from one that rejects its input).
+absl::Status Exhausted(absl::string_view what) {
+  return absl::ResourceExhaustedError(absl::StrCat("chat template: ", what));
 }
 
 // Python-style index normalisation for a sequence of length n.
@@ -22,7 +25,7 @@ int64_t Normalize(int64_t i, int64_t n) { return i < 0 ? i + n : i; }
 
 class Interpreter {
  public:
-  explicit Interpreter(const ValueDict& globals) {
+  Interpreter(const ValueDict& globals, const RenderLimits& limits) : limits_(limits) {
     scopes_.push_back(BuiltinGlobals());
     for (const auto& kv : globals) Assign(kv.first, kv.second);
     scopes_.emplace_back();  // the template's own top-level scope
@@ -59,7 +62,9 @@ class Interpreter {
   }
 
   absl::Status Emit(const std::string& s) {
-    if (out_.size() + s.size() > kMaxOutput) return Err("output exceeds 64 MiB");
+    if (out_.size() + s.size() > limits_.max_output_bytes) {
+      return Exhausted(absl::StrCat("output exceeds ", limits_.max_output_bytes, " bytes"));
+    }
     out_ += s;
     return absl::OkStatus();
   }
@@ -71,7 +76,7 @@ class Interpreter {
       case Node::Kind::kOutput: {
         TPS_ASSIGN_OR_RETURN(Value v, Eval(*n.expr));
         std::string text = v.ToString();
-        if (text.size() > kMaxString) return Err("value grows too large");
+        if (text.size() > kMaxString) return Exhausted("value grows too large");
         return Emit(text);
       }
       case Node::Kind::kIf:
@@ -131,6 +136,7 @@ class Interpreter {
     if (n.condition) {  // `for x in xs if cond`: filter first, loop.* counts survivors
       ValueList kept;
       for (const Value& item : items) {
+        if (++steps_ > limits_.max_steps) return TooManySteps();
         scopes_.emplace_back();
         absl::Status s = bind(item);
         absl::StatusOr<Value> c = s.ok() ? Eval(*n.condition) : absl::StatusOr<Value>(s);
@@ -143,6 +149,9 @@ class Interpreter {
     if (items.empty()) return Exec(n.else_body);
     const int64_t len = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < len; ++i) {
+      // An iteration is a step even with an empty body: nested loops over
+      // long ranges must hit the step bound, not run for minutes.
+      if (++steps_ > limits_.max_steps) return TooManySteps();
       scopes_.emplace_back();
       Value loop = Value::Dict({{"index", Value(i + 1)},
                                 {"index0", Value(i)},
@@ -170,11 +179,13 @@ class Interpreter {
   // Every evaluation costs a step, and building a value costs its size
   // (WorkSize / 8): rendering time is bounded for any template.
   absl::StatusOr<Value> Eval(const Expr& e) {
-    if (++steps_ > kMaxSteps) return Err("render takes too many steps");
+    if (++steps_ > limits_.max_steps) return TooManySteps();
     absl::StatusOr<Value> v = EvalUncharged(e);
     if (v.ok()) {
       steps_ += static_cast<int64_t>(WorkSize(*v) / 8);
-      if (v->is_string() && v->as_string().size() > kMaxString) return Err("value grows too large");
+      if (v->is_string() && v->as_string().size() > kMaxString) {
+        return Exhausted("value grows too large");
+      }
     }
     return v;
   }
@@ -314,7 +325,7 @@ class Interpreter {
     if (step == 0) return Err("slice step cannot be zero");
     if (base.is_string()) {
       steps_ += static_cast<int64_t>(base.as_string().size());  // one Value per code point
-      if (steps_ > kMaxSteps) return Err("render takes too many steps");
+      if (steps_ > limits_.max_steps) return TooManySteps();
     }
     ValueList items;
     std::vector<std::string> cps;
@@ -350,10 +361,10 @@ class Interpreter {
     if (op == "~" || op == "+") {
       if (l.is_list() && r.is_list()) {
         if (l.items().size() + r.items().size() > static_cast<size_t>(kMaxSequence)) {
-          return Err("list grows too large");
+          return Exhausted("list grows too large");
         }
       } else if (WorkSize(l) + WorkSize(r) > kMaxString) {
-        return Err("value grows too large");
+        return Exhausted("value grows too large");
       }
     }
     if (op == "~") return Value(l.ToString() + r.ToString());
@@ -439,8 +450,14 @@ class Interpreter {
     return Err(absl::StrCat("unsupported operator ", op));
   }
 
+  absl::Status TooManySteps() const {
+    return Exhausted(absl::StrCat("render takes more than ", limits_.max_steps,
+                                  " steps (a loop that does not end?)"));
+  }
+
   enum class Control { kNone, kBreak, kContinue };
 
+  const RenderLimits limits_;
   std::vector<ValueDict> scopes_;
   std::string out_;
   int64_t steps_ = 0;
@@ -455,8 +472,9 @@ absl::StatusOr<Template> Template::Parse(std::string_view source) {
   return Template(std::move(program));
 }
 
-absl::StatusOr<std::string> Template::Render(const ValueDict& globals) const {
-  Interpreter interp(globals);
+absl::StatusOr<std::string> Template::Render(const ValueDict& globals,
+                                             const RenderLimits& limits) const {
+  Interpreter interp(globals, limits);
   TPS_RETURN_IF_ERROR(interp.Exec(program_));
   return std::move(interp.out());
 }
