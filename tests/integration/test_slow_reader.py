@@ -103,7 +103,10 @@ class SlowReaderTest(unittest.TestCase):
                   f"with 8 unread streams {with_slow:.1f}, after {after:.1f}; unread streams "
                   f"all cancelled {cancelled_at:.1f} s after the measurement")
             self.assertGreaterEqual(with_slow, 0.9 * with_readers)
-            self.assertGreaterEqual(after, 0.9 * alone)
+            # Recovery, not a rate comparison: a loop still serving the
+            # cancelled streams runs at ~1/8 of `alone`; the wider bound keeps
+            # other load on the machine from failing it.
+            self.assertGreaterEqual(after, 0.75 * alone)
 
             # Read now: each stream ends RESOURCE_EXHAUSTED before max_tokens.
             for call in calls:
