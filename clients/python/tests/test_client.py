@@ -30,12 +30,20 @@ class FakeGeneration(pb_grpc.GenerationServicer):
         if request.text == "fail":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text: bad prompt")
         if request.text == "endless":
-            for i in range(1000):
-                if not context.is_active():
+            # gRPC either lets this loop see the call inactive or stops
+            # pulling and closes the generator (GeneratorExit at the yield),
+            # depending on timing: both mean the server saw the cancellation.
+            finished = False
+            try:
+                for i in range(1000):
+                    if not context.is_active():
+                        return
+                    yield pb.GenerateResponse(request_id="r", text="x", token_ids=[i])
+                    time.sleep(0.01)
+                finished = True
+            finally:
+                if not finished:
                     self.cancelled.set()
-                    return
-                yield pb.GenerateResponse(request_id="r", text="x", token_ids=[i])
-                time.sleep(0.01)
             return
         lp = pb.SampledLogprobs(sampled=pb.TokenLogprob(token_id=5, logprob=-0.25, text="Hel"),
                                 top=[pb.TokenLogprob(token_id=5, logprob=-0.25, text="Hel")])
