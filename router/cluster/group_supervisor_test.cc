@@ -12,8 +12,8 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "router/cluster/fake_worker_service.h"
 #include "rendezvous/tcp_kv_store.h"
+#include "router/cluster/fake_worker_service.h"
 
 namespace tpserve {
 namespace {
@@ -40,8 +40,7 @@ class GroupSupervisorTest : public ::testing::Test {
     servers_[r].reset();
     workers_[r] = std::make_unique<FakeWorkerService>(r, 2);
     servers_[r] = std::make_unique<FakeWorkerServer>(workers_[r].get());
-    ASSERT_TRUE(store_->Set(WorkerKey(rendezvous_.session(), r), servers_[r]->address())
-                    .ok());
+    ASSERT_TRUE(store_->Set(WorkerKey(rendezvous_.session(), 0, r), servers_[r]->address()).ok());
   }
 
   void StartSupervisor(absl::Duration step_timeout = absl::Seconds(15)) {

@@ -37,7 +37,7 @@ std::string Registrar::session() const {
 void Registrar::Run() {
   std::unique_ptr<TcpKvStoreClient> store;
   std::string registered;  // session we published our address in
-  bool outage = false;  // logged once per outage, not every retry
+  bool outage = false;     // logged once per outage, not every retry
   while (!stop_.HasBeenNotified()) {
     if (store == nullptr) {
       store = std::make_unique<TcpKvStoreClient>(store_host_, store_port_, interval_);
@@ -45,11 +45,11 @@ void Registrar::Run() {
     absl::StatusOr<std::string> session = store->Get(kSessionKey, interval_);
     absl::Status s = session.status();
     if (s.ok() && *session != registered) {
-      s = store->Set(WorkerKey(*session, rank_), address_);
+      s = store->Set(WorkerKey(*session, group_, rank_), address_);
       if (s.ok()) {
         log_(absl::StrCat(registered.empty() ? "registered" : "router restarted: re-registered",
-                          " as rank ", rank_, " at ", address_, " (router session ", *session,
-                          ")"));
+                          " as rank ", rank_, group_ != 0 ? absl::StrCat(" of group ", group_) : "",
+                          " at ", address_, " (router session ", *session, ")"));
         registered = *session;
         absl::MutexLock lock(&mu_);
         session_ = registered;

@@ -22,14 +22,15 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
 
   absl::Mutex mu;
   std::vector<std::string> lines;
-  Registrar reg("127.0.0.1", port, /*rank=*/1, "10.1.2.3:5000",
-                [&](const std::string& l) {
-                  absl::MutexLock lock(&mu);
-                  lines.push_back(l);
-                },
-                absl::Milliseconds(100));
+  Registrar reg(
+      "127.0.0.1", port, /*rank=*/1, "10.1.2.3:5000",
+      [&](const std::string& l) {
+        absl::MutexLock lock(&mu);
+        lines.push_back(l);
+      },
+      absl::Milliseconds(100));
   reg.Start();
-  absl::StatusOr<std::string> addr = router.Get(WorkerKey("first", 1), absl::Seconds(10));
+  absl::StatusOr<std::string> addr = router.Get(WorkerKey("first", 0, 1), absl::Seconds(10));
   ASSERT_TRUE(addr.ok()) << addr.status();
   EXPECT_EQ(*addr, "10.1.2.3:5000");
 
@@ -41,7 +42,7 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
   ASSERT_TRUE(started.ok()) << started;
   TcpKvStoreClient router2("127.0.0.1", port);
   ASSERT_TRUE(router2.Set(kSessionKey, "second").ok());
-  addr = router2.Get(WorkerKey("second", 1), absl::Seconds(10));
+  addr = router2.Get(WorkerKey("second", 0, 1), absl::Seconds(10));
   ASSERT_TRUE(addr.ok()) << addr.status();
   EXPECT_EQ(*addr, "10.1.2.3:5000");
   const absl::Time until = absl::Now() + absl::Seconds(5);
@@ -58,7 +59,8 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
 TEST(RegistrarTest, EpochPrefixesAreDistinctPerEpochAndSession) {
   EXPECT_NE(EpochPrefix("s", 1, "gloo"), EpochPrefix("s", 2, "gloo"));
   EXPECT_NE(EpochPrefix("s", 1, "gloo"), EpochPrefix("t", 1, "gloo"));
-  EXPECT_EQ(WorkerKey("abc", 3), "tpserve/abc/worker/3");
+  EXPECT_EQ(WorkerKey("abc", 0, 3), "tpserve/abc/worker/3");
+  EXPECT_EQ(WorkerKey("abc", 2, 3), "tpserve/abc/group/2/worker/3");
 }
 
 }  // namespace
