@@ -376,7 +376,8 @@ absl::Status Run() {
         serving[g] = state == GroupState::kServing;
         any = std::find(serving.begin(), serving.end(), true) != serving.end();
       }
-      health->SetServingStatus(any);
+      // Before the loop runs health stays NOT_SERVING (Generate would refuse).
+      if (ready.load()) health->SetServingStatus(any);
       if (!ready.load()) {
         service.SetUnavailable(absl::StrCat(
             "the cluster is not ready: ", max_groups > 1 ? absl::StrCat("group ", g, ": ") : "",
@@ -446,7 +447,11 @@ absl::Status Run() {
   limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   service.SetReady(&loop, limits,
                    ModelInfo(model_name, cluster, options, world_size, num_groups, max_groups));
-  ready = true;
+  {
+    absl::MutexLock lock(&health_mu);
+    ready = true;
+    health->SetServingStatus(std::find(serving.begin(), serving.end(), true) != serving.end());
+  }
   Log(absl::StrCat(
       "SERVING ", model_name, " on port ", grpc_port, " (TP=", world_size,
       max_groups > 1 ? absl::StrCat(", groups ", num_groups, " of up to ", max_groups) : "", ")"));
