@@ -8,10 +8,20 @@
 // token (process CPU time: the fake workers' share is a few percent of it)
 // and the serialized StepRequest bytes per step.
 //
-//   bazel build -c opt //router/api:router_capacity_benchmark
-//   TPSERVE_ROOT=$PWD bazel-bin/router/api/router_capacity_benchmark [--groups=1,4,16,64]
+// --grpc: the fake workers run in child processes (one TP=1 group each,
+// router/cluster/fake_worker_service.h) and the router drives them for real:
+// GroupSupervisor, WorkerGroup, gRPC. The router CPU then includes the gRPC
+// client side of every step (the children's CPU is not counted).
+//
+//   bazel build //router/api:router_capacity_benchmark
+//   TPSERVE_ROOT=$PWD bazel-bin/router/api/router_capacity_benchmark [--groups=1,4,16,64] [--grpc]
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -27,12 +37,15 @@
 #include "absl/time/clock.h"
 #include "prometheus/registry.h"
 #include "router/api/serving_loop.h"
+#include "router/cluster/fake_worker_service.h"
+#include "router/cluster/group_supervisor.h"
 #include "router/tokenizer/tokenizer_gguf.h"
 
 ABSL_FLAG(std::string, groups, "1,4,16,64", "Comma-separated group counts to measure");
 ABSL_FLAG(int, seqs_per_group, 64, "Concurrent sequences per group");
 ABSL_FLAG(int, prompt_tokens, 32, "Prompt length of every request");
 ABSL_FLAG(int, max_tokens, 128, "Generated tokens per request");
+ABSL_FLAG(bool, grpc, false, "Fake workers in child processes, driven over gRPC");
 
 namespace tpserve {
 namespace {
@@ -83,21 +96,70 @@ class CountingSink : public ResponseSink {
   absl::BlockingCounter* done_;
 };
 
+// Forks `n` children, each serving a FakeWorkerService (one TP=1 group) on
+// a free port; returns their addresses. Called before this process uses gRPC.
+std::vector<std::string> ForkWorkers(int n, std::vector<pid_t>* pids) {
+  std::vector<std::string> addresses;
+  for (int i = 0; i < n; ++i) {
+    int fds[2];
+    if (pipe(fds) != 0) std::abort();
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the benchmark
+      close(fds[0]);
+      FakeWorkerService service(/*rank=*/0, /*world_size=*/1);
+      service.blocks = 1 << 20;
+      FakeWorkerServer server(&service);
+      const std::string address = server.address();
+      if (write(fds[1], address.data(), address.size()) < 0) _exit(1);
+      close(fds[1]);
+      while (true) pause();
+    }
+    close(fds[1]);
+    char buffer[64];
+    const ssize_t got = read(fds[0], buffer, sizeof(buffer));
+    close(fds[0]);
+    if (got <= 0) std::abort();
+    addresses.emplace_back(buffer, static_cast<size_t>(got));
+    pids->push_back(pid);
+  }
+  return addresses;
+}
+
 double CpuSeconds() {
   rusage u;
   getrusage(RUSAGE_SELF, &u);
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
 }
 
-void Measure(const Tokenizer& tokenizer, int groups) {
+void Measure(const Tokenizer& tokenizer, int groups, const std::vector<std::string>& remote) {
   const int per_group = absl::GetFlag(FLAGS_seqs_per_group);
   const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
   std::vector<std::unique_ptr<InstantWorkers>> workers;
+  std::vector<std::unique_ptr<GroupSupervisor>> supervisors;
   std::vector<StepExecutor*> executors;
+  auto epochs = std::make_shared<std::atomic<uint64_t>>(0);
   for (int g = 0; g < groups; ++g) {
-    workers.push_back(std::make_unique<InstantWorkers>());
-    executors.push_back(workers.back().get());
+    if (remote.empty()) {
+      workers.push_back(std::make_unique<InstantWorkers>());
+      executors.push_back(workers.back().get());
+      continue;
+    }
+    GroupOptions o;
+    o.group = g;
+    o.addresses = {remote[g]};
+    o.epochs = epochs;
+    supervisors.push_back(std::make_unique<GroupSupervisor>(std::move(o), nullptr));
+    supervisors.back()->Start();
+    executors.push_back(supervisors.back().get());
+  }
+  for (auto& s : supervisors) {
+    absl::StatusOr<ClusterInfo> up = s->WaitUntilServing(absl::Seconds(60));
+    if (!up.ok()) {
+      std::fprintf(stderr, "%s\n", up.status().ToString().c_str());
+      std::exit(1);
+    }
   }
   prometheus::Registry registry;
   RouterMetrics metrics(registry, "bench");
@@ -129,12 +191,12 @@ void Measure(const Tokenizer& tokenizer, int groups) {
   done.Wait();
   const double wall = absl::ToDoubleSeconds(absl::Now() - t0);
   const double cpu = CpuSeconds() - cpu0;
-  loop.Stop();
+  absl::SleepFor(absl::Milliseconds(250));  // the loop, idle now, refreshes Snapshot()
   int64_t steps = 0, bytes = 0;
-  for (const auto& w : workers) {
-    steps += w->steps_;
-    bytes += w->bytes_;
-  }
+  for (const ServingLoop::GroupSnapshot& g : loop.Snapshot()) steps += g.scheduler.num_steps_total;
+  loop.Stop();
+  for (auto& s : supervisors) s->Stop();
+  for (const auto& w : workers) bytes += w->bytes_;
   std::printf("%6d %8d %10.0f %12.0f %12.2f %12.0f %8.2f\n", groups, requests, steps / wall,
               tokens.load() / wall, cpu * 1e6 / static_cast<double>(tokens.load()),
               static_cast<double>(bytes) / static_cast<double>(steps), wall);
@@ -158,10 +220,21 @@ int main(int argc, char** argv) {
   if (!tokenizer.ok()) return 1;
   std::printf("%6s %8s %10s %12s %12s %12s %8s\n", "groups", "requests", "steps/s", "tokens/s",
               "cpu_us/token", "bytes/step", "wall_s");
+  std::vector<int> counts;
   for (absl::string_view g : absl::StrSplit(absl::GetFlag(FLAGS_groups), ',')) {
     int groups = 0;
     if (!absl::SimpleAtoi(g, &groups) || groups < 1) return 2;
-    tpserve::Measure(*tokenizer, groups);
+    counts.push_back(groups);
+  }
+  std::vector<pid_t> children;
+  std::vector<std::string> remote;
+  if (absl::GetFlag(FLAGS_grpc)) {
+    remote = tpserve::ForkWorkers(*std::max_element(counts.begin(), counts.end()), &children);
+  }
+  for (int groups : counts) tpserve::Measure(*tokenizer, groups, remote);
+  for (pid_t pid : children) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
   }
   return 0;
 }
