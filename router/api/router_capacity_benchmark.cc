@@ -46,6 +46,7 @@ ABSL_FLAG(int, seqs_per_group, 64, "Concurrent sequences per group");
 ABSL_FLAG(int, prompt_tokens, 32, "Prompt length of every request");
 ABSL_FLAG(int, max_tokens, 128, "Generated tokens per request");
 ABSL_FLAG(bool, grpc, false, "Fake workers in child processes, driven over gRPC");
+ABSL_FLAG(bool, lean_steps, true, "Send per-sequence deltas (ServingLoop::Options::lean_steps)");
 
 namespace tpserve {
 namespace {
@@ -170,6 +171,7 @@ void Measure(const Tokenizer& tokenizer, int groups, const std::vector<std::stri
   o.block_size = 16;
   o.num_blocks = per_group * ((prompt_tokens + max_tokens) / o.block_size + 2);
   o.placement_load_slack = 8;
+  o.lean_steps = absl::GetFlag(FLAGS_lean_steps);
   ServingLoop loop(o, executors, &tokenizer, &metrics);
   const int requests = groups * per_group;
   std::atomic<int64_t> tokens{0};

@@ -70,6 +70,9 @@ ABSL_FLAG(int, groups, 1,
 ABSL_FLAG(int, max_groups, 0,
           "Most worker groups; groups --groups..max_groups-1 may register while the router "
           "serves and join without a restart (0 = --groups)");
+ABSL_FLAG(bool, lean_steps, true,
+          "Send each running sequence's block table and sampling parameters to the workers "
+          "once per epoch, then only its new blocks (false: everything every step)");
 ABSL_FLAG(double, placement_load_slack, 8,
           "Placement: a group caching the longest prompt prefix loses to the least loaded "
           "group when its load (sequences) is higher by more than this "
@@ -190,6 +193,7 @@ absl::StatusOr<ServingLoop::Options> LoopOptions(const ClusterInfo& cluster,
   options.block_size = cluster.kv_block_size;
   options.recovery_timeout = absl::GetFlag(FLAGS_recovery_timeout);
   options.placement_load_slack = absl::GetFlag(FLAGS_placement_load_slack);
+  options.lean_steps = absl::GetFlag(FLAGS_lean_steps);
   options.eos_ids.assign(info.eos_token_ids().begin(), info.eos_token_ids().end());
   if (options.eos_ids.empty() && tokenizer.eos_id() >= 0) {
     options.eos_ids.push_back(tokenizer.eos_id());

@@ -15,22 +15,42 @@
 namespace tpserve {
 namespace {
 
-v1::StepRequest ToProto(const ScheduledStep& step, std::vector<uint64_t>* extra_frees) {
+// `sent` (null: lean steps off) is what the ranks hold per sequence: a
+// sequence they hold whose blocks only grew is sent as a delta.
+v1::StepRequest ToProto(const ScheduledStep& step, std::vector<uint64_t>* extra_frees,
+                        absl::flat_hash_map<uint64_t, std::vector<int32_t>>* sent) {
   v1::StepRequest request;
   request.set_step_id(step.step_id);
+  // Frees apply before the step's sequences, on the ranks as here.
+  for (uint64_t id : *extra_frees) request.add_free_seq_ids(id);
+  extra_frees->clear();
+  for (uint64_t id : step.free_seq_ids) request.add_free_seq_ids(id);
+  if (sent != nullptr) {
+    for (uint64_t id : request.free_seq_ids()) sent->erase(id);
+  }
   for (const ScheduledSequence& s : step.seqs) {
     v1::SequenceInput* in = request.add_seqs();
     in->set_seq_id(s.seq_id);
     in->mutable_tokens()->Add(s.tokens.begin(), s.tokens.end());
     in->set_start_pos(s.start_pos);
+    in->set_sample(s.sample);
+    if (sent != nullptr) {
+      auto it = sent->find(s.seq_id);
+      if (it != sent->end() && it->second.size() <= s.block_table.size() &&
+          std::equal(it->second.begin(), it->second.end(), s.block_table.begin())) {
+        in->set_delta(true);
+        in->mutable_block_table()->Add(s.block_table.begin() + it->second.size(),
+                                       s.block_table.end());
+        it->second.insert(it->second.end(), s.block_table.begin() + it->second.size(),
+                          s.block_table.end());
+        continue;
+      }
+      (*sent)[s.seq_id] = s.block_table;
+    }
     in->set_prompt_len(s.prompt_len);
     in->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
-    in->set_sample(s.sample);
     SamplingToWorker(s.sampling, in->mutable_sampling());
   }
-  for (uint64_t id : *extra_frees) request.add_free_seq_ids(id);
-  extra_frees->clear();
-  for (uint64_t id : step.free_seq_ids) request.add_free_seq_ids(id);
   return request;
 }
 
@@ -318,6 +338,7 @@ void ServingLoop::ResetLane(Lane& lane) {
   lane.in_flight.reset();
   lane.next.reset();
   lane.pending_frees.clear();
+  lane.sent_blocks.clear();
   lane.scheduler = NewScheduler(options_);
   for (uint64_t id : lane.seqs) {
     Live& live = *live_.at(id);
@@ -377,6 +398,7 @@ bool ServingLoop::Advance(Lane& lane, absl::Time now) {
     if (!lane.scheduler->HasWork() && !lane.pending_frees.empty()) {
       std::vector<uint64_t> frees;
       frees.swap(lane.pending_frees);
+      for (uint64_t id : frees) lane.sent_blocks.erase(id);
       absl::Status freed = lane.executor->Free(frees);
       (void)freed;  // a failing worker shows up on the next step
     }
@@ -396,7 +418,8 @@ void ServingLoop::SendStep(Lane& lane, ScheduledStep step) {
   }
   metrics_->iteration_tokens->Observe(step.num_tokens);
   auto flight = std::make_shared<InFlight>();
-  v1::StepRequest request = ToProto(step, &lane.pending_frees);
+  v1::StepRequest request =
+      ToProto(step, &lane.pending_frees, options_.lean_steps ? &lane.sent_blocks : nullptr);
   flight->step = std::move(step);
   flight->sent = now;
   lane.in_flight = flight;
@@ -452,6 +475,7 @@ void ServingLoop::FailAll(const absl::Status& status) {
     lane->in_flight.reset();
     lane->next.reset();
     lane->pending_frees.clear();
+    lane->sent_blocks.clear();
     lane->seqs.clear();
     lane->scheduler = NewScheduler(options_);
     metrics_->ObserveScheduler(lane->index, lane->scheduler->metrics());

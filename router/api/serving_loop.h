@@ -89,6 +89,10 @@ class ServingLoop {
     // longest cached prefix loses to the least loaded group when its load is
     // higher by more than this many sequences.
     double placement_load_slack = 8;
+    // Lean steps (worker.proto SequenceInput.delta): a running sequence's
+    // parameters and block table go to the workers once per epoch, then
+    // only its new blocks. false: every step carries everything.
+    bool lean_steps = true;
   };
 
   // What the admin API and ModelInfo report per group (loop's last view).

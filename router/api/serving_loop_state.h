@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -54,6 +55,9 @@ struct ServingLoop::Lane {
   std::shared_ptr<InFlight> in_flight;
   std::optional<ScheduledStep> next;  // built while in_flight runs
   std::vector<uint64_t> pending_frees;
+  // Lean steps: the block table the group's ranks hold for each sequence
+  // (sent in full once per epoch, then only appended blocks).
+  absl::flat_hash_map<uint64_t, std::vector<int32_t>> sent_blocks;
   absl::flat_hash_set<uint64_t> seqs;  // live requests placed here
   uint64_t epoch = 0;                  // executor epoch the scheduler belongs to
   bool drained = false;

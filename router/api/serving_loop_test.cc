@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
@@ -73,6 +74,10 @@ class FakeExecutor : public StepExecutor {
   void StepAsync(v1::StepRequest request, StepCallback done) override {
     if (delay_ > absl::ZeroDuration()) absl::SleepFor(delay_);
     steps_.fetch_add(1);
+    {
+      absl::MutexLock lock(&log_mu_);
+      log_.push_back(request);
+    }
     if (fail_ || epoch_ == 0) {
       epoch_ = 0;
       done(absl::UnavailableError("worker rank 1 (fake) step failed"));
@@ -80,11 +85,15 @@ class FakeExecutor : public StepExecutor {
     }
     v1::StepResponse response;
     for (const v1::SequenceInput& s : request.seqs()) {
+      // Like a worker: a lean (delta) entry's prompt_len is the one its
+      // sequence's full entry carried.
+      if (!s.delta()) prompt_lens_[s.seq_id()] = s.prompt_len();
+      const int prompt_len = prompt_lens_[s.seq_id()];
       if (!s.sample()) continue;
       const int pos = s.start_pos() + s.tokens_size();
       v1::SampledToken* t = response.add_tokens();
       t->set_seq_id(s.seq_id());
-      t->set_token(cycle_[(pos - s.prompt_len()) % cycle_.size()]);
+      t->set_token(cycle_[(pos - prompt_len) % cycle_.size()]);
     }
     done(std::move(response));
   }
@@ -101,9 +110,12 @@ class FakeExecutor : public StepExecutor {
   std::atomic<bool> fail_{false};
   absl::Duration delay_ = absl::ZeroDuration();
   std::atomic<int> steps_{0};
+  absl::Mutex log_mu_;
+  std::vector<v1::StepRequest> log_ ABSL_GUARDED_BY(log_mu_);  // every step sent
 
  private:
   std::vector<int32_t> cycle_;
+  absl::flat_hash_map<uint64_t, int> prompt_lens_;  // loop thread only
 };
 
 class ServingLoopTest : public ::testing::Test {
@@ -438,6 +450,37 @@ TEST_F(ServingLoopTest, AGroupThatStartsServingLaterGetsRequests) {
     EXPECT_TRUE(sink->status().ok());
   }
   EXPECT_GT(executors_[1]->steps_.load(), 0);
+}
+
+TEST_F(ServingLoopTest, LeanStepsSendParametersOnceThenOnlyNewBlocks) {
+  Start();
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateJob job = Job(sink, 40);  // the prompt (< 16 tokens) + 40 tokens: 3-4 blocks
+  job.sampling.temperature = 0.7f;
+  job.sampling.seed = 5;
+  loop_->Submit(std::move(job));
+  ASSERT_TRUE(sink->Wait());
+  absl::MutexLock lock(&executor_->log_mu_);
+  ASSERT_GT(executor_->log_.size(), 30u);
+  std::vector<int32_t> table;  // the block table the workers rebuild
+  int full = 0;
+  for (const v1::StepRequest& r : executor_->log_) {
+    for (const v1::SequenceInput& s : r.seqs()) {
+      if (!s.delta()) {
+        ++full;
+        EXPECT_FLOAT_EQ(s.sampling().temperature(), 0.7f);
+        table.assign(s.block_table().begin(), s.block_table().end());
+        continue;
+      }
+      EXPECT_FALSE(s.has_sampling());  // parameters went once
+      EXPECT_LE(s.block_table_size(), 1);
+      table.insert(table.end(), s.block_table().begin(), s.block_table().end());
+      // Every block the step writes is in the rebuilt table.
+      EXPECT_GE(static_cast<int>(table.size()) * 16, s.start_pos() + s.tokens_size());
+    }
+  }
+  EXPECT_EQ(full, 1);
+  EXPECT_GE(table.size(), 3u);
 }
 
 }  // namespace
