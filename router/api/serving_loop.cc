@@ -240,9 +240,10 @@ void ServingLoop::PlaceWaiting() {
       }
       metrics_->rejected_requests->Increment();
       if (s.code() == absl::StatusCode::kResourceExhausted) {
-        s = absl::ResourceExhaustedError(absl::StrCat(
-            "the waiting queue of worker group ", g, " is full (", options_.scheduler.max_waiting,
-            " requests); retry with backoff or add capacity (", s.message(), ")"));
+        s = absl::ResourceExhaustedError(
+            absl::StrCat("the router's waiting queue is full (", options_.scheduler.max_waiting,
+                         " requests", lanes_.size() > 1 ? absl::StrCat(" in worker group ", g) : "",
+                         "); retry with backoff or add capacity (", s.message(), ")"));
       }
       std::shared_ptr<ResponseSink> sink = std::move(live.job.sink);
       live_.erase(it);
