@@ -27,6 +27,7 @@ struct ApiKeys::KeyState {
   const std::string name;
   absl::Mutex mu;
   ApiKeyLimits limits ABSL_GUARDED_BY(mu);
+  bool admin ABSL_GUARDED_BY(mu) = false;
   // Requests per second: a token bucket holding max(1, rps) tokens.
   double bucket ABSL_GUARDED_BY(mu) = -1;  // < 0: full, not yet used
   absl::Time bucket_time ABSL_GUARDED_BY(mu);
@@ -126,7 +127,8 @@ absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(absl::string_view text) {
     };
     const std::vector<absl::string_view> fields =
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    if (fields.size() < 2) return fail("expected: name sha256-hex [rps=N] [tpm=N] [streams=N]");
+    if (fields.size() < 2)
+      return fail("expected: name sha256-hex [rps=N] [tpm=N] [streams=N] [admin]");
     ApiKeyEntry e;
     e.name = std::string(fields[0]);
     for (char c : e.name) {
@@ -138,6 +140,10 @@ absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(absl::string_view text) {
     if (!hash.ok()) return fail(hash.status().message());
     e.hash = *hash;
     for (size_t i = 2; i < fields.size(); ++i) {
+      if (fields[i] == "admin") {
+        e.admin = true;
+        continue;
+      }
       absl::Status s = ParseLimit(fields[i], &e.limits);
       if (!s.ok()) return fail(s.message());
     }
@@ -253,6 +259,7 @@ absl::Status ApiKeys::Apply(std::vector<ApiKeyEntry> entries) {
     {
       absl::MutexLock lock(&state->mu);
       state->limits = e.limits;
+      state->admin = e.admin;
     }
     states.emplace(e.name, state);
     table.emplace_back(e.hash, std::move(state));
@@ -312,6 +319,23 @@ absl::StatusOr<std::shared_ptr<ApiKeys::KeyState>> ApiKeys::Find(absl::string_vi
 
 absl::StatusOr<std::string> ApiKeys::Authenticate(absl::string_view authorization) {
   TPS_ASSIGN_OR_RETURN(std::shared_ptr<KeyState> state, Find(authorization));
+  return state->name;
+}
+
+absl::StatusOr<std::string> ApiKeys::AuthenticateAdmin(absl::string_view authorization) {
+  TPS_ASSIGN_OR_RETURN(std::shared_ptr<KeyState> state, Find(authorization));
+  bool admin;
+  {
+    absl::MutexLock lock(&state->mu);
+    admin = state->admin;
+  }
+  if (!admin) {
+    Count(state->name, "permission_denied");
+    return absl::PermissionDeniedError(
+        absl::StrCat("API key \"", state->name,
+                     "\" may not call tpserve.v1.Admin (give it the 'admin' grant "
+                     "in --api_keys_file)"));
+  }
   return state->name;
 }
 

@@ -4,13 +4,15 @@
 // SHA-256 is stored, so the file (a Kubernetes Secret, a config map) never
 // holds a usable key:
 //
-//   # name   sha256 of the key (64 hex)                                  limits (optional)
-//   alice    2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b  rps=5 tpm=60000
-//   streams=4 batch    fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
+//   # name  sha256 of the key (64 hex)   limits and grants (optional)
+//   alice   2bb80d53...(64 hex digits)   rps=5 tpm=60000 streams=4
+//   ops     fcde2b2e...(64 hex digits)   admin
 //
 // Limits: rps = requests per second (a token bucket holding one second of
 // burst), tpm = generated tokens per minute (a sliding 60 s window, charged as
 // tokens stream), streams = concurrent Generate streams. Absent = unlimited.
+// `admin` lets the key call tpserve.v1.Admin (drain, undrain, list groups);
+// other keys get PERMISSION_DENIED there.
 // `tpserve-router --hash_api_key` (or `sha256sum`) prints a key's hash.
 //
 // Clients send `authorization: Bearer <key>` (gRPC metadata or the HTTP
@@ -60,6 +62,7 @@ struct ApiKeyEntry {
   std::string name;
   Sha256Digest hash;
   ApiKeyLimits limits;
+  bool admin = false;  // may call tpserve.v1.Admin
 };
 
 // Parses a keys file; errors name the line. Names must be unique.
@@ -108,6 +111,9 @@ class ApiKeys {
   // The key's name for a non-generating call (Tokenize, ModelInfo, models),
   // or UNAUTHENTICATED.
   [[nodiscard]] absl::StatusOr<std::string> Authenticate(absl::string_view authorization);
+  // The key's name when it carries the `admin` grant; UNAUTHENTICATED for a
+  // missing or unknown key, PERMISSION_DENIED for a key without the grant.
+  [[nodiscard]] absl::StatusOr<std::string> AuthenticateAdmin(absl::string_view authorization);
   // Authenticates and admits one Generate stream against the key's limits.
   [[nodiscard]] absl::StatusOr<std::unique_ptr<Lease>> Admit(absl::string_view authorization);
 

@@ -53,6 +53,16 @@ TEST(ParseApiKeysTest, ParsesNamesHashesAndLimits) {
   EXPECT_EQ((*keys)[0].limits.tokens_per_minute, 600);
   EXPECT_EQ((*keys)[0].limits.max_streams, 3);
   EXPECT_EQ((*keys)[1].limits.max_streams, 0);
+  EXPECT_FALSE((*keys)[0].admin);
+}
+
+TEST(ParseApiKeysTest, AdminIsAGrantNotALimit) {
+  auto keys = ParseApiKeys(Line("ops", "o", "admin rps=1") + Line("user", "u"));
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_TRUE((*keys)[0].admin);
+  EXPECT_DOUBLE_EQ((*keys)[0].limits.requests_per_second, 1);
+  EXPECT_FALSE((*keys)[1].admin);
+  EXPECT_FALSE(ParseApiKeys(Line("ops", "o", "admin=1")).ok());
 }
 
 TEST(ParseApiKeysTest, ErrorsNameTheLine) {

@@ -1,20 +1,24 @@
 // tpserve-router: the public gRPC endpoint of a tpserve cluster.
 //
-// Hosts the rendezvous store the workers meet in; a GroupSupervisor forms a
-// group epoch once --world_size workers have registered, loaded and agreed,
-// and re-forms it by itself after a rank dies, hangs or restarts (requests
-// wait and resume; see docs/operations.md "Failure handling"). Serves
-// tpserve.v1.Generation, grpc.health.v1.Health (service "": SERVING while a
-// group epoch serves; service "liveness": NOT_SERVING when the step loop is
-// wedged), reflection and Prometheus /metrics. Ctrl-C / SIGTERM drain and
-// shut it down.
+// Hosts the rendezvous store the workers meet in. It drives --groups
+// tensor-parallel groups of --world_size ranks (up to --max_groups: groups
+// whose ranks register later join without a restart); one GroupSupervisor
+// per group forms a group epoch once the group's ranks have registered,
+// loaded and agreed, and re-forms it by itself after a rank dies, hangs or
+// restarts (requests move to serving groups and resume; see
+// docs/operations.md "Failure handling" and "Groups and placement"). Serves
+// tpserve.v1.Generation, tpserve.v1.Admin (groups, drain), grpc.health.v1.Health
+// (service "": SERVING while some group serves; service "liveness":
+// NOT_SERVING when the step loop is wedged), reflection and Prometheus
+// /metrics. Ctrl-C / SIGTERM drain and shut it down.
 //
 //   tpserve-router --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --world_size=2
-//       --port=50051 --metrics_port=9400 --rendezvous_port=29500
-//   tpserve-worker --model=... --rank=0 --world_size=2 --rendezvous=127.0.0.1:29500
+//       --groups=2 --port=50051 --metrics_port=9400 --rendezvous_port=29500
+//   tpserve-worker --model=... --group=1 --rank=0 --world_size=2 --rendezvous=127.0.0.1:29500
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -42,6 +46,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "router/api/admin_service.h"
 #include "router/api/api_keys.h"
 #include "router/api/generation_service.h"
 #include "router/api/http_front_end.h"
@@ -63,7 +68,20 @@ ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC, metrics and rendezvou
 ABSL_FLAG(int, port, 50051, "gRPC port of tpserve.v1.Generation (0 = pick a free one)");
 ABSL_FLAG(int, metrics_port, 9400, "Prometheus /metrics port (0 = pick a free one)");
 ABSL_FLAG(int, rendezvous_port, 29500, "Port of the store the workers rendezvous in (0 = free)");
-ABSL_FLAG(int, world_size, 1, "Number of worker ranks (tensor-parallel size)");
+ABSL_FLAG(int, world_size, 1, "Number of worker ranks per group (tensor-parallel size)");
+ABSL_FLAG(int, groups, 1,
+          "Worker groups (data parallel) the router waits for before serving; workers join "
+          "group g with --group=g");
+ABSL_FLAG(int, max_groups, 0,
+          "Most worker groups; groups --groups..max_groups-1 may register while the router "
+          "serves and join without a restart (0 = --groups)");
+ABSL_FLAG(bool, lean_steps, true,
+          "Send each running sequence's block table and sampling parameters to the workers "
+          "once per epoch, then only its new blocks (false: everything every step)");
+ABSL_FLAG(double, placement_load_slack, 8,
+          "Placement: a group caching the longest prompt prefix loses to the least loaded "
+          "group when its load (sequences) is higher by more than this "
+          "(docs/operations.md \"Groups and placement\")");
 ABSL_FLAG(std::string, workers, "",
           "Comma-separated worker gRPC addresses by rank; empty = learn them from the "
           "rendezvous store as the workers register");
@@ -184,8 +202,10 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> LoadChatTemplate(const Tokenizer& 
   return std::make_unique<ChatTemplate>(*std::move(t));
 }
 
-GroupOptions GroupOptionsFromFlags(int world_size, int32_t warmup_token) {
+GroupOptions GroupOptionsFromFlags(int group, int max_groups, int world_size,
+                                   int32_t warmup_token) {
   GroupOptions o;
+  o.group = group;
   o.world_size = world_size;
   if (!absl::GetFlag(FLAGS_workers).empty()) {
     o.addresses = absl::StrSplit(absl::GetFlag(FLAGS_workers), ',', absl::SkipEmpty());
@@ -197,7 +217,11 @@ GroupOptions GroupOptionsFromFlags(int world_size, int32_t warmup_token) {
   o.step_timeout_per_token = absl::GetFlag(FLAGS_step_timeout_per_token);
   o.recovery_timeout = absl::GetFlag(FLAGS_recovery_timeout);
   o.warmup_token = warmup_token;
-  o.log = Log;
+  if (max_groups == 1) {
+    o.log = Log;
+  } else {
+    o.log = [group](const std::string& line) { Log(absl::StrCat("group ", group, ": ", line)); };
+  }
   return o;
 }
 
@@ -220,6 +244,8 @@ absl::StatusOr<ServingLoop::Options> LoopOptions(const ClusterInfo& cluster,
   options.num_blocks = cluster.kv_num_blocks;
   options.block_size = cluster.kv_block_size;
   options.recovery_timeout = absl::GetFlag(FLAGS_recovery_timeout);
+  options.placement_load_slack = absl::GetFlag(FLAGS_placement_load_slack);
+  options.lean_steps = absl::GetFlag(FLAGS_lean_steps);
   options.eos_ids.assign(info.eos_token_ids().begin(), info.eos_token_ids().end());
   if (options.eos_ids.empty() && tokenizer.eos_id() >= 0) {
     options.eos_ids.push_back(tokenizer.eos_id());
@@ -230,7 +256,8 @@ absl::StatusOr<ServingLoop::Options> LoopOptions(const ClusterInfo& cluster,
 }
 
 v1::ModelInfoResponse ModelInfo(const std::string& model_name, const ClusterInfo& cluster,
-                                const ServingLoop::Options& options, int world_size) {
+                                const ServingLoop::Options& options, int world_size, int num_groups,
+                                int max_groups) {
   const v1::InfoResponse& info = cluster.rank0;
   v1::ModelInfoResponse m;
   m.set_model_name(model_name);
@@ -244,6 +271,8 @@ v1::ModelInfoResponse ModelInfo(const std::string& model_name, const ClusterInfo
   for (int32_t id : options.eos_ids) m.add_eos_token_ids(id);
   m.set_max_waiting_requests(options.scheduler.max_waiting);
   m.set_default_max_tokens(absl::GetFlag(FLAGS_default_max_tokens));
+  m.set_num_groups(num_groups);
+  m.set_max_groups(max_groups);
   return m;
 }
 
@@ -291,6 +320,14 @@ absl::Status Run() {
   if (model_path.empty()) return absl::InvalidArgumentError("--model is required");
   const int world_size = absl::GetFlag(FLAGS_world_size);
   if (world_size < 1) return absl::InvalidArgumentError("--world_size must be >= 1");
+  const int num_groups = absl::GetFlag(FLAGS_groups);
+  const int max_groups = std::max(num_groups, absl::GetFlag(FLAGS_max_groups));
+  if (num_groups < 1) return absl::InvalidArgumentError("--groups must be >= 1");
+  if (!absl::GetFlag(FLAGS_workers).empty() && max_groups > 1) {
+    return absl::InvalidArgumentError(
+        "--workers lists one group's ranks; with --groups/--max_groups > 1 let the workers "
+        "register (--rendezvous) instead");
+  }
   const std::string host = absl::GetFlag(FLAGS_host);
   if (!absl::GetFlag(FLAGS_workers).empty()) {
     const std::vector<std::string> listed =
@@ -350,6 +387,20 @@ absl::Status Run() {
   GenerationService service(&tokenizer, chat_template.get(), service_options);
   service.path().SetLogRequests(absl::GetFlag(FLAGS_log_requests));
   service.path().SetSpecialTokensInContent(absl::GetFlag(FLAGS_chat_content_special_tokens));
+  // The groups: each formed, watched and re-formed by its supervisor; epoch
+  // numbers are shared so no two groups meet under one rendezvous prefix.
+  auto epochs = std::make_shared<std::atomic<uint64_t>>(0);
+  std::vector<std::unique_ptr<GroupSupervisor>> groups;
+  std::vector<const GroupSupervisor*> group_views;
+  for (int g = 0; g < max_groups; ++g) {
+    GroupOptions o = GroupOptionsFromFlags(g, max_groups, world_size,
+                                           tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0);
+    o.epochs = epochs;
+    o.worker_credentials = cluster_tls.ChannelCredentials();
+    groups.push_back(std::make_unique<GroupSupervisor>(std::move(o), &rendezvous));
+    group_views.push_back(groups.back().get());
+  }
+  AdminService admin(group_views, api_keys.get());
   grpc::EnableDefaultHealthCheckService(true);
   if (absl::GetFlag(FLAGS_reflection)) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -359,6 +410,7 @@ absl::Status Run() {
   builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)), public_credentials,
                            &grpc_port);
   builder.RegisterService(&service);
+  builder.RegisterService(&admin);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":",
@@ -423,27 +475,65 @@ absl::Status Run() {
   }
   // ---- END HTTP API ----------------------------------------------------------
 
-  // The group: formed, watched and re-formed by the supervisor.
   const std::string flag_name = absl::GetFlag(FLAGS_model_name);
   std::unique_ptr<RouterMetrics> metrics;  // needs the model name: set once serving
   absl::Mutex metrics_mu;
-  GroupOptions group_options =
-      GroupOptionsFromFlags(world_size, tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : 0);
-  group_options.worker_credentials = cluster_tls.ChannelCredentials();
-  GroupSupervisor group(std::move(group_options), &rendezvous);
   std::atomic<bool> ready{false};
-  group.SetListener([&](GroupState state, const std::string& why) {
-    health->SetServingStatus(state == GroupState::kServing);
-    if (!ready.load()) service.SetUnavailable(absl::StrCat("the cluster is not ready: ", why));
-  });
-  group.SetEventSink([&](const GroupEvent& event) {
-    absl::MutexLock lock(&metrics_mu);
-    if (metrics != nullptr) metrics->ObserveGroup(event);
-  });
-  group.Start();
-  Log(absl::StrCat("waiting for ", world_size, " worker rank(s) to register and load"));
-  TPS_ASSIGN_OR_RETURN(const ClusterInfo cluster,
-                       group.WaitUntilServing(absl::GetFlag(FLAGS_load_timeout)));
+  // Health is SERVING while any group serves.
+  absl::Mutex health_mu;
+  std::vector<bool> serving(max_groups, false);
+  // The supervisors' threads call the listeners below: stop them before what
+  // the listeners use goes away (on every return path).
+  struct StopGroups {
+    std::vector<std::unique_ptr<GroupSupervisor>>* groups;
+    ~StopGroups() {
+      for (auto& group : *groups) group->Stop();
+    }
+  } stop_groups{&groups};
+  for (auto& group : groups) {
+    const int g = group->group();
+    group->SetListener([&, g](GroupState state, const std::string& why) {
+      bool any;
+      {
+        absl::MutexLock lock(&health_mu);
+        serving[g] = state == GroupState::kServing;
+        any = std::find(serving.begin(), serving.end(), true) != serving.end();
+      }
+      // Before the loop runs health stays NOT_SERVING (Generate would refuse).
+      if (ready.load()) health->SetServingStatus(any);
+      if (!ready.load()) {
+        service.SetUnavailable(absl::StrCat(
+            "the cluster is not ready: ", max_groups > 1 ? absl::StrCat("group ", g, ": ") : "",
+            why));
+      }
+    });
+    group->SetEventSink([&](const GroupEvent& event) {
+      absl::MutexLock lock(&metrics_mu);
+      if (metrics != nullptr) metrics->ObserveGroup(event);
+    });
+    group->Start();
+  }
+  Log(absl::StrCat("waiting for ", num_groups, " group(s) of ", world_size,
+                   " worker rank(s) to register and load"));
+  // Every initial group must serve; the router's schedulers use the smallest
+  // KV block count among them, and later groups must offer at least that.
+  const absl::Time load_deadline = absl::Now() + absl::GetFlag(FLAGS_load_timeout);
+  TPS_ASSIGN_OR_RETURN(ClusterInfo cluster,
+                       groups[0]->WaitUntilServing(absl::GetFlag(FLAGS_load_timeout)));
+  for (int g = 1; g < num_groups; ++g) {
+    TPS_ASSIGN_OR_RETURN(const ClusterInfo other,
+                         groups[g]->WaitUntilServing(load_deadline - absl::Now()));
+    if (other.rank0.model_fingerprint() != cluster.rank0.model_fingerprint()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "MISMATCH: group ", g, " loaded model '", other.rank0.model_name(), "' (fingerprint ",
+          other.rank0.model_fingerprint(), ") but group 0 loaded '", cluster.rank0.model_name(),
+          "' (fingerprint ", cluster.rank0.model_fingerprint(),
+          "); every group needs the same "
+          "--model"));
+    }
+    cluster.kv_num_blocks = std::min(cluster.kv_num_blocks, other.kv_num_blocks);
+  }
+  for (auto& group : groups) group->SetMinKvBlocks(cluster.kv_num_blocks);
   const v1::InfoResponse& info = cluster.rank0;
   if (info.vocab_size() > tokenizer.vocab_size() + 1024 || info.vocab_size() <= 0) {
     return absl::FailedPreconditionError(absl::StrCat("the workers' model has ", info.vocab_size(),
@@ -456,25 +546,38 @@ absl::Status Run() {
   {
     absl::MutexLock lock(&metrics_mu);
     metrics = std::make_unique<RouterMetrics>(*registry, model_name);
-    GroupEvent now;
-    now.state = group.state();
-    now.epoch = group.epoch();
-    metrics->ObserveGroup(now);
+    for (auto& group : groups) {
+      GroupEvent now;
+      now.state = group->state();
+      now.epoch = group->epoch();
+      now.group = group->group();
+      metrics->ObserveGroup(now);
+    }
   }
-  Log(absl::StrCat("all ", world_size, " rank(s) loaded ", info.model_name(), " (", info.backend(),
-                   "): ", cluster.kv_num_blocks, " KV blocks of ", cluster.kv_block_size,
-                   " tokens"));
+  Log(absl::StrCat(num_groups, " group(s) of ", world_size, " rank(s) loaded ", info.model_name(),
+                   " (", info.backend(), "): ", cluster.kv_num_blocks, " KV blocks of ",
+                   cluster.kv_block_size, " tokens per group"));
 
   TPS_ASSIGN_OR_RETURN(const ServingLoop::Options options, LoopOptions(cluster, tokenizer));
-  ServingLoop loop(options, &group, &tokenizer, metrics.get());
+  std::vector<StepExecutor*> executors;
+  for (auto& group : groups) executors.push_back(group.get());
+  ServingLoop loop(options, executors, &tokenizer, metrics.get());
   loop.Start();
+  admin.SetLoop(&loop);
   RequestLimits limits;
   limits.vocab_size = std::min(info.vocab_size(), tokenizer.vocab_size());
   limits.context_length = options.scheduler.max_model_len;
   limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
-  service.SetReady(&loop, limits, ModelInfo(model_name, cluster, options, world_size));
-  ready = true;
-  Log(absl::StrCat("SERVING ", model_name, " on port ", grpc_port, " (TP=", world_size, ")"));
+  service.SetReady(&loop, limits,
+                   ModelInfo(model_name, cluster, options, world_size, num_groups, max_groups));
+  {
+    absl::MutexLock lock(&health_mu);
+    ready = true;
+    health->SetServingStatus(std::find(serving.begin(), serving.end(), true) != serving.end());
+  }
+  Log(absl::StrCat(
+      "SERVING ", model_name, " on port ", grpc_port, " (TP=", world_size,
+      max_groups > 1 ? absl::StrCat(", groups ", num_groups, " of up to ", max_groups) : "", ")"));
 
   // Liveness: the step loop must keep going round.
   std::atomic<bool> stop_watch{false};
@@ -497,8 +600,9 @@ absl::Status Run() {
   watch.join();
   health->SetServingStatus(false);
   if (http != nullptr) http->Stop();  // cancels its open requests first
+  admin.SetLoop(nullptr);
   loop.Stop();
-  group.Stop();
+  for (auto& group : groups) group->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return absl::OkStatus();
 }

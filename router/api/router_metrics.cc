@@ -67,19 +67,29 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
   for (const char* reason : {"stop", "length", "abort"}) {  // exported at 0 from the start
     success_family_->Add({{"model_name", model_name_}, {"finished_reason", reason}});
   }
-  preemptions_ = counter("tpserve_num_preemptions_total",
-                         "Sequences preempted (KV cache full) and recomputed later.");
-  prefix_queries_ =
-      counter("tpserve_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.");
-  prefix_hits_ =
-      counter("tpserve_prefix_cache_hits_total", "Prompt tokens served from the prefix cache.");
-  running_ = gauge("tpserve_num_requests_running", "Requests with KV blocks, being generated.");
-  waiting_ = gauge("tpserve_num_requests_waiting",
-                   "Requests queued for admission (including preempted ones).");
-  kv_usage_ = gauge("tpserve_kv_cache_usage_ratio",
-                    "Fraction of KV-cache blocks referenced by a request (0 to 1).");
+  auto counters = [&](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+  };
+  auto gauges = [&](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+  };
+  preemptions_ = counters("tpserve_num_preemptions_total",
+                          "Sequences preempted (KV cache full) and recomputed later, by group.");
+  prefix_queries_ = counters("tpserve_prefix_cache_queries_total",
+                             "Prompt tokens looked up in the prefix cache, by group.");
+  prefix_hits_ = counters("tpserve_prefix_cache_hits_total",
+                          "Prompt tokens served from the prefix cache, by group.");
+  steps_ = counters("tpserve_group_steps_total", "Steps scheduled (non-empty), by group.");
+  placed_ = counters("tpserve_requests_placed_total",
+                     "Requests placed on a group (new ones, and ones moved after a failure).");
+  running_ =
+      gauges("tpserve_num_requests_running", "Requests with KV blocks, being generated, by group.");
+  waiting_ = gauges("tpserve_num_requests_waiting",
+                    "Requests queued for admission in a group (including preempted ones).");
+  kv_usage_ = gauges("tpserve_kv_cache_usage_ratio",
+                     "Fraction of a group's KV-cache blocks referenced by a request (0 to 1).");
   workers_ready = gauge("tpserve_workers_ready",
-                        "1 while a worker group epoch serves (every rank loaded, joined and "
+                        "Worker groups whose epoch serves (every rank loaded, joined and "
                         "answered the warm-up step).");
   requests_resumed = counter("tpserve_requests_resumed_total",
                              "Running or waiting requests re-queued (resumed by recompute) after "
@@ -88,48 +98,92 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const std::string& 
                       .Name("tpserve_group_state")
                       .Help("Worker group state: 1 for the current state, 0 for the others.")
                       .Register(registry);
-  for (const char* state : {"starting", "serving", "recovering", "down"}) {
-    group_state_->Add({{"model_name", model_name_}, {"group", "0"}, {"state", state}})
-        .Set(std::string(state) == "starting" ? 1 : 0);
-  }
   recoveries_ = &prometheus::BuildCounter()
                      .Name("tpserve_group_recoveries_total")
                      .Help(
                          "Group epochs ended by a failure, by cause (exited, hung, left_epoch, "
                          "step_failed, step_timeout).")
                      .Register(registry);
-  for (const char* cause : {"exited", "hung", "left_epoch", "step_failed", "step_timeout"}) {
-    recoveries_->Add({{"model_name", model_name_}, {"group", "0"}, {"cause", cause}});
-  }
   recovery_seconds_ = &prometheus::BuildHistogram()
                            .Name("tpserve_group_recovery_seconds")
                            .Help("Time from a group failure to the next serving epoch.")
-                           .Register(registry)
-                           .Add({{"model_name", model_name_}, {"group", "0"}},
-                                prometheus::Histogram::BucketBoundaries{0.5, 1, 2, 3, 5, 10, 20, 30,
-                                                                        60, 120, 300, 600});
+                           .Register(registry);
   group_epoch_ = &prometheus::BuildGauge()
                       .Name("tpserve_group_epoch")
                       .Help("The worker group's latest serving epoch.")
-                      .Register(registry)
-                      .Add({{"model_name", model_name_}, {"group", "0"}});
+                      .Register(registry);
+  absl::MutexLock lock(&mu_);
+  Group(0);  // group 0 is exported from the start
+}
+
+std::map<std::string, std::string> RouterMetrics::GroupLabels(int group) const {
+  return {{"model_name", model_name_}, {"group", std::to_string(group)}};
+}
+
+RouterMetrics::GroupSeries& RouterMetrics::Group(int group) {
+  std::unique_ptr<GroupSeries>& g = groups_[group];
+  if (g != nullptr) return *g;
+  g = std::make_unique<GroupSeries>();
+  const std::map<std::string, std::string> labels = GroupLabels(group);
+  g->running = &running_->Add(labels);
+  g->waiting = &waiting_->Add(labels);
+  g->kv_usage = &kv_usage_->Add(labels);
+  g->preemptions = &preemptions_->Add(labels);
+  g->prefix_queries = &prefix_queries_->Add(labels);
+  g->prefix_hits = &prefix_hits_->Add(labels);
+  g->steps = &steps_->Add(labels);
+  g->placed = &placed_->Add(labels);
+  for (const char* state : {"starting", "serving", "recovering", "down"}) {
+    std::map<std::string, std::string> l = labels;
+    l["state"] = state;
+    group_state_->Add(l).Set(std::string(state) == "starting" ? 1 : 0);
+  }
+  for (const char* cause : {"exited", "hung", "left_epoch", "step_failed", "step_timeout"}) {
+    std::map<std::string, std::string> l = labels;
+    l["cause"] = cause;
+    recoveries_->Add(l);
+  }
+  recovery_seconds_->Add(labels, prometheus::Histogram::BucketBoundaries{0.5, 1, 2, 3, 5, 10, 20,
+                                                                         30, 60, 120, 300, 600});
+  group_epoch_->Add(labels);
+  return *g;
 }
 
 void RouterMetrics::ObserveGroup(const GroupEvent& event) {
+  absl::MutexLock lock(&mu_);
+  Group(event.group);
+  const std::map<std::string, std::string> labels = GroupLabels(event.group);
   for (GroupState s :
        {GroupState::kStarting, GroupState::kServing, GroupState::kRecovering, GroupState::kDown}) {
-    group_state_->Add({{"model_name", model_name_}, {"group", "0"}, {"state", GroupStateName(s)}})
-        .Set(s == event.state ? 1 : 0);
-  }
-  workers_ready->Set(event.state == GroupState::kServing ? 1 : 0);
-  if (event.state == GroupState::kRecovering && !event.cause.empty()) {
-    recoveries_->Add({{"model_name", model_name_}, {"group", "0"}, {"cause", event.cause}})
-        .Increment();
+    std::map<std::string, std::string> l = labels;
+    l["state"] = GroupStateName(s);
+    group_state_->Add(l).Set(s == event.state ? 1 : 0);
   }
   if (event.state == GroupState::kServing) {
-    group_epoch_->Set(static_cast<double>(event.epoch));
-    if (event.recovery_seconds >= 0) recovery_seconds_->Observe(event.recovery_seconds);
+    serving_.insert(event.group);
+  } else {
+    serving_.erase(event.group);
   }
+  workers_ready->Set(static_cast<double>(serving_.size()));
+  if (event.state == GroupState::kRecovering && !event.cause.empty()) {
+    std::map<std::string, std::string> l = labels;
+    l["cause"] = event.cause;
+    recoveries_->Add(l).Increment();
+  }
+  if (event.state == GroupState::kServing) {
+    group_epoch_->Add(labels).Set(static_cast<double>(event.epoch));
+    if (event.recovery_seconds >= 0) {
+      recovery_seconds_
+          ->Add(labels, prometheus::Histogram::BucketBoundaries{0.5, 1, 2, 3, 5, 10, 20, 30, 60,
+                                                                120, 300, 600})
+          .Observe(event.recovery_seconds);
+    }
+  }
+}
+
+void RouterMetrics::CountPlaced(int group) {
+  absl::MutexLock lock(&mu_);
+  Group(group).placed->Increment();
 }
 
 void RouterMetrics::CountFinished(const std::string& finished_reason) {
@@ -137,19 +191,22 @@ void RouterMetrics::CountFinished(const std::string& finished_reason) {
       .Increment();
 }
 
-void RouterMetrics::ObserveScheduler(const SchedulerMetrics& m) {
-  running_->Set(static_cast<double>(m.num_running));
-  waiting_->Set(static_cast<double>(m.num_waiting));
-  kv_usage_->Set(m.kv_cache_usage_ratio);
+void RouterMetrics::ObserveScheduler(int group, const SchedulerMetrics& m) {
+  absl::MutexLock lock(&mu_);
+  GroupSeries& g = Group(group);
+  g.running->Set(static_cast<double>(m.num_running));
+  g.waiting->Set(static_cast<double>(m.num_waiting));
+  g.kv_usage->Set(m.kv_cache_usage_ratio);
   // A new scheduler (after a worker failure) restarts its counters at zero.
   auto advance = [](prometheus::Counter* c, int64_t now, int64_t before) {
     if (now < before) before = 0;
     if (now > before) c->Increment(static_cast<double>(now - before));
   };
-  advance(preemptions_, m.num_preemptions_total, last_.num_preemptions_total);
-  advance(prefix_queries_, m.prefix_cache_queries_total, last_.prefix_cache_queries_total);
-  advance(prefix_hits_, m.prefix_cache_hits_total, last_.prefix_cache_hits_total);
-  last_ = m;
+  advance(g.preemptions, m.num_preemptions_total, g.last.num_preemptions_total);
+  advance(g.prefix_queries, m.prefix_cache_queries_total, g.last.prefix_cache_queries_total);
+  advance(g.prefix_hits, m.prefix_cache_hits_total, g.last.prefix_cache_hits_total);
+  advance(g.steps, m.num_steps_total, g.last.num_steps_total);
+  g.last = m;
 }
 
 const char* FrontendName(Frontend frontend) {

@@ -5,7 +5,10 @@
 //   auto registry = std::make_shared<prometheus::Registry>();
 //   RouterMetrics m(*registry, "SmolLM2-135M-Instruct");
 //   m.time_to_first_token->Observe(0.05);
-//   m.ObserveScheduler(snapshot);  // gauges + counter deltas
+//   m.ObserveScheduler(/*group=*/0, snapshot);  // gauges + counter deltas
+//
+// Per-group series (scheduler gauges and counters, steps, placements, group
+// state) carry a `group` label ("0", "1", ...).
 //
 //   FrontendMetrics f(*registry, "SmolLM2-135M-Instruct");
 //   f.CountRequest(Frontend::kHttp, absl::StatusCode::kOk, 1.5, 20, 64);
@@ -13,9 +16,14 @@
 #define TPSERVE_ROUTER_API_ROUTER_METRICS_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -29,9 +37,11 @@ class RouterMetrics {
  public:
   RouterMetrics(prometheus::Registry& registry, const std::string& model_name);
 
-  // Sets the gauges and advances the counters from a scheduler snapshot
-  // (counters move by the difference to the previous snapshot).
-  void ObserveScheduler(const SchedulerMetrics& m);
+  // Sets group `group`'s gauges and advances its counters from a scheduler
+  // snapshot (counters move by the difference to the group's previous one).
+  void ObserveScheduler(int group, const SchedulerMetrics& m);
+  // A request was placed on (or moved to) `group`.
+  void CountPlaced(int group);
   // finished_reason: "stop", "length" or "abort".
   void CountFinished(const std::string& finished_reason);
 
@@ -52,28 +62,47 @@ class RouterMetrics {
   prometheus::Counter* rejected_requests;  // RESOURCE_EXHAUSTED and UNAVAILABLE at admission
 
   // Gauges.
-  prometheus::Gauge* workers_ready;  // 1 while a group epoch serves
+  prometheus::Gauge* workers_ready;  // number of groups whose epoch serves
 
   // Self-healing (router/cluster/group_supervisor.h).
   prometheus::Counter* requests_resumed;  // sequences re-queued after a group failure
   // Group state gauge (one series per state, the current one 1), recoveries
-  // by cause, time to recover, the current epoch.
+  // by cause, time to recover, the current epoch; event.group names the group.
   void ObserveGroup(const GroupEvent& event);
 
  private:
+  struct GroupSeries {
+    prometheus::Gauge* running;
+    prometheus::Gauge* waiting;
+    prometheus::Gauge* kv_usage;
+    prometheus::Counter* preemptions;
+    prometheus::Counter* prefix_queries;
+    prometheus::Counter* prefix_hits;
+    prometheus::Counter* steps;
+    prometheus::Counter* placed;
+    SchedulerMetrics last;
+  };
+  // Creates the group's series on first use.
+  GroupSeries& Group(int group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::map<std::string, std::string> GroupLabels(int group) const;
+
   prometheus::Family<prometheus::Counter>* success_family_;
   std::string model_name_;
-  prometheus::Counter* preemptions_;
-  prometheus::Counter* prefix_queries_;
-  prometheus::Counter* prefix_hits_;
-  prometheus::Gauge* running_;
-  prometheus::Gauge* waiting_;
-  prometheus::Gauge* kv_usage_;
+  prometheus::Family<prometheus::Counter>* preemptions_;
+  prometheus::Family<prometheus::Counter>* prefix_queries_;
+  prometheus::Family<prometheus::Counter>* prefix_hits_;
+  prometheus::Family<prometheus::Counter>* steps_;
+  prometheus::Family<prometheus::Counter>* placed_;
+  prometheus::Family<prometheus::Gauge>* running_;
+  prometheus::Family<prometheus::Gauge>* waiting_;
+  prometheus::Family<prometheus::Gauge>* kv_usage_;
   prometheus::Family<prometheus::Gauge>* group_state_;
   prometheus::Family<prometheus::Counter>* recoveries_;
-  prometheus::Histogram* recovery_seconds_;
-  prometheus::Gauge* group_epoch_;
-  SchedulerMetrics last_;
+  prometheus::Family<prometheus::Histogram>* recovery_seconds_;
+  prometheus::Family<prometheus::Gauge>* group_epoch_;
+  absl::Mutex mu_;  // the loop thread and the group supervisors both report
+  std::map<int, std::unique_ptr<GroupSeries>> groups_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<int> serving_ ABSL_GUARDED_BY(mu_);
 };
 
 // Which public front end a request came through (the `frontend` label).

@@ -4,88 +4,83 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
+#include "absl/strings/str_join.h"
 #include "common/check.h"
 #include "common/status.h"
 #include "proto/convert/sampling_convert.h"
+#include "router/api/placement.h"
+#include "router/api/serving_loop_state.h"
+#include "router/kv/block_manager.h"
 
 namespace tpserve {
-
-struct ServingLoop::Live {
-  GenerateJob job;
-  IncrementalDetokenizer detok;
-  StopStringMatcher matcher;
-  absl::flat_hash_set<int32_t> stop_tokens;
-  std::vector<int32_t> output;  // tokens streamed so far (resume re-prefills them)
-  bool scheduled = false;       // has been part of a sent step
-  absl::Time last_token;
-
-  int32_t generated() const { return static_cast<int32_t>(output.size()); }
-
-  Live(GenerateJob j, const Tokenizer* tokenizer)
-      : job(std::move(j)), detok(tokenizer, /*skip_special=*/true), matcher(job.stop) {
-    stop_tokens.insert(job.stop_token_ids.begin(), job.stop_token_ids.end());
-  }
-};
-
-// A step on its way through the workers.
-struct ServingLoop::InFlight {
-  ScheduledStep step;
-  absl::Time sent;
-  absl::Notification done;
-  absl::StatusOr<v1::StepResponse> result;
-};
-
 namespace {
 
-v1::StepRequest ToProto(const ScheduledStep& step, std::vector<uint64_t>* extra_frees) {
+// `sent` (null: lean steps off) is what the ranks hold per sequence: a
+// sequence they hold whose blocks only grew is sent as a delta.
+v1::StepRequest ToProto(const ScheduledStep& step, std::vector<uint64_t>* extra_frees,
+                        absl::flat_hash_map<uint64_t, std::vector<int32_t>>* sent) {
   v1::StepRequest request;
   request.set_step_id(step.step_id);
+  // Frees apply before the step's sequences, on the ranks as here.
+  for (uint64_t id : *extra_frees) request.add_free_seq_ids(id);
+  extra_frees->clear();
+  for (uint64_t id : step.free_seq_ids) request.add_free_seq_ids(id);
+  if (sent != nullptr) {
+    for (uint64_t id : request.free_seq_ids()) sent->erase(id);
+  }
   for (const ScheduledSequence& s : step.seqs) {
     v1::SequenceInput* in = request.add_seqs();
     in->set_seq_id(s.seq_id);
     in->mutable_tokens()->Add(s.tokens.begin(), s.tokens.end());
     in->set_start_pos(s.start_pos);
+    in->set_sample(s.sample);
+    if (sent != nullptr) {
+      auto it = sent->find(s.seq_id);
+      if (it != sent->end() && it->second.size() <= s.block_table.size() &&
+          std::equal(it->second.begin(), it->second.end(), s.block_table.begin())) {
+        in->set_delta(true);
+        in->mutable_block_table()->Add(s.block_table.begin() + it->second.size(),
+                                       s.block_table.end());
+        it->second.insert(it->second.end(), s.block_table.begin() + it->second.size(),
+                          s.block_table.end());
+        continue;
+      }
+      (*sent)[s.seq_id] = s.block_table;
+    }
     in->set_prompt_len(s.prompt_len);
     in->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
-    in->set_sample(s.sample);
     SamplingToWorker(s.sampling, in->mutable_sampling());
   }
-  for (uint64_t id : *extra_frees) request.add_free_seq_ids(id);
-  extra_frees->clear();
-  for (uint64_t id : step.free_seq_ids) request.add_free_seq_ids(id);
   return request;
 }
 
-const char* MetricReason(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    default:
-      return "abort";
-  }
+std::unique_ptr<Scheduler> NewScheduler(const ServingLoop::Options& options) {
+  return std::make_unique<Scheduler>(options.scheduler, options.num_blocks, options.block_size);
 }
+
+// How often the loop refreshes Snapshot() while busy.
+constexpr absl::Duration kSnapshotInterval = absl::Milliseconds(50);
 
 }  // namespace
 
-ServingLoop::ServingLoop(Options options, StepExecutor* executor, const Tokenizer* tokenizer,
-                         RouterMetrics* metrics)
+ServingLoop::ServingLoop(Options options, std::vector<StepExecutor*> executors,
+                         const Tokenizer* tokenizer, RouterMetrics* metrics)
     : options_(std::move(options)),
-      executor_(executor),
       tokenizer_(tokenizer),
       metrics_(metrics),
       eos_ids_(options_.eos_ids.begin(), options_.eos_ids.end()) {
-  ResetScheduler();
+  TPS_CHECK(!executors.empty());
+  for (size_t i = 0; i < executors.size(); ++i) {
+    auto lane = std::make_unique<Lane>();
+    lane->index = static_cast<int>(i);
+    lane->executor = executors[i];
+    lane->scheduler = NewScheduler(options_);
+    lanes_.push_back(std::move(lane));
+  }
+  PublishSnapshot();
 }
 
 ServingLoop::~ServingLoop() { Stop(); }
-
-void ServingLoop::ResetScheduler() {
-  scheduler_ =
-      std::make_unique<Scheduler>(options_.scheduler, options_.num_blocks, options_.block_size);
-}
 
 void ServingLoop::Start() {
   TPS_CHECK(!thread_.joinable());
@@ -98,173 +93,323 @@ void ServingLoop::Stop() {
     if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
   }
-  wake_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
 uint64_t ServingLoop::Submit(GenerateJob job) {
   const uint64_t id = next_seq_id_.fetch_add(1);
   num_live_.fetch_add(1);
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) {
-      num_live_.fetch_sub(1);
-      job.sink->Close(absl::UnavailableError("the router is shutting down; retry elsewhere"));
-      return id;
-    }
-    inbox_adds_.emplace_back(id, std::move(job));
+  absl::MutexLock lock(&mu_);
+  if (stopping_) {
+    num_live_.fetch_sub(1);
+    job.sink->Close(absl::UnavailableError("the router is shutting down; retry elsewhere"));
+    return id;
   }
-  wake_.Signal();
+  inbox_adds_.emplace_back(id, std::move(job));
   return id;
 }
 
 void ServingLoop::Cancel(uint64_t seq_id) {
-  {
-    absl::MutexLock lock(&mu_);
-    inbox_cancels_.push_back(seq_id);
+  absl::MutexLock lock(&mu_);
+  inbox_cancels_.push_back(seq_id);
+}
+
+void ServingLoop::SetDrained(int group, bool drained) {
+  TPS_CHECK(group >= 0 && group < num_groups());
+  absl::MutexLock lock(&mu_);
+  inbox_drains_.emplace_back(group, drained);
+  snapshot_[group].drained = drained;  // visible at once; the loop applies it next turn
+}
+
+std::vector<ServingLoop::GroupSnapshot> ServingLoop::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  return snapshot_;
+}
+
+void ServingLoop::PublishSnapshot() {
+  std::vector<GroupSnapshot> snapshot;
+  for (const auto& lane : lanes_) {
+    GroupSnapshot g;
+    g.group = lane->index;
+    g.epoch = lane->epoch;
+    g.drained = lane->drained;
+    g.live = static_cast<int64_t>(lane->seqs.size());
+    g.scheduler = lane->scheduler->metrics();
+    g.load = GroupLoad(g.scheduler.num_running, g.scheduler.num_waiting,
+                       g.scheduler.num_waiting_tokens, options_.scheduler.max_num_batched_tokens,
+                       g.scheduler.kv_cache_usage_ratio, options_.scheduler.max_num_seqs);
+    g.placed_total = lane->placed_total;
+    snapshot.push_back(g);
   }
-  wake_.Signal();
+  absl::MutexLock lock(&mu_);
+  // A drain requested since the last turn stays visible until applied.
+  for (const auto& [group, drained] : inbox_drains_) snapshot[group].drained = drained;
+  snapshot_ = std::move(snapshot);
+}
+
+Scheduler* ServingLoop::SchedulerOf(uint64_t seq_id) {
+  auto it = live_.find(seq_id);
+  if (it == live_.end() || it->second->lane < 0) return nullptr;
+  return lanes_[it->second->lane]->scheduler.get();
 }
 
 void ServingLoop::DrainInbox() {
   std::vector<std::pair<uint64_t, GenerateJob>> adds;
   std::vector<uint64_t> cancels;
+  std::vector<std::pair<int, bool>> drains;
   {
     absl::MutexLock lock(&mu_);
     adds.swap(inbox_adds_);
     cancels.swap(inbox_cancels_);
+    drains.swap(inbox_drains_);
   }
+  for (const auto& [group, drained] : drains) lanes_[group]->drained = drained;
   for (auto& [id, job] : adds) {
+    // Requests wait here only while no group serves (placed the same turn
+    // otherwise); the queue bound applies to that wait too.
+    if (static_cast<int32_t>(unplaced_.size()) >= options_.scheduler.max_waiting) {
+      metrics_->rejected_requests->Increment();
+      job.sink->Close(absl::ResourceExhaustedError(absl::StrCat(
+          "the router's waiting queue is full (", options_.scheduler.max_waiting,
+          " requests wait for a serving worker group); retry with backoff or add capacity")));
+      num_live_.fetch_sub(1);
+      continue;
+    }
+    live_.emplace(id, std::make_unique<Live>(std::move(job), tokenizer_));
+    unplaced_.push_back(id);
+  }
+  for (uint64_t id : cancels) {
+    auto it = live_.find(id);
+    if (it == live_.end()) continue;
+    Scheduler* scheduler = SchedulerOf(id);
+    // The scheduler removes a placed one (and frees its blocks) at the next
+    // Schedule and reports it in `finished`; an unplaced one ends now.
+    if (scheduler == nullptr || !scheduler->Cancel(id).ok()) {
+      CloseLive(id, absl::CancelledError("request cancelled by the client"));
+    }
+  }
+}
+
+int ServingLoop::ChooseLane(const std::vector<int32_t>& prompt) const {
+  std::vector<GroupCandidate> candidates;
+  for (const auto& lane : lanes_) {
+    if (lane->epoch == 0 || lane->drained) continue;
+    const SchedulerMetrics m = lane->scheduler->metrics();
+    GroupCandidate c;
+    c.group = lane->index;
+    if (options_.scheduler.enable_prefix_cache) {
+      c.cached_tokens = lane->scheduler->block_manager().FindCachedPrefix(prompt).num_tokens;
+    }
+    c.load = GroupLoad(m.num_running, m.num_waiting, m.num_waiting_tokens,
+                       options_.scheduler.max_num_batched_tokens, m.kv_cache_usage_ratio,
+                       options_.scheduler.max_num_seqs);
+    candidates.push_back(c);
+  }
+  return ChooseGroup(candidates, options_.placement_load_slack);
+}
+
+void ServingLoop::PlaceWaiting() {
+  std::vector<uint64_t> still;
+  std::vector<uint64_t> ids;
+  ids.swap(unplaced_);
+  for (uint64_t id : ids) {
+    auto it = live_.find(id);
+    if (it == live_.end()) continue;  // closed while waiting
+    Live& live = *it->second;
+    const int g = ChooseLane(live.job.prompt);
+    if (g < 0) {
+      still.push_back(id);
+      continue;
+    }
+    Lane& lane = *lanes_[g];
     SchedulerRequest request;
     request.seq_id = id;
-    request.prompt = job.prompt;
-    request.sampling = job.sampling;
-    request.priority = job.priority;
-    request.deadline = job.deadline;
-    absl::Status s = scheduler_->Add(std::move(request));
+    request.prompt = live.job.prompt;
+    if (live.resumed) {
+      request.prompt.insert(request.prompt.end(), live.output.begin(), live.output.end());
+      request.prompt_len = static_cast<int32_t>(live.job.prompt.size());
+    }
+    request.sampling = live.job.sampling;
+    request.priority = live.job.priority;
+    request.deadline = live.job.deadline;
+    absl::Status s = lane.scheduler->Add(std::move(request));
     if (!s.ok()) {
+      if (live.resumed) {
+        FinishLength(id);  // only a sequence already at the length limit is refused
+        continue;
+      }
       metrics_->rejected_requests->Increment();
       if (s.code() == absl::StatusCode::kResourceExhausted) {
         s = absl::ResourceExhaustedError(
             absl::StrCat("the router's waiting queue is full (", options_.scheduler.max_waiting,
-                         " requests); retry with backoff or add capacity (", s.message(), ")"));
+                         " requests", lanes_.size() > 1 ? absl::StrCat(" in worker group ", g) : "",
+                         "); retry with backoff or add capacity (", s.message(), ")"));
       }
-      job.sink->Close(s);
+      std::shared_ptr<ResponseSink> sink = std::move(live.job.sink);
+      live_.erase(it);
       num_live_.fetch_sub(1);
+      sink->Close(s);
       continue;
     }
-    metrics_->prompt_tokens->Increment(static_cast<double>(job.prompt.size()));
-    live_.emplace(id, std::make_unique<Live>(std::move(job), tokenizer_));
-  }
-  for (uint64_t id : cancels) {
-    if (!live_.contains(id)) continue;
-    if (epoch_ == 0) {  // no group serves: no Schedule() will sweep it
-      (void)scheduler_->Finish(id, FinishReason::kCancelled);
-      CloseLive(id, absl::CancelledError("request cancelled by the client"));
-      continue;
+    if (live.resumed) {
+      metrics_->requests_resumed->Increment();
+    } else {
+      metrics_->prompt_tokens->Increment(static_cast<double>(live.job.prompt.size()));
     }
-    // The scheduler removes it (and frees its blocks) at the next Schedule and
-    // reports it in `finished`.
-    if (!scheduler_->Cancel(id).ok()) CloseLive(id, absl::CancelledError("request cancelled"));
+    live.lane = g;
+    lane.seqs.insert(id);
+    ++lane.placed_total;
+    metrics_->CountPlaced(g);
   }
+  unplaced_ = std::move(still);
 }
 
 void ServingLoop::Run() {
+  absl::Time last_snapshot = absl::InfinitePast();
   while (true) {
     last_tick_ns_ = absl::ToUnixNanos(absl::Now());
-    bool idle;
+    uint64_t seen_completions;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
-      idle = in_flight_ == nullptr && !scheduler_->HasWork() && inbox_adds_.empty() &&
-             inbox_cancels_.empty();
-      if (idle && pending_frees_.empty()) {
-        wake_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
-        continue;
-      }
-    }
-    if (idle) {
-      // pending_frees_ is the loop thread's own; the RPC runs unlocked.
-      std::vector<uint64_t> frees;
-      frees.swap(pending_frees_);
-      absl::Status s = executor_->Free(frees);
-      (void)s;  // a failing worker shows up on the next step
-      continue;
+      seen_completions = completions_;
     }
     DrainInbox();
-
-    const uint64_t serving = executor_->ServingEpoch();
-    if (serving != epoch_) {
-      // The group changed: finish the step of the old epoch (its tokens are
-      // valid if it succeeded), then every sequence starts over.
-      if (in_flight_ != nullptr) {
-        in_flight_->done.WaitForNotification();
-        std::unique_ptr<InFlight> done = std::move(in_flight_);
-        if (done->result.ok()) {
-          absl::Status s = ProcessResult(done->step, *done->result);
-          (void)s;  // the scheduler is replaced below either way
-        }
-      }
-      if (epoch_ != 0) Requeue();
-      if (serving == 0 && epoch_ != 0) down_since_ = absl::Now();
-      epoch_ = serving;
+    absl::Time now = absl::Now();
+    bool progressed = false;
+    bool any_serving = false;
+    for (auto& lane : lanes_) {
+      progressed |= FollowEpoch(*lane);
+      any_serving |= lane->epoch != 0;
     }
-    if (epoch_ == 0) {
-      WhileDown(absl::Now());
-      absl::MutexLock lock(&mu_);
-      wake_.WaitWithTimeout(&mu_, absl::Milliseconds(20));
-      continue;
+    if (any_serving != any_serving_) {
+      any_serving_ = any_serving;
+      if (!any_serving) none_serving_since_ = now;
     }
-
-    // Build the next step; with a step in flight this overlaps its execution.
-    ScheduledStep next = scheduler_->Schedule(absl::Now());
-    if (in_flight_ != nullptr) {
-      in_flight_->done.WaitForNotification();
-      std::unique_ptr<InFlight> done = std::move(in_flight_);
-      const absl::Duration round_trip = absl::Now() - done->sent;
-      if (!done->result.ok()) {
-        // The epoch ended with this step (the executor noticed first).
-        Requeue();
-        epoch_ = 0;
-        down_since_ = absl::Now();
-        continue;
-      }
-      metrics_->step_round_trip->Observe(absl::ToDoubleSeconds(round_trip));
-      metrics_->step_overhead->Observe(
-          std::max(0.0, absl::ToDoubleSeconds(round_trip) - done->result->engine_seconds()));
-      absl::Status s = ProcessResult(done->step, *done->result);
-      if (!s.ok()) {
-        FailAll(Annotate(s, "processing a step result"));
-        continue;
+    if (!unplaced_.empty()) {
+      PlaceWaiting();
+      WhileUnplaced(now);
+    }
+    bool blocked = false;  // work that cannot run yet (e.g. no free blocks)
+    for (auto& lane : lanes_) {
+      if (lane->epoch == 0) continue;
+      if (Advance(*lane, now)) {
+        progressed = true;
+      } else if (lane->in_flight == nullptr && lane->scheduler->HasWork()) {
+        blocked = true;
       }
     }
-    absl::Status s = scheduler_->FinalizeStep(&next);
-    if (!s.ok()) {
-      FailAll(Annotate(s, "finalizing a step"));
-      continue;
-    }
-    HandleSchedulerFinished(next.finished);
-    metrics_->ObserveScheduler(scheduler_->metrics());
-    if (next.empty()) {
-      pending_frees_.insert(pending_frees_.end(), next.free_seq_ids.begin(),
-                            next.free_seq_ids.end());
-      if (scheduler_->HasWork()) {
-        // Work that cannot run yet (e.g. no free blocks): wait for a change.
-        absl::MutexLock lock(&mu_);
-        wake_.WaitWithTimeout(&mu_, absl::Milliseconds(5));
-      }
-      continue;
-    }
-    SendStep(std::move(next));
+    now = absl::Now();
+    if (progressed && now - last_snapshot < kSnapshotInterval) continue;
+    PublishSnapshot();
+    last_snapshot = now;
+    if (progressed) continue;
+    const absl::Duration wait = !unplaced_.empty() ? absl::Milliseconds(20)
+                                : blocked          ? absl::Milliseconds(5)
+                                                   : absl::Milliseconds(100);
+    absl::MutexLock lock(&mu_);
+    auto woken = [this, seen_completions]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || !inbox_adds_.empty() || !inbox_cancels_.empty() ||
+             !inbox_drains_.empty() || completions_ != seen_completions;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
   }
-  // Shutting down: wait for the step in flight, then end every stream.
-  if (in_flight_ != nullptr) in_flight_->done.WaitForNotification();
-  in_flight_.reset();
+  // Shutting down: every step callback (abandoned ones too) references this
+  // loop; wait for them, then end every stream.
+  {
+    absl::MutexLock lock(&mu_);
+    auto quiet = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return outstanding_ == 0; };
+    mu_.Await(absl::Condition(&quiet));
+  }
   DrainInbox();
   FailAll(absl::UnavailableError("the router is shutting down; retry elsewhere"));
 }
 
-void ServingLoop::SendStep(ScheduledStep step) {
+bool ServingLoop::FollowEpoch(Lane& lane) {
+  const uint64_t serving = lane.executor->ServingEpoch();
+  if (serving == lane.epoch) return false;
+  // The group changed: its workers forgot every sequence (a step of the old
+  // epoch still in flight is abandoned; its tokens were never streamed).
+  if (lane.epoch != 0) ResetLane(lane);
+  lane.epoch = serving;
+  return true;
+}
+
+void ServingLoop::ResetLane(Lane& lane) {
+  lane.in_flight.reset();
+  lane.next.reset();
+  lane.pending_frees.clear();
+  lane.sent_blocks.clear();
+  lane.scheduler = NewScheduler(options_);
+  for (uint64_t id : lane.seqs) {
+    Live& live = *live_.at(id);
+    live.lane = -1;
+    live.resumed = true;
+    unplaced_.push_back(id);
+  }
+  lane.seqs.clear();
+  std::sort(unplaced_.begin(), unplaced_.end());  // ids grow with arrival: keep FIFO order
+  metrics_->ObserveScheduler(lane.index, lane.scheduler->metrics());
+}
+
+bool ServingLoop::Advance(Lane& lane, absl::Time now) {
+  if (lane.in_flight == nullptr && !lane.next.has_value() && lane.pending_frees.empty() &&
+      !lane.scheduler->HasWork()) {
+    return false;  // idle
+  }
+  bool did = false;
+  if (lane.in_flight != nullptr) {
+    if (!lane.in_flight->done.load(std::memory_order_acquire)) {
+      if (lane.next.has_value()) return false;
+      // Build the next step while this one runs.
+      lane.next = lane.scheduler->Schedule(now);
+      return true;
+    }
+    std::shared_ptr<InFlight> done = std::move(lane.in_flight);
+    if (!done->result.ok()) {
+      // The epoch ended with this step (the executor noticed first).
+      ResetLane(lane);
+      lane.epoch = 0;
+      return true;
+    }
+    const absl::Duration round_trip = absl::Now() - done->sent;
+    metrics_->step_round_trip->Observe(absl::ToDoubleSeconds(round_trip));
+    metrics_->step_overhead->Observe(
+        std::max(0.0, absl::ToDoubleSeconds(round_trip) - done->result->engine_seconds()));
+    absl::Status s = ProcessResult(lane, done->step, *done->result);
+    if (!s.ok()) {
+      FailAll(Annotate(s, "processing a step result"));
+      return true;
+    }
+    did = true;
+  }
+  ScheduledStep next =
+      lane.next.has_value() ? *std::move(lane.next) : lane.scheduler->Schedule(now);
+  lane.next.reset();
+  absl::Status s = lane.scheduler->FinalizeStep(&next);
+  if (!s.ok()) {
+    FailAll(Annotate(s, "finalizing a step"));
+    return true;
+  }
+  HandleSchedulerFinished(next.finished);
+  metrics_->ObserveScheduler(lane.index, lane.scheduler->metrics());
+  if (next.empty()) {
+    lane.pending_frees.insert(lane.pending_frees.end(), next.free_seq_ids.begin(),
+                              next.free_seq_ids.end());
+    if (!lane.scheduler->HasWork() && !lane.pending_frees.empty()) {
+      std::vector<uint64_t> frees;
+      frees.swap(lane.pending_frees);
+      for (uint64_t id : frees) lane.sent_blocks.erase(id);
+      absl::Status freed = lane.executor->Free(frees);
+      (void)freed;  // a failing worker shows up on the next step
+    }
+    return did;
+  }
+  SendStep(lane, std::move(next));
+  return true;
+}
+
+void ServingLoop::SendStep(Lane& lane, ScheduledStep step) {
   const absl::Time now = absl::Now();
   for (const ScheduledSequence& s : step.seqs) {
     auto it = live_.find(s.seq_id);
@@ -273,227 +418,50 @@ void ServingLoop::SendStep(ScheduledStep step) {
     metrics_->request_queue_time->Observe(absl::ToDoubleSeconds(now - it->second->job.arrival));
   }
   metrics_->iteration_tokens->Observe(step.num_tokens);
-  auto flight = std::make_unique<InFlight>();
-  v1::StepRequest request = ToProto(step, &pending_frees_);
+  auto flight = std::make_shared<InFlight>();
+  v1::StepRequest request =
+      ToProto(step, &lane.pending_frees, options_.lean_steps ? &lane.sent_blocks : nullptr);
   flight->step = std::move(step);
   flight->sent = now;
-  InFlight* raw = flight.get();
-  in_flight_ = std::move(flight);
-  executor_->StepAsync(std::move(request), [raw](absl::StatusOr<v1::StepResponse> r) {
-    raw->result = std::move(r);
-    raw->done.Notify();
+  lane.in_flight = flight;
+  {
+    absl::MutexLock lock(&mu_);
+    ++outstanding_;
+  }
+  lane.executor->StepAsync(std::move(request), [this, flight](absl::StatusOr<v1::StepResponse> r) {
+    flight->result = std::move(r);
+    flight->done.store(true, std::memory_order_release);
+    absl::MutexLock lock(&mu_);
+    ++completions_;
+    --outstanding_;
   });
 }
 
-absl::Status ServingLoop::ProcessResult(const ScheduledStep& step,
-                                        const v1::StepResponse& response) {
-  std::vector<SampledTokenId> sampled;
-  sampled.reserve(response.tokens_size());
-  for (const v1::SampledToken& t : response.tokens()) {
-    sampled.push_back({.seq_id = t.seq_id(), .token = t.token()});
+std::string ServingLoop::DownReason() const {
+  if (lanes_.size() == 1) return lanes_[0]->executor->DownReason();
+  std::vector<std::string> reasons;
+  for (const auto& lane : lanes_) {
+    const std::string why = lane->executor->DownReason();
+    if (!why.empty()) reasons.push_back(absl::StrCat("group ", lane->index, ": ", why));
   }
-  TPS_RETURN_IF_ERROR(scheduler_->OnStepResult(step.step_id, sampled));
-  const absl::Time now = absl::Now();
-  for (const v1::SampledToken& t : response.tokens()) {
-    auto it = live_.find(t.seq_id());
-    if (it == live_.end() || !scheduler_->Contains(t.seq_id())) continue;
-    Live& live = *it->second;
-    const int32_t token = t.token();
-    metrics_->generation_tokens->Increment();
-    if (live.output.empty()) {
-      metrics_->time_to_first_token->Observe(absl::ToDoubleSeconds(now - live.job.arrival));
-    } else {
-      metrics_->inter_token_latency->Observe(absl::ToDoubleSeconds(now - live.last_token));
-    }
-    live.last_token = now;
-    live.output.push_back(token);
-
-    v1::GenerateResponse out;
-    out.set_request_id(live.job.request_id);
-    out.add_token_ids(token);
-    if (live.job.sampling.logprobs || live.job.sampling.top_logprobs > 0) {
-      v1::SampledLogprobs* lp = out.add_logprobs();
-      auto fill = [this](v1::TokenLogprob* dst, int32_t id, float logprob) {
-        dst->set_token_id(id);
-        dst->set_logprob(logprob);
-        if (id >= 0 && id < tokenizer_->vocab_size()) {
-          dst->set_text(tokenizer_->Decode({id}).value_or(""));
-        }
-      };
-      fill(lp->mutable_sampled(), token, t.logprob());
-      for (const v1::TokenLogprobEntry& e : t.top_logprobs()) {
-        fill(lp->add_top(), e.token(), e.logprob());
-      }
-    }
-
-    const bool is_eos = !live.job.ignore_eos && eos_ids_.contains(token);
-    if (is_eos || live.stop_tokens.contains(token)) {
-      std::string tail = live.detok.Finish();
-      out.mutable_text()->append(live.matcher.Append(tail).text);
-      out.mutable_text()->append(live.matcher.Flush());
-      // The token's text ("\n" for token 198), or its piece when it decodes
-      // to nothing (special tokens such as <|im_end|>).
-      std::string reason = std::to_string(token);
-      if (token >= 0 && token < tokenizer_->vocab_size()) {
-        reason = tokenizer_->Decode({token}).value_or("");
-        if (reason.empty()) reason = tokenizer_->TokenText(token);
-      }
-      FinishLive(t.seq_id(), FinishReason::kStop, std::move(out), reason);
-      continue;
-    }
-    absl::StatusOr<std::string> delta = live.detok.Add(token);
-    if (!delta.ok()) {
-      CloseLive(t.seq_id(), absl::InternalError(absl::StrCat("worker returned token ", token, ": ",
-                                                             delta.status().message())));
-      absl::StatusOr<FinishedSequence> f = scheduler_->Finish(t.seq_id(), FinishReason::kAborted);
-      (void)f;
-      continue;
-    }
-    StopStringMatcher::Result m = live.matcher.Append(*delta);
-    out.mutable_text()->append(m.text);
-    if (m.stopped) {
-      FinishLive(t.seq_id(), FinishReason::kStop, std::move(out), m.matched);
-      continue;
-    }
-    if (live.generated() >= live.job.max_tokens) {
-      StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
-      out.mutable_text()->append(tail.text);
-      if (tail.stopped) {
-        FinishLive(t.seq_id(), FinishReason::kStop, std::move(out), tail.matched);
-      } else {
-        out.mutable_text()->append(live.matcher.Flush());
-        FinishLive(t.seq_id(), FinishReason::kLength, std::move(out), "");
-      }
-      continue;
-    }
-    live.job.sink->Send(std::move(out));
-  }
-  return absl::OkStatus();
+  return absl::StrJoin(reasons, "; ");
 }
 
-void ServingLoop::FinishLive(uint64_t seq_id, FinishReason reason, v1::GenerateResponse last,
-                             const std::string& stop_reason) {
-  auto it = live_.find(seq_id);
-  if (it == live_.end()) return;
-  Live& live = *it->second;
-  int32_t cached = 0;
-  if (scheduler_->Contains(seq_id)) {
-    absl::StatusOr<FinishedSequence> f = scheduler_->Finish(seq_id, reason);
-    if (f.ok()) cached = f->cached_tokens;
-  }
-  last.set_request_id(live.job.request_id);
-  last.set_finish_reason(reason == FinishReason::kLength ? v1::FINISH_REASON_LENGTH
-                                                         : v1::FINISH_REASON_STOP);
-  last.set_stop_reason(stop_reason);
-  v1::Usage* usage = last.mutable_usage();
-  usage->set_prompt_tokens(static_cast<int32_t>(live.job.prompt.size()));
-  usage->set_completion_tokens(live.generated());
-  usage->set_cached_tokens(cached);
-  metrics_->e2e_request_latency->Observe(absl::ToDoubleSeconds(absl::Now() - live.job.arrival));
-  metrics_->CountFinished(MetricReason(reason));
-  std::shared_ptr<ResponseSink> sink = std::move(live.job.sink);
-  live_.erase(it);
-  num_live_.fetch_sub(1);
-  sink->Send(std::move(last));
-  sink->Close(absl::OkStatus());
-}
-
-void ServingLoop::CloseLive(uint64_t seq_id, absl::Status status) {
-  auto it = live_.find(seq_id);
-  if (it == live_.end()) return;
-  metrics_->CountFinished("abort");
-  std::shared_ptr<ResponseSink> sink = std::move(it->second->job.sink);
-  live_.erase(it);
-  num_live_.fetch_sub(1);
-  sink->Close(std::move(status));
-}
-
-void ServingLoop::HandleSchedulerFinished(const std::vector<FinishedSequence>& finished) {
-  for (const FinishedSequence& f : finished) {
-    auto it = live_.find(f.seq_id);
+void ServingLoop::WhileUnplaced(absl::Time now) {
+  const bool gave_up = !any_serving_ && now - none_serving_since_ > options_.recovery_timeout;
+  std::vector<uint64_t> ids = unplaced_;
+  for (uint64_t id : ids) {
+    auto it = live_.find(id);
     if (it == live_.end()) continue;
-    switch (f.reason) {
-      case FinishReason::kCancelled:
-        CloseLive(f.seq_id, absl::CancelledError("request cancelled by the client"));
-        break;
-      case FinishReason::kDeadline:
-        CloseDeadline(f.seq_id);
-        break;
-      case FinishReason::kLength:
-        FinishLength(f.seq_id);
-        break;
-      default:
-        CloseLive(f.seq_id, absl::UnavailableError(absl::StrCat("the router aborted the request (",
-                                                                FinishReasonName(f.reason), ")")));
-        break;
-    }
-  }
-}
-
-void ServingLoop::FinishLength(uint64_t seq_id) {
-  auto it = live_.find(seq_id);
-  if (it == live_.end()) return;
-  Live& live = *it->second;
-  v1::GenerateResponse last;
-  StopStringMatcher::Result tail = live.matcher.Append(live.detok.Finish());
-  last.set_text(tail.text + live.matcher.Flush());
-  FinishLive(seq_id, FinishReason::kLength, std::move(last), "");
-}
-
-void ServingLoop::CloseDeadline(uint64_t seq_id) {
-  auto it = live_.find(seq_id);
-  if (it == live_.end()) return;
-  CloseLive(seq_id, absl::DeadlineExceededError(absl::StrCat(
-                        "the request's deadline passed after ", it->second->generated(),
-                        " generated tokens; raise the deadline or lower max_tokens")));
-}
-
-void ServingLoop::Requeue() {
-  in_flight_.reset();
-  pending_frees_.clear();
-  ResetScheduler();
-  std::vector<uint64_t> ids;
-  for (const auto& [id, live] : live_) ids.push_back(id);
-  std::sort(ids.begin(), ids.end());  // ids grow with arrival: keep FIFO order
-  for (uint64_t id : ids) {
-    Live& live = *live_.at(id);
-    SchedulerRequest request;
-    request.seq_id = id;
-    request.prompt = live.job.prompt;
-    request.prompt.insert(request.prompt.end(), live.output.begin(), live.output.end());
-    request.prompt_len = static_cast<int32_t>(live.job.prompt.size());
-    request.sampling = live.job.sampling;
-    request.priority = live.job.priority;
-    request.deadline = live.job.deadline;
-    absl::Status s = scheduler_->Add(std::move(request));
-    if (!s.ok()) {
-      FinishLength(id);  // only a sequence already at the length limit is refused
-      continue;
-    }
-    metrics_->requests_resumed->Increment();
-  }
-  metrics_->ObserveScheduler(scheduler_->metrics());
-}
-
-void ServingLoop::WhileDown(absl::Time now) {
-  if (live_.empty()) return;
-  const bool gave_up = now - down_since_ > options_.recovery_timeout;
-  std::vector<uint64_t> ids;
-  for (const auto& [id, live] : live_) {
-    if (gave_up || now >= live->job.deadline) ids.push_back(id);
-  }
-  for (uint64_t id : ids) {
-    (void)scheduler_->Finish(id, gave_up ? FinishReason::kAborted : FinishReason::kDeadline);
-    if (!gave_up) {
+    if (gave_up) {
+      CloseLive(id,
+                absl::UnavailableError(absl::StrCat("no worker group served for ",
+                                                    absl::FormatDuration(options_.recovery_timeout),
+                                                    " (--recovery_timeout): ", DownReason())));
+    } else if (now >= it->second->job.deadline) {
       CloseDeadline(id);
-      continue;
     }
-    CloseLive(id,
-              absl::UnavailableError(absl::StrCat(
-                  "no worker group served for ", absl::FormatDuration(options_.recovery_timeout),
-                  " (--recovery_timeout): ", executor_->DownReason())));
   }
-  metrics_->ObserveScheduler(scheduler_->metrics());
 }
 
 void ServingLoop::FailAll(const absl::Status& status) {
@@ -503,10 +471,16 @@ void ServingLoop::FailAll(const absl::Status& status) {
   std::vector<uint64_t> ids;
   for (const auto& [id, live] : live_) ids.push_back(id);
   for (uint64_t id : ids) CloseLive(id, unavailable);
-  in_flight_.reset();
-  pending_frees_.clear();
-  ResetScheduler();
-  metrics_->ObserveScheduler(scheduler_->metrics());
+  unplaced_.clear();
+  for (auto& lane : lanes_) {
+    lane->in_flight.reset();
+    lane->next.reset();
+    lane->pending_frees.clear();
+    lane->sent_blocks.clear();
+    lane->seqs.clear();
+    lane->scheduler = NewScheduler(options_);
+    metrics_->ObserveScheduler(lane->index, lane->scheduler->metrics());
+  }
 }
 
 }  // namespace tpserve

@@ -2,13 +2,16 @@
 // default model's, from $TPSERVE_ROOT/models) and stop-string logic, with
 // workers replaced by a function that emits "a", "b", "c", "a", ... after the
 // prompt. Covers max_tokens, stop strings (no partial leak), stop/eos tokens,
-// cancellation, deadlines, the queue bound and worker failure.
+// cancellation, deadlines, the queue bound, worker failure, and several
+// groups (spread, a failed group's requests moving, drain, a late group).
 #include "router/api/serving_loop.h"
 
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
@@ -71,6 +74,10 @@ class FakeExecutor : public StepExecutor {
   void StepAsync(v1::StepRequest request, StepCallback done) override {
     if (delay_ > absl::ZeroDuration()) absl::SleepFor(delay_);
     steps_.fetch_add(1);
+    {
+      absl::MutexLock lock(&log_mu_);
+      log_.push_back(request);
+    }
     if (fail_ || epoch_ == 0) {
       epoch_ = 0;
       done(absl::UnavailableError("worker rank 1 (fake) step failed"));
@@ -78,11 +85,15 @@ class FakeExecutor : public StepExecutor {
     }
     v1::StepResponse response;
     for (const v1::SequenceInput& s : request.seqs()) {
+      // Like a worker: a lean (delta) entry's prompt_len is the one its
+      // sequence's full entry carried.
+      if (!s.delta()) prompt_lens_[s.seq_id()] = s.prompt_len();
+      const int prompt_len = prompt_lens_[s.seq_id()];
       if (!s.sample()) continue;
       const int pos = s.start_pos() + s.tokens_size();
       v1::SampledToken* t = response.add_tokens();
       t->set_seq_id(s.seq_id());
-      t->set_token(cycle_[(pos - s.prompt_len()) % cycle_.size()]);
+      t->set_token(cycle_[(pos - prompt_len) % cycle_.size()]);
     }
     done(std::move(response));
   }
@@ -99,9 +110,12 @@ class FakeExecutor : public StepExecutor {
   std::atomic<bool> fail_{false};
   absl::Duration delay_ = absl::ZeroDuration();
   std::atomic<int> steps_{0};
+  absl::Mutex log_mu_;
+  std::vector<v1::StepRequest> log_ ABSL_GUARDED_BY(log_mu_);  // every step sent
 
  private:
   std::vector<int32_t> cycle_;
+  absl::flat_hash_map<uint64_t, int> prompt_lens_;  // loop thread only
 };
 
 class ServingLoopTest : public ::testing::Test {
@@ -137,6 +151,37 @@ class ServingLoopTest : public ::testing::Test {
     loop_->Start();
   }
 
+  // `n` groups, each a FakeExecutor (executors_[g]); group 0 is executor_.
+  void StartGroups(int n, int max_num_seqs = 8) {
+    a_ = tokenizer_->TokenId("a");
+    b_ = tokenizer_->TokenId("b");
+    c_ = tokenizer_->TokenId("c");
+    std::vector<StepExecutor*> raw;
+    for (int g = 0; g < n; ++g) {
+      executors_.push_back(std::make_unique<FakeExecutor>(std::vector<int32_t>{a_, b_, c_}));
+      raw.push_back(executors_.back().get());
+    }
+    metrics_ = std::make_unique<RouterMetrics>(registry_, "test");
+    ServingLoop::Options o;
+    o.scheduler.max_num_batched_tokens = 64;
+    o.scheduler.max_num_seqs = max_num_seqs;
+    o.scheduler.max_waiting = 64;
+    o.num_blocks = 64;
+    o.block_size = 16;
+    loop_ = std::make_unique<ServingLoop>(o, raw, tokenizer_, metrics_.get());
+    loop_->Start();
+  }
+
+  // Waits until `pred(snapshot)` holds (the loop refreshes it every turn).
+  bool AwaitSnapshot(std::function<bool(const std::vector<ServingLoop::GroupSnapshot>&)> pred) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < deadline) {
+      if (pred(loop_->Snapshot())) return true;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return false;
+  }
+
   GenerateJob Job(std::shared_ptr<CollectingSink> sink, int max_tokens) {
     GenerateJob job;
     job.request_id = "t";
@@ -150,6 +195,7 @@ class ServingLoopTest : public ::testing::Test {
   int32_t a_ = -1, b_ = -1, c_ = -1;
   prometheus::Registry registry_;
   std::unique_ptr<FakeExecutor> executor_;
+  std::vector<std::unique_ptr<FakeExecutor>> executors_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<ServingLoop> loop_;
 };
@@ -336,6 +382,105 @@ TEST_F(ServingLoopTest, HigherPriorityIsAdmittedFirst) {
   EXPECT_FALSE(low->Wait(absl::ZeroDuration())) << "low priority finished before high";
   ASSERT_TRUE(low->Wait());
   EXPECT_TRUE(low->status().ok());
+}
+
+TEST_F(ServingLoopTest, TwoGroupsShareRequestsAndAFailedGroupsRequestsMove) {
+  StartGroups(2);
+  executors_[1]->delay_ = absl::Milliseconds(2);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 4; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    loop_->Submit(Job(sinks.back(), 30));
+  }
+  while (executors_[1]->steps_.load() < 5) absl::SleepFor(absl::Milliseconds(1));
+  executors_[1]->fail_ = true;  // group 1 fails for good: its requests move to group 0
+  for (auto& sink : sinks) {
+    ASSERT_TRUE(sink->Wait());
+    EXPECT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->tokens(), 30);  // every token once: resumed by recompute
+    EXPECT_EQ(sink->text(), "abcabcabcabcabcabcabcabcabcabc");
+  }
+  EXPECT_GT(executors_[0]->steps_.load(), 0);
+  // Group 1 got some at first (p of 4); they moved: group 0 placed its own
+  // 4 - p and the p moved ones.
+  ASSERT_TRUE(AwaitSnapshot([](const auto& s) {
+    return s[1].epoch == 0 && s[1].placed_total >= 1 && s[0].placed_total == 4 && s[0].live == 0;
+  }));
+}
+
+TEST_F(ServingLoopTest, DrainedGroupTakesNoNewRequestsUntilUndrained) {
+  StartGroups(2);
+  loop_->SetDrained(1, true);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 4; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    loop_->Submit(Job(sinks.back(), 5));
+  }
+  for (auto& sink : sinks) ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(executors_[1]->steps_.load(), 0);
+  ASSERT_TRUE(AwaitSnapshot([](const auto& s) {
+    return s[1].drained && s[1].live == 0 && s[0].placed_total == 4 && s[1].placed_total == 0;
+  }));
+  loop_->SetDrained(1, false);
+  sinks.clear();
+  for (int i = 0; i < 4; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    loop_->Submit(Job(sinks.back(), 5));
+  }
+  for (auto& sink : sinks) ASSERT_TRUE(sink->Wait());
+  EXPECT_GT(executors_[1]->steps_.load(), 0);
+}
+
+TEST_F(ServingLoopTest, AGroupThatStartsServingLaterGetsRequests) {
+  StartGroups(2);
+  executors_[1]->epoch_ = 0;  // not formed yet
+  auto first = std::make_shared<CollectingSink>();
+  loop_->Submit(Job(first, 5));
+  ASSERT_TRUE(first->Wait());
+  EXPECT_TRUE(first->status().ok());
+  executors_[1]->Heal();  // the late group's first epoch
+  ASSERT_TRUE(AwaitSnapshot([](const auto& s) { return s[1].epoch != 0; }));
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 4; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    loop_->Submit(Job(sinks.back(), 5));
+  }
+  for (auto& sink : sinks) {
+    ASSERT_TRUE(sink->Wait());
+    EXPECT_TRUE(sink->status().ok());
+  }
+  EXPECT_GT(executors_[1]->steps_.load(), 0);
+}
+
+TEST_F(ServingLoopTest, LeanStepsSendParametersOnceThenOnlyNewBlocks) {
+  Start();
+  auto sink = std::make_shared<CollectingSink>();
+  GenerateJob job = Job(sink, 40);  // the prompt (< 16 tokens) + 40 tokens: 3-4 blocks
+  job.sampling.temperature = 0.7f;
+  job.sampling.seed = 5;
+  loop_->Submit(std::move(job));
+  ASSERT_TRUE(sink->Wait());
+  absl::MutexLock lock(&executor_->log_mu_);
+  ASSERT_GT(executor_->log_.size(), 30u);
+  std::vector<int32_t> table;  // the block table the workers rebuild
+  int full = 0;
+  for (const v1::StepRequest& r : executor_->log_) {
+    for (const v1::SequenceInput& s : r.seqs()) {
+      if (!s.delta()) {
+        ++full;
+        EXPECT_FLOAT_EQ(s.sampling().temperature(), 0.7f);
+        table.assign(s.block_table().begin(), s.block_table().end());
+        continue;
+      }
+      EXPECT_FALSE(s.has_sampling());  // parameters went once
+      EXPECT_LE(s.block_table_size(), 1);
+      table.insert(table.end(), s.block_table().begin(), s.block_table().end());
+      // Every block the step writes is in the rebuilt table.
+      EXPECT_GE(static_cast<int>(table.size()) * 16, s.start_pos() + s.tokens_size());
+    }
+  }
+  EXPECT_EQ(full, 1);
+  EXPECT_GE(table.size(), 3u);
 }
 
 }  // namespace

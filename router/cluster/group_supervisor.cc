@@ -118,6 +118,7 @@ void GroupSupervisor::Transition(GroupState state, const std::string& why, Group
   options_.log(why);
   if (listener_) listener_(state, why);
   event.state = state;
+  event.group = options_.group;
   if (events_) events_(event);
 }
 
@@ -146,13 +147,12 @@ void GroupSupervisor::Run() {
       continue;
     }
     if (undiagnosed) Diagnose();
-    if (state == GroupState::kRecovering &&
-        absl::Now() - down_since > options_.recovery_timeout) {
-      Transition(GroupState::kDown,
-                 absl::StrCat("no group served for ",
-                              absl::FormatDuration(options_.recovery_timeout),
-                              " (--recovery_timeout): ", DownReason()),
-                 {});
+    if (state == GroupState::kRecovering && absl::Now() - down_since > options_.recovery_timeout) {
+      Transition(
+          GroupState::kDown,
+          absl::StrCat("no group served for ", absl::FormatDuration(options_.recovery_timeout),
+                       " (--recovery_timeout): ", DownReason()),
+          {});
     }
     if (TryForm()) continue;
     const std::string reason = DownReason();
@@ -175,11 +175,13 @@ bool GroupSupervisor::TryForm() {
   std::vector<std::string> addresses = options_.addresses;
   if (addresses.empty()) {
     for (int r = 0; r < world; ++r) {
-      absl::StatusOr<std::string> a = rendezvous_->Lookup(r);
+      absl::StatusOr<std::string> a = rendezvous_->Lookup(options_.group, r);
       if (!a.ok()) {
-        return not_yet(absl::StrCat("waiting for worker rank ", r, " of ", world,
-                                    " to register: start it with --rendezvous=<router host>:",
-                                    rendezvous_->port(), " --rank=", r, " --world_size=", world));
+        return not_yet(absl::StrCat(
+            "waiting for worker rank ", r, " of ", world,
+            " to register: start it with --rendezvous=<router host>:", rendezvous_->port(),
+            options_.group != 0 ? absl::StrCat(" --group=", options_.group) : "", " --rank=", r,
+            " --world_size=", world));
       }
       addresses.push_back(*a);
     }
@@ -208,10 +210,10 @@ bool GroupSupervisor::TryForm() {
   for (int r = 0; r < world; ++r) {
     const v1::InfoResponse& i = *infos[r];
     if (i.rank() != r || i.world_size() != world) {
-      return not_yet(absl::StrCat(
-          "MISMATCH: the worker at ", addresses[r], " was started with --rank=", i.rank(),
-          " --world_size=", i.world_size(), " but the router expects rank ", r, " of ", world,
-          "; restart it with matching flags"));
+      return not_yet(absl::StrCat("MISMATCH: the worker at ", addresses[r],
+                                  " was started with --rank=", i.rank(),
+                                  " --world_size=", i.world_size(), " but the router expects rank ",
+                                  r, " of ", world, "; restart it with matching flags"));
     }
   }
   for (int r = 0; r < world; ++r) {
@@ -222,14 +224,21 @@ bool GroupSupervisor::TryForm() {
     }
     if (i.model_fingerprint() != i0.model_fingerprint() ||
         i.kv_block_size() != i0.kv_block_size() || i.vocab_size() != i0.vocab_size()) {
-      return not_yet(absl::StrCat(
-          "MISMATCH: worker rank ", r, " at ", addresses[r], " loaded model '", i.model_name(),
-          "' (fingerprint ", i.model_fingerprint(), ", block size ", i.kv_block_size(),
-          ") but rank 0 loaded '", i0.model_name(), "' (fingerprint ", i0.model_fingerprint(),
-          ", block size ", i0.kv_block_size(), "); every rank needs the same --model and "
-          "--block_size"));
+      return not_yet(absl::StrCat("MISMATCH: worker rank ", r, " at ", addresses[r],
+                                  " loaded model '", i.model_name(), "' (fingerprint ",
+                                  i.model_fingerprint(), ", block size ", i.kv_block_size(),
+                                  ") but rank 0 loaded '", i0.model_name(), "' (fingerprint ",
+                                  i0.model_fingerprint(), ", block size ", i0.kv_block_size(),
+                                  "); every rank needs the same --model and "
+                                  "--block_size"));
     }
     info.kv_num_blocks = std::min(info.kv_num_blocks, i.kv_num_blocks());
+  }
+  if (const int floor = min_kv_blocks_.load(); floor > 0 && info.kv_num_blocks < floor) {
+    return not_yet(absl::StrCat("MISMATCH: the ranks have ", info.kv_num_blocks,
+                                " KV blocks but the router's groups use ", floor,
+                                "; give this group's ranks at least the other groups' "
+                                "--kv_cache_mb"));
   }
   if (ever_served && info.kv_num_blocks < first_blocks) {
     return not_yet(absl::StrCat("MISMATCH: the ranks now have ", info.kv_num_blocks,
@@ -240,7 +249,8 @@ bool GroupSupervisor::TryForm() {
   uint64_t epoch;
   {
     absl::MutexLock lock(&mu_);
-    epoch = ++epoch_;
+    epoch = options_.epochs != nullptr ? options_.epochs->fetch_add(1) + 1 : epoch_ + 1;
+    epoch_ = epoch;
   }
   v1::JoinRequest join;
   join.set_session(rendezvous_ != nullptr ? rendezvous_->session() : "static");
@@ -309,10 +319,9 @@ void GroupSupervisor::Heartbeat() {
     if (!health[r].ok()) {
       const std::string cause = UnreachableCause(health[r].status());
       Fail(epoch, r, cause,
-           cause == "hung"
-               ? absl::StrCat("no heartbeat answer within ",
-                              absl::FormatDuration(options_.heartbeat_timeout))
-               : absl::StrCat("heartbeat failed: ", health[r].status().message()));
+           cause == "hung" ? absl::StrCat("no heartbeat answer within ",
+                                          absl::FormatDuration(options_.heartbeat_timeout))
+                           : absl::StrCat("heartbeat failed: ", health[r].status().message()));
       return;
     }
     if (health[r]->epoch() != epoch) {

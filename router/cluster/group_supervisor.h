@@ -65,6 +65,12 @@ enum class GroupState { kStarting, kServing, kRecovering, kDown };
 const char* GroupStateName(GroupState state);
 
 struct GroupOptions {
+  // Index of this group among the router's groups; its ranks register with
+  // --group=<group>. (The router's `log` names the group when it has several.)
+  int group = 0;
+  // Epoch numbers shared by the router's groups, so no two group epochs use
+  // the same rendezvous prefix; null: this supervisor counts alone.
+  std::shared_ptr<std::atomic<uint64_t>> epochs;
   int world_size = 1;
   // Fixed rank addresses (--workers); empty = learn them from the rendezvous.
   std::vector<std::string> addresses;
@@ -90,9 +96,10 @@ using GroupListener = std::function<void(GroupState, const std::string&)>;
 // Counters the supervisor keeps; the router exports them as metrics.
 struct GroupEvent {
   GroupState state;
-  std::string cause;              // on kRecovering: exited, hung, restarted, step_failed, ...
-  double recovery_seconds = -1;   // on kServing after a recovery
+  std::string cause;             // on kRecovering: exited, hung, restarted, step_failed, ...
+  double recovery_seconds = -1;  // on kServing after a recovery
   uint64_t epoch = 0;
+  int group = 0;
 };
 
 class GroupSupervisor : public StepExecutor {
@@ -113,6 +120,12 @@ class GroupSupervisor : public StepExecutor {
 
   GroupState state() const;
   uint64_t epoch() const;  // the latest epoch started (serving or not)
+
+  // A group forming after the router started must offer at least this many KV
+  // blocks (the block count the router's schedulers use); 0 = no floor.
+  void SetMinKvBlocks(int blocks) { min_kv_blocks_.store(blocks); }
+  int group() const { return options_.group; }
+  int world_size() const { return options_.world_size; }
 
   // StepExecutor.
   void StepAsync(v1::StepRequest request, StepCallback done) override;
@@ -169,10 +182,11 @@ class GroupSupervisor : public StepExecutor {
   bool ever_served_ ABSL_GUARDED_BY(mu_) = false;
   ClusterInfo info_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  WorkerGroup* group_ ABSL_GUARDED_BY(mu_) = nullptr;  // the current ranks
+  WorkerGroup* group_ ABSL_GUARDED_BY(mu_) = nullptr;                      // the current ranks
   std::vector<std::unique_ptr<WorkerGroup>> groups_ ABSL_GUARDED_BY(mu_);  // current + retired
   static constexpr int kMaxStepTimeoutScale = 16;
   std::atomic<int> step_timeout_scale_{1};
+  std::atomic<int> min_kv_blocks_{0};
   std::thread thread_;
 };
 

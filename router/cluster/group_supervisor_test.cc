@@ -1,7 +1,8 @@
 // GroupSupervisor against in-process fake workers that register in a real
 // rendezvous store: forming an epoch, mismatches named at once, detection of
-// exited and hung ranks, fencing by epoch, and re-forming when a replacement
-// rank registers.
+// exited and hung ranks, fencing by epoch, re-forming when a replacement
+// rank registers, and a second group (its own rendezvous keys, the router's
+// shared epoch counter, the KV-block floor).
 #include "router/cluster/group_supervisor.h"
 
 #include <memory>
@@ -42,8 +43,7 @@ class GroupSupervisorTest : public ::testing::Test {
     servers_[r].reset();
     workers_[r] = std::make_unique<FakeWorkerService>(r, 2);
     servers_[r] = std::make_unique<FakeWorkerServer>(workers_[r].get());
-    ASSERT_TRUE(store_->Set(WorkerKey(rendezvous_.session(), r), servers_[r]->address())
-                    .ok());
+    ASSERT_TRUE(store_->Set(WorkerKey(rendezvous_.session(), 0, r), servers_[r]->address()).ok());
   }
 
   void StartSupervisor(absl::Duration step_timeout = absl::Seconds(15)) {
@@ -229,6 +229,43 @@ TEST_F(GroupSupervisorTest, StepDeadlineGrowsWithTheStep) {
   GroupSupervisor s(o, &rendezvous_);
   EXPECT_EQ(s.StepTimeout(1), absl::Milliseconds(10020));
   EXPECT_EQ(s.StepTimeout(512), absl::Milliseconds(20240));
+}
+
+TEST_F(GroupSupervisorTest, ASecondGroupUsesItsOwnKeysAndTheSharedEpochCounter) {
+  // The same two fake ranks, registered as group 1 only.
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(store_->Set(WorkerKey(rendezvous_.session(), 1, r), servers_[r]->address()).ok());
+  }
+  auto epochs = std::make_shared<std::atomic<uint64_t>>(41);  // other groups used 1..41
+  GroupOptions o;
+  o.group = 1;
+  o.epochs = epochs;
+  o.world_size = 2;
+  o.join_timeout = absl::Seconds(5);
+  std::vector<GroupEvent> events;
+  absl::Mutex events_mu;
+  GroupSupervisor group1(o, &rendezvous_);
+  group1.SetEventSink([&](const GroupEvent& e) {
+    absl::MutexLock lock(&events_mu);
+    events.push_back(e);
+  });
+  group1.SetMinKvBlocks(101);  // the fakes offer 100: refused, naming why
+  group1.Start();
+  absl::StatusOr<ClusterInfo> info = group1.WaitUntilServing(absl::Seconds(1));
+  EXPECT_FALSE(info.ok());
+  EXPECT_THAT(group1.DownReason(), HasSubstr("MISMATCH"));
+  EXPECT_THAT(group1.DownReason(), HasSubstr("100 KV blocks"));
+  group1.SetMinKvBlocks(100);
+  info = group1.WaitUntilServing(absl::Seconds(10));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(group1.ServingEpoch(), 42u);
+  EXPECT_EQ(workers_[0]->epoch.load(), 42u);
+  EXPECT_EQ(epochs->load(), 42u);
+  group1.Stop();
+  absl::MutexLock lock(&events_mu);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().group, 1);
+  EXPECT_EQ(events.back().state, GroupState::kServing);
 }
 
 }  // namespace

@@ -23,11 +23,12 @@ absl::Status Rendezvous::Start(const std::string& host, int port,
   return server_.Set(kSessionKey, session_);
 }
 
-absl::StatusOr<std::string> Rendezvous::Lookup(int rank) {
-  absl::StatusOr<std::string> addr = server_.Get(WorkerKey(session_, rank), absl::Milliseconds(1));
+absl::StatusOr<std::string> Rendezvous::Lookup(int group, int rank) {
+  absl::StatusOr<std::string> addr =
+      server_.Get(WorkerKey(session_, group, rank), absl::Milliseconds(1));
   if (!addr.ok() && addr.status().code() == absl::StatusCode::kDeadlineExceeded) {
-    return absl::NotFoundError(
-        absl::StrCat("worker rank ", rank, " has not registered at rendezvous port ", port()));
+    return absl::NotFoundError(absl::StrCat("worker rank ", rank, " of group ", group,
+                                            " has not registered at rendezvous port ", port()));
   }
   return addr;
 }

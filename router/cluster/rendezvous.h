@@ -1,5 +1,5 @@
 // Rendezvous: the router hosts the key-value store the worker ranks meet in.
-// Each worker publishes its gRPC address under WorkerKey(session, rank) and
+// Each worker publishes its gRPC address under WorkerKey(session, group, rank) and
 // builds its Gloo group under the session's prefix, so the router only needs
 // to know the world size: it learns every rank's address from the store.
 // A fresh session id per router start keeps a restarted cluster's Gloo keys
@@ -9,9 +9,10 @@
 //
 //   Rendezvous rdv;
 //   TPS_RETURN_IF_ERROR(rdv.Start("0.0.0.0", 29500));
-//   absl::StatusOr<std::string> rank1 = rdv.Lookup(1);  // NOT_FOUND until it registers
+//   absl::StatusOr<std::string> rank1 = rdv.Lookup(/*group=*/0, 1);  // NOT_FOUND until it
+//   registers
 //
-// Worker side (worker/service): read kSessionKey, Set(WorkerKey(session, rank)).
+// Worker side (worker/service): read kSessionKey, Set(WorkerKey(session, group, rank)).
 #ifndef TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_
 #define TPSERVE_ROUTER_CLUSTER_RENDEZVOUS_H_
 
@@ -41,9 +42,10 @@ class Rendezvous {
   int port() const { return server_.port(); }
   const std::string& session() const { return session_; }
 
-  // The address rank `rank` registered in this session (workers re-publish it
-  // when they restart); NOT_FOUND if it has not registered.
-  [[nodiscard]] absl::StatusOr<std::string> Lookup(int rank);
+  // The address rank `rank` of group `group` registered in this session
+  // (workers re-publish it when they restart); NOT_FOUND if it has not
+  // registered.
+  [[nodiscard]] absl::StatusOr<std::string> Lookup(int group, int rank);
 
  private:
   GrpcKvStoreServer server_;

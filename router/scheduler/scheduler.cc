@@ -552,6 +552,7 @@ SchedulerMetrics Scheduler::metrics() const {
   SchedulerMetrics m;
   m.num_running = st.running.size();
   m.num_waiting = st.waiting.size();
+  for (const Sequence* seq : st.waiting) m.num_waiting_tokens += seq->total_len();
   m.kv_cache_usage_ratio = st.blocks.UsageRatio();
   m.num_preemptions_total = st.num_preemptions;
   m.prefix_cache_queries_total = bs.prefix_queries_tokens;

@@ -117,6 +117,7 @@ struct SchedulerRequest {
 struct SchedulerMetrics {
   int64_t num_running = 0;                 // tpserve_num_requests_running
   int64_t num_waiting = 0;                 // tpserve_num_requests_waiting (incl. preempted)
+  int64_t num_waiting_tokens = 0;          // tokens the waiting sequences will (re-)prefill
   double kv_cache_usage_ratio = 0.0;       // tpserve_kv_cache_usage_ratio
   int64_t num_preemptions_total = 0;       // tpserve_num_preemptions_total
   int64_t prefix_cache_queries_total = 0;  // tpserve_prefix_cache_queries_total

@@ -65,7 +65,8 @@ def stubs(name):
     if _STUB_DIR is None:
         _STUB_DIR = tempfile.mkdtemp(prefix="tpserve_stubs_")
         src = os.path.join(_proto_dir(), "proto")
-        protos = ["tpserve/v1/generation.proto", "tpserve/v1/worker.proto"]
+        protos = ["tpserve/v1/generation.proto", "tpserve/v1/worker.proto",
+                  "tpserve/v1/admin.proto"]
         subprocess.run(["protoc", f"--proto_path={src}", f"--python_out={_STUB_DIR}",
                         f"--grpc_out={_STUB_DIR}", "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin"]
                        + protos, check=True, cwd=src)
@@ -125,8 +126,11 @@ class Cluster:
 
     def __init__(self, world_size=2, router_args=(), worker_args=(), threads=1, kv_cache_mb=64,
                  comm=None, model=MODEL, worker="worker/tpserve-worker", fixed_ports=False,
-                 http=False, channel_credentials=None, channel_options=()):
+                 http=False, channel_credentials=None, channel_options=(), groups=1):
         self.world_size = world_size
+        # groups > 1: that many tensor-parallel groups (--groups); group 0's
+        # ranks are "worker<r>", group g's "g<g>worker<r>" (see start_group).
+        self.groups = groups
         self.model = model
         self.worker = worker
         self.router_args = list(router_args)
@@ -180,7 +184,8 @@ class Cluster:
         worker = _runfile(self.worker)
         rport = os.path.join(self.tmp, "router.json")
         g, m, z = self.fixed_ports or (0, 0, 0)
-        p, log = self._spawn("router", [router, f"--model={self.model}", f"--world_size={self.world_size}",
+        p, log = self._spawn("router", [router, f"--model={self.model}", f"--world_size={self.world_size}"]
+                              + ([f"--groups={self.groups}"] if self.groups > 1 else []) + [
                                         "--host=127.0.0.1", f"--port={g}", f"--metrics_port={m}",
                                         f"--rendezvous_port={z}", f"--port_file={rport}"]
                               + (["--http_port=0"] if self.http else []) + self.router_args)
@@ -193,19 +198,33 @@ class Cluster:
         self.rendezvous_port = ports["rendezvous_port"]
         self.worker_metrics_ports = []
         self.worker_ports = []
-        for r in range(self.world_size):
-            wport = os.path.join(self.tmp, f"worker{r}.json")
-            wp, wlog = self._spawn(f"worker{r}", [
-                worker, f"--model={self.model}", f"--rank={r}", f"--world_size={self.world_size}",
-                f"--rendezvous=127.0.0.1:{ports['rendezvous_port']}", "--host=127.0.0.1",
-                "--port=0", "--metrics_port=0", f"--threads={self.threads}",
-                f"--kv_cache_mb={self.kv_cache_mb}", f"--comm={self.comm}",
-                f"--port_file={wport}"] + self.worker_args)
-            wports = _wait_file(wport, wp, 60, wlog)
-            self.worker_metrics_ports.append(wports["metrics_port"])
-            self.worker_ports.append(wports["grpc_port"])
+        for g in range(self.groups):
+            self.worker_metrics_ports += self.start_group(g)
         self.wait_serving(ready_timeout)
         return self
+
+    @staticmethod
+    def worker_name(group, rank):
+        return f"worker{rank}" if group == 0 else f"g{group}worker{rank}"
+
+    def start_group(self, group):
+        """Starts group `group`'s world_size ranks (--group=group); returns
+        their metrics ports. Also for a group joining a running router."""
+        worker = _runfile(self.worker)
+        metrics_ports = []
+        for r in range(self.world_size):
+            name = self.worker_name(group, r)
+            wport = os.path.join(self.tmp, f"{name}.json")
+            wp, wlog = self._spawn(name, [
+                worker, f"--model={self.model}", f"--rank={r}", f"--world_size={self.world_size}",
+                f"--rendezvous=127.0.0.1:{self.rendezvous_port}", "--host=127.0.0.1",
+                "--port=0", "--metrics_port=0", f"--threads={self.threads}",
+                f"--kv_cache_mb={self.kv_cache_mb}", f"--comm={self.comm}",
+                f"--port_file={wport}"] + ([f"--group={group}"] if group else []) + self.worker_args)
+            wports = _wait_file(wport, wp, 60, wlog)
+            metrics_ports.append(wports["metrics_port"])
+            self.worker_ports.append(wports["grpc_port"])
+        return metrics_ports
 
     def health(self, service=""):
         """grpc.health.v1.Health/Check status: 1 SERVING, 2 NOT_SERVING (raw

@@ -45,7 +45,8 @@ class ApiKeysTest(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="tpserve_keys_")
         cls.keys = os.path.join(cls.dir, "keys")
         write_keys(cls.keys, "# test keys\n" + line("alice", "alice-key", "streams=2")
-                   + line("quota", "quota-key", f"tpm={TPM}") + line("open", "open-key"))
+                   + line("quota", "quota-key", f"tpm={TPM}") + line("open", "open-key")
+                   + line("ops", "ops-key", "admin"))
         cls.cluster = Cluster(world_size=1, http=True,
                               router_args=[f"--api_keys_file={cls.keys}"]).start()
         cls.stub = gpb.GenerationStub(cls.cluster.channel())
@@ -180,6 +181,27 @@ class ApiKeysTest(unittest.TestCase):
         flag = subprocess.run(args[:2] + ["--api_key=open-key", "info"], env=env,
                               capture_output=True, text=True, timeout=60)
         self.assertEqual(flag.returncode, 0, flag.stderr)
+
+    def test_admin_service_needs_a_key_with_the_admin_grant(self):
+        apb, agpb = stubs("admin")
+        admin = agpb.AdminStub(self.cluster.channel())
+        request = apb.ListGroupsRequest()
+        self.assert_code(lambda: admin.ListGroups(request, timeout=30),
+                         grpc.StatusCode.UNAUTHENTICATED)
+        details = self.assert_code(
+            lambda: admin.Drain(apb.DrainRequest(group=0), metadata=auth("open-key"), timeout=30),
+            grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("admin", details)
+        groups = admin.ListGroups(request, metadata=auth("ops-key"), timeout=30).groups
+        self.assertEqual([g.group for g in groups], [0])
+        self.assertFalse(groups[0].drained)
+        # The CLI sends the key to the Admin service too.
+        cli = _runfile("tools/cli/tpserve")
+        env = dict(os.environ, TPSERVE_API_KEY="ops-key")
+        listed = subprocess.run([cli, f"--router={self.cluster.address()}", "groups"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn("SERVING", listed.stdout.upper())
 
     def test_keys_file_is_reread_when_it_changes(self):
         self.assert_code(lambda: self.generate("late-key"), grpc.StatusCode.UNAUTHENTICATED)

@@ -6,6 +6,9 @@
 //   tpserve info
 //   tpserve info --router=tpserve.example:443 --tls_ca_file=ca.pem   # TLS router
 //   TPSERVE_API_KEY=tps-... tpserve info   # or --api_key=..., for a router with --api_keys_file
+//   tpserve groups                    # the router's worker groups: state, load
+//   tpserve drain 1                   # no new requests on group 1; it finishes its own
+//   tpserve undrain 1
 //
 // Tokens are printed as they stream in; each answer ends with a line giving
 // time to first token, token count and tokens/s (on stderr, so stdout holds
@@ -21,13 +24,16 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/tls_config.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/tpserve/v1/admin.grpc.pb.h"
 #include "proto/tpserve/v1/generation.grpc.pb.h"
+#include "tools/cli/admin_commands.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router address host:port");
 ABSL_FLAG(int, max_tokens, 0, "Most tokens to generate (0 = the router's default)");
@@ -72,13 +78,19 @@ void FillSampling(v1::GenerateRequest* r) {
   r->set_priority(absl::GetFlag(FLAGS_priority));
 }
 
-// The router's API key (--api_key, else $TPSERVE_API_KEY) as call metadata.
-void AddApiKey(grpc::ClientContext& ctx) {
+// The router's API key: --api_key, else $TPSERVE_API_KEY, else "".
+std::string ApiKey() {
   std::string key = absl::GetFlag(FLAGS_api_key);
   if (key.empty()) {
     const char* env = std::getenv("TPSERVE_API_KEY");
     if (env != nullptr) key = env;
   }
+  return key;
+}
+
+// The API key as call metadata.
+void AddApiKey(grpc::ClientContext& ctx) {
+  const std::string key = ApiKey();
   if (!key.empty()) ctx.AddMetadata("authorization", absl::StrCat("Bearer ", key));
 }
 
@@ -186,6 +198,7 @@ int Info(v1::Generation::Stub& stub) {
               info.kv_block_size());
   std::printf("max waiting:      %d requests\n", info.max_waiting_requests());
   std::printf("default max_tokens: %d\n", info.default_max_tokens());
+  std::printf("worker groups:    %d (up to %d)\n", info.num_groups(), info.max_groups());
   return 0;
 }
 
@@ -195,10 +208,12 @@ int Info(v1::Generation::Stub& stub) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "tpserve client.\n  tpserve generate PROMPT [flags]\n  tpserve chat [MESSAGE] [flags]\n"
-      "  tpserve info [flags]");
+      "  tpserve info [flags]\n  tpserve groups\n  tpserve drain GROUP\n  tpserve undrain GROUP");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
-    std::fprintf(stderr, "usage: tpserve generate PROMPT | chat [MESSAGE] | info  (--help)\n");
+    std::fprintf(stderr,
+                 "usage: tpserve generate PROMPT | chat [MESSAGE] | info | groups | drain GROUP "
+                 "| undrain GROUP  (--help)\n");
     return 2;
   }
   const std::string command = args[1];
@@ -226,6 +241,19 @@ int main(int argc, char** argv) {
   }
   if (command == "chat") return tpserve::Chat(*stub, rest);
   if (command == "info") return tpserve::Info(*stub);
-  std::fprintf(stderr, "unknown command '%s': use generate, chat or info\n", command.c_str());
+  auto admin = tpserve::v1::Admin::NewStub(channel);
+  const double timeout_s = absl::GetFlag(FLAGS_timeout);
+  if (command == "groups") return tpserve::ListGroups(*admin, tpserve::ApiKey(), timeout_s);
+  if (command == "drain" || command == "undrain") {
+    int group = -1;
+    if (rest.size() != 1 || !absl::SimpleAtoi(rest[0], &group)) {
+      std::fprintf(stderr, "usage: tpserve %s GROUP  (a group index, see `tpserve groups`)\n",
+                   command.c_str());
+      return 2;
+    }
+    return tpserve::SetDrained(*admin, tpserve::ApiKey(), group, command == "drain", timeout_s);
+  }
+  std::fprintf(stderr, "unknown command '%s': use generate, chat, info, groups, drain or undrain\n",
+               command.c_str());
   return 2;
 }

@@ -49,11 +49,11 @@ void Registrar::Run() {
     absl::StatusOr<std::string> session = store->Get(kSessionKey, interval_);
     absl::Status s = session.status();
     if (s.ok() && *session != registered) {
-      s = store->Set(WorkerKey(*session, rank_), address_);
+      s = store->Set(WorkerKey(*session, group_, rank_), address_);
       if (s.ok()) {
         log_(absl::StrCat(registered.empty() ? "registered" : "router restarted: re-registered",
-                          " as rank ", rank_, " at ", address_, " (router session ", *session,
-                          ")"));
+                          " as rank ", rank_, group_ != 0 ? absl::StrCat(" of group ", group_) : "",
+                          " at ", address_, " (router session ", *session, ")"));
         registered = *session;
         absl::MutexLock lock(&mu_);
         session_ = registered;

@@ -1,6 +1,7 @@
 // Registrar: keeps this worker registered with whichever router currently
 // hosts the rendezvous store. It publishes "<host>:<port>" under
-// tpserve/<session>/worker/<rank> for the store's current session, then
+// WorkerKey(session, group, rank) (rendezvous/keys.h) for the store's current
+// session, then
 // checks every `interval` that the session is unchanged; when the router
 // restarts (new session) or the store is unreachable, it registers again as
 // soon as a store answers. The router finds the worker from that key; the
@@ -8,6 +9,7 @@
 //
 //   Registrar reg("10.0.0.1", 29500, /*rank=*/1, "10.0.0.2:50061", log,
 //                 absl::Seconds(1), cluster_tls.ChannelCredentials());
+//   reg.SetGroup(2);           // tensor-parallel group (default 0), before Start
 //   reg.Start();               // background thread
 //   std::string s = reg.session();  // "" until registered
 //   reg.Stop();
@@ -35,6 +37,8 @@ class Registrar {
             std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   ~Registrar();  // Stop()
 
+  // The worker group this rank belongs to (default 0); call before Start.
+  void SetGroup(int group) { group_ = group; }
   void Start();
   void Stop();
   // The session this worker is registered in; empty before the first
@@ -47,6 +51,7 @@ class Registrar {
   const std::string store_host_;
   const int store_port_;
   const int rank_;
+  int group_ = 0;
   const std::string address_;
   const std::function<void(const std::string&)> log_;
   const absl::Duration interval_;

@@ -32,7 +32,7 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
       },
       absl::Milliseconds(100));
   reg.Start();
-  absl::StatusOr<std::string> addr = server->Get(WorkerKey("first", 1), absl::Seconds(10));
+  absl::StatusOr<std::string> addr = server->Get(WorkerKey("first", 0, 1), absl::Seconds(10));
   ASSERT_TRUE(addr.ok()) << addr.status();
   EXPECT_EQ(*addr, "10.1.2.3:5000");
 
@@ -43,7 +43,7 @@ TEST(RegistrarTest, RegistersAndRegistersAgainWhenTheRouterRestarts) {
   absl::Status started = server->Start("127.0.0.1", port, grpc::InsecureServerCredentials());
   ASSERT_TRUE(started.ok()) << started;
   ASSERT_TRUE(server->Set(kSessionKey, "second").ok());
-  addr = server->Get(WorkerKey("second", 1), absl::Seconds(10));
+  addr = server->Get(WorkerKey("second", 0, 1), absl::Seconds(10));
   ASSERT_TRUE(addr.ok()) << addr.status();
   EXPECT_EQ(*addr, "10.1.2.3:5000");
   const absl::Time until = absl::Now() + absl::Seconds(5);
@@ -85,14 +85,14 @@ TEST(RegistrarTest, OnlyAClusterCertificateRegisters) {
   Registrar rogue("127.0.0.1", server.port(), /*rank=*/0, "6.6.6.6:1", quiet,
                   absl::Milliseconds(200), tls("cluster_ca", "rogue").ChannelCredentials());
   rogue.Start();
-  EXPECT_FALSE(server.Get(WorkerKey("s", 0), absl::Seconds(3)).ok());
+  EXPECT_FALSE(server.Get(WorkerKey("s", 0, 0), absl::Seconds(3)).ok());
   EXPECT_EQ(rogue.session(), "");
   rogue.Stop();
 
   Registrar member("127.0.0.1", server.port(), /*rank=*/1, "10.0.0.2:1", quiet,
                    absl::Milliseconds(200), tls("cluster_ca", "worker").ChannelCredentials());
   member.Start();
-  absl::StatusOr<std::string> addr = server.Get(WorkerKey("s", 1), absl::Seconds(10));
+  absl::StatusOr<std::string> addr = server.Get(WorkerKey("s", 0, 1), absl::Seconds(10));
   ASSERT_TRUE(addr.ok()) << addr.status();
   EXPECT_EQ(*addr, "10.0.0.2:1");
   member.Stop();
@@ -101,7 +101,8 @@ TEST(RegistrarTest, OnlyAClusterCertificateRegisters) {
 TEST(RegistrarTest, EpochPrefixesAreDistinctPerEpochAndSession) {
   EXPECT_NE(EpochPrefix("s", 1, "gloo"), EpochPrefix("s", 2, "gloo"));
   EXPECT_NE(EpochPrefix("s", 1, "gloo"), EpochPrefix("t", 1, "gloo"));
-  EXPECT_EQ(WorkerKey("abc", 3), "tpserve/abc/worker/3");
+  EXPECT_EQ(WorkerKey("abc", 0, 3), "tpserve/abc/worker/3");
+  EXPECT_EQ(WorkerKey("abc", 2, 3), "tpserve/abc/group/2/worker/3");
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 // on one host, NCCL for CUDA ranks) without reloading its weights.
 //
 //   tpserve-worker --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --rank=0 --world_size=2
-//       --rendezvous=127.0.0.1:29500 --port=0 --metrics_port=0
+//       --rendezvous=127.0.0.1:29500 --port=0 --metrics_port=0 [--group=1]
 //
 // SIGTERM / SIGINT: the process exits within --shutdown_timeout whatever it is
 // doing (loading, joining, or in a collective).
@@ -56,6 +56,9 @@ ABSL_FLAG(std::string, model_name, "",
           "Name in metrics and Info (default: the model's own name); give the router the same");
 ABSL_FLAG(int, rank, 0, "This worker's tensor-parallel rank, 0..world_size-1");
 ABSL_FLAG(int, world_size, 1, "Number of tensor-parallel ranks");
+ABSL_FLAG(int, group, 0,
+          "Tensor-parallel group this rank belongs to, 0..the router's --max_groups-1 (one "
+          "router drives several groups; docs/operations.md \"Groups and placement\")");
 ABSL_FLAG(std::string, rendezvous, "",
           "host:port of the router's rendezvous store (its --rendezvous_port); empty = "
           "not registered (the router lists this worker in --workers)");
@@ -202,7 +205,11 @@ void StartSignalThread(sigset_t signals, std::function<void()> shutdown) {
 
 absl::Status Run() {
   TPS_ASSIGN_OR_RETURN(const WorkerConfig c, ConfigFromFlags());
-  SetLogTag(absl::StrCat("worker ", c.rank));
+  const int group = absl::GetFlag(FLAGS_group);
+  if (group < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--group must be >= 0, got ", group));
+  SetLogTag(group == 0 ? absl::StrCat("worker ", c.rank)
+                       : absl::StrCat("worker ", group, ".", c.rank));
   if (c.backend == "cuda") {
     Log(absl::StrCat("CUDA device ", c.cuda_device, ": ",
                      ::tpserve::kernels::cuda::DeviceDescription(c.cuda_device)));
@@ -265,6 +272,7 @@ absl::Status Run() {
         c.store_host, c.store_port, c.rank,
         absl::StrCat(absl::GetFlag(FLAGS_advertise_host), ":", grpc_port), Log, absl::Seconds(1),
         c.cluster_tls.ChannelCredentials());
+    registrar->SetGroup(group);
     Log(absl::StrCat("registering with the rendezvous store ", c.store_host, ":", c.store_port));
     registrar->Start();
   }

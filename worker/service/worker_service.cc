@@ -145,11 +145,19 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
   if (request->free_seq_ids_size() > 0) {
     std::vector<uint64_t> ids(request->free_seq_ids().begin(), request->free_seq_ids().end());
     engine->Free(ids);
+    sequences_.Erase(ids);
   }
   response->set_step_id(request->step_id());
   if (request->seqs_size() == 0) return grpc::Status::OK;
   const absl::Time start = absl::Now();
-  absl::StatusOr<StepOutput> out = engine->Step(ToStepBatch(*request));
+  absl::StatusOr<StepBatch> batch = sequences_.ToBatch(*request);
+  if (!batch.ok()) {
+    metrics->StepFailed();
+    return ToGrpcStatus(absl::Status(
+        batch.status().code(),
+        absl::StrCat("rank ", rank_, " epoch ", request->epoch(), ": ", batch.status().message())));
+  }
+  absl::StatusOr<StepOutput> out = engine->Step(*batch);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (!out.ok()) {
     metrics->StepFailed();
@@ -177,6 +185,7 @@ grpc::Status WorkerService::Free(grpc::ServerContext*, const v1::FreeRequest* re
   std::lock_guard<std::timed_mutex> step_lock(step_mu_);
   std::vector<uint64_t> ids(request->seq_ids().begin(), request->seq_ids().end());
   engine->Free(ids);
+  sequences_.Erase(ids);
   return grpc::Status::OK;
 }
 
@@ -209,10 +218,9 @@ grpc::Status WorkerService::Join(grpc::ServerContext* context, const v1::JoinReq
         "group of ", request->world_size(), " (epoch ", request->epoch(), ")")));
   }
   if (!request->model_fingerprint().empty() && request->model_fingerprint() != fingerprint) {
-    return ToGrpcStatus(absl::FailedPreconditionError(
-        absl::StrCat("rank ", rank_, " loaded a model with fingerprint ", fingerprint,
-                     " but the group's is ", request->model_fingerprint(),
-                     "; start every rank with the same --model file")));
+    return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+        "rank ", rank_, " loaded a model with fingerprint ", fingerprint, " but the group's is ",
+        request->model_fingerprint(), "; start every rank with the same --model file")));
   }
   // Leave the old epoch first: a step blocked in a collective returns once
   // its communicator is aborted.
@@ -224,23 +232,23 @@ grpc::Status WorkerService::Join(grpc::ServerContext* context, const v1::JoinReq
         "rank ", rank_, ": the previous epoch's step did not finish before the join deadline")));
   }
   engine->ResetSequences();
+  sequences_.Clear();
   Log(absl::StrCat("joining group epoch ", request->epoch(), " (session ", request->session(),
                    ")"));
   absl::StatusOr<std::unique_ptr<Communicator>> impl =
       factory_(request->session(), request->epoch(), TimeLeft(context));
   if (!impl.ok()) {
     Log(absl::StrCat("join of epoch ", request->epoch(), " failed: ", impl.status().message()));
-    return ToGrpcStatus(absl::UnavailableError(absl::StrCat("rank ", rank_, " joining epoch ",
-                                                      request->epoch(), ": ",
-                                                      impl.status().message())));
+    return ToGrpcStatus(absl::UnavailableError(absl::StrCat(
+        "rank ", rank_, " joining epoch ", request->epoch(), ": ", impl.status().message())));
   }
   comm_->Set(*std::move(impl));
   absl::Status checked = engine->CheckGroup();
   if (!checked.ok()) {
     comm_->Clear();
-    return ToGrpcStatus(absl::Status(checked.code(), absl::StrCat("rank ", rank_, " epoch ",
-                                                            request->epoch(), ": ",
-                                                            checked.message())));
+    return ToGrpcStatus(absl::Status(
+        checked.code(),
+        absl::StrCat("rank ", rank_, " epoch ", request->epoch(), ": ", checked.message())));
   }
   MembershipListener listener;
   {

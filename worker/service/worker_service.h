@@ -36,6 +36,7 @@
 #include "worker/comm/swappable_communicator.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model_config.h"
+#include "worker/service/sequence_table.h"
 #include "worker/service/worker_metrics.h"
 
 namespace tpserve {
@@ -100,6 +101,8 @@ class WorkerService final : public v1::Worker::Service {
   // needs try_lock_for: absl::Mutex::LockWhenWithTimeout bounds only the wait
   // for its condition and then blocks until the mutex is free.
   std::timed_mutex step_mu_;
+  // Lean steps: per-sequence state of this epoch (guarded by step_mu_).
+  SequenceTable sequences_;
   absl::Mutex join_mu_;  // one Join at a time
 };
 

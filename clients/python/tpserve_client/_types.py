@@ -86,6 +86,8 @@ class ModelInfo:
     eos_token_ids: List[int]
     max_waiting_requests: int
     default_max_tokens: int
+    num_groups: int = 1  # worker groups the router started with (data parallel)
+    max_groups: int = 1  # most groups it accepts
 
 
 _FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
@@ -123,7 +125,8 @@ def join(chunks: Iterable[Chunk]) -> Completion:
 def to_model_info(r) -> ModelInfo:
     return ModelInfo(r.model_name, r.architecture, r.vocab_size, r.context_length,
                      r.tensor_parallel_size, r.backend, r.kv_block_size, r.kv_num_blocks,
-                     list(r.eos_token_ids), r.max_waiting_requests, r.default_max_tokens)
+                     list(r.eos_token_ids), r.max_waiting_requests, r.default_max_tokens,
+                     r.num_groups, r.max_groups)
 
 
 def _messages(messages: Iterable[Message]) -> "pb.ChatPrompt":
