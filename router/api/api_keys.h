@@ -11,7 +11,7 @@
 // Limits: rps = requests per second (a token bucket holding one second of
 // burst), tpm = generated tokens per minute (a sliding 60 s window, charged as
 // tokens stream), streams = concurrent Generate streams. Absent = unlimited.
-// `tpserve-router --hash_api_key` (or `sha256sum`) prints a key's hash.
+// scripts/api_key.sh (or `printf %s KEY | sha256sum`) prints a key's line.
 //
 // Clients send `authorization: Bearer <key>` (gRPC metadata or the HTTP
 // header). Missing or unknown keys are UNAUTHENTICATED; a request over a limit
