@@ -4,9 +4,9 @@
 // SHA-256 is stored, so the file (a Kubernetes Secret, a config map) never
 // holds a usable key:
 //
-//   # name   sha256 of the key (64 hex)                                  limits (optional)
-//   alice    2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b  rps=5 tpm=60000
-//   streams=4 batch    fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
+//   # name sha256 of the key (64 hex digits)                                  limits
+//   alice 2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b rps=5 tpm=9000
+//   batch fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9 streams=4
 //
 // Limits: rps = requests per second (a token bucket holding one second of
 // burst), tpm = generated tokens per minute (a sliding 60 s window, charged as
