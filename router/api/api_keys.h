@@ -4,16 +4,16 @@
 // SHA-256 is stored, so the file (a Kubernetes Secret, a config map) never
 // holds a usable key:
 //
-//   # name  sha256 of the key (64 hex)   limits and grants (optional)
-//   alice   2bb80d53...(64 hex digits)   rps=5 tpm=60000 streams=4
-//   ops     fcde2b2e...(64 hex digits)   admin
+//   # name sha256 of the key (64 hex digits)                                  limits
+//   alice 2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b rps=5 tpm=9000
+//   ops   fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9 streams=4 admin
 //
 // Limits: rps = requests per second (a token bucket holding one second of
 // burst), tpm = generated tokens per minute (a sliding 60 s window, charged as
 // tokens stream), streams = concurrent Generate streams. Absent = unlimited.
 // `admin` lets the key call tpserve.v1.Admin (drain, undrain, list groups);
 // other keys get PERMISSION_DENIED there.
-// `tpserve-router --hash_api_key` (or `sha256sum`) prints a key's hash.
+// scripts/api_key.sh (or `printf %s KEY | sha256sum`) prints a key's line.
 //
 // Clients send `authorization: Bearer <key>` (gRPC metadata or the HTTP
 // header). Missing or unknown keys are UNAUTHENTICATED; a request over a limit

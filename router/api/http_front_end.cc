@@ -3,6 +3,7 @@
 #include <civetweb.h>
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,7 +51,21 @@ struct Event {
 
 class EventQueue {
  public:
-  void Push(Event event) {
+  // `max_bytes` (<= 0: unbounded) bounds the responses waiting for the
+  // request's thread, which waits while the client does not read.
+  explicit EventQueue(int64_t max_bytes) : max_bytes_(max_bytes) {}
+
+  // False when the queue is over its bound: the event was not queued.
+  bool Push(Event event) {
+    absl::MutexLock lock(&mu_);
+    const int64_t size = static_cast<int64_t>(event.response.ByteSizeLong());
+    if (!event.closed && max_bytes_ > 0 && bytes_ + size > max_bytes_) return false;
+    bytes_ += size;
+    events_.push_back(std::move(event));
+    return true;
+  }
+  // Queues a closing event regardless of the bound.
+  void PushClose(Event event) {
     absl::MutexLock lock(&mu_);
     events_.push_back(std::move(event));
   }
@@ -64,37 +79,72 @@ class EventQueue {
     }
     Event e = std::move(events_.front());
     events_.pop_front();
+    bytes_ -= static_cast<int64_t>(e.response.ByteSizeLong());
     return e;
   }
 
  private:
   bool HasEvent() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty(); }
 
+  const int64_t max_bytes_;
   absl::Mutex mu_;
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
+  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// One choice's stream into the request's queue. Calls come from the serving
+// loop thread in order. When the queue is over its bound (the client stopped
+// reading), the choice is cancelled — its KV blocks free at the next step —
+// and closed RESOURCE_EXHAUSTED.
 class ChoiceSink final : public ResponseSink {
  public:
-  ChoiceSink(std::shared_ptr<EventQueue> queue, int choice)
-      : queue_(std::move(queue)), choice_(choice) {}
+  ChoiceSink(std::shared_ptr<EventQueue> queue, int choice, int64_t max_bytes)
+      : queue_(std::move(queue)), choice_(choice), max_bytes_(max_bytes) {}
+  void SetCancel(std::function<void()> cancel) {
+    absl::MutexLock lock(&mu_);
+    cancel_ = std::move(cancel);
+  }
   void Send(v1::GenerateResponse response) override {
-    Event e;
-    e.choice = choice_;
-    e.response = std::move(response);
-    queue_->Push(std::move(e));
+    std::function<void()> cancel;
+    {
+      absl::MutexLock lock(&mu_);
+      if (overflowed_) return;
+      Event e;
+      e.choice = choice_;
+      e.response = std::move(response);
+      if (queue_->Push(std::move(e))) return;
+      overflowed_ = true;
+      cancel = std::move(cancel_);
+    }
+    Event close;
+    close.choice = choice_;
+    close.closed = true;
+    close.status = absl::ResourceExhaustedError(absl::StrCat(
+        "the client is not reading its stream: more than ", max_bytes_,
+        " bytes of responses are waiting to be sent (--stream_buffer_bytes); the request is "
+        "cancelled"));
+    queue_->PushClose(std::move(close));
+    if (cancel) cancel();
   }
   void Close(absl::Status status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (overflowed_) return;  // already closed
+    }
     Event e;
     e.choice = choice_;
     e.closed = true;
     e.status = std::move(status);
-    queue_->Push(std::move(e));
+    queue_->PushClose(std::move(e));
   }
 
  private:
   std::shared_ptr<EventQueue> queue_;
   const int choice_;
+  const int64_t max_bytes_;
+  absl::Mutex mu_;
+  std::function<void()> cancel_ ABSL_GUARDED_BY(mu_);
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The submitted choices of one HTTP request. Choice 0 of each prompt goes
@@ -137,7 +187,11 @@ class Choices {
   enum class State { kPending, kSubmitted, kClosed };
   void Submit(size_t i) {
     state_[i] = State::kSubmitted;
+    std::shared_ptr<ChoiceSink> sink = std::static_pointer_cast<ChoiceSink>(jobs_[i].sink);
     seq_[i] = loop_->Submit(std::move(jobs_[i]));
+    ServingLoop* loop = loop_;
+    const uint64_t seq = seq_[i];
+    sink->SetCancel([loop, seq] { loop->Cancel(seq); });
   }
 
   ServingLoop* const loop_;
@@ -369,7 +423,7 @@ void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint, const 
       .model = model_name};
 
   // Every choice's job is built (and validated) before any is submitted.
-  auto queue = std::make_shared<EventQueue>();
+  auto queue = std::make_shared<EventQueue>(options_.stream_buffer_bytes);
   std::vector<GenerateJob> jobs;
   for (const v1::GenerateRequest& prompt : request.prompts) {
     for (int i = 0; i < request.n; ++i) {
@@ -380,7 +434,8 @@ void HttpFrontEnd::HandleGenerate(mg_connection* conn, Endpoint endpoint, const 
       }
       absl::StatusOr<GenerateJob> job = path_->BuildJob(one, *deadline, serving->limits);
       if (!job.ok()) return fail(job.status());
-      job->sink = std::make_shared<ChoiceSink>(queue, static_cast<int>(jobs.size()));
+      job->sink = std::make_shared<ChoiceSink>(queue, static_cast<int>(jobs.size()),
+                                               options_.stream_buffer_bytes);
       jobs.push_back(*std::move(job));
     }
   }

@@ -48,6 +48,10 @@ class HttpFrontEnd {
     int port = 0;          // 0 = a free port (see port())
     int num_threads = 64;  // concurrent connections; a streaming request holds one
     int64_t max_body_bytes = 4 << 20;
+    // Responses of one request waiting for a client that does not read
+    // (its thread blocks in the socket write); beyond it the request's
+    // choices are cancelled and it ends RESOURCE_EXHAUSTED. <= 0: unbounded.
+    int64_t stream_buffer_bytes = 16 << 10;
     openai::ParseOptions parse;
     // API keys (api_keys.h); null: no keys needed. With keys every endpoint
     // but /health needs "Authorization: Bearer <key>" (401 otherwise, in

@@ -467,6 +467,7 @@ absl::Status Run() {
     http_options.num_threads = absl::GetFlag(FLAGS_http_threads);
     http_options.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_bytes);
     http_options.api_keys = api_keys.get();
+    http_options.stream_buffer_bytes = absl::GetFlag(FLAGS_stream_buffer_bytes);
     http = std::make_unique<HttpFrontEnd>(&service.path(), std::move(http_options));
     TPS_RETURN_IF_ERROR(http->Start());
     Log(absl::StrCat("listening: HTTP API http://", host, ":", http->port(), "/v1"));

@@ -47,8 +47,10 @@ class ApiKeysTest(unittest.TestCase):
         write_keys(cls.keys, "# test keys\n" + line("alice", "alice-key", "streams=2")
                    + line("quota", "quota-key", f"tpm={TPM}") + line("open", "open-key")
                    + line("ops", "ops-key", "admin"))
+        # --metrics_address (a separate /metrics bind) overrides --metrics_port.
         cls.cluster = Cluster(world_size=1, http=True,
-                              router_args=[f"--api_keys_file={cls.keys}"]).start()
+                              router_args=[f"--api_keys_file={cls.keys}",
+                                           "--metrics_address=127.0.0.1:0"]).start()
         cls.stub = gpb.GenerationStub(cls.cluster.channel())
 
     @classmethod
@@ -167,6 +169,15 @@ class ApiKeysTest(unittest.TestCase):
             self.assertNotIn(secret, text)
         self.assertNotIn(hashlib.sha256(b"open-key").hexdigest(), text)
         self.assertNotIn("open-key", self.cluster.log_text("router"))
+
+    def test_prompts_stay_out_of_logs_and_metrics_bind_apart(self):
+        secret_prompt = "my bank PIN is 93172"
+        for _ in self.stub.Generate(pb.GenerateRequest(text=secret_prompt, max_tokens=2),
+                                    metadata=auth("open-key"), timeout=60):
+            pass
+        log = self.cluster.log_text("router")
+        self.assertNotIn("93172", log)
+        self.assertIn(f"metrics http://127.0.0.1:{self.cluster.router_metrics_port}/metrics", log)
 
     def test_cli_sends_the_key(self):
         cli = _runfile("tools/cli/tpserve")

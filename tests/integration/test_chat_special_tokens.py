@@ -87,9 +87,15 @@ class ChatSpecialTokensTest(unittest.TestCase):
                     max_tokens=1), timeout=60):
                 if r.HasField("usage"):
                     self.assertEqual(r.usage.prompt_tokens, len(got))
-        with Cluster(world_size=1, router_args=["--chat_content_special_tokens"]) as c:
+        with Cluster(world_size=1,
+                     router_args=["--chat_content_special_tokens", "--log_requests"]) as c:
             stub = gpb.GenerationStub(c.channel())
             opted = self.tokenize(stub, hostile)
+            # --log_requests: the prompt text is logged (escaped).
+            for _ in stub.Generate(pb.GenerateRequest(text="log me 4711", max_tokens=1),
+                                   timeout=60):
+                pass
+            self.assertIn("log me 4711", c.log_text("router"))
             self.assertEqual(opted,
                              self.tk.encode(self.render(hostile), add_special_tokens=False).ids)
             self.assertEqual(opted.count(im_start), 5)
