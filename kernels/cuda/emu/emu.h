@@ -199,6 +199,14 @@ class Launcher {
   LaunchConfig c_;
 };
 
+// One unit of stream work: returns true once done. Work that waits for
+// something outside its stream (an emulated collective waiting for its peers)
+// returns false until then and is polled again.
+using StreamWork = std::function<bool()>;
+// Queues host work on `stream` like cudaLaunchHostFunc (emulated collectives
+// use it); returns cudaErrorStreamCaptureUnsupported where the driver would.
+int EnqueueHostWork(cudaStream_t stream, StreamWork work);
+
 // Set by cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, n).
 void SetMaxDynamicShared(const void* kernel, int bytes);
 
