@@ -11,13 +11,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
-#include "kernels/cuda/emu/scheduler.h"
+#include "kernels/cuda/emu/grid.h"
 #include "kernels/cuda/emu/streams.h"
 
 struct tpserve_emu_event {
@@ -63,7 +64,13 @@ struct Registry {
   std::map<uintptr_t, size_t> pinned;
   std::map<const void*, int> max_dynamic_shared;
   size_t device_bytes = 0;
+  // Freed device blocks, poisoned and kept out of the allocator for a while
+  // so a stale pointer (a graph replayed after its buffers were freed) never
+  // lands in a live reallocation at the same address and is reported.
+  std::deque<std::pair<void*, size_t>> quarantine;
+  size_t quarantine_bytes = 0;
 };
+constexpr size_t kQuarantineBytes = size_t{64} << 20;
 Registry& R() {
   static Registry* r = new Registry();
   return *r;
@@ -177,28 +184,6 @@ cudaError_t CopyOnStream(void* dst, const void* src, size_t bytes, cudaMemcpyKin
   return e;
 }
 
-void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
-             const std::function<void()>& body) {
-  check();
-  std::vector<unsigned char> shared(c.shared_bytes + 128);
-  for (unsigned z = 0; z < c.grid.z; ++z) {
-    for (unsigned y = 0; y < c.grid.y; ++y) {
-      for (unsigned x = 0; x < c.grid.x; ++x) {
-        Block b;
-        b.idx = uint3{x, y, z};
-        b.dim = c.block;
-        b.grid = c.grid;
-        // Uninitialised shared memory reads as NaN.
-        std::memset(shared.data(), 0xff, shared.size());
-        b.dynamic_shared =
-            shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
-        b.dynamic_shared_bytes = c.shared_bytes;
-        RunBlock(b, body, c.name);
-      }
-    }
-  }
-}
-
 }  // namespace
 
 void SetMaxDynamicShared(const void* kernel, int bytes) {
@@ -308,7 +293,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() {
-  tpserve_emu::DrainAllStreams();
+  tpserve_emu::DrainDevice();
   return cudaSuccess;
 }
 cudaError_t cudaGetLastError() {
@@ -383,13 +368,20 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
-  tpserve_emu::DrainAllStreams();  // cudaFree synchronises the device
+  tpserve_emu::DrainDevice();  // cudaFree synchronises the device
   std::lock_guard<std::mutex> lock(R().mu);
   auto it = R().device.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == R().device.end()) return tpserve_emu::Set(cudaErrorInvalidValue);
   R().device_bytes -= it->second;
+  std::memset(ptr, 0xff, it->second);
+  R().quarantine.emplace_back(ptr, it->second);
+  R().quarantine_bytes += it->second;
   R().device.erase(it);
-  std::free(ptr);
+  while (R().quarantine_bytes > tpserve_emu::kQuarantineBytes) {
+    R().quarantine_bytes -= R().quarantine.front().second;
+    std::free(R().quarantine.front().first);
+    R().quarantine.pop_front();
+  }
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
@@ -401,7 +393,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
 }
 cudaError_t cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
-  tpserve_emu::DrainAllStreams();  // as cudaFree
+  tpserve_emu::DrainDevice();  // as cudaFree
   std::lock_guard<std::mutex> lock(R().mu);
   if (R().pinned.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) {
     return tpserve_emu::Set(cudaErrorInvalidValue);
@@ -577,7 +569,7 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   // Launches of `exec` still queued keep running it: finish them first.
-  tpserve_emu::DrainAllStreams();
+  tpserve_emu::DrainDevice();
   delete exec;
   return cudaSuccess;
 }

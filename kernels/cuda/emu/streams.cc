@@ -154,11 +154,14 @@ bool QueryStream(cudaStream_t stream) {
   return Advance(s, Enqueued(s), /*blocking=*/false);
 }
 
-void DrainAllStreams() {
+void DrainDevice() {
+  const int device = CurrentDevice();
   std::vector<StreamPoint> points;
   {
     std::lock_guard<std::mutex> lock(S().mu);
-    for (tpserve_emu_stream* s : S().live) points.push_back({s, s->enqueued});
+    for (tpserve_emu_stream* s : S().live) {
+      if (s->device == device) points.push_back({s, s->enqueued});
+    }
   }
   for (const StreamPoint& p : points) Advance(p.stream, p.seq, /*blocking=*/true);
 }

@@ -37,8 +37,10 @@ void DrainStream(cudaStream_t stream);
 // Runs what can run without waiting; true when `stream` has nothing left.
 bool QueryStream(cudaStream_t stream);
 
-// Drains every stream of every device (cudaDeviceSynchronize, cudaFree).
-void DrainAllStreams();
+// Drains every stream of the current device (cudaDeviceSynchronize,
+// cudaFree). Other devices' streams are left alone, as on the hardware: a
+// rank's collective waiting for its peer must not block the peer's cudaFree.
+void DrainDevice();
 
 // Position of the last work enqueued on `stream` (an event's record point),
 // and waiting for / querying such a position.
