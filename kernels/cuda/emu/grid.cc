@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cuda/emu/memory_model.h"
 #include "kernels/cuda/emu/scheduler.h"
 
 namespace tpserve_emu {
@@ -133,8 +134,14 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
     b.dynamic_shared =
         shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
     b.dynamic_shared_bytes = c.shared_bytes;
+    ModelBlockBegin(c.block.x * c.block.y * c.block.z);
     RunBlock(b, body, c.name, seed == 0 ? 0 : seed ^ (launch << 20) ^ linear);
+    ModelBlockEnd();
   };
+  ModelLaunchBegin(c.name);
+  struct EndLaunch {
+    ~EndLaunch() { ModelLaunchEnd(); }
+  } end_launch;
   const std::function<void(int)> job = run_block;
   if (blocks > 1 && ThePool() != nullptr && ThePool()->Run(static_cast<int>(blocks), job)) return;
   for (uint64_t i = 0; i < blocks; ++i) run_block(static_cast<int>(i));

@@ -186,6 +186,11 @@ cudaError_t CopyOnStream(void* dst, const void* src, size_t bytes, cudaMemcpyKin
 
 }  // namespace
 
+bool IsDeviceMemory(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(R().mu);
+  return Inside(R().device, p, bytes);
+}
+
 void SetMaxDynamicShared(const void* kernel, int bytes) {
   std::lock_guard<std::mutex> lock(R().mu);
   R().max_dynamic_shared[kernel] = bytes;

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/emu/memory_model.h"
+
 // Switches stacks: saves the callee-saved registers on the current stack,
 // stores its pointer in *from, loads `to` and pops the registers saved there.
 // (System V x86-64: the caller already saved everything else.)
@@ -272,6 +274,7 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
       if (f.state != State::kRunnable) continue;
       g_fiber = &f;
       g_thread = &f.thread;
+      ModelSetThread(f.thread.linear);
 #if TPSERVE_EMU_TSAN
       __tsan_switch_to_fiber(f.tsan_fiber, 0);
 #endif
