@@ -193,7 +193,8 @@ void ModelLaunchEnd() {
         offset -= reinterpret_cast<uintptr_t>(info.dli_fbase);
       }
       std::fprintf(
-          f, "%s\t%s+0x%zx\t%s\t%llu\t%llu\t%llu\t%llu\t%zu\n", L().kernel.c_str(), object,
+          f, "%s\t%llu\t%s\t%s+0x%zx\t%s\t%llu\t%llu\t%llu\t%llu\t%zu\n", Tag().c_str(),
+          static_cast<unsigned long long>(launches), L().kernel.c_str(), object,
           static_cast<size_t>(offset), s.store ? "store" : "load",
           static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(s.sectors),
           static_cast<unsigned long long>(s.lines), static_cast<unsigned long long>(s.useful_bytes),
@@ -214,6 +215,11 @@ extern "C" {
 void __asan_init() {}
 void __asan_version_mismatch_check_v8() {}
 void __asan_handle_no_return() {}
+// Headers that see __SANITIZE_ADDRESS__ (abseil's containers) call these.
+void __asan_poison_memory_region(const volatile void*, size_t) {}
+void __asan_unpoison_memory_region(const volatile void*, size_t) {}
+void __asan_before_dynamic_init(const char*) {}
+void __asan_after_dynamic_init() {}
 #define TPSERVE_EMU_ACCESS(n)                                             \
   void __asan_load##n(void* p) {                                          \
     ::tpserve_emu::ModelAccess(p, n, false, __builtin_return_address(0)); \

@@ -62,6 +62,7 @@ absl::Status CountDecodeStep(const ModelSource& model, int batch, int context) {
   }
   std::printf("decode batch-%d: weight bytes %lld\n", batch,
               static_cast<long long>(engine->weight_bytes()));
+  std::fflush(stdout);
   return absl::OkStatus();
 }
 
