@@ -10,8 +10,8 @@ instruction throughput.
 
     gpu_model_report.py model.tsv [decode_model_stdout.txt] [--tsv]
 
---tsv prints kernels/cuda/model_h100.tsv lines (bench row prefix, prediction)
-instead, for scripts/gpu_check.sh.
+--tsv [--label=L] prints kernels/cuda/model_h100.tsv lines instead (bench row
+prefix "<step> L", prediction), for scripts/gpu_check.sh.
 """
 import collections
 import sys
@@ -79,7 +79,8 @@ def main():
             total.update(k)
         if "--tsv" in sys.argv:
             batch = int(tag.split("-")[1])
-            print(f"{tag} \tmodel {batch / step_us * 1e6:.0f} tok/s ({step_us:.0f} µs/step)")
+            label = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--label=")), "")
+            print(f"{tag} {label}\tmodel {batch / step_us * 1e6:.0f} tok/s ({step_us:.0f} µs/step)")
             continue
         print(f"\n**{tag}** (modelled H100; the measured column is for the first device run)\n")
         print("| kernel | launches | warp requests | sectors/request | lines/request | useful-byte efficiency "
