@@ -109,6 +109,11 @@ TEST(CudaEmuStreams, WorkRunsWhenWaitedForNotWhenEnqueued) {
 }
 
 TEST(CudaEmuStreams, PageableSourceFreedBeforeItsCopyRanAborts) {
+#if defined(__SANITIZE_THREAD__)
+  // TSan's allocator leaves freed blocks unchanged: the emulator sees the
+  // free only through the bytes glibc's allocator writes into the block.
+  GTEST_SKIP() << "skipped: freed pageable sources are found through glibc's allocator only";
+#endif
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
   int* d = DeviceInts(16);
