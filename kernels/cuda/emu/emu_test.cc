@@ -5,12 +5,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cuda/emu/grid.h"
 #include "kernels/cuda/emu/mma_sm80_emu.h"
 
 namespace {
@@ -298,6 +300,43 @@ TEST(CudaEmu, CpAsyncLandsAtTheWaitThatRetiresIt) {
   EXPECT_EQ(HostCopy(out, 4), (std::vector<float>{-1.0f, 5.0f, -1.0f, 0.0f}));
   cudaFree(src);
   cudaFree(out);
+}
+
+// Reads its static shared memory before writing it; the registration is
+// what rewrite_cu.py adds after every static __shared__ declaration.
+__global__ void SharedBeforeWriteKernel(int* out) {
+  __shared__ int s[32];
+  static thread_local ::tpserve_emu::StaticShared registered(&s, sizeof(s));
+  if (threadIdx.x == 0) {
+    out[blockIdx.x] = s[0];
+    s[0] = static_cast<int>(blockIdx.x);
+  }
+}
+
+TEST(CudaEmu, StaticSharedMemoryIsPoisonedAtEveryBlockStart) {
+  int* d = DeviceCopy(std::vector<int>(16, 0));
+  Launcher("SharedBeforeWriteKernel", 16, 32) (&SharedBeforeWriteKernel)(d);
+  // No block sees the value a previous block on the same OS thread left.
+  EXPECT_EQ(HostCopy(d, 16), std::vector<int>(16, -1));
+  cudaFree(d);
+}
+
+__global__ void BlockOrderKernel(int* counter, int* out) {
+  if (threadIdx.x == 0) out[blockIdx.x] = atomicAdd(counter, 1);
+}
+
+TEST(CudaEmu, BlocksRunInASeededRandomOrder) {
+  if (::tpserve_emu::ScheduleSeed() == 0) GTEST_SKIP() << "skipped: TPSERVE_CUDA_EMU_SEED=0";
+  int* counter = DeviceCopy(std::vector<int>{0});
+  int* d = DeviceCopy(std::vector<int>(64, -1));
+  Launcher("BlockOrderKernel", 64, 32) (&BlockOrderKernel)(counter, d);
+  std::vector<int> order = HostCopy(d, 64);
+  std::vector<int> sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 64; ++i) ASSERT_EQ(sorted[i], i);  // every block ran once
+  EXPECT_NE(order, sorted);                              // not in index order
+  cudaFree(counter);
+  cudaFree(d);
 }
 
 TEST(CudaEmu, HalfAndBf16ConversionsRoundToNearestEven) {
