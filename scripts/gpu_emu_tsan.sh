@@ -22,8 +22,9 @@ fi
 
 # Its own output base: TSan flags would otherwise evict the normal build's
 # analysis cache. Death tests fork; TSan allows that with die_after_fork=0.
+# Under TSan cuda_graph_test_emu alone outruns Bazel's 300 s default.
 exec bazel --output_base="${HOME}/.cache/tpserve-bazel-tsan" test \
-  --jobs="${JOBS:-2}" --local_test_jobs=1 \
+  --jobs="${JOBS:-2}" --local_test_jobs=1 --test_timeout=3600 \
   --copt=-fsanitize=thread --linkopt=-fsanitize=thread --copt=-O1 \
   --test_env=TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
   --test_env=TPSERVE_CUDA_EMU_SEED="${TPSERVE_CUDA_EMU_SEED:-1}" \
