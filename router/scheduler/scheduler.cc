@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/status.h"
 #include "router/kv/block_manager.h"
@@ -58,7 +59,12 @@ struct StepRecord {
   uint64_t step_id = 0;
   std::vector<Slice> slices;
   int32_t num_tokens = 0;
+  absl::Time sent = absl::InfinitePast();  // FinalizeStep: the step leaves for the workers
 };
+
+// Steps shorter than this are dominated by fixed costs (RPC, sampling) and say
+// little about the prefill rate.
+constexpr int32_t kMinTokensToMeasure = 64;
 
 }  // namespace
 
@@ -89,6 +95,7 @@ struct Scheduler::State {
   int64_t num_preemptions ABSL_GUARDED_BY(mu) = 0;
   int64_t num_steps ABSL_GUARDED_BY(mu) = 0;
   int64_t iteration_tokens ABSL_GUARDED_BY(mu) = 0;
+  double measured_tokens_per_second ABSL_GUARDED_BY(mu) = 0.0;  // 0: no step measured yet
 
   // Per-Schedule() scratch.
   struct Build {
@@ -107,7 +114,24 @@ struct Scheduler::State {
   void Unemit(Sequence* seq, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void SweepFinished(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void AdmitWaiting(Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void CapPrefillWhileDecoding(int32_t decodes, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 };
+
+int32_t PrefillTokensWhileDecoding(absl::Duration target_step_latency, double tokens_per_second,
+                                   int32_t decodes) {
+  const double fit = absl::ToDoubleSeconds(target_step_latency) * tokens_per_second - decodes;
+  if (fit >= std::numeric_limits<int32_t>::max()) return std::numeric_limits<int32_t>::max();
+  return std::max(kMinPrefillChunk, static_cast<int32_t>(fit));
+}
+
+void Scheduler::State::CapPrefillWhileDecoding(int32_t decodes, Build& build) {
+  if (config.target_step_latency <= absl::ZeroDuration()) return;
+  const double rate = config.prefill_tokens_per_second > 0 ? config.prefill_tokens_per_second
+                                                           : measured_tokens_per_second;
+  if (rate <= 0) return;  // nothing measured yet
+  build.budget =
+      std::min(build.budget, PrefillTokensWhileDecoding(config.target_step_latency, rate, decodes));
+}
 
 FinishedSequence Scheduler::State::Remove(Sequence* seq, FinishReason reason) {
   FinishedSequence done;
@@ -347,6 +371,8 @@ ScheduledStep Scheduler::Schedule(absl::Time now) {
   // a snapshot: preemption edits `running`.
   std::vector<Sequence*> ranked(st.running.begin(), st.running.end());
   for (int pass = 0; pass < 2; ++pass) {
+    const int32_t decodes = static_cast<int32_t>(step.seqs.size());
+    if (pass == 1 && decodes > 0) st.CapPrefillWhileDecoding(decodes, build);
     for (Sequence* seq : ranked) {
       if (build.budget <= 0 || build.slots <= 0) break;
       if (!seq->running() || build.slice_of.contains(seq->id)) continue;
@@ -454,6 +480,7 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
   step->finished.insert(step->finished.end(), st.pending_finished.begin(),
                         st.pending_finished.end());
   st.pending_finished.clear();
+  if (record != nullptr) record->sent = absl::Now();
   return absl::OkStatus();
 }
 
@@ -510,6 +537,14 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
     }
   }
   st.iteration_tokens += record.num_tokens;
+  if (record.num_tokens >= kMinTokensToMeasure && record.sent != absl::InfinitePast()) {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - record.sent);
+    if (seconds > 0) {
+      const double rate = record.num_tokens / seconds;
+      double& m = st.measured_tokens_per_second;
+      m = m == 0 ? rate : 0.7 * m + 0.3 * rate;  // smooths one slow step (machine load)
+    }
+  }
   st.unresolved.pop_front();
   return absl::OkStatus();
 }
