@@ -25,10 +25,15 @@ run() {
   echo "\$ tpserve-run $*"
   "$BIN" --model "$MODEL" "$@" | grep -E '^(prefill|decode):'
 }
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
 peer() {
   echo "\$ llama-bench -m $MODEL -t 2 -p 512 -n 64 -r 3"
-  "$PEER/bin/llama-bench" -m "$MODEL" -t 2 -p 512 -n 64 -r 3 2>/dev/null |
+  # llama-bench's backend column says CPU for ggml's AMX path too; its log
+  # names the weight buffers (AMX = weights repacked for the AMX kernels).
+  "$PEER/bin/llama-bench" -m "$MODEL" -t 2 -p 512 -n 64 -r 3 -v 2>"$LOG" |
     grep -E 'backend|pp512|tg64'
+  grep -m2 -E 'model buffer size' "$LOG" | sed 's/^/  llama.cpp /' || true
   if [ -x "$PEER/bin/llama-batched-bench" ]; then
     echo "\$ llama-batched-bench -m $MODEL -t 2 -c 2048 -npp 16 -ntg 32 -npl 16"
     "$PEER/bin/llama-batched-bench" -m "$MODEL" -t 2 -c 2048 -npp 16 -ntg 32 -npl 16 2>/dev/null |
