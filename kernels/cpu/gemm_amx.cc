@@ -148,7 +148,13 @@ inline void StoreRows(const GemmArgs& a, const __m512 (&acc)[kTileRows], int i0,
   const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1);
   const __m512 bias =
       a.bias != nullptr ? _mm512_maskz_loadu_ps(mask, a.bias + j0) : _mm512_setzero_ps();
-  for (int ii = 0; ii < rows; ++ii) {
+  // Fully unrolled: constant indices keep acc in registers (a loop to `rows`
+  // forced the whole array to the stack: Q4_1 m = 512, 1 thread, 400 -> 500
+  // GFLOP/s per CPU second). Overlapping the next blocks' tile products with
+  // this scaling (two more accumulator tiles) measured no faster.
+#pragma GCC unroll 16
+  for (int ii = 0; ii < kTileRows; ++ii) {
+    if (ii >= rows) break;
     __m512 v = acc[ii];
     if (a.bias != nullptr) v = _mm512_add_ps(v, bias);
     _mm512_mask_storeu_ps(a.y + (i0 + ii) * a.y_stride + j0, mask, v);
