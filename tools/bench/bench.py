@@ -196,6 +196,9 @@ def summarize(requests, wall, args):
 
 
 def plot(paths, png):
+    """Latency against offered load (clients or requests/s), one color per
+    label; repeated runs at one load are all drawn, the line joins their
+    medians."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -203,22 +206,38 @@ def plot(paths, png):
     by_label = {}
     for r in runs:
         by_label.setdefault(r["label"], []).append(r)
+
+    def load(r):
+        w = r["workload"]
+        return w.get("concurrency") or w.get("rate")
+
+    def median(v):
+        return percentile(v, 50)
+
+    panels = [("output tokens/s", lambda r: r["output_tok_per_s"], None),
+              ("TTFT p50 (ms)", lambda r: r["ttft_ms"]["p50"], "log"),
+              ("inter-token latency p50 (o) / p99 (x), ms", lambda r: r["itl_ms"]["p50"], "log")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for label, rs in sorted(by_label.items()):
-        rs.sort(key=lambda r: r["output_tok_per_s"] or 0)
-        x = [r["output_tok_per_s"] for r in rs]
-        axes[0].plot(x, [r["ttft_ms"]["p50"] for r in rs], "o-", label=label)
-        axes[1].plot(x, [r["itl_ms"]["p50"] for r in rs], "o-", label=f"{label} p50")
-        axes[1].plot(x, [r["itl_ms"]["p99"] for r in rs], "x--", label=f"{label} p99")
-        axes[2].plot(x, [r["e2e_ms"]["p50"] for r in rs], "o-", label=label)
-    for ax, title in zip(axes, ["TTFT p50 (ms)", "inter-token latency (ms)", "end-to-end p50 (ms)"]):
-        ax.set_xlabel("output tokens/s (load)")
+    for n, (label, rs) in enumerate(sorted(by_label.items())):
+        color = f"C{n}"
+        xs = sorted({load(r) for r in rs})
+        for ax, (title, get, scale) in zip(axes, panels):
+            ax.plot([load(r) for r in rs], [get(r) for r in rs], "o", color=color, alpha=0.5)
+            ax.plot(xs, [median([get(r) for r in rs if load(r) == x]) for x in xs], "-",
+                    color=color, label=label)
+        p99 = [median([r["itl_ms"]["p99"] for r in rs if load(r) == x]) for x in xs]
+        axes[2].plot([load(r) for r in rs], [r["itl_ms"]["p99"] for r in rs], "x", color=color)
+        axes[2].plot(xs, p99, "--", color=color)
+    mode = runs[0]["workload"]["mode"]
+    for ax, (title, _, scale) in zip(axes, panels):
+        ax.set_xlabel("concurrent clients" if mode == "closed" else "requests/s (Poisson)")
         ax.set_title(title)
-        ax.set_yscale("log")
+        if scale:
+            ax.set_yscale(scale)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    fig.savefig(png, dpi=90)
     print(f"wrote {png}")
 
 
