@@ -10,7 +10,8 @@
 #   bazel build -c opt //tools/run:tpserve-run && tools/run/bench_engine.sh [bazel-bin-dir]
 # Environment: MODEL, REPS (3), THREADS (2: compute threads on both sides),
 # TP2=1 also runs TP=2 (THREADS / 2 per rank, shm), TPSERVE_CPU_ISA (caps
-# tpserve's kernels: portable|avx2|avxvnni|amx).
+# tpserve's kernels: portable|avx2|avxvnni|amx), ISAS="amx avxvnni" (runs
+# tpserve once per cap, for an A/B in the same repetition).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${1:-bazel-bin}/tools/run/tpserve-run
@@ -29,6 +30,9 @@ run() {
 }
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
+runi() {  # run under this repetition's ISA cap
+  if [ "$isa" = best ]; then run "$@"; else TPSERVE_CPU_ISA=$isa run "$@"; fi
+}
 peer() {
   echo "\$ llama-bench -m $MODEL -t $THREADS -p 512 -n 64 -r 3"
   # llama-bench's backend column says CPU for ggml's AMX path too; its log
@@ -44,17 +48,20 @@ peer() {
 }
 echo "model: $MODEL"
 echo "peer: $(cat "$PEER/PEER" 2>/dev/null || echo "llama.cpp from llama-cpp-python 0.3.2 sdist (parity build)")"
-echo "tpserve cpu isa cap: ${TPSERVE_CPU_ISA:-none (best detected)}"
+echo "tpserve cpu isa: ${ISAS:-${TPSERVE_CPU_ISA:-best detected}}"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for rep in $(seq "$REPS"); do
   echo "--- repetition $rep"
   tps=(1)
   [ "${TP2:-0}" = 1 ] && [ "$THREADS" -ge 2 ] && tps+=(2)
-  for tp in "${tps[@]}"; do
-    threads=$((THREADS / tp))
-    run --tp "$tp" --threads $threads --prompt_len 16 --max_tokens 65 --ignore_eos
-    run --tp "$tp" --threads $threads --prompt_len 16 --max_tokens 33 --batch 16 --ignore_eos
-    run --tp "$tp" --threads $threads --prompt_len 512 --max_tokens 1
+  for isa in ${ISAS:-${TPSERVE_CPU_ISA:-best}}; do
+    [ "$isa" = best ] || echo "TPSERVE_CPU_ISA=$isa"
+    for tp in "${tps[@]}"; do
+      threads=$((THREADS / tp))
+      runi --tp "$tp" --threads $threads --prompt_len 16 --max_tokens 65 --ignore_eos
+      runi --tp "$tp" --threads $threads --prompt_len 16 --max_tokens 33 --batch 16 --ignore_eos
+      runi --tp "$tp" --threads $threads --prompt_len 512 --max_tokens 1
+    done
   done
   peer
 done
