@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "router/kv/block_manager.h"
 #include "router/scheduler/sequence.h"
+#include "router/scheduler/step_latency.h"
 
 namespace tpserve {
 
@@ -62,10 +63,6 @@ struct StepRecord {
   absl::Time sent = absl::InfinitePast();  // FinalizeStep: the step leaves for the workers
 };
 
-// Steps shorter than this are dominated by fixed costs (RPC, sampling) and say
-// little about the prefill rate.
-constexpr int32_t kMinTokensToMeasure = 64;
-
 }  // namespace
 
 struct Scheduler::State {
@@ -95,7 +92,7 @@ struct Scheduler::State {
   int64_t num_preemptions ABSL_GUARDED_BY(mu) = 0;
   int64_t num_steps ABSL_GUARDED_BY(mu) = 0;
   int64_t iteration_tokens ABSL_GUARDED_BY(mu) = 0;
-  double measured_tokens_per_second ABSL_GUARDED_BY(mu) = 0.0;  // 0: no step measured yet
+  PrefillRate prefill_rate ABSL_GUARDED_BY(mu);  // of resolved steps (target_step_latency)
 
   // Per-Schedule() scratch.
   struct Build {
@@ -117,17 +114,10 @@ struct Scheduler::State {
   void CapPrefillWhileDecoding(int32_t decodes, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 };
 
-int32_t PrefillTokensWhileDecoding(absl::Duration target_step_latency, double tokens_per_second,
-                                   int32_t decodes) {
-  const double fit = absl::ToDoubleSeconds(target_step_latency) * tokens_per_second - decodes;
-  if (fit >= std::numeric_limits<int32_t>::max()) return std::numeric_limits<int32_t>::max();
-  return std::max(kMinPrefillChunk, static_cast<int32_t>(fit));
-}
-
 void Scheduler::State::CapPrefillWhileDecoding(int32_t decodes, Build& build) {
   if (config.target_step_latency <= absl::ZeroDuration()) return;
   const double rate = config.prefill_tokens_per_second > 0 ? config.prefill_tokens_per_second
-                                                           : measured_tokens_per_second;
+                                                           : prefill_rate.tokens_per_second();
   if (rate <= 0) return;  // nothing measured yet
   build.budget =
       std::min(build.budget, PrefillTokensWhileDecoding(config.target_step_latency, rate, decodes));
@@ -537,13 +527,8 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
     }
   }
   st.iteration_tokens += record.num_tokens;
-  if (record.num_tokens >= kMinTokensToMeasure && record.sent != absl::InfinitePast()) {
-    const double seconds = absl::ToDoubleSeconds(absl::Now() - record.sent);
-    if (seconds > 0) {
-      const double rate = record.num_tokens / seconds;
-      double& m = st.measured_tokens_per_second;
-      m = m == 0 ? rate : 0.7 * m + 0.3 * rate;  // smooths one slow step (machine load)
-    }
+  if (record.sent != absl::InfinitePast()) {
+    st.prefill_rate.Observe(record.num_tokens, absl::ToDoubleSeconds(absl::Now() - record.sent));
   }
   st.unresolved.pop_front();
   return absl::OkStatus();

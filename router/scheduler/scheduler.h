@@ -92,8 +92,8 @@ struct SchedulerConfig {
   // sequences can grow without immediate preemption.
   int32_t admission_watermark_blocks = 0;
   bool enable_prefix_cache = true;
-  // Step latency while sequences decode: a step that carries decode tokens
-  // takes at most PrefillTokensWhileDecoding() prefill tokens, so a long
+  // Step latency while sequences decode (step_latency.h): a step that carries
+  // decode tokens takes at most PrefillTokensWhileDecoding() prefill tokens, so a long
   // prompt is spread over steps of about this length instead of stalling
   // every running stream for one long step (their inter-token latency). The
   // rate is prefill_tokens_per_second, or when that is 0 the scheduler's own
@@ -102,14 +102,6 @@ struct SchedulerConfig {
   absl::Duration target_step_latency = absl::ZeroDuration();
   double prefill_tokens_per_second = 0.0;
 };
-
-// Prefill tokens a step with `decodes` decode tokens may add under
-// `target_step_latency` at `tokens_per_second` (both > 0): the tokens that fit
-// in the target, less the decodes, and never under kMinPrefillChunk, so that
-// prompts keep moving however many streams decode.
-inline constexpr int32_t kMinPrefillChunk = 16;
-int32_t PrefillTokensWhileDecoding(absl::Duration target_step_latency, double tokens_per_second,
-                                   int32_t decodes);
 
 // INVALID_ARGUMENT naming the bad field, or OK.
 absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_blocks,

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "router/kv/block_manager.h"
 #include "router/scheduler/fake_worker.h"
+#include "router/scheduler/step_latency.h"
 
 namespace tpserve {
 namespace {
@@ -111,13 +112,6 @@ TEST(SchedulerTest, DecodeFirstThenPrefillWithTheRest) {
   EXPECT_EQ(step.seqs[0].seq_id, 1u);  // decode
   EXPECT_EQ(step.seqs[1].seq_id, 2u);
   EXPECT_EQ(step.seqs[1].start_pos, 3);
-}
-
-TEST(SchedulerTest, PrefillTokensWhileDecodingFitTheTarget) {
-  // 20 ms at 10,000 tokens/s = 200 tokens, less 8 decodes.
-  EXPECT_EQ(PrefillTokensWhileDecoding(absl::Milliseconds(20), 10000, 8), 192);
-  // A target the decodes alone exceed still lets prompts move.
-  EXPECT_EQ(PrefillTokensWhileDecoding(absl::Milliseconds(1), 1000, 8), kMinPrefillChunk);
 }
 
 // With target_step_latency, a long prompt arriving while another sequence
