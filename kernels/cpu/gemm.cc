@@ -1,6 +1,6 @@
 // cpu::Gemm / cpu::GemmMulti: validation, activation quantization, ISA
 // dispatch and threading around the tile kernels (gemm_portable.cc,
-// gemm_x86_impl.inc; partition-invariant y_fixed output:
+// gemm_x86_impl.inc, gemm_amx.cc; partition-invariant y_fixed output:
 // gemm_fixed_portable.cc, gemm_fixed_x86_impl.inc).
 #include <algorithm>
 #include <cstdint>
@@ -64,6 +64,7 @@ GemmArgs ToArgs(const GemmParams& p) {
 void RunTile(Isa isa, const GemmArgs& a, int64_t begin, int64_t end) {
   if (a.y_fixed != nullptr) {
     switch (isa) {
+      case Isa::kAmx:  // the fixed-point output has no AMX variant
       case Isa::kAvxVnni:
         avxvnni::GemmTileFixed(a, begin, end);
         break;
@@ -77,6 +78,9 @@ void RunTile(Isa isa, const GemmArgs& a, int64_t begin, int64_t end) {
     return;
   }
   switch (isa) {
+    case Isa::kAmx:
+      amx::GemmTile(a, begin, end);
+      break;
     case Isa::kAvxVnni:
       avxvnni::GemmTile(a, begin, end);
       break;
@@ -151,8 +155,11 @@ absl::Status GemmMulti(absl::Span<const GemmParams> parts, const Stream& stream)
   if (any_quantized) {
     const int nb = first.k / 32;
     const int64_t x_stride = args[0].x_stride;
-    if (xq.size() < static_cast<size_t>(first.m) * nb) xq.resize(static_cast<size_t>(first.m) * nb);
+    // The AMX tiles read whole 16-row panels: pad with zero rows (d = 0).
+    const int64_t rows = isa == Isa::kAmx && first.m > 1 ? (first.m + 15) / 16 * 16 : first.m;
+    if (xq.size() < static_cast<size_t>(rows) * nb) xq.resize(static_cast<size_t>(rows) * nb);
     ActBlock* out = xq.data();
+    std::fill(out + int64_t{first.m} * nb, out + rows * nb, ActBlock{});
     ParallelFor(stream.pool, first.m, 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         if (isa >= Isa::kAvx2) {

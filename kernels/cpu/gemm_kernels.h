@@ -99,6 +99,13 @@ void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 void GemmTileFixed(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace avxvnni
 
+namespace amx {
+// Quantized weights on AMX tiles (gemm_amx.cc); other types forward to
+// avxvnni. For m >= 2, a.xq must hold RoundUp(m, 16) rows (tail rows zero):
+// the tiles load whole 16-row panels.
+void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+}  // namespace amx
+
 }  // namespace tpserve::kernels::cpu
 
 #endif  // TPSERVE_KERNELS_CPU_GEMM_KERNELS_H_

@@ -1,6 +1,6 @@
 // cpu::Gemm against a naive reference: dequantise the weights with dtype.h,
 // multiply in double. Both ISA variants, every weight dtype, odd shapes,
-// strides, bias, threads.
+// strides, bias, threads. Isas the CPU lacks run as the best one it has.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -147,7 +147,7 @@ TEST_P(GemmTest, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, GemmTest,
-    ::testing::Combine(::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvxVnni),
+    ::testing::Combine(::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvxVnni, Isa::kAmx),
                        ::testing::Values(DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0,
                                          DType::kQ4_0, DType::kQ4_1)),
     [](const ::testing::TestParamInfo<GemmCase>& info) {
@@ -181,6 +181,50 @@ TEST(GemmIsaParity, X86VariantsMatchPortable) {
       EXPECT_LT(Nmse(avx2, portable), 1e-11) << DTypeName(dtype) << " m=" << m;
       if (DetectedIsa() >= Isa::kAvxVnni) {
         EXPECT_EQ(run(Isa::kAvxVnni), avx2) << DTypeName(dtype) << " m=" << m;
+      }
+      if (DetectedIsa() >= Isa::kAmx) {
+        // AMX sums whole blocks in int32, then f32 block by block: another order.
+        EXPECT_LT(Nmse(run(Isa::kAmx), portable), 1e-11) << DTypeName(dtype) << " m=" << m;
+      }
+    }
+  }
+}
+
+// The AMX kernels: GEMM tiles (16 activation rows) and the GEMV perform the
+// same f32 operations per output, so every row of a GEMM equals its GEMV bit
+// for bit, across tile tails (m = 17, 33) and weight-row tails (n % 16 != 0).
+TEST(GemmAmx, TileRowsEqualGemvBitForBit) {
+  if (DetectedIsa() < Isa::kAmx) {
+    GTEST_SKIP() << "skipped: no AMX tile permission here (" << IsaName(DetectedIsa()) << ")";
+  }
+  ScopedIsaForTesting force(Isa::kAmx);
+  Rng rng(11);
+  ThreadPool pool(2);
+  for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+    for (int m : {2, 17, 33}) {
+      const int n = 45, k = 1536;
+      std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k, -3.0f, 3.0f);
+      std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
+      std::vector<float> bias = rng.Floats(n);
+      std::vector<float> y(static_cast<size_t>(m) * n);
+      GemmParams gp{.x = x.data(),
+                    .w = w.data(),
+                    .w_dtype = dtype,
+                    .bias = bias.data(),
+                    .y = y.data(),
+                    .m = m,
+                    .n = n,
+                    .k = k};
+      ASSERT_TRUE(Gemm(gp, Stream{.pool = &pool}).ok());
+      for (int i = 0; i < m; ++i) {
+        std::vector<float> one(n);
+        GemmParams g1 = gp;
+        g1.x = x.data() + static_cast<size_t>(i) * k;
+        g1.y = one.data();
+        g1.m = 1;
+        ASSERT_TRUE(Gemm(g1, Stream{}).ok());
+        ASSERT_EQ(one, std::vector<float>(y.begin() + i * n, y.begin() + (i + 1) * n))
+            << DTypeName(dtype) << " m=" << m << " row " << i;
       }
     }
   }

@@ -4,11 +4,31 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace tpserve::kernels::cpu {
 namespace {
 
 // -1: no override; otherwise an Isa value.
 std::atomic<int> g_override{-1};
+
+// Asks Linux for the AMX tile-data state. The permission is per process
+// (every thread, present and future, gets it), so one successful request at
+// detection covers all kernel threads; each thread still loads its own tile
+// configuration (gemm_amx.cc). Returns false where the kernel is older than
+// 5.16 or refuses (then tile instructions would fault).
+bool RequestAmxPermission() {
+#if defined(__x86_64__) && defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023;  // arch/x86/include/uapi/asm/prctl.h
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 Isa Detect() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -16,7 +36,15 @@ Isa Detect() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c")) {
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avxvnni")) return Isa::kAvxVnni;
+    if (__builtin_cpu_supports("avxvnni")) {
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+          __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
+          RequestAmxPermission()) {
+        return Isa::kAmx;
+      }
+      return Isa::kAvxVnni;
+    }
 #endif
     return Isa::kAvx2;
   }
@@ -24,12 +52,12 @@ Isa Detect() {
   return Isa::kPortable;
 }
 
-// TPSERVE_CPU_ISA=portable|avx2|avxvnni caps the default (A/B benchmarks,
+// TPSERVE_CPU_ISA=portable|avx2|avxvnni|amx caps the default (A/B benchmarks,
 // debugging); it never raises it above what the CPU has.
 Isa DefaultIsa() {
   Isa isa = DetectedIsa();
   if (const char* env = std::getenv("TPSERVE_CPU_ISA"); env != nullptr) {
-    for (Isa cap : {Isa::kPortable, Isa::kAvx2, Isa::kAvxVnni}) {
+    for (Isa cap : {Isa::kPortable, Isa::kAvx2, Isa::kAvxVnni, Isa::kAmx}) {
       if (std::strcmp(env, IsaName(cap)) == 0 && cap < isa) isa = cap;
     }
   }
@@ -57,6 +85,8 @@ const char* IsaName(Isa isa) {
       return "avx2";
     case Isa::kAvxVnni:
       return "avxvnni";
+    case Isa::kAmx:
+      return "amx";
   }
   return "?";
 }

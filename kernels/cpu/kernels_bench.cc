@@ -372,10 +372,13 @@ void GemvArgs(benchmark::internal::Benchmark* b) {
 void GemmArgsList(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "k", "dtype", "threads", "m", "cached"});
   const int q41 = static_cast<int>(DType::kQ4_1);
+  const int q80 = static_cast<int>(DType::kQ8_0);
   for (int threads : {1, 2}) {
     b->Args({1536, 576, q41, threads, 16, 0});
     b->Args({1536, 576, q41, threads, 512, 0});
   }
+  b->Args({1536, 576, q80, 1, 512, 0});
+  b->Args({576, 1536, q41, 1, 512, 0});
 }
 
 // The row-parallel shapes (O: 576 x 576, down: 576 x 1536) both ways.

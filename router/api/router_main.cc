@@ -89,6 +89,10 @@ ABSL_FLAG(std::string, chat_template, "",
           "Override the model's chat template by name (chatml, "
           "llama3, llama2, mistral)");
 ABSL_FLAG(int, max_num_batched_tokens, 512, "Token budget per step (prefill chunks + decodes)");
+ABSL_FLAG(absl::Duration, target_step_latency, absl::ZeroDuration(),
+          "While sequences decode, fit prefill chunks into steps of about this "
+          "long (measured prefill rate); bounds inter-token latency under "
+          "long prompts. 0 = off (the token budget alone)");
 ABSL_FLAG(int, max_num_seqs, 64, "Most sequences running at once");
 ABSL_FLAG(int, max_waiting, 256, "Waiting-queue bound; more requests get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_model_len, 0,
@@ -238,6 +242,7 @@ absl::StatusOr<ServingLoop::Options> LoopOptions(const ClusterInfo& cluster,
   ServingLoop::Options options;
   options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.scheduler.target_step_latency = absl::GetFlag(FLAGS_target_step_latency);
   options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   options.scheduler.max_model_len = context;
   options.scheduler.enable_prefix_cache = absl::GetFlag(FLAGS_enable_prefix_cache);

@@ -10,10 +10,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/status.h"
 #include "router/kv/block_manager.h"
 #include "router/scheduler/sequence.h"
+#include "router/scheduler/step_latency.h"
 
 namespace tpserve {
 
@@ -58,6 +60,7 @@ struct StepRecord {
   uint64_t step_id = 0;
   std::vector<Slice> slices;
   int32_t num_tokens = 0;
+  absl::Time sent = absl::InfinitePast();  // FinalizeStep: the step leaves for the workers
 };
 
 }  // namespace
@@ -89,6 +92,7 @@ struct Scheduler::State {
   int64_t num_preemptions ABSL_GUARDED_BY(mu) = 0;
   int64_t num_steps ABSL_GUARDED_BY(mu) = 0;
   int64_t iteration_tokens ABSL_GUARDED_BY(mu) = 0;
+  PrefillRate prefill_rate ABSL_GUARDED_BY(mu);  // of resolved steps (target_step_latency)
 
   // Per-Schedule() scratch.
   struct Build {
@@ -107,7 +111,17 @@ struct Scheduler::State {
   void Unemit(Sequence* seq, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void SweepFinished(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void AdmitWaiting(Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void CapPrefillWhileDecoding(int32_t decodes, Build& build) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 };
+
+void Scheduler::State::CapPrefillWhileDecoding(int32_t decodes, Build& build) {
+  if (config.target_step_latency <= absl::ZeroDuration()) return;
+  const double rate = config.prefill_tokens_per_second > 0 ? config.prefill_tokens_per_second
+                                                           : prefill_rate.tokens_per_second();
+  if (rate <= 0) return;  // nothing measured yet
+  build.budget =
+      std::min(build.budget, PrefillTokensWhileDecoding(config.target_step_latency, rate, decodes));
+}
 
 FinishedSequence Scheduler::State::Remove(Sequence* seq, FinishReason reason) {
   FinishedSequence done;
@@ -347,6 +361,8 @@ ScheduledStep Scheduler::Schedule(absl::Time now) {
   // a snapshot: preemption edits `running`.
   std::vector<Sequence*> ranked(st.running.begin(), st.running.end());
   for (int pass = 0; pass < 2; ++pass) {
+    const int32_t decodes = static_cast<int32_t>(step.seqs.size());
+    if (pass == 1 && decodes > 0) st.CapPrefillWhileDecoding(decodes, build);
     for (Sequence* seq : ranked) {
       if (build.budget <= 0 || build.slots <= 0) break;
       if (!seq->running() || build.slice_of.contains(seq->id)) continue;
@@ -454,6 +470,7 @@ absl::Status Scheduler::FinalizeStep(ScheduledStep* step) {
   step->finished.insert(step->finished.end(), st.pending_finished.begin(),
                         st.pending_finished.end());
   st.pending_finished.clear();
+  if (record != nullptr) record->sent = absl::Now();
   return absl::OkStatus();
 }
 
@@ -510,6 +527,9 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
     }
   }
   st.iteration_tokens += record.num_tokens;
+  if (record.sent != absl::InfinitePast()) {
+    st.prefill_rate.Observe(record.num_tokens, absl::ToDoubleSeconds(absl::Now() - record.sent));
+  }
   st.unresolved.pop_front();
   return absl::OkStatus();
 }

@@ -92,6 +92,15 @@ struct SchedulerConfig {
   // sequences can grow without immediate preemption.
   int32_t admission_watermark_blocks = 0;
   bool enable_prefix_cache = true;
+  // Step latency while sequences decode (step_latency.h): a step that carries
+  // decode tokens takes at most PrefillTokensWhileDecoding() prefill tokens, so a long
+  // prompt is spread over steps of about this length instead of stalling
+  // every running stream for one long step (their inter-token latency). The
+  // rate is prefill_tokens_per_second, or when that is 0 the scheduler's own
+  // measurement (tokens / (result time - FinalizeStep time) of resolved steps
+  // with >= 64 tokens, smoothed). Zero duration: off (the token budget alone).
+  absl::Duration target_step_latency = absl::ZeroDuration();
+  double prefill_tokens_per_second = 0.0;
 };
 
 // INVALID_ARGUMENT naming the bad field, or OK.

@@ -8,10 +8,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "router/kv/block_manager.h"
 #include "router/scheduler/fake_worker.h"
+#include "router/scheduler/step_latency.h"
 
 namespace tpserve {
 namespace {
@@ -110,6 +112,56 @@ TEST(SchedulerTest, DecodeFirstThenPrefillWithTheRest) {
   EXPECT_EQ(step.seqs[0].seq_id, 1u);  // decode
   EXPECT_EQ(step.seqs[1].seq_id, 2u);
   EXPECT_EQ(step.seqs[1].start_pos, 3);
+}
+
+// With target_step_latency, a long prompt arriving while another sequence
+// decodes is prefilled in chunks that fit the target next to the decode;
+// without decodes it takes the whole token budget.
+TEST(SchedulerTest, TargetStepLatencyChunksPrefillNextToDecodes) {
+  // 20 ms at 2,000 tokens/s: 40 tokens per step, so 39 prefill + 1 decode.
+  Harness h({.max_num_batched_tokens = 512,
+             .target_step_latency = absl::Milliseconds(20),
+             .prefill_tokens_per_second = 2000},
+            256, 4);
+  ASSERT_TRUE(h.sched.Add(Req(1, Prompt(300))).ok());
+  EXPECT_EQ(h.Step().num_prefill_tokens, 300);  // nothing decodes: no cap
+  ASSERT_TRUE(h.sched.Add(Req(2, Prompt(100, 500))).ok());
+  int32_t prefilled = 0;
+  while (prefilled < 100) {
+    ScheduledStep step = h.Step();
+    const ScheduledSequence* decode = Find(step, 1);
+    ASSERT_NE(decode, nullptr);
+    EXPECT_EQ(decode->tokens.size(), 1u);  // never starved
+    EXPECT_LE(step.num_prefill_tokens, 39);
+    EXPECT_GT(step.num_prefill_tokens, 0);
+    prefilled += step.num_prefill_tokens;
+  }
+  EXPECT_EQ(prefilled, 100);
+}
+
+// Without a configured rate the scheduler measures its own steps: a
+// 200-token step that takes >= 50 ms gives <= 4,000 tokens/s, so a 10 ms
+// target allows <= 40 tokens per step (at least kMinPrefillChunk).
+TEST(SchedulerTest, TargetStepLatencyUsesTheMeasuredRate) {
+  Scheduler sched({.max_num_batched_tokens = 512, .target_step_latency = absl::Milliseconds(10)},
+                  256, 4);
+  FakeWorker worker(256, 4);
+  auto run = [&](absl::Duration extra) {
+    ScheduledStep step = sched.Schedule(kNow);
+    EXPECT_TRUE(sched.FinalizeStep(&step).ok());
+    absl::StatusOr<std::vector<SampledTokenId>> out = worker.Run(step);
+    EXPECT_TRUE(out.ok());
+    absl::SleepFor(extra);
+    EXPECT_TRUE(sched.OnStepResult(step.step_id, *out).ok());
+    return step;
+  };
+  ASSERT_TRUE(sched.Add(Req(1, Prompt(200))).ok());
+  EXPECT_EQ(run(absl::Milliseconds(50)).num_prefill_tokens, 200);
+  ASSERT_TRUE(sched.Add(Req(2, Prompt(300, 500))).ok());
+  const ScheduledStep step = run(absl::ZeroDuration());
+  EXPECT_GE(step.num_prefill_tokens, kMinPrefillChunk);
+  EXPECT_LE(step.num_prefill_tokens, 40);
+  EXPECT_NE(Find(step, 1), nullptr);
 }
 
 TEST(SchedulerTest, MaxNumSeqsCapsTheBatchAndRunningSet) {

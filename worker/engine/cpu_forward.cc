@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/elapsed.h"
@@ -23,13 +24,15 @@ void Grow(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-// y (m, out_features) = x (m, in_features) W^T (+ b), part by part; into
-// y_fixed instead when set (partition-invariant fixed point, `chunk` columns
-// per partial for plain weights).
+// y (m, out_features) = x (m, in_features) W^T (+ b) over all fused parts in
+// one GemmMulti, which quantizes x once for every part; into y_fixed instead
+// when set (partition-invariant fixed point, `chunk` columns per partial for
+// plain weights).
 absl::Status RunLinear(const Linear& l, const float* x, int m, float* y,
                        const kernels::Stream& stream, int64_t* y_fixed = nullptr, int chunk = 32) {
+  absl::InlinedVector<kernels::GemmParams, 3> parts;
   for (const LinearPart& p : l.parts) {
-    kernels::GemmParams g;
+    kernels::GemmParams& g = parts.emplace_back();
     g.x = x;
     g.w = p.weight.data;
     g.w_dtype = p.weight.dtype;
@@ -44,9 +47,8 @@ absl::Status RunLinear(const Linear& l, const float* x, int m, float* y,
     } else {
       g.y = y + p.out_offset;
     }
-    TPS_RETURN_IF_ERROR(cpu::Gemm(g, stream));
   }
-  return absl::OkStatus();
+  return cpu::GemmMulti(parts, stream);
 }
 
 class CpuForward final : public ForwardBackend {
