@@ -9,7 +9,7 @@ namespace's /etc/hosts (ip netns exec binds /etc/netns/<ns>/hosts there).
     -> {"status": "SERVING"}   or {"error": "UNIMPLEMENTED", "detail": "..."}
 
 Ops: grpc_health, tcp, chat (tpserve.v1.Generation/Generate with a chat
-prompt; over TLS with "tls_ca_file"), http (GET, or POST of a JSON body), exit.
+prompt; over TLS with "tls_ca_file", with an API key in "api_key"), http (GET, or POST of a JSON body), exit.
 """
 import json
 import os
@@ -62,7 +62,9 @@ def chat(req):
     text, ids, finish = [], [], 0
     with _channel(req) as ch:
         try:
-            for r in gpb.GenerationStub(ch).Generate(msg, timeout=req.get("timeout", 120)):
+            metadata = [("authorization", f"Bearer {req['api_key']}")] if req.get("api_key") else []
+            for r in gpb.GenerationStub(ch).Generate(msg, timeout=req.get("timeout", 120),
+                                                     metadata=metadata):
                 text.append(r.text)
                 ids.extend(r.token_ids)
                 finish = finish or r.finish_reason

@@ -19,6 +19,7 @@ container within its grace period.
 
 A flag the binaries do not know fails the test.
 """
+import hashlib
 import json
 import os
 import re
@@ -109,10 +110,11 @@ class RunManifestsTest(unittest.TestCase):
             return out
         return check
 
-    def run_overlay(self, overlay, models, secrets=None, tls_ca_file=None):
+    def run_overlay(self, overlay, models, secrets=None, tls_ca_file=None, api_key=None):
         objects = render(f"tests/k8s/overlays/{overlay}")
         notes = []
         self.tls_ca_file = tls_ca_file  # the public port's CA when it serves TLS
+        self.api_key = api_key  # the key the router's keys Secret admits, if any
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
                    TPSERVE_INTEGRATION_DIR=os.path.dirname(runfile("tests/integration/cluster.py")))
         python = os.path.join(project_root(), ".venv", "bin", "python3")
@@ -165,8 +167,12 @@ class RunManifestsTest(unittest.TestCase):
         max_tokens = 4 if "tpserve:cuda" in {c.spec["image"] for c in mc.containers} else 8
         request = {"op": "chat", "target": f"{SERVICE}:50051", "max_tokens": max_tokens,
                    "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-        r = client.call(dict(request, tls_ca_file=self.tls_ca_file))
+        r = client.call(dict(request, tls_ca_file=self.tls_ca_file, api_key=self.api_key))
         self.assertNotIn("error", r, r)
+        if self.api_key:
+            keyless = client.call(dict(request, tls_ca_file=self.tls_ca_file))
+            self.assertEqual(keyless.get("error"), "UNAUTHENTICATED", keyless)
+            notes.append("chat without an API key refused")
         if self.tls_ca_file:
             plain = client.call(request)
             self.assertEqual(plain.get("error"), "UNAVAILABLE", plain)
@@ -309,9 +315,15 @@ class RunManifestsTest(unittest.TestCase):
             os.makedirs(os.path.join(d, name))
             for key, src in files.items():
                 shutil.copy(os.path.join(d, src), os.path.join(d, name, key))
+        # components/api-keys: the Secret holds the key's SHA-256 only.
+        api_key = "tps-k8s-run-manifests"
+        os.makedirs(os.path.join(d, "tpserve-api-keys"))
+        with open(os.path.join(d, "tpserve-api-keys", "keys"), "w") as f:
+            f.write(f"k8s-test {hashlib.sha256(api_key.encode()).hexdigest()} streams=4\n")
+        secrets["tpserve-api-keys"] = {}
         self.run_overlay("cpu-tls", self.cpu_models,
                          secrets={name: os.path.join(d, name) for name in secrets},
-                         tls_ca_file=os.path.join(d, "pub_ca.crt"))
+                         tls_ca_file=os.path.join(d, "pub_ca.crt"), api_key=api_key)
 
     def test_gpu_single_node(self):
         self.run_overlay("gpu-single-node", self.gpu_models)
