@@ -81,13 +81,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
       {
         absl::MutexLock lock(&mu_);
         if (finish_.has_value()) return;
-        finish_ = ToGrpcStatus(status);
-        lease_.reset();
-        if (metrics_ != nullptr) {
-          metrics_->CountRequest(Frontend::kGrpc, status.code(),
-                                 absl::ToDoubleSeconds(absl::Now() - arrival_),
-                                 usage_.prompt_tokens(), usage_.completion_tokens());
-        }
+        SetFinish(status);
       }
       Pump();
     }
@@ -157,6 +151,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
           "the client is not reading its stream: more than ", max_buffer_bytes_,
           " bytes of responses are waiting to be sent (--stream_buffer_bytes); the request is "
           "cancelled"));
+      SetFinish(status);
+    }
+
+    // The stream's final status: frees the key's stream slot, counts the request.
+    void SetFinish(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       finish_ = ToGrpcStatus(status);
       lease_.reset();
       if (metrics_ != nullptr) {

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -74,6 +75,36 @@ def stubs(name):
     pb = importlib.import_module(f"tpserve.v1.{name}_pb2")
     grpc_pb = importlib.import_module(f"tpserve.v1.{name}_pb2_grpc")
     return pb, grpc_pb
+
+
+def generate_concurrently(stub, prompts, max_tokens, on_token=None):
+    """One greedy stream per prompt (ignore_eos), all at once; returns, in
+    prompt order, (code, token ids, usage) for a stream that ended OK and
+    (code, token ids so far, error details) for one that failed. on_token()
+    runs on every response (tests use it to fault the cluster mid-stream)."""
+    pb, _ = stubs("generation")
+    results = [None] * len(prompts)
+
+    def run(i):
+        ids, usage = [], None
+        try:
+            for r in stub.Generate(pb.GenerateRequest(text=prompts[i], max_tokens=max_tokens,
+                                                      ignore_eos=True), timeout=300):
+                ids.extend(r.token_ids)
+                if on_token:
+                    on_token()
+                if r.finish_reason:
+                    usage = r.usage
+            results[i] = (grpc.StatusCode.OK, ids, usage)
+        except grpc.RpcError as e:
+            results[i] = (e.code(), ids, e.details())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(330)
+    return results
 
 
 def client_package():
@@ -181,7 +212,6 @@ class Cluster:
 
     def start(self, ready_timeout=300):
         router = _runfile("router/tpserve-router")
-        worker = _runfile(self.worker)
         rport = os.path.join(self.tmp, "router.json")
         g, m, z = self.fixed_ports or (0, 0, 0)
         p, log = self._spawn("router", [router, f"--model={self.model}", f"--world_size={self.world_size}"]

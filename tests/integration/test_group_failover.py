@@ -7,7 +7,6 @@ with the real router and TP=1 workers:
     running ones finish, `tpserve groups` reports it idle; `tpserve undrain 1`
     puts it back.
 """
-import os
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ import unittest
 
 import grpc
 
-from cluster import Cluster, _runfile, parse_metrics, stubs
+from cluster import Cluster, _runfile, generate_concurrently, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
 apb, agpb = stubs("admin")
@@ -27,29 +26,10 @@ ROUTER = ["--heartbeat_interval=500ms", "--heartbeat_timeout=1500ms"]
 
 
 def run_streams(stub, prompts, on_token=None, max_tokens=MAX_TOKENS):
-    """Concurrent greedy streams; returns [(code, token ids, detail)]."""
-    results = [None] * len(prompts)
-
-    def run(i):
-        ids, usage = [], None
-        try:
-            for r in stub.Generate(pb.GenerateRequest(text=prompts[i], max_tokens=max_tokens,
-                                                      ignore_eos=True), timeout=300):
-                ids.extend(r.token_ids)
-                if on_token:
-                    on_token()
-                if r.finish_reason:
-                    usage = r.usage.completion_tokens
-            results[i] = (grpc.StatusCode.OK, ids, usage)
-        except grpc.RpcError as e:
-            results[i] = (e.code(), ids, e.details())
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(330)
-    return results
+    """generate_concurrently, with the completion token count as the detail
+    of a stream that ended OK."""
+    return [(code, ids, detail.completion_tokens if code == grpc.StatusCode.OK else detail)
+            for code, ids, detail in generate_concurrently(stub, prompts, max_tokens, on_token)]
 
 
 def placed(c):

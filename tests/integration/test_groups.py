@@ -6,13 +6,12 @@ placement"), with the real router and TP=1 workers:
     land on the group that cached it and report usage.cached_tokens >= 288;
   - a group whose ranks start after the router serves joins and gets requests.
 """
-import threading
 import time
 import unittest
 
 import grpc
 
-from cluster import Cluster, metric_sum, parse_metrics, stubs
+from cluster import Cluster, generate_concurrently, parse_metrics, stubs
 
 pb, gpb = stubs("generation")
 apb, agpb = stubs("admin")
@@ -23,27 +22,7 @@ MAX_TOKENS = 24
 
 
 def generate_all(stub, prompts, max_tokens=MAX_TOKENS):
-    """Concurrent greedy streams; returns [(code, token ids, usage)]."""
-    results = [None] * len(prompts)
-
-    def run(i):
-        ids, usage = [], None
-        try:
-            for r in stub.Generate(pb.GenerateRequest(text=prompts[i], max_tokens=max_tokens,
-                                                      ignore_eos=True), timeout=300):
-                ids.extend(r.token_ids)
-                if r.finish_reason:
-                    usage = r.usage
-            results[i] = (grpc.StatusCode.OK, ids, usage)
-        except grpc.RpcError as e:
-            results[i] = (e.code(), ids, e.details())
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(330)
-    return results
+    return generate_concurrently(stub, prompts, max_tokens)
 
 
 def per_group(c, name):
