@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "router/api/call_metadata.h"
 
 namespace tpserve {
 
@@ -12,12 +13,7 @@ AdminService::AdminService(std::vector<const GroupSupervisor*> groups, ApiKeys* 
 
 grpc::Status AdminService::Authorize(const grpc::ServerContext& context) {
   if (api_keys_ == nullptr) return grpc::Status::OK;
-  const auto& metadata = context.client_metadata();
-  auto it = metadata.find("authorization");
-  const absl::string_view header = it == metadata.end()
-                                       ? absl::string_view()
-                                       : absl::string_view(it->second.data(), it->second.size());
-  return ToGrpcStatus(api_keys_->AuthenticateAdmin(header).status());
+  return ToGrpcStatus(api_keys_->AuthenticateAdmin(AuthorizationMetadata(context)).status());
 }
 
 void AdminService::SetLoop(ServingLoop* loop) {

@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/convert/sampling_convert.h"
+#include "router/api/call_metadata.h"
 
 namespace tpserve {
 namespace {
@@ -207,14 +208,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   uint64_t seq_id_ = 0;
 };
 
-// The "authorization" metadata ("" when absent).
-absl::string_view Authorization(const grpc::ServerContextBase& context) {
-  const auto& metadata = context.client_metadata();
-  auto it = metadata.find("authorization");
-  if (it == metadata.end()) return "";
-  return absl::string_view(it->second.data(), it->second.size());
-}
-
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   auto deadline = context.deadline();
   auto now = std::chrono::system_clock::now();
@@ -230,7 +223,7 @@ GenerationService::GenerationService(const Tokenizer* tokenizer, const ChatTempl
 
 absl::Status GenerationService::Authenticate(const grpc::ServerContextBase& context) const {
   if (options_.api_keys == nullptr) return absl::OkStatus();
-  return options_.api_keys->Authenticate(Authorization(context)).status();
+  return options_.api_keys->Authenticate(AuthorizationMetadata(context)).status();
 }
 
 void GenerationService::SetReady(ServingLoop* loop, const RequestLimits& limits,
@@ -259,7 +252,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
   auto* reactor = new GenerateReactor(path_.frontend_metrics(), options_.stream_buffer_bytes);
   if (options_.api_keys != nullptr) {
     absl::StatusOr<std::unique_ptr<ApiKeys::Lease>> lease =
-        options_.api_keys->Admit(Authorization(*context));
+        options_.api_keys->Admit(AuthorizationMetadata(*context));
     if (!lease.ok()) {
       reactor->sink()->Close(lease.status());
       return reactor;

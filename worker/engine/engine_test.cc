@@ -41,13 +41,7 @@ class EngineTest : public ::testing::Test {
 
   static SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
                            std::vector<int32_t> blocks, int prompt_len = 1000) {
-    SequenceInput s;
-    s.seq_id = id;
-    s.tokens = std::move(tokens);
-    s.start_pos = start;
-    s.prompt_len = prompt_len;
-    s.block_table = std::move(blocks);
-    return s;
+    return TestSeq(id, std::move(tokens), start, std::move(blocks), prompt_len);
   }
 
   static std::vector<float> Logits(std::vector<SequenceInput> seqs, size_t which) {
