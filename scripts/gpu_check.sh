@@ -94,6 +94,9 @@ pack() {
   # Tests first, then benchmarks.
   sort -s -k1,1r "$out/manifest.txt" -o "$out/manifest.txt"
   cp "$root/scripts/gpu_check.sh" "$out/gpu_check.sh"
+  # The emulator's memory-transaction model's predictions (scripts/gpu_model.sh),
+  # printed next to each benchmark row so the first device run calibrates it.
+  cp "$root/kernels/cuda/model_h100.tsv" "$out/model_h100.tsv"
 
   local size
   size=$(du -sb "$out" | cut -f1)
@@ -106,6 +109,17 @@ pack() {
 # Counts from gtest's summary lines ("[  PASSED  ] 3 tests.", "[  SKIPPED ] 2 tests, ...").
 gtest_count() {  # file, label
   sed -n "s/^\[ *$2 *\] \([0-9]*\) tests\{0,1\}[.,].*/\1/p" "$1" | head -1
+}
+
+# A benchmark row with the model's prediction for it appended: the first
+# entry of model_h100.tsv ("<row prefix>\t<prediction>") whose prefix starts
+# the row's name, else "not modelled".
+with_model() {  # bundle, row
+  local name prediction
+  name=$(printf '%s' "$2" | awk -F' [|] ' '{sub(/^[|] bench: /, "", $1); print $1}')
+  prediction=$(awk -F'\t' -v n="$name" '!/^#/ && NF >= 2 && index(n, $1) == 1 {print $2; exit}' \
+    "$1/model_h100.tsv" 2>/dev/null)
+  printf '%s %s |\n' "$2" "${prediction:-not modelled}"
 }
 
 run() {
@@ -138,7 +152,7 @@ run() {
   while read -r kind name target; do
     left=$((budget - (SECONDS - start)))
     if [ "$left" -le 5 ]; then
-      rows+=("| ${kind}: ${target} | NOT RUN: time budget spent | | | |")
+      rows+=("| ${kind}: ${target} | NOT RUN: time budget spent | | | | |")
       failed=1
       continue
     fi
@@ -161,14 +175,14 @@ run() {
         status="PASS (${passed:-0} passed, ${skipped:-0} skipped)"
       fi
       [ "${status#FAIL}" != "$status" ] && item_failed=1
-      rows+=("| test: ${target} | ${status} | | | |")
+      rows+=("| test: ${target} | ${status} | | | | |")
     else
       limit=$((left < 300 ? left : 300))
       timeout --kill-after=5 "$limit" "$bundle/bin/$name" >"$log" 2>"$log.err"
       rc=$?
-      while IFS= read -r line; do rows+=("$line"); done < <(grep '^| bench:' "$log")
+      while IFS= read -r line; do rows+=("$(with_model "$bundle" "$line")"); done < <(grep '^| bench:' "$log")
       if [ "$rc" -ne 0 ]; then
-        rows+=("| bench: ${target} | FAIL (rc=$rc) | | | |")
+        rows+=("| bench: ${target} | FAIL (rc=$rc) | | | | |")
         item_failed=1
       fi
       grep '^| bench:' "$log" | grep -qE 'FAIL|MISMATCH|CUDA ERROR' && item_failed=1
@@ -181,8 +195,8 @@ run() {
   done <"$bundle/manifest.txt"
 
   echo
-  echo "| what | status | ours | baseline | ratio |"
-  echo "| --- | --- | --- | --- | --- |"
+  echo "| what | status | ours | baseline | ratio | modelled H100 (a model, not a measurement) |"
+  echo "| --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
   echo "gpu_check: finished in $((SECONDS - start)) s: $([ "$failed" -eq 0 ] && echo OK || echo FAILED)"

@@ -18,7 +18,11 @@ jobs=()
 # Builds come from the shared action cache; test results never do: the tests
 # read things Bazel cannot see (the model, .venv, llama.cpp), so every run
 # runs every test.
-bazel test "${jobs[@]}" --nocache_test_results --test_env=TPSERVE_ROOT="$ROOT" //... "$@"
+# The CUDA emulator's `_emu` tests run grids' blocks and barrier intervals'
+# threads in an order drawn from this seed (kernels/cuda/emu/grid.h); CI
+# keeps it fixed so a failure reproduces. Other seeds: TPSERVE_CUDA_EMU_SEED=N.
+bazel test "${jobs[@]}" --nocache_test_results --test_env=TPSERVE_ROOT="$ROOT" \
+  --test_env=TPSERVE_CUDA_EMU_SEED="${TPSERVE_CUDA_EMU_SEED:-1}" //... "$@"
 rc=$?
 
 # Count test cases from the JUnit XML each test target wrote.

@@ -79,11 +79,16 @@ TEST(CudaGraphTest, ReplayMatchesEagerLaunches) {
     return Add({.a = x.data(), .b = down.data(), .y = out.data(), .n = rows * hidden}, s);
   };
 
+  // `stream` is non-blocking: the legacy-stream copies and memsets below
+  // (ToHostVector, Zero, cudaMemcpy) are ordered with it only by explicit
+  // synchronisation.
   ASSERT_TRUE(step().ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const std::vector<float> eager = ToHostVector(out);
   absl::StatusOr<CudaGraph> graph = CudaGraph::Capture(stream, step);
   ASSERT_TRUE(graph.ok()) << graph.status();
   ASSERT_TRUE(out.Zero().ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ASSERT_TRUE(graph->Launch(stream).ok());
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   EXPECT_EQ(ToHostVector(out), eager);
@@ -92,10 +97,13 @@ TEST(CudaGraphTest, ReplayMatchesEagerLaunches) {
   const std::vector<float> x2 = rng.Floats(rows * hidden);
   ASSERT_EQ(cudaMemcpy(x.data(), x2.data(), x2.size() * sizeof(float), cudaMemcpyHostToDevice),
             cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ASSERT_TRUE(step().ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const std::vector<float> eager2 = ToHostVector(out);
   EXPECT_NE(eager2, eager);
   ASSERT_TRUE(out.Zero().ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ASSERT_TRUE(graph->Launch(stream).ok());
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   EXPECT_EQ(ToHostVector(out), eager2);

@@ -47,18 +47,24 @@ class DeviceBuffer {
     return b;
   }
 
-  // A device copy of `host` (synchronous).
+  // A device copy of `host`, complete on return: cudaMemcpy from pageable
+  // memory returns once the bytes are staged, before they land, and a
+  // non-blocking stream is not ordered after the legacy stream they land
+  // on, so the legacy stream is synchronised too.
   static absl::StatusOr<DeviceBuffer> FromHost(const std::vector<T>& host) {
     absl::StatusOr<DeviceBuffer> b = Allocate(host.size());
     if (!b.ok() || host.empty()) return b;
     absl::Status s = CudaStatus(
         cudaMemcpy(b->data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
         "cudaMemcpy H2D");
+    if (s.ok()) s = CudaStatus(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");
     if (!s.ok()) return s;
     return b;
   }
 
-  // Synchronous copy of the whole buffer to the host (waits for all streams).
+  // Synchronous copy of the whole buffer to the host on the legacy stream:
+  // it waits for the legacy and blocking streams, not for non-blocking
+  // streams (synchronise those first).
   absl::StatusOr<std::vector<T>> ToHost() const {
     std::vector<T> host(size_);
     if (size_ == 0) return host;
@@ -69,9 +75,12 @@ class DeviceBuffer {
     return host;
   }
 
+  // Zeroes the buffer, complete on return (cudaMemset alone is asynchronous).
   absl::Status Zero() {
     if (size_ == 0) return absl::OkStatus();
-    return CudaStatus(cudaMemset(data_, 0, size_ * sizeof(T)), "cudaMemset");
+    absl::Status s = CudaStatus(cudaMemset(data_, 0, size_ * sizeof(T)), "cudaMemset");
+    if (!s.ok()) return s;
+    return CudaStatus(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");
   }
 
   T* data() const { return data_; }

@@ -10,19 +10,27 @@
 // in include/ (cuda_runtime.h, cuda_bf16.h, cuda_fp16.h), which pull in this
 // file. Tests built with cuda_cc_test get a `<name>_emu` twin that runs in CI.
 //
-// Execution model: kernels run when launched (streams are synchronous). The
-// blocks of a grid run one after another; the threads of a block are fibers
-// on the calling OS thread, switched at __syncthreads and at every warp
-// collective (shuffles, ldmatrix, mma), so shared memory is plain
-// thread-local storage. What it checks that a plain CPU port would not:
+// Execution model: launches and copies are queued per stream and run when
+// something waits for them, with only the ordering between streams that CUDA
+// promises (streams.h). The blocks of a grid run in a seeded random order on
+// several OS threads (grid.h); the threads of a block are fibers on one OS
+// thread, resumed in a seeded random order within each barrier interval and
+// switched at __syncthreads and at every warp collective (shuffles,
+// ldmatrix, mma), so shared memory is plain thread-local storage, poisoned
+// at every block start. What it checks that a plain CPU port would not:
 //   - __syncthreads / warp-collective deadlocks and divergence (abort with the
 //     waiting threads named), full-mask collectives in partial warps;
 //   - launch limits (block <= 1024 threads, grid y/z <= 65535, dynamic shared
 //     memory > 48 KiB only after cudaFuncSetAttribute, <= the sm_80 opt-in
 //     limit) reported through cudaGetLastError like the driver does;
 //   - dynamic shared memory starts as NaN bytes, so reads before writes show;
-//   - cp.async copies land only at the cp.async.wait_group that retires them.
-// What it cannot check: timing, memory-model races between blocks, register
+//   - cp.async copies land only at the cp.async.wait_group that retires them;
+//   - work on unordered streams (a legacy-stream copy before a non-blocking
+//     stream's kernel), host sources freed before their copy ran, graphs
+//     replayed on freed buffers (freed device memory is quarantined);
+//   - block-order and fiber-order assumptions (seed-dependent results) and,
+//     built with ThreadSanitizer, races between blocks.
+// What it cannot check: timing, weak memory ordering beyond the host's, register
 // or static shared-memory limits (ptxas checks those at build time), host
 // versus device pointer confusion, wgmma (gemm_wgmma.cu is not emulated).
 #ifndef TPSERVE_KERNELS_CUDA_EMU_EMU_H_
@@ -129,6 +137,14 @@ void WarpExchange(const void* in, size_t bytes, const char* what, Read&& read) {
 // Aborts the process with the kernel, block and thread named.
 [[noreturn]] void Fail(const char* fmt, ...);
 
+// Registers a static __shared__ variable of this OS thread (once, when its
+// declaration first runs there) so every block start poisons it: a block
+// reads its own writes only, never the previous block's. rewrite_cu.py adds
+// one after every `__shared__` declaration.
+struct StaticShared {
+  StaticShared(void* p, size_t bytes);
+};
+
 // Dynamic shared memory of the running block, as T[].
 template <typename T>
 T* DynamicShared() {
@@ -199,6 +215,14 @@ class Launcher {
   LaunchConfig c_;
 };
 
+// One unit of stream work: returns true once done. Work that waits for
+// something outside its stream (an emulated collective waiting for its peers)
+// returns false until then and is polled again.
+using StreamWork = std::function<bool()>;
+// Queues host work on `stream` like cudaLaunchHostFunc (emulated collectives
+// use it); returns cudaErrorStreamCaptureUnsupported where the driver would.
+int EnqueueHostWork(cudaStream_t stream, StreamWork work);
+
 // Set by cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, n).
 void SetMaxDynamicShared(const void* kernel, int bytes);
 
@@ -216,8 +240,8 @@ inline void __syncthreads() { ::tpserve_emu::SyncThreads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) {
   ::tpserve_emu::WarpExchange(nullptr, 0, "__syncwarp", [](const unsigned char(*)[64]) {});
 }
-inline void __threadfence() {}
-inline void __threadfence_block() {}
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 namespace tpserve_emu {
 // Shuffle: lane l receives the value of lane src(l) (its own where src(l) < 0).
@@ -328,14 +352,26 @@ inline auto max(A a, B b) -> std::common_type_t<A, B> {
   return a < b ? b : a;
 }
 
-// Atomics: the threads of a block never run concurrently, so plain
-// read-modify-write is atomic here.
+// Atomics: blocks run on several OS threads, so read-modify-write is a
+// compare-and-swap loop on the value's bytes.
 namespace tpserve_emu {
 template <typename T, typename F>
 inline T AtomicUpdate(T* p, F f) {
-  const T old = *p;
-  *p = f(old);
-  return old;
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "atomics on 4- or 8-byte values");
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  Bits* bits = reinterpret_cast<Bits*>(p);
+  Bits expected = __atomic_load_n(bits, __ATOMIC_RELAXED);
+  for (;;) {
+    T old;
+    std::memcpy(&old, &expected, sizeof(T));
+    const T updated = f(old);
+    Bits desired;
+    std::memcpy(&desired, &updated, sizeof(T));
+    if (__atomic_compare_exchange_n(bits, &expected, desired, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+      return old;
+    }
+  }
 }
 }  // namespace tpserve_emu
 template <typename T>

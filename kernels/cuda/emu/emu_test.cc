@@ -5,12 +5,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cuda/emu/grid.h"
 #include "kernels/cuda/emu/mma_sm80_emu.h"
 
 namespace {
@@ -47,7 +49,7 @@ TEST(CudaEmu, SyncThreadsOrdersSharedMemory) {
   for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<int>(i);
   int* d_in = DeviceCopy(in);
   int* d_out = DeviceCopy(std::vector<int>(in.size(), 0));
-  Launcher("ReverseKernel", 4, 256)(&ReverseKernel)(d_in, d_out);
+  Launcher("ReverseKernel", 4, 256) (&ReverseKernel)(d_in, d_out);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   std::vector<int> out = HostCopy(d_out, in.size());
   for (int b = 0; b < 4; ++b) {
@@ -74,7 +76,7 @@ __global__ void ShuffleKernel(int* out) {
 
 TEST(CudaEmu, WarpShufflesFollowTheirDefinitions) {
   int* d = DeviceCopy(std::vector<int>(64 * 5, -1));
-  Launcher("ShuffleKernel", 1, 64)(&ShuffleKernel)(d);
+  Launcher("ShuffleKernel", 1, 64) (&ShuffleKernel)(d);
   std::vector<int> out = HostCopy(d, 64 * 5);
   for (int t = 0; t < 64; ++t) {
     const int lane = t % 32;
@@ -92,24 +94,29 @@ __global__ void NoopKernel(int* out) {
 }
 
 TEST(CudaEmu, LaunchLimitsAreReportedLikeTheDriver) {
-  Launcher("NoopKernel", 1, 2048)(&NoopKernel)(nullptr);
+  Launcher("NoopKernel", 1, 2048) (&NoopKernel)(nullptr);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // read clears it
-  Launcher("NoopKernel", dim3(1, 70000), 32)(&NoopKernel)(nullptr);
+  Launcher("NoopKernel", dim3(1, 70000), 32) (&NoopKernel)(nullptr);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
   // More than 48 KiB of dynamic shared memory needs the opt-in attribute.
-  Launcher("NoopKernel", 1, 32, 64 * 1024)(&NoopKernel)(nullptr);
+  Launcher("NoopKernel", 1, 32, 64 * 1024) (&NoopKernel)(nullptr);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
-  ASSERT_EQ(cudaFuncSetAttribute(NoopKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 64 * 1024),
-            cudaSuccess);
-  Launcher("NoopKernel", 1, 32, 64 * 1024)(&NoopKernel)(nullptr);
+  ASSERT_EQ(
+      cudaFuncSetAttribute(NoopKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
+      cudaSuccess);
+  Launcher("NoopKernel", 1, 32, 64 * 1024) (&NoopKernel)(nullptr);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 TEST(CudaEmu, HostPointerArgumentAborts) {
   int host = 0;
-  EXPECT_DEATH(Launcher("NoopKernel", 1, 32)(&NoopKernel)(&host), "not device memory");
+  EXPECT_DEATH(
+      {
+        Launcher("NoopKernel", 1, 32) (&NoopKernel)(&host);
+        cudaDeviceSynchronize();  // launches run when waited for
+      },
+      "not device memory");
 }
 
 __global__ void DivergentBarrierKernel(int* out) {
@@ -123,8 +130,13 @@ __global__ void DivergentBarrierKernel(int* out) {
 
 TEST(CudaEmu, DivergentBarriersAbortWithTheThreadsNamed) {
   int* d = DeviceCopy(std::vector<int>(32, 0));
-  EXPECT_DEATH(Launcher("DivergentBarrierKernel", 1, 32)(&DivergentBarrierKernel)(d),
-               "deadlock.*DivergentBarrierKernel");
+  EXPECT_DEATH(
+      {
+        Launcher("DivergentBarrierKernel", 1, 32) (&DivergentBarrierKernel)(d);
+        cudaDeviceSynchronize();  // launches run when waited for
+      },
+
+      "deadlock.*DivergentBarrierKernel");
   cudaFree(d);
 }
 
@@ -135,8 +147,13 @@ __global__ void DivergentCollectivesKernel(int* out) {
 
 TEST(CudaEmu, LanesAtDifferentCollectivesAbort) {
   int* d = DeviceCopy(std::vector<int>(32, 0));
-  EXPECT_DEATH(Launcher("DivergentCollectivesKernel", 1, 32)(&DivergentCollectivesKernel)(d),
-               "divergent warp collectives");
+  EXPECT_DEATH(
+      {
+        Launcher("DivergentCollectivesKernel", 1, 32) (&DivergentCollectivesKernel)(d);
+        cudaDeviceSynchronize();  // launches run when waited for
+      },
+
+      "divergent warp collectives");
   cudaFree(d);
 }
 
@@ -146,8 +163,13 @@ __global__ void PartialWarpShuffleKernel(int* out) {
 
 TEST(CudaEmu, FullMaskShuffleInAPartialWarpAborts) {
   int* d = DeviceCopy(std::vector<int>(48, 0));
-  EXPECT_DEATH(Launcher("PartialWarpShuffleKernel", 1, 48)(&PartialWarpShuffleKernel)(d),
-               "partial warp");
+  EXPECT_DEATH(
+      {
+        Launcher("PartialWarpShuffleKernel", 1, 48) (&PartialWarpShuffleKernel)(d);
+        cudaDeviceSynchronize();  // launches run when waited for
+      },
+
+      "partial warp");
   cudaFree(d);
 }
 
@@ -161,7 +183,7 @@ TEST(CudaEmu, GraphsReplayCapturedWork) {
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
   ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-  Launcher("AddOneKernel", 4, 32, 0, s)(&AddOneKernel)(d, 100);
+  Launcher("AddOneKernel", 4, 32, 0, s) (&AddOneKernel)(d, 100);
   // Synchronous copies are not allowed while capturing.
   float probe;
   EXPECT_EQ(cudaMemcpy(&probe, d, sizeof(probe), cudaMemcpyDeviceToHost),
@@ -175,7 +197,12 @@ TEST(CudaEmu, GraphsReplayCapturedWork) {
   EXPECT_EQ(HostCopy(d, 100)[7], 3.0f);
   // Replaying after the buffer is freed aborts (the pointer is re-checked).
   cudaFree(d);
-  EXPECT_DEATH(cudaGraphLaunch(exec, s), "not device memory");
+  EXPECT_DEATH(
+      {
+        cudaGraphLaunch(exec, s);
+        cudaStreamSynchronize(s);
+      },
+      "not device memory");
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
@@ -233,7 +260,7 @@ TEST(CudaEmu, MmaFragmentsComputeAMatrixProduct) {
   uint16_t* da = DeviceCopy(a);
   uint16_t* db = DeviceCopy(b);
   float* dc = DeviceCopy(std::vector<float>(128, 0.0f));
-  Launcher("MmaKernel", 1, 32)(&MmaKernel)(da, db, dc);
+  Launcher("MmaKernel", 1, 32) (&MmaKernel)(da, db, dc);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   std::vector<float> c = HostCopy(dc, 128);
   for (int r = 0; r < 16; ++r) {
@@ -269,10 +296,47 @@ __global__ void CpAsyncKernel(const float* src, float* out) {
 TEST(CudaEmu, CpAsyncLandsAtTheWaitThatRetiresIt) {
   float* src = DeviceCopy(std::vector<float>{5, 6, 7, 8, 9, 10, 11, 12});
   float* out = DeviceCopy(std::vector<float>(4, 0.0f));
-  Launcher("CpAsyncKernel", 1, 32)(&CpAsyncKernel)(src, out);
+  Launcher("CpAsyncKernel", 1, 32) (&CpAsyncKernel)(src, out);
   EXPECT_EQ(HostCopy(out, 4), (std::vector<float>{-1.0f, 5.0f, -1.0f, 0.0f}));
   cudaFree(src);
   cudaFree(out);
+}
+
+// Reads its static shared memory before writing it; the registration is
+// what rewrite_cu.py adds after every static __shared__ declaration.
+__global__ void SharedBeforeWriteKernel(int* out) {
+  __shared__ int s[32];
+  static thread_local ::tpserve_emu::StaticShared registered(&s, sizeof(s));
+  if (threadIdx.x == 0) {
+    out[blockIdx.x] = s[0];
+    s[0] = static_cast<int>(blockIdx.x);
+  }
+}
+
+TEST(CudaEmu, StaticSharedMemoryIsPoisonedAtEveryBlockStart) {
+  int* d = DeviceCopy(std::vector<int>(16, 0));
+  Launcher("SharedBeforeWriteKernel", 16, 32) (&SharedBeforeWriteKernel)(d);
+  // No block sees the value a previous block on the same OS thread left.
+  EXPECT_EQ(HostCopy(d, 16), std::vector<int>(16, -1));
+  cudaFree(d);
+}
+
+__global__ void BlockOrderKernel(int* counter, int* out) {
+  if (threadIdx.x == 0) out[blockIdx.x] = atomicAdd(counter, 1);
+}
+
+TEST(CudaEmu, BlocksRunInASeededRandomOrder) {
+  if (::tpserve_emu::ScheduleSeed() == 0) GTEST_SKIP() << "skipped: TPSERVE_CUDA_EMU_SEED=0";
+  int* counter = DeviceCopy(std::vector<int>{0});
+  int* d = DeviceCopy(std::vector<int>(64, -1));
+  Launcher("BlockOrderKernel", 64, 32) (&BlockOrderKernel)(counter, d);
+  std::vector<int> order = HostCopy(d, 64);
+  std::vector<int> sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 64; ++i) ASSERT_EQ(sorted[i], i);  // every block ran once
+  EXPECT_NE(order, sorted);                              // not in index order
+  cudaFree(counter);
+  cudaFree(d);
 }
 
 TEST(CudaEmu, HalfAndBf16ConversionsRoundToNearestEven) {

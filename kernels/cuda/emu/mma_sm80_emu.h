@@ -55,7 +55,7 @@ __device__ __forceinline__ void LdMatrixX4(const void* smem_row, uint32_t r[4]) 
   }
   const int lane = ::tpserve_emu::g_thread->lane;
   ::tpserve_emu::WarpExchange(&smem_row, sizeof(smem_row), "ldmatrix.x4",
-                              [&](const unsigned char (*slots)[64]) {
+                              [&](const unsigned char(*slots)[64]) {
                                 for (int j = 0; j < 4; ++j) {
                                   const uint16_t* row;
                                   std::memcpy(&row, slots[j * 8 + lane / 4], sizeof(row));
@@ -81,31 +81,31 @@ __device__ __forceinline__ void MmaBf16(float acc[4], const uint32_t a[4], uint3
   using emu_detail::Bf16Lo;
   const emu_detail::MmaLane mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
   const int lane = ::tpserve_emu::g_thread->lane;
-  ::tpserve_emu::WarpExchange(
-      &mine, sizeof(mine), "mma.m16n8k16", [&](const unsigned char (*slots)[64]) {
-        float A[16][16], B[16][8];
-        for (int l = 0; l < 32; ++l) {
-          emu_detail::MmaLane f;
-          std::memcpy(&f, slots[l], sizeof(f));
-          const int g = l / 4, t = l % 4;
-          for (int half = 0; half < 2; ++half) {  // columns 2t.. and 2t+8..
-            const int c = 2 * t + 8 * half;
-            A[g][c] = Bf16Lo(f.a[2 * half]);
-            A[g][c + 1] = Bf16Hi(f.a[2 * half]);
-            A[g + 8][c] = Bf16Lo(f.a[2 * half + 1]);
-            A[g + 8][c + 1] = Bf16Hi(f.a[2 * half + 1]);
-            B[c][g] = Bf16Lo(f.b[half]);
-            B[c + 1][g] = Bf16Hi(f.b[half]);
-          }
-        }
-        const int g = lane / 4, t = lane % 4;
-        for (int i = 0; i < 4; ++i) {
-          const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
-          float sum = 0.0f;  // bf16 products are exact in f32
-          for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
-          acc[i] += sum;
-        }
-      });
+  ::tpserve_emu::WarpExchange(&mine, sizeof(mine), "mma.m16n8k16",
+                              [&](const unsigned char(*slots)[64]) {
+                                float A[16][16], B[16][8];
+                                for (int l = 0; l < 32; ++l) {
+                                  emu_detail::MmaLane f;
+                                  std::memcpy(&f, slots[l], sizeof(f));
+                                  const int g = l / 4, t = l % 4;
+                                  for (int half = 0; half < 2; ++half) {  // columns 2t.. and 2t+8..
+                                    const int c = 2 * t + 8 * half;
+                                    A[g][c] = Bf16Lo(f.a[2 * half]);
+                                    A[g][c + 1] = Bf16Hi(f.a[2 * half]);
+                                    A[g + 8][c] = Bf16Lo(f.a[2 * half + 1]);
+                                    A[g + 8][c + 1] = Bf16Hi(f.a[2 * half + 1]);
+                                    B[c][g] = Bf16Lo(f.b[half]);
+                                    B[c + 1][g] = Bf16Hi(f.b[half]);
+                                  }
+                                }
+                                const int g = lane / 4, t = lane % 4;
+                                for (int i = 0; i < 4; ++i) {
+                                  const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
+                                  float sum = 0.0f;  // bf16 products are exact in f32
+                                  for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+                                  acc[i] += sum;
+                                }
+                              });
 }
 
 }  // namespace tpserve::kernels::cuda

@@ -5,7 +5,9 @@
 
 Kernel launches `k<<<grid, block, smem, stream>>>(args)` are not C++; they
 become `::tpserve_emu::Launcher("k", grid, block, smem, stream)(&k)(args)`.
-Everything else is left to the macros of kernels/cuda/emu/emu.h (dynamic
+Static `__shared__` declarations get a registration (StaticShared) so the
+emulator poisons them at every block start. Everything else is left to the
+macros of kernels/cuda/emu/emu.h (dynamic
 shared memory goes through kernels/cuda/shared_memory.cuh). A #line directive keeps compiler messages
 pointing at the original file.
 """
@@ -57,11 +59,26 @@ def rewrite_launches(text):
         pos = close + 3
 
 
+STATIC_SHARED = re.compile(
+    r"^(?P<indent>[ \t]*)__shared__\s+(?P<decl>[^;{}()]*?)\b(?P<name>\w+)\s*(?P<dims>(\[[^\]]*\]\s*)*);",
+    re.M)
+
+
+def register_static_shared(text):
+    """Each static `__shared__ T name[...];` also registers `name` with the
+    emulator, which poisons it at every block start (emu.h StaticShared)."""
+    def sub(m):
+        return ("%s static thread_local ::tpserve_emu::StaticShared tps_emu_shared_%s(&%s, sizeof(%s));"
+                % (m.group(0), m.group("name"), m.group("name"), m.group("name")))
+    return STATIC_SHARED.sub(sub, text)
+
+
 def main():
     src, dst = sys.argv[1], sys.argv[2]
     with open(src) as f:
         text = f.read()
     text = rewrite_launches(text)
+    text = register_static_shared(text)
     with open(dst, "w") as f:
         f.write('#line 1 "%s"\n' % src)
         f.write(text)

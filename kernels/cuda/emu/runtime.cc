@@ -1,33 +1,36 @@
 // The CUDA runtime API of include/cuda_runtime.h on the host: memory is host
-// memory (tracked, and poisoned with NaN bytes on allocation), streams run
-// work synchronously, graphs record and replay it, launches are validated the
-// way the driver validates them and then run block by block.
+// memory (tracked, and poisoned with NaN bytes on allocation), streams queue
+// work and run it when something waits (streams.h), graphs record and replay
+// it, launches are validated the way the driver validates them and then run
+// block by block. Copies follow the runtime's documented host
+// synchronisation: a pageable-source copy to the device lands when its
+// stream runs, not when the call returns.
 #include <cuda_runtime.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
-#include "kernels/cuda/emu/scheduler.h"
+#include "kernels/cuda/emu/grid.h"
+#include "kernels/cuda/emu/streams.h"
 
-struct tpserve_emu_stream {
-  bool capturing = false;
-  bool invalidated = false;
-  std::vector<std::function<void()>> captured;
-};
 struct tpserve_emu_event {
   std::chrono::steady_clock::time_point at;
   bool recorded = false;
+  tpserve_emu::StreamPoint point;  // where the latest record sits in its stream
 };
 struct tpserve_emu_graph {
-  std::vector<std::function<void()>> ops;
+  std::vector<tpserve_emu::StreamWork> ops;
 };
 struct tpserve_emu_graph_exec {
-  std::vector<std::function<void()>> ops;
+  std::vector<tpserve_emu::StreamWork> ops;
 };
 
 namespace tpserve_emu {
@@ -52,7 +55,6 @@ int DeviceCount() {
   return count;
 }
 bool ValidDevice(int device) { return device >= 0 && device < DeviceCount(); }
-thread_local int g_capturing_streams = 0;
 
 struct Registry {
   // std::mutex, not absl::Mutex: the emulator stands in for the CUDA runtime
@@ -62,7 +64,13 @@ struct Registry {
   std::map<uintptr_t, size_t> pinned;
   std::map<const void*, int> max_dynamic_shared;
   size_t device_bytes = 0;
+  // Freed device blocks, poisoned and kept out of the allocator for a while
+  // so a stale pointer (a graph replayed after its buffers were freed) never
+  // lands in a live reallocation at the same address and is reported.
+  std::deque<std::pair<void*, size_t>> quarantine;
+  size_t quarantine_bytes = 0;
 };
+constexpr size_t kQuarantineBytes = size_t{64} << 20;
 Registry& R() {
   static Registry* r = new Registry();
   return *r;
@@ -81,19 +89,9 @@ cudaError_t Set(cudaError_t e) {
   return e;
 }
 
-// Work for `stream`: recorded while it captures, run now otherwise.
-cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op) {
-  if (stream != nullptr && stream->capturing) {
-    stream->captured.push_back(std::move(op));
-    return cudaSuccess;
-  }
-  if (g_capturing_streams > 0) {
-    // Legacy-stream or other-stream work during a thread-local capture is
-    // not allowed by the driver; it invalidates the capture.
-    return Set(cudaErrorStreamCaptureUnsupported);
-  }
-  op();
-  return cudaSuccess;
+// Work for `stream`: recorded while it captures, queued otherwise.
+cudaError_t Enqueue(cudaStream_t stream, StreamWork op) {
+  return Set(EnqueueWork(stream, std::move(op)));
 }
 
 // Device-memory ranges a copy touches must lie inside one allocation: the
@@ -114,34 +112,84 @@ cudaError_t CheckCopy(void* dst, size_t dst_bytes, const void* src, size_t src_b
   return cudaSuccess;
 }
 
+bool IsPinned(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(R().mu);
+  return Inside(R().pinned, p, bytes);
+}
+
 bool IsDeviceArgument(const void* p) {
   std::lock_guard<std::mutex> lock(R().mu);
   return Inside(R().device, p, 1) || Inside(R().pinned, p, 1);
 }
 
-void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
-             const std::function<void()>& body) {
-  check();
-  std::vector<unsigned char> shared(c.shared_bytes + 128);
-  for (unsigned z = 0; z < c.grid.z; ++z) {
-    for (unsigned y = 0; y < c.grid.y; ++y) {
-      for (unsigned x = 0; x < c.grid.x; ++x) {
-        Block b;
-        b.idx = uint3{x, y, z};
-        b.dim = c.block;
-        b.grid = c.grid;
-        // Uninitialised shared memory reads as NaN.
-        std::memset(shared.data(), 0xff, shared.size());
-        b.dynamic_shared =
-            shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
-        b.dynamic_shared_bytes = c.shared_bytes;
-        RunBlock(b, body, c.name);
-      }
-    }
+// A pageable source of cudaMemcpyAsync is staged when the call is made (the
+// bytes copied are those), and read again when the copy runs: the runtime
+// only promises to stage it "if it must", so the source has to stay valid and
+// unchanged until the copy has run. Sources up to this size are re-read (a
+// freed small block is still mapped; the allocator has written its list
+// pointers into it, so a freed source shows up as changed).
+constexpr size_t kRecheckBytes = 64 * 1024;
+
+void RunToHere(cudaStream_t stream) {
+  if (!IsCapturing(stream)) DrainStream(stream);
+}
+
+// The host synchronisation of each kind of copy, as the runtime documents it
+// ("API synchronization behavior"): `sync_call` for cudaMemcpy.
+cudaError_t CopyOnStream(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                         cudaStream_t stream, bool sync_call) {
+  if (bytes == 0) return cudaSuccess;
+  bool from_host = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost;
+  bool to_host = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost;
+  if (kind == cudaMemcpyDefault) {
+    std::lock_guard<std::mutex> lock(R().mu);
+    from_host = !Inside(R().device, src, bytes);
+    to_host = !Inside(R().device, dst, bytes);
   }
+  auto plain = [=] {
+    std::memmove(dst, src, bytes);
+    return true;
+  };
+  if (from_host && !to_host) {
+    if (IsPinned(src, bytes)) {
+      // Read when the copy runs; a synchronous call waits for it.
+      const cudaError_t e = Enqueue(stream, plain);
+      if (e == cudaSuccess && sync_call) RunToHere(stream);
+      return e;
+    }
+    // Pageable: cudaMemcpy syncs the stream first and returns once the
+    // bytes are staged; the device copy lands when the stream runs.
+    if (sync_call) RunToHere(stream);
+    auto staged = std::make_shared<std::vector<unsigned char>>(
+        static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + bytes);
+    const bool recheck = !sync_call && bytes <= kRecheckBytes;
+    return Enqueue(stream, [=] {
+      if (recheck && std::memcmp(src, staged->data(), bytes) != 0) {
+        Fail(
+            "cudaMemcpyAsync: pageable host source %p (%zu bytes) was changed or freed before "
+            "the copy ran on its stream; keep it alive and unchanged until the stream has "
+            "passed the copy (or stage through pinned memory that outlives it)",
+            src, bytes);
+      }
+      std::memcpy(dst, staged->data(), bytes);
+      return true;
+    });
+  }
+  const cudaError_t e = Enqueue(stream, plain);
+  if (e != cudaSuccess) return e;
+  if (to_host && (sync_call || from_host || !IsPinned(dst, bytes))) {
+    // To pageable memory (or any cudaMemcpy to the host): returns complete.
+    RunToHere(stream);
+  }
+  return e;
 }
 
 }  // namespace
+
+bool IsDeviceMemory(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(R().mu);
+  return Inside(R().device, p, bytes);
+}
 
 void SetMaxDynamicShared(const void* kernel, int bytes) {
   std::lock_guard<std::mutex> lock(R().mu);
@@ -172,12 +220,18 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
     Set(cudaErrorInvalidValue);
     return;
   }
-  if (c.stream != nullptr && c.stream->invalidated) {
+  if (CaptureInvalidated(c.stream)) {
     Set(cudaErrorStreamCaptureInvalidated);
     return;
   }
-  Enqueue(c.stream,
-          [c, check = std::move(check), body = std::move(body)] { RunGrid(c, check, body); });
+  Enqueue(c.stream, [c, check = std::move(check), body = std::move(body)] {
+    RunGrid(c, check, body);
+    return true;
+  });
+}
+
+int EnqueueHostWork(cudaStream_t stream, StreamWork work) {
+  return Enqueue(stream, std::move(work));
 }
 
 }  // namespace tpserve_emu
@@ -243,7 +297,10 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   }
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  tpserve_emu::DrainDevice();
+  return cudaSuccess;
+}
 cudaError_t cudaGetLastError() {
   const cudaError_t e = tpserve_emu::g_last_error;
   tpserve_emu::g_last_error = cudaSuccess;
@@ -316,12 +373,20 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
+  tpserve_emu::DrainDevice();  // cudaFree synchronises the device
   std::lock_guard<std::mutex> lock(R().mu);
   auto it = R().device.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == R().device.end()) return tpserve_emu::Set(cudaErrorInvalidValue);
   R().device_bytes -= it->second;
+  std::memset(ptr, 0xff, it->second);
+  R().quarantine.emplace_back(ptr, it->second);
+  R().quarantine_bytes += it->second;
   R().device.erase(it);
-  std::free(ptr);
+  while (R().quarantine_bytes > tpserve_emu::kQuarantineBytes) {
+    R().quarantine_bytes -= R().quarantine.front().second;
+    std::free(R().quarantine.front().first);
+    R().quarantine.pop_front();
+  }
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
@@ -333,6 +398,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
 }
 cudaError_t cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
+  tpserve_emu::DrainDevice();  // as cudaFree
   std::lock_guard<std::mutex> lock(R().mu);
   if (R().pinned.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) {
     return tpserve_emu::Set(cudaErrorInvalidValue);
@@ -352,13 +418,16 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   if (cudaError_t e = tpserve_emu::CheckCopy(dst, bytes, src, bytes, kind); e != cudaSuccess) {
     return tpserve_emu::Set(e);
   }
-  return tpserve_emu::Enqueue(stream, [=] { std::memmove(dst, src, bytes); });
+  return tpserve_emu::CopyOnStream(dst, src, bytes, kind, stream, /*sync_call=*/false);
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  if (tpserve_emu::g_capturing_streams > 0) {
+  if (tpserve_emu::CapturingOnThisThread()) {
     return tpserve_emu::Set(cudaErrorStreamCaptureUnsupported);
   }
-  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+  if (cudaError_t e = tpserve_emu::CheckCopy(dst, bytes, src, bytes, kind); e != cudaSuccess) {
+    return tpserve_emu::Set(e);
+  }
+  return tpserve_emu::CopyOnStream(dst, src, bytes, kind, nullptr, /*sync_call=*/true);
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
                               size_t width, size_t height, cudaMemcpyKind kind,
@@ -376,6 +445,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
       std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch,
                    width);
     }
+    return true;
   });
 }
 
@@ -384,37 +454,48 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
       e != cudaSuccess) {
     return tpserve_emu::Set(e);
   }
-  return tpserve_emu::Enqueue(stream, [=] { std::memset(dst, value, bytes); });
+  return tpserve_emu::Enqueue(stream, [=] {
+    std::memset(dst, value, bytes);
+    return true;
+  });
 }
 cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
-  if (tpserve_emu::g_capturing_streams > 0) {
+  if (tpserve_emu::CapturingOnThisThread()) {
     return tpserve_emu::Set(cudaErrorStreamCaptureUnsupported);
   }
   return cudaMemsetAsync(dst, value, bytes, nullptr);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) {
-  *stream = new tpserve_emu_stream();
+  *stream = tpserve_emu::CreateStream(/*non_blocking=*/false);
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
-  return cudaStreamCreate(stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  *stream = tpserve_emu::CreateStream((flags & cudaStreamNonBlocking) != 0);
+  return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (stream == nullptr) return tpserve_emu::Set(cudaErrorInvalidResourceHandle);
-  if (stream->capturing) --tpserve_emu::g_capturing_streams;
-  delete stream;
+  tpserve_emu::DestroyStream(stream);
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  if (stream != nullptr && stream->capturing) {
-    stream->invalidated = true;
+  if (tpserve_emu::IsCapturing(stream)) {
+    tpserve_emu::InvalidateCapture(stream);
     return tpserve_emu::Set(cudaErrorStreamCaptureUnsupported);
   }
+  tpserve_emu::DrainStream(stream);
   return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  return tpserve_emu::QueryStream(stream) ? cudaSuccess : cudaErrorNotReady;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  if (event == nullptr) return tpserve_emu::Set(cudaErrorInvalidResourceHandle);
+  if (tpserve_emu::IsCapturing(stream)) return cudaSuccess;  // captured work runs in order
+  tpserve_emu::AddWait(stream, event->point);
+  return cudaSuccess;
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new tpserve_emu_event();
@@ -424,48 +505,53 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
   return cudaEventCreate(event);
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  tpserve_emu::DrainTo(event->point);  // a pending record still writes the event
   delete event;
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  return tpserve_emu::Enqueue(stream, [event] {
+  const cudaError_t e = tpserve_emu::Enqueue(stream, [event] {
     event->at = std::chrono::steady_clock::now();
     event->recorded = true;
+    return true;
   });
+  if (e == cudaSuccess && !tpserve_emu::IsCapturing(stream)) {
+    event->point = tpserve_emu::LastPoint(stream);
+  }
+  return e;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  tpserve_emu::DrainTo(event->point);
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  return tpserve_emu::QueryTo(event->point) ? cudaSuccess : cudaErrorNotReady;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!tpserve_emu::QueryTo(start->point) || !tpserve_emu::QueryTo(end->point)) {
+    return tpserve_emu::Set(cudaErrorNotReady);
+  }
   if (!start->recorded || !end->recorded) return tpserve_emu::Set(cudaErrorInvalidResourceHandle);
   *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
-  if (stream == nullptr || stream->capturing) return tpserve_emu::Set(cudaErrorIllegalState);
-  stream->capturing = true;
-  stream->invalidated = false;
-  stream->captured.clear();
-  ++tpserve_emu::g_capturing_streams;
+  if (!tpserve_emu::BeginCapture(stream)) return tpserve_emu::Set(cudaErrorIllegalState);
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   *graph = nullptr;
-  if (stream == nullptr || !stream->capturing) return tpserve_emu::Set(cudaErrorIllegalState);
-  stream->capturing = false;
-  --tpserve_emu::g_capturing_streams;
-  if (stream->invalidated) {
-    stream->invalidated = false;
-    stream->captured.clear();
-    return tpserve_emu::Set(cudaErrorStreamCaptureInvalidated);
+  std::vector<tpserve_emu::StreamWork> ops;
+  if (cudaError_t e = tpserve_emu::EndCapture(stream, &ops); e != cudaSuccess) {
+    return tpserve_emu::Set(e);
   }
-  *graph = new tpserve_emu_graph{std::move(stream->captured)};
-  stream->captured.clear();
+  *graph = new tpserve_emu_graph{std::move(ops)};
   return cudaSuccess;
 }
 cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
-  *status = stream != nullptr && stream->capturing ? cudaStreamCaptureStatusActive
-                                                   : cudaStreamCaptureStatusNone;
+  *status = tpserve_emu::IsCapturing(stream) ? cudaStreamCaptureStatusActive
+                                             : cudaStreamCaptureStatusNone;
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
@@ -476,7 +562,10 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (exec == nullptr) return tpserve_emu::Set(cudaErrorInvalidValue);
   return tpserve_emu::Enqueue(stream, [exec] {
-    for (const auto& op : exec->ops) op();
+    for (const auto& op : exec->ops) {
+      while (!op()) std::this_thread::yield();
+    }
+    return true;
   });
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
@@ -484,6 +573,8 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  // Launches of `exec` still queued keep running it: finish them first.
+  tpserve_emu::DrainDevice();
   delete exec;
   return cudaSuccess;
 }

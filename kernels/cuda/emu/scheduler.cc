@@ -5,12 +5,16 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "kernels/cuda/emu/memory_model.h"
 
 // Switches stacks: saves the callee-saved registers on the current stack,
 // stores its pointer in *from, loads `to` and pops the registers saved there.
@@ -41,6 +45,21 @@ tpserve_emu_switch:
 .text
 )");
 
+// ThreadSanitizer must be told about every stack switch (its fiber API);
+// switches synchronise (flag 0), so only races between OS threads, i.e.
+// between blocks, are reported (scripts/gpu_emu_tsan.sh).
+#if defined(__SANITIZE_THREAD__)
+extern "C" {
+void* __tsan_get_current_fiber(void);
+void* __tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void* fiber);
+void __tsan_switch_to_fiber(void* fiber, unsigned flags);
+}
+#define TPSERVE_EMU_TSAN 1
+#else
+#define TPSERVE_EMU_TSAN 0
+#endif
+
 namespace tpserve_emu {
 
 thread_local Thread* g_thread = nullptr;
@@ -61,6 +80,7 @@ struct Fiber {
   const char* waiting_on = nullptr;
   void* sp = nullptr;  // saved stack pointer while switched out
   void* stack = nullptr;
+  void* tsan_fiber = nullptr;
 };
 
 struct Run {
@@ -68,6 +88,7 @@ struct Run {
   const char* kernel_name = nullptr;
   std::vector<Fiber>* fibers = nullptr;
   void* scheduler_sp = nullptr;
+  void* scheduler_tsan_fiber = nullptr;
   // Per-warp exchange slots for WarpExchange.
   std::vector<unsigned char> slots;  // warps * 32 * 64 bytes
 };
@@ -75,6 +96,8 @@ struct Run {
 thread_local Run* g_run = nullptr;
 thread_local Fiber* g_fiber = nullptr;
 thread_local std::vector<void*>* g_stacks = nullptr;  // free stacks of this OS thread
+// Static __shared__ variables of this OS thread (registered by StaticShared).
+thread_local std::vector<std::pair<void*, size_t>>* g_static_shared = nullptr;
 
 void* TakeStack() {
   if (g_stacks == nullptr) g_stacks = new std::vector<void*>();
@@ -90,6 +113,14 @@ void* TakeStack() {
   return s;
 }
 
+// Switches from the running fiber back to the block's scheduler loop.
+void ToScheduler() {
+#if TPSERVE_EMU_TSAN
+  __tsan_switch_to_fiber(g_run->scheduler_tsan_fiber, 0);
+#endif
+  tpserve_emu_switch(&g_fiber->sp, g_run->scheduler_sp);
+}
+
 [[noreturn]] void FiberMain() {
   (*g_run->body)();
   // cp.async copies never waited for still land before the kernel ends.
@@ -98,11 +129,11 @@ void* TakeStack() {
   t.async_copies.clear();
   t.async_groups.clear();
   g_fiber->state = State::kDone;
-  tpserve_emu_switch(&g_fiber->sp, g_run->scheduler_sp);
+  ToScheduler();
   __builtin_unreachable();  // a finished fiber is never resumed
 }
 
-void Yield() { tpserve_emu_switch(&g_fiber->sp, g_run->scheduler_sp); }
+void Yield() { ToScheduler(); }
 
 // A fresh fiber's stack, as tpserve_emu_switch expects to find it: six zero
 // registers, then FiberMain as the return address, then a null frame, with
@@ -127,10 +158,10 @@ std::string Describe(const std::vector<Fiber>& fibers) {
       break;
     }
     char buf[128];
-    std::snprintf(buf, sizeof(buf), " thread (%u,%u,%u) at %s;", f.thread.idx.x, f.thread.idx.y,
-                  f.thread.idx.z,
-                  f.state == State::kBlockBarrier ? "__syncthreads"
-                                                  : (f.waiting_on ? f.waiting_on : "?"));
+    std::snprintf(
+        buf, sizeof(buf), " thread (%u,%u,%u) at %s;", f.thread.idx.x, f.thread.idx.y,
+        f.thread.idx.z,
+        f.state == State::kBlockBarrier ? "__syncthreads" : (f.waiting_on ? f.waiting_on : "?"));
     out += buf;
   }
   return out;
@@ -186,10 +217,23 @@ void WarpLeave() {
   g_fiber->waiting_on = nullptr;
 }
 
-void RunBlock(Block& block, const KernelBody& body, const char* kernel_name) {
+StaticShared::StaticShared(void* p, size_t bytes) {
+  std::memset(p, 0xff, bytes);
+  if (g_static_shared == nullptr) g_static_shared = new std::vector<std::pair<void*, size_t>>();
+  g_static_shared->emplace_back(p, bytes);
+}
+
+void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uint64_t seed) {
+  // A block never sees the previous block's static shared memory.
+  if (g_static_shared != nullptr) {
+    for (const auto& [p, bytes] : *g_static_shared) std::memset(p, 0xff, bytes);
+  }
   const unsigned n = block.dim.x * block.dim.y * block.dim.z;
   std::vector<Fiber> fibers(n);
   Run run;
+#if TPSERVE_EMU_TSAN
+  run.scheduler_tsan_fiber = __tsan_get_current_fiber();
+#endif
   run.body = &body;
   run.kernel_name = kernel_name;
   run.fibers = &fibers;
@@ -201,20 +245,39 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name) {
   g_block = &block;
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = fibers[i];
-    f.thread.idx = uint3{i % block.dim.x, (i / block.dim.x) % block.dim.y,
-                         i / (block.dim.x * block.dim.y)};
+    f.thread.idx =
+        uint3{i % block.dim.x, (i / block.dim.x) % block.dim.y, i / (block.dim.x * block.dim.y)};
     f.thread.linear = static_cast<int>(i);
     f.thread.lane = static_cast<int>(i % 32);
     f.thread.warp = static_cast<int>(i / 32);
     f.stack = TakeStack();
+#if TPSERVE_EMU_TSAN
+    f.tsan_fiber = __tsan_create_fiber(0);
+#endif
     f.sp = InitialStack(f.stack);
   }
+  uint64_t rng = seed;
   for (;;) {
     bool progressed = false;
-    for (Fiber& f : fibers) {
+    // Within a barrier interval the hardware promises no order between
+    // warps (or lanes, for code outside warp collectives): resume the fibers
+    // from a random one, forwards or backwards (cheap enough to redraw for
+    // every interval, unlike a full shuffle).
+    unsigned start = 0, stride = 1;
+    if (seed != 0) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      start = static_cast<unsigned>((rng >> 33) % n);
+      stride = (rng >> 32) & 1 ? 1 : n - 1;
+    }
+    for (unsigned k = 0, i = start; k < n; ++k, i = (i + stride) % n) {
+      Fiber& f = fibers[i];
       if (f.state != State::kRunnable) continue;
       g_fiber = &f;
       g_thread = &f.thread;
+      ModelSetThread(f.thread.linear);
+#if TPSERVE_EMU_TSAN
+      __tsan_switch_to_fiber(f.tsan_fiber, 0);
+#endif
       tpserve_emu_switch(&run.scheduler_sp, f.sp);
       progressed = true;
     }
@@ -253,10 +316,14 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name) {
       }
       continue;
     }
-    Fail("deadlock: threads wait at barriers that can never complete:%s",
-         Describe(fibers).c_str());
+    Fail("deadlock: threads wait at barriers that can never complete:%s", Describe(fibers).c_str());
   }
-  for (Fiber& f : fibers) g_stacks->push_back(f.stack);
+  for (Fiber& f : fibers) {
+    g_stacks->push_back(f.stack);
+#if TPSERVE_EMU_TSAN
+    __tsan_destroy_fiber(f.tsan_fiber);
+#endif
+  }
   g_run = saved_run;
   g_block = saved_block;
 }

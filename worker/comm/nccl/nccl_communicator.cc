@@ -105,20 +105,24 @@ class NcclCommunicator : public Communicator {
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
-  // Creates the stream, the barrier scratch and the NCCL communicator.
+  // Creates the stream, the barrier scratch and the NCCL communicator, then
+  // waits for every rank without holding the lock (Abort() may end the wait).
   absl::Status Init(const ncclUniqueId& id) {
-    absl::MutexLock lock(&mu_);
-    TPS_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_), "cudaSetDevice"));
-    TPS_RETURN_IF_ERROR(
-        CudaError(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
-    TPS_RETURN_IF_ERROR(CudaError(cudaMalloc(&scratch_, sizeof(int32_t)), "cudaMalloc"));
-    TPS_RETURN_IF_ERROR(CudaError(cudaMemset(scratch_, 0, sizeof(int32_t)), "cudaMemset"));
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;
-    ncclComm_t comm = nullptr;
-    const ncclResult_t r = ncclCommInitRankConfig(&comm, world_size_, id, rank_, &config);
-    if (r != ncclSuccess && r != ncclInProgress) return NcclError(r, "ncclCommInitRankConfig");
-    comm_ = comm;
+    {
+      absl::MutexLock lock(&mu_);
+      TPS_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_), "cudaSetDevice"));
+      TPS_RETURN_IF_ERROR(CudaError(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                                    "cudaStreamCreate"));
+      TPS_RETURN_IF_ERROR(CudaError(cudaMalloc(&scratch_, sizeof(int32_t)), "cudaMalloc"));
+      TPS_RETURN_IF_ERROR(CudaError(cudaMemset(scratch_, 0, sizeof(int32_t)), "cudaMemset"));
+      TPS_RETURN_IF_ERROR(CudaError(cudaDeviceSynchronize(), "cudaDeviceSynchronize"));
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;
+      ncclComm_t comm = nullptr;
+      const ncclResult_t r = ncclCommInitRankConfig(&comm, world_size_, id, rank_, &config);
+      if (r != ncclSuccess && r != ncclInProgress) return NcclError(r, "ncclCommInitRankConfig");
+      comm_ = comm;
+    }
     return WaitReady(absl::Now() + timeout_, "ncclCommInitRankConfig (waiting for every rank)");
   }
 
@@ -229,34 +233,43 @@ class NcclCommunicator : public Communicator {
   }
 
   // Waits until the last call on the non-blocking communicator left
-  // ncclInProgress, up to `deadline`.
-  absl::Status WaitReady(absl::Time deadline, absl::string_view what)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // ncclInProgress, up to `deadline`. The lock is taken per poll only, so
+  // Abort() from another thread (a watchdog, a shutdown) ends the wait with
+  // CANCELLED instead of waiting for the deadline behind the lock.
+  absl::Status WaitReady(absl::Time deadline, absl::string_view what) ABSL_LOCKS_EXCLUDED(mu_) {
     for (int i = 0;; ++i) {
-      ncclResult_t state = ncclSuccess;
-      const ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
-      if (r != ncclSuccess) return Fail(NcclError(r, what));
-      if (state == ncclSuccess) return absl::OkStatus();
-      if (state != ncclInProgress) return Fail(NcclError(state, what));
-      if (absl::Now() > deadline) {
-        return Fail(absl::DeadlineExceededError(
-            absl::StrCat(what, " timed out after ", absl::FormatDuration(timeout_), "; aborted")));
+      {
+        absl::MutexLock lock(&mu_);
+        TPS_RETURN_IF_ERROR(CheckUsable());
+        ncclResult_t state = ncclSuccess;
+        const ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
+        if (r != ncclSuccess) return Fail(NcclError(r, what));
+        if (state == ncclSuccess) return absl::OkStatus();
+        if (state != ncclInProgress) return Fail(NcclError(state, what));
+        if (absl::Now() > deadline) {
+          return Fail(absl::DeadlineExceededError(absl::StrCat(
+              what, " timed out after ", absl::FormatDuration(timeout_), "; aborted")));
+        }
       }
       PollPause(i);
     }
   }
 
   template <typename Call>
-  absl::Status Enqueue(absl::string_view what, const CollectiveOptions& opts, Call&& call) {
-    absl::MutexLock lock(&mu_);
-    TPS_RETURN_IF_ERROR(CheckUsable());
-    TPS_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_), "cudaSetDevice"));
-    const absl::Duration timeout = opts.timeout == absl::ZeroDuration() ? timeout_ : opts.timeout;
-    const absl::Time deadline = absl::Now() + timeout;
-    pending_deadline_ = std::max(pending_deadline_, deadline);
-    cudaStream_t s = opts.stream == nullptr ? stream_ : static_cast<cudaStream_t>(opts.stream);
-    const ncclResult_t r = call(s);
-    if (r != ncclSuccess && r != ncclInProgress) return Fail(NcclError(r, what));
+  absl::Status Enqueue(absl::string_view what, const CollectiveOptions& opts, Call&& call)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::Time deadline;
+    {
+      absl::MutexLock lock(&mu_);
+      TPS_RETURN_IF_ERROR(CheckUsable());
+      TPS_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_), "cudaSetDevice"));
+      const absl::Duration timeout = opts.timeout == absl::ZeroDuration() ? timeout_ : opts.timeout;
+      deadline = absl::Now() + timeout;
+      pending_deadline_ = std::max(pending_deadline_, deadline);
+      cudaStream_t s = opts.stream == nullptr ? stream_ : static_cast<cudaStream_t>(opts.stream);
+      const ncclResult_t r = call(s);
+      if (r != ncclSuccess && r != ncclInProgress) return Fail(NcclError(r, what));
+    }
     return WaitReady(deadline, what);
   }
 

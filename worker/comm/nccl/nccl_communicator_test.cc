@@ -1,8 +1,11 @@
 // NcclCommunicator on the GPUs this machine has: one rank per device (up to
 // 4), each in its own thread, rendezvousing through an in-process
 // TcpKvStoreServer on port 0. Also checks that a peer that never joins turns
-// into DEADLINE_EXCEEDED within the timeout instead of a hang.
-// Without a device every test reports "skipped: no CUDA device".
+// into DEADLINE_EXCEEDED within the timeout instead of a hang, and that
+// Abort() from another thread ends a wait for a peer at once.
+// Without a device every test reports "skipped: no CUDA device". The _emu
+// twin runs the same code on the CUDA emulator's in-process NCCL
+// (kernels/cuda/emu/nccl_emu.cc) with four emulated devices.
 #include "worker/comm/nccl/nccl_communicator.h"
 
 #include <cuda_runtime.h>
@@ -51,6 +54,9 @@ void RunRank(int port, int rank, int world, std::vector<std::string>* errors) {
     return fail("cudaMalloc");
   }
   cudaMemcpy(d, host.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+  // The collectives run on the communicator's non-blocking stream, which is
+  // not ordered after the legacy stream the copy lands on.
+  cudaDeviceSynchronize();
   absl::Status s = (*comm)->AllReduceSum(d, n, CommDType::kF32);
   if (s.ok()) s = (*comm)->Synchronize(nullptr);
   std::vector<float> back(n);
@@ -71,6 +77,7 @@ void RunRank(int port, int rank, int world, std::vector<std::string>* errors) {
   // Broadcast from the last rank.
   const float mark = static_cast<float>(rank);
   cudaMemcpy(d, &mark, sizeof(float), cudaMemcpyHostToDevice);
+  cudaDeviceSynchronize();
   if (s.ok()) s = (*comm)->Broadcast(d, 1, CommDType::kF32, world - 1);
   if (s.ok()) s = (*comm)->Synchronize(nullptr);
   float got = -1.0f;
@@ -107,6 +114,53 @@ TEST(NcclCommunicatorTest, MissingPeerTimesOutInsteadOfHanging) {
   absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateNcclCommunicator(store, 0, 2, opts);
   EXPECT_EQ(comm.status().code(), absl::StatusCode::kDeadlineExceeded) << comm.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+}
+
+// Rank 0 starts a collective rank 1 never joins; a watchdog thread aborts
+// rank 0's communicator. The collective (its enqueue, or the wait for it)
+// ends with an error at once, not at the 20 s timeout: the communicator does
+// not hold its lock while it waits.
+TEST(NcclCommunicatorTest, AbortFromAnotherThreadEndsAWaitForAPeer) {
+  TPS_SKIP_WITHOUT_CUDA();
+  if (kernels::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  std::unique_ptr<Communicator> comms[2];
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      TcpKvStoreClient store("127.0.0.1", server.port());
+      NcclOptions opts;
+      opts.device = r;
+      opts.timeout = absl::Seconds(20);
+      opts.prefix = "test/abort";
+      absl::StatusOr<std::unique_ptr<Communicator>> c = CreateNcclCommunicator(store, r, 2, opts);
+      if (c.ok()) comms[r] = *std::move(c);
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  ASSERT_NE(comms[0], nullptr);
+  ASSERT_NE(comms[1], nullptr);
+  cudaSetDevice(0);
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 64 * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(d, 0, 64 * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::thread watchdog([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    comms[0]->Abort();
+  });
+  const absl::Time start = absl::Now();
+  absl::Status s = comms[0]->AllReduceSum(d, 64, CommDType::kF32);
+  if (s.ok()) s = comms[0]->Synchronize(nullptr);
+  const absl::Duration took = absl::Now() - start;
+  watchdog.join();
+  EXPECT_FALSE(s.ok());
+  EXPECT_LT(took, absl::Seconds(5)) << s;
+  comms[1]->Abort();
+  comms[0].reset();
+  comms[1].reset();
+  cudaFree(d);
 }
 
 TEST(NcclCommunicatorTest, WorldSizeMismatchIsInvalidArgument) {

@@ -18,6 +18,7 @@
 #include "worker/engine/cuda/device_weights.h"
 #include "worker/engine/cuda/graph_cache.h"
 #include "worker/engine/cuda/layer_enqueue.h"
+#include "worker/engine/cuda/pinned_staging.h"
 #include "worker/engine/forward_common.h"
 
 namespace tpserve {
@@ -39,6 +40,10 @@ class CudaForward final : public ForwardBackend {
 
   ~CudaForward() override {
     cudaSetDevice(device_);
+    // A step abandoned with collectives in flight (a peer died) never drains
+    // by itself: wait at most the communicator's timeout, then abort it so
+    // its kernels exit, before waiting for the stream.
+    if (comm_.world_size() > 1 && !comm_.Synchronize(stream_).ok()) comm_.Abort();
     cudaStreamSynchronize(stream_);
     graphs_.Clear();
     cudaStreamDestroy(stream_);
@@ -51,19 +56,29 @@ class CudaForward final : public ForwardBackend {
     all->assign(world, mine);
     if (world == 1) return absl::OkStatus();
     TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
-    TPS_ASSIGN_OR_RETURN(DeviceBuffer<int64_t> send, Upload(&mine, 1));
+    TPS_ASSIGN_OR_RETURN(DeviceBuffer<int64_t> send, DeviceBuffer<int64_t>::Allocate(1));
     TPS_ASSIGN_OR_RETURN(DeviceBuffer<int64_t> recv, DeviceBuffer<int64_t>::Allocate(world));
+    // Upload and read back on stream_, where the all-gather runs: stream_ is
+    // non-blocking, so legacy-stream copies (cudaMemcpy) are not ordered with
+    // it. `mine` outlives the copy: the stream is synchronised below.
+    TPS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(send.data(), &mine, sizeof(mine), cudaMemcpyHostToDevice, stream_));
     TPS_RETURN_IF_ERROR(
         comm_.AllGather(send.data(), recv.data(), 1, CommDType::kI64, {.stream = stream_}));
+    TPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(all->data(), recv.data(), sizeof(int64_t) * world,
+                                             cudaMemcpyDeviceToHost, stream_));
     TPS_RETURN_IF_ERROR(comm_.Synchronize(stream_));
     TPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    TPS_ASSIGN_OR_RETURN(*all, recv.ToHost());
     return absl::OkStatus();
   }
 
   // Uploads `w`; the host copies are dropped when it goes out of scope.
   absl::Status Load(ShardWeights w, const KvCacheShape& shape, int num_blocks) override {
     TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    // Captured graphs point at the weights and KV cache about to be freed.
+    TPS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    graphs_.Clear();
+    ++moves_;
     TPS_ASSIGN_OR_RETURN(embedding_,
                          Upload(w.embedding.data, static_cast<size_t>(w.embedding.bytes)));
     embedding_dtype_ = w.embedding.dtype;
@@ -131,6 +146,7 @@ class CudaForward final : public ForwardBackend {
   DeviceBuffer<float> x_, h_, qkv_, attn_, proj_, gu_, act_, ws_, head_in_, head_out_, gathered_;
   DeviceBuffer<int64_t> fixed_;  // (T, H) row-parallel partials, tp_invariant_
   uint64_t moves_ = 0;
+  PinnedStagingRing staging_;  // host side of the step metadata uploads
   DecodeGraphCache graphs_;
   DeviceSampler sampler_;
 };
@@ -177,12 +193,18 @@ absl::Status CudaForward::Launch(const StepBatch& batch, const std::vector<int>&
                      .max_blocks = layout.max_blocks,
                      .max_context = layout.max_context,
                      .all_decode = layout.all_decode};
-  TPS_RETURN_IF_ERROR(Stage(layout.tokens, d_tokens_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(layout.positions, d_pos_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(layout.cu_q, d_cu_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(layout.starts, d_starts_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(layout.tables, d_tables_, stream_, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(layout.slots, d_slots_, stream_, &moves_));
+  // `layout` dies when this returns, before the stream runs the uploads:
+  // they go through the pinned ring, which outlives them.
+  TPS_RETURN_IF_ERROR(staging_.Begin(StagedBytes(layout.tokens) + StagedBytes(layout.positions) +
+                                     StagedBytes(layout.cu_q) + StagedBytes(layout.starts) +
+                                     StagedBytes(layout.tables) + StagedBytes(layout.slots)));
+  TPS_RETURN_IF_ERROR(staging_.Stage(layout.tokens, d_tokens_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.Stage(layout.positions, d_pos_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.Stage(layout.cu_q, d_cu_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.Stage(layout.starts, d_starts_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.Stage(layout.tables, d_tables_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.Stage(layout.slots, d_slots_, stream_, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.End(stream_));
   TPS_RETURN_IF_ERROR(GrowScratch(sh, graph ? sh.num_seqs : static_cast<int>(head_rows.size())));
   if (!graph) return Enqueue(sh, head_rows, timings);
   std::vector<int> rows(sh.num_seqs);

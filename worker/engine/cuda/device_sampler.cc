@@ -38,9 +38,14 @@ absl::Status DeviceSampler::Sample(const HeadLogits& head, const DeviceSampling&
                .history_end = sampling.history_begin[r + 1],
                .uniform = sampling.uniforms[r]};
   }
-  TPS_RETURN_IF_ERROR(Stage(rows, rows_, stream, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(sampling.history_tokens, hist_tokens_, stream, &moves_));
-  TPS_RETURN_IF_ERROR(Stage(sampling.history_output_counts, hist_counts_, stream, &moves_));
+  // `rows` dies when this returns, before the stream runs the uploads.
+  TPS_RETURN_IF_ERROR(staging_.Begin(StagedBytes(rows) + StagedBytes(sampling.history_tokens) +
+                                     StagedBytes(sampling.history_output_counts)));
+  TPS_RETURN_IF_ERROR(staging_.Stage(rows, rows_, stream, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.Stage(sampling.history_tokens, hist_tokens_, stream, &moves_));
+  TPS_RETURN_IF_ERROR(
+      staging_.Stage(sampling.history_output_counts, hist_counts_, stream, &moves_));
+  TPS_RETURN_IF_ERROR(staging_.End(stream));
   TPS_RETURN_IF_ERROR(Grow(workspace_, static_cast<size_t>(R) * V, &moves_));
   TPS_RETURN_IF_ERROR(Grow(ids_, static_cast<size_t>(R), &moves_));
   TPS_RETURN_IF_ERROR(kc::Sample({.logits = logits,

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/sampling.h"
+#include "worker/engine/cuda/pinned_staging.h"
 #include "worker/engine/forward_backend.h"
 #include "worker/engine/shard_plan.h"
 
@@ -50,6 +51,7 @@ class DeviceSampler {
   kernels::cuda::DeviceBuffer<float> logits_;  // (R, V), multi-rank only
   kernels::cuda::DeviceBuffer<double> workspace_;
   uint64_t moves_ = 0;  // reallocations (nothing captures these buffers)
+  PinnedStagingRing staging_;
 };
 
 }  // namespace tpserve

@@ -1,10 +1,11 @@
 // Device-side weights and buffers of the CUDA backend: a linear layer's
 // uploaded parts (quantized matrices stay quantized; the GEMMs dequantize on
 // the fly), one transformer layer's device weights and KV cache, and the
-// helpers that upload, grow and stage device buffers.
+// helpers that upload and grow device buffers (pinned_staging.h stages
+// per-step host arrays).
 //
 //   TPS_ASSIGN_OR_RETURN(DeviceLinear qkv, UploadLinear(layer_weights.qkv));
-//   TPS_RETURN_IF_ERROR(Stage(layout.tokens, d_tokens, stream, &moves));
+//   TPS_RETURN_IF_ERROR(Grow(d_scratch, n, &moves));
 //   TPS_RETURN_IF_ERROR(RunLinear(qkv, x, rows, y, qkv.out_features, stream_ref));
 #ifndef TPSERVE_WORKER_ENGINE_CUDA_DEVICE_WEIGHTS_H_
 #define TPSERVE_WORKER_ENGINE_CUDA_DEVICE_WEIGHTS_H_
@@ -27,7 +28,10 @@ namespace tpserve {
 
 using kernels::cuda::DeviceBuffer;
 
-// `n` elements of host memory at `src` as a new device buffer (synchronous).
+// `n` elements of host memory at `src` as a new device buffer. The copy
+// lands on the legacy stream after the call returns (pageable source): the
+// caller synchronises the device before another stream reads the buffer
+// (CudaForward::Load does, once, after every upload).
 template <typename T>
 absl::StatusOr<DeviceBuffer<T>> Upload(const T* src, size_t n) {
   TPS_ASSIGN_OR_RETURN(DeviceBuffer<T> b, DeviceBuffer<T>::Allocate(n));
@@ -45,19 +49,6 @@ absl::Status Grow(DeviceBuffer<T>& b, size_t n, uint64_t* moves) {
   b = DeviceBuffer<T>();  // free first: scratch can be large
   TPS_ASSIGN_OR_RETURN(b, DeviceBuffer<T>::Allocate(n));
   ++*moves;
-  return absl::OkStatus();
-}
-
-// Copies `host` into the grown device buffer `d` on `stream`. A
-// cudaMemcpyAsync from pageable host memory returns once the source has been
-// read, so `host` may be freed when this returns.
-template <typename T>
-absl::Status Stage(const std::vector<T>& host, DeviceBuffer<T>& d, cudaStream_t stream,
-                   uint64_t* moves) {
-  TPS_RETURN_IF_ERROR(Grow(d, std::max<size_t>(host.size(), 1), moves));
-  if (host.empty()) return absl::OkStatus();
-  TPS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d.data(), host.data(), host.size() * sizeof(T),
-                                           cudaMemcpyHostToDevice, stream));
   return absl::OkStatus();
 }
 

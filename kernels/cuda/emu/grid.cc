@@ -1,0 +1,150 @@
+// Block scheduling of the CUDA emulator (grid.h).
+#include "kernels/cuda/emu/grid.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kernels/cuda/emu/memory_model.h"
+#include "kernels/cuda/emu/scheduler.h"
+
+namespace tpserve_emu {
+namespace {
+
+uint64_t EnvOr(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+int Threads() {
+  static const int n =
+      static_cast<int>(std::clamp<uint64_t>(EnvOr("TPSERVE_CUDA_EMU_THREADS", 2), 1, 64));
+  return n;
+}
+
+// Persistent helper threads; one grid at a time uses them (a second host
+// thread launching meanwhile runs its grid on its own thread).
+class Pool {
+ public:
+  explicit Pool(int helpers) {
+    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { Loop(); });
+  }
+
+  // Runs job(i) for every i in [0, n) on the helpers and the caller.
+  // False when the pool is busy with another grid.
+  bool Run(int n, const std::function<void(int)>& job) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = &job;
+      n_ = n;
+      next_ = 0;
+      running_ = static_cast<int>(threads_.size());
+      ++generation_;
+    }
+    wake_.notify_all();
+    Work(job, n);
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return running_ == 0; });
+    job_ = nullptr;
+    return true;
+  }
+
+ private:
+  void Work(const std::function<void(int)>& job, int n) {
+    for (int i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) job(i);
+  }
+  void Loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* job;
+      int n;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        job = job_;
+        n = n_;
+      }
+      Work(*job, n);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--running_ == 0) done_.notify_all();
+    }
+  }
+
+  std::mutex busy_;
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int)>* job_ = nullptr;
+  int n_ = 0;
+  std::atomic<int> next_{0};
+  int running_ = 0;
+  uint64_t generation_ = 0;
+  std::vector<std::thread> threads_;
+};
+
+Pool* ThePool() {
+  // Leaked: helper threads outlive static destruction.
+  static Pool* pool = Threads() > 1 ? new Pool(Threads() - 1) : nullptr;
+  return pool;
+}
+
+// Per launching thread, so a single-threaded program sees the same orders
+// on every run.
+thread_local uint64_t g_launches = 0;
+
+}  // namespace
+
+uint64_t ScheduleSeed() {
+  static const uint64_t seed = EnvOr("TPSERVE_CUDA_EMU_SEED", 1);
+  return seed;
+}
+
+void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
+             const std::function<void()>& body) {
+  check();
+  const uint64_t seed = ScheduleSeed();
+  const uint64_t launch = ++g_launches;
+  const uint64_t blocks = uint64_t{c.grid.x} * c.grid.y * c.grid.z;
+  std::vector<uint64_t> order(blocks);
+  for (uint64_t i = 0; i < blocks; ++i) order[i] = i;
+  if (seed != 0) {
+    std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ull + launch);
+    std::shuffle(order.begin(), order.end(), rng);
+  }
+  auto run_block = [&](int i) {
+    const uint64_t linear = order[i];
+    thread_local std::vector<unsigned char> shared;
+    shared.resize(c.shared_bytes + 128);
+    Block b;
+    b.idx = uint3{static_cast<unsigned>(linear % c.grid.x),
+                  static_cast<unsigned>(linear / c.grid.x % c.grid.y),
+                  static_cast<unsigned>(linear / (uint64_t{c.grid.x} * c.grid.y))};
+    b.dim = c.block;
+    b.grid = c.grid;
+    // Uninitialised shared memory reads as NaN.
+    std::memset(shared.data(), 0xff, shared.size());
+    b.dynamic_shared =
+        shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
+    b.dynamic_shared_bytes = c.shared_bytes;
+    ModelBlockBegin(c.block.x * c.block.y * c.block.z);
+    RunBlock(b, body, c.name, seed == 0 ? 0 : seed ^ (launch << 20) ^ linear);
+    ModelBlockEnd();
+  };
+  ModelLaunchBegin(c.name);
+  struct EndLaunch {
+    ~EndLaunch() { ModelLaunchEnd(); }
+  } end_launch;
+  const std::function<void(int)> job = run_block;
+  if (blocks > 1 && ThePool() != nullptr && ThePool()->Run(static_cast<int>(blocks), job)) return;
+  for (uint64_t i = 0; i < blocks; ++i) run_block(static_cast<int>(i));
+}
+
+}  // namespace tpserve_emu

@@ -1,0 +1,31 @@
+// Internal to the CUDA emulator: runs the blocks of one grid in a seeded
+// random order on several OS threads, so a kernel that assumes an order
+// between blocks (or races between them) shows seed-dependent results, and
+// ThreadSanitizer reports (scripts/gpu_emu_tsan.sh).
+//
+//   $TPSERVE_CUDA_EMU_SEED     0: blocks in index order, fibers in thread
+//                              order (the old deterministic schedule);
+//                              otherwise the seed of every order (default 1).
+//   $TPSERVE_CUDA_EMU_THREADS  OS threads per grid (default 2, at most 64).
+//
+//   RunGrid(config, check, body);  // from a stream's queued launch
+#ifndef TPSERVE_KERNELS_CUDA_EMU_GRID_H_
+#define TPSERVE_KERNELS_CUDA_EMU_GRID_H_
+
+#include <cstdint>
+#include <functional>
+
+#include "kernels/cuda/emu/emu.h"
+
+namespace tpserve_emu {
+
+// The schedule's seed (0: in order).
+uint64_t ScheduleSeed();
+
+// Runs `check` once, then every block of c.grid with `body` per thread.
+void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
+             const std::function<void()>& body);
+
+}  // namespace tpserve_emu
+
+#endif  // TPSERVE_KERNELS_CUDA_EMU_GRID_H_

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Summarises the CUDA emulator's memory-transaction MODEL of decode steps
+(kernels/cuda/emu/memory_model.h, written by decode_model under
+scripts/gpu_model.sh) as a Markdown table per step: per kernel and per step,
+the warp requests, sectors and lines per request, useful-byte efficiency,
+the distinct bytes (the DRAM traffic if L2 holds each kernel's working set),
+and an H100 time estimate from the constants below. A model, not a
+measurement: it ignores latency, occupancy, launch overhead, L2 misses and
+instruction throughput.
+
+    gpu_model_report.py model.tsv [decode_model_stdout.txt] [--tsv]
+
+--tsv [--label=L] prints kernels/cuda/model_h100.tsv lines instead (bench row
+prefix "<step> L", prediction), for scripts/gpu_check.sh.
+"""
+import collections
+import sys
+
+# H100 SXM5 constants. HBM3 bandwidth 3.35 TB/s (NVIDIA datasheet). The L1
+# term: 132 SMs at the 1.98 GHz boost clock, each L1 serving one 128-byte
+# wavefront per clock, a request costing one wavefront per distinct line it
+# touches. Decode kernels are bandwidth-bound; the 989 TFLOP/s dense bf16
+# rate is not reached by any decode kernel and is not modelled.
+HBM_BYTES_PER_S = 3.35e12
+SMS, CLOCK_HZ, L1_WAVEFRONT_BYTES = 132, 1.98e9, 128
+L1_BYTES_PER_S = SMS * CLOCK_HZ * L1_WAVEFRONT_BYTES
+
+
+def modelled_us(k):
+    """max(HBM time of the distinct bytes, L1 time of the lines requested)."""
+    return max(k["distinct"] / HBM_BYTES_PER_S, k["lines"] * L1_WAVEFRONT_BYTES / L1_BYTES_PER_S) * 1e6
+
+
+def load(path):
+    rows = collections.OrderedDict()
+    seen = set()
+    with open(path) as f:
+        for line in f:
+            tag, launch, kernel, _site, kind, req, sec, lines, useful, distinct = line.rstrip("\n").split("\t")
+            k = rows.setdefault((tag, kernel), collections.Counter())
+            k["requests"] += int(req)
+            k["sectors"] += int(sec)
+            k["lines"] += int(lines)
+            k["useful"] += int(useful)
+            if (tag, launch) not in seen:
+                seen.add((tag, launch))
+                k["distinct"] += int(distinct)
+                k["launches"] += 1
+    return rows
+
+
+def weights(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if ": weight bytes " in line:
+                tag, n = line.strip().split(": weight bytes ")
+                out[tag] = int(n)
+    return out
+
+
+def row(name, k, per_kernel_us):
+    req = max(k["requests"], 1)
+    return (f"| {name} | {k['launches']} | {k['requests']} | {k['sectors'] / req:.2f} | {k['lines'] / req:.2f} | "
+            f"{k['useful'] / max(32 * k['sectors'], 1):.0%} | {k['distinct'] / 1e6:.2f} | "
+            f"{32 * k['sectors'] / 1e6:.1f} | {per_kernel_us:.1f} | |")
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    rows = load(args[0])
+    w = weights(args[1]) if len(args) > 1 else {}
+    tags = list(dict.fromkeys(tag for tag, _ in rows))
+    for tag in tags:
+        total = collections.Counter()
+        kernels = sorted(((kn, k) for (t, kn), k in rows.items() if t == tag), key=lambda x: -modelled_us(x[1]))
+        step_us = sum(modelled_us(k) for _, k in kernels)
+        for _, k in kernels:
+            total.update(k)
+        if "--tsv" in sys.argv:
+            batch = int(tag.split("-")[1])
+            label = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--label=")), "")
+            print(f"{tag} {label}\tmodel {batch / step_us * 1e6:.0f} tok/s ({step_us:.0f} µs/step)")
+            continue
+        print(f"\n**{tag}** (modelled H100; the measured column is for the first device run)\n")
+        print("| kernel | launches | warp requests | sectors/request | lines/request | useful-byte efficiency "
+              "| distinct MB | sector MB | modelled µs | measured µs |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for kn, k in kernels:
+            print(row(kn.replace("|", "\\|"), k, modelled_us(k)))
+        print(row("**step**", total, step_us))
+        if tag in w:
+            roof_us = w[tag] / HBM_BYTES_PER_S * 1e6
+            print(f"\nWeights {w[tag] / 1e6:.1f} MB: weight-streaming roofline {roof_us:.1f} µs per step; "
+                  f"modelled step {step_us:.1f} µs = {roof_us / step_us:.0%} of the roofline.")
+
+
+if __name__ == "__main__":
+    main()
