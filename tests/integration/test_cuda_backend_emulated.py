@@ -4,11 +4,17 @@
 streamed requests, and every output equals what a CPU worker gives for the
 same requests. Greedy requests and
 seeded sampling with penalties (sampled on the device by the CUDA worker, on
-the host by the CPU one)."""
+the host by the CPU one). And a TP=2 CUDA group whose rank is stopped past
+the heartbeat bound during streams reforms: the survivor leaves the epoch with
+collectives queued on its stream, joins the next, and every stream ends once
+with the unfaulted tokens."""
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 
 from cluster import Cluster, _runfile, parse_metrics
@@ -38,13 +44,77 @@ def generate(cluster):
     return results
 
 
+def make_model():
+    tmp = tempfile.mkdtemp(prefix="tpserve_cuda_emu_")
+    model = os.path.join(tmp, "tiny_f32.gguf")
+    subprocess.run([_runfile("tests/testmodel/make_test_model"), f"--out={model}", "--dtype=f32",
+                    "--hidden=128", "--layers=2", "--heads=4", "--kv_heads=2", "--ffn=256",
+                    "--vocab=4096", "--seed=3"], check=True)
+    return model
+
+
+def streams(cluster, fault=None, n=4, max_tokens=48):
+    """n concurrent greedy streams; fault() runs on another thread once 16
+    tokens arrived. Returns [(error or None, token ids, finish count)]."""
+    results, count = [None] * n, [0]
+
+    def consume(i):
+        ids, finals = [], 0
+        try:
+            with cluster.client(timeout=600) as client:
+                for chunk in client.generate(request_id=f"s{i}", prompt=f"{PROMPTS[i % 3]} {i}",
+                                             max_tokens=max_tokens, temperature=0.0,
+                                             ignore_eos=True):
+                    ids.extend(chunk.token_ids)
+                    count[0] += len(chunk.token_ids)
+                    finals += 1 if chunk.finish_reason else 0
+            results[i] = (None, ids, finals)
+        except Exception as e:  # noqa: BLE001 - reported by the assertions
+            results[i] = (repr(e), ids, finals)
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    if fault is not None:
+        deadline = time.time() + 300
+        while count[0] < 16 and time.time() < deadline:
+            time.sleep(0.01)
+        fault()
+    for t in threads:
+        t.join(660)
+    return results
+
+
 class CudaBackendEmulatedTest(unittest.TestCase):
+    def test_a_stopped_rank_fences_the_group_and_it_reforms(self):
+        model = make_model()
+        os.environ["TPSERVE_CUDA_EMU_DEVICES"] = "2"
+        with Cluster(world_size=2, model=model, worker="worker/tpserve-worker_emu",
+                     worker_args=["--backend=cuda", "--collective_timeout=10s"],
+                     router_args=["--heartbeat_interval=500ms", "--recovery_timeout=90s",
+                                  "--heartbeat_timeout=1500ms"]) as c:
+            want = streams(c)
+            pids = [c.proc("worker0").pid, c.proc("worker1").pid]
+
+            def stop_rank1():
+                w1 = c.proc("worker1")
+                w1.send_signal(signal.SIGSTOP)
+                time.sleep(4)  # past heartbeat interval + timeout
+                w1.send_signal(signal.SIGCONT)
+
+            got = streams(c, fault=stop_rank1)
+            log = c.logs()
+            for i, ((_, w, _), (err, g, finals)) in enumerate(zip(want, got)):
+                self.assertIsNone(err, f"stream {i}: {err}\n{log[-4000:]}")
+                self.assertEqual(finals, 1, f"stream {i}")
+                self.assertEqual(g, w, f"stream {i} differs from the unfaulted output")
+            for name in ("worker0", "worker1"):  # neither rank crashed or restarted
+                self.assertIsNone(c.proc(name).poll(), f"{name} exited\n{log[-4000:]}")
+            self.assertEqual([c.proc("worker0").pid, c.proc("worker1").pid], pids)
+            self.assertIn("recovered in", c.log_text("router"), log[-4000:])
+
     def test_cuda_worker_matches_cpu_worker(self):
-        tmp = tempfile.mkdtemp(prefix="tpserve_cuda_emu_")
-        model = os.path.join(tmp, "tiny_f32.gguf")
-        subprocess.run([_runfile("tests/testmodel/make_test_model"), f"--out={model}", "--dtype=f32",
-                        "--hidden=128", "--layers=2", "--heads=4", "--kv_heads=2", "--ffn=256",
-                        "--vocab=4096", "--seed=3"], check=True)
+        model = make_model()
         with Cluster(world_size=1, model=model, worker_args=["--backend=cpu"]) as c:
             want = generate(c)
         # Two emulated devices: TP=2 goes through the multi-rank CUDA path

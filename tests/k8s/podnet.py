@@ -268,6 +268,10 @@ class MiniCluster:
             # The device plugin's part: the CUDA emulator shows this many devices.
             env["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
             env["TPSERVE_CUDA_EMU_DEVICES"] = str(gpus)
+            # One emulator thread per rank: the multi-node overlay runs 16
+            # emulated ranks on the test machine's few cores, where block
+            # threads per rank only oversubscribe them.
+            env["TPSERVE_CUDA_EMU_THREADS"] = "1"
         return env, container_argv(c, env)
 
     def _start(self, pod, c, argv_filter):

@@ -2,6 +2,7 @@
 #include "kernels/cuda/emu/streams.h"
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -90,8 +91,15 @@ bool Advance(tpserve_emu_stream* s, uint64_t target, bool blocking) {
       ready = ready && Advance(w.stream, w.seq, blocking);
     }
     bool finished = ready && item.work();
-    while (!finished && blocking) {
-      std::this_thread::yield();
+    // Not-ready work (a collective waiting for its peers on another thread):
+    // yield a little, then sleep, so many emulated ranks on few cores leave
+    // the CPU to the threads doing the work (and to heartbeats).
+    for (int polls = 0; !finished && blocking; ++polls) {
+      if (polls < 64) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(polls < 1024 ? 20 : 500));
+      }
       finished = item.work();
     }
     std::lock_guard<std::mutex> lock(st.mu);

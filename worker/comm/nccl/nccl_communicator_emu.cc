@@ -32,62 +32,85 @@
 namespace tpserve {
 namespace {
 
+// What a queued collective touches. Queued work may run after the
+// communicator is gone (a collective queued on the engine's stream outlives
+// the epoch that queued it when the worker drops the communicator to join a
+// new one): it holds this by shared_ptr and finds the host communicator
+// aborted, so it ends with an error instead of touching freed memory.
+struct EmulatedNcclState {
+  explicit EmulatedNcclState(std::unique_ptr<Communicator> h) : host(std::move(h)) {}
+  void Record(absl::Status s) {
+    absl::MutexLock lock(&mu);
+    if (error.ok()) error = std::move(s);
+  }
+  absl::Status Error() {
+    absl::MutexLock lock(&mu);
+    return error;
+  }
+
+  const std::unique_ptr<Communicator> host;
+  absl::Mutex mu;
+  absl::Status error ABSL_GUARDED_BY(mu);
+};
+
 class EmulatedNcclCommunicator final : public Communicator {
  public:
   EmulatedNcclCommunicator(std::unique_ptr<Communicator> host, int device, absl::Duration timeout)
-      : host_(std::move(host)), timeout_(timeout) {
+      : state_(std::make_shared<EmulatedNcclState>(std::move(host))), timeout_(timeout) {
     cudaSetDevice(device);  // the stream belongs to the rank's device
     cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
   }
   ~EmulatedNcclCommunicator() override {
-    // Queued collectives reference host_: end them (abort if a peer is gone).
-    if (!Synchronize(stream_).ok()) host_->Abort();
+    // Collectives still queued on other streams end on their own once the
+    // host communicator is aborted; the own stream is drained here.
+    state_->host->Abort();
     cudaStreamDestroy(stream_);
   }
 
-  int rank() const override { return host_->rank(); }
-  int world_size() const override { return host_->world_size(); }
+  int rank() const override { return state_->host->rank(); }
+  int world_size() const override { return state_->host->world_size(); }
   std::string backend() const override { return "nccl"; }
   absl::Status AllReduceSum(void* buf, size_t count, CommDType dtype,
                             const CollectiveOptions& opts) override {
-    return Enqueue(opts, [this, buf, count, dtype, opts] {
-      return host_->AllReduceSum(buf, count, dtype, opts);
+    return Enqueue(opts, [buf, count, dtype, opts](Communicator& host) {
+      return host.AllReduceSum(buf, count, dtype, opts);
     });
   }
   absl::Status AllGather(const void* send, void* recv, size_t count, CommDType dtype,
                          const CollectiveOptions& opts) override {
-    return Enqueue(opts, [this, send, recv, count, dtype, opts] {
-      return host_->AllGather(send, recv, count, dtype, opts);
+    return Enqueue(opts, [send, recv, count, dtype, opts](Communicator& host) {
+      return host.AllGather(send, recv, count, dtype, opts);
     });
   }
   absl::Status Broadcast(void* buf, size_t count, CommDType dtype, int root,
                          const CollectiveOptions& opts) override {
-    return Enqueue(opts, [this, buf, count, dtype, root, opts] {
-      return host_->Broadcast(buf, count, dtype, root, opts);
+    return Enqueue(opts, [buf, count, dtype, root, opts](Communicator& host) {
+      return host.Broadcast(buf, count, dtype, root, opts);
     });
   }
   absl::Status Barrier(const CollectiveOptions& opts) override {
     TPS_RETURN_IF_ERROR(Synchronize(opts.stream));
-    return host_->Barrier(opts);
+    return state_->host->Barrier(opts);
   }
   // Polls the stream against the timeout, as the NCCL communicator does.
   absl::Status Synchronize(void* stream) override {
     cudaStream_t s = stream == nullptr ? stream_ : static_cast<cudaStream_t>(stream);
     const absl::Time deadline = absl::Now() + timeout_;
-    while (cudaStreamQuery(s) == cudaErrorNotReady) {
+    for (int i = 0; cudaStreamQuery(s) == cudaErrorNotReady; ++i) {
       if (absl::Now() > deadline) {
-        Record(absl::DeadlineExceededError(
+        state_->Record(absl::DeadlineExceededError(
             "emulated NCCL collective did not complete within its timeout (a peer is dead or "
             "stalled); aborted the communicator"));
-        host_->Abort();
+        state_->host->Abort();
         break;
       }
-      absl::SleepFor(absl::Microseconds(50));
+      // Short sleeps first (a collective of a live group ends in microseconds
+      // to milliseconds), then 1 ms: many emulated ranks share few cores.
+      absl::SleepFor(absl::Microseconds(i < 20 ? 50 : 1000));
     }
-    absl::MutexLock lock(&mu_);
-    return error_;
+    return state_->Error();
   }
-  void Abort() override { host_->Abort(); }
+  void Abort() override { state_->host->Abort(); }
 
  private:
   // One collective in flight on a helper thread.
@@ -97,30 +120,24 @@ class EmulatedNcclCommunicator final : public Communicator {
     absl::Status status;
   };
 
-  void Record(absl::Status s) {
-    absl::MutexLock lock(&mu_);
-    if (error_.ok()) error_ = std::move(s);
-  }
-
-  absl::Status Enqueue(const CollectiveOptions& opts, std::function<absl::Status()> call) {
-    {
-      absl::MutexLock lock(&mu_);
-      TPS_RETURN_IF_ERROR(error_);
-    }
+  absl::Status Enqueue(const CollectiveOptions& opts,
+                       std::function<absl::Status(Communicator&)> call) {
+    TPS_RETURN_IF_ERROR(state_->Error());
     cudaStream_t s = opts.stream == nullptr ? stream_ : static_cast<cudaStream_t>(opts.stream);
     auto run = std::make_shared<Running>();
-    const int e = ::tpserve_emu::EnqueueHostWork(s, [this, run, call = std::move(call)]() mutable {
-      if (!run->thread.joinable()) {
-        run->thread = std::thread([run, call] {
-          run->status = call();
-          run->done = true;
+    const int e = ::tpserve_emu::EnqueueHostWork(
+        s, [state = state_, run, call = std::move(call)]() mutable {
+          if (!run->thread.joinable()) {
+            run->thread = std::thread([state, run, call] {
+              run->status = call(*state->host);
+              run->done = true;
+            });
+          }
+          if (!run->done) return false;
+          run->thread.join();
+          if (!run->status.ok()) state->Record(run->status);
+          return true;
         });
-      }
-      if (!run->done) return false;
-      run->thread.join();
-      if (!run->status.ok()) Record(run->status);
-      return true;
-    });
     if (e != cudaSuccess) {
       return absl::FailedPreconditionError(
           absl::StrCat("emulated NCCL collective cannot be queued: ",
@@ -129,11 +146,9 @@ class EmulatedNcclCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
-  std::unique_ptr<Communicator> host_;
+  const std::shared_ptr<EmulatedNcclState> state_;
   const absl::Duration timeout_;
   cudaStream_t stream_ = nullptr;
-  absl::Mutex mu_;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
