@@ -8,6 +8,7 @@
 //   Add, Embedding, KvCacheWrite: bit-exact (pure copies / one rounding).
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -270,8 +271,10 @@ TEST(CudaKvCacheWriteParity, SkipsNegativeSlots) {
 TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(12);
-  for (bool neox : {false, true}) {
-    const int tokens = 9, n_heads = 6, n_kv = 2, head_dim = 64, block_size = 7, num_blocks = 5;
+  // head_dim 128: 512 (head, pair) rotations per token, more than a block's threads.
+  for (const auto& [neox, head_dim] : {std::pair{false, 64}, std::pair{true, 64},
+                                       std::pair{false, 128}, std::pair{true, 128}}) {
+    const int tokens = 9, n_heads = 6, n_kv = 2, block_size = 7, num_blocks = 5;
     const int64_t row = int64_t{n_heads + 2 * n_kv} * head_dim;
     const std::vector<float> qkv = rng.Floats(static_cast<size_t>(tokens) * row);
     std::vector<int32_t> positions(tokens);
@@ -321,7 +324,9 @@ TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
       out[fused][1] = ToHostVector(dkc);
       out[fused][2] = ToHostVector(dvc);
     }
-    for (int i = 0; i < 3; ++i) EXPECT_EQ(out[1][i], out[0][i]) << "neox=" << neox << " part " << i;
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(out[1][i], out[0][i]) << "neox=" << neox << " head_dim=" << head_dim << " part " << i;
+    }
     EXPECT_NE(out[1][0], qkv);  // something was rotated
   }
   // A k that is not the written k is refused.
@@ -335,6 +340,31 @@ TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
                       .head_dim = 2};
   KvCacheWriteParams kp{.k = &dummy + 1, .tokens = 1, .n_kv_heads = 1, .head_dim = 2};
   EXPECT_EQ(RopeKvWrite(rp, kp, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  // head_dim above 512: its angles would not fit the kernel's shared memory
+  // (valid buffers, so only that check can refuse it).
+  DeviceBuffer<float> wq = ToDevice(std::vector<float>(3 * 1024, 1.0f));
+  DeviceBuffer<float> wkc = ToDevice(std::vector<float>(1024, 0.0f));
+  DeviceBuffer<float> wvc = ToDevice(std::vector<float>(1024, 0.0f));
+  DeviceBuffer<int32_t> wpos = ToDevice(std::vector<int32_t>{5});
+  DeviceBuffer<int64_t> wslot = ToDevice(std::vector<int64_t>{0});
+  const RopeParams wide{.q = wq.data(),
+                        .k = wq.data() + 1024,
+                        .positions = wpos.data(),
+                        .tokens = 1,
+                        .n_heads = 1,
+                        .n_kv_heads = 1,
+                        .head_dim = 1024};
+  const KvCacheWriteParams kw{.k = wide.k,
+                              .v = wide.k + 1024,
+                              .k_cache = wkc.data(),
+                              .v_cache = wvc.data(),
+                              .slot_mapping = wslot.data(),
+                              .tokens = 1,
+                              .n_kv_heads = 1,
+                              .head_dim = 1024,
+                              .block_size = 1,
+                              .num_blocks = 1};
+  EXPECT_EQ(RopeKvWrite(wide, kw, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -73,28 +73,39 @@ struct CacheArgs {
   int64_t num_slots;
 };
 
-// One block per token: every pair of its q and k heads rotated as by
-// RopeKernel (same double-precision angles, one sincos per pair for all
-// heads), then the rotated k row and the v row copied into the token's
-// cache slot as by KvCacheWriteKernel (slots outside the pool skipped).
+// Largest head_dim RopeKvWrite takes: its angles live in shared memory.
+constexpr int kMaxRopeKvHalf = 256;
+
+// One block per token: the token's angles once per pair into shared memory
+// (the same double-precision sincos as RopeKernel), then every (head, pair)
+// of its q and k heads rotated by its own thread, then the rotated k row and
+// the v row copied into the token's cache slot as by KvCacheWriteKernel
+// (slots outside the pool skipped).
 __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheArgs c) {
+  __shared__ double sin_s[kMaxRopeKvHalf];
+  __shared__ double cos_s[kMaxRopeKvHalf];
   const int t = blockIdx.x;
   const int half = a.head_dim / 2;
   float* q = a.q + t * a.q_stride;
   float* k = a.k + t * a.k_stride;
   for (int pair = threadIdx.x; pair < half; pair += kThreads) {
-    double s, co;
-    sincos(static_cast<double>(a.positions[t]) * InvFreq(a, pair), &s, &co);
+    sincos(static_cast<double>(a.positions[t]) * InvFreq(a, pair), &sin_s[pair], &cos_s[pair]);
+  }
+  __syncthreads();  // every angle of the token is in shared memory
+  const int rotations = (a.n_heads + a.n_kv_heads) * half;
+  for (int i = threadIdx.x; i < rotations; i += kThreads) {
+    const int head = i / half;
+    const int pair = i % half;
+    float* base = head < a.n_heads ? q + static_cast<int64_t>(head) * a.head_dim
+                                   : k + static_cast<int64_t>(head - a.n_heads) * a.head_dim;
     const int i0 = a.neox ? pair : 2 * pair;
     const int i1 = a.neox ? pair + half : 2 * pair + 1;
-    for (int head = 0; head < a.n_heads + a.n_kv_heads; ++head) {
-      float* base = head < a.n_heads ? q + static_cast<int64_t>(head) * a.head_dim
-                                     : k + static_cast<int64_t>(head - a.n_heads) * a.head_dim;
-      const float x0 = base[i0];
-      const float x1 = base[i1];
-      base[i0] = static_cast<float>(x0 * co - x1 * s);
-      base[i1] = static_cast<float>(x0 * s + x1 * co);
-    }
+    const double s = sin_s[pair];
+    const double co = cos_s[pair];
+    const float x0 = base[i0];
+    const float x1 = base[i1];
+    base[i0] = static_cast<float>(x0 * co - x1 * s);
+    base[i1] = static_cast<float>(x0 * s + x1 * co);
   }
   __syncthreads();  // the rotated k row is complete
   const int64_t slot = c.slots[t];
@@ -177,6 +188,11 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
   }
   if (kv.block_size <= 0 || kv.num_blocks < 0) {
     return absl::InvalidArgumentError("RopeKvWrite: bad cache shape");
+  }
+  if (rope.head_dim / 2 > kMaxRopeKvHalf) {
+    return absl::InvalidArgumentError(
+        "RopeKvWrite: head_dim above 512 is not supported (its angles live in shared memory); "
+        "use Rope then KvCacheWrite");
   }
   if (rope.tokens == 0) return absl::OkStatus();
   if (kv.v == nullptr || kv.k_cache == nullptr || kv.v_cache == nullptr ||
