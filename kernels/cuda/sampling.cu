@@ -12,6 +12,10 @@ namespace {
 
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
+// Candidates a row keeps in shared memory (keys and weights: 32 KiB). Rows
+// with more candidates (a flat distribution, no top-k or min-p) search the
+// vocabulary in global memory instead.
+constexpr int kCandidates = 2048;
 
 // Float bits mapped so unsigned order is numeric order (-0 treated as +0).
 __device__ __forceinline__ uint32_t OrderedBits(float f) {
@@ -59,19 +63,20 @@ __device__ uint64_t BlockExtremeKey(uint64_t v, uint64_t* scratch) {
 static_assert(kWarps == 32, "BlockExtremeKey reads one scratch slot per lane");
 
 // Largest key tau with F(tau) >= target (kStrict: > target), where
-// F(tau) = sum of weight(t) over tokens with key >= max(tau, lo). F is a
-// non-increasing step function that drops right after each token's key, so
-// tau is a token's key whenever F(lo) passes the test; 0 otherwise.
-template <bool kStrict, typename Weight>
-__device__ uint64_t SearchKey(const float* x, int vocab, uint64_t lo, double target, Weight weight,
+// F(tau) = sum of weight(i) over items i < n with key(i) >= max(tau, lo). F
+// is a non-increasing step function that drops right after each item's key,
+// so tau is an item's key whenever F(lo) passes the test; 0 otherwise. Items
+// are the vocabulary (key(t) = Key(x[t], t)) or the compacted candidates.
+template <bool kStrict, typename KeyOf, typename Weight>
+__device__ uint64_t SearchKey(int n, KeyOf key, uint64_t lo, double target, Weight weight,
                               double* scratch) {
   uint64_t tau = 0;
   for (int bit = 63; bit >= 0; --bit) {
     const uint64_t cand = tau | (uint64_t{1} << bit);
     const uint64_t thr = max(cand, lo);
     double s = 0.0;
-    for (int t = threadIdx.x; t < vocab; t += kThreads) {
-      if (Key(x[t], t) >= thr) s += weight(t);
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      if (key(i) >= thr) s += weight(i);
     }
     s = BlockSumDouble(s, scratch);
     if (kStrict ? s > target : s >= target) tau = cand;
@@ -79,9 +84,77 @@ __device__ uint64_t SearchKey(const float* x, int vocab, uint64_t lo, double tar
   return tau;
 }
 
+// Number of tokens with Key(x[t], t) >= lo.
+__device__ int CountAtLeast(const float* x, int vocab, uint64_t lo, double* scratch) {
+  double n = 0.0;
+  for (int t = threadIdx.x; t < vocab; t += kThreads) n += Key(x[t], t) >= lo ? 1.0 : 0.0;
+  return static_cast<int>(BlockSumDouble(n, scratch));
+}
+
+// Copies the keys >= lo, in token order, to keys[0, count) (count <= its
+// capacity: the caller counted them), so later passes read shared memory
+// instead of the vocabulary. One ballot per warp and chunk keeps the order.
+__device__ void Compact(const float* x, int vocab, uint64_t lo, uint64_t* keys,
+                        int* warp_counts) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  int base = 0;
+  for (int start = 0; start < vocab; start += kThreads) {
+    const int t = start + threadIdx.x;
+    const uint64_t k = t < vocab ? Key(x[t], t) : 0;
+    const bool keep = t < vocab && k >= lo;
+    const unsigned ballot = __ballot_sync(0xffffffffu, keep);
+    if (lane == 0) warp_counts[warp] = __popc(ballot);
+    __syncthreads();
+    int before = base;
+    for (int w = 0; w < warp; ++w) before += warp_counts[w];
+    if (keep) keys[before + __popc(ballot & ((1u << lane) - 1u))] = k;
+    for (int w = warp; w < kWarps; ++w) before += warp_counts[w];
+    base = before;  // every thread: the chunk's total added
+    __syncthreads();
+  }
+}
+
+// Top-p, then the inverse-CDF draw, over items i < n with weight(i) > 0 at
+// keys >= lo (0 elsewhere): the token every thread returns.
+template <typename KeyOf, typename Weight>
+__device__ int Draw(int n, KeyOf key, Weight weight, uint64_t lo, float top_p, double uniform,
+                    double* dscratch, uint64_t* kscratch) {
+  double total = 0.0;
+  for (int i = threadIdx.x; i < n; i += kThreads) total += weight(i);
+  total = BlockSumDouble(total, dscratch);
+  // Top-p: the shortest prefix (in sampler order) whose mass reaches top_p.
+  uint64_t kept_lo = lo;
+  double kept_total = total;
+  if (top_p < 1.0f) {
+    kept_lo = SearchKey<false>(n, key, lo, static_cast<double>(top_p) * total, weight, dscratch);
+    double s = 0.0;
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      if (key(i) >= kept_lo) s += weight(i);
+    }
+    kept_total = BlockSumDouble(s, dscratch);
+  }
+  // Fallback when rounding leaves u at the very end: the last kept token.
+  uint64_t last = ~uint64_t{0};
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const uint64_t k = key(i);
+    if (k >= kept_lo && weight(i) > 0.0) last = min(last, k);
+  }
+  last = BlockExtremeKey<false>(last, kscratch);
+  // Inverse CDF: the first token (in sampler order) whose cumulative mass exceeds u.
+  uint64_t chosen = SearchKey<true>(n, key, kept_lo, uniform * kept_total, weight, dscratch);
+  if (chosen < last) chosen = last;
+  return TokenOf(chosen);
+}
+
 __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t stride) {
   __shared__ double dscratch[kWarps];
   __shared__ uint64_t kscratch[kWarps];
+  __shared__ int warp_counts[kWarps];
+  __shared__ uint64_t ckeys_s[kCandidates];
+  __shared__ double cweights_s[kCandidates];
+  uint64_t* ckeys = ckeys_s;
+  double* cweights = cweights_s;
   const int row = blockIdx.x;
   const SampleRow rp = p.row_params[row];
   const SamplingParams& sp = rp.params;
@@ -124,46 +197,41 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   // Candidates: the top-k keys, at or above the min-p / exp(-30) floor.
   const float floor = sp.min_p > 0.0f ? max_logit + logf(sp.min_p) : max_logit - 30.0f;
   uint64_t lo = static_cast<uint64_t>(OrderedBits(floor)) << 32;
-  if (sp.top_k > 0 && sp.top_k < vocab) {
-    const uint64_t kth = SearchKey<false>(
-        x, vocab, 0, static_cast<double>(sp.top_k), [](int) { return 1.0; }, dscratch);
-    lo = max(lo, kth);
-  }
-  double total = 0.0;
-  for (int t = threadIdx.x; t < vocab; t += kThreads) {
-    const double prob =
-        Key(x[t], t) >= lo ? exp(static_cast<double>(x[t]) - static_cast<double>(max_logit)) : 0.0;
-    w[t] = prob;
-    total += prob;
-  }
-  total = BlockSumDouble(total, dscratch);  // its barriers also publish w
-  auto weight = [w](int t) { return w[t]; };
-
-  // Top-p: the shortest prefix (in sampler order) whose mass reaches top_p.
-  uint64_t kept_lo = lo;
-  double kept_total = total;
-  if (sp.top_p < 1.0f) {
-    kept_lo =
-        SearchKey<false>(x, vocab, lo, static_cast<double>(sp.top_p) * total, weight, dscratch);
-    double s = 0.0;
-    for (int t = threadIdx.x; t < vocab; t += kThreads) {
-      if (Key(x[t], t) >= kept_lo) s += w[t];
+  auto vocab_key = [x](int t) { return Key(x[t], t); };
+  auto cand_key = [ckeys](int i) { return ckeys[i]; };
+  auto one = [](int) { return 1.0; };
+  int count = CountAtLeast(x, vocab, lo, dscratch);
+  if (sp.top_k > 0 && count > sp.top_k) {
+    // The k-th key; keys are distinct, so exactly top_k tokens remain.
+    if (count > kCandidates) {
+      lo = max(lo, SearchKey<false>(vocab, vocab_key, 0, static_cast<double>(sp.top_k), one,
+                                    dscratch));
+    } else {
+      Compact(x, vocab, lo, ckeys, warp_counts);
+      lo = max(lo, SearchKey<false>(count, cand_key, 0, static_cast<double>(sp.top_k), one,
+                                    dscratch));
     }
-    kept_total = BlockSumDouble(s, dscratch);
+    count = sp.top_k;
   }
-  // Fallback when rounding leaves u at the very end: the last kept token.
-  uint64_t last = ~uint64_t{0};
-  for (int t = threadIdx.x; t < vocab; t += kThreads) {
-    const uint64_t k = Key(x[t], t);
-    if (k >= kept_lo && w[t] > 0.0) last = min(last, k);
+  int chosen;
+  if (count <= kCandidates) {
+    // Usual (top-k, min-p or a peaked distribution): every later pass reads
+    // the candidates from shared memory.
+    Compact(x, vocab, lo, ckeys, warp_counts);
+    for (int i = threadIdx.x; i < count; i += kThreads) {
+      cweights[i] = exp(static_cast<double>(x[TokenOf(ckeys[i])]) - static_cast<double>(max_logit));
+    }
+    chosen = Draw(count, cand_key, [cweights](int i) { return cweights[i]; }, lo, sp.top_p,
+                  rp.uniform, dscratch, kscratch);
+  } else {
+    for (int t = threadIdx.x; t < vocab; t += kThreads) {
+      w[t] = Key(x[t], t) >= lo ? exp(static_cast<double>(x[t]) - static_cast<double>(max_logit))
+                                : 0.0;
+    }
+    chosen = Draw(vocab, vocab_key, [w](int t) { return w[t]; }, lo, sp.top_p, rp.uniform,
+                  dscratch, kscratch);
   }
-  last = BlockExtremeKey<false>(last, kscratch);
-
-  // Inverse CDF: the first token (in sampler order) whose cumulative mass exceeds u.
-  const double u = rp.uniform * kept_total;
-  uint64_t chosen = SearchKey<true>(x, vocab, kept_lo, u, weight, dscratch);
-  if (chosen < last) chosen = last;
-  if (threadIdx.x == 0) p.ids[row] = TokenOf(chosen);
+  if (threadIdx.x == 0) p.ids[row] = chosen;
 }
 
 }  // namespace
