@@ -9,8 +9,8 @@
 // reproduced exactly; probabilities are summed in double like the CPU.
 // The searches run over the candidates (keys at or above the min-p / exp(-30)
 // floor and the top-k cut) compacted in token order into shared memory when
-// there are at most 2048 of them: a row then reads its logits in 4 to 6
-// vocabulary passes instead of ~196 (3 searches x 64 bits); only a flat
+// there are at most 2048 of them: a row then reads its logits in 4 or 5
+// vocabulary passes instead of up to 197 (3 searches x 64 bits); only a flat
 // distribution without top-k or min-p searches the vocabulary itself.
 // Logprobs are not computed here (the CPU sampler does them).
 //
