@@ -5,9 +5,10 @@
 // a fourth, kAmx (AVX-512 + AMX int8 tiles, gemm_amx.cc), chosen only when
 // the CPU has AMX *and* the kernel grants this process the tile state
 // (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); without it the first
-// tile instruction raises SIGILL, CPUID alone is not enough). Other ops use
-// their AVX2 variant under both. Levels are ordered: each one implies the
-// ones before it.
+// tile instruction raises SIGILL, CPUID alone is not enough). kAmx also
+// implies AVX-512F/BW/VL, so PagedAttention runs its AVX-512 build there;
+// other ops use their AVX2 variant at kAvxVnni and kAmx. Levels are ordered:
+// each one implies the ones before it.
 //
 //   if (ActiveIsa() >= Isa::kAvx2) avx2::Kernel(args); else portable::Kernel(args);
 //

@@ -178,6 +178,9 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
   if (kv.block_size <= 0 || kv.num_blocks < 0) {
     return absl::InvalidArgumentError("RopeKvWrite: bad cache shape");
   }
+  if (kv.kv_dtype != DType::kF32) {
+    return absl::InvalidArgumentError("RopeKvWrite: the CUDA backend writes an f32 KV cache only");
+  }
   if (rope.tokens == 0) return absl::OkStatus();
   if (kv.v == nullptr || kv.k_cache == nullptr || kv.v_cache == nullptr ||
       kv.slot_mapping == nullptr) {
@@ -186,8 +189,8 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
   const RopeArgs a = MakeRopeArgs(rope);
   const int width = kv.n_kv_heads * kv.head_dim;
   const CacheArgs c{kv.v,
-                    kv.k_cache,
-                    kv.v_cache,
+                    static_cast<float*>(kv.k_cache),
+                    static_cast<float*>(kv.v_cache),
                     kv.slot_mapping,
                     kv.v_stride == 0 ? width : kv.v_stride,
                     static_cast<int64_t>(kv.num_blocks) * kv.block_size};
