@@ -1,7 +1,7 @@
 // Launchers for KvCacheWrite and PagedAttention over the paged KV layout of
 // kernels/ops.h, f32 or bf16 K/V. Bodies (scores, softmax, weighted V sum)
-// are in ops_impl.inc: the AVX-512 build at kAmx, AVX2 from kAvx2, else
-// portable.
+// are in ops_impl.inc: the AVX-512 build from kAvxVnni on CPUs with AVX-512
+// (isa.h), the AVX2 build from kAvx2, else the portable one.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -194,10 +194,9 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   }
 
   const Isa isa = ActiveIsa();
-  auto* attend = isa >= Isa::kAmx    ? avx512::Attend
-                 : isa >= Isa::kAvx2 ? avx2::Attend
-                                     : portable::Attend;
-  auto* merge = isa >= Isa::kAmx    ? avx512::MergeSegments
+  const bool use_avx512 = isa >= Isa::kAvxVnni && HasAvx512();
+  auto* attend = use_avx512 ? avx512::Attend : isa >= Isa::kAvx2 ? avx2::Attend : portable::Attend;
+  auto* merge = use_avx512          ? avx512::MergeSegments
                 : isa >= Isa::kAvx2 ? avx2::MergeSegments
                                     : portable::MergeSegments;
   ParallelFor(stream.pool, static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {

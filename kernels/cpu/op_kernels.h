@@ -2,8 +2,8 @@
 // body is written once (ops_impl.inc) in plain C++ shaped for
 // auto-vectorisation (8-lane accumulators) and compiled per ISA:
 // ops_portable.cc for any CPU, ops_avx2.cc with AVX2/FMA enabled, and
-// ops_avx512.cc (attention only) with AVX-512F/BW/VL, which isa.h's kAmx
-// level implies. Ranges are what one ParallelFor chunk covers.
+// ops_avx512.cc (attention only) with AVX-512F/BW/VL (isa.h HasAvx512).
+// Ranges are what one ParallelFor chunk covers.
 #ifndef TPSERVE_KERNELS_CPU_OP_KERNELS_H_
 #define TPSERVE_KERNELS_CPU_OP_KERNELS_H_
 

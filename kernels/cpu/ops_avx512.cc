@@ -1,6 +1,6 @@
 // AVX-512 build of the attention bodies (ops_impl.inc): 16-lane dot products
-// and axpys over K/V rows. Chosen at kAmx, the one isa.h level that implies
-// AVX-512F/BW/VL.
+// and axpys over K/V rows. Chosen from kAvxVnni on CPUs with AVX-512F/BW/VL
+// (isa.h HasAvx512).
 #include <algorithm>
 #include <bit>
 #include <cmath>
