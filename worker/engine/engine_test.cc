@@ -4,8 +4,10 @@
 // dtype (bf16 by default on cpu: same greedy tokens as f32, twice the blocks).
 #include "worker/engine/engine.h"
 
+#include <algorithm>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "rendezvous/tcp_kv_store.h"
 #include "worker/comm/gloo/gloo_communicator.h"
@@ -223,31 +225,21 @@ TEST_F(EngineTest, BadInputIsInvalidArgumentAndTheEngineKeepsWorking) {
   EXPECT_TRUE(engine_->Step(StepBatch()).ok());
 }
 
-// Greedy tokens of `prompt` (`n` of them, seq_id 90, blocks from 100 on).
-std::vector<int32_t> Greedy(Engine& engine, const std::vector<int32_t>& prompt, int n) {
-  std::vector<int32_t> blocks;
-  for (int b = 0; b * 16 < static_cast<int>(prompt.size()) + n; ++b) blocks.push_back(100 + b);
-  SequenceInput s = TestSeq(90, prompt, 0, blocks, static_cast<int>(prompt.size()));
-  std::vector<int32_t> out;
-  for (int i = 0; i < n; ++i) {
-    StepBatch b;
-    b.seqs = {s};
-    absl::StatusOr<StepOutput> o = engine.Step(b);
-    EXPECT_TRUE(o.ok()) << o.status();
-    if (!o.ok() || o->tokens.size() != 1) return out;
-    out.push_back(o->tokens[0].token);
-    s.start_pos += static_cast<int32_t>(s.tokens.size());
-    s.tokens = {out.back()};
-  }
-  engine.Free({90});
-  return out;
-}
-
 // Sample: the two prompts above (20 and 9 tokens), 32 greedy tokens each,
-// default model (Q4_1), one rank. bf16 K/V round each element by <= 2^-9
-// relative; the logits move by ~1e-3 of their range (printed), far from
-// flipping a greedy choice on these prompts.
+// default model (Q4_1), one rank. The first 16 tokens must be identical
+// with bf16 and f32 KV; later, a divergence must sit at a near-tie (top-2
+// logit gap <= kNearTie on either side) with identical tokens before it.
+// bf16 K/V round each element by <= 2^-9 relative (~1e-3 on an attention
+// output); over 30 layers the 8-bit activation rounding of the Q4_1 GEMMs
+// turns such perturbations into rounding flips, so the logits move by a few
+// percent of max |logit| (measured 2.6e-2 after prompt A, 8.1e-2 after
+// prompt B; the TP=2 vs TP=1 f32-sum reordering alone moves them 5.6e-2,
+// docs/benchmarks.md "TP invariance"). Allow 0.1, engine_tp_invariance_test's
+// kModeTol. Measured: prompt A identical for 32 tokens; prompt B for 26, then
+// a top-2 gap of 0.046 (f32) / 0.006 (bf16).
 TEST_F(EngineTest, Bf16KvCacheGivesTheF32GreedyTokensInTwiceTheBlocks) {
+  constexpr int kIdentical = 16, kTokens = 32;
+  constexpr double kNearTie = 0.5;               // logits, as engine_llamacpp_test
   ASSERT_EQ(engine_->kv_dtype(), DType::kBF16);  // "auto" on cpu
   EngineOptions o;
   o.kv_cache_bytes = int64_t{64} << 20;
@@ -263,18 +255,28 @@ TEST_F(EngineTest, Bf16KvCacheGivesTheF32GreedyTokensInTwiceTheBlocks) {
   EXPECT_EQ(engine_->kv_cache_bytes(), 182 * 368640);
 
   for (const std::vector<int32_t>& prompt : {kPromptA, kPromptB}) {
-    const std::vector<int32_t> want = Greedy(**f32, prompt, 32);
-    EXPECT_EQ(Greedy(*engine_, prompt, 32), want);
-    EXPECT_EQ(want.size(), 32u);
+    std::vector<float> t32, g32, l32, t16, g16, l16;
+    ASSERT_TRUE(GreedyContinuation(**f32, 90, prompt, kTokens, &t32, &g32, &l32).ok());
+    ASSERT_TRUE(GreedyContinuation(*engine_, 90, prompt, kTokens, &t16, &g16, &l16).ok());
+    int diverge = kTokens;
+    for (int i = 0; i < kTokens && diverge == kTokens; ++i) {
+      if (t32[i] != t16[i]) diverge = i;
+    }
+    printf(
+        "prompt of %zu tokens: bf16 = f32 KV for %d of %d greedy tokens%s; logits after the "
+        "prompt differ by %.2e (max |logit| scale)\n",
+        prompt.size(), diverge, kTokens,
+        diverge < kTokens ? absl::StrCat(", then a top-2 gap of ", g32[diverge], " (f32) / ",
+                                         g16[diverge], " (bf16)")
+                                .c_str()
+                          : "",
+        RelativeMaxDiff(l32, l16));
+    EXPECT_GE(diverge, kIdentical);
+    if (diverge < kTokens) {
+      EXPECT_LE(std::min(g32[diverge], g16[diverge]), kNearTie);
+    }
+    EXPECT_LE(RelativeMaxDiff(l32, l16), 0.1);
   }
-  StepBatch b;
-  b.seqs = {Seq(91, kPromptA, 0, {120, 121})};
-  absl::StatusOr<std::vector<std::vector<float>>> l16 = engine_->ForwardLogits(b);
-  absl::StatusOr<std::vector<std::vector<float>>> l32 = (*f32)->ForwardLogits(b);
-  ASSERT_TRUE(l16.ok() && l32.ok());
-  printf("prompt A logits, bf16 vs f32 KV: %.2e (max |logit| scale)\n",
-         RelativeMaxDiff((*l32)[0], (*l16)[0]));
-  EXPECT_LE(RelativeMaxDiff((*l32)[0], (*l16)[0]), 2e-2);
 }
 
 TEST_F(EngineTest, KvDtypeIsChecked) {
