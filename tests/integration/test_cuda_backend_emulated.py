@@ -45,7 +45,10 @@ class CudaBackendEmulatedTest(unittest.TestCase):
         subprocess.run([_runfile("tests/testmodel/make_test_model"), f"--out={model}", "--dtype=f32",
                         "--hidden=128", "--layers=2", "--heads=4", "--kv_heads=2", "--ffn=256",
                         "--vocab=4096", "--seed=3"], check=True)
-        with Cluster(world_size=1, model=model, worker_args=["--backend=cpu"]) as c:
+        # The CPU worker keeps the f32 KV cache the CUDA backend has (its
+        # default is bf16).
+        with Cluster(world_size=1, model=model,
+                     worker_args=["--backend=cpu", "--kv_dtype=f32"]) as c:
             want = generate(c)
         # Two emulated devices: TP=2 goes through the multi-rank CUDA path
         # (device all-reduces, vocab slices gathered and sampled on rank 0's
