@@ -164,19 +164,24 @@ struct EmbeddingParams {
 // ---- Paged KV cache.
 //
 // Per layer, K and V each live in their own pool of fixed-size blocks:
-//   cache[num_blocks][block_size][n_kv_heads][head_dim]  f32
-// Token slot s = block_id * block_size + offset holds one token's K (or V)
-// for all KV heads at cache + s * n_kv_heads * head_dim. A sequence's block
-// table lists its block ids in position order: position p lives in block
-// block_table[p / block_size] at offset p % block_size.
+//   cache[num_blocks][block_size][n_kv_heads][head_dim]  in kv_dtype
+// kv_dtype is kF32 (float elements) or kBF16 (uint16_t bf16 bit patterns,
+// half the bytes per token); nothing else. Token slot s = block_id *
+// block_size + offset holds one token's K (or V) for all KV heads at element
+// s * n_kv_heads * head_dim. A sequence's block table lists its block ids in
+// position order: position p lives in block block_table[p / block_size] at
+// offset p % block_size. The CPU backend takes both dtypes; the CUDA one
+// only kF32 (InvalidArgument otherwise).
 
 // Stores new K/V rows into their slots: cache[slot_mapping[t]] = k[t] (same
-// for v). slot_mapping[t] < 0 skips token t (padding).
+// for v), rounded to nearest even for kBF16 (formats/dtype.h F32ToBF16).
+// slot_mapping[t] < 0 skips token t (padding).
 struct KvCacheWriteParams {
-  const float* k = nullptr;  // (tokens, n_kv_heads, head_dim); token t at k + t * k_stride
-  const float* v = nullptr;  // (tokens, n_kv_heads, head_dim); token t at v + t * v_stride
-  float* k_cache = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim)
-  float* v_cache = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim)
+  const float* k = nullptr;      // (tokens, n_kv_heads, head_dim); token t at k + t * k_stride
+  const float* v = nullptr;      // (tokens, n_kv_heads, head_dim); token t at v + t * v_stride
+  void* k_cache = nullptr;       // (num_blocks, block_size, n_kv_heads, head_dim) in kv_dtype
+  void* v_cache = nullptr;       // (num_blocks, block_size, n_kv_heads, head_dim) in kv_dtype
+  DType kv_dtype = DType::kF32;  // kF32 or kBF16
   const int64_t* slot_mapping = nullptr;  // (tokens) block_id * block_size + offset, or < 0
   int tokens = 0;
   int n_kv_heads = 0;
@@ -192,12 +197,14 @@ struct KvCacheWriteParams {
 // [cu_q_lens[s], cu_q_lens[s+1]) at positions start_pos[s] + 0, 1, ...; its
 // query at position p attends to cached positions [0, p] (the new tokens'
 // K/V must already be written with KvCacheWrite). Query head h reads KV head
-// h / (n_heads / n_kv_heads) (GQA). out = softmax(scale * q k^T) v.
+// h / (n_heads / n_kv_heads) (GQA). out = softmax(scale * q k^T) v, in f32
+// whatever kv_dtype holds (bf16 K/V are widened exactly to f32 as loaded).
 struct PagedAttentionParams {
-  const float* q = nullptr;               // (total_q, n_heads, head_dim); row t at q + t * q_stride
-  const float* k_cache = nullptr;         // (num_blocks, block_size, n_kv_heads, head_dim)
-  const float* v_cache = nullptr;         // (num_blocks, block_size, n_kv_heads, head_dim)
-  float* out = nullptr;                   // (total_q, n_heads, head_dim) dense; must not alias q
+  const float* q = nullptr;       // (total_q, n_heads, head_dim); row t at q + t * q_stride
+  const void* k_cache = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim) in kv_dtype
+  const void* v_cache = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim) in kv_dtype
+  DType kv_dtype = DType::kF32;   // kF32 or kBF16
+  float* out = nullptr;           // (total_q, n_heads, head_dim) dense; must not alias q
   const int32_t* block_tables = nullptr;  // (num_seqs, max_blocks_per_seq) block ids
   const int32_t* cu_q_lens = nullptr;     // (num_seqs + 1) prefix sums of query lengths, [0] = 0
   const int32_t* start_pos = nullptr;     // (num_seqs) position of each sequence's first query

@@ -1,6 +1,7 @@
 // Launchers for KvCacheWrite and PagedAttention over the paged KV layout of
-// kernels/ops.h. Bodies (scores, softmax, weighted V sum) are in
-// ops_impl.inc.
+// kernels/ops.h, f32 or bf16 K/V. Bodies (scores, softmax, weighted V sum)
+// are in ops_impl.inc: the AVX-512 build from kAvxVnni on CPUs with AVX-512
+// (isa.h), the AVX2 build from kAvx2, else the portable one.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -13,11 +14,27 @@
 
 namespace tpserve::kernels::cpu {
 
+namespace {
+
+bool IsKvDType(DType t) { return t == DType::kF32 || t == DType::kBF16; }
+
+// dst[i] = bf16(src[i]), round to nearest even.
+void StoreBf16(const float* src, void* dst, int64_t n) {
+  uint16_t* out = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) out[i] = F32ToBF16(src[i]);
+}
+
+}  // namespace
+
 absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream) {
   if (p.k == nullptr || p.v == nullptr || p.k_cache == nullptr || p.v_cache == nullptr ||
       p.slot_mapping == nullptr || p.tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 ||
       p.block_size <= 0 || p.num_blocks < 0) {
     return absl::InvalidArgumentError("KvCacheWrite: bad params");
+  }
+  if (!IsKvDType(p.kv_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCacheWrite: KV cache dtype ",
+                                                   DTypeName(p.kv_dtype), " is not F32 or BF16"));
   }
   const int64_t num_slots = int64_t{p.num_blocks} * p.block_size;
   for (int t = 0; t < p.tokens; ++t) {
@@ -30,12 +47,21 @@ absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream) {
   const int64_t row = int64_t{p.n_kv_heads} * p.head_dim;
   const int64_t k_stride = p.k_stride != 0 ? p.k_stride : row;
   const int64_t v_stride = p.v_stride != 0 ? p.v_stride : row;
+  const bool bf16 = p.kv_dtype == DType::kBF16;
+  const int64_t elem_bytes = bf16 ? 2 : 4;
   ParallelFor(stream.pool, p.tokens, 64, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t slot = p.slot_mapping[t];
       if (slot < 0) continue;
-      std::memcpy(p.k_cache + slot * row, p.k + t * k_stride, sizeof(float) * row);
-      std::memcpy(p.v_cache + slot * row, p.v + t * v_stride, sizeof(float) * row);
+      void* k_dst = static_cast<char*>(p.k_cache) + slot * row * elem_bytes;
+      void* v_dst = static_cast<char*>(p.v_cache) + slot * row * elem_bytes;
+      if (bf16) {
+        StoreBf16(p.k + t * k_stride, k_dst, row);
+        StoreBf16(p.v + t * v_stride, v_dst, row);
+      } else {
+        std::memcpy(k_dst, p.k + t * k_stride, sizeof(float) * row);
+        std::memcpy(v_dst, p.v + t * v_stride, sizeof(float) * row);
+      }
     }
   });
   return absl::OkStatus();
@@ -47,6 +73,10 @@ absl::Status ValidateAttention(const PagedAttentionParams& p) {
   if (p.q == nullptr || p.k_cache == nullptr || p.v_cache == nullptr || p.out == nullptr ||
       p.block_tables == nullptr || p.cu_q_lens == nullptr || p.start_pos == nullptr) {
     return absl::InvalidArgumentError("PagedAttention: a pointer is null");
+  }
+  if (!IsKvDType(p.kv_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("PagedAttention: KV cache dtype ",
+                                                   DTypeName(p.kv_dtype), " is not F32 or BF16"));
   }
   if (p.num_seqs < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.n_heads % p.n_kv_heads != 0 ||
       p.head_dim <= 0 || p.block_size <= 0 || p.max_blocks_per_seq < 0) {
@@ -163,16 +193,18 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
     }
   }
 
-  const bool avx2 = ActiveIsa() >= Isa::kAvx2;
+  const Isa isa = ActiveIsa();
+  const bool use_avx512 = isa >= Isa::kAvxVnni && HasAvx512();
+  auto* attend = use_avx512 ? avx512::Attend : isa >= Isa::kAvx2 ? avx2::Attend : portable::Attend;
+  auto* merge = use_avx512          ? avx512::MergeSegments
+                : isa >= Isa::kAvx2 ? avx2::MergeSegments
+                                    : portable::MergeSegments;
   ParallelFor(stream.pool, static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      avx2 ? avx2::Attend(p, items[i]) : portable::Attend(p, items[i]);
-    }
+    for (int64_t i = b; i < e; ++i) attend(p, items[i]);
   });
   for (const Merge& m : merges) {
-    float* out = p.out + m.row * int64_t{p.n_heads} * hd + int64_t{m.head_begin} * hd;
-    avx2 ? avx2::MergeSegments(m.partial, m.segments, group, hd, out)
-         : portable::MergeSegments(m.partial, m.segments, group, hd, out);
+    merge(m.partial, m.segments, group, hd,
+          p.out + m.row * int64_t{p.n_heads} * hd + int64_t{m.head_begin} * hd);
   }
   return absl::OkStatus();
 }

@@ -1,8 +1,10 @@
 // KvCacheWrite + PagedAttention against dense f64 causal attention: random
 // block tables, GQA groups 1/3/4, odd head dims and block sizes, a ragged
-// batch mixing fresh prefill, chunked prefill at a start offset and decode.
+// batch mixing fresh prefill, chunked prefill at a start offset and decode;
+// f32 and bf16 KV caches, every ISA build (portable, AVX2, AVX-512).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -18,8 +20,41 @@ namespace tpserve::kernels::cpu {
 namespace {
 
 // Scores, exp and the weighted sum in f32 over <= 40 positions: relative
-// error ~1e-7, NMSE ~1e-14. Allow 1e-10.
+// error ~1e-7, NMSE ~1e-14. Allow 1e-10. For a bf16 cache this is the bound
+// against f64 attention over the bf16-rounded K/V (what the cache holds).
 constexpr double kAttentionTol = 1e-10;
+
+// bf16 cache against f64 attention over the unrounded f32 K/V: each K/V
+// element carries a relative rounding error of at most 2^-9 (RMS ~2^-9 /
+// sqrt(3) = 1.1e-3 for round-to-nearest). V's error passes to the output at
+// about that relative size (NMSE ~1.3e-6, little averaging when few
+// positions dominate the softmax); K's moves each score by ~scale * |q| *
+// |k| * 1.1e-3 (q in [-2, 2], k in [-1, 1], scale 1/sqrt(hd)), which shifts
+// the softmax weights by a similar relative amount. Together NMSE of a few
+// 1e-6: measured 2.0e-6 to 4.4e-6 over the 138 bf16 checks of this file.
+// Allow 1e-5.
+constexpr double kBf16CacheTol = 1e-5;
+
+// The element size of a KV cache dtype (F32 or BF16).
+size_t ElemBytes(DType kv) { return kv == DType::kBF16 ? 2 : 4; }
+
+// A cache of `elems` elements of `kv`, every element NaN.
+std::vector<uint8_t> NanCache(size_t elems, DType kv) {
+  std::vector<uint8_t> cache(elems * ElemBytes(kv));
+  for (size_t i = 0; i < elems; ++i) {
+    if (kv == DType::kBF16) {
+      const uint16_t nan = 0x7FC0;
+      std::memcpy(cache.data() + 2 * i, &nan, 2);
+    } else {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::memcpy(cache.data() + 4 * i, &nan, 4);
+    }
+  }
+  return cache;
+}
+
+// x as the cache stores it: unchanged for F32, rounded for BF16.
+float Stored(float x, DType kv) { return kv == DType::kBF16 ? BF16ToF32(F32ToBF16(x)) : x; }
 
 struct Seq {
   int start;  // cached positions before this step
@@ -32,14 +67,14 @@ struct Case {
 
 // Runs one ragged batch through KvCacheWrite + PagedAttention and compares
 // with dense f64 attention.
-void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* pool, Rng& rng) {
+void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* pool, Rng& rng,
+                       DType kv = DType::kF32) {
   int num_blocks = 8;  // spare blocks stay NaN
   for (const Seq& s : seqs) num_blocks += (s.start + s.q_len + c.block_size - 1) / c.block_size;
   const int64_t token_floats = int64_t{c.n_kv_heads} * c.head_dim;
   // Unwritten slots hold NaN: reading past a sequence's context poisons the output.
-  std::vector<float> k_cache(num_blocks * c.block_size * token_floats,
-                             std::numeric_limits<float>::quiet_NaN());
-  std::vector<float> v_cache = k_cache;
+  std::vector<uint8_t> k_cache = NanCache(num_blocks * c.block_size * token_floats, kv);
+  std::vector<uint8_t> v_cache = k_cache;
   std::vector<int32_t> ids(num_blocks);
   std::iota(ids.begin(), ids.end(), 0);
   std::shuffle(ids.begin(), ids.end(), rng.gen());
@@ -67,6 +102,7 @@ void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* 
                          .v = dense_v[s].data(),
                          .k_cache = k_cache.data(),
                          .v_cache = v_cache.data(),
+                         .kv_dtype = kv,
                          .slot_mapping = slots.data(),
                          .tokens = ctx,
                          .n_kv_heads = c.n_kv_heads,
@@ -86,6 +122,7 @@ void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* 
   PagedAttentionParams p{.q = q.data(),
                          .k_cache = k_cache.data(),
                          .v_cache = v_cache.data(),
+                         .kv_dtype = kv,
                          .out = out.data(),
                          .block_tables = tables.data(),
                          .cu_q_lens = cu.data(),
@@ -100,55 +137,79 @@ void CheckAgainstDense(const std::vector<Seq>& seqs, const Case& c, ThreadPool* 
                          .scale = scale};
   ASSERT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
 
-  std::vector<double> want(out.size());
-  const int group = c.n_heads / c.n_kv_heads;
-  for (int s = 0; s < num_seqs; ++s) {
-    for (int i = 0; i < seqs[s].q_len; ++i) {
-      const int row = cu[s] + i;
-      const int pos = seqs[s].start + i;
-      for (int h = 0; h < c.n_heads; ++h) {
-        const int kvh = h / group;
-        std::vector<double> w(pos + 1);
-        double mx = -1e300;
-        for (int j = 0; j <= pos; ++j) {
-          double dot = 0.0;
-          for (int d = 0; d < c.head_dim; ++d) {
-            dot += double{q[row * q_row + h * c.head_dim + d]} *
-                   dense_k[s][j * token_floats + kvh * c.head_dim + d];
+  // Dense f64 attention over K/V as given to KvCacheWrite, each element
+  // passed through Stored(x, rounding).
+  auto dense = [&](DType rounding) {
+    std::vector<double> want(out.size());
+    const int group = c.n_heads / c.n_kv_heads;
+    for (int s = 0; s < num_seqs; ++s) {
+      for (int i = 0; i < seqs[s].q_len; ++i) {
+        const int row = cu[s] + i;
+        const int pos = seqs[s].start + i;
+        for (int h = 0; h < c.n_heads; ++h) {
+          const int kvh = h / group;
+          std::vector<double> w(pos + 1);
+          double mx = -1e300;
+          for (int j = 0; j <= pos; ++j) {
+            double dot = 0.0;
+            for (int d = 0; d < c.head_dim; ++d) {
+              dot += double{q[row * q_row + h * c.head_dim + d]} *
+                     Stored(dense_k[s][j * token_floats + kvh * c.head_dim + d], rounding);
+            }
+            w[j] = dot * scale;
+            mx = std::max(mx, w[j]);
           }
-          w[j] = dot * scale;
-          mx = std::max(mx, w[j]);
-        }
-        double sum = 0.0;
-        for (double& x : w) sum += (x = std::exp(x - mx));
-        for (int d = 0; d < c.head_dim; ++d) {
-          double acc = 0.0;
-          for (int j = 0; j <= pos; ++j)
-            acc += w[j] * dense_v[s][j * token_floats + kvh * c.head_dim + d];
-          want[row * q_row + h * c.head_dim + d] = acc / sum;
+          double sum = 0.0;
+          for (double& x : w) sum += (x = std::exp(x - mx));
+          for (int d = 0; d < c.head_dim; ++d) {
+            double acc = 0.0;
+            for (int j = 0; j <= pos; ++j) {
+              acc += w[j] * Stored(dense_v[s][j * token_floats + kvh * c.head_dim + d], rounding);
+            }
+            want[row * q_row + h * c.head_dim + d] = acc / sum;
+          }
         }
       }
     }
-  }
-  EXPECT_LT(Nmse(out, want), kAttentionTol)
+    return want;
+  };
+  EXPECT_LT(Nmse(out, dense(kv)), kAttentionTol)
       << "heads=" << c.n_heads << "/" << c.n_kv_heads << " hd=" << c.head_dim
-      << " bs=" << c.block_size << " pool=" << (pool != nullptr);
+      << " bs=" << c.block_size << " pool=" << (pool != nullptr) << " kv=" << DTypeName(kv);
+  if (kv == DType::kBF16) {
+    EXPECT_LT(Nmse(out, dense(DType::kF32)), kBf16CacheTol)
+        << "heads=" << c.n_heads << "/" << c.n_kv_heads << " hd=" << c.head_dim;
+  }
 }
 
 class PagedAttentionTest : public ::testing::TestWithParam<Isa> {
  protected:
   PagedAttentionTest() : force_(GetParam()) {}
+  void SetUp() override {
+    if (GetParam() > DetectedIsa()) {
+      GTEST_SKIP() << "SKIPPED: this CPU lacks " << IsaName(GetParam()) << " (detected "
+                   << IsaName(DetectedIsa()) << "); its attention build is not tested here";
+    }
+    if (GetParam() == Isa::kAvxVnni && !HasAvx512()) {
+      GTEST_SKIP() << "SKIPPED: this CPU lacks AVX-512; the AVX-512 attention build is not "
+                      "tested here";
+    }
+  }
   ScopedIsaForTesting force_;
   ThreadPool pool_{2};
 };
 
+// Head dims cover the 16-lane AVX-512 loop with and without a tail (64,
+// 24, 40, 17) and the 8-lane AVX2 one.
 TEST_P(PagedAttentionTest, MatchesDenseCausalAttention) {
-  Rng rng(11);
   const std::vector<Seq> seqs = {{0, 7}, {13, 1}, {21, 9}, {0, 1}, {40, 1}};
-  for (const Case& c : std::vector<Case>{
-           {4, 4, 64, 16}, {9, 3, 64, 16}, {12, 3, 24, 5}, {8, 2, 40, 7}, {3, 1, 17, 1}}) {
-    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_}) {
-      CheckAgainstDense(seqs, c, pool, rng);
+  for (DType kv : {DType::kF32, DType::kBF16}) {
+    Rng rng(11);
+    for (const Case& c : std::vector<Case>{
+             {4, 4, 64, 16}, {9, 3, 64, 16}, {12, 3, 24, 5}, {8, 2, 40, 7}, {3, 1, 17, 1}}) {
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_}) {
+        CheckAgainstDense(seqs, c, pool, rng, kv);
+      }
     }
   }
 }
@@ -156,16 +217,100 @@ TEST_P(PagedAttentionTest, MatchesDenseCausalAttention) {
 // Few query rows (decode): the launcher splits each row's context across
 // items and merges partial softmax results.
 TEST_P(PagedAttentionTest, DecodeWithSplitContextMatchesDense) {
-  Rng rng(12);
   ThreadPool four(4);
-  for (const std::vector<Seq>& seqs :
-       std::vector<std::vector<Seq>>{{{300, 1}}, {{95, 1}, {33, 1}}, {{31, 1}}, {{64, 2}}}) {
-    for (const Case& c : std::vector<Case>{{9, 3, 64, 16}, {4, 1, 32, 7}, {8, 8, 16, 16}}) {
-      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_, &four}) {
-        CheckAgainstDense(seqs, c, pool, rng);
+  for (DType kv : {DType::kF32, DType::kBF16}) {
+    Rng rng(12);
+    for (const std::vector<Seq>& seqs :
+         std::vector<std::vector<Seq>>{{{300, 1}}, {{95, 1}, {33, 1}}, {{31, 1}}, {{64, 2}}}) {
+      for (const Case& c : std::vector<Case>{{9, 3, 64, 16}, {4, 1, 32, 7}, {8, 8, 16, 16}}) {
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_, &four}) {
+          CheckAgainstDense(seqs, c, pool, rng, kv);
+        }
       }
     }
   }
+}
+
+// The SIMD builds against the portable one on the same bf16 cache: they
+// differ only in f32 rounding order (~1e-7 relative), never in how bf16 is
+// widened.
+TEST_P(PagedAttentionTest, Bf16CacheMatchesPortableBuild) {
+  Rng rng(14);
+  const int n_heads = 9, n_kv = 3, hd = 64, bs = 16, ctx = 300;
+  const int blocks = (ctx + bs - 1) / bs;
+  std::vector<uint16_t> k_cache(static_cast<size_t>(blocks) * bs * n_kv * hd), v_cache;
+  for (uint16_t& x : k_cache) x = F32ToBF16(rng.Uniform(-1.0f, 1.0f));
+  v_cache = k_cache;
+  std::shuffle(v_cache.begin(), v_cache.end(), rng.gen());
+  std::vector<int32_t> table(blocks);
+  std::iota(table.begin(), table.end(), 0);
+  const std::vector<float> q = rng.Floats(size_t{3} * n_heads * hd, -2.0f, 2.0f);
+  const int32_t cu[2] = {0, 3}, start = ctx - 3;
+  auto run = [&](ThreadPool* pool) {
+    std::vector<float> out(q.size());
+    PagedAttentionParams p{.q = q.data(),
+                           .k_cache = k_cache.data(),
+                           .v_cache = v_cache.data(),
+                           .kv_dtype = DType::kBF16,
+                           .out = out.data(),
+                           .block_tables = table.data(),
+                           .cu_q_lens = cu,
+                           .start_pos = &start,
+                           .num_seqs = 1,
+                           .max_blocks_per_seq = blocks,
+                           .n_heads = n_heads,
+                           .n_kv_heads = n_kv,
+                           .head_dim = hd,
+                           .block_size = bs,
+                           .num_blocks = blocks,
+                           .scale = 0.125f};
+    EXPECT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
+    return out;
+  };
+  const std::vector<float> got = run(&pool_);
+  std::vector<float> portable;
+  {
+    ScopedIsaForTesting force(Isa::kPortable);
+    portable = run(&pool_);
+  }
+  EXPECT_LT(Nmse(got, portable), 1e-12);
+}
+
+// KvCacheWrite rounds to nearest even into a bf16 cache (formats/dtype.h
+// F32ToBF16), ties included: 1 + 2^-8 lies halfway between two bf16 values.
+TEST_P(PagedAttentionTest, Bf16WriteRoundsToNearestEven) {
+  Rng rng(15);
+  const int n_kv = 2, hd = 8, bs = 4, tokens = 5;
+  std::vector<float> k = rng.Floats(size_t{tokens} * n_kv * hd), v = rng.Floats(k.size());
+  k[0] = 1.0f + 0x1p-8f;             // tie: rounds down to 1 (even)
+  k[1] = 1.0f + 3 * 0x1p-8f;         // tie: rounds up to 1 + 2^-6
+  v[0] = 1.0f + 0x1p-8f + 0x1p-20f;  // just above the tie: rounds up
+  std::vector<uint16_t> k_cache(size_t{2} * bs * n_kv * hd), v_cache(k_cache.size());
+  const std::vector<int64_t> slots = {6, 0, -1, 7, 2};
+  KvCacheWriteParams w{.k = k.data(),
+                       .v = v.data(),
+                       .k_cache = k_cache.data(),
+                       .v_cache = v_cache.data(),
+                       .kv_dtype = DType::kBF16,
+                       .slot_mapping = slots.data(),
+                       .tokens = tokens,
+                       .n_kv_heads = n_kv,
+                       .head_dim = hd,
+                       .block_size = bs,
+                       .num_blocks = 2};
+  ASSERT_TRUE(KvCacheWrite(w, Stream{.pool = &pool_}).ok());
+  EXPECT_EQ(k_cache[6 * n_kv * hd], 0x3F80);      // 1.0
+  EXPECT_EQ(k_cache[6 * n_kv * hd + 1], 0x3F82);  // 1 + 2^-6
+  EXPECT_EQ(v_cache[6 * n_kv * hd], 0x3F81);      // 1 + 2^-7
+  for (int t = 0; t < tokens; ++t) {
+    if (slots[t] < 0) continue;
+    for (int i = 0; i < n_kv * hd; ++i) {
+      ASSERT_EQ(k_cache[slots[t] * n_kv * hd + i], F32ToBF16(k[t * n_kv * hd + i]));
+      ASSERT_EQ(v_cache[slots[t] * n_kv * hd + i], F32ToBF16(v[t * n_kv * hd + i]));
+    }
+  }
+  w.kv_dtype = DType::kF16;
+  EXPECT_EQ(KvCacheWrite(w, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // A sequence's output must not depend on what else is in the batch, on the
@@ -302,10 +447,13 @@ TEST_P(PagedAttentionTest, RejectsBadBlockTables) {
   EXPECT_EQ(KvCacheWrite(w, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(BothIsas, PagedAttentionTest,
-                         ::testing::Values(Isa::kPortable, Isa::kAvx2),
+// kAvxVnni runs the AVX-512 attention build where the CPU has AVX-512
+// (isa.h), kAvx2 the AVX2 one.
+INSTANTIATE_TEST_SUITE_P(EveryIsa, PagedAttentionTest,
+                         ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvxVnni),
                          [](const ::testing::TestParamInfo<Isa>& info) {
-                           return std::string(IsaName(info.param));
+                           return info.param == Isa::kAvxVnni ? std::string("avx512")
+                                                              : std::string(IsaName(info.param));
                          });
 
 }  // namespace

@@ -71,6 +71,19 @@ Isa DetectedIsa() {
   return isa;
 }
 
+bool HasAvx512() {
+#if defined(__x86_64__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 Isa ActiveIsa() {
   static const Isa default_isa = DefaultIsa();
   const int o = g_override.load(std::memory_order_relaxed);

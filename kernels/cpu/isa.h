@@ -9,6 +9,11 @@
 // their AVX2 variant under both. Levels are ordered: each one implies the
 // ones before it.
 //
+// AVX-512 is not a level (CPUs with AVX-VNNI but no AVX-512 exist, and the
+// reverse): PagedAttention runs its AVX-512F/BW/VL build when the active
+// level is kAvxVnni or higher and HasAvx512(), so TPSERVE_CPU_ISA=avx2 (or a
+// test forcing kAvx2) selects its AVX2 build on the same CPU.
+//
 //   if (ActiveIsa() >= Isa::kAvx2) avx2::Kernel(args); else portable::Kernel(args);
 //
 // Tests force each variant with ScopedIsaForTesting.
@@ -21,6 +26,9 @@ enum class Isa { kPortable = 0, kAvx2 = 1, kAvxVnni = 2, kAmx = 3 };
 
 // What this CPU supports (cached after the first call).
 Isa DetectedIsa();
+
+// Whether this CPU has AVX-512F, BW and VL (cached).
+bool HasAvx512();
 
 // What the launchers use: DetectedIsa(), capped by the environment variable
 // TPSERVE_CPU_ISA=portable|avx2|avxvnni|amx if set, unless a test overrides it.

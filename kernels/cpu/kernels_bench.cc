@@ -315,17 +315,32 @@ void BM_ParallelForOverhead(benchmark::State& state) {
 
 // PagedAttention for one sequence of SmolLM2's shape (9 query heads, 3 KV
 // heads, head_dim 64, block 16): q_len = 1 is decode at context ctx, larger
-// q_len a prefill chunk ending at ctx. Reports us per call (one layer).
+// q_len a prefill chunk ending at ctx; bf16 = 1 reads a bf16 KV cache.
+// Reports us per call (one layer).
 void BM_PagedAttention(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
   const int ctx = static_cast<int>(state.range(1));
   const int q_len = static_cast<int>(state.range(2));
+  const DType kv = state.range(3) != 0 ? DType::kBF16 : DType::kF32;
   constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64, kBlock = 16;
   const int num_blocks = (ctx + kBlock - 1) / kBlock;
   Rng rng(5);
-  std::vector<float> k_cache =
-      rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvHeads * kHeadDim);
-  std::vector<float> v_cache = rng.Floats(k_cache.size());
+  // Random K/V as the cache holds them (f32, or bf16 bit patterns).
+  auto cache = [&] {
+    const std::vector<float> f =
+        rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvHeads * kHeadDim);
+    std::vector<uint8_t> bytes(f.size() * BlockBytes(kv));
+    for (size_t i = 0; i < f.size(); ++i) {
+      if (kv == DType::kBF16) {
+        const uint16_t b = F32ToBF16(f[i]);
+        std::memcpy(bytes.data() + 2 * i, &b, 2);
+      } else {
+        std::memcpy(bytes.data() + 4 * i, &f[i], 4);
+      }
+    }
+    return bytes;
+  };
+  const std::vector<uint8_t> k_cache = cache(), v_cache = cache();
   std::vector<float> q = rng.Floats(static_cast<size_t>(q_len) * kHeads * kHeadDim);
   std::vector<float> out(q.size());
   std::vector<int32_t> table(num_blocks);
@@ -336,6 +351,7 @@ void BM_PagedAttention(benchmark::State& state) {
   PagedAttentionParams p{.q = q.data(),
                          .k_cache = k_cache.data(),
                          .v_cache = v_cache.data(),
+                         .kv_dtype = kv,
                          .out = out.data(),
                          .block_tables = table.data(),
                          .cu_q_lens = cu,
@@ -399,11 +415,16 @@ BENCHMARK(BM_GemmFixed)->Apply(RowParallelArgs)->Iterations(1)->Unit(benchmark::
 BENCHMARK(BM_Gemm)->Apply(GemvArgs)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm)->Apply(GemmArgsList)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_PagedAttention)
-    ->ArgNames({"threads", "ctx", "q_len"})
-    ->Args({1, 128, 1})
-    ->Args({1, 1024, 1})
-    ->Args({2, 1024, 1})
-    ->Args({2, 512, 512})
+    ->ArgNames({"threads", "ctx", "q_len", "bf16"})
+    ->Args({1, 128, 1, 0})
+    ->Args({1, 1024, 1, 0})
+    ->Args({1, 1024, 1, 1})
+    ->Args({2, 1024, 1, 0})
+    ->Args({2, 1024, 1, 1})
+    ->Args({1, 4096, 1, 0})
+    ->Args({1, 4096, 1, 1})
+    ->Args({2, 512, 512, 0})
+    ->Args({2, 512, 512, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ParallelForOverhead)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -1,8 +1,9 @@
 // Internal to the CPU launchers: the per-ISA bodies of the non-GEMM ops. Each
-// body is written once (elementwise_impl.inc, attention_impl.inc) in plain
-// C++ shaped for auto-vectorisation (8-lane accumulators) and compiled twice:
-// ops_portable.cc for any CPU, ops_avx2.cc with AVX2/FMA enabled. Ranges are
-// what one ParallelFor chunk covers.
+// body is written once (ops_impl.inc) in plain C++ shaped for
+// auto-vectorisation (8-lane accumulators) and compiled per ISA:
+// ops_portable.cc for any CPU, ops_avx2.cc with AVX2/FMA enabled, and
+// ops_avx512.cc (attention only) with AVX-512F/BW/VL (isa.h HasAvx512).
+// Ranges are what one ParallelFor chunk covers.
 #ifndef TPSERVE_KERNELS_CPU_OP_KERNELS_H_
 #define TPSERVE_KERNELS_CPU_OP_KERNELS_H_
 
@@ -39,12 +40,14 @@ struct AttentionItem {
   float* partial;
 };
 
-#define TPS_DECLARE_OP_KERNELS                                                                   \
-  void RmsNormRows(const RmsNormParams& p, int64_t begin, int64_t end);                          \
-  /* cos_sin: (tokens, head_dim / 2, 2) cos and sin of each token's angles. */                   \
-  void RopeTokens(const RopeParams& p, const float* cos_sin, int64_t begin, int64_t end);        \
-  void SwigluRows(const SwigluParams& p, int64_t begin, int64_t end);                            \
-  void AddRange(const AddParams& p, int64_t begin, int64_t end);                                 \
+#define TPS_DECLARE_ELEMENTWISE_KERNELS                                                   \
+  void RmsNormRows(const RmsNormParams& p, int64_t begin, int64_t end);                   \
+  /* cos_sin: (tokens, head_dim / 2, 2) cos and sin of each token's angles. */            \
+  void RopeTokens(const RopeParams& p, const float* cos_sin, int64_t begin, int64_t end); \
+  void SwigluRows(const SwigluParams& p, int64_t begin, int64_t end);                     \
+  void AddRange(const AddParams& p, int64_t begin, int64_t end);
+
+#define TPS_DECLARE_ATTENTION_KERNELS                                                            \
   void Attend(const PagedAttentionParams& p, const AttentionItem& item);                         \
   /* Per segment s, head h: partial[(s * heads + h) * (head_dim + 2) ...] = unnormalised */      \
   /* sum e^(x - max) v (head_dim floats), max, sum e^(x - max). */                               \
@@ -53,14 +56,21 @@ struct AttentionItem {
   void MergeSegments(const float* partial, int segments, int heads, int hd, float* out);
 
 namespace portable {
-TPS_DECLARE_OP_KERNELS
+TPS_DECLARE_ELEMENTWISE_KERNELS
+TPS_DECLARE_ATTENTION_KERNELS
 }  // namespace portable
 
 namespace avx2 {
-TPS_DECLARE_OP_KERNELS
+TPS_DECLARE_ELEMENTWISE_KERNELS
+TPS_DECLARE_ATTENTION_KERNELS
 }  // namespace avx2
 
-#undef TPS_DECLARE_OP_KERNELS
+namespace avx512 {
+TPS_DECLARE_ATTENTION_KERNELS
+}  // namespace avx512
+
+#undef TPS_DECLARE_ELEMENTWISE_KERNELS
+#undef TPS_DECLARE_ATTENTION_KERNELS
 
 }  // namespace tpserve::kernels::cpu
 

@@ -37,6 +37,9 @@ absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream) {
       p.num_blocks < 0) {
     return absl::InvalidArgumentError("KvCacheWrite: bad shape");
   }
+  if (p.kv_dtype != DType::kF32) {
+    return absl::InvalidArgumentError("KvCacheWrite: the CUDA backend writes an f32 KV cache only");
+  }
   if (p.tokens == 0) return absl::OkStatus();
   if (p.k == nullptr || p.v == nullptr || p.k_cache == nullptr || p.v_cache == nullptr ||
       p.slot_mapping == nullptr) {
@@ -46,7 +49,7 @@ absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream) {
   const int64_t ks = p.k_stride == 0 ? width : p.k_stride;
   const int64_t vs = p.v_stride == 0 ? width : p.v_stride;
   KvCacheWriteKernel<<<p.tokens, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
-      p.k, p.v, p.k_cache, p.v_cache, p.slot_mapping, width,
+      p.k, p.v, static_cast<float*>(p.k_cache), static_cast<float*>(p.v_cache), p.slot_mapping, width,
       static_cast<int64_t>(p.num_blocks) * p.block_size, ks, vs);
   return LaunchStatus("KvCacheWriteKernel");
 }

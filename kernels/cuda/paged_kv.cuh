@@ -35,8 +35,13 @@ struct PagedKv {
 };
 
 inline PagedKv MakePagedKv(const PagedAttentionParams& p) {
-  return PagedKv{p.k_cache,    p.v_cache,  p.block_size,        p.num_blocks,
-                 p.n_kv_heads, p.head_dim, p.max_blocks_per_seq};
+  return PagedKv{static_cast<const float*>(p.k_cache),
+                 static_cast<const float*>(p.v_cache),
+                 p.block_size,
+                 p.num_blocks,
+                 p.n_kv_heads,
+                 p.head_dim,
+                 p.max_blocks_per_seq};
 }
 
 // What the prefill attention kernels take (f32 and tensor-core).
@@ -72,6 +77,8 @@ inline const char* CheckAttentionShape(const PagedAttentionParams& p) {
       p.block_size <= 0 || p.max_blocks_per_seq < 0 || p.num_blocks < 0) {
     return "PagedAttention: bad shape";
   }
+  if (p.kv_dtype != DType::kF32)
+    return "PagedAttention: the CUDA backend reads an f32 KV cache only";
   if (p.n_heads % p.n_kv_heads != 0)
     return "PagedAttention: n_heads must be a multiple of n_kv_heads";
   if (p.num_seqs > 0 &&

@@ -194,6 +194,9 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
         "RopeKvWrite: head_dim above 512 is not supported (its angles live in shared memory); "
         "use Rope then KvCacheWrite");
   }
+  if (kv.kv_dtype != DType::kF32) {
+    return absl::InvalidArgumentError("RopeKvWrite: the CUDA backend writes an f32 KV cache only");
+  }
   if (rope.tokens == 0) return absl::OkStatus();
   if (kv.v == nullptr || kv.k_cache == nullptr || kv.v_cache == nullptr ||
       kv.slot_mapping == nullptr) {
@@ -202,8 +205,8 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
   const RopeArgs a = MakeRopeArgs(rope);
   const int width = kv.n_kv_heads * kv.head_dim;
   const CacheArgs c{kv.v,
-                    kv.k_cache,
-                    kv.v_cache,
+                    static_cast<float*>(kv.k_cache),
+                    static_cast<float*>(kv.v_cache),
                     kv.slot_mapping,
                     kv.v_stride == 0 ? width : kv.v_stride,
                     static_cast<int64_t>(kv.num_blocks) * kv.block_size};

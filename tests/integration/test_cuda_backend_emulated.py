@@ -115,7 +115,10 @@ class CudaBackendEmulatedTest(unittest.TestCase):
 
     def test_cuda_worker_matches_cpu_worker(self):
         model = make_model()
-        with Cluster(world_size=1, model=model, worker_args=["--backend=cpu"]) as c:
+        # The CPU worker keeps the f32 KV cache the CUDA backend has (its
+        # default is bf16).
+        with Cluster(world_size=1, model=model,
+                     worker_args=["--backend=cpu", "--kv_dtype=f32"]) as c:
             want = generate(c)
         # Two emulated devices: TP=2 goes through the multi-rank CUDA path
         # (device all-reduces, vocab slices gathered and sampled on rank 0's

@@ -146,8 +146,9 @@ class MetricsTest(unittest.TestCase):
                                    phase=phase))
 
     def test_preemption_counts_and_keeps_outputs(self):
-        # ~8 KV blocks of 16 tokens: four 70-token sequences cannot all fit.
-        with Cluster(world_size=2, kv_cache_mb=4, router_args=["--max_model_len=120"]) as c, \
+        # 8 KV blocks of 16 tokens (bf16, 240 KiB a block on rank 0 of 2): four
+        # 70-token sequences cannot all fit.
+        with Cluster(world_size=2, kv_cache_mb=2, router_args=["--max_model_len=120"]) as c, \
                 c.client() as client:
             prompts = [f"Story {i}: once upon a time in a land far away" for i in range(4)]
             alone = [run(client, p, max_tokens=50, ignore_eos=True) for p in prompts]

@@ -49,6 +49,8 @@ ABSL_FLAG(int, batch, 1, "Sequences run side by side, each with the same prompt"
 ABSL_FLAG(int, max_tokens, 32, "Tokens to generate per sequence");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past the model's stop tokens");
 ABSL_FLAG(int64_t, kv_mb, 256, "KV cache per rank, MiB");
+ABSL_FLAG(std::string, kv_dtype, "auto",
+          "KV cache element type: auto (bf16 on cpu, f32 on cuda), f32 or bf16 (cpu only)");
 ABSL_FLAG(int, chunk, 0, "Prefill chunk size; 0 = the whole prompt in one step");
 ABSL_FLAG(std::string, comm, "shm", "Collectives between the local ranks: shm or gloo");
 ABSL_FLAG(std::string, backend, "cpu", "cpu, or cuda (device r for rank r, NCCL when --tp > 1)");
@@ -68,7 +70,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: tpserve-run --model PATH [--tp N] [--threads T] (--prompt TEXT | "
     "--prompt_ids 1,2,3 | --prompt_len N)\n"
-    "       [--batch B] [--max_tokens N] [--ignore_eos] [--kv_mb MB] [--chunk N]\n"
+    "       [--batch B] [--max_tokens N] [--ignore_eos] [--kv_mb MB] [--kv_dtype auto|f32|bf16]\n"
+    "       [--chunk N]"
     "       [--temperature T] [--top_k K] [--top_p P] [--min_p P] [--seed S]\n"
     "       [--repetition_penalty R] [--comm shm|gloo] [--backend cpu|cuda]";
 
@@ -84,7 +87,8 @@ struct RunOptions {
   bool ignore_eos = false;
   bool tp_invariant = false;  // EngineOptions::tp_invariant
   int64_t kv_mb = 256;
-  int chunk = 0;  // prefill chunk size; 0 = whole prompt in one step
+  std::string kv_dtype;  // EngineOptions::kv_dtype
+  int chunk = 0;         // prefill chunk size; 0 = whole prompt in one step
   std::string comm;
   std::string backend;
   SamplingParams sampling;
@@ -101,6 +105,7 @@ absl::StatusOr<RunOptions> OptionsFromFlags() {
   o.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   o.kv_mb = absl::GetFlag(FLAGS_kv_mb);
+  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
   o.chunk = absl::GetFlag(FLAGS_chunk);
   o.comm = absl::GetFlag(FLAGS_comm);
   o.backend = absl::GetFlag(FLAGS_backend);
@@ -118,6 +123,7 @@ absl::StatusOr<RunOptions> OptionsFromFlags() {
     o.prompt_ids.push_back(id);
   }
   if (o.model.empty()) return absl::InvalidArgumentError("--model is required");
+  TPS_RETURN_IF_ERROR(ResolveKvDType(o.kv_dtype, o.backend).status());
   if (o.tp < 1 || o.threads < 1 || o.batch < 1 || o.max_tokens < 1) {
     return absl::InvalidArgumentError("--tp, --threads, --batch, --max_tokens must be >= 1");
   }
@@ -129,7 +135,9 @@ struct RankResult {
   double decode_s = 0;
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
-  std::vector<int32_t> output;  // sequence 0's generated ids
+  std::string kv_dtype;            // "F32" or "BF16"
+  int64_t kv_bytes_per_token = 0;  // this rank's K and V over all layers
+  std::vector<int32_t> output;     // sequence 0's generated ids
 };
 
 absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_t>& prompt,
@@ -151,6 +159,7 @@ absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_
   EngineOptions eopts;
   eopts.num_threads = o.threads;
   eopts.kv_cache_bytes = o.kv_mb << 20;
+  eopts.kv_dtype = o.kv_dtype;
   eopts.backend = o.backend;
   eopts.tp_invariant = o.tp_invariant;
   eopts.device = o.backend == "cuda" ? rank : 0;
@@ -168,6 +177,9 @@ absl::StatusOr<RankResult> RunRank(const RunOptions& o, const std::vector<int32_
     tables[b] = *t;
   }
   RankResult res;
+  res.kv_dtype = DTypeName(engine->kv_dtype());
+  res.kv_bytes_per_token =
+      engine->kv_cache_bytes() / (int64_t{engine->num_kv_blocks()} * engine->block_size());
   // Prefill, in chunks when asked.
   const int plen = static_cast<int>(prompt.size());
   const int chunk = o.chunk > 0 ? o.chunk : plen;
@@ -288,7 +300,8 @@ int Main(int argc, char** argv) {
       if (r == 0) {
         std::string line =
             absl::StrCat(res->prefill_s, " ", res->prefill_tokens, " ", res->decode_s, " ",
-                         res->decode_tokens, " ", absl::StrJoin(res->output, ","), "\n");
+                         res->decode_tokens, " ", res->kv_dtype, " ", res->kv_bytes_per_token, " ",
+                         absl::StrJoin(res->output, ","), "\n");
         if (write(pipe_fd[1], line.data(), line.size()) < 0) _exit(1);
       }
       _exit(0);
@@ -313,16 +326,16 @@ int Main(int argc, char** argv) {
   }
   std::vector<std::string> f = absl::StrSplit(absl::StripTrailingAsciiWhitespace(report), ' ');
   double prefill_s = 0, decode_s = 0;
-  int64_t prefill_tokens = 0, decode_tokens = 0;
-  if (f.size() < 4 || !absl::SimpleAtod(f[0], &prefill_s) ||
+  int64_t prefill_tokens = 0, decode_tokens = 0, kv_bytes_per_token = 0;
+  if (f.size() < 6 || !absl::SimpleAtod(f[0], &prefill_s) ||
       !absl::SimpleAtoi(f[1], &prefill_tokens) || !absl::SimpleAtod(f[2], &decode_s) ||
-      !absl::SimpleAtoi(f[3], &decode_tokens)) {
+      !absl::SimpleAtoi(f[3], &decode_tokens) || !absl::SimpleAtoi(f[5], &kv_bytes_per_token)) {
     fprintf(stderr, "tpserve-run: bad report from rank 0\n");
     return 1;
   }
   std::vector<int32_t> output;
-  if (f.size() > 4) {
-    for (absl::string_view p : absl::StrSplit(f[4], ',', absl::SkipEmpty())) {
+  if (f.size() > 6) {
+    for (absl::string_view p : absl::StrSplit(f[6], ',', absl::SkipEmpty())) {
       int32_t id = 0;
       if (absl::SimpleAtoi(p, &id)) output.push_back(id);
     }
@@ -335,6 +348,8 @@ int Main(int argc, char** argv) {
   printf("output ids: %s\n", absl::StrJoin(output, ",").c_str());
   printf("prefill: %lld tokens in %.3f s = %.1f tokens/s\n", static_cast<long long>(prefill_tokens),
          prefill_s, prefill_tokens / prefill_s);
+  printf("kv cache: %s, %lld bytes per token on rank 0\n", f[4].c_str(),
+         static_cast<long long>(kv_bytes_per_token));
   if (decode_tokens > 0) {
     printf("decode: %lld tokens in %.3f s = %.2f tokens/s (batch %d, TP %d, %d thread(s)/rank)\n",
            static_cast<long long>(decode_tokens), decode_s, decode_tokens / decode_s, o.batch, o.tp,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of tpserve-run on the default model: TP=2 over shared memory and
 # TP=3 over Gloo produce the expected greedy text; bad input ends with a clear
-# error and a non-zero exit, never a hang.
+# error and a non-zero exit, never a hang; the KV cache is bf16 by default
+# (23040 bytes per token: 30 layers x 3 KV heads x 64 x K,V x 2 bytes) and
+# f32 on --kv_dtype f32.
 set -uo pipefail
 BIN="$1"
 MODEL="${TPSERVE_ROOT:-.}/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -25,6 +27,18 @@ grep -qi "kv cache" <<<"$out" || fail "KV exhaustion message: $out"
 
 out=$(timeout 60 "$BIN" --model "$MODEL" --tp 10 --prompt_ids 5 2>&1) && fail "TP=10 accepted"
 grep -q "exceeds the 9 query heads" <<<"$out" || fail "TP=10 message: $out"
+
+out=$(timeout 60 "$BIN" --model "$MODEL" --prompt_ids 504,3575,282,4649,314 --max_tokens 2 --kv_dtype f32 2>&1) ||
+  fail "f32 KV run failed: $out"
+grep -q "^kv cache: F32, 46080 bytes per token" <<<"$out" || fail "f32 KV bytes per token: $out"
+out=$(timeout 60 "$BIN" --model "$MODEL" --prompt_ids 504,3575,282,4649,314 --max_tokens 2 2>&1) ||
+  fail "default KV run failed: $out"
+grep -q "^kv cache: BF16, 23040 bytes per token" <<<"$out" || fail "default (bf16) KV bytes per token: $out"
+
+out=$(timeout 10 "$BIN" --model "$MODEL" --prompt_ids 5 --kv_dtype f16 2>&1); [ $? -eq 2 ] || fail "--kv_dtype f16 exit code: $out"
+grep -q -- "--kv_dtype must be auto, f32 or bf16; got 'f16'" <<<"$out" || fail "--kv_dtype message: $out"
+out=$(timeout 10 "$BIN" --model "$MODEL" --prompt_ids 5 --backend cuda --kv_dtype bf16 2>&1); [ $? -eq 2 ] || fail "cuda bf16 KV exit code: $out"
+grep -q "bf16 KV cache is not implemented on the cuda backend" <<<"$out" || fail "cuda bf16 KV message: $out"
 
 out=$(timeout 10 "$BIN" --help 2>&1) || fail "--help exit code"
 grep -q -- "--max_tokens (default: 32)" <<<"$out" || fail "--help lists no --max_tokens: $out"

@@ -147,8 +147,11 @@ absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>&
 
   for (int l = 0; l < c_.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
-    const LayerKvCache cache{
-        .k = kv.k(l), .v = kv.v(l), .block_size = kv.block_size(), .num_blocks = kv.num_blocks()};
+    const LayerKvCache cache{.k = kv.k(l),
+                             .v = kv.v(l),
+                             .block_size = kv.block_size(),
+                             .num_blocks = kv.num_blocks(),
+                             .dtype = kv.dtype()};
     // Attention block.
     TPS_RETURN_IF_ERROR(cpu::RmsNorm({.x = x_.data(),
                                       .weight = w.attn_norm.data(),

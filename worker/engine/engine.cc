@@ -13,13 +13,15 @@
 namespace tpserve {
 namespace {
 
-// Every rank must have computed the same plan (same model, same world) and
-// use the same row-parallel reduction (tp_invariant all-reduces int64s).
+// Every rank must have computed the same plan (same model, same world), use
+// the same row-parallel reduction (tp_invariant all-reduces int64s) and the
+// same KV cache dtype (which sets the block count the router sees).
 absl::Status CheckPlanAcrossRanks(const ShardPlan& plan, ForwardBackend& forward, int world_size,
-                                  bool tp_invariant) {
+                                  bool tp_invariant, DType kv_dtype) {
   std::vector<int64_t> prints(world_size);
   const int64_t mine =
-      static_cast<int64_t>(plan.Fingerprint() ^ (tp_invariant ? 0x9e3779b97f4a7c15ull : 0));
+      static_cast<int64_t>(plan.Fingerprint() ^ (tp_invariant ? 0x9e3779b97f4a7c15ull : 0) ^
+                           (kv_dtype == DType::kBF16 ? 0xc2b2ae3d27d4eb4full : 0));
   TPS_RETURN_IF_ERROR(
       Annotate(forward.AllGatherI64(mine, &prints), "exchanging shard plan fingerprints"));
   for (int r = 0; r < world_size; ++r) {
@@ -27,7 +29,8 @@ absl::Status CheckPlanAcrossRanks(const ShardPlan& plan, ForwardBackend& forward
       return absl::InvalidArgumentError(absl::StrCat(
           "shard plans disagree between ranks: rank 0 has ", prints[0], ", rank ", r, " has ",
           prints[r],
-          " (different model files, world sizes or tp_invariant settings?); this rank's plan:\n",
+          " (different model files, world sizes, tp_invariant or kv_dtype settings?); this "
+          "rank's plan:\n",
           plan.DebugString()));
     }
   }
@@ -37,7 +40,7 @@ absl::Status CheckPlanAcrossRanks(const ShardPlan& plan, ForwardBackend& forward
 }  // namespace
 
 absl::Status Engine::CheckGroup() {
-  return CheckPlanAcrossRanks(plan_, *forward_, comm_.world_size(), tp_invariant_);
+  return CheckPlanAcrossRanks(plan_, *forward_, comm_.world_size(), tp_invariant_, kv_dtype_);
 }
 
 void Engine::ResetSequences() { history_.clear(); }
@@ -48,6 +51,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
     return absl::InvalidArgumentError("engine needs num_threads >= 1 and block_size >= 1");
   }
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(options.backend));
+  TPS_ASSIGN_OR_RETURN(const DType kv_dtype, ResolveKvDType(options.kv_dtype, options.backend));
   TPS_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::Create(model.config(), comm.world_size(), comm.rank()));
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward,
@@ -58,7 +62,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
                                              .tp_invariant = options.tp_invariant}));
   if (options.check_group_at_create) {
     TPS_RETURN_IF_ERROR(
-        CheckPlanAcrossRanks(plan, *forward, comm.world_size(), options.tp_invariant));
+        CheckPlanAcrossRanks(plan, *forward, comm.world_size(), options.tp_invariant, kv_dtype));
   }
   TPS_ASSIGN_OR_RETURN(ShardWeights weights, LoadShardWeights(model, plan, options.f32_weights));
   const ModelConfig& c = model.config();
@@ -68,7 +72,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   KvCacheShape shape{.num_layers = c.num_layers,
                      .n_kv_heads = static_cast<int>(max_kv),
                      .head_dim = c.head_dim,
-                     .block_size = options.block_size};
+                     .block_size = options.block_size,
+                     .dtype = kv_dtype};
   TPS_ASSIGN_OR_RETURN(int blocks, KvCachePool::BlocksForBudget(shape, options.kv_cache_bytes));
   shape.n_kv_heads = static_cast<int>(plan.mine().kv_heads.count);
   const int64_t weight_bytes = weights.bytes;
@@ -76,12 +81,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
       Annotate(forward->Load(std::move(weights), shape, blocks),
                absl::StrCat("loading weights and KV cache for backend ", forward->name())));
   return std::unique_ptr<Engine>(new Engine(model.config(), comm, std::move(plan),
-                                            std::move(forward), weight_bytes, blocks, options));
+                                            std::move(forward), weight_bytes, blocks, shape,
+                                            options));
 }
 
 Engine::Engine(const ModelConfig& config, Communicator& comm, ShardPlan plan,
                std::unique_ptr<ForwardBackend> forward, int64_t weight_bytes, int num_blocks,
-               const EngineOptions& options)
+               const KvCacheShape& kv_shape, const EngineOptions& options)
     : comm_(comm),
       config_(config),
       plan_(std::move(plan)),
@@ -89,6 +95,8 @@ Engine::Engine(const ModelConfig& config, Communicator& comm, ShardPlan plan,
       weight_bytes_(weight_bytes),
       num_blocks_(num_blocks),
       block_size_(options.block_size),
+      kv_dtype_(kv_shape.dtype),
+      kv_cache_bytes_(int64_t{num_blocks} * KvCachePool::BlockBytes(kv_shape)),
       backend_(options.backend),
       max_step_tokens_(options.max_step_tokens),
       tp_invariant_(options.tp_invariant) {}

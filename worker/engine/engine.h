@@ -56,6 +56,11 @@ struct EngineOptions {
   int num_threads = 2;                          // compute threads of this rank
   int64_t kv_cache_bytes = int64_t{256} << 20;  // KV pool budget of the largest shard
   int block_size = 16;                          // tokens per KV block
+  // KV cache element type: "auto" (bf16 on the cpu backend, f32 on cuda),
+  // "f32" or "bf16" (cpu only for now); see ResolveKvDType in
+  // kv_cache_pool.h. bf16 halves the bytes per token, so the same
+  // kv_cache_bytes holds twice the blocks; attention still computes in f32.
+  std::string kv_dtype = "auto";
   // Dequantize weight matrices to f32 at load: GEMMs then run in f32 instead
   // of quantizing activations to 8-bit blocks (the reference the CUDA engine
   // is compared against).
@@ -119,6 +124,10 @@ class Engine {
   const ShardPlan& plan() const { return plan_; }
   int num_kv_blocks() const { return num_blocks_; }
   int block_size() const { return block_size_; }
+  // The KV cache's element type (EngineOptions::kv_dtype resolved).
+  DType kv_dtype() const { return kv_dtype_; }
+  // Bytes of this rank's KV cache (its own shard of the KV heads).
+  int64_t kv_cache_bytes() const { return kv_cache_bytes_; }
   // "cpu" or "cuda".
   const std::string& backend() const { return backend_; }
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -127,7 +136,7 @@ class Engine {
  private:
   Engine(const ModelConfig& config, Communicator& comm, ShardPlan plan,
          std::unique_ptr<ForwardBackend> forward, int64_t weight_bytes, int num_blocks,
-         const EngineOptions& options);
+         const KvCacheShape& kv_shape, const EngineOptions& options);
 
   absl::Status Validate(const StepBatch& batch) const;
   void RecordTokens(const SequenceInput& seq);
@@ -140,6 +149,8 @@ class Engine {
   const int64_t weight_bytes_;
   const int num_blocks_;
   const int block_size_;
+  const DType kv_dtype_;
+  const int64_t kv_cache_bytes_;
   const std::string backend_;
   const int max_step_tokens_;
   const bool tp_invariant_;

@@ -13,6 +13,14 @@
 // sums), so a reader can see which engine stays with the exact model longer:
 // each engine's first divergence from it must be at a near-tie of the exact
 // logits (gap <= kNearTie). Per-prompt results are printed.
+//
+// Our engine runs twice, with the default bf16 KV cache and with an f32 one
+// (EngineOptions::kv_dtype), against the same references: both must pass.
+// As a logit-level measure of each, the test prints the largest difference
+// between our top-2 logit gap and llama.cpp's over the positions where both
+// produced the same tokens so far (same context on both sides).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -139,23 +147,15 @@ absl::StatusOr<std::vector<float>> OurGreedy(Engine& e, const std::vector<Refere
   return out;
 }
 
-TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
-  const std::string lib = Root() + "/.deps/llama.cpp-build/bin/libllama.so";
-  ASSERT_TRUE(std::ifstream(lib).good())
-      << "llama.cpp reference not built (" << lib << "): run scripts/setup.sh";
-  std::vector<Reference> refs = RunLlamaCpp();
-  ASSERT_EQ(refs.size(), std::size(kPrompts));
-  EngineOptions o;
-  o.num_threads = 2;
-  o.kv_cache_bytes = int64_t{64} << 20;
-  RankRun run = RunOnRanks(
-      1, {DefaultModelPath()}, o, [&](Engine& e, int) { return OurGreedy(e, refs); },
-      absl::Seconds(600));
-  ASSERT_TRUE(run.ok()) << run.ErrorSummary();
-  ASSERT_EQ(run.rank0.size(), refs.size() * 2 * kNewTokens);
+// Checks one run of our engine (per prompt: kNewTokens tokens, then their
+// top-2 gaps) against llama.cpp and the float64 reference.
+void CheckAgainstReferences(const std::string& kv_dtype, const std::vector<float>& ours_all,
+                            const std::vector<Reference>& refs, const std::vector<Exact>& f64) {
+  SCOPED_TRACE("kv_dtype " + kv_dtype);
   int exact = 0;
+  double max_gap_diff = 0.0;
   for (size_t p = 0; p < refs.size(); ++p) {
-    const float* ours = run.rank0.data() + p * 2 * kNewTokens;
+    const float* ours = ours_all.data() + p * 2 * kNewTokens;
     const float* our_gaps = ours + kNewTokens;
     int diverge = -1;
     for (int i = 0; i < kNewTokens; ++i) {
@@ -163,29 +163,32 @@ TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
         diverge = i;
         break;
       }
+      max_gap_diff = std::max(max_gap_diff, std::abs(our_gaps[i] - refs[p].gaps[i]));
     }
     if (diverge < 0) {
       ++exact;
-      printf("prompt %zu: all %d tokens match llama.cpp\n", p, kNewTokens);
+      printf("[%s KV] prompt %zu: all %d tokens match llama.cpp\n", kv_dtype.c_str(), p,
+             kNewTokens);
       continue;
     }
     const double ref_gap = refs[p].gaps[diverge];
     const double our_gap = our_gaps[diverge];
     printf(
-        "prompt %zu: diverges at token %d (llama.cpp %d, ours %d); top-2 gap there: "
+        "[%s KV] prompt %zu: diverges at token %d (llama.cpp %d, ours %d); top-2 gap there: "
         "llama.cpp %.4f, ours %.4f\n",
-        p, diverge, refs[p].tokens[diverge], static_cast<int32_t>(ours[diverge]), ref_gap, our_gap);
+        kv_dtype.c_str(), p, diverge, refs[p].tokens[diverge], static_cast<int32_t>(ours[diverge]),
+        ref_gap, our_gap);
     EXPECT_LE(std::min(ref_gap, our_gap), kNearTie)
         << "prompt " << p << " diverges at token " << diverge << " without a near-tie";
   }
-  printf("%d of %zu prompts match llama.cpp exactly for %d tokens\n", exact, refs.size(),
-         kNewTokens);
+  printf("[%s KV] %d of %zu prompts match llama.cpp exactly for %d tokens\n", kv_dtype.c_str(),
+         exact, refs.size(), kNewTokens);
+  printf("[%s KV] max |top-2 gap ours - llama.cpp| over matching prefixes: %.4f logits\n",
+         kv_dtype.c_str(), max_gap_diff);
 
-  const std::vector<Exact> f64 = RunF64(refs);
-  ASSERT_EQ(f64.size(), refs.size());
   int ours_exact = 0, llama_exact = 0;
   for (size_t p = 0; p < refs.size(); ++p) {
-    const int ours = FirstDivergence(run.rank0.data() + p * 2 * kNewTokens, f64[p]);
+    const int ours = FirstDivergence(ours_all.data() + p * 2 * kNewTokens, f64[p]);
     const int theirs = FirstDivergence(refs[p].tokens.data(), f64[p]);
     ours_exact += ours < 0;
     llama_exact += theirs < 0;
@@ -193,8 +196,8 @@ TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
       return i < 0 ? std::string("all 64 match")
                    : absl::StrCat("diverges at ", i, " (f64 gap ", f64[p].gaps[i], ")");
     };
-    printf("prompt %zu vs float64: ours %s; llama.cpp %s\n", p, at(ours).c_str(),
-           at(theirs).c_str());
+    printf("[%s KV] prompt %zu vs float64: ours %s; llama.cpp %s\n", kv_dtype.c_str(), p,
+           at(ours).c_str(), at(theirs).c_str());
     if (ours >= 0) {
       EXPECT_LE(f64[p].gaps[ours], kNearTie) << "prompt " << p << ": ours";
     }
@@ -202,8 +205,30 @@ TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
       EXPECT_LE(f64[p].gaps[theirs], kNearTie) << "prompt " << p << ": llama.cpp";
     }
   }
-  printf("vs float64: ours %d of %zu prompts exact for %d tokens, llama.cpp %d\n", ours_exact,
-         refs.size(), kNewTokens, llama_exact);
+  printf("[%s KV] vs float64: ours %d of %zu prompts exact for %d tokens, llama.cpp %d\n",
+         kv_dtype.c_str(), ours_exact, refs.size(), kNewTokens, llama_exact);
+}
+
+TEST(EngineLlamaCppTest, GreedyContinuationsMatchOrDivergeAtNearTies) {
+  const std::string lib = Root() + "/.deps/llama.cpp-build/bin/libllama.so";
+  ASSERT_TRUE(std::ifstream(lib).good())
+      << "llama.cpp reference not built (" << lib << "): run scripts/setup.sh";
+  std::vector<Reference> refs = RunLlamaCpp();
+  ASSERT_EQ(refs.size(), std::size(kPrompts));
+  const std::vector<Exact> f64 = RunF64(refs);
+  ASSERT_EQ(f64.size(), refs.size());
+  for (const std::string kv_dtype : {"bf16", "f32"}) {
+    EngineOptions o;
+    o.num_threads = 2;
+    o.kv_cache_bytes = int64_t{64} << 20;
+    o.kv_dtype = kv_dtype;
+    RankRun run = RunOnRanks(
+        1, {DefaultModelPath()}, o, [&](Engine& e, int) { return OurGreedy(e, refs); },
+        absl::Seconds(600));
+    ASSERT_TRUE(run.ok()) << run.ErrorSummary();
+    ASSERT_EQ(run.rank0.size(), refs.size() * 2 * kNewTokens);
+    CheckAgainstReferences(kv_dtype, run.rank0, refs, f64);
+  }
 }
 
 }  // namespace

@@ -12,7 +12,8 @@
 //   - the default model (SmolLM2-135M Q4_1, 9q/3kv, 30 layers), TP=2/3;
 // and greedy continuations of 64 tokens for 20 prompts on the default model
 // are identical at TP = 1, 2 and 3. The invariant logits stay close to the
-// default (f32 all-reduce) mode's: kModeTol of max |logit|.
+// default (f32 all-reduce) mode's: kModeTol of max |logit|. Every run uses
+// the default KV cache, bf16 on the cpu backend (EngineOptions::kv_dtype).
 #include <algorithm>
 #include <cmath>
 #include <cstring>

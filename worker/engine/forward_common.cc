@@ -104,6 +104,7 @@ kernels::KvCacheWriteParams MakeKvCacheWriteParams(const RankDims& d, const Step
   p.v = qkv + d.q_dim + d.kv_dim;
   p.k_cache = kv.k;
   p.v_cache = kv.v;
+  p.kv_dtype = kv.dtype;
   p.slot_mapping = a.slots;
   p.tokens = a.num_tokens;
   p.n_kv_heads = d.n_kv_heads;
@@ -122,6 +123,7 @@ kernels::PagedAttentionParams MakeAttentionParams(const RankDims& d, const StepA
   p.q = qkv;
   p.k_cache = kv.k;
   p.v_cache = kv.v;
+  p.kv_dtype = kv.dtype;
   p.out = out;
   p.block_tables = a.tables;
   p.cu_q_lens = a.cu_q;

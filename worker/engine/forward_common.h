@@ -83,10 +83,11 @@ struct RowParallelChunks {
 
 // The paged KV cache of one layer as the kernels see it.
 struct LayerKvCache {
-  float* k = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim)
-  float* v = nullptr;
+  void* k = nullptr;  // (num_blocks, block_size, n_kv_heads, head_dim) in dtype
+  void* v = nullptr;
   int block_size = 0;
   int num_blocks = 0;
+  DType dtype = DType::kF32;  // kF32 or kBF16 (kernels/ops.h kv_dtype)
 };
 
 // (T, H) embedding of this rank's vocabulary slice into `out`.

@@ -4,21 +4,49 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
+#include "common/status.h"
 
 namespace tpserve {
 
-void KvCachePool::FreeDeleter::operator()(float* p) const { std::free(p); }
+namespace {
+
+absl::Status CheckShape(const KvCacheShape& s) {
+  if (s.num_layers <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 || s.block_size <= 0) {
+    return absl::InvalidArgumentError("KV cache shape has a non-positive dimension");
+  }
+  if (s.dtype != DType::kF32 && s.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache dtype ", DTypeName(s.dtype), " is not F32 or BF16"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<DType> ResolveKvDType(absl::string_view kv_dtype, absl::string_view backend) {
+  if (kv_dtype == "auto") return backend == "cpu" ? DType::kBF16 : DType::kF32;
+  if (kv_dtype == "f32") return DType::kF32;
+  if (kv_dtype == "bf16") {
+    if (backend != "cpu") {
+      return absl::UnimplementedError(absl::StrCat(
+          "a bf16 KV cache is not implemented on the ", backend,
+          " backend yet (its attention kernels read f32); use --kv_dtype=f32 or auto"));
+    }
+    return DType::kBF16;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_dtype must be auto, f32 or bf16; got '", kv_dtype, "'"));
+}
+
+void KvCachePool::FreeDeleter::operator()(void* p) const { std::free(p); }
 
 int64_t KvCachePool::BlockBytes(const KvCacheShape& s) {
   return int64_t{2} * s.num_layers * s.block_size * s.n_kv_heads * s.head_dim *
-         static_cast<int64_t>(sizeof(float));
+         tpserve::BlockBytes(s.dtype);
 }
 
 absl::StatusOr<int> KvCachePool::BlocksForBudget(const KvCacheShape& shape, int64_t budget_bytes) {
-  if (shape.num_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
-      shape.block_size <= 0) {
-    return absl::InvalidArgumentError("KV cache shape has a non-positive dimension");
-  }
+  TPS_RETURN_IF_ERROR(CheckShape(shape));
   const int64_t per_block = BlockBytes(shape);
   const int64_t blocks = budget_bytes / per_block;
   if (blocks < 1) {
@@ -32,10 +60,8 @@ absl::StatusOr<int> KvCachePool::BlocksForBudget(const KvCacheShape& shape, int6
 }
 
 absl::StatusOr<KvCachePool> KvCachePool::Create(const KvCacheShape& shape, int num_blocks) {
-  if (shape.num_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
-      shape.block_size <= 0 || num_blocks <= 0) {
-    return absl::InvalidArgumentError("KV cache shape has a non-positive dimension");
-  }
+  TPS_RETURN_IF_ERROR(CheckShape(shape));
+  if (num_blocks <= 0) return absl::InvalidArgumentError("KV cache pool needs at least one block");
   const int64_t blocks = num_blocks;
   KvCachePool pool;
   pool.shape_ = shape;
@@ -43,10 +69,10 @@ absl::StatusOr<KvCachePool> KvCachePool::Create(const KvCacheShape& shape, int n
   // Uninitialised (pages are touched when written): a step only reads slots
   // it, or an earlier step, wrote.
   const size_t layer_bytes = static_cast<size_t>(blocks) * shape.block_size * shape.n_kv_heads *
-                             shape.head_dim * sizeof(float);
+                             shape.head_dim * tpserve::BlockBytes(shape.dtype);
   for (int l = 0; l < shape.num_layers; ++l) {
     for (auto* vec : {&pool.k_, &pool.v_}) {
-      float* p = static_cast<float*>(std::aligned_alloc(64, (layer_bytes + 63) / 64 * 64));
+      void* p = std::aligned_alloc(64, (layer_bytes + 63) / 64 * 64);
       if (p == nullptr) return absl::ResourceExhaustedError("KV cache allocation failed");
       vec->emplace_back(p);
     }

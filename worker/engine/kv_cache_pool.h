@@ -2,8 +2,9 @@
 //
 // Layout (agreed with kernels/ops.h, PagedAttentionParams): per layer, K and
 // V each are one array
-//   [num_blocks][block_size][n_kv_heads][head_dim]  f32
-// where n_kv_heads is this rank's KV heads. The router's block manager owns
+//   [num_blocks][block_size][n_kv_heads][head_dim]  in shape.dtype
+// where n_kv_heads is this rank's KV heads and dtype is F32 or BF16 (2 bytes
+// per element: the same budget holds twice the blocks). The router's block manager owns
 // block ids and reference counts (several sequences may list the same block:
 // prefix sharing); the pool only stores and validates. BlockAllocator is a
 // small ref-counted allocator for callers without a router (tpserve-run,
@@ -11,7 +12,7 @@
 //
 //   TPS_ASSIGN_OR_RETURN(KvCachePool pool,
 //       KvCachePool::Create(shape, *KvCachePool::BlocksForBudget(shape, 256 << 20)));
-//   float* k0 = pool.k(0);
+//   void* k0 = pool.k(0);  // elements of shape.dtype
 #ifndef TPSERVE_WORKER_ENGINE_KV_CACHE_POOL_H_
 #define TPSERVE_WORKER_ENGINE_KV_CACHE_POOL_H_
 
@@ -21,7 +22,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "formats/dtype.h"
 
 namespace tpserve {
 
@@ -29,8 +32,16 @@ struct KvCacheShape {
   int num_layers = 0;
   int n_kv_heads = 0;  // this rank's KV heads
   int head_dim = 0;
-  int block_size = 16;  // tokens per block
+  int block_size = 16;        // tokens per block
+  DType dtype = DType::kF32;  // element type: kF32 or kBF16
 };
+
+// The KV cache element type that `kv_dtype` ("auto", "f32" or "bf16"; the
+// worker's and tpserve-run's --kv_dtype) asks of `backend` ("cpu" or
+// "cuda"): auto is BF16 on cpu and F32 on cuda. INVALID_ARGUMENT naming the
+// accepted values for any other string; UNIMPLEMENTED for bf16 on cuda.
+[[nodiscard]] absl::StatusOr<DType> ResolveKvDType(absl::string_view kv_dtype,
+                                                   absl::string_view backend);
 
 class KvCachePool {
  public:
@@ -49,8 +60,9 @@ class KvCachePool {
   const KvCacheShape& shape() const { return shape_; }
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return shape_.block_size; }
-  float* k(int layer) { return k_[layer].get(); }
-  float* v(int layer) { return v_[layer].get(); }
+  DType dtype() const { return shape_.dtype; }
+  void* k(int layer) { return k_[layer].get(); }
+  void* v(int layer) { return v_[layer].get(); }
 
   // OK when `block_table` names valid blocks and covers `num_positions`
   // positions; INVALID_ARGUMENT / RESOURCE_EXHAUSTED otherwise.
@@ -64,11 +76,11 @@ class KvCachePool {
 
  private:
   struct FreeDeleter {
-    void operator()(float* p) const;
+    void operator()(void* p) const;
   };
   KvCacheShape shape_;
   int num_blocks_ = 0;
-  std::vector<std::unique_ptr<float[], FreeDeleter>> k_, v_;
+  std::vector<std::unique_ptr<void, FreeDeleter>> k_, v_;
 };
 
 // Reference-counted block ids in [0, num_blocks).

@@ -15,7 +15,7 @@ TEST(KvCachePoolTest, BudgetDecidesBlockCount) {
   ASSERT_TRUE(pool.ok()) << pool.status();
   EXPECT_EQ(pool->num_blocks(), 10);
   // Every slot of the last block of the last layer is writable.
-  float* k = pool->k(29);
+  float* k = static_cast<float*>(pool->k(29));
   k[10 * 16 * 3 * 64 - 1] = 1.0f;
   EXPECT_EQ(KvCachePool::BlocksForBudget(s, 100).status().code(),
             absl::StatusCode::kResourceExhausted);
@@ -23,6 +23,44 @@ TEST(KvCachePoolTest, BudgetDecidesBlockCount) {
   EXPECT_EQ(KvCachePool::BlocksForBudget(s, 1 << 20).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(KvCachePool::Create(s, 4).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KvCachePoolTest, Bf16HoldsTwiceTheBlocksOfF32) {
+  KvCacheShape s{.num_layers = 30, .n_kv_heads = 3, .head_dim = 64, .block_size = 16};
+  const int64_t budget = int64_t{64} << 20;
+  absl::StatusOr<int> f32 = KvCachePool::BlocksForBudget(s, budget);
+  s.dtype = DType::kBF16;
+  EXPECT_EQ(KvCachePool::BlockBytes(s), 2 * 30 * 16 * 3 * 64 * 2);
+  absl::StatusOr<int> bf16 = KvCachePool::BlocksForBudget(s, budget);
+  ASSERT_TRUE(f32.ok() && bf16.ok());
+  EXPECT_EQ(*f32, 91);
+  EXPECT_EQ(*bf16, 182);
+  absl::StatusOr<KvCachePool> pool = KvCachePool::Create(s, *bf16);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->dtype(), DType::kBF16);
+  // The last bf16 element of the last layer is writable.
+  static_cast<uint16_t*>(pool->v(29))[int64_t{182} * 16 * 3 * 64 - 1] = 0x3F80;
+  s.dtype = DType::kF16;
+  EXPECT_EQ(KvCachePool::BlocksForBudget(s, budget).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(KvCachePool::Create(s, 4).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ResolveKvDTypeTest, AutoIsBf16OnCpuAndF32OnCuda) {
+  EXPECT_EQ(*ResolveKvDType("auto", "cpu"), DType::kBF16);
+  EXPECT_EQ(*ResolveKvDType("auto", "cuda"), DType::kF32);
+  EXPECT_EQ(*ResolveKvDType("f32", "cpu"), DType::kF32);
+  EXPECT_EQ(*ResolveKvDType("f32", "cuda"), DType::kF32);
+  EXPECT_EQ(*ResolveKvDType("bf16", "cpu"), DType::kBF16);
+  absl::Status cuda = ResolveKvDType("bf16", "cuda").status();
+  EXPECT_EQ(cuda.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(cuda.message().find("not implemented on the cuda backend"), absl::string_view::npos);
+  for (const char* bad : {"", "BF16", "f16", "fp8"}) {
+    absl::Status s = ResolveKvDType(bad, "cpu").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("--kv_dtype must be auto, f32 or bf16"), absl::string_view::npos)
+        << s;
+  }
 }
 
 TEST(KvCachePoolTest, BlockTablesAreChecked) {

@@ -45,6 +45,7 @@
 #include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/comm/swappable_communicator.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/kv_cache_pool.h"
 #include "worker/model/model_fingerprint.h"
 #include "worker/model/model_source.h"
 #include "worker/service/registrar.h"
@@ -78,6 +79,10 @@ ABSL_FLAG(bool, tp_invariant, false,
           "reductions; 7-10% slower at TP=2 on CPU, docs/benchmarks.md); give every rank the "
           "same value");
 ABSL_FLAG(int64_t, kv_cache_mb, 256, "KV-cache memory budget of this rank, MiB");
+ABSL_FLAG(std::string, kv_dtype, "auto",
+          "KV-cache element type: auto (bf16 on --backend=cpu, f32 on cuda), f32 or bf16 "
+          "(cpu only); bf16 holds twice the tokens in --kv_cache_mb. Give every rank the same "
+          "value");
 ABSL_FLAG(int, block_size, 16, "Tokens per KV-cache block");
 ABSL_FLAG(int, threads, 0, "Compute threads (0 = cores / world_size, at least 1)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics ports bind");
@@ -103,6 +108,7 @@ struct WorkerConfig {
   int rank = 0;
   int world_size = 1;
   std::string backend;
+  std::string kv_dtype;      // --kv_dtype, checked against the backend
   std::string comm_backend;  // gloo, shm or nccl
   int cuda_device = -1;
   std::string store_host;  // empty: not registered
@@ -127,6 +133,8 @@ absl::StatusOr<WorkerConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--backend must be cpu or cuda, got '", c.backend, "'"));
   }
+  c.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
+  TPS_RETURN_IF_ERROR(ResolveKvDType(c.kv_dtype, c.backend).status());
   const std::string comm = absl::GetFlag(FLAGS_comm);
   if (comm != "gloo" && comm != "shm") {
     return absl::InvalidArgumentError(absl::StrCat("--comm must be gloo or shm, got '", comm, "'"));
@@ -298,6 +306,7 @@ absl::Status Run() {
   options.num_threads = threads;
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   options.block_size = absl::GetFlag(FLAGS_block_size);
+  options.kv_dtype = c.kv_dtype;
   options.backend = c.backend;
   options.device = std::max(c.cuda_device, 0);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
@@ -309,20 +318,15 @@ absl::Status Run() {
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, comm, options));
 
   WorkerMetrics metrics(*registry, config.name, c.rank);
-  const int64_t kv_bytes = static_cast<int64_t>(engine->num_kv_blocks()) *
-                           KvCachePool::BlockBytes(KvCacheShape{
-                               .num_layers = config.num_layers,
-                               .n_kv_heads = static_cast<int>(engine->plan().mine().kv_heads.count),
-                               .head_dim = config.head_dim,
-                               .block_size = engine->block_size()});
+  const int64_t kv_bytes = engine->kv_cache_bytes();
   metrics.SetMemory(engine->weight_bytes(), kv_bytes);
   metrics.SetLoaded(true);
   service.SetEngine(engine.get(), &metrics);
-  Log(absl::StrCat("ready in ",
-                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
-                   ": weights ", engine->weight_bytes() >> 20, " MiB, KV cache ",
-                   engine->num_kv_blocks(), " blocks x ", engine->block_size(), " tokens (",
-                   kv_bytes >> 20, " MiB); waiting for the router to start a group epoch"));
+  Log(absl::StrCat(
+      "ready in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+      ": weights ", engine->weight_bytes() >> 20, " MiB, KV cache ", engine->num_kv_blocks(),
+      " blocks x ", engine->block_size(), " tokens, ", DTypeName(engine->kv_dtype()), " (",
+      kv_bytes >> 20, " MiB); waiting for the router to start a group epoch"));
 
   // Serves until the signal thread ends the process.
   absl::Notification never;

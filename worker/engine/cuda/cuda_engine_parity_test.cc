@@ -108,6 +108,7 @@ EngineOptions Options(const std::string& backend) {
   EngineOptions o;
   o.backend = backend;
   o.f32_weights = backend == "cpu";
+  o.kv_dtype = "f32";  // the CUDA cache's dtype (the CPU default is bf16)
   o.kv_cache_bytes = int64_t{64} << 20;
   o.block_size = 16;
   return o;
