@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -56,6 +59,34 @@ TEST(CudaEmu, SyncThreadsOrdersSharedMemory) {
     for (int t = 0; t < 256; ++t) ASSERT_EQ(out[b * 256 + t], b * 256 + 255 - t);
   }
   cudaFree(d_in);
+  cudaFree(d_out);
+}
+
+__global__ void IotaKernel(int* out) { out[threadIdx.x] = static_cast<int>(threadIdx.x); }
+
+int MemoryMappings() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) ++n;
+  return n;
+}
+
+// Blocks run on whichever thread waits for their stream, and a server's
+// threads come and go: 40 short-lived threads each running a 1024-thread
+// block must reuse the same fiber stacks (kept per thread, each thread's
+// 1024 stacks were lost with it, ~2048 mappings a thread, until mmap failed).
+TEST(CudaEmu, FiberStacksOutliveTheThreadsThatRanBlocks) {
+  int* d_out = DeviceCopy(std::vector<int>(1024, -1));
+  auto run_once = [d_out] {
+    Launcher("IotaKernel", 1, 1024) (&IotaKernel)(d_out);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  };
+  std::thread(run_once).join();  // the pool's stacks exist from here on
+  const int before = MemoryMappings();
+  for (int i = 0; i < 40; ++i) std::thread(run_once).join();
+  EXPECT_LT(MemoryMappings() - before, 256);
+  const std::vector<int> out = HostCopy(d_out, 1024);
+  for (int t = 0; t < 1024; ++t) ASSERT_EQ(out[t], t);
   cudaFree(d_out);
 }
 

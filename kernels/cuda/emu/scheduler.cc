@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,22 +96,41 @@ struct Run {
 
 thread_local Run* g_run = nullptr;
 thread_local Fiber* g_fiber = nullptr;
-thread_local std::vector<void*>* g_stacks = nullptr;  // free stacks of this OS thread
 // Static __shared__ variables of this OS thread (registered by StaticShared).
 thread_local std::vector<std::pair<void*, size_t>>* g_static_shared = nullptr;
 
+// Free fiber stacks, one pool for the process: blocks run on whichever thread
+// waits for their stream (a server's pool threads come and go), and stacks
+// kept per thread were lost with the thread, until a long-running worker ran
+// out of memory mappings ("cannot map a fiber stack").
+struct StackPool {
+  std::mutex mu;
+  std::vector<void*> free;
+};
+StackPool& Stacks() {
+  static StackPool* pool = new StackPool();  // leaked: used until exit
+  return *pool;
+}
+
 void* TakeStack() {
-  if (g_stacks == nullptr) g_stacks = new std::vector<void*>();
-  if (!g_stacks->empty()) {
-    void* s = g_stacks->back();
-    g_stacks->pop_back();
-    return s;
+  {
+    std::lock_guard<std::mutex> lock(Stacks().mu);
+    if (!Stacks().free.empty()) {
+      void* s = Stacks().free.back();
+      Stacks().free.pop_back();
+      return s;
+    }
   }
   void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (s == MAP_FAILED) Fail("cannot map a fiber stack");
   mprotect(s, kGuardBytes, PROT_NONE);
   return s;
+}
+
+void ReturnStack(void* s) {
+  std::lock_guard<std::mutex> lock(Stacks().mu);
+  Stacks().free.push_back(s);
 }
 
 // Switches from the running fiber back to the block's scheduler loop.
@@ -319,7 +339,7 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
     Fail("deadlock: threads wait at barriers that can never complete:%s", Describe(fibers).c_str());
   }
   for (Fiber& f : fibers) {
-    g_stacks->push_back(f.stack);
+    ReturnStack(f.stack);
 #if TPSERVE_EMU_TSAN
     __tsan_destroy_fiber(f.tsan_fiber);
 #endif
