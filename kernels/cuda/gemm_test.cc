@@ -62,7 +62,7 @@ void CheckGemm(Rng& rng, DType dtype, const Shape& s) {
 
   // CUDA.
   DeviceBuffer<float> dx = ToDevice(x);
-  DeviceBuffer<uint8_t> dw = ToDevice(w);
+  DeviceBuffer<uint8_t> dw = ToDeviceWeight(dtype, s.n, s.k, w);
   DeviceBuffer<float> db = ToDevice(bias);
   DeviceBuffer<float> dy = DeviceZeros<float>(cpu_y.size());
   p.x = dx.data();
@@ -123,7 +123,8 @@ TEST_P(CudaGemmParity, SwigluEpilogueMatchesGemmThenSwiglu) {
     const bool bias = m % 2 == 1;
     SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << m << " f=" << f << " k=" << k);
     DeviceBuffer<float> dx = ToDevice(rng.Floats(static_cast<size_t>(m) * k));
-    DeviceBuffer<uint8_t> dw = ToDevice(cpu::RandomRows(rng, dtype, 2 * f, k));
+    DeviceBuffer<uint8_t> dw =
+        ToDeviceWeight(dtype, 2 * f, k, cpu::RandomRows(rng, dtype, 2 * f, k));
     DeviceBuffer<float> db = ToDevice(rng.Floats(2 * f));
     DeviceBuffer<float> gu = DeviceZeros<float>(static_cast<size_t>(m) * 2 * f);
     DeviceBuffer<float> want = DeviceZeros<float>(static_cast<size_t>(m) * f);
