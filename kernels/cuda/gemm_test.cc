@@ -106,6 +106,10 @@ TEST_P(CudaGemmParity, RandomShapes) {
   CheckGemm(rng, dtype, {8, 200, 512, false, true});
   CheckGemm(rng, dtype, {33, 100, 1024, false, false});
   CheckGemm(rng, dtype, {64, 70, 256, false, false});
+  // k over the skinny GEMM's 1024-column x tiles: two and three tiles, the
+  // last partial (strided rows take the scalar staging path).
+  CheckGemm(rng, dtype, {1, 96, 1536, false, false});
+  CheckGemm(rng, dtype, {9, 40, 2080, true, true});
   // SmolLM2 shapes: q/o projection and the LM head slice.
   CheckGemm(rng, dtype, {1, 576, 576, false, false});
   CheckGemm(rng, dtype, {4, 1536, 576, false, true});
