@@ -1,10 +1,13 @@
 // cuda::Gemm with GemmParams::y_fixed (partition-invariant output, ops.h):
-// one warp per weight row (weight_layout.h device layout), lanes striding over
-// the row's chunks (a quantized block of 32, or fixed_chunk plain values). Each chunk's partial is
-// an f32 dot product in column order (the weights dequantised in registers, f32 activations as in
-// the skinny GEMM), then round(partial * 2^32) as int64; lanes sum their integers and the warp adds
-// the 32 lane sums with integer shuffles, so no step depends on which lane took which chunk. Any m:
-// in invariant mode prefill runs here too (passes of 8 activation rows), not on the tensor cores.
+// one warp per weight row (weights in weight_layout.h's device layout),
+// lanes striding over the row's chunks (a quantized block of 32, or
+// fixed_chunk plain values). Each chunk's partial is an f32 dot product in
+// column order (the weights dequantised in registers, f32 activations as in
+// the skinny GEMM), then round(partial * 2^32) as int64; lanes sum their
+// integers and the warp adds the 32 lane sums with integer shuffles, so no
+// step depends on which lane took which chunk. Any m: in invariant mode
+// prefill runs here too (passes of 8 activation rows), not on the tensor
+// cores.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_ops.h"

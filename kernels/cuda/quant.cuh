@@ -93,9 +93,10 @@ __device__ __forceinline__ void LoadBlock32(const void* row, int64_t b, float v[
 }
 
 // A quantized matrix in the device layout (weight_layout.h).
+// Block (r, b) is block r * blocks_per_row + b of both planes.
 struct PackedQuantRows {
-  const uint4* quants;    // 16-byte chunks; row r starts at chunk r * chunks_per_row
-  const uint8_t* scales;  // ScaleBytesPerBlock per block, row-major
+  const uint4* quants;    // QuantBytesPerBlock / 16 chunks per block
+  const uint8_t* scales;  // ScaleBytesPerBlock per block
   int64_t blocks_per_row;
 };
 
