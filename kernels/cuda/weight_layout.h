@@ -8,12 +8,12 @@
 //           (r * cols / 32 + b) * QuantBytesPerBlock: the block's qs bytes as
 //           in dtype.h (Q4: 16 bytes, byte j = value j low nibble, value
 //           j + 16 high; Q8_0: 32 int8);
-//   scales: from ScalePlaneOffset (16-byte aligned), block (r, b) at
+//   scales: right after the quants (16-byte aligned), block (r, b) at
 //           (r * cols / 32 + b) * ScaleBytesPerBlock: f16 d, then f16 m
 //           for Q4_1.
 //
-// Same bytes as dtype.h plus at most 15 of padding. Repacked once, on the
-// host, where weights are uploaded (worker/engine/cuda/device_weights.cc):
+// The same bytes as dtype.h, reordered. Repacked once, on the host, where
+// weights are uploaded (worker/engine/cuda/device_weights.cc):
 //
 //   std::vector<uint8_t> packed(DeviceWeightBytes(dtype, rows, cols));
 //   PackDeviceWeight(dtype, rows, cols, gguf_rows, packed.data());
@@ -38,9 +38,13 @@ static_assert(QuantBytesPerBlock(DType::kQ8_0) + ScaleBytesPerBlock(DType::kQ8_0
               QuantBytesPerBlock(DType::kQ4_1) + ScaleBytesPerBlock(DType::kQ4_1) ==
                   BlockBytes(DType::kQ4_1));
 
+static_assert(QuantBytesPerBlock(DType::kQ8_0) % 16 == 0 &&
+                  QuantBytesPerBlock(DType::kQ4_0) % 16 == 0,
+              "whole 16-byte chunks, so the scale plane after them is 16-byte aligned too");
+
 // Byte offset of the scale plane of a quantized (rows, cols) matrix.
 constexpr int64_t ScalePlaneOffset(DType t, int64_t rows, int64_t cols) {
-  return (rows * (cols / kQuantBlockValues) * QuantBytesPerBlock(t) + 15) / 16 * 16;
+  return rows * (cols / kQuantBlockValues) * QuantBytesPerBlock(t);
 }
 
 // Device bytes of a (rows, cols) matrix; -1 where dtype.h has no such rows.
@@ -63,7 +67,6 @@ inline void PackDeviceWeight(DType t, int64_t rows, int64_t cols, const void* sr
   const int64_t blocks = rows * (cols / kQuantBlockValues);
   const int64_t qb = QuantBytesPerBlock(t), sb = ScaleBytesPerBlock(t);
   uint8_t* scales = out + ScalePlaneOffset(t, rows, cols);
-  std::memset(out + blocks * qb, 0, static_cast<size_t>(scales - (out + blocks * qb)));
   for (int64_t i = 0; i < blocks; ++i) {
     const uint8_t* block = in + i * BlockBytes(t);
     std::memcpy(scales + i * sb, block, static_cast<size_t>(sb));
