@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
+#include <iterator>
 #include <numeric>
 #include <vector>
 
@@ -185,7 +186,12 @@ TEST(CudaPagedAttentionTensorCoreParity, PrefillChunksAndDecodeRows) {
 TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(23);
-  for (const Config& c : kConfigs) {
+  std::vector<Config> configs(std::begin(kConfigs), std::end(kConfigs));
+  // GQA groups above the decode kernel's 8 query heads per block: 8 + 4 and
+  // two full blocks per KV head.
+  configs.push_back({32, 12});
+  configs.push_back({64, 16});
+  for (const Config& c : configs) {
     // Contexts up to ~1200 tokens: 1..5 partitions of kDecodePartitionTokens.
     const Batch b = MakeBatch(rng, rng.Int(1, 6), c.head_dim, c.group, /*decode_only=*/true,
                               /*max_start=*/1200);

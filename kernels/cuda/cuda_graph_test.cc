@@ -25,8 +25,10 @@ TEST(CudaGraphTest, ReplayMatchesEagerLaunches) {
   const int rows = 4, hidden = 576, ffn = 1536;
   DeviceBuffer<float> x = ToDevice(rng.Floats(rows * hidden));
   DeviceBuffer<float> norm_w = ToDevice(rng.Floats(hidden));
-  DeviceBuffer<uint8_t> w_gu = ToDevice(cpu::RandomRows(rng, DType::kQ4_1, 2 * ffn, hidden));
-  DeviceBuffer<uint8_t> w_down = ToDevice(cpu::RandomRows(rng, DType::kQ4_1, hidden, ffn));
+  DeviceBuffer<uint8_t> w_gu = ToDeviceWeight(DType::kQ4_1, 2 * ffn, hidden,
+                                              cpu::RandomRows(rng, DType::kQ4_1, 2 * ffn, hidden));
+  DeviceBuffer<uint8_t> w_down =
+      ToDeviceWeight(DType::kQ4_1, hidden, ffn, cpu::RandomRows(rng, DType::kQ4_1, hidden, ffn));
   DeviceBuffer<float> h = DeviceZeros<float>(rows * hidden);
   DeviceBuffer<float> gu = DeviceZeros<float>(rows * 2 * ffn);
   DeviceBuffer<float> act = DeviceZeros<float>(rows * ffn);

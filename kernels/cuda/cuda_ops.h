@@ -23,14 +23,18 @@
 
 namespace tpserve::kernels::cuda {
 
-// ---- Same contract as kernels/cpu/cpu_ops.h.
+// ---- Same contract as kernels/cpu/cpu_ops.h, except for GEMM weights.
 
+// Gemm and GemmSwiglu read w in the device layout of weight_layout.h: F32,
+// F16 and BF16 rows as in dtype.h; Q8_0/Q4_0/Q4_1 as a 16-byte-aligned
+// quant plane and a scale plane (PackDeviceWeight repacks dtype.h rows;
+// InvalidArgument if a quantized w is not 16-byte aligned).
 // m <= kSkinnyGemmMaxRows (decode): the skinny GEMM, one warp per weight row
-// dequantised in registers (fused Q8_0/Q4_0/Q4_1 decoding), f32 math, up to 8
-// activation rows per pass. Larger m (prefill): the tensor-core kernel, with x
-// and the dequantised weights rounded to bf16 on their way into shared memory
-// (f32 accumulation; NMSE vs f64 ~3e-6, see gemm_test.cc). y_fixed set (any
-// m): gemm_fixed.cu, per-chunk f32 partials summed in fixed point.
+// dequantised in registers (fused Q8_0/Q4_0/Q4_1 decoding), x staged in
+// shared memory, f32 math, up to 8 activation rows per pass. Larger m (prefill): the tensor-core
+// kernel, with x and the dequantised weights rounded to bf16 on their way into shared memory (f32
+// accumulation; NMSE vs f64 ~3e-6, see gemm_test.cc). y_fixed set (any m): gemm_fixed.cu, per-chunk
+// f32 partials summed in fixed point.
 [[nodiscard]] absl::Status Gemm(const GemmParams& p, const Stream& stream);
 [[nodiscard]] absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Rope(const RopeParams& p, const Stream& stream);

@@ -1,15 +1,26 @@
 // cuda::Gemm: m <= kSkinnyGemmMaxRows runs the skinny GEMM below (decode);
 // larger m the tensor-core kernel of gemm_tc.cu (prefill); y_fixed output
-// (any m) the fixed-point kernel of gemm_fixed.cu.
+// (any m) the fixed-point kernel of gemm_fixed.cu. All read weights in the
+// device layout of weight_layout.h.
 //
-// Skinny GEMM with fused weight dequantisation:
-// One warp per weight row (4 rows per 128-thread block); lanes stride over the
-// row's 32-value blocks (quantized types) or elements (plain types), so a warp
-// reads each weight row once, coalesced, per pass of kRows activation rows.
-// Activations are read through L1 (each lane walks 32 consecutive floats).
-// Where rows are 16-byte aligned (the usual case) plain weights and the
-// activations move in 16-byte loads, cutting load instructions 4-8x.
+// Skinny GEMM with fused weight dequantisation: one warp per weight row (4
+// rows per 128-thread block), up to kRows activation rows per pass. Per tile
+// of kTileValues columns the block stages the pass's activation rows in
+// shared memory once (coalesced 16-byte loads where rows are 16-byte
+// aligned), then each warp streams its weight row: lane c takes the tile's
+// 16-byte chunks c, c + 32, ... of the quant plane (one Q4 block, half a
+// Q8_0 block) or of a plain row, so a warp request reads up to 512
+// consecutive bytes. Memory-transaction model (docs/benchmarks.md,
+// "Modelled H100", batch-1 SmolLM2 shape): step 21.2 us, 95 % of the
+// weight-streaming roofline; 95.8 % useful bytes per request.
+//
+// x stays f32 (not int8 with dp4a): f32 math on f32 activations keeps the
+// path within gemm_test's 1e-9 NMSE of an f64 reference, and decode at batch
+// 1-8 is bound by weight bytes, not by FMA issue (batch 16: to be checked on
+// a device; dp4a is the next step if it is compute-bound).
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/block_reduce.cuh"
@@ -23,6 +34,18 @@ namespace tpserve::kernels::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
+// Columns of x staged per tile: 32 Q4 chunks, one per lane.
+constexpr int kTileValues = 1024;
+// Staged row pitch in floats: 4 pad floats after every 32 values, so the 8
+// lanes of a quarter-warp reading 16 bytes at a 32-value (or 16-value) stride
+// hit distinct banks.
+constexpr int kTilePitch = kTileValues + kTileValues / 8;
+static_assert(kTileValues % (32 * kChunkValues<DType::kQ4_0>) == 0 &&
+                  kTileValues % (32 * kChunkValues<DType::kQ8_0>) == 0,
+              "a tile holds whole chunks for every lane");
+
+// Padded shared-memory index of tile column c.
+__device__ __forceinline__ int Padded(int c) { return c + (c >> 5) * 4; }
 
 // Values in one 16-byte load of a plain weight type.
 template <DType kW>
@@ -46,14 +69,15 @@ __device__ __forceinline__ void UnpackVec(const uint4& raw, float* out) {
   }
 }
 
-// sum_i w[i] * x[i] over kN values, x read as float4 (16-byte aligned).
+// sum_i w[i] * x[i] over kN staged values (16-byte aligned, within one
+// padded 32-value group), in column order.
 template <int kN>
-__device__ __forceinline__ float DotVec(const float* w, const float* x) {
+__device__ __forceinline__ float DotStaged(const float* w, const float* x) {
   const float4* xv = reinterpret_cast<const float4*>(x);
   float s = 0.0f;
 #pragma unroll
   for (int q = 0; q < kN / 4; ++q) {
-    const float4 v = __ldg(xv + q);
+    const float4 v = xv[q];
     s = fmaf(w[4 * q], v.x, s);
     s = fmaf(w[4 * q + 1], v.y, s);
     s = fmaf(w[4 * q + 2], v.z, s);
@@ -62,51 +86,66 @@ __device__ __forceinline__ float DotVec(const float* w, const float* x) {
   return s;
 }
 
-// Adds weight row `wrow` . activation rows [0, rows_here) into this lane's
-// acc[r] (lanes split the row; the caller reduces over the warp). kVec:
-// every weight and activation row starts 16-byte aligned (and plain rows hold
-// a whole number of 16-byte chunks), so both are read with 16-byte loads;
-// otherwise element by element.
+// Copies columns [k0, k0 + width) of activation rows [0, rows_here) into xs
+// (row r at xs + r * kTilePitch, padded). kVec: rows 16-byte aligned.
+template <bool kVec>
+__device__ __forceinline__ void StageTile(float* xs, const float* xrow0, int64_t x_stride,
+                                          int rows_here, int k0, int width) {
+  if constexpr (kVec) {
+    const int quads = width / 4;
+    for (int i = threadIdx.x; i < rows_here * quads; i += blockDim.x) {
+      const int r = i / quads, c = (i % quads) * 4;
+      const float4 v = __ldg(reinterpret_cast<const float4*>(xrow0 + r * x_stride + k0 + c));
+      *reinterpret_cast<float4*>(xs + r * kTilePitch + Padded(c)) = v;
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows_here * width; i += blockDim.x) {
+      const int r = i / width, c = i % width;
+      xs[r * kTilePitch + Padded(c)] = __ldg(xrow0 + r * x_stride + k0 + c);
+    }
+  }
+}
+
+// Adds weight row `row` . staged x over tile columns [k0, k0 + width) into
+// this lane's acc[r] (lanes split the tile; the caller reduces over the
+// warp). kVec: x rows and plain weight rows 16-byte aligned (plain rows
+// holding whole 16-byte chunks).
 template <DType kW, int kRows, bool kVec>
-__device__ __forceinline__ void RowDots(const void* wrow, const float* xrow0, int64_t x_stride,
-                                        int k, int rows_here, int lane, float acc[kRows]) {
+__device__ __forceinline__ void TileDots(const void* w, int n, int k, int row, const float* xs,
+                                         int k0, int width, int rows_here, int lane,
+                                         float acc[kRows]) {
   if constexpr (IsQuantized(kW)) {
-    const int blocks = k / 32;
-    for (int b = lane; b < blocks; b += 32) {
-      float v[32];
-      LoadBlock32<kW>(wrow, b, v);
+    constexpr int kCv = kChunkValues<kW>;
+    const PackedQuantRows pw = PackedRows<kW>(w, n, k);
+    const uint4* chunks = pw.quants + (static_cast<int64_t>(row) * k + k0) / kCv;
+    const int64_t block0 = static_cast<int64_t>(row) * pw.blocks_per_row + k0 / 32;
+    for (int c = lane; c < width / kCv; c += 32) {
+      float d, m, v[kCv];
+      LoadScales<kW>(pw, block0 + c * kCv / 32, &d, &m);
+      DequantChunk<kW>(__ldg(chunks + c), d, m, v);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) {
-          const float* xs = xrow0 + r * x_stride + b * 32;
-          if constexpr (kVec) {
-            acc[r] += DotVec<32>(v, xs);
-          } else {
-            float s = 0.0f;
-#pragma unroll
-            for (int i = 0; i < 32; ++i) s = fmaf(v[i], __ldg(xs + i), s);
-            acc[r] += s;
-          }
-        }
+        if (r < rows_here) acc[r] += DotStaged<kCv>(v, xs + r * kTilePitch + Padded(c * kCv));
       }
     }
   } else if constexpr (kVec) {
     constexpr int kV = kVecValues<kW>;
-    const uint4* wv = static_cast<const uint4*>(wrow);
-    for (int c = lane; c < k / kV; c += 32) {
+    const uint4* wv = static_cast<const uint4*>(RowPointer(w, kW, k, row)) + k0 / kV;
+    for (int c = lane; c < width / kV; c += 32) {
       float v[kV];
       UnpackVec<kW>(__ldg(wv + c), v);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) acc[r] += DotVec<kV>(v, xrow0 + r * x_stride + c * kV);
+        if (r < rows_here) acc[r] += DotStaged<kV>(v, xs + r * kTilePitch + Padded(c * kV));
       }
     }
   } else {
-    for (int i = lane; i < k; i += 32) {
-      const float wv = LoadElement<kW>(wrow, i);
+    const void* wrow = RowPointer(w, kW, k, row);
+    for (int i = lane; i < width; i += 32) {
+      const float wv = LoadElement<kW>(wrow, k0 + i);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) acc[r] = fmaf(wv, __ldg(xrow0 + r * x_stride + i), acc[r]);
+        if (r < rows_here) acc[r] = fmaf(wv, xs[r * kTilePitch + Padded(i)], acc[r]);
       }
     }
   }
@@ -121,25 +160,34 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
                      const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
                      int64_t x_stride, int64_t y_stride) {
+  __shared__ float4 staged[kRows][kTilePitch / 4];
+  float* xs = reinterpret_cast<float*>(staged);
   const int lane = threadIdx.x & 31;
   const int col = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   const int cols = kSwiglu ? n / 2 : n;
   const int row0 = blockIdx.y * kRows;
-  if (col >= cols) return;
+  // Warps past the last column still stage x and meet every barrier.
+  const bool active = col < cols;
   const int rows_here = min(kRows, m - row0);
   const float* xrow0 = x + row0 * x_stride;
 
-  float acc[kRows];
+  float acc[kRows], up[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
-  RowDots<kW, kRows, kVec>(RowPointer(w, kW, k, col), xrow0, x_stride, k, rows_here, lane, acc);
+  for (int r = 0; r < kRows; ++r) acc[r] = up[r] = 0.0f;
+  for (int k0 = 0; k0 < k; k0 += kTileValues) {
+    const int width = min(kTileValues, k - k0);
+    __syncthreads();  // every warp is done with the previous tile
+    StageTile<kVec>(xs, xrow0, x_stride, rows_here, k0, width);
+    __syncthreads();
+    if (!active) continue;
+    TileDots<kW, kRows, kVec>(w, n, k, col, xs, k0, width, rows_here, lane, acc);
+    if constexpr (kSwiglu) {
+      TileDots<kW, kRows, kVec>(w, n, k, col + cols, xs, k0, width, rows_here, lane, up);
+    }
+  }
+  if (!active) return;
   const float b = bias != nullptr ? __ldg(bias + col) : 0.0f;
   if constexpr (kSwiglu) {
-    float up[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) up[r] = 0.0f;
-    RowDots<kW, kRows, kVec>(RowPointer(w, kW, k, col + cols), xrow0, x_stride, k, rows_here, lane,
-                             up);
     const float bu = bias != nullptr ? __ldg(bias + col + cols) : 0.0f;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -163,6 +211,7 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
   const dim3 grid((cols + kWarpsPerBlock - 1) / kWarpsPerBlock, (p.m + kRows - 1) / kRows);
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   bool vec = aligned(p.x) && x_stride % 4 == 0;
+  // Quantized planes are 16-byte aligned by construction (weight_layout.h).
   if constexpr (!IsQuantized(kW)) vec = vec && aligned(p.w) && p.k % kVecValues<kW> == 0;
   if (vec) {
     SkinnyGemmKernel<kW, kRows, true, kSwiglu><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
@@ -183,6 +232,10 @@ absl::Status CheckGemm(const GemmParams& p, int64_t y_cols, int64_t* x_stride, i
   }
   if (RowBytes(p.w_dtype, p.k) < 0) {
     return absl::InvalidArgumentError("Gemm: k must be a multiple of 32 for a quantized weight");
+  }
+  if (IsQuantized(p.w_dtype) && reinterpret_cast<uintptr_t>(p.w) % 16 != 0) {
+    return absl::InvalidArgumentError(
+        "Gemm: quantized w (weight_layout.h planes) not 16-byte aligned");
   }
   *x_stride = p.x_stride == 0 ? p.k : p.x_stride;
   *y_stride = p.y_stride == 0 ? y_cols : p.y_stride;

@@ -1,12 +1,13 @@
 // cuda::Gemm with GemmParams::y_fixed (partition-invariant output, ops.h):
-// one warp per weight row, lanes striding over the row's chunks (a quantized
-// block of 32, or fixed_chunk plain values). Each chunk's partial is an f32
-// dot product in column order (the weights dequantised in registers, f32
-// activations as in the skinny GEMM), then round(partial * 2^32) as int64;
-// lanes sum their integers and the warp adds the 32 lane sums with integer
-// shuffles, so no step depends on which lane took which chunk. Any m: in
-// invariant mode prefill runs here too (passes of 8 activation rows), not on
-// the tensor cores.
+// one warp per weight row (weights in weight_layout.h's device layout),
+// lanes striding over the row's chunks (a quantized block of 32, or
+// fixed_chunk plain values). Each chunk's partial is an f32 dot product in
+// column order (the weights dequantised in registers, f32 activations as in
+// the skinny GEMM), then round(partial * 2^32) as int64; lanes sum their
+// integers and the warp adds the 32 lane sums with integer shuffles, so no
+// step depends on which lane took which chunk. Any m: in invariant mode
+// prefill runs here too (passes of 8 activation rows), not on the tensor
+// cores.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -54,14 +55,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int row0 = blockIdx.y * kRows;
   if (col >= n) return;
   const int rows_here = min(kRows, m - row0);
-  const void* wrow = RowPointer(w, kW, k, col);
   long long acc[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = 0;
   if constexpr (IsQuantized(kW)) {
+    const PackedQuantRows pw = PackedRows<kW>(w, n, k);
     for (int b = lane; b < k / 32; b += 32) {
       float v[32];
-      LoadBlock32<kW>(wrow, b, v);
+      LoadPackedBlock32<kW>(pw, col, b, v);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         if (r < rows_here) {
@@ -81,7 +82,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
           const float* xs = x + (row0 + r) * x_stride;
           float s = 0.0f;
           for (int i = c * chunk; i < (c + 1) * chunk; ++i) {
-            s = fmaf(LoadElement<kW>(wrow, i), __ldg(xs + i), s);
+            s = fmaf(LoadElement<kW>(RowPointer(w, kW, k, col), i), __ldg(xs + i), s);
           }
           acc[r] += ToFixedPoint(s);
         }

@@ -30,7 +30,7 @@ std::vector<int64_t> RunSlice(const std::vector<float>& x, const std::vector<uin
   for (int j = 0; j < n; ++j)
     std::memcpy(slice.data() + j * bytes, w.data() + j * row_bytes + off, bytes);
   DeviceBuffer<float> dx = ToDevice(x);
-  DeviceBuffer<uint8_t> dw = ToDevice(slice);
+  DeviceBuffer<uint8_t> dw = ToDeviceWeight(dtype, n, count, slice);
   DeviceBuffer<int64_t> dy = DeviceZeros<int64_t>(static_cast<size_t>(m) * n);
   GemmParams p;
   p.x = dx.data() + begin;

@@ -62,7 +62,7 @@ void CheckGemm(Rng& rng, DType dtype, const Shape& s) {
 
   // CUDA.
   DeviceBuffer<float> dx = ToDevice(x);
-  DeviceBuffer<uint8_t> dw = ToDevice(w);
+  DeviceBuffer<uint8_t> dw = ToDeviceWeight(dtype, s.n, s.k, w);
   DeviceBuffer<float> db = ToDevice(bias);
   DeviceBuffer<float> dy = DeviceZeros<float>(cpu_y.size());
   p.x = dx.data();
@@ -106,6 +106,10 @@ TEST_P(CudaGemmParity, RandomShapes) {
   CheckGemm(rng, dtype, {8, 200, 512, false, true});
   CheckGemm(rng, dtype, {33, 100, 1024, false, false});
   CheckGemm(rng, dtype, {64, 70, 256, false, false});
+  // k over the skinny GEMM's 1024-column x tiles: two and three tiles, the
+  // last partial (strided rows take the scalar staging path).
+  CheckGemm(rng, dtype, {1, 96, 1536, false, false});
+  CheckGemm(rng, dtype, {9, 40, 2080, true, true});
   // SmolLM2 shapes: q/o projection and the LM head slice.
   CheckGemm(rng, dtype, {1, 576, 576, false, false});
   CheckGemm(rng, dtype, {4, 1536, 576, false, true});
@@ -123,7 +127,8 @@ TEST_P(CudaGemmParity, SwigluEpilogueMatchesGemmThenSwiglu) {
     const bool bias = m % 2 == 1;
     SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << m << " f=" << f << " k=" << k);
     DeviceBuffer<float> dx = ToDevice(rng.Floats(static_cast<size_t>(m) * k));
-    DeviceBuffer<uint8_t> dw = ToDevice(cpu::RandomRows(rng, dtype, 2 * f, k));
+    DeviceBuffer<uint8_t> dw =
+        ToDeviceWeight(dtype, 2 * f, k, cpu::RandomRows(rng, dtype, 2 * f, k));
     DeviceBuffer<float> db = ToDevice(rng.Floats(2 * f));
     DeviceBuffer<float> gu = DeviceZeros<float>(static_cast<size_t>(m) * 2 * f);
     DeviceBuffer<float> want = DeviceZeros<float>(static_cast<size_t>(m) * f);

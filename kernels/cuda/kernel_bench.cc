@@ -25,6 +25,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/weight_layout.h"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -156,7 +157,10 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
   if (!skinny) {
     // The prefill path as the engine calls it: f32 activations, Q4_1 weights
     // dequantised on the way into shared memory.
-    DeviceBuffer<uint8_t> wq = Alloc<uint8_t>(static_cast<size_t>(n) * k / 32 * sizeof(BlockQ4_1));
+    // Block bytes tiled over the device layout (weight_layout.h): the values
+    // are arbitrary, the bytes read are the layout's.
+    DeviceBuffer<uint8_t> wq =
+        Alloc<uint8_t>(static_cast<size_t>(DeviceWeightBytes(DType::kQ4_1, n, k)));
     FillTiled(wq.data(), wq.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
     GemmParams p{.x = x.data(),
                  .w = wq.data(),
@@ -217,8 +221,10 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
 
 // Decode with Q4_1 weights: weight bytes streamed per second vs copy bandwidth.
 void BenchQuantGemv(Context& ctx, int m, int n, int k) {
-  const size_t blocks = static_cast<size_t>(n) * k / 32;
-  DeviceBuffer<uint8_t> w = Alloc<uint8_t>(blocks * sizeof(BlockQ4_1));
+  // Block bytes tiled over the device layout (weight_layout.h): arbitrary
+  // values, the layout's bytes.
+  DeviceBuffer<uint8_t> w =
+      Alloc<uint8_t>(static_cast<size_t>(DeviceWeightBytes(DType::kQ4_1, n, k)));
   DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
   DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(m) * n);
   FillTiled(w.data(), w.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));

@@ -25,6 +25,20 @@ TEST(CudaGemmValidation, RejectsBadShapes) {
   EXPECT_EQ(Gemm(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Quantized weights are 16-byte planes (weight_layout.h): a pointer that is
+// not 16-byte aligned cannot be the start of one.
+TEST(CudaGemmValidation, RejectsMisalignedQuantizedWeights) {
+  alignas(16) unsigned char w[32] = {};
+  float x = 0.0f, y = 0.0f;
+  GemmParams p{.x = &x, .w = w + 4, .w_dtype = DType::kQ4_0, .y = &y, .m = 1, .n = 1, .k = 32};
+  EXPECT_EQ(Gemm(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      GemmSwiglu({.x = &x, .w = w + 2, .w_dtype = DType::kQ8_0, .y = &y, .m = 1, .n = 2, .k = 32},
+                 Stream{})
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CudaGemmBf16Validation, RejectsKNotMultipleOf8) {
   uint16_t dummy[8] = {};
   float c = 0.0f;

@@ -1,12 +1,16 @@
 // cuda::PagedAttentionDecode: split-KV attention for one query per sequence.
 //
-// Phase 1, grid (query head, sequence, partition): a 4-warp block scores the
-// partition's kDecodePartitionTokens keys (warp per key, lanes over head dims,
-// so each K row is one coalesced read), takes the partition's softmax and
-// accumulates P.V the same way. One partition writes the output directly;
-// otherwise it writes (max, sum, unnormalised P.V) to the workspace and phase
-// 2, grid (sequence, query head), merges the partitions with the usual
-// log-sum-exp rescaling. Long contexts thus spread over many SMs even at batch 1.
+// Phase 1, grid (GQA group chunk, sequence, partition): a 4-warp block takes
+// the query heads that share one KV head (up to kMaxGroup of them; larger
+// groups split into several blocks) and scores the partition's
+// kDecodePartitionTokens keys against all of them (warp per key, lanes over
+// head dims, so each K row is one coalesced read, made once per KV head
+// rather than once per query head), takes each head's softmax and
+// accumulates P.V the same way, each V row read once for the group. One
+// partition writes the output directly; otherwise it writes (max, sum,
+// unnormalised P.V) per query head to the workspace and phase 2, grid
+// (sequence, query head), merges the partitions with the usual log-sum-exp
+// rescaling. Long contexts thus spread over many SMs even at batch 1.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -25,6 +29,13 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kPart = kDecodePartitionTokens;
 constexpr int kUnroll = 4;  // K / V rows each warp has in flight
 static_assert(kPart % kWarps == 0, "partition splits evenly over warps");
+// Query heads one block scores against each K row (registers: kMaxGroup x
+// head_dim / 32 query values per lane); larger GQA groups take several blocks.
+constexpr int kMaxGroup = 8;
+
+__host__ __device__ inline int GroupChunks(int group) {
+  return (group + kMaxGroup - 1) / kMaxGroup;
+}
 
 struct DecodeArgs : AttentionArgs {
   int num_parts;
@@ -38,27 +49,29 @@ __host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, in
 
 template <int kDimsPerLane>
 __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) {
-  __shared__ float s_scores[kPart];
+  __shared__ float s_scores[kMaxGroup][kPart];
   __shared__ float s_acc[kWarps][kDimsPerLane * 32];
-  __shared__ float scratch[32];
-  // Heads vary fastest in launch order, so the query heads sharing a KV head
-  // (GQA) run side by side and read its K/V from L2 rather than HBM.
-  const int head = blockIdx.x;
+  __shared__ float s_warp[kWarps][kMaxGroup];  // per-warp maxima, then sums
+  const int chunks = GroupChunks(a.group);
+  const int kv_head = blockIdx.x / chunks;
+  const int head0 = kv_head * a.group + (blockIdx.x % chunks) * kMaxGroup;
+  const int heads = min(kMaxGroup, (kv_head + 1) * a.group - head0);  // block-uniform
   const int seq = blockIdx.y;
   const int part = blockIdx.z;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int hd = a.kv.head_dim;
-  const int kv_head = head / a.group;
   const int ctx = a.start_pos[seq] + 1;
   const int key0 = part * kPart;
   const int keys = min(kPart, ctx - key0);  // <= 0 for partitions past this sequence's context
-  float* out_row = a.out + (static_cast<int64_t>(a.cu_q_lens[seq]) * a.n_heads + head) * hd;
-  float* partial = a.partial == nullptr
-                       ? nullptr
-                       : a.partial + PartialOffset(seq, head, part, a.n_heads, a.num_parts, hd);
+  auto partial_of = [&](int g) {
+    return a.partial == nullptr
+               ? nullptr
+               : a.partial + PartialOffset(seq, head0 + g, part, a.n_heads, a.num_parts, hd);
+  };
   if (keys <= 0) {
-    if (partial != nullptr && threadIdx.x == 0) {
+    if (a.partial != nullptr && static_cast<int>(threadIdx.x) < heads) {
+      float* partial = partial_of(static_cast<int>(threadIdx.x));
       partial[0] = -INFINITY;
       partial[1] = 0.0f;
     }
@@ -66,18 +79,24 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
   }
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
 
-  float q[kDimsPerLane];
-  const float* qrow = a.q + a.cu_q_lens[seq] * a.q_stride + static_cast<int64_t>(head) * hd;
+  float q[kMaxGroup][kDimsPerLane];
+  const float* qrow = a.q + a.cu_q_lens[seq] * a.q_stride + static_cast<int64_t>(head0) * hd;
 #pragma unroll
-  for (int i = 0; i < kDimsPerLane; ++i) {
-    const int d = lane + 32 * i;
-    q[i] = d < hd ? qrow[d] * a.scale : 0.0f;
+  for (int g = 0; g < kMaxGroup; ++g) {
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) {
+      const int d = lane + 32 * i;
+      q[g][i] = g < heads && d < hd ? qrow[g * hd + d] * a.scale : 0.0f;
+    }
   }
 
   // Scores: warp w takes keys w, w + kWarps, ..., kUnroll of them at a time
   // with every K row loaded before the first reduction, so each warp keeps
-  // kUnroll rows in flight (same keys, same order as one at a time).
-  float local_max = -INFINITY;
+  // kUnroll rows in flight; each row is scored against every head of the
+  // group.
+  float local_max[kMaxGroup];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) local_max[g] = -INFINITY;
   for (int j0 = warp; j0 < keys; j0 += kWarps * kUnroll) {
     int64_t off[kUnroll];
     float kx[kUnroll][kDimsPerLane];
@@ -95,74 +114,106 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kWarps;
       if (j >= keys) break;  // warp-uniform
-      float s = -INFINITY;
-      if (off[u] >= 0) {
-        s = 0.0f;
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) s = fmaf(q[i], kx[u][i], s);
-        s = WarpSum(s);
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= heads) break;  // block-uniform
+        float s = -INFINITY;    // masked key (bad block id)
+        if (off[u] >= 0) {
+          s = 0.0f;
+#pragma unroll
+          for (int i = 0; i < kDimsPerLane; ++i) s = fmaf(q[g][i], kx[u][i], s);
+          s = WarpSum(s);
+        }
+        if (lane == 0) s_scores[g][j] = s;
+        local_max[g] = fmaxf(local_max[g], s);
       }
-      if (lane == 0) s_scores[j] = s;
-      local_max = fmaxf(local_max, s);
     }
   }
-  // Every lane of a warp holds the same local_max; the block max is the max
-  // over warps. The barrier also publishes s_scores within each warp.
+  // Every lane of a warp holds the same local_max; a head's block max is the
+  // max over warps. The barrier also publishes s_scores within each warp.
   __syncthreads();
-  if (lane == 0) scratch[warp] = local_max;
-  __syncthreads();
-  float m = -INFINITY;
+  if (lane == 0) {
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) m = fmaxf(m, scratch[w]);
+    for (int g = 0; g < kMaxGroup; ++g) s_warp[warp][g] = local_max[g];
+  }
+  __syncthreads();
+  float m[kMaxGroup];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    m[g] = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) m[g] = fmaxf(m[g], s_warp[w][g]);
+  }
+  __syncthreads();  // s_warp is reused for the sums below
 
-  // P.V: warp w accumulates its keys; lanes own head dims.
-  float acc[kDimsPerLane];
+  // P.V: warp w accumulates its keys for every head; lanes own head dims.
+  float acc[kMaxGroup][kDimsPerLane];
+  float sum[kMaxGroup];
 #pragma unroll
-  for (int i = 0; i < kDimsPerLane; ++i) acc[i] = 0.0f;
-  float sum = 0.0f;
+  for (int g = 0; g < kMaxGroup; ++g) {
+    sum[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] = 0.0f;
+  }
   for (int j0 = warp; j0 < keys; j0 += kWarps * kUnroll) {
-    float pj[kUnroll];
+    int64_t off[kUnroll];
     float vx[kUnroll][kDimsPerLane];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kWarps;
-      // Masked keys (bad block id) and keys past the partition get p = 0 and
-      // are skipped below; warp-uniform.
-      const bool live = j < keys && s_scores[j] != -INFINITY;
-      pj[u] = live ? expf(s_scores[j] - m) : 0.0f;
-      const int64_t off = live ? a.kv.Offset(table, key0 + j, kv_head) : -1;
+      // Masked keys and keys past the partition are skipped below (p = 0).
+      off[u] = j < keys && s_scores[0][j] != -INFINITY ? a.kv.Offset(table, key0 + j, kv_head) : -1;
 #pragma unroll
       for (int i = 0; i < kDimsPerLane; ++i) {
         const int d = lane + 32 * i;
-        vx[u][i] = off >= 0 && d < hd ? a.kv.v_cache[off + d] : 0.0f;
+        vx[u][i] = off[u] >= 0 && d < hd ? a.kv.v_cache[off[u] + d] : 0.0f;
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;  // warp-uniform
       const int j = j0 + u * kWarps;
-      if (j >= keys || s_scores[j] == -INFINITY) continue;
-      sum += pj[u];
 #pragma unroll
-      for (int i = 0; i < kDimsPerLane; ++i) acc[i] = fmaf(pj[u], vx[u][i], acc[i]);
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= heads) break;
+        const float p = expf(s_scores[g][j] - m[g]);
+        sum[g] += p;
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] = fmaf(p, vx[u][i], acc[g][i]);
+      }
     }
   }
+  // sum is identical across the lanes of a warp: lane 0 publishes it.
+  if (lane == 0) {
 #pragma unroll
-  for (int i = 0; i < kDimsPerLane; ++i) s_acc[warp][lane + 32 * i] = acc[i];
-  // sum is identical across the lanes of a warp: count it once per warp.
-  const float total = BlockSum(lane == 0 ? sum : 0.0f, scratch);  // also the barrier for s_acc
-  for (int d = threadIdx.x; d < hd; d += kThreads) {
-    float v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += s_acc[w][d];
-    if (partial == nullptr) {
-      out_row[d] = total > 0.0f ? v / total : 0.0f;
-    } else {
-      partial[2 + d] = v;
-    }
+    for (int g = 0; g < kMaxGroup; ++g) s_warp[warp][g] = sum[g];
   }
-  if (partial != nullptr && threadIdx.x == 0) {
-    partial[0] = total > 0.0f ? m : -INFINITY;
-    partial[1] = total;
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= heads) break;  // block-uniform
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) s_acc[warp][lane + 32 * i] = acc[g][i];
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) total += s_warp[w][g];
+    float* partial = partial_of(g);
+    float* out_row = a.out + (static_cast<int64_t>(a.cu_q_lens[seq]) * a.n_heads + head0 + g) * hd;
+    for (int d = threadIdx.x; d < hd; d += kThreads) {
+      float v = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) v += s_acc[w][d];
+      if (partial == nullptr) {
+        out_row[d] = total > 0.0f ? v / total : 0.0f;
+      } else {
+        partial[2 + d] = v;
+      }
+    }
+    if (partial != nullptr && threadIdx.x == 0) {
+      partial[0] = total > 0.0f ? m[g] : -INFINITY;
+      partial[1] = total;
+    }
+    __syncthreads();  // s_acc is rewritten for the next head
   }
 }
 
@@ -193,7 +244,8 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs a) {
 template <int kDimsPerLane>
 absl::Status LaunchDecode(const DecodeArgs& a, int num_seqs, cudaStream_t s) {
   DecodePartitionKernel<kDimsPerLane>
-      <<<dim3(a.n_heads, num_seqs, a.num_parts), kThreads, 0, s>>>(a);
+      <<<dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads, 0, s>>>(
+          a);
   if (absl::Status st = LaunchStatus("DecodePartitionKernel"); !st.ok()) return st;
   if (a.partial == nullptr) return absl::OkStatus();
   DecodeMergeKernel<<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);

@@ -55,7 +55,8 @@ static_assert(kBM == kBN && kBM * 2 == kTcThreads,
 static_assert(kStages >= 2, "pipeline needs at least double buffering");
 
 // Operand description: rows of `cols` values; row r at base + r * row_stride
-// elements (bf16 / f32 operands) or r * RowBytes(dtype, cols) bytes (weights).
+// elements (bf16 / f32 operands, plain weights); quantized weights are in
+// the device layout of weight_layout.h (row_stride unused).
 struct TcOperand {
   const void* base;
   int rows;
@@ -129,16 +130,18 @@ struct ConvertLoader {
     valid = row < op.rows;
     if (!valid) return;
     if constexpr (kQuant) {
-      constexpr int kHalfWords = static_cast<int>(BlockBytes(kType) / 2);
-      const uint16_t* p = static_cast<const uint16_t*>(RowPointer(op.base, kType, k, row)) +
-                          static_cast<int64_t>(k0 / 32) * kHalfWords;
-      d = __ldg(p);
-      if constexpr (kType == DType::kQ4_1) m = __ldg(p + 1);
+      // The device layout (weight_layout.h): scales and qs in separate planes.
+      const PackedQuantRows w = PackedRows<kType>(op.base, op.rows, k);
+      const int64_t block = row * w.blocks_per_row + k0 / 32;
+      const uint16_t* s =
+          reinterpret_cast<const uint16_t*>(w.scales + block * ScaleBytesPerBlock(kType));
+      d = __ldg(s);
+      if constexpr (kType == DType::kQ4_1) m = __ldg(s + 1);
       // Q8_0: bytes half*16 .. +15 of qs; Q4_x: all 16 qs bytes (the half picks the nibble).
-      const uint16_t* q =
-          kType == DType::kQ8_0 ? p + 1 + half * 8 : p + (kType == DType::kQ4_1 ? 2 : 1);
+      const uint4 q = __ldg(w.quants + (kType == DType::kQ8_0 ? 2 * block + half : block));
+      const uint32_t words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-      for (int i = 0; i < 8; ++i) raw[i] = __ldg(q + i);
+      for (int i = 0; i < 8; ++i) raw[i] = (words[i / 2] >> (16 * (i % 2))) & 0xFFFFu;
     } else {
       const int64_t base = static_cast<int64_t>(row) * op.row_stride;
 #pragma unroll

@@ -1,6 +1,6 @@
-// Helpers for the CUDA parity tests: skip without a device, move vectors to
-// and from the device (aborting the test binary on CUDA errors, which are
-// environment failures there, not kernel results).
+// Helpers for the CUDA parity tests: skip without a device, move vectors
+// (and weights, repacked) to and from the device (aborting the test binary on CUDA errors, which
+// are environment failures there, not kernel results).
 //
 //   TEST(RmsNormParity, Random) {
 //     TPS_SKIP_WITHOUT_CUDA();
@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/weight_layout.h"
 
 // GPU tests report "skipped", never "passed", on a machine without a device.
 #define TPS_SKIP_WITHOUT_CUDA()                         \
@@ -50,6 +51,15 @@ DeviceBuffer<T> DeviceZeros(size_t n) {
   DieIfError(b);
   if (!b->Zero().ok()) std::abort();
   return *std::move(b);
+}
+
+// `rows` dtype.h rows of `cols` values, uploaded in the device layout the
+// GEMMs read (weight_layout.h).
+inline DeviceBuffer<uint8_t> ToDeviceWeight(DType dtype, int64_t rows, int64_t cols,
+                                            const std::vector<uint8_t>& host) {
+  std::vector<uint8_t> packed(static_cast<size_t>(DeviceWeightBytes(dtype, rows, cols)));
+  PackDeviceWeight(dtype, rows, cols, host.data(), packed.data());
+  return ToDevice(packed);
 }
 
 // Waits for all queued work, then copies back.

@@ -1,8 +1,10 @@
 #include "worker/engine/cuda/device_weights.h"
 
 #include <utility>
+#include <vector>
 
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/weight_layout.h"
 
 namespace tpserve {
 
@@ -12,9 +14,19 @@ absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l) {
   d.in_features = l.in_features;
   for (const LinearPart& p : l.parts) {
     DeviceLinear::Part part;
-    TPS_ASSIGN_OR_RETURN(part.weight, Upload(p.weight.data, static_cast<size_t>(p.weight.bytes)));
     part.dtype = p.weight.dtype;
     part.rows = static_cast<int>(p.weight.rows());
+    // Repacked into the GEMMs' device layout (quant and scale planes) in a
+    // host copy that lives for this part's upload only.
+    const int64_t cols = p.weight.cols();
+    const int64_t bytes = kernels::cuda::DeviceWeightBytes(part.dtype, part.rows, cols);
+    if (bytes < 0 ||
+        static_cast<uint64_t>(part.rows * RowBytes(part.dtype, cols)) != p.weight.bytes) {
+      return absl::InvalidArgumentError("UploadLinear: weight bytes do not match its shape");
+    }
+    std::vector<uint8_t> packed(static_cast<size_t>(bytes));
+    kernels::cuda::PackDeviceWeight(part.dtype, part.rows, cols, p.weight.data, packed.data());
+    TPS_ASSIGN_OR_RETURN(part.weight, Upload(packed.data(), packed.size()));
     TPS_ASSIGN_OR_RETURN(part.bias, Upload(p.bias.data(), p.bias.size()));
     part.out_offset = p.out_offset;
     d.parts.push_back(std::move(part));

@@ -1,6 +1,7 @@
 // Device-side weights and buffers of the CUDA backend: a linear layer's
-// uploaded parts (quantized matrices stay quantized; the GEMMs dequantize on
-// the fly), one transformer layer's device weights and KV cache, and the
+// uploaded parts (quantized matrices stay quantized, repacked into the
+// GEMMs' quant and scale planes, kernels/cuda/weight_layout.h; the GEMMs
+// dequantize on the fly), one transformer layer's device weights and KV cache, and the
 // helpers that upload and grow device buffers (pinned_staging.h stages
 // per-step host arrays).
 //
@@ -56,7 +57,7 @@ absl::Status Grow(DeviceBuffer<T>& b, size_t n, uint64_t* moves) {
 // output, each its own dtype.
 struct DeviceLinear {
   struct Part {
-    DeviceBuffer<uint8_t> weight;  // (rows, in_features) in `dtype`'s layout
+    DeviceBuffer<uint8_t> weight;  // (rows, in_features) in weight_layout.h's layout
     DType dtype = DType::kF32;
     int rows = 0;
     DeviceBuffer<float> bias;  // (rows) or empty
