@@ -29,6 +29,7 @@
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/gemm_internal.h"
 #include "kernels/cuda/quant.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -160,8 +161,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
                      const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
                      int64_t x_stride, int64_t y_stride) {
-  __shared__ float4 staged[kRows][kTilePitch / 4];
-  float* xs = reinterpret_cast<float*>(staged);
+  // kRows staged rows of kTilePitch floats (SkinnyGemmSharedBytes), dynamic:
+  // the emulator keeps static __shared__ per OS thread, and one 36 KiB array
+  // per instantiation would take a megabyte of every thread's TLS.
+  float* xs = DynamicSharedMemory<float>();
   const int lane = threadIdx.x & 31;
   const int col = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   const int cols = kSwiglu ? n / 2 : n;
@@ -204,6 +207,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   }
 }
 
+template <int kRows>
+constexpr size_t kSkinnyGemmSharedBytes = sizeof(float) * kRows * kTilePitch;
+static_assert(kSkinnyGemmSharedBytes<8> <= 48 * 1024, "within the default dynamic shared limit");
+
 template <DType kW, int kRows, bool kSwiglu>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                               cudaStream_t stream) {
@@ -214,10 +221,12 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
   // Quantized planes are 16-byte aligned by construction (weight_layout.h).
   if constexpr (!IsQuantized(kW)) vec = vec && aligned(p.w) && p.k % kVecValues<kW> == 0;
   if (vec) {
-    SkinnyGemmKernel<kW, kRows, true, kSwiglu><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+    SkinnyGemmKernel<kW, kRows, true, kSwiglu>
+        <<<grid, kWarpsPerBlock * 32, kSkinnyGemmSharedBytes<kRows>, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   } else {
-    SkinnyGemmKernel<kW, kRows, false, kSwiglu><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+    SkinnyGemmKernel<kW, kRows, false, kSwiglu>
+        <<<grid, kWarpsPerBlock * 32, kSkinnyGemmSharedBytes<kRows>, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   }
   return LaunchStatus("SkinnyGemmKernel");

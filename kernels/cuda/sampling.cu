@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/sampling.h"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -16,6 +17,7 @@ constexpr int kWarps = kThreads / 32;
 // with more candidates (a flat distribution, no top-k or min-p) search the
 // vocabulary in global memory instead.
 constexpr int kCandidates = 2048;
+constexpr size_t kSampleSharedBytes = kCandidates * (sizeof(uint64_t) + sizeof(double));
 
 // Float bits mapped so unsigned order is numeric order (-0 treated as +0).
 __device__ __forceinline__ uint32_t OrderedBits(float f) {
@@ -151,10 +153,10 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   __shared__ double dscratch[kWarps];
   __shared__ uint64_t kscratch[kWarps];
   __shared__ int warp_counts[kWarps];
-  __shared__ uint64_t ckeys_s[kCandidates];
-  __shared__ double cweights_s[kCandidates];
-  uint64_t* ckeys = ckeys_s;
-  double* cweights = cweights_s;
+  // The compacted candidates (kSampleSharedBytes of dynamic shared memory:
+  // the emulator keeps static __shared__ in every thread's TLS).
+  uint64_t* ckeys = DynamicSharedMemory<uint64_t>();
+  double* cweights = reinterpret_cast<double*>(ckeys + kCandidates);
   const int row = blockIdx.x;
   const SampleRow rp = p.row_params[row];
   const SamplingParams& sp = rp.params;
@@ -245,7 +247,8 @@ absl::Status Sample(const SampleParams& p, const Stream& stream) {
   }
   const int64_t stride = p.stride == 0 ? p.vocab : p.stride;
   if (stride < p.vocab) return absl::InvalidArgumentError("Sample: stride below vocab");
-  SampleKernel<<<p.rows, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(p, stride);
+  SampleKernel<<<p.rows, kThreads, kSampleSharedBytes,
+                 static_cast<cudaStream_t>(stream.cuda_stream)>>>(p, stride);
   return LaunchStatus("SampleKernel");
 }
 
