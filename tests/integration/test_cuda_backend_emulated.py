@@ -17,7 +17,11 @@ import threading
 import time
 import unittest
 
-from cluster import Cluster, _runfile, parse_metrics
+import grpc
+
+from cluster import Cluster, _runfile, generate_concurrently, parse_metrics, stubs
+
+_, gpb = stubs("generation")
 
 PROMPTS = ["The capital of France is", "Once upon a time", "1, 2, 3, 4,"]
 
@@ -53,35 +57,31 @@ def make_model():
     return model
 
 
-def streams(cluster, fault=None, n=4, max_tokens=48):
-    """n concurrent greedy streams; fault() runs on another thread once 16
-    tokens arrived. Returns [(error or None, token ids, finish count)]."""
-    results, count = [None] * n, [0]
+def streams_with_fault(cluster, fault=None, max_tokens=48):
+    """Four concurrent greedy streams (cluster.generate_concurrently); fault()
+    runs on another thread once 16 tokens arrived."""
+    count = [0]
+    fired = threading.Event()
 
-    def consume(i):
-        ids, finals = [], 0
-        try:
-            with cluster.client(timeout=600) as client:
-                for chunk in client.generate(request_id=f"s{i}", prompt=f"{PROMPTS[i % 3]} {i}",
-                                             max_tokens=max_tokens, temperature=0.0,
-                                             ignore_eos=True):
-                    ids.extend(chunk.token_ids)
-                    count[0] += len(chunk.token_ids)
-                    finals += 1 if chunk.finish_reason else 0
-            results[i] = (None, ids, finals)
-        except Exception as e:  # noqa: BLE001 - reported by the assertions
-            results[i] = (repr(e), ids, finals)
+    def chaos():
+        while count[0] < 16 and not fired.wait(0.01):
+            pass
+        if not fired.is_set():
+            fault()
 
-    threads = [threading.Thread(target=consume, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    if fault is not None:
-        deadline = time.time() + 300
-        while count[0] < 16 and time.time() < deadline:
-            time.sleep(0.01)
-        fault()
-    for t in threads:
-        t.join(660)
+    chaos_thread = threading.Thread(target=chaos) if fault is not None else None
+    if chaos_thread is not None:
+        chaos_thread.start()
+
+    def tick():
+        count[0] += 1
+
+    prompts = [f"{PROMPTS[i % 3]} {i}" for i in range(4)]
+    results = generate_concurrently(gpb.GenerationStub(cluster.channel()), prompts, max_tokens,
+                                    on_token=tick)
+    fired.set()
+    if chaos_thread is not None:
+        chaos_thread.join()
     return results
 
 
@@ -93,7 +93,7 @@ class CudaBackendEmulatedTest(unittest.TestCase):
                      worker_args=["--backend=cuda", "--collective_timeout=10s"],
                      router_args=["--heartbeat_interval=500ms", "--recovery_timeout=90s",
                                   "--heartbeat_timeout=1500ms"]) as c:
-            want = streams(c)
+            want = streams_with_fault(c)
             pids = [c.proc("worker0").pid, c.proc("worker1").pid]
 
             def stop_rank1():
@@ -102,11 +102,11 @@ class CudaBackendEmulatedTest(unittest.TestCase):
                 time.sleep(4)  # past heartbeat interval + timeout
                 w1.send_signal(signal.SIGCONT)
 
-            got = streams(c, fault=stop_rank1)
+            got = streams_with_fault(c, fault=stop_rank1)
             log = c.logs()
-            for i, ((_, w, _), (err, g, finals)) in enumerate(zip(want, got)):
-                self.assertIsNone(err, f"stream {i}: {err}\n{log[-4000:]}")
-                self.assertEqual(finals, 1, f"stream {i}")
+            for i, ((_, w, _), (code, g, usage)) in enumerate(zip(want, got)):
+                self.assertEqual(code, grpc.StatusCode.OK, f"stream {i}: {usage}\n{log[-4000:]}")
+                self.assertEqual(usage.completion_tokens, 48, f"stream {i}")  # each token once
                 self.assertEqual(g, w, f"stream {i} differs from the unfaulted output")
             for name in ("worker0", "worker1"):  # neither rank crashed or restarted
                 self.assertIsNone(c.proc(name).poll(), f"{name} exited\n{log[-4000:]}")
