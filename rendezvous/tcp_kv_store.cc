@@ -27,6 +27,12 @@ constexpr char kGet = 'G';
 TcpKvStoreServer::~TcpKvStoreServer() { Stop(); }
 
 absl::Status TcpKvStoreServer::Start(const std::string& host, int port) {
+  TPS_RETURN_IF_ERROR(Listen(host, port));
+  Serve();
+  return absl::OkStatus();
+}
+
+absl::Status TcpKvStoreServer::Listen(const std::string& host, int port) {
   if (listen_fd_ >= 0) return absl::FailedPreconditionError("kv store server already started");
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -55,8 +61,12 @@ absl::Status TcpKvStoreServer::Start(const std::string& host, int port) {
                                      : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   listen_fd_ = fd;
   stopping_ = false;
-  accept_thread_ = std::thread([this] { AcceptLoop(); });
   return absl::OkStatus();
+}
+
+void TcpKvStoreServer::Serve() {
+  if (listen_fd_ < 0 || accept_thread_.joinable()) return;
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
 }
 
 void TcpKvStoreServer::Stop() {

@@ -33,8 +33,16 @@ class TcpKvStoreServer {
   TcpKvStoreServer(const TcpKvStoreServer&) = delete;
   TcpKvStoreServer& operator=(const TcpKvStoreServer&) = delete;
 
-  // Listens on host:port (port 0 picks a free one; see port()).
+  // Listens on host:port (port 0 picks a free one; see port()) and serves:
+  // Listen() then Serve().
   [[nodiscard]] absl::Status Start(const std::string& host, int port);
+  // Binds and listens without starting a thread; connections queue until
+  // Serve(). A process that forks rank processes does so between the two:
+  // a child forked while the server's threads run can inherit a lock one of
+  // them held (absl's thread-identity free list, say) and hang at its first
+  // blocking wait.
+  [[nodiscard]] absl::Status Listen(const std::string& host, int port);
+  void Serve();  // Starts accepting (after Listen).
   int port() const { return port_; }
   void Stop();
 

@@ -1,5 +1,9 @@
 #include "rendezvous/tcp_kv_store.h"
 
+#include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -55,6 +59,38 @@ TEST(TcpKvStoreTest, StoppedServerIsAnErrorNotAHang) {
   server.reset();
   absl::StatusOr<std::string> v = c.Get("a", absl::Seconds(1));
   EXPECT_FALSE(v.ok());
+}
+
+int ThreadCount() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/task");
+  if (d == nullptr) return -1;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+// tpserve-run and the multi-rank tests fork their ranks between Listen and
+// Serve, so no server thread can hold a lock the children inherit.
+TEST(TcpKvStoreTest, ListenStartsNoThreadAndForkedRanksAreServedAfterServe) {
+  const int before = ThreadCount();
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Listen("127.0.0.1", 0).ok());
+  EXPECT_EQ(ThreadCount(), before);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    TcpKvStoreClient child("127.0.0.1", server.port());
+    _exit(child.Set("from_child", "1").ok() ? 0 : 1);
+  }
+  server.Serve();
+  TcpKvStoreClient parent("127.0.0.1", server.port());
+  absl::StatusOr<std::string> v = parent.Get("from_child", absl::Seconds(10));
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, "1");
 }
 
 }  // namespace

@@ -280,8 +280,8 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
-  TcpKvStoreServer server;
-  if (absl::Status s = server.Start("127.0.0.1", 0); !s.ok()) {
+  TcpKvStoreServer server;  // serves once every rank is forked (see Listen)
+  if (absl::Status s = server.Listen("127.0.0.1", 0); !s.ok()) {
     fprintf(stderr, "tpserve-run: %s\n", s.ToString().c_str());
     return 1;
   }
@@ -308,6 +308,7 @@ int Main(int argc, char** argv) {
     }
     pids.push_back(pid);
   }
+  server.Serve();
   close(pipe_fd[1]);
   std::string report;
   char buf[4096];

@@ -11,7 +11,8 @@ namespace tpserve {
 
 std::vector<int> RunRanks(int world, const RankMainFn& fn, absl::Duration limit) {
   TcpKvStoreServer server;
-  if (!server.Start("127.0.0.1", 0).ok()) return std::vector<int>(world, -1);
+  // Forks before the server has threads (see TcpKvStoreServer::Listen).
+  if (!server.Listen("127.0.0.1", 0).ok()) return std::vector<int>(world, -1);
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
     pid_t pid = fork();
@@ -24,6 +25,7 @@ std::vector<int> RunRanks(int world, const RankMainFn& fn, absl::Duration limit)
     }
     pids.push_back(pid);
   }
+  server.Serve();
   constexpr int kRunning = -1000;
   std::vector<int> codes(world, kRunning);
   const absl::Time deadline = absl::Now() + limit;

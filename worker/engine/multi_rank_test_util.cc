@@ -73,8 +73,8 @@ RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
                    const EngineOptions& options, const RankCommFn& fn, absl::Duration limit) {
   RankRun run;
   run.errors.assign(world, "");
-  TcpKvStoreServer server;
-  if (absl::Status s = server.Start("127.0.0.1", 0); !s.ok()) {
+  TcpKvStoreServer server;  // forks before the server has threads (see Listen)
+  if (absl::Status s = server.Listen("127.0.0.1", 0); !s.ok()) {
     run.errors[0] = s.ToString();
     return run;
   }
@@ -96,6 +96,7 @@ RankRun RunOnRanks(int world, const std::vector<std::string>& model_paths,
     }
     pids.push_back(pid);
   }
+  server.Serve();
   const absl::Time deadline = absl::Now() + limit;
   std::vector<bool> done(world, false);
   int remaining = world;
