@@ -30,6 +30,10 @@ Isa DetectedIsa();
 // Whether this CPU has AVX-512F, BW and VL (cached).
 bool HasAvx512();
 
+// Whether it also has AVX-512 BF16 (vdpbf16ps; cached). From kAvxVnni up,
+// GEMMs on BF16 weights then run on bf16 dot products (gemm_bf16.cc).
+bool HasAvx512Bf16();
+
 // What the launchers use: DetectedIsa(), capped by the environment variable
 // TPSERVE_CPU_ISA=portable|avx2|avxvnni|amx if set, unless a test overrides it.
 Isa ActiveIsa();

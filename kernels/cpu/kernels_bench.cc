@@ -383,6 +383,7 @@ void GemvArgs(benchmark::internal::Benchmark* b) {
   }
   b->Args({1536, 576, q41, 1, 1, 1});
   b->Args({1536, 576, q80, 1, 1, 1});
+  b->Args({1536, 576, static_cast<int>(DType::kBF16), 1, 1, 0});
 }
 
 void GemmArgsList(benchmark::internal::Benchmark* b) {
@@ -395,6 +396,9 @@ void GemmArgsList(benchmark::internal::Benchmark* b) {
   }
   b->Args({1536, 576, q80, 1, 512, 0});
   b->Args({576, 1536, q41, 1, 512, 0});
+  const int bf16 = static_cast<int>(DType::kBF16);
+  b->Args({1536, 576, bf16, 1, 16, 0});
+  b->Args({1536, 576, bf16, 1, 512, 0});
 }
 
 // The row-parallel shapes (O: 576 x 576, down: 576 x 1536) both ways.
