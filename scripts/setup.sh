@@ -2,9 +2,20 @@
 # Installs everything tpserve's build, tests and demo need on Debian 12, then
 # fetches the default model. Idempotent: a second run checks and does nothing.
 # Runs as root (or with sudo available). Prints each thing it does.
+#
+#   scripts/setup.sh               # what the build, tests and demo need
+#   scripts/setup.sh --with-vllm   # also vLLM's CPU backend, a benchmark peer
+#                                  # (scripts/vllm_peer.sh, several GB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+WITH_VLLM=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-vllm) WITH_VLLM=1 ;;
+    *) echo "usage: scripts/setup.sh [--with-vllm]; unknown argument '$arg'" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[setup] %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -73,4 +84,8 @@ for hook in "$ROOT"/scripts/setup.d/*.sh; do
   log "running ${hook#"$ROOT"/}"
   bash "$hook"
 done
+if [ "$WITH_VLLM" = 1 ]; then
+  log "running scripts/vllm_peer.sh"
+  bash "$ROOT/scripts/vllm_peer.sh"
+fi
 log "done"
