@@ -45,15 +45,9 @@ struct Stream {
 // d = amax / 127 in f32, q = round-half-even(x * (1 / d))) and takes integer
 // dot products, so for Q8_0/Q4_0/Q4_1 weights results differ from f32 math
 // by that activation rounding (NMSE ~1e-5 on random data; gemm_test.cc).
-// F32/F16/BF16 weights are converted to f32 and use f32 FMA, except BF16
-// weights with k a multiple of 32 on CPUs with AVX-512 BF16 (from
-// kernels/cpu/isa.h's kAvxVnni level up): the activations are rounded to
-// bf16 (nearest even) and multiplied with bf16 dot products, f32
-// accumulation (gemm_test.cc bounds the NMSE against f64 on unrounded
-// activations). `exact` makes quantized weights
-// dequantise-then-multiply in f32 too, and keeps BF16 weights on f32
-// activations: slower, meant as the reference other backends are compared
-// against.
+// F32/F16/BF16 weights are converted to f32 and use f32 FMA. `exact` makes
+// quantized weights dequantise-then-multiply in f32 too: slower, meant as
+// the reference other backends are compared against.
 //
 // Partition-invariant output (`y_fixed` set; y is then not written): the
 // reduction over k is cut into fixed chunks of columns (one quantization
@@ -77,7 +71,7 @@ struct GemmParams {
   int k = 0;                    // input features; a multiple of 32 for quantized w_dtype
   int64_t x_stride = 0;         // floats between rows of x; 0 = k
   int64_t y_stride = 0;         // floats between rows of y; 0 = n
-  bool exact = false;           // quantized or BF16 w_dtype: f32 activations, no rounding
+  bool exact = false;           // quantized w_dtype: f32 activations, no 8-bit rounding
   int64_t* y_fixed = nullptr;   // (m, n) partition-invariant output at y_stride, or null
   int fixed_chunk = 32;         // y_fixed, F32/F16/BF16 w_dtype: columns per chunk; divides k
 };

@@ -1,12 +1,11 @@
 // cpu::Gemm / cpu::GemmMulti: validation, activation quantization, ISA
 // dispatch and threading around the tile kernels (gemm_portable.cc,
-// gemm_x86_impl.inc, gemm_amx.cc, gemm_bf16.cc; partition-invariant y_fixed output:
+// gemm_x86_impl.inc, gemm_amx.cc, gemm_float_avx512.cc; partition-invariant y_fixed output:
 // gemm_fixed_portable.cc, gemm_fixed_x86_impl.inc).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include "absl/algorithm/container.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
@@ -78,8 +77,8 @@ void RunTile(Isa isa, const GemmArgs& a, int64_t begin, int64_t end) {
     }
     return;
   }
-  if (a.xb != nullptr) {
-    avx512bf16::GemmTile(a, begin, end);
+  if (isa >= Isa::kAvxVnni && !IsQuantized(a.w_dtype) && HasAvx512()) {
+    avx512::GemmTileFloat(a, begin, end);
     return;
   }
   switch (isa) {
@@ -142,14 +141,6 @@ absl::Status GemmMulti(absl::Span<const GemmParams> parts, const Stream& stream)
   absl::InlinedVector<GemmArgs, 4> args;
   absl::InlinedVector<int64_t, 5> starts = {0};
   bool any_quantized = false;
-  // BF16 weights on AVX-512 BF16 dot products take the activations rounded
-  // to bf16 (ops.h); exact mode and the fixed-point output keep f32.
-  const bool bf16_dots = isa >= Isa::kAvxVnni && HasAvx512Bf16();
-  auto on_bf16_dots = [&](const GemmParams& p) {
-    return bf16_dots && p.w_dtype == DType::kBF16 && p.k % 32 == 0 && !p.exact &&
-           p.y_fixed == nullptr;
-  };
-  absl::InlinedVector<bool, 4> takes_bf16;  // per entry of args
   for (const GemmParams& p : parts) {
     if (p.n == 0) continue;
     if (p.exact && IsQuantized(p.w_dtype)) {
@@ -159,7 +150,6 @@ absl::Status GemmMulti(absl::Span<const GemmParams> parts, const Stream& stream)
     args.push_back(ToArgs(p));
     starts.push_back(starts.back() + p.n);
     any_quantized |= IsQuantized(p.w_dtype);
-    takes_bf16.push_back(on_bf16_dots(p));
   }
   if (args.empty()) return absl::OkStatus();
 
@@ -184,25 +174,6 @@ absl::Status GemmMulti(absl::Span<const GemmParams> parts, const Stream& stream)
       }
     });
     for (GemmArgs& a : args) a.xq = out;
-  }
-
-  // The same for BF16 weights on bf16 dot products: bf16 activations, in
-  // whole 16-row panels (tail rows zero).
-  thread_local std::vector<uint16_t> xb;
-  if (absl::c_linear_search(takes_bf16, true)) {
-    const int64_t x_stride = args[0].x_stride;
-    const int64_t rows = (first.m + 15) / 16 * 16;
-    if (xb.size() < static_cast<size_t>(rows * first.k)) xb.resize(rows * first.k);
-    uint16_t* out = xb.data();
-    std::fill(out + int64_t{first.m} * first.k, out + rows * first.k, uint16_t{0});
-    ParallelFor(stream.pool, first.m, 8, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        avx512bf16::RoundRowToBf16(first.x + i * x_stride, first.k, out + i * first.k);
-      }
-    });
-    for (size_t i = 0; i < args.size(); ++i) {
-      if (takes_bf16[i]) args[i].xb = out;
-    }
   }
 
   // Split output features; each chunk streams its weight rows once and

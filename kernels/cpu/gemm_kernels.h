@@ -31,9 +31,6 @@ struct GemmArgs {
   const float* x = nullptr;      // (m, k) f32 activations, for F32/F16/BF16 weights
   int64_t x_stride = 0;          // floats between rows of x
   const ActBlock* xq = nullptr;  // (m, k / 32) quantized activations, for Q weights
-  // (RoundUp(m, 16), k) activations rounded to bf16 (tail rows zero), for
-  // BF16 weights on bf16 dot products (avx512bf16); null: f32 FMA.
-  const uint16_t* xb = nullptr;
   const uint8_t* w = nullptr;    // (n, row_bytes)
   int64_t row_bytes = 0;
   DType w_dtype = DType::kF32;
@@ -109,12 +106,10 @@ namespace amx {
 void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace amx
 
-namespace avx512bf16 {
-// x[0, k) rounded to bf16 bits, to nearest even as dtype.h's F32ToBF16.
-void RoundRowToBf16(const float* x, int k, uint16_t* out);
-// BF16 weights against a.xb (gemm_bf16.cc); k a multiple of 32.
-void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
-}  // namespace avx512bf16
+namespace avx512 {
+// F32/F16/BF16 weights with 16-lane f32 FMA (gemm_float_avx512.cc).
+void GemmTileFloat(const GemmArgs& a, int64_t n_begin, int64_t n_end);
+}  // namespace avx512
 
 }  // namespace tpserve::kernels::cpu
 

@@ -84,18 +84,6 @@ bool HasAvx512() {
 #endif
 }
 
-bool HasAvx512Bf16() {
-#if defined(__x86_64__)
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return HasAvx512() && __builtin_cpu_supports("avx512bf16");
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
-
 Isa ActiveIsa() {
   static const Isa default_isa = DefaultIsa();
   const int o = g_override.load(std::memory_order_relaxed);

@@ -10,9 +10,10 @@
 // ones before it.
 //
 // AVX-512 is not a level (CPUs with AVX-VNNI but no AVX-512 exist, and the
-// reverse): PagedAttention runs its AVX-512F/BW/VL build when the active
-// level is kAvxVnni or higher and HasAvx512(), so TPSERVE_CPU_ISA=avx2 (or a
-// test forcing kAvx2) selects its AVX2 build on the same CPU.
+// reverse): PagedAttention and the GEMM on F32/F16/BF16 weights run their
+// AVX-512F/BW/VL builds when the active level is kAvxVnni or higher and
+// HasAvx512(), so TPSERVE_CPU_ISA=avx2 (or a test forcing kAvx2) selects
+// their AVX2 builds on the same CPU.
 //
 //   if (ActiveIsa() >= Isa::kAvx2) avx2::Kernel(args); else portable::Kernel(args);
 //
@@ -29,10 +30,6 @@ Isa DetectedIsa();
 
 // Whether this CPU has AVX-512F, BW and VL (cached).
 bool HasAvx512();
-
-// Whether it also has AVX-512 BF16 (vdpbf16ps; cached). From kAvxVnni up,
-// GEMMs on BF16 weights then run on bf16 dot products (gemm_bf16.cc).
-bool HasAvx512Bf16();
 
 // What the launchers use: DetectedIsa(), capped by the environment variable
 // TPSERVE_CPU_ISA=portable|avx2|avxvnni|amx if set, unless a test overrides it.
