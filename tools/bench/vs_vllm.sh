@@ -13,7 +13,8 @@
 # vLLM runs as its CPU installation guide asks for its best speed: tcmalloc
 # and Intel OpenMP preloaded, its KV cache VLLM_CPU_KVCACHE_SPACE GiB; it
 # decides its own thread count (it logs it: on 2 cores it keeps one for the
-# API server). tpserve gets THREADS compute threads (default 2).
+# API server). tpserve gets THREADS compute threads (default 2) and the
+# router flags in ROUTER_ARGS (e.g. "--target_step_latency=100ms").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -29,7 +30,7 @@ mkdir -p "$OUT"
 TCMALLOC=$(ls /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 2>/dev/null || true)
 IOMP=$(ls "$ROOT"/.deps/vllm/lib/libiomp5.so 2>/dev/null || true)
 echo "peer: $(cat "$ROOT/.deps/vllm/PEER"); LD_PRELOAD=${TCMALLOC:-none}:${IOMP:-none}"
-echo "tpserve: $BIN, $THREADS threads, CPU ISA $(grep -m1 -o 'avx512_bf16\|amx_tile' /proc/cpuinfo | sort -u | paste -sd, -)"
+echo "tpserve: $BIN, $THREADS threads, router flags '${ROUTER_ARGS:-}', CPU ISA $(grep -m1 -o 'avx512_bf16\|amx_tile' /proc/cpuinfo | sort -u | paste -sd, -)"
 
 vllm_pid=""
 stop_vllm() { [ -n "$vllm_pid" ] && kill "$vllm_pid" 2>/dev/null && wait "$vllm_pid" 2>/dev/null; vllm_pid=""; }
@@ -55,8 +56,10 @@ run_vllm() {  # label, bench.py arguments
 run_tpserve() {  # label, model, bench.py arguments
   local label=$1 model=$2
   shift 2
+  local router_args=()
+  for a in ${ROUTER_ARGS:-}; do router_args+=("--router_arg=$a"); done
   TPSERVE_BIN_DIR="$BIN" "$ROOT/.venv/bin/python3" tools/bench/with_tpserve.py --model "$model" \
-    --threads "$THREADS" -- --label "$label" --json "$OUT/$label.json" "$@"
+    --threads "$THREADS" "${router_args[@]}" -- --label "$label" --json "$OUT/$label.json" "$@"
 }
 
 for rep in $(seq 1 "$REPS"); do
