@@ -52,9 +52,9 @@ absl::Status KvCacheWrite(const KvCacheWriteParams& p, const Stream& stream) {
   const int64_t num_slots = static_cast<int64_t>(p.num_blocks) * p.block_size;
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
-    KvCacheWriteKernel<KvT><<<p.tokens, kThreads, 0, s>>>(
-        p.k, p.v, static_cast<KvT*>(p.k_cache), static_cast<KvT*>(p.v_cache), p.slot_mapping,
-        width, num_slots, ks, vs);
+    KvCacheWriteKernel<KvT><<<p.tokens, kThreads, 0, s>>>(p.k, p.v, static_cast<KvT*>(p.k_cache),
+                                                          static_cast<KvT*>(p.v_cache),
+                                                          p.slot_mapping, width, num_slots, ks, vs);
     return LaunchStatus("KvCacheWriteKernel");
   });
 }

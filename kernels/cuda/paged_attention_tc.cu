@@ -107,9 +107,9 @@ __device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t
 template <int kHd, typename KvT>
 __global__ void __launch_bounds__(kWarps * 32) TensorCoreAttentionKernel(AttentionArgs<KvT> a) {
   constexpr int kLdq = kHd + kPad;
-  uint16_t* sq = DynamicSharedMemory<uint16_t>();  // [kTileQ][kLdq]
-  uint16_t* sk = sq + kTileQ * kLdq;               // [kTileK][kLdq]
-  uint16_t* svt = sk + kTileK * kLdq;              // [kHd][kLdv]: V transposed
+  uint16_t* sq = DynamicSharedMemory<uint16_t>();          // [kTileQ][kLdq]
+  uint16_t* sk = sq + kTileQ * kLdq;                       // [kTileK][kLdq]
+  uint16_t* svt = sk + kTileK * kLdq;                      // [kHd][kLdv]: V transposed
   int* svalid = reinterpret_cast<int*>(svt + kHd * kLdv);  // [kTileK]
 
   const int head = blockIdx.x;
@@ -279,12 +279,18 @@ absl::Status PagedAttentionPrefill(const PagedAttentionParams& p, const Stream& 
   TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
     const AttentionArgs<KvT> a = MakeAttentionArgs<KvT>(p);
     switch (p.head_dim) {
-      case 32: return LaunchTensorCore<32>(a, p.num_seqs, s);
-      case 64: return LaunchTensorCore<64>(a, p.num_seqs, s);
-      case 80: return LaunchTensorCore<80>(a, p.num_seqs, s);
-      case 96: return LaunchTensorCore<96>(a, p.num_seqs, s);
-      case 128: return LaunchTensorCore<128>(a, p.num_seqs, s);
-      default: return PagedAttention(p, stream);  // f32 kernel: any head dim
+      case 32:
+        return LaunchTensorCore<32>(a, p.num_seqs, s);
+      case 64:
+        return LaunchTensorCore<64>(a, p.num_seqs, s);
+      case 80:
+        return LaunchTensorCore<80>(a, p.num_seqs, s);
+      case 96:
+        return LaunchTensorCore<96>(a, p.num_seqs, s);
+      case 128:
+        return LaunchTensorCore<128>(a, p.num_seqs, s);
+      default:
+        return PagedAttention(p, stream);  // f32 kernel: any head dim
     }
   });
 }
