@@ -5,8 +5,8 @@
 // and appends its per-site lines to $TPSERVE_CUDA_EMU_MODEL. Emulator builds
 // only; it measures nothing on a device.
 //
-//   TPSERVE_CUDA_EMU_MODEL=/tmp/model.tsv decode_model --model=x.gguf --batches=1,16 \
-//       [--kv_dtype=f32]
+//   TPSERVE_CUDA_EMU_MODEL=/tmp/model.tsv decode_model --model=x.gguf --batches=1,16
+//   ... --kv_dtype=f32   # the f32 KV cache (default: bf16)
 #include <cstdio>
 #include <memory>
 #include <string>
