@@ -295,6 +295,14 @@ TEST_F(EngineTest, KvDtypeIsChecked) {
   EXPECT_NE(s.message().find("--kv_dtype must be auto, f32 or bf16; got 'f16'"),
             absl::string_view::npos)
       << s;
+  // bf16 is a cuda KV dtype too: without a GPU the engine fails for the
+  // missing device, with one it starts.
+  o.kv_dtype = "bf16";
+  s = Engine::Create(*model_, *comm_, o).status();
+  if (!s.ok()) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("no CUDA device is visible"), absl::string_view::npos) << s;
+  }
 }
 
 TEST_F(EngineTest, TinyKvBudgetIsResourceExhausted) {
