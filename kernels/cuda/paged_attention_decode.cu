@@ -21,6 +21,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -65,11 +66,24 @@ __host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, in
   return ((static_cast<int64_t>(seq) * n_heads + head) * num_parts + part) * (hd + 2);
 }
 
+// Shared memory of DecodePartitionKernel: scores [kMaxGroup][kPart], each
+// warp's P.V [kWarps][kDimsPerLane * 32], per-warp maxima then sums
+// [kWarps][kMaxGroup]. Dynamic, not static: emulated builds keep static
+// __shared__ arrays in thread-local storage once per instantiation
+// (docs/cuda_emulator.md), and there are one per head-dim class and KV dtype.
+template <int kDimsPerLane>
+constexpr size_t PartitionSharedBytes() {
+  return sizeof(float) * (kMaxGroup * kPart + kWarps * kDimsPerLane * 32 + kWarps * kMaxGroup);
+}
+static_assert(PartitionSharedBytes<8>() <= 48 * 1024, "above 48 KiB would need an opt-in");
+
 template <int kDimsPerLane, typename KvT>
 __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT> a) {
-  __shared__ float s_scores[kMaxGroup][kPart];
-  __shared__ float s_acc[kWarps][kDimsPerLane * 32];
-  __shared__ float s_warp[kWarps][kMaxGroup];  // per-warp maxima, then sums
+  float* smem = DynamicSharedMemory<float>();
+  auto s_scores = reinterpret_cast<float(*)[kPart]>(smem);
+  auto s_acc = reinterpret_cast<float(*)[kDimsPerLane * 32]>(smem + kMaxGroup * kPart);
+  auto s_warp =  // per-warp maxima, then sums
+      reinterpret_cast<float(*)[kMaxGroup]>(smem + kMaxGroup * kPart + kWarps * kDimsPerLane * 32);
   const int chunks = GroupChunks(a.group);
   const int kv_head = blockIdx.x / chunks;
   const int head0 = kv_head * a.group + (blockIdx.x % chunks) * kMaxGroup;
@@ -265,9 +279,10 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs<KvT> a)
 
 template <int kDimsPerLane, typename KvT>
 absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+  constexpr size_t smem = PartitionSharedBytes<kDimsPerLane>();
   DecodePartitionKernel<kDimsPerLane, KvT>
-      <<<dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads, 0, s>>>(
-          a);
+      <<<dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads, smem,
+         s>>>(a);
   if (absl::Status st = LaunchStatus("DecodePartitionKernel"); !st.ok()) return st;
   if (a.partial == nullptr) return absl::OkStatus();
   DecodeMergeKernel<KvT><<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);

@@ -8,6 +8,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -76,7 +77,9 @@ struct CacheArgs {
   int64_t num_slots;
 };
 
-// Largest head_dim RopeKvWrite takes: its angles live in shared memory.
+// Largest head_dim RopeKvWrite takes: its angles live in shared memory
+// (dynamic: 2 x head_dim/2 doubles; emulated builds would keep a static array
+// in thread-local storage once per KV dtype, docs/cuda_emulator.md).
 constexpr int kMaxRopeKvHalf = 256;
 
 // One block per token: the token's angles once per pair into shared memory
@@ -86,10 +89,10 @@ constexpr int kMaxRopeKvHalf = 256;
 // (slots outside the pool skipped; StoreKv rounds for a bf16 cache).
 template <typename KvT>
 __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheArgs<KvT> c) {
-  __shared__ double sin_s[kMaxRopeKvHalf];
-  __shared__ double cos_s[kMaxRopeKvHalf];
   const int t = blockIdx.x;
   const int half = a.head_dim / 2;
+  double* sin_s = DynamicSharedMemory<double>();  // [half]
+  double* cos_s = sin_s + half;                   // [half]
   float* q = a.q + t * a.q_stride;
   float* k = a.k + t * a.k_stride;
   for (int pair = threadIdx.x; pair < half; pair += kThreads) {
@@ -215,7 +218,8 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
                            kv.slot_mapping,
                            v_stride,
                            num_slots};
-    RopeKvWriteKernel<KvT><<<rope.tokens, kThreads, 0, s>>>(a, c);
+    const size_t smem = sizeof(double) * 2 * (rope.head_dim / 2);
+    RopeKvWriteKernel<KvT><<<rope.tokens, kThreads, smem, s>>>(a, c);
     return LaunchStatus("RopeKvWriteKernel");
   });
 }
