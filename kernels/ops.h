@@ -170,8 +170,8 @@ struct EmbeddingParams {
 // block_size + offset holds one token's K (or V) for all KV heads at element
 // s * n_kv_heads * head_dim. A sequence's block table lists its block ids in
 // position order: position p lives in block block_table[p / block_size] at
-// offset p % block_size. The CPU backend takes both dtypes; the CUDA one
-// only kF32 (InvalidArgument otherwise).
+// offset p % block_size. Both backends take both dtypes and write the same
+// bits (InvalidArgument for any other dtype).
 
 // Stores new K/V rows into their slots: cache[slot_mapping[t]] = k[t] (same
 // for v), rounded to nearest even for kBF16 (formats/dtype.h F32ToBF16).

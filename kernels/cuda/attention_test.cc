@@ -9,14 +9,23 @@
 // errors of order 1e-2 and above). The tensor-core prefill kernel rounds Q,
 // K, V and the probabilities to bf16 (2^-9 relative each; with these
 // uniform(-2, 2) inputs the output NMSE is ~3e-5): NMSE < 2e-4.
+//
+// bf16 KV cache: the same bits in both caches (the values rounded once with
+// F32ToBF16), widened exactly by both backends, so the bounds above hold
+// unchanged against cpu::PagedAttention on the bf16 cache. Stronger: each
+// CUDA launcher on the bf16 cache gives the same bits as on an f32 cache
+// holding the widened values (the tensor-core kernel's own rounding of an
+// f32 cache to bf16 yields those very bits), which pins down every element
+// offset and the widening itself.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <iterator>
 #include <numeric>
 #include <vector>
 
+#include "formats/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/test_util.h"
@@ -35,10 +44,31 @@ constexpr double kTensorCoreNmse = 2e-4;
 struct Batch {
   int n_heads, n_kv_heads, head_dim, block_size, num_blocks, max_blocks_per_seq;
   std::vector<int32_t> q_lens, start_pos, cu_q_lens, block_tables;
-  std::vector<float> q, k_cache, v_cache;
+  std::vector<float> q, k_cache, v_cache;  // the cache when kv_dtype is kF32
+  DType kv_dtype = DType::kF32;
+  std::vector<uint16_t> k_bf16, v_bf16;  // the cache when kv_dtype is kBF16
   int total_q = 0;
   int max_context = 0;
 };
+
+// `b` with a bf16 cache: its f32 cache rounded (F32ToBF16, as KvCacheWrite
+// stores it).
+Batch WithBf16Cache(Batch b) {
+  b.kv_dtype = DType::kBF16;
+  for (float f : b.k_cache) b.k_bf16.push_back(F32ToBF16(f));
+  for (float f : b.v_cache) b.v_bf16.push_back(F32ToBF16(f));
+  return b;
+}
+
+// `b` with an f32 cache holding the widened values of its bf16 cache.
+Batch WithWidenedCache(Batch b) {
+  b.kv_dtype = DType::kF32;
+  for (size_t i = 0; i < b.k_bf16.size(); ++i) {
+    b.k_cache[i] = BF16ToF32(b.k_bf16[i]);
+    b.v_cache[i] = BF16ToF32(b.v_bf16[i]);
+  }
+  return b;
+}
 
 // fixed_q_len > 0 gives every sequence that many queries.
 Batch MakeBatch(Rng& rng, int num_seqs, int head_dim, int group, bool decode_only, int max_start,
@@ -86,6 +116,7 @@ PagedAttentionParams HostParams(const Batch& b) {
   p.head_dim = b.head_dim;
   p.block_size = b.block_size;
   p.num_blocks = b.num_blocks;
+  p.kv_dtype = b.kv_dtype;
   p.scale = 1.0f / std::sqrt(static_cast<float>(b.head_dim));
   return p;
 }
@@ -94,8 +125,9 @@ std::vector<float> CpuAttention(const Batch& b) {
   std::vector<float> out(b.q.size());
   PagedAttentionParams p = HostParams(b);
   p.q = b.q.data();
-  p.k_cache = b.k_cache.data();
-  p.v_cache = b.v_cache.data();
+  const bool bf16 = b.kv_dtype == DType::kBF16;
+  p.k_cache = bf16 ? static_cast<const void*>(b.k_bf16.data()) : b.k_cache.data();
+  p.v_cache = bf16 ? static_cast<const void*>(b.v_bf16.data()) : b.v_cache.data();
   p.out = out.data();
   p.block_tables = b.block_tables.data();
   p.cu_q_lens = b.cu_q_lens.data();
@@ -108,14 +140,19 @@ enum class Launcher { kFlash, kDecode, kTensorCore };
 
 // Runs the CUDA attention launcher `which` on `b`.
 std::vector<float> CudaAttention(const Batch& b, Launcher which) {
-  DeviceBuffer<float> q = ToDevice(b.q), kc = ToDevice(b.k_cache), vc = ToDevice(b.v_cache);
+  const bool bf16 = b.kv_dtype == DType::kBF16;
+  DeviceBuffer<float> q = ToDevice(b.q);
+  // One of the two cache pairs is empty (a null device pointer).
+  DeviceBuffer<float> kc = ToDevice(bf16 ? std::vector<float>{} : b.k_cache),
+                      vc = ToDevice(bf16 ? std::vector<float>{} : b.v_cache);
+  DeviceBuffer<uint16_t> kb = ToDevice(b.k_bf16), vb = ToDevice(b.v_bf16);
   DeviceBuffer<float> out = DeviceZeros<float>(b.q.size());
   DeviceBuffer<int32_t> tables = ToDevice(b.block_tables), cu = ToDevice(b.cu_q_lens),
                         start = ToDevice(b.start_pos);
   PagedAttentionParams p = HostParams(b);
   p.q = q.data();
-  p.k_cache = kc.data();
-  p.v_cache = vc.data();
+  p.k_cache = bf16 ? static_cast<const void*>(kb.data()) : kc.data();
+  p.v_cache = bf16 ? static_cast<const void*>(vb.data()) : vc.data();
   p.out = out.data();
   p.block_tables = tables.data();
   p.cu_q_lens = cu.data();
@@ -191,6 +228,8 @@ TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
   // two full blocks per KV head.
   configs.push_back({32, 12});
   configs.push_back({64, 16});
+  // 66 is not a multiple of the 4 dims a lane owns: per-element loads.
+  configs.push_back({66, 2});
   for (const Config& c : configs) {
     // Contexts up to ~1200 tokens: 1..5 partitions of kDecodePartitionTokens.
     const Batch b = MakeBatch(rng, rng.Int(1, 6), c.head_dim, c.group, /*decode_only=*/true,
@@ -200,6 +239,39 @@ TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
     const std::vector<float> want = CpuAttention(b);
     EXPECT_LT(Nmse(CudaAttention(b, Launcher::kDecode), want), kAttentionNmse);
     EXPECT_LT(Nmse(CudaAttention(b, Launcher::kFlash), want), kAttentionNmse);
+  }
+}
+
+// Every launcher on a bf16 cache: against the CPU on the same bf16 cache,
+// and bit-identical to itself on the widened f32 cache. Head dims: 64 and
+// 128 (vector loads of 2 and 4 bf16 per lane in decode, the 16-byte tile
+// copies in the tensor-core kernel), 80 (lanes past head_dim), 66 (decode's
+// per-element loads; the tensor-core launcher falls back to the f32-math
+// kernel) and 256 (8 bf16 = 16 bytes per lane).
+TEST(CudaPagedAttentionBf16Cache, MatchesCpuAndWidenedF32Cache) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(25);
+  const Config configs[] = {{64, 3}, {128, 4}, {80, 2}, {66, 1}, {256, 1}};
+  for (const Config& c : configs) {
+    for (bool decode : {false, true}) {
+      const Batch b = WithBf16Cache(MakeBatch(rng, rng.Int(1, 4), c.head_dim, c.group, decode,
+                                              /*max_start=*/decode ? 600 : 150));
+      const Batch widened = WithWidenedCache(b);
+      SCOPED_TRACE(testing::Message() << "head_dim=" << c.head_dim << " heads=" << b.n_heads << "/"
+                                      << b.n_kv_heads << " block_size=" << b.block_size
+                                      << " decode=" << decode << " max_context=" << b.max_context);
+      const std::vector<float> want = CpuAttention(b);
+      const Launcher which[] = {Launcher::kFlash, Launcher::kTensorCore, Launcher::kDecode};
+      for (Launcher l : which) {
+        if (l == Launcher::kDecode && !decode) continue;
+        SCOPED_TRACE(testing::Message() << "launcher " << static_cast<int>(l));
+        const std::vector<float> got = CudaAttention(b, l);
+        const bool tensor_core =
+            l == Launcher::kTensorCore && c.head_dim != 66 && c.head_dim != 256;
+        EXPECT_LT(Nmse(got, want), tensor_core ? kTensorCoreNmse : kAttentionNmse);
+        EXPECT_EQ(got, CudaAttention(widened, l));
+      }
+    }
   }
 }
 

@@ -9,6 +9,8 @@
 #ifndef TPSERVE_KERNELS_CUDA_DISPATCH_CUH_
 #define TPSERVE_KERNELS_CUDA_DISPATCH_CUH_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "formats/dtype.h"
 
@@ -68,5 +70,22 @@
     __VA_ARGS__                                  \
   }                                              \
   return ::absl::InvalidArgumentError("head_dim above 256 is not supported by CUDA attention");
+
+// KV cache elements (kernels/cuda/paged_kv.cuh): NAME = float for kF32,
+// uint16_t (bf16 bits) for kBF16.
+#define TPS_KV_DTYPE_SWITCH(dtype, NAME, ...) \
+  switch (dtype) {                            \
+    case ::tpserve::DType::kF32: {            \
+      using NAME = float;                     \
+      __VA_ARGS__                             \
+    }                                         \
+    case ::tpserve::DType::kBF16: {           \
+      using NAME = uint16_t;                  \
+      __VA_ARGS__                             \
+    }                                         \
+    default:                                  \
+      break;                                  \
+  }                                           \
+  return ::absl::InvalidArgumentError("the KV cache dtype must be F32 or BF16");
 
 #endif  // TPSERVE_KERNELS_CUDA_DISPATCH_CUH_

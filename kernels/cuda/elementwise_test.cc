@@ -5,12 +5,17 @@
 //   RmsNorm 1e-10 (rsqrtf is within 2 ulp, ~1e-13 measured on such data);
 //   Rope 1e-10 (both evaluate angles in double);
 //   Swiglu 1e-10 (expf within 2 ulp);
-//   Add, Embedding, KvCacheWrite: bit-exact (pure copies / one rounding).
+//   Add, Embedding, KvCacheWrite: bit-exact (pure copies / one rounding; a
+//   bf16 cache holds the CPU's F32ToBF16 bits, NaN, ties and overflow too).
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "formats/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/test_util.h"
@@ -265,15 +270,93 @@ TEST(CudaKvCacheWriteParity, SkipsNegativeSlots) {
   EXPECT_EQ(ToHostVector(dvc), want_v);
 }
 
+float FromBits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// A bf16 cache gets the CPU backend's bits: random values (half of them
+// round up, so truncation fails) and the edge cases of F32ToBF16: ties to
+// even both ways, NaNs (quiet and signalling), infinities, overflow to inf,
+// signed zero, subnormals.
+TEST(CudaKvCacheWriteParity, Bf16CacheHoldsTheCpuBits) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(6);
+  const int n_kv = 2, head_dim = 24, block_size = 4, num_blocks = 3, tokens = 6;
+  const int width = n_kv * head_dim;
+  std::vector<float> k = rng.Floats(static_cast<size_t>(tokens) * width, -3.0f, 3.0f);
+  const std::vector<float> v = rng.Floats(static_cast<size_t>(tokens) * width, -3.0f, 3.0f);
+  const uint32_t edges[] = {0x3F808000u, 0x3F818000u, 0xBF808000u, 0x7FC00001u,
+                            0x7F800001u, 0xFF800000u, 0x7F800000u, 0x7F7FFFFFu,
+                            0x80000000u, 0x00008000u, 0x00018000u, 0x3F80FFFFu};
+  for (size_t i = 0; i < std::size(edges); ++i) k[i] = FromBits(edges[i]);
+  std::vector<int64_t> slots(tokens);
+  for (int t = 0; t < tokens; ++t) slots[t] = t == 2 ? -1 : (t * 5) % (num_blocks * block_size);
+  std::vector<uint16_t> cache0;
+  for (float f : rng.Floats(static_cast<size_t>(num_blocks) * block_size * width)) {
+    cache0.push_back(F32ToBF16(f));
+  }
+  std::vector<uint16_t> want_k = cache0, want_v = cache0;
+  KvCacheWriteParams p{.k = k.data(),
+                       .v = v.data(),
+                       .k_cache = want_k.data(),
+                       .v_cache = want_v.data(),
+                       .kv_dtype = DType::kBF16,
+                       .slot_mapping = slots.data(),
+                       .tokens = tokens,
+                       .n_kv_heads = n_kv,
+                       .head_dim = head_dim,
+                       .block_size = block_size,
+                       .num_blocks = num_blocks};
+  ASSERT_TRUE(cpu::KvCacheWrite(p, Stream{}).ok());
+  DeviceBuffer<float> dk = ToDevice(k), dv = ToDevice(v);
+  DeviceBuffer<uint16_t> dkc = ToDevice(cache0), dvc = ToDevice(cache0);
+  DeviceBuffer<int64_t> dslots = ToDevice(slots);
+  p.k = dk.data();
+  p.v = dv.data();
+  p.k_cache = dkc.data();
+  p.v_cache = dvc.data();
+  p.slot_mapping = dslots.data();
+  ASSERT_TRUE(KvCacheWrite(p, Stream{}).ok());
+  EXPECT_EQ(ToHostVector(dkc), want_k);
+  EXPECT_EQ(ToHostVector(dvc), want_v);
+  EXPECT_EQ(want_k[0], 0x3F80u);  // the reference itself: a tie goes to even
+  p.kv_dtype = DType::kF16;
+  EXPECT_EQ(KvCacheWrite(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The cache slots of `slots`: `cache0` (bytes) with k/v rows written as a
+// cache of `dtype` holds them (F32ToBF16 for kBF16).
+std::vector<uint8_t> ExpectedCache(const std::vector<uint8_t>& cache0, DType dtype,
+                                   const std::vector<float>& rows, int64_t row_stride, int width,
+                                   const std::vector<int64_t>& slots) {
+  std::vector<uint8_t> out = cache0;
+  const size_t elem = dtype == DType::kBF16 ? 2 : 4;
+  for (size_t t = 0; t < slots.size(); ++t) {
+    if (slots[t] < 0) continue;
+    for (int i = 0; i < width; ++i) {
+      const float f = rows[t * row_stride + i];
+      const uint16_t b = F32ToBF16(f);
+      std::memcpy(&out[(slots[t] * width + i) * elem],
+                  dtype == DType::kBF16 ? static_cast<const void*>(&b) : &f, elem);
+    }
+  }
+  return out;
+}
+
 // RoPE fused with the KV write (q, k, v interleaved in one qkv row as the
 // engine lays them out): bit-identical to Rope then KvCacheWrite, including
-// a skipped (negative) slot, for both pairings and llama3 scaling.
+// a skipped (negative) slot, for both pairings and llama3 scaling, into an
+// f32 and a bf16 cache; the cache holds the rotated k and the v, rounded as
+// the CPU rounds for bf16.
 TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(12);
   // head_dim 128: 512 (head, pair) rotations per token, more than a block's threads.
-  for (const auto& [neox, head_dim] : {std::pair{false, 64}, std::pair{true, 64},
-                                       std::pair{false, 128}, std::pair{true, 128}}) {
+  for (const auto& [neox, head_dim, kv_dtype] :
+       {std::tuple{false, 64, DType::kF32}, std::tuple{true, 64, DType::kBF16},
+        std::tuple{false, 128, DType::kBF16}, std::tuple{true, 128, DType::kF32}}) {
     const int tokens = 9, n_heads = 6, n_kv = 2, block_size = 7, num_blocks = 5;
     const int64_t row = int64_t{n_heads + 2 * n_kv} * head_dim;
     const std::vector<float> qkv = rng.Floats(static_cast<size_t>(tokens) * row);
@@ -283,13 +366,24 @@ TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
       positions[t] = rng.Int(0, 5000);
       slots[t] = t == 3 ? -1 : (t * 4) % (num_blocks * block_size);
     }
-    const std::vector<float> cache0 =
+    const std::vector<float> cache_values =
         rng.Floats(static_cast<size_t>(num_blocks) * block_size * n_kv * head_dim);
+    std::vector<uint8_t> cache0(cache_values.size() * (kv_dtype == DType::kBF16 ? 2 : 4));
+    for (size_t i = 0; i < cache_values.size(); ++i) {
+      const uint16_t b = F32ToBF16(cache_values[i]);
+      if (kv_dtype == DType::kBF16) {
+        std::memcpy(&cache0[2 * i], &b, 2);
+      } else {
+        std::memcpy(&cache0[4 * i], &cache_values[i], 4);
+      }
+    }
     DeviceBuffer<int32_t> dpos = ToDevice(positions);
     DeviceBuffer<int64_t> dslots = ToDevice(slots);
-    std::vector<float> out[2][3];  // [fused][qkv, k cache, v cache]
+    std::vector<float> rotated[2];      // [fused] qkv
+    std::vector<uint8_t> caches[2][2];  // [fused][k cache, v cache]
     for (int fused = 0; fused < 2; ++fused) {
-      DeviceBuffer<float> dqkv = ToDevice(qkv), dkc = ToDevice(cache0), dvc = ToDevice(cache0);
+      DeviceBuffer<float> dqkv = ToDevice(qkv);
+      DeviceBuffer<uint8_t> dkc = ToDevice(cache0), dvc = ToDevice(cache0);
       const RopeParams rp{.q = dqkv.data(),
                           .k = dqkv.data() + n_heads * head_dim,
                           .positions = dpos.data(),
@@ -306,6 +400,7 @@ TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
                                   .v = rp.k + n_kv * head_dim,
                                   .k_cache = dkc.data(),
                                   .v_cache = dvc.data(),
+                                  .kv_dtype = kv_dtype,
                                   .slot_mapping = dslots.data(),
                                   .tokens = tokens,
                                   .n_kv_heads = n_kv,
@@ -320,14 +415,21 @@ TEST(CudaRopeKvWrite, MatchesRopeThenKvCacheWrite) {
         ASSERT_TRUE(Rope(rp, Stream{}).ok());
         ASSERT_TRUE(KvCacheWrite(kp, Stream{}).ok());
       }
-      out[fused][0] = ToHostVector(dqkv);
-      out[fused][1] = ToHostVector(dkc);
-      out[fused][2] = ToHostVector(dvc);
+      rotated[fused] = ToHostVector(dqkv);
+      caches[fused][0] = ToHostVector(dkc);
+      caches[fused][1] = ToHostVector(dvc);
     }
-    for (int i = 0; i < 3; ++i) {
-      EXPECT_EQ(out[1][i], out[0][i]) << "neox=" << neox << " head_dim=" << head_dim << " part " << i;
-    }
-    EXPECT_NE(out[1][0], qkv);  // something was rotated
+    SCOPED_TRACE(testing::Message()
+                 << "neox=" << neox << " head_dim=" << head_dim << " " << DTypeName(kv_dtype));
+    EXPECT_EQ(rotated[1], rotated[0]);
+    EXPECT_EQ(caches[1][0], caches[0][0]);
+    EXPECT_EQ(caches[1][1], caches[0][1]);
+    EXPECT_NE(rotated[1], qkv);  // something was rotated
+    const int width = n_kv * head_dim;
+    const std::vector<float> k_rows(rotated[1].begin() + n_heads * head_dim, rotated[1].end());
+    const std::vector<float> v_rows(qkv.begin() + (n_heads + n_kv) * head_dim, qkv.end());
+    EXPECT_EQ(caches[1][0], ExpectedCache(cache0, kv_dtype, k_rows, row, width, slots));
+    EXPECT_EQ(caches[1][1], ExpectedCache(cache0, kv_dtype, v_rows, row, width, slots));
   }
   // A k that is not the written k is refused.
   float dummy = 0.0f;

@@ -1,5 +1,6 @@
 // cuda::PagedAttention: flash-style causal attention over the paged KV cache
-// for any mix of prefill chunks and decode tokens (GQA, f32, CUDA cores).
+// for any mix of prefill chunks and decode tokens (GQA, f32 math on CUDA
+// cores; the cache in f32 or bf16, widened as it enters shared memory).
 //
 // Grid (query head, sequence, kTileSlots); a block of 4 warps owns query
 // tiles of kQueryTile rows of one sequence and head, taking tiles z, z +
@@ -38,8 +39,8 @@ size_t SharedBytes(int head_dim) {
                           static_cast<size_t>(kKeyTile) * head_dim + kKeyTile);
 }
 
-template <int kDimsPerLane>
-__global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(AttentionArgs a) {
+template <int kDimsPerLane, typename KvT>
+__global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(AttentionArgs<KvT> a) {
   float* smem = DynamicSharedMemory<float>();
   const int hd = a.kv.head_dim;
   float* sq = smem;                      // [kQueryTile][hd]
@@ -87,8 +88,8 @@ __global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(Attenti
         const int d = i % hd;
         const int pos = key0 + j;
         const int64_t off = pos < key_end ? a.kv.Offset(table, pos, kv_head) : -1;
-        sk[j * (hd + 1) + d] = off >= 0 ? a.kv.k_cache[off + d] : 0.0f;
-        sv[j * hd + d] = off >= 0 ? a.kv.v_cache[off + d] : 0.0f;
+        sk[j * (hd + 1) + d] = off >= 0 ? LoadKv(a.kv.k_cache + off + d) : 0.0f;
+        sv[j * hd + d] = off >= 0 ? LoadKv(a.kv.v_cache + off + d) : 0.0f;
         if (d == 0) svalid[j] = off >= 0 ? 1.0f : 0.0f;
       }
       __syncthreads();
@@ -137,16 +138,16 @@ __global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(Attenti
   }
 }
 
-template <int kDimsPerLane>
-absl::Status LaunchFlash(const AttentionArgs& a, int num_seqs, cudaStream_t s) {
+template <int kDimsPerLane, typename KvT>
+absl::Status LaunchFlash(const AttentionArgs<KvT>& a, int num_seqs, cudaStream_t s) {
   const size_t smem = SharedBytes(a.kv.head_dim);
   if (smem > 48 * 1024) {
-    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(FlashPagedAttentionKernel<kDimsPerLane>,
+    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(FlashPagedAttentionKernel<kDimsPerLane, KvT>,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                   static_cast<int>(smem)));
   }
   const dim3 grid(a.n_heads, num_seqs, kTileSlots);
-  FlashPagedAttentionKernel<kDimsPerLane><<<grid, kWarps * 32, smem, s>>>(a);
+  FlashPagedAttentionKernel<kDimsPerLane, KvT><<<grid, kWarps * 32, smem, s>>>(a);
   return LaunchStatus("FlashPagedAttentionKernel");
 }
 
@@ -155,10 +156,12 @@ absl::Status LaunchFlash(const AttentionArgs& a, int num_seqs, cudaStream_t s) {
 absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
   if (p.num_seqs == 0) return absl::OkStatus();
-  const AttentionArgs a = MakeAttentionArgs(p);
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
-  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
-                      { return LaunchFlash<kDimsPerLane>(a, p.num_seqs, s); });
+  TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
+    TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane, {
+      return LaunchFlash<kDimsPerLane, KvT>(MakeAttentionArgs<KvT>(p), p.num_seqs, s);
+    });
+  });
 }
 
 }  // namespace tpserve::kernels::cuda

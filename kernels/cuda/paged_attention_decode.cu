@@ -3,9 +3,10 @@
 // Phase 1, grid (GQA group chunk, sequence, partition): a 4-warp block takes
 // the query heads that share one KV head (up to kMaxGroup of them; larger
 // groups split into several blocks) and scores the partition's
-// kDecodePartitionTokens keys against all of them (warp per key, lanes over
-// head dims, so each K row is one coalesced read, made once per KV head
-// rather than once per query head), takes each head's softmax and
+// kDecodePartitionTokens keys against all of them (warp per key, each lane
+// owning a run of consecutive head dims, so each K row is one coalesced
+// warp request of one vector load per lane, made once per KV head rather
+// than once per query head), takes each head's softmax and
 // accumulates P.V the same way, each V row read once for the group. One
 // partition writes the output directly; otherwise it writes (max, sum,
 // unnormalised P.V) per query head to the workspace and phase 2, grid
@@ -20,6 +21,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -37,7 +39,24 @@ __host__ __device__ inline int GroupChunks(int group) {
   return (group + kMaxGroup - 1) / kMaxGroup;
 }
 
-struct DecodeArgs : AttentionArgs {
+// Head dims [lane * kN, lane * kN + kN) of the K or V row at `row`, zeros
+// past head_dim: one vector load (8 bf16 = 16 bytes at head_dim 256, 4 bytes
+// at 64) when head_dim is a multiple of kN (`whole_runs`), else one load per
+// element.
+template <int kN, typename KvT>
+__device__ __forceinline__ void LoadLaneDims(const KvT* row, int lane, int hd, bool whole_runs,
+                                             float (&out)[kN]) {
+  const int d0 = lane * kN;
+  if (whole_runs && d0 < hd) {
+    LoadKvRun<kN>(row + d0, out);
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kN; ++i) out[i] = !whole_runs && d0 + i < hd ? LoadKv(row + d0 + i) : 0.0f;
+}
+
+template <typename KvT>
+struct DecodeArgs : AttentionArgs<KvT> {
   int num_parts;
   float* partial;  // [seq][head][part][head_dim + 2]: max, sum, P.V
 };
@@ -47,11 +66,24 @@ __host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, in
   return ((static_cast<int64_t>(seq) * n_heads + head) * num_parts + part) * (hd + 2);
 }
 
+// Shared memory of DecodePartitionKernel: scores [kMaxGroup][kPart], each
+// warp's P.V [kWarps][kDimsPerLane * 32], per-warp maxima then sums
+// [kWarps][kMaxGroup]. Dynamic, not static: emulated builds keep static
+// __shared__ arrays in thread-local storage once per instantiation
+// (docs/cuda_emulator.md), and there are one per head-dim class and KV dtype.
 template <int kDimsPerLane>
-__global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) {
-  __shared__ float s_scores[kMaxGroup][kPart];
-  __shared__ float s_acc[kWarps][kDimsPerLane * 32];
-  __shared__ float s_warp[kWarps][kMaxGroup];  // per-warp maxima, then sums
+constexpr size_t PartitionSharedBytes() {
+  return sizeof(float) * (kMaxGroup * kPart + kWarps * kDimsPerLane * 32 + kWarps * kMaxGroup);
+}
+static_assert(PartitionSharedBytes<8>() <= 48 * 1024, "above 48 KiB would need an opt-in");
+
+template <int kDimsPerLane, typename KvT>
+__global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT> a) {
+  float* smem = DynamicSharedMemory<float>();
+  auto s_scores = reinterpret_cast<float(*)[kPart]>(smem);
+  auto s_acc = reinterpret_cast<float(*)[kDimsPerLane * 32]>(smem + kMaxGroup * kPart);
+  auto s_warp =  // per-warp maxima, then sums
+      reinterpret_cast<float(*)[kMaxGroup]>(smem + kMaxGroup * kPart + kWarps * kDimsPerLane * 32);
   const int chunks = GroupChunks(a.group);
   const int kv_head = blockIdx.x / chunks;
   const int head0 = kv_head * a.group + (blockIdx.x % chunks) * kMaxGroup;
@@ -61,6 +93,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int hd = a.kv.head_dim;
+  const bool whole_runs = hd % kDimsPerLane == 0;
   const int ctx = a.start_pos[seq] + 1;
   const int key0 = part * kPart;
   const int keys = min(kPart, ctx - key0);  // <= 0 for partitions past this sequence's context
@@ -85,7 +118,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
   for (int g = 0; g < kMaxGroup; ++g) {
 #pragma unroll
     for (int i = 0; i < kDimsPerLane; ++i) {
-      const int d = lane + 32 * i;
+      const int d = lane * kDimsPerLane + i;
       q[g][i] = g < heads && d < hd ? qrow[g * hd + d] * a.scale : 0.0f;
     }
   }
@@ -104,10 +137,11 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kWarps;
       off[u] = j < keys ? a.kv.Offset(table, key0 + j, kv_head) : -1;
+      if (off[u] >= 0) {  // warp-uniform
+        LoadLaneDims<kDimsPerLane>(a.kv.k_cache + off[u], lane, hd, whole_runs, kx[u]);
+      } else {
 #pragma unroll
-      for (int i = 0; i < kDimsPerLane; ++i) {
-        const int d = lane + 32 * i;
-        kx[u][i] = off[u] >= 0 && d < hd ? a.kv.k_cache[off[u] + d] : 0.0f;
+        for (int i = 0; i < kDimsPerLane; ++i) kx[u][i] = 0.0f;
       }
     }
 #pragma unroll
@@ -163,10 +197,11 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
       const int j = j0 + u * kWarps;
       // Masked keys and keys past the partition are skipped below (p = 0).
       off[u] = j < keys && s_scores[0][j] != -INFINITY ? a.kv.Offset(table, key0 + j, kv_head) : -1;
+      if (off[u] >= 0) {  // warp-uniform
+        LoadLaneDims<kDimsPerLane>(a.kv.v_cache + off[u], lane, hd, whole_runs, vx[u]);
+      } else {
 #pragma unroll
-      for (int i = 0; i < kDimsPerLane; ++i) {
-        const int d = lane + 32 * i;
-        vx[u][i] = off[u] >= 0 && d < hd ? a.kv.v_cache[off[u] + d] : 0.0f;
+        for (int i = 0; i < kDimsPerLane; ++i) vx[u][i] = 0.0f;
       }
     }
 #pragma unroll
@@ -192,7 +227,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
   for (int g = 0; g < kMaxGroup; ++g) {
     if (g >= heads) break;  // block-uniform
 #pragma unroll
-    for (int i = 0; i < kDimsPerLane; ++i) s_acc[warp][lane + 32 * i] = acc[g][i];
+    for (int i = 0; i < kDimsPerLane; ++i) s_acc[warp][lane * kDimsPerLane + i] = acc[g][i];
     __syncthreads();
     float total = 0.0f;
 #pragma unroll
@@ -217,7 +252,8 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs a) 
   }
 }
 
-__global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs a) {
+template <typename KvT>
+__global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs<KvT> a) {
   const int seq = blockIdx.x;
   const int head = blockIdx.y;
   const int hd = a.kv.head_dim;
@@ -241,14 +277,15 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs a) {
   }
 }
 
-template <int kDimsPerLane>
-absl::Status LaunchDecode(const DecodeArgs& a, int num_seqs, cudaStream_t s) {
-  DecodePartitionKernel<kDimsPerLane>
-      <<<dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads, 0, s>>>(
-          a);
+template <int kDimsPerLane, typename KvT>
+absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+  constexpr size_t smem = PartitionSharedBytes<kDimsPerLane>();
+  DecodePartitionKernel<kDimsPerLane, KvT>
+      <<<dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads, smem,
+         s>>>(a);
   if (absl::Status st = LaunchStatus("DecodePartitionKernel"); !st.ok()) return st;
   if (a.partial == nullptr) return absl::OkStatus();
-  DecodeMergeKernel<<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);
+  DecodeMergeKernel<KvT><<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);
   return LaunchStatus("DecodeMergeKernel");
 }
 
@@ -277,10 +314,13 @@ absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context
   if (need > 0 && (workspace == nullptr || workspace_floats < need)) {
     return absl::InvalidArgumentError("PagedAttentionDecode: workspace too small");
   }
-  const DecodeArgs a{MakeAttentionArgs(p), parts, need > 0 ? workspace : nullptr};
+  float* partial = need > 0 ? workspace : nullptr;
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
-  TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
-                      { return LaunchDecode<kDimsPerLane>(a, p.num_seqs, s); });
+  TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
+    const DecodeArgs<KvT> a{MakeAttentionArgs<KvT>(p), parts, partial};
+    TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
+                        { return LaunchDecode<kDimsPerLane, KvT>(a, p.num_seqs, s); });
+  });
 }
 
 }  // namespace tpserve::kernels::cuda

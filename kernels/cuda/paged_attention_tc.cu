@@ -10,13 +10,18 @@
 // (the B operand of O += P V). P goes from the S accumulators straight into A
 // fragments (the C layout of two n8 tiles is the A layout of one k16 step).
 // Head dims that are multiples of 16 up to 128; others use the f32 kernel.
+// An f32 cache is rounded to bf16 as its tiles enter shared memory; a bf16
+// cache holds those same bits (StoreKv rounds to nearest even too) and is
+// copied in 16 bytes at a time, so both give identical results.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/mma_sm80.cuh"
 #include "kernels/cuda/paged_kv.cuh"
 #include "kernels/cuda/shared_memory.cuh"
@@ -58,12 +63,53 @@ __device__ __forceinline__ float QuadSum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-template <int kHd>
-__global__ void __launch_bounds__(kWarps * 32) TensorCoreAttentionKernel(AttentionArgs a) {
+// Keys [key0, key0 + kTileK) of the sequence's cache into shared memory as
+// bf16: K as rows of sk (row stride ldk), V transposed into svt (row stride
+// kLdv); keys at or past key_end, or in a bad block, become zero rows with
+// svalid 0.
+template <int kHd, typename KvT>
+__device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t* table,
+                                           int kv_head, int key0, int key_end, int ldk,
+                                           uint16_t* sk, uint16_t* svt, int* svalid) {
+  if constexpr (std::is_same_v<KvT, uint16_t>) {
+    // 8 bf16 (16 bytes) per thread and step: rows are kHd * 2 bytes, kHd a
+    // multiple of 16, and ldk * 2 a multiple of 16, so both ends are aligned.
+    constexpr int kRuns = kHd / 8;
+    for (int i = threadIdx.x; i < kTileK * kRuns; i += kWarps * 32) {
+      const int j = i / kRuns, d0 = (i % kRuns) * 8;
+      const int pos = key0 + j;
+      const int64_t off = pos < key_end ? kv.Offset(table, pos, kv_head) : -1;
+      uint4 kr = {0, 0, 0, 0}, vr = {0, 0, 0, 0};
+      if (off >= 0) {
+        kr = *reinterpret_cast<const uint4*>(kv.k_cache + off + d0);
+        vr = *reinterpret_cast<const uint4*>(kv.v_cache + off + d0);
+      }
+      *reinterpret_cast<uint4*>(&sk[j * ldk + d0]) = kr;
+      const uint32_t words[4] = {vr.x, vr.y, vr.z, vr.w};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        svt[(d0 + e) * kLdv + j] = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
+      }
+      if (d0 == 0) svalid[j] = off >= 0;
+    }
+  } else {
+    for (int i = threadIdx.x; i < kTileK * kHd; i += kWarps * 32) {
+      const int j = i / kHd, d = i % kHd;
+      const int pos = key0 + j;
+      const int64_t off = pos < key_end ? kv.Offset(table, pos, kv_head) : -1;
+      sk[j * ldk + d] = Bf16(off >= 0 ? kv.k_cache[off + d] : 0.0f);
+      svt[d * kLdv + j] = Bf16(off >= 0 ? kv.v_cache[off + d] : 0.0f);
+      if (d == 0) svalid[j] = off >= 0;
+    }
+  }
+}
+
+template <int kHd, typename KvT>
+__global__ void __launch_bounds__(kWarps * 32) TensorCoreAttentionKernel(AttentionArgs<KvT> a) {
   constexpr int kLdq = kHd + kPad;
-  uint16_t* sq = DynamicSharedMemory<uint16_t>();  // [kTileQ][kLdq]
-  uint16_t* sk = sq + kTileQ * kLdq;               // [kTileK][kLdq]
-  uint16_t* svt = sk + kTileK * kLdq;              // [kHd][kLdv]: V transposed
+  uint16_t* sq = DynamicSharedMemory<uint16_t>();          // [kTileQ][kLdq]
+  uint16_t* sk = sq + kTileQ * kLdq;                       // [kTileK][kLdq]
+  uint16_t* svt = sk + kTileK * kLdq;                      // [kHd][kLdv]: V transposed
   int* svalid = reinterpret_cast<int*>(svt + kHd * kLdv);  // [kTileK]
 
   const int head = blockIdx.x;
@@ -114,14 +160,7 @@ __global__ void __launch_bounds__(kWarps * 32) TensorCoreAttentionKernel(Attenti
 
     for (int key0 = 0; key0 < key_end; key0 += kTileK) {
       __syncthreads();  // the previous K/V tile is consumed
-      for (int i = threadIdx.x; i < kTileK * kHd; i += kWarps * 32) {
-        const int j = i / kHd, d = i % kHd;
-        const int pos = key0 + j;
-        const int64_t off = pos < key_end ? a.kv.Offset(table, pos, kv_head) : -1;
-        sk[j * kLdq + d] = Bf16(off >= 0 ? a.kv.k_cache[off + d] : 0.0f);
-        svt[d * kLdv + j] = Bf16(off >= 0 ? a.kv.v_cache[off + d] : 0.0f);
-        if (d == 0) svalid[j] = off >= 0;
-      }
+      LoadKvTile<kHd>(a.kv, table, kv_head, key0, key_end, kLdq, sk, svt, svalid);
       __syncthreads();
       // Warp-uniform skips: rows past the tile, or keys all in this warp's future.
       if (!warp_active || key0 > pos0 + tile_q0 + warp_row0 + 15) continue;
@@ -218,16 +257,16 @@ __global__ void __launch_bounds__(kWarps * 32) TensorCoreAttentionKernel(Attenti
   }
 }
 
-template <int kHd>
-absl::Status LaunchTensorCore(const AttentionArgs& a, int num_seqs, cudaStream_t s) {
+template <int kHd, typename KvT>
+absl::Status LaunchTensorCore(const AttentionArgs<KvT>& a, int num_seqs, cudaStream_t s) {
   constexpr size_t smem = SharedBytes<kHd>();
   if (smem > 48 * 1024) {
-    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(TensorCoreAttentionKernel<kHd>,
+    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(TensorCoreAttentionKernel<kHd, KvT>,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                   static_cast<int>(smem)));
   }
   const dim3 grid(a.n_heads, num_seqs, kTileSlots);
-  TensorCoreAttentionKernel<kHd><<<grid, kWarps * 32, smem, s>>>(a);
+  TensorCoreAttentionKernel<kHd, KvT><<<grid, kWarps * 32, smem, s>>>(a);
   return LaunchStatus("TensorCoreAttentionKernel");
 }
 
@@ -236,16 +275,24 @@ absl::Status LaunchTensorCore(const AttentionArgs& a, int num_seqs, cudaStream_t
 absl::Status PagedAttentionPrefill(const PagedAttentionParams& p, const Stream& stream) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
   if (p.num_seqs == 0) return absl::OkStatus();
-  const AttentionArgs a = MakeAttentionArgs(p);
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
-  switch (p.head_dim) {
-    case 32: return LaunchTensorCore<32>(a, p.num_seqs, s);
-    case 64: return LaunchTensorCore<64>(a, p.num_seqs, s);
-    case 80: return LaunchTensorCore<80>(a, p.num_seqs, s);
-    case 96: return LaunchTensorCore<96>(a, p.num_seqs, s);
-    case 128: return LaunchTensorCore<128>(a, p.num_seqs, s);
-    default: return PagedAttention(p, stream);  // f32 kernel: any head dim
-  }
+  TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
+    const AttentionArgs<KvT> a = MakeAttentionArgs<KvT>(p);
+    switch (p.head_dim) {
+      case 32:
+        return LaunchTensorCore<32>(a, p.num_seqs, s);
+      case 64:
+        return LaunchTensorCore<64>(a, p.num_seqs, s);
+      case 80:
+        return LaunchTensorCore<80>(a, p.num_seqs, s);
+      case 96:
+        return LaunchTensorCore<96>(a, p.num_seqs, s);
+      case 128:
+        return LaunchTensorCore<128>(a, p.num_seqs, s);
+      default:
+        return PagedAttention(p, stream);  // f32 kernel: any head dim
+    }
+  });
 }
 
 }  // namespace tpserve::kernels::cuda

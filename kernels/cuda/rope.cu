@@ -6,6 +6,9 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -64,28 +67,32 @@ __global__ void __launch_bounds__(kThreads) RopeKernel(RopeArgs a) {
 }
 
 // Where RopeKvWriteKernel copies the rotated k and the v of each token.
+template <typename KvT>
 struct CacheArgs {
   const float* v;
-  float* k_cache;
-  float* v_cache;
+  KvT* k_cache;
+  KvT* v_cache;
   const int64_t* slots;
   int64_t v_stride;
   int64_t num_slots;
 };
 
-// Largest head_dim RopeKvWrite takes: its angles live in shared memory.
+// Largest head_dim RopeKvWrite takes: its angles live in shared memory
+// (dynamic: 2 x head_dim/2 doubles; emulated builds would keep a static array
+// in thread-local storage once per KV dtype, docs/cuda_emulator.md).
 constexpr int kMaxRopeKvHalf = 256;
 
 // One block per token: the token's angles once per pair into shared memory
 // (the same double-precision sincos as RopeKernel), then every (head, pair)
 // of its q and k heads rotated by its own thread, then the rotated k row and
 // the v row copied into the token's cache slot as by KvCacheWriteKernel
-// (slots outside the pool skipped).
-__global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheArgs c) {
-  __shared__ double sin_s[kMaxRopeKvHalf];
-  __shared__ double cos_s[kMaxRopeKvHalf];
+// (slots outside the pool skipped; StoreKv rounds for a bf16 cache).
+template <typename KvT>
+__global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheArgs<KvT> c) {
   const int t = blockIdx.x;
   const int half = a.head_dim / 2;
+  double* sin_s = DynamicSharedMemory<double>();  // [half]
+  double* cos_s = sin_s + half;                   // [half]
   float* q = a.q + t * a.q_stride;
   float* k = a.k + t * a.k_stride;
   for (int pair = threadIdx.x; pair < half; pair += kThreads) {
@@ -112,11 +119,11 @@ __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheA
   if (slot < 0 || slot >= c.num_slots) return;
   const int width = a.n_kv_heads * a.head_dim;
   const float* vs = c.v + t * c.v_stride;
-  float* kd = c.k_cache + slot * width;
-  float* vd = c.v_cache + slot * width;
+  KvT* kd = c.k_cache + slot * width;
+  KvT* vd = c.v_cache + slot * width;
   for (int i = threadIdx.x; i < width; i += kThreads) {
-    kd[i] = k[i];
-    vd[i] = vs[i];
+    StoreKv(kd + i, k[i]);
+    StoreKv(vd + i, vs[i]);
   }
 }
 
@@ -194,9 +201,6 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
         "RopeKvWrite: head_dim above 512 is not supported (its angles live in shared memory); "
         "use Rope then KvCacheWrite");
   }
-  if (kv.kv_dtype != DType::kF32) {
-    return absl::InvalidArgumentError("RopeKvWrite: the CUDA backend writes an f32 KV cache only");
-  }
   if (rope.tokens == 0) return absl::OkStatus();
   if (kv.v == nullptr || kv.k_cache == nullptr || kv.v_cache == nullptr ||
       kv.slot_mapping == nullptr) {
@@ -204,15 +208,20 @@ absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
   }
   const RopeArgs a = MakeRopeArgs(rope);
   const int width = kv.n_kv_heads * kv.head_dim;
-  const CacheArgs c{kv.v,
-                    static_cast<float*>(kv.k_cache),
-                    static_cast<float*>(kv.v_cache),
-                    kv.slot_mapping,
-                    kv.v_stride == 0 ? width : kv.v_stride,
-                    static_cast<int64_t>(kv.num_blocks) * kv.block_size};
-  RopeKvWriteKernel<<<rope.tokens, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(a,
-                                                                                                 c);
-  return LaunchStatus("RopeKvWriteKernel");
+  const int64_t v_stride = kv.v_stride == 0 ? width : kv.v_stride;
+  const int64_t num_slots = static_cast<int64_t>(kv.num_blocks) * kv.block_size;
+  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  TPS_KV_DTYPE_SWITCH(kv.kv_dtype, KvT, {
+    const CacheArgs<KvT> c{kv.v,
+                           static_cast<KvT*>(kv.k_cache),
+                           static_cast<KvT*>(kv.v_cache),
+                           kv.slot_mapping,
+                           v_stride,
+                           num_slots};
+    const size_t smem = sizeof(double) * 2 * (rope.head_dim / 2);
+    RopeKvWriteKernel<KvT><<<rope.tokens, kThreads, smem, s>>>(a, c);
+    return LaunchStatus("RopeKvWriteKernel");
+  });
 }
 
 }  // namespace tpserve::kernels::cuda

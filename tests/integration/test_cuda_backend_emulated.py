@@ -115,18 +115,20 @@ class CudaBackendEmulatedTest(unittest.TestCase):
 
     def test_cuda_worker_matches_cpu_worker(self):
         model = make_model()
-        # The CPU worker keeps the f32 KV cache the CUDA backend has (its
-        # default is bf16).
-        with Cluster(world_size=1, model=model,
-                     worker_args=["--backend=cpu", "--kv_dtype=f32"]) as c:
-            want = generate(c)
+        # Both backends default to a bf16 KV cache (the same bits on both);
+        # the f32 cache is compared too, at TP=1.
+        want = {}
+        for kv_dtype in ("auto", "f32"):
+            with Cluster(world_size=1, model=model,
+                         worker_args=["--backend=cpu", f"--kv_dtype={kv_dtype}"]) as c:
+                want[kv_dtype] = generate(c)
         # Two emulated devices: TP=2 goes through the multi-rank CUDA path
         # (device all-reduces, vocab slices gathered and sampled on rank 0's
         # device) over the emulator's stand-in for NCCL.
         os.environ["TPSERVE_CUDA_EMU_DEVICES"] = "2"
-        for world in (1, 2):
+        for world, kv_dtype in ((1, "auto"), (2, "auto"), (1, "f32")):
             with Cluster(world_size=world, model=model, worker="worker/tpserve-worker_emu",
-                         worker_args=["--backend=cuda"]) as c:
+                         worker_args=["--backend=cuda", f"--kv_dtype={kv_dtype}"]) as c:
                 got = generate(c)
                 log = c.logs()
                 metrics, _ = parse_metrics(c.scrape(c.worker_metrics_ports[0]))
@@ -138,14 +140,16 @@ class CudaBackendEmulatedTest(unittest.TestCase):
             else:
                 self.assertEqual(graph_steps, 0)
             self.assertIn("tpserve CUDA emulator on the CPU", log)  # the CUDA backend really ran
-            for req, (w, g) in zip(requests(), zip(want, got)):
+            # The worker's start-up line names its KV cache's element type.
+            self.assertIn(" tokens, BF16 (" if kv_dtype == "auto" else " tokens, F32 (", log)
+            for req, (w, g) in zip(requests(), zip(want[kv_dtype], got)):
                 rid = req["request_id"]
-                print(f"TP={world} {rid}: cpu {w[0]} cuda {g[0]}")
+                print(f"TP={world} KV {kv_dtype} {rid}: cpu {w[0]} cuda {g[0]}")
                 self.assertIsNotNone(g[1], f"{rid}: no final response")
                 self.assertEqual(g[1].request_id, rid)
                 self.assertEqual(len(g[0]), 8, rid)
-                self.assertEqual(g[0], w[0], f"TP={world} {rid}: CUDA worker tokens differ from CPU")
-
+                self.assertEqual(g[0], w[0],
+                                 f"TP={world} KV {kv_dtype} {rid}: CUDA worker tokens differ from CPU")
 
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)

@@ -50,7 +50,7 @@ ABSL_FLAG(int, max_tokens, 32, "Tokens to generate per sequence");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past the model's stop tokens");
 ABSL_FLAG(int64_t, kv_mb, 256, "KV cache per rank, MiB");
 ABSL_FLAG(std::string, kv_dtype, "auto",
-          "KV cache element type: auto (bf16 on cpu, f32 on cuda), f32 or bf16 (cpu only)");
+          "KV cache element type: auto (= bf16, on both backends), f32 or bf16");
 ABSL_FLAG(int, chunk, 0, "Prefill chunk size; 0 = the whole prompt in one step");
 ABSL_FLAG(std::string, comm, "shm", "Collectives between the local ranks: shm or gloo");
 ABSL_FLAG(std::string, backend, "cpu", "cpu, or cuda (device r for rank r, NCCL when --tp > 1)");
@@ -123,7 +123,7 @@ absl::StatusOr<RunOptions> OptionsFromFlags() {
     o.prompt_ids.push_back(id);
   }
   if (o.model.empty()) return absl::InvalidArgumentError("--model is required");
-  TPS_RETURN_IF_ERROR(ResolveKvDType(o.kv_dtype, o.backend).status());
+  TPS_RETURN_IF_ERROR(ResolveKvDType(o.kv_dtype).status());
   if (o.tp < 1 || o.threads < 1 || o.batch < 1 || o.max_tokens < 1) {
     return absl::InvalidArgumentError("--tp, --threads, --batch, --max_tokens must be >= 1");
   }

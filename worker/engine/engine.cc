@@ -51,7 +51,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
     return absl::InvalidArgumentError("engine needs num_threads >= 1 and block_size >= 1");
   }
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(options.backend));
-  TPS_ASSIGN_OR_RETURN(const DType kv_dtype, ResolveKvDType(options.kv_dtype, options.backend));
+  TPS_ASSIGN_OR_RETURN(const DType kv_dtype, ResolveKvDType(options.kv_dtype));
   TPS_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::Create(model.config(), comm.world_size(), comm.rank()));
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward,

@@ -56,10 +56,10 @@ struct EngineOptions {
   int num_threads = 2;                          // compute threads of this rank
   int64_t kv_cache_bytes = int64_t{256} << 20;  // KV pool budget of the largest shard
   int block_size = 16;                          // tokens per KV block
-  // KV cache element type: "auto" (bf16 on the cpu backend, f32 on cuda),
-  // "f32" or "bf16" (cpu only for now); see ResolveKvDType in
-  // kv_cache_pool.h. bf16 halves the bytes per token, so the same
-  // kv_cache_bytes holds twice the blocks; attention still computes in f32.
+  // KV cache element type: "auto" (= bf16), "f32" or "bf16", on either
+  // backend; see ResolveKvDType in kv_cache_pool.h. bf16 halves the bytes
+  // per token, so the same kv_cache_bytes holds twice the blocks; attention
+  // still computes in f32.
   std::string kv_dtype = "auto";
   // Dequantize weight matrices to f32 at load: GEMMs then run in f32 instead
   // of quantizing activations to 8-bit blocks (the reference the CUDA engine

@@ -23,17 +23,9 @@ absl::Status CheckShape(const KvCacheShape& s) {
 
 }  // namespace
 
-absl::StatusOr<DType> ResolveKvDType(absl::string_view kv_dtype, absl::string_view backend) {
-  if (kv_dtype == "auto") return backend == "cpu" ? DType::kBF16 : DType::kF32;
+absl::StatusOr<DType> ResolveKvDType(absl::string_view kv_dtype) {
+  if (kv_dtype == "auto" || kv_dtype == "bf16") return DType::kBF16;
   if (kv_dtype == "f32") return DType::kF32;
-  if (kv_dtype == "bf16") {
-    if (backend != "cpu") {
-      return absl::UnimplementedError(absl::StrCat(
-          "a bf16 KV cache is not implemented on the ", backend,
-          " backend yet (its attention kernels read f32); use --kv_dtype=f32 or auto"));
-    }
-    return DType::kBF16;
-  }
   return absl::InvalidArgumentError(
       absl::StrCat("--kv_dtype must be auto, f32 or bf16; got '", kv_dtype, "'"));
 }

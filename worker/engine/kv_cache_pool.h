@@ -37,11 +37,10 @@ struct KvCacheShape {
 };
 
 // The KV cache element type that `kv_dtype` ("auto", "f32" or "bf16"; the
-// worker's and tpserve-run's --kv_dtype) asks of `backend` ("cpu" or
-// "cuda"): auto is BF16 on cpu and F32 on cuda. INVALID_ARGUMENT naming the
-// accepted values for any other string; UNIMPLEMENTED for bf16 on cuda.
-[[nodiscard]] absl::StatusOr<DType> ResolveKvDType(absl::string_view kv_dtype,
-                                                   absl::string_view backend);
+// worker's and tpserve-run's --kv_dtype) asks for: auto is BF16 on both
+// backends (cpu and cuda store and read either type, the same bits).
+// INVALID_ARGUMENT naming the accepted values for any other string.
+[[nodiscard]] absl::StatusOr<DType> ResolveKvDType(absl::string_view kv_dtype);
 
 class KvCachePool {
  public:

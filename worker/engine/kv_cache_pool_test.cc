@@ -46,17 +46,12 @@ TEST(KvCachePoolTest, Bf16HoldsTwiceTheBlocksOfF32) {
   EXPECT_EQ(KvCachePool::Create(s, 4).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(ResolveKvDTypeTest, AutoIsBf16OnCpuAndF32OnCuda) {
-  EXPECT_EQ(*ResolveKvDType("auto", "cpu"), DType::kBF16);
-  EXPECT_EQ(*ResolveKvDType("auto", "cuda"), DType::kF32);
-  EXPECT_EQ(*ResolveKvDType("f32", "cpu"), DType::kF32);
-  EXPECT_EQ(*ResolveKvDType("f32", "cuda"), DType::kF32);
-  EXPECT_EQ(*ResolveKvDType("bf16", "cpu"), DType::kBF16);
-  absl::Status cuda = ResolveKvDType("bf16", "cuda").status();
-  EXPECT_EQ(cuda.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_NE(cuda.message().find("not implemented on the cuda backend"), absl::string_view::npos);
+TEST(ResolveKvDTypeTest, AutoIsBf16) {
+  EXPECT_EQ(*ResolveKvDType("auto"), DType::kBF16);
+  EXPECT_EQ(*ResolveKvDType("f32"), DType::kF32);
+  EXPECT_EQ(*ResolveKvDType("bf16"), DType::kBF16);
   for (const char* bad : {"", "BF16", "f16", "fp8"}) {
-    absl::Status s = ResolveKvDType(bad, "cpu").status();
+    absl::Status s = ResolveKvDType(bad).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("--kv_dtype must be auto, f32 or bf16"), absl::string_view::npos)
         << s;

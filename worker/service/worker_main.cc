@@ -80,9 +80,8 @@ ABSL_FLAG(bool, tp_invariant, false,
           "same value");
 ABSL_FLAG(int64_t, kv_cache_mb, 256, "KV-cache memory budget of this rank, MiB");
 ABSL_FLAG(std::string, kv_dtype, "auto",
-          "KV-cache element type: auto (bf16 on --backend=cpu, f32 on cuda), f32 or bf16 "
-          "(cpu only); bf16 holds twice the tokens in --kv_cache_mb. Give every rank the same "
-          "value");
+          "KV-cache element type: auto (= bf16, on both backends), f32 or bf16; bf16 holds "
+          "twice the tokens in --kv_cache_mb. Give every rank the same value");
 ABSL_FLAG(int, block_size, 16, "Tokens per KV-cache block");
 ABSL_FLAG(int, threads, 0, "Compute threads (0 = cores / world_size, at least 1)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics ports bind");
@@ -134,7 +133,7 @@ absl::StatusOr<WorkerConfig> ConfigFromFlags() {
         absl::StrCat("--backend must be cpu or cuda, got '", c.backend, "'"));
   }
   c.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
-  TPS_RETURN_IF_ERROR(ResolveKvDType(c.kv_dtype, c.backend).status());
+  TPS_RETURN_IF_ERROR(ResolveKvDType(c.kv_dtype).status());
   const std::string comm = absl::GetFlag(FLAGS_comm);
   if (comm != "gloo" && comm != "shm") {
     return absl::InvalidArgumentError(absl::StrCat("--comm must be gloo or shm, got '", comm, "'"));

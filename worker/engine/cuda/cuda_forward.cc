@@ -86,11 +86,13 @@ class CudaForward final : public ForwardBackend {
     TPS_ASSIGN_OR_RETURN(output_norm_, Upload(w.output_norm.data(), w.output_norm.size()));
     shape_ = shape;
     num_blocks_ = num_blocks;
-    const size_t cache =
-        static_cast<size_t>(num_blocks) * shape.block_size * shape.n_kv_heads * shape.head_dim;
+    // Per layer and side: the engine's host pool layout (kv_cache_pool.h)
+    // in shape.dtype, f32 or bf16.
+    const size_t cache_bytes = static_cast<size_t>(num_blocks) * shape.block_size *
+                               shape.n_kv_heads * shape.head_dim * tpserve::BlockBytes(shape.dtype);
     layers_.clear();
     for (const LayerWeights& lw : w.layers) {
-      TPS_ASSIGN_OR_RETURN(DeviceLayer l, UploadLayer(lw, cache));
+      TPS_ASSIGN_OR_RETURN(DeviceLayer l, UploadLayer(lw, cache_bytes));
       layers_.push_back(std::move(l));
     }
     TPS_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
@@ -294,6 +296,7 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                    .fixed = tp_invariant_ ? fixed_.data() : nullptr},
                        .block_size = shape_.block_size,
                        .num_blocks = num_blocks_,
+                       .kv_dtype = shape_.dtype,
                        .stream = s,
                        .all_reduce =
                            [this, timings](float* buf, size_t count) {

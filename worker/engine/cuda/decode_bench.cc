@@ -17,6 +17,7 @@
 //   decode_bench                      # generate the 1.1B model in $TMPDIR, run all rows
 //   decode_bench --model=x.gguf       # any GGUF
 //   decode_bench --quick              # a 0.1B model, fewer steps (smoke)
+//   decode_bench --kv_dtype=f32       # the f32 KV cache (default: bf16)
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -39,6 +40,7 @@
 ABSL_FLAG(std::string, model, "", "GGUF to run (empty: generate one in $TMPDIR)");
 ABSL_FLAG(int, steps, 128, "timed decode steps per row");
 ABSL_FLAG(bool, quick, false, "a 0.1B generated model and 16 steps (smoke run)");
+ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
 
 namespace tpserve {
 namespace {
@@ -110,6 +112,7 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps) {
   o.backend = "cuda";
   o.cuda_graphs = graphs;
   o.kv_cache_bytes = int64_t{1} << 30;
+  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
   if (!engine.ok()) return {.error = engine.status().ToString()};
   run.weight_bytes = (*engine)->weight_bytes();

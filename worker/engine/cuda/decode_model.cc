@@ -6,6 +6,7 @@
 // only; it measures nothing on a device.
 //
 //   TPSERVE_CUDA_EMU_MODEL=/tmp/model.tsv decode_model --model=x.gguf --batches=1,16
+//   ... --kv_dtype=f32   # the f32 KV cache (default: bf16)
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -26,6 +27,7 @@
 ABSL_FLAG(std::string, model, "", "GGUF to run");
 ABSL_FLAG(std::string, batches, "1,16", "decode batch sizes, one counted step each");
 ABSL_FLAG(int, context, 32, "prefill tokens per sequence before the counted step");
+ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
 
 namespace tpserve {
 namespace {
@@ -37,6 +39,7 @@ absl::Status CountDecodeStep(const ModelSource& model, int batch, int context) {
   EngineOptions o;
   o.backend = "cuda";
   o.kv_cache_bytes = int64_t{256} << 20;
+  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(model, *comm, o));
   const int bs = engine->block_size();
   const int blocks_per_seq = (context + 2 + bs - 1) / bs;

@@ -57,7 +57,7 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
   return absl::OkStatus();
 }
 
-absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_floats) {
+absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_bytes) {
   DeviceLayer l;
   TPS_ASSIGN_OR_RETURN(l.attn_norm, Upload(w.attn_norm.data(), w.attn_norm.size()));
   TPS_ASSIGN_OR_RETURN(l.qkv, UploadLinear(w.qkv));
@@ -65,8 +65,8 @@ absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_floa
   TPS_ASSIGN_OR_RETURN(l.ffn_norm, Upload(w.ffn_norm.data(), w.ffn_norm.size()));
   TPS_ASSIGN_OR_RETURN(l.gate_up, UploadLinear(w.gate_up));
   TPS_ASSIGN_OR_RETURN(l.down, UploadLinear(w.down));
-  TPS_ASSIGN_OR_RETURN(l.k_cache, DeviceBuffer<float>::Allocate(cache_floats));
-  TPS_ASSIGN_OR_RETURN(l.v_cache, DeviceBuffer<float>::Allocate(cache_floats));
+  TPS_ASSIGN_OR_RETURN(l.k_cache, DeviceBuffer<uint8_t>::Allocate(cache_bytes));
+  TPS_ASSIGN_OR_RETURN(l.v_cache, DeviceBuffer<uint8_t>::Allocate(cache_bytes));
   TPS_RETURN_IF_ERROR(l.k_cache.Zero());
   TPS_RETURN_IF_ERROR(l.v_cache.Zero());
   return l;

@@ -83,11 +83,12 @@ struct DeviceLayer {
   DeviceLinear qkv, o;
   DeviceBuffer<float> ffn_norm;  // (H)
   DeviceLinear gate_up, down;
-  DeviceBuffer<float> k_cache, v_cache;  // (num_blocks, block_size, n_kv_heads, head_dim)
+  // (num_blocks, block_size, n_kv_heads, head_dim) in the KV dtype (f32 or bf16)
+  DeviceBuffer<uint8_t> k_cache, v_cache;
 };
 
-// Uploads `w` and allocates a zeroed KV cache of `cache_floats` per side.
-[[nodiscard]] absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_floats);
+// Uploads `w` and allocates a zeroed KV cache of `cache_bytes` per side.
+[[nodiscard]] absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_bytes);
 
 }  // namespace tpserve
 

@@ -43,7 +43,8 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
   const LayerKvCache cache{.k = l.k_cache.data(),
                            .v = l.v_cache.data(),
                            .block_size = step.block_size,
-                           .num_blocks = step.num_blocks};
+                           .num_blocks = step.num_blocks,
+                           .dtype = step.kv_dtype};
 
   TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s));  // (T, qkv_dim)
   TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(c, d, a, x.qkv),

@@ -58,6 +58,7 @@ struct LayerStep {
   LayerScratch scratch;
   int block_size = 0;  // KV cache
   int num_blocks = 0;
+  DType kv_dtype = DType::kF32;  // kF32 or kBF16 (DeviceLayer::k_cache's elements)
   kernels::Stream stream;
   // Sums `count` floats at `buf` across the ranks (a no-op on one rank).
   std::function<absl::Status(float* buf, size_t count)> all_reduce;
