@@ -50,10 +50,17 @@ std::vector<SiteLine> Sites(const std::string& path, const std::string& kernel) 
   return out;
 }
 
-TEST(MemoryModel, SixteenByteLoadIsOneRequest) {
+// The model's output file; both variables are read once, at the model's
+// first use, so every test sets them before any launch.
+std::string ModelPath() {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/model.tsv";
-  // Read once, at the model's first use: set before any launch.
-  ASSERT_EQ(setenv("TPSERVE_CUDA_EMU_MODEL", path.c_str(), 1), 0);
+  EXPECT_EQ(setenv("TPSERVE_CUDA_EMU_MODEL", path.c_str(), 1), 0);
+  EXPECT_EQ(setenv("TPSERVE_CUDA_EMU_MODEL_BLOCKS", "2", 1), 0);
+  return path;
+}
+
+TEST(MemoryModel, SixteenByteLoadIsOneRequest) {
+  const std::string path = ModelPath();
   std::vector<uint4> host(32);
   for (unsigned i = 0; i < 32; ++i) host[i] = uint4{i, i + 1, i + 2, i + 3};
   uint4* in = nullptr;
@@ -90,6 +97,45 @@ TEST(MemoryModel, SixteenByteLoadIsOneRequest) {
   }
   EXPECT_EQ(loads, 1);
   EXPECT_EQ(stores, 1);
+  cudaFree(in);
+  cudaFree(out);
+}
+
+// Block b's lanes load 16 bytes each from chunk b.
+__global__ void CopyChunkKernel(const uint4* in, uint4* out) {
+  const int i = blockIdx.x * 32 + threadIdx.x;
+  out[i] = __ldg(in + i);
+}
+
+// 8 blocks with a sample of 2: counts scaled by 4, as if all 8 ran.
+TEST(MemoryModel, SampledLaunchScalesItsCounts) {
+  const std::string path = ModelPath();
+  uint4* in = nullptr;
+  uint4* out = nullptr;
+  ASSERT_EQ(cudaMalloc(&in, sizeof(uint4) * 256), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&out, sizeof(uint4) * 256), cudaSuccess);
+  ASSERT_EQ(cudaMemset(in, 0, sizeof(uint4) * 256), cudaSuccess);
+  ASSERT_EQ(cudaMemset(out, 0xff, sizeof(uint4) * 256), cudaSuccess);
+  ::tpserve_emu::ModelStart("sampled");
+  Launcher("CopyChunkKernel", 8, 32) (&CopyChunkKernel)(in, out);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ::tpserve_emu::ModelStop();
+  // Blocks 0 and 4 ran (evenly spread); the others wrote nothing.
+  std::vector<uint32_t> host(256 * 4);
+  ASSERT_EQ(cudaMemcpy(host.data(), out, sizeof(uint4) * 256, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  for (int b = 0; b < 8; ++b) {
+    EXPECT_EQ(host[b * 128], b % 4 == 0 ? 0u : 0xffffffffu) << "block " << b;
+  }
+  // 8 requests of 4 lines, load and store.
+  EXPECT_DOUBLE_EQ(::tpserve_emu::ModelLinesSinceStart(), 64.0);
+  const std::vector<SiteLine> sites = Sites(path, "CopyChunkKernel");
+  ASSERT_EQ(sites.size(), 2u);
+  for (const SiteLine& s : sites) {
+    EXPECT_EQ(s.requests, 8u);
+    EXPECT_EQ(s.sectors, 128u);
+    EXPECT_EQ(s.useful, 4096u);
+  }
   cudaFree(in);
   cudaFree(out);
 }
