@@ -10,10 +10,16 @@ instruction throughput.
 
     gpu_model_report.py model.tsv [decode_model_stdout.txt] [--tsv]
 
---tsv [--label=L] prints kernels/cuda/model_h100.tsv lines instead (bench row
-prefix "<step> L", prediction), for scripts/gpu_check.sh.
+--tsv prints kernels/cuda/model_h100.tsv lines instead (the step's tag, a
+decode_bench row prefix, then the prediction), for scripts/gpu_check.sh.
+Steps tagged "<name> (layers K of L)" at two layer counts K1 < K2 of the
+same model print one line for <name>: the step time extrapolated to L
+layers, t(K1) + (L - K1) (t(K2) - t(K1)) / (K2 - K1), exact when every
+layer launches the same kernels on the same shapes (decode at a fixed
+context).
 """
 import collections
+import re
 import sys
 
 # H100 SXM5 constants. HBM3 bandwidth 3.35 TB/s (NVIDIA datasheet). The L1
@@ -66,21 +72,37 @@ def row(name, k, per_kernel_us):
             f"{32 * k['sectors'] / 1e6:.1f} | {per_kernel_us:.1f} | |")
 
 
+def tsv_lines(steps):
+    """model_h100.tsv lines from {tag: step µs}."""
+    partial = collections.defaultdict(dict)  # name -> {layers run: µs}, with the target layers
+    target = {}
+    for tag, us in steps.items():
+        m = re.fullmatch(r"(.*) \(layers (\d+) of (\d+)\)", tag)
+        if m is None:
+            yield tag, us, ""
+            continue
+        partial[m.group(1)][int(m.group(2))] = us
+        target[m.group(1)] = int(m.group(3))
+    for name, runs in partial.items():
+        (k1, t1), (k2, t2) = sorted(runs.items())[:2]
+        layers = target[name]
+        yield name, t1 + (layers - k1) * (t2 - t1) / (k2 - k1), f"; {k1} and {k2} layers extrapolated to {layers}"
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     rows = load(args[0])
     w = weights(args[1]) if len(args) > 1 else {}
     tags = list(dict.fromkeys(tag for tag, _ in rows))
+    steps = {}
     for tag in tags:
         total = collections.Counter()
         kernels = sorted(((kn, k) for (t, kn), k in rows.items() if t == tag), key=lambda x: -modelled_us(x[1]))
         step_us = sum(modelled_us(k) for _, k in kernels)
+        steps[tag] = step_us
         for _, k in kernels:
             total.update(k)
         if "--tsv" in sys.argv:
-            batch = int(tag.split("-")[1])
-            label = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--label=")), "")
-            print(f"{tag} {label}\tmodel {batch / step_us * 1e6:.0f} tok/s ({step_us:.0f} µs/step)")
             continue
         print(f"\n**{tag}** (modelled H100; the measured column is for the first device run)\n")
         print("| kernel | launches | warp requests | sectors/request | lines/request | useful-byte efficiency "
@@ -93,6 +115,10 @@ def main():
             roof_us = w[tag] / HBM_BYTES_PER_S * 1e6
             print(f"\nWeights {w[tag] / 1e6:.1f} MB: weight-streaming roofline {roof_us:.1f} µs per step; "
                   f"modelled step {step_us:.1f} µs = {roof_us / step_us:.0%} of the roofline.")
+    if "--tsv" in sys.argv:
+        for name, us, note in tsv_lines(steps):
+            batch = int(name.split("-")[1].split()[0])
+            print(f"{name}\tmodel {batch / us * 1e6:.0f} tok/s ({us:.0f} µs/step{note})")
 
 
 if __name__ == "__main__":
