@@ -6,15 +6,18 @@
 # docs/benchmarks.md ("Modelled H100") and kernels/cuda/model_h100.tsv record.
 # Not in CI (minutes).
 #
-#   scripts/gpu_model.sh          # one counted decode step at batch 1 and 16 on SmolLM2-135M's
-#                                 # shape (vocabulary 4096, as decode_bench's SmolLM2-shape
-#                                 # rows): the per-kernel tables of docs/benchmarks.md
+#   scripts/gpu_model.sh          # one counted decode step at batch 1 and 16 after a 32-token
+#                                 # prefill on SmolLM2-135M's shape (vocabulary 4096, as
+#                                 # decode_bench's SmolLM2-shape rows), run at 1 and 2 layers and
+#                                 # extrapolated to 30 (gpu_model_report.py): the per-kernel
+#                                 # tables of docs/benchmarks.md
 #   scripts/gpu_model.sh --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --batches=1
 #   scripts/gpu_model.sh --kernels  # kernel_bench's rows in model mode (bench_util.h), blocks
-#                                 # sampled ($BLOCKS per launch, default 16): model_h100.tsv lines
+#                                 # sampled ($BLOCKS per launch, default 4): model_h100.tsv lines
 #   scripts/gpu_model.sh --tsv    # regenerates kernels/cuda/model_h100.tsv: every kernel_bench
-#                                 # row, and decode_bench's rows from steps at 1 and 2 layers
-#                                 # of each model extrapolated to its layer count
+#                                 # row, the SmolLM2-shape steps above and decode_bench's 1.1B
+#                                 # shape the same way (16 layers; 2-token prefill: its 32-token
+#                                 # batch-16 prefill would take hours on the emulator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${TPSERVE_MODEL_OUT:-$(mktemp -d)}
@@ -48,10 +51,19 @@ decode() {
     "$(bin_dir)/worker/engine/cuda/decode_model" "$@" | tee -a "$out/weights.txt"
 }
 
+# SmolLM2-shape steps at 1 and 2 layers of 30.
+smollm2_steps() {
+  for layers in 1 2; do
+    make_model "smollm2_$layers.gguf" "$layers" "${smollm2[@]}"
+    decode --model="$out/smollm2_$layers.gguf" --batches=1,16 \
+      "--label=SmolLM2-shape Q4_1 (layers $layers of 30)"
+  done
+}
+
 # kernel_bench's rows, "<row>\tmodel <figure>" each.
 kernels() {
   bazel build --jobs="$jobs" "${flags[@]}" //kernels/cuda:kernel_bench_emu
-  TPSERVE_CUDA_EMU_MODEL="$out/kernels.tsv" TPSERVE_CUDA_EMU_MODEL_BLOCKS="${BLOCKS:-16}" \
+  TPSERVE_CUDA_EMU_MODEL="$out/kernels.tsv" TPSERVE_CUDA_EMU_MODEL_BLOCKS="${BLOCKS:-4}" \
     TPSERVE_CUDA_EMU_THREADS=1 "$(bin_dir)/kernels/cuda/kernel_bench_emu"
 }
 
@@ -59,12 +71,10 @@ rm -f "$out/model.tsv" "$out/weights.txt" "$out/kernels.tsv"
 case "${1:-}" in
   --kernels) kernels ;;
   --tsv)
+    smollm2_steps >/dev/null
     for layers in 1 2; do
-      make_model "smollm2_$layers.gguf" "$layers" "${smollm2[@]}"
-      decode --model="$out/smollm2_$layers.gguf" --batches=1,16 \
-        "--label=SmolLM2-shape Q4_1 (layers $layers of 30)" >/dev/null
       make_model "llama_1b_$layers.gguf" "$layers" "${llama_1b[@]}"
-      decode --model="$out/llama_1b_$layers.gguf" --batches=1,16 \
+      decode --model="$out/llama_1b_$layers.gguf" --batches=1,16 --context=2 \
         "--label=1.1B Q4_1 (layers $layers of 16)" >/dev/null
     done
     tsv=kernels/cuda/model_h100.tsv
@@ -77,12 +87,7 @@ case "${1:-}" in
     echo "gpu_model: wrote $tsv ($(grep -vc '^#' "$tsv") predictions)"
     ;;
   *)
-    args=("$@")
-    if [ ${#args[@]} -eq 0 ]; then
-      make_model smollm2_shape.gguf 30 "${smollm2[@]}"
-      args=(--model="$out/smollm2_shape.gguf" --batches=1,16)
-    fi
-    decode "${args[@]}"
+    if [ $# -eq 0 ]; then smollm2_steps; else decode "$@"; fi
     python3 scripts/gpu_model_report.py "$out/model.tsv" "$out/weights.txt"
     ;;
 esac
