@@ -333,8 +333,8 @@ void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_t
   const double pairs = static_cast<double>(sh.q_len) * (sh.q_len + 1) / 2.0 +
                        static_cast<double>(sh.q_len) * (sh.context - sh.q_len);
   const double flops = 4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs;
-  const double bytes = static_cast<double>(b.q.bytes() + b.out.bytes() + b.k_cache.bytes() +
-                                           b.v_cache.bytes());
+  const double bytes =
+      static_cast<double>(b.q.bytes() + b.out.bytes() + b.k_cache.bytes() + b.v_cache.bytes());
   for (bool tensor_cores : {false, true}) {
     const Work work{.bytes = bytes,
                     .flops = flops,

@@ -213,7 +213,8 @@ void ModelLaunchEnd() {
   auto scaled = [scale](uint64_t n) {
     return static_cast<unsigned long long>(static_cast<double>(n) * scale + 0.5);
   };
-  for (const auto& [site, s] : L().sites) g_lines_since_start += static_cast<double>(s.lines) * scale;
+  for (const auto& [site, s] : L().sites)
+    g_lines_since_start += static_cast<double>(s.lines) * scale;
   if (FILE* f = std::fopen(OutPath(), "a")) {
     for (const auto& [site, s] : L().sites) {
       Dl_info info{};
@@ -223,12 +224,11 @@ void ModelLaunchEnd() {
         object = info.dli_fname;
         offset -= reinterpret_cast<uintptr_t>(info.dli_fbase);
       }
-      std::fprintf(
-          f, "%s\t%llu\t%s\t%s+0x%zx\t%s\t%llu\t%llu\t%llu\t%llu\t%llu\n", Tag().c_str(),
-          static_cast<unsigned long long>(launches), L().kernel.c_str(), object,
-          static_cast<size_t>(offset), s.store ? "store" : "load", scaled(s.requests),
-          scaled(s.sectors), scaled(s.lines), scaled(s.useful_bytes),
-          scaled(L().dram_sectors.size() * uint64_t{32}));
+      std::fprintf(f, "%s\t%llu\t%s\t%s+0x%zx\t%s\t%llu\t%llu\t%llu\t%llu\t%llu\n", Tag().c_str(),
+                   static_cast<unsigned long long>(launches), L().kernel.c_str(), object,
+                   static_cast<size_t>(offset), s.store ? "store" : "load", scaled(s.requests),
+                   scaled(s.sectors), scaled(s.lines), scaled(s.useful_bytes),
+                   scaled(L().dram_sectors.size() * uint64_t{32}));
     }
     std::fclose(f);
   }

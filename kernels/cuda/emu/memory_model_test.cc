@@ -1,6 +1,8 @@
 // The memory-transaction model's counting (memory_model.h), on kernels
 // instrumented as scripts/gpu_model.sh instruments them: one warp request
 // per load site, its sectors, lines and useful bytes.
+#include "kernels/cuda/emu/memory_model.h"
+
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -12,7 +14,6 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/emu/grid.h"
-#include "kernels/cuda/emu/memory_model.h"
 
 namespace {
 
@@ -77,7 +78,8 @@ TEST(MemoryModel, SixteenByteLoadIsOneRequest) {
   std::vector<unsigned> result(32);
   ASSERT_EQ(cudaMemcpy(result.data(), out, sizeof(unsigned) * 32, cudaMemcpyDeviceToHost),
             cudaSuccess);
-  for (unsigned i = 0; i < 32; ++i) ASSERT_EQ(result[i], i + 3 * (i + 1) + 5 * (i + 2) + 7 * (i + 3));
+  for (unsigned i = 0; i < 32; ++i)
+    ASSERT_EQ(result[i], i + 3 * (i + 1) + 5 * (i + 2) + 7 * (i + 3));
 
   int loads = 0, stores = 0;
   for (const SiteLine& s : Sites(path, "SumWordsKernel")) {
@@ -122,8 +124,7 @@ TEST(MemoryModel, SampledLaunchScalesItsCounts) {
   ::tpserve_emu::ModelStop();
   // Blocks 0 and 4 ran (evenly spread); the others wrote nothing.
   std::vector<uint32_t> host(256 * 4);
-  ASSERT_EQ(cudaMemcpy(host.data(), out, sizeof(uint4) * 256, cudaMemcpyDeviceToHost),
-            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(host.data(), out, sizeof(uint4) * 256, cudaMemcpyDeviceToHost), cudaSuccess);
   for (int b = 0; b < 8; ++b) {
     EXPECT_EQ(host[b * 128], b % 4 == 0 ? 0u : 0xffffffffu) << "block " << b;
   }

@@ -64,7 +64,8 @@ absl::Status CountDecodeStep(const ModelSource& model, int batch, int context,
       s.tokens = {out->tokens[i].token};
     }
   }
-  std::printf("%s: weight bytes %lld\n", tag.c_str(), static_cast<long long>(engine->weight_bytes()));
+  std::printf("%s: weight bytes %lld\n", tag.c_str(),
+              static_cast<long long>(engine->weight_bytes()));
   std::fflush(stdout);
   return absl::OkStatus();
 }
