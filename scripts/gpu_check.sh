@@ -111,14 +111,15 @@ gtest_count() {  # file, label
   sed -n "s/^\[ *$2 *\] \([0-9]*\) tests\{0,1\}[.,].*/\1/p" "$1" | head -1
 }
 
-# A benchmark row with the model's prediction for it appended: the first
-# entry of model_h100.tsv ("<row prefix>\t<prediction>") whose prefix starts
-# the row's name, else "not modelled".
+# A benchmark row with the model's prediction for it appended: the entry of
+# model_h100.tsv ("<row name or prefix>\t<prediction>") that names the row
+# exactly, else the longest one that starts it, else "not modelled".
 with_model() {  # bundle, row
   local name prediction
   name=$(printf '%s' "$2" | awk -F' [|] ' '{sub(/^[|] bench: /, "", $1); print $1}')
-  prediction=$(awk -F'\t' -v n="$name" '!/^#/ && NF >= 2 && index(n, $1) == 1 {print $2; exit}' \
-    "$1/model_h100.tsv" 2>/dev/null)
+  prediction=$(awk -F'\t' -v n="$name" '
+    !/^#/ && NF >= 2 && index(n, $1) == 1 && length($1) > best {best = length($1); p = $2}
+    END {if (best > 0) print p}' "$1/model_h100.tsv" 2>/dev/null)
   printf '%s %s |\n' "$2" "${prediction:-not modelled}"
 }
 

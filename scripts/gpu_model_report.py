@@ -10,10 +10,17 @@ instruction throughput.
 
     gpu_model_report.py model.tsv [decode_model_stdout.txt] [--tsv]
 
---tsv [--label=L] prints kernels/cuda/model_h100.tsv lines instead (bench row
-prefix "<step> L", prediction), for scripts/gpu_check.sh.
+--tsv prints kernels/cuda/model_h100.tsv lines instead (the step's tag, a
+decode_bench row prefix, then the prediction), for scripts/gpu_check.sh.
+
+Steps tagged "<name> (layers K of L)" at two layer counts K1 < K2 of the
+same model stand for one step <name> of L layers: every count of every
+kernel (and the weight bytes) is extrapolated linearly, c(K1) + (L - K1)
+(c(K2) - c(K1)) / (K2 - K1), exact when every layer launches the same
+kernels on the same shapes (decode at a fixed context).
 """
 import collections
+import re
 import sys
 
 # H100 SXM5 constants. HBM3 bandwidth 3.35 TB/s (NVIDIA datasheet). The L1
@@ -59,6 +66,30 @@ def weights(path):
     return out
 
 
+def extrapolate(rows, w):
+    """Merges "<name> (layers K of L)" steps into <name> at L layers (module doc)."""
+    runs = collections.defaultdict(dict)  # name -> {K: tag}
+    target = {}
+    for tag in dict.fromkeys(t for t, _ in rows):
+        m = re.fullmatch(r"(.*) \(layers (\d+) of (\d+)\)", tag)
+        if m is not None:
+            runs[m.group(1)][int(m.group(2))] = tag
+            target[m.group(1)] = int(m.group(3))
+    for name, by_layers in runs.items():
+        if len(by_layers) < 2:
+            continue  # one layer count: printed as run
+        (k1, t1), (k2, t2) = sorted(by_layers.items())[:2]
+        f = (target[name] - k1) / (k2 - k1)
+        kernels = dict.fromkeys(kn for t, kn in rows if t in (t1, t2))
+        for kn in kernels:
+            a, b = rows.get((t1, kn), collections.Counter()), rows.get((t2, kn), collections.Counter())
+            rows[(name, kn)] = collections.Counter({c: round(a[c] + f * (b[c] - a[c])) for c in set(a) | set(b)})
+        if t1 in w and t2 in w:
+            w[name] = round(w[t1] + f * (w[t2] - w[t1]))
+        for key in [k for k in rows if k[0] in by_layers.values()]:
+            del rows[key]
+
+
 def row(name, k, per_kernel_us):
     req = max(k["requests"], 1)
     return (f"| {name} | {k['launches']} | {k['requests']} | {k['sectors'] / req:.2f} | {k['lines'] / req:.2f} | "
@@ -70,6 +101,7 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     rows = load(args[0])
     w = weights(args[1]) if len(args) > 1 else {}
+    extrapolate(rows, w)
     tags = list(dict.fromkeys(tag for tag, _ in rows))
     for tag in tags:
         total = collections.Counter()
@@ -78,9 +110,8 @@ def main():
         for _, k in kernels:
             total.update(k)
         if "--tsv" in sys.argv:
-            batch = int(tag.split("-")[1])
-            label = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--label=")), "")
-            print(f"{tag} {label}\tmodel {batch / step_us * 1e6:.0f} tok/s ({step_us:.0f} µs/step)")
+            batch = int(tag.split("-")[1].split()[0])
+            print(f"{tag}\tmodel {batch / step_us * 1e6:.0f} tok/s ({step_us:.1f} µs/step)")
             continue
         print(f"\n**{tag}** (modelled H100; the measured column is for the first device run)\n")
         print("| kernel | launches | warp requests | sectors/request | lines/request | useful-byte efficiency "

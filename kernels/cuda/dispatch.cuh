@@ -45,14 +45,14 @@
   return ::absl::InvalidArgumentError("unsupported weight dtype");
 
 // Activation rows handled per pass of the skinny GEMM: 1 (single-token
-// decode, no wasted registers) or 8 (batched decode; weights are re-read from
-// L2 once per 8 rows).
+// decode, no wasted registers) or 16 (batched decode: up to 16 rows read each
+// weight row once; more re-read it from L2 once per 16 rows).
 #define TPS_ROWS_PER_PASS_SWITCH(m, NAME, ...) \
   if ((m) == 1) {                              \
     constexpr int NAME = 1;                    \
     __VA_ARGS__                                \
   } else {                                     \
-    constexpr int NAME = 8;                    \
+    constexpr int NAME = 16;                   \
     __VA_ARGS__                                \
   }
 

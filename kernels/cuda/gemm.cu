@@ -3,16 +3,21 @@
 // (any m) the fixed-point kernel of gemm_fixed.cu. All read weights in the
 // device layout of weight_layout.h.
 //
-// Skinny GEMM with fused weight dequantisation: one warp per weight row (4
-// rows per 128-thread block), up to kRows activation rows per pass. Per tile
+// Skinny GEMM with fused weight dequantisation: one warp per weight row, up
+// to kRows activation rows per pass (1, or 16 for batched decode). Per tile
 // of kTileValues columns the block stages the pass's activation rows in
 // shared memory once (coalesced 16-byte loads where rows are 16-byte
 // aligned), then each warp streams its weight row: lane c takes the tile's
 // 16-byte chunks c, c + 32, ... of the quant plane (one Q4 block, half a
 // Q8_0 block) or of a plain row, so a warp request reads up to 512
-// consecutive bytes. Memory-transaction model (docs/benchmarks.md,
-// "Modelled H100", batch-1 SmolLM2 shape): step 21.2 us, 95 % of the
-// weight-streaming roofline; 95.8 % useful bytes per request.
+// consecutive bytes. A block has 4 warps at kRows = 1 (many blocks for
+// small layers) and 16 at kRows = 16: each block stages kRows x k floats of
+// x for its weight rows, so with 4 rows per block batch-16 decode moved 26x
+// the Q4_1 weight bytes through L1 to stage x, with 16 rows 6.4x.
+// Memory-transaction model (docs/benchmarks.md, "Modelled H100", SmolLM2
+// shape): batch-1 step 21.2 us, 95 % of the weight-streaming roofline, 96 %
+// useful bytes per request; batch-16 step 35.2 us, 58 % (192.9 us, L1-bound,
+// with 8-row passes in 4-warp blocks).
 //
 // x stays f32 (not int8 with dp4a): f32 math on f32 activations keeps the
 // path within gemm_test's 1e-9 NMSE of an f64 reference, and decode at batch
@@ -34,7 +39,9 @@
 namespace tpserve::kernels::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
+// Weight rows (warps) per block: see the file comment.
+template <int kRows>
+constexpr int kWarpsPerBlock = kRows == 1 ? 4 : 16;
 // Columns of x staged per tile: 32 Q4 chunks, one per lane.
 constexpr int kTileValues = 1024;
 // Staged row pitch in floats: 4 pad floats after every 32 values, so the 8
@@ -157,16 +164,16 @@ __device__ __forceinline__ void TileDots(const void* w, int n, int k, int row, c
 // `col + cols` and writes silu(gate) * up, exactly what Gemm then Swiglu
 // write.
 template <DType kW, int kRows, bool kVec, bool kSwiglu>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
     SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
                      const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
                      int64_t x_stride, int64_t y_stride) {
-  // kRows staged rows of kTilePitch floats (SkinnyGemmSharedBytes), dynamic:
-  // the emulator keeps static __shared__ per OS thread, and one 36 KiB array
-  // per instantiation would take a megabyte of every thread's TLS.
+  // kRows staged rows of kTilePitch floats (kSkinnyGemmSharedBytes), dynamic:
+  // the emulator keeps static __shared__ per OS thread, and one 72 KiB array
+  // per instantiation would take megabytes of every thread's TLS.
   float* xs = DynamicSharedMemory<float>();
   const int lane = threadIdx.x & 31;
-  const int col = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int col = blockIdx.x * kWarpsPerBlock<kRows> + (threadIdx.x >> 5);
   const int cols = kSwiglu ? n / 2 : n;
   const int row0 = blockIdx.y * kRows;
   // Warps past the last column still stage x and meet every barrier.
@@ -209,24 +216,32 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 template <int kRows>
 constexpr size_t kSkinnyGemmSharedBytes = sizeof(float) * kRows * kTilePitch;
-static_assert(kSkinnyGemmSharedBytes<8> <= 48 * 1024, "within the default dynamic shared limit");
+// Above 48 KiB needs the opt-in below; sm_80's limit is 163 KiB per block.
+static_assert(kSkinnyGemmSharedBytes<16> <= 163 * 1024, "within sm_80's dynamic shared limit");
 
 template <DType kW, int kRows, bool kSwiglu>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                               cudaStream_t stream) {
+  constexpr int kWarps = kWarpsPerBlock<kRows>;
+  constexpr int kShared = static_cast<int>(kSkinnyGemmSharedBytes<kRows>);
   const int cols = kSwiglu ? p.n / 2 : p.n;
-  const dim3 grid((cols + kWarpsPerBlock - 1) / kWarpsPerBlock, (p.m + kRows - 1) / kRows);
+  const dim3 grid((cols + kWarps - 1) / kWarps, (p.m + kRows - 1) / kRows);
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   bool vec = aligned(p.x) && x_stride % 4 == 0;
   // Quantized planes are 16-byte aligned by construction (weight_layout.h).
   if constexpr (!IsQuantized(kW)) vec = vec && aligned(p.w) && p.k % kVecValues<kW> == 0;
+  // Launched by name in each branch: the emulator's memory model reports per kernel name.
   if (vec) {
-    SkinnyGemmKernel<kW, kRows, true, kSwiglu>
-        <<<grid, kWarpsPerBlock * 32, kSkinnyGemmSharedBytes<kRows>, stream>>>(
+    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, true, kSwiglu>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  kShared));
+    SkinnyGemmKernel<kW, kRows, true, kSwiglu><<<grid, kWarps * 32, kShared, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   } else {
-    SkinnyGemmKernel<kW, kRows, false, kSwiglu>
-        <<<grid, kWarpsPerBlock * 32, kSkinnyGemmSharedBytes<kRows>, stream>>>(
+    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, false, kSwiglu>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  kShared));
+    SkinnyGemmKernel<kW, kRows, false, kSwiglu><<<grid, kWarps * 32, kShared, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   }
   return LaunchStatus("SkinnyGemmKernel");

@@ -96,7 +96,7 @@ TEST_P(CudaGemmParity, RandomShapes) {
   Rng rng(1234 + static_cast<int>(dtype));
   // Decode batch sizes around the 1 / 8-row pass boundaries, then prefill
   // sizes around the 128 x 128 tensor-core tiles.
-  for (int m : {1, 2, 7, 8, 9, 33, 64, 65, 128, 130, 300}) {
+  for (int m : {1, 2, 7, 8, 9, 16, 17, 33, 64, 65, 128, 130, 300}) {
     const int n = rng.Int(1, 300);
     const int k = IsQuantized(dtype) ? 32 * rng.Int(1, 24) : rng.Int(1, 700);
     CheckGemm(rng, dtype, {m, n, k, /*strided=*/m % 2 == 1, /*bias=*/m % 3 == 0});

@@ -10,6 +10,8 @@
 //
 //   bazel run //kernels/cuda:kernel_bench             # all rows
 //   kernel_bench --quick                              # fewer shapes (smoke)
+//   scripts/gpu_model.sh --kernels                    # every row's MODELLED H100 figure
+//                                                     # (bench_util.h's model mode)
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -107,6 +109,12 @@ struct Context {
 
 void BenchGemm(Context& ctx, int m, int n, int k) {
   const double flops = 2.0 * m * n * k;
+  const bool skinny = m <= kSkinnyGemmMaxRows;
+  // f32 x and y; bf16 a (tensor-core path) and b.
+  const double xy_bytes = (skinny ? 4.0 * m * k : 2.0 * m * k) + 4.0 * m * n;
+  const Work work{.bytes = xy_bytes + 2.0 * n * k,
+                  .flops = flops,
+                  .peak_flops = skinny ? kH100CudaCoreFlops : kH100TensorCoreFlops};
   DeviceBuffer<uint16_t> a = Alloc<uint16_t>(static_cast<size_t>(m) * k);
   DeviceBuffer<uint16_t> b = Alloc<uint16_t>(static_cast<size_t>(n) * k);
   DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
@@ -120,11 +128,10 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
 
   double ref_ms = -1.0;
   if (ctx.cublas->available()) {
-    ref_ms = TimeMs(ctx.stream, [&] {
+    ref_ms = TimeMs(ctx.stream, work, [&] {
       ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream);
     });
   }
-  const bool skinny = m <= kSkinnyGemmMaxRows;
   double ms;
   if (skinny) {
     GemmParams p{.x = x.data(),
@@ -134,10 +141,10 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
                  .m = m,
                  .n = n,
                  .k = k};
-    ms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
+    ms = TimeMs(ctx.stream, work, [&] { (void)Gemm(p, ctx.s); });
   } else {
     GemmBf16Params p{.a = a.data(), .b = b.data(), .c = c.data(), .m = m, .n = n, .k = k};
-    ms = TimeMs(ctx.stream, [&] { (void)GemmBf16(p, ctx.s); });
+    ms = TimeMs(ctx.stream, work, [&] { (void)GemmBf16(p, ctx.s); });
   }
   std::string status = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
   if (ref_ms > 0) {
@@ -169,7 +176,10 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
                  .m = m,
                  .n = n,
                  .k = k};
-    const double qms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
+    const Work qwork{.bytes = 4.0 * m * k + static_cast<double>(wq.bytes()) + 4.0 * m * n,
+                     .flops = flops,
+                     .peak_flops = kH100TensorCoreFlops};
+    const double qms = TimeMs(ctx.stream, qwork, [&] { (void)Gemm(p, ctx.s); });
     const double q_tflops = flops / (qms * 1e-3) / 1e12;
     const std::string qwhat = Fmt("gemm mma f32 x Q4_1 (fused dequant) m=%d n=%d k=%d", m, n, k);
     const std::string qstatus = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
@@ -198,14 +208,17 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
   DeviceBuffer<float> c_ref = Alloc<float>(static_cast<size_t>(m) * n);
   FillTiled(a.data(), a.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
   FillTiled(b.data(), b.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
+  const Work work{.bytes = 2.0 * m * k + 2.0 * n * k + 4.0 * m * n,
+                  .flops = flops,
+                  .peak_flops = kH100TensorCoreFlops};
   double ref_ms = -1.0;
   if (ctx.cublas->available()) {
-    ref_ms = TimeMs(ctx.stream, [&] {
+    ref_ms = TimeMs(ctx.stream, work, [&] {
       ctx.cublas->GemmBf16(a.data(), b.data(), c_ref.data(), m, n, k, ctx.stream);
     });
   }
   GemmBf16Params p{.a = a.data(), .b = b.data(), .c = c.data(), .m = m, .n = n, .k = k};
-  const double ms = TimeMs(ctx.stream, [&] { (void)GemmBf16Wgmma(p, ctx.s); });
+  const double ms = TimeMs(ctx.stream, work, [&] { (void)GemmBf16Wgmma(p, ctx.s); });
   std::string status = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
   if (ref_ms > 0) {
     const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
@@ -231,7 +244,9 @@ void BenchQuantGemv(Context& ctx, int m, int n, int k) {
   FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 16));
   GemmParams p{
       .x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(), .m = m, .n = n, .k = k};
-  const double ms = TimeMs(ctx.stream, [&] { (void)Gemm(p, ctx.s); });
+  const Work work{.bytes = static_cast<double>(w.bytes() + x.bytes() + y.bytes()),
+                  .flops = 2.0 * m * n * k};
+  const double ms = TimeMs(ctx.stream, work, [&] { (void)Gemm(p, ctx.s); });
   const double bw = static_cast<double>(w.bytes()) / (ms * 1e-3);
   PrintRow(Fmt("gemm skinny Q4_1 m=%d n=%d k=%d (weight bandwidth)", m, n, k),
            cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.0f GB/s", bw / 1e9),
@@ -295,11 +310,14 @@ void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
   const int64_t ws =
       DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
   b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
-  const double ms = TimeMs(ctx.stream, [&] {
-    (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
-  });
   const double kv_bytes =
       2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
+  // QK^T and PV: 4 d flops per (query head, key).
+  const Work work{.bytes = kv_bytes + static_cast<double>(b.q.bytes() + b.out.bytes()),
+                  .flops = 4.0 * sh.num_seqs * sh.n_heads * sh.context * sh.head_dim};
+  const double ms = TimeMs(ctx.stream, work, [&] {
+    (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
+  });
   const double bw = kv_bytes / (ms * 1e-3);
   PrintRow(Fmt("decode attention seqs=%d ctx=%d heads=%d/%d d=%d", sh.num_seqs, sh.context,
                sh.n_heads, sh.n_kv_heads, sh.head_dim),
@@ -314,14 +332,20 @@ void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_t
   // QK^T and PV over the causal triangle: 4 * d flops per (query, visible key) pair per head.
   const double pairs = static_cast<double>(sh.q_len) * (sh.q_len + 1) / 2.0 +
                        static_cast<double>(sh.q_len) * (sh.context - sh.q_len);
+  const double flops = 4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs;
+  const double bytes =
+      static_cast<double>(b.q.bytes() + b.out.bytes() + b.k_cache.bytes() + b.v_cache.bytes());
   for (bool tensor_cores : {false, true}) {
+    const Work work{.bytes = bytes,
+                    .flops = flops,
+                    .peak_flops = tensor_cores ? kH100TensorCoreFlops : kH100CudaCoreFlops};
     const double ms = TimeMs(
-        ctx.stream,
+        ctx.stream, work,
         [&] {
           (void)(tensor_cores ? PagedAttentionPrefill(b.p, ctx.s) : PagedAttention(b.p, ctx.s));
         },
         3, 10.0);
-    const double tflops = 4.0 * sh.head_dim * sh.n_heads * pairs * sh.num_seqs / (ms * 1e-3) / 1e12;
+    const double tflops = flops / (ms * 1e-3) / 1e12;
     PrintRow(Fmt("prefill attention %s seqs=%d len=%d heads=%d/%d d=%d",
                  tensor_cores ? "tensor-core bf16" : "f32", sh.num_seqs, sh.q_len, sh.n_heads,
                  sh.n_kv_heads, sh.head_dim),
@@ -336,15 +360,18 @@ double DenseGemmTflops(Context& ctx, std::string* name) {
   DeviceBuffer<uint16_t> a = Alloc<uint16_t>(static_cast<size_t>(n) * n);
   DeviceBuffer<float> c = Alloc<float>(static_cast<size_t>(n) * n);
   FillTiled(a.data(), a.bytes(), RandomBf16Bytes(ctx.rng, 1 << 20));
+  const Work work{.bytes = 8.0 * n * n,
+                  .flops = 2.0 * n * n * static_cast<double>(n),
+                  .peak_flops = kH100TensorCoreFlops};
   double ms;
   if (ctx.cublas->available()) {
     *name = "cuBLAS bf16 GEMM 4096^3";
-    ms = TimeMs(ctx.stream,
+    ms = TimeMs(ctx.stream, work,
                 [&] { ctx.cublas->GemmBf16(a.data(), a.data(), c.data(), n, n, n, ctx.stream); });
   } else {
     *name = "our bf16 GEMM 4096^3";
     GemmBf16Params p{.a = a.data(), .b = a.data(), .c = c.data(), .m = n, .n = n, .k = n};
-    ms = TimeMs(ctx.stream, [&] { (void)GemmBf16(p, ctx.s); });
+    ms = TimeMs(ctx.stream, work, [&] { (void)GemmBf16(p, ctx.s); });
   }
   return 2.0 * n * n * static_cast<double>(n) / (ms * 1e-3) / 1e12;
 }

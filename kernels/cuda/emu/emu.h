@@ -48,6 +48,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/emu/memory_model.h"
+
 // ---- Vector types of the CUDA runtime (host and device).
 struct uint3 {
   unsigned x, y, z;
@@ -303,10 +305,25 @@ inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
 
 // ---- Device math (IEEE single precision on the host).
+#if defined(TPSERVE_EMU_MEMORY_MODEL)
+// The memory-transaction model's build (memory_model.h): a load through
+// __ldg is one access of sizeof(T) bytes at its call site, as the device's
+// one 128-bit request for a uint4 or float4. Inlined and instrumented, GCC
+// splits a 16-byte value whose parts are used one by one into four 4-byte
+// loads (scalar replacement) and the model would count four requests.
+// noinline: the return address names the call site; no_sanitize_address:
+// the load itself is not counted a second time.
+template <typename T>
+__attribute__((noinline, no_sanitize_address)) T __ldg(const T* p) {
+  ::tpserve_emu::ModelAccess(p, sizeof(T), false, __builtin_return_address(0));
+  return *p;
+}
+#else
 template <typename T>
 inline T __ldg(const T* p) {
   return *p;
 }
+#endif
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }

@@ -112,9 +112,11 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
   check();
   const uint64_t seed = ScheduleSeed();
   const uint64_t launch = ++g_launches;
-  const uint64_t blocks = uint64_t{c.grid.x} * c.grid.y * c.grid.z;
+  const uint64_t grid_blocks = uint64_t{c.grid.x} * c.grid.y * c.grid.z;
+  // All blocks, or the memory model's sample of them, evenly spread.
+  const uint64_t blocks = ModelSampledBlocks(grid_blocks);
   std::vector<uint64_t> order(blocks);
-  for (uint64_t i = 0; i < blocks; ++i) order[i] = i;
+  for (uint64_t i = 0; i < blocks; ++i) order[i] = i * grid_blocks / blocks;
   if (seed != 0) {
     std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ull + launch);
     std::shuffle(order.begin(), order.end(), rng);
@@ -138,7 +140,7 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
     RunBlock(b, body, c.name, seed == 0 ? 0 : seed ^ (launch << 20) ^ linear);
     ModelBlockEnd();
   };
-  ModelLaunchBegin(c.name);
+  ModelLaunchBegin(c.name, grid_blocks, blocks);
   struct EndLaunch {
     ~EndLaunch() { ModelLaunchEnd(); }
   } end_launch;

@@ -62,6 +62,7 @@ thread_local bool g_inside_model = false;  // the model's own accesses are not c
 struct Launch {
   std::mutex mu;
   std::string kernel;
+  double scale = 1.0;  // blocks / blocks run
   std::map<const void*, SiteStats> sites;
   std::unordered_set<uintptr_t> dram_sectors;  // distinct sectors of the launch
 };
@@ -80,6 +81,15 @@ std::string& Tag() {
   static auto* tag = new std::string();
   return *tag;
 }
+double g_lines_since_start = 0.0;  // under L().mu
+
+uint64_t SampleLimit() {
+  static const uint64_t limit = [] {
+    const char* v = std::getenv("TPSERVE_CUDA_EMU_MODEL_BLOCKS");
+    return v != nullptr ? std::strtoull(v, nullptr, 10) : 0;
+  }();
+  return limit;
+}
 
 }  // namespace
 
@@ -93,15 +103,30 @@ bool ModelEnabled() {
 
 void ModelStart(const char* tag) {
   Tag() = tag;
+  {
+    std::lock_guard<std::mutex> lock(L().mu);
+    g_lines_since_start = 0.0;
+  }
   g_started = true;
+}
+
+uint64_t ModelSampledBlocks(uint64_t blocks) {
+  if (!ModelEnabled() || SampleLimit() == 0) return blocks;
+  return std::min(blocks, SampleLimit());
+}
+
+double ModelLinesSinceStart() {
+  std::lock_guard<std::mutex> lock(L().mu);
+  return g_lines_since_start;
 }
 void ModelStop() { g_started = false; }
 
-void ModelLaunchBegin(const char* kernel) {
+void ModelLaunchBegin(const char* kernel, uint64_t blocks, uint64_t blocks_run) {
   if (!ModelEnabled()) return;
   g_inside_model = true;
   std::lock_guard<std::mutex> lock(L().mu);
   L().kernel = kernel != nullptr ? kernel : "?";
+  L().scale = blocks_run > 0 ? static_cast<double>(blocks) / static_cast<double>(blocks_run) : 1.0;
   L().sites.clear();
   L().dram_sectors.clear();
   g_inside_model = false;
@@ -176,13 +201,20 @@ void ModelBlockEnd() {
 
 // One line per site: tag, launch number, kernel, site (object file + offset, for addr2line),
 // load/store, requests, sectors, lines, useful bytes, then the launch's
-// distinct-sector bytes (the same on every line of one launch).
+// distinct-sector bytes (the same on every line of one launch); counts
+// scaled by the launch's sampling.
 void ModelLaunchEnd() {
   if (!ModelEnabled()) return;
   g_inside_model = true;
   std::lock_guard<std::mutex> lock(L().mu);
   static uint64_t launches = 0;
   ++launches;
+  const double scale = L().scale;
+  auto scaled = [scale](uint64_t n) {
+    return static_cast<unsigned long long>(static_cast<double>(n) * scale + 0.5);
+  };
+  for (const auto& [site, s] : L().sites)
+    g_lines_since_start += static_cast<double>(s.lines) * scale;
   if (FILE* f = std::fopen(OutPath(), "a")) {
     for (const auto& [site, s] : L().sites) {
       Dl_info info{};
@@ -192,13 +224,11 @@ void ModelLaunchEnd() {
         object = info.dli_fname;
         offset -= reinterpret_cast<uintptr_t>(info.dli_fbase);
       }
-      std::fprintf(
-          f, "%s\t%llu\t%s\t%s+0x%zx\t%s\t%llu\t%llu\t%llu\t%llu\t%zu\n", Tag().c_str(),
-          static_cast<unsigned long long>(launches), L().kernel.c_str(), object,
-          static_cast<size_t>(offset), s.store ? "store" : "load",
-          static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(s.sectors),
-          static_cast<unsigned long long>(s.lines), static_cast<unsigned long long>(s.useful_bytes),
-          L().dram_sectors.size() * size_t{32});
+      std::fprintf(f, "%s\t%llu\t%s\t%s+0x%zx\t%s\t%llu\t%llu\t%llu\t%llu\t%llu\n", Tag().c_str(),
+                   static_cast<unsigned long long>(launches), L().kernel.c_str(), object,
+                   static_cast<size_t>(offset), s.store ? "store" : "load", scaled(s.requests),
+                   scaled(s.sectors), scaled(s.lines), scaled(s.useful_bytes),
+                   scaled(L().dram_sectors.size() * uint64_t{32}));
     }
     std::fclose(f);
   }

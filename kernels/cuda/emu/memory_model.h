@@ -13,7 +13,15 @@
 // With $TPSERVE_CUDA_EMU_MODEL set to a file path, every launch appends one
 // line per load/store site to that file (tab-separated, see ModelLaunchEnd).
 //
-//   ModelLaunchBegin("GemmKernel");  ... blocks run ...  ModelLaunchEnd();
+// Sampling, for shapes too big to emulate whole: with
+// $TPSERVE_CUDA_EMU_MODEL_BLOCKS=N, a counted launch of more than N blocks
+// runs only N of them, evenly spread over the grid, and every count it
+// reports is scaled by blocks / N. The launch's output is then incomplete:
+// a mode for modelling benchmarks (kernel_bench), never for results. The
+// scaled distinct bytes over-count operands that blocks share.
+//
+//   const uint64_t run = ModelSampledBlocks(blocks);
+//   ModelLaunchBegin("GemmKernel", blocks, run);  ... blocks run ...  ModelLaunchEnd();
 #ifndef TPSERVE_KERNELS_CUDA_EMU_MEMORY_MODEL_H_
 #define TPSERVE_KERNELS_CUDA_EMU_MEMORY_MODEL_H_
 
@@ -31,8 +39,13 @@ bool ModelEnabled();
 void ModelStart(const char* tag);
 void ModelStop();
 
-void ModelLaunchBegin(const char* kernel);
+// How many of a launch's `blocks` to run (all of them unless sampling).
+uint64_t ModelSampledBlocks(uint64_t blocks);
+void ModelLaunchBegin(const char* kernel, uint64_t blocks, uint64_t blocks_run);
 void ModelLaunchEnd();
+// 128-byte lines requested by the launches counted since ModelStart,
+// scaled where sampled: kernel_bench's model mode turns them into an L1 time.
+double ModelLinesSinceStart();
 // The block about to run on this OS thread, and its end (requests are
 // grouped per block; `threads` is the block's size).
 void ModelBlockBegin(unsigned threads);

@@ -2,8 +2,9 @@
 // memory_model.h): runs the CUDA engine on the CUDA emulator built with the
 // model's instrumentation (scripts/gpu_model.sh), prefills `batch` sequences
 // of 32 tokens without counting, then counts one decode step per batch size
-// and appends its per-site lines to $TPSERVE_CUDA_EMU_MODEL. Emulator builds
-// only; it measures nothing on a device.
+// and appends its per-site lines to $TPSERVE_CUDA_EMU_MODEL, tagged
+// "decode batch-<n>[ <label>]". Emulator builds only; it measures nothing on
+// a device.
 //
 //   TPSERVE_CUDA_EMU_MODEL=/tmp/model.tsv decode_model --model=x.gguf --batches=1,16
 //   ... --kv_dtype=f32   # the f32 KV cache (default: bf16)
@@ -28,11 +29,14 @@ ABSL_FLAG(std::string, model, "", "GGUF to run");
 ABSL_FLAG(std::string, batches, "1,16", "decode batch sizes, one counted step each");
 ABSL_FLAG(int, context, 32, "prefill tokens per sequence before the counted step");
 ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
+ABSL_FLAG(std::string, label, "", "appended to each step's tag");
 
 namespace tpserve {
 namespace {
 
-absl::Status CountDecodeStep(const ModelSource& model, int batch, int context) {
+absl::Status CountDecodeStep(const ModelSource& model, int batch, int context,
+                             const std::string& label) {
+  const std::string tag = absl::StrCat("decode batch-", batch, label.empty() ? "" : " ", label);
   TcpKvStoreClient unused("127.0.0.1", 1);
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
                        CreateGlooCommunicator(unused, 0, 1, GlooOptions()));
@@ -53,7 +57,7 @@ absl::Status CountDecodeStep(const ModelSource& model, int batch, int context) {
     b.seqs.push_back(std::move(s));
   }
   for (int step = 0; step < 2; ++step) {  // the prefill, then the counted decode step
-    if (step == 1) ::tpserve_emu::ModelStart(absl::StrCat("decode batch-", batch).c_str());
+    if (step == 1) ::tpserve_emu::ModelStart(tag.c_str());
     absl::StatusOr<StepOutput> out = engine->Step(b);
     ::tpserve_emu::ModelStop();
     if (!out.ok()) return out.status();
@@ -63,7 +67,7 @@ absl::Status CountDecodeStep(const ModelSource& model, int batch, int context) {
       s.tokens = {out->tokens[i].token};
     }
   }
-  std::printf("decode batch-%d: weight bytes %lld\n", batch,
+  std::printf("%s: weight bytes %lld\n", tag.c_str(),
               static_cast<long long>(engine->weight_bytes()));
   std::fflush(stdout);
   return absl::OkStatus();
@@ -79,7 +83,9 @@ int Main(int argc, char** argv) {
   for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
     int batch = 0;
     if (!absl::SimpleAtoi(b, &batch) || batch < 1) return 2;
-    if (absl::Status s = CountDecodeStep(**model, batch, absl::GetFlag(FLAGS_context)); !s.ok()) {
+    if (absl::Status s = CountDecodeStep(**model, batch, absl::GetFlag(FLAGS_context),
+                                         absl::GetFlag(FLAGS_label));
+        !s.ok()) {
       std::fprintf(stderr, "batch %d: %s\n", batch, s.ToString().c_str());
       return 1;
     }
