@@ -13,7 +13,7 @@
 # vLLM runs as its CPU installation guide asks for its best speed: tcmalloc
 # and Intel OpenMP preloaded, its KV cache VLLM_CPU_KVCACHE_SPACE GiB; it
 # decides its own thread count (it logs it: on 2 cores it keeps one for the
-# API server). tpserve gets THREADS compute threads (default 2) and the
+# API server) unless OMP_NUM_THREADS is set, which it then uses. tpserve gets THREADS compute threads (default 2) and the
 # router flags in ROUTER_ARGS (e.g. "--target_step_latency=100ms").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +29,7 @@ BIN=${TPSERVE_BIN_DIR:-$ROOT/bazel-bin}
 mkdir -p "$OUT"
 TCMALLOC=$(ls /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 2>/dev/null || true)
 IOMP=$(ls "$ROOT"/.deps/vllm/lib/libiomp5.so 2>/dev/null || true)
-echo "peer: $(cat "$ROOT/.deps/vllm/PEER"); LD_PRELOAD=${TCMALLOC:-none}:${IOMP:-none}"
+echo "peer: $(cat "$ROOT/.deps/vllm/PEER"); LD_PRELOAD=${TCMALLOC:-none}:${IOMP:-none}; OMP_NUM_THREADS=${OMP_NUM_THREADS:-its choice}"
 echo "tpserve: $BIN, $THREADS threads, router flags '${ROUTER_ARGS:-}', CPU ISA $(grep -m1 -o 'avx512_bf16\|amx_tile' /proc/cpuinfo | sort -u | paste -sd, -)"
 
 vllm_pid=""
