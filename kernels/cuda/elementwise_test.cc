@@ -234,6 +234,33 @@ TEST(CudaEmbeddingParity, EveryDtypeWithShardOffset) {
   }
 }
 
+// KvCacheWrite of `p`'s shape and dtype from k, v and slots into a cache
+// starting as `cache0`, on the CPU backend and on the device: the caches
+// must hold the same bits.
+template <typename T>
+void ExpectWriteMatchesCpu(KvCacheWriteParams p, const std::vector<float>& k,
+                           const std::vector<float>& v, const std::vector<int64_t>& slots,
+                           const std::vector<T>& cache0) {
+  std::vector<T> want_k = cache0, want_v = cache0;
+  p.k = k.data();
+  p.v = v.data();
+  p.k_cache = want_k.data();
+  p.v_cache = want_v.data();
+  p.slot_mapping = slots.data();
+  ASSERT_TRUE(cpu::KvCacheWrite(p, Stream{}).ok());
+  DeviceBuffer<float> dk = ToDevice(k), dv = ToDevice(v);
+  DeviceBuffer<T> dkc = ToDevice(cache0), dvc = ToDevice(cache0);
+  DeviceBuffer<int64_t> dslots = ToDevice(slots);
+  p.k = dk.data();
+  p.v = dv.data();
+  p.k_cache = dkc.data();
+  p.v_cache = dvc.data();
+  p.slot_mapping = dslots.data();
+  ASSERT_TRUE(KvCacheWrite(p, Stream{}).ok());
+  EXPECT_EQ(ToHostVector(dkc), want_k);
+  EXPECT_EQ(ToHostVector(dvc), want_v);
+}
+
 TEST(CudaKvCacheWriteParity, SkipsNegativeSlots) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(5);
@@ -245,29 +272,12 @@ TEST(CudaKvCacheWriteParity, SkipsNegativeSlots) {
   for (int t = 0; t < tokens; ++t) slots[t] = t == 4 ? -1 : (t * 3) % (num_blocks * block_size);
   const std::vector<float> cache0 =
       rng.Floats(static_cast<size_t>(num_blocks) * block_size * width);
-  std::vector<float> want_k = cache0, want_v = cache0;
-  KvCacheWriteParams p{.k = k.data(),
-                       .v = v.data(),
-                       .k_cache = want_k.data(),
-                       .v_cache = want_v.data(),
-                       .slot_mapping = slots.data(),
-                       .tokens = tokens,
-                       .n_kv_heads = n_kv,
-                       .head_dim = head_dim,
-                       .block_size = block_size,
-                       .num_blocks = num_blocks};
-  ASSERT_TRUE(cpu::KvCacheWrite(p, Stream{}).ok());
-  DeviceBuffer<float> dk = ToDevice(k), dv = ToDevice(v), dkc = ToDevice(cache0),
-                      dvc = ToDevice(cache0);
-  DeviceBuffer<int64_t> dslots = ToDevice(slots);
-  p.k = dk.data();
-  p.v = dv.data();
-  p.k_cache = dkc.data();
-  p.v_cache = dvc.data();
-  p.slot_mapping = dslots.data();
-  ASSERT_TRUE(KvCacheWrite(p, Stream{}).ok());
-  EXPECT_EQ(ToHostVector(dkc), want_k);
-  EXPECT_EQ(ToHostVector(dvc), want_v);
+  ExpectWriteMatchesCpu(KvCacheWriteParams{.tokens = tokens,
+                                           .n_kv_heads = n_kv,
+                                           .head_dim = head_dim,
+                                           .block_size = block_size,
+                                           .num_blocks = num_blocks},
+                        k, v, slots, cache0);
 }
 
 float FromBits(uint32_t u) {
@@ -297,31 +307,20 @@ TEST(CudaKvCacheWriteParity, Bf16CacheHoldsTheCpuBits) {
   for (float f : rng.Floats(static_cast<size_t>(num_blocks) * block_size * width)) {
     cache0.push_back(F32ToBF16(f));
   }
-  std::vector<uint16_t> want_k = cache0, want_v = cache0;
-  KvCacheWriteParams p{.k = k.data(),
-                       .v = v.data(),
-                       .k_cache = want_k.data(),
-                       .v_cache = want_v.data(),
-                       .kv_dtype = DType::kBF16,
-                       .slot_mapping = slots.data(),
+  KvCacheWriteParams p{.kv_dtype = DType::kBF16,
                        .tokens = tokens,
                        .n_kv_heads = n_kv,
                        .head_dim = head_dim,
                        .block_size = block_size,
                        .num_blocks = num_blocks};
-  ASSERT_TRUE(cpu::KvCacheWrite(p, Stream{}).ok());
-  DeviceBuffer<float> dk = ToDevice(k), dv = ToDevice(v);
-  DeviceBuffer<uint16_t> dkc = ToDevice(cache0), dvc = ToDevice(cache0);
-  DeviceBuffer<int64_t> dslots = ToDevice(slots);
-  p.k = dk.data();
-  p.v = dv.data();
-  p.k_cache = dkc.data();
-  p.v_cache = dvc.data();
-  p.slot_mapping = dslots.data();
-  ASSERT_TRUE(KvCacheWrite(p, Stream{}).ok());
-  EXPECT_EQ(ToHostVector(dkc), want_k);
-  EXPECT_EQ(ToHostVector(dvc), want_v);
-  EXPECT_EQ(want_k[0], 0x3F80u);  // the reference itself: a tie goes to even
+  ExpectWriteMatchesCpu(p, k, v, slots, cache0);
+  EXPECT_EQ(F32ToBF16(FromBits(0x3F808000u)), 0x3F80u);  // the reference: a tie goes to even
+  std::vector<uint16_t> cache = cache0;
+  p.k = k.data();
+  p.v = v.data();
+  p.k_cache = cache.data();
+  p.v_cache = cache.data();
+  p.slot_mapping = slots.data();
   p.kv_dtype = DType::kF16;
   EXPECT_EQ(KvCacheWrite(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
