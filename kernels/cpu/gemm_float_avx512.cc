@@ -3,8 +3,8 @@
 // Weights are widened to f32 as loaded (BF16: zero-extend and shift; F16:
 // vcvtph2ps), activations stay f32: the same products as the 8-lane AVX2
 // kernel, summed in another order. (vdpbf16ps, which would take bf16
-// activations, ran at a third of the FMA rate on the Sapphire Rapids machine
-// of docs/benchmarks.md: 0.88 vs 3.79 G instructions/s, 56 vs 121 GFLOP/s.)
+// activations, ran at a third of the FMA rate on the Xeon of docs/benchmarks.md
+// "F32/F16/BF16 weights on AVX-512": 0.88 vs 3.79 G instructions/s.)
 //
 // Arithmetic, the same for every m (batch invariance): output (i, j) keeps one
 // 16-lane accumulator over k in steps of 16 (the last step masked), then y =

@@ -101,7 +101,8 @@ void GemmTileFixed(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 
 namespace amx {
 // Quantized weights on AMX tiles (gemm_amx.cc); other types forward to
-// avxvnni. For m >= 2, a.xq must hold RoundUp(m, 16) rows (tail rows zero):
+// avxvnni (gemm.cc sends them to avx512::GemmTileFloat first: every AMX CPU
+// has AVX-512). For m >= 2, a.xq must hold RoundUp(m, 16) rows (tail rows zero):
 // the tiles load whole 16-row panels.
 void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace amx
