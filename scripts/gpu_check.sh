@@ -135,6 +135,8 @@ run() {
   fi
   export TPSERVE_GPU_TEST_MODELS
   TPSERVE_GPU_TEST_MODELS=$(find "$bundle/models" -name '*.gguf' 2>/dev/null | sort | paste -sd: -)
+  # Tests that generate models copy this one's vocabulary (4096 tokens).
+  export TPSERVE_TEST_VOCAB="$bundle/models/tiny_llama_q4_1.gguf"
   export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   local budget="${GPU_CHECK_BUDGET_S:-450}"
   local start=$SECONDS

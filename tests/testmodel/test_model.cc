@@ -312,6 +312,8 @@ absl::Status WriteHf(const TestModelSpec& s, const Vocab& vocab, int64_t hd,
 }  // namespace
 
 std::string DefaultVocabSource() {
+  const char* vocab = std::getenv("TPSERVE_TEST_VOCAB");
+  if (vocab != nullptr && *vocab != '\0') return vocab;
   const char* root = std::getenv("TPSERVE_ROOT");
   return absl::StrCat(root != nullptr ? root : ".", "/models/SmolLM2-135M-Instruct.Q4_1.gguf");
 }

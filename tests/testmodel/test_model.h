@@ -56,7 +56,10 @@ struct TestModelSpec {
 // (HF gets unquantized values; GGUF quantizes them).
 [[nodiscard]] absl::Status WriteTestModel(const TestModelSpec& spec, const std::string& out_path);
 
-// The default vocabulary source path ($TPSERVE_ROOT/models/...; "." when unset).
+// The default vocabulary source: $TPSERVE_TEST_VOCAB when set (a GGUF whose
+// vocabulary the generated models copy; scripts/gpu_check.sh points it at a
+// bundled model, as the default model is too large to bundle), else
+// $TPSERVE_ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf ("." when unset).
 std::string DefaultVocabSource();
 
 }  // namespace tpserve
