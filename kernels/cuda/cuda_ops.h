@@ -84,6 +84,12 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 // (x.up^T + bias), bit-identical to Gemm into (m, 2F) followed by Swiglu.
 [[nodiscard]] absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream);
 
+// y = x w^T (+ bias) on the tensor-core path at any m: what Gemm runs above
+// kSkinnyGemmMaxRows (x and w rounded to bf16, f32 accumulation). Not on the
+// engine's path; kernel_bench compares it with the skinny GEMM at decode
+// batch sizes. y_fixed is not supported.
+[[nodiscard]] absl::Status GemmTensorCore(const GemmParams& p, const Stream& stream);
+
 // Tensor-core GEMM: c (m, n) f32 = a (m, k) bf16 . b (n, k)^T bf16, f32
 // accumulation (mma.sync m16n8k16; runs on sm_80 and sm_90). k % 8 == 0.
 // Not on the engine's path (Gemm's m > kSkinnyGemmMaxRows path runs the same

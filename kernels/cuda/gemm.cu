@@ -5,24 +5,31 @@
 //
 // Skinny GEMM with fused weight dequantisation: one warp per weight row, up
 // to kRows activation rows per pass (1, or 16 for batched decode). Per tile
-// of kTileValues columns the block stages the pass's activation rows in
-// shared memory once (coalesced 16-byte loads where rows are 16-byte
+// of kTileValues<kRows> columns the block stages the pass's activation rows
+// in shared memory once (coalesced 16-byte loads where rows are 16-byte
 // aligned), then each warp streams its weight row: lane c takes the tile's
 // 16-byte chunks c, c + 32, ... of the quant plane (one Q4 block, half a
 // Q8_0 block) or of a plain row, so a warp request reads up to 512
-// consecutive bytes. A block has 4 warps at kRows = 1 (many blocks for
-// small layers) and 16 at kRows = 16: each block stages kRows x k floats of
-// x for its weight rows, so with 4 rows per block batch-16 decode moved 26x
-// the Q4_1 weight bytes through L1 to stage x, with 16 rows 6.4x.
-// Memory-transaction model (docs/benchmarks.md, "Modelled H100", SmolLM2
-// shape): batch-1 step 21.2 us, 95 % of the weight-streaming roofline, 96 %
-// useful bytes per request; batch-16 step 35.2 us, 58 % (192.9 us, L1-bound,
-// with 8-row passes in 4-warp blocks).
+// consecutive bytes. Quantized chunks (and their scales) are loaded before
+// the tile's barriers, so their latency overlaps the staging of x. A block
+// has 8 warps and 2048-column tiles at kRows = 1, 16 warps and 1024-column
+// tiles at kRows = 16: each block stages kRows x k floats of x for its
+// weight rows, so with 4 rows per block batch-16 decode moved 26x the Q4_1
+// weight bytes through L1 to stage x, with 16 rows 6.4x.
+//
+// Measured on an H100 (docs/benchmarks.md, "GPU", 2026-12-05) with a
+// standalone copy of this kernel's batch-1 Q4_1 path in CUDA graphs
+// (kernels/cuda/experiments/skinny_q4_sweep.cu): 1.5-1.9 TB/s on five
+// layers 2048 to 16384 wide with the layout above, 1.2-1.6 TB/s with the
+// earlier 4 warps, 1024 columns and loads after the barriers; about 2 us
+// per call on SmolLM2's 576-wide layers (latency, not bandwidth). Batch
+// 16, Q4_1: 160-190 GB/s, bound by shared-memory reads of x (one 16-byte
+// read per 4 FMAs); two weight rows per warp gave at most 1.5x there, so
+// the next step is tensor cores (mma m16n8k16 on x rows) rather than more
+// f32 FMAs.
 //
 // x stays f32 (not int8 with dp4a): f32 math on f32 activations keeps the
-// path within gemm_test's 1e-9 NMSE of an f64 reference, and decode at batch
-// 1-8 is bound by weight bytes, not by FMA issue (batch 16: to be checked on
-// a device; dp4a is the next step if it is compute-bound).
+// path within gemm_test's 1e-9 NMSE of an f64 reference.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -35,25 +42,24 @@
 #include "kernels/cuda/gemm_internal.h"
 #include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/shared_memory.cuh"
+#include "kernels/cuda/staged_x.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
 
-// Weight rows (warps) per block: see the file comment.
+// Weight rows (warps) per block and columns of x staged per tile: see the
+// file comment.
 template <int kRows>
-constexpr int kWarpsPerBlock = kRows == 1 ? 4 : 16;
-// Columns of x staged per tile: 32 Q4 chunks, one per lane.
-constexpr int kTileValues = 1024;
-// Staged row pitch in floats: 4 pad floats after every 32 values, so the 8
-// lanes of a quarter-warp reading 16 bytes at a 32-value (or 16-value) stride
-// hit distinct banks.
-constexpr int kTilePitch = kTileValues + kTileValues / 8;
-static_assert(kTileValues % (32 * kChunkValues<DType::kQ4_0>) == 0 &&
-                  kTileValues % (32 * kChunkValues<DType::kQ8_0>) == 0,
+constexpr int kWarpsPerBlock = kRows == 1 ? 8 : 16;
+template <int kRows>
+constexpr int kTileValues = kRows == 1 ? 2048 : 1024;
+// Staged row pitch in floats (staged_x.cuh's padding).
+template <int kRows>
+constexpr int kTilePitch = kTileValues<kRows> + kTileValues<kRows> / 8;
+static_assert(kTileValues<16> % (32 * kChunkValues<DType::kQ4_0>) == 0 &&
+                  kTileValues<16> % (32 * kChunkValues<DType::kQ8_0>) == 0 &&
+                  kTileValues<1> % kTileValues<16> == 0,
               "a tile holds whole chunks for every lane");
-
-// Padded shared-memory index of tile column c.
-__device__ __forceinline__ int Padded(int c) { return c + (c >> 5) * 4; }
 
 // Values in one 16-byte load of a plain weight type.
 template <DType kW>
@@ -77,66 +83,82 @@ __device__ __forceinline__ void UnpackVec(const uint4& raw, float* out) {
   }
 }
 
-// sum_i w[i] * x[i] over kN staged values (16-byte aligned, within one
-// padded 32-value group), in column order.
-template <int kN>
-__device__ __forceinline__ float DotStaged(const float* w, const float* x) {
-  const float4* xv = reinterpret_cast<const float4*>(x);
-  float s = 0.0f;
-#pragma unroll
-  for (int q = 0; q < kN / 4; ++q) {
-    const float4 v = xv[q];
-    s = fmaf(w[4 * q], v.x, s);
-    s = fmaf(w[4 * q + 1], v.y, s);
-    s = fmaf(w[4 * q + 2], v.z, s);
-    s = fmaf(w[4 * q + 3], v.w, s);
-  }
-  return s;
-}
-
 // Copies columns [k0, k0 + width) of activation rows [0, rows_here) into xs
 // (row r at xs + r * kTilePitch, padded). kVec: rows 16-byte aligned.
-template <bool kVec>
+template <int kRows, bool kVec>
 __device__ __forceinline__ void StageTile(float* xs, const float* xrow0, int64_t x_stride,
                                           int rows_here, int k0, int width) {
+  constexpr int kPitch = kTilePitch<kRows>;
   if constexpr (kVec) {
     const int quads = width / 4;
     for (int i = threadIdx.x; i < rows_here * quads; i += blockDim.x) {
       const int r = i / quads, c = (i % quads) * 4;
       const float4 v = __ldg(reinterpret_cast<const float4*>(xrow0 + r * x_stride + k0 + c));
-      *reinterpret_cast<float4*>(xs + r * kTilePitch + Padded(c)) = v;
+      *reinterpret_cast<float4*>(xs + r * kPitch + Padded(c)) = v;
     }
   } else {
     for (int i = threadIdx.x; i < rows_here * width; i += blockDim.x) {
       const int r = i / width, c = i % width;
-      xs[r * kTilePitch + Padded(c)] = __ldg(xrow0 + r * x_stride + k0 + c);
+      xs[r * kPitch + Padded(c)] = __ldg(xrow0 + r * x_stride + k0 + c);
     }
   }
 }
 
-// Adds weight row `row` . staged x over tile columns [k0, k0 + width) into
-// this lane's acc[r] (lanes split the tile; the caller reduces over the
-// warp). kVec: x rows and plain weight rows 16-byte aligned (plain rows
-// holding whole 16-byte chunks).
-template <DType kW, int kRows, bool kVec>
-__device__ __forceinline__ void TileDots(const void* w, int n, int k, int row, const float* xs,
-                                         int k0, int width, int rows_here, int lane,
-                                         float acc[kRows]) {
-  if constexpr (IsQuantized(kW)) {
-    constexpr int kCv = kChunkValues<kW>;
-    const PackedQuantRows pw = PackedRows<kW>(w, n, k);
+// A lane's quantized chunks of one weight row for one tile (the tile's
+// chunks lane, lane + 32, ...) with their scales: loaded before the tile's
+// barriers, consumed after them.
+template <DType kW, int kRows>
+struct LaneChunks {
+  static constexpr int kCv = kChunkValues<kW>;
+  static constexpr int kPer = kTileValues<kRows> / kCv / 32;
+  uint4 q[kPer];
+  float d[kPer], m[kPer];
+
+  __device__ __forceinline__ void Load(const PackedQuantRows& pw, int k, int row, int k0, int width,
+                                       int lane) {
     const uint4* chunks = pw.quants + (static_cast<int64_t>(row) * k + k0) / kCv;
     const int64_t block0 = static_cast<int64_t>(row) * pw.blocks_per_row + k0 / 32;
-    for (int c = lane; c < width / kCv; c += 32) {
-      float d, m, v[kCv];
-      LoadScales<kW>(pw, block0 + c * kCv / 32, &d, &m);
-      DequantChunk<kW>(__ldg(chunks + c), d, m, v);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) acc[r] += DotStaged<kCv>(v, xs + r * kTilePitch + Padded(c * kCv));
+    for (int i = 0; i < kPer; ++i) {
+      const int c = lane + 32 * i;
+      q[i] = {};
+      d[i] = m[i] = 0.0f;
+      if (c < width / kCv) {
+        q[i] = __ldg(chunks + c);
+        LoadScales<kW>(pw, block0 + c * kCv / 32, &d[i], &m[i]);
       }
     }
-  } else if constexpr (kVec) {
+  }
+
+  // Adds each chunk . staged x into acc[r], chunk by chunk (the order of
+  // TileDots below).
+  __device__ __forceinline__ void Dots(const float* xs, int width, int rows_here, int lane,
+                                       float acc[kRows]) const {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int c = lane + 32 * i;
+      if (c >= width / kCv) break;
+      float v[kCv];
+      DequantChunk<kW>(q[i], d[i], m[i], v);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        if (r < rows_here) {
+          acc[r] += DotStaged<kCv>(v, xs + r * kTilePitch<kRows> + Padded(c * kCv));
+        }
+      }
+    }
+  }
+};
+
+// Adds plain (F32/F16/BF16) weight row `row` . staged x over tile columns
+// [k0, k0 + width) into this lane's acc[r] (lanes split the tile; the caller
+// reduces over the warp). kVec: x rows and weight rows 16-byte aligned (rows
+// holding whole 16-byte chunks).
+template <DType kW, int kRows, bool kVec>
+__device__ __forceinline__ void TileDots(const void* w, int k, int row, const float* xs, int k0,
+                                         int width, int rows_here, int lane, float acc[kRows]) {
+  constexpr int kPitch = kTilePitch<kRows>;
+  if constexpr (kVec) {
     constexpr int kV = kVecValues<kW>;
     const uint4* wv = static_cast<const uint4*>(RowPointer(w, kW, k, row)) + k0 / kV;
     for (int c = lane; c < width / kV; c += 32) {
@@ -144,7 +166,7 @@ __device__ __forceinline__ void TileDots(const void* w, int n, int k, int row, c
       UnpackVec<kW>(__ldg(wv + c), v);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) acc[r] += DotStaged<kV>(v, xs + r * kTilePitch + Padded(c * kV));
+        if (r < rows_here) acc[r] += DotStaged<kV>(v, xs + r * kPitch + Padded(c * kV));
       }
     }
   } else {
@@ -153,7 +175,7 @@ __device__ __forceinline__ void TileDots(const void* w, int n, int k, int row, c
       const float wv = LoadElement<kW>(wrow, k0 + i);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) acc[r] = fmaf(wv, xs[r * kTilePitch + Padded(i)], acc[r]);
+        if (r < rows_here) acc[r] = fmaf(wv, xs[r * kPitch + Padded(i)], acc[r]);
       }
     }
   }
@@ -168,7 +190,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
     SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
                      const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
                      int64_t x_stride, int64_t y_stride) {
-  // kRows staged rows of kTilePitch floats (kSkinnyGemmSharedBytes), dynamic:
+  // kRows staged rows of kTilePitch floats (SkinnyGemmSharedBytes), dynamic:
   // the emulator keeps static __shared__ per OS thread, and one 72 KiB array
   // per instantiation would take megabytes of every thread's TLS.
   float* xs = DynamicSharedMemory<float>();
@@ -184,15 +206,32 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
   float acc[kRows], up[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = up[r] = 0.0f;
-  for (int k0 = 0; k0 < k; k0 += kTileValues) {
-    const int width = min(kTileValues, k - k0);
-    __syncthreads();  // every warp is done with the previous tile
-    StageTile<kVec>(xs, xrow0, x_stride, rows_here, k0, width);
-    __syncthreads();
-    if (!active) continue;
-    TileDots<kW, kRows, kVec>(w, n, k, col, xs, k0, width, rows_here, lane, acc);
-    if constexpr (kSwiglu) {
-      TileDots<kW, kRows, kVec>(w, n, k, col + cols, xs, k0, width, rows_here, lane, up);
+  for (int k0 = 0; k0 < k; k0 += kTileValues<kRows>) {
+    const int width = min(kTileValues<kRows>, k - k0);
+    if constexpr (IsQuantized(kW)) {
+      // This tile's weight chunks first: their loads are in flight while
+      // the block waits for the previous tile's readers and stages x.
+      const PackedQuantRows pw = PackedRows<kW>(w, n, k);
+      LaneChunks<kW, kRows> gate, upc;
+      if (active) {
+        gate.Load(pw, k, col, k0, width, lane);
+        if constexpr (kSwiglu) upc.Load(pw, k, col + cols, k0, width, lane);
+      }
+      __syncthreads();  // every warp is done with the previous tile
+      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width);
+      __syncthreads();
+      if (!active) continue;
+      gate.Dots(xs, width, rows_here, lane, acc);
+      if constexpr (kSwiglu) upc.Dots(xs, width, rows_here, lane, up);
+    } else {
+      __syncthreads();  // every warp is done with the previous tile
+      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width);
+      __syncthreads();
+      if (!active) continue;
+      TileDots<kW, kRows, kVec>(w, k, col, xs, k0, width, rows_here, lane, acc);
+      if constexpr (kSwiglu) {
+        TileDots<kW, kRows, kVec>(w, k, col + cols, xs, k0, width, rows_here, lane, up);
+      }
     }
   }
   if (!active) return;
@@ -215,15 +254,18 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
 }
 
 template <int kRows>
-constexpr size_t kSkinnyGemmSharedBytes = sizeof(float) * kRows * kTilePitch;
-// Above 48 KiB needs the opt-in below; sm_80's limit is 163 KiB per block.
-static_assert(kSkinnyGemmSharedBytes<16> <= 163 * 1024, "within sm_80's dynamic shared limit");
+constexpr size_t SkinnyGemmSharedBytes() {
+  return sizeof(float) * kRows * kTilePitch<kRows>;
+}
+// Above 48 KiB needs the opt-in below (kRows = 16); sm_80's limit is 163 KiB
+// per block.
+static_assert(SkinnyGemmSharedBytes<16>() <= 163 * 1024, "within sm_80's dynamic shared limit");
 
 template <DType kW, int kRows, bool kSwiglu>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                               cudaStream_t stream) {
   constexpr int kWarps = kWarpsPerBlock<kRows>;
-  constexpr int kShared = static_cast<int>(kSkinnyGemmSharedBytes<kRows>);
+  constexpr int kShared = static_cast<int>(SkinnyGemmSharedBytes<kRows>());
   const int cols = kSwiglu ? p.n / 2 : p.n;
   const dim3 grid((cols + kWarps - 1) / kWarps, (p.m + kRows - 1) / kRows);
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
@@ -231,16 +273,22 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
   // Quantized planes are 16-byte aligned by construction (weight_layout.h).
   if constexpr (!IsQuantized(kW)) vec = vec && aligned(p.w) && p.k % kVecValues<kW> == 0;
   // Launched by name in each branch: the emulator's memory model reports per kernel name.
+  // The shared-memory opt-in is a host call per launch: made only where needed.
+  constexpr bool kOptIn = kShared > 48 * 1024;
   if (vec) {
-    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, true, kSwiglu>,
-                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                  kShared));
+    if constexpr (kOptIn) {
+      TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, true, kSwiglu>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    kShared));
+    }
     SkinnyGemmKernel<kW, kRows, true, kSwiglu><<<grid, kWarps * 32, kShared, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   } else {
-    TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, false, kSwiglu>,
-                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                  kShared));
+    if constexpr (kOptIn) {
+      TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, false, kSwiglu>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    kShared));
+    }
     SkinnyGemmKernel<kW, kRows, false, kSwiglu><<<grid, kWarps * 32, kShared, stream>>>(
         p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
   }
@@ -281,6 +329,16 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
     TPS_ROWS_PER_PASS_SWITCH(
         p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s); });
   });
+}
+
+absl::Status GemmTensorCore(const GemmParams& p, const Stream& stream) {
+  if (p.y_fixed != nullptr) {
+    return absl::InvalidArgumentError("GemmTensorCore: y_fixed output is not supported");
+  }
+  int64_t x_stride = 0, y_stride = 0;
+  if (absl::Status st = CheckGemm(p, p.n, &x_stride, &y_stride); !st.ok()) return st;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  return LaunchTensorCoreGemm(p, x_stride, y_stride, static_cast<cudaStream_t>(stream.cuda_stream));
 }
 
 absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream) {

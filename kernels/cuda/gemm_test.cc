@@ -34,10 +34,11 @@ struct Shape {
   bool strided, bias;
 };
 
-void CheckGemm(Rng& rng, DType dtype, const Shape& s) {
-  SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << s.m << " n=" << s.n
-                                  << " k=" << s.k << (s.strided ? " strided" : "")
-                                  << (s.bias ? " bias" : ""));
+// tensor_core: GemmTensorCore instead of Gemm (the tensor-core path at any m).
+void CheckGemm(Rng& rng, DType dtype, const Shape& s, bool tensor_core = false) {
+  SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << s.m << " n=" << s.n << " k="
+                                  << s.k << (s.strided ? " strided" : "") << (s.bias ? " bias" : "")
+                                  << (tensor_core ? " tensor-core path" : ""));
   const int64_t xs = s.strided ? s.k + 5 : s.k;
   const int64_t ys = s.strided ? s.n + 3 : s.n;
   const std::vector<float> x = rng.Floats(static_cast<size_t>(s.m) * xs);
@@ -69,7 +70,7 @@ void CheckGemm(Rng& rng, DType dtype, const Shape& s) {
   p.w = dw.data();
   p.bias = s.bias ? db.data() : nullptr;
   p.y = dy.data();
-  ASSERT_TRUE(Gemm(p, Stream{}).ok());
+  ASSERT_TRUE((tensor_core ? GemmTensorCore(p, Stream{}) : Gemm(p, Stream{})).ok());
   const std::vector<float> got = ToHostVector(dy);
 
   // f64 reference on the dequantised weights.
@@ -83,7 +84,7 @@ void CheckGemm(Rng& rng, DType dtype, const Shape& s) {
       exact[i * ys + j] = acc;
     }
   }
-  const double path_tol = s.m > kSkinnyGemmMaxRows ? kTensorCoreNmse : kExactNmse;
+  const double path_tol = tensor_core || s.m > kSkinnyGemmMaxRows ? kTensorCoreNmse : kExactNmse;
   EXPECT_LT(Nmse(got, exact), path_tol);
   EXPECT_LT(Nmse(got, cpu_y), IsQuantized(dtype) ? kQuantizedTwinNmse : path_tol);
 }
@@ -106,14 +107,30 @@ TEST_P(CudaGemmParity, RandomShapes) {
   CheckGemm(rng, dtype, {8, 200, 512, false, true});
   CheckGemm(rng, dtype, {33, 100, 1024, false, false});
   CheckGemm(rng, dtype, {64, 70, 256, false, false});
-  // k over the skinny GEMM's 1024-column x tiles: two and three tiles, the
-  // last partial (strided rows take the scalar staging path).
+  // k over the skinny GEMM's x tiles (2048 columns at m = 1, 1024 above):
+  // one to three tiles, the last partial (strided rows take the scalar
+  // staging path).
   CheckGemm(rng, dtype, {1, 96, 1536, false, false});
+  CheckGemm(rng, dtype, {1, 70, 4160, false, true});
+  CheckGemm(rng, dtype, {1, 33, 2080, true, false});
   CheckGemm(rng, dtype, {9, 40, 2080, true, true});
   // SmolLM2 shapes: q/o projection and the LM head slice.
   CheckGemm(rng, dtype, {1, 576, 576, false, false});
   CheckGemm(rng, dtype, {4, 1536, 576, false, true});
   CheckGemm(rng, dtype, {512, 1536, 576, false, false});
+}
+
+// The tensor-core path at decode batch sizes (kernel_bench compares it with
+// the skinny GEMM there).
+TEST_P(CudaGemmParity, TensorCorePathAtDecodeBatchSizes) {
+  TPS_SKIP_WITHOUT_CUDA();
+  const DType dtype = GetParam();
+  Rng rng(77 + static_cast<int>(dtype));
+  for (int m : {1, 16, 40}) {
+    const int n = rng.Int(1, 200);
+    const int k = IsQuantized(dtype) ? 32 * rng.Int(1, 12) : 8 * rng.Int(1, 60);
+    CheckGemm(rng, dtype, {m, n, k, /*strided=*/m == 40, /*bias=*/m == 16}, /*tensor_core=*/true);
+  }
 }
 
 // GemmSwiglu writes the bits Gemm into (m, 2F) and then Swiglu write.

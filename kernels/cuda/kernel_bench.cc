@@ -4,6 +4,7 @@
 //     on LLM shapes, m = 1, 16, 64 (skinny path, bf16 and Q4_1 weights) and
 //     512, 4096 (tensor-core path); skinny rows also report HBM bandwidth vs
 //     the measured copy bandwidth;
+//   - Q4_1 at m = 16, 32, 64: the tensor-core path vs the skinny path;
 //   - decode attention bandwidth (KV bytes read / s) vs D2D copy bandwidth;
 //   - prefill attention TFLOP/s (f32 and tensor-core kernels) vs the cuBLAS
 //     (else our) bf16 GEMM at 4096^3.
@@ -107,6 +108,15 @@ struct Context {
   std::mt19937 rng{123};
 };
 
+// n x k Q4_1 weights in the device layout (weight_layout.h): block bytes
+// tiled over it, so the values are arbitrary and the bytes read the layout's.
+DeviceBuffer<uint8_t> RandomQ4_1Weights(Context& ctx, int n, int k) {
+  DeviceBuffer<uint8_t> w =
+      Alloc<uint8_t>(static_cast<size_t>(DeviceWeightBytes(DType::kQ4_1, n, k)));
+  FillTiled(w.data(), w.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
+  return w;
+}
+
 void BenchGemm(Context& ctx, int m, int n, int k) {
   const double flops = 2.0 * m * n * k;
   const bool skinny = m <= kSkinnyGemmMaxRows;
@@ -164,11 +174,7 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
   if (!skinny) {
     // The prefill path as the engine calls it: f32 activations, Q4_1 weights
     // dequantised on the way into shared memory.
-    // Block bytes tiled over the device layout (weight_layout.h): the values
-    // are arbitrary, the bytes read are the layout's.
-    DeviceBuffer<uint8_t> wq =
-        Alloc<uint8_t>(static_cast<size_t>(DeviceWeightBytes(DType::kQ4_1, n, k)));
-    FillTiled(wq.data(), wq.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
+    DeviceBuffer<uint8_t> wq = RandomQ4_1Weights(ctx, n, k);
     GemmParams p{.x = x.data(),
                  .w = wq.data(),
                  .w_dtype = DType::kQ4_1,
@@ -232,15 +238,47 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
            ref > 0 ? tflops / ref : -1.0);
 }
 
+// Batched decode on Q4_1 weights: the tensor-core path (GemmTensorCore)
+// against the skinny GEMM that Gemm picks up to kSkinnyGemmMaxRows rows,
+// both on the same f32 x; says where the cut-over should be.
+void BenchDecodeBatchPaths(Context& ctx, int m, int n, int k) {
+  DeviceBuffer<uint8_t> w = RandomQ4_1Weights(ctx, n, k);
+  DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
+  DeviceBuffer<float> y_skinny = Alloc<float>(static_cast<size_t>(m) * n);
+  DeviceBuffer<float> y_tc = Alloc<float>(static_cast<size_t>(m) * n);
+  FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 16));
+  GemmParams p{.x = x.data(),
+               .w = w.data(),
+               .w_dtype = DType::kQ4_1,
+               .y = y_skinny.data(),
+               .m = m,
+               .n = n,
+               .k = k};
+  const double flops = 2.0 * m * n * k;
+  const Work work{.bytes = static_cast<double>(w.bytes() + x.bytes() + y_skinny.bytes()),
+                  .flops = flops,
+                  .peak_flops = kH100TensorCoreFlops};
+  const double skinny_ms = TimeMs(ctx.stream, work, [&] { (void)Gemm(p, ctx.s); });
+  GemmParams tc = p;
+  tc.y = y_tc.data();
+  const double tc_ms = TimeMs(ctx.stream, work, [&] { (void)GemmTensorCore(tc, ctx.s); });
+  std::string status = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
+  const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
+  // Both paths against each other: bf16 rounding of x and w on the tensor-core side.
+  const double err = Nmse(Head(y_tc.data(), check), Head(y_skinny.data(), check));
+  if (!(err < 1e-4)) status = Fmt("MISMATCH nmse=%.1e", err);
+  const double tc_tflops = flops / (tc_ms * 1e-3) / 1e12;
+  const double skinny_tflops = flops / (skinny_ms * 1e-3) / 1e12;
+  PrintRow(Fmt("gemm Q4_1 tensor-core path m=%d n=%d k=%d", m, n, k), status,
+           Fmt("%.2f TFLOP/s", tc_tflops), Fmt("skinny %.2f TFLOP/s", skinny_tflops),
+           tc_tflops / skinny_tflops);
+}
+
 // Decode with Q4_1 weights: weight bytes streamed per second vs copy bandwidth.
 void BenchQuantGemv(Context& ctx, int m, int n, int k) {
-  // Block bytes tiled over the device layout (weight_layout.h): arbitrary
-  // values, the layout's bytes.
-  DeviceBuffer<uint8_t> w =
-      Alloc<uint8_t>(static_cast<size_t>(DeviceWeightBytes(DType::kQ4_1, n, k)));
+  DeviceBuffer<uint8_t> w = RandomQ4_1Weights(ctx, n, k);
   DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
   DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(m) * n);
-  FillTiled(w.data(), w.bytes(), RandomQ4_1Bytes(ctx.rng, 1 << 16));
   FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 16));
   GemmParams p{
       .x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(), .m = m, .n = n, .k = k};
@@ -403,6 +441,11 @@ int Main(bool quick) {
   BenchQuantGemv(ctx, 1, 4096, 4096);
   BenchQuantGemv(ctx, 1, 14336, 4096);
   BenchQuantGemv(ctx, 16, 14336, 4096);
+  for (int m : {16, 32, 64}) {
+    for (auto [n, k] : {std::pair{4096, 4096}, std::pair{14336, 4096}}) {
+      BenchDecodeBatchPaths(ctx, m, n, k);
+    }
+  }
 
   BenchDecodeAttention(ctx, {64, 1, 2048, 32, 8, 128});
   BenchDecodeAttention(ctx, {1, 1, 16384, 32, 8, 128});

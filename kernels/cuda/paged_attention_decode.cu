@@ -1,8 +1,9 @@
 // cuda::PagedAttentionDecode: split-KV attention for one query per sequence.
 //
-// Phase 1, grid (GQA group chunk, sequence, partition): a 4-warp block takes
+// Phase 1, grid (GQA group chunk, sequence, partition): an 8-warp block takes
 // the query heads that share one KV head (up to kMaxGroup of them; larger
-// groups split into several blocks) and scores the partition's
+// groups split into several blocks; kGroup, the heads rounded up to 1, 2, 4
+// or 8, sizes the register arrays) and scores the partition's
 // kDecodePartitionTokens keys against all of them (warp per key, each lane
 // owning a run of consecutive head dims, so each K row is one coalesced
 // warp request of one vector load per lane, made once per KV head rather
@@ -12,6 +13,13 @@
 // unnormalised P.V) per query head to the workspace and phase 2, grid
 // (sequence, query head), merges the partitions with the usual log-sum-exp
 // rescaling. Long contexts thus spread over many SMs even at batch 1.
+//
+// At batch 1 and short contexts a launch is a handful of blocks, so its time
+// is one warp's chain of dependent steps: on an H100 (docs/benchmarks.md,
+// "GPU", 2026-12-05) the 4-warp version took 22 us per layer at a 40-token
+// context, with one warp-sum (5 dependent shuffles) per key and head in
+// sequence. Hence 8 warps (fewer keys per warp) and one interleaved
+// butterfly for all of a warp's kUnroll x kGroup scores.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -26,12 +34,12 @@
 namespace tpserve::kernels::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kPart = kDecodePartitionTokens;
 constexpr int kUnroll = 4;  // K / V rows each warp has in flight
 static_assert(kPart % kWarps == 0, "partition splits evenly over warps");
-// Query heads one block scores against each K row (registers: kMaxGroup x
+// Query heads one block scores against each K row (registers: kGroup <= kMaxGroup x
 // head_dim / 32 query values per lane); larger GQA groups take several blocks.
 constexpr int kMaxGroup = 8;
 
@@ -77,7 +85,7 @@ constexpr size_t PartitionSharedBytes() {
 }
 static_assert(PartitionSharedBytes<8>() <= 48 * 1024, "above 48 KiB would need an opt-in");
 
-template <int kDimsPerLane, typename KvT>
+template <int kDimsPerLane, int kGroup, typename KvT>
 __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT> a) {
   float* smem = DynamicSharedMemory<float>();
   auto s_scores = reinterpret_cast<float(*)[kPart]>(smem);
@@ -87,7 +95,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   const int chunks = GroupChunks(a.group);
   const int kv_head = blockIdx.x / chunks;
   const int head0 = kv_head * a.group + (blockIdx.x % chunks) * kMaxGroup;
-  const int heads = min(kMaxGroup, (kv_head + 1) * a.group - head0);  // block-uniform
+  const int heads = min(kGroup, (kv_head + 1) * a.group - head0);  // block-uniform
   const int seq = blockIdx.y;
   const int part = blockIdx.z;
   const int lane = threadIdx.x & 31;
@@ -112,10 +120,12 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   }
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
 
-  float q[kMaxGroup][kDimsPerLane];
+  // Slots g >= heads hold zeros: their scores are computed (0) and never
+  // written out, which keeps every loop over g a compile-time one.
+  float q[kGroup][kDimsPerLane];
   const float* qrow = a.q + a.cu_q_lens[seq] * a.q_stride + static_cast<int64_t>(head0) * hd;
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kGroup; ++g) {
 #pragma unroll
     for (int i = 0; i < kDimsPerLane; ++i) {
       const int d = lane * kDimsPerLane + i;
@@ -126,10 +136,12 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   // Scores: warp w takes keys w, w + kWarps, ..., kUnroll of them at a time
   // with every K row loaded before the first reduction, so each warp keeps
   // kUnroll rows in flight; each row is scored against every head of the
-  // group.
-  float local_max[kMaxGroup];
+  // group, and the kUnroll x kGroup warp sums run as one butterfly (the
+  // same xor order as WarpSum, so the same bits) whose shuffles are
+  // independent of each other.
+  float local_max[kGroup];
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) local_max[g] = -INFINITY;
+  for (int g = 0; g < kGroup; ++g) local_max[g] = -INFINITY;
   for (int j0 = warp; j0 < keys; j0 += kWarps * kUnroll) {
     int64_t off[kUnroll];
     float kx[kUnroll][kDimsPerLane];
@@ -144,20 +156,31 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
         for (int i = 0; i < kDimsPerLane; ++i) kx[u][i] = 0.0f;
       }
     }
+    float dot[kUnroll][kGroup];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) {
+        dot[u][g] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) dot[u][g] = fmaf(q[g][i], kx[u][i], dot[u][g]);
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) dot[u][g] += __shfl_xor_sync(0xffffffffu, dot[u][g], o);
+      }
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kWarps;
       if (j >= keys) break;  // warp-uniform
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g >= heads) break;  // block-uniform
-        float s = -INFINITY;    // masked key (bad block id)
-        if (off[u] >= 0) {
-          s = 0.0f;
-#pragma unroll
-          for (int i = 0; i < kDimsPerLane; ++i) s = fmaf(q[g][i], kx[u][i], s);
-          s = WarpSum(s);
-        }
+      for (int g = 0; g < kGroup; ++g) {
+        const float s = off[u] >= 0 ? dot[u][g] : -INFINITY;  // -inf: masked key (bad block id)
         if (lane == 0) s_scores[g][j] = s;
         local_max[g] = fmaxf(local_max[g], s);
       }
@@ -168,12 +191,12 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   __syncthreads();
   if (lane == 0) {
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) s_warp[warp][g] = local_max[g];
+    for (int g = 0; g < kGroup; ++g) s_warp[warp][g] = local_max[g];
   }
   __syncthreads();
-  float m[kMaxGroup];
+  float m[kGroup];
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kGroup; ++g) {
     m[g] = -INFINITY;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) m[g] = fmaxf(m[g], s_warp[w][g]);
@@ -181,10 +204,10 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   __syncthreads();  // s_warp is reused for the sums below
 
   // P.V: warp w accumulates its keys for every head; lanes own head dims.
-  float acc[kMaxGroup][kDimsPerLane];
-  float sum[kMaxGroup];
+  float acc[kGroup][kDimsPerLane];
+  float sum[kGroup];
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kGroup; ++g) {
     sum[g] = 0.0f;
 #pragma unroll
     for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] = 0.0f;
@@ -209,8 +232,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
       if (off[u] < 0) continue;  // warp-uniform
       const int j = j0 + u * kWarps;
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g >= heads) break;
+      for (int g = 0; g < kGroup; ++g) {
         const float p = expf(s_scores[g][j] - m[g]);
         sum[g] += p;
 #pragma unroll
@@ -221,10 +243,10 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   // sum is identical across the lanes of a warp: lane 0 publishes it.
   if (lane == 0) {
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) s_warp[warp][g] = sum[g];
+    for (int g = 0; g < kGroup; ++g) s_warp[warp][g] = sum[g];
   }
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kGroup; ++g) {
     if (g >= heads) break;  // block-uniform
 #pragma unroll
     for (int i = 0; i < kDimsPerLane; ++i) s_acc[warp][lane * kDimsPerLane + i] = acc[g][i];
@@ -277,13 +299,29 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs<KvT> a)
   }
 }
 
-template <int kDimsPerLane, typename KvT>
-absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+template <int kDimsPerLane, int kGroup, typename KvT>
+absl::Status LaunchPartitions(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
   constexpr size_t smem = PartitionSharedBytes<kDimsPerLane>();
-  DecodePartitionKernel<kDimsPerLane, KvT>
+  DecodePartitionKernel<kDimsPerLane, kGroup, KvT>
       <<<dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads, smem,
          s>>>(a);
-  if (absl::Status st = LaunchStatus("DecodePartitionKernel"); !st.ok()) return st;
+  return LaunchStatus("DecodePartitionKernel");
+}
+
+// kGroup: the heads per block (a group, or kMaxGroup of a larger one)
+// rounded up to 1, 2, 4 or 8.
+template <int kDimsPerLane, typename KvT>
+absl::Status LaunchPartitionsForGroup(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+  const int heads = a.group < kMaxGroup ? a.group : kMaxGroup;
+  if (heads == 1) return LaunchPartitions<kDimsPerLane, 1>(a, num_seqs, s);
+  if (heads == 2) return LaunchPartitions<kDimsPerLane, 2>(a, num_seqs, s);
+  if (heads <= 4) return LaunchPartitions<kDimsPerLane, 4>(a, num_seqs, s);
+  return LaunchPartitions<kDimsPerLane, kMaxGroup>(a, num_seqs, s);
+}
+
+template <int kDimsPerLane, typename KvT>
+absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+  if (absl::Status st = LaunchPartitionsForGroup<kDimsPerLane>(a, num_seqs, s); !st.ok()) return st;
   if (a.partial == nullptr) return absl::OkStatus();
   DecodeMergeKernel<KvT><<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);
   return LaunchStatus("DecodeMergeKernel");
