@@ -13,8 +13,9 @@
 # vLLM runs as its CPU installation guide asks for its best speed: tcmalloc
 # and Intel OpenMP preloaded, its KV cache VLLM_CPU_KVCACHE_SPACE GiB; it
 # decides its own thread count (it logs it: on 2 cores it keeps one for the
-# API server) unless OMP_NUM_THREADS is set, which it then uses. tpserve gets THREADS compute threads (default 2) and the
-# router flags in ROUTER_ARGS (e.g. "--target_step_latency=100ms").
+# API server) unless OMP_NUM_THREADS is set, which it then uses. tpserve
+# gets THREADS compute threads (default 2) and the router flags in
+# ROUTER_ARGS (e.g. "--target_step_latency=100ms").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
