@@ -6,8 +6,8 @@ the client's HTTP/2 flow-control window; their KV blocks are freed.
 "Not slowed" is measured against the same load with 8 clients that do read:
 both are a batch of 9 for the step loop, so a slow reader that stalled the
 loop (or its memory) would show as a lower rate for the other client. After
-the 8 are cancelled the other client's rate is back within 10 % of its rate
-alone. The slow client asks for a small receive window (1 KiB lookahead, no
+the 8 are cancelled the other client's rate is nearer its rate alone than
+its rate beside them. The slow client asks for a small receive window (1 KiB lookahead, no
 BDP growth) so the bound is reached within a few hundred tokens."""
 import threading
 import time
@@ -104,9 +104,13 @@ class SlowReaderTest(unittest.TestCase):
                   f"all cancelled {cancelled_at:.1f} s after the measurement")
             self.assertGreaterEqual(with_slow, 0.9 * with_readers)
             # Recovery, not a rate comparison: a loop still serving the
-            # cancelled streams runs at ~1/8 of `alone`; the wider bound keeps
-            # other load on the machine from failing it.
-            self.assertGreaterEqual(after, 0.75 * alone)
+            # cancelled streams would decode at about `with_slow` (a batch of
+            # 9: ~1/7 of `alone` on a 2-core machine, 18.7 against 128 in one
+            # run), a recovered one at about `alone`. So `after` must lie
+            # nearer `alone` than `with_slow`. A fixed 0.75 x `alone` failed 2
+            # of 6 runs on a 2-core machine (after 106-108 against alone
+            # 155-166) that had recovered all the same.
+            self.assertGreater(after, (alone + with_slow) / 2)
 
             # Read now: each stream ends RESOURCE_EXHAUSTED before max_tokens.
             for call in calls:
