@@ -399,6 +399,9 @@ void GemmArgsList(benchmark::internal::Benchmark* b) {
   const int bf16 = static_cast<int>(DType::kBF16);
   b->Args({1536, 576, bf16, 1, 16, 0});
   b->Args({1536, 576, bf16, 1, 512, 0});
+  b->Args({576, 1536, bf16, 1, 16, 0});
+  b->Args({576, 1536, bf16, 1, 512, 0});
+  b->Args({1536, 576, bf16, 2, 512, 0});
 }
 
 // The row-parallel shapes (O: 576 x 576, down: 576 x 1536) both ways.
