@@ -1,17 +1,19 @@
 // GEMM on F32/F16/BF16 weights with 16-lane f32 FMA (AVX-512F), chosen by
 // gemm.cc from Isa::kAvxVnni up on CPUs with AVX-512 (isa.h HasAvx512).
-// Weights are widened to f32 as loaded (BF16: zero-extend and shift; F16:
-// vcvtph2ps), activations stay f32: the same products as the 8-lane AVX2
-// kernel, summed in another order. (vdpbf16ps, which would take bf16
-// activations, ran at a third of the FMA rate on the Xeon of docs/benchmarks.md
-// "F32/F16/BF16 weights on AVX-512": 0.88 vs 3.79 G instructions/s.)
+// Weights are widened to f32 (BF16: zero-extend and shift; F16: vcvtph2ps),
+// activations stay f32: the same products as the 8-lane AVX2 kernel, summed
+// in another order. (vdpbf16ps, which would take bf16 activations, has half
+// the FMA's flop rate on this project's Xeons: 1.6 G instructions/s = 102
+// GFLOP/s against 6.3 G vfmadd231ps/s = 200 GFLOP/s on one idle core,
+// 2026-12-05.)
 //
 // Arithmetic, the same for every m (batch invariance): output (i, j) keeps one
 // 16-lane accumulator over k in steps of 16 (the last step masked), then y =
 // its lanes summed through one fixed tree (Reduce4) + bias. GEMV (m = 1)
-// takes 4 weight rows at a time with software prefetch; GEMM takes tiles of 4
-// activation rows x 4 weight rows (16 accumulators) over L2-sized panels of
-// activation rows.
+// takes 4 weight rows at a time with software prefetch; up to m = 16, tiles of
+// up to 6 activation rows x 4 weight rows convert the weights in registers;
+// above, blocks of weight rows are widened into an f32 buffer once per panel
+// of activation rows.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -83,7 +85,8 @@ inline void TileCore(const GemmArgs& a, int64_t j0, int count, int i0, LoadW loa
   const __m512 z = _mm512_setzero_ps();
 #define TPSERVE_ACC(i) __m512 c##i##0 = z, c##i##1 = z, c##i##2 = z, c##i##3 = z;
   TPSERVE_ACC(0)
-  TPSERVE_ACC(1) TPSERVE_ACC(2) TPSERVE_ACC(3) TPSERVE_ACC(4) TPSERVE_ACC(5)
+  TPSERVE_ACC(1)
+  TPSERVE_ACC(2) TPSERVE_ACC(3) TPSERVE_ACC(4) TPSERVE_ACC(5)
 #undef TPSERVE_ACC
       for (int kk = 0; kk < a.k; kk += 16) {
     const __mmask16 mask =
@@ -167,11 +170,27 @@ void WidenRows(const GemmArgs& a, int64_t j0, int rows, float* out, int64_t stri
 template <DType T>
 void GemmTileT(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
   auto count = [&](int64_t j) { return static_cast<int>(std::min<int64_t>(4, n_end - j)); };
-  if (a.m == 1) {
-    for (int64_t j = n_begin; j < n_end; j += 4) Tile<T, 1>(a, j, count(j), 0);
+  // Up to 16 rows (decode batches) each group of 4 weight rows is converted
+  // in registers and stays in L1 for the row tiles: 71-76 GFLOP/s at m = 16
+  // against 61-65 through the widened blocks below, equal at m = 32, slower
+  // at 64 and above (kernels_bench, bf16, 1 thread, 2026-12-05).
+  if (a.m <= 16) {
+    for (int64_t j = n_begin; j < n_end; j += 4) {
+      int i = 0;
+      for (; i + 6 <= a.m; i += 6) Tile<T, 6>(a, j, count(j), i);
+      if (i + 4 <= a.m) {
+        Tile<T, 4>(a, j, count(j), i);
+        i += 4;
+      }
+      if (i + 2 <= a.m) {
+        Tile<T, 2>(a, j, count(j), i);
+        i += 2;
+      }
+      if (i < a.m) Tile<T, 1>(a, j, count(j), i);
+    }
     return;
   }
-  // m >= 2: blocks of kBlockRows weight rows are widened to f32 once per
+  // m > 16: blocks of kBlockRows weight rows are widened to f32 once per
   // panel of activation rows (F32 rows are used in place), so the FMA ports
   // do no conversions in the tiles; tiles of 6 activation rows x 4 weight
   // rows (24 accumulators). Panels of ~256 KiB of activations stay in L2,

@@ -91,13 +91,15 @@ TEST_P(GemmTest, MatchesReference) {
   ScopedIsaForTesting force(isa);
   Rng rng(1234 + static_cast<int>(dtype));
   ThreadPool pool(3);
-  // The last shape spans two activation panels of the AVX2 kernel (~256 KiB).
+  // {130, 5, 577} spans two activation panels of the AVX2 and AVX-512
+  // kernels (~256 KiB); {16, 37, 577} is the AVX-512 float kernel's largest
+  // m with weights converted in registers (tiles of 6, 6 and 4 rows).
   const std::vector<Shape> shapes =
       IsQuantized(dtype)
           ? std::vector<Shape>{{1, 1, 32},   {1, 13, 96}, {3, 7, 64},    {5, 33, 576},
                                {17, 9, 160}, {4, 6, 32},  {150, 5, 1536}}
-          : std::vector<Shape>{{1, 1, 1},   {1, 13, 37}, {3, 7, 64},   {5, 33, 577},
-                               {17, 9, 15}, {4, 6, 8},   {130, 5, 577}};
+          : std::vector<Shape>{{1, 1, 1},   {1, 13, 37}, {3, 7, 64},    {5, 33, 577},
+                               {17, 9, 15}, {4, 6, 8},   {130, 5, 577}, {16, 37, 577}};
   for (const Shape& s : shapes) {
     for (bool with_bias : {false, true}) {
       for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {

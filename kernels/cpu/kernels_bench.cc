@@ -402,6 +402,8 @@ void GemmArgsList(benchmark::internal::Benchmark* b) {
   b->Args({576, 1536, bf16, 1, 16, 0});
   b->Args({576, 1536, bf16, 1, 512, 0});
   b->Args({1536, 576, bf16, 2, 512, 0});
+  b->Args({1536, 576, bf16, 1, 32, 0});
+  b->Args({1536, 576, bf16, 1, 64, 0});
 }
 
 // The row-parallel shapes (O: 576 x 576, down: 576 x 1536) both ways.
