@@ -205,8 +205,15 @@ TEST_P(PagedAttentionTest, MatchesDenseCausalAttention) {
   const std::vector<Seq> seqs = {{0, 7}, {13, 1}, {21, 9}, {0, 1}, {40, 1}};
   for (DType kv : {DType::kF32, DType::kBF16}) {
     Rng rng(11);
-    for (const Case& c : std::vector<Case>{
-             {4, 4, 64, 16}, {9, 3, 64, 16}, {12, 3, 24, 5}, {8, 2, 40, 7}, {3, 1, 17, 1}}) {
+    for (const Case& c : std::vector<Case>{{4, 4, 64, 16},
+                                           {9, 3, 64, 16},
+                                           {12, 3, 24, 5},
+                                           {8, 2, 40, 7},
+                                           {3, 1, 17, 1},
+                                           // 8 and 5 query heads per KV head: the AVX-512 build
+                                           // takes up to 4 at a time (4 + 4, 4 + 1).
+                                           {16, 2, 32, 16},
+                                           {10, 2, 48, 8}}) {
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool_}) {
         CheckAgainstDense(seqs, c, pool, rng, kv);
       }
