@@ -1,6 +1,7 @@
 // cpu::Gemm / cpu::GemmMulti: validation, activation quantization, ISA
 // dispatch and threading around the tile kernels (gemm_portable.cc,
-// gemm_x86_impl.inc, gemm_amx.cc, gemm_float_avx512.cc; partition-invariant y_fixed output:
+// gemm_x86_impl.inc, gemm_amx.cc, gemm_float_avx512.cc, gemm_quant_avx512.cc;
+// partition-invariant y_fixed output:
 // gemm_fixed_portable.cc, gemm_fixed_x86_impl.inc).
 #include <algorithm>
 #include <cstdint>
@@ -75,6 +76,10 @@ void RunTile(Isa isa, const GemmArgs& a, int64_t begin, int64_t end) {
         portable::GemmTileFixed(a, begin, end);
         break;
     }
+    return;
+  }
+  if (isa == Isa::kAvxVnni && IsQuantized(a.w_dtype) && HasAvx512Vnni()) {
+    avx512::GemmTileQuant(a, begin, end);
     return;
   }
   if (isa >= Isa::kAvxVnni && !IsQuantized(a.w_dtype) && HasAvx512()) {

@@ -84,6 +84,18 @@ bool HasAvx512() {
 #endif
 }
 
+bool HasAvx512Vnni() {
+#if defined(__x86_64__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return HasAvx512() && __builtin_cpu_supports("avx512vnni");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 Isa ActiveIsa() {
   static const Isa default_isa = DefaultIsa();
   const int o = g_override.load(std::memory_order_relaxed);

@@ -13,7 +13,9 @@
 // reverse): PagedAttention and the GEMM on F32/F16/BF16 weights run their
 // AVX-512F/BW/VL builds when the active level is kAvxVnni or higher and
 // HasAvx512(), so TPSERVE_CPU_ISA=avx2 (or a test forcing kAvx2) selects
-// their AVX2 builds on the same CPU.
+// their AVX2 builds on the same CPU. At kAvxVnni the quantized GEMM for m >= 2
+// runs its 512-bit build where HasAvx512Vnni() (the same bits as the 256-bit
+// one; at kAmx the AMX kernel takes it).
 //
 //   if (ActiveIsa() >= Isa::kAvx2) avx2::Kernel(args); else portable::Kernel(args);
 //
@@ -30,6 +32,9 @@ Isa DetectedIsa();
 
 // Whether this CPU has AVX-512F, BW and VL (cached).
 bool HasAvx512();
+
+// HasAvx512() and AVX-512 VNNI (cached).
+bool HasAvx512Vnni();
 
 // What the launchers use: DetectedIsa(), capped by the environment variable
 // TPSERVE_CPU_ISA=portable|avx2|avxvnni|amx if set, unless a test overrides it.
