@@ -160,7 +160,10 @@ INSTANTIATE_TEST_SUITE_P(
 // The x86 variants quantize activations exactly as the portable one and
 // take the same integer dot products; only f32 summation order differs from
 // portable. AVX-VNNI's vpdpbusd gives the same integers as maddubs + madd
-// in the same order, so it must match AVX2 bit for bit.
+// in the same order, so it must match AVX2 bit for bit; so must the 512-bit
+// build that takes m >= 2 at kAvxVnni on CPUs with AVX-512 VNNI (m = 6 here,
+// its 4-row tiles on 48 of the 50 weight rows and the 256-bit kernel on the
+// last 2).
 TEST(GemmIsaParity, X86VariantsMatchPortable) {
   if (DetectedIsa() < Isa::kAvx2) GTEST_SKIP() << "skipped: CPU has no AVX2";
   Rng rng(7);
