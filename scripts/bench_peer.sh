@@ -18,8 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-# Pinned from the measurement in docs/benchmarks.md ("Which llama.cpp").
-VER=${LLAMACPP_BENCH_VER:-0.3.8}
+# Pinned per CPU from the measurements in docs/benchmarks.md ("Which
+# llama.cpp"): with AMX, 0.3.8 (0.3.36's native AMX path crashes there);
+# without, 0.3.36 (15-20% faster than 0.3.8 on pp512 and tg64).
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then DEFAULT_VER=0.3.8; else DEFAULT_VER=0.3.36; fi
+VER=${LLAMACPP_BENCH_VER:-$DEFAULT_VER}
 NATIVE=${LLAMACPP_BENCH_NATIVE:-ON}
 LINK=${LLAMACPP_BENCH_LINK:-1}
 CACHE=${TPSERVE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/tpserve}
