@@ -54,6 +54,11 @@ inline __m512 LoadW16(const uint8_t* p, int kk, __mmask16 mask) {
   }
 }
 
+// Lanes [0, left) of 16, all of them from left = 16 up.
+inline __mmask16 TailMask(int left) {
+  return left >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << left) - 1);
+}
+
 // v's 16 lanes as 8: lane i plus lane i + 8.
 inline __m256 AddHalves(__m512 v) {
   const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
@@ -83,14 +88,16 @@ inline void TileCore(const GemmArgs& a, int64_t j0, int count, int i0, LoadW loa
   const float* x[MR];
   for (int ii = 0; ii < MR; ++ii) x[ii] = a.x + (i0 + ii) * a.x_stride;
   const __m512 z = _mm512_setzero_ps();
-#define TPSERVE_ACC(i) __m512 c##i##0 = z, c##i##1 = z, c##i##2 = z, c##i##3 = z;
-  TPSERVE_ACC(0)
-  TPSERVE_ACC(1)
-  TPSERVE_ACC(2) TPSERVE_ACC(3) TPSERVE_ACC(4) TPSERVE_ACC(5)
+#define TPSERVE_ACC(i) __m512 c##i##0 = z, c##i##1 = z, c##i##2 = z, c##i##3 = z
+  TPSERVE_ACC(0);
+  TPSERVE_ACC(1);
+  TPSERVE_ACC(2);
+  TPSERVE_ACC(3);
+  TPSERVE_ACC(4);
+  TPSERVE_ACC(5);
 #undef TPSERVE_ACC
-      for (int kk = 0; kk < a.k; kk += 16) {
-    const __mmask16 mask =
-        a.k - kk >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (a.k - kk)) - 1);
+  for (int kk = 0; kk < a.k; kk += 16) {
+    const __mmask16 mask = TailMask(a.k - kk);
     __m512 w0, w1, w2, w3;
     load_w(kk, mask, w0, w1, w2, w3);
 #define TPSERVE_ROW(i)                                        \
@@ -157,8 +164,7 @@ void WidenRows(const GemmArgs& a, int64_t j0, int rows, float* out, int64_t stri
     const uint8_t* p = a.w + (j0 + r) * a.row_bytes;
     float* o = out + r * stride;
     for (int kk = 0; kk < a.k; kk += 16) {
-      const __mmask16 mask =
-          a.k - kk >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (a.k - kk)) - 1);
+      const __mmask16 mask = TailMask(a.k - kk);
       // The block's rows are contiguous: fetch 8 KiB ahead.
       if (kk % 32 == 0)
         _mm_prefetch(reinterpret_cast<const char*>(p + (8 << 10) + 2 * kk), _MM_HINT_T0);

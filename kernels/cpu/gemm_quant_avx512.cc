@@ -39,21 +39,7 @@ void GemmTileQuant(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
 namespace tpserve::kernels::cpu::avx512 {
 namespace {
 
-// The 8 lanes summed as gemm_x86_impl.inc's HSum does: halves, then pairs,
-// then the last two.
-inline float HSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// A Q4 accumulator: lanes 4..7 hold 16x their dot products (the high nibbles
-// are used in place, gemm_x86_impl.inc kHighNibbleScaled), undone here as
-// there.
-inline float HSumQ4(__m256 v) {
-  return HSum(_mm256_mul_ps(v, _mm256_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f)));
-}
+#include "kernels/cpu/gemm_x86_sums.inc"
 
 // Block b's quants of two weight rows, unsigned for vpdpbusd where Q4: per
 // row the 256 bits gemm_x86_impl.inc's UnpackNibbles gives (its 16 bytes in
@@ -102,7 +88,7 @@ inline void StoreRow(const GemmArgs& a, int64_t j0, int i, __m512 c01, __m512 c2
                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c23), 1))};
   float* y = a.y + i * a.y_stride + j0;
   for (int r = 0; r < 4; ++r) {
-    float v = T == DType::kQ8_0 ? HSum(acc[r]) : HSumQ4(acc[r]);
+    float v = T == DType::kQ8_0 ? HSum(acc[r]) : HSumHighNibblesScaled(acc[r]);
     if constexpr (T == DType::kQ4_0) v -= 8.0f * off[2 * r + 1];
     if constexpr (T == DType::kQ4_1) v += off[2 * r + 1];
     if (a.bias != nullptr) v += a.bias[j0 + r];
