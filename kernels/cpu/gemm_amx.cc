@@ -4,19 +4,11 @@
 // F32/F16/BF16 weights and the partition-invariant y_fixed output use the
 // AVX-VNNI kernels.
 //
-// Arithmetic (one rounding sequence for every m, so a row's output does not
-// depend on the batch): for output (i, j), over the 32-value blocks b in order,
-//   acc = fma(float(isum_ijb), d_wjb * d_xib, acc)       isum exact in int32
-//   acc = fma(off_jb, xsum_ib, acc)                       Q4_1: off = m_w;
-//                                                         Q4_0: off = -8 d_w
-// then y = acc + bias. GEMM (m >= 2) computes isum on AMX tiles, 16 activation
-// rows x 16 weight rows per tile pair, and scales with AVX-512 (one lane per
-// weight row); GEMV (m = 1) computes it with vpdpbusd on 8 weight rows at once
-// (one lane per weight row again), so both give the same bits.
-//
-// Tile data layout of one block for 16 weight rows (PackedBlock): AMX's B
-// operand holds K in groups of 4 bytes per column ("VNNI layout"): row r,
-// column j, byte q = w_j[4r + q]. Weights are packed per 16-row group and
+// Arithmetic: gemm_packed_x86.inc (shared with the AVX-512 VNNI kernel, so
+// both give the same bits). GEMM (m >= 2) computes the block dots on AMX
+// tiles, 16 activation rows x 16 weight rows per tile pair, from the packed
+// weights (PackGroup), and scales them with AVX-512, one lane per weight row;
+// GEMV (m = 1) is the shared one. Weights are packed per 16-row group and
 // reused across all m / 16 activation tiles.
 #include <algorithm>
 #include <cstdint>
@@ -37,7 +29,7 @@ void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
 #include <immintrin.h>
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (`__m512i __Y =
 // __Y`), which -Wmaybe-uninitialized reports once inlined here.
 #pragma GCC diagnostic push
@@ -46,6 +38,8 @@ void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
 
 namespace tpserve::kernels::cpu::amx {
 namespace {
+
+#include "kernels/cpu/gemm_packed_x86.inc"
 
 // Tile registers: C (16 x 16 int32), A (16 activation rows x 32 int8), B (8 x
 // 64 bytes: 32 K values of 16 weight rows). Two sets, so that the tile unit
@@ -68,64 +62,6 @@ TileConfig MakeTileConfig() {
   return c;
 }
 
-// One quantization block of 16 weight rows, as the tiles and the scaling
-// step read it.
-struct alignas(64) PackedBlock {
-  uint8_t b[8][64];  // B tile, VNNI layout (Q4: unsigned nibbles, Q8_0: int8)
-  float d[16];       // d_w
-  float off[16];     // Q4_1: m_w, Q4_0: -8 d_w, Q8_0: unused
-};
-static_assert(sizeof(PackedBlock) == 640, "PackedBlock is 10 cache lines");
-
-// Byte offsets of up to 16 consecutive weight rows; rows past `count` repeat
-// the last one (their results are never stored).
-__m512i RowOffsets(int64_t row_bytes, int count) {
-  alignas(64) int32_t o[16];
-  for (int r = 0; r < 16; ++r) o[r] = static_cast<int32_t>(std::min(r, count - 1) * row_bytes);
-  return _mm512_load_si512(o);
-}
-
-// The two f16 of each gathered header dword as f32: low (d) and high (m).
-inline __m512 LowHalfToF32(__m512i h) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)); }
-inline __m512 HighHalfToF32(__m512i h) {
-  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16)));
-}
-
-template <DType T>
-void PackGroup(const GemmArgs& a, int64_t j0, int count, PackedBlock* out) {
-  constexpr int64_t kBlockBytes = BlockBytes(T);
-  constexpr int kQuantOffset = T == DType::kQ4_1 ? 4 : 2;
-  const int nb = a.k / 32;
-  const __m512i rows = RowOffsets(a.row_bytes, count);
-  const uint8_t* w0 = a.w + j0 * a.row_bytes;
-  for (int b = 0; b < nb; ++b) {
-    const uint8_t* base = w0 + b * kBlockBytes;
-    PackedBlock& p = out[b];
-    const __m512i hdr = _mm512_i32gather_epi32(rows, base, 1);
-    const __m512 d = LowHalfToF32(hdr);
-    _mm512_store_ps(p.d, d);
-    if constexpr (T == DType::kQ4_1) _mm512_store_ps(p.off, HighHalfToF32(hdr));
-    if constexpr (T == DType::kQ4_0) _mm512_store_ps(p.off, _mm512_mul_ps(d, _mm512_set1_ps(-8)));
-    if constexpr (T == DType::kQ8_0) {
-      for (int r = 0; r < 8; ++r) {
-        _mm512_store_si512(p.b[r], _mm512_i32gather_epi32(rows, base + kQuantOffset + 4 * r, 1));
-      }
-    } else {
-      // Values 4r..4r+3 are the low nibbles of bytes 4r..4r+3, values
-      // 16+4r.. their high nibbles.
-      const __m512i lo4 = _mm512_set1_epi8(0x0F);
-      for (int r = 0; r < 4; ++r) {
-        const __m512i g = _mm512_i32gather_epi32(rows, base + kQuantOffset + 4 * r, 1);
-        _mm512_store_si512(p.b[r], _mm512_and_si512(g, lo4));
-        _mm512_store_si512(p.b[r + 4], _mm512_and_si512(_mm512_srli_epi32(g, 4), lo4));
-      }
-    }
-  }
-  // The tile loads are asm the compiler cannot see read memory: keep the
-  // packing stores before them.
-  asm volatile("" ::: "memory");
-}
-
 // acc[ii] (16 weight rows) += block b's contribution to activation row ii.
 template <DType T>
 inline void ScaleBlock(__m512 (&acc)[kTileRows], const int32_t (&c)[kTileRows][16],
@@ -145,9 +81,6 @@ inline void ScaleBlock(__m512 (&acc)[kTileRows], const int32_t (&c)[kTileRows][1
 // y rows [i0, i0 + rows) x weight rows [j0, j0 + count) from acc.
 inline void StoreRows(const GemmArgs& a, const __m512 (&acc)[kTileRows], int i0, int rows,
                       int64_t j0, int count) {
-  const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1);
-  const __m512 bias =
-      a.bias != nullptr ? _mm512_maskz_loadu_ps(mask, a.bias + j0) : _mm512_setzero_ps();
   // Fully unrolled: constant indices keep acc in registers (a loop to `rows`
   // forced the whole array to the stack: Q4_1 m = 512, 1 thread, 400 -> 500
   // GFLOP/s per CPU second). Overlapping the next blocks' tile products with
@@ -155,9 +88,7 @@ inline void StoreRows(const GemmArgs& a, const __m512 (&acc)[kTileRows], int i0,
 #pragma GCC unroll 16
   for (int ii = 0; ii < kTileRows; ++ii) {
     if (ii >= rows) break;
-    __m512 v = acc[ii];
-    if (a.bias != nullptr) v = _mm512_add_ps(v, bias);
-    _mm512_mask_storeu_ps(a.y + (i0 + ii) * a.y_stride + j0, mask, v);
+    StorePackedRow(a, acc[ii], i0 + ii, j0, count);
   }
 }
 
@@ -220,6 +151,9 @@ void GemmTiles(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
   for (int64_t j0 = n_begin; j0 < n_end; j0 += 16) {
     const int count = static_cast<int>(std::min<int64_t>(16, n_end - j0));
     PackGroup<T>(a, j0, count, packed.data());
+    // The tile loads are asm the compiler cannot see read memory: keep the
+    // packing stores before them.
+    asm volatile("" ::: "memory");
     GemmGroup<T>(a, packed.data(), j0, count);
   }
   // Back to the init state: the kernel then skips the 8 KiB of tile data on
@@ -227,82 +161,10 @@ void GemmTiles(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
   _tile_release();
 }
 
-// GEMV: 8 weight rows per step, one lane each; the 8 rows' vpdpbusd partial
-// sums are reduced to one exact int32 per row with a tree of horizontal adds.
-inline __m256i Dot8(__m256i u, __m256i s) {
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
-}
-
-// Lane r of the result = sum of the 8 lanes of v[r].
-inline __m256i ReduceRows(const __m256i (&v)[8]) {
-  const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]);
-  const __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
-  const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]);
-  const __m256i h67 = _mm256_hadd_epi32(v[6], v[7]);
-  const __m256i g0 = _mm256_hadd_epi32(h01, h23);  // rows 0-3 | rows 0-3 (upper lanes)
-  const __m256i g1 = _mm256_hadd_epi32(h45, h67);  // rows 4-7 | rows 4-7
-  return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20),
-                          _mm256_permute2x128_si256(g0, g1, 0x31));
-}
-
-template <DType T>
-void Gemv8(const GemmArgs& a, int64_t j0, int count) {
-  constexpr int64_t kBlockBytes = BlockBytes(T);
-  constexpr int kQuantOffset = T == DType::kQ4_1 ? 4 : 2;
-  const int nb = a.k / 32;
-  const int64_t rb = a.row_bytes;
-  const __m256i rows = _mm512_castsi512_si256(RowOffsets(rb, count));
-  const uint8_t* wr[8];
-  for (int r = 0; r < 8; ++r) wr[r] = a.w + (j0 + std::min(r, count - 1)) * rb;
-  __m256 acc = _mm256_setzero_ps();
-  // Prefetch the group's bytes 12 KiB ahead, as the AVX2 GEMV does (the 8
-  // interleaved rows defeat the hardware prefetchers).
-  constexpr int64_t kPrefetchBytes = 12 << 10;
-  const uint8_t* pf = wr[0] + kPrefetchBytes;
-  for (int b = 0; b < nb; ++b) {
-    for (int64_t o = 0; o < 8 * kBlockBytes; o += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf + b * 8 * kBlockBytes + o), _MM_HINT_T0);
-    }
-    const ActBlock& xb = a.xq[b];
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
-    __m256i v[8];
-    for (int r = 0; r < 8; ++r) {
-      const uint8_t* q = wr[r] + b * kBlockBytes + kQuantOffset;
-      if constexpr (T == DType::kQ8_0) {
-        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-        v[r] = Dot8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-      } else {
-        const __m256i bytes =
-            _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-        const __m256i nib = _mm256_and_si256(
-            _mm256_srlv_epi64(bytes, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0xF));
-        v[r] = Dot8(nib, xv);
-      }
-    }
-    const __m256 isum = _mm256_cvtepi32_ps(ReduceRows(v));
-    const __m256i hdr =
-        _mm256_i32gather_epi32(reinterpret_cast<const int*>(wr[0] + b * kBlockBytes), rows, 1);
-    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(hdr));
-    acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc);
-    if constexpr (T == DType::kQ4_1) {
-      const __m256 m = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(hdr, 16)));
-      acc = _mm256_fmadd_ps(m, _mm256_set1_ps(xb.sum), acc);
-    }
-    if constexpr (T == DType::kQ4_0) {
-      acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(-8)), _mm256_set1_ps(xb.sum), acc);
-    }
-  }
-  const __mmask8 mask = static_cast<__mmask8>((1u << count) - 1);
-  if (a.bias != nullptr) acc = _mm256_add_ps(acc, _mm256_maskz_loadu_ps(mask, a.bias + j0));
-  _mm256_mask_storeu_ps(a.y + j0, mask, acc);
-}
-
 template <DType T>
 void GemmTileT(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
   if (a.m == 1) {
-    for (int64_t j = n_begin; j < n_end; j += 8) {
-      Gemv8<T>(a, j, static_cast<int>(std::min<int64_t>(8, n_end - j)));
-    }
+    Gemv<T>(a, n_begin, n_end);
     return;
   }
   GemmTiles<T>(a, n_begin, n_end);

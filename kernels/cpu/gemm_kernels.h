@@ -110,8 +110,8 @@ void GemmTile(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 namespace avx512 {
 // F32/F16/BF16 weights with 16-lane f32 FMA (gemm_float_avx512.cc).
 void GemmTileFloat(const GemmArgs& a, int64_t n_begin, int64_t n_end);
-// Q4_0/Q4_1/Q8_0 weights with 512-bit vpdpbusd for m >= 2, the same bits as
-// avxvnni::GemmTile (gemm_quant_avx512.cc); m = 1 goes to avxvnni::GemmTile.
+// Q4_0/Q4_1/Q8_0 weights with 512-bit vpdpbusd (gemm_quant_avx512.cc), every
+// m: the AMX kernel's block-int32 arithmetic and bits (gemm_packed_x86.inc).
 void GemmTileQuant(const GemmArgs& a, int64_t n_begin, int64_t n_end);
 }  // namespace avx512
 

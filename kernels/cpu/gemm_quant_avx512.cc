@@ -1,20 +1,18 @@
-// GEMM on Q4_0 / Q4_1 / Q8_0 weights for m >= 2 with 512-bit vpdpbusd
-// (AVX-512 VNNI), chosen by gemm.cc at Isa::kAvxVnni on CPUs that have it
-// (isa.h HasAvx512Vnni); GEMV (m = 1) and the last n % 4 weight rows go to
-// the AVX-VNNI kernel (gemm_x86_impl.inc).
+// Quantized GEMM on CPUs with AVX-512 VNNI, chosen by gemm.cc at
+// Isa::kAvxVnni where HasAvx512Vnni(): the block-int32 arithmetic of
+// gemm_packed_x86.inc (the AMX kernel's, so the same bits). For m >= 2 each
+// group of 16 weight rows is packed once per call, then per block and
+// activation row eight 512-bit vpdpbusd (4 activation bytes broadcast) give
+// the 16 rows' exact block dots, one lane per weight row, and one convert and
+// two FMAs scale them. GEMV (m = 1) is the shared one.
 //
-// Same arithmetic as that kernel's QuantTile / Gemv4, lane for lane: a zmm
-// holds two of its ymm operands side by side (two weight rows' blocks, or
-// the activation block twice), so every 256-bit half computes exactly the
-// integers, products and f32 sums the AVX-VNNI kernel computes for one weight
-// row, and the same final horizontal sums give the same bits (batch
-// invariance: a row's output does not depend on m or on which kernel ran).
-// What changes is the instruction count per block and activation row: one
-// vpdpbusd, convert, scale permute and FMA for two weight rows instead of
-// two of each.
+// vpdpbusd multiplies unsigned by signed bytes: Q4 nibbles are unsigned as
+// they are; Q8_0 quants are packed as w + 128 and the block dot corrected by
+// -128 * sum(q_x), exact in int32 like the rest.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/gemm_kernels.h"
 
@@ -39,153 +37,111 @@ void GemmTileQuant(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
 namespace tpserve::kernels::cpu::avx512 {
 namespace {
 
-#include "kernels/cpu/gemm_x86_sums.inc"
+#include "kernels/cpu/gemm_packed_x86.inc"
 
-// Block b's quants of two weight rows, unsigned for vpdpbusd where Q4: per
-// row the 256 bits gemm_x86_impl.inc's UnpackNibbles gives (its 16 bytes in
-// both 128-bit lanes, masked to the low nibbles, then to the high ones).
-template <DType T>
-inline __m512i PairQuants(const uint8_t* w0, const uint8_t* w1) {
-  if constexpr (T == DType::kQ8_0) {
-    const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + 2));
-    const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + 2));
-    return _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
-  } else {
-    constexpr int kOffset = T == DType::kQ4_1 ? 4 : 2;
-    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w0 + kOffset));
-    const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w1 + kOffset));
-    const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-    const __m512i b = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3),
-                                               _mm512_castsi256_si512(q));
-    constexpr int64_t kLo = 0x0F0F0F0F0F0F0F0F;
-    constexpr int64_t kHi = static_cast<int64_t>(0xF0F0F0F0F0F0F0F0);
-    return _mm512_and_si512(b, _mm512_setr_epi64(kLo, kLo, kHi, kHi, kLo, kLo, kHi, kHi));
-  }
+// The 4 activation bytes [4r, 4r + 4) of a block in every lane.
+inline __m512i Bcast4(const ActBlock& xb, int r) {
+  int32_t v;
+  std::memcpy(&v, xb.qs + 4 * r, 4);
+  return _mm512_set1_epi32(v);
 }
 
-// Per lane the sum of 4 products weight x activation, as f32. Q8_0 weights
-// are signed: |w| times x with w's sign gives the integers of
-// gemm_x86_impl.inc's DotS8S8 (where w = 0 the product is 0 either way).
-template <DType T>
-inline __m512 Dot(__m512i w, __m512i x) {
-  if constexpr (T == DType::kQ8_0) {
-    const __m512i s = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
-    w = _mm512_abs_epi8(w);
-    x = s;
-  }
-  return _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x));
-}
-
-// Outputs (i, j0 .. j0 + 3) from Tile's accumulators: weight rows 0, 1 in
-// c01's halves, 2, 3 in c23's, their offset sums in lanes 1, 3, 5, 7 of o.
-template <DType T>
-inline void StoreRow(const GemmArgs& a, int64_t j0, int i, __m512 c01, __m512 c23, __m256 o) {
-  alignas(32) float off[8];
-  _mm256_store_ps(off, o);
-  const __m256 acc[4] = {_mm512_castps512_ps256(c01),
-                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c01), 1)),
-                         _mm512_castps512_ps256(c23),
-                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c23), 1))};
-  float* y = a.y + i * a.y_stride + j0;
-  for (int r = 0; r < 4; ++r) {
-    float v = T == DType::kQ8_0 ? HSum(acc[r]) : HSumHighNibblesScaled(acc[r]);
-    if constexpr (T == DType::kQ4_0) v -= 8.0f * off[2 * r + 1];
-    if constexpr (T == DType::kQ4_1) v += off[2 * r + 1];
-    if (a.bias != nullptr) v += a.bias[j0 + r];
-    y[r] = v;
-  }
-}
-
-// Outputs of activation rows [i0, i0 + MR) x weight rows [j0, j0 + 4).
-//
-// Per block: the 4 rows' headers [d m] (Q4_0, Q8_0: [d d]) as one f32 vector
-// times the activation header [d_x xsum] gives, in lanes 2r and 2r + 1, row
-// r's dot scale and offset term (QuantTile's products); c<i><p> holds rows 2p
-// (low half) and 2p + 1 (high half), o<i> the offset sums. Named variables,
-// not arrays: GCC 12 keeps an array of accumulators in memory and stores it
-// on every step.
+// Activation rows [i0, i0 + MR) x one packed group of 16 weight rows
+// [j0, j0 + count). Per block and row the 8 vpdpbusd form two chains (even
+// and odd groups of 4 values), added in int32: exact, so the order is free.
+// Q8_0: x_fix[i * nb + b] = -128 * sum(q_x) starts one chain. Accumulators
+// are named variables (GCC 12 keeps an array of them in memory).
 template <DType T, int MR>
-void Tile(const GemmArgs& a, int64_t j0, int i0) {
-  static_assert(MR >= 1 && MR <= 4, "up to 4 activation rows per tile");
+void PackedRows(const GemmArgs& a, const PackedBlock* packed, const int32_t* x_fix, int i0,
+                int64_t j0, int count) {
+  static_assert(MR >= 1 && MR <= 8, "up to 8 activation rows per step");
   const int nb = a.k / 32;
-  constexpr int64_t kBlockBytes = BlockBytes(T);
-  const uint8_t* w0 = a.w + j0 * a.row_bytes;
-  const int64_t rb = a.row_bytes;
-  const ActBlock* x[MR];
-  for (int ii = 0; ii < MR; ++ii) x[ii] = a.xq + int64_t{i0 + ii} * nb;
-  const __m512i scale0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-  const __m512i scale1 = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
+  const ActBlock* x = a.xq + int64_t{i0} * nb;
+  if constexpr (T == DType::kQ8_0) x_fix += int64_t{i0} * nb;
   const __m512 z = _mm512_setzero_ps();
-  const __m256 z8 = _mm256_setzero_ps();
-  __m512 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
-  __m256 o0 = z8, o1 = z8, o2 = z8, o3 = z8;
+  const __m512i zi = _mm512_setzero_si512();
+  __m512 acc0 = z, acc1 = z, acc2 = z, acc3 = z, acc4 = z, acc5 = z, acc6 = z, acc7 = z;
   for (int b = 0; b < nb; ++b) {
-    const uint8_t* wb = w0 + b * kBlockBytes;
-    const __m512i q01 = PairQuants<T>(wb, wb + rb);
-    const __m512i q23 = PairQuants<T>(wb + 2 * rb, wb + 3 * rb);
-    int32_t h[4];
-    for (int r = 0; r < 4; ++r) std::memcpy(&h[r], wb + r * rb, 4);
-    __m256 wh = _mm256_cvtph_ps(_mm_setr_epi32(h[0], h[1], h[2], h[3]));
-    if constexpr (T != DType::kQ4_1) wh = _mm256_moveldup_ps(wh);
-#define TPS_ROW(i)                                                                            \
-  if constexpr (MR > i) {                                                                     \
-    const ActBlock* xb = x[i] + b;                                                            \
-    const __m256 t = _mm256_mul_ps(                                                           \
-        wh, _mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double*>(xb))));      \
-    if constexpr (T != DType::kQ8_0) o##i = _mm256_add_ps(o##i, t);                           \
-    const __m512i xv =                                                                        \
-        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs))); \
-    const __m512 t16 = _mm512_castps256_ps512(t);                                             \
-    c##i##0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(scale0, t16), Dot<T>(q01, xv), c##i##0);  \
-    c##i##1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(scale1, t16), Dot<T>(q23, xv), c##i##1);  \
+    const PackedBlock& p = packed[b];
+    const __m512i w0 = _mm512_load_si512(p.b[0]), w1 = _mm512_load_si512(p.b[1]);
+    const __m512i w2 = _mm512_load_si512(p.b[2]), w3 = _mm512_load_si512(p.b[3]);
+    const __m512i w4 = _mm512_load_si512(p.b[4]), w5 = _mm512_load_si512(p.b[5]);
+    const __m512i w6 = _mm512_load_si512(p.b[6]), w7 = _mm512_load_si512(p.b[7]);
+    const __m512 dw = _mm512_load_ps(p.d);
+    const __m512 off = _mm512_load_ps(p.off);
+#define TPS_ROW(i)                                                                     \
+  if constexpr (MR > i) {                                                              \
+    const ActBlock& xb = x[int64_t{i} * nb + b];                                       \
+    const __m512i s00 = T == DType::kQ8_0 ? _mm512_set1_epi32(x_fix[i * nb + b]) : zi; \
+    __m512i s0 = _mm512_dpbusd_epi32(s00, w0, Bcast4(xb, 0));                          \
+    __m512i s1 = _mm512_dpbusd_epi32(zi, w1, Bcast4(xb, 1));                           \
+    s0 = _mm512_dpbusd_epi32(s0, w2, Bcast4(xb, 2));                                   \
+    s1 = _mm512_dpbusd_epi32(s1, w3, Bcast4(xb, 3));                                   \
+    s0 = _mm512_dpbusd_epi32(s0, w4, Bcast4(xb, 4));                                   \
+    s1 = _mm512_dpbusd_epi32(s1, w5, Bcast4(xb, 5));                                   \
+    s0 = _mm512_dpbusd_epi32(s0, w6, Bcast4(xb, 6));                                   \
+    s1 = _mm512_dpbusd_epi32(s1, w7, Bcast4(xb, 7));                                   \
+    const __m512 isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));                  \
+    acc##i = _mm512_fmadd_ps(isum, _mm512_mul_ps(dw, _mm512_set1_ps(xb.d)), acc##i);   \
+    if constexpr (T != DType::kQ8_0) {                                                 \
+      acc##i = _mm512_fmadd_ps(off, _mm512_set1_ps(xb.sum), acc##i);                   \
+    }                                                                                  \
   }
-    TPS_ROW(0) TPS_ROW(1) TPS_ROW(2) TPS_ROW(3)
+    TPS_ROW(0) TPS_ROW(1) TPS_ROW(2) TPS_ROW(3) TPS_ROW(4) TPS_ROW(5) TPS_ROW(6) TPS_ROW(7)
 #undef TPS_ROW
   }
-  if constexpr (MR > 0) StoreRow<T>(a, j0, i0 + 0, c00, c01, o0);
-  if constexpr (MR > 1) StoreRow<T>(a, j0, i0 + 1, c10, c11, o1);
-  if constexpr (MR > 2) StoreRow<T>(a, j0, i0 + 2, c20, c21, o2);
-  if constexpr (MR > 3) StoreRow<T>(a, j0, i0 + 3, c30, c31, o3);
+  if constexpr (MR > 0) StorePackedRow(a, acc0, i0 + 0, j0, count);
+  if constexpr (MR > 1) StorePackedRow(a, acc1, i0 + 1, j0, count);
+  if constexpr (MR > 2) StorePackedRow(a, acc2, i0 + 2, j0, count);
+  if constexpr (MR > 3) StorePackedRow(a, acc3, i0 + 3, j0, count);
+  if constexpr (MR > 4) StorePackedRow(a, acc4, i0 + 4, j0, count);
+  if constexpr (MR > 5) StorePackedRow(a, acc5, i0 + 5, j0, count);
+  if constexpr (MR > 6) StorePackedRow(a, acc6, i0 + 6, j0, count);
+  if constexpr (MR > 7) StorePackedRow(a, acc7, i0 + 7, j0, count);
+}
+
+// All m rows, weight rows [n_begin, n_end): each group of 16 weight rows is
+// packed once (10 cache lines per block, L1-resident for k <= 2048) and
+// passed over every activation row.
+template <DType T>
+void PackedGemm(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
+  const int nb = a.k / 32;
+  thread_local std::vector<PackedBlock> packed;
+  if (packed.size() < static_cast<size_t>(nb)) packed.resize(nb);
+  thread_local std::vector<int32_t> x_fix;
+  if constexpr (T == DType::kQ8_0) {
+    const int64_t blocks = int64_t{a.m} * nb;
+    if (x_fix.size() < static_cast<size_t>(blocks)) x_fix.resize(blocks);
+    for (int64_t i = 0; i < blocks; ++i) {
+      int32_t sum = 0;
+      for (int8_t q : a.xq[i].qs) sum += q;
+      x_fix[i] = -128 * sum;
+    }
+  }
+  for (int64_t j0 = n_begin; j0 < n_end; j0 += 16) {
+    const int count = static_cast<int>(std::min<int64_t>(16, n_end - j0));
+    PackGroup<T, /*kBiasedQ8=*/true>(a, j0, count, packed.data());
+    const PackedBlock* p = packed.data();
+    int i = 0;
+    for (; i + 8 <= a.m; i += 8) PackedRows<T, 8>(a, p, x_fix.data(), i, j0, count);
+    if (i + 4 <= a.m) PackedRows<T, 4>(a, p, x_fix.data(), i, j0, count), i += 4;
+    if (i + 2 <= a.m) PackedRows<T, 2>(a, p, x_fix.data(), i, j0, count), i += 2;
+    if (i < a.m) PackedRows<T, 1>(a, p, x_fix.data(), i, j0, count);
+  }
 }
 
 template <DType T>
 void GemmTileT(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
-  // Panels of ~256 KiB of quantized activations stay in L2 while the chunk's
-  // weight rows pass over them; each group of 4 weight rows stays in L1.
-  constexpr int64_t kPanelBytes = 256 << 10;
-  const int64_t row_bytes = int64_t{a.k} / 32 * static_cast<int64_t>(sizeof(ActBlock));
-  const int panel = static_cast<int>(std::max<int64_t>(4, kPanelBytes / row_bytes / 4 * 4));
-  const int64_t n4 = n_begin + (n_end - n_begin) / 4 * 4;
-  for (int p0 = 0; p0 < a.m; p0 += panel) {
-    const int p1 = std::min(a.m, p0 + panel);
-    for (int64_t j = n_begin; j < n4; j += 4) {
-      int i = p0;
-      for (; i + 4 <= p1; i += 4) Tile<T, 4>(a, j, i);
-      switch (p1 - i) {
-        case 3:
-          Tile<T, 3>(a, j, i);
-          break;
-        case 2:
-          Tile<T, 2>(a, j, i);
-          break;
-        case 1:
-          Tile<T, 1>(a, j, i);
-          break;
-        default:
-          break;
-      }
-    }
+  if (a.m == 1) {
+    Gemv<T>(a, n_begin, n_end);
+  } else {
+    PackedGemm<T>(a, n_begin, n_end);
   }
-  if (n4 < n_end) avxvnni::GemmTile(a, n4, n_end);
 }
 
 }  // namespace
 
 void GemmTileQuant(const GemmArgs& a, int64_t n_begin, int64_t n_end) {
-  if (a.m < 2) {
-    avxvnni::GemmTile(a, n_begin, n_end);
-    return;
-  }
   switch (a.w_dtype) {
     case DType::kQ4_0:
       GemmTileT<DType::kQ4_0>(a, n_begin, n_end);

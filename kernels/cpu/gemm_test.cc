@@ -3,6 +3,7 @@
 // strides, bias, threads. Isas the CPU lacks run as the best one it has.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -157,13 +158,62 @@ INSTANTIATE_TEST_SUITE_P(
              DTypeName(std::get<1>(info.param));
     });
 
+// The block-int32 arithmetic of the AMX and AVX-512 VNNI quantized kernels
+// (gemm_packed_x86.inc), in scalar code: activations rounded per block as
+// RoundActivations does (q = round(x / d), d = amax / 127), each block's
+// integer dot exact, then per output over the blocks in order
+//   acc = fma(float(isum), d_w * d_x, acc)
+//   acc = fma(off, d_x * float(sum(q)), acc)   Q4_1 off = m_w, Q4_0 off = -8 d_w
+// and y = acc + bias.
+std::vector<float> BlockInt32Gemm(DType t, const std::vector<float>& x,
+                                  const std::vector<uint8_t>& w, const std::vector<float>& bias,
+                                  int m, int n, int k) {
+  const int nb = k / 32;
+  const int64_t row_bytes = RowBytes(t, k);
+  std::vector<float> y(static_cast<size_t>(m) * n);
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int b = 0; b < nb; ++b) {
+        const float* xv = x.data() + static_cast<size_t>(i) * k + 32 * b;
+        float amax = 0.0f;
+        for (int v = 0; v < 32; ++v) amax = std::fmax(amax, std::fabs(xv[v]));
+        const float dx = amax / 127.0f;
+        const float id = dx != 0.0f ? 1.0f / dx : 0.0f;
+        const uint8_t* blk = w.data() + j * row_bytes + b * BlockBytes(t);
+        uint16_t h[2];
+        std::memcpy(h, blk, 4);
+        const float dw = F16ToF32(h[0]);
+        int32_t isum = 0, xsum = 0;
+        for (int v = 0; v < 32; ++v) {
+          const int q = static_cast<int>(std::nearbyint(xv[v] * id));
+          int wq;
+          if (t == DType::kQ8_0) {
+            wq = static_cast<int8_t>(blk[2 + v]);
+          } else {
+            const uint8_t byte = blk[(t == DType::kQ4_1 ? 4 : 2) + v % 16];
+            wq = v < 16 ? byte & 0xF : byte >> 4;
+          }
+          isum += wq * q;
+          xsum += q;
+        }
+        acc = std::fma(static_cast<float>(isum), dw * dx, acc);
+        const float s = dx * static_cast<float>(xsum);
+        if (t == DType::kQ4_1) acc = std::fma(F16ToF32(h[1]), s, acc);
+        if (t == DType::kQ4_0) acc = std::fma(dw * -8.0f, s, acc);
+      }
+      y[static_cast<size_t>(i) * n + j] = acc + bias[j];
+    }
+  }
+  return y;
+}
+
 // The x86 variants quantize activations exactly as the portable one and
-// take the same integer dot products; only f32 summation order differs from
-// portable. AVX-VNNI's vpdpbusd gives the same integers as maddubs + madd
-// in the same order, so it must match AVX2 bit for bit; so must the 512-bit
-// build that takes m >= 2 at kAvxVnni on CPUs with AVX-512 VNNI (m = 6 here,
-// its 4-row tiles on 48 of the 50 weight rows and the 256-bit kernel on the
-// last 2).
+// take the same integer dot products. The AVX2 and AVX-VNNI kernels differ
+// from portable only in f32 summation order, and AVX-VNNI's vpdpbusd gives
+// the same integers as AVX2's maddubs + madd in the same order, so the two
+// match bit for bit -- except where AVX-512 VNNI takes the quantized GEMM at
+// kAvxVnni: then it is the block-int32 arithmetic (GemmBlockInt32 below).
 TEST(GemmIsaParity, X86VariantsMatchPortable) {
   if (DetectedIsa() < Isa::kAvx2) GTEST_SKIP() << "skipped: CPU has no AVX2";
   Rng rng(7);
@@ -184,55 +234,56 @@ TEST(GemmIsaParity, X86VariantsMatchPortable) {
       const std::vector<float> avx2 = run(Isa::kAvx2);
       // f32 reassociation only: 1e-11 NMSE.
       EXPECT_LT(Nmse(avx2, portable), 1e-11) << DTypeName(dtype) << " m=" << m;
-      if (DetectedIsa() >= Isa::kAvxVnni && dtype == DType::kBF16 && HasAvx512()) {
-        // The 16-lane FMA kernel: same products, another order.
-        EXPECT_LT(Nmse(run(Isa::kAvxVnni), portable), 1e-11) << "BF16 m=" << m;
-      } else if (DetectedIsa() >= Isa::kAvxVnni) {
+      if (DetectedIsa() < Isa::kAvxVnni) continue;
+      const bool avx512 = dtype == DType::kBF16 ? HasAvx512() : HasAvx512Vnni();
+      if (avx512) {
+        // Another order of the same products (BF16: 16-lane FMA; quantized:
+        // whole blocks in int32).
+        EXPECT_LT(Nmse(run(Isa::kAvxVnni), portable), 1e-11) << DTypeName(dtype) << " m=" << m;
+      } else {
         EXPECT_EQ(run(Isa::kAvxVnni), avx2) << DTypeName(dtype) << " m=" << m;
       }
       if (DetectedIsa() >= Isa::kAmx) {
-        // AMX sums whole blocks in int32, then f32 block by block: another order.
         EXPECT_LT(Nmse(run(Isa::kAmx), portable), 1e-11) << DTypeName(dtype) << " m=" << m;
       }
     }
   }
 }
 
-// The AMX kernels: GEMM tiles (16 activation rows) and the GEMV perform the
-// same f32 operations per output, so every row of a GEMM equals its GEMV bit
-// for bit, across tile tails (m = 17, 33) and weight-row tails (n % 16 != 0).
-TEST(GemmAmx, TileRowsEqualGemvBitForBit) {
-  if (DetectedIsa() < Isa::kAmx) {
-    GTEST_SKIP() << "skipped: no AMX tile permission here (" << IsaName(DetectedIsa()) << ")";
+// The kernels of the block-int32 arithmetic (AMX tiles and AVX-512 VNNI for
+// GEMM, the shared 16-row GEMV for m = 1) give the scalar reference's bits for
+// every m: GEMV, 8-row steps and their tails (m = 2, 9, 17, 33; AMX: 16-row
+// tiles), weight-row tails (n % 16 != 0), bias, and a thread pool that splits
+// the weight rows unevenly.
+TEST(GemmBlockInt32, EveryKernelGivesTheReferenceBits) {
+  std::vector<Isa> isas;
+  if (DetectedIsa() >= Isa::kAvxVnni && HasAvx512Vnni()) isas.push_back(Isa::kAvxVnni);
+  if (DetectedIsa() >= Isa::kAmx) isas.push_back(Isa::kAmx);
+  if (isas.empty()) {
+    GTEST_SKIP() << "skipped: no AVX-512 VNNI or AMX here (" << IsaName(DetectedIsa()) << ")";
   }
-  ScopedIsaForTesting force(Isa::kAmx);
   Rng rng(11);
   ThreadPool pool(2);
-  for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
-    for (int m : {2, 17, 33}) {
-      const int n = 45, k = 1536;
-      std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k, -3.0f, 3.0f);
-      std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
-      std::vector<float> bias = rng.Floats(n);
-      std::vector<float> y(static_cast<size_t>(m) * n);
-      GemmParams gp{.x = x.data(),
-                    .w = w.data(),
-                    .w_dtype = dtype,
-                    .bias = bias.data(),
-                    .y = y.data(),
-                    .m = m,
-                    .n = n,
-                    .k = k};
-      ASSERT_TRUE(Gemm(gp, Stream{.pool = &pool}).ok());
-      for (int i = 0; i < m; ++i) {
-        std::vector<float> one(n);
-        GemmParams g1 = gp;
-        g1.x = x.data() + static_cast<size_t>(i) * k;
-        g1.y = one.data();
-        g1.m = 1;
-        ASSERT_TRUE(Gemm(g1, Stream{}).ok());
-        ASSERT_EQ(one, std::vector<float>(y.begin() + i * n, y.begin() + (i + 1) * n))
-            << DTypeName(dtype) << " m=" << m << " row " << i;
+  for (Isa isa : isas) {
+    ScopedIsaForTesting force(isa);
+    for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+      for (int m : {1, 2, 9, 17, 33}) {
+        const int n = 45, k = 1536;
+        std::vector<float> x = rng.Floats(static_cast<size_t>(m) * k, -3.0f, 3.0f);
+        std::vector<uint8_t> w = RandomRows(rng, dtype, n, k);
+        std::vector<float> bias = rng.Floats(n);
+        std::vector<float> y(static_cast<size_t>(m) * n);
+        GemmParams gp{.x = x.data(),
+                      .w = w.data(),
+                      .w_dtype = dtype,
+                      .bias = bias.data(),
+                      .y = y.data(),
+                      .m = m,
+                      .n = n,
+                      .k = k};
+        ASSERT_TRUE(Gemm(gp, Stream{.pool = &pool}).ok());
+        EXPECT_EQ(y, BlockInt32Gemm(dtype, x, w, bias, m, n, k))
+            << IsaName(isa) << " " << DTypeName(dtype) << " m=" << m;
       }
     }
   }

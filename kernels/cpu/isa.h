@@ -13,9 +13,9 @@
 // reverse): PagedAttention and the GEMM on F32/F16/BF16 weights run their
 // AVX-512F/BW/VL builds when the active level is kAvxVnni or higher and
 // HasAvx512(), so TPSERVE_CPU_ISA=avx2 (or a test forcing kAvx2) selects
-// their AVX2 builds on the same CPU. At kAvxVnni the quantized GEMM for m >= 2
-// runs its 512-bit build where HasAvx512Vnni() (the same bits as the 256-bit
-// one; at kAmx the AMX kernel takes it).
+// their AVX2 builds on the same CPU. At kAvxVnni the quantized GEMM runs its
+// AVX-512 VNNI build where HasAvx512Vnni(): the AMX kernel's block-int32
+// arithmetic and bits (gemm_packed_x86.inc), not the AVX2 / AVX-VNNI ones.
 //
 //   if (ActiveIsa() >= Isa::kAvx2) avx2::Kernel(args); else portable::Kernel(args);
 //
