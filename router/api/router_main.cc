@@ -93,10 +93,6 @@ ABSL_FLAG(absl::Duration, target_step_latency, absl::ZeroDuration(),
           "While sequences decode, fit prefill chunks into steps of about this "
           "long (measured prefill rate); bounds inter-token latency under "
           "long prompts. 0 = off (the token budget alone)");
-ABSL_FLAG(double, target_step_decode_multiple, 0,
-          "Like --target_step_latency, with the target this many times the measured "
-          "duration of a decode-only step (e.g. 2.5; follows the model and machine). "
-          "0 = off; >= 1 when set; not with --target_step_latency");
 ABSL_FLAG(int, max_num_seqs, 64, "Most sequences running at once");
 ABSL_FLAG(int, max_waiting, 256, "Waiting-queue bound; more requests get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_model_len, 0,
@@ -247,7 +243,6 @@ absl::StatusOr<ServingLoop::Options> LoopOptions(const ClusterInfo& cluster,
   options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   options.scheduler.target_step_latency = absl::GetFlag(FLAGS_target_step_latency);
-  options.scheduler.target_step_decode_multiple = absl::GetFlag(FLAGS_target_step_decode_multiple);
   options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   options.scheduler.max_model_len = context;
   options.scheduler.enable_prefix_cache = absl::GetFlag(FLAGS_enable_prefix_cache);

@@ -35,18 +35,6 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& config, int32_t num_
   if (config.admission_watermark_blocks < 0 || config.admission_watermark_blocks >= num_blocks) {
     return absl::InvalidArgumentError("admission_watermark_blocks must be in [0, num_blocks)");
   }
-  if (config.target_step_latency < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("target_step_latency must be >= 0");
-  }
-  const double multiple = config.target_step_decode_multiple;
-  if (!(multiple == 0 || multiple >= 1)) {  // NaN fails both
-    return absl::InvalidArgumentError(
-        absl::StrCat("target_step_decode_multiple must be 0 (off) or >= 1, got ", multiple));
-  }
-  if (multiple > 0 && config.target_step_latency > absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        "set target_step_latency or target_step_decode_multiple, not both");
-  }
   return absl::OkStatus();
 }
 
@@ -72,7 +60,6 @@ struct StepRecord {
   uint64_t step_id = 0;
   std::vector<Slice> slices;
   int32_t num_tokens = 0;
-  bool decode_only = false;                // every slice decodes (IsDecode)
   absl::Time sent = absl::InfinitePast();  // FinalizeStep: the step leaves for the workers
 };
 
@@ -105,8 +92,7 @@ struct Scheduler::State {
   int64_t num_preemptions ABSL_GUARDED_BY(mu) = 0;
   int64_t num_steps ABSL_GUARDED_BY(mu) = 0;
   int64_t iteration_tokens ABSL_GUARDED_BY(mu) = 0;
-  PrefillRate prefill_rate ABSL_GUARDED_BY(mu);      // of resolved steps (target_step_latency)
-  Smoothed decode_step_seconds ABSL_GUARDED_BY(mu);  // of decode-only steps
+  PrefillRate prefill_rate ABSL_GUARDED_BY(mu);  // of resolved steps (target_step_latency)
 
   // Per-Schedule() scratch.
   struct Build {
@@ -129,15 +115,12 @@ struct Scheduler::State {
 };
 
 void Scheduler::State::CapPrefillWhileDecoding(int32_t decodes, Build& build) {
-  const absl::Duration target =
-      config.target_step_decode_multiple > 0
-          ? DecodeMultipleTarget(config.target_step_decode_multiple, decode_step_seconds.value())
-          : config.target_step_latency;
-  if (target <= absl::ZeroDuration()) return;  // off, or no decode-only step measured yet
+  if (config.target_step_latency <= absl::ZeroDuration()) return;
   const double rate = config.prefill_tokens_per_second > 0 ? config.prefill_tokens_per_second
                                                            : prefill_rate.tokens_per_second();
   if (rate <= 0) return;  // nothing measured yet
-  build.budget = std::min(build.budget, PrefillTokensWhileDecoding(target, rate, decodes));
+  build.budget =
+      std::min(build.budget, PrefillTokensWhileDecoding(config.target_step_latency, rate, decodes));
 }
 
 FinishedSequence Scheduler::State::Remove(Sequence* seq, FinishReason reason) {
@@ -399,11 +382,9 @@ ScheduledStep Scheduler::Schedule(absl::Time now) {
   kept.reserve(step.seqs.size());
   StepRecord record;
   record.step_id = step.step_id;
-  record.decode_only = true;
   for (size_t i = 0; i < step.seqs.size(); ++i) {
     if (build.dropped[i]) continue;
     ScheduledSequence& slice = step.seqs[i];
-    record.decode_only &= IsDecode(slice);
     absl::Span<const int32_t> table = st.blocks.BlockTable(slice.seq_id);
     slice.block_table.assign(table.begin(), table.end());
     step.num_tokens += static_cast<int32_t>(slice.tokens.size());
@@ -547,9 +528,7 @@ absl::Status Scheduler::OnStepResult(uint64_t step_id, absl::Span<const SampledT
   }
   st.iteration_tokens += record.num_tokens;
   if (record.sent != absl::InfinitePast()) {
-    const double seconds = absl::ToDoubleSeconds(absl::Now() - record.sent);
-    st.prefill_rate.Observe(record.num_tokens, seconds);
-    if (record.decode_only && seconds > 0) st.decode_step_seconds.Add(seconds);
+    st.prefill_rate.Observe(record.num_tokens, absl::ToDoubleSeconds(absl::Now() - record.sent));
   }
   st.unresolved.pop_front();
   return absl::OkStatus();

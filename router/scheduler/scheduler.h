@@ -101,13 +101,6 @@ struct SchedulerConfig {
   // with >= 64 tokens, smoothed). Zero duration: off (the token budget alone).
   absl::Duration target_step_latency = absl::ZeroDuration();
   double prefill_tokens_per_second = 0.0;
-  // The same policy with a target that follows the model and the machine:
-  // this many times the duration of a decode-only step (every sequence
-  // decodes one token; measured like the rate, smoothed), e.g. 2.5 keeps a
-  // stream's inter-token latency under prefill near 2.5x its latency
-  // without. No cap until a decode-only step has been measured. 0: off; at
-  // least 1 when set, and not together with target_step_latency.
-  double target_step_decode_multiple = 0.0;
 };
 
 // INVALID_ARGUMENT naming the bad field, or OK.

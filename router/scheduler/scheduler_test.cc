@@ -1,8 +1,6 @@
 #include "router/scheduler/scheduler.h"
 
-#include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <map>
 #include <numeric>
@@ -164,70 +162,6 @@ TEST(SchedulerTest, TargetStepLatencyUsesTheMeasuredRate) {
   EXPECT_GE(step.num_prefill_tokens, kMinPrefillChunk);
   EXPECT_LE(step.num_prefill_tokens, 40);
   EXPECT_NE(Find(step, 1), nullptr);
-}
-
-// target_step_decode_multiple: no cap until a decode-only step has been
-// measured, then a chunk that fits the multiple of that step at the measured
-// prefill rate. The scheduler times a step from FinalizeStep to OnStepResult:
-// at least the sleep in between, at most the whole call sequence timed here,
-// which bounds what it measured from both sides.
-TEST(SchedulerTest, TargetStepDecodeMultipleFollowsTheMeasuredDecodeStep) {
-  Scheduler sched({.max_num_batched_tokens = 512, .target_step_decode_multiple = 2}, 256, 4);
-  FakeWorker worker(256, 4);
-  double outer_s = 0;  // the last run() from Schedule to OnStepResult
-  auto run = [&](absl::Duration sleep) {
-    const absl::Time begin = absl::Now();
-    ScheduledStep step = sched.Schedule(kNow);
-    EXPECT_TRUE(sched.FinalizeStep(&step).ok());
-    absl::StatusOr<std::vector<SampledTokenId>> out = worker.Run(step);
-    EXPECT_TRUE(out.ok());
-    absl::SleepFor(sleep);
-    EXPECT_TRUE(sched.OnStepResult(step.step_id, *out).ok());
-    outer_s = absl::ToDoubleSeconds(absl::Now() - begin);
-    return step;
-  };
-  constexpr double kPrefillSleep = 0.1, kDecodeSleep = 0.01;
-  ASSERT_TRUE(sched.Add(Req(1, Prompt(200, 1))).ok());
-  EXPECT_EQ(run(absl::Seconds(kPrefillSleep)).num_prefill_tokens, 200);
-  const double first_s = outer_s;
-  // 1 decodes and 2 arrives (prompts share no prefix): no decode-only step
-  // measured yet, so no cap.
-  ASSERT_TRUE(sched.Add(Req(2, Prompt(300, 1000))).ok());
-  EXPECT_EQ(run(absl::Seconds(kPrefillSleep)).num_prefill_tokens, 300);
-  const double second_s = outer_s;
-  // Both decode: the first decode-only step.
-  ScheduledStep step = run(absl::Seconds(kDecodeSleep));
-  EXPECT_EQ(step.num_prefill_tokens, 0);
-  ASSERT_EQ(step.seqs.size(), 2u);
-  const double decode_s = outer_s;
-  // 3 arrives: 2 decodes and a chunk of about 2 decode steps' worth.
-  ASSERT_TRUE(sched.Add(Req(3, Prompt(400, 5000))).ok());
-  step = run(absl::ZeroDuration());
-  EXPECT_NE(Find(step, 1), nullptr);
-  EXPECT_NE(Find(step, 2), nullptr);
-  // Rate: 0.7 x the 200-token step's + 0.3 x the 301-token step's.
-  const double rate_hi = 0.7 * 200 / kPrefillSleep + 0.3 * 301 / kPrefillSleep;
-  const double rate_lo = 0.7 * 200 / first_s + 0.3 * 301 / second_s;
-  const int32_t hi = std::max(kMinPrefillChunk, static_cast<int32_t>(2 * decode_s * rate_hi - 2));
-  const int32_t lo =
-      std::max(kMinPrefillChunk, static_cast<int32_t>(2 * kDecodeSleep * rate_lo - 2) - 1);
-  EXPECT_GE(step.num_prefill_tokens, lo);
-  EXPECT_LE(step.num_prefill_tokens, hi);
-  EXPECT_LT(step.num_prefill_tokens, 400);
-}
-
-TEST(SchedulerTest, StepTargetsAreValidated) {
-  auto check = [](SchedulerConfig c) { return ValidateSchedulerConfig(c, 64, 4).code(); };
-  EXPECT_EQ(check({.target_step_decode_multiple = 2.5}), absl::StatusCode::kOk);
-  EXPECT_EQ(check({.target_step_decode_multiple = 0.5}), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(check({.target_step_decode_multiple = -1}), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(check({.target_step_decode_multiple = std::nan("")}),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      check({.target_step_latency = absl::Milliseconds(50), .target_step_decode_multiple = 2}),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(check({.target_step_latency = absl::Milliseconds(-1)}),
-            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SchedulerTest, MaxNumSeqsCapsTheBatchAndRunningSet) {

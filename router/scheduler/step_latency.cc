@@ -14,12 +14,8 @@ int32_t PrefillTokensWhileDecoding(absl::Duration target_step_latency, double to
 
 void PrefillRate::Observe(int32_t tokens, double seconds) {
   if (tokens < kMinTokens || seconds <= 0) return;
-  rate_.Add(tokens / seconds);
-}
-
-absl::Duration DecodeMultipleTarget(double multiple, double decode_step_seconds) {
-  if (multiple <= 0 || decode_step_seconds <= 0) return absl::ZeroDuration();
-  return absl::Seconds(multiple * decode_step_seconds);
+  const double rate = tokens / seconds;
+  tokens_per_second_ = tokens_per_second_ == 0 ? rate : 0.7 * tokens_per_second_ + 0.3 * rate;
 }
 
 }  // namespace tpserve

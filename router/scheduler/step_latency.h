@@ -1,5 +1,4 @@
-// Step-latency policy of the scheduler (SchedulerConfig::target_step_latency
-// or target_step_decode_multiple):
+// Step-latency policy of the scheduler (SchedulerConfig::target_step_latency):
 // how many prefill tokens a step that carries decodes may add so that it
 // lasts about the target, and the prefill rate that turns a duration into
 // tokens, measured from the scheduler's own steps.
@@ -8,10 +7,6 @@
 //   rate.Observe(/*tokens=*/512, /*seconds=*/0.25);              // per resolved step
 //   int32_t cap = PrefillTokensWhileDecoding(absl::Milliseconds(100),
 //                                            rate.tokens_per_second(), /*decodes=*/15);
-//   // or a target that follows the decode step: 2.5 decode-only steps
-//   Smoothed decode_step;
-//   decode_step.Add(0.025);
-//   absl::Duration target = DecodeMultipleTarget(2.5, decode_step.value());  // 62.5 ms
 #ifndef TPSERVE_ROUTER_SCHEDULER_STEP_LATENCY_H_
 #define TPSERVE_ROUTER_SCHEDULER_STEP_LATENCY_H_
 
@@ -30,35 +25,19 @@ inline constexpr int32_t kMinPrefillChunk = 16;
 int32_t PrefillTokensWhileDecoding(absl::Duration target_step_latency, double tokens_per_second,
                                    int32_t decodes);
 
-// A measurement smoothed as 0.7 old + 0.3 new (the first taken as it is), so
-// that one step slowed by the machine does not swing what depends on it.
-class Smoothed {
- public:
-  void Add(double v) { value_ = value_ == 0 ? v : 0.7 * value_ + 0.3 * v; }
-  // 0 until a value has been added.
-  double value() const { return value_; }
-
- private:
-  double value_ = 0.0;
-};
-
-// Tokens per second of resolved steps, smoothed. Steps of fewer than
+// Tokens per second of resolved steps, smoothed (0.7 old + 0.3 new) so that
+// one step slowed by the machine does not swing the cap. Steps of fewer than
 // kMinTokens are ignored: fixed costs (RPC, sampling) dominate them.
 class PrefillRate {
  public:
   static constexpr int32_t kMinTokens = 64;
   void Observe(int32_t tokens, double seconds);
   // 0 until a step has been observed.
-  double tokens_per_second() const { return rate_.value(); }
+  double tokens_per_second() const { return tokens_per_second_; }
 
  private:
-  Smoothed rate_;
+  double tokens_per_second_ = 0.0;
 };
-
-// SchedulerConfig::target_step_decode_multiple: the step target as `multiple`
-// times the smoothed duration of decode-only steps (`decode_step_seconds`);
-// zero (no target) until a decode-only step has been measured.
-absl::Duration DecodeMultipleTarget(double multiple, double decode_step_seconds);
 
 }  // namespace tpserve
 

@@ -28,15 +28,5 @@ TEST(StepLatencyTest, RateIgnoresShortStepsAndSmooths) {
   EXPECT_DOUBLE_EQ(rate.tokens_per_second(), 1300.0);
 }
 
-TEST(StepLatencyTest, DecodeMultipleTargetFollowsTheMeasuredStep) {
-  Smoothed decode_step;
-  EXPECT_EQ(DecodeMultipleTarget(2.5, decode_step.value()), absl::ZeroDuration());  // unmeasured
-  decode_step.Add(0.020);
-  EXPECT_EQ(DecodeMultipleTarget(2.5, decode_step.value()), absl::Milliseconds(50));
-  decode_step.Add(0.030);  // 30% of the way to 30 ms: 23 ms
-  EXPECT_DOUBLE_EQ(decode_step.value(), 0.023);
-  EXPECT_EQ(DecodeMultipleTarget(0, 0.020), absl::ZeroDuration());  // off
-}
-
 }  // namespace
 }  // namespace tpserve
