@@ -3,6 +3,7 @@
 // are in ops_impl.inc: the AVX-512 build from kAvxVnni on CPUs with AVX-512
 // (isa.h), the AVX2 build from kAvx2, else the portable one.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -135,9 +136,9 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
                                 ? 1
                                 : static_cast<int>(std::min<int64_t>(
                                       kMaxParts, (target_items + base_items - 1) / base_items));
-  auto parts_of = [&](bool decode, int segments) {
-    return decode ? std::min(segments, splits_wanted) : 1;
-  };
+  // Decode rows: sequences with one query row this step.
+  auto decode = [&](int s) { return p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1; };
+  auto segments_of = [](int n_ctx) { return (n_ctx + kAttentionSegment - 1) / kAttentionSegment; };
 
   struct Merge {
     int64_t row;
@@ -152,44 +153,52 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   const int64_t seg_floats = int64_t{group} * (hd + 2);
   int64_t partial_floats = 0;
   for (int s = 0; s < p.num_seqs; ++s) {
-    const bool decode = p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1;
-    const int segments = (p.start_pos[s] + 1 + kAttentionSegment - 1) / kAttentionSegment;
-    if (parts_of(decode, segments) > 1) {
+    const int segments = segments_of(p.start_pos[s] + 1);
+    if (decode(s) && std::min(segments, splits_wanted) > 1) {
       partial_floats += int64_t{p.n_kv_heads} * segments * seg_floats;
     }
   }
   thread_local std::vector<float> partials;
   if (partials.size() < static_cast<size_t>(partial_floats)) partials.resize(partial_floats);
   float* next_partial = partials.data();
+  // Prefill rows: items of up to kRowTile consecutive rows per KV head (the
+  // AVX-512 build transposes each K segment once per item for all its rows,
+  // attention_avx512.cc), fewer where that would give fewer than
+  // target_items items.
+  constexpr int kRowTile = 16;
   for (int s = 0; s < p.num_seqs; ++s) {
-    const bool decode = p.cu_q_lens[s + 1] - p.cu_q_lens[s] == 1;
-    for (int64_t row = p.cu_q_lens[s]; row < p.cu_q_lens[s + 1]; ++row) {
-      const int n_ctx = p.start_pos[s] + static_cast<int>(row - p.cu_q_lens[s]) + 1;
-      const int segments = (n_ctx + kAttentionSegment - 1) / kAttentionSegment;
-      const int parts = parts_of(decode, segments);
+    if (decode(s)) continue;
+    const int q_len = p.cu_q_lens[s + 1] - p.cu_q_lens[s];
+    const int tile = static_cast<int>(
+        std::clamp<int64_t>(int64_t{q_len} * p.n_kv_heads / target_items, 1, kRowTile));
+    for (int r = 0; r < q_len; r += tile) {
+      const int rows = std::min(tile, q_len - r);
+      const int n_ctx = p.start_pos[s] + r + 1;
       for (int h = 0; h < p.n_heads; h += group) {
-        if (parts == 1 && decode && splits_wanted > 1) {
-          // A short decode row in a small batch: one item per query head
-          // (heads are computed independently, so this changes no result),
-          // which gives the threads 9 items rather than 3 for SmolLM2.
-          for (int hh = h; hh < h + group; ++hh) {
-            items.push_back({s, row, hh, hh + 1, n_ctx, 0, segments, nullptr});
-          }
-          continue;
-        }
-        if (parts == 1) {
-          items.push_back({s, row, h, h + group, n_ctx, 0, segments, nullptr});
-          continue;
-        }
-        merges.push_back({row, h, segments, next_partial});
-        for (int part = 0; part < parts; ++part) {
-          const int seg_begin = segments * part / parts;
-          const int seg_end = segments * (part + 1) / parts;
-          items.push_back({s, row, h, h + group, n_ctx, seg_begin, seg_end,
-                           next_partial + seg_begin * seg_floats});
-        }
-        next_partial += segments * seg_floats;
+        items.push_back({s, p.cu_q_lens[s] + r, h, h + group, n_ctx, 0,
+                         segments_of(n_ctx + rows - 1), nullptr, rows});
       }
+    }
+  }
+  for (int s = 0; s < p.num_seqs; ++s) {
+    if (!decode(s)) continue;
+    const int64_t row = p.cu_q_lens[s];
+    const int n_ctx = p.start_pos[s] + 1;
+    const int segments = segments_of(n_ctx);
+    const int parts = std::min(segments, splits_wanted);
+    for (int h = 0; h < p.n_heads; h += group) {
+      if (parts == 1) {
+        items.push_back({s, row, h, h + group, n_ctx, 0, segments, nullptr});
+        continue;
+      }
+      merges.push_back({row, h, segments, next_partial});
+      for (int part = 0; part < parts; ++part) {
+        const int seg_begin = segments * part / parts;
+        const int seg_end = segments * (part + 1) / parts;
+        items.push_back({s, row, h, h + group, n_ctx, seg_begin, seg_end,
+                         next_partial + seg_begin * seg_floats});
+      }
+      next_partial += segments * seg_floats;
     }
   }
 
@@ -199,8 +208,23 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   auto* merge = use_avx512          ? avx512::MergeSegments
                 : isa >= Isa::kAvx2 ? avx2::MergeSegments
                                     : portable::MergeSegments;
-  ParallelFor(stream.pool, static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) attend(p, items[i]);
+  // Items are claimed one at a time, the costliest (most rows x context)
+  // first: prefill items differ in cost by up to the prompt length, and the
+  // pool's few contiguous chunks would leave one thread the late rows.
+  std::stable_sort(items.begin(), items.end(), [](const AttentionItem& a, const AttentionItem& b) {
+    // Keys attended (x heads, the same for all but per-head decode items).
+    const auto cost = [](const AttentionItem& i) {
+      return i.partial != nullptr ? int64_t{i.seg_end - i.seg_begin} * kAttentionSegment
+                                  : int64_t{i.rows} * (i.n_ctx + (i.rows - 1) / 2);
+    };
+    return cost(a) > cost(b);
+  });
+  std::atomic<int64_t> next{0};
+  const int64_t n_items = static_cast<int64_t>(items.size());
+  ParallelFor(stream.pool, std::min<int64_t>(threads, n_items), 1, [&](int64_t, int64_t) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n_items;) {
+      attend(p, items[i]);
+    }
   });
   for (const Merge& m : merges) {
     merge(m.partial, m.segments, group, hd,

@@ -323,8 +323,8 @@ TEST_P(PagedAttentionTest, Bf16WriteRoundsToNearestEven) {
 // A sequence's output must not depend on what else is in the batch, on the
 // thread count or on how its prompt was chunked (the engine's batch
 // invariance): run sequence A alone, inside batches and as the last row of a
-// prefill chunk, compare bit for bit.
-TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
+// prefill chunk, compare bit for bit; f32 and bf16 caches.
+void CheckBatchInvariance(DType kv, ThreadPool* pool_two) {
   Rng rng(13);
   const int n_heads = 9, n_kv = 3, hd = 64, bs = 16;
   const int64_t token_floats = int64_t{n_kv} * hd;
@@ -336,8 +336,23 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
     for (int b = 0; b * bs < seqs[s].start + seqs[s].q_len; ++b)
       tables[s * max_blocks + b] = next++;
   }
-  const std::vector<float> k_cache = rng.Floats(static_cast<size_t>(next) * bs * token_floats);
-  const std::vector<float> v_cache = rng.Floats(k_cache.size());
+  // The cache's bytes: f32, or the bf16 rounding of the same values.
+  auto as_cache = [&](const std::vector<float>& f) {
+    std::vector<uint8_t> bytes(f.size() * ElemBytes(kv));
+    for (size_t i = 0; i < f.size(); ++i) {
+      if (kv == DType::kBF16) {
+        const uint16_t b = F32ToBF16(f[i]);
+        std::memcpy(bytes.data() + 2 * i, &b, 2);
+      } else {
+        std::memcpy(bytes.data() + 4 * i, &f[i], 4);
+      }
+    }
+    return bytes;
+  };
+  const std::vector<uint8_t> k_cache =
+      as_cache(rng.Floats(static_cast<size_t>(next) * bs * token_floats));
+  const std::vector<uint8_t> v_cache =
+      as_cache(rng.Floats(static_cast<size_t>(next) * bs * token_floats));
   const std::vector<float> q_a = rng.Floats(static_cast<size_t>(n_heads) * hd);
 
   // Runs the sequences `order` (indices into seqs) as one batch; returns A's output row.
@@ -359,6 +374,7 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
     PagedAttentionParams p{.q = q.data(),
                            .k_cache = k_cache.data(),
                            .v_cache = v_cache.data(),
+                           .kv_dtype = kv,
                            .out = out.data(),
                            .block_tables = t.data(),
                            .cu_q_lens = cu.data(),
@@ -377,8 +393,8 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
   };
   ThreadPool four(4);
   const std::vector<float> alone = run({0}, nullptr);
-  EXPECT_EQ(run({0}, &pool_), alone);
-  EXPECT_EQ(run({1, 0, 2}, &pool_), alone);
+  EXPECT_EQ(run({0}, pool_two), alone);
+  EXPECT_EQ(run({1, 0, 2}, pool_two), alone);
   EXPECT_EQ(run({2, 3, 1, 0}, &four), alone);
   EXPECT_EQ(run({3, 0}, nullptr), alone);
 
@@ -393,6 +409,7 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
     PagedAttentionParams p{.q = q.data(),
                            .k_cache = k_cache.data(),
                            .v_cache = v_cache.data(),
+                           .kv_dtype = kv,
                            .out = out.data(),
                            .block_tables = tables.data(),
                            .cu_q_lens = cu,
@@ -408,10 +425,21 @@ TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
     EXPECT_TRUE(PagedAttention(p, Stream{.pool = pool}).ok());
     return std::vector<float>(out.end() - n_heads * hd, out.end());
   };
-  EXPECT_EQ(last_row(696, 5, &pool_), alone);
+  EXPECT_EQ(last_row(696, 5, pool_two), alone);
   EXPECT_EQ(last_row(700, 1, &four), alone);
-  EXPECT_EQ(last_row(100, 1, &pool_), last_row(96, 5, nullptr));
+  EXPECT_EQ(last_row(100, 1, pool_two), last_row(96, 5, nullptr));
   EXPECT_EQ(last_row(100, 1, nullptr), last_row(0, 101, &four));
+  // Prefill items of several rows whose rows start in one segment and end in
+  // the next (positions 100 .. 139 and 230 .. 289; segments of 128).
+  EXPECT_EQ(last_row(139, 1, nullptr), last_row(100, 40, &four));
+  EXPECT_EQ(last_row(289, 1, pool_two), last_row(230, 60, nullptr));
+}
+
+TEST_P(PagedAttentionTest, OutputIsBatchInvariant) {
+  for (DType kv : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(kv));
+    CheckBatchInvariance(kv, &pool_);
+  }
 }
 
 TEST_P(PagedAttentionTest, RejectsBadBlockTables) {

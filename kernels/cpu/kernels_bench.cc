@@ -340,7 +340,16 @@ void BM_PagedAttention(benchmark::State& state) {
     }
     return bytes;
   };
-  const std::vector<uint8_t> k_cache = cache(), v_cache = cache();
+  // On 64-byte lines, as the engine's pool (kv_cache_pool.cc) allocates them.
+  struct alignas(64) Line {
+    uint8_t b[64];
+  };
+  auto aligned = [](const std::vector<uint8_t>& bytes) {
+    std::vector<Line> lines((bytes.size() + 63) / 64);
+    std::memcpy(lines.data(), bytes.data(), bytes.size());
+    return lines;
+  };
+  const std::vector<Line> k_cache = aligned(cache()), v_cache = aligned(cache());
   std::vector<float> q = rng.Floats(static_cast<size_t>(q_len) * kHeads * kHeadDim);
   std::vector<float> out(q.size());
   std::vector<int32_t> table(num_blocks);
@@ -426,6 +435,8 @@ BENCHMARK(BM_Gemm)->Apply(GemmArgsList)->Iterations(1)->Unit(benchmark::kMillise
 BENCHMARK(BM_PagedAttention)
     ->ArgNames({"threads", "ctx", "q_len", "bf16"})
     ->Args({1, 128, 1, 0})
+    ->Args({1, 128, 1, 1})
+    ->Args({2, 128, 1, 1})
     ->Args({1, 1024, 1, 0})
     ->Args({1, 1024, 1, 1})
     ->Args({2, 1024, 1, 0})
@@ -434,6 +445,8 @@ BENCHMARK(BM_PagedAttention)
     ->Args({1, 4096, 1, 1})
     ->Args({2, 512, 512, 0})
     ->Args({2, 512, 512, 1})
+    ->Args({1, 1024, 1024, 1})
+    ->Args({2, 1024, 1024, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ParallelForOverhead)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);

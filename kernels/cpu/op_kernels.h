@@ -2,7 +2,8 @@
 // body is written once (ops_impl.inc) in plain C++ shaped for
 // auto-vectorisation (8-lane accumulators) and compiled per ISA:
 // ops_portable.cc for any CPU, ops_avx2.cc with AVX2/FMA enabled, and
-// ops_avx512.cc (attention only) with AVX-512F/BW/VL (isa.h HasAvx512).
+// attention_avx512.cc (attention only, its own outer-product form) with
+// AVX-512F/BW/VL (isa.h HasAvx512).
 // Ranges are what one ParallelFor chunk covers.
 #ifndef TPSERVE_KERNELS_CPU_OP_KERNELS_H_
 #define TPSERVE_KERNELS_CPU_OP_KERNELS_H_
@@ -22,13 +23,14 @@ namespace tpserve::kernels::cpu {
 // thread count or how the prompt was chunked.
 constexpr int kAttentionSegment = 128;
 
-// Work item of PagedAttention: query row `row` of sequence `seq` (context
-// n_ctx = its position + 1), query heads [head_begin, head_end) of one KV
-// head's group, segments [seg_begin, seg_end).
+// Work item of PagedAttention: query rows [row, row + rows) of sequence
+// `seq` (row row + r has context n_ctx + r, n_ctx = row `row`'s position +
+// 1), query heads [head_begin, head_end) of one KV head's group, segments
+// [seg_begin, seg_end).
 //
-// partial == null: the item covers all segments of the row and writes the
-// normalised output to p.out. Otherwise it writes its segments' partial
-// results to `partial` (see AttendSegments) and the launcher merges.
+// partial == null: the item covers all segments of its rows and writes the
+// normalised outputs to p.out. Otherwise (rows == 1) it writes its segments'
+// partial results to `partial` (see AttendSegments) and the launcher merges.
 struct AttentionItem {
   int seq;
   int64_t row;
@@ -38,6 +40,7 @@ struct AttentionItem {
   int seg_begin;
   int seg_end;
   float* partial;
+  int rows = 1;
 };
 
 #define TPS_DECLARE_ELEMENTWISE_KERNELS                                                   \
@@ -49,8 +52,8 @@ struct AttentionItem {
 
 #define TPS_DECLARE_ATTENTION_KERNELS                                                            \
   void Attend(const PagedAttentionParams& p, const AttentionItem& item);                         \
-  /* Per segment s, head h: partial[(s * heads + h) * (head_dim + 2) ...] = unnormalised */      \
-  /* sum e^(x - max) v (head_dim floats), max, sum e^(x - max). */                               \
+  /* Row `item.row` only. Per segment s, head h: partial[(s * heads + h) * (head_dim + 2) */     \
+  /* ...] = unnormalised sum e^(x - max) v (head_dim floats), max, sum e^(x - max). */           \
   void AttendSegments(const PagedAttentionParams& p, const AttentionItem& item, float* partial); \
   /* out (heads, hd) = merge of `segments` partial results, in segment order. */                 \
   void MergeSegments(const float* partial, int segments, int heads, int hd, float* out);

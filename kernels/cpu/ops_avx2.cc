@@ -10,10 +10,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define TPS_OPS_AVX2 1
-#define TPS_OPS_AVX512 0
 #else
 #define TPS_OPS_AVX2 0
-#define TPS_OPS_AVX512 0
 #endif
 
 #if defined(__x86_64__)
@@ -29,4 +27,3 @@ namespace tpserve::kernels::cpu::avx2 {
 #pragma GCC pop_options
 #endif
 #undef TPS_OPS_AVX2
-#undef TPS_OPS_AVX512

@@ -8,10 +8,8 @@
 #include "kernels/cpu/op_kernels.h"
 
 #define TPS_OPS_AVX2 0
-#define TPS_OPS_AVX512 0
 
 namespace tpserve::kernels::cpu::portable {
 #include "kernels/cpu/ops_impl.inc"
 }  // namespace tpserve::kernels::cpu::portable
 #undef TPS_OPS_AVX2
-#undef TPS_OPS_AVX512
