@@ -336,23 +336,10 @@ void CheckBatchInvariance(DType kv, ThreadPool* pool_two) {
     for (int b = 0; b * bs < seqs[s].start + seqs[s].q_len; ++b)
       tables[s * max_blocks + b] = next++;
   }
-  // The cache's bytes: f32, or the bf16 rounding of the same values.
-  auto as_cache = [&](const std::vector<float>& f) {
-    std::vector<uint8_t> bytes(f.size() * ElemBytes(kv));
-    for (size_t i = 0; i < f.size(); ++i) {
-      if (kv == DType::kBF16) {
-        const uint16_t b = F32ToBF16(f[i]);
-        std::memcpy(bytes.data() + 2 * i, &b, 2);
-      } else {
-        std::memcpy(bytes.data() + 4 * i, &f[i], 4);
-      }
-    }
-    return bytes;
-  };
   const std::vector<uint8_t> k_cache =
-      as_cache(rng.Floats(static_cast<size_t>(next) * bs * token_floats));
+      KvCacheBytes(rng.Floats(static_cast<size_t>(next) * bs * token_floats), kv);
   const std::vector<uint8_t> v_cache =
-      as_cache(rng.Floats(static_cast<size_t>(next) * bs * token_floats));
+      KvCacheBytes(rng.Floats(static_cast<size_t>(next) * bs * token_floats), kv);
   const std::vector<float> q_a = rng.Floats(static_cast<size_t>(n_heads) * hd);
 
   // Runs the sequences `order` (indices into seqs) as one batch; returns A's output row.

@@ -327,18 +327,8 @@ void BM_PagedAttention(benchmark::State& state) {
   Rng rng(5);
   // Random K/V as the cache holds them (f32, or bf16 bit patterns).
   auto cache = [&] {
-    const std::vector<float> f =
-        rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvHeads * kHeadDim);
-    std::vector<uint8_t> bytes(f.size() * BlockBytes(kv));
-    for (size_t i = 0; i < f.size(); ++i) {
-      if (kv == DType::kBF16) {
-        const uint16_t b = F32ToBF16(f[i]);
-        std::memcpy(bytes.data() + 2 * i, &b, 2);
-      } else {
-        std::memcpy(bytes.data() + 4 * i, &f[i], 4);
-      }
-    }
-    return bytes;
+    return KvCacheBytes(rng.Floats(static_cast<size_t>(num_blocks) * kBlock * kKvHeads * kHeadDim),
+                        kv);
   };
   // On 64-byte lines, as the engine's pool (kv_cache_pool.cc) allocates them.
   struct alignas(64) Line {

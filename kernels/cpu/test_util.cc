@@ -4,6 +4,19 @@
 
 namespace tpserve::kernels::cpu {
 
+std::vector<uint8_t> KvCacheBytes(const std::vector<float>& values, DType kv) {
+  std::vector<uint8_t> bytes(values.size() * (kv == DType::kBF16 ? 2 : 4));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (kv == DType::kBF16) {
+      const uint16_t b = F32ToBF16(values[i]);
+      std::memcpy(bytes.data() + 2 * i, &b, 2);
+    } else {
+      std::memcpy(bytes.data() + 4 * i, &values[i], 4);
+    }
+  }
+  return bytes;
+}
+
 std::vector<uint8_t> RandomRows(Rng& rng, DType t, int64_t rows, int64_t cols) {
   const int64_t row_bytes = RowBytes(t, cols);
   std::vector<uint8_t> out(static_cast<size_t>(rows * row_bytes));

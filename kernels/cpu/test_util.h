@@ -36,6 +36,10 @@ class Rng {
 // blocks get random quants with small positive f16 scales (and signed mins).
 std::vector<uint8_t> RandomRows(Rng& rng, DType t, int64_t rows, int64_t cols);
 
+// `values` as a KV cache of dtype `kv` holds them: f32 bytes, or each value
+// rounded to bf16 (F32ToBF16) for kBF16.
+std::vector<uint8_t> KvCacheBytes(const std::vector<float>& values, DType kv);
+
 // Dequantises `rows` rows (the reference path of every quantized test).
 std::vector<float> DequantizeRows(DType t, const uint8_t* data, int64_t rows, int64_t cols);
 
