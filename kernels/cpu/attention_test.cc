@@ -19,7 +19,7 @@
 namespace tpserve::kernels::cpu {
 namespace {
 
-// Scores, exp and the weighted sum in f32 over <= 40 positions: relative
+// Scores, exp and the weighted sum in f32 over <= 260 positions: relative
 // error ~1e-7, NMSE ~1e-14. Allow 1e-10. For a bf16 cache this is the bound
 // against f64 attention over the bf16-rounded K/V (what the cache holds).
 constexpr double kAttentionTol = 1e-10;
@@ -235,6 +235,20 @@ TEST_P(PagedAttentionTest, DecodeWithSplitContextMatchesDense) {
         }
       }
     }
+  }
+}
+
+// Prefill rows whose context spans several 128-position segments (up to
+// 260 positions), one chunk starting mid-segment (at 130): the AVX-512
+// build's items of several rows then start rows part-way through the
+// segment list. Head dims 128 (two 64-value pieces) and 64, 4 and 3 query
+// heads per KV head.
+TEST_P(PagedAttentionTest, LongPrefillMatchesDense) {
+  const std::vector<Seq> seqs = {{0, 260}, {130, 100}};
+  for (DType kv : {DType::kF32, DType::kBF16}) {
+    Rng rng(16);
+    CheckAgainstDense(seqs, {8, 2, 128, 16}, &pool_, rng, kv);
+    CheckAgainstDense(seqs, {9, 3, 64, 16}, nullptr, rng, kv);
   }
 }
 
