@@ -1,7 +1,8 @@
 // Launchers for KvCacheWrite and PagedAttention over the paged KV layout of
-// kernels/ops.h, f32 or bf16 K/V. Bodies (scores, softmax, weighted V sum)
-// are in ops_impl.inc: the AVX-512 build from kAvxVnni on CPUs with AVX-512
-// (isa.h), the AVX2 build from kAvx2, else the portable one.
+// kernels/ops.h, f32 or bf16 K/V. Bodies (scores, softmax, weighted V sum,
+// op_kernels.h): the AVX-512 build (attention_avx512.cc) from kAvxVnni on
+// CPUs with AVX-512 (isa.h), the AVX2 build (attention_avx2.cc) from kAvx2,
+// else the portable one (ops_impl.inc).
 #include <algorithm>
 #include <atomic>
 #include <cstring>

@@ -1,10 +1,11 @@
-// Internal to the CPU launchers: the per-ISA bodies of the non-GEMM ops. Each
-// body is written once (ops_impl.inc) in plain C++ shaped for
-// auto-vectorisation (8-lane accumulators) and compiled per ISA:
-// ops_portable.cc for any CPU, ops_avx2.cc with AVX2/FMA enabled, and
-// attention_avx512.cc (attention only, its own outer-product form) with
-// AVX-512F/BW/VL (isa.h HasAvx512).
-// Ranges are what one ParallelFor chunk covers.
+// Internal to the CPU launchers: the per-ISA bodies of the non-GEMM ops.
+// The elementwise bodies are written once (ops_impl.inc) in plain C++ shaped
+// for auto-vectorisation (8-lane accumulators) and compiled for any CPU
+// (ops_portable.cc) and with AVX2/FMA (ops_avx2.cc). Attention has a
+// portable build in dot-product form (ops_impl.inc, ops_portable.cc) and an
+// outer-product form written once over a vector type (attention_simd.inc),
+// built for AVX2 (attention_avx2.cc) and AVX-512F/BW/VL (attention_avx512.cc,
+// isa.h HasAvx512). Ranges are what one ParallelFor chunk covers.
 #ifndef TPSERVE_KERNELS_CPU_OP_KERNELS_H_
 #define TPSERVE_KERNELS_CPU_OP_KERNELS_H_
 

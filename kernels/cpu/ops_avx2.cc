@@ -1,4 +1,5 @@
-// AVX2/FMA build of the non-GEMM op bodies (ops_impl.inc); chosen at runtime.
+// AVX2/FMA build of the elementwise op bodies (ops_impl.inc); chosen at
+// runtime. Its attention is attention_avx2.cc.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -7,12 +8,7 @@
 
 #include "kernels/cpu/op_kernels.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define TPS_OPS_AVX2 1
-#else
-#define TPS_OPS_AVX2 0
-#endif
+#define TPS_OPS_ATTENTION 0
 
 #if defined(__x86_64__)
 #pragma GCC push_options
@@ -26,4 +22,4 @@ namespace tpserve::kernels::cpu::avx2 {
 #if defined(__x86_64__)
 #pragma GCC pop_options
 #endif
-#undef TPS_OPS_AVX2
+#undef TPS_OPS_ATTENTION
