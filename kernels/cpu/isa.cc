@@ -1,12 +1,13 @@
 #include "kernels/cpu/isa.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 namespace tpserve::kernels::cpu {
@@ -69,6 +70,17 @@ Isa DefaultIsa() {
 Isa DetectedIsa() {
   static const Isa isa = Detect();
   return isa;
+}
+
+int64_t L2CacheBytes() {
+  static const int64_t bytes = [] {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 > 0) return int64_t{l2};
+#endif
+    return int64_t{1} << 20;
+  }();
+  return bytes;
 }
 
 bool HasAvx512() {

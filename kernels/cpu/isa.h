@@ -23,6 +23,8 @@
 #ifndef TPSERVE_KERNELS_CPU_ISA_H_
 #define TPSERVE_KERNELS_CPU_ISA_H_
 
+#include <cstdint>
+
 namespace tpserve::kernels::cpu {
 
 enum class Isa { kPortable = 0, kAvx2 = 1, kAvxVnni = 2, kAmx = 3 };
@@ -35,6 +37,10 @@ bool HasAvx512();
 
 // HasAvx512() and AVX-512 VNNI (cached).
 bool HasAvx512Vnni();
+
+// This core's L2 cache in bytes as the C library reports it
+// (sysconf(_SC_LEVEL2_CACHE_SIZE)), or 1 MiB where it reports none (cached).
+int64_t L2CacheBytes();
 
 // What the launchers use: DetectedIsa(), capped by the environment variable
 // TPSERVE_CPU_ISA=portable|avx2|avxvnni|amx if set, unless a test overrides it.
