@@ -163,8 +163,8 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   if (partials.size() < static_cast<size_t>(partial_floats)) partials.resize(partial_floats);
   float* next_partial = partials.data();
   // Prefill rows: items of up to kRowTile consecutive rows per KV head (the
-  // AVX-512 build transposes each K segment once per item for all its rows,
-  // attention_avx512.cc), fewer where that would give fewer than
+  // AVX2 and AVX-512 builds transpose each K segment once per item for all
+  // its rows, attention_simd.inc), fewer where that would give fewer than
   // target_items items.
   constexpr int kRowTile = 16;
   for (int s = 0; s < p.num_seqs; ++s) {
@@ -213,7 +213,7 @@ absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream)
   // first: prefill items differ in cost by up to the prompt length, and the
   // pool's few contiguous chunks would leave one thread the late rows.
   std::stable_sort(items.begin(), items.end(), [](const AttentionItem& a, const AttentionItem& b) {
-    // Keys attended (x heads, the same for all but per-head decode items).
+    // Keys attended (every item covers a whole GQA group).
     const auto cost = [](const AttentionItem& i) {
       return i.partial != nullptr ? int64_t{i.seg_end - i.seg_begin} * kAttentionSegment
                                   : int64_t{i.rows} * (i.n_ctx + (i.rows - 1) / 2);
