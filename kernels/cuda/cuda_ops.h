@@ -29,9 +29,12 @@ namespace tpserve::kernels::cuda {
 // F16 and BF16 rows as in dtype.h; Q8_0/Q4_0/Q4_1 as a 16-byte-aligned
 // quant plane and a scale plane (PackDeviceWeight repacks dtype.h rows;
 // InvalidArgument if a quantized w is not 16-byte aligned).
-// m <= kSkinnyGemmMaxRows (decode): the skinny GEMM, one warp per weight row
-// dequantised in registers (fused Q8_0/Q4_0/Q4_1 decoding), x staged in
-// shared memory, f32 math, up to 8 activation rows per pass. Larger m (prefill): the tensor-core
+// m <= kSkinnyGemmMaxRows (decode): at m = 1, and for F32/F16 weights, the
+// skinny GEMM, one warp per weight row dequantised in registers (fused
+// Q8_0/Q4_0/Q4_1 decoding), x staged in shared memory, f32 math, up to 16
+// activation rows per pass; at 2 <= m with Q8_0/Q4_0/Q4_1/BF16 weights the
+// tensor-core decode kernel (gemm_mma.cu: exact weight values, x as two
+// bf16 parts, NMSE vs f64 below 1e-9 like the skinny GEMM). Larger m (prefill): the tensor-core
 // kernel, with x and the dequantised weights rounded to bf16 on their way into shared memory (f32
 // accumulation; NMSE vs f64 ~3e-6, see gemm_test.cc). y_fixed set (any m): gemm_fixed.cu, per-chunk
 // f32 partials summed in fixed point.
@@ -83,6 +86,12 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 // rows; y (m, F) (row stride y_stride, 0 = F) gets silu(x.gate^T + bias) *
 // (x.up^T + bias), bit-identical to Gemm into (m, 2F) followed by Swiglu.
 [[nodiscard]] absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream);
+
+// The skinny GEMM at any m <= kSkinnyGemmMaxRows and any weight type: what
+// Gemm runs at m = 1 and for F32/F16 weights, and ran at every decode m
+// before the tensor-core decode kernel. kernel_bench's baseline for that
+// kernel; y_fixed is not supported.
+[[nodiscard]] absl::Status GemmSkinny(const GemmParams& p, const Stream& stream);
 
 // y = x w^T (+ bias) on the tensor-core path at any m: what Gemm runs above
 // kSkinnyGemmMaxRows (x and w rounded to bf16, f32 accumulation). Not on the

@@ -1,7 +1,8 @@
-// cuda::Gemm: m <= kSkinnyGemmMaxRows runs the skinny GEMM below (decode);
-// larger m the tensor-core kernel of gemm_tc.cu (prefill); y_fixed output
-// (any m) the fixed-point kernel of gemm_fixed.cu. All read weights in the
-// device layout of weight_layout.h.
+// cuda::Gemm: m <= kSkinnyGemmMaxRows (decode) runs the skinny GEMM below,
+// except 2 <= m with Q8_0, Q4_0, Q4_1 or BF16 weights, which take the
+// tensor-core decode kernel of gemm_mma.cu; larger m the tensor-core kernel
+// of gemm_tc.cu (prefill); y_fixed output (any m) the fixed-point kernel of
+// gemm_fixed.cu. All read weights in the device layout of weight_layout.h.
 //
 // Skinny GEMM with fused weight dequantisation: one warp per weight row, up
 // to kRows activation rows per pass (1, or 16 for batched decode). Per tile
@@ -325,6 +326,21 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   if (p.y_fixed != nullptr) return LaunchFixedGemm(p, x_stride, y_stride, s);
   if (p.m > kSkinnyGemmMaxRows) return LaunchTensorCoreGemm(p, x_stride, y_stride, s);
+  if (SkinnyMmaSupports(p)) return LaunchSkinnyMma(p, /*swiglu=*/false, x_stride, y_stride, s);
+  TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
+    TPS_ROWS_PER_PASS_SWITCH(
+        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s); });
+  });
+}
+
+absl::Status GemmSkinny(const GemmParams& p, const Stream& stream) {
+  if (p.y_fixed != nullptr || p.m > kSkinnyGemmMaxRows) {
+    return absl::InvalidArgumentError("GemmSkinny: y_fixed output or m above kSkinnyGemmMaxRows");
+  }
+  int64_t x_stride = 0, y_stride = 0;
+  if (absl::Status st = CheckGemm(p, p.n, &x_stride, &y_stride); !st.ok()) return st;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     TPS_ROWS_PER_PASS_SWITCH(
         p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s); });
@@ -350,6 +366,7 @@ absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream) {
   if (absl::Status st = CheckGemm(p, p.n / 2, &x_stride, &y_stride); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  if (SkinnyMmaSupports(p)) return LaunchSkinnyMma(p, /*swiglu=*/true, x_stride, y_stride, s);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     TPS_ROWS_PER_PASS_SWITCH(
         p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s); });

@@ -1,6 +1,7 @@
-// Internal to kernels/cuda: the tensor-core half of cuda::Gemm (gemm_tc.cu)
-// and its partition-invariant output (gemm_fixed.cu), called by the
-// dispatcher in gemm.cu once parameters are validated.
+// Internal to kernels/cuda: the tensor-core halves of cuda::Gemm (gemm_tc.cu
+// for prefill, gemm_mma.cu for decode batches) and its partition-invariant
+// output (gemm_fixed.cu), called by the dispatcher in gemm.cu once
+// parameters are validated.
 #ifndef TPSERVE_KERNELS_CUDA_GEMM_INTERNAL_H_
 #define TPSERVE_KERNELS_CUDA_GEMM_INTERNAL_H_
 
@@ -17,6 +18,12 @@ namespace tpserve::kernels::cuda {
 // their way into shared memory; f32 accumulation. Strides already resolved.
 absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                                   cudaStream_t stream);
+
+// Decode batches on tensor cores (gemm_mma.cu): whether p (m, weight type,
+// alignment) is one the kernel takes, and the launch, swiglu as GemmSwiglu.
+bool SkinnyMmaSupports(const GemmParams& p);
+absl::Status LaunchSkinnyMma(const GemmParams& p, bool swiglu, int64_t x_stride, int64_t y_stride,
+                             cudaStream_t stream);
 
 // GemmParams::y_fixed output for any m (gemm_fixed.cu).
 absl::Status LaunchFixedGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,

@@ -2,9 +2,12 @@
 // on randomised shapes for every weight type.
 //
 // Tolerances (NMSE = sum (a - b)^2 / sum b^2, ggml's normalised error):
-//   skinny path (m <= kSkinnyGemmMaxRows), vs an f64 reference on the
-//     dequantised weights: 1e-9 (f32 math on f32 activations; f32 rounding
-//     alone is ~1e-13);
+//   decode paths (m <= kSkinnyGemmMaxRows), vs an f64 reference on the
+//     dequantised weights: 1e-9. The skinny kernel does f32 math on f32
+//     activations (f32 rounding alone is ~1e-13); the tensor-core decode
+//     kernel (2 <= m, Q8_0/Q4_0/Q4_1/BF16) takes exact weight values and x as
+//     two bf16 parts (~2^-17 relative; scaling Q4_1's m by 1 + 1e-4 alone
+//     gives ~3e-9);
 //   tensor-core path (larger m), same reference: 5e-5 (x and w are rounded to
 //     bf16, relative error 2^-9 each, expected NMSE ~3e-6);
 //   vs cpu::Gemm: 2e-4 for quantized weights (the CPU twin rounds
@@ -120,6 +123,43 @@ TEST_P(CudaGemmParity, RandomShapes) {
   CheckGemm(rng, dtype, {512, 1536, 576, false, false});
 }
 
+// The tensor-core decode kernel (gemm_mma.cu) over several runs of its
+// warps' k blocks (70 blocks: 3 runs of 8 warps x 4 blocks, the last
+// partial), and a row's bits do not depend on the batch around it: CUDA
+// graphs pad decode batches to buckets, and eager launches do not.
+TEST_P(CudaGemmParity, DecodeBatchRowsDoNotDependOnM) {
+  TPS_SKIP_WITHOUT_CUDA();
+  const DType dtype = GetParam();
+  Rng rng(555 + static_cast<int>(dtype));
+  constexpr int kK = 32 * 70;
+  CheckGemm(rng, dtype, {16, 45, kK, false, true});
+  CheckGemm(rng, dtype, {40, 21, kK, true, false});
+  const int n = 37;
+  const std::vector<float> x = rng.Floats(size_t{64} * kK);
+  DeviceBuffer<float> dx = ToDevice(x);
+  DeviceBuffer<uint8_t> dw = ToDeviceWeight(dtype, n, kK, cpu::RandomRows(rng, dtype, n, kK));
+  std::vector<float> full;
+  for (int m : {64, 2, 5, 9, 17, 33}) {
+    SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << m);
+    DeviceBuffer<float> dy = DeviceZeros<float>(static_cast<size_t>(m) * n);
+    ASSERT_TRUE(Gemm({.x = dx.data(),
+                      .w = dw.data(),
+                      .w_dtype = dtype,
+                      .y = dy.data(),
+                      .m = m,
+                      .n = n,
+                      .k = kK},
+                     Stream{})
+                    .ok());
+    const std::vector<float> got = ToHostVector(dy);
+    if (full.empty()) {
+      full = got;
+      continue;
+    }
+    EXPECT_EQ(got, std::vector<float>(full.begin(), full.begin() + got.size()));
+  }
+}
+
 // The tensor-core path at decode batch sizes (kernel_bench compares it with
 // the skinny GEMM there).
 TEST_P(CudaGemmParity, TensorCorePathAtDecodeBatchSizes) {
@@ -140,7 +180,8 @@ TEST_P(CudaGemmParity, SwigluEpilogueMatchesGemmThenSwiglu) {
   Rng rng(99 + static_cast<int>(dtype));
   for (int m : {1, 5, 8, 64}) {
     const int f = rng.Int(1, 90);
-    const int k = IsQuantized(dtype) ? 32 * rng.Int(1, 12) : 8 * rng.Int(1, 60);
+    // m = 64 with whole 32-value blocks for every type (the mma kernel's BF16 case).
+    const int k = IsQuantized(dtype) || m == 64 ? 32 * rng.Int(1, 12) : 8 * rng.Int(1, 60);
     const bool bias = m % 2 == 1;
     SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << m << " f=" << f << " k=" << k);
     DeviceBuffer<float> dx = ToDevice(rng.Floats(static_cast<size_t>(m) * k));

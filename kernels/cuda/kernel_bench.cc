@@ -117,6 +117,13 @@ DeviceBuffer<uint8_t> RandomQ4_1Weights(Context& ctx, int n, int k) {
   return w;
 }
 
+// The kernel Gemm runs at decode sizes (m <= kSkinnyGemmMaxRows) for
+// weights of `dtype` in 32-value blocks: the row names say which.
+const char* DecodePath(int m, DType dtype) {
+  const bool mma = m >= 2 && dtype != DType::kF32 && dtype != DType::kF16;
+  return mma ? "decode mma" : "skinny";
+}
+
 void BenchGemm(Context& ctx, int m, int n, int k) {
   const double flops = 2.0 * m * n * k;
   const bool skinny = m <= kSkinnyGemmMaxRows;
@@ -124,7 +131,7 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
   const double xy_bytes = (skinny ? 4.0 * m * k : 2.0 * m * k) + 4.0 * m * n;
   const Work work{.bytes = xy_bytes + 2.0 * n * k,
                   .flops = flops,
-                  .peak_flops = skinny ? kH100CudaCoreFlops : kH100TensorCoreFlops};
+                  .peak_flops = m == 1 ? kH100CudaCoreFlops : kH100TensorCoreFlops};
   DeviceBuffer<uint16_t> a = Alloc<uint16_t>(static_cast<size_t>(m) * k);
   DeviceBuffer<uint16_t> b = Alloc<uint16_t>(static_cast<size_t>(n) * k);
   DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
@@ -163,7 +170,8 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
     if (!(err < 1e-4)) status = Fmt("MISMATCH nmse=%.1e", err);
   }
   const double tflops = flops / (ms * 1e-3) / 1e12;
-  const std::string what = Fmt("gemm %s bf16 m=%d n=%d k=%d", skinny ? "skinny" : "mma", m, n, k);
+  const std::string what =
+      Fmt("gemm %s bf16 m=%d n=%d k=%d", skinny ? DecodePath(m, DType::kBF16) : "mma", m, n, k);
   if (ref_ms > 0) {
     const double ref = flops / (ref_ms * 1e-3) / 1e12;
     PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), Fmt("cuBLAS %.2f TFLOP/s", ref),
@@ -238,40 +246,46 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
            ref > 0 ? tflops / ref : -1.0);
 }
 
-// Batched decode on Q4_1 weights: the tensor-core path (GemmTensorCore)
-// against the skinny GEMM that Gemm picks up to kSkinnyGemmMaxRows rows,
-// both on the same f32 x; says where the cut-over should be.
+// Batched decode on Q4_1 weights, three kernels on the same f32 x: the
+// tensor-core decode kernel that Gemm runs (gemm_mma.cu), the skinny GEMM
+// it replaced there (GemmSkinny, the baseline), and the prefill tensor-core
+// path (GemmTensorCore), which says whether kSkinnyGemmMaxRows should move.
 void BenchDecodeBatchPaths(Context& ctx, int m, int n, int k) {
   DeviceBuffer<uint8_t> w = RandomQ4_1Weights(ctx, n, k);
   DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
+  DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(m) * n);
   DeviceBuffer<float> y_skinny = Alloc<float>(static_cast<size_t>(m) * n);
   DeviceBuffer<float> y_tc = Alloc<float>(static_cast<size_t>(m) * n);
   FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 16));
-  GemmParams p{.x = x.data(),
-               .w = w.data(),
-               .w_dtype = DType::kQ4_1,
-               .y = y_skinny.data(),
-               .m = m,
-               .n = n,
-               .k = k};
+  GemmParams p{
+      .x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(), .m = m, .n = n, .k = k};
   const double flops = 2.0 * m * n * k;
-  const Work work{.bytes = static_cast<double>(w.bytes() + x.bytes() + y_skinny.bytes()),
+  const Work work{.bytes = static_cast<double>(w.bytes() + x.bytes() + y.bytes()),
                   .flops = flops,
                   .peak_flops = kH100TensorCoreFlops};
-  const double skinny_ms = TimeMs(ctx.stream, work, [&] { (void)Gemm(p, ctx.s); });
+  const double ms = TimeMs(ctx.stream, work, [&] { (void)Gemm(p, ctx.s); });
+  GemmParams skinny = p;
+  skinny.y = y_skinny.data();
+  const double skinny_ms = TimeMs(ctx.stream, work, [&] { (void)GemmSkinny(skinny, ctx.s); });
   GemmParams tc = p;
   tc.y = y_tc.data();
   const double tc_ms = TimeMs(ctx.stream, work, [&] { (void)GemmTensorCore(tc, ctx.s); });
   std::string status = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
   const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
-  // Both paths against each other: bf16 rounding of x and w on the tensor-core side.
-  const double err = Nmse(Head(y_tc.data(), check), Head(y_skinny.data(), check));
+  // The decode kernel against the f32 skinny GEMM: both near f32 (gemm_test).
+  std::string decode_status = status;
+  const double decode_err = Nmse(Head(y.data(), check), Head(y_skinny.data(), check));
+  if (!(decode_err < 1e-8)) decode_status = Fmt("MISMATCH nmse=%.1e", decode_err);
+  // The tensor-core path rounds x and w to bf16.
+  const double err = Nmse(Head(y_tc.data(), check), Head(y.data(), check));
   if (!(err < 1e-4)) status = Fmt("MISMATCH nmse=%.1e", err);
-  const double tc_tflops = flops / (tc_ms * 1e-3) / 1e12;
-  const double skinny_tflops = flops / (skinny_ms * 1e-3) / 1e12;
+  const auto tflops = [&](double t) { return flops / (t * 1e-3) / 1e12; };
+  PrintRow(Fmt("gemm Q4_1 %s m=%d n=%d k=%d", DecodePath(m, DType::kQ4_1), m, n, k), decode_status,
+           Fmt("%.2f TFLOP/s", tflops(ms)), Fmt("skinny %.2f TFLOP/s", tflops(skinny_ms)),
+           skinny_ms / ms);
   PrintRow(Fmt("gemm Q4_1 tensor-core path m=%d n=%d k=%d", m, n, k), status,
-           Fmt("%.2f TFLOP/s", tc_tflops), Fmt("skinny %.2f TFLOP/s", skinny_tflops),
-           tc_tflops / skinny_tflops);
+           Fmt("%.2f TFLOP/s", tflops(tc_ms)),
+           Fmt("%s %.2f TFLOP/s", DecodePath(m, DType::kQ4_1), tflops(ms)), ms / tc_ms);
 }
 
 // Decode with Q4_1 weights: weight bytes streamed per second vs copy bandwidth.
@@ -286,9 +300,10 @@ void BenchQuantGemv(Context& ctx, int m, int n, int k) {
                   .flops = 2.0 * m * n * k};
   const double ms = TimeMs(ctx.stream, work, [&] { (void)Gemm(p, ctx.s); });
   const double bw = static_cast<double>(w.bytes()) / (ms * 1e-3);
-  PrintRow(Fmt("gemm skinny Q4_1 m=%d n=%d k=%d (weight bandwidth)", m, n, k),
-           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.0f GB/s", bw / 1e9),
-           Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
+  PrintRow(
+      Fmt("gemm %s Q4_1 m=%d n=%d k=%d (weight bandwidth)", DecodePath(m, DType::kQ4_1), m, n, k),
+      cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.0f GB/s", bw / 1e9),
+      Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
 }
 
 struct AttentionShape {
@@ -441,6 +456,7 @@ int Main(bool quick) {
   BenchQuantGemv(ctx, 1, 4096, 4096);
   BenchQuantGemv(ctx, 1, 14336, 4096);
   BenchQuantGemv(ctx, 16, 14336, 4096);
+  BenchQuantGemv(ctx, 64, 14336, 4096);
   for (int m : {16, 32, 64}) {
     for (auto [n, k] : {std::pair{4096, 4096}, std::pair{14336, 4096}}) {
       BenchDecodeBatchPaths(ctx, m, n, k);

@@ -24,6 +24,7 @@
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/mma_sm80.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
@@ -47,10 +48,6 @@ constexpr size_t SharedBytes() {
 
 __device__ __forceinline__ uint16_t Bf16(float f) {
   return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  return static_cast<uint32_t>(Bf16(lo)) | (static_cast<uint32_t>(Bf16(hi)) << 16);
 }
 
 // Max (or sum) over the 4 lanes of a quad: the lanes holding one row.

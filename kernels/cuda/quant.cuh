@@ -27,6 +27,13 @@ __device__ __forceinline__ float Bf16BitsToFloat(uint16_t bits) {
   return __uint_as_float(static_cast<uint32_t>(bits) << 16);
 }
 
+// Two floats as a bf16 pair, each rounded to nearest even: lo in the low
+// half (the first of an mma register's two values).
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+         (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
+}
+
 // Plain (one value per "block") element types.
 template <DType kType>
 __device__ __forceinline__ float LoadElement(const void* row, int64_t i) {

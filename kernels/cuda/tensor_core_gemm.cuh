@@ -91,11 +91,6 @@ struct CpAsyncBf16Loader {
   __device__ void Store(uint16_t*) {}
 };
 
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo (low half)
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 // Writes 16 values as bf16 to tile row r, columns half * 16 ... + 15.
 __device__ __forceinline__ void StoreHalfRow(uint16_t* tile, int r, int half, const float v[16]) {
   uint4 lo, hi;
