@@ -60,6 +60,18 @@ template <DType kW>
 struct RowRun {
   uint32_t q[kSpan][kWords<kW>];
   float d[kSpan], m[kSpan];
+
+  // Drops block 0: the kernel's loop over a run is not unrolled (a fourth of
+  // the code), so it always reads block 0 and shifts (register moves).
+  __device__ __forceinline__ void Shift() {
+#pragma unroll
+    for (int s = 0; s + 1 < kSpan; ++s) {
+#pragma unroll
+      for (int i = 0; i < kWords<kW>; ++i) q[s][i] = q[s + 1][i];
+      d[s] = d[s + 1];
+      m[s] = m[s + 1];
+    }
+  }
 };
 
 // bf16 pair 16 + q of the low nibbles of bytes 0 and 2 of v (v pre-shifted).
@@ -155,8 +167,8 @@ __device__ __forceinline__ void LoadRun(const void* w, int n, int k, int row, bo
 // The A fragment (mma register order) of k group h (values 16h .. 16h + 15)
 // from a lane's words: a[0], a[2] row g, a[1], a[3] row g + 8.
 template <DType kW>
-__device__ __forceinline__ void FragmentA(const RowRun<kW> (&rows)[2], int s, int h,
-                                          uint32_t a[4]) {
+__device__ __forceinline__ void FragmentA(const RowRun<kW> (&rows)[2], int h, uint32_t a[4]) {
+  constexpr int s = 0;  // the run's current block (RowRun::Shift)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if constexpr (kW == DType::kBF16) {
@@ -246,14 +258,14 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int col = c0 + g + 8 * r;
         LoadRun<kW>(w, n, k, tile * cols + col, col < cols, b0, blocks, t, &run[tile][r]);
       }
-#pragma unroll
+#pragma unroll 1
     for (int s = 0; s < kSpan; ++s) {
       if (b0 + s >= blocks) break;  // the same for the whole warp
       uint32_t a[kTiles][2][4];
 #pragma unroll
       for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) FragmentA<kW>(run[tile], s, h, a[tile][h]);
+        for (int h = 0; h < 2; ++h) FragmentA<kW>(run[tile], h, a[tile][h]);
 #pragma unroll
       for (int j = 0; j < kNt; ++j) {
         uint32_t hi[2][2], lo[2][2];
@@ -282,9 +294,9 @@ __global__ void __launch_bounds__(kWarps * 32)
             }
 #pragma unroll
             for (int i = 0; i < 4; ++i) {  // i: row g + 8 (i / 2), x row 2t + i % 2
-              const float d = run[tile][i / 2].d[s], sum = sums[i % 2];
+              const float d = run[tile][i / 2].d[0], sum = sums[i % 2];
               if constexpr (kW == DType::kQ4_1) {
-                acc[tile][j][i] += d * (p[i] - 16.0f * sum) + run[tile][i / 2].m[s] * sum;
+                acc[tile][j][i] += d * (p[i] - 16.0f * sum) + run[tile][i / 2].m[0] * sum;
               } else if constexpr (kW == DType::kQ4_0) {
                 acc[tile][j][i] += d * (p[i] - 24.0f * sum);
               } else {
@@ -293,6 +305,11 @@ __global__ void __launch_bounds__(kWarps * 32)
             }
           }
         }
+      }
+#pragma unroll
+      for (int tile = 0; tile < kTiles; ++tile) {
+        run[tile][0].Shift();
+        run[tile][1].Shift();
       }
     }
   }
