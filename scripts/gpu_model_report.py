@@ -5,8 +5,9 @@ scripts/gpu_model.sh) as a Markdown table per step: per kernel and per step,
 the warp requests, sectors and lines per request, useful-byte efficiency,
 the distinct bytes (the DRAM traffic if L2 holds each kernel's working set),
 and an H100 time estimate from the constants below. A model, not a
-measurement: it ignores latency, occupancy, launch overhead, L2 misses and
-instruction throughput.
+measurement: a fixed cost per launch (calibrated on the first device run)
+plus memory time; it ignores occupancy, L2 misses, shared-memory and
+instruction throughput, and latency beyond the launch cost.
 
     gpu_model_report.py model.tsv [decode_model_stdout.txt] [--tsv]
 
@@ -33,9 +34,18 @@ SMS, CLOCK_HZ, L1_WAVEFRONT_BYTES = 132, 1.98e9, 128
 L1_BYTES_PER_S = SMS * CLOCK_HZ * L1_WAVEFRONT_BYTES
 
 
+# Per launch, added to the memory time: what a decode step's small kernels
+# cost on the H100 beyond moving their bytes. Calibrated on the first device
+# run (2026-12-05, docs/data/gpu/h100_2026-12-05/ncu_decode_step_quick.md,
+# warm caches, after): the step's 89 launches other than attention averaged
+# 4.3 µs each, for 0.0-0.5 µs of modelled memory time.
+LAUNCH_US = 4.0
+
+
 def modelled_us(k):
-    """max(HBM time of the distinct bytes, L1 time of the lines requested)."""
-    return max(k["distinct"] / HBM_BYTES_PER_S, k["lines"] * L1_WAVEFRONT_BYTES / L1_BYTES_PER_S) * 1e6
+    """launches x LAUNCH_US + max(HBM time of the distinct bytes, L1 time of the lines requested)."""
+    memory_s = max(k["distinct"] / HBM_BYTES_PER_S, k["lines"] * L1_WAVEFRONT_BYTES / L1_BYTES_PER_S)
+    return k["launches"] * LAUNCH_US + memory_s * 1e6
 
 
 def load(path):
