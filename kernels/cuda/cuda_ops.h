@@ -87,6 +87,19 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 // (x.up^T + bias), bit-identical to Gemm into (m, 2F) followed by Swiglu.
 [[nodiscard]] absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream);
 
+// Batch-1 fusions of the skinny GEMM, for TP=1 decode (one launch where
+// there were two): `norm` set, the GEMM reads RmsNorm(x) * norm (eps) where
+// x is the residual stream row (dense, k values); `add_to_y`, it adds to y
+// (y += x w^T + bias). Bit-identical to RmsNorm then Gemm (or GemmSwiglu,
+// `swiglu`), and to Gemm then Add. m must be 1; exactly one of the two.
+struct GemmFusion {
+  const float* norm = nullptr;  // (k) RMSNorm weight
+  float eps = 1e-5f;
+  bool add_to_y = false;
+};
+[[nodiscard]] absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,
+                                     const Stream& stream);
+
 // The skinny GEMM at any m <= kSkinnyGemmMaxRows and any weight type: what
 // Gemm runs at m = 1 and for F32/F16 weights, and ran at every decode m
 // before the tensor-core decode kernel. kernel_bench's baseline for that

@@ -84,24 +84,51 @@ __device__ __forceinline__ void UnpackVec(const uint4& raw, float* out) {
   }
 }
 
+// What the skinny kernel fuses around itself at m = 1 (GemmFusion).
+enum class Fusion { kNone, kNormX, kAddToY };
+
 // Copies columns [k0, k0 + width) of activation rows [0, rows_here) into xs
-// (row r at xs + r * kTilePitch, padded). kVec: rows 16-byte aligned.
+// (row r at xs + r * kTilePitch, padded). kVec: rows 16-byte aligned (and
+// `norm`, when set). norm: each value becomes x * inv * norm[column], as
+// RmsNormKernel writes it.
 template <int kRows, bool kVec>
 __device__ __forceinline__ void StageTile(float* xs, const float* xrow0, int64_t x_stride,
-                                          int rows_here, int k0, int width) {
+                                          int rows_here, int k0, int width, const float* norm,
+                                          float inv) {
   constexpr int kPitch = kTilePitch<kRows>;
   if constexpr (kVec) {
     const int quads = width / 4;
     for (int i = threadIdx.x; i < rows_here * quads; i += blockDim.x) {
       const int r = i / quads, c = (i % quads) * 4;
-      const float4 v = __ldg(reinterpret_cast<const float4*>(xrow0 + r * x_stride + k0 + c));
+      float4 v = __ldg(reinterpret_cast<const float4*>(xrow0 + r * x_stride + k0 + c));
+      if (norm != nullptr) {
+        const float4 g = __ldg(reinterpret_cast<const float4*>(norm + k0 + c));
+        v = {v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w};
+      }
       *reinterpret_cast<float4*>(xs + r * kPitch + Padded(c)) = v;
     }
   } else {
     for (int i = threadIdx.x; i < rows_here * width; i += blockDim.x) {
       const int r = i / width, c = i % width;
-      xs[r * kPitch + Padded(c)] = __ldg(xrow0 + r * x_stride + k0 + c);
+      const float v = __ldg(xrow0 + r * x_stride + k0 + c);
+      xs[r * kPitch + Padded(c)] = norm != nullptr ? v * inv * __ldg(norm + k0 + c) : v;
     }
+  }
+}
+
+// kFusion == kNormX: 1 / rms of the block's x row (k values), with
+// RmsNormKernel's arithmetic: its 256-thread partition of the row and its
+// block reduction, so the staged values have RmsNorm's bits.
+template <Fusion kFusion>
+__device__ __forceinline__ float InverseRms(const float* x, int k, float eps) {
+  if constexpr (kFusion != Fusion::kNormX) {
+    return 1.0f;
+  } else {
+    __shared__ float scratch[32];
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) ss = fmaf(x[i], x[i], ss);
+    ss = BlockSum(ss, scratch);
+    return rsqrtf(ss / static_cast<float>(k) + eps);
   }
 }
 
@@ -186,11 +213,17 @@ __device__ __forceinline__ void TileDots(const void* w, int k, int row, const fl
 // rows, then up rows); the warp computes gate row `col` and up row
 // `col + cols` and writes silu(gate) * up, exactly what Gemm then Swiglu
 // write.
-template <DType kW, int kRows, bool kVec, bool kSwiglu>
+// kFusion (kRows = 1 only): kNormX stages RmsNorm(x) * norm instead of x;
+// kAddToY adds to y (y += x w^T + bias, as Gemm then Add).
+template <DType kW, int kRows, bool kVec, bool kSwiglu, Fusion kFusion = Fusion::kNone>
 __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
     SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
                      const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
-                     int64_t x_stride, int64_t y_stride) {
+                     int64_t x_stride, int64_t y_stride, const float* __restrict__ norm,
+                     float eps) {
+  static_assert(kFusion == Fusion::kNone || kRows == 1, "fusions are for one activation row");
+  static_assert(kFusion != Fusion::kNormX || kWarpsPerBlock<1> * 32 == 256,
+                "RmsNormKernel's 256-thread reduction");
   // kRows staged rows of kTilePitch floats (SkinnyGemmSharedBytes), dynamic:
   // the emulator keeps static __shared__ per OS thread, and one 72 KiB array
   // per instantiation would take megabytes of every thread's TLS.
@@ -207,6 +240,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
   float acc[kRows], up[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = up[r] = 0.0f;
+  const float* stage_norm = kFusion == Fusion::kNormX ? norm : nullptr;
+  float inv = 1.0f;
   for (int k0 = 0; k0 < k; k0 += kTileValues<kRows>) {
     const int width = min(kTileValues<kRows>, k - k0);
     if constexpr (IsQuantized(kW)) {
@@ -218,15 +253,17 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
         gate.Load(pw, k, col, k0, width, lane);
         if constexpr (kSwiglu) upc.Load(pw, k, col + cols, k0, width, lane);
       }
+      if (k0 == 0) inv = InverseRms<kFusion>(x, k, eps);  // while the chunks load
       __syncthreads();  // every warp is done with the previous tile
-      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width);
+      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, stage_norm, inv);
       __syncthreads();
       if (!active) continue;
       gate.Dots(xs, width, rows_here, lane, acc);
       if constexpr (kSwiglu) upc.Dots(xs, width, rows_here, lane, up);
     } else {
+      if (k0 == 0) inv = InverseRms<kFusion>(x, k, eps);
       __syncthreads();  // every warp is done with the previous tile
-      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width);
+      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, stage_norm, inv);
       __syncthreads();
       if (!active) continue;
       TileDots<kW, kRows, kVec>(w, k, col, xs, k0, width, rows_here, lane, acc);
@@ -249,7 +286,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const float s = WarpSum(acc[r]);
-      if (lane == 0 && r < rows_here) y[(row0 + r) * y_stride + col] = s + b;
+      if (lane == 0 && r < rows_here) {
+        float* out = y + (row0 + r) * y_stride + col;
+        *out = kFusion == Fusion::kAddToY ? *out + (s + b) : s + b;
+      }
     }
   }
 }
@@ -262,15 +302,15 @@ constexpr size_t SkinnyGemmSharedBytes() {
 // per block.
 static_assert(SkinnyGemmSharedBytes<16>() <= 163 * 1024, "within sm_80's dynamic shared limit");
 
-template <DType kW, int kRows, bool kSwiglu>
+template <DType kW, int kRows, bool kSwiglu, Fusion kFusion = Fusion::kNone>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, const GemmFusion& f = {}) {
   constexpr int kWarps = kWarpsPerBlock<kRows>;
   constexpr int kShared = static_cast<int>(SkinnyGemmSharedBytes<kRows>());
   const int cols = kSwiglu ? p.n / 2 : p.n;
   const dim3 grid((cols + kWarps - 1) / kWarps, (p.m + kRows - 1) / kRows);
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  bool vec = aligned(p.x) && x_stride % 4 == 0;
+  bool vec = aligned(p.x) && x_stride % 4 == 0 && (f.norm == nullptr || aligned(f.norm));
   // Quantized planes are 16-byte aligned by construction (weight_layout.h).
   if constexpr (!IsQuantized(kW)) vec = vec && aligned(p.w) && p.k % kVecValues<kW> == 0;
   // Launched by name in each branch: the emulator's memory model reports per kernel name.
@@ -278,20 +318,20 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
   constexpr bool kOptIn = kShared > 48 * 1024;
   if (vec) {
     if constexpr (kOptIn) {
-      TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, true, kSwiglu>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                    kShared));
+      TPS_CUDA_RETURN_IF_ERROR(
+          cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, true, kSwiglu, kFusion>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
     }
-    SkinnyGemmKernel<kW, kRows, true, kSwiglu><<<grid, kWarps * 32, kShared, stream>>>(
-        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
+    SkinnyGemmKernel<kW, kRows, true, kSwiglu, kFusion><<<grid, kWarps * 32, kShared, stream>>>(
+        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride, f.norm, f.eps);
   } else {
     if constexpr (kOptIn) {
-      TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, false, kSwiglu>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                    kShared));
+      TPS_CUDA_RETURN_IF_ERROR(
+          cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, false, kSwiglu, kFusion>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
     }
-    SkinnyGemmKernel<kW, kRows, false, kSwiglu><<<grid, kWarps * 32, kShared, stream>>>(
-        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride);
+    SkinnyGemmKernel<kW, kRows, false, kSwiglu, kFusion><<<grid, kWarps * 32, kShared, stream>>>(
+        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride, f.norm, f.eps);
   }
   return LaunchStatus("SkinnyGemmKernel");
 }
@@ -330,6 +370,34 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     TPS_ROWS_PER_PASS_SWITCH(
         p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s); });
+  });
+}
+
+absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,
+                       const Stream& stream) {
+  if (p.m != 1 || p.y_fixed != nullptr) {
+    return absl::InvalidArgumentError("GemmFused: m must be 1, with a float y");
+  }
+  if ((f.norm != nullptr) == f.add_to_y) {
+    return absl::InvalidArgumentError("GemmFused: exactly one of norm and add_to_y");
+  }
+  if (f.add_to_y && swiglu) return absl::InvalidArgumentError("GemmFused: add_to_y with swiglu");
+  if (swiglu && p.n % 2 != 0) return absl::InvalidArgumentError("GemmFused: n (gate + up) is odd");
+  if (f.norm != nullptr && p.x_stride != 0 && p.x_stride != p.k) {
+    return absl::InvalidArgumentError("GemmFused: norm needs a dense x row");
+  }
+  int64_t x_stride = 0, y_stride = 0;
+  if (absl::Status st = CheckGemm(p, swiglu ? p.n / 2 : p.n, &x_stride, &y_stride); !st.ok()) {
+    return st;
+  }
+  if (p.n == 0) return absl::OkStatus();
+  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
+    if (f.add_to_y) {
+      return LaunchSkinnyGemm<kW, 1, false, Fusion::kAddToY>(p, x_stride, y_stride, s, f);
+    }
+    if (swiglu) return LaunchSkinnyGemm<kW, 1, true, Fusion::kNormX>(p, x_stride, y_stride, s, f);
+    return LaunchSkinnyGemm<kW, 1, false, Fusion::kNormX>(p, x_stride, y_stride, s, f);
   });
 }
 

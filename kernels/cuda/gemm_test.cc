@@ -160,6 +160,71 @@ TEST_P(CudaGemmParity, DecodeBatchRowsDoNotDependOnM) {
   }
 }
 
+// GemmFused at m = 1 writes the bits of the launches it replaces: RmsNorm
+// then Gemm / GemmSwiglu (`norm`), Gemm then Add (`add_to_y`). k = 701 and
+// 1001 (plain types): rows not 16-byte aligned, the scalar staging path.
+TEST_P(CudaGemmParity, FusedNormAndResidualGiveTheUnfusedBits) {
+  TPS_SKIP_WITHOUT_CUDA();
+  const DType dtype = GetParam();
+  Rng rng(321 + static_cast<int>(dtype));
+  for (int k : {IsQuantized(dtype) ? 2080 : 701, 4160, IsQuantized(dtype) ? 96 : 1001}) {
+    const int n = rng.Int(1, 150) * 2;
+    SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " n=" << n << " k=" << k);
+    DeviceBuffer<float> x = ToDevice(rng.Floats(k));
+    DeviceBuffer<float> norm = ToDevice(rng.Floats(k));
+    DeviceBuffer<uint8_t> w = ToDeviceWeight(dtype, n, k, cpu::RandomRows(rng, dtype, n, k));
+    DeviceBuffer<float> bias = ToDevice(rng.Floats(n));
+    const std::vector<float> y0 = rng.Floats(n);
+    DeviceBuffer<float> h = DeviceZeros<float>(k);
+    ASSERT_TRUE(RmsNorm({.x = x.data(),
+                         .weight = norm.data(),
+                         .y = h.data(),
+                         .rows = 1,
+                         .dim = k,
+                         .eps = 1e-5f},
+                        Stream{})
+                    .ok());
+    for (bool swiglu : {false, true}) {
+      SCOPED_TRACE(swiglu ? "swiglu" : "gemm");
+      const int cols = swiglu ? n / 2 : n;
+      DeviceBuffer<float> want = DeviceZeros<float>(cols), got = DeviceZeros<float>(cols);
+      GemmParams p{.x = h.data(),
+                   .w = w.data(),
+                   .w_dtype = dtype,
+                   .bias = bias.data(),
+                   .y = want.data(),
+                   .m = 1,
+                   .n = n,
+                   .k = k};
+      ASSERT_TRUE((swiglu ? GemmSwiglu(p, Stream{}) : Gemm(p, Stream{})).ok());
+      p.x = x.data();
+      p.y = got.data();
+      ASSERT_TRUE(GemmFused(p, {.norm = norm.data(), .eps = 1e-5f}, swiglu, Stream{}).ok());
+      EXPECT_EQ(ToHostVector(got), ToHostVector(want));
+    }
+    // y += x w^T + b against Gemm into proj, then Add.
+    DeviceBuffer<float> proj = DeviceZeros<float>(n), want = ToDevice(y0), got = ToDevice(y0);
+    GemmParams p{.x = x.data(),
+                 .w = w.data(),
+                 .w_dtype = dtype,
+                 .bias = bias.data(),
+                 .y = proj.data(),
+                 .m = 1,
+                 .n = n,
+                 .k = k};
+    ASSERT_TRUE(Gemm(p, Stream{}).ok());
+    ASSERT_TRUE(Add({.a = want.data(), .b = proj.data(), .y = want.data(), .n = n}, Stream{}).ok());
+    p.y = got.data();
+    ASSERT_TRUE(GemmFused(p, {.add_to_y = true}, /*swiglu=*/false, Stream{}).ok());
+    EXPECT_EQ(ToHostVector(got), ToHostVector(want));
+  }
+  GemmParams two{.m = 2, .n = 2, .k = 32};
+  EXPECT_EQ(GemmFused(two, {.add_to_y = true}, false, Stream{}).code(),
+            absl::StatusCode::kInvalidArgument);
+  GemmParams one{.m = 1, .n = 2, .k = 32};
+  EXPECT_EQ(GemmFused(one, {}, false, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // The tensor-core path at decode batch sizes (kernel_bench compares it with
 // the skinny GEMM there).
 TEST_P(CudaGemmParity, TensorCorePathAtDecodeBatchSizes) {

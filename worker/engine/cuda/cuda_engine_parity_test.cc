@@ -91,6 +91,9 @@ std::vector<Case> Cases(int vocab) {
   cases.push_back({"decode", {{Seq(1, tok(1), 40, a), Seq(2, tok(1), 17, b)}}, 1e-3});
   cases.push_back({"prefill 100", {{Seq(3, tok(100), 0, c)}}, 3e-2});
   cases.push_back({"decode at 101", {{Seq(3, tok(1), 100, c), Seq(1, tok(1), 41, a)}}, 3e-2});
+  // One token at one rank: the norms and residual adds run inside the GEMMs
+  // (LayerStep::fuse_norms).
+  cases.push_back({"decode one token", {{Seq(1, tok(1), 42, a)}}, 1e-3});
 #if !defined(TPSERVE_CUDA_EMU)
   std::vector<int32_t> d(19);  // 304 tokens of 16-token blocks
   for (int i = 0; i < 19; ++i) d[i] = 14 + i;

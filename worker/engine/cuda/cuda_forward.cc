@@ -307,7 +307,8 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                        .all_reduce_fixed =
                            [this, timings](int64_t* buf, size_t count) {
                              return AllReduce(buf, count, CommDType::kI64, timings);
-                           }};
+                           },
+                       .fuse_norms = T == 1 && comm_.world_size() == 1 && !tp_invariant_};
 
   // (T, H) embedding: each rank fills the rows of its vocabulary slice.
   TPS_RETURN_IF_ERROR(kc::Embedding(
@@ -315,14 +316,18 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
   TPS_RETURN_IF_ERROR(AllReduce(x_.data(), size_t{1} * T * H, CommDType::kF32, timings));
 
   // The first layer's attention norm; every later norm is fused with the
-  // residual add before it (AddRmsNorm), the last add stands alone.
-  TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
-                                   .weight = layers_.front().attn_norm.data(),
-                                   .y = h_.data(),
-                                   .rows = T,
-                                   .dim = H,
-                                   .eps = c_.rms_norm_eps},
-                                  s));
+  // residual add before it (AddRmsNorm), the last add stands alone. One
+  // token on one rank: every norm and add runs inside a GEMM instead
+  // (LayerStep::fuse_norms).
+  if (!step.fuse_norms) {
+    TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
+                                     .weight = layers_.front().attn_norm.data(),
+                                     .y = h_.data(),
+                                     .rows = T,
+                                     .dim = H,
+                                     .eps = c_.rms_norm_eps},
+                                    s));
+  }
   for (size_t li = 0; li < layers_.size(); ++li) {
     const float* next = li + 1 < layers_.size() ? layers_[li + 1].attn_norm.data() : nullptr;
     TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers_[li], next));

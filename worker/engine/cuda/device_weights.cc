@@ -57,6 +57,23 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
   return absl::OkStatus();
 }
 
+absl::Status RunLinearFused(const DeviceLinear& l, const float* x, float* y, const float* norm,
+                            float eps, bool add_to_y, const kernels::Stream& s) {
+  for (const DeviceLinear::Part& p : l.parts) {
+    const kernels::GemmParams g{.x = x,
+                                .w = p.weight.data(),
+                                .w_dtype = p.dtype,
+                                .bias = p.bias.size() > 0 ? p.bias.data() : nullptr,
+                                .y = y + p.out_offset,
+                                .m = 1,
+                                .n = p.rows,
+                                .k = l.in_features};
+    TPS_RETURN_IF_ERROR(kernels::cuda::GemmFused(
+        g, {.norm = norm, .eps = eps, .add_to_y = add_to_y}, /*swiglu=*/false, s));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_bytes) {
   DeviceLayer l;
   TPS_ASSIGN_OR_RETURN(l.attn_norm, Upload(w.attn_norm.data(), w.attn_norm.size()));

@@ -77,6 +77,12 @@ struct DeviceLinear {
                                      int64_t y_stride, const kernels::Stream& s,
                                      int64_t* y_fixed = nullptr, int chunk = 32);
 
+// RunLinear at m = 1 with a kernels/cuda/cuda_ops.h GemmFusion on every part:
+// x normalised on the way in (`norm`), or y added to (`add_to_y`).
+[[nodiscard]] absl::Status RunLinearFused(const DeviceLinear& l, const float* x, float* y,
+                                          const float* norm, float eps, bool add_to_y,
+                                          const kernels::Stream& s);
+
 // One transformer layer of this rank on the device.
 struct DeviceLayer {
   DeviceBuffer<float> attn_norm;  // (H)

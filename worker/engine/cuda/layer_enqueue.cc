@@ -27,6 +27,52 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
       s);
 }
 
+// EnqueueLayer with step.fuse_norms (one token): the norms and residual
+// adds inside the GEMMs, the same bits as the unfused launches.
+absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
+                               const LayerKvCache& cache) {
+  const ModelConfig& c = *step.config;
+  const RankDims& d = step.dims;
+  const LayerScratch& x = step.scratch;
+  const kernels::Stream& s = step.stream;
+  const float eps = c.rms_norm_eps;
+  TPS_RETURN_IF_ERROR(RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s));
+  TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(c, d, step.arrays, x.qkv),
+                                      MakeKvCacheWriteParams(d, step.arrays, x.qkv, cache), s));
+  const kernels::PagedAttentionParams ap =
+      MakeAttentionParams(d, step.arrays, x.qkv, cache, x.attn);
+  if (step.shape.all_decode) {
+    TPS_RETURN_IF_ERROR(kc::PagedAttentionDecode(ap, step.shape.max_context, x.ws, x.ws_floats, s));
+  } else {
+    TPS_RETURN_IF_ERROR(kc::PagedAttention(ap, s));
+  }
+  TPS_RETURN_IF_ERROR(RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s));  // x += O attn
+  if (l.gate_up.parts.size() == 1) {
+    const DeviceLinear::Part& gu = l.gate_up.parts[0];
+    TPS_RETURN_IF_ERROR(kc::GemmFused({.x = x.x,
+                                       .w = gu.weight.data(),
+                                       .w_dtype = gu.dtype,
+                                       .bias = gu.bias.size() > 0 ? gu.bias.data() : nullptr,
+                                       .y = x.act,
+                                       .m = 1,
+                                       .n = 2 * d.ffn,
+                                       .k = d.hidden},
+                                      {.norm = l.ffn_norm.data(), .eps = eps},
+                                      /*swiglu=*/true, s));
+  } else {
+    TPS_RETURN_IF_ERROR(RunLinearFused(l.gate_up, x.x, x.gu, l.ffn_norm.data(), eps, false, s));
+    TPS_RETURN_IF_ERROR(kc::Swiglu({.gate = x.gu,
+                                    .up = x.gu + d.ffn,
+                                    .out = x.act,
+                                    .rows = 1,
+                                    .dim = d.ffn,
+                                    .gate_stride = 2 * d.ffn,
+                                    .up_stride = 2 * d.ffn},
+                                   s));
+  }
+  return RunLinearFused(l.down, x.act, x.x, nullptr, eps, true, s);  // x += down act
+}
+
 }  // namespace
 
 absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
@@ -45,6 +91,7 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                            .block_size = step.block_size,
                            .num_blocks = step.num_blocks,
                            .dtype = step.kv_dtype};
+  if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache);
 
   TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s));  // (T, qkv_dim)
   TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(c, d, a, x.qkv),
