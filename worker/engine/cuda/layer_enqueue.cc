@@ -27,6 +27,48 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
       s);
 }
 
+// RoPE with the KV-cache write, then attention over x.qkv into x.attn.
+// Decode: split-KV. Prefill-heavy batches (the bf16 tensor-core GEMM range):
+// tensor-core attention. Small mixed batches: f32 flash kernel.
+absl::Status EnqueueAttention(const LayerStep& step, const LayerKvCache& cache) {
+  const LayerScratch& x = step.scratch;
+  const StepShape& sh = step.shape;
+  const kernels::Stream& s = step.stream;
+  TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(*step.config, step.dims, step.arrays, x.qkv),
+                                      MakeKvCacheWriteParams(step.dims, step.arrays, x.qkv, cache),
+                                      s));
+  const kernels::PagedAttentionParams ap =
+      MakeAttentionParams(step.dims, step.arrays, x.qkv, cache, x.attn);
+  if (sh.all_decode) return kc::PagedAttentionDecode(ap, sh.max_context, x.ws, x.ws_floats, s);
+  if (sh.num_tokens > kc::kSkinnyGemmMaxRows) return kc::PagedAttentionPrefill(ap, s);
+  return kc::PagedAttention(ap, s);
+}
+
+// The one-part gate/up GEMM over x (m rows) with the SwiGLU epilogue into act.
+kernels::GemmParams GateUpParams(const DeviceLinear& gate_up, const float* x, float* act, int m,
+                                 const RankDims& d) {
+  const DeviceLinear::Part& gu = gate_up.parts[0];
+  return {.x = x,
+          .w = gu.weight.data(),
+          .w_dtype = gu.dtype,
+          .bias = gu.bias.size() > 0 ? gu.bias.data() : nullptr,
+          .y = act,
+          .m = m,
+          .n = 2 * d.ffn,
+          .k = d.hidden};
+}
+
+// SwiGLU over x.gu (rows of gate | up, from a gate/up GEMM of several parts) into x.act.
+kernels::SwigluParams GateUpSwiglu(const LayerScratch& x, int rows, const RankDims& d) {
+  return {.gate = x.gu,
+          .up = x.gu + d.ffn,
+          .out = x.act,
+          .rows = rows,
+          .dim = d.ffn,
+          .gate_stride = 2 * d.ffn,
+          .up_stride = 2 * d.ffn};
+}
+
 // EnqueueLayer with step.fuse_norms (one token): the norms and residual
 // adds inside the GEMMs, the same bits as the unfused launches.
 absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
@@ -37,38 +79,14 @@ absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
   const kernels::Stream& s = step.stream;
   const float eps = c.rms_norm_eps;
   TPS_RETURN_IF_ERROR(RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s));
-  TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(c, d, step.arrays, x.qkv),
-                                      MakeKvCacheWriteParams(d, step.arrays, x.qkv, cache), s));
-  const kernels::PagedAttentionParams ap =
-      MakeAttentionParams(d, step.arrays, x.qkv, cache, x.attn);
-  if (step.shape.all_decode) {
-    TPS_RETURN_IF_ERROR(kc::PagedAttentionDecode(ap, step.shape.max_context, x.ws, x.ws_floats, s));
-  } else {
-    TPS_RETURN_IF_ERROR(kc::PagedAttention(ap, s));
-  }
+  TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache));
   TPS_RETURN_IF_ERROR(RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s));  // x += O attn
   if (l.gate_up.parts.size() == 1) {
-    const DeviceLinear::Part& gu = l.gate_up.parts[0];
-    TPS_RETURN_IF_ERROR(kc::GemmFused({.x = x.x,
-                                       .w = gu.weight.data(),
-                                       .w_dtype = gu.dtype,
-                                       .bias = gu.bias.size() > 0 ? gu.bias.data() : nullptr,
-                                       .y = x.act,
-                                       .m = 1,
-                                       .n = 2 * d.ffn,
-                                       .k = d.hidden},
-                                      {.norm = l.ffn_norm.data(), .eps = eps},
-                                      /*swiglu=*/true, s));
+    TPS_RETURN_IF_ERROR(kc::GemmFused(GateUpParams(l.gate_up, x.x, x.act, 1, d),
+                                      {.norm = l.ffn_norm.data(), .eps = eps}, /*swiglu=*/true, s));
   } else {
     TPS_RETURN_IF_ERROR(RunLinearFused(l.gate_up, x.x, x.gu, l.ffn_norm.data(), eps, false, s));
-    TPS_RETURN_IF_ERROR(kc::Swiglu({.gate = x.gu,
-                                    .up = x.gu + d.ffn,
-                                    .out = x.act,
-                                    .rows = 1,
-                                    .dim = d.ffn,
-                                    .gate_stride = 2 * d.ffn,
-                                    .up_stride = 2 * d.ffn},
-                                   s));
+    TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, 1, d), s));
   }
   return RunLinearFused(l.down, x.act, x.x, nullptr, eps, true, s);  // x += down act
 }
@@ -80,7 +98,6 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
   const ModelConfig& c = *step.config;
   const RankDims& d = step.dims;
   const StepShape& sh = step.shape;
-  const StepArrays& a = step.arrays;
   const LayerScratch& x = step.scratch;
   const kernels::Stream& s = step.stream;
   const int H = d.hidden;
@@ -94,18 +111,7 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
   if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache);
 
   TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s));  // (T, qkv_dim)
-  TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(c, d, a, x.qkv),
-                                      MakeKvCacheWriteParams(d, a, x.qkv, cache), s));
-  const kernels::PagedAttentionParams ap = MakeAttentionParams(d, a, x.qkv, cache, x.attn);
-  // Decode: split-KV. Prefill-heavy batches (the bf16 tensor-core GEMM
-  // range): tensor-core attention. Small mixed batches: f32 flash kernel.
-  if (sh.all_decode) {
-    TPS_RETURN_IF_ERROR(kc::PagedAttentionDecode(ap, sh.max_context, x.ws, x.ws_floats, s));
-  } else if (T > kc::kSkinnyGemmMaxRows) {
-    TPS_RETURN_IF_ERROR(kc::PagedAttentionPrefill(ap, s));
-  } else {
-    TPS_RETURN_IF_ERROR(kc::PagedAttention(ap, s));
-  }
+  TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache));
   if (step.tp_invariant) {
     TPS_RETURN_IF_ERROR(ResidualFixed(step, l.o, x.attn, step.chunks.o, l.ffn_norm.data()));
   } else {
@@ -122,26 +128,10 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
   }
   if (T <= kc::kSkinnyGemmMaxRows && l.gate_up.parts.size() == 1) {
     // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
-    const DeviceLinear::Part& gu = l.gate_up.parts[0];
-    TPS_RETURN_IF_ERROR(kc::GemmSwiglu({.x = x.h,
-                                        .w = gu.weight.data(),
-                                        .w_dtype = gu.dtype,
-                                        .bias = gu.bias.size() > 0 ? gu.bias.data() : nullptr,
-                                        .y = x.act,
-                                        .m = T,
-                                        .n = 2 * F,
-                                        .k = H},
-                                       s));
+    TPS_RETURN_IF_ERROR(kc::GemmSwiglu(GateUpParams(l.gate_up, x.h, x.act, T, d), s));
   } else {
     TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s));  // (T, 2F)
-    TPS_RETURN_IF_ERROR(kc::Swiglu({.gate = x.gu,
-                                    .up = x.gu + F,
-                                    .out = x.act,
-                                    .rows = T,
-                                    .dim = F,
-                                    .gate_stride = 2 * F,
-                                    .up_stride = 2 * F},
-                                   s));
+    TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, T, d), s));
   }
   if (step.tp_invariant) {
     return ResidualFixed(step, l.down, x.act, step.chunks.down, next_attn_norm);
