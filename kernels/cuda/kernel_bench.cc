@@ -297,7 +297,8 @@ void BenchQuantGemv(Context& ctx, int m, int n, int k) {
   GemmParams p{
       .x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .y = y.data(), .m = m, .n = n, .k = k};
   const Work work{.bytes = static_cast<double>(w.bytes() + x.bytes() + y.bytes()),
-                  .flops = 2.0 * m * n * k};
+                  .flops = 2.0 * m * n * k,
+                  .peak_flops = m == 1 ? kH100CudaCoreFlops : kH100TensorCoreFlops};
   const double ms = TimeMs(ctx.stream, work, [&] { (void)Gemm(p, ctx.s); });
   const double bw = static_cast<double>(w.bytes()) / (ms * 1e-3);
   PrintRow(
