@@ -90,7 +90,8 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 // Batch-1 fusions of the skinny GEMM, for TP=1 decode (one launch where
 // there were two): `norm` set, the GEMM reads RmsNorm(x) * norm (eps) where
 // x is the residual stream row (dense, k values); `add_to_y`, it adds to y
-// (y += x w^T + bias). Bit-identical to RmsNorm then Gemm (or GemmSwiglu,
+// (y += x w^T + bias). Bit-identical (gemm_test: every weight type, k 96-4160,
+// both staging paths) to RmsNorm then Gemm (or GemmSwiglu,
 // `swiglu`), and to Gemm then Add. m must be 1; exactly one of the two.
 struct GemmFusion {
   const float* norm = nullptr;  // (k) RMSNorm weight
