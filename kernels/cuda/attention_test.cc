@@ -242,6 +242,35 @@ TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
   }
 }
 
+// Block ids outside the pool (a corrupt table) cannot be reported from the
+// device: both kernels skip those keys. The decode kernel against the flash
+// kernel on tables with one scattered bad id per sequence and, in sequence
+// 0, a whole partition's worth of bad ids (every key of a block masked, and
+// of a partition when the context reaches past it).
+TEST(CudaPagedAttentionDecodeParity, BadBlockIdsAreSkippedLikeTheFlashKernel) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(29);
+  const Config configs[] = {{64, 3}, {128, 4}, {256, 8}, {66, 2}};
+  for (const Config& c : configs) {
+    Batch b = MakeBatch(rng, rng.Int(2, 4), c.head_dim, c.group, /*decode_only=*/true,
+                        /*max_start=*/700);
+    const int seqs = static_cast<int>(b.q_lens.size());
+    for (int s = 0; s < seqs; ++s) {
+      const int used = (b.start_pos[s] + b.block_size) / b.block_size;  // blocks holding keys
+      int32_t* row = &b.block_tables[static_cast<size_t>(s) * b.max_blocks_per_seq];
+      row[rng.Int(0, used - 1)] = b.num_blocks + rng.Int(0, 5);
+      if (s == 0) {
+        for (int i = 0; i < std::min(used, kDecodePartitionTokens / b.block_size); ++i) row[i] = -1;
+      }
+    }
+    SCOPED_TRACE(testing::Message() << "head_dim=" << c.head_dim << " block_size=" << b.block_size
+                                    << " max_context=" << b.max_context);
+    const std::vector<float> got = CudaAttention(b, Launcher::kDecode);
+    for (float f : got) ASSERT_TRUE(std::isfinite(f));
+    EXPECT_LT(Nmse(got, CudaAttention(b, Launcher::kFlash)), kAttentionNmse);
+  }
+}
+
 // Every launcher on a bf16 cache: against the CPU on the same bf16 cache,
 // and bit-identical to itself on the widened f32 cache. Head dims: 64 and
 // 128 (vector loads of 2 and 4 bf16 per lane in decode, the 16-byte tile

@@ -5,7 +5,8 @@
 //     512, 4096 (tensor-core path); skinny rows also report HBM bandwidth vs
 //     the measured copy bandwidth;
 //   - Q4_1 at m = 16, 32, 64: the tensor-core path vs the skinny path;
-//   - decode attention bandwidth (KV bytes read / s) vs D2D copy bandwidth;
+//   - decode attention bandwidth (KV bytes read / s) vs D2D copy bandwidth,
+//     and its batch-1 short-context latency vs an elementwise Add launch;
 //   - prefill attention TFLOP/s (f32 and tensor-core kernels) vs the cuBLAS
 //     (else our) bf16 GEMM at 4096^3.
 //
@@ -379,6 +380,35 @@ void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
            Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
 }
 
+// Batch-1 decode attention at a short context, where a launch is a few
+// blocks and its time is latency, not bandwidth: microseconds per call
+// against an elementwise launch (cuda::Add of `hidden` floats) timed the
+// same way: about the floor any kernel of a decode step pays here.
+void BenchDecodeAttentionLatency(Context& ctx, const AttentionShape& sh, int hidden) {
+  AttentionBatch b = MakeAttention(ctx, sh);
+  const int64_t ws =
+      DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
+  b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
+  const double kv_bytes =
+      2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
+  const Work work{.bytes = kv_bytes + static_cast<double>(b.q.bytes() + b.out.bytes()),
+                  .flops = 4.0 * sh.num_seqs * sh.n_heads * sh.context * sh.head_dim};
+  const double ms = TimeMs(ctx.stream, work, [&] {
+    (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
+  });
+  DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(hidden));
+  DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(hidden));
+  cudaMemsetAsync(x.data(), 0, x.bytes(), ctx.stream);
+  const Work add_work{.bytes = 3.0 * x.bytes()};
+  const double floor_ms = TimeMs(ctx.stream, add_work, [&] {
+    (void)Add({.a = x.data(), .b = x.data(), .y = y.data(), .n = hidden}, ctx.s);
+  });
+  PrintRow(Fmt("decode attention latency seqs=%d ctx=%d heads=%d/%d d=%d", sh.num_seqs, sh.context,
+               sh.n_heads, sh.n_kv_heads, sh.head_dim),
+           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f us", ms * 1e3),
+           Fmt("Add of %d floats %.2f us", hidden, floor_ms * 1e3), ms / floor_ms);
+}
+
 // Both prefill kernels: the f32 flash kernel and the tensor-core one.
 void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_tflops,
                            const std::string& gemm_name) {
@@ -467,6 +497,10 @@ int Main(bool quick) {
   BenchDecodeAttention(ctx, {64, 1, 2048, 32, 8, 128});
   BenchDecodeAttention(ctx, {1, 1, 16384, 32, 8, 128});
   BenchDecodeAttention(ctx, {16, 1, 1024, 9, 3, 64});
+  // The 0.1B model of the 2026-12-05 Nsight Compute profile (docs/benchmarks.md,
+  // "GPU"), at its 40-token context, and SmolLM2-135M's heads.
+  BenchDecodeAttentionLatency(ctx, {1, 1, 40, 12, 4, 64}, 768);
+  BenchDecodeAttentionLatency(ctx, {1, 1, 40, 9, 3, 64}, 576);
 
   std::string gemm_name;
   const double dense = DenseGemmTflops(ctx, &gemm_name);

@@ -3,27 +3,32 @@
 // Phase 1, grid (GQA group chunk, sequence, partition): an 8-warp block takes
 // the query heads that share one KV head (up to kMaxGroup of them; larger
 // groups split into several blocks; kGroup, the heads rounded up to 1, 2, 4
-// or 8, sizes the register arrays) and scores the partition's
-// kDecodePartitionTokens keys against all of them (warp per key, each lane
-// owning a run of consecutive head dims, so each K row is one coalesced
-// warp request of one vector load per lane, made once per KV head rather
-// than once per query head), takes each head's softmax and
-// accumulates P.V the same way, each V row read once for the group. One
-// partition writes the output directly; otherwise it writes (max, sum,
-// unnormalised P.V) per query head to the workspace and phase 2, grid
-// (sequence, query head), merges the partitions with the usual log-sum-exp
-// rescaling. Long contexts thus spread over many SMs even at batch 1.
+// or 8, sizes the register arrays) and the partition's
+// kDecodePartitionTokens keys, in one pass: warp per key, each lane owning a
+// run of consecutive head dims, so each K and V row is one coalesced warp
+// request of one vector load per lane, made once per KV head rather than
+// once per query head. Each warp keeps an online softmax per head over its
+// keys; the warps merge at the end. One partition writes the output
+// directly; otherwise it writes (max, sum, unnormalised P.V) per query head
+// to the workspace and phase 2, grid (sequence, query head), merges the
+// partitions with the usual log-sum-exp rescaling. Long contexts thus spread
+// over many SMs even at batch 1.
 //
 // At batch 1 and short contexts a launch is a handful of blocks, so its time
-// is one warp's chain of dependent steps: on an H100 (docs/benchmarks.md,
-// "GPU", 2026-12-05) the 4-warp version took 22 us per layer at a 40-token
-// context, with one warp-sum (5 dependent shuffles) per key and head in
-// sequence. Hence 8 warps (fewer keys per warp) and one interleaved
-// butterfly for all of a warp's kUnroll x kGroup scores.
+// is one warp's chain of dependent steps. On an H100 (docs/benchmarks.md,
+// "GPU", 2026-12-05), at a 40-token context: 22 us per layer with 4 warps
+// and a warp-sum per key and head in sequence; 13.8 us with 8 warps, one
+// butterfly for all of a step's scores, and two passes (scores, then P.V),
+// each waiting on a block-table load and then a K or V load per step, and
+// every lane taking every exp. Hence, since 2026-12-06 (not yet measured on
+// a GPU): the table lookups done once up front, K and V loaded together in
+// one pass, and a reduce-scatter that leaves each lane one score, so the
+// step's exps are one per lane.
 #include <cuda_runtime.h>
 
 #include <cmath>
 
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
@@ -36,7 +41,6 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kPart = kDecodePartitionTokens;
-constexpr int kUnroll = 4;  // K / V rows each warp has in flight
 static_assert(kPart % kWarps == 0, "partition splits evenly over warps");
 // Query heads one block scores against each K row (registers: kGroup <= kMaxGroup x
 // head_dim / 32 query values per lane); larger GQA groups take several blocks.
@@ -73,24 +77,46 @@ __host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, in
   return ((static_cast<int64_t>(seq) * n_heads + head) * num_parts + part) * (hd + 2);
 }
 
-// Shared memory of DecodePartitionKernel: scores [kMaxGroup][kPart], each
-// warp's P.V [kWarps][kDimsPerLane * 32], per-warp maxima then sums
-// [kWarps][kMaxGroup]. Dynamic, not static: emulated builds keep static
-// __shared__ arrays in thread-local storage once per instantiation
+// Shared memory of DecodePartitionKernel: each key's K/V element offset
+// [kPart], each warp's P.V [kWarps][kDimsPerLane * 32], per-warp maxima and
+// sums [kWarps][kMaxGroup] each. Dynamic, not static: emulated builds keep
+// static __shared__ arrays in thread-local storage once per instantiation
 // (docs/cuda_emulator.md), and there are one per head-dim class and KV dtype.
 template <int kDimsPerLane>
 constexpr size_t PartitionSharedBytes() {
-  return sizeof(float) * (kMaxGroup * kPart + kWarps * kDimsPerLane * 32 + kWarps * kMaxGroup);
+  return sizeof(int64_t) * kPart +
+         sizeof(float) * (kWarps * kDimsPerLane * 32 + 2 * kWarps * kMaxGroup);
 }
 static_assert(PartitionSharedBytes<8>() <= 48 * 1024, "above 48 KiB would need an opt-in");
 
+constexpr int Log2(int v) { return v <= 1 ? 0 : 1 + Log2(v / 2); }
+
+// K/V rows a warp has in flight per step: as many as keep the kUnroll x
+// kGroup scores within one reduce-scatter (32 values) and the K and V
+// registers within 32 floats per lane.
+template <int kDimsPerLane, int kGroup>
+constexpr int UnrollFor() {
+  const int by_scores = 32 / kGroup;
+  const int by_regs = 16 / kDimsPerLane;
+  const int u = by_scores < by_regs ? by_scores : by_regs;
+  return u < 1 ? 1 : u;
+}
+
 template <int kDimsPerLane, int kGroup, typename KvT>
 __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT> a) {
-  float* smem = DynamicSharedMemory<float>();
-  auto s_scores = reinterpret_cast<float(*)[kPart]>(smem);
-  auto s_acc = reinterpret_cast<float(*)[kDimsPerLane * 32]>(smem + kMaxGroup * kPart);
-  auto s_warp =  // per-warp maxima, then sums
-      reinterpret_cast<float(*)[kMaxGroup]>(smem + kMaxGroup * kPart + kWarps * kDimsPerLane * 32);
+  constexpr int kUnroll = UnrollFor<kDimsPerLane, kGroup>();
+  constexpr int kScores = kUnroll * kGroup;  // per warp step, a power of two <= 32
+  // After the reduce-scatter lane l holds score l >> kShift, i.e. key slot
+  // u = (l >> kShift) / kGroup and head g = (l >> kShift) % kGroup; lanes
+  // of one head differ in bits [kShift + log2 kGroup, 5).
+  constexpr int kShift = 5 - Log2(kScores);
+  constexpr int kHeadBits = kShift + Log2(kGroup);
+  static_assert(kScores <= 32 && (kScores & (kScores - 1)) == 0, "one reduce-scatter per step");
+  unsigned char* smem = DynamicSharedMemory<unsigned char>();
+  int64_t* s_off = reinterpret_cast<int64_t*>(smem);
+  auto s_acc = reinterpret_cast<float(*)[kDimsPerLane * 32]>(smem + sizeof(int64_t) * kPart);
+  auto s_max = reinterpret_cast<float(*)[kMaxGroup]>(s_acc + kWarps);
+  auto s_sum = s_max + kWarps;
   const int chunks = GroupChunks(a.group);
   const int kv_head = blockIdx.x / chunks;
   const int head0 = kv_head * a.group + (blockIdx.x % chunks) * kMaxGroup;
@@ -117,7 +143,12 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
     }
     return;
   }
+  // Every key's block-table lookup at once, one thread per key, so that the
+  // loop below waits on one global load per step, not two in sequence.
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
+  for (int j = threadIdx.x; j < keys; j += kThreads) {
+    s_off[j] = a.kv.Offset(table, key0 + j, kv_head);  // -1: masked (bad block id)
+  }
 
   // Slots g >= heads hold zeros: their scores are computed (0) and never
   // written out, which keeps every loop over g a compile-time one.
@@ -131,66 +162,94 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
       q[g][i] = g < heads && d < hd ? qrow[g * hd + d] * a.scale : 0.0f;
     }
   }
+  __syncthreads();  // s_off
 
-  // Scores: warp w takes keys w, w + kWarps, ..., kUnroll of them at a time
-  // with every K row loaded before the first reduction, so each warp keeps
-  // kUnroll rows in flight; each row is scored against every head of the
-  // group, and the kUnroll x kGroup warp sums run as one butterfly (the
-  // same xor order as WarpSum, so the same bits) whose shuffles are
-  // independent of each other.
-  float local_max[kGroup];
+  // One pass, online softmax per warp: warp w takes keys w, w + kWarps, ...,
+  // kUnroll at a time with their K and V rows loaded together. Lanes own
+  // head dims for the dot products and P.V; for the softmax each lane owns
+  // one of the step's scores (reduce-scatter), so each exp is taken once.
+  const int my_slot = (lane >> kShift) / kGroup;
+  float m_run = -INFINITY;  // running max of this lane's head
+  float p_sum = 0.0f;       // this lane's slot's share of that head's sum
+  float acc[kGroup][kDimsPerLane];
 #pragma unroll
-  for (int g = 0; g < kGroup; ++g) local_max[g] = -INFINITY;
+  for (int g = 0; g < kGroup; ++g) {
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] = 0.0f;
+  }
   for (int j0 = warp; j0 < keys; j0 += kWarps * kUnroll) {
     int64_t off[kUnroll];
     float kx[kUnroll][kDimsPerLane];
+    float vx[kUnroll][kDimsPerLane];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kWarps;
-      off[u] = j < keys ? a.kv.Offset(table, key0 + j, kv_head) : -1;
+      off[u] = j < keys ? s_off[j] : -1;
       if (off[u] >= 0) {  // warp-uniform
         LoadLaneDims<kDimsPerLane>(a.kv.k_cache + off[u], lane, hd, whole_runs, kx[u]);
+        LoadLaneDims<kDimsPerLane>(a.kv.v_cache + off[u], lane, hd, whole_runs, vx[u]);
       } else {
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) kx[u][i] = 0.0f;
+        for (int i = 0; i < kDimsPerLane; ++i) kx[u][i] = vx[u][i] = 0.0f;
       }
     }
-    float dot[kUnroll][kGroup];
+    float dot[kScores];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
-        dot[u][g] = 0.0f;
+        float d = 0.0f;
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) dot[u][g] = fmaf(q[g][i], kx[u][i], dot[u][g]);
+        for (int i = 0; i < kDimsPerLane; ++i) d = fmaf(q[g][i], kx[u][i], d);
+        dot[u * kGroup + g] = d;
       }
     }
+    bool valid = false;  // this lane's key slot holds an unmasked key
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
+    for (int u = 0; u < kUnroll; ++u) valid = my_slot == u ? off[u] >= 0 : valid;
+    // Every lane runs the reduce-scatter's shuffles; `valid` only picks the result.
+    const float reduced = WarpReduceScatter<kScores>(dot, lane);
+    const float s = valid ? reduced : -INFINITY;
+    float step_max = s;
+#pragma unroll
+    for (int o = 16; o >= (1 << kHeadBits); o >>= 1) {
+      step_max = fmaxf(step_max, __shfl_xor_sync(0xffffffffu, step_max, o));
+    }
+    const float m_new = fmaxf(m_run, step_max);
+    // m_new = -inf: no unmasked key of this head yet; nothing to rescale.
+    const float r = m_new == -INFINITY ? 1.0f : expf(m_run - m_new);
+    const float p = valid ? expf(s - m_new) : 0.0f;
+    m_run = m_new;
+    p_sum = fmaf(p_sum, r, p);
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      const float rg = __shfl_sync(0xffffffffu, r, g << kShift);
+#pragma unroll
+      for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] *= rg;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
+        const float pu = __shfl_sync(0xffffffffu, p, (u * kGroup + g) << kShift);
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) dot[u][g] += __shfl_xor_sync(0xffffffffu, dot[u][g], o);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + u * kWarps;
-      if (j >= keys) break;  // warp-uniform
-#pragma unroll
-      for (int g = 0; g < kGroup; ++g) {
-        const float s = off[u] >= 0 ? dot[u][g] : -INFINITY;  // -inf: masked key (bad block id)
-        if (lane == 0) s_scores[g][j] = s;
-        local_max[g] = fmaxf(local_max[g], s);
+        for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] = fmaf(pu, vx[u][i], acc[g][i]);
       }
     }
   }
-  // Every lane of a warp holds the same local_max; a head's block max is the
-  // max over warps. The barrier also publishes s_scores within each warp.
-  __syncthreads();
+  // This warp's sum per head: its lanes' slot shares, over the slot bits.
+#pragma unroll
+  for (int o = 16; o >= (1 << kHeadBits); o >>= 1) {
+    p_sum += __shfl_xor_sync(0xffffffffu, p_sum, o);
+  }
+  // Merge the warps: each scales its sums and P.V by exp(its max - block max).
+  float warp_max[kGroup];
+  float warp_sum[kGroup];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    warp_max[g] = __shfl_sync(0xffffffffu, m_run, g << kShift);
+    warp_sum[g] = __shfl_sync(0xffffffffu, p_sum, g << kShift);
+  }
   if (lane == 0) {
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g) s_warp[warp][g] = local_max[g];
+    for (int g = 0; g < kGroup; ++g) s_max[warp][g] = warp_max[g];
   }
   __syncthreads();
   float m[kGroup];
@@ -198,51 +257,16 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   for (int g = 0; g < kGroup; ++g) {
     m[g] = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) m[g] = fmaxf(m[g], s_warp[w][g]);
+    for (int w = 0; w < kWarps; ++w) m[g] = fmaxf(m[g], s_max[w][g]);
+    // A warp without unmasked keys of this head (or a block without any) adds nothing.
+    const float sc = warp_max[g] == -INFINITY ? 0.0f : expf(warp_max[g] - m[g]);
+    warp_sum[g] *= sc;
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] *= sc;
   }
-  __syncthreads();  // s_warp is reused for the sums below
-
-  // P.V: warp w accumulates its keys for every head; lanes own head dims.
-  float acc[kGroup][kDimsPerLane];
-  float sum[kGroup];
-#pragma unroll
-  for (int g = 0; g < kGroup; ++g) {
-    sum[g] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] = 0.0f;
-  }
-  for (int j0 = warp; j0 < keys; j0 += kWarps * kUnroll) {
-    int64_t off[kUnroll];
-    float vx[kUnroll][kDimsPerLane];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + u * kWarps;
-      // Masked keys and keys past the partition are skipped below (p = 0).
-      off[u] = j < keys && s_scores[0][j] != -INFINITY ? a.kv.Offset(table, key0 + j, kv_head) : -1;
-      if (off[u] >= 0) {  // warp-uniform
-        LoadLaneDims<kDimsPerLane>(a.kv.v_cache + off[u], lane, hd, whole_runs, vx[u]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) vx[u][i] = 0.0f;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;  // warp-uniform
-      const int j = j0 + u * kWarps;
-#pragma unroll
-      for (int g = 0; g < kGroup; ++g) {
-        const float p = expf(s_scores[g][j] - m[g]);
-        sum[g] += p;
-#pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) acc[g][i] = fmaf(p, vx[u][i], acc[g][i]);
-      }
-    }
-  }
-  // sum is identical across the lanes of a warp: lane 0 publishes it.
   if (lane == 0) {
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g) s_warp[warp][g] = sum[g];
+    for (int g = 0; g < kGroup; ++g) s_sum[warp][g] = warp_sum[g];
   }
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) {
@@ -252,7 +276,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
     __syncthreads();
     float total = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) total += s_warp[w][g];
+    for (int w = 0; w < kWarps; ++w) total += s_sum[w][g];
     float* partial = partial_of(g);
     float* out_row = a.out + (static_cast<int64_t>(a.cu_q_lens[seq]) * a.n_heads + head0 + g) * hd;
     for (int d = threadIdx.x; d < hd; d += kThreads) {
