@@ -271,6 +271,119 @@ TEST(CudaPagedAttentionDecodeParity, BadBlockIdsAreSkippedLikeTheFlashKernel) {
   }
 }
 
+// The decode step with RoPE and the KV-cache write fused into the attention
+// against RopeKvWrite then PagedAttentionDecode: the same output bits and
+// the same cache bits. Head dims 64, 128, 256 (vector loads), 80 (lanes past
+// head_dim) and 66 (per-element loads); GQA groups 1-12 (12: two blocks per
+// KV head, one of which stores); both pairings, llama3 scaling; f32 and bf16
+// caches; contexts over several partitions.
+TEST(CudaPagedAttentionDecodeParity, FusedRopeGivesTheUnfusedBits) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(31);
+  const Config configs[] = {{64, 3}, {128, 4}, {256, 8}, {80, 2}, {66, 1}, {64, 12}};
+  int round = 0;
+  for (const Config& c : configs) {
+    for (DType kv_dtype : {DType::kF32, DType::kBF16}) {
+      Batch b = MakeBatch(rng, rng.Int(1, 5), c.head_dim, c.group, /*decode_only=*/true,
+                          /*max_start=*/700);
+      if (kv_dtype == DType::kBF16) b = WithBf16Cache(b);
+      const bool bf16 = kv_dtype == DType::kBF16;
+      const int seqs = static_cast<int>(b.q_lens.size());
+      const int hd = b.head_dim;
+      const int q_dim = b.n_heads * hd;
+      const int kv_dim = b.n_kv_heads * hd;
+      const int qkv_dim = q_dim + 2 * kv_dim;
+      const std::vector<float> qkv = rng.Floats(static_cast<size_t>(seqs) * qkv_dim, -2.0f, 2.0f);
+      std::vector<int64_t> slots(seqs);
+      for (int s = 0; s < seqs; ++s) {
+        const int pos = b.start_pos[s];
+        slots[s] = int64_t{b.block_tables[static_cast<size_t>(s) * b.max_blocks_per_seq +
+                                          pos / b.block_size]} *
+                       b.block_size +
+                   pos % b.block_size;
+      }
+      RopeParams rope{.n_heads = b.n_heads,
+                      .n_kv_heads = b.n_kv_heads,
+                      .head_dim = hd,
+                      .q_stride = qkv_dim,
+                      .k_stride = qkv_dim,
+                      .theta = 10000.0f,
+                      .neox = round % 2 == 0};
+      if (round % 3 == 1) {
+        rope.scaling = {
+            .type = RopeScaling::Type::kLlama3, .factor = 8.0f, .original_max_position = 64};
+      }
+      ++round;
+      SCOPED_TRACE(testing::Message() << "head_dim=" << hd << " heads=" << b.n_heads << "/"
+                                      << b.n_kv_heads << " bf16=" << bf16 << " neox=" << rope.neox
+                                      << " max_context=" << b.max_context);
+      // Runs one decode step on fresh device copies: {output, k cache, v cache}.
+      auto run = [&](bool fused) {
+        DeviceBuffer<float> d_qkv = ToDevice(qkv);
+        DeviceBuffer<float> kc = ToDevice(bf16 ? std::vector<float>{} : b.k_cache),
+                            vc = ToDevice(bf16 ? std::vector<float>{} : b.v_cache);
+        DeviceBuffer<uint16_t> kb = ToDevice(b.k_bf16), vb = ToDevice(b.v_bf16);
+        DeviceBuffer<float> out = DeviceZeros<float>(static_cast<size_t>(seqs) * q_dim);
+        DeviceBuffer<int32_t> tables = ToDevice(b.block_tables), cu = ToDevice(b.cu_q_lens),
+                              start = ToDevice(b.start_pos);
+        DeviceBuffer<int64_t> d_slots = ToDevice(slots);
+        void* k_cache = bf16 ? static_cast<void*>(kb.data()) : kc.data();
+        void* v_cache = bf16 ? static_cast<void*>(vb.data()) : vc.data();
+        PagedAttentionParams p = HostParams(b);
+        p.q = d_qkv.data();
+        p.q_stride = qkv_dim;
+        p.k_cache = k_cache;
+        p.v_cache = v_cache;
+        p.out = out.data();
+        p.block_tables = tables.data();
+        p.cu_q_lens = cu.data();
+        p.start_pos = start.data();
+        DecodeRopeKvWrite f{.rope = rope,
+                            .kv = {.k = d_qkv.data() + q_dim,
+                                   .v = d_qkv.data() + q_dim + kv_dim,
+                                   .k_cache = k_cache,
+                                   .v_cache = v_cache,
+                                   .kv_dtype = kv_dtype,
+                                   .slot_mapping = d_slots.data(),
+                                   .tokens = seqs,
+                                   .n_kv_heads = b.n_kv_heads,
+                                   .head_dim = hd,
+                                   .block_size = b.block_size,
+                                   .num_blocks = b.num_blocks,
+                                   .k_stride = qkv_dim,
+                                   .v_stride = qkv_dim}};
+        f.rope.q = d_qkv.data();
+        f.rope.k = d_qkv.data() + q_dim;
+        f.rope.positions = start.data();
+        f.rope.tokens = seqs;
+        const int64_t ws = DecodeAttentionWorkspaceFloats(seqs, b.n_heads, hd, b.max_context);
+        DeviceBuffer<float> workspace = DeviceZeros<float>(static_cast<size_t>(ws));
+        if (fused) {
+          EXPECT_TRUE(
+              PagedAttentionDecode(p, b.max_context, workspace.data(), ws, f, Stream{}).ok());
+        } else {
+          EXPECT_TRUE(RopeKvWrite(f.rope, f.kv, Stream{}).ok());
+          EXPECT_TRUE(PagedAttentionDecode(p, b.max_context, workspace.data(), ws, Stream{}).ok());
+        }
+        std::vector<float> k_bits, v_bits;  // the caches as floats (bf16 bits widened)
+        if (bf16) {
+          for (uint16_t h : ToHostVector(kb)) k_bits.push_back(BF16ToF32(h));
+          for (uint16_t h : ToHostVector(vb)) v_bits.push_back(BF16ToF32(h));
+        } else {
+          k_bits = ToHostVector(kc);
+          v_bits = ToHostVector(vc);
+        }
+        return std::vector<std::vector<float>>{ToHostVector(out), k_bits, v_bits};
+      };
+      const std::vector<std::vector<float>> want = run(false), got = run(true);
+      EXPECT_EQ(got[0], want[0]) << "attention output";
+      EXPECT_EQ(got[1], want[1]) << "k cache";
+      EXPECT_EQ(got[2], want[2]) << "v cache";
+      EXPECT_TRUE(std::any_of(got[0].begin(), got[0].end(), [](float f) { return f != 0.0f; }));
+    }
+  }
+}
+
 // Every launcher on a bf16 cache: against the CPU on the same bf16 cache,
 // and bit-identical to itself on the widened f32 cache. Head dims: 64 and
 // 128 (vector loads of 2 and 4 bf16 per lane in decode, the 16-byte tile

@@ -160,6 +160,22 @@ int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
 [[nodiscard]] absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
                                                 float* workspace, int64_t workspace_floats,
                                                 const Stream& stream);
+// The same with the step's RoPE and KV-cache write fused in, in place of a
+// RopeKvWrite launch before it: p.q (= fuse.rope.q) and fuse.kv.k hold the
+// unrotated rows, one token per sequence. Each block rotates its q heads
+// and, in the partition holding the new key, that key's k; the first block
+// of each KV head stores k and v in the token's slot; the new key is read
+// from shared memory, rounded as the cache holds it. The outputs and cache
+// have RopeKvWrite + PagedAttentionDecode's bits (attention_test's
+// FusedRopeGivesTheUnfusedBits); q and k are left unrotated in their buffers.
+struct DecodeRopeKvWrite {
+  RopeParams rope;
+  KvCacheWriteParams kv;
+};
+[[nodiscard]] absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
+                                                float* workspace, int64_t workspace_floats,
+                                                const DecodeRopeKvWrite& fuse,
+                                                const Stream& stream);
 
 }  // namespace tpserve::kernels::cuda
 

@@ -33,6 +33,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
@@ -66,11 +67,29 @@ __device__ __forceinline__ void LoadLaneDims(const KvT* row, int lane, int hd, b
   for (int i = 0; i < kN; ++i) out[i] = !whole_runs && d0 + i < hd ? LoadKv(row + d0 + i) : 0.0f;
 }
 
+// The step's RoPE and KV-cache write when fused (rope.q == nullptr: not
+// fused, q already rotated and the new key already in the cache).
+template <typename KvT>
+struct DecodeRopeArgs {
+  RopeArgs rope;  // rope.q is the attention's q, rope.k the new tokens' k rows
+  const float* v;
+  int64_t v_stride;
+  KvT* k_cache;
+  KvT* v_cache;
+  const int64_t* slots;
+  int64_t num_slots;
+};
+
 template <typename KvT>
 struct DecodeArgs : AttentionArgs<KvT> {
   int num_parts;
   float* partial;  // [seq][head][part][head_dim + 2]: max, sum, P.V
+  DecodeRopeArgs<KvT> fused;
 };
+
+// s_off's mark for the new token's key when RoPE is fused: read from shared
+// memory (rotated, rounded as the cache holds it), not from the cache.
+constexpr int64_t kNewKey = -2;
 
 __host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, int n_heads,
                                                  int num_parts, int hd) {
@@ -78,14 +97,18 @@ __host__ __device__ inline int64_t PartialOffset(int seq, int head, int part, in
 }
 
 // Shared memory of DecodePartitionKernel: each key's K/V element offset
-// [kPart], each warp's P.V [kWarps][kDimsPerLane * 32], per-warp maxima and
-// sums [kWarps][kMaxGroup] each. Dynamic, not static: emulated builds keep
-// static __shared__ arrays in thread-local storage once per instantiation
+// [kPart]; with RoPE fused, the angles' sines and cosines [kDimsPerLane *
+// 16] each (doubles); each warp's P.V [kWarps][kDimsPerLane * 32], per-warp
+// maxima and sums [kWarps][kMaxGroup] each; with RoPE fused, the block's q
+// rows [kMaxGroup][kDimsPerLane * 32] and the new key's k and v rows [2][kDimsPerLane * 32].
+// Every region is a multiple of 32 bytes, so rows keep LoadKvRun's
+// alignment. Dynamic, not static: emulated builds keep static __shared__
+// arrays in thread-local storage once per instantiation
 // (docs/cuda_emulator.md), and there are one per head-dim class and KV dtype.
 template <int kDimsPerLane>
 constexpr size_t PartitionSharedBytes() {
-  return sizeof(int64_t) * kPart +
-         sizeof(float) * (kWarps * kDimsPerLane * 32 + 2 * kWarps * kMaxGroup);
+  return sizeof(int64_t) * kPart + sizeof(double) * 2 * kDimsPerLane * 16 +
+         sizeof(float) * ((kWarps + kMaxGroup + 2) * kDimsPerLane * 32 + 2 * kWarps * kMaxGroup);
 }
 static_assert(PartitionSharedBytes<8>() <= 48 * 1024, "above 48 KiB would need an opt-in");
 
@@ -102,6 +125,53 @@ constexpr int UnrollFor() {
   return u < 1 ? 1 : u;
 }
 
+// The fused RoPE and KV-cache write, as RopeKvWriteKernel does them for
+// token t: the block's `heads` q rows (from qrow) rotated into s_q, and,
+// when the block's partition holds the new key, that key's k row rotated and
+// its v row copied into s_new, both rounded as the cache stores them; the
+// first block of the KV head (`writer`) also stores them in the token's
+// cache slot (slots outside the pool skipped). s_q is complete on return;
+// s_new once the caller's next barrier has run.
+template <int kRow, typename KvT>
+__device__ void RotateAndWriteNewKey(const DecodeArgs<KvT>& a, int t, int kv_head, int hd,
+                                     int heads, bool has_new, bool writer, const float* qrow,
+                                     double* s_sin, double* s_cos, float (*s_q)[kRow],
+                                     float (*s_new)[kRow]) {
+  const DecodeRopeArgs<KvT>& f = a.fused;
+  const int half = hd / 2;
+  for (int pair = threadIdx.x; pair < half; pair += kThreads) {
+    sincos(static_cast<double>(f.rope.positions[t]) * InvFreq(f.rope, pair), &s_sin[pair],
+           &s_cos[pair]);
+  }
+  for (int i = threadIdx.x; i < heads * hd; i += kThreads) s_q[i / hd][i % hd] = qrow[i];
+  const int64_t kv_off = static_cast<int64_t>(kv_head) * hd;
+  if (has_new) {
+    for (int d = threadIdx.x; d < hd; d += kThreads) {
+      s_new[0][d] = f.rope.k[t * f.rope.k_stride + kv_off + d];
+      s_new[1][d] = f.v[t * f.v_stride + kv_off + d];
+    }
+  }
+  __syncthreads();  // angles and unrotated rows
+  const int rows = heads + (has_new ? 1 : 0);
+  for (int i = threadIdx.x; i < rows * half; i += kThreads) {
+    const int r = i / half;
+    RotatePair(f.rope, r < heads ? s_q[r] : s_new[0], i % half, s_sin[i % half], s_cos[i % half]);
+  }
+  __syncthreads();  // rotated rows
+  if (!has_new) return;
+  const int64_t slot = f.slots[t];
+  const bool store = writer && slot >= 0 && slot < f.num_slots;
+  const int64_t cache_off = (slot * a.kv.n_kv_heads + kv_head) * hd;
+  for (int d = threadIdx.x; d < hd; d += kThreads) {
+    if (store) {
+      StoreKv(f.k_cache + cache_off + d, s_new[0][d]);
+      StoreKv(f.v_cache + cache_off + d, s_new[1][d]);
+    }
+    s_new[0][d] = RoundToKv<KvT>(s_new[0][d]);
+    s_new[1][d] = RoundToKv<KvT>(s_new[1][d]);
+  }
+}
+
 template <int kDimsPerLane, int kGroup, typename KvT>
 __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT> a) {
   constexpr int kUnroll = UnrollFor<kDimsPerLane, kGroup>();
@@ -112,10 +182,15 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
   constexpr int kShift = 5 - Log2(kScores);
   constexpr int kHeadBits = kShift + Log2(kGroup);
   static_assert(kScores <= 32 && (kScores & (kScores - 1)) == 0, "one reduce-scatter per step");
+  constexpr int kRow = kDimsPerLane * 32;  // a head row's floats in shared memory
   unsigned char* smem = DynamicSharedMemory<unsigned char>();
   int64_t* s_off = reinterpret_cast<int64_t*>(smem);
-  auto s_acc = reinterpret_cast<float(*)[kDimsPerLane * 32]>(smem + sizeof(int64_t) * kPart);
-  auto s_max = reinterpret_cast<float(*)[kMaxGroup]>(s_acc + kWarps);
+  double* s_sin = reinterpret_cast<double*>(s_off + kPart);
+  double* s_cos = s_sin + kRow / 2;
+  auto s_acc = reinterpret_cast<float(*)[kRow]>(s_cos + kRow / 2);
+  auto s_q = s_acc + kWarps;     // [kMaxGroup]
+  auto s_new = s_q + kMaxGroup;  // [2]: k, v
+  auto s_max = reinterpret_cast<float(*)[kMaxGroup]>(s_new + 2);
   auto s_sum = s_max + kWarps;
   const int chunks = GroupChunks(a.group);
   const int kv_head = blockIdx.x / chunks;
@@ -143,23 +218,30 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
     }
     return;
   }
+  const bool fused = a.fused.rope.q != nullptr;      // grid-uniform
+  const bool has_new = fused && key0 + keys == ctx;  // this partition holds the new key
+  const int t = a.cu_q_lens[seq];                    // the sequence's one query row
   // Every key's block-table lookup at once, one thread per key, so that the
   // loop below waits on one global load per step, not two in sequence.
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
   for (int j = threadIdx.x; j < keys; j += kThreads) {
-    s_off[j] = a.kv.Offset(table, key0 + j, kv_head);  // -1: masked (bad block id)
+    const int64_t off = a.kv.Offset(table, key0 + j, kv_head);  // -1: masked (bad block id)
+    s_off[j] = has_new && j == keys - 1 && off >= 0 ? kNewKey : off;
   }
+  const float* qrow = a.q + t * a.q_stride + static_cast<int64_t>(head0) * hd;
+  if (fused)
+    RotateAndWriteNewKey<kRow>(a, t, kv_head, hd, heads, has_new, blockIdx.x % chunks == 0, qrow,
+                               s_sin, s_cos, s_q, s_new);
 
   // Slots g >= heads hold zeros: their scores are computed (0) and never
   // written out, which keeps every loop over g a compile-time one.
   float q[kGroup][kDimsPerLane];
-  const float* qrow = a.q + a.cu_q_lens[seq] * a.q_stride + static_cast<int64_t>(head0) * hd;
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) {
 #pragma unroll
     for (int i = 0; i < kDimsPerLane; ++i) {
       const int d = lane * kDimsPerLane + i;
-      q[g][i] = g < heads && d < hd ? qrow[g * hd + d] * a.scale : 0.0f;
+      q[g][i] = g < heads && d < hd ? (fused ? s_q[g][d] : qrow[g * hd + d]) * a.scale : 0.0f;
     }
   }
   __syncthreads();  // s_off
@@ -188,6 +270,9 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
       if (off[u] >= 0) {  // warp-uniform
         LoadLaneDims<kDimsPerLane>(a.kv.k_cache + off[u], lane, hd, whole_runs, kx[u]);
         LoadLaneDims<kDimsPerLane>(a.kv.v_cache + off[u], lane, hd, whole_runs, vx[u]);
+      } else if (off[u] == kNewKey) {  // warp-uniform
+        LoadLaneDims<kDimsPerLane>(s_new[0], lane, hd, whole_runs, kx[u]);
+        LoadLaneDims<kDimsPerLane>(s_new[1], lane, hd, whole_runs, vx[u]);
       } else {
 #pragma unroll
         for (int i = 0; i < kDimsPerLane; ++i) kx[u][i] = vx[u][i] = 0.0f;
@@ -206,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
     }
     bool valid = false;  // this lane's key slot holds an unmasked key
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) valid = my_slot == u ? off[u] >= 0 : valid;
+    for (int u = 0; u < kUnroll; ++u) valid = my_slot == u ? off[u] != -1 : valid;
     // Every lane runs the reduce-scatter's shuffles; `valid` only picks the result.
     const float reduced = WarpReduceScatter<kScores>(dot, lane);
     const float s = valid ? reduced : -INFINITY;
@@ -352,6 +437,37 @@ absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s
 
 int NumParts(int max_context_len) { return (max_context_len + kPart - 1) / kPart; }
 
+// The fused RoPE and KV-cache write must rotate and store exactly the rows
+// this attention reads: the same q buffer, heads, head_dim, cache and pool,
+// one token per sequence.
+absl::Status CheckFusedRope(const PagedAttentionParams& p, const DecodeRopeKvWrite& f) {
+  if (absl::Status st = CheckRope(f.rope); !st.ok()) return st;
+  const RopeParams& r = f.rope;
+  const KvCacheWriteParams& kv = f.kv;
+  const int64_t q_stride = p.q_stride == 0 ? int64_t{p.n_heads} * p.head_dim : p.q_stride;
+  const int64_t rope_q_stride = r.q_stride == 0 ? int64_t{r.n_heads} * r.head_dim : r.q_stride;
+  const int64_t k_stride = r.k_stride == 0 ? int64_t{r.n_kv_heads} * r.head_dim : r.k_stride;
+  const int64_t kv_k_stride = kv.k_stride == 0 ? int64_t{kv.n_kv_heads} * kv.head_dim : kv.k_stride;
+  if (r.q != p.q || rope_q_stride != q_stride || r.n_heads != p.n_heads ||
+      r.n_kv_heads != p.n_kv_heads || r.head_dim != p.head_dim || r.tokens != p.num_seqs) {
+    return absl::InvalidArgumentError(
+        "PagedAttentionDecode: the fused RoPE must cover this attention's q (same buffer, "
+        "stride, heads, head_dim, one token per sequence)");
+  }
+  if (r.k == nullptr || r.k != kv.k || k_stride != kv_k_stride || kv.tokens != p.num_seqs ||
+      kv.n_kv_heads != p.n_kv_heads || kv.head_dim != p.head_dim || kv.k_cache != p.k_cache ||
+      kv.v_cache != p.v_cache || kv.kv_dtype != p.kv_dtype || kv.block_size != p.block_size ||
+      kv.num_blocks != p.num_blocks) {
+    return absl::InvalidArgumentError(
+        "PagedAttentionDecode: the fused KV-cache write must store the rotated k into this "
+        "attention's cache (same k buffer and stride, heads, head_dim, cache, dtype, pool)");
+  }
+  if (p.num_seqs > 0 && (r.positions == nullptr || kv.v == nullptr || kv.slot_mapping == nullptr)) {
+    return absl::InvalidArgumentError("PagedAttentionDecode: fused RoPE: null pointer");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
@@ -361,10 +477,14 @@ int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
   return static_cast<int64_t>(num_seqs) * n_heads * parts * (head_dim + 2);
 }
 
-absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
-                                  float* workspace, int64_t workspace_floats,
-                                  const Stream& stream) {
+namespace {
+
+absl::Status Decode(const PagedAttentionParams& p, int max_context_len, float* workspace,
+                    int64_t workspace_floats, const DecodeRopeKvWrite* fuse, const Stream& stream) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
+  if (fuse != nullptr) {
+    if (absl::Status st = CheckFusedRope(p, *fuse); !st.ok()) return st;
+  }
   if (p.num_seqs == 0) return absl::OkStatus();
   if (max_context_len <= 0)
     return absl::InvalidArgumentError("PagedAttentionDecode: max_context_len <= 0");
@@ -378,10 +498,35 @@ absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context
   float* partial = need > 0 ? workspace : nullptr;
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
-    const DecodeArgs<KvT> a{MakeAttentionArgs<KvT>(p), parts, partial};
+    DecodeArgs<KvT> a{MakeAttentionArgs<KvT>(p), parts, partial, {}};
+    if (fuse != nullptr) {
+      const KvCacheWriteParams& kv = fuse->kv;
+      a.fused =
+          DecodeRopeArgs<KvT>{MakeRopeArgs(fuse->rope),
+                              kv.v,
+                              kv.v_stride == 0 ? int64_t{kv.n_kv_heads} * kv.head_dim : kv.v_stride,
+                              static_cast<KvT*>(kv.k_cache),
+                              static_cast<KvT*>(kv.v_cache),
+                              kv.slot_mapping,
+                              int64_t{kv.num_blocks} * kv.block_size};
+    }
     TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
                         { return LaunchDecode<kDimsPerLane, KvT>(a, p.num_seqs, s); });
   });
+}
+
+}  // namespace
+
+absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
+                                  float* workspace, int64_t workspace_floats,
+                                  const Stream& stream) {
+  return Decode(p, max_context_len, workspace, workspace_floats, nullptr, stream);
+}
+
+absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
+                                  float* workspace, int64_t workspace_floats,
+                                  const DecodeRopeKvWrite& fuse, const Stream& stream) {
+  return Decode(p, max_context_len, workspace, workspace_floats, &fuse, stream);
 }
 
 }  // namespace tpserve::kernels::cuda

@@ -40,6 +40,17 @@ __device__ __forceinline__ uint16_t F32ToBf16Bits(float f) {
 __device__ __forceinline__ void StoreKv(float* p, float x) { *p = x; }
 __device__ __forceinline__ void StoreKv(uint16_t* p, float x) { *p = F32ToBf16Bits(x); }
 
+// x as StoreKv then LoadKv would give it back: x itself for an f32 cache,
+// rounded to bf16 and widened for a bf16 one.
+template <typename KvT>
+__device__ __forceinline__ float RoundToKv(float x) {
+  if constexpr (std::is_same_v<KvT, float>) {
+    return x;
+  } else {
+    return __uint_as_float(static_cast<uint32_t>(F32ToBf16Bits(x)) << 16);
+  }
+}
+
 // kN consecutive elements from p into out[0, kN), widened to f32, as one
 // vector load (16 bytes for 8 bf16 values). p must be aligned to
 // kN * sizeof(KvT): true for a head row's element d0 when head_dim and d0

@@ -8,41 +8,13 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-struct RopeArgs {
-  float* q;
-  float* k;
-  const int32_t* positions;
-  int tokens, n_heads, n_kv_heads, head_dim;
-  int64_t q_stride, k_stride;
-  double theta;
-  bool neox;
-  RopeScaling::Type scaling;
-  double factor, low_freq_factor, high_freq_factor, original_max_position;
-};
-
-__device__ double InvFreq(const RopeArgs& a, int pair) {
-  const double inv = pow(a.theta, -2.0 * pair / a.head_dim);
-  if (a.scaling == RopeScaling::Type::kLinear) return inv / a.factor;
-  if (a.scaling == RopeScaling::Type::kLlama3) {
-    const double kPi = 3.14159265358979323846;
-    const double wavelen = 2.0 * kPi / inv;
-    const double low_wavelen = a.original_max_position / a.low_freq_factor;
-    const double high_wavelen = a.original_max_position / a.high_freq_factor;
-    if (wavelen > low_wavelen) return inv / a.factor;
-    if (wavelen < high_wavelen) return inv;
-    const double s = (a.original_max_position / wavelen - a.low_freq_factor) /
-                     (a.high_freq_factor - a.low_freq_factor);
-    return (1.0 - s) * inv / a.factor + s * inv;
-  }
-  return inv;
-}
 
 __global__ void __launch_bounds__(kThreads) RopeKernel(RopeArgs a) {
   const int half = a.head_dim / 2;
@@ -56,14 +28,9 @@ __global__ void __launch_bounds__(kThreads) RopeKernel(RopeArgs a) {
   float* base = head < a.n_heads
                     ? a.q + t * a.q_stride + static_cast<int64_t>(head) * a.head_dim
                     : a.k + t * a.k_stride + static_cast<int64_t>(head - a.n_heads) * a.head_dim;
-  const int i0 = a.neox ? pair : 2 * pair;
-  const int i1 = a.neox ? pair + half : 2 * pair + 1;
   double s, c;
   sincos(static_cast<double>(a.positions[t]) * InvFreq(a, pair), &s, &c);
-  const float x0 = base[i0];
-  const float x1 = base[i1];
-  base[i0] = static_cast<float>(x0 * c - x1 * s);
-  base[i1] = static_cast<float>(x0 * s + x1 * c);
+  RotatePair(a, base, pair, s, c);
 }
 
 // Where RopeKvWriteKernel copies the rotated k and the v of each token.
@@ -105,14 +72,7 @@ __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheA
     const int pair = i % half;
     float* base = head < a.n_heads ? q + static_cast<int64_t>(head) * a.head_dim
                                    : k + static_cast<int64_t>(head - a.n_heads) * a.head_dim;
-    const int i0 = a.neox ? pair : 2 * pair;
-    const int i1 = a.neox ? pair + half : 2 * pair + 1;
-    const double s = sin_s[pair];
-    const double co = cos_s[pair];
-    const float x0 = base[i0];
-    const float x1 = base[i1];
-    base[i0] = static_cast<float>(x0 * co - x1 * s);
-    base[i1] = static_cast<float>(x0 * s + x1 * co);
+    RotatePair(a, base, pair, sin_s[pair], cos_s[pair]);
   }
   __syncthreads();  // the rotated k row is complete
   const int64_t slot = c.slots[t];
@@ -125,47 +85,6 @@ __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeArgs a, CacheA
     StoreKv(kd + i, k[i]);
     StoreKv(vd + i, vs[i]);
   }
-}
-
-absl::Status CheckRope(const RopeParams& p) {
-  if (p.tokens < 0 || p.n_heads <= 0 || p.head_dim <= 0 || p.head_dim % 2 != 0 ||
-      (p.k != nullptr && p.n_kv_heads <= 0)) {
-    return absl::InvalidArgumentError("Rope: bad shape (head_dim must be even and positive)");
-  }
-  if (p.scaling.type != RopeScaling::Type::kNone && !(p.scaling.factor > 0.0f)) {
-    return absl::InvalidArgumentError("Rope: scaling factor must be > 0");
-  }
-  if (p.scaling.type == RopeScaling::Type::kLlama3 &&
-      !(p.scaling.low_freq_factor > 0.0f &&
-        p.scaling.low_freq_factor < p.scaling.high_freq_factor &&
-        p.scaling.original_max_position > 0)) {
-    return absl::InvalidArgumentError("Rope: llama3 scaling needs 0 < low < high freq factors");
-  }
-  if (p.tokens > 0 && (p.q == nullptr || p.positions == nullptr)) {
-    return absl::InvalidArgumentError("Rope: null q or positions");
-  }
-  return absl::OkStatus();
-}
-
-RopeArgs MakeRopeArgs(const RopeParams& p) {
-  RopeArgs a{};
-  a.q = p.q;
-  a.k = p.k;
-  a.positions = p.positions;
-  a.tokens = p.tokens;
-  a.n_heads = p.n_heads;
-  a.n_kv_heads = p.n_kv_heads;
-  a.head_dim = p.head_dim;
-  a.q_stride = p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride;
-  a.k_stride = p.k_stride == 0 ? static_cast<int64_t>(p.n_kv_heads) * p.head_dim : p.k_stride;
-  a.theta = p.theta;
-  a.neox = p.neox;
-  a.scaling = p.scaling.type;
-  a.factor = p.scaling.factor;
-  a.low_freq_factor = p.scaling.low_freq_factor;
-  a.high_freq_factor = p.scaling.high_freq_factor;
-  a.original_max_position = p.scaling.original_max_position;
-  return a;
 }
 
 }  // namespace

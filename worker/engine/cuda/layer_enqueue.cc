@@ -28,18 +28,22 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
 }
 
 // RoPE with the KV-cache write, then attention over x.qkv into x.attn.
-// Decode: split-KV. Prefill-heavy batches (the bf16 tensor-core GEMM range):
+// Decode: split-KV, with the RoPE and KV-cache write inside it (one launch
+// fewer per layer). Prefill-heavy batches (the bf16 tensor-core GEMM range):
 // tensor-core attention. Small mixed batches: f32 flash kernel.
 absl::Status EnqueueAttention(const LayerStep& step, const LayerKvCache& cache) {
   const LayerScratch& x = step.scratch;
   const StepShape& sh = step.shape;
   const kernels::Stream& s = step.stream;
-  TPS_RETURN_IF_ERROR(kc::RopeKvWrite(MakeRopeParams(*step.config, step.dims, step.arrays, x.qkv),
-                                      MakeKvCacheWriteParams(step.dims, step.arrays, x.qkv, cache),
-                                      s));
+  const kc::DecodeRopeKvWrite rope_kv{
+      .rope = MakeRopeParams(*step.config, step.dims, step.arrays, x.qkv),
+      .kv = MakeKvCacheWriteParams(step.dims, step.arrays, x.qkv, cache)};
   const kernels::PagedAttentionParams ap =
       MakeAttentionParams(step.dims, step.arrays, x.qkv, cache, x.attn);
-  if (sh.all_decode) return kc::PagedAttentionDecode(ap, sh.max_context, x.ws, x.ws_floats, s);
+  if (sh.all_decode) {
+    return kc::PagedAttentionDecode(ap, sh.max_context, x.ws, x.ws_floats, rope_kv, s);
+  }
+  TPS_RETURN_IF_ERROR(kc::RopeKvWrite(rope_kv.rope, rope_kv.kv, s));
   if (sh.num_tokens > kc::kSkinnyGemmMaxRows) return kc::PagedAttentionPrefill(ap, s);
   return kc::PagedAttention(ap, s);
 }
