@@ -2,6 +2,7 @@
 // as InvalidArgument before anything touches a device, so this is a CPU test
 // (no "gpu" tag) and runs everywhere.
 #include <cstdint>
+#include <string>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -89,6 +90,67 @@ TEST(CudaDecodeValidation, RejectsMissingWorkspace) {
                          .block_size = 16,
                          .num_blocks = 64};
   EXPECT_EQ(PagedAttentionDecode(p, 4 * kDecodePartitionTokens, nullptr, 0, Stream{}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// The fused RoPE and KV-cache write must describe this attention's own q
+// rows and cache; a mismatch is named before anything launches.
+TEST(CudaDecodeValidation, RejectsAFusedRopeForOtherRows) {
+  float q[8] = {};
+  float other = 0.0f;
+  float out = 0.0f;
+  int32_t idummy = 0;
+  int64_t slot = 0;
+  PagedAttentionParams p{.q = q,
+                         .k_cache = q,
+                         .v_cache = q,
+                         .out = &out,
+                         .block_tables = &idummy,
+                         .cu_q_lens = &idummy,
+                         .start_pos = &idummy,
+                         .num_seqs = 0,
+                         .max_blocks_per_seq = 1,
+                         .n_heads = 2,
+                         .n_kv_heads = 1,
+                         .head_dim = 2,
+                         .block_size = 16,
+                         .num_blocks = 1,
+                         .q_stride = 8};
+  DecodeRopeKvWrite f{.rope = {.q = q,
+                               .k = q + 4,
+                               .positions = &idummy,
+                               .tokens = 0,
+                               .n_heads = 2,
+                               .n_kv_heads = 1,
+                               .head_dim = 2,
+                               .q_stride = 8,
+                               .k_stride = 8},
+                      .kv = {.k = q + 4,
+                             .v = q + 6,
+                             .k_cache = q,
+                             .v_cache = q,
+                             .slot_mapping = &slot,
+                             .tokens = 0,
+                             .n_kv_heads = 1,
+                             .head_dim = 2,
+                             .block_size = 16,
+                             .num_blocks = 1,
+                             .k_stride = 8,
+                             .v_stride = 8}};
+  EXPECT_TRUE(PagedAttentionDecode(p, 1, nullptr, 0, f, Stream{}).ok());  // empty batch
+  DecodeRopeKvWrite bad = f;
+  bad.rope.q = &other;
+  absl::Status st = PagedAttentionDecode(p, 1, nullptr, 0, bad, Stream{});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("fused RoPE"), std::string::npos) << st;
+  bad = f;
+  bad.kv.v_cache = &other;
+  st = PagedAttentionDecode(p, 1, nullptr, 0, bad, Stream{});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("fused KV-cache write"), std::string::npos) << st;
+  bad = f;
+  bad.rope.head_dim = 3;  // CheckRope: odd
+  EXPECT_EQ(PagedAttentionDecode(p, 1, nullptr, 0, bad, Stream{}).code(),
             absl::StatusCode::kInvalidArgument);
 }
 
