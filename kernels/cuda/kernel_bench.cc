@@ -360,24 +360,33 @@ AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
   return b;
 }
 
-void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
+// Milliseconds per PagedAttentionDecode call on `sh`; *kv_bytes: the K and V
+// bytes one call reads.
+double TimeDecodeAttention(Context& ctx, const AttentionShape& sh, double* kv_bytes) {
   AttentionBatch b = MakeAttention(ctx, sh);
   const int64_t ws =
       DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
   b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
-  const double kv_bytes =
-      2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
+  *kv_bytes = 2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
   // QK^T and PV: 4 d flops per (query head, key).
-  const Work work{.bytes = kv_bytes + static_cast<double>(b.q.bytes() + b.out.bytes()),
+  const Work work{.bytes = *kv_bytes + static_cast<double>(b.q.bytes() + b.out.bytes()),
                   .flops = 4.0 * sh.num_seqs * sh.n_heads * sh.context * sh.head_dim};
-  const double ms = TimeMs(ctx.stream, work, [&] {
+  return TimeMs(ctx.stream, work, [&] {
     (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
   });
+}
+
+std::string DecodeAttentionName(const char* what, const AttentionShape& sh) {
+  return Fmt("decode attention %sseqs=%d ctx=%d heads=%d/%d d=%d", what, sh.num_seqs, sh.context,
+             sh.n_heads, sh.n_kv_heads, sh.head_dim);
+}
+
+void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
+  double kv_bytes = 0.0;
+  const double ms = TimeDecodeAttention(ctx, sh, &kv_bytes);
   const double bw = kv_bytes / (ms * 1e-3);
-  PrintRow(Fmt("decode attention seqs=%d ctx=%d heads=%d/%d d=%d", sh.num_seqs, sh.context,
-               sh.n_heads, sh.n_kv_heads, sh.head_dim),
-           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.0f GB/s", bw / 1e9),
-           Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
+  PrintRow(DecodeAttentionName("", sh), cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR",
+           Fmt("%.0f GB/s", bw / 1e9), Fmt("copy %.0f GB/s", ctx.copy_bw / 1e9), bw / ctx.copy_bw);
 }
 
 // Batch-1 decode attention at a short context, where a launch is a few
@@ -385,17 +394,8 @@ void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
 // against an elementwise launch (cuda::Add of `hidden` floats) timed the
 // same way: about the floor any kernel of a decode step pays here.
 void BenchDecodeAttentionLatency(Context& ctx, const AttentionShape& sh, int hidden) {
-  AttentionBatch b = MakeAttention(ctx, sh);
-  const int64_t ws =
-      DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
-  b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
-  const double kv_bytes =
-      2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
-  const Work work{.bytes = kv_bytes + static_cast<double>(b.q.bytes() + b.out.bytes()),
-                  .flops = 4.0 * sh.num_seqs * sh.n_heads * sh.context * sh.head_dim};
-  const double ms = TimeMs(ctx.stream, work, [&] {
-    (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
-  });
+  double kv_bytes = 0.0;
+  const double ms = TimeDecodeAttention(ctx, sh, &kv_bytes);
   DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(hidden));
   DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(hidden));
   cudaMemsetAsync(x.data(), 0, x.bytes(), ctx.stream);
@@ -403,8 +403,7 @@ void BenchDecodeAttentionLatency(Context& ctx, const AttentionShape& sh, int hid
   const double floor_ms = TimeMs(ctx.stream, add_work, [&] {
     (void)Add({.a = x.data(), .b = x.data(), .y = y.data(), .n = hidden}, ctx.s);
   });
-  PrintRow(Fmt("decode attention latency seqs=%d ctx=%d heads=%d/%d d=%d", sh.num_seqs, sh.context,
-               sh.n_heads, sh.n_kv_heads, sh.head_dim),
+  PrintRow(DecodeAttentionName("latency ", sh),
            cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f us", ms * 1e3),
            Fmt("Add of %d floats %.2f us", hidden, floor_ms * 1e3), ms / floor_ms);
 }
