@@ -310,7 +310,11 @@ void BenchQuantGemv(Context& ctx, int m, int n, int k) {
 
 struct AttentionShape {
   int num_seqs, q_len, context, n_heads, n_kv_heads, head_dim;
+  DType kv = DType::kF32;  // the cache's element type: kF32 or kBF16 (the engine's default)
 };
+
+// " bf16 KV" for rows on a bf16 cache (rows without a suffix have an f32 cache).
+const char* KvSuffix(const AttentionShape& sh) { return sh.kv == DType::kBF16 ? " bf16 KV" : ""; }
 
 // Builds a batch where sequence s owns blocks [s * blocks_per_seq, ...).
 struct AttentionBatch {
@@ -328,12 +332,15 @@ AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
   const size_t qn = static_cast<size_t>(sh.num_seqs) * sh.q_len * sh.n_heads * sh.head_dim;
   b.q = Alloc<float>(qn);
   b.out = Alloc<float>(qn);
-  b.k_cache = Alloc<float>(cache);
-  b.v_cache = Alloc<float>(cache);
+  const bool bf16 = sh.kv == DType::kBF16;
+  // A bf16 cache's elements in float buffers of half as many (its bytes).
+  b.k_cache = Alloc<float>(bf16 ? (cache + 1) / 2 : cache);
+  b.v_cache = Alloc<float>(bf16 ? (cache + 1) / 2 : cache);
   const std::vector<uint8_t> chunk = RandomF32Bytes(ctx.rng, 1 << 20);
+  const std::vector<uint8_t> kv_chunk = bf16 ? RandomBf16Bytes(ctx.rng, 1 << 20) : chunk;
   FillTiled(b.q.data(), b.q.bytes(), chunk);
-  FillTiled(b.k_cache.data(), b.k_cache.bytes(), chunk);
-  FillTiled(b.v_cache.data(), b.v_cache.bytes(), chunk);
+  FillTiled(b.k_cache.data(), b.k_cache.bytes(), kv_chunk);
+  FillTiled(b.v_cache.data(), b.v_cache.bytes(), kv_chunk);
   std::vector<int32_t> tables(static_cast<size_t>(sh.num_seqs) * blocks_per_seq),
       cu(sh.num_seqs + 1), start(sh.num_seqs);
   for (size_t i = 0; i < tables.size(); ++i) tables[i] = static_cast<int32_t>(i);
@@ -345,6 +352,7 @@ AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
   b.p = PagedAttentionParams{.q = b.q.data(),
                              .k_cache = b.k_cache.data(),
                              .v_cache = b.v_cache.data(),
+                             .kv_dtype = sh.kv,
                              .out = b.out.data(),
                              .block_tables = b.tables.data(),
                              .cu_q_lens = b.cu.data(),
@@ -367,7 +375,8 @@ double TimeDecodeAttention(Context& ctx, const AttentionShape& sh, double* kv_by
   const int64_t ws =
       DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
   b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
-  *kv_bytes = 2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim * sizeof(float);
+  *kv_bytes = 2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim *
+              (sh.kv == DType::kBF16 ? 2 : 4);
   // QK^T and PV: 4 d flops per (query head, key).
   const Work work{.bytes = *kv_bytes + static_cast<double>(b.q.bytes() + b.out.bytes()),
                   .flops = 4.0 * sh.num_seqs * sh.n_heads * sh.context * sh.head_dim};
@@ -377,8 +386,8 @@ double TimeDecodeAttention(Context& ctx, const AttentionShape& sh, double* kv_by
 }
 
 std::string DecodeAttentionName(const char* what, const AttentionShape& sh) {
-  return Fmt("decode attention %sseqs=%d ctx=%d heads=%d/%d d=%d", what, sh.num_seqs, sh.context,
-             sh.n_heads, sh.n_kv_heads, sh.head_dim);
+  return Fmt("decode attention %sseqs=%d ctx=%d heads=%d/%d d=%d%s", what, sh.num_seqs, sh.context,
+             sh.n_heads, sh.n_kv_heads, sh.head_dim, KvSuffix(sh));
 }
 
 void BenchDecodeAttention(Context& ctx, const AttentionShape& sh) {
@@ -429,9 +438,9 @@ void BenchPrefillAttention(Context& ctx, const AttentionShape& sh, double gemm_t
         },
         3, 10.0);
     const double tflops = flops / (ms * 1e-3) / 1e12;
-    PrintRow(Fmt("prefill attention %s seqs=%d len=%d heads=%d/%d d=%d",
+    PrintRow(Fmt("prefill attention %s seqs=%d len=%d heads=%d/%d d=%d%s",
                  tensor_cores ? "tensor-core bf16" : "f32", sh.num_seqs, sh.q_len, sh.n_heads,
-                 sh.n_kv_heads, sh.head_dim),
+                 sh.n_kv_heads, sh.head_dim, KvSuffix(sh)),
              cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f TFLOP/s", tflops),
              Fmt("%s %.2f TFLOP/s", gemm_name.c_str(), gemm_tflops), tflops / gemm_tflops);
   }
@@ -506,6 +515,11 @@ int Main(bool quick) {
   BenchPrefillAttention(ctx, {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128}, dense,
                         gemm_name);
   BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64}, dense, gemm_name);
+  // The same on a bf16 cache, the engine's default (--kv_dtype=auto).
+  BenchPrefillAttention(ctx,
+                        {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128, DType::kBF16},
+                        dense, gemm_name);
+  BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64, DType::kBF16}, dense, gemm_name);
 
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
