@@ -5,6 +5,7 @@
 //
 //   CpAsync16(smem_dst, gmem_src, /*valid=*/true);  CpAsyncCommit();  CpAsyncWait<1>();
 //   LdMatrixX4(smem_row_ptr, r);                     MmaBf16(acc, a, b0, b1);
+//   LdMatrixX4Trans(smem_row_ptr, r);  // the same, each 8x8 matrix transposed
 #ifndef TPSERVE_KERNELS_CUDA_MMA_SM80_CUH_
 #define TPSERVE_KERNELS_CUDA_MMA_SM80_CUH_
 
@@ -40,6 +41,16 @@ __device__ __forceinline__ void CpAsyncWait() {
 // Four 8x8 b16 matrices; lane l supplies the row address for matrix l / 8.
 __device__ __forceinline__ void LdMatrixX4(const void* smem_row, uint32_t r[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SharedAddress(smem_row)));
+}
+
+// The same with each matrix transposed (.trans): the 8 addresses are its
+// columns, so lane l gets rows 2 (l % 4) and 2 (l % 4) + 1 of column l / 4 of
+// the stored 8x8 block. Gives the B fragment of a matrix stored (k, n)
+// row-major: matrices k 0-7 and k 8-15 of 8 n columns are its reg0 and reg1.
+__device__ __forceinline__ void LdMatrixX4Trans(const void* smem_row, uint32_t r[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(SharedAddress(smem_row)));
 }

@@ -6,8 +6,9 @@
 // Grid (query head, sequence, kTileSlots), as the f32 kernel: a block of 4
 // warps takes query tiles of 64 rows (16 per warp) of one sequence and head.
 // Per tile, Q fragments stay in registers, and keys stream through shared
-// memory in tiles of 64: K as rows (the B operand of S = Q K^T), V transposed
-// (the B operand of O += P V). P goes from the S accumulators straight into A
+// memory in tiles of 64: K and V both as rows, K the B operand of S = Q K^T
+// through ldmatrix, V that of O += P V through ldmatrix.trans (which reads
+// each 8x8 block column-wise). P goes from the S accumulators straight into A
 // fragments (the C layout of two n8 tiles is the A layout of one k16 step).
 // Head dims that are multiples of 16 up to 128; others use the f32 kernel.
 // An f32 cache is rounded to bf16 as its tiles enter shared memory; a bf16
@@ -37,16 +38,14 @@ constexpr int kTileSlots = 16;
 // Row padding in bf16 elements: rows stay 16-byte aligned for ldmatrix and
 // successive rows start on different banks.
 constexpr int kPad = 8;
-constexpr int kLdv = kTileK + kPad;
 
 constexpr int kThreads = kWarps * 32;
 
-// sq, sk, svt (bf16), then each key's K/V offset (int64; the bf16 part's
-// size is a multiple of 8 bytes since kHd is a multiple of 16).
+// sq, sk, sv (bf16 rows of kHd + kPad), then each key's K/V offset (int64;
+// the bf16 part's size is a multiple of 8 bytes since kHd is a multiple of 16).
 template <int kHd>
 constexpr size_t SharedBytes() {
-  return sizeof(uint16_t) * (static_cast<size_t>(kTileQ + kTileK) * (kHd + kPad) +
-                             static_cast<size_t>(kHd) * kLdv) +
+  return sizeof(uint16_t) * static_cast<size_t>(kTileQ + 2 * kTileK) * (kHd + kPad) +
          sizeof(int64_t) * kTileK;
 }
 
@@ -65,20 +64,19 @@ __device__ __forceinline__ float QuadSum(float v) {
 }
 
 // Keys [key0, key0 + kTileK) of the sequence's cache into shared memory as
-// bf16: K as rows of sk (row stride ldk), V transposed into svt (row stride
-// kLdv); keys at or past key_end, or in a bad block, become zero rows with
-// soff -1. Each key's offset (a block-table read and a division) is taken
-// once, into soff. Then each thread loads one vector of kN dims of a key's
-// K and V rows (16 bytes of a bf16 cache, or 4 floats of an f32 cache,
-// rounded to bf16 as they go), the 32 lanes of a warp taking 32 consecutive
-// keys of the same dims: V's transposed 2-byte stores from a warp then fill
-// 64 consecutive bytes of one svt row, one shared-memory wavefront. (Lanes
-// along a row's dims instead put 16 lanes of a warp on one bank: 2026-12-05
-// device run, 14 TFLOP/s at 4096 tokens with an f32 cache.)
+// bf16 rows, K into sk and V into sv (row stride ldk each; V's B fragments
+// come from ldmatrix.trans, so no transpose here); keys at or past key_end,
+// or in a bad block, become zero rows with soff -1. Each key's offset (a
+// block-table read and a division) is taken once, into soff. Then each
+// thread copies kN dims of a K and a V row: 16 bytes of a bf16 cache, or 4
+// floats of an f32 cache rounded to bf16, consecutive threads along a row,
+// so a warp's loads and stores are contiguous runs. (Until 2026-12-06, V
+// was stored transposed 2 bytes at a time, 16 lanes of a warp on one bank:
+// 14 TFLOP/s at 4096 tokens on the 2026-12-05 device run, f32 cache.)
 template <int kHd, typename KvT>
 __device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t* table,
                                            int kv_head, int key0, int key_end, int ldk,
-                                           uint16_t* sk, uint16_t* svt, int64_t* soff) {
+                                           uint16_t* sk, uint16_t* sv, int64_t* soff) {
   for (int j = threadIdx.x; j < kTileK; j += kThreads) {
     const int pos = key0 + j;
     soff[j] = pos < key_end ? kv.Offset(table, pos, kv_head) : -1;
@@ -86,45 +84,41 @@ __device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t
   __syncthreads();
   constexpr bool kBf16 = std::is_same_v<KvT, uint16_t>;
   constexpr int kN = kBf16 ? 8 : 4;  // one 16-byte load
-  static_assert(kTileK % 32 == 0 && kHd % kN == 0, "a warp takes 32 keys of one run of dims");
-  for (int i = threadIdx.x; i < kTileK * (kHd / kN); i += kThreads) {
-    const int j = i % kTileK;
-    const int d0 = (i / kTileK) * kN;
+  constexpr int kRuns = kHd / kN;
+  static_assert(kHd % kN == 0, "rows are whole 16-byte loads");
+  for (int i = threadIdx.x; i < kTileK * kRuns; i += kThreads) {
+    const int j = i / kRuns;
+    const int d0 = (i % kRuns) * kN;
     const int64_t off = soff[j];
-    alignas(16) uint16_t kb[kN] = {};
-    alignas(16) uint16_t vb[kN] = {};
-    if (off >= 0) {
-      if constexpr (kBf16) {
-        *reinterpret_cast<uint4*>(kb) = *reinterpret_cast<const uint4*>(kv.k_cache + off + d0);
-        *reinterpret_cast<uint4*>(vb) = *reinterpret_cast<const uint4*>(kv.v_cache + off + d0);
-      } else {
-        const float4 kf = *reinterpret_cast<const float4*>(kv.k_cache + off + d0);
-        const float4 vf = *reinterpret_cast<const float4*>(kv.v_cache + off + d0);
-        const float kx[4] = {kf.x, kf.y, kf.z, kf.w}, vx[4] = {vf.x, vf.y, vf.z, vf.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          kb[e] = Bf16(kx[e]);
-          vb[e] = Bf16(vx[e]);
-        }
-      }
-    }
     if constexpr (kBf16) {
-      *reinterpret_cast<uint4*>(&sk[j * ldk + d0]) = *reinterpret_cast<const uint4*>(kb);
+      uint4 kr = {0, 0, 0, 0}, vr = {0, 0, 0, 0};
+      if (off >= 0) {
+        kr = *reinterpret_cast<const uint4*>(kv.k_cache + off + d0);
+        vr = *reinterpret_cast<const uint4*>(kv.v_cache + off + d0);
+      }
+      *reinterpret_cast<uint4*>(&sk[j * ldk + d0]) = kr;
+      *reinterpret_cast<uint4*>(&sv[j * ldk + d0]) = vr;
     } else {
-      *reinterpret_cast<uint2*>(&sk[j * ldk + d0]) = *reinterpret_cast<const uint2*>(kb);
+      float4 kf = {0.0f, 0.0f, 0.0f, 0.0f}, vf = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (off >= 0) {
+        kf = *reinterpret_cast<const float4*>(kv.k_cache + off + d0);
+        vf = *reinterpret_cast<const float4*>(kv.v_cache + off + d0);
+      }
+      *reinterpret_cast<uint2*>(&sk[j * ldk + d0]) =
+          uint2{PackBf16(kf.x, kf.y), PackBf16(kf.z, kf.w)};
+      *reinterpret_cast<uint2*>(&sv[j * ldk + d0]) =
+          uint2{PackBf16(vf.x, vf.y), PackBf16(vf.z, vf.w)};
     }
-#pragma unroll
-    for (int e = 0; e < kN; ++e) svt[(d0 + e) * kLdv + j] = vb[e];
   }
 }
 
 template <int kHd, typename KvT>
 __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionArgs<KvT> a) {
   constexpr int kLdq = kHd + kPad;
-  uint16_t* sq = DynamicSharedMemory<uint16_t>();                // [kTileQ][kLdq]
-  uint16_t* sk = sq + kTileQ * kLdq;                             // [kTileK][kLdq]
-  uint16_t* svt = sk + kTileK * kLdq;                            // [kHd][kLdv]: V transposed
-  int64_t* soff = reinterpret_cast<int64_t*>(svt + kHd * kLdv);  // [kTileK]
+  uint16_t* sq = DynamicSharedMemory<uint16_t>();                  // [kTileQ][kLdq]
+  uint16_t* sk = sq + kTileQ * kLdq;                               // [kTileK][kLdq]
+  uint16_t* sv = sk + kTileK * kLdq;                               // [kTileK][kLdq]
+  int64_t* soff = reinterpret_cast<int64_t*>(sv + kTileK * kLdq);  // [kTileK]
 
   const int head = blockIdx.x;
   const int seq = blockIdx.y;
@@ -174,7 +168,7 @@ __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionA
 
     for (int key0 = 0; key0 < key_end; key0 += kTileK) {
       __syncthreads();  // the previous K/V tile is consumed
-      LoadKvTile<kHd>(a.kv, table, kv_head, key0, key_end, kLdq, sk, svt, soff);
+      LoadKvTile<kHd>(a.kv, table, kv_head, key0, key_end, kLdq, sk, sv, soff);
       __syncthreads();
       // Warp-uniform skips: rows past the tile, or keys all in this warp's future.
       if (!warp_active || key0 > pos0 + tile_q0 + warp_row0 + 15) continue;
@@ -242,11 +236,12 @@ __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionA
                                 PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
         for (int dp = 0; dp < kHd / 16; ++dp) {
-          // Matrices: dims dp*16 + 0-7 (keys 0-7, 8-15), then dims + 8-15.
+          // Matrices (transposed): keys kk*16 + 0-7, 8-15 of dims dp*16 + 0-7,
+          // then of dims + 8-15.
           uint32_t vb[4];
-          LdMatrixX4(&svt[(dp * 16 + 8 * (lane >> 4) + (lane & 7)) * kLdv + kk * 16 +
-                          8 * ((lane >> 3) & 1)],
-                     vb);
+          LdMatrixX4Trans(&sv[(kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * kLdq + dp * 16 +
+                              8 * (lane >> 4)],
+                          vb);
           MmaBf16(o[2 * dp], pa, vb[0], vb[1]);
           MmaBf16(o[2 * dp + 1], pa, vb[2], vb[3]);
         }

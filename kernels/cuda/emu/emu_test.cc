@@ -275,6 +275,57 @@ __global__ void MmaKernel(const uint16_t* a, const uint16_t* b, float* c) {
   for (int i = 0; i < 4; ++i) c[(g + 8 * (i / 2)) * 8 + 2 * t + (i % 2)] = acc[i];
 }
 
+// The same product with B stored (k, n) row-major and its fragment loaded
+// with ldmatrix.trans: matrices 0 and 1 are k 0-7 and k 8-15 (2 and 3
+// repeat them).
+__global__ void MmaTransKernel(const uint16_t* a, const uint16_t* b_kn, float* c) {
+  using namespace tpserve::kernels::cuda;
+  __shared__ __align__(16) uint16_t sa[16 * 16];
+  __shared__ __align__(16) uint16_t sb[16 * 8];
+  const int lane = threadIdx.x;
+  for (int i = lane; i < 256; i += 32) sa[i] = a[i];
+  for (int i = lane; i < 128; i += 32) sb[i] = b_kn[i];
+  __syncthreads();
+  uint32_t ra[4], rb[4];
+  LdMatrixX4(&sa[((lane % 8) + 8 * ((lane / 8) % 2)) * 16 + 8 * (lane / 16)], ra);
+  LdMatrixX4Trans(&sb[(8 * ((lane / 8) % 2) + lane % 8) * 8], rb);
+  float acc[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+  MmaBf16(acc, ra, rb[0], rb[1]);
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) c[(g + 8 * (i / 2)) * 8 + 2 * t + (i % 2)] = acc[i];
+}
+
+TEST(CudaEmu, LdMatrixTransGivesTheBFragmentOfARowMajorMatrix) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<uint16_t> a(256), b_kn(128);
+  std::vector<float> fa(256), fb(128);
+  for (int i = 0; i < 256; ++i) {
+    a[i] = __bfloat16_as_ushort(__float2bfloat16_rn(dist(rng)));
+    fa[i] = __bfloat162float(__ushort_as_bfloat16(a[i]));
+  }
+  for (int i = 0; i < 128; ++i) {
+    b_kn[i] = __bfloat16_as_ushort(__float2bfloat16_rn(dist(rng)));
+    fb[i] = __bfloat162float(__ushort_as_bfloat16(b_kn[i]));
+  }
+  uint16_t* da = DeviceCopy(a);
+  uint16_t* db = DeviceCopy(b_kn);
+  float* dc = DeviceCopy(std::vector<float>(128, 0.0f));
+  Launcher("MmaTransKernel", 1, 32) (&MmaTransKernel)(da, db, dc);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  std::vector<float> c = HostCopy(dc, 128);
+  for (int r = 0; r < 16; ++r) {
+    for (int n = 0; n < 8; ++n) {
+      double want = 1.0;
+      for (int k = 0; k < 16; ++k) want += static_cast<double>(fa[r * 16 + k]) * fb[k * 8 + n];
+      EXPECT_NEAR(c[r * 8 + n], want, 1e-4) << "row " << r << " col " << n;
+    }
+  }
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dc);
+}
+
 TEST(CudaEmu, MmaFragmentsComputeAMatrixProduct) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> dist(-2.0f, 2.0f);

@@ -66,6 +66,27 @@ __device__ __forceinline__ void LdMatrixX4(const void* smem_row, uint32_t r[4]) 
                               });
 }
 
+// .trans: the matrix is read "in column-major format" (PTX ISA "ldmatrix"):
+// the 8 addresses are its columns, so lane l gets column l / 4 of the
+// stored rows 2 (l % 4) (low half) and 2 (l % 4) + 1 (high half).
+__device__ __forceinline__ void LdMatrixX4Trans(const void* smem_row, uint32_t r[4]) {
+  if (reinterpret_cast<uintptr_t>(smem_row) % 16 != 0) {
+    ::tpserve_emu::Fail("ldmatrix.trans: row address %p is not 16-byte aligned", smem_row);
+  }
+  const int lane = ::tpserve_emu::g_thread->lane;
+  ::tpserve_emu::WarpExchange(
+      &smem_row, sizeof(smem_row), "ldmatrix.x4.trans", [&](const unsigned char(*slots)[64]) {
+        for (int j = 0; j < 4; ++j) {
+          const uint16_t *row0, *row1;
+          std::memcpy(&row0, slots[j * 8 + 2 * (lane % 4)], sizeof(row0));
+          std::memcpy(&row1, slots[j * 8 + 2 * (lane % 4) + 1], sizeof(row1));
+          const uint32_t lo = row0[lane / 4];
+          const uint32_t hi = row1[lane / 4];
+          r[j] = lo | (hi << 16);
+        }
+      });
+}
+
 namespace emu_detail {
 inline float Bf16Lo(uint32_t v) { return __uint_as_float(v << 16); }
 inline float Bf16Hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
