@@ -295,39 +295,12 @@ __global__ void MmaTransKernel(const uint16_t* a, const uint16_t* b_kn, float* c
   for (int i = 0; i < 4; ++i) c[(g + 8 * (i / 2)) * 8 + 2 * t + (i % 2)] = acc[i];
 }
 
-TEST(CudaEmu, LdMatrixTransGivesTheBFragmentOfARowMajorMatrix) {
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-  std::vector<uint16_t> a(256), b_kn(128);
-  std::vector<float> fa(256), fb(128);
-  for (int i = 0; i < 256; ++i) {
-    a[i] = __bfloat16_as_ushort(__float2bfloat16_rn(dist(rng)));
-    fa[i] = __bfloat162float(__ushort_as_bfloat16(a[i]));
-  }
-  for (int i = 0; i < 128; ++i) {
-    b_kn[i] = __bfloat16_as_ushort(__float2bfloat16_rn(dist(rng)));
-    fb[i] = __bfloat162float(__ushort_as_bfloat16(b_kn[i]));
-  }
-  uint16_t* da = DeviceCopy(a);
-  uint16_t* db = DeviceCopy(b_kn);
-  float* dc = DeviceCopy(std::vector<float>(128, 0.0f));
-  Launcher("MmaTransKernel", 1, 32) (&MmaTransKernel)(da, db, dc);
-  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  std::vector<float> c = HostCopy(dc, 128);
-  for (int r = 0; r < 16; ++r) {
-    for (int n = 0; n < 8; ++n) {
-      double want = 1.0;
-      for (int k = 0; k < 16; ++k) want += static_cast<double>(fa[r * 16 + k]) * fb[k * 8 + n];
-      EXPECT_NEAR(c[r * 8 + n], want, 1e-4) << "row " << r << " col " << n;
-    }
-  }
-  cudaFree(da);
-  cudaFree(db);
-  cudaFree(dc);
-}
-
-TEST(CudaEmu, MmaFragmentsComputeAMatrixProduct) {
-  std::mt19937 rng(7);
+// Runs `kernel` (one warp) on random bf16 A (16 x 16, row-major) and B (16 x
+// 8 as 128 values, B[k][n] at b_index(k, n)) and expects C = 1 + A B.
+template <typename BIndex>
+void ExpectMmaProduct(const char* name, void (*kernel)(const uint16_t*, const uint16_t*, float*),
+                      unsigned seed, BIndex b_index) {
+  std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
   std::vector<uint16_t> a(256), b(128);
   std::vector<float> fa(256), fb(128);
@@ -342,19 +315,27 @@ TEST(CudaEmu, MmaFragmentsComputeAMatrixProduct) {
   uint16_t* da = DeviceCopy(a);
   uint16_t* db = DeviceCopy(b);
   float* dc = DeviceCopy(std::vector<float>(128, 0.0f));
-  Launcher("MmaKernel", 1, 32) (&MmaKernel)(da, db, dc);
+  Launcher(name, 1, 32)(kernel)(da, db, dc);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   std::vector<float> c = HostCopy(dc, 128);
   for (int r = 0; r < 16; ++r) {
     for (int n = 0; n < 8; ++n) {
       double want = 1.0;
-      for (int k = 0; k < 16; ++k) want += static_cast<double>(fa[r * 16 + k]) * fb[n * 16 + k];
-      EXPECT_NEAR(c[r * 8 + n], want, 1e-4) << r << "," << n;
+      for (int k = 0; k < 16; ++k) want += static_cast<double>(fa[r * 16 + k]) * fb[b_index(k, n)];
+      EXPECT_NEAR(c[r * 8 + n], want, 1e-4) << "row " << r << " col " << n;
     }
   }
   cudaFree(da);
   cudaFree(db);
   cudaFree(dc);
+}
+
+TEST(CudaEmu, MmaFragmentsComputeAMatrixProduct) {
+  ExpectMmaProduct("MmaKernel", &MmaKernel, 7, [](int k, int n) { return n * 16 + k; });
+}
+
+TEST(CudaEmu, LdMatrixTransGivesTheBFragmentOfARowMajorMatrix) {
+  ExpectMmaProduct("MmaTransKernel", &MmaTransKernel, 11, [](int k, int n) { return k * 8 + n; });
 }
 
 __global__ void CpAsyncKernel(const float* src, float* out) {
