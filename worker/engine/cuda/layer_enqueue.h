@@ -1,5 +1,6 @@
 // One transformer layer of the CUDA backend's forward pass, enqueued on the
-// step's stream: QKV, RoPE + KV-cache write, paged attention, O projection
+// step's stream: QKV, RoPE + KV-cache write and paged attention (one launch
+// when every sequence decodes one token), O projection
 // and its all-reduce, the fused residual add + FFN norm, SwiGLU FFN and its
 // all-reduce, then the residual add fused with the next layer's attention
 // norm (tp_invariant: fixed-point O and down, an int64 all-reduce, then the
