@@ -437,33 +437,27 @@ absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s
 
 int NumParts(int max_context_len) { return (max_context_len + kPart - 1) / kPart; }
 
-// The fused RoPE and KV-cache write must rotate and store exactly the rows
-// this attention reads: the same q buffer, heads, head_dim, cache and pool,
-// one token per sequence.
+// The fused RoPE and KV-cache write: valid as RopeKvWrite's arguments, and
+// rotating and storing exactly the rows this attention reads (the same q
+// buffer, heads, head_dim, cache and pool, one token per sequence).
 absl::Status CheckFusedRope(const PagedAttentionParams& p, const DecodeRopeKvWrite& f) {
-  if (absl::Status st = CheckRope(f.rope); !st.ok()) return st;
+  if (absl::Status st = CheckRopeKvWrite(f.rope, f.kv); !st.ok()) return st;
   const RopeParams& r = f.rope;
   const KvCacheWriteParams& kv = f.kv;
-  const int64_t q_stride = p.q_stride == 0 ? int64_t{p.n_heads} * p.head_dim : p.q_stride;
-  const int64_t rope_q_stride = r.q_stride == 0 ? int64_t{r.n_heads} * r.head_dim : r.q_stride;
-  const int64_t k_stride = r.k_stride == 0 ? int64_t{r.n_kv_heads} * r.head_dim : r.k_stride;
-  const int64_t kv_k_stride = kv.k_stride == 0 ? int64_t{kv.n_kv_heads} * kv.head_dim : kv.k_stride;
-  if (r.q != p.q || rope_q_stride != q_stride || r.n_heads != p.n_heads ||
-      r.n_kv_heads != p.n_kv_heads || r.head_dim != p.head_dim || r.tokens != p.num_seqs) {
+  if (r.q != p.q ||
+      RowStride(r.q_stride, r.n_heads, r.head_dim) !=
+          RowStride(p.q_stride, p.n_heads, p.head_dim) ||
+      r.n_heads != p.n_heads || r.n_kv_heads != p.n_kv_heads || r.head_dim != p.head_dim ||
+      r.tokens != p.num_seqs) {
     return absl::InvalidArgumentError(
         "PagedAttentionDecode: the fused RoPE must cover this attention's q (same buffer, "
         "stride, heads, head_dim, one token per sequence)");
   }
-  if (r.k == nullptr || r.k != kv.k || k_stride != kv_k_stride || kv.tokens != p.num_seqs ||
-      kv.n_kv_heads != p.n_kv_heads || kv.head_dim != p.head_dim || kv.k_cache != p.k_cache ||
-      kv.v_cache != p.v_cache || kv.kv_dtype != p.kv_dtype || kv.block_size != p.block_size ||
-      kv.num_blocks != p.num_blocks) {
+  if (kv.k_cache != p.k_cache || kv.v_cache != p.v_cache || kv.kv_dtype != p.kv_dtype ||
+      kv.block_size != p.block_size || kv.num_blocks != p.num_blocks) {
     return absl::InvalidArgumentError(
-        "PagedAttentionDecode: the fused KV-cache write must store the rotated k into this "
-        "attention's cache (same k buffer and stride, heads, head_dim, cache, dtype, pool)");
-  }
-  if (p.num_seqs > 0 && (r.positions == nullptr || kv.v == nullptr || kv.slot_mapping == nullptr)) {
-    return absl::InvalidArgumentError("PagedAttentionDecode: fused RoPE: null pointer");
+        "PagedAttentionDecode: the fused KV-cache write must store into this attention's cache "
+        "(same cache, dtype, block size, pool)");
   }
   return absl::OkStatus();
 }
@@ -501,14 +495,13 @@ absl::Status Decode(const PagedAttentionParams& p, int max_context_len, float* w
     DecodeArgs<KvT> a{MakeAttentionArgs<KvT>(p), parts, partial, {}};
     if (fuse != nullptr) {
       const KvCacheWriteParams& kv = fuse->kv;
-      a.fused =
-          DecodeRopeArgs<KvT>{MakeRopeArgs(fuse->rope),
-                              kv.v,
-                              kv.v_stride == 0 ? int64_t{kv.n_kv_heads} * kv.head_dim : kv.v_stride,
-                              static_cast<KvT*>(kv.k_cache),
-                              static_cast<KvT*>(kv.v_cache),
-                              kv.slot_mapping,
-                              int64_t{kv.num_blocks} * kv.block_size};
+      a.fused = DecodeRopeArgs<KvT>{MakeRopeArgs(fuse->rope),
+                                    kv.v,
+                                    RowStride(kv.v_stride, kv.n_kv_heads, kv.head_dim),
+                                    static_cast<KvT*>(kv.k_cache),
+                                    static_cast<KvT*>(kv.v_cache),
+                                    kv.slot_mapping,
+                                    int64_t{kv.num_blocks} * kv.block_size};
     }
     TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
                         { return LaunchDecode<kDimsPerLane, KvT>(a, p.num_seqs, s); });

@@ -44,11 +44,9 @@ __device__ __forceinline__ void StoreKv(uint16_t* p, float x) { *p = F32ToBf16Bi
 // rounded to bf16 and widened for a bf16 one.
 template <typename KvT>
 __device__ __forceinline__ float RoundToKv(float x) {
-  if constexpr (std::is_same_v<KvT, float>) {
-    return x;
-  } else {
-    return __uint_as_float(static_cast<uint32_t>(F32ToBf16Bits(x)) << 16);
-  }
+  KvT stored;
+  StoreKv(&stored, x);
+  return LoadKv(&stored);
 }
 
 // kN consecutive elements from p into out[0, kN), widened to f32, as one

@@ -104,30 +104,15 @@ absl::Status Rope(const RopeParams& p, const Stream& stream) {
 
 absl::Status RopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv,
                          const Stream& stream) {
-  if (absl::Status st = CheckRope(rope); !st.ok()) return st;
-  if (rope.k == nullptr || rope.k != kv.k || rope.tokens != kv.tokens ||
-      rope.n_kv_heads != kv.n_kv_heads || rope.head_dim != kv.head_dim ||
-      (rope.k_stride == 0 ? int64_t{rope.n_kv_heads} * rope.head_dim : rope.k_stride) !=
-          (kv.k_stride == 0 ? int64_t{kv.n_kv_heads} * kv.head_dim : kv.k_stride)) {
-    return absl::InvalidArgumentError(
-        "RopeKvWrite: the rotated k must be the k written (same buffer, tokens, heads, stride)");
-  }
-  if (kv.block_size <= 0 || kv.num_blocks < 0) {
-    return absl::InvalidArgumentError("RopeKvWrite: bad cache shape");
-  }
+  if (absl::Status st = CheckRopeKvWrite(rope, kv); !st.ok()) return st;
   if (rope.head_dim / 2 > kMaxRopeKvHalf) {
     return absl::InvalidArgumentError(
         "RopeKvWrite: head_dim above 512 is not supported (its angles live in shared memory); "
         "use Rope then KvCacheWrite");
   }
   if (rope.tokens == 0) return absl::OkStatus();
-  if (kv.v == nullptr || kv.k_cache == nullptr || kv.v_cache == nullptr ||
-      kv.slot_mapping == nullptr) {
-    return absl::InvalidArgumentError("RopeKvWrite: null pointer");
-  }
   const RopeArgs a = MakeRopeArgs(rope);
-  const int width = kv.n_kv_heads * kv.head_dim;
-  const int64_t v_stride = kv.v_stride == 0 ? width : kv.v_stride;
+  const int64_t v_stride = RowStride(kv.v_stride, kv.n_kv_heads, kv.head_dim);
   const int64_t num_slots = static_cast<int64_t>(kv.num_blocks) * kv.block_size;
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_KV_DTYPE_SWITCH(kv.kv_dtype, KvT, {

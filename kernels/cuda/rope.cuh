@@ -81,6 +81,33 @@ inline absl::Status CheckRope(const RopeParams& p) {
   return absl::OkStatus();
 }
 
+// Floats between the rows of `heads` heads of head_dim: `stride`, or the
+// rows' width when it is 0 (the params' convention).
+inline int64_t RowStride(int64_t stride, int heads, int head_dim) {
+  return stride == 0 ? int64_t{heads} * head_dim : stride;
+}
+
+// RopeKvWrite's arguments, wherever it runs (its own launch, or inside
+// decode attention): the rotated k must be the k written.
+inline absl::Status CheckRopeKvWrite(const RopeParams& rope, const KvCacheWriteParams& kv) {
+  if (absl::Status st = CheckRope(rope); !st.ok()) return st;
+  if (rope.k == nullptr || rope.k != kv.k || rope.tokens != kv.tokens ||
+      rope.n_kv_heads != kv.n_kv_heads || rope.head_dim != kv.head_dim ||
+      RowStride(rope.k_stride, rope.n_kv_heads, rope.head_dim) !=
+          RowStride(kv.k_stride, kv.n_kv_heads, kv.head_dim)) {
+    return absl::InvalidArgumentError(
+        "RopeKvWrite: the rotated k must be the k written (same buffer, tokens, heads, stride)");
+  }
+  if (kv.block_size <= 0 || kv.num_blocks < 0) {
+    return absl::InvalidArgumentError("RopeKvWrite: bad cache shape");
+  }
+  if (rope.tokens > 0 && (kv.v == nullptr || kv.k_cache == nullptr || kv.v_cache == nullptr ||
+                          kv.slot_mapping == nullptr)) {
+    return absl::InvalidArgumentError("RopeKvWrite: null pointer");
+  }
+  return absl::OkStatus();
+}
+
 inline RopeArgs MakeRopeArgs(const RopeParams& p) {
   RopeArgs a{};
   a.q = p.q;
@@ -90,8 +117,8 @@ inline RopeArgs MakeRopeArgs(const RopeParams& p) {
   a.n_heads = p.n_heads;
   a.n_kv_heads = p.n_kv_heads;
   a.head_dim = p.head_dim;
-  a.q_stride = p.q_stride == 0 ? static_cast<int64_t>(p.n_heads) * p.head_dim : p.q_stride;
-  a.k_stride = p.k_stride == 0 ? static_cast<int64_t>(p.n_kv_heads) * p.head_dim : p.k_stride;
+  a.q_stride = RowStride(p.q_stride, p.n_heads, p.head_dim);
+  a.k_stride = RowStride(p.k_stride, p.n_kv_heads, p.head_dim);
   a.theta = p.theta;
   a.neox = p.neox;
   a.scaling = p.scaling.type;
