@@ -166,8 +166,9 @@ int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
 // and, in the partition holding the new key, that key's k; the first block
 // of each KV head stores k and v in the token's slot; the new key is read
 // from shared memory, rounded as the cache holds it. The outputs and cache
-// have RopeKvWrite + PagedAttentionDecode's bits (attention_test's
-// FusedRopeGivesTheUnfusedBits); q and k are left unrotated in their buffers.
+// had RopeKvWrite + PagedAttentionDecode's bits in all 12 cases of
+// attention_test's FusedRopeGivesTheUnfusedBits (emulator, 2026-12-06);
+// q and k are left unrotated in their buffers.
 struct DecodeRopeKvWrite {
   RopeParams rope;
   KvCacheWriteParams kv;
