@@ -221,9 +221,14 @@ class Launcher {
 // something outside its stream (an emulated collective waiting for its peers)
 // returns false until then and is polled again.
 using StreamWork = std::function<bool()>;
+// Makes one run of some work. Called when the work is queued, or, while the
+// stream captures a graph, at every cudaGraphLaunch of that graph, in launch
+// order on the launching thread: each replay gets fresh state and a place in
+// program order, as NCCL gives a captured collective at each launch.
+using StreamWorkMaker = std::function<StreamWork()>;
 // Queues host work on `stream` like cudaLaunchHostFunc (emulated collectives
 // use it); returns cudaErrorStreamCaptureUnsupported where the driver would.
-int EnqueueHostWork(cudaStream_t stream, StreamWork work);
+int EnqueueHostWork(cudaStream_t stream, StreamWorkMaker make);
 
 // Set by cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, n).
 void SetMaxDynamicShared(const void* kernel, int bytes);

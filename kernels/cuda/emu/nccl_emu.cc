@@ -8,7 +8,10 @@
 // every rank to issue it (connection setup). ncclCommAbort ends the rank's
 // queued collectives and makes its peers' communicators report
 // ncclRemoteError; a peer that never issues a collective leaves the others
-// waiting, as on the hardware.
+// waiting, as on the hardware. Collectives pair across ranks by their place
+// in each rank's program order: an eager call's is its call, a captured
+// one's each launch of its graph (emu.h, StreamWorkMaker), so graph replays
+// pair with the peers' replays.
 #include <nccl.h>
 
 #include <atomic>
@@ -42,6 +45,9 @@ struct Group {
 
 struct RankState {
   std::atomic<bool> aborted{false};
+  // Collectives of this rank so far, in program order: an eager call takes
+  // its index when issued, a captured one at each launch of its graph.
+  std::atomic<uint64_t> sequenced{0};
 };
 
 std::mutex g_registry_mu;
@@ -118,8 +124,8 @@ ncclResult_t Collective(Kind kind, const void* send, void* recv, size_t count, n
   if (comm == nullptr) return ncclInvalidArgument;
   if (dtype == ncclFloat16) return ncclInvalidArgument;  // not needed by tpserve
   const size_t bytes = count * DTypeBytes(dtype);
-  const uint64_t index = ++comm->issued;
-  if (index == 1) {
+  const bool first = ++comm->issued == 1;
+  if (first) {
     std::lock_guard<std::mutex> lock(comm->group->mu);
     ++comm->group->issued_first;
     comm->first_pending = !comm->blocking;
@@ -127,67 +133,71 @@ ncclResult_t Collective(Kind kind, const void* send, void* recv, size_t count, n
   std::shared_ptr<Group> group = comm->group;
   std::shared_ptr<RankState> state = comm->state;
   const int rank = comm->rank;
-  const int err = ::tpserve_emu::EnqueueHostWork(stream, [=]() -> bool {
-    std::lock_guard<std::mutex> lock(group->mu);
-    if (state->aborted) return true;  // an aborted communicator's kernels exit
-    Slot& slot = group->slots[index];
-    if (slot.inputs.empty()) slot.inputs.resize(group->world);
-    if (slot.inputs[rank].empty()) {
-      // The input is read when the collective runs on its stream.
-      const auto* p = static_cast<const unsigned char*>(send);
-      slot.inputs[rank].assign(p, p + bytes);
-      if (bytes == 0) slot.inputs[rank].push_back(0);
-      ++slot.deposited;
-    }
-    if (slot.deposited < group->world) return false;
-    switch (kind) {
-      case Kind::kAllReduce:
-        switch (dtype) {
-          case ncclFloat32:
-            SumInto<float>(recv, slot.inputs, count);
-            break;
-          case ncclFloat64:
-            SumInto<double>(recv, slot.inputs, count);
-            break;
-          case ncclInt32:
-            SumInto<int32_t>(recv, slot.inputs, count);
-            break;
-          case ncclUint32:
-            SumInto<uint32_t>(recv, slot.inputs, count);
-            break;
-          case ncclInt64:
-            SumInto<int64_t>(recv, slot.inputs, count);
-            break;
-          case ncclUint64:
-            SumInto<uint64_t>(recv, slot.inputs, count);
-            break;
-          case ncclInt8:
-            SumInto<int8_t>(recv, slot.inputs, count);
-            break;
-          case ncclUint8:
-            SumInto<uint8_t>(recv, slot.inputs, count);
-            break;
-          case ncclBfloat16:
-            SumBf16(recv, slot.inputs, count);
-            break;
-          default:
-            break;
-        }
-        break;
-      case Kind::kAllGather:
-        for (int r = 0; r < group->world; ++r) {
-          std::memmove(static_cast<unsigned char*>(recv) + r * bytes, slot.inputs[r].data(), bytes);
-        }
-        break;
-      case Kind::kBroadcast:
-        std::memmove(recv, slot.inputs[root].data(), bytes);
-        break;
-    }
-    if (++slot.consumed == group->world) group->slots.erase(index);
-    return true;
+  const int err = ::tpserve_emu::EnqueueHostWork(stream, [=]() -> ::tpserve_emu::StreamWork {
+    const uint64_t index = ++state->sequenced;
+    return [=]() -> bool {
+      std::lock_guard<std::mutex> lock(group->mu);
+      if (state->aborted) return true;  // an aborted communicator's kernels exit
+      Slot& slot = group->slots[index];
+      if (slot.inputs.empty()) slot.inputs.resize(group->world);
+      if (slot.inputs[rank].empty()) {
+        // The input is read when the collective runs on its stream.
+        const auto* p = static_cast<const unsigned char*>(send);
+        slot.inputs[rank].assign(p, p + bytes);
+        if (bytes == 0) slot.inputs[rank].push_back(0);
+        ++slot.deposited;
+      }
+      if (slot.deposited < group->world) return false;
+      switch (kind) {
+        case Kind::kAllReduce:
+          switch (dtype) {
+            case ncclFloat32:
+              SumInto<float>(recv, slot.inputs, count);
+              break;
+            case ncclFloat64:
+              SumInto<double>(recv, slot.inputs, count);
+              break;
+            case ncclInt32:
+              SumInto<int32_t>(recv, slot.inputs, count);
+              break;
+            case ncclUint32:
+              SumInto<uint32_t>(recv, slot.inputs, count);
+              break;
+            case ncclInt64:
+              SumInto<int64_t>(recv, slot.inputs, count);
+              break;
+            case ncclUint64:
+              SumInto<uint64_t>(recv, slot.inputs, count);
+              break;
+            case ncclInt8:
+              SumInto<int8_t>(recv, slot.inputs, count);
+              break;
+            case ncclUint8:
+              SumInto<uint8_t>(recv, slot.inputs, count);
+              break;
+            case ncclBfloat16:
+              SumBf16(recv, slot.inputs, count);
+              break;
+            default:
+              break;
+          }
+          break;
+        case Kind::kAllGather:
+          for (int r = 0; r < group->world; ++r) {
+            std::memmove(static_cast<unsigned char*>(recv) + r * bytes, slot.inputs[r].data(),
+                         bytes);
+          }
+          break;
+        case Kind::kBroadcast:
+          std::memmove(recv, slot.inputs[root].data(), bytes);
+          break;
+      }
+      if (++slot.consumed == group->world) group->slots.erase(index);
+      return true;
+    };
   });
   if (err != cudaSuccess) return ncclUnhandledCudaError;
-  return index == 1 && !comm->blocking ? ncclInProgress : ncclSuccess;
+  return first && !comm->blocking ? ncclInProgress : ncclSuccess;
 }
 
 void Leave(ncclComm_t comm, bool abort) {

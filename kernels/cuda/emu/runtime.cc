@@ -15,7 +15,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "kernels/cuda/emu/grid.h"
@@ -27,10 +26,10 @@ struct tpserve_emu_event {
   tpserve_emu::StreamPoint point;  // where the latest record sits in its stream
 };
 struct tpserve_emu_graph {
-  std::vector<tpserve_emu::StreamWork> ops;
+  std::vector<tpserve_emu::StreamWorkMaker> ops;
 };
 struct tpserve_emu_graph_exec {
-  std::vector<tpserve_emu::StreamWork> ops;
+  std::vector<tpserve_emu::StreamWorkMaker> ops;
 };
 
 namespace tpserve_emu {
@@ -230,8 +229,8 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
   });
 }
 
-int EnqueueHostWork(cudaStream_t stream, StreamWork work) {
-  return Enqueue(stream, std::move(work));
+int EnqueueHostWork(cudaStream_t stream, StreamWorkMaker make) {
+  return Set(EnqueueMadeWork(stream, std::move(make)));
 }
 
 }  // namespace tpserve_emu
@@ -542,7 +541,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   *graph = nullptr;
-  std::vector<tpserve_emu::StreamWork> ops;
+  std::vector<tpserve_emu::StreamWorkMaker> ops;
   if (cudaError_t e = tpserve_emu::EndCapture(stream, &ops); e != cudaSuccess) {
     return tpserve_emu::Set(e);
   }
@@ -561,9 +560,16 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (exec == nullptr) return tpserve_emu::Set(cudaErrorInvalidValue);
-  return tpserve_emu::Enqueue(stream, [exec] {
-    for (const auto& op : exec->ops) {
-      while (!op()) std::this_thread::yield();
+  // This run's work, made now, in launch order (emu.h, StreamWorkMaker).
+  std::vector<tpserve_emu::StreamWork> run;
+  run.reserve(exec->ops.size());
+  for (const tpserve_emu::StreamWorkMaker& make : exec->ops) run.push_back(make());
+  // A node that is not ready (a collective waiting for its peers) leaves the
+  // launch not ready there; the stream polls it again and it goes on from
+  // that node, so stream queries and timeouts see it as they see eager work.
+  return tpserve_emu::Enqueue(stream, [run = std::move(run), next = size_t{0}]() mutable {
+    for (; next < run.size(); ++next) {
+      if (!run[next]()) return false;
     }
     return true;
   });

@@ -18,7 +18,7 @@ struct tpserve_emu_stream {
   // Graph capture (cudaStreamBeginCapture .. cudaStreamEndCapture).
   bool capturing = false;
   bool invalidated = false;
-  std::vector<tpserve_emu::StreamWork> captured;
+  std::vector<tpserve_emu::StreamWorkMaker> captured;
   // Queued work: items seq done+1 .. enqueued; `busy` while a thread runs one.
   struct Item {
     uint64_t seq = 0;
@@ -123,9 +123,17 @@ thread_local int g_capturing_streams = 0;
 
 }  // namespace
 
+cudaError_t EnqueueMadeWork(cudaStream_t stream, StreamWorkMaker make) {
+  if (stream != nullptr && stream->capturing) {
+    stream->captured.push_back(std::move(make));
+    return cudaSuccess;
+  }
+  return EnqueueWork(stream, make());
+}
+
 cudaError_t EnqueueWork(cudaStream_t stream, StreamWork work) {
   if (stream != nullptr && stream->capturing) {
-    stream->captured.push_back(std::move(work));
+    stream->captured.push_back([work = std::move(work)] { return work; });
     return cudaSuccess;
   }
   if (g_capturing_streams > 0) {
@@ -222,11 +230,11 @@ bool BeginCapture(cudaStream_t stream) {
   return true;
 }
 
-cudaError_t EndCapture(cudaStream_t stream, std::vector<StreamWork>* ops) {
+cudaError_t EndCapture(cudaStream_t stream, std::vector<StreamWorkMaker>* ops) {
   if (stream == nullptr || !stream->capturing) return cudaErrorIllegalState;
   stream->capturing = false;
   --g_capturing_streams;
-  std::vector<StreamWork> captured = std::move(stream->captured);
+  std::vector<StreamWorkMaker> captured = std::move(stream->captured);
   stream->captured.clear();
   if (stream->invalidated) {
     stream->invalidated = false;

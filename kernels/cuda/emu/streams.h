@@ -29,6 +29,9 @@ namespace tpserve_emu {
 // records it while the stream captures a graph. Returns the capture errors
 // the driver returns (legacy-stream work while this thread captures).
 cudaError_t EnqueueWork(cudaStream_t stream, StreamWork work);
+// The same for work made afresh at each graph launch (emu.h's StreamWorkMaker):
+// queues make() now, or records `make` while the stream captures.
+cudaError_t EnqueueMadeWork(cudaStream_t stream, StreamWorkMaker make);
 
 // Runs `stream`'s queued work (and whatever it waits for) until everything
 // enqueued before the call has run. Waits for work that reports not-ready.
@@ -58,9 +61,10 @@ cudaStream_t CreateStream(bool non_blocking);
 void DestroyStream(cudaStream_t stream);  // drains it first
 
 // Graph capture: while a stream captures, EnqueueWork records instead of
-// queueing; EndCapture hands the recorded work over (or the invalidation).
+// queueing; EndCapture hands the recorded work over (or the invalidation),
+// as makers a launch calls in order to get that run's work.
 bool BeginCapture(cudaStream_t stream);
-cudaError_t EndCapture(cudaStream_t stream, std::vector<StreamWork>* ops);
+cudaError_t EndCapture(cudaStream_t stream, std::vector<StreamWorkMaker>* ops);
 bool IsCapturing(cudaStream_t stream);
 bool CapturingOnThisThread();
 void InvalidateCapture(cudaStream_t stream);

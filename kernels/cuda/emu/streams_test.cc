@@ -1,12 +1,15 @@
 // The CUDA emulator's asynchronous streams (streams.h): work runs when it is
 // waited for, in stream order, with only the cross-stream ordering CUDA
 // promises (legacy vs blocking vs non-blocking streams, events), and
-// pageable copies that must outlive their stream position.
+// pageable copies that must outlive their stream position, and host work in
+// graphs.
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -18,6 +21,10 @@ using ::tpserve_emu::Launcher;
 __global__ void CopyKernel(const int* in, int* out, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = in[i];
+}
+
+__global__ void IncrementKernel(int* x) {
+  if (threadIdx.x == 0) ++*x;
 }
 
 int* DeviceInts(int n) {
@@ -87,24 +94,79 @@ TEST(CudaEmuStreams, EventsOrderNonBlockingStreams) {
   cudaStreamDestroy(b);
 }
 
+// Host work that is not ready until `open` (an emulated collective waiting
+// for a peer), then counts its run in `ran`.
+::tpserve_emu::StreamWork NotReadyUntil(std::shared_ptr<std::atomic<bool>> open,
+                                        std::shared_ptr<std::atomic<int>> ran) {
+  return [open, ran] {
+    if (!open->load()) return false;
+    ++*ran;
+    return true;
+  };
+}
+
 TEST(CudaEmuStreams, WorkRunsWhenWaitedForNotWhenEnqueued) {
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
   auto ran = std::make_shared<std::atomic<int>>(0);
   auto open = std::make_shared<std::atomic<bool>>(false);
   // Host work that is not ready until `open` (an emulated collective waiting for a peer).
-  ASSERT_EQ(::tpserve_emu::EnqueueHostWork(s,
-                                           [ran, open] {
-                                             if (!open->load()) return false;
-                                             ++*ran;
-                                             return true;
-                                           }),
+  ASSERT_EQ(::tpserve_emu::EnqueueHostWork(s, [ran, open] { return NotReadyUntil(open, ran); }),
             cudaSuccess);
   EXPECT_EQ(ran->load(), 0);
   EXPECT_EQ(cudaStreamQuery(s), cudaErrorNotReady);
   open->store(true);
   EXPECT_EQ(cudaStreamQuery(s), cudaSuccess);
   EXPECT_EQ(ran->load(), 1);
+  cudaStreamDestroy(s);
+}
+
+// Host work captured in a graph is made afresh at each launch, in launch
+// order (what lets an emulated collective take its place in the rank's
+// sequence per replay), and a launch whose host node is not ready leaves the
+// stream not ready at once instead of holding the querying thread, then goes
+// on from that node: the kernel before it runs once per launch.
+TEST(CudaEmuStreams, GraphLaunchesMakeHostWorkAfreshAndWaitAtNotReadyNodes) {
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  int* counter = DeviceInts(1);
+  ASSERT_EQ(cudaMemsetAsync(counter, 0, sizeof(int), s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  auto made = std::make_shared<std::vector<int>>();  // launch order of the makes
+  auto ran = std::make_shared<std::atomic<int>>(0);
+  auto open = std::make_shared<std::atomic<bool>>(false);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  Launcher("IncrementKernel", 1, 32, 0, s) (&IncrementKernel)(counter);
+  ASSERT_EQ(::tpserve_emu::EnqueueHostWork(s,
+                                           [made, open, ran] {
+                                             made->push_back(static_cast<int>(made->size()));
+                                             return NotReadyUntil(open, ran);
+                                           }),
+            cudaSuccess);
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  EXPECT_TRUE(made->empty());  // recorded, not made
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  EXPECT_EQ(*made, (std::vector<int>{0, 1}));  // one make per launch, when launched
+  // A second thread opens the node later; the query must not wait for it.
+  std::thread opener([open] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    open->store(true);
+  });
+  EXPECT_EQ(cudaStreamQuery(s), cudaErrorNotReady);
+  EXPECT_FALSE(open->load()) << "cudaStreamQuery waited for the not-ready node";
+  opener.join();
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(ran->load(), 2);
+  int host = 0;
+  ASSERT_EQ(cudaMemcpy(&host, counter, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(host, 2);  // resumed at the node: the kernel before it ran once per launch
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaFree(counter);
   cudaStreamDestroy(s);
 }
 

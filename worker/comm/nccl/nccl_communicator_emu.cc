@@ -124,20 +124,23 @@ class EmulatedNcclCommunicator final : public Communicator {
                        std::function<absl::Status(Communicator&)> call) {
     TPS_RETURN_IF_ERROR(state_->Error());
     cudaStream_t s = opts.stream == nullptr ? stream_ : static_cast<cudaStream_t>(opts.stream);
-    auto run = std::make_shared<Running>();
-    const int e = ::tpserve_emu::EnqueueHostWork(
-        s, [state = state_, run, call = std::move(call)]() mutable {
-          if (!run->thread.joinable()) {
-            run->thread = std::thread([state, run, call] {
-              run->status = call(*state->host);
-              run->done = true;
-            });
-          }
-          if (!run->done) return false;
-          run->thread.join();
-          if (!run->status.ok()) state->Record(run->status);
-          return true;
-        });
+    // One helper thread per run: a graph that captured this collective runs
+    // it again at each launch (emu.h, StreamWorkMaker).
+    const int e = ::tpserve_emu::EnqueueHostWork(s, [state = state_, call = std::move(call)] {
+      auto run = std::make_shared<Running>();
+      return ::tpserve_emu::StreamWork([state, run, call] {
+        if (!run->thread.joinable()) {
+          run->thread = std::thread([state, run, call] {
+            run->status = call(*state->host);
+            run->done = true;
+          });
+        }
+        if (!run->done) return false;
+        run->thread.join();
+        if (!run->status.ok()) state->Record(run->status);
+        return true;
+      });
+    });
     if (e != cudaSuccess) {
       return absl::FailedPreconditionError(
           absl::StrCat("emulated NCCL collective cannot be queued: ",

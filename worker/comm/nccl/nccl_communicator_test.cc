@@ -1,8 +1,9 @@
 // NcclCommunicator on the GPUs this machine has: one rank per device (up to
 // 4), each in its own thread, rendezvousing through an in-process
 // TcpKvStoreServer on port 0. Also checks that a peer that never joins turns
-// into DEADLINE_EXCEEDED within the timeout instead of a hang, and that
-// Abort() from another thread ends a wait for a peer at once.
+// into DEADLINE_EXCEEDED within the timeout instead of a hang, that
+// Abort() from another thread ends a wait for a peer at once, and that
+// collectives captured in CUDA graphs pair across ranks on every replay.
 // Without a device every test reports "skipped: no CUDA device". The _emu
 // twin runs the same code on the CUDA emulator's in-process NCCL
 // (kernels/cuda/emu/nccl_emu.cc) with four emulated devices.
@@ -11,12 +12,15 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <numeric>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
 #include "rendezvous/tcp_kv_store.h"
@@ -161,6 +165,85 @@ TEST(NcclCommunicatorTest, AbortFromAnotherThreadEndsAWaitForAPeer) {
   comms[0].reset();
   comms[1].reset();
   cudaFree(d);
+}
+
+// One rank of CollectivesCapturedInAGraphPairOnEveryReplay: an eager
+// all-reduce, then a graph holding one all-reduce launched 3 times back to
+// back, an eager one, and the graph once more; one Synchronize at the end.
+// Every all-reduce is in place, so each multiplies the (by then equal)
+// buffers by the world size.
+absl::Status RunCapturedRank(int port, int rank, int world) {
+  TcpKvStoreClient store("127.0.0.1", port);
+  NcclOptions opts;
+  opts.device = rank;
+  opts.timeout = absl::Seconds(60);
+  opts.prefix = "test/graphs";
+  TPS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                       CreateNcclCommunicator(store, rank, world, opts));
+  cudaSetDevice(rank);
+  cudaStream_t s = nullptr;
+  float* d = nullptr;
+  const size_t n = 257;
+  if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess ||
+      cudaMalloc(&d, n * sizeof(float)) != cudaSuccess) {
+    return absl::InternalError("cudaStreamCreate or cudaMalloc");
+  }
+  std::vector<float> host(n);
+  for (size_t i = 0; i < n; ++i) host[i] = static_cast<float>((rank + 1) * (i % 5 + 1));
+  cudaMemcpyAsync(d, host.data(), n * sizeof(float), cudaMemcpyHostToDevice, s);
+  const CollectiveOptions on_s{.stream = s};
+  TPS_RETURN_IF_ERROR(comm->AllReduceSum(d, n, CommDType::kF32, on_s));
+  TPS_RETURN_IF_ERROR(comm->Synchronize(s));
+  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    return absl::InternalError("cudaStreamBeginCapture");
+  }
+  const absl::Status captured = comm->AllReduceSum(d, n, CommDType::kF32, on_s);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(s, &graph);
+  TPS_RETURN_IF_ERROR(captured);
+  cudaGraphExec_t exec = nullptr;
+  if (ended != cudaSuccess || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+    return absl::InternalError("capture or instantiate");
+  }
+  for (int i = 0; i < 3; ++i) cudaGraphLaunch(exec, s);
+  TPS_RETURN_IF_ERROR(comm->AllReduceSum(d, n, CommDType::kF32, on_s));
+  cudaGraphLaunch(exec, s);
+  // Rank 0 waits a while before its stream runs, so its peers' replays run
+  // ahead of its own.
+  if (rank == 0) absl::SleepFor(absl::Milliseconds(100));
+  TPS_RETURN_IF_ERROR(comm->Synchronize(s));
+  std::vector<float> back(n);
+  cudaMemcpyAsync(back.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost, s);
+  cudaStreamSynchronize(s);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaFree(d);
+  cudaStreamDestroy(s);
+  const float ranks_sum = static_cast<float>(world * (world + 1) / 2);
+  const float scale = std::pow(static_cast<float>(world), 5.0f);  // 5 more all-reduces
+  for (size_t i = 0; i < n; ++i) {
+    const float want = ranks_sum * static_cast<float>(i % 5 + 1) * scale;
+    if (back[i] != want) {
+      return absl::InternalError(absl::StrCat("element ", i, " is ", back[i], ", want ", want));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// NCCL collectives captured in a CUDA graph (what the CUDA engine's decode
+// graphs hold at TP > 1) run once per launch and pair with the peers' launches
+// of their graphs, mixed with eager collectives on the same communicator.
+TEST(NcclCommunicatorTest, CollectivesCapturedInAGraphPairOnEveryReplay) {
+  TPS_SKIP_WITHOUT_CUDA();
+  if (kernels::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  absl::Status status[2];
+  std::thread r1([&] { status[1] = RunCapturedRank(server.port(), 1, 2); });
+  status[0] = RunCapturedRank(server.port(), 0, 2);
+  r1.join();
+  EXPECT_TRUE(status[0].ok()) << status[0];
+  EXPECT_TRUE(status[1].ok()) << status[1];
 }
 
 TEST(NcclCommunicatorTest, WorldSizeMismatchIsInvalidArgument) {
