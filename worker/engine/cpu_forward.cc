@@ -219,7 +219,7 @@ absl::Status CpuForward::Forward(const StepBatch& batch, const std::vector<int>&
     all = gathered_.data();
   }
   if (comm_.rank() != 0) return absl::OkStatus();
-  ScatterVocabSlices(plan_, all, R, maxv, c_.vocab_size, logits);
+  ScatterVocabSlices(plan_, all, R, R, maxv, c_.vocab_size, logits);
   return absl::OkStatus();
 }
 

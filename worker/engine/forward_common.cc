@@ -140,13 +140,13 @@ kernels::PagedAttentionParams MakeAttentionParams(const RankDims& d, const StepA
   return p;
 }
 
-void ScatterVocabSlices(const ShardPlan& plan, const float* gathered, int rows, int64_t padded,
-                        int vocab, std::vector<float>* logits) {
+void ScatterVocabSlices(const ShardPlan& plan, const float* gathered, int rows, int slice_rows,
+                        int64_t padded, int vocab, std::vector<float>* logits) {
   logits->assign(static_cast<size_t>(rows) * vocab, 0.0f);
   for (int rk = 0; rk < plan.world_size(); ++rk) {
     const IndexRange& v = plan.shard(rk).vocab;
     for (int r = 0; r < rows; ++r) {
-      std::copy_n(gathered + (rk * rows + r) * padded, v.count,
+      std::copy_n(gathered + (int64_t{rk} * slice_rows + r) * padded, v.count,
                   logits->data() + size_t{1} * r * vocab + v.begin);
     }
   }

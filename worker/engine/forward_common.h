@@ -104,10 +104,12 @@ kernels::PagedAttentionParams MakeAttentionParams(const RankDims& d, const StepA
                                                   const float* qkv, const LayerKvCache& kv,
                                                   float* out);
 
-// Rank 0: `gathered` holds every rank's LM-head output, (world, rows, padded)
-// with rank r's columns plan.shard(r).vocab; fills `logits` (rows, vocab).
-void ScatterVocabSlices(const ShardPlan& plan, const float* gathered, int rows, int64_t padded,
-                        int vocab, std::vector<float>* logits);
+// Rank 0: `gathered` holds every rank's LM-head output, (world, slice_rows,
+// padded) with rank r's columns plan.shard(r).vocab; fills `logits` (rows,
+// vocab) from the first `rows` rows of each slice (slice_rows >= rows: a
+// padded decode batch leaves padding rows after them).
+void ScatterVocabSlices(const ShardPlan& plan, const float* gathered, int rows, int slice_rows,
+                        int64_t padded, int vocab, std::vector<float>* logits);
 
 }  // namespace tpserve
 

@@ -122,6 +122,8 @@ TEST(KernelParamsTest, PointToTheFusedQkvParts) {
   EXPECT_FLOAT_EQ(ap.scale, 0.25f);  // 1 / sqrt(16)
 }
 
+// Each rank's slice has a third row after the two sampled ones (a padded
+// decode batch replayed from a graph); it must not be read.
 TEST(ScatterVocabSlicesTest, PaddedRankSlicesLandAtTheirColumns) {
   ModelConfig c = SmallConfig();
   c.vocab_size = 7;  // uneven: the slices differ in length, the gather is padded
@@ -129,18 +131,19 @@ TEST(ScatterVocabSlicesTest, PaddedRankSlicesLandAtTheirColumns) {
   ASSERT_TRUE(plan.ok()) << plan.status();
   const int64_t padded = plan->max_vocab_rows();
   const int rows = 2;
+  const int slice_rows = 3;
   // gathered[rank][row][j] = 100 * row + global column, padding = -1.
-  std::vector<float> gathered(2 * rows * padded, -1.0f);
+  std::vector<float> gathered(2 * slice_rows * padded, -1.0f);
   for (int rk = 0; rk < 2; ++rk) {
     const IndexRange& v = plan->shard(rk).vocab;
     for (int r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < v.count; ++j) {
-        gathered[(rk * rows + r) * padded + j] = 100.0f * r + static_cast<float>(v.begin + j);
+        gathered[(rk * slice_rows + r) * padded + j] = 100.0f * r + static_cast<float>(v.begin + j);
       }
     }
   }
   std::vector<float> logits;
-  ScatterVocabSlices(*plan, gathered.data(), rows, padded, c.vocab_size, &logits);
+  ScatterVocabSlices(*plan, gathered.data(), rows, slice_rows, padded, c.vocab_size, &logits);
   ASSERT_EQ(logits.size(), 14u);
   for (int r = 0; r < rows; ++r) {
     for (int col = 0; col < 7; ++col) {

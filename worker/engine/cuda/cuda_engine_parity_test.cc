@@ -239,30 +239,13 @@ TEST(CudaEngineParity, OneRankMatchesCpuEngine) {
   if (tested == 0) GTEST_SKIP() << "skipped: no model available";
 }
 
-// Decode steps replayed from CUDA graphs (padded to batch buckets, context
-// bound to partition buckets) give the logits eager launches give, across
-// batch sizes 1-4, a context crossing one 256-token partition, a prefill in
-// between, and a larger prefill that regrows scratch (dropping every graph).
-TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
-  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
-  const std::string path = ModelPaths().front();
-  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
-  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  const int vocab = (*model)->config().vocab_size;
-  TcpKvStoreClient unused("127.0.0.1", 1);
-  std::unique_ptr<Communicator> comms[2];
-  std::unique_ptr<Engine> engines[2];  // [0] graphs, [1] eager
-  for (int e = 0; e < 2; ++e) {
-    absl::StatusOr<std::unique_ptr<Communicator>> comm =
-        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    comms[e] = *std::move(comm);
-    EngineOptions o = Options("cuda");
-    o.cuda_graphs = e == 0;
-    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(**model, *comms[e], o);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    engines[e] = *std::move(engine);
-  }
+// A run of prefill and decode steps over growing sequences (16-token blocks,
+// numbered in order of use): decode batches of 1-4 sequences, a prefill in
+// between, and a larger prefill that regrows the scratch (dropping every
+// graph). `long_context`: a 250-token sequence whose decodes cross one
+// 256-token partition, and a 330-token prefill; without it the prefills are
+// short (for TP=2 under the emulator).
+std::vector<std::pair<std::string, StepBatch>> GraphSteps(int vocab, bool long_context) {
   TokenStream tok(99, vocab);
   // Sequence id -> (next position, block table of 16-token blocks).
   std::map<uint64_t, std::pair<int, std::vector<int32_t>>> seqs;
@@ -286,38 +269,142 @@ TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
     }
     return b;
   };
+  const int second = long_context ? 250 : 24;
   std::vector<std::pair<std::string, StepBatch>> steps;
-  steps.push_back({"prefill 20 + 250 + 5", {{prefill(1, 20), prefill(2, 250), prefill(3, 5)}}});
-  for (int i = 0; i < 8; ++i) {  // seq 2 crosses context 256 at i = 5
+  steps.push_back({absl::StrCat("prefill 20 + ", second, " + 5"),
+                   {{prefill(1, 20), prefill(2, second), prefill(3, 5)}}});
+  for (int i = 0; i < 8; ++i) {  // long_context: seq 2 crosses context 256 at i = 5
     steps.push_back({absl::StrCat("decode 1,2,3 #", i), decode({1, 2, 3})});
   }
   steps.push_back({"decode 1,3", decode({1, 3})});
   steps.push_back({"decode 2", decode({2})});
   steps.push_back({"prefill 40", {{prefill(4, 40)}}});
   steps.push_back({"decode 1,2,3,4", decode({1, 2, 3, 4})});
-  steps.push_back({"prefill 330 (regrows scratch)", {{prefill(5, 330)}}});
+  const int regrow = long_context ? 330 : 64;
+  steps.push_back({absl::StrCat("prefill ", regrow, " (regrows scratch)"), {{prefill(5, regrow)}}});
   steps.push_back({"decode 4,5", decode({4, 5})});
   steps.push_back({"decode 1,2,3,4,5", decode({1, 2, 3, 4, 5})});
-  ASSERT_LE(next_block, 256);  // Options(): 64 MiB of KV is far more than this
+  EXPECT_LE(next_block, 256);  // Options(): 64 MiB of KV is far more than this
+  return steps;
+}
+
+// Runs `steps` on a graphs engine and an eager one of the same rank; rank 0
+// checks that every step's logits agree and that decode steps, and only
+// they, were replayed from graphs. Returns the number of replayed steps.
+int ExpectGraphsMatchEager(Engine& graphs, Engine& eager,
+                           const std::vector<std::pair<std::string, StepBatch>>& steps, int rank) {
   int replayed = 0;
   for (const auto& [name, batch] : steps) {
     SCOPED_TRACE(name);
-    absl::StatusOr<std::vector<std::vector<float>>> got = engines[0]->ForwardLogits(batch);
-    ASSERT_TRUE(got.ok()) << got.status();
+    absl::StatusOr<std::vector<std::vector<float>>> got = graphs.ForwardLogits(batch);
+    EXPECT_TRUE(got.ok()) << got.status();
+    absl::StatusOr<std::vector<std::vector<float>>> want = eager.ForwardLogits(batch);
+    EXPECT_TRUE(want.ok()) << want.status();
+    if (!got.ok() || !want.ok()) return -1;
     const bool decode_step = batch.seqs[0].tokens.size() == 1;
-    EXPECT_EQ(engines[0]->last_timings().graph_replay, decode_step);
-    replayed += engines[0]->last_timings().graph_replay;
-    absl::StatusOr<std::vector<std::vector<float>>> want = engines[1]->ForwardLogits(batch);
-    ASSERT_TRUE(want.ok()) << want.status();
-    EXPECT_FALSE(engines[1]->last_timings().graph_replay);
-    ASSERT_EQ(got->size(), want->size());
-    for (size_t i = 0; i < want->size(); ++i) {
+    EXPECT_EQ(graphs.last_timings().graph_replay, decode_step);
+    replayed += graphs.last_timings().graph_replay;
+    EXPECT_FALSE(eager.last_timings().graph_replay);
+    if (rank != 0) continue;
+    EXPECT_EQ(got->size(), want->size());
+    for (size_t i = 0; i < want->size() && i < got->size(); ++i) {
       // Only the decode-attention merge order can differ (a padded partition
       // count); the tolerance is far below any bf16 or int8 effect.
       EXPECT_LT(RelMax((*got)[i], (*want)[i]), 1e-5) << "sequence " << i;
     }
   }
-  EXPECT_EQ(replayed, 13);
+  return replayed;
+}
+
+// Decode steps replayed from CUDA graphs (padded to batch buckets, context
+// bound to partition buckets) give the logits eager launches give, across
+// batch sizes 1-4, a context crossing one 256-token partition, a prefill in
+// between, and a larger prefill that regrows scratch (dropping every graph).
+TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  std::unique_ptr<Communicator> comms[2];
+  std::unique_ptr<Engine> engines[2];  // [0] graphs, [1] eager
+  for (int e = 0; e < 2; ++e) {
+    absl::StatusOr<std::unique_ptr<Communicator>> comm =
+        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    comms[e] = *std::move(comm);
+    EngineOptions o = Options("cuda");
+    o.cuda_graphs = e == 0;
+    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(**model, *comms[e], o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engines[e] = *std::move(engine);
+  }
+  const auto steps = GraphSteps((*model)->config().vocab_size, /*long_context=*/true);
+  EXPECT_EQ(ExpectGraphsMatchEager(*engines[0], *engines[1], steps, 0), 13);
+}
+
+// The same at TP=2: each rank's decode graphs hold its NCCL all-reduces and
+// the LM head's all-gather, captured and replayed at the same steps on both
+// ranks (a regrowing prefill drops and recaptures them on both).
+TEST(CudaEngineParity, TwoRankDecodeGraphsMatchEagerLaunches) {
+  if (::tpserve::kernels::cuda::DeviceCount() < 2) GTEST_SKIP() << "skipped: needs 2 CUDA devices";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const auto steps = GraphSteps((*model)->config().vocab_size, /*long_context=*/false);
+  TcpKvStoreServer server;
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  int replayed[2] = {-1, -1};
+  auto rank_fn = [&](int rank) {
+    TcpKvStoreClient store("127.0.0.1", server.port());
+    std::unique_ptr<Communicator> comms[2];
+    std::unique_ptr<Engine> engines[2];  // [0] graphs, [1] eager
+    for (int e = 0; e < 2; ++e) {
+      NcclOptions no;
+      no.device = rank;
+      no.prefix = absl::StrCat("cuda_engine_graphs_test/", e);
+      absl::StatusOr<std::unique_ptr<Communicator>> comm =
+          CreateNcclCommunicator(store, rank, 2, no);
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      comms[e] = *std::move(comm);
+      EngineOptions o = Options("cuda");
+      o.device = rank;
+      o.cuda_graphs = e == 0;
+      absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(**model, *comms[e], o);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      engines[e] = *std::move(engine);
+    }
+    replayed[rank] = ExpectGraphsMatchEager(*engines[0], *engines[1], steps, rank);
+    // A rank that stopped early leaves its peer waiting: end that wait.
+    if (replayed[rank] < 0) {
+      for (auto& c : comms) c->Abort();
+      return;
+    }
+    // Device sampling from a replayed step: three sequences padded to a
+    // bucket of four, so each rank's gathered slice has a padding row after
+    // the sampled ones. Greedy tokens are the argmax of the eager logits
+    // (the step rewrites its positions' KV identically).
+    const StepBatch& three = steps[1].second;
+    absl::StatusOr<StepOutput> out = engines[0]->Step(three);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(engines[0]->last_timings().graph_replay);
+    absl::StatusOr<std::vector<std::vector<float>>> want = engines[1]->ForwardLogits(three);
+    ASSERT_TRUE(want.ok()) << want.status();
+    if (rank != 0) return;
+    EXPECT_TRUE(engines[0]->last_timings().device_sampling);
+    ASSERT_EQ(out->tokens.size(), 3u);
+    ASSERT_EQ(want->size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+      const std::vector<float>& row = (*want)[i];
+      EXPECT_EQ(out->tokens[i].token, std::max_element(row.begin(), row.end()) - row.begin())
+          << "sequence " << i;
+    }
+  };
+  std::thread r1(rank_fn, 1);
+  rank_fn(0);
+  r1.join();
+  EXPECT_EQ(replayed[0], 13);
+  EXPECT_EQ(replayed[1], 13);
 }
 
 // Step samples on the device (kernels/cuda/sampling.h) unless a row asks for

@@ -1,8 +1,9 @@
 // Tensor-parallel invariance of the CUDA backend (EngineOptions::tp_invariant):
 // the same steps (a mixed prefill, a decode, a 70-token prefill past the
 // skinny-GEMM range, a decode after it) at TP = 1, 2 and 3, one thread and
-// one device per rank over NCCL, must give bit-identical rank-0 logits. TP=1
-// replays its decode steps from CUDA graphs, TP > 1 runs eagerly. Models:
+// one device per rank over NCCL, must give bit-identical rank-0 logits. Every
+// TP replays its decode steps from CUDA graphs (at TP > 1 with the NCCL
+// collectives inside them). Models:
 // generated 9q/3kv Q4_1 (uneven KV-group split at TP=2, FFN of 7 blocks) and
 // 4q/2kv F32 (KV replication at TP=3). The invariant logits stay within
 // kModeTol of the default mode's (which runs prefill on bf16 tensor cores).

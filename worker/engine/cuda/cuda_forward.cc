@@ -36,7 +36,7 @@ class CudaForward final : public ForwardBackend {
         device_(device),
         stream_(stream),
         tp_invariant_(tp_invariant),
-        graphs_(cuda_graphs && comm.world_size() == 1) {}
+        graphs_(cuda_graphs) {}
 
   ~CudaForward() override {
     cudaSetDevice(device_);
@@ -148,6 +148,10 @@ class CudaForward final : public ForwardBackend {
   DeviceBuffer<float> x_, h_, qkv_, attn_, proj_, gu_, act_, ws_, head_in_, head_out_, gathered_;
   DeviceBuffer<int64_t> fixed_;  // (T, H) row-parallel partials, tp_invariant_
   uint64_t moves_ = 0;
+  // LM-head rows the last launched step computed: its sampled rows, or its
+  // batch bucket when replayed from a graph (each rank's gathered slice then
+  // has padding rows after the sampled ones).
+  int head_slice_rows_ = 0;
   PinnedStagingRing staging_;  // host side of the step metadata uploads
   DecodeGraphCache graphs_;
   DeviceSampler sampler_;
@@ -207,7 +211,8 @@ absl::Status CudaForward::Launch(const StepBatch& batch, const std::vector<int>&
   TPS_RETURN_IF_ERROR(staging_.Stage(layout.tables, d_tables_, stream_, &moves_));
   TPS_RETURN_IF_ERROR(staging_.Stage(layout.slots, d_slots_, stream_, &moves_));
   TPS_RETURN_IF_ERROR(staging_.End(stream_));
-  TPS_RETURN_IF_ERROR(GrowScratch(sh, graph ? sh.num_seqs : static_cast<int>(head_rows.size())));
+  head_slice_rows_ = graph ? sh.num_seqs : static_cast<int>(head_rows.size());
+  TPS_RETURN_IF_ERROR(GrowScratch(sh, head_slice_rows_));
   if (!graph) return Enqueue(sh, head_rows, timings);
   std::vector<int> rows(sh.num_seqs);
   for (int i = 0; i < sh.num_seqs; ++i) rows[i] = i;
@@ -233,14 +238,14 @@ absl::Status CudaForward::Forward(const StepBatch& batch, const std::vector<int>
   TPS_RETURN_IF_ERROR(Finish(timings));
   const int R = static_cast<int>(head_rows.size());
   if (R == 0 || comm_.rank() != 0) return absl::OkStatus();
-  // Rows [0, R) of the (padded) head output, every rank's slice.
+  // Rows [0, R) of each rank's slice of the (padded) head output.
   const int world = comm_.world_size();
   const int64_t maxv = plan_.max_vocab_rows();
   const float* all_dev = world > 1 ? gathered_.data() : head_out_.data();
-  std::vector<float> all(static_cast<size_t>(R * maxv * world));
+  std::vector<float> all(static_cast<size_t>(head_slice_rows_ * maxv * world));
   TPS_CUDA_RETURN_IF_ERROR(
       cudaMemcpy(all.data(), all_dev, all.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  ScatterVocabSlices(plan_, all.data(), R, maxv, c_.vocab_size, logits);
+  ScatterVocabSlices(plan_, all.data(), R, head_slice_rows_, maxv, c_.vocab_size, logits);
   return absl::OkStatus();
 }
 
@@ -255,7 +260,8 @@ absl::Status CudaForward::ForwardSample(const StepBatch& batch, const std::vecto
                                                 .rows = R,
                                                 .vocab = c_.vocab_size,
                                                 .head_out = head_out_.data(),
-                                                .gathered = gathered_.data()},
+                                                .gathered = gathered_.data(),
+                                                .slice_rows = head_slice_rows_},
                                                sampling, stream_, tokens);
   // The step's launches are in flight either way: wait for them first.
   TPS_RETURN_IF_ERROR(Finish(timings));

@@ -11,13 +11,17 @@
 // gathered logits to the host (Forward) when the Engine samples there (for
 // logprobs).
 //
-// Decode steps of a single-rank group are replayed from CUDA graphs (when
-// `cuda_graphs`; graph_cache.h has the bucketing). A SmolLM2 decode step
-// calls 8 launchers in each of its 30 layers, each a few microseconds of host
-// launch overhead, so launch overhead, not the kernels, bounds batch-1 decode
-// without graphs.
-// Multi-rank groups run eagerly (NCCL inside graphs is left for a
-// device-validated change). The layer loop itself is layer_enqueue.h.
+// Decode steps are replayed from CUDA graphs (when `cuda_graphs`;
+// graph_cache.h has the bucketing). A SmolLM2 decode step calls 7 launchers
+// in each of its 30 layers, each a few microseconds of host launch overhead,
+// so launch overhead, not the kernels, bounds batch-1 decode without graphs.
+// In a multi-rank group the graphs hold the step's NCCL collectives too
+// (NCCL supports capture; one device per process, thread-local capture
+// mode). NCCL requires every rank to capture and launch its graphs at the
+// same steps: each rank decides from the same StepBatch and the same
+// regrowth history (`moves_`), so they do. A replay's collectives are checked
+// once per step, by Finish's bounded Synchronize, instead of after each
+// enqueue. The layer loop itself is layer_enqueue.h.
 //
 //   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
 //                        CreateCudaForward(model.config(), plan, *nccl_comm, local_rank));

@@ -13,6 +13,7 @@ absl::Status DeviceSampler::Sample(const HeadLogits& head, const DeviceSampling&
   const int R = head.rows;
   const int V = head.vocab;
   const int64_t maxv = head.plan->max_vocab_rows();
+  const int64_t slice_rows = head.slice_rows > 0 ? head.slice_rows : R;
   if (static_cast<int>(sampling.params.size()) != R ||
       static_cast<int>(sampling.uniforms.size()) != R ||
       static_cast<int>(sampling.history_begin.size()) != R + 1) {
@@ -27,7 +28,7 @@ absl::Status DeviceSampler::Sample(const HeadLogits& head, const DeviceSampling&
     for (int rk = 0; rk < head.world; ++rk) {
       const IndexRange& v = head.plan->shard(rk).vocab;
       TPS_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
-          logits + v.begin, sizeof(float) * V, head.gathered + int64_t{rk} * R * maxv,
+          logits + v.begin, sizeof(float) * V, head.gathered + int64_t{rk} * slice_rows * maxv,
           sizeof(float) * maxv, sizeof(float) * v.count, R, cudaMemcpyDeviceToDevice, stream));
     }
   }

@@ -33,8 +33,12 @@ struct HeadLogits {
   int vocab = 0;  // V, the full vocabulary
   // World 1: (R, plan->max_vocab_rows()) rows, overwritten by the sampler.
   float* head_out = nullptr;
-  // World > 1: (world, R, plan->max_vocab_rows()), each rank's padded slice.
+  // World > 1: (world, slice_rows, plan->max_vocab_rows()), each rank's
+  // padded slice; its first R rows are the sampled ones.
   const float* gathered = nullptr;
+  // Rows of each rank's slice: R, or the batch bucket of a step replayed
+  // from a graph (padding rows follow the R sampled ones). 0 means R.
+  int slice_rows = 0;
 };
 
 class DeviceSampler {
