@@ -69,8 +69,8 @@ ABSL_FLAG(std::string, backend, "cpu",
 ABSL_FLAG(int, cuda_device, -1,
           "CUDA device of this rank with --backend=cuda (-1 = rank modulo visible devices)");
 ABSL_FLAG(bool, cuda_graphs, true,
-          "With --backend=cuda and --world_size=1: replay decode steps from CUDA graphs "
-          "(one per batch-size and context bucket)");
+          "With --backend=cuda: replay decode steps from CUDA graphs (one per batch-size and "
+          "context bucket; at --world_size > 1 with the NCCL collectives inside them)");
 ABSL_FLAG(std::string, comm, "gloo",
           "Collectives between CPU ranks: gloo (TCP, ranks on any hosts) or shm (shared "
           "memory, all ranks on this host; ~50x lower all-reduce latency)");

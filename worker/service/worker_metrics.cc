@@ -51,7 +51,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, const std::string& 
                 .Add(base);
   graph_steps_ = &prometheus::BuildCounter()
                       .Name("tpserve_worker_cuda_graph_steps_total")
-                      .Help("Steps replayed from a CUDA graph (backend cuda, single rank, decode).")
+                      .Help("Steps replayed from a CUDA graph (backend cuda, decode).")
                       .Register(registry)
                       .Add(base);
   step_errors_ = &prometheus::BuildCounter()
