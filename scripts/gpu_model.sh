@@ -14,6 +14,7 @@
 #   scripts/gpu_model.sh --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --batches=1
 #   scripts/gpu_model.sh --kernels  # kernel_bench's rows in model mode (bench_util.h), blocks
 #                                 # sampled ($BLOCKS per launch, default 1): model_h100.tsv lines
+#   scripts/gpu_model.sh --kernels --only=prefill   # kernel_bench's families named so only
 #   scripts/gpu_model.sh --tsv    # regenerates kernels/cuda/model_h100.tsv: every kernel_bench
 #                                 # row, the SmolLM2-shape steps above and decode_bench's 1.1B
 #                                 # shape the same way (16 layers; 2-token prefill: its 32-token
@@ -64,12 +65,12 @@ smollm2_steps() {
 kernels() {
   bazel build --jobs="$jobs" "${flags[@]}" //kernels/cuda:kernel_bench_emu
   TPSERVE_CUDA_EMU_MODEL="$out/kernels.tsv" TPSERVE_CUDA_EMU_MODEL_BLOCKS="${BLOCKS:-1}" \
-    TPSERVE_CUDA_EMU_THREADS=1 "$(bin_dir)/kernels/cuda/kernel_bench_emu"
+    TPSERVE_CUDA_EMU_THREADS=1 "$(bin_dir)/kernels/cuda/kernel_bench_emu" "$@"
 }
 
 rm -f "$out/model.tsv" "$out/weights.txt" "$out/kernels.tsv"
 case "${1:-}" in
-  --kernels) kernels ;;
+  --kernels) shift; kernels "$@" ;;
   --tsv)
     smollm2_steps >/dev/null
     for layers in 1 2; do

@@ -12,6 +12,9 @@
 //
 //   bazel run //kernels/cuda:kernel_bench             # all rows
 //   kernel_bench --quick                              # fewer shapes (smoke)
+//   kernel_bench --only=prefill                       # the families whose name has "prefill"
+//                                                     # (gemm, wgmma, decode attention,
+//                                                     # prefill attention)
 //   scripts/gpu_model.sh --kernels                    # every row's MODELLED H100 figure
 //                                                     # (bench_util.h's model mode)
 #include <cuda_runtime.h>
@@ -468,7 +471,9 @@ double DenseGemmTflops(Context& ctx, std::string* name) {
   return 2.0 * n * n * static_cast<double>(n) / (ms * 1e-3) / 1e12;
 }
 
-int Main(bool quick) {
+// `only`: run the benchmark families whose name contains it ("" = all).
+int Main(bool quick, const std::string& only) {
+  auto want = [&](const char* family) { return std::strstr(family, only.c_str()) != nullptr; };
   if (tpserve::kernels::cuda::DeviceCount() == 0) {
     std::printf("| bench: kernels | skipped: no CUDA device | | | n/a |\n");
     return 0;
@@ -489,41 +494,45 @@ int Main(bool quick) {
       quick ? std::vector<std::pair<int, int>>{{1536, 576}, {4096, 4096}}
             : std::vector<std::pair<int, int>>{{576, 576},   {1536, 576},   {576, 1536},
                                                {4096, 4096}, {14336, 4096}, {4096, 14336}};
-  for (int m : ms) {
-    for (auto [n, k] : nks) BenchGemm(ctx, m, n, k);
-  }
-  BenchQuantGemv(ctx, 1, 4096, 4096);
-  BenchQuantGemv(ctx, 1, 14336, 4096);
-  BenchQuantGemv(ctx, 16, 14336, 4096);
-  BenchQuantGemv(ctx, 64, 14336, 4096);
-  for (int m : {16, 32, 64}) {
-    for (auto [n, k] : {std::pair{4096, 4096}, std::pair{14336, 4096}}) {
-      BenchDecodeBatchPaths(ctx, m, n, k);
+  if (want("gemm")) {
+    for (int m : ms) {
+      for (auto [n, k] : nks) BenchGemm(ctx, m, n, k);
+    }
+    BenchQuantGemv(ctx, 1, 4096, 4096);
+    BenchQuantGemv(ctx, 1, 14336, 4096);
+    BenchQuantGemv(ctx, 16, 14336, 4096);
+    BenchQuantGemv(ctx, 64, 14336, 4096);
+    for (int m : {16, 32, 64}) {
+      for (auto [n, k] : {std::pair{4096, 4096}, std::pair{14336, 4096}}) {
+        BenchDecodeBatchPaths(ctx, m, n, k);
+      }
     }
   }
 
-  BenchDecodeAttention(ctx, {64, 1, 2048, 32, 8, 128});
-  BenchDecodeAttention(ctx, {1, 1, 16384, 32, 8, 128});
-  BenchDecodeAttention(ctx, {16, 1, 1024, 9, 3, 64});
-  // The 0.1B model of the 2026-12-05 Nsight Compute profile (docs/benchmarks.md,
-  // "GPU"), at its 40-token context, and SmolLM2-135M's heads.
-  BenchDecodeAttentionLatency(ctx, {1, 1, 40, 12, 4, 64}, 768);
-  BenchDecodeAttentionLatency(ctx, {1, 1, 40, 9, 3, 64}, 576);
+  if (want("decode attention")) {
+    BenchDecodeAttention(ctx, {64, 1, 2048, 32, 8, 128});
+    BenchDecodeAttention(ctx, {1, 1, 16384, 32, 8, 128});
+    BenchDecodeAttention(ctx, {16, 1, 1024, 9, 3, 64});
+    // The 0.1B model of the 2026-12-05 Nsight Compute profile (docs/benchmarks.md,
+    // "GPU"), at its 40-token context, and SmolLM2-135M's heads.
+    BenchDecodeAttentionLatency(ctx, {1, 1, 40, 12, 4, 64}, 768);
+    BenchDecodeAttentionLatency(ctx, {1, 1, 40, 9, 3, 64}, 576);
+  }
 
-  std::string gemm_name;
-  const double dense = DenseGemmTflops(ctx, &gemm_name);
-  BenchPrefillAttention(ctx, {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128}, dense,
-                        gemm_name);
-  BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64}, dense, gemm_name);
-  // The same on a bf16 cache, the engine's default (--kv_dtype=auto).
-  BenchPrefillAttention(ctx,
-                        {1, quick ? 1024 : 4096, quick ? 1024 : 4096, 32, 8, 128, DType::kBF16},
-                        dense, gemm_name);
-  BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64, DType::kBF16}, dense, gemm_name);
+  if (want("prefill attention")) {
+    std::string gemm_name;
+    const double dense = DenseGemmTflops(ctx, &gemm_name);
+    const int len = quick ? 1024 : 4096;
+    BenchPrefillAttention(ctx, {1, len, len, 32, 8, 128}, dense, gemm_name);
+    BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64}, dense, gemm_name);
+    // The same on a bf16 cache, the engine's default (--kv_dtype=auto).
+    BenchPrefillAttention(ctx, {1, len, len, 32, 8, 128, DType::kBF16}, dense, gemm_name);
+    BenchPrefillAttention(ctx, {4, 512, 512, 9, 3, 64, DType::kBF16}, dense, gemm_name);
+  }
 
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
-  if (major == 9) {
+  if (major == 9 && want("wgmma")) {
     for (int m : {512, 4096}) {
       for (auto [n, k] : nks) BenchWgmma(ctx, m, n, k);
     }
@@ -536,6 +545,17 @@ int Main(bool quick) {
 }  // namespace tpserve::kernels::cuda
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  return tpserve::kernels::cuda::Main(quick);
+  bool quick = false;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strncmp(argv[i], "--only=", 7) == 0) {
+      only = argv[i] + 7;
+    } else {
+      std::fprintf(stderr, "kernel_bench: unknown argument %s (--quick, --only=FAMILY)\n", argv[i]);
+      return 2;
+    }
+  }
+  return tpserve::kernels::cuda::Main(quick, only);
 }

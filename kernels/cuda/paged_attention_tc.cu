@@ -70,7 +70,8 @@ __device__ __forceinline__ float QuadSum(float v) {
 // block-table read and a division) is taken once, into soff. Then each
 // thread copies kN dims of a K and a V row: 16 bytes of a bf16 cache, or 4
 // floats of an f32 cache rounded to bf16, consecutive threads along a row,
-// so a warp's loads and stores are contiguous runs. (Until 2026-12-06, V
+// so a warp's loads and stores are contiguous runs. The loads go through the
+// read-only path (`__ldg`): nothing writes the cache during this kernel. (Until 2026-12-06, V
 // was stored transposed 2 bytes at a time, 16 lanes of a warp on one bank:
 // 14 TFLOP/s at 4096 tokens on the 2026-12-05 device run, f32 cache.)
 template <int kHd, typename KvT>
@@ -93,16 +94,16 @@ __device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t
     if constexpr (kBf16) {
       uint4 kr = {0, 0, 0, 0}, vr = {0, 0, 0, 0};
       if (off >= 0) {
-        kr = *reinterpret_cast<const uint4*>(kv.k_cache + off + d0);
-        vr = *reinterpret_cast<const uint4*>(kv.v_cache + off + d0);
+        kr = __ldg(reinterpret_cast<const uint4*>(kv.k_cache + off + d0));
+        vr = __ldg(reinterpret_cast<const uint4*>(kv.v_cache + off + d0));
       }
       *reinterpret_cast<uint4*>(&sk[j * ldk + d0]) = kr;
       *reinterpret_cast<uint4*>(&sv[j * ldk + d0]) = vr;
     } else {
       float4 kf = {0.0f, 0.0f, 0.0f, 0.0f}, vf = {0.0f, 0.0f, 0.0f, 0.0f};
       if (off >= 0) {
-        kf = *reinterpret_cast<const float4*>(kv.k_cache + off + d0);
-        vf = *reinterpret_cast<const float4*>(kv.v_cache + off + d0);
+        kf = __ldg(reinterpret_cast<const float4*>(kv.k_cache + off + d0));
+        vf = __ldg(reinterpret_cast<const float4*>(kv.v_cache + off + d0));
       }
       *reinterpret_cast<uint2*>(&sk[j * ldk + d0]) =
           uint2{PackBf16(kf.x, kf.y), PackBf16(kf.z, kf.w)};
