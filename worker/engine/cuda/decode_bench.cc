@@ -8,6 +8,14 @@
 //   | bench: decode batch-1 <model> (no graphs) | ok | X tok/s | graphs Z tok/s | X/Z |
 //   | bench: decode batch-16 <model> (graphs) | ok | X tok/s | batch-1 Z tok/s | X/Z |
 //   | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y | X/Y |
+//   | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z |
+//   | bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z |
+//
+// The TP=2 rows run two ranks, one per GPU, in two threads over NCCL (with
+// graphs, the NCCL collectives are inside them); they print "skipped" with
+// fewer than two GPUs. Their steps feed fixed tokens (rank 1 gets no sampled
+// token back here; the router would broadcast it), so they time the same
+// forward pass, device sampling on rank 0 included.
 //
 // The default model is generated: a 1.1B-parameter Llama (hidden 2048, 16
 // layers, 32 query / 8 KV heads, FFN 8192), Q4_1, tied embeddings (so the
@@ -24,10 +32,12 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "kernels/cuda/bench_util.h"
@@ -35,6 +45,7 @@
 #include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
+#include "worker/comm/nccl/nccl_communicator.h"
 #include "worker/engine/engine.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF to run (empty: generate one in $TMPDIR)");
@@ -101,19 +112,18 @@ struct Run {
   std::string error;
 };
 
-// `batch` sequences: a 32-token prefill each, then `steps` timed decode steps.
-Run Decode(const ModelSource& model, int batch, bool graphs, int steps) {
+// One rank's run: `batch` sequences, a 32-token prefill each, then `steps`
+// timed decode steps. With one rank each step feeds back the sampled
+// tokens; with more, fixed ones (only rank 0 samples).
+Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Communicator& comm) {
   Run run;
-  TcpKvStoreClient unused("127.0.0.1", 1);
-  absl::StatusOr<std::unique_ptr<Communicator>> comm =
-      CreateGlooCommunicator(unused, 0, 1, GlooOptions());
-  if (!comm.ok()) return {.error = comm.status().ToString()};
   EngineOptions o;
   o.backend = "cuda";
+  o.device = comm.rank();
   o.cuda_graphs = graphs;
   o.kv_cache_bytes = int64_t{1} << 30;
   o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, comm, o);
   if (!engine.ok()) return {.error = engine.status().ToString()};
   run.weight_bytes = (*engine)->weight_bytes();
   const int bs = (*engine)->block_size();
@@ -128,13 +138,15 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps) {
     for (int k = 0; k < blocks_per_seq; ++k) s.block_table.push_back(i * blocks_per_seq + k);
     b.seqs.push_back(std::move(s));
   }
+  const bool sampled_here = comm.world_size() == 1;
   auto step = [&]() -> absl::Status {
     absl::StatusOr<StepOutput> out = (*engine)->Step(b);
     if (!out.ok()) return out.status();
     for (int i = 0; i < batch; ++i) {
       SequenceInput& s = b.seqs[i];
       s.start_pos += static_cast<int32_t>(s.tokens.size());
-      s.tokens = {out->tokens[i].token};
+      s.tokens = {sampled_here ? out->tokens[i].token
+                               : (s.start_pos * 7 + i) % model.config().vocab_size};
     }
     return absl::OkStatus();
   };
@@ -147,6 +159,46 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps) {
   }
   run.tokens_per_s = batch * steps / absl::ToDoubleSeconds(absl::Now() - t0);
   return run;
+}
+
+// One rank, or `world` ranks on GPUs 0..world-1 in threads over NCCL (rank 0
+// timed; a failing rank aborts the others' communicators, so none waits out
+// the collective timeout).
+Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int world = 1) {
+  if (world == 1) {
+    TcpKvStoreClient unused("127.0.0.1", 1);
+    absl::StatusOr<std::unique_ptr<Communicator>> comm =
+        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+    if (!comm.ok()) return {.error = comm.status().ToString()};
+    return DecodeRank(model, batch, graphs, steps, **comm);
+  }
+  TcpKvStoreServer server;
+  if (absl::Status st = server.Start("127.0.0.1", 0); !st.ok()) return {.error = st.ToString()};
+  std::vector<Run> runs(world);
+  std::vector<std::unique_ptr<Communicator>> comms(world);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      TcpKvStoreClient store("127.0.0.1", server.port());
+      NcclOptions no;
+      no.device = r;
+      no.prefix = absl::StrCat("decode_bench/", graphs ? "graphs" : "eager");
+      absl::StatusOr<std::unique_ptr<Communicator>> comm =
+          CreateNcclCommunicator(store, r, world, no);
+      if (!comm.ok()) {
+        runs[r].error = comm.status().ToString();
+        return;
+      }
+      comms[r] = *std::move(comm);
+      runs[r] = DecodeRank(model, batch, graphs, steps, *comms[r]);
+      if (!runs[r].error.empty()) comms[r]->Abort();
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  for (const Run& r : runs) {
+    if (!r.error.empty()) return r;
+  }
+  return runs[0];
 }
 
 int Main(int argc, char** argv) {
@@ -199,6 +251,33 @@ int Main(int argc, char** argv) {
   } else {
     PrintRow("decode batch-16 " + label + " (graphs)", "FAIL: " + batched.error, "", "", -1);
     failed = 1;
+  }
+  // TP=2 on the same model: graphs (with the NCCL collectives inside them)
+  // against TP=1, and eager launches against graphs.
+  const std::string tp2 = "decode TP=2 batch-1 " + label;
+  if (::tpserve::kernels::cuda::DeviceCount() < 2) {
+    PrintRow(tp2 + " (graphs)", "skipped: needs 2 CUDA devices", "", "", -1);
+    PrintRow(tp2 + " (no graphs)", "skipped: needs 2 CUDA devices", "", "", -1);
+  } else {
+    const Run tp2_graphs = Decode(**model, 1, true, steps, 2);
+    const Run tp2_eager = Decode(**model, 1, false, steps, 2);
+    if (tp2_graphs.error.empty()) {
+      PrintRow(tp2 + " (graphs)", "ok", Fmt("%.1f tok/s", tp2_graphs.tokens_per_s),
+               Fmt("TP=1 %.1f tok/s", graphs.tokens_per_s),
+               tp2_graphs.tokens_per_s / graphs.tokens_per_s);
+    } else {
+      PrintRow(tp2 + " (graphs)", "FAIL: " + tp2_graphs.error, "", "", -1);
+      failed = 1;
+    }
+    if (!tp2_eager.error.empty()) {
+      PrintRow(tp2 + " (no graphs)", "FAIL: " + tp2_eager.error, "", "", -1);
+      failed = 1;
+    } else {
+      const bool base = tp2_graphs.error.empty();
+      PrintRow(tp2 + " (no graphs)", "ok", Fmt("%.1f tok/s", tp2_eager.tokens_per_s),
+               base ? Fmt("TP=2 graphs %.1f tok/s", tp2_graphs.tokens_per_s) : "TP=2 graphs failed",
+               base ? tp2_eager.tokens_per_s / tp2_graphs.tokens_per_s : -1);
+    }
   }
   if (absl::GetFlag(FLAGS_model).empty() && !quick) {
     // The modelled shape (gpu_check prints the model's prediction next to it).
