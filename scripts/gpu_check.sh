@@ -138,6 +138,19 @@ run() {
   # Tests that generate models copy this one's vocabulary (4096 tokens).
   export TPSERVE_TEST_VOCAB="$bundle/models/tiny_llama_q4_1.gguf"
   export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # NCCL is not packed. Where the loader does not find it, use one that a
+  # Python package installed (the 2026-12-05 machines had it only there).
+  if ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2' &&
+    ! find ${LD_LIBRARY_PATH//:/ } -maxdepth 1 -name 'libnccl.so.2' 2>/dev/null | grep -q .; then
+    local nccl
+    nccl=$(find /usr /opt /root /home -name 'libnccl.so.2' 2>/dev/null | head -1)
+    if [ -n "$nccl" ]; then
+      LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$nccl")"
+      echo "gpu_check: NCCL from $nccl"
+    else
+      echo "gpu_check: no libnccl.so.2 found: binaries linked with NCCL will not start"
+    fi
+  fi
   local budget="${GPU_CHECK_BUDGET_S:-450}"
   local start=$SECONDS
   local logs
