@@ -49,8 +49,7 @@ void PadDecodeLayout(int seqs, int context, int block_size, StepLayout* l);
 
 class DecodeGraphCache {
  public:
-  // `enabled` false: Eligible is always false (multi-rank groups run eagerly
-  // because NCCL calls are not captured).
+  // `enabled` false (`--cuda_graphs=false`): Eligible is always false.
   explicit DecodeGraphCache(bool enabled) : enabled_(enabled) {}
 
   // Whether a step can be replayed: graphs enabled, an all-decode batch of
