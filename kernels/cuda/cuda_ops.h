@@ -101,6 +101,19 @@ struct GemmFusion {
 [[nodiscard]] absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,
                                      const Stream& stream);
 
+// y = x w^T (+ bias) through bf16 copies: x and w converted to bf16 rows in
+// `scratch` (GemmViaBf16ScratchElems(m, n, k) elements, 16-byte aligned),
+// then GemmBf16's cp.async kernel on them. The values and the mma order are
+// those of Gemm's prefill kernel (same conversions, same tile code), so the
+// result has Gemm's bits at m > kSkinnyGemmMaxRows; at any m it is that
+// kernel's result. For prefill: on the 2026-12-05 H100 run the cp.async
+// kernel ran at 2.3-2.8x the converting kernel's rate on kernel_bench's
+// m = 512 and 4096 shapes (gemm mma bf16 vs f32 x Q4_1 rows). y_fixed is
+// not supported.
+[[nodiscard]] absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch,
+                                       const Stream& stream);
+[[nodiscard]] int64_t GemmViaBf16ScratchElems(int m, int n, int k);
+
 // The skinny GEMM at any m <= kSkinnyGemmMaxRows and any weight type: what
 // Gemm runs at m = 1 and for F32/F16 weights, and ran at every decode m
 // before the tensor-core decode kernel. kernel_bench's baseline for that

@@ -373,6 +373,23 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   });
 }
 
+int64_t GemmViaBf16ScratchElems(int m, int n, int k) {
+  return (static_cast<int64_t>(m) + n) * ViaBf16RowElems(k);
+}
+
+absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream) {
+  if (p.y_fixed != nullptr)
+    return absl::InvalidArgumentError("GemmViaBf16: y_fixed is not supported");
+  int64_t x_stride = 0, y_stride = 0;
+  if (absl::Status st = CheckGemm(p, p.n, &x_stride, &y_stride); !st.ok()) return st;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  if (scratch == nullptr || reinterpret_cast<uintptr_t>(scratch) % 16 != 0) {
+    return absl::InvalidArgumentError("GemmViaBf16: scratch must be non-null and 16-byte aligned");
+  }
+  return LaunchViaBf16Gemm(p, x_stride, y_stride, scratch,
+                           static_cast<cudaStream_t>(stream.cuda_stream));
+}
+
 absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,
                        const Stream& stream) {
   if (p.m != 1 || p.y_fixed != nullptr) {

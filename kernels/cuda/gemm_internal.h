@@ -18,6 +18,11 @@ namespace tpserve::kernels::cuda {
 // their way into shared memory; f32 accumulation. Strides already resolved.
 absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                                   cudaStream_t stream);
+// The same product through bf16 copies of x and w in `scratch` (GemmViaBf16).
+absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
+                               uint16_t* scratch, cudaStream_t stream);
+// Row length of those copies: k rounded up to the tile's 32 columns.
+int64_t ViaBf16RowElems(int k);
 
 // Decode batches on tensor cores (gemm_mma.cu): whether p (m, weight type,
 // alignment) is one the kernel takes, and the launch, swiglu as GemmSwiglu.

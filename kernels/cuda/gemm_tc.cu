@@ -1,8 +1,11 @@
 // The prefill half of cuda::Gemm: the tensor-core kernel with converting
 // loaders (f32 activations, any dtype.h weight dequantised in registers), so
 // quantized weights reach the tensor cores without a bf16 copy in memory.
+// And cuda::GemmViaBf16's: the same loaders' conversions written out to bf16
+// rows first, then the cp.async kernel (GemmBf16) on those copies.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/gemm_internal.h"
@@ -20,7 +23,68 @@ absl::Status Launch(const TcArgs& args, cudaStream_t stream) {
   return LaunchStatus("TensorCoreGemmKernel<f32, weights>");
 }
 
+// Rows of `op` (k columns) as bf16 rows of `ld` = k rounded up to kBK
+// elements, the tail zero: one loader tile (kBM rows, kBK columns) per
+// block, converted by ConvertLoader exactly as the tensor-core kernel
+// converts it, through shared memory (each thread reads back the half row it
+// stored, so no barrier is needed).
+template <DType kType>
+__global__ void __launch_bounds__(kTcThreads)
+    ConvertRowsKernel(TcOperand op, int k, int64_t ld, uint16_t* out) {
+  uint16_t* tile = DynamicSharedMemory<uint16_t>();  // [kBM][kLds]
+  const int row0 = blockIdx.x * kBM;
+  const int k0 = blockIdx.y * kBK;
+  ConvertLoader<kType> loader;
+  loader.Fetch(tile, op, k, row0, k0);
+  loader.Store(tile);
+  const int r = threadIdx.x >> 1;
+  const int half = threadIdx.x & 1;
+  if (row0 + r >= op.rows) return;
+  const uint4* src = reinterpret_cast<const uint4*>(tile + r * kLds + half * 16);
+  uint4* dst = reinterpret_cast<uint4*>(out + (row0 + r) * ld + k0 + half * 16);
+  dst[0] = src[0];
+  dst[1] = src[1];
+}
+
+template <DType kType>
+absl::Status ConvertRows(const TcOperand& op, int k, int64_t ld, uint16_t* out,
+                         cudaStream_t stream) {
+  const dim3 grid((op.rows + kBM - 1) / kBM, static_cast<unsigned>(ld / kBK));
+  ConvertRowsKernel<kType>
+      <<<grid, kTcThreads, sizeof(uint16_t) * kBM * kLds, stream>>>(op, k, ld, out);
+  return LaunchStatus("ConvertRowsKernel");
+}
+
+absl::Status ConvertWeights(const GemmParams& p, int64_t ld, uint16_t* out, cudaStream_t stream) {
+  TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
+    return ConvertRows<kW>({p.w, p.n, p.k}, p.k, ld, out, stream);
+  });
+}
+
 }  // namespace
+
+int64_t ViaBf16RowElems(int k) { return (static_cast<int64_t>(k) + kBK - 1) / kBK * kBK; }
+
+absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
+                               uint16_t* scratch, cudaStream_t stream) {
+  const int64_t ld = ViaBf16RowElems(p.k);
+  uint16_t* xa = scratch;
+  uint16_t* wb = scratch + p.m * ld;
+  if (absl::Status st = ConvertRows<DType::kF32>({p.x, p.m, x_stride}, p.k, ld, xa, stream);
+      !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
+  return GemmBf16({.a = xa,
+                   .b = wb,
+                   .bias = p.bias,
+                   .c = p.y,
+                   .m = p.m,
+                   .n = p.n,
+                   .k = static_cast<int>(ld),
+                   .c_stride = y_stride},
+                  {.cuda_stream = stream});
+}
 
 absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                                   cudaStream_t stream) {

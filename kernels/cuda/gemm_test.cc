@@ -238,6 +238,49 @@ TEST_P(CudaGemmParity, TensorCorePathAtDecodeBatchSizes) {
   }
 }
 
+// GemmViaBf16 (bf16 copies of x and w, then the cp.async kernel) gives the
+// bits of Gemm's prefill kernel (the same conversions in the same tile code):
+// k tails of plain weights (zero-padded copies), strides, bias, m and n
+// around the 128 x 128 tiles, and rows past m and n in the scratch untouched
+// by the result. Also a decode m, where it is that kernel's result too.
+TEST_P(CudaGemmParity, ViaBf16CopiesGiveThePrefillKernelsBits) {
+  TPS_SKIP_WITHOUT_CUDA();
+  const DType dtype = GetParam();
+  Rng rng(555 + static_cast<int>(dtype));
+  for (const Shape& s : {Shape{65, 130, IsQuantized(dtype) ? 96 : 72, false, true},
+                         Shape{300, 70, IsQuantized(dtype) ? 288 : 301, true, false},
+                         Shape{129, 257, 512, true, true}, Shape{16, 40, 64, false, true}}) {
+    SCOPED_TRACE(testing::Message()
+                 << DTypeName(dtype) << " m=" << s.m << " n=" << s.n << " k=" << s.k);
+    const int64_t xs = s.strided ? s.k + 5 : s.k;
+    const int64_t ys = s.strided ? s.n + 3 : s.n;
+    DeviceBuffer<float> x = ToDevice(rng.Floats(static_cast<size_t>(s.m) * xs));
+    DeviceBuffer<uint8_t> w =
+        ToDeviceWeight(dtype, s.n, s.k, cpu::RandomRows(rng, dtype, s.n, s.k));
+    DeviceBuffer<float> bias = ToDevice(rng.Floats(s.n));
+    DeviceBuffer<float> want = DeviceZeros<float>(static_cast<size_t>(s.m) * ys);
+    DeviceBuffer<float> got = DeviceZeros<float>(static_cast<size_t>(s.m) * ys);
+    DeviceBuffer<uint16_t> scratch =
+        DeviceZeros<uint16_t>(static_cast<size_t>(GemmViaBf16ScratchElems(s.m, s.n, s.k)));
+    GemmParams p{.x = x.data(),
+                 .w = w.data(),
+                 .w_dtype = dtype,
+                 .bias = s.bias ? bias.data() : nullptr,
+                 .y = want.data(),
+                 .m = s.m,
+                 .n = s.n,
+                 .k = s.k,
+                 .x_stride = s.strided ? xs : 0,
+                 .y_stride = s.strided ? ys : 0};
+    ASSERT_TRUE(GemmTensorCore(p, Stream{}).ok());
+    p.y = got.data();
+    ASSERT_TRUE(GemmViaBf16(p, scratch.data(), Stream{}).ok());
+    EXPECT_EQ(ToHostVector(got), ToHostVector(want));
+  }
+  GemmParams p{.m = 100, .n = 8, .k = 32};
+  EXPECT_EQ(GemmViaBf16(p, nullptr, Stream{}).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // GemmSwiglu writes the bits Gemm into (m, 2F) and then Swiglu write.
 TEST_P(CudaGemmParity, SwigluEpilogueMatchesGemmThenSwiglu) {
   TPS_SKIP_WITHOUT_CUDA();
