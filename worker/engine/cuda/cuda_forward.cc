@@ -147,6 +147,7 @@ class CudaForward final : public ForwardBackend {
   DeviceBuffer<int64_t> d_slots_;
   DeviceBuffer<float> x_, h_, qkv_, attn_, proj_, gu_, act_, ws_, head_in_, head_out_, gathered_;
   DeviceBuffer<int64_t> fixed_;  // (T, H) row-parallel partials, tp_invariant_
+  DeviceBuffer<uint16_t> bf16_;  // prefill GEMMs' bf16 copies of x and w (RunLinear)
   uint64_t moves_ = 0;
   // LM-head rows the last launched step computed: its sampled rows, or its
   // batch bucket when replayed from a graph (each rank's gathered slice then
@@ -168,6 +169,15 @@ absl::Status CudaForward::GrowScratch(const StepShape& sh, int head_rows) {
   TPS_RETURN_IF_ERROR(Grow(gu_, T * 2 * d.ffn, &moves_));
   TPS_RETURN_IF_ERROR(Grow(act_, T * d.ffn, &moves_));
   if (tp_invariant_) TPS_RETURN_IF_ERROR(Grow(fixed_, T * d.hidden, &moves_));
+  if (sh.num_tokens > kc::kSkinnyGemmMaxRows && !layers_.empty()) {
+    // One layer's widest GEMM part: x (T, k) and w (n, k) in bf16.
+    const DeviceLayer& l = layers_.front();
+    int64_t elems = 0;
+    for (const DeviceLinear* lin : {&l.qkv, &l.o, &l.gate_up, &l.down}) {
+      elems = std::max(elems, ViaBf16ScratchElems(*lin, sh.num_tokens));
+    }
+    TPS_RETURN_IF_ERROR(Grow(bf16_, static_cast<size_t>(elems), &moves_));
+  }
   if (sh.all_decode) {
     const int64_t ws =
         kc::DecodeAttentionWorkspaceFloats(sh.num_seqs, d.n_heads, d.head_dim, sh.max_context);
@@ -299,7 +309,8 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                                                     sh.num_seqs, d.n_heads,
                                                                     d.head_dim, sh.max_context)
                                                               : 0,
-                                   .fixed = tp_invariant_ ? fixed_.data() : nullptr},
+                                   .fixed = tp_invariant_ ? fixed_.data() : nullptr,
+                                   .bf16 = bf16_.data()},
                        .block_size = shape_.block_size,
                        .num_blocks = num_blocks_,
                        .kv_dtype = shape_.dtype,

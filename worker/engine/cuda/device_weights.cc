@@ -1,5 +1,6 @@
 #include "worker/engine/cuda/device_weights.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -35,7 +36,8 @@ absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l) {
 }
 
 absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
-                       const kernels::Stream& s, int64_t* y_fixed, int chunk) {
+                       const kernels::Stream& s, uint16_t* bf16_scratch, int64_t* y_fixed,
+                       int chunk) {
   for (const DeviceLinear::Part& p : l.parts) {
     kernels::GemmParams g;
     g.x = x;
@@ -52,9 +54,21 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
     g.n = p.rows;
     g.k = l.in_features;
     g.y_stride = y_stride;
-    TPS_RETURN_IF_ERROR(kernels::cuda::Gemm(g, s));
+    if (bf16_scratch != nullptr && y_fixed == nullptr && m > kernels::cuda::kSkinnyGemmMaxRows) {
+      TPS_RETURN_IF_ERROR(kernels::cuda::GemmViaBf16(g, bf16_scratch, s));
+    } else {
+      TPS_RETURN_IF_ERROR(kernels::cuda::Gemm(g, s));
+    }
   }
   return absl::OkStatus();
+}
+
+int64_t ViaBf16ScratchElems(const DeviceLinear& l, int m) {
+  int64_t elems = 0;
+  for (const DeviceLinear::Part& p : l.parts) {
+    elems = std::max(elems, kernels::cuda::GemmViaBf16ScratchElems(m, p.rows, l.in_features));
+  }
+  return elems;
 }
 
 absl::Status RunLinearFused(const DeviceLinear& l, const float* x, float* y, const float* norm,

@@ -72,10 +72,15 @@ struct DeviceLinear {
 
 // y (m, *) with row stride y_stride = x (m, in_features) W^T (+ b), part by part;
 // into y_fixed instead when set (kernels/ops.h GemmParams::y_fixed, `chunk`
-// columns per partial for plain weights).
+// columns per partial for plain weights). Above kSkinnyGemmMaxRows rows, with
+// `bf16_scratch` (ViaBf16ScratchElems(l, m) elements), through bf16 copies
+// (kernels/cuda/cuda_ops.h GemmViaBf16: the same bits, the faster kernel).
 [[nodiscard]] absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y,
                                      int64_t y_stride, const kernels::Stream& s,
-                                     int64_t* y_fixed = nullptr, int chunk = 32);
+                                     uint16_t* bf16_scratch = nullptr, int64_t* y_fixed = nullptr,
+                                     int chunk = 32);
+// Scratch elements RunLinear's bf16 copies of `l` need at m rows (its widest part).
+[[nodiscard]] int64_t ViaBf16ScratchElems(const DeviceLinear& l, int m);
 
 // RunLinear at m = 1 with a kernels/cuda/cuda_ops.h GemmFusion on every part:
 // x normalised on the way in (`norm`), or y added to (`add_to_y`).

@@ -17,7 +17,7 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
   const int H = step.dims.hidden;
   const int T = step.shape.num_tokens;
   const kernels::Stream& s = step.stream;
-  TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, H, s, x.fixed, chunk));  // (T, H) partial
+  TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, H, s, nullptr, x.fixed, chunk));  // (T, H)
   TPS_RETURN_IF_ERROR(step.all_reduce_fixed(x.fixed, size_t{1} * T * H));
   TPS_RETURN_IF_ERROR(
       kc::AddFixedPoint({.a = x.x, .b = x.fixed, .y = x.x, .n = int64_t{T} * H}, s));
@@ -114,12 +114,12 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                            .dtype = step.kv_dtype};
   if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache);
 
-  TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s));  // (T, qkv_dim)
+  TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, x.bf16));  // (T, qkv_dim)
   TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache));
   if (step.tp_invariant) {
     TPS_RETURN_IF_ERROR(ResidualFixed(step, l.o, x.attn, step.chunks.o, l.ffn_norm.data()));
   } else {
-    TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s));  // (T, H) partial
+    TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s, x.bf16));  // (T, H) partial
     TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
     TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x.x,
                                         .residual = x.proj,
@@ -134,13 +134,13 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
     // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
     TPS_RETURN_IF_ERROR(kc::GemmSwiglu(GateUpParams(l.gate_up, x.h, x.act, T, d), s));
   } else {
-    TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s));  // (T, 2F)
+    TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s, x.bf16));  // (T, 2F)
     TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, T, d), s));
   }
   if (step.tp_invariant) {
     return ResidualFixed(step, l.down, x.act, step.chunks.down, next_attn_norm);
   }
-  TPS_RETURN_IF_ERROR(RunLinear(l.down, x.act, T, x.proj, H, s));  // (T, H) partial
+  TPS_RETURN_IF_ERROR(RunLinear(l.down, x.act, T, x.proj, H, s, x.bf16));  // (T, H) partial
   TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
   if (next_attn_norm != nullptr) {
     return kc::AddRmsNorm({.x = x.x,
