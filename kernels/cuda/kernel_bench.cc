@@ -184,8 +184,8 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
     PrintRow(what, status, Fmt("%.2f TFLOP/s", tflops), "cuBLAS n/a: " + ctx.cublas->error(), -1.0);
   }
   if (!skinny) {
-    // The prefill path as the engine calls it: f32 activations, Q4_1 weights
-    // dequantised on the way into shared memory.
+    // Gemm's prefill kernel: f32 activations, Q4_1 weights dequantised on
+    // the way into shared memory (the engine's prefill path until 2026-12-06).
     DeviceBuffer<uint8_t> wq = RandomQ4_1Weights(ctx, n, k);
     GemmParams p{.x = x.data(),
                  .w = wq.data(),
@@ -208,6 +208,19 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
     } else {
       PrintRow(qwhat, qstatus, Fmt("%.2f TFLOP/s", q_tflops), "cuBLAS n/a", -1.0);
     }
+    // The engine's prefill path since: the same product through bf16 copies
+    // of x and w (GemmViaBf16: two conversion launches, then the cp.async kernel).
+    DeviceBuffer<uint16_t> scratch =
+        Alloc<uint16_t>(static_cast<size_t>(GemmViaBf16ScratchElems(m, n, k)));
+    const Work vwork{.bytes = qwork.bytes + 2.0 * 2.0 * (static_cast<double>(m) + n) * k,
+                     .flops = flops,
+                     .peak_flops = kH100TensorCoreFlops};
+    const double vms =
+        TimeMs(ctx.stream, vwork, [&] { (void)GemmViaBf16(p, scratch.data(), ctx.s); });
+    const double v_tflops = flops / (vms * 1e-3) / 1e12;
+    PrintRow(Fmt("gemm f32 x Q4_1 via bf16 copies m=%d n=%d k=%d", m, n, k),
+             cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f TFLOP/s", v_tflops),
+             Fmt("fused dequant %.2f TFLOP/s", q_tflops), v_tflops / q_tflops);
   }
   if (skinny) {
     const double bw = static_cast<double>(b.bytes()) / (ms * 1e-3);
