@@ -107,7 +107,7 @@ struct GemmFusion {
 // those of Gemm's prefill kernel (same conversions, same tile code), so the
 // result has Gemm's bits at m > kSkinnyGemmMaxRows; at any m it is that
 // kernel's result. For prefill: on the 2026-12-05 H100 run the cp.async
-// kernel ran at 2.3-2.8x the converting kernel's rate on kernel_bench's
+// kernel ran at 2.0-2.9x the converting kernel's rate on kernel_bench's
 // m = 512 and 4096 shapes (gemm mma bf16 vs f32 x Q4_1 rows). y_fixed is
 // not supported.
 [[nodiscard]] absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch,
