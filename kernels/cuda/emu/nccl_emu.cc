@@ -119,82 +119,99 @@ struct tpserve_emu_nccl_comm {
 
 namespace {
 
+// One collective as a rank issued it. Run(index) is one execution of it as
+// the rank's index-th collective: not ready until every rank's input for
+// that index is there.
+struct CollectiveOp {
+  Kind kind;
+  const void* send;
+  void* recv;
+  size_t count;
+  size_t bytes;
+  ncclDataType_t dtype;
+  int root;
+  int rank;
+  std::shared_ptr<Group> group;
+  std::shared_ptr<RankState> state;
+
+  bool Run(uint64_t index) const {
+    std::lock_guard<std::mutex> lock(group->mu);
+    if (state->aborted) return true;  // an aborted communicator's kernels exit
+    Slot& slot = group->slots[index];
+    if (slot.inputs.empty()) slot.inputs.resize(group->world);
+    if (slot.inputs[rank].empty()) {
+      // The input is read when the collective runs on its stream.
+      const auto* p = static_cast<const unsigned char*>(send);
+      slot.inputs[rank].assign(p, p + bytes);
+      if (bytes == 0) slot.inputs[rank].push_back(0);
+      ++slot.deposited;
+    }
+    if (slot.deposited < group->world) return false;
+    switch (kind) {
+      case Kind::kAllReduce:
+        switch (dtype) {
+          case ncclFloat32:
+            SumInto<float>(recv, slot.inputs, count);
+            break;
+          case ncclFloat64:
+            SumInto<double>(recv, slot.inputs, count);
+            break;
+          case ncclInt32:
+            SumInto<int32_t>(recv, slot.inputs, count);
+            break;
+          case ncclUint32:
+            SumInto<uint32_t>(recv, slot.inputs, count);
+            break;
+          case ncclInt64:
+            SumInto<int64_t>(recv, slot.inputs, count);
+            break;
+          case ncclUint64:
+            SumInto<uint64_t>(recv, slot.inputs, count);
+            break;
+          case ncclInt8:
+            SumInto<int8_t>(recv, slot.inputs, count);
+            break;
+          case ncclUint8:
+            SumInto<uint8_t>(recv, slot.inputs, count);
+            break;
+          case ncclBfloat16:
+            SumBf16(recv, slot.inputs, count);
+            break;
+          default:
+            break;
+        }
+        break;
+      case Kind::kAllGather:
+        for (int r = 0; r < group->world; ++r) {
+          std::memmove(static_cast<unsigned char*>(recv) + r * bytes, slot.inputs[r].data(), bytes);
+        }
+        break;
+      case Kind::kBroadcast:
+        std::memmove(recv, slot.inputs[root].data(), bytes);
+        break;
+    }
+    if (++slot.consumed == group->world) group->slots.erase(index);
+    return true;
+  }
+};
+
 ncclResult_t Collective(Kind kind, const void* send, void* recv, size_t count, ncclDataType_t dtype,
                         int root, ncclComm_t comm, cudaStream_t stream) {
   if (comm == nullptr) return ncclInvalidArgument;
   if (dtype == ncclFloat16) return ncclInvalidArgument;  // not needed by tpserve
-  const size_t bytes = count * DTypeBytes(dtype);
   const bool first = ++comm->issued == 1;
   if (first) {
     std::lock_guard<std::mutex> lock(comm->group->mu);
     ++comm->group->issued_first;
     comm->first_pending = !comm->blocking;
   }
-  std::shared_ptr<Group> group = comm->group;
-  std::shared_ptr<RankState> state = comm->state;
-  const int rank = comm->rank;
-  const int err = ::tpserve_emu::EnqueueHostWork(stream, [=]() -> ::tpserve_emu::StreamWork {
-    const uint64_t index = ++state->sequenced;
-    return [=]() -> bool {
-      std::lock_guard<std::mutex> lock(group->mu);
-      if (state->aborted) return true;  // an aborted communicator's kernels exit
-      Slot& slot = group->slots[index];
-      if (slot.inputs.empty()) slot.inputs.resize(group->world);
-      if (slot.inputs[rank].empty()) {
-        // The input is read when the collective runs on its stream.
-        const auto* p = static_cast<const unsigned char*>(send);
-        slot.inputs[rank].assign(p, p + bytes);
-        if (bytes == 0) slot.inputs[rank].push_back(0);
-        ++slot.deposited;
-      }
-      if (slot.deposited < group->world) return false;
-      switch (kind) {
-        case Kind::kAllReduce:
-          switch (dtype) {
-            case ncclFloat32:
-              SumInto<float>(recv, slot.inputs, count);
-              break;
-            case ncclFloat64:
-              SumInto<double>(recv, slot.inputs, count);
-              break;
-            case ncclInt32:
-              SumInto<int32_t>(recv, slot.inputs, count);
-              break;
-            case ncclUint32:
-              SumInto<uint32_t>(recv, slot.inputs, count);
-              break;
-            case ncclInt64:
-              SumInto<int64_t>(recv, slot.inputs, count);
-              break;
-            case ncclUint64:
-              SumInto<uint64_t>(recv, slot.inputs, count);
-              break;
-            case ncclInt8:
-              SumInto<int8_t>(recv, slot.inputs, count);
-              break;
-            case ncclUint8:
-              SumInto<uint8_t>(recv, slot.inputs, count);
-              break;
-            case ncclBfloat16:
-              SumBf16(recv, slot.inputs, count);
-              break;
-            default:
-              break;
-          }
-          break;
-        case Kind::kAllGather:
-          for (int r = 0; r < group->world; ++r) {
-            std::memmove(static_cast<unsigned char*>(recv) + r * bytes, slot.inputs[r].data(),
-                         bytes);
-          }
-          break;
-        case Kind::kBroadcast:
-          std::memmove(recv, slot.inputs[root].data(), bytes);
-          break;
-      }
-      if (++slot.consumed == group->world) group->slots.erase(index);
-      return true;
-    };
+  const CollectiveOp op{kind,  send, recv,       count,       count * DTypeBytes(dtype),
+                        dtype, root, comm->rank, comm->group, comm->state};
+  // Each run takes the rank's next index when it is made: at the call, or
+  // at each launch of a graph that captured it.
+  const int err = ::tpserve_emu::EnqueueHostWork(stream, [op]() -> ::tpserve_emu::StreamWork {
+    const uint64_t index = ++op.state->sequenced;
+    return [op, index] { return op.Run(index); };
   });
   if (err != cudaSuccess) return ncclUnhandledCudaError;
   return first && !comm->blocking ? ncclInProgress : ncclSuccess;
