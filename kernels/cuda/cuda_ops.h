@@ -105,8 +105,10 @@ struct GemmFusion {
 // `scratch` (GemmViaBf16ScratchElems(m, n, k) elements, 16-byte aligned),
 // then GemmBf16's cp.async kernel on them. The values and the mma order are
 // those of Gemm's prefill kernel (same conversions, same tile code), so the
-// result has Gemm's bits at m > kSkinnyGemmMaxRows; at any m it is that
-// kernel's result. For prefill: on the 2026-12-05 H100 run the cp.async
+// result should have GemmTensorCore's bits at any m (Gemm's above
+// kSkinnyGemmMaxRows): by construction, and compared bit for bit on 24
+// emulator cases (gemm_test, ViaBf16CopiesGiveThePrefillKernelsBits), not
+// on a GPU. For prefill: on the 2026-12-05 H100 run the cp.async
 // kernel ran at 2.0-2.9x the converting kernel's rate on kernel_bench's
 // m = 512 and 4096 shapes (gemm mma bf16 vs f32 x Q4_1 rows). y_fixed is
 // not supported.
