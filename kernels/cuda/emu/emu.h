@@ -29,7 +29,10 @@
 //     stream's kernel), host sources freed before their copy ran, graphs
 //     replayed on freed buffers (freed device memory is quarantined);
 //   - block-order and fiber-order assumptions (seed-dependent results) and,
-//     built with ThreadSanitizer, races between blocks.
+//     built with ThreadSanitizer, races between blocks;
+//   - programmatic dependent launch: a kernel launched with it runs its
+//     first blocks up to griddepcontrol.wait before the kernel it follows
+//     has run (streams.h), so reading that kernel's output early shows.
 // What it cannot check: timing, weak memory ordering beyond the host's, register
 // or static shared-memory limits (ptxas checks those at build time), host
 // versus device pointer confusion, wgmma (gemm_wgmma.cu is not emulated).
@@ -136,6 +139,15 @@ void WarpExchange(const void* in, size_t bytes, const char* what, Read&& read) {
   read(WarpDeposit(in, bytes, what));
   WarpLeave();
 }
+// griddepcontrol.wait: the calling fiber waits until the kernel this one
+// was programmatically launched after has run (at once otherwise). The
+// block runs on until nothing else can progress before that kernel runs.
+void GridDependencyWait();
+// Programmatic launches (LaunchConfig::programmatic): the blocks of such a
+// grid that run up to griddepcontrol.wait before the grid it follows
+// (grid.h), and the most grids one such chain holds (streams.h).
+inline constexpr int kProgrammaticBlocks = 2;
+inline constexpr int kProgrammaticChain = 3;
 // Aborts the process with the kernel, block and thread named.
 [[noreturn]] void Fail(const char* fmt, ...);
 
@@ -162,6 +174,8 @@ struct LaunchConfig {
   cudaStream_t stream = nullptr;
   const void* kernel = nullptr;
   const char* name = nullptr;
+  // cudaLaunchAttributeProgrammaticStreamSerialization (launch.cuh).
+  bool programmatic = false;
 };
 // Validates `c` (errors go to cudaGetLastError), then runs or records the
 // grid on c.stream: `check` once per execution (graph replays included),
@@ -173,8 +187,8 @@ void CheckPointerArgument(const char* kernel, int index, const void* p);
 class Launcher {
  public:
   Launcher(const char* name, dim3 grid, dim3 block, size_t shared_bytes = 0,
-           cudaStream_t stream = nullptr)
-      : c_{grid, block, shared_bytes, stream, nullptr, name} {}
+           cudaStream_t stream = nullptr, bool programmatic = false)
+      : c_{grid, block, shared_bytes, stream, nullptr, name, programmatic} {}
 
   template <typename... P>
   auto operator()(void (*kernel)(P...)) const {

@@ -108,7 +108,11 @@ uint64_t ScheduleSeed() {
 }
 
 void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
-             const std::function<void()>& body) {
+             const std::function<void()>& body, const std::function<void()>* primary) {
+  if (primary != nullptr && ModelEnabled()) {
+    (*primary)();
+    primary = nullptr;
+  }
   check();
   const uint64_t seed = ScheduleSeed();
   const uint64_t launch = ++g_launches;
@@ -121,9 +125,10 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
     std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ull + launch);
     std::shuffle(order.begin(), order.end(), rng);
   }
-  auto run_block = [&](int i) {
+  // `shared`: the block's dynamic shared memory (room for 128-byte alignment).
+  auto run_block = [&](uint64_t i, std::vector<unsigned char>& shared,
+                       const std::function<void()>* wait_for) {
     const uint64_t linear = order[i];
-    thread_local std::vector<unsigned char> shared;
     shared.resize(c.shared_bytes + 128);
     Block b;
     b.idx = uint3{static_cast<unsigned>(linear % c.grid.x),
@@ -137,16 +142,36 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
         shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
     b.dynamic_shared_bytes = c.shared_bytes;
     ModelBlockBegin(c.block.x * c.block.y * c.block.z);
-    RunBlock(b, body, c.name, seed == 0 ? 0 : seed ^ (launch << 20) ^ linear);
+    RunBlock(b, body, c.name, seed == 0 ? 0 : seed ^ (launch << 20) ^ linear, wait_for);
     ModelBlockEnd();
   };
   ModelLaunchBegin(c.name, grid_blocks, blocks);
   struct EndLaunch {
     ~EndLaunch() { ModelLaunchEnd(); }
   } end_launch;
-  const std::function<void(int)> job = run_block;
-  if (blocks > 1 && ThePool() != nullptr && ThePool()->Run(static_cast<int>(blocks), job)) return;
-  for (uint64_t i = 0; i < blocks; ++i) run_block(static_cast<int>(i));
+  uint64_t first = 0;  // blocks before it have run
+  if (primary != nullptr) {
+    // Block j waits for block j + 1 (nested on this thread, each with its
+    // own shared memory), the last parked one for the primary.
+    first = std::min<uint64_t>(blocks, kProgrammaticBlocks);
+    std::function<void(uint64_t)> park = [&](uint64_t j) {
+      if (j == first) {
+        (*primary)();
+        return;
+      }
+      std::vector<unsigned char> shared;
+      const std::function<void()> next = [&park, j] { park(j + 1); };
+      run_block(j, shared, &next);
+    };
+    park(0);
+  }
+  const std::function<void(int)> job = [&](int i) {
+    thread_local std::vector<unsigned char> shared;
+    run_block(first + static_cast<uint64_t>(i), shared, nullptr);
+  };
+  const uint64_t rest = blocks - first;
+  if (rest > 1 && ThePool() != nullptr && ThePool()->Run(static_cast<int>(rest), job)) return;
+  for (uint64_t i = 0; i < rest; ++i) job(static_cast<int>(i));
 }
 
 }  // namespace tpserve_emu

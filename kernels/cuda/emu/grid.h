@@ -23,8 +23,16 @@ namespace tpserve_emu {
 uint64_t ScheduleSeed();
 
 // Runs `check` once, then every block of c.grid with `body` per thread.
+// `primary` (programmatic dependent launch: the grid before this one on its
+// stream, not yet run): the first kProgrammaticBlocks (emu.h) blocks of the schedule
+// run on the calling thread, one inside the other, each until its threads
+// wait at griddepcontrol.wait (or it ends); then `primary` runs, then they
+// finish, then the other blocks run. So whatever a kernel reads before its
+// griddepcontrol.wait is read before the primary has written anything, the
+// most the hardware allows. The memory model's counting runs `primary`
+// first instead (it counts per launch).
 void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
-             const std::function<void()>& body);
+             const std::function<void()>& body, const std::function<void()>* primary = nullptr);
 
 }  // namespace tpserve_emu
 

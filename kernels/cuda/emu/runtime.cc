@@ -223,10 +223,12 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
     Set(cudaErrorStreamCaptureInvalidated);
     return;
   }
-  Enqueue(c.stream, [c, check = std::move(check), body = std::move(body)] {
-    RunGrid(c, check, body);
-    return true;
-  });
+  Set(EnqueueGrid(
+      c.stream,
+      [c, check = std::move(check), body = std::move(body)](const std::function<void()>* primary) {
+        RunGrid(c, check, body, primary);
+      },
+      c.programmatic));
 }
 
 int EnqueueHostWork(cudaStream_t stream, StreamWorkMaker make) {

@@ -73,7 +73,7 @@ namespace {
 constexpr size_t kStackBytes = 512 * 1024;
 constexpr size_t kGuardBytes = 4096;
 
-enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kDone };
+enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kGridWait, kDone };
 
 struct Fiber {
   Thread thread;
@@ -92,6 +92,10 @@ struct Run {
   void* scheduler_tsan_fiber = nullptr;
   // Per-warp exchange slots for WarpExchange.
   std::vector<unsigned char> slots;  // warps * 32 * 64 bytes
+  // Programmatic dependent launch: what griddepcontrol.wait waits for, and
+  // whether it has run.
+  const std::function<void()>* primary = nullptr;
+  bool primary_done = false;
 };
 
 thread_local Run* g_run = nullptr;
@@ -178,13 +182,32 @@ std::string Describe(const std::vector<Fiber>& fibers) {
       break;
     }
     char buf[128];
-    std::snprintf(
-        buf, sizeof(buf), " thread (%u,%u,%u) at %s;", f.thread.idx.x, f.thread.idx.y,
-        f.thread.idx.z,
-        f.state == State::kBlockBarrier ? "__syncthreads" : (f.waiting_on ? f.waiting_on : "?"));
+    std::snprintf(buf, sizeof(buf), " thread (%u,%u,%u) at %s;", f.thread.idx.x, f.thread.idx.y,
+                  f.thread.idx.z,
+                  f.state == State::kBlockBarrier ? "__syncthreads"
+                  : f.state == State::kGridWait   ? "griddepcontrol.wait"
+                                                  : (f.waiting_on ? f.waiting_on : "?"));
     out += buf;
   }
   return out;
+}
+
+// Runs the block's primary grid (once) from the scheduler loop. That grid's
+// blocks run on this OS thread too and poison its static __shared__
+// variables, which this block still uses: they are put back afterwards.
+void RunPrimary(Run& run) {
+  run.primary_done = true;
+  if (run.primary == nullptr) return;
+  std::vector<std::vector<unsigned char>> saved;
+  std::vector<std::pair<void*, size_t>> regions;
+  if (g_static_shared != nullptr) regions = *g_static_shared;
+  for (const auto& [p, bytes] : regions) {
+    saved.emplace_back(static_cast<unsigned char*>(p), static_cast<unsigned char*>(p) + bytes);
+  }
+  (*run.primary)();
+  for (size_t i = 0; i < regions.size(); ++i) {
+    std::memcpy(regions[i].first, saved[i].data(), regions[i].second);
+  }
 }
 
 }  // namespace
@@ -212,6 +235,12 @@ void Fail(const char* fmt, ...) {
 
 void SyncThreads() {
   g_fiber->state = State::kBlockBarrier;
+  Yield();
+}
+
+void GridDependencyWait() {
+  if (g_run->primary_done) return;
+  g_fiber->state = State::kGridWait;
   Yield();
 }
 
@@ -243,7 +272,8 @@ StaticShared::StaticShared(void* p, size_t bytes) {
   g_static_shared->emplace_back(p, bytes);
 }
 
-void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uint64_t seed) {
+void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uint64_t seed,
+              const std::function<void()>* primary) {
   // A block never sees the previous block's static shared memory.
   if (g_static_shared != nullptr) {
     for (const auto& [p, bytes] : *g_static_shared) std::memset(p, 0xff, bytes);
@@ -257,6 +287,7 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
   run.body = &body;
   run.kernel_name = kernel_name;
   run.fibers = &fibers;
+  run.primary = primary;
   const unsigned warps = (n + 31) / 32;
   run.slots.assign(static_cast<size_t>(warps) * 32 * 64, 0);
   Run* saved_run = g_run;
@@ -336,8 +367,27 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
       }
       continue;
     }
+    // Threads at griddepcontrol.wait (and any at a barrier behind them): the
+    // primary grid runs now, as late as the hardware could run it.
+    bool grid_wait = false;
+    for (Fiber& f : fibers) {
+      if (f.state == State::kGridWait) {
+        f.state = State::kRunnable;
+        grid_wait = true;
+      }
+    }
+    if (grid_wait) {
+      RunPrimary(run);
+      g_run = &run;
+      g_block = &block;
+      continue;
+    }
     Fail("deadlock: threads wait at barriers that can never complete:%s", Describe(fibers).c_str());
   }
+  // A block that never waited ran wholly before its primary.
+  if (!run.primary_done) RunPrimary(run);
+  g_run = &run;
+  g_block = &block;
   for (Fiber& f : fibers) {
     ReturnStack(f.stack);
 #if TPSERVE_EMU_TSAN

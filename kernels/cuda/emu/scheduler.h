@@ -15,7 +15,13 @@ using KernelBody = std::function<void()>;
 // `seed` 0: runnable fibers resume in thread order; otherwise in an order
 // drawn from `seed` anew for every barrier interval. Static __shared__
 // variables this OS thread has seen are poisoned (NaN bytes) first.
-void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uint64_t seed);
+// `primary` (programmatic dependent launch, grid.h): called once, on this
+// OS thread, when no thread can go on before it has run (every live thread
+// waits at griddepcontrol.wait or at a barrier one of those blocks), or when
+// the block ends without waiting; the block's static shared memory is
+// saved around the call. Null: griddepcontrol.wait returns at once.
+void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uint64_t seed,
+              const std::function<void()>* primary = nullptr);
 
 }  // namespace tpserve_emu
 

@@ -5,11 +5,42 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
 #include <utility>
 #include <vector>
+
+namespace tpserve_emu {
+
+// A grid and, under programmatic dependent launch, the chain of grids it
+// runs where its first blocks wait (grid.h). Immutable: a graph runs it at
+// every launch.
+struct GridChain {
+  GridWork run;
+  std::shared_ptr<const GridChain> primary;
+  int length = 1;
+  void Execute() const {
+    if (primary == nullptr) {
+      run(nullptr);
+      return;
+    }
+    const std::function<void()> p = [this] { primary->Execute(); };
+    run(&p);
+  }
+};
+
+// A queued grid that a programmatic grid queued right after it may take as
+// its primary, unless a thread has started it.
+struct QueuedGrid {
+  std::mutex mu;
+  bool started = false;
+  bool taken = false;
+  std::shared_ptr<const GridChain> chain;
+};
+
+}  // namespace tpserve_emu
 
 struct tpserve_emu_stream {
   bool legacy = false;
@@ -30,6 +61,13 @@ struct tpserve_emu_stream {
   uint64_t done = 0;
   bool busy = false;
   std::vector<tpserve_emu::StreamPoint> next_waits;  // cudaStreamWaitEvent
+  // Programmatic dependent launch: the last queued item if it is a grid
+  // (and its seq), the highest seq anyone may have waited for, and the last
+  // captured grid while it is the capture's last work.
+  std::shared_ptr<tpserve_emu::QueuedGrid> last_grid;
+  uint64_t last_grid_seq = 0;
+  uint64_t observed = 0;
+  std::shared_ptr<const tpserve_emu::GridChain> last_captured_grid;
 };
 
 namespace tpserve_emu {
@@ -114,8 +152,35 @@ bool Advance(tpserve_emu_stream* s, uint64_t target, bool blocking) {
   }
 }
 
+// The stream's last seq, which the caller may now wait for (no grid queued
+// later may take that work as its primary).
+uint64_t Observe(tpserve_emu_stream* s) {
+  s->observed = s->enqueued;
+  return s->enqueued;
+}
 uint64_t Enqueued(tpserve_emu_stream* s) {
   std::lock_guard<std::mutex> lock(S().mu);
+  return Observe(s);
+}
+
+// Queues `work` on the resolved stream `s` with the waits the CUDA rules
+// give it; S().mu held. Returns its seq.
+uint64_t QueueLocked(tpserve_emu_stream* s, StreamWork work) {
+  Streams& st = S();
+  tpserve_emu_stream::Item item{.seq = ++s->enqueued, .work = std::move(work), .waits = {}};
+  item.waits.swap(s->next_waits);
+  if (s->legacy) {
+    for (tpserve_emu_stream* b : st.live) {
+      if (!b->legacy && !b->non_blocking && b->device == s->device && b->enqueued > b->done) {
+        item.waits.push_back({b, Observe(b)});
+      }
+    }
+  } else if (!s->non_blocking) {
+    tpserve_emu_stream* l = st.legacy[s->device % kMaxDevices];
+    if (l->enqueued > l->done) item.waits.push_back({l, Observe(l)});
+  }
+  s->queue.push_back(std::move(item));
+  s->last_grid = nullptr;
   return s->enqueued;
 }
 
@@ -126,6 +191,7 @@ thread_local int g_capturing_streams = 0;
 cudaError_t EnqueueMadeWork(cudaStream_t stream, StreamWorkMaker make) {
   if (stream != nullptr && stream->capturing) {
     stream->captured.push_back(std::move(make));
+    stream->last_captured_grid = nullptr;
     return cudaSuccess;
   }
   return EnqueueWork(stream, make());
@@ -133,8 +199,7 @@ cudaError_t EnqueueMadeWork(cudaStream_t stream, StreamWorkMaker make) {
 
 cudaError_t EnqueueWork(cudaStream_t stream, StreamWork work) {
   if (stream != nullptr && stream->capturing) {
-    stream->captured.push_back([work = std::move(work)] { return work; });
-    return cudaSuccess;
+    return EnqueueMadeWork(stream, [work = std::move(work)] { return work; });
   }
   if (g_capturing_streams > 0) {
     // Legacy-stream or other-stream work during a thread-local capture is
@@ -142,21 +207,59 @@ cudaError_t EnqueueWork(cudaStream_t stream, StreamWork work) {
     return cudaErrorStreamCaptureUnsupported;
   }
   tpserve_emu_stream* s = Resolve(stream);
-  Streams& st = S();
-  std::lock_guard<std::mutex> lock(st.mu);
-  tpserve_emu_stream::Item item{.seq = ++s->enqueued, .work = std::move(work), .waits = {}};
-  item.waits.swap(s->next_waits);
-  if (s->legacy) {
-    for (tpserve_emu_stream* b : st.live) {
-      if (!b->legacy && !b->non_blocking && b->device == s->device && b->enqueued > b->done) {
-        item.waits.push_back({b, b->enqueued});
-      }
+  std::lock_guard<std::mutex> lock(S().mu);
+  QueueLocked(s, std::move(work));
+  return cudaSuccess;
+}
+
+cudaError_t EnqueueGrid(cudaStream_t stream, GridWork grid, bool programmatic) {
+  auto chain = std::make_shared<GridChain>();
+  chain->run = std::move(grid);
+  if (stream != nullptr && stream->capturing) {
+    // The captured work is the last captured grid: the two become one node.
+    const std::shared_ptr<const GridChain>& last = stream->last_captured_grid;
+    if (programmatic && last != nullptr && last->length < kProgrammaticChain) {
+      chain->primary = last;
+      chain->length = last->length + 1;
+      stream->captured.pop_back();
     }
-  } else if (!s->non_blocking) {
-    tpserve_emu_stream* l = st.legacy[s->device % kMaxDevices];
-    if (l->enqueued > l->done) item.waits.push_back({l, l->enqueued});
+    std::shared_ptr<const GridChain> made = chain;
+    EnqueueMadeWork(stream, [made] {
+      return StreamWork([made] {
+        made->Execute();
+        return true;
+      });
+    });
+    stream->last_captured_grid = made;
+    return cudaSuccess;
   }
-  s->queue.push_back(std::move(item));
+  if (g_capturing_streams > 0) return cudaErrorStreamCaptureUnsupported;
+  tpserve_emu_stream* s = Resolve(stream);
+  std::lock_guard<std::mutex> lock(S().mu);
+  std::shared_ptr<QueuedGrid> last = s->last_grid;
+  if (programmatic && last != nullptr && s->last_grid_seq == s->enqueued &&
+      s->observed < s->enqueued && s->next_waits.empty()) {
+    std::lock_guard<std::mutex> taking(last->mu);
+    if (!last->started && last->chain->length < kProgrammaticChain) {
+      // Its queued item becomes a no-op; nobody can wait for it alone.
+      last->taken = true;
+      chain->primary = last->chain;
+      chain->length = last->chain->length + 1;
+    }
+  }
+  auto queued = std::make_shared<QueuedGrid>();
+  queued->chain = chain;
+  const uint64_t seq = QueueLocked(s, [queued] {
+    {
+      std::lock_guard<std::mutex> lock(queued->mu);
+      if (queued->taken) return true;
+      queued->started = true;
+    }
+    queued->chain->Execute();
+    return true;
+  });
+  s->last_grid = queued;
+  s->last_grid_seq = seq;
   return cudaSuccess;
 }
 
@@ -176,7 +279,7 @@ void DrainDevice() {
   {
     std::lock_guard<std::mutex> lock(S().mu);
     for (tpserve_emu_stream* s : S().live) {
-      if (s->device == device) points.push_back({s, s->enqueued});
+      if (s->device == device) points.push_back({s, Observe(s)});
     }
   }
   for (const StreamPoint& p : points) Advance(p.stream, p.seq, /*blocking=*/true);
@@ -226,6 +329,7 @@ bool BeginCapture(cudaStream_t stream) {
   stream->capturing = true;
   stream->invalidated = false;
   stream->captured.clear();
+  stream->last_captured_grid = nullptr;
   ++g_capturing_streams;
   return true;
 }

@@ -33,6 +33,18 @@ cudaError_t EnqueueWork(cudaStream_t stream, StreamWork work);
 // queues make() now, or records `make` while the stream captures.
 cudaError_t EnqueueMadeWork(cudaStream_t stream, StreamWorkMaker make);
 
+// A kernel launch's work: runs its grid. `primary`, when set, is the kernel
+// launched before it on the stream, which the grid runs where its first
+// blocks wait at griddepcontrol.wait (grid.h).
+using GridWork = std::function<void(const std::function<void()>* primary)>;
+// Queues (or records) a grid. `programmatic` (programmatic dependent
+// launch): when the work just before it on `stream` is a grid nobody can
+// have waited for yet (no event, synchronisation or other work since), the
+// two run as one, this grid's first blocks before the other grid. Chains
+// are at most kProgrammaticChain (emu.h) grids deep (each parks blocks on
+// one OS thread); the grid after a full chain runs after it.
+cudaError_t EnqueueGrid(cudaStream_t stream, GridWork grid, bool programmatic);
+
 // Runs `stream`'s queued work (and whatever it waits for) until everything
 // enqueued before the call has run. Waits for work that reports not-ready.
 void DrainStream(cudaStream_t stream);
