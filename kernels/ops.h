@@ -33,10 +33,14 @@ namespace tpserve::kernels {
 class ThreadPool;  // kernels/cpu/thread_pool.h
 
 // Where a launch runs. CPU: `pool` splits the work (null runs on the calling
-// thread). CUDA: `cuda_stream` is the cudaStream_t (null = legacy default).
+// thread). CUDA: `cuda_stream` is the cudaStream_t (null = legacy default);
+// `programmatic`: the decode-path kernels launch with programmatic dependent
+// launch where the device has it (kernels/cuda/launch.cuh), so each may
+// start while the kernel before it on the stream finishes.
 struct Stream {
   ThreadPool* pool = nullptr;
   void* cuda_stream = nullptr;
+  bool programmatic = false;
 };
 
 // y = x W^T (+ bias): a linear layer. m = 1..few is a GEMV (decode), large m

@@ -1,11 +1,13 @@
 // cuda::Add: the residual add y = a + b, one thread per element (grid-stride);
-// cuda::AddFixedPoint the same with a fixed-point b, rounded once.
+// cuda::AddFixedPoint the same with a fixed-point b, rounded once. Add
+// launches programmatically where the Stream asks (launch.cuh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -14,6 +16,8 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads)
     AddKernel(const float* a, const float* b, float* y, int64_t n) {
+  AllowDependents();
+  WaitForPrimary();
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
     y[i] = a[i] + b[i];
@@ -48,8 +52,7 @@ absl::Status Add(const AddParams& p, const Stream& stream) {
   if (p.a == nullptr || p.b == nullptr || p.y == nullptr)
     return absl::InvalidArgumentError("Add: null pointer");
   const int blocks = static_cast<int>(std::min<int64_t>((p.n + kThreads - 1) / kThreads, 65536));
-  AddKernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(p.a, p.b, p.y,
-                                                                                    p.n);
+  LaunchKernel("AddKernel", AddKernel, blocks, kThreads, 0, ForLaunch(stream), p.a, p.b, p.y, p.n);
   return LaunchStatus("AddKernel");
 }
 

@@ -23,6 +23,11 @@
 
 namespace tpserve::kernels::cuda {
 
+// Whether the current device runs the programmatic launches that
+// Stream::programmatic asks for (compute capability 9.0 or later; the CUDA
+// emulator emulates them on any device). launch.cuh has the rules.
+bool ProgrammaticLaunchSupported();
+
 // ---- Same contract as kernels/cpu/cpu_ops.h, except for GEMM weights.
 
 // Gemm and GemmSwiglu read w in the device layout of weight_layout.h: F32,

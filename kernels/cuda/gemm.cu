@@ -237,6 +237,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
   const int rows_here = min(kRows, m - row0);
   const float* xrow0 = x + row0 * x_stride;
 
+  AllowDependents();
   float acc[kRows], up[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = up[r] = 0.0f;
@@ -253,7 +254,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
         gate.Load(pw, k, col, k0, width, lane);
         if constexpr (kSwiglu) upc.Load(pw, k, col + cols, k0, width, lane);
       }
-      if (k0 == 0) inv = InverseRms<kFusion>(x, k, eps);  // while the chunks load
+      if (k0 == 0) {
+        // Weights are fixed: the first tile's chunks load before the wait
+        // for the kernel that writes x (launch.cuh).
+        WaitForPrimary();
+        inv = InverseRms<kFusion>(x, k, eps);  // while the chunks load
+      }
       __syncthreads();  // every warp is done with the previous tile
       StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, stage_norm, inv);
       __syncthreads();
@@ -261,7 +267,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
       gate.Dots(xs, width, rows_here, lane, acc);
       if constexpr (kSwiglu) upc.Dots(xs, width, rows_here, lane, up);
     } else {
-      if (k0 == 0) inv = InverseRms<kFusion>(x, k, eps);
+      if (k0 == 0) {
+        WaitForPrimary();
+        inv = InverseRms<kFusion>(x, k, eps);
+      }
       __syncthreads();  // every warp is done with the previous tile
       StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, stage_norm, inv);
       __syncthreads();
@@ -272,6 +281,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
       }
     }
   }
+  WaitForPrimary();  // k = 0: the loop never waited
   if (!active) return;
   const float b = bias != nullptr ? __ldg(bias + col) : 0.0f;
   if constexpr (kSwiglu) {
@@ -304,7 +314,7 @@ static_assert(SkinnyGemmSharedBytes<16>() <= 163 * 1024, "within sm_80's dynamic
 
 template <DType kW, int kRows, bool kSwiglu, Fusion kFusion = Fusion::kNone>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                              cudaStream_t stream, const GemmFusion& f = {}) {
+                              const LaunchStream& stream, const GemmFusion& f = {}) {
   constexpr int kWarps = kWarpsPerBlock<kRows>;
   constexpr int kShared = static_cast<int>(SkinnyGemmSharedBytes<kRows>());
   const int cols = kSwiglu ? p.n / 2 : p.n;
@@ -322,16 +332,18 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
           cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, true, kSwiglu, kFusion>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
     }
-    SkinnyGemmKernel<kW, kRows, true, kSwiglu, kFusion><<<grid, kWarps * 32, kShared, stream>>>(
-        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride, f.norm, f.eps);
+    LaunchKernel("SkinnyGemmKernel", SkinnyGemmKernel<kW, kRows, true, kSwiglu, kFusion>, grid,
+                 kWarps * 32, kShared, stream, p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride,
+                 y_stride, f.norm, f.eps);
   } else {
     if constexpr (kOptIn) {
       TPS_CUDA_RETURN_IF_ERROR(
           cudaFuncSetAttribute(SkinnyGemmKernel<kW, kRows, false, kSwiglu, kFusion>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
     }
-    SkinnyGemmKernel<kW, kRows, false, kSwiglu, kFusion><<<grid, kWarps * 32, kShared, stream>>>(
-        p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride, f.norm, f.eps);
+    LaunchKernel("SkinnyGemmKernel", SkinnyGemmKernel<kW, kRows, false, kSwiglu, kFusion>, grid,
+                 kWarps * 32, kShared, stream, p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride,
+                 y_stride, f.norm, f.eps);
   }
   return LaunchStatus("SkinnyGemmKernel");
 }
@@ -366,10 +378,11 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   if (p.y_fixed != nullptr) return LaunchFixedGemm(p, x_stride, y_stride, s);
   if (p.m > kSkinnyGemmMaxRows) return LaunchTensorCoreGemm(p, x_stride, y_stride, s);
-  if (SkinnyMmaSupports(p)) return LaunchSkinnyMma(p, /*swiglu=*/false, x_stride, y_stride, s);
+  const LaunchStream ls = ForLaunch(stream);
+  if (SkinnyMmaSupports(p)) return LaunchSkinnyMma(p, /*swiglu=*/false, x_stride, y_stride, ls);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     TPS_ROWS_PER_PASS_SWITCH(
-        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s); });
+        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, ls); });
   });
 }
 
@@ -408,7 +421,7 @@ absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,
     return st;
   }
   if (p.n == 0) return absl::OkStatus();
-  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  const LaunchStream s = ForLaunch(stream);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     if (f.add_to_y) {
       return LaunchSkinnyGemm<kW, 1, false, Fusion::kAddToY>(p, x_stride, y_stride, s, f);
@@ -425,7 +438,7 @@ absl::Status GemmSkinny(const GemmParams& p, const Stream& stream) {
   int64_t x_stride = 0, y_stride = 0;
   if (absl::Status st = CheckGemm(p, p.n, &x_stride, &y_stride); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  const LaunchStream s = ForLaunch(stream);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     TPS_ROWS_PER_PASS_SWITCH(
         p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, s); });
@@ -450,7 +463,7 @@ absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream) {
   int64_t x_stride = 0, y_stride = 0;
   if (absl::Status st = CheckGemm(p, p.n / 2, &x_stride, &y_stride); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  const LaunchStream s = ForLaunch(stream);
   if (SkinnyMmaSupports(p)) return LaunchSkinnyMma(p, /*swiglu=*/true, x_stride, y_stride, s);
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     TPS_ROWS_PER_PASS_SWITCH(

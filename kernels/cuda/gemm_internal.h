@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/ops.h"
 
 namespace tpserve::kernels::cuda {
@@ -28,7 +29,7 @@ int64_t ViaBf16RowElems(int k);
 // alignment) is one the kernel takes, and the launch, swiglu as GemmSwiglu.
 bool SkinnyMmaSupports(const GemmParams& p);
 absl::Status LaunchSkinnyMma(const GemmParams& p, bool swiglu, int64_t x_stride, int64_t y_stride,
-                             cudaStream_t stream);
+                             const LaunchStream& stream);
 
 // GemmParams::y_fixed output for any m (gemm_fixed.cu).
 absl::Status LaunchFixedGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,

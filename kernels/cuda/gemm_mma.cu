@@ -239,6 +239,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int cols = kSwiglu ? n / 2 : n;
   const int c0 = blockIdx.x * kTileRows;
   const int blocks = k / 32;
+  AllowDependents();
 
   float acc[kTiles][kNt][4];
 #pragma unroll
@@ -258,6 +259,9 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int col = c0 + g + 8 * r;
         LoadRun<kW>(w, n, k, tile * cols + col, col < cols, b0, blocks, t, &run[tile][r]);
       }
+    // Weights are fixed: the first run loads before the wait for the kernel
+    // that writes x (launch.cuh); later waits return at once.
+    WaitForPrimary();
 #pragma unroll 1
     for (int s = 0; s < kSpan; ++s) {
       if (b0 + s >= blocks) break;  // the same for the whole warp
@@ -314,6 +318,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
 
+  WaitForPrimary();  // warps without a run never waited
   // Warps' partial sums, added pairwise in a fixed order: 4..7 onto 0..3,
   // 2..3 onto 0..1, 1 onto 0.
   constexpr int kValues = kTiles * kNt * 4;
@@ -358,21 +363,22 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <DType kW, int kNt, bool kSwiglu>
-absl::Status Launch(const GemmParams& p, int64_t x_stride, int64_t y_stride, cudaStream_t stream) {
+absl::Status Launch(const GemmParams& p, int64_t x_stride, int64_t y_stride,
+                    const LaunchStream& stream) {
   constexpr int kTiles = kSwiglu ? 2 : 1;
   constexpr size_t kShared = sizeof(float) * (kWarps / 2) * kTiles * kNt * 4 * 32;
   static_assert(kShared <= 48 * 1024, "no dynamic shared-memory opt-in needed");
   const int cols = kSwiglu ? p.n / 2 : p.n;
   const bool vec = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && x_stride % 4 == 0;
-  SkinnyMmaKernel<kW, kNt, kSwiglu>
-      <<<(cols + kTileRows - 1) / kTileRows, kWarps * 32, kShared, stream>>>(
-          p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride, y_stride, vec);
+  LaunchKernel("SkinnyMmaKernel", SkinnyMmaKernel<kW, kNt, kSwiglu>,
+               (cols + kTileRows - 1) / kTileRows, kWarps * 32, kShared, stream, p.x, p.w, p.bias,
+               p.y, p.m, p.n, p.k, x_stride, y_stride, vec);
   return LaunchStatus("SkinnyMmaKernel");
 }
 
 template <DType kW, bool kSwiglu>
 absl::Status LaunchForRows(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                           cudaStream_t stream) {
+                           const LaunchStream& stream) {
   if (p.m <= 8) return Launch<kW, 1, kSwiglu>(p, x_stride, y_stride, stream);
   if (p.m <= 16) return Launch<kW, 2, kSwiglu>(p, x_stride, y_stride, stream);
   if (p.m <= 32) return Launch<kW, 4, kSwiglu>(p, x_stride, y_stride, stream);
@@ -381,7 +387,7 @@ absl::Status LaunchForRows(const GemmParams& p, int64_t x_stride, int64_t y_stri
 
 template <bool kSwiglu>
 absl::Status LaunchForType(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                           cudaStream_t stream) {
+                           const LaunchStream& stream) {
   switch (p.w_dtype) {
     case DType::kBF16:
       return LaunchForRows<DType::kBF16, kSwiglu>(p, x_stride, y_stride, stream);
@@ -413,7 +419,7 @@ bool SkinnyMmaSupports(const GemmParams& p) {
 }
 
 absl::Status LaunchSkinnyMma(const GemmParams& p, bool swiglu, int64_t x_stride, int64_t y_stride,
-                             cudaStream_t stream) {
+                             const LaunchStream& stream) {
   return swiglu ? LaunchForType<true>(p, x_stride, y_stride, stream)
                 : LaunchForType<false>(p, x_stride, y_stride, stream);
 }

@@ -225,6 +225,52 @@ TEST_P(CudaGemmParity, FusedNormAndResidualGiveTheUnfusedBits) {
   EXPECT_EQ(GemmFused(one, {}, false, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Programmatic dependent launch (launch.cuh): a decode-path GEMM launched
+// programmatically right after the kernel that writes its x (here Add, x =
+// src + 0) gives a plain launch's bits. Under the emulator the GEMM's first
+// blocks run up to their wait before Add has run (x still zero), so a read
+// of x (or y) before the wait shows here; on a GPU of compute capability 9.0
+// the two kernels overlap for real.
+TEST_P(CudaGemmParity, ProgrammaticLaunchesWaitForTheKernelThatWritesX) {
+  TPS_SKIP_WITHOUT_CUDA();
+  const DType dtype = GetParam();
+  Rng rng(77 + static_cast<int>(dtype));
+  const int k = IsQuantized(dtype) ? 2048 : 1000, n = 96;
+  DeviceBuffer<uint8_t> w = ToDeviceWeight(dtype, n, k, cpu::RandomRows(rng, dtype, n, k));
+  DeviceBuffer<float> bias = ToDevice(rng.Floats(n)), norm = ToDevice(rng.Floats(k));
+  enum Variant { kGemm, kSwiglu, kNormInGemm, kAddToY };
+  for (int m : {1, 16}) {
+    DeviceBuffer<float> src = ToDevice(rng.Floats(m * k)), zero = DeviceZeros<float>(m * k);
+    const std::vector<float> y0 = rng.Floats(m * n);
+    for (Variant v : {kGemm, kSwiglu, kNormInGemm, kAddToY}) {
+      if (m != 1 && v >= kNormInGemm) continue;  // the fusions are for one row
+      SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << m << " variant " << v);
+      auto run = [&](bool programmatic) {
+        DeviceBuffer<float> x = DeviceZeros<float>(m * k), y = ToDevice(y0);
+        EXPECT_TRUE(
+            Add({.a = src.data(), .b = zero.data(), .y = x.data(), .n = m * k}, Stream{}).ok());
+        const Stream s{.programmatic = programmatic};
+        const GemmParams p{.x = x.data(),
+                           .w = w.data(),
+                           .w_dtype = dtype,
+                           .bias = bias.data(),
+                           .y = y.data(),
+                           .m = m,
+                           .n = n,
+                           .k = k};
+        absl::Status st = v == kGemm     ? Gemm(p, s)
+                          : v == kSwiglu ? GemmSwiglu(p, s)
+                          : v == kAddToY
+                              ? GemmFused(p, {.add_to_y = true}, false, s)
+                              : GemmFused(p, {.norm = norm.data(), .eps = 1e-5f}, false, s);
+        EXPECT_TRUE(st.ok()) << st;
+        return ToHostVector(y);
+      };
+      EXPECT_EQ(run(true), run(false));
+    }
+  }
+}
+
 // The tensor-core path at decode batch sizes (kernel_bench compares it with
 // the skinny GEMM there).
 TEST_P(CudaGemmParity, TensorCorePathAtDecodeBatchSizes) {

@@ -32,6 +32,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/shared_memory.cuh"
@@ -210,7 +211,9 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
                ? nullptr
                : a.partial + PartialOffset(seq, head0 + g, part, a.n_heads, a.num_parts, hd);
   };
+  AllowDependents();
   if (keys <= 0) {
+    WaitForPrimary();
     if (a.partial != nullptr && static_cast<int>(threadIdx.x) < heads) {
       float* partial = partial_of(static_cast<int>(threadIdx.x));
       partial[0] = -INFINITY;
@@ -228,6 +231,10 @@ __global__ void __launch_bounds__(kThreads) DecodePartitionKernel(DecodeArgs<KvT
     const int64_t off = a.kv.Offset(table, key0 + j, kv_head);  // -1: masked (bad block id)
     s_off[j] = has_new && j == keys - 1 && off >= 0 ? kNewKey : off;
   }
+  // The table and positions are the step's inputs, uploaded before its first
+  // kernel; q, the cache and the outputs wait for the kernel before this one
+  // (launch.cuh).
+  WaitForPrimary();
   const float* qrow = a.q + t * a.q_stride + static_cast<int64_t>(head0) * hd;
   if (fused)
     RotateAndWriteNewKey<kRow>(a, t, kv_head, hd, heads, has_new, blockIdx.x % chunks == 0, qrow,
@@ -387,6 +394,8 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs<KvT> a)
   const int seq = blockIdx.x;
   const int head = blockIdx.y;
   const int hd = a.kv.head_dim;
+  AllowDependents();
+  WaitForPrimary();
   const float* base = a.partial + PartialOffset(seq, head, 0, a.n_heads, a.num_parts, hd);
   const int64_t step = hd + 2;
   float m = -INFINITY;
@@ -408,18 +417,19 @@ __global__ void __launch_bounds__(kThreads) DecodeMergeKernel(DecodeArgs<KvT> a)
 }
 
 template <int kDimsPerLane, int kGroup, typename KvT>
-absl::Status LaunchPartitions(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+absl::Status LaunchPartitions(const DecodeArgs<KvT>& a, int num_seqs, const LaunchStream& s) {
   constexpr size_t smem = PartitionSharedBytes<kDimsPerLane>();
-  DecodePartitionKernel<kDimsPerLane, kGroup, KvT>
-      <<<dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads, smem,
-         s>>>(a);
+  LaunchKernel("DecodePartitionKernel", DecodePartitionKernel<kDimsPerLane, kGroup, KvT>,
+               dim3(a.n_heads / a.group * GroupChunks(a.group), num_seqs, a.num_parts), kThreads,
+               smem, s, a);
   return LaunchStatus("DecodePartitionKernel");
 }
 
 // kGroup: the heads per block (a group, or kMaxGroup of a larger one)
 // rounded up to 1, 2, 4 or 8.
 template <int kDimsPerLane, typename KvT>
-absl::Status LaunchPartitionsForGroup(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+absl::Status LaunchPartitionsForGroup(const DecodeArgs<KvT>& a, int num_seqs,
+                                      const LaunchStream& s) {
   const int heads = a.group < kMaxGroup ? a.group : kMaxGroup;
   if (heads == 1) return LaunchPartitions<kDimsPerLane, 1>(a, num_seqs, s);
   if (heads == 2) return LaunchPartitions<kDimsPerLane, 2>(a, num_seqs, s);
@@ -428,10 +438,11 @@ absl::Status LaunchPartitionsForGroup(const DecodeArgs<KvT>& a, int num_seqs, cu
 }
 
 template <int kDimsPerLane, typename KvT>
-absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, cudaStream_t s) {
+absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, const LaunchStream& s) {
   if (absl::Status st = LaunchPartitionsForGroup<kDimsPerLane>(a, num_seqs, s); !st.ok()) return st;
   if (a.partial == nullptr) return absl::OkStatus();
-  DecodeMergeKernel<KvT><<<dim3(num_seqs, a.n_heads), kThreads, 0, s>>>(a);
+  LaunchKernel("DecodeMergeKernel", DecodeMergeKernel<KvT>, dim3(num_seqs, a.n_heads), kThreads, 0,
+               s, a);
   return LaunchStatus("DecodeMergeKernel");
 }
 
@@ -490,7 +501,7 @@ absl::Status Decode(const PagedAttentionParams& p, int max_context_len, float* w
     return absl::InvalidArgumentError("PagedAttentionDecode: workspace too small");
   }
   float* partial = need > 0 ? workspace : nullptr;
-  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
+  const LaunchStream s = ForLaunch(stream);
   TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
     DecodeArgs<KvT> a{MakeAttentionArgs<KvT>(p), parts, partial, {}};
     if (fuse != nullptr) {

@@ -1,12 +1,15 @@
 // cuda::RmsNorm and cuda::AddRmsNorm: one 256-thread block per row; the sum
 // of squares is accumulated in f32 per thread and reduced across the block.
 // The fused kernel adds the residual first, element by element as cuda::Add
-// does, so both give the same bits as Add followed by RmsNorm.
+// does, so both give the same bits as Add followed by RmsNorm. Both launch
+// programmatically on a Stream that asks for it (launch.cuh) and wait for the
+// previous kernel before their first read.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -16,6 +19,8 @@ constexpr int kThreads = 256;
 __global__ void __launch_bounds__(kThreads)
     RmsNormKernel(const float* x, const float* __restrict__ weight, float* y, int dim, float eps) {
   __shared__ float scratch[32];
+  AllowDependents();
+  WaitForPrimary();
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
   float ss = 0.0f;
@@ -31,6 +36,8 @@ __global__ void __launch_bounds__(kThreads)
     AddRmsNormKernel(float* x, const float* residual, const float* __restrict__ weight, float* y,
                      int dim, float eps) {
   __shared__ float scratch[32];
+  AllowDependents();
+  WaitForPrimary();
   float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
   const float* rr = residual + static_cast<int64_t>(blockIdx.x) * dim;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
@@ -53,8 +60,8 @@ absl::Status AddRmsNorm(const AddRmsNormParams& p, const Stream& stream) {
   if (p.x == nullptr || p.residual == nullptr || p.weight == nullptr || p.y == nullptr) {
     return absl::InvalidArgumentError("AddRmsNorm: null pointer");
   }
-  AddRmsNormKernel<<<p.rows, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
-      p.x, p.residual, p.weight, p.y, p.dim, p.eps);
+  LaunchKernel("AddRmsNormKernel", AddRmsNormKernel, p.rows, kThreads, 0, ForLaunch(stream), p.x,
+               p.residual, p.weight, p.y, p.dim, p.eps);
   return LaunchStatus("AddRmsNormKernel");
 }
 
@@ -64,8 +71,8 @@ absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream) {
   if (p.x == nullptr || p.weight == nullptr || p.y == nullptr) {
     return absl::InvalidArgumentError("RmsNorm: null pointer");
   }
-  RmsNormKernel<<<p.rows, kThreads, 0, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
-      p.x, p.weight, p.y, p.dim, p.eps);
+  LaunchKernel("RmsNormKernel", RmsNormKernel, p.rows, kThreads, 0, ForLaunch(stream), p.x,
+               p.weight, p.y, p.dim, p.eps);
   return LaunchStatus("RmsNormKernel");
 }
 

@@ -82,8 +82,11 @@ struct EngineOptions {
   // visible device is FAILED_PRECONDITION.
   std::string backend = "cpu";
   int device = 0;  // CUDA device of this rank (backend "cuda")
-  // Backend "cuda", one rank: replay decode steps from CUDA graphs.
+  // Backend "cuda": replay decode steps from CUDA graphs.
   bool cuda_graphs = true;
+  // Backend "cuda": programmatic dependent launch of the decode-path kernels
+  // (compute capability 9.0 and later; ignored below).
+  bool cuda_pdl = true;
   // Check at Create that every rank computed the same shard plan (one
   // collective). False when the communicator joins a group only later (the
   // worker re-joins a group at every epoch and calls CheckGroup then).

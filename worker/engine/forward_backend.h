@@ -41,6 +41,9 @@ struct ForwardBackendOptions {
   // "cuda": replay single-rank decode steps from CUDA graphs captured per
   // (batch-size bucket, context bucket); see cuda/cuda_forward.h.
   bool cuda_graphs = true;
+  // "cuda": launch the decode-path kernels with programmatic dependent
+  // launch on devices that have it (kernels/cuda/launch.cuh).
+  bool cuda_pdl = true;
   // Row-parallel projections reduce in fixed point (kernels/ops.h
   // GemmParams::y_fixed) so logits do not depend on the tensor-parallel
   // size; see EngineOptions::tp_invariant.

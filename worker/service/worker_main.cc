@@ -71,6 +71,10 @@ ABSL_FLAG(int, cuda_device, -1,
 ABSL_FLAG(bool, cuda_graphs, true,
           "With --backend=cuda: replay decode steps from CUDA graphs (one per batch-size and "
           "context bucket; at --world_size > 1 with the NCCL collectives inside them)");
+ABSL_FLAG(bool, cuda_pdl, true,
+          "With --backend=cuda on compute capability 9.0 and later: launch the decode-path "
+          "kernels with programmatic dependent launch, so each overlaps the end of the one "
+          "before it (false: every kernel waits for the previous one to finish first)");
 ABSL_FLAG(std::string, comm, "gloo",
           "Collectives between CPU ranks: gloo (TCP, ranks on any hosts) or shm (shared "
           "memory, all ranks on this host; ~50x lower all-reduce latency)");
@@ -309,6 +313,7 @@ absl::Status Run() {
   options.backend = c.backend;
   options.device = std::max(c.cuda_device, 0);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.cuda_pdl = absl::GetFlag(FLAGS_cuda_pdl);
   options.tp_invariant = absl::GetFlag(FLAGS_tp_invariant);
   options.check_group_at_create = false;  // checked at every Join
   service.SetProgress("loading this rank's weight shard");

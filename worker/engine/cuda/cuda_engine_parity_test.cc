@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,7 +37,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/status.h"
 #include "gtest/gtest.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device.h"
 #include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
@@ -288,6 +291,21 @@ std::vector<std::pair<std::string, StepBatch>> GraphSteps(int vocab, bool long_c
   return steps;
 }
 
+// Two one-rank CUDA engines on `model`, engine e created with options(e).
+struct EnginePair {
+  std::unique_ptr<Communicator> comms[2];
+  std::unique_ptr<Engine> engines[2];
+};
+absl::Status MakeEnginePair(const ModelSource& model,
+                            const std::function<EngineOptions(int)>& options, EnginePair* pair) {
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  for (int e = 0; e < 2; ++e) {
+    TPS_ASSIGN_OR_RETURN(pair->comms[e], CreateGlooCommunicator(unused, 0, 1, GlooOptions()));
+    TPS_ASSIGN_OR_RETURN(pair->engines[e], Engine::Create(model, *pair->comms[e], options(e)));
+  }
+  return absl::OkStatus();
+}
+
 // Runs `steps` on a graphs engine and an eager one of the same rank; rank 0
 // checks that every step's logits agree and that decode steps, and only
 // they, were replayed from graphs. Returns the number of replayed steps.
@@ -325,22 +343,57 @@ TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
   const std::string path = ModelPaths().front();
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  TcpKvStoreClient unused("127.0.0.1", 1);
-  std::unique_ptr<Communicator> comms[2];
-  std::unique_ptr<Engine> engines[2];  // [0] graphs, [1] eager
-  for (int e = 0; e < 2; ++e) {
-    absl::StatusOr<std::unique_ptr<Communicator>> comm =
-        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    comms[e] = *std::move(comm);
-    EngineOptions o = Options("cuda");
-    o.cuda_graphs = e == 0;
-    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(**model, *comms[e], o);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    engines[e] = *std::move(engine);
-  }
+  EnginePair pair;  // [0] graphs, [1] eager
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int e) {
+        EngineOptions o = Options("cuda");
+        o.cuda_graphs = e == 0;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
   const auto steps = GraphSteps((*model)->config().vocab_size, /*long_context=*/true);
-  EXPECT_EQ(ExpectGraphsMatchEager(*engines[0], *engines[1], steps, 0), 13);
+  EXPECT_EQ(ExpectGraphsMatchEager(*pair.engines[0], *pair.engines[1], steps, 0), 13);
+}
+
+// Programmatic dependent launch (kernels/cuda/launch.cuh) changes when the
+// decode-path kernels start, not what they compute: with it on and off the
+// engine gives the same bits at every GraphSteps step (decode batches of 1
+// with the norms and adds inside the GEMMs, batches of 2-5 on the decode
+// GEMM, prefills in between), eager and from graphs. Under the emulator
+// each programmatic kernel's first blocks run up to their wait before the
+// kernel(s) before them, so a read before the wait shows here.
+TEST(CudaEngineParity, ProgrammaticLaunchesGiveThePlainLaunchesBits) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  if (!::tpserve::kernels::cuda::ProgrammaticLaunchSupported()) {
+    GTEST_SKIP() << "skipped: programmatic dependent launch needs compute capability 9.0";
+  }
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  for (bool graphs : {true, false}) {
+    SCOPED_TRACE(graphs ? "graphs" : "eager");
+    EnginePair pair;  // [0] programmatic, [1] plain launches
+    const absl::Status made = MakeEnginePair(
+        **model,
+        [graphs](int e) {
+          EngineOptions o = Options("cuda");
+          o.cuda_graphs = graphs;
+          o.cuda_pdl = e == 0;
+          return o;
+        },
+        &pair);
+    ASSERT_TRUE(made.ok()) << made;
+    for (const auto& [name, batch] : GraphSteps((*model)->config().vocab_size, false)) {
+      SCOPED_TRACE(name);
+      absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
+      absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_TRUE(want.ok()) << want.status();
+      EXPECT_EQ(*got, *want);
+    }
+  }
 }
 
 // The same at TP=2: each rank's decode graphs hold its NCCL all-reduces and
@@ -418,19 +471,10 @@ TEST(CudaEngineParity, DeviceSamplingMatchesHostSampling) {
   const std::string path = ModelPaths().front();
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  TcpKvStoreClient unused("127.0.0.1", 1);
-  std::unique_ptr<Communicator> comms[2];
-  std::unique_ptr<Engine> engines[2];  // [0] device sampling, [1] host sampling
-  for (int e = 0; e < 2; ++e) {
-    absl::StatusOr<std::unique_ptr<Communicator>> comm =
-        CreateGlooCommunicator(unused, 0, 1, GlooOptions());
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    comms[e] = *std::move(comm);
-    absl::StatusOr<std::unique_ptr<Engine>> engine =
-        Engine::Create(**model, *comms[e], Options("cuda"));
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    engines[e] = *std::move(engine);
-  }
+  EnginePair pair;  // [0] device sampling, [1] host sampling
+  const absl::Status made = MakeEnginePair(
+      **model, [](int) { return Options("cuda"); }, &pair);
+  ASSERT_TRUE(made.ok()) << made;
   std::vector<SamplingParams> params(4);
   params[1].temperature = 0.8f;
   params[1].top_k = 40;
@@ -462,9 +506,9 @@ TEST(CudaEngineParity, DeviceSamplingMatchesHostSampling) {
       batch.seqs.push_back(s);
     }
     for (int step = 0; step < 10; ++step) {
-      absl::StatusOr<StepOutput> out = engines[e]->Step(batch);
+      absl::StatusOr<StepOutput> out = pair.engines[e]->Step(batch);
       ASSERT_TRUE(out.ok()) << out.status();
-      EXPECT_EQ(engines[e]->last_timings().device_sampling, e == 0);
+      EXPECT_EQ(pair.engines[e]->last_timings().device_sampling, e == 0);
       ASSERT_EQ(out->tokens.size(), 4u);
       for (int i = 0; i < 4; ++i) {
         ASSERT_EQ(out->tokens[i].seq_id, 100u + i);

@@ -29,14 +29,15 @@ namespace kc = kernels::cuda;
 class CudaForward final : public ForwardBackend {
  public:
   CudaForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-              cudaStream_t stream, bool cuda_graphs, bool tp_invariant)
+              cudaStream_t stream, const CudaForwardOptions& options)
       : c_(config),
         plan_(std::move(plan)),
         comm_(comm),
         device_(device),
         stream_(stream),
-        tp_invariant_(tp_invariant),
-        graphs_(cuda_graphs) {}
+        programmatic_(options.programmatic_launch),
+        tp_invariant_(options.tp_invariant),
+        graphs_(options.cuda_graphs) {}
 
   ~CudaForward() override {
     cudaSetDevice(device_);
@@ -133,6 +134,7 @@ class CudaForward final : public ForwardBackend {
   Communicator& comm_;
   const int device_;
   cudaStream_t stream_;
+  const bool programmatic_;  // kernels::Stream::programmatic
   const bool tp_invariant_;
   KvCacheShape shape_;
   int num_blocks_ = 0;
@@ -284,7 +286,7 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
   const RankDims d = RankDims::For(c_, me);
   const int H = d.hidden;
   const int T = sh.num_tokens;
-  const kernels::Stream s{.cuda_stream = stream_};
+  const kernels::Stream s{.cuda_stream = stream_, .programmatic = programmatic_};
   const LayerStep step{.config = &c_,
                        .dims = d,
                        .shape = sh,
@@ -379,11 +381,9 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelConfig& config,
-                                                                  ShardPlan plan,
-                                                                  Communicator& comm, int device,
-                                                                  bool cuda_graphs,
-                                                                  bool tp_invariant) {
+absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
+    const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
+    const CudaForwardOptions& options) {
   const int count = ::tpserve::kernels::cuda::DeviceCount();
   if (count == 0) {
     return absl::FailedPreconditionError(
@@ -409,7 +409,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelCon
   cudaStream_t stream = nullptr;
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   return std::unique_ptr<ForwardBackend>(
-      new CudaForward(config, std::move(plan), comm, device, stream, cuda_graphs, tp_invariant));
+      new CudaForward(config, std::move(plan), comm, device, stream, options));
 }
 
 }  // namespace tpserve

@@ -23,6 +23,12 @@
 // once per step, by Finish's bounded Synchronize, instead of after each
 // enqueue. The layer loop itself is layer_enqueue.h.
 //
+// On devices of compute capability 9.0 and later the decode-path kernels
+// (skinny and decode GEMMs, decode attention, norms, adds) launch with
+// programmatic dependent launch (when `programmatic_launch`;
+// kernels/cuda/launch.cuh): each may start, and load its weights, while the
+// kernel before it finishes, and waits for it inside.
+//
 //   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
 //                        CreateCudaForward(model.config(), plan, *nccl_comm, local_rank));
 #ifndef TPSERVE_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
@@ -41,9 +47,14 @@ namespace tpserve {
 // FAILED_PRECONDITION when no CUDA device is visible, `device` does not
 // exist, or a multi-rank `comm` is not NCCL; INVALID_ARGUMENT for a model the
 // kernels cannot run (head_dim above 256). `comm` must outlive the backend.
+struct CudaForwardOptions {
+  bool cuda_graphs = true;          // replay decode steps from CUDA graphs
+  bool programmatic_launch = true;  // --cuda_pdl
+  bool tp_invariant = false;        // ForwardBackendOptions::tp_invariant
+};
 [[nodiscard]] absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
     const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-    bool cuda_graphs = true, bool tp_invariant = false);
+    const CudaForwardOptions& options = {});
 
 }  // namespace tpserve
 

@@ -103,7 +103,7 @@ TEST(CudaForwardHazards, StepMetadataOutlivesItsCopies) {
   std::vector<float> results[2];
   for (int graphs = 0; graphs < 2; ++graphs) {
     absl::StatusOr<std::unique_ptr<ForwardBackend>> fb =
-        CreateCudaForward((*model)->config(), *plan, **comm, 0, /*cuda_graphs=*/graphs == 1);
+        CreateCudaForward((*model)->config(), *plan, **comm, 0, {.cuda_graphs = graphs == 1});
     ASSERT_TRUE(fb.ok()) << fb.status();
     ASSERT_TRUE(LoadInto(**fb, **model, *plan).ok());
     absl::StatusOr<std::vector<float>> l = PrefillThenDecode(**fb);

@@ -7,11 +7,15 @@
 //   | bench: decode batch-1 <model> (graphs) | ok | X tok/s | roofline Y tok/s | X/Y |
 //   | bench: decode batch-1 <model> (no graphs) | ok | X tok/s | graphs Z tok/s | X/Z |
 //   | bench: decode batch-16 <model> (graphs) | ok | X tok/s | batch-1 Z tok/s | X/Z |
+//   | bench: decode batch-{1,16} <model> (graphs, no PDL) | ok | X tok/s | PDL Z tok/s | X/Z |
 //   | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y | X/Y |
 //   | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z |
 //   | bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z |
 //
-// The TP=2 rows run two ranks, one per GPU, in two threads over NCCL (with
+// Every row but "no PDL" launches the decode-path kernels with programmatic
+// dependent launch where the device has it (compute capability 9.0;
+// kernels/cuda/launch.cuh); the "no PDL" rows turn it off, so X/Z < 1 is
+// what it saves. The TP=2 rows run two ranks, one per GPU, in two threads over NCCL (with
 // graphs, the NCCL collectives are inside them); they print "skipped" with
 // fewer than two GPUs. Their steps feed fixed tokens (rank 1 gets no sampled
 // token back here; the router would broadcast it), so they time the same
@@ -41,6 +45,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "kernels/cuda/bench_util.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device.h"
 #include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
@@ -115,12 +120,14 @@ struct Run {
 // One rank's run: `batch` sequences, a 32-token prefill each, then `steps`
 // timed decode steps. With one rank each step feeds back the sampled
 // tokens; with more, fixed ones (only rank 0 samples).
-Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Communicator& comm) {
+Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Communicator& comm,
+               bool pdl) {
   Run run;
   EngineOptions o;
   o.backend = "cuda";
   o.device = comm.rank();
   o.cuda_graphs = graphs;
+  o.cuda_pdl = pdl;
   o.kv_cache_bytes = int64_t{1} << 30;
   o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, comm, o);
@@ -164,13 +171,14 @@ Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Comm
 // One rank, or `world` ranks on GPUs 0..world-1 in threads over NCCL (rank 0
 // timed; a failing rank aborts the others' communicators, so none waits out
 // the collective timeout).
-Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int world = 1) {
+Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int world = 1,
+           bool pdl = true) {
   if (world == 1) {
     TcpKvStoreClient unused("127.0.0.1", 1);
     absl::StatusOr<std::unique_ptr<Communicator>> comm =
         CreateGlooCommunicator(unused, 0, 1, GlooOptions());
     if (!comm.ok()) return {.error = comm.status().ToString()};
-    return DecodeRank(model, batch, graphs, steps, **comm);
+    return DecodeRank(model, batch, graphs, steps, **comm, pdl);
   }
   TcpKvStoreServer server;
   if (absl::Status st = server.Start("127.0.0.1", 0); !st.ok()) return {.error = st.ToString()};
@@ -190,7 +198,7 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
         return;
       }
       comms[r] = *std::move(comm);
-      runs[r] = DecodeRank(model, batch, graphs, steps, *comms[r]);
+      runs[r] = DecodeRank(model, batch, graphs, steps, *comms[r], pdl);
       if (!runs[r].error.empty()) comms[r]->Abort();
     });
   }
@@ -251,6 +259,23 @@ int Main(int argc, char** argv) {
   } else {
     PrintRow("decode batch-16 " + label + " (graphs)", "FAIL: " + batched.error, "", "", -1);
     failed = 1;
+  }
+  // Programmatic dependent launch off, against the rows above (on).
+  for (const auto& [batch, with] : {std::pair{1, &graphs}, std::pair{16, &batched}}) {
+    const std::string row =
+        "decode batch-" + std::to_string(batch) + " " + label + " (graphs, no PDL)";
+    if (!kernels::cuda::ProgrammaticLaunchSupported()) {
+      PrintRow(row, "skipped: PDL needs compute capability 9.0", "", "", -1);
+      continue;
+    }
+    const Run off = Decode(**model, batch, true, steps, 1, /*pdl=*/false);
+    if (!off.error.empty() || !with->error.empty()) {
+      PrintRow(row, "FAIL: " + (off.error.empty() ? with->error : off.error), "", "", -1);
+      failed = 1;
+      continue;
+    }
+    PrintRow(row, "ok", Fmt("%.1f tok/s", off.tokens_per_s),
+             Fmt("PDL %.1f tok/s", with->tokens_per_s), off.tokens_per_s / with->tokens_per_s);
   }
   // TP=2 on the same model: graphs (with the NCCL collectives inside them)
   // against TP=1, and eager launches against graphs.
