@@ -13,6 +13,8 @@
 //   vs cpu::Gemm: 2e-4 for quantized weights (the CPU twin rounds
 //     activations to 8 bits, ~1e-5, see kernels/cpu/gemm_test.cc), otherwise
 //     the path's own tolerance.
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <vector>
 
@@ -247,9 +249,14 @@ TEST_P(CudaGemmParity, ProgrammaticLaunchesWaitForTheKernelThatWritesX) {
       SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " m=" << m << " variant " << v);
       auto run = [&](bool programmatic) {
         DeviceBuffer<float> x = DeviceZeros<float>(m * k), y = ToDevice(y0);
-        EXPECT_TRUE(
-            Add({.a = src.data(), .b = zero.data(), .y = x.data(), .n = m * k}, Stream{}).ok());
-        const Stream s{.programmatic = programmatic};
+        // A created (blocking) stream, as the engine's: the copies around
+        // it run on the legacy stream.
+        cudaStream_t stream = nullptr;
+        EXPECT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+        const Stream s{.cuda_stream = stream, .programmatic = programmatic};
+        EXPECT_TRUE(Add({.a = src.data(), .b = zero.data(), .y = x.data(), .n = m * k},
+                        Stream{.cuda_stream = stream})
+                        .ok());
         const GemmParams p{.x = x.data(),
                            .w = w.data(),
                            .w_dtype = dtype,
@@ -264,6 +271,8 @@ TEST_P(CudaGemmParity, ProgrammaticLaunchesWaitForTheKernelThatWritesX) {
                               ? GemmFused(p, {.add_to_y = true}, false, s)
                               : GemmFused(p, {.norm = norm.data(), .eps = 1e-5f}, false, s);
         EXPECT_TRUE(st.ok()) << st;
+        EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
         return ToHostVector(y);
       };
       EXPECT_EQ(run(true), run(false));
