@@ -115,7 +115,7 @@ TEST(CudaEmuProgrammatic, OtherWorkOrARecordedEventInBetweenOrdersFully) {
 }
 
 // Grid g of a chain: reads every earlier grid's flag before and after its
-// wait, then sets its own. seen[g][j] / after[g][j]: flag j as grid g saw it
+// wait; its block 0 then sets its own. seen[g][j] / after[g][j]: flag j as grid g saw it
 // (summed over its blocks' thread 0).
 __global__ void ChainKernel(int* flags, int* seen, int* after, int g, int grids) {
   if (threadIdx.x == 0) {
@@ -124,8 +124,8 @@ __global__ void ChainKernel(int* flags, int* seen, int* after, int g, int grids)
   ::tpserve_emu::GridDependencyWait();
   if (threadIdx.x == 0) {
     for (int j = 0; j < g; ++j) atomicAdd(&after[g * grids + j], flags[j]);
-    flags[g] = 1;
   }
+  if (threadIdx.x == 0 && blockIdx.x == 0) flags[g] = 1;
 }
 
 TEST(CudaEmuProgrammatic, ChainsRunEachGridBeforeAllItsPrimaries) {
