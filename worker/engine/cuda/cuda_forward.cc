@@ -337,7 +337,7 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
   // The first layer's attention norm; every later norm is fused with the
   // residual add before it (AddRmsNorm), the last add stands alone. One
   // token on one rank: every norm and add runs inside a GEMM instead
-  // (LayerStep::fuse_norms).
+  // (LayerStep::fuse_norms), the final norm inside the LM head's.
   if (!step.fuse_norms) {
     TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
                                      .weight = layers_.front().attn_norm.data(),
@@ -358,6 +358,11 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
   const int R = static_cast<int>(head_rows.size());
   if (R == 0) return absl::OkStatus();
   const int64_t maxv = plan_.max_vocab_rows();
+  if (step.fuse_norms) {
+    // One token on one rank: the final norm inside the LM head's GEMM too.
+    return RunLinearFused(lm_head_, x_.data() + size_t{1} * head_rows[0] * H, head_out_.data(),
+                          output_norm_.data(), c_.rms_norm_eps, /*add_to_y=*/false, s);
+  }
   bool consecutive = true;
   for (int r = 1; r < R; ++r) consecutive = consecutive && head_rows[r] == head_rows[0] + r;
   for (int r = 0; r < R; r += consecutive ? R : 1) {
