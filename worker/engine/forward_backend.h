@@ -38,7 +38,7 @@ struct StepTimings {
 struct ForwardBackendOptions {
   int num_threads = 2;  // "cpu": compute threads of this rank
   int device = 0;       // "cuda": device of this rank
-  // "cuda": replay single-rank decode steps from CUDA graphs captured per
+  // "cuda": replay decode steps from CUDA graphs captured per
   // (batch-size bucket, context bucket); see cuda/cuda_forward.h.
   bool cuda_graphs = true;
   // "cuda": launch the decode-path kernels with programmatic dependent

@@ -20,10 +20,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateForwardBackend(
     const ForwardBackendOptions& options) {
   TPS_RETURN_IF_ERROR(CheckForwardBackendName(name));
   if (name == "cuda") {
-    return CreateCudaForward(config, std::move(plan), comm, options.device,
-                             {.cuda_graphs = options.cuda_graphs,
-                              .programmatic_launch = options.cuda_pdl,
-                              .tp_invariant = options.tp_invariant});
+    return CreateCudaForward(config, std::move(plan), comm, options);
   }
   return CreateCpuForward(config, std::move(plan), comm, options.num_threads, options.tp_invariant);
 }

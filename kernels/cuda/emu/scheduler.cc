@@ -377,17 +377,13 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
       }
     }
     if (grid_wait) {
-      RunPrimary(run);
-      g_run = &run;
-      g_block = &block;
+      RunPrimary(run);  // its blocks on this thread put g_run and g_block back
       continue;
     }
     Fail("deadlock: threads wait at barriers that can never complete:%s", Describe(fibers).c_str());
   }
   // A block that never waited ran wholly before its primary.
   if (!run.primary_done) RunPrimary(run);
-  g_run = &run;
-  g_block = &block;
   for (Fiber& f : fibers) {
     ReturnStack(f.stack);
 #if TPSERVE_EMU_TSAN

@@ -61,11 +61,10 @@ struct tpserve_emu_stream {
   uint64_t done = 0;
   bool busy = false;
   std::vector<tpserve_emu::StreamPoint> next_waits;  // cudaStreamWaitEvent
-  // Programmatic dependent launch: the last queued item if it is a grid
-  // (and its seq), the highest seq anyone may have waited for, and the last
-  // captured grid while it is the capture's last work.
+  // Programmatic dependent launch: the last queued item if it is a grid,
+  // the highest seq anyone may have waited for, and the last captured grid
+  // while it is the capture's last work.
   std::shared_ptr<tpserve_emu::QueuedGrid> last_grid;
-  uint64_t last_grid_seq = 0;
   uint64_t observed = 0;
   std::shared_ptr<const tpserve_emu::GridChain> last_captured_grid;
 };
@@ -164,8 +163,8 @@ uint64_t Enqueued(tpserve_emu_stream* s) {
 }
 
 // Queues `work` on the resolved stream `s` with the waits the CUDA rules
-// give it; S().mu held. Returns its seq.
-uint64_t QueueLocked(tpserve_emu_stream* s, StreamWork work) {
+// give it; S().mu held.
+void QueueLocked(tpserve_emu_stream* s, StreamWork work) {
   Streams& st = S();
   tpserve_emu_stream::Item item{.seq = ++s->enqueued, .work = std::move(work), .waits = {}};
   item.waits.swap(s->next_waits);
@@ -181,7 +180,6 @@ uint64_t QueueLocked(tpserve_emu_stream* s, StreamWork work) {
   }
   s->queue.push_back(std::move(item));
   s->last_grid = nullptr;
-  return s->enqueued;
 }
 
 thread_local int g_capturing_streams = 0;
@@ -217,7 +215,7 @@ cudaError_t EnqueueGrid(cudaStream_t stream, GridWork grid, bool programmatic) {
   chain->run = std::move(grid);
   if (stream != nullptr && stream->capturing) {
     // The captured work is the last captured grid: the two become one node.
-    const std::shared_ptr<const GridChain>& last = stream->last_captured_grid;
+    const std::shared_ptr<const GridChain> last = stream->last_captured_grid;
     if (programmatic && last != nullptr && last->length < kProgrammaticChain) {
       chain->primary = last;
       chain->length = last->length + 1;
@@ -237,8 +235,7 @@ cudaError_t EnqueueGrid(cudaStream_t stream, GridWork grid, bool programmatic) {
   tpserve_emu_stream* s = Resolve(stream);
   std::lock_guard<std::mutex> lock(S().mu);
   std::shared_ptr<QueuedGrid> last = s->last_grid;
-  if (programmatic && last != nullptr && s->last_grid_seq == s->enqueued &&
-      s->observed < s->enqueued && s->next_waits.empty()) {
+  if (programmatic && last != nullptr && s->observed < s->enqueued && s->next_waits.empty()) {
     std::lock_guard<std::mutex> taking(last->mu);
     if (!last->started && last->chain->length < kProgrammaticChain) {
       // Its queued item becomes a no-op; nobody can wait for it alone.
@@ -249,7 +246,7 @@ cudaError_t EnqueueGrid(cudaStream_t stream, GridWork grid, bool programmatic) {
   }
   auto queued = std::make_shared<QueuedGrid>();
   queued->chain = chain;
-  const uint64_t seq = QueueLocked(s, [queued] {
+  QueueLocked(s, [queued] {
     {
       std::lock_guard<std::mutex> lock(queued->mu);
       if (queued->taken) return true;
@@ -259,7 +256,6 @@ cudaError_t EnqueueGrid(cudaStream_t stream, GridWork grid, bool programmatic) {
     return true;
   });
   s->last_grid = queued;
-  s->last_grid_seq = seq;
   return cudaSuccess;
 }
 

@@ -28,14 +28,14 @@ namespace kc = kernels::cuda;
 
 class CudaForward final : public ForwardBackend {
  public:
-  CudaForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-              cudaStream_t stream, const CudaForwardOptions& options)
+  CudaForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, cudaStream_t stream,
+              const ForwardBackendOptions& options)
       : c_(config),
         plan_(std::move(plan)),
         comm_(comm),
-        device_(device),
+        device_(options.device),
         stream_(stream),
-        programmatic_(options.programmatic_launch),
+        programmatic_(options.cuda_pdl),
         tp_invariant_(options.tp_invariant),
         graphs_(options.cuda_graphs) {}
 
@@ -387,8 +387,9 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
-    const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-    const CudaForwardOptions& options) {
+    const ModelConfig& config, ShardPlan plan, Communicator& comm,
+    const ForwardBackendOptions& options) {
+  const int device = options.device;
   const int count = ::tpserve::kernels::cuda::DeviceCount();
   if (count == 0) {
     return absl::FailedPreconditionError(
@@ -414,7 +415,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
   cudaStream_t stream = nullptr;
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   return std::unique_ptr<ForwardBackend>(
-      new CudaForward(config, std::move(plan), comm, device, stream, options));
+      new CudaForward(config, std::move(plan), comm, stream, options));
 }
 
 }  // namespace tpserve

@@ -25,12 +25,13 @@
 //
 // On devices of compute capability 9.0 and later the decode-path kernels
 // (skinny and decode GEMMs, decode attention, norms, adds) launch with
-// programmatic dependent launch (when `programmatic_launch`;
+// programmatic dependent launch (when `cuda_pdl`;
 // kernels/cuda/launch.cuh): each may start, and load its weights, while the
 // kernel before it finishes, and waits for it inside.
 //
 //   TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> fb,
-//                        CreateCudaForward(model.config(), plan, *nccl_comm, local_rank));
+//                        CreateCudaForward(model.config(), plan, *nccl_comm, {.device =
+//                        local_rank}));
 #ifndef TPSERVE_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
 #define TPSERVE_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
 
@@ -44,17 +45,12 @@
 
 namespace tpserve {
 
-// FAILED_PRECONDITION when no CUDA device is visible, `device` does not
+// FAILED_PRECONDITION when no CUDA device is visible, `options.device` does not
 // exist, or a multi-rank `comm` is not NCCL; INVALID_ARGUMENT for a model the
 // kernels cannot run (head_dim above 256). `comm` must outlive the backend.
-struct CudaForwardOptions {
-  bool cuda_graphs = true;          // replay decode steps from CUDA graphs
-  bool programmatic_launch = true;  // --cuda_pdl
-  bool tp_invariant = false;        // ForwardBackendOptions::tp_invariant
-};
 [[nodiscard]] absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
-    const ModelConfig& config, ShardPlan plan, Communicator& comm, int device,
-    const CudaForwardOptions& options = {});
+    const ModelConfig& config, ShardPlan plan, Communicator& comm,
+    const ForwardBackendOptions& options = {});
 
 }  // namespace tpserve
 

@@ -103,7 +103,7 @@ TEST(CudaForwardHazards, StepMetadataOutlivesItsCopies) {
   std::vector<float> results[2];
   for (int graphs = 0; graphs < 2; ++graphs) {
     absl::StatusOr<std::unique_ptr<ForwardBackend>> fb =
-        CreateCudaForward((*model)->config(), *plan, **comm, 0, {.cuda_graphs = graphs == 1});
+        CreateCudaForward((*model)->config(), *plan, **comm, {.cuda_graphs = graphs == 1});
     ASSERT_TRUE(fb.ok()) << fb.status();
     ASSERT_TRUE(LoadInto(**fb, **model, *plan).ok());
     absl::StatusOr<std::vector<float>> l = PrefillThenDecode(**fb);
@@ -131,14 +131,14 @@ TEST(CudaForwardHazards, LoadDropsCapturedGraphs) {
   ASSERT_TRUE(plan.ok()) << plan.status();
 
   absl::StatusOr<std::unique_ptr<ForwardBackend>> fresh =
-      CreateCudaForward((*second)->config(), *plan, **comm, 0);
+      CreateCudaForward((*second)->config(), *plan, **comm);
   ASSERT_TRUE(fresh.ok()) << fresh.status();
   ASSERT_TRUE(LoadInto(**fresh, **second, *plan).ok());
   absl::StatusOr<std::vector<float>> want = PrefillThenDecode(**fresh);
   ASSERT_TRUE(want.ok()) << want.status();
 
   absl::StatusOr<std::unique_ptr<ForwardBackend>> reloaded =
-      CreateCudaForward((*first)->config(), *plan, **comm, 0);
+      CreateCudaForward((*first)->config(), *plan, **comm);
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   ASSERT_TRUE(LoadInto(**reloaded, **first, *plan).ok());
   ASSERT_TRUE(PrefillThenDecode(**reloaded).ok());  // captures the decode graph
@@ -174,7 +174,7 @@ TEST(CudaForwardHazards, AllGatherI64SeesEveryRanksValue) {
       return;
     }
     absl::StatusOr<std::unique_ptr<ForwardBackend>> fb =
-        CreateCudaForward((*model)->config(), *plan, **comm, rank);
+        CreateCudaForward((*model)->config(), *plan, **comm, {.device = rank});
     absl::Status s = fb.ok() ? (*fb)->AllGatherI64(1000 + 7 * rank, &all[rank]) : fb.status();
     if (!s.ok()) {
       errors[rank] = s.ToString();
