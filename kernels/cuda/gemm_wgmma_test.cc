@@ -1,5 +1,8 @@
 // Parity of the experimental Hopper kernel cuda::GemmBf16Wgmma with the CPU
-// twin, on the shapes of gemm_bf16_test plus tails of the 64 x 128 x 64 tile.
+// twin, on the shapes of gemm_bf16_test plus tails of its 128 x 128 and
+// 128 x 256 (x 64) tiles; the last shape is large enough for 256-wide tiles
+// on a 132-SM part (an H100 SXM, and the emulator's sm_90: the _emu twin runs
+// with TPSERVE_CUDA_EMU_SM=90).
 // Tolerance: NMSE < 1e-9 against cpu::Gemm on the same bf16-rounded values
 // (exact products, f32 accumulation; only the summation order differs).
 // Skips on devices other than sm_90.
@@ -32,7 +35,7 @@ TEST(CudaGemmWgmmaParity, RandomShapes) {
   };
   const std::vector<Shape> shapes = {{1, 1, 8},        {64, 128, 64},   {65, 129, 72},
                                      {200, 77, 136},   {257, 300, 584}, {512, 576, 576},
-                                     {130, 1536, 576}, {64, 49, 1544}};
+                                     {130, 1536, 576}, {64, 49, 1544},  {1500, 2800, 328}};
   for (const Shape& s : shapes) {
     SCOPED_TRACE(testing::Message() << "m=" << s.m << " n=" << s.n << " k=" << s.k);
     std::vector<uint16_t> a(static_cast<size_t>(s.m) * s.k), b(static_cast<size_t>(s.n) * s.k);

@@ -106,6 +106,18 @@ struct AsyncCopy {
   int bytes;
 };
 
+// A wgmma.mma_async issued by one thread and not yet retired by a
+// wgmma.wait_group (wgmma.cc): its products, from the operands as read at
+// issue, and where they go.
+struct WgmmaOp {
+  float* d = nullptr;  // the thread's accumulator registers
+  int n = 0;           // the instruction's N
+  uint64_t seq = 0;    // the thread's issue count: the same op across a warpgroup
+  uint64_t a_desc = 0, b_desc = 0;
+  uint64_t operand_hash = 0;  // of the bits this thread's products read
+  std::vector<float> sums;    // per accumulator element: its 16 products summed
+};
+
 struct Thread {
   uint3 idx;
   int linear = 0;  // x + y * bx + z * bx * by
@@ -113,6 +125,22 @@ struct Thread {
   int warp = 0;
   std::vector<AsyncCopy> async_copies;  // issued, not yet landed
   std::vector<size_t> async_groups;     // committed groups: end index in async_copies
+  std::vector<WgmmaOp> wgmma_ops;       // issued, not yet retired
+  std::vector<size_t> wgmma_groups;     // committed groups: end index in wgmma_ops
+  uint64_t wgmma_issued = 0;
+  // Accumulators some wgmma in flight writes: their value so far (the
+  // registers themselves read as NaN until the last one retires).
+  std::vector<std::pair<float*, std::vector<float>>> wgmma_accumulators;
+};
+
+// Shared memory an in-flight wgmma of a warpgroup reads: a cp.async into it
+// fails (wgmma.cc). One entry per (warpgroup, op), held by each issuing thread.
+struct WgmmaRead {
+  const unsigned char* lo;
+  const unsigned char* hi;
+  int warpgroup;
+  uint64_t seq;
+  int holders;
 };
 
 struct Block {
@@ -121,6 +149,7 @@ struct Block {
   dim3 grid;
   unsigned char* dynamic_shared = nullptr;
   size_t dynamic_shared_bytes = 0;
+  std::vector<WgmmaRead> wgmma_reads;
 };
 
 extern thread_local Thread* g_thread;

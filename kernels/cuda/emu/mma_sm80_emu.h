@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "kernels/cuda/emu/emu.h"
+#include "kernels/cuda/emu/wgmma_sm90_emu.h"
 
 namespace tpserve::kernels::cuda {
 
@@ -22,6 +23,7 @@ __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, 
       reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0) {
     ::tpserve_emu::Fail("cp.async 16: misaligned address (dst %p, src %p)", smem_dst, gmem_src);
   }
+  ::tpserve_emu::CheckNoWgmmaReads(smem_dst, 16, "cp.async");
   ::tpserve_emu::AsyncCopy c{smem_dst, {}, 16};
   if (valid) {
     std::memcpy(c.data, gmem_src, 16);

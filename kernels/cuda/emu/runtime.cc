@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/emu/grid.h"
@@ -35,10 +36,26 @@ struct tpserve_emu_graph_exec {
 namespace tpserve_emu {
 namespace {
 
-// sm_80 limits: the emulated device is the smallest part tpserve supports.
 constexpr size_t kDefaultDynamicShared = 48 * 1024;
-constexpr size_t kMaxDynamicSharedOptin = 166912;
 constexpr size_t kTotalMemory = size_t{16} << 30;
+
+// The emulated part. By default an sm_80 with one SM: the smallest part
+// tpserve supports. $TPSERVE_CUDA_EMU_SM=90 emulates an H100 SXM's limits
+// (compute capability 9.0, 132 SMs, 227 KiB of opt-in shared memory) for the
+// sm_90 paths (wgmma); anything else is the default.
+struct Part {
+  int major;
+  int sms;
+  size_t max_dynamic_shared_optin;
+};
+const Part& ThePart() {
+  static const Part part = [] {
+    const char* env = std::getenv("TPSERVE_CUDA_EMU_SM");
+    if (env != nullptr && std::string(env) == "90") return Part{9, 132, 232448};
+    return Part{8, 1, 166912};
+  }();
+  return part;
+}
 
 thread_local cudaError_t g_last_error = cudaSuccess;
 thread_local int g_device = 0;
@@ -215,7 +232,7 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
     auto it = R().max_dynamic_shared.find(c.kernel);
     if (it != R().max_dynamic_shared.end()) allowed = static_cast<size_t>(it->second);
   }
-  if (allowed > kMaxDynamicSharedOptin || c.shared_bytes > allowed) {
+  if (allowed > ThePart().max_dynamic_shared_optin || c.shared_bytes > allowed) {
     Set(cudaErrorInvalidValue);
     return;
   }
@@ -258,7 +275,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   std::snprintf(prop->name, sizeof(prop->name), "tpserve CUDA emulator on the CPU");
   prop->totalGlobalMem = tpserve_emu::kTotalMemory;
   prop->sharedMemPerBlock = tpserve_emu::kDefaultDynamicShared;
-  prop->sharedMemPerBlockOptin = tpserve_emu::kMaxDynamicSharedOptin;
+  prop->sharedMemPerBlockOptin = tpserve_emu::ThePart().max_dynamic_shared_optin;
   prop->regsPerBlock = 65536;
   prop->warpSize = 32;
   prop->maxThreadsPerBlock = 1024;
@@ -266,9 +283,9 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->maxThreadsDim[2] = 64;
   prop->maxGridSize[0] = 2147483647;
   prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
-  prop->major = 8;
+  prop->major = tpserve_emu::ThePart().major;
   prop->minor = 0;
-  prop->multiProcessorCount = 1;
+  prop->multiProcessorCount = tpserve_emu::ThePart().sms;
   prop->l2CacheSize = 40 << 20;
   return cudaSuccess;
 }
@@ -282,16 +299,16 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
       *value = 48 * 1024;
       break;
     case cudaDevAttrMultiProcessorCount:
-      *value = 1;
+      *value = tpserve_emu::ThePart().sms;
       break;
     case cudaDevAttrComputeCapabilityMajor:
-      *value = 8;
+      *value = tpserve_emu::ThePart().major;
       break;
     case cudaDevAttrComputeCapabilityMinor:
       *value = 0;
       break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
-      *value = static_cast<int>(tpserve_emu::kMaxDynamicSharedOptin);
+      *value = static_cast<int>(tpserve_emu::ThePart().max_dynamic_shared_optin);
       break;
     default:
       return tpserve_emu::Set(cudaErrorInvalidValue);

@@ -147,8 +147,13 @@ void ToScheduler() {
 
 [[noreturn]] void FiberMain() {
   (*g_run->body)();
-  // cp.async copies never waited for still land before the kernel ends.
   Thread& t = *g_thread;
+  // The hardware drops a wgmma's result when the thread exits first.
+  if (!t.wgmma_ops.empty()) {
+    Fail("the kernel ended with %zu wgmma ops not retired by a wgmma.wait_group",
+         t.wgmma_ops.size());
+  }
+  // cp.async copies never waited for still land before the kernel ends.
   for (const AsyncCopy& c : t.async_copies) std::memcpy(c.dst, c.data, c.bytes);
   t.async_copies.clear();
   t.async_groups.clear();
