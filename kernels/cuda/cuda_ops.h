@@ -106,9 +106,14 @@ struct GemmFusion {
 [[nodiscard]] absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,
                                      const Stream& stream);
 
+// Which kernel multiplies GemmViaBf16's copies: GemmBf16 (mma.sync, any
+// sm_80+ device) or GemmBf16Wgmma (sm_90 only; see WgmmaSupported).
+enum class Bf16Gemm { kMma, kWgmma };
+
 // y = x w^T (+ bias) through bf16 copies: x and w converted to bf16 rows in
 // `scratch` (GemmViaBf16ScratchElems(m, n, k) elements, 16-byte aligned),
-// then GemmBf16's cp.async kernel on them. The values and the mma order are
+// then GemmBf16's cp.async kernel on them (or GemmBf16Wgmma's, `gemm`; its
+// sums run in another order, so its bits differ). The values and the mma order are
 // those of Gemm's prefill kernel (same conversions, same tile code), so the
 // result should have GemmTensorCore's bits at any m (Gemm's above
 // kSkinnyGemmMaxRows): by construction, and compared bit for bit on 24
@@ -117,8 +122,8 @@ struct GemmFusion {
 // kernel ran at 2.0-2.9x the converting kernel's rate on kernel_bench's
 // m = 512 and 4096 shapes (gemm mma bf16 vs f32 x Q4_1 rows). y_fixed is
 // not supported.
-[[nodiscard]] absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch,
-                                       const Stream& stream);
+[[nodiscard]] absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream,
+                                       Bf16Gemm gemm = Bf16Gemm::kMma);
 [[nodiscard]] int64_t GemmViaBf16ScratchElems(int m, int n, int k);
 
 // The skinny GEMM at any m <= kSkinnyGemmMaxRows and any weight type: what
@@ -150,11 +155,15 @@ struct GemmBf16Params {
   int64_t c_stride = 0;  // 0 = n
 };
 [[nodiscard]] absl::Status GemmBf16(const GemmBf16Params& p, const Stream& stream);
-// The same on Hopper with wgmma (gemm_wgmma.cu). EXPERIMENTAL: on an H100
-// (2026-12-05) it passed gemm_wgmma_test and matched cuBLAS (NMSE < 1e-4) on
-// kernel_bench's 12 shapes, at 0.20-0.79 of cuBLAS's speed, so it is not on
-// the engine's path. FAILED_PRECONDITION on anything but an sm_90 device.
+// The same on Hopper with wgmma (gemm_wgmma.cu). EXPERIMENTAL: its first
+// version passed gemm_wgmma_test on an H100 (2026-12-05) at 0.20-0.79 of
+// cuBLAS's speed; this one (two warpgroups, wgmmas overlapped with the next
+// k tile's) has run only under the emulator, so the engine takes it only
+// when asked (EngineOptions::cuda_wgmma). FAILED_PRECONDITION on anything
+// but an sm_90 device.
 [[nodiscard]] absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream);
+// Whether the current device runs GemmBf16Wgmma (compute capability 9.x).
+[[nodiscard]] bool WgmmaSupported();
 
 // Converts `rows` rows of `cols` values in `dtype` (row r at
 // src + r * src_row_bytes, 0 = RowBytes(dtype, cols)) to dense bf16 bits:

@@ -390,7 +390,8 @@ int64_t GemmViaBf16ScratchElems(int m, int n, int k) {
   return (static_cast<int64_t>(m) + n) * ViaBf16RowElems(k);
 }
 
-absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream) {
+absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream,
+                         Bf16Gemm gemm) {
   if (p.y_fixed != nullptr)
     return absl::InvalidArgumentError("GemmViaBf16: y_fixed is not supported");
   int64_t x_stride = 0, y_stride = 0;
@@ -400,7 +401,7 @@ absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& s
     return absl::InvalidArgumentError("GemmViaBf16: scratch must be non-null and 16-byte aligned");
   }
   return LaunchViaBf16Gemm(p, x_stride, y_stride, scratch,
-                           static_cast<cudaStream_t>(stream.cuda_stream));
+                           static_cast<cudaStream_t>(stream.cuda_stream), gemm);
 }
 
 absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,

@@ -66,7 +66,7 @@ absl::Status ConvertWeights(const GemmParams& p, int64_t ld, uint16_t* out, cuda
 int64_t ViaBf16RowElems(int k) { return (static_cast<int64_t>(k) + kBK - 1) / kBK * kBK; }
 
 absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                               uint16_t* scratch, cudaStream_t stream) {
+                               uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm) {
   const int64_t ld = ViaBf16RowElems(p.k);
   uint16_t* xa = scratch;
   uint16_t* wb = scratch + p.m * ld;
@@ -75,15 +75,16 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
     return st;
   }
   if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
-  return GemmBf16({.a = xa,
-                   .b = wb,
-                   .bias = p.bias,
-                   .c = p.y,
-                   .m = p.m,
-                   .n = p.n,
-                   .k = static_cast<int>(ld),
-                   .c_stride = y_stride},
-                  {.cuda_stream = stream});
+  const GemmBf16Params copies{.a = xa,
+                              .b = wb,
+                              .bias = p.bias,
+                              .c = p.y,
+                              .m = p.m,
+                              .n = p.n,
+                              .k = static_cast<int>(ld),
+                              .c_stride = y_stride};
+  if (gemm == Bf16Gemm::kWgmma) return GemmBf16Wgmma(copies, {.cuda_stream = stream});
+  return GemmBf16(copies, {.cuda_stream = stream});
 }
 
 absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,

@@ -169,6 +169,16 @@ absl::Status LaunchWgmma(const GemmBf16Params& p, int64_t c_stride, const Stream
 
 }  // namespace
 
+bool WgmmaSupported() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it
+    return false;
+  }
+  return major == 9;
+}
+
 absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
   if (p.m < 0 || p.n < 0 || p.k <= 0) return absl::InvalidArgumentError("GemmBf16Wgmma: bad shape");
   if (p.k % 8 != 0) return absl::InvalidArgumentError("GemmBf16Wgmma: k must be a multiple of 8");
@@ -178,12 +188,10 @@ absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
   if ((reinterpret_cast<uintptr_t>(p.a) | reinterpret_cast<uintptr_t>(p.b)) % 16 != 0) {
     return absl::InvalidArgumentError("GemmBf16Wgmma: a and b must be 16-byte aligned");
   }
-  int device = 0, major = 0;
-  TPS_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  TPS_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major != 9)
+  if (!WgmmaSupported())
     return absl::FailedPreconditionError("GemmBf16Wgmma needs an sm_90 (Hopper) device");
+  int device = 0;
+  TPS_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   const int64_t c_stride = p.c_stride == 0 ? p.n : p.c_stride;
   if (c_stride < p.n) return absl::InvalidArgumentError("GemmBf16Wgmma: c_stride below n");
   if ((p.m + kWgM - 1) / kWgM > 65535)

@@ -87,6 +87,9 @@ struct EngineOptions {
   // Backend "cuda": programmatic dependent launch of the decode-path kernels
   // (compute capability 9.0 and later; ignored below).
   bool cuda_pdl = true;
+  // Backend "cuda": prefill GEMMs on the experimental wgmma kernel (sm_90
+  // devices; ignored on others). Off by default until a GPU run measures it.
+  bool cuda_wgmma = false;
   // Check at Create that every rank computed the same shard plan (one
   // collective). False when the communicator joins a group only later (the
   // worker re-joins a group at every epoch and calls CheckGroup then).

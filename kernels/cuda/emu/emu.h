@@ -179,6 +179,9 @@ inline constexpr int kProgrammaticBlocks = 2;
 inline constexpr int kProgrammaticChain = 3;
 // Aborts the process with the kernel, block and thread named.
 [[noreturn]] void Fail(const char* fmt, ...);
+// For tests: how many grids whose kernel name starts with `prefix` have run
+// in this process (graph replays included).
+uint64_t GridsRun(const char* prefix);
 
 // Registers a static __shared__ variable of this OS thread (once, when its
 // declaration first runs there) so every block start poisons it: a block

@@ -6,8 +6,10 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -107,8 +109,32 @@ uint64_t ScheduleSeed() {
   return seed;
 }
 
+namespace {
+struct GridCounts {
+  std::mutex mu;
+  std::map<std::string, uint64_t> runs;  // kernel name -> grids run
+};
+GridCounts& Counts() {
+  static GridCounts* counts = new GridCounts();  // leaked: used until exit
+  return *counts;
+}
+}  // namespace
+
+uint64_t GridsRun(const char* prefix) {
+  std::lock_guard<std::mutex> lock(Counts().mu);
+  uint64_t n = 0;
+  for (const auto& [name, runs] : Counts().runs) {
+    if (name.rfind(prefix, 0) == 0) n += runs;
+  }
+  return n;
+}
+
 void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
              const std::function<void()>& body, const std::function<void()>* primary) {
+  {
+    std::lock_guard<std::mutex> lock(Counts().mu);
+    ++Counts().runs[c.name != nullptr ? c.name : ""];
+  }
   if (primary != nullptr && ModelEnabled()) {
     (*primary)();
     primary = nullptr;

@@ -48,6 +48,10 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/multi_rank_test_util.h"
 
+#if defined(TPSERVE_CUDA_EMU)
+#include "kernels/cuda/emu/emu.h"  // GridsRun
+#endif
+
 namespace tpserve {
 namespace {
 
@@ -394,6 +398,57 @@ TEST(CudaEngineParity, ProgrammaticLaunchesGiveThePlainLaunchesBits) {
       EXPECT_EQ(*got, *want);
     }
   }
+}
+
+// Prefill GEMMs on the experimental wgmma kernel (EngineOptions::cuda_wgmma)
+// against the CPU engine, at OneRankMatchesCpuEngine's tolerances, on sm_90
+// devices; the _emu twin cuda_engine_wgmma_test_emu emulates one. Under the
+// emulator also: the wgmma kernel ran, and its logits have the mma.sync
+// engine's bits (both emulated instructions add each k16 step's 16 products
+// in order, and both kernels walk k in order; a GPU need not agree).
+TEST(CudaEngineParity, WgmmaPrefillMatchesCpuEngine) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  if (!::tpserve::kernels::cuda::WgmmaSupported()) {
+    GTEST_SKIP() << "skipped: the wgmma kernel needs an sm_90 device";
+  }
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const std::vector<Case> cases = Cases((*model)->config().vocab_size);
+  const auto want = CpuReference(**model, cases, "f32");
+  EnginePair pair;  // [0] wgmma, [1] mma.sync
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int e) {
+        EngineOptions o = Options("cuda");
+        o.cuda_wgmma = e == 0;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  std::vector<std::vector<std::vector<float>>> got[2];
+  for (int e = 0; e < 2; ++e) {
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t before = tpserve_emu::GridsRun("GemmWgmmaKernel");
+#endif
+    for (const Case& k : cases) {
+      absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
+      ASSERT_TRUE(l.ok()) << l.status();
+      got[e].push_back(*l);
+    }
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t ran = tpserve_emu::GridsRun("GemmWgmmaKernel") - before;
+    if (e == 0) {
+      EXPECT_GT(ran, 0u) << "cuda_wgmma engine: no wgmma GEMM ran";
+    } else {
+      EXPECT_EQ(ran, 0u) << "default engine: the wgmma GEMM ran";
+    }
+#endif
+  }
+  ExpectMatches(cases, want, got[0]);
+#if defined(TPSERVE_CUDA_EMU)
+  EXPECT_EQ(got[0], got[1]);
+#endif
 }
 
 // The same at TP=2: each rank's decode graphs hold its NCCL all-reduces and

@@ -36,6 +36,8 @@ class CudaForward final : public ForwardBackend {
         device_(options.device),
         stream_(stream),
         programmatic_(options.cuda_pdl),
+        prefill_gemm_(options.cuda_wgmma && kc::WgmmaSupported() ? kc::Bf16Gemm::kWgmma
+                                                                 : kc::Bf16Gemm::kMma),
         tp_invariant_(options.tp_invariant),
         graphs_(options.cuda_graphs) {}
 
@@ -134,7 +136,8 @@ class CudaForward final : public ForwardBackend {
   Communicator& comm_;
   const int device_;
   cudaStream_t stream_;
-  const bool programmatic_;  // kernels::Stream::programmatic
+  const bool programmatic_;                     // kernels::Stream::programmatic
+  const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_wgmma)
   const bool tp_invariant_;
   KvCacheShape shape_;
   int num_blocks_ = 0;
@@ -312,7 +315,7 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                                                     d.head_dim, sh.max_context)
                                                               : 0,
                                    .fixed = tp_invariant_ ? fixed_.data() : nullptr,
-                                   .bf16 = bf16_.data()},
+                                   .bf16 = {bf16_.data(), prefill_gemm_}},
                        .block_size = shape_.block_size,
                        .num_blocks = num_blocks_,
                        .kv_dtype = shape_.dtype,

@@ -36,8 +36,7 @@ absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l) {
 }
 
 absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
-                       const kernels::Stream& s, uint16_t* bf16_scratch, int64_t* y_fixed,
-                       int chunk) {
+                       const kernels::Stream& s, Bf16Scratch bf16, int64_t* y_fixed, int chunk) {
   for (const DeviceLinear::Part& p : l.parts) {
     kernels::GemmParams g;
     g.x = x;
@@ -54,8 +53,8 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
     g.n = p.rows;
     g.k = l.in_features;
     g.y_stride = y_stride;
-    if (bf16_scratch != nullptr && y_fixed == nullptr && m > kernels::cuda::kSkinnyGemmMaxRows) {
-      TPS_RETURN_IF_ERROR(kernels::cuda::GemmViaBf16(g, bf16_scratch, s));
+    if (bf16.data != nullptr && y_fixed == nullptr && m > kernels::cuda::kSkinnyGemmMaxRows) {
+      TPS_RETURN_IF_ERROR(kernels::cuda::GemmViaBf16(g, bf16.data, s, bf16.gemm));
     } else {
       TPS_RETURN_IF_ERROR(kernels::cuda::Gemm(g, s));
     }

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/status.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/ops.h"
@@ -70,15 +71,22 @@ struct DeviceLinear {
 
 [[nodiscard]] absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l);
 
+// Prefill GEMMs' bf16 copies (RunLinear): ViaBf16ScratchElems(l, m)
+// elements, and the kernel that multiplies them.
+struct Bf16Scratch {
+  uint16_t* data = nullptr;
+  kernels::cuda::Bf16Gemm gemm = kernels::cuda::Bf16Gemm::kMma;
+};
+
 // y (m, *) with row stride y_stride = x (m, in_features) W^T (+ b), part by part;
 // into y_fixed instead when set (kernels/ops.h GemmParams::y_fixed, `chunk`
 // columns per partial for plain weights). Above kSkinnyGemmMaxRows rows, with
-// `bf16_scratch` (ViaBf16ScratchElems(l, m) elements), through bf16 copies
-// (kernels/cuda/cuda_ops.h GemmViaBf16: the converting kernel's bits on 24
-// emulator cases; the GEMM kernel measured 2.0-2.9x faster on an H100).
+// `bf16.data`, through bf16 copies (kernels/cuda/cuda_ops.h GemmViaBf16: the
+// converting kernel's bits on 24 emulator cases; the GEMM kernel measured
+// 2.0-2.9x faster on an H100).
 [[nodiscard]] absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y,
                                      int64_t y_stride, const kernels::Stream& s,
-                                     uint16_t* bf16_scratch = nullptr, int64_t* y_fixed = nullptr,
+                                     Bf16Scratch bf16 = {}, int64_t* y_fixed = nullptr,
                                      int chunk = 32);
 // Scratch elements RunLinear's bf16 copies of `l` need at m rows (its widest part).
 [[nodiscard]] int64_t ViaBf16ScratchElems(const DeviceLinear& l, int m);

@@ -17,7 +17,7 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
   const int H = step.dims.hidden;
   const int T = step.shape.num_tokens;
   const kernels::Stream& s = step.stream;
-  TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, H, s, nullptr, x.fixed, chunk));  // (T, H)
+  TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, H, s, {}, x.fixed, chunk));  // (T, H)
   TPS_RETURN_IF_ERROR(step.all_reduce_fixed(x.fixed, size_t{1} * T * H));
   TPS_RETURN_IF_ERROR(
       kc::AddFixedPoint({.a = x.x, .b = x.fixed, .y = x.x, .n = int64_t{T} * H}, s));

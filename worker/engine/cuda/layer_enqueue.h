@@ -48,7 +48,7 @@ struct LayerScratch {
   float* ws = nullptr;    // split-KV decode workspace (all-decode steps)
   int64_t ws_floats = 0;
   int64_t* fixed = nullptr;  // (T, H) fixed-point partials (tp_invariant)
-  uint16_t* bf16 = nullptr;  // prefill GEMMs' bf16 copies (RunLinear), or null
+  Bf16Scratch bf16;          // prefill GEMMs' bf16 copies (RunLinear), or none
 };
 
 // What every layer of one step shares.
