@@ -11,6 +11,8 @@
 //   | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y | X/Y |
 //   | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z |
 //   | bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z |
+//   | bench: prefill 2048 tokens <model> | ok | X tok/s | | |
+//   | bench: prefill 2048 tokens <model> (wgmma) | ok | X tok/s | mma.sync Z tok/s | X/Z |
 //
 // Every row but "no PDL" launches the decode-path kernels with programmatic
 // dependent launch where the device has it (compute capability 9.0;
@@ -19,7 +21,10 @@
 // graphs, the NCCL collectives are inside them); they print "skipped" with
 // fewer than two GPUs. Their steps feed fixed tokens (rank 1 gets no sampled
 // token back here; the router would broadcast it), so they time the same
-// forward pass, device sampling on rank 0 included.
+// forward pass, device sampling on rank 0 included. The prefill rows time
+// one 2048-token (--prefill_tokens) sequence's Engine::Step (best of 5), with the prefill GEMMs
+// on the mma.sync kernel, then on the wgmma one (EngineOptions::cuda_wgmma;
+// "skipped" on devices other than sm_90).
 //
 // The default model is generated: a 1.1B-parameter Llama (hidden 2048, 16
 // layers, 32 query / 8 KV heads, FFN 8192), Q4_1, tied embeddings (so the
@@ -32,6 +37,7 @@
 //   decode_bench --kv_dtype=f32       # the f32 KV cache (default: bf16)
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -56,6 +62,7 @@
 ABSL_FLAG(std::string, model, "", "GGUF to run (empty: generate one in $TMPDIR)");
 ABSL_FLAG(int, steps, 128, "timed decode steps per row");
 ABSL_FLAG(bool, quick, false, "a 0.1B generated model and 16 steps (smoke run)");
+ABSL_FLAG(int, prefill_tokens, 2048, "tokens of the prefill rows' sequence");
 ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
 
 namespace tpserve {
@@ -209,6 +216,45 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
   return runs[0];
 }
 
+// The best of `reps` single-sequence prefills of `tokens` tokens, after one
+// untimed one.
+Run Prefill(const ModelSource& model, int tokens, bool wgmma, int reps) {
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm =
+      CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+  if (!comm.ok()) return {.error = comm.status().ToString()};
+  EngineOptions o;
+  o.backend = "cuda";
+  o.cuda_wgmma = wgmma;
+  o.kv_cache_bytes = int64_t{1} << 30;
+  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
+  if (!engine.ok()) return {.error = engine.status().ToString()};
+  const int bs = (*engine)->block_size();
+  const int blocks = (tokens + bs - 1) / bs;
+  if (blocks > (*engine)->num_kv_blocks()) return {.error = "KV cache too small"};
+  Run run;
+  run.weight_bytes = (*engine)->weight_bytes();
+  double best = 0;
+  for (int r = 0; r <= reps; ++r) {
+    SequenceInput s;
+    s.seq_id = 1 + r;
+    for (int t = 0; t < tokens; ++t) s.tokens.push_back((t * 7 + r) % model.config().vocab_size);
+    s.prompt_len = tokens;
+    for (int k = 0; k < blocks; ++k) s.block_table.push_back(k);
+    StepBatch b;
+    b.seqs.push_back(std::move(s));
+    const absl::Time t0 = absl::Now();
+    absl::StatusOr<StepOutput> out = (*engine)->Step(b);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (!out.ok()) return {.error = out.status().ToString()};
+    (*engine)->Free({b.seqs[0].seq_id});
+    if (r > 0) best = std::max(best, tokens / seconds);
+  }
+  run.tokens_per_s = best;
+  return run;
+}
+
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   if (::tpserve::kernels::cuda::DeviceCount() == 0) {
@@ -302,6 +348,29 @@ int Main(int argc, char** argv) {
       PrintRow(tp2 + " (no graphs)", "ok", Fmt("%.1f tok/s", tp2_eager.tokens_per_s),
                base ? Fmt("TP=2 graphs %.1f tok/s", tp2_graphs.tokens_per_s) : "TP=2 graphs failed",
                base ? tp2_eager.tokens_per_s / tp2_graphs.tokens_per_s : -1);
+    }
+  }
+  // Prefill: the GEMMs on the mma.sync kernel, then on the wgmma one.
+  const int prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+  const std::string prefill = absl::StrCat("prefill ", prefill_tokens, " tokens ", label);
+  const Run mma = Prefill(**model, prefill_tokens, /*wgmma=*/false, 5);
+  if (mma.error.empty()) {
+    PrintRow(prefill, "ok", Fmt("%.0f tok/s", mma.tokens_per_s), "", -1);
+  } else {
+    PrintRow(prefill, "FAIL: " + mma.error, "", "", -1);
+    failed = 1;
+  }
+  if (!kernels::cuda::WgmmaSupported()) {
+    PrintRow(prefill + " (wgmma)", "skipped: the wgmma kernel needs an sm_90 device", "", "", -1);
+  } else {
+    const Run wg = Prefill(**model, prefill_tokens, /*wgmma=*/true, 5);
+    if (!wg.error.empty() || !mma.error.empty()) {
+      PrintRow(prefill + " (wgmma)", "FAIL: " + (wg.error.empty() ? mma.error : wg.error), "", "",
+               -1);
+      failed = 1;
+    } else {
+      PrintRow(prefill + " (wgmma)", "ok", Fmt("%.0f tok/s", wg.tokens_per_s),
+               Fmt("mma.sync %.0f tok/s", mma.tokens_per_s), wg.tokens_per_s / mma.tokens_per_s);
     }
   }
   if (absl::GetFlag(FLAGS_model).empty() && !quick) {
