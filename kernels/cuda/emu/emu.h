@@ -32,10 +32,12 @@
 //     built with ThreadSanitizer, races between blocks;
 //   - programmatic dependent launch: a kernel launched with it runs its
 //     first blocks up to griddepcontrol.wait before the kernel it follows
-//     has run (streams.h), so reading that kernel's output early shows.
+//     has run (streams.h), so reading that kernel's output early shows;
+//   - wgmma (wgmma_sm90_emu.h): operands read at issue, accumulators NaN
+//     until retired, shared memory under an in-flight wgmma overwritten.
 // What it cannot check: timing, weak memory ordering beyond the host's, register
 // or static shared-memory limits (ptxas checks those at build time), host
-// versus device pointer confusion, wgmma (gemm_wgmma.cu is not emulated).
+// versus device pointer confusion, TMA and mbarriers.
 #ifndef TPSERVE_KERNELS_CUDA_EMU_EMU_H_
 #define TPSERVE_KERNELS_CUDA_EMU_EMU_H_
 
