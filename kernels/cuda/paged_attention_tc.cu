@@ -13,7 +13,10 @@
 // Head dims that are multiples of 16 up to 128; others use the f32 kernel.
 // An f32 cache is rounded to bf16 as its tiles enter shared memory; a bf16
 // cache holds those same bits (StoreKv rounds to nearest even too) and is
-// copied in 16 bytes at a time, so both give identical results.
+// copied in 16 bytes at a time, so both give identical results. A bf16
+// cache's tiles are double-buffered: key tile i + 1's cp.async copies are in
+// flight while tile i is multiplied (an f32 cache's tiles are converted on
+// the way in, so they load, then compute).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -41,12 +44,47 @@ constexpr int kPad = 8;
 
 constexpr int kThreads = kWarps * 32;
 
-// sq, sk, sv (bf16 rows of kHd + kPad), then each key's K/V offset (int64;
-// the bf16 part's size is a multiple of 8 bytes since kHd is a multiple of 16).
-template <int kHd>
+// Key tiles in shared memory at once: two for a bf16 cache (double-buffered
+// cp.async), one for an f32 cache.
+template <typename KvT>
+constexpr int kKvBuffers = std::is_same_v<KvT, uint16_t> ? 2 : 1;
+
+// sq, then per buffer sk and sv (bf16 rows of kHd + kPad), then per buffer
+// each key's K/V offset (int64; the bf16 part's size is a multiple of 8 bytes
+// since kHd is a multiple of 16).
+template <int kHd, typename KvT>
 constexpr size_t SharedBytes() {
-  return sizeof(uint16_t) * static_cast<size_t>(kTileQ + 2 * kTileK) * (kHd + kPad) +
-         sizeof(int64_t) * kTileK;
+  return sizeof(uint16_t) * static_cast<size_t>(kTileQ + 2 * kTileK * kKvBuffers<KvT>) *
+             (kHd + kPad) +
+         sizeof(int64_t) * kTileK * kKvBuffers<KvT>;
+}
+
+// soff[j] = the cache offset of key key0 + j, or -1 at or past key_end or in
+// a bad block (a block-table read and a division per key, taken once).
+template <typename KvT>
+__device__ __forceinline__ void KeyOffsets(const PagedKv<KvT>& kv, const int32_t* table,
+                                           int kv_head, int key0, int key_end, int64_t* soff) {
+  for (int j = threadIdx.x; j < kTileK; j += kThreads) {
+    const int pos = key0 + j;
+    soff[j] = pos < key_end ? kv.Offset(table, pos, kv_head) : -1;
+  }
+}
+
+// A bf16 cache's key tile (offsets in soff) into sk and sv by cp.async,
+// 16 bytes per copy, consecutive threads along a row; keys with soff -1
+// become zero rows. The caller commits and waits.
+template <int kHd>
+__device__ __forceinline__ void IssueKvTile(const PagedKv<uint16_t>& kv, int ldk,
+                                            const int64_t* soff, uint16_t* sk, uint16_t* sv) {
+  constexpr int kRuns = kHd / 8;
+  for (int i = threadIdx.x; i < kTileK * kRuns; i += kThreads) {
+    const int j = i / kRuns;
+    const int d0 = (i % kRuns) * 8;
+    const int64_t off = soff[j];
+    const bool valid = off >= 0;
+    CpAsync16(&sk[j * ldk + d0], valid ? kv.k_cache + off + d0 : kv.k_cache, valid);
+    CpAsync16(&sv[j * ldk + d0], valid ? kv.v_cache + off + d0 : kv.v_cache, valid);
+  }
 }
 
 __device__ __forceinline__ uint16_t Bf16(float f) {
@@ -78,10 +116,7 @@ template <int kHd, typename KvT>
 __device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t* table,
                                            int kv_head, int key0, int key_end, int ldk,
                                            uint16_t* sk, uint16_t* sv, int64_t* soff) {
-  for (int j = threadIdx.x; j < kTileK; j += kThreads) {
-    const int pos = key0 + j;
-    soff[j] = pos < key_end ? kv.Offset(table, pos, kv_head) : -1;
-  }
+  KeyOffsets(kv, table, kv_head, key0, key_end, soff);
   __syncthreads();
   constexpr bool kBf16 = std::is_same_v<KvT, uint16_t>;
   constexpr int kN = kBf16 ? 8 : 4;  // one 16-byte load
@@ -116,10 +151,13 @@ __device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t
 template <int kHd, typename KvT>
 __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionArgs<KvT> a) {
   constexpr int kLdq = kHd + kPad;
-  uint16_t* sq = DynamicSharedMemory<uint16_t>();                  // [kTileQ][kLdq]
-  uint16_t* sk = sq + kTileQ * kLdq;                               // [kTileK][kLdq]
-  uint16_t* sv = sk + kTileK * kLdq;                               // [kTileK][kLdq]
-  int64_t* soff = reinterpret_cast<int64_t*>(sv + kTileK * kLdq);  // [kTileK]
+  constexpr bool kAsync = kKvBuffers<KvT> == 2;
+  constexpr int kTileElems = kTileK * kLdq;
+  uint16_t* sq = DynamicSharedMemory<uint16_t>();  // [kTileQ][kLdq]
+  uint16_t* sk0 = sq + kTileQ * kLdq;              // [buffers][kTileK][kLdq]
+  uint16_t* sv0 = sk0 + kKvBuffers<KvT> * kTileElems;
+  int64_t* soff0 =
+      reinterpret_cast<int64_t*>(sv0 + kKvBuffers<KvT> * kTileElems);  // [buffers][kTileK]
 
   const int head = blockIdx.x;
   const int seq = blockIdx.y;
@@ -167,9 +205,32 @@ __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionA
     const int qpos_hi = qpos_lo + 8;
     const int key_end = pos0 + tile_q0 + tile_rows;
 
-    for (int key0 = 0; key0 < key_end; key0 += kTileK) {
-      __syncthreads();  // the previous K/V tile is consumed
-      LoadKvTile<kHd>(a.kv, table, kv_head, key0, key_end, kLdq, sk, sv, soff);
+    if constexpr (kAsync) {  // key tile 0 into buffer 0
+      KeyOffsets(a.kv, table, kv_head, 0, key_end, soff0);
+      __syncthreads();
+      IssueKvTile<kHd>(a.kv, kLdq, soff0, sk0, sv0);
+      CpAsyncCommit();
+    }
+    for (int key0 = 0, buf = 0; key0 < key_end; key0 += kTileK, buf ^= kKvBuffers<KvT> - 1) {
+      uint16_t* sk = sk0 + buf * kTileElems;
+      uint16_t* sv = sv0 + buf * kTileElems;
+      const int64_t* soff = soff0 + buf * kTileK;
+      __syncthreads();  // the previous K/V tile is consumed: its buffer is free
+      if constexpr (kAsync) {
+        // Tile i + 1 into the other buffer while tile i is multiplied.
+        const int next = key0 + kTileK;
+        const int other = buf ^ 1;
+        if (next < key_end) KeyOffsets(a.kv, table, kv_head, next, key_end, soff0 + other * kTileK);
+        __syncthreads();
+        if (next < key_end) {
+          IssueKvTile<kHd>(a.kv, kLdq, soff0 + other * kTileK, sk0 + other * kTileElems,
+                           sv0 + other * kTileElems);
+        }
+        CpAsyncCommit();
+        CpAsyncWait<1>();  // this thread's copies of tile i have landed
+      } else {
+        LoadKvTile<kHd>(a.kv, table, kv_head, key0, key_end, kLdq, sk, sv, soff0);
+      }
       __syncthreads();
       // Warp-uniform skips: rows past the tile, or keys all in this warp's future.
       if (!warp_active || key0 > pos0 + tile_q0 + warp_row0 + 15) continue;
@@ -269,7 +330,7 @@ __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionA
 
 template <int kHd, typename KvT>
 absl::Status LaunchTensorCore(const AttentionArgs<KvT>& a, int num_seqs, cudaStream_t s) {
-  constexpr size_t smem = SharedBytes<kHd>();
+  constexpr size_t smem = SharedBytes<kHd, KvT>();
   if (smem > 48 * 1024) {
     TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(TensorCoreAttentionKernel<kHd, KvT>,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
