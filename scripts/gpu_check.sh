@@ -11,11 +11,14 @@
 #                               # (.gpu_bundle/gpu_check.sh run) or from the repo:
 #                               # runs every test and benchmark within 8 minutes
 #                               # and prints one results table; exits non-zero on
-#                               # any failure.
+#                               # any failure. Then, with the time left and where
+#                               # ncu exists, per-kernel times of a batch-1 decode
+#                               # step (Nsight Compute; scripts/ncu_summary.py).
 #
 # Environment: GPU_CHECK_SCOPE (pack; space-separated target patterns, default //...),
 # BAZEL_OUTPUT_BASE (pack; passed as --output_base), GPU_CHECK_BUDGET_S (run;
-# default 450 seconds for everything).
+# default 450 seconds for everything), GPU_CHECK_PROFILE (run; 0 skips the
+# decode-step profile).
 set -uo pipefail
 
 MAX_BUNDLE_BYTES=$((64 * 1024 * 1024))
@@ -94,6 +97,7 @@ pack() {
   # Tests first, then benchmarks.
   sort -s -k1,1r "$out/manifest.txt" -o "$out/manifest.txt"
   cp "$root/scripts/gpu_check.sh" "$out/gpu_check.sh"
+  cp "$root/scripts/ncu_summary.py" "$out/ncu_summary.py"
   # The emulator's memory-transaction model's predictions (scripts/gpu_model.sh),
   # printed next to each benchmark row so the first device run calibrates it.
   cp "$root/kernels/cuda/model_h100.tsv" "$out/model_h100.tsv"
@@ -104,6 +108,37 @@ pack() {
     "into .gpu_bundle/: $((size / 1024 / 1024)) MiB (${size} bytes, limit ${MAX_BUNDLE_BYTES})"
   [ "$size" -le "$MAX_BUNDLE_BYTES" ] || die "bundle exceeds 64 MiB"
   echo "gpu_check: on the GPU machine run: .gpu_bundle/gpu_check.sh run"
+}
+
+# Per-kernel times of a warm batch-1 decode step of decode_bench's 1.1B
+# model with graphs (Nsight Compute, only the timed steps: decode_bench
+# --profile_steps), where ncu and python3 exist and `left` seconds allow.
+profile_decode() {  # bundle, seconds left
+  local ncu steps=4 csv limit
+  ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu" ] || ! command -v python3 >/dev/null; then
+    echo "gpu_check: no ncu or python3: decode step not profiled"
+    return 0
+  fi
+  if [ "$2" -le 60 ]; then
+    echo "gpu_check: time budget spent: decode step not profiled"
+    return 0
+  fi
+  limit=$(($2 < 180 ? $2 : 180))
+  csv=$(mktemp)
+  echo
+  echo "Nsight Compute ($ncu), decode_bench --profile_steps=$steps: batch-1 decode of the generated"
+  echo "1.1B Q4_1 model with graphs, $steps warm steps (--cache-control none --clock-control none):"
+  echo
+  if timeout --kill-after=5 "$limit" "$ncu" --profile-from-start off --clock-control none \
+    --cache-control none --metrics gpu__time_duration.sum --csv \
+    "$1/bin/worker__engine__cuda__decode_bench" --profile_steps="$steps" >"$csv" 2>"$csv.err"; then
+    python3 "$1/ncu_summary.py" "$csv" "$steps" || tail -n 5 "$csv"
+  else
+    echo "gpu_check: ncu failed or timed out after ${limit}s:"
+    tail -n 5 "$csv.err" "$csv"
+  fi
+  rm -f "$csv" "$csv.err"
 }
 
 # Counts from gtest's summary lines ("[  PASSED  ] 3 tests.", "[  SKIPPED ] 2 tests, ...").
@@ -215,6 +250,7 @@ run() {
   echo "| --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
+  [ "${GPU_CHECK_PROFILE:-1}" = 0 ] || profile_decode "$bundle" "$((budget - (SECONDS - start)))"
   echo "gpu_check: finished in $((SECONDS - start)) s: $([ "$failed" -eq 0 ] && echo OK || echo FAILED)"
   return "$failed"
 }

@@ -18,6 +18,19 @@
 
 namespace tpserve::kernels::cuda {
 
+namespace emu_detail {
+// The memory model's count of a cp.async global read (memory_model.h): a
+// 16-byte access at the call site, as __ldg (emu.h). The copy itself goes
+// through memcpy, which the model's instrumentation does not see.
+#if defined(TPSERVE_EMU_MEMORY_MODEL)
+__attribute__((noinline)) inline void ModelCpAsyncRead(const void* src) {
+  ::tpserve_emu::ModelAccess(src, 16, false, __builtin_return_address(0));
+}
+#else
+inline void ModelCpAsyncRead(const void*) {}
+#endif
+}  // namespace emu_detail
+
 __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, bool valid) {
   if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0) {
@@ -26,6 +39,7 @@ __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, 
   ::tpserve_emu::CheckNoWgmmaReads(smem_dst, 16, "cp.async");
   ::tpserve_emu::AsyncCopy c{smem_dst, {}, 16};
   if (valid) {
+    emu_detail::ModelCpAsyncRead(gmem_src);
     std::memcpy(c.data, gmem_src, 16);
   } else {
     std::memset(c.data, 0, 16);

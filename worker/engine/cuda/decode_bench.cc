@@ -35,6 +35,7 @@
 //   decode_bench --model=x.gguf       # any GGUF
 //   decode_bench --quick              # a 0.1B model, fewer steps (smoke)
 //   decode_bench --kv_dtype=f32       # the f32 KV cache (default: bf16)
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -62,6 +63,9 @@
 ABSL_FLAG(std::string, model, "", "GGUF to run (empty: generate one in $TMPDIR)");
 ABSL_FLAG(int, steps, 128, "timed decode steps per row");
 ABSL_FLAG(bool, quick, false, "a 0.1B generated model and 16 steps (smoke run)");
+ABSL_FLAG(int, profile_steps, 0,
+          "> 0: run only the batch-1 graphs row, its N timed steps between cudaProfilerStart "
+          "and cudaProfilerStop (for ncu --profile-from-start off; scripts/gpu_check.sh)");
 ABSL_FLAG(int, prefill_tokens, 2048, "tokens of the prefill rows' sequence");
 ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
 
@@ -167,11 +171,15 @@ Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Comm
   for (int i = 0; i < 3; ++i) {  // prefill, then two untimed decode steps (graph capture)
     if (absl::Status st = step(); !st.ok()) return {.error = st.ToString()};
   }
+  // --profile_steps: the profiler's range is the timed steps only.
+  const bool profile = absl::GetFlag(FLAGS_profile_steps) > 0 && comm.rank() == 0;
+  if (profile) cudaProfilerStart();
   const absl::Time t0 = absl::Now();
   for (int i = 0; i < steps; ++i) {
     if (absl::Status st = step(); !st.ok()) return {.error = st.ToString()};
   }
   run.tokens_per_s = batch * steps / absl::ToDoubleSeconds(absl::Now() - t0);
+  if (profile) cudaProfilerStop();
   return run;
 }
 
@@ -277,6 +285,13 @@ int Main(int argc, char** argv) {
   const double copy_bw = kernels::cuda::MeasureCopyBandwidth(stream, size_t{1} << 30);
   cudaStreamDestroy(stream);
 
+  if (const int n = absl::GetFlag(FLAGS_profile_steps); n > 0) {
+    const Run r = Decode(**model, 1, true, n);
+    PrintRow("decode batch-1 " + label + " (graphs, profiled)",
+             r.error.empty() ? "ok" : "FAIL: " + r.error,
+             r.error.empty() ? Fmt("%.1f tok/s", r.tokens_per_s) : "", "", -1);
+    return r.error.empty() ? 0 : 1;
+  }
   int failed = 0;
   const Run graphs = Decode(**model, 1, true, steps);
   if (!graphs.error.empty()) {
