@@ -73,8 +73,7 @@ std::pair<const unsigned char*, const unsigned char*> Span(const Operand& o, int
   return {reinterpret_cast<const unsigned char*>(lo), reinterpret_cast<const unsigned char*>(hi)};
 }
 
-// This thread's rows of A, columns of B (the accumulator fragment), and a
-// hash of the operand bits it reads.
+// This thread's rows of A and columns of B: its accumulator fragment.
 struct Fragment {
   int row0;  // rows row0 and row0 + 8
   int col0;  // columns 8j + col0 and + 1
@@ -85,6 +84,7 @@ Fragment ThisThread() {
   return {16 * (in_group / 32) + lane / 4, 2 * (lane % 4)};
 }
 
+// A hash of the operand bits this thread's products read.
 uint64_t HashOperands(const Operand& a, const Operand& b, int n) {
   const Fragment f = ThisThread();
   uint64_t h = 1469598103934665603ull;
@@ -136,7 +136,7 @@ void Retire(size_t i) {
   Release(op, Span(b, op.n).first);
   auto acc = t.wgmma_accumulators.begin();
   while (acc->first != op.d) ++acc;
-  for (int i = 0; i < op.n / 2; ++i) acc->second[i] += op.sums[i];
+  for (int e = 0; e < op.n / 2; ++e) acc->second[e] += op.sums[e];
   bool more = false;
   for (size_t j = i + 1; j < t.wgmma_ops.size(); ++j) more |= t.wgmma_ops[j].d == op.d;
   if (!more) {
