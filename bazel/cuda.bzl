@@ -118,15 +118,17 @@ def cuda_cc_binary(name, deps = [], cuda_deps = [], tags = [], gpu_bench = True,
     native.cc_binary(name = name, deps = deps + cuda_deps + ["//third_party:cuda_runtime"], tags = tags + (["gpu"] if gpu_bench else []), **kwargs)
     native.cc_binary(name = name + "_emu", deps = _emu_deps(deps, cuda_deps), copts = EMU_COPTS, tags = tags + ["cuda_emu"], **kwargs)
 
-def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], emu_env = {}, emu_timeout = "moderate", **kwargs):
+def cuda_cc_test(name, deps = [], cuda_deps = [], gpu_deps = [], tags = [], emu_env = {}, emu_timeout = "moderate", gpu = True, **kwargs):
     """A GPU test (tagged "gpu") plus its `_emu` twin run on the CUDA emulator.
 
     `gpu_deps` (NCCL, say) link into the GPU test only; its source keeps the
     code using them under `#if !defined(TPSERVE_CUDA_EMU)`. `emu_env` is the
     twin's environment (TPSERVE_CUDA_EMU_DEVICES, say); `emu_timeout` its
-    Bazel timeout.
+    Bazel timeout. `gpu = False`: the `_emu` twin only (an emulator
+    configuration of a test another target already runs on GPUs).
     """
-    native.cc_test(name = name, deps = deps + cuda_deps + gpu_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
+    if gpu:
+        native.cc_test(name = name, deps = deps + cuda_deps + gpu_deps + ["//third_party:cuda_runtime"], tags = tags + ["gpu"], **kwargs)
     # The emulator runs kernels on one CPU core, several times slower than the
     # CPU twins they are compared with: give the twin a longer timeout.
     native.cc_test(
