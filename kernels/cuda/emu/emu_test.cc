@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -336,6 +337,114 @@ TEST(CudaEmu, MmaFragmentsComputeAMatrixProduct) {
 
 TEST(CudaEmu, LdMatrixTransGivesTheBFragmentOfARowMajorMatrix) {
   ExpectMmaProduct("MmaTransKernel", &MmaTransKernel, 11, [](int k, int n) { return k * 8 + n; });
+}
+
+// One m64n128k16 wgmma (one warpgroup) on A (64 x 64) and B (128 x 64) bf16
+// row-major in global memory, copied into 128-byte-swizzled K-major tiles
+// (chunk c of row r at chunk c ^ (r % 8)); the wgmma reads k slice `kk`
+// (values 16 kk .. 16 kk + 15) through descriptors built here from the PTX
+// ISA's bit layout, accumulating onto 1.0. before[t]: thread t's first
+// accumulator between issue and wait.
+constexpr int kWgmmaShared = 1024 + 64 * 128 + 128 * 128;
+
+uint64_t Sw128Descriptor(uint32_t shared_address) {
+  return static_cast<uint64_t>((shared_address & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+__device__ void StoreSwizzled(char* tile, const uint16_t* g, int rows) {
+  for (int i = threadIdx.x; i < rows * 64; i += 128) {
+    const int r = i / 64, k = i % 64;
+    const int chunk = k / 8;
+    reinterpret_cast<uint16_t*>(tile + r * 128 + ((chunk ^ (r % 8)) << 4))[k % 8] = g[i];
+  }
+}
+
+__global__ void WgmmaKernel(const uint16_t* a, const uint16_t* b, int kk, float* c, float* before,
+                            int overwrite) {
+  using namespace tpserve::kernels::cuda;
+  char* raw = ::tpserve_emu::DynamicShared<char>();
+  char* ta = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t{1023});
+  char* tb = ta + 64 * 128;
+  StoreSwizzled(ta, a, 64);
+  StoreSwizzled(tb, b, 128);
+  __syncthreads();
+  float d[64];
+  for (float& v : d) v = 1.0f;
+  WgmmaFence();
+  WgmmaBf16N128(d, Sw128Descriptor(SharedAddress(ta) + kk * 32),
+                Sw128Descriptor(SharedAddress(tb) + kk * 32));
+  WgmmaCommit();
+  before[threadIdx.x] = d[0];
+  if (overwrite) CpAsync16(tb + 16 * threadIdx.x, b, true);  // B while the wgmma reads it
+  WgmmaWait<0>();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int j = 0; j < 16; ++j) {
+    for (int e = 0; e < 4; ++e) {
+      const int row = warp * 16 + lane / 4 + (e / 2) * 8, col = j * 8 + (lane % 4) * 2 + e % 2;
+      c[row * 128 + col] = d[j * 4 + e];
+    }
+  }
+}
+
+struct WgmmaData {
+  std::vector<float> fa, fb;  // the bf16 values of A (64 x 64) and B (128 x 64)
+  uint16_t *a, *b;
+};
+WgmmaData MakeWgmmaData(unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<uint16_t> a(64 * 64), b(128 * 64);
+  WgmmaData w;
+  for (auto* v : {&a, &b}) {
+    std::vector<float>& f = v == &a ? w.fa : w.fb;
+    for (uint16_t& x : *v) {
+      x = __bfloat16_as_ushort(__float2bfloat16_rn(dist(rng)));
+      f.push_back(__bfloat162float(__ushort_as_bfloat16(x)));
+    }
+  }
+  w.a = DeviceCopy(a);
+  w.b = DeviceCopy(b);
+  return w;
+}
+
+TEST(CudaEmu, WgmmaComputesAMatrixProductFromSwizzledTiles) {
+  WgmmaData w = MakeWgmmaData(5);
+  for (int kk = 0; kk < 4; ++kk) {
+    SCOPED_TRACE(testing::Message() << "k slice " << kk);
+    float* dc = DeviceCopy(std::vector<float>(64 * 128, 0.0f));
+    float* dbefore = DeviceCopy(std::vector<float>(128, 0.0f));
+    Launcher("WgmmaKernel", 1, 128, kWgmmaShared) (&WgmmaKernel)(w.a, w.b, kk, dc, dbefore, 0);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> c = HostCopy(dc, 64 * 128);
+    for (int r = 0; r < 64; ++r) {
+      for (int n = 0; n < 128; ++n) {
+        double want = 1.0;
+        for (int k = 16 * kk; k < 16 * kk + 16; ++k) {
+          want += static_cast<double>(w.fa[r * 64 + k]) * w.fb[n * 64 + k];
+        }
+        ASSERT_NEAR(c[r * 128 + n], want, 1e-4) << "row " << r << " col " << n;
+      }
+    }
+    // In flight, the accumulators are not the registers' to read.
+    for (float v : HostCopy(dbefore, 128)) EXPECT_TRUE(std::isnan(v));
+    cudaFree(dc);
+    cudaFree(dbefore);
+  }
+  cudaFree(w.a);
+  cudaFree(w.b);
+}
+
+TEST(CudaEmu, CpAsyncOverAnInFlightWgmmaOperandAborts) {
+  WgmmaData w = MakeWgmmaData(6);
+  float* dc = DeviceCopy(std::vector<float>(64 * 128, 0.0f));
+  float* dbefore = DeviceCopy(std::vector<float>(128, 0.0f));
+  EXPECT_DEATH(
+      {
+        Launcher("WgmmaKernel", 1, 128, kWgmmaShared) (&WgmmaKernel)(w.a, w.b, 0, dc, dbefore, 1);
+        cudaDeviceSynchronize();
+      },
+      "in-flight wgmma of warpgroup 0 reads");
 }
 
 __global__ void CpAsyncKernel(const float* src, float* out) {
