@@ -196,8 +196,8 @@ absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
   if (c_stride < p.n) return absl::InvalidArgumentError("GemmBf16Wgmma: c_stride below n");
   if ((p.m + kWgM - 1) / kWgM > 65535)
     return absl::InvalidArgumentError("GemmBf16Wgmma: m too large for one launch");
-  // 256-wide tiles read each row of a half as often; 128-wide ones when a
-  // grid of 256-wide tiles would leave SMs without one.
+  // 256-wide tiles re-read a (once per column tile) half as often; 128-wide
+  // ones when a grid of 256-wide tiles would leave SMs without one.
   int sms = 0;
   TPS_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const int64_t wide_tiles = static_cast<int64_t>((p.n + 255) / 256) * ((p.m + kWgM - 1) / kWgM);
