@@ -220,6 +220,23 @@ TEST(CudaPagedAttentionTensorCoreParity, PrefillChunksAndDecodeRows) {
   }
 }
 
+// More than 16 query tiles of 64 (kTileSlots blocks per head and sequence):
+// each block takes several, alternate rounds in reverse slot order, on both
+// caches (the bf16 one through the double-buffered cp.async tiles).
+TEST(CudaPagedAttentionTensorCoreParity, LongPrefillTakesSeveralRoundsOfTiles) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(26);
+  const Batch b =
+      MakeBatch(rng, 1, 64, 3, /*decode_only=*/false, /*max_start=*/40, /*fixed_q_len=*/1100);
+  const std::vector<float> want = CpuAttention(b);
+  const std::vector<float> got = CudaAttention(b, Launcher::kTensorCore);
+  EXPECT_LT(Nmse(got, want), kTensorCoreNmse);
+  const Batch bf16 = WithBf16Cache(b);
+  EXPECT_EQ(CudaAttention(bf16, Launcher::kTensorCore),
+            CudaAttention(WithWidenedCache(bf16), Launcher::kTensorCore));
+  EXPECT_LT(Nmse(CudaAttention(bf16, Launcher::kTensorCore), CpuAttention(bf16)), kTensorCoreNmse);
+}
+
 TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(23);

@@ -4,7 +4,8 @@
 // output accumulate in f32.
 //
 // Grid (query head, sequence, kTileSlots), as the f32 kernel: a block of 4
-// warps takes query tiles of 64 rows (16 per warp) of one sequence and head.
+// warps takes query tiles of 64 rows (16 per warp) of one sequence and head,
+// every kTileSlots-th, in alternating directions (below).
 // Per tile, Q fragments stay in registers, and keys stream through shared
 // memory in tiles of 64: K and V both as rows, K the B operand of S = Q K^T
 // through ldmatrix, V that of O += P V through ldmatrix.trans (which reads
@@ -171,7 +172,15 @@ __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionA
   const int pos0 = a.start_pos[seq];
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.kv.max_blocks_per_seq;
 
-  for (int tile = blockIdx.z; tile * kTileQ < q_len; tile += gridDim.z) {
+  // Causal tiles cost more the later they are: block z takes tile z of even
+  // rounds of gridDim.z tiles and tile gridDim.z - 1 - z of odd ones, so the
+  // blocks' shares even out (a 4096-token sequence: 64 tiles, every block's
+  // 4 tile indices sum to 126; in index order they sum to 96-156).
+  const int tiles = (q_len + kTileQ - 1) / kTileQ;
+  for (int round = 0; round * static_cast<int>(gridDim.z) < tiles; ++round) {
+    const int slot = round % 2 == 0 ? blockIdx.z : gridDim.z - 1 - blockIdx.z;
+    const int tile = round * gridDim.z + slot;
+    if (tile >= tiles) continue;  // uniform across the block
     const int tile_q0 = tile * kTileQ;
     const int tile_rows = min(kTileQ, q_len - tile_q0);
     __syncthreads();  // the previous tile is done with sq
