@@ -112,8 +112,8 @@ enum class Bf16Gemm { kMma, kWgmma };
 
 // y = x w^T (+ bias) through bf16 copies: x and w converted to bf16 rows in
 // `scratch` (GemmViaBf16ScratchElems(m, n, k) elements, 16-byte aligned),
-// then GemmBf16's cp.async kernel on them (or GemmBf16Wgmma's, `gemm`; its
-// sums run in another order, so its bits differ). The values and the mma order are
+// then GemmBf16's cp.async kernel on them (or GemmBf16Wgmma's, `gemm`; the
+// emulator gives both the same bits, a GPU need not). The values and the mma order are
 // those of Gemm's prefill kernel (same conversions, same tile code), so the
 // result should have GemmTensorCore's bits at any m (Gemm's above
 // kSkinnyGemmMaxRows): by construction, and compared bit for bit on 24

@@ -102,50 +102,38 @@ __device__ __forceinline__ float QuadSum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// Keys [key0, key0 + kTileK) of the sequence's cache into shared memory as
-// bf16 rows, K into sk and V into sv (row stride ldk each; V's B fragments
-// come from ldmatrix.trans, so no transpose here); keys at or past key_end,
-// or in a bad block, become zero rows with soff -1. Each key's offset (a
-// block-table read and a division) is taken once, into soff. Then each
-// thread copies kN dims of a K and a V row: 16 bytes of a bf16 cache, or 4
-// floats of an f32 cache rounded to bf16, consecutive threads along a row,
-// so a warp's loads and stores are contiguous runs. The loads go through the
-// read-only path (`__ldg`): nothing writes the cache during this kernel. (Until 2026-12-06, V
-// was stored transposed 2 bytes at a time, 16 lanes of a warp on one bank:
-// 14 TFLOP/s at 4096 tokens on the 2026-12-05 device run, f32 cache.)
-template <int kHd, typename KvT>
-__device__ __forceinline__ void LoadKvTile(const PagedKv<KvT>& kv, const int32_t* table,
+// Keys [key0, key0 + kTileK) of an f32 cache into shared memory as bf16
+// rows, K into sk and V into sv (row stride ldk each; V's B fragments come
+// from ldmatrix.trans, so no transpose here); keys at or past key_end, or in
+// a bad block, become zero rows with soff -1 (KeyOffsets). Each thread
+// converts 4 floats of a K and a V row, consecutive threads along a row, so
+// a warp's loads and stores are contiguous runs. The loads go through the
+// read-only path (`__ldg`): nothing writes the cache during this kernel. (A
+// bf16 cache's tiles come in by cp.async instead: IssueKvTile. Until
+// 2026-12-06, V was stored transposed 2 bytes at a time, 16 lanes of a warp
+// on one bank: 14 TFLOP/s at 4096 tokens on the 2026-12-05 device run, f32
+// cache.)
+template <int kHd>
+__device__ __forceinline__ void LoadKvTile(const PagedKv<float>& kv, const int32_t* table,
                                            int kv_head, int key0, int key_end, int ldk,
                                            uint16_t* sk, uint16_t* sv, int64_t* soff) {
   KeyOffsets(kv, table, kv_head, key0, key_end, soff);
   __syncthreads();
-  constexpr bool kBf16 = std::is_same_v<KvT, uint16_t>;
-  constexpr int kN = kBf16 ? 8 : 4;  // one 16-byte load
-  constexpr int kRuns = kHd / kN;
-  static_assert(kHd % kN == 0, "rows are whole 16-byte loads");
+  constexpr int kRuns = kHd / 4;  // one float4 per load
+  static_assert(kHd % 4 == 0, "rows are whole 16-byte loads");
   for (int i = threadIdx.x; i < kTileK * kRuns; i += kThreads) {
     const int j = i / kRuns;
-    const int d0 = (i % kRuns) * kN;
+    const int d0 = (i % kRuns) * 4;
     const int64_t off = soff[j];
-    if constexpr (kBf16) {
-      uint4 kr = {0, 0, 0, 0}, vr = {0, 0, 0, 0};
-      if (off >= 0) {
-        kr = __ldg(reinterpret_cast<const uint4*>(kv.k_cache + off + d0));
-        vr = __ldg(reinterpret_cast<const uint4*>(kv.v_cache + off + d0));
-      }
-      *reinterpret_cast<uint4*>(&sk[j * ldk + d0]) = kr;
-      *reinterpret_cast<uint4*>(&sv[j * ldk + d0]) = vr;
-    } else {
-      float4 kf = {0.0f, 0.0f, 0.0f, 0.0f}, vf = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (off >= 0) {
-        kf = __ldg(reinterpret_cast<const float4*>(kv.k_cache + off + d0));
-        vf = __ldg(reinterpret_cast<const float4*>(kv.v_cache + off + d0));
-      }
-      *reinterpret_cast<uint2*>(&sk[j * ldk + d0]) =
-          uint2{PackBf16(kf.x, kf.y), PackBf16(kf.z, kf.w)};
-      *reinterpret_cast<uint2*>(&sv[j * ldk + d0]) =
-          uint2{PackBf16(vf.x, vf.y), PackBf16(vf.z, vf.w)};
+    float4 kf = {0.0f, 0.0f, 0.0f, 0.0f}, vf = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (off >= 0) {
+      kf = __ldg(reinterpret_cast<const float4*>(kv.k_cache + off + d0));
+      vf = __ldg(reinterpret_cast<const float4*>(kv.v_cache + off + d0));
     }
+    *reinterpret_cast<uint2*>(&sk[j * ldk + d0]) =
+        uint2{PackBf16(kf.x, kf.y), PackBf16(kf.z, kf.w)};
+    *reinterpret_cast<uint2*>(&sv[j * ldk + d0]) =
+        uint2{PackBf16(vf.x, vf.y), PackBf16(vf.z, vf.w)};
   }
 }
 

@@ -9,7 +9,6 @@
 #include <map>
 #include <mutex>
 #include <random>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -112,7 +111,9 @@ uint64_t ScheduleSeed() {
 namespace {
 struct GridCounts {
   std::mutex mu;
-  std::map<std::string, uint64_t> runs;  // kernel name -> grids run
+  // Kernel name -> grids run. Names are literals (launch.cuh, rewrite_cu.py):
+  // counted by pointer on the launch path, compared as text when asked.
+  std::map<const char*, uint64_t> runs;
 };
 GridCounts& Counts() {
   static GridCounts* counts = new GridCounts();  // leaked: used until exit
@@ -123,8 +124,9 @@ GridCounts& Counts() {
 uint64_t GridsRun(const char* prefix) {
   std::lock_guard<std::mutex> lock(Counts().mu);
   uint64_t n = 0;
+  const size_t length = std::strlen(prefix);
   for (const auto& [name, runs] : Counts().runs) {
-    if (name.rfind(prefix, 0) == 0) n += runs;
+    if (std::strncmp(name, prefix, length) == 0) n += runs;
   }
   return n;
 }

@@ -128,19 +128,25 @@ struct Run {
   std::string error;
 };
 
+// The CUDA engine on `device` with a 1 GiB KV cache of --kv_dtype.
+EngineOptions BenchOptions(int device) {
+  EngineOptions o;
+  o.backend = "cuda";
+  o.device = device;
+  o.kv_cache_bytes = int64_t{1} << 30;
+  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
+  return o;
+}
+
 // One rank's run: `batch` sequences, a 32-token prefill each, then `steps`
 // timed decode steps. With one rank each step feeds back the sampled
 // tokens; with more, fixed ones (only rank 0 samples).
 Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Communicator& comm,
                bool pdl) {
   Run run;
-  EngineOptions o;
-  o.backend = "cuda";
-  o.device = comm.rank();
+  EngineOptions o = BenchOptions(comm.rank());
   o.cuda_graphs = graphs;
   o.cuda_pdl = pdl;
-  o.kv_cache_bytes = int64_t{1} << 30;
-  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, comm, o);
   if (!engine.ok()) return {.error = engine.status().ToString()};
   run.weight_bytes = (*engine)->weight_bytes();
@@ -231,18 +237,13 @@ Run Prefill(const ModelSource& model, int tokens, bool wgmma, int reps) {
   absl::StatusOr<std::unique_ptr<Communicator>> comm =
       CreateGlooCommunicator(unused, 0, 1, GlooOptions());
   if (!comm.ok()) return {.error = comm.status().ToString()};
-  EngineOptions o;
-  o.backend = "cuda";
+  EngineOptions o = BenchOptions(0);
   o.cuda_wgmma = wgmma;
-  o.kv_cache_bytes = int64_t{1} << 30;
-  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
   if (!engine.ok()) return {.error = engine.status().ToString()};
   const int bs = (*engine)->block_size();
   const int blocks = (tokens + bs - 1) / bs;
   if (blocks > (*engine)->num_kv_blocks()) return {.error = "KV cache too small"};
-  Run run;
-  run.weight_bytes = (*engine)->weight_bytes();
   double best = 0;
   for (int r = 0; r <= reps; ++r) {
     SequenceInput s;
@@ -259,6 +260,7 @@ Run Prefill(const ModelSource& model, int tokens, bool wgmma, int reps) {
     (*engine)->Free({b.seqs[0].seq_id});
     if (r > 0) best = std::max(best, tokens / seconds);
   }
+  Run run;
   run.tokens_per_s = best;
   return run;
 }
