@@ -7,11 +7,13 @@
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/elapsed.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/thread_pool.h"
 #include "worker/engine/forward_common.h"
 
@@ -63,6 +65,13 @@ class CpuForward final : public ForwardBackend {
         chunks_(RowParallelChunks::For(config)) {}
 
   std::string name() const override { return "cpu"; }
+
+  std::string kernels() const override {
+    const cpu::Isa isa = cpu::ActiveIsa();
+    return absl::StrCat("CPU kernels: ", cpu::IsaName(isa),
+                        isa >= cpu::Isa::kAvxVnni && cpu::HasAvx512() ? " + AVX-512" : "", ", ",
+                        pool_.num_threads(), " threads");
+  }
 
   absl::Status AllGatherI64(int64_t mine, std::vector<int64_t>* all) override {
     all->assign(comm_.world_size(), mine);

@@ -105,6 +105,8 @@ Engine::Engine(const ModelConfig& config, Communicator& comm, ShardPlan plan,
 
 Engine::~Engine() = default;
 
+std::string Engine::kernels() const { return forward_->kernels(); }
+
 absl::Status Engine::Validate(const StepBatch& batch) const {
   std::unordered_set<uint64_t> ids;
   int64_t total = 0;

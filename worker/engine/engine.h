@@ -136,6 +136,9 @@ class Engine {
   int64_t kv_cache_bytes() const { return kv_cache_bytes_; }
   // "cpu" or "cuda".
   const std::string& backend() const { return backend_; }
+  // One line naming the kernels the backend chose on this machine
+  // (ForwardBackend::kernels), for the worker's start-up log.
+  std::string kernels() const;
   int64_t weight_bytes() const { return weight_bytes_; }
   const StepTimings& last_timings() const { return timings_; }
 

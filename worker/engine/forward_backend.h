@@ -72,6 +72,11 @@ class ForwardBackend {
   // "cpu" or "cuda".
   virtual std::string name() const = 0;
 
+  // One line naming the kernels this backend chose on this machine and why
+  // an option asked for had no effect, for the worker's start-up log:
+  // "CPU kernels: avxvnni + AVX-512, 2 threads".
+  virtual std::string kernels() const = 0;
+
   // all[r] = rank r's `mine`, through buffers the backend's communicator
   // accepts (the Engine's shard-plan check).
   [[nodiscard]] virtual absl::Status AllGatherI64(int64_t mine, std::vector<int64_t>* all) = 0;

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/isa.h"
 #include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
@@ -87,6 +88,10 @@ TEST_F(ForwardBackendFactoryTest, CpuIsNamedAndGathersOneRank) {
       CreateForwardBackend("cpu", model_->config(), *plan_, *comm_, {});
   ASSERT_TRUE(fb.ok()) << fb.status();
   EXPECT_EQ((*fb)->name(), "cpu");
+  const std::string kernels = (*fb)->kernels();
+  EXPECT_EQ(kernels.rfind("CPU kernels: ", 0), 0u) << kernels;
+  EXPECT_NE(kernels.find(kernels::cpu::IsaName(kernels::cpu::ActiveIsa())), std::string::npos)
+      << kernels;
   std::vector<int64_t> all;
   ASSERT_TRUE((*fb)->AllGatherI64(42, &all).ok());
   EXPECT_EQ(all, std::vector<int64_t>{42});

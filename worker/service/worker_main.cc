@@ -325,6 +325,7 @@ absl::Status Run() {
   Log(absl::StrCat("loading weight shard ", c.rank, "/", c.world_size, " (", threads,
                    " threads, KV budget ", absl::GetFlag(FLAGS_kv_cache_mb), " MiB)"));
   TPS_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(*model, comm, options));
+  Log(engine->kernels());
 
   WorkerMetrics metrics(*registry, config.name, c.rank);
   const int64_t kv_bytes = engine->kv_cache_bytes();

@@ -400,6 +400,41 @@ TEST(CudaEngineParity, ProgrammaticLaunchesGiveThePlainLaunchesBits) {
   }
 }
 
+// The worker logs Engine::kernels() at start: it names the prefill GEMM and
+// whether programmatic launch is on, and says so when an option asked for
+// something this device lacks (wgmma below or above 9.x, PDL below 9.0).
+TEST(CudaEngineParity, KernelsLineSaysWhatThisDeviceRuns) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const bool wgmma = ::tpserve::kernels::cuda::WgmmaSupported();
+  const bool pdl = ::tpserve::kernels::cuda::ProgrammaticLaunchSupported();
+  EnginePair pair;  // [0] asks for wgmma, PDL and graphs; [1] for none of them
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int e) {
+        EngineOptions o = Options("cuda");
+        o.cuda_wgmma = e == 0;
+        o.cuda_pdl = e == 0;
+        o.cuda_graphs = e == 0;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  const std::string asked = pair.engines[0]->kernels();
+  EXPECT_EQ(asked, absl::StrCat("CUDA kernels: prefill GEMMs on ",
+                                wgmma ? "wgmma"
+                                      : "mma.sync (--cuda_wgmma ignored: it needs compute "
+                                        "capability 9.x)",
+                                ", programmatic dependent launch ",
+                                pdl ? "on" : "off (--cuda_pdl needs compute capability 9.0+)",
+                                ", decode graphs on"));
+  EXPECT_EQ(pair.engines[1]->kernels(),
+            "CUDA kernels: prefill GEMMs on mma.sync, programmatic dependent launch off, decode "
+            "graphs off");
+}
+
 // Prefill GEMMs on the experimental wgmma kernel (EngineOptions::cuda_wgmma)
 // against the CPU engine, at OneRankMatchesCpuEngine's tolerances, on sm_90
 // devices; the _emu twin cuda_engine_wgmma_test_emu emulates one. Under the

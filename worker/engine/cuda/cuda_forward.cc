@@ -26,6 +26,22 @@ namespace {
 
 namespace kc = kernels::cuda;
 
+// ForwardBackend::kernels() on the current device: what the options asked
+// for and what this device runs of it.
+std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gemm) {
+  const bool pdl = kc::ProgrammaticLaunchSupported();
+  return absl::StrCat("CUDA kernels: prefill GEMMs on ",
+                      prefill_gemm == kc::Bf16Gemm::kWgmma ? "wgmma" : "mma.sync",
+                      o.cuda_wgmma && prefill_gemm != kc::Bf16Gemm::kWgmma
+                          ? " (--cuda_wgmma ignored: it needs compute capability 9.x)"
+                          : "",
+                      ", programmatic dependent launch ",
+                      !o.cuda_pdl ? "off"
+                      : pdl       ? "on"
+                                  : "off (--cuda_pdl needs compute capability 9.0+)",
+                      ", decode graphs ", o.cuda_graphs ? "on" : "off");
+}
+
 class CudaForward final : public ForwardBackend {
  public:
   CudaForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, cudaStream_t stream,
@@ -39,6 +55,7 @@ class CudaForward final : public ForwardBackend {
         prefill_gemm_(options.cuda_wgmma && kc::WgmmaSupported() ? kc::Bf16Gemm::kWgmma
                                                                  : kc::Bf16Gemm::kMma),
         tp_invariant_(options.tp_invariant),
+        kernels_(KernelsLine(options, prefill_gemm_)),
         graphs_(options.cuda_graphs) {}
 
   ~CudaForward() override {
@@ -139,6 +156,7 @@ class CudaForward final : public ForwardBackend {
   const bool programmatic_;                     // kernels::Stream::programmatic
   const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_wgmma)
   const bool tp_invariant_;
+  const std::string kernels_;  // kernels(): chosen once, on this device
   KvCacheShape shape_;
   int num_blocks_ = 0;
   DeviceBuffer<uint8_t> embedding_;
