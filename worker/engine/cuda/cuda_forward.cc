@@ -70,6 +70,7 @@ class CudaForward final : public ForwardBackend {
   }
 
   std::string name() const override { return "cuda"; }
+  std::string kernels() const override { return kernels_; }
 
   absl::Status AllGatherI64(int64_t mine, std::vector<int64_t>* all) override {
     const int world = comm_.world_size();
