@@ -13,12 +13,14 @@
 #                               # and prints one results table; exits non-zero on
 #                               # any failure. Then, with the time left and where
 #                               # ncu exists, per-kernel times of a batch-1 decode
-#                               # step (Nsight Compute; scripts/ncu_summary.py).
+#                               # step, and per-launch throughputs, occupancy and
+#                               # stalls of a prefill's first layer on each GEMM
+#                               # kernel (Nsight Compute; scripts/ncu_summary.py).
 #
 # Environment: GPU_CHECK_SCOPE (pack; space-separated target patterns, default //...),
 # BAZEL_OUTPUT_BASE (pack; passed as --output_base), GPU_CHECK_BUDGET_S (run;
 # default 450 seconds for everything), GPU_CHECK_PROFILE (run; 0 skips the
-# decode-step profile).
+# profiles).
 set -uo pipefail
 
 MAX_BUNDLE_BYTES=$((64 * 1024 * 1024))
@@ -113,18 +115,13 @@ pack() {
 # Per-kernel times of a warm batch-1 decode step of decode_bench's 1.1B
 # model with graphs (Nsight Compute, only the timed steps: decode_bench
 # --profile_steps), where ncu and python3 exist and `left` seconds allow.
-profile_decode() {  # bundle, seconds left
-  local ncu steps=4 csv limit
-  ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  if [ -z "$ncu" ] || ! command -v python3 >/dev/null; then
-    echo "gpu_check: no ncu or python3: decode step not profiled"
-    return 0
-  fi
-  if [ "$2" -le 60 ]; then
+profile_decode() {  # bundle, ncu, seconds left
+  local ncu=$2 steps=4 csv limit
+  if [ "$3" -le 60 ]; then
     echo "gpu_check: time budget spent: decode step not profiled"
     return 0
   fi
-  limit=$(($2 < 180 ? $2 : 180))
+  limit=$(($3 < 180 ? $3 : 180))
   csv=$(mktemp)
   echo
   echo "Nsight Compute ($ncu), decode_bench --profile_steps=$steps: batch-1 decode of the generated"
@@ -139,6 +136,40 @@ profile_decode() {  # bundle, seconds left
     tail -n 5 "$csv.err" "$csv"
   fi
   rm -f "$csv" "$csv.err"
+}
+
+# Per-launch Nsight Compute sections (duration, Speed Of Light, occupancy,
+# registers, warp cycles per issued instruction) of the first `launches`
+# kernels of one warm 2048-token prefill of the 1.1B model (about its first
+# layer: conversions to bf16, the four GEMMs, RoPE, attention, norms), on
+# each prefill GEMM kernel (decode_bench --profile_prefill=mma|wgmma).
+profile_prefill() {  # bundle, ncu, seconds left
+  local kernel csv limit launches=24 left=$3 t0
+  for kernel in mma wgmma; do
+    if [ "$left" -le 60 ]; then
+      echo "gpu_check: time budget spent: prefill ($kernel) not profiled"
+      return 0
+    fi
+    limit=$((left < 150 ? left : 150))
+    t0=$SECONDS
+    csv=$(mktemp)
+    echo
+    echo "Nsight Compute ($2), decode_bench --profile_prefill=$kernel: the first $launches kernels of"
+    echo "a warm 2048-token prefill of the generated 1.1B Q4_1 model (--cache-control none):"
+    echo
+    if timeout --kill-after=5 "$limit" "$2" --profile-from-start off --clock-control none \
+      --cache-control none --launch-count "$launches" --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --csv \
+      "$1/bin/worker__engine__cuda__decode_bench" --profile_prefill="$kernel" >"$csv" 2>"$csv.err"; then
+      grep -h '^| bench:' "$csv" || true
+      python3 "$1/ncu_summary.py" --launches "$csv" || tail -n 5 "$csv"
+    else
+      echo "gpu_check: ncu failed or timed out after ${limit}s:"
+      tail -n 5 "$csv.err" "$csv"
+    fi
+    rm -f "$csv" "$csv.err"
+    left=$((left - (SECONDS - t0)))
+  done
 }
 
 # Counts from gtest's summary lines ("[  PASSED  ] 3 tests.", "[  SKIPPED ] 2 tests, ...").
@@ -250,7 +281,16 @@ run() {
   echo "| --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
-  [ "${GPU_CHECK_PROFILE:-1}" = 0 ] || profile_decode "$bundle" "$((budget - (SECONDS - start)))"
+  if [ "${GPU_CHECK_PROFILE:-1}" != 0 ]; then
+    local ncu
+    ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    if [ -z "$ncu" ] || ! command -v python3 >/dev/null; then
+      echo "gpu_check: no ncu or python3: nothing profiled"
+    else
+      profile_decode "$bundle" "$ncu" "$((budget - (SECONDS - start)))"
+      profile_prefill "$bundle" "$ncu" "$((budget - (SECONDS - start)))"
+    fi
+  fi
   echo "gpu_check: finished in $((SECONDS - start)) s: $([ "$failed" -eq 0 ] && echo OK || echo FAILED)"
   return "$failed"
 }

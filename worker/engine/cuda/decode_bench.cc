@@ -35,6 +35,8 @@
 //   decode_bench --model=x.gguf       # any GGUF
 //   decode_bench --quick              # a 0.1B model, fewer steps (smoke)
 //   decode_bench --kv_dtype=f32       # the f32 KV cache (default: bf16)
+//   decode_bench --profile_steps=4    # only 4 batch-1 steps, in a profiler range (ncu)
+//   decode_bench --profile_prefill=mma  # only one prefill, in a profiler range (ncu)
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
@@ -66,6 +68,9 @@ ABSL_FLAG(bool, quick, false, "a 0.1B generated model and 16 steps (smoke run)")
 ABSL_FLAG(int, profile_steps, 0,
           "> 0: run only the batch-1 graphs row, its N timed steps between cudaProfilerStart "
           "and cudaProfilerStop (for ncu --profile-from-start off; scripts/gpu_check.sh)");
+ABSL_FLAG(std::string, profile_prefill, "",
+          "mma or wgmma: run only one --prefill_tokens prefill on that GEMM kernel, after an "
+          "untimed one, between cudaProfilerStart and cudaProfilerStop (scripts/gpu_check.sh)");
 ABSL_FLAG(int, prefill_tokens, 2048, "tokens of the prefill rows' sequence");
 ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
 
@@ -231,8 +236,8 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
 }
 
 // The best of `reps` single-sequence prefills of `tokens` tokens, after one
-// untimed one.
-Run Prefill(const ModelSource& model, int tokens, bool wgmma, int reps) {
+// untimed one; `profile`: the last one between cudaProfilerStart and Stop.
+Run Prefill(const ModelSource& model, int tokens, bool wgmma, int reps, bool profile = false) {
   TcpKvStoreClient unused("127.0.0.1", 1);
   absl::StatusOr<std::unique_ptr<Communicator>> comm =
       CreateGlooCommunicator(unused, 0, 1, GlooOptions());
@@ -253,9 +258,12 @@ Run Prefill(const ModelSource& model, int tokens, bool wgmma, int reps) {
     for (int k = 0; k < blocks; ++k) s.block_table.push_back(k);
     StepBatch b;
     b.seqs.push_back(std::move(s));
+    const bool profiled = profile && r == reps;
+    if (profiled) cudaProfilerStart();
     const absl::Time t0 = absl::Now();
     absl::StatusOr<StepOutput> out = (*engine)->Step(b);
     const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (profiled) cudaProfilerStop();
     if (!out.ok()) return {.error = out.status().ToString()};
     (*engine)->Free({b.seqs[0].seq_id});
     if (r > 0) best = std::max(best, tokens / seconds);
@@ -292,6 +300,23 @@ int Main(int argc, char** argv) {
     PrintRow("decode batch-1 " + label + " (graphs, profiled)",
              r.error.empty() ? "ok" : "FAIL: " + r.error,
              r.error.empty() ? Fmt("%.1f tok/s", r.tokens_per_s) : "", "", -1);
+    return r.error.empty() ? 0 : 1;
+  }
+  if (const std::string kernel = absl::GetFlag(FLAGS_profile_prefill); !kernel.empty()) {
+    const std::string row = absl::StrCat("prefill ", absl::GetFlag(FLAGS_prefill_tokens),
+                                         " tokens ", label, " (", kernel, ", profiled)");
+    if (kernel != "mma" && kernel != "wgmma") {
+      PrintRow(row, "FAIL: --profile_prefill must be mma or wgmma", "", "", -1);
+      return 1;
+    }
+    if (kernel == "wgmma" && !kernels::cuda::WgmmaSupported()) {
+      PrintRow(row, "skipped: the wgmma kernel needs an sm_90 device", "", "", -1);
+      return 0;
+    }
+    const Run r = Prefill(**model, absl::GetFlag(FLAGS_prefill_tokens), kernel == "wgmma", 1,
+                          /*profile=*/true);
+    PrintRow(row, r.error.empty() ? "ok" : "FAIL: " + r.error,
+             r.error.empty() ? Fmt("%.0f tok/s", r.tokens_per_s) : "", "", -1);
     return r.error.empty() ? 0 : 1;
   }
   int failed = 0;
