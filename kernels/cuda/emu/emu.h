@@ -34,10 +34,13 @@
 //     first blocks up to griddepcontrol.wait before the kernel it follows
 //     has run (streams.h), so reading that kernel's output early shows;
 //   - wgmma (wgmma_sm90_emu.h): operands read at issue, accumulators NaN
-//     until retired, shared memory under an in-flight wgmma overwritten.
+//     until retired, shared memory under an in-flight wgmma overwritten;
+//   - TMA tile loads and mbarriers (tma_sm90_emu.h): a tile's shared memory
+//     reads as NaN from the copy's issue until the latest moment it may
+//     land, phases complete only on their arrivals and transaction bytes.
 // What it cannot check: timing, weak memory ordering beyond the host's, register
 // or static shared-memory limits (ptxas checks those at build time), host
-// versus device pointer confusion, TMA and mbarriers.
+// versus device pointer confusion, proxy fences, clusters.
 #ifndef TPSERVE_KERNELS_CUDA_EMU_EMU_H_
 #define TPSERVE_KERNELS_CUDA_EMU_EMU_H_
 
@@ -97,6 +100,7 @@ typedef struct tpserve_emu_stream* cudaStream_t;
 // that OS thread: thread-local statics are exactly the block's shared memory.
 #define __shared__ static thread_local
 #define __constant__ static
+#define __grid_constant__
 
 namespace tpserve_emu {
 
@@ -145,6 +149,25 @@ struct WgmmaRead {
   int holders;
 };
 
+// An mbarrier object in shared memory (tma.cc): its state lives here, keyed
+// by its address, not in its 8 bytes.
+struct Mbarrier {
+  const void* addr;
+  uint32_t expected;  // arrivals per phase (mbarrier.init's count)
+  uint32_t pending;   // arrivals still missing in the current phase
+  int64_t tx;         // transaction bytes expected and not yet completed
+  uint32_t phase;     // phases completed
+};
+
+// A 2D tile of a tensor map (tma_sm90_emu.h) as cp.async.bulk.tensor moves
+// it: `map` holds the TensorMap's 128 bytes.
+struct TmaCopy {
+  unsigned char* dst;
+  unsigned char map[128];
+  int c0, c1;  // coordinates of the box's first element: column, row
+  const void* bar;
+};
+
 struct Block {
   uint3 idx;
   dim3 dim;
@@ -152,6 +175,8 @@ struct Block {
   unsigned char* dynamic_shared = nullptr;
   size_t dynamic_shared_bytes = 0;
   std::vector<WgmmaRead> wgmma_reads;
+  std::vector<Mbarrier> mbarriers;
+  std::vector<TmaCopy> tma_copies;  // issued, not yet landed
 };
 
 extern thread_local Thread* g_thread;

@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/emu/grid.h"
 #include "kernels/cuda/emu/mma_sm80_emu.h"
+#include "kernels/cuda/emu/tma_sm90_emu.h"
 
 namespace {
 
@@ -445,6 +446,108 @@ TEST(CudaEmu, CpAsyncOverAnInFlightWgmmaOperandAborts) {
         cudaDeviceSynchronize();
       },
       "in-flight wgmma of warpgroup 0 reads");
+}
+
+// A TMA tile load (PTX cp.async.bulk.tensor) of a 64 x 64 bf16 box at
+// (column c0, row c1) of a row-major rows x cols matrix, completing on an
+// mbarrier; every thread waits for the phase, then the box is copied out
+// unswizzled (chunk c of row r read from chunk c ^ (r % 8)). mode 0: as
+// meant; 1: the arrival expects no transaction bytes; 2: the barrier counts
+// two arrivals and gets one. before[0]: the box's first element just after
+// the issue.
+struct alignas(64) TmaBox {
+  uint64_t map[16];  // a TensorMap's 128 bytes
+};
+constexpr int kTmaShared = 1024 + 64 * 128 + 64;
+
+__global__ void TmaKernel(const TmaBox map, int c0, int c1, uint16_t* out, uint16_t* before,
+                          int mode) {
+  using namespace tpserve::kernels::cuda;
+  char* raw = ::tpserve_emu::DynamicShared<char>();
+  char* tile =
+      reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* bar = reinterpret_cast<uint64_t*>(tile + 64 * 128);
+  if (threadIdx.x == 0) MbarrierInit(bar, mode == 2 ? 2 : 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    reinterpret_cast<uint16_t*>(tile)[0] = 0x1234;  // what was there before the copy
+    MbarrierArriveExpectTx(bar, mode == 1 ? 0 : 64 * 128);
+    ::tpserve_emu::TmaLoad2d(tile, &map, c0, c1, bar);
+    before[0] = reinterpret_cast<uint16_t*>(tile)[0];
+  }
+  MbarrierWait(bar, 0);
+  for (int i = threadIdx.x; i < 64 * 64; i += blockDim.x) {
+    const int r = i / 64, k = i % 64;
+    out[i] = reinterpret_cast<uint16_t*>(tile + r * 128 + (((k / 8) ^ (r % 8)) << 4))[k % 8];
+  }
+}
+
+struct TmaRun {
+  std::vector<uint16_t> m;  // rows x cols
+  uint16_t* dm;
+  TmaBox map;
+};
+TmaRun MakeTmaRun(int rows, int cols) {
+  TmaRun t;
+  for (int i = 0; i < rows * cols; ++i) t.m.push_back(static_cast<uint16_t>(1 + i % 60000));
+  t.dm = DeviceCopy(t.m);
+  ::tpserve_emu::EncodeTensorMap(&t.map, {.base = t.dm,
+                                          .rows = rows,
+                                          .cols = cols,
+                                          .row_stride_bytes = cols * 2,
+                                          .box_rows = 64,
+                                          .box_cols = 64,
+                                          .elem_bytes = 2});
+  return t;
+}
+
+TEST(CudaEmu, TmaLandsASwizzledBoxWithZerosOutsideTheMatrix) {
+  const int rows = 100, cols = 72;
+  TmaRun t = MakeTmaRun(rows, cols);
+  for (const auto& [c0, c1] : std::vector<std::pair<int, int>>{{0, 0}, {32, 60}, {-8, -3}}) {
+    SCOPED_TRACE(testing::Message() << "box at column " << c0 << ", row " << c1);
+    uint16_t* out = DeviceCopy(std::vector<uint16_t>(64 * 64, 7));
+    uint16_t* before = DeviceCopy(std::vector<uint16_t>(1, 7));
+    Launcher("TmaKernel", 1, 96, kTmaShared) (&TmaKernel)(t.map, c0, c1, out, before, 0);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<uint16_t> got = HostCopy(out, 64 * 64);
+    for (int r = 0; r < 64; ++r) {
+      for (int k = 0; k < 64; ++k) {
+        const int row = c1 + r, col = c0 + k;
+        const uint16_t want =
+            row >= 0 && row < rows && col >= 0 && col < cols ? t.m[row * cols + col] : 0;
+        ASSERT_EQ(got[r * 64 + k], want) << "box row " << r << " column " << k;
+      }
+    }
+    EXPECT_EQ(HostCopy(before, 1)[0], 0xFFFF) << "in flight, the box is not there yet";
+    cudaFree(out);
+    cudaFree(before);
+  }
+  cudaFree(t.dm);
+}
+
+TEST(CudaEmu, TmaWithoutExpectedBytesIsReadBeforeItLands) {
+  TmaRun t = MakeTmaRun(64, 64);
+  uint16_t* out = DeviceCopy(std::vector<uint16_t>(64 * 64, 7));
+  uint16_t* before = DeviceCopy(std::vector<uint16_t>(1, 7));
+  EXPECT_DEATH(
+      {
+        Launcher("TmaKernel", 1, 32, kTmaShared) (&TmaKernel)(t.map, 0, 0, out, before, 1);
+        cudaDeviceSynchronize();
+      },
+      "ended with 1 TMA copies in flight");
+}
+
+TEST(CudaEmu, MbarrierPhaseMissingAnArrivalDeadlocksWithTheWaitersNamed) {
+  TmaRun t = MakeTmaRun(64, 64);
+  uint16_t* out = DeviceCopy(std::vector<uint16_t>(64 * 64, 7));
+  uint16_t* before = DeviceCopy(std::vector<uint16_t>(1, 7));
+  EXPECT_DEATH(
+      {
+        Launcher("TmaKernel", 1, 32, kTmaShared) (&TmaKernel)(t.map, 0, 0, out, before, 2);
+        cudaDeviceSynchronize();
+      },
+      "deadlock.*mbarrier.try_wait");
 }
 
 __global__ void CpAsyncKernel(const float* src, float* out) {

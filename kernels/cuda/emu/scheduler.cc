@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cuda/emu/memory_model.h"
+#include "kernels/cuda/emu/tma_sm90_emu.h"
 
 // Switches stacks: saves the callee-saved registers on the current stack,
 // stores its pointer in *from, loads `to` and pops the registers saved there.
@@ -73,12 +74,14 @@ namespace {
 constexpr size_t kStackBytes = 512 * 1024;
 constexpr size_t kGuardBytes = 4096;
 
-enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kGridWait, kDone };
+enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kGridWait, kMbarrierWait, kDone };
 
 struct Fiber {
   Thread thread;
   State state = State::kRunnable;
   const char* waiting_on = nullptr;
+  const void* mbarrier = nullptr;  // kMbarrierWait: the barrier and phase parity
+  uint32_t parity = 0;
   void* sp = nullptr;  // saved stack pointer while switched out
   void* stack = nullptr;
   void* tsan_fiber = nullptr;
@@ -249,6 +252,16 @@ void GridDependencyWait() {
   Yield();
 }
 
+void MbarrierWait(const void* bar, uint32_t parity) {
+  if (MbarrierPhaseDone(bar, parity)) return;
+  g_fiber->state = State::kMbarrierWait;
+  g_fiber->mbarrier = bar;
+  g_fiber->parity = parity;
+  g_fiber->waiting_on = "mbarrier.try_wait";
+  Yield();  // the phase has completed
+  g_fiber->waiting_on = nullptr;
+}
+
 const unsigned char (*WarpDeposit(const void* in, size_t bytes, const char* what))[64] {
   if (bytes > 64) Fail("%s: %zu bytes per lane exceed the exchange slot", what, bytes);
   const Block& b = *g_block;
@@ -357,6 +370,13 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
         progressed = true;
       }
     }
+    // mbarrier waits end when their phase completes.
+    for (Fiber& f : fibers) {
+      if (f.state == State::kMbarrierWait && MbarrierPhaseDone(f.mbarrier, f.parity)) {
+        f.state = State::kRunnable;
+        progressed = true;
+      }
+    }
     if (progressed) continue;
     // Nothing runnable: a block barrier completes when every live thread is at
     // it (exited threads count as arrived, as on the hardware).
@@ -372,6 +392,8 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
       }
       continue;
     }
+    // TMA copies in flight land now, as late as the hardware could land them.
+    if (LandTmaCopies()) continue;
     // Threads at griddepcontrol.wait (and any at a barrier behind them): the
     // primary grid runs now, as late as the hardware could run it.
     bool grid_wait = false;
@@ -386,6 +408,10 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
       continue;
     }
     Fail("deadlock: threads wait at barriers that can never complete:%s", Describe(fibers).c_str());
+  }
+  if (!block.tma_copies.empty()) {
+    Fail("the block ended with %zu TMA copies in flight into its shared memory",
+         block.tma_copies.size());
   }
   // A block that never waited ran wholly before its primary.
   if (!run.primary_done) RunPrimary(run);

@@ -1,0 +1,81 @@
+// Emulator versions of the kernels/cuda/tma_sm90.cuh wrappers (same names
+// and contracts), written from the PTX ISA (mbarrier; cp.async.bulk.tensor
+// with a tiled tensor map, the 128-byte swizzle, complete_tx) and the
+// driver's cuTensorMapEncodeTiled documentation. tma.cc implements them.
+//
+// As adversarial as the hardware allows:
+//   - a TMA copy's destination reads as NaN bytes from its issue until it
+//     lands, and it lands as late as it may: only when no thread of the
+//     block can go on without it (every live thread waits at an mbarrier or
+//     a barrier), reading global memory then;
+//   - a phase completes only when its arrivals and transaction bytes are
+//     all in, so a wait on the wrong parity, a missing expect_tx or a
+//     missing arrival shows (as NaN data or as a deadlock naming the
+//     waiting threads);
+//   - a copy into shared memory an in-flight wgmma reads fails, at issue
+//     and at landing; more arrivals than the count fail; a block that ends
+//     with copies in flight fails.
+// Tensor maps: 2D, row-major, 128-byte boxes in the 128-byte swizzle only
+// (what EncodeTensorMapBf16 makes), destinations 1024-byte aligned in
+// dynamic shared memory; mbarriers anywhere in shared memory, 8-byte aligned.
+#ifndef TPSERVE_KERNELS_CUDA_EMU_TMA_SM90_EMU_H_
+#define TPSERVE_KERNELS_CUDA_EMU_TMA_SM90_EMU_H_
+
+#include <cstdint>
+
+#include "kernels/cuda/emu/emu.h"
+
+namespace tpserve_emu {
+
+// What the emulator keeps in a TensorMap's 128 bytes.
+struct TensorMapFields {
+  const void* base;
+  int64_t rows, cols;  // elements
+  int64_t row_stride_bytes;
+  int box_rows, box_cols;
+  int elem_bytes;
+};
+void EncodeTensorMap(void* map, const TensorMapFields& f);
+
+void MbarrierInit(const void* bar, uint32_t count);
+// expect_tx(tx_bytes), then one arrival.
+void MbarrierArrive(const void* bar, uint32_t tx_bytes);
+// The calling fiber waits until the phase of parity `parity` has completed
+// (scheduler.cc).
+void MbarrierWait(const void* bar, uint32_t parity);
+bool MbarrierPhaseDone(const void* bar, uint32_t parity);
+void TmaLoad2d(void* dst, const void* map, int c0, int c1, const void* bar);
+// Lands every TMA copy in flight in the running block; false if none was.
+bool LandTmaCopies();
+
+}  // namespace tpserve_emu
+
+namespace tpserve::kernels::cuda {
+
+struct TensorMap;  // kernels/cuda/tma.h
+
+__device__ __forceinline__ void MbarrierInit(uint64_t* bar, uint32_t count) {
+  ::tpserve_emu::MbarrierInit(bar, count);
+}
+__device__ __forceinline__ void FenceMbarrierInit() {}
+__device__ __forceinline__ void MbarrierArriveExpectTx(uint64_t* bar, uint32_t bytes) {
+  ::tpserve_emu::MbarrierArrive(bar, bytes);
+}
+__device__ __forceinline__ void MbarrierArrive(uint64_t* bar) {
+  ::tpserve_emu::MbarrierArrive(bar, 0);
+}
+__device__ __forceinline__ void MbarrierWait(uint64_t* bar, uint32_t parity) {
+  ::tpserve_emu::MbarrierWait(bar, parity);
+}
+__device__ __forceinline__ void TmaLoadTile2d(void* dst, const TensorMap* map, int c0, int c1,
+                                              uint64_t* bar) {
+  ::tpserve_emu::TmaLoad2d(dst, map, c0, c1, bar);
+}
+template <int kRegs>
+__device__ __forceinline__ void SetMaxRegistersDec() {}
+template <int kRegs>
+__device__ __forceinline__ void SetMaxRegistersInc() {}
+
+}  // namespace tpserve::kernels::cuda
+
+#endif  // TPSERVE_KERNELS_CUDA_EMU_TMA_SM90_EMU_H_
