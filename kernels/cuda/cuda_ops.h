@@ -162,6 +162,12 @@ struct GemmBf16Params {
 // when asked (EngineOptions::cuda_wgmma). FAILED_PRECONDITION on anything
 // but an sm_90 device.
 [[nodiscard]] absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream);
+// The same, warp-specialised: TMA tile loads by a producer warpgroup feeding
+// two consumer warpgroups through mbarriers (gemm_wgmma.cu). EXPERIMENTAL:
+// checked only under the emulator (gemm_wgmma_test_emu), not on the
+// engine's path; kernel_bench's `gemm wgmma tma` rows measure it against
+// cuBLAS and GemmBf16Wgmma. FAILED_PRECONDITION on anything but sm_90.
+[[nodiscard]] absl::Status GemmBf16WgmmaTma(const GemmBf16Params& p, const Stream& stream);
 // Whether the current device runs GemmBf16Wgmma (compute capability 9.x).
 [[nodiscard]] bool WgmmaSupported();
 

@@ -23,9 +23,12 @@
 
 #include <cstdint>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/shared_memory.cuh"
+#include "kernels/cuda/tma.h"
+#include "kernels/cuda/tma_sm90.cuh"
 #include "kernels/cuda/wgmma_sm90.cuh"
 
 namespace tpserve::kernels::cuda {
@@ -64,6 +67,29 @@ __device__ __forceinline__ void LoadSwizzled(char* tile, const uint16_t* g, int 
     const bool valid = row0 + r < rows && gk < k;
     const uint16_t* src = valid ? g + static_cast<int64_t>(row0 + r) * k + gk : g;
     CpAsync16(tile + r * 128 + ((chunk ^ (r & 7)) << 4), src, valid);
+  }
+}
+
+// A warpgroup's 64 x kBn accumulators (the m64nNk16 fragment, wgmma_sm90.cuh)
+// plus bias into c at rows row0.., columns n0..; outside (m, n) dropped.
+template <int kBn>
+__device__ __forceinline__ void StoreWgmmaTile(const float (&d)[kBn / 128][64], const float* bias,
+                                               float* c, int m, int n, int64_t c_stride, int row0,
+                                               int n0) {
+  const int warp = (threadIdx.x / 32) % 4;
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int h = 0; h < kBn / 128; ++h) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = row0 + warp * 16 + lane / 4 + (e / 2) * 8;
+        const int col = n0 + h * 128 + j * 8 + (lane % 4) * 2 + (e % 2);
+        if (row < m && col < n)
+          c[row * c_stride + col] = d[h][j * 4 + e] + (bias != nullptr ? bias[col] : 0.0f);
+      }
+    }
   }
 }
 #endif
@@ -127,25 +153,114 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   WgmmaWait<0>();
   CpAsyncWait<0>();
 
-  const int warp = (threadIdx.x / 32) % 4;
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int h = 0; h < kBn / 128; ++h) {
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = m0 + group * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
-        const int col = n0 + h * 128 + j * 8 + (lane % 4) * 2 + (e % 2);
-        if (row < m && col < n)
-          c[row * c_stride + col] = d[h][j * 4 + e] + (bias != nullptr ? bias[col] : 0.0f);
-      }
-    }
-  }
+  StoreWgmmaTile<kBn>(d, bias, c, m, n, c_stride, m0 + group * 64, n0);
 #else
   // Built for an architecture without wgmma: the host never launches this.
   (void)a;
   (void)b;
+  (void)bias;
+  (void)c;
+  (void)m;
+  (void)n;
+  (void)k;
+  (void)c_stride;
+#endif
+}
+
+// The warp-specialised version (GemmBf16WgmmaTma): warpgroup 0 produces,
+// warpgroups 1 and 2 consume, on the same 128 x kBn tiles and 64-wide k
+// stages in the same swizzle. One producer thread loads each stage with two
+// TMA tile copies (A's 128 rows, B's kBn rows; rows and k past the matrix
+// land as zeros) that complete on the stage's `full` mbarrier; it reuses a
+// stage once its `empty` mbarrier has all 256 consumer threads' arrivals.
+// A consumer waits for `full`, issues the stage's wgmmas, and after
+// wgmma.wait_group 1 (the previous stage's wgmmas retired) arrives on the
+// previous stage's `empty`. No cp.async, no __syncthreads in the main loop:
+// loads run kStages tiles ahead of the multiply.
+constexpr int kTmaThreads = 384;
+
+template <int kBn>
+constexpr size_t TmaSharedBytes() {
+  return WgTile<kBn>::kSharedBytes + 2 * sizeof(uint64_t) * WgTile<kBn>::kStages;
+}
+static_assert(TmaSharedBytes<256>() <= 232448 && TmaSharedBytes<128>() <= 232448,
+              "an H100's opt-in shared memory per block");
+
+template <int kBn>
+__global__ void __launch_bounds__(kTmaThreads, 1)
+    GemmWgmmaTmaKernel(const __grid_constant__ TensorMap map_a,
+                       const __grid_constant__ TensorMap map_b, const float* __restrict__ bias,
+                       float* __restrict__ c, int m, int n, int k, int64_t c_stride) {
+#if TPS_WGMMA_AVAILABLE && TPS_TMA_AVAILABLE
+  using T = WgTile<kBn>;
+  constexpr int kStages = T::kStages;
+  char* smem_raw = DynamicSharedMemory<char>();
+  char* smem =
+      reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * T::kStageBytes);
+  uint64_t* empty = full + kStages;
+  const int m0 = blockIdx.y * kWgM;
+  const int n0 = blockIdx.x * kBn;
+  const int ktiles = (k + kWgK - 1) / kWgK;
+  const int wg = threadIdx.x / 128;
+  auto tile_a = [&](int s) { return smem + s * T::kStageBytes; };
+  auto tile_b = [&](int s) { return smem + s * T::kStageBytes + T::kATileBytes; };
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      MbarrierInit(&full[s], 1);
+      MbarrierInit(&empty[s], 256);
+    }
+    FenceMbarrierInit();
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // producer
+    SetMaxRegistersDec<40>();
+    if (threadIdx.x == 0) {
+      for (int kt = 0; kt < ktiles; ++kt) {
+        const int s = kt % kStages;
+        // Use q = kt / kStages of stage s: use q - 1's consumers are done.
+        if (kt >= kStages) MbarrierWait(&empty[s], (kt / kStages - 1) & 1);
+        MbarrierArriveExpectTx(&full[s], T::kStageBytes);
+        TmaLoadTile2d(tile_a(s), &map_a, kt * kWgK, m0, &full[s]);
+        TmaLoadTile2d(tile_b(s), &map_b, kt * kWgK, n0, &full[s]);
+      }
+    }
+    return;
+  }
+  SetMaxRegistersInc<232>();
+  const int group = wg - 1;  // this consumer's rows: 64 * group ..
+  float d[kBn / 128][64];
+#pragma unroll
+  for (int h = 0; h < kBn / 128; ++h) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) d[h][i] = 0.0f;
+  }
+  for (int kt = 0; kt < ktiles; ++kt) {
+    const int s = kt % kStages;
+    MbarrierWait(&full[s], (kt / kStages) & 1);
+    const uint32_t sa = SharedAddress(tile_a(s)) + group * 64 * 128;
+    const uint32_t sb = SharedAddress(tile_b(s));
+    WgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < kWgK / 16; ++kk) {
+#pragma unroll
+      for (int h = 0; h < kBn / 128; ++h) {
+        WgmmaBf16N128(d[h], WgmmaDescriptorSw128(sa + kk * 32),
+                      WgmmaDescriptorSw128(sb + h * 128 * 128 + kk * 32));
+      }
+    }
+    WgmmaCommit();
+    WgmmaWait<1>();  // tile kt - 1's wgmmas are done: its stage may refill
+    if (kt > 0) MbarrierArrive(&empty[(kt - 1) % kStages]);
+  }
+  WgmmaWait<0>();
+  StoreWgmmaTile<kBn>(d, bias, c, m, n, c_stride, m0 + group * 64, n0);
+#else
+  // Built for an architecture without wgmma and TMA: the host never launches this.
+  (void)map_a;
+  (void)map_b;
   (void)bias;
   (void)c;
   (void)m;
@@ -179,30 +294,67 @@ bool WgmmaSupported() {
   return major == 9;
 }
 
-absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
-  if (p.m < 0 || p.n < 0 || p.k <= 0) return absl::InvalidArgumentError("GemmBf16Wgmma: bad shape");
-  if (p.k % 8 != 0) return absl::InvalidArgumentError("GemmBf16Wgmma: k must be a multiple of 8");
-  if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  if (p.a == nullptr || p.b == nullptr || p.c == nullptr)
-    return absl::InvalidArgumentError("GemmBf16Wgmma: null pointer");
+namespace {
+
+// GemmBf16Wgmma's and GemmBf16WgmmaTma's checks (errors named after `what`);
+// on success *c_stride is set and *wide says whether 256-wide tiles fill
+// the device's SMs (they re-read a half as often; 128-wide ones otherwise).
+absl::Status CheckWgmma(const GemmBf16Params& p, const char* what, int64_t* c_stride, bool* wide) {
+  auto bad = [what](const char* why) {
+    return absl::InvalidArgumentError(absl::StrCat(what, why));
+  };
+  if (p.m < 0 || p.n < 0 || p.k <= 0) return bad(": bad shape");
+  if (p.k % 8 != 0) return bad(": k must be a multiple of 8");
+  if (p.m > 0 && p.n > 0 && (p.a == nullptr || p.b == nullptr || p.c == nullptr))
+    return bad(": null pointer");
   if ((reinterpret_cast<uintptr_t>(p.a) | reinterpret_cast<uintptr_t>(p.b)) % 16 != 0) {
-    return absl::InvalidArgumentError("GemmBf16Wgmma: a and b must be 16-byte aligned");
+    return bad(": a and b must be 16-byte aligned");
   }
-  if (!WgmmaSupported())
-    return absl::FailedPreconditionError("GemmBf16Wgmma needs an sm_90 (Hopper) device");
-  int device = 0;
+  *c_stride = p.c_stride == 0 ? p.n : p.c_stride;
+  if (*c_stride < p.n) return bad(": c_stride below n");
+  if ((p.m + kWgM - 1) / kWgM > 65535) return bad(": m too large for one launch");
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  if (!WgmmaSupported()) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " needs an sm_90 (Hopper) device"));
+  }
+  int device = 0, sms = 0;
   TPS_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  const int64_t c_stride = p.c_stride == 0 ? p.n : p.c_stride;
-  if (c_stride < p.n) return absl::InvalidArgumentError("GemmBf16Wgmma: c_stride below n");
-  if ((p.m + kWgM - 1) / kWgM > 65535)
-    return absl::InvalidArgumentError("GemmBf16Wgmma: m too large for one launch");
-  // 256-wide tiles re-read a (once per column tile) half as often; 128-wide
-  // ones when a grid of 256-wide tiles would leave SMs without one.
-  int sms = 0;
   TPS_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t wide_tiles = static_cast<int64_t>((p.n + 255) / 256) * ((p.m + kWgM - 1) / kWgM);
-  if (wide_tiles >= sms) return LaunchWgmma<256>(p, c_stride, stream);
-  return LaunchWgmma<128>(p, c_stride, stream);
+  *wide = static_cast<int64_t>((p.n + 255) / 256) * ((p.m + kWgM - 1) / kWgM) >= sms;
+  return absl::OkStatus();
+}
+
+template <int kBn>
+absl::Status LaunchWgmmaTma(const GemmBf16Params& p, int64_t c_stride, const Stream& stream) {
+  TensorMap map_a, map_b;
+  if (absl::Status st = EncodeTensorMapBf16(&map_a, p.a, p.m, p.k, kWgM, kWgK); !st.ok()) return st;
+  if (absl::Status st = EncodeTensorMapBf16(&map_b, p.b, p.n, p.k, kBn, kWgK); !st.ok()) return st;
+  constexpr int kShared = static_cast<int>(TmaSharedBytes<kBn>());
+  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      GemmWgmmaTmaKernel<kBn>, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
+  const dim3 grid((p.n + kBn - 1) / kBn, (p.m + kWgM - 1) / kWgM);
+  GemmWgmmaTmaKernel<kBn>
+      <<<grid, kTmaThreads, kShared, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
+          map_a, map_b, p.bias, p.c, p.m, p.n, p.k, c_stride);
+  return LaunchStatus("GemmWgmmaTmaKernel");
+}
+
+}  // namespace
+
+absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
+  int64_t c_stride = 0;
+  bool wide = false;
+  if (absl::Status st = CheckWgmma(p, "GemmBf16Wgmma", &c_stride, &wide); !st.ok()) return st;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  return wide ? LaunchWgmma<256>(p, c_stride, stream) : LaunchWgmma<128>(p, c_stride, stream);
+}
+
+absl::Status GemmBf16WgmmaTma(const GemmBf16Params& p, const Stream& stream) {
+  int64_t c_stride = 0;
+  bool wide = false;
+  if (absl::Status st = CheckWgmma(p, "GemmBf16WgmmaTma", &c_stride, &wide); !st.ok()) return st;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  return wide ? LaunchWgmmaTma<256>(p, c_stride, stream) : LaunchWgmmaTma<128>(p, c_stride, stream);
 }
 
 }  // namespace tpserve::kernels::cuda

@@ -1,4 +1,5 @@
-// Parity of the experimental Hopper kernel cuda::GemmBf16Wgmma with the CPU
+// Parity of the experimental Hopper kernels cuda::GemmBf16Wgmma (cp.async
+// loads) and cuda::GemmBf16WgmmaTma (TMA loads, warp-specialised) with the CPU
 // twin, on the shapes of gemm_bf16_test plus tails of its 128 x 128 and
 // 128 x 256 (x 64) tiles; the last shape is large enough for 256-wide tiles
 // on a 132-SM part (an H100 SXM, and the emulator's sm_90: the _emu twin runs
@@ -23,8 +24,9 @@ namespace {
 using cpu::Nmse;
 using cpu::Rng;
 
-TEST(CudaGemmWgmmaParity, RandomShapes) {
-  TPS_SKIP_WITHOUT_CUDA();
+using WgmmaGemm = absl::Status (*)(const GemmBf16Params&, const Stream&);
+
+void ExpectRandomShapesMatch(WgmmaGemm gemm) {
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
   if (major != 9)
@@ -68,9 +70,20 @@ TEST(CudaGemmWgmmaParity, RandomShapes) {
                      .m = s.m,
                      .n = s.n,
                      .k = s.k};
-    ASSERT_TRUE(GemmBf16Wgmma(p, Stream{}).ok());
+    const absl::Status st = gemm(p, Stream{});
+    ASSERT_TRUE(st.ok()) << st;
     EXPECT_LT(Nmse(ToHostVector(dc), want), 1e-9);
   }
+}
+
+TEST(CudaGemmWgmmaParity, RandomShapes) {
+  TPS_SKIP_WITHOUT_CUDA();
+  ExpectRandomShapesMatch(GemmBf16Wgmma);
+}
+
+TEST(CudaGemmWgmmaParity, RandomShapesWithTmaLoads) {
+  TPS_SKIP_WITHOUT_CUDA();
+  ExpectRandomShapesMatch(GemmBf16WgmmaTma);
 }
 
 }  // namespace

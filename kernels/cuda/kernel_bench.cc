@@ -229,7 +229,7 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
   }
 }
 
-// The experimental Hopper kernel vs cuBLAS. Run last: a fault in it would
+// The experimental Hopper kernels vs cuBLAS. Run last: a fault in one would
 // poison the CUDA context for every later row.
 void BenchWgmma(Context& ctx, int m, int n, int k) {
   const double flops = 2.0 * m * n * k;
@@ -249,18 +249,29 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
     });
   }
   GemmBf16Params p{.a = a.data(), .b = b.data(), .c = c.data(), .m = m, .n = n, .k = k};
-  const double ms = TimeMs(ctx.stream, work, [&] { (void)GemmBf16Wgmma(p, ctx.s); });
-  std::string status = cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR";
-  if (ref_ms > 0) {
-    const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
-    const double err = Nmse(Head(c.data(), check), Head(c_ref.data(), check));
-    if (!(err < 1e-4)) status = Fmt("MISMATCH nmse=%.1e", err);
-  }
-  const double tflops = flops / (ms * 1e-3) / 1e12;
   const double ref = ref_ms > 0 ? flops / (ref_ms * 1e-3) / 1e12 : -1.0;
-  PrintRow(Fmt("gemm wgmma (experimental) bf16 m=%d n=%d k=%d", m, n, k), status,
-           Fmt("%.2f TFLOP/s", tflops), ref > 0 ? Fmt("cuBLAS %.2f TFLOP/s", ref) : "cuBLAS n/a",
-           ref > 0 ? tflops / ref : -1.0);
+  // cp.async loads (GemmBf16Wgmma), then TMA loads in a warp-specialised
+  // kernel (GemmBf16WgmmaTma), each against cuBLAS.
+  for (const bool tma : {false, true}) {
+    cudaMemsetAsync(c.data(), 0, c.bytes(), ctx.stream);
+    absl::Status launched;
+    const double ms = TimeMs(ctx.stream, work, [&] {
+      launched = tma ? GemmBf16WgmmaTma(p, ctx.s) : GemmBf16Wgmma(p, ctx.s);
+    });
+    std::string status = !launched.ok()                      ? "FAIL: " + launched.ToString()
+                         : cudaGetLastError() == cudaSuccess ? "ok"
+                                                             : "CUDA ERROR";
+    if (ref_ms > 0 && status == "ok") {
+      const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
+      const double err = Nmse(Head(c.data(), check), Head(c_ref.data(), check));
+      if (!(err < 1e-4)) status = Fmt("MISMATCH nmse=%.1e", err);
+    }
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    PrintRow(Fmt("gemm wgmma%s (experimental) bf16 m=%d n=%d k=%d", tma ? " tma" : "", m, n, k),
+             status, Fmt("%.2f TFLOP/s", tflops),
+             ref > 0 ? Fmt("cuBLAS %.2f TFLOP/s", ref) : "cuBLAS n/a",
+             ref > 0 ? tflops / ref : -1.0);
+  }
 }
 
 // Batched decode on Q4_1 weights, three kernels on the same f32 x: the
