@@ -107,8 +107,9 @@ struct GemmFusion {
                                      const Stream& stream);
 
 // Which kernel multiplies GemmViaBf16's copies: GemmBf16 (mma.sync, any
-// sm_80+ device) or GemmBf16Wgmma (sm_90 only; see WgmmaSupported).
-enum class Bf16Gemm { kMma, kWgmma };
+// sm_80+ device), GemmBf16Wgmma or GemmBf16WgmmaTma (sm_90 only; see
+// WgmmaSupported).
+enum class Bf16Gemm { kMma, kWgmma, kWgmmaTma };
 
 // y = x w^T (+ bias) through bf16 copies: x and w converted to bf16 rows in
 // `scratch` (GemmViaBf16ScratchElems(m, n, k) elements, 16-byte aligned),
@@ -159,14 +160,15 @@ struct GemmBf16Params {
 // version passed gemm_wgmma_test on an H100 (2026-12-05) at 0.20-0.79 of
 // cuBLAS's speed; this one (two warpgroups, wgmmas overlapped with the next
 // k tile's) has run only under the emulator, so the engine takes it only
-// when asked (EngineOptions::cuda_wgmma). FAILED_PRECONDITION on anything
+// when asked (EngineOptions::cuda_prefill_gemm). FAILED_PRECONDITION on anything
 // but an sm_90 device.
 [[nodiscard]] absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream);
 // The same, warp-specialised: TMA tile loads by a producer warpgroup feeding
 // two consumer warpgroups through mbarriers (gemm_wgmma.cu). EXPERIMENTAL:
-// checked only under the emulator (gemm_wgmma_test_emu), not on the
-// engine's path; kernel_bench's `gemm wgmma tma` rows measure it against
-// cuBLAS and GemmBf16Wgmma. FAILED_PRECONDITION on anything but sm_90.
+// checked only under the emulator (gemm_wgmma_test_emu), so the engine
+// takes it only when asked (EngineOptions::cuda_prefill_gemm "wgmma_tma");
+// kernel_bench's `gemm wgmma tma` rows measure it against cuBLAS and
+// GemmBf16Wgmma. FAILED_PRECONDITION on anything but sm_90.
 [[nodiscard]] absl::Status GemmBf16WgmmaTma(const GemmBf16Params& p, const Stream& stream);
 // Whether the current device runs GemmBf16Wgmma (compute capability 9.x).
 [[nodiscard]] bool WgmmaSupported();

@@ -83,7 +83,14 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
                               .n = p.n,
                               .k = static_cast<int>(ld),
                               .c_stride = y_stride};
-  if (gemm == Bf16Gemm::kWgmma) return GemmBf16Wgmma(copies, {.cuda_stream = stream});
+  switch (gemm) {
+    case Bf16Gemm::kWgmma:
+      return GemmBf16Wgmma(copies, {.cuda_stream = stream});
+    case Bf16Gemm::kWgmmaTma:
+      return GemmBf16WgmmaTma(copies, {.cuda_stream = stream});
+    case Bf16Gemm::kMma:
+      break;
+  }
   return GemmBf16(copies, {.cuda_stream = stream});
 }
 

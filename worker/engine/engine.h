@@ -87,9 +87,12 @@ struct EngineOptions {
   // Backend "cuda": programmatic dependent launch of the decode-path kernels
   // (compute capability 9.0 and later; ignored below).
   bool cuda_pdl = true;
-  // Backend "cuda": prefill GEMMs on the experimental wgmma kernel (sm_90
-  // devices; ignored on others). Off by default until a GPU run measures it.
-  bool cuda_wgmma = false;
+  // Backend "cuda": the kernel of the prefill GEMMs (more than 64 tokens,
+  // on bf16 copies): "mma" (mma.sync, any device), or on sm_90 devices the
+  // experimental "wgmma" (cp.async loads) or "wgmma_tma" (TMA loads,
+  // warp-specialised) kernels, which fall back to "mma" elsewhere. Anything
+  // else is INVALID_ARGUMENT. "mma" until a GPU run measures the others.
+  std::string cuda_prefill_gemm = "mma";
   // Check at Create that every rank computed the same shard plan (one
   // collective). False when the communicator joins a group only later (the
   // worker re-joins a group at every epoch and calls CheckGroup then).

@@ -44,9 +44,8 @@ struct ForwardBackendOptions {
   // "cuda": launch the decode-path kernels with programmatic dependent
   // launch on devices that have it (kernels/cuda/launch.cuh).
   bool cuda_pdl = true;
-  // "cuda": prefill GEMMs on kernels::cuda::GemmBf16Wgmma on sm_90 devices
-  // (ignored on others); experimental, see kernels/cuda/cuda_ops.h.
-  bool cuda_wgmma = false;
+  // "cuda": the kernel of the prefill GEMMs (EngineOptions::cuda_prefill_gemm).
+  std::string cuda_prefill_gemm = "mma";
   // Row-parallel projections reduce in fixed point (kernels/ops.h
   // GemmParams::y_fixed) so logits do not depend on the tensor-parallel
   // size; see EngineOptions::tp_invariant.

@@ -75,10 +75,10 @@ ABSL_FLAG(bool, cuda_pdl, true,
           "With --backend=cuda on compute capability 9.0 and later: launch the decode-path "
           "kernels with programmatic dependent launch, so each overlaps the end of the one "
           "before it (false: every kernel waits for the previous one to finish first)");
-ABSL_FLAG(bool, cuda_wgmma, false,
-          "With --backend=cuda on compute capability 9.x: prefill GEMMs on the experimental "
-          "wgmma kernel instead of the mma.sync one (not yet measured on a GPU; "
-          "docs/benchmarks.md)");
+ABSL_FLAG(std::string, cuda_prefill_gemm, "mma",
+          "With --backend=cuda: the prefill GEMMs' kernel, mma (mma.sync, any GPU), or on "
+          "compute capability 9.x the experimental wgmma (cp.async loads) or wgmma_tma (TMA "
+          "loads, warp-specialised), not yet measured on a GPU (docs/benchmarks.md)");
 ABSL_FLAG(std::string, comm, "gloo",
           "Collectives between CPU ranks: gloo (TCP, ranks on any hosts) or shm (shared "
           "memory, all ranks on this host; ~50x lower all-reduce latency)");
@@ -318,7 +318,7 @@ absl::Status Run() {
   options.device = std::max(c.cuda_device, 0);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.cuda_pdl = absl::GetFlag(FLAGS_cuda_pdl);
-  options.cuda_wgmma = absl::GetFlag(FLAGS_cuda_wgmma);
+  options.cuda_prefill_gemm = absl::GetFlag(FLAGS_cuda_prefill_gemm);
   options.tp_invariant = absl::GetFlag(FLAGS_tp_invariant);
   options.check_group_at_create = false;  // checked at every Join
   service.SetProgress("loading this rank's weight shard");

@@ -415,7 +415,7 @@ TEST(CudaEngineParity, KernelsLineSaysWhatThisDeviceRuns) {
       **model,
       [](int e) {
         EngineOptions o = Options("cuda");
-        o.cuda_wgmma = e == 0;
+        o.cuda_prefill_gemm = e == 0 ? "wgmma_tma" : "mma";
         o.cuda_pdl = e == 0;
         o.cuda_graphs = e == 0;
         return o;
@@ -424,9 +424,9 @@ TEST(CudaEngineParity, KernelsLineSaysWhatThisDeviceRuns) {
   ASSERT_TRUE(made.ok()) << made;
   const std::string asked = pair.engines[0]->kernels();
   EXPECT_EQ(asked, absl::StrCat("CUDA kernels: prefill GEMMs on ",
-                                wgmma ? "wgmma"
-                                      : "mma.sync (--cuda_wgmma ignored: it needs compute "
-                                        "capability 9.x)",
+                                wgmma ? "wgmma with TMA loads"
+                                      : "mma.sync (--cuda_prefill_gemm=wgmma_tma ignored: it "
+                                        "needs compute capability 9.x)",
                                 ", programmatic dependent launch ",
                                 pdl ? "on" : "off (--cuda_pdl needs compute capability 9.0+)",
                                 ", decode graphs on"));
@@ -435,55 +435,83 @@ TEST(CudaEngineParity, KernelsLineSaysWhatThisDeviceRuns) {
             "graphs off");
 }
 
-// Prefill GEMMs on the experimental wgmma kernel (EngineOptions::cuda_wgmma)
-// against the CPU engine, at OneRankMatchesCpuEngine's tolerances, on sm_90
-// devices; the _emu twin cuda_engine_wgmma_test_emu emulates one. Under the
-// emulator also: the wgmma kernel ran, and its logits have the mma.sync
-// engine's bits (both emulated instructions add each k16 step's 16 products
-// in order, and both kernels walk k in order; a GPU need not agree).
+// Prefill GEMMs on the experimental wgmma kernels (EngineOptions::
+// cuda_prefill_gemm "wgmma" and "wgmma_tma") against the CPU engine, at
+// OneRankMatchesCpuEngine's tolerances, on sm_90 devices; the _emu twin
+// cuda_engine_wgmma_test_emu emulates one. Under the emulator also: the
+// kernel asked for ran, and its logits have the mma.sync engine's bits (the
+// emulated instructions add each k16 step's 16 products in order, and the
+// kernels walk k in order; a GPU need not agree).
 TEST(CudaEngineParity, WgmmaPrefillMatchesCpuEngine) {
   if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
   if (!::tpserve::kernels::cuda::WgmmaSupported()) {
-    GTEST_SKIP() << "skipped: the wgmma kernel needs an sm_90 device";
+    GTEST_SKIP() << "skipped: the wgmma kernels need an sm_90 device";
   }
   const std::string path = ModelPaths().front();
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
   const std::vector<Case> cases = Cases((*model)->config().vocab_size);
   const auto want = CpuReference(**model, cases, "f32");
-  EnginePair pair;  // [0] wgmma, [1] mma.sync
+  for (const auto& [gemm, kernel] :
+       {std::pair<std::string, const char*>{"wgmma", "GemmWgmmaKernel"},
+        {"wgmma_tma", "GemmWgmmaTmaKernel"}}) {
+    SCOPED_TRACE(gemm);
+    EnginePair pair;  // [0] `gemm`, [1] mma.sync
+    const absl::Status made = MakeEnginePair(
+        **model,
+        [gemm = gemm](int e) {
+          EngineOptions o = Options("cuda");
+          o.cuda_prefill_gemm = e == 0 ? gemm : "mma";
+          return o;
+        },
+        &pair);
+    ASSERT_TRUE(made.ok()) << made;
+    std::vector<std::vector<std::vector<float>>> got[2];
+    for (int e = 0; e < 2; ++e) {
+#if defined(TPSERVE_CUDA_EMU)
+      const uint64_t before = tpserve_emu::GridsRun(kernel);
+#endif
+      for (const Case& k : cases) {
+        absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
+        ASSERT_TRUE(l.ok()) << l.status();
+        got[e].push_back(*l);
+      }
+#if defined(TPSERVE_CUDA_EMU)
+      const uint64_t ran = tpserve_emu::GridsRun(kernel) - before;
+      if (e == 0) {
+        EXPECT_GT(ran, 0u) << gemm << " engine: no " << kernel << " ran";
+      } else {
+        EXPECT_EQ(ran, 0u) << "default engine: " << kernel << " ran";
+      }
+#else
+      (void)kernel;
+#endif
+    }
+    ExpectMatches(cases, want, got[0]);
+#if defined(TPSERVE_CUDA_EMU)
+    EXPECT_EQ(got[0], got[1]);
+#endif
+  }
+}
+
+// An unknown prefill GEMM is a clear error, not a silent fallback.
+TEST(CudaEngineParity, UnknownPrefillGemmIsInvalidArgument) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  EnginePair pair;
   const absl::Status made = MakeEnginePair(
       **model,
-      [](int e) {
+      [](int) {
         EngineOptions o = Options("cuda");
-        o.cuda_wgmma = e == 0;
+        o.cuda_prefill_gemm = "cublas";
         return o;
       },
       &pair);
-  ASSERT_TRUE(made.ok()) << made;
-  std::vector<std::vector<std::vector<float>>> got[2];
-  for (int e = 0; e < 2; ++e) {
-#if defined(TPSERVE_CUDA_EMU)
-    const uint64_t before = tpserve_emu::GridsRun("GemmWgmmaKernel");
-#endif
-    for (const Case& k : cases) {
-      absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
-      ASSERT_TRUE(l.ok()) << l.status();
-      got[e].push_back(*l);
-    }
-#if defined(TPSERVE_CUDA_EMU)
-    const uint64_t ran = tpserve_emu::GridsRun("GemmWgmmaKernel") - before;
-    if (e == 0) {
-      EXPECT_GT(ran, 0u) << "cuda_wgmma engine: no wgmma GEMM ran";
-    } else {
-      EXPECT_EQ(ran, 0u) << "default engine: the wgmma GEMM ran";
-    }
-#endif
-  }
-  ExpectMatches(cases, want, got[0]);
-#if defined(TPSERVE_CUDA_EMU)
-  EXPECT_EQ(got[0], got[1]);
-#endif
+  EXPECT_EQ(made.code(), absl::StatusCode::kInvalidArgument) << made;
+  EXPECT_NE(made.message().find("mma, wgmma or wgmma_tma; got \"cublas\""), std::string::npos)
+      << made;
 }
 
 // The same at TP=2: each rank's decode graphs hold its NCCL all-reduces and

@@ -26,14 +26,29 @@ namespace {
 
 namespace kc = kernels::cuda;
 
+// EngineOptions::cuda_prefill_gemm's kernel on the current device (wgmma
+// kernels only on sm_90; "mma" elsewhere).
+absl::StatusOr<kc::Bf16Gemm> PrefillGemm(const std::string& name) {
+  if (name == "mma") return kc::Bf16Gemm::kMma;
+  if (name != "wgmma" && name != "wgmma_tma") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backend=cuda: cuda_prefill_gemm must be mma, wgmma or wgmma_tma; got \"", name, "\""));
+  }
+  if (!kc::WgmmaSupported()) return kc::Bf16Gemm::kMma;
+  return name == "wgmma" ? kc::Bf16Gemm::kWgmma : kc::Bf16Gemm::kWgmmaTma;
+}
+
 // ForwardBackend::kernels() on the current device: what the options asked
 // for and what this device runs of it.
 std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gemm) {
   const bool pdl = kc::ProgrammaticLaunchSupported();
   return absl::StrCat("CUDA kernels: prefill GEMMs on ",
-                      prefill_gemm == kc::Bf16Gemm::kWgmma ? "wgmma" : "mma.sync",
-                      o.cuda_wgmma && prefill_gemm != kc::Bf16Gemm::kWgmma
-                          ? " (--cuda_wgmma ignored: it needs compute capability 9.x)"
+                      prefill_gemm == kc::Bf16Gemm::kWgmma      ? "wgmma"
+                      : prefill_gemm == kc::Bf16Gemm::kWgmmaTma ? "wgmma with TMA loads"
+                                                                : "mma.sync",
+                      o.cuda_prefill_gemm != "mma" && prefill_gemm == kc::Bf16Gemm::kMma
+                          ? absl::StrCat(" (--cuda_prefill_gemm=", o.cuda_prefill_gemm,
+                                         " ignored: it needs compute capability 9.x)")
                           : "",
                       ", programmatic dependent launch ",
                       !o.cuda_pdl ? "off"
@@ -45,15 +60,14 @@ std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gem
 class CudaForward final : public ForwardBackend {
  public:
   CudaForward(const ModelConfig& config, ShardPlan plan, Communicator& comm, cudaStream_t stream,
-              const ForwardBackendOptions& options)
+              const ForwardBackendOptions& options, kc::Bf16Gemm prefill_gemm)
       : c_(config),
         plan_(std::move(plan)),
         comm_(comm),
         device_(options.device),
         stream_(stream),
         programmatic_(options.cuda_pdl),
-        prefill_gemm_(options.cuda_wgmma && kc::WgmmaSupported() ? kc::Bf16Gemm::kWgmma
-                                                                 : kc::Bf16Gemm::kMma),
+        prefill_gemm_(prefill_gemm),
         tp_invariant_(options.tp_invariant),
         kernels_(KernelsLine(options, prefill_gemm_)),
         graphs_(options.cuda_graphs) {}
@@ -155,7 +169,7 @@ class CudaForward final : public ForwardBackend {
   const int device_;
   cudaStream_t stream_;
   const bool programmatic_;                     // kernels::Stream::programmatic
-  const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_wgmma)
+  const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_prefill_gemm)
   const bool tp_invariant_;
   const std::string kernels_;  // kernels(): chosen once, on this device
   KvCacheShape shape_;
@@ -434,10 +448,11 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(
                      comm.backend()));
   }
   TPS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  TPS_ASSIGN_OR_RETURN(const kc::Bf16Gemm prefill_gemm, PrefillGemm(options.cuda_prefill_gemm));
   cudaStream_t stream = nullptr;
   TPS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   return std::unique_ptr<ForwardBackend>(
-      new CudaForward(config, std::move(plan), comm, stream, options));
+      new CudaForward(config, std::move(plan), comm, stream, options, prefill_gemm));
 }
 
 }  // namespace tpserve

@@ -23,7 +23,7 @@
 // token back here; the router would broadcast it), so they time the same
 // forward pass, device sampling on rank 0 included. The prefill rows time
 // one 2048-token (--prefill_tokens) sequence's Engine::Step (best of 5), with the prefill GEMMs
-// on the mma.sync kernel, then on the wgmma one (EngineOptions::cuda_wgmma;
+// on the mma.sync kernel, then on the two wgmma ones (EngineOptions::cuda_prefill_gemm;
 // "skipped" on devices other than sm_90).
 //
 // The default model is generated: a 1.1B-parameter Llama (hidden 2048, 16
@@ -69,8 +69,9 @@ ABSL_FLAG(int, profile_steps, 0,
           "> 0: run only the batch-1 graphs row, its N timed steps between cudaProfilerStart "
           "and cudaProfilerStop (for ncu --profile-from-start off; scripts/gpu_check.sh)");
 ABSL_FLAG(std::string, profile_prefill, "",
-          "mma or wgmma: run only one --prefill_tokens prefill on that GEMM kernel, after an "
-          "untimed one, between cudaProfilerStart and cudaProfilerStop (scripts/gpu_check.sh)");
+          "mma, wgmma or wgmma_tma: run only one --prefill_tokens prefill on that GEMM kernel "
+          "(EngineOptions::cuda_prefill_gemm), after an untimed one, between cudaProfilerStart "
+          "and cudaProfilerStop (scripts/gpu_check.sh)");
 ABSL_FLAG(int, prefill_tokens, 2048, "tokens of the prefill rows' sequence");
 ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
 
@@ -237,13 +238,14 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
 
 // The best of `reps` single-sequence prefills of `tokens` tokens, after one
 // untimed one; `profile`: the last one between cudaProfilerStart and Stop.
-Run Prefill(const ModelSource& model, int tokens, bool wgmma, int reps, bool profile = false) {
+Run Prefill(const ModelSource& model, int tokens, const std::string& gemm, int reps,
+            bool profile = false) {
   TcpKvStoreClient unused("127.0.0.1", 1);
   absl::StatusOr<std::unique_ptr<Communicator>> comm =
       CreateGlooCommunicator(unused, 0, 1, GlooOptions());
   if (!comm.ok()) return {.error = comm.status().ToString()};
   EngineOptions o = BenchOptions(0);
-  o.cuda_wgmma = wgmma;
+  o.cuda_prefill_gemm = gemm;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
   if (!engine.ok()) return {.error = engine.status().ToString()};
   const int bs = (*engine)->block_size();
@@ -305,16 +307,16 @@ int Main(int argc, char** argv) {
   if (const std::string kernel = absl::GetFlag(FLAGS_profile_prefill); !kernel.empty()) {
     const std::string row = absl::StrCat("prefill ", absl::GetFlag(FLAGS_prefill_tokens),
                                          " tokens ", label, " (", kernel, ", profiled)");
-    if (kernel != "mma" && kernel != "wgmma") {
-      PrintRow(row, "FAIL: --profile_prefill must be mma or wgmma", "", "", -1);
+    if (kernel != "mma" && kernel != "wgmma" && kernel != "wgmma_tma") {
+      PrintRow(row, "FAIL: --profile_prefill must be mma, wgmma or wgmma_tma", "", "", -1);
       return 1;
     }
-    if (kernel == "wgmma" && !kernels::cuda::WgmmaSupported()) {
-      PrintRow(row, "skipped: the wgmma kernel needs an sm_90 device", "", "", -1);
+    if (kernel != "mma" && !kernels::cuda::WgmmaSupported()) {
+      PrintRow(row, "skipped: the wgmma kernels need an sm_90 device", "", "", -1);
       return 0;
     }
-    const Run r = Prefill(**model, absl::GetFlag(FLAGS_prefill_tokens), kernel == "wgmma", 1,
-                          /*profile=*/true);
+    const Run r =
+        Prefill(**model, absl::GetFlag(FLAGS_prefill_tokens), kernel, 1, /*profile=*/true);
     PrintRow(row, r.error.empty() ? "ok" : "FAIL: " + r.error,
              r.error.empty() ? Fmt("%.0f tok/s", r.tokens_per_s) : "", "", -1);
     return r.error.empty() ? 0 : 1;
@@ -392,26 +394,28 @@ int Main(int argc, char** argv) {
                base ? tp2_eager.tokens_per_s / tp2_graphs.tokens_per_s : -1);
     }
   }
-  // Prefill: the GEMMs on the mma.sync kernel, then on the wgmma one.
+  // Prefill: the GEMMs on the mma.sync kernel, then on the wgmma ones.
   const int prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
   const std::string prefill = absl::StrCat("prefill ", prefill_tokens, " tokens ", label);
-  const Run mma = Prefill(**model, prefill_tokens, /*wgmma=*/false, 5);
+  const Run mma = Prefill(**model, prefill_tokens, "mma", 5);
   if (mma.error.empty()) {
     PrintRow(prefill, "ok", Fmt("%.0f tok/s", mma.tokens_per_s), "", -1);
   } else {
     PrintRow(prefill, "FAIL: " + mma.error, "", "", -1);
     failed = 1;
   }
-  if (!kernels::cuda::WgmmaSupported()) {
-    PrintRow(prefill + " (wgmma)", "skipped: the wgmma kernel needs an sm_90 device", "", "", -1);
-  } else {
-    const Run wg = Prefill(**model, prefill_tokens, /*wgmma=*/true, 5);
+  for (const char* gemm : {"wgmma", "wgmma_tma"}) {
+    const std::string row = absl::StrCat(prefill, " (", gemm, ")");
+    if (!kernels::cuda::WgmmaSupported()) {
+      PrintRow(row, "skipped: the wgmma kernels need an sm_90 device", "", "", -1);
+      continue;
+    }
+    const Run wg = Prefill(**model, prefill_tokens, gemm, 5);
     if (!wg.error.empty() || !mma.error.empty()) {
-      PrintRow(prefill + " (wgmma)", "FAIL: " + (wg.error.empty() ? mma.error : wg.error), "", "",
-               -1);
+      PrintRow(row, "FAIL: " + (wg.error.empty() ? mma.error : wg.error), "", "", -1);
       failed = 1;
     } else {
-      PrintRow(prefill + " (wgmma)", "ok", Fmt("%.0f tok/s", wg.tokens_per_s),
+      PrintRow(row, "ok", Fmt("%.0f tok/s", wg.tokens_per_s),
                Fmt("mma.sync %.0f tok/s", mma.tokens_per_s), wg.tokens_per_s / mma.tokens_per_s);
     }
   }
