@@ -70,6 +70,32 @@ __device__ __forceinline__ void LoadSwizzled(char* tile, const uint16_t* g, int 
   }
 }
 
+template <int kBn>
+__device__ __forceinline__ void ZeroAccumulators(float (&d)[kBn / 128][64]) {
+#pragma unroll
+  for (int h = 0; h < kBn / 128; ++h) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) d[h][i] = 0.0f;
+  }
+}
+
+// One 64-wide k stage of this warpgroup's 64 rows: A's rows at shared address
+// sa, B's kBn rows at sb (both swizzled K-major), 4 k16 steps of kBn / 128
+// m64n128k16 wgmmas, committed as one group.
+template <int kBn>
+__device__ __forceinline__ void IssueStage(float (&d)[kBn / 128][64], uint32_t sa, uint32_t sb) {
+  WgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < kWgK / 16; ++kk) {
+#pragma unroll
+    for (int h = 0; h < kBn / 128; ++h) {
+      WgmmaBf16N128(d[h], WgmmaDescriptorSw128(sa + kk * 32),
+                    WgmmaDescriptorSw128(sb + h * 128 * 128 + kk * 32));
+    }
+  }
+  WgmmaCommit();
+}
+
 // A warpgroup's 64 x kBn accumulators (the m64nNk16 fragment, wgmma_sm90.cuh)
 // plus bias into c at rows row0.., columns n0..; outside (m, n) dropped.
 template <int kBn>
@@ -117,11 +143,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   };
 
   float d[kBn / 128][64];
-#pragma unroll
-  for (int h = 0; h < kBn / 128; ++h) {
-#pragma unroll
-    for (int i = 0; i < 64; ++i) d[h][i] = 0.0f;
-  }
+  ZeroAccumulators<kBn>(d);
 
 #pragma unroll
   for (int s = 0; s < kAhead; ++s) {
@@ -136,18 +158,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     __syncthreads();
     if (kt + kAhead < ktiles) load(kt + kAhead);
     CpAsyncCommit();
-    const uint32_t sa = SharedAddress(tile_a(kt % T::kStages)) + group * 64 * 128;
-    const uint32_t sb = SharedAddress(tile_b(kt % T::kStages));
-    WgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < kWgK / 16; ++kk) {
-#pragma unroll
-      for (int h = 0; h < kBn / 128; ++h) {
-        WgmmaBf16N128(d[h], WgmmaDescriptorSw128(sa + kk * 32),
-                      WgmmaDescriptorSw128(sb + h * 128 * 128 + kk * 32));
-      }
-    }
-    WgmmaCommit();
+    IssueStage<kBn>(d, SharedAddress(tile_a(kt % T::kStages)) + group * 64 * 128,
+                    SharedAddress(tile_b(kt % T::kStages)));
     WgmmaWait<1>();  // tile kt - 1's wgmmas are done; tile kt's run on
   }
   WgmmaWait<0>();
@@ -232,26 +244,11 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   SetMaxRegistersInc<232>();
   const int group = wg - 1;  // this consumer's rows: 64 * group ..
   float d[kBn / 128][64];
-#pragma unroll
-  for (int h = 0; h < kBn / 128; ++h) {
-#pragma unroll
-    for (int i = 0; i < 64; ++i) d[h][i] = 0.0f;
-  }
+  ZeroAccumulators<kBn>(d);
   for (int kt = 0; kt < ktiles; ++kt) {
     const int s = kt % kStages;
     MbarrierWait(&full[s], (kt / kStages) & 1);
-    const uint32_t sa = SharedAddress(tile_a(s)) + group * 64 * 128;
-    const uint32_t sb = SharedAddress(tile_b(s));
-    WgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < kWgK / 16; ++kk) {
-#pragma unroll
-      for (int h = 0; h < kBn / 128; ++h) {
-        WgmmaBf16N128(d[h], WgmmaDescriptorSw128(sa + kk * 32),
-                      WgmmaDescriptorSw128(sb + h * 128 * 128 + kk * 32));
-      }
-    }
-    WgmmaCommit();
+    IssueStage<kBn>(d, SharedAddress(tile_a(s)) + group * 64 * 128, SharedAddress(tile_b(s)));
     WgmmaWait<1>();  // tile kt - 1's wgmmas are done: its stage may refill
     if (kt > 0) MbarrierArrive(&empty[(kt - 1) % kStages]);
   }

@@ -526,28 +526,25 @@ TEST(CudaEmu, TmaLandsASwizzledBoxWithZerosOutsideTheMatrix) {
   cudaFree(t.dm);
 }
 
-TEST(CudaEmu, TmaWithoutExpectedBytesIsReadBeforeItLands) {
+// TmaKernel in `mode` on a 64 x 64 matrix dies with `message`.
+void ExpectTmaKernelDies(int mode, const char* message) {
   TmaRun t = MakeTmaRun(64, 64);
   uint16_t* out = DeviceCopy(std::vector<uint16_t>(64 * 64, 7));
   uint16_t* before = DeviceCopy(std::vector<uint16_t>(1, 7));
   EXPECT_DEATH(
       {
-        Launcher("TmaKernel", 1, 32, kTmaShared) (&TmaKernel)(t.map, 0, 0, out, before, 1);
+        Launcher("TmaKernel", 1, 32, kTmaShared) (&TmaKernel)(t.map, 0, 0, out, before, mode);
         cudaDeviceSynchronize();
       },
-      "ended with 1 TMA copies in flight");
+      message);
+}
+
+TEST(CudaEmu, TmaWithoutExpectedBytesIsReadBeforeItLands) {
+  ExpectTmaKernelDies(1, "ended with 1 TMA copies in flight");
 }
 
 TEST(CudaEmu, MbarrierPhaseMissingAnArrivalDeadlocksWithTheWaitersNamed) {
-  TmaRun t = MakeTmaRun(64, 64);
-  uint16_t* out = DeviceCopy(std::vector<uint16_t>(64 * 64, 7));
-  uint16_t* before = DeviceCopy(std::vector<uint16_t>(1, 7));
-  EXPECT_DEATH(
-      {
-        Launcher("TmaKernel", 1, 32, kTmaShared) (&TmaKernel)(t.map, 0, 0, out, before, 2);
-        cudaDeviceSynchronize();
-      },
-      "deadlock.*mbarrier.try_wait");
+  ExpectTmaKernelDies(2, "deadlock.*mbarrier.try_wait");
 }
 
 __global__ void CpAsyncKernel(const float* src, float* out) {
