@@ -122,9 +122,11 @@ enum class Bf16Gemm { kMma, kWgmma, kWgmmaTma };
 // on a GPU. For prefill: on the 2026-12-05 H100 run the cp.async
 // kernel ran at 2.0-2.9x the converting kernel's rate on kernel_bench's
 // m = 512 and 4096 shapes (gemm mma bf16 vs f32 x Q4_1 rows). y_fixed is
-// not supported.
+// not supported. `x_in_scratch`: scratch already holds x's copy from a call
+// on the same x, m, k and x_stride (the previous part of one linear), so
+// only w is converted.
 [[nodiscard]] absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream,
-                                       Bf16Gemm gemm = Bf16Gemm::kMma);
+                                       Bf16Gemm gemm = Bf16Gemm::kMma, bool x_in_scratch = false);
 [[nodiscard]] int64_t GemmViaBf16ScratchElems(int m, int n, int k);
 
 // The skinny GEMM at any m <= kSkinnyGemmMaxRows and any weight type: what

@@ -391,7 +391,7 @@ int64_t GemmViaBf16ScratchElems(int m, int n, int k) {
 }
 
 absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream,
-                         Bf16Gemm gemm) {
+                         Bf16Gemm gemm, bool x_in_scratch) {
   if (p.y_fixed != nullptr)
     return absl::InvalidArgumentError("GemmViaBf16: y_fixed is not supported");
   int64_t x_stride = 0, y_stride = 0;
@@ -401,7 +401,7 @@ absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& s
     return absl::InvalidArgumentError("GemmViaBf16: scratch must be non-null and 16-byte aligned");
   }
   return LaunchViaBf16Gemm(p, x_stride, y_stride, scratch,
-                           static_cast<cudaStream_t>(stream.cuda_stream), gemm);
+                           static_cast<cudaStream_t>(stream.cuda_stream), gemm, x_in_scratch);
 }
 
 absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,

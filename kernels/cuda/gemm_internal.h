@@ -22,7 +22,8 @@ absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t
                                   cudaStream_t stream);
 // The same product through bf16 copies of x and w in `scratch` (GemmViaBf16).
 absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                               uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm);
+                               uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm,
+                               bool x_in_scratch);
 // Row length of those copies: k rounded up to the tile's 32 columns.
 int64_t ViaBf16RowElems(int k);
 

@@ -66,13 +66,16 @@ absl::Status ConvertWeights(const GemmParams& p, int64_t ld, uint16_t* out, cuda
 int64_t ViaBf16RowElems(int k) { return (static_cast<int64_t>(k) + kBK - 1) / kBK * kBK; }
 
 absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                               uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm) {
+                               uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm,
+                               bool x_in_scratch) {
   const int64_t ld = ViaBf16RowElems(p.k);
   uint16_t* xa = scratch;
   uint16_t* wb = scratch + p.m * ld;
-  if (absl::Status st = ConvertRows<DType::kF32>({p.x, p.m, x_stride}, p.k, ld, xa, stream);
-      !st.ok()) {
-    return st;
+  if (!x_in_scratch) {
+    if (absl::Status st = ConvertRows<DType::kF32>({p.x, p.m, x_stride}, p.k, ld, xa, stream);
+        !st.ok()) {
+      return st;
+    }
   }
   if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
   const GemmBf16Params copies{.a = xa,

@@ -24,6 +24,10 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/test_support.h"
 
+#if defined(TPSERVE_CUDA_EMU)
+#include "kernels/cuda/emu/emu.h"  // GridsRun
+#endif
+
 namespace tpserve::kernels::cuda {
 namespace {
 
@@ -330,6 +334,25 @@ TEST_P(CudaGemmParity, ViaBf16CopiesGiveThePrefillKernelsBits) {
     ASSERT_TRUE(GemmTensorCore(p, Stream{}).ok());
     p.y = got.data();
     ASSERT_TRUE(GemmViaBf16(p, scratch.data(), Stream{}).ok());
+    EXPECT_EQ(ToHostVector(got), ToHostVector(want));
+    // A second weight on the same x (the next part of a linear): x's copy
+    // in the scratch is reused, only w2 is converted, and the bits are still
+    // the prefill kernel's.
+    DeviceBuffer<uint8_t> w2 =
+        ToDeviceWeight(dtype, s.n, s.k, cpu::RandomRows(rng, dtype, s.n, s.k));
+    p.w = w2.data();
+    p.y = want.data();
+    ASSERT_TRUE(GemmTensorCore(p, Stream{}).ok());
+    p.y = got.data();
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t converts = tpserve_emu::GridsRun("ConvertRowsKernel");
+#endif
+    ASSERT_TRUE(
+        GemmViaBf16(p, scratch.data(), Stream{}, Bf16Gemm::kMma, /*x_in_scratch=*/true).ok());
+#if defined(TPSERVE_CUDA_EMU)
+    cudaDeviceSynchronize();
+    EXPECT_EQ(tpserve_emu::GridsRun("ConvertRowsKernel") - converts, 1u) << "w2 only";
+#endif
     EXPECT_EQ(ToHostVector(got), ToHostVector(want));
   }
   GemmParams p{.m = 100, .n = 8, .k = 32};

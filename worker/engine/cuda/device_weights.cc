@@ -37,6 +37,7 @@ absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l) {
 
 absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
                        const kernels::Stream& s, Bf16Scratch bf16, int64_t* y_fixed, int chunk) {
+  bool x_in_scratch = false;  // the parts share x: its bf16 copy is made once
   for (const DeviceLinear::Part& p : l.parts) {
     kernels::GemmParams g;
     g.x = x;
@@ -54,7 +55,8 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
     g.k = l.in_features;
     g.y_stride = y_stride;
     if (bf16.data != nullptr && y_fixed == nullptr && m > kernels::cuda::kSkinnyGemmMaxRows) {
-      TPS_RETURN_IF_ERROR(kernels::cuda::GemmViaBf16(g, bf16.data, s, bf16.gemm));
+      TPS_RETURN_IF_ERROR(kernels::cuda::GemmViaBf16(g, bf16.data, s, bf16.gemm, x_in_scratch));
+      x_in_scratch = true;
     } else {
       TPS_RETURN_IF_ERROR(kernels::cuda::Gemm(g, s));
     }
