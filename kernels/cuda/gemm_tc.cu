@@ -77,15 +77,20 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
       return st;
     }
   }
-  if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
+  // The wgmma kernel dequantises Q4 weights itself: no copy of w.
+  const bool dequantize = gemm == Bf16Gemm::kWgmma && WgmmaDequantizes(p.w_dtype);
+  if (!dequantize) {
+    if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
+  }
   const GemmBf16Params copies{.a = xa,
-                              .b = wb,
+                              .b = dequantize ? nullptr : wb,
                               .bias = p.bias,
                               .c = p.y,
                               .m = p.m,
                               .n = p.n,
                               .k = static_cast<int>(ld),
                               .c_stride = y_stride};
+  if (dequantize) return GemmWgmmaQuantWeights(copies, p.w, p.w_dtype, {.cuda_stream = stream});
   switch (gemm) {
     case Bf16Gemm::kWgmma:
       return GemmBf16Wgmma(copies, {.cuda_stream = stream});

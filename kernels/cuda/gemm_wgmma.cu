@@ -26,6 +26,8 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/gemm_internal.h"
+#include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 #include "kernels/cuda/tma.h"
 #include "kernels/cuda/tma_sm90.cuh"
@@ -51,6 +53,22 @@ struct WgTile {
   static_assert(kATileBytes % 1024 == 0 && kBTileBytes % 1024 == 0,
                 "tiles keep 1024-byte swizzle-atom alignment");
   static_assert(kSharedBytes <= 232448, "an H100's opt-in shared memory per block");
+};
+
+// Where GemmWgmmaKernel's B tiles come from: bf16 rows (B = the rows,
+// copied by cp.async with each A tile), or Q4_0 / Q4_1 weights dequantised
+// by the kernel's threads one k tile ahead (QuantStage).
+struct BRows {
+  static constexpr bool kAsync = true;
+  static constexpr DType kType = DType::kBF16;
+  const uint16_t* b;
+};
+template <DType kW>
+struct BQuant {
+  static_assert(kW == DType::kQ4_0 || kW == DType::kQ4_1, "Q4 blocks");
+  static constexpr bool kAsync = false;
+  static constexpr DType kType = kW;
+  const void* w;
 };
 
 #if TPS_WGMMA_AVAILABLE
@@ -118,11 +136,75 @@ __device__ __forceinline__ void StoreWgmmaTile(const float (&d)[kBn / 128][64], 
     }
   }
 }
+
+// Q4_0 / Q4_1 weights (device layout, weight_layout.h) into B tiles: each
+// thread holds kItems (row, Q4 block) pairs of a k tile in registers
+// (Fetch) and later stores them dequantised and swizzled (Store), with
+// ConvertRows's arithmetic and rounding, so a tile holds GemmViaBf16's bf16
+// copy bit for bit. Rows past n and blocks past k store zeros.
+template <DType kW, int kBn>
+struct QuantStage {
+  static constexpr int kItems = kBn * 2 / kWgThreads;  // two Q4 blocks per 64-wide row
+  static_assert(kItems >= 1 && kBn * 2 % kWgThreads == 0, "whole items per thread");
+  uint4 q[kItems];
+  uint32_t scales[kItems];  // f16 d, and f16 m above it for Q4_1
+  bool valid[kItems];
+
+  __device__ __forceinline__ void Fetch(const void* w, int n, int k, int n0, int kt) {
+    const PackedQuantRows p = PackedRows<kW>(w, n, k);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int item = static_cast<int>(threadIdx.x) + i * kWgThreads;
+      const int row = n0 + item / 2;
+      const int64_t b = static_cast<int64_t>(kt) * 2 + item % 2;
+      valid[i] = row < n && b < p.blocks_per_row;
+      if (!valid[i]) continue;
+      const int64_t block = row * p.blocks_per_row + b;
+      q[i] = __ldg(p.quants + block);
+      scales[i] = kW == DType::kQ4_1 ? __ldg(reinterpret_cast<const uint32_t*>(p.scales) + block)
+                                     : __ldg(reinterpret_cast<const uint16_t*>(p.scales) + block);
+    }
+  }
+
+  __device__ __forceinline__ void Store(char* tile) const {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int item = static_cast<int>(threadIdx.x) + i * kWgThreads;
+      const int r = item / 2;
+      uint32_t packed[16] = {};  // the block's 32 values as bf16 pairs
+      if (valid[i]) {
+        const float d = HalfBitsToFloat(static_cast<uint16_t>(scales[i] & 0xFFFFu));
+        const float mn = HalfBitsToFloat(static_cast<uint16_t>(scales[i] >> 16));
+        const uint32_t words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
+        float v[32];  // value j: byte j's low nibble; value 16 + j: its high nibble
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const int byte = static_cast<int>((words[j / 4] >> (8 * (j % 4))) & 0xFFu);
+          if constexpr (kW == DType::kQ4_1) {
+            v[j] = __fadd_rn(__fmul_rn(d, static_cast<float>(byte & 0xF)), mn);
+            v[16 + j] = __fadd_rn(__fmul_rn(d, static_cast<float>(byte >> 4)), mn);
+          } else {
+            v[j] = __fmul_rn(d, static_cast<float>((byte & 0xF) - 8));
+            v[16 + j] = __fmul_rn(d, static_cast<float>((byte >> 4) - 8));
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < 16; ++j) packed[j] = PackBf16(v[2 * j], v[2 * j + 1]);
+      }
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {  // 16-byte chunk 4 (item % 2) + c of the 128-byte row
+        const int chunk = (item % 2) * 4 + c;
+        *reinterpret_cast<uint4*>(tile + r * 128 + ((chunk ^ (r & 7)) << 4)) =
+            uint4{packed[4 * c], packed[4 * c + 1], packed[4 * c + 2], packed[4 * c + 3]};
+      }
+    }
+  }
+};
 #endif
 
-template <int kBn>
+template <int kBn, class BSource>
 __global__ void __launch_bounds__(kWgThreads, 1)
-    GemmWgmmaKernel(const uint16_t* __restrict__ a, const uint16_t* __restrict__ b,
+    GemmWgmmaKernel(const uint16_t* __restrict__ a, const BSource bsrc,
                     const float* __restrict__ bias, float* __restrict__ c, int m, int n, int k,
                     int64_t c_stride) {
 #if TPS_WGMMA_AVAILABLE
@@ -139,7 +221,9 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   auto tile_b = [&](int s) { return smem + s * T::kStageBytes + T::kATileBytes; };
   auto load = [&](int kt) {
     LoadSwizzled<kWgM>(tile_a(kt % T::kStages), a, m, k, m0, kt * kWgK);
-    LoadSwizzled<kBn>(tile_b(kt % T::kStages), b, n, k, n0, kt * kWgK);
+    if constexpr (BSource::kAsync) {
+      LoadSwizzled<kBn>(tile_b(kt % T::kStages), bsrc.b, n, k, n0, kt * kWgK);
+    }
   };
 
   float d[kBn / 128][64];
@@ -149,6 +233,16 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   for (int s = 0; s < kAhead; ++s) {
     if (s < ktiles) load(s);
     CpAsyncCommit();
+  }
+  // Dequantised B: tile 0 stored, tile 1 in registers.
+  [[maybe_unused]] QuantStage<BSource::kType == DType::kQ4_0 ? DType::kQ4_0 : DType::kQ4_1, kBn>
+      staged;
+  if constexpr (!BSource::kAsync) {
+    if (ktiles > 0) {
+      staged.Fetch(bsrc.w, n, k, n0, 0);
+      staged.Store(tile_b(0));
+    }
+    if (ktiles > 1) staged.Fetch(bsrc.w, n, k, n0, 1);
   }
   for (int kt = 0; kt < ktiles; ++kt) {
     CpAsyncWait<kAhead - 1>();  // this thread's copies of tile kt have landed
@@ -160,6 +254,12 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     CpAsyncCommit();
     IssueStage<kBn>(d, SharedAddress(tile_a(kt % T::kStages)) + group * 64 * 128,
                     SharedAddress(tile_b(kt % T::kStages)));
+    if constexpr (!BSource::kAsync) {
+      // Tile kt + 1's B into its stage (last read by tile kt + 1 - kStages,
+      // retired before the barrier above), tile kt + 2's into registers.
+      if (kt + 1 < ktiles) staged.Store(tile_b((kt + 1) % T::kStages));
+      if (kt + 2 < ktiles) staged.Fetch(bsrc.w, n, k, n0, kt + 2);
+    }
     WgmmaWait<1>();  // tile kt - 1's wgmmas are done; tile kt's run on
   }
   WgmmaWait<0>();
@@ -169,7 +269,9 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 #else
   // Built for an architecture without wgmma: the host never launches this.
   (void)a;
-  (void)b;
+  (void)bsrc;
+  (void)BSource::kAsync;
+  (void)BSource::kType;
   (void)bias;
   (void)c;
   (void)m;
@@ -267,16 +369,23 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
 #endif
 }
 
-template <int kBn>
-absl::Status LaunchWgmma(const GemmBf16Params& p, int64_t c_stride, const Stream& stream) {
-  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GemmWgmmaKernel<kBn>,
+template <int kBn, class BSource>
+absl::Status LaunchWgmma(const GemmBf16Params& p, BSource b, int64_t c_stride,
+                         const Stream& stream) {
+  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GemmWgmmaKernel<kBn, BSource>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(WgTile<kBn>::kSharedBytes)));
   const dim3 grid((p.n + kBn - 1) / kBn, (p.m + kWgM - 1) / kWgM);
-  GemmWgmmaKernel<kBn><<<grid, kWgThreads, WgTile<kBn>::kSharedBytes,
-                         static_cast<cudaStream_t>(stream.cuda_stream)>>>(p.a, p.b, p.bias, p.c,
-                                                                          p.m, p.n, p.k, c_stride);
+  GemmWgmmaKernel<kBn, BSource><<<grid, kWgThreads, WgTile<kBn>::kSharedBytes,
+                                  static_cast<cudaStream_t>(stream.cuda_stream)>>>(
+      p.a, b, p.bias, p.c, p.m, p.n, p.k, c_stride);
   return LaunchStatus("GemmWgmmaKernel");
+}
+
+template <class BSource>
+absl::Status LaunchWgmmaTiles(const GemmBf16Params& p, BSource b, int64_t c_stride, bool wide,
+                              const Stream& stream) {
+  return wide ? LaunchWgmma<256>(p, b, c_stride, stream) : LaunchWgmma<128>(p, b, c_stride, stream);
 }
 
 }  // namespace
@@ -296,15 +405,17 @@ namespace {
 // GemmBf16Wgmma's and GemmBf16WgmmaTma's checks (errors named after `what`);
 // on success *c_stride is set and *wide says whether 256-wide tiles fill
 // the device's SMs (they re-read a half as often; 128-wide ones otherwise).
-absl::Status CheckWgmma(const GemmBf16Params& p, const char* what, int64_t* c_stride, bool* wide) {
+// `b`: p.b, or the quantized weights in its place.
+absl::Status CheckWgmma(const GemmBf16Params& p, const void* b, const char* what, int64_t* c_stride,
+                        bool* wide) {
   auto bad = [what](const char* why) {
     return absl::InvalidArgumentError(absl::StrCat(what, why));
   };
   if (p.m < 0 || p.n < 0 || p.k <= 0) return bad(": bad shape");
   if (p.k % 8 != 0) return bad(": k must be a multiple of 8");
-  if (p.m > 0 && p.n > 0 && (p.a == nullptr || p.b == nullptr || p.c == nullptr))
+  if (p.m > 0 && p.n > 0 && (p.a == nullptr || b == nullptr || p.c == nullptr))
     return bad(": null pointer");
-  if ((reinterpret_cast<uintptr_t>(p.a) | reinterpret_cast<uintptr_t>(p.b)) % 16 != 0) {
+  if ((reinterpret_cast<uintptr_t>(p.a) | reinterpret_cast<uintptr_t>(b)) % 16 != 0) {
     return bad(": a and b must be 16-byte aligned");
   }
   *c_stride = p.c_stride == 0 ? p.n : p.c_stride;
@@ -341,15 +452,37 @@ absl::Status LaunchWgmmaTma(const GemmBf16Params& p, int64_t c_stride, const Str
 absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
   int64_t c_stride = 0;
   bool wide = false;
-  if (absl::Status st = CheckWgmma(p, "GemmBf16Wgmma", &c_stride, &wide); !st.ok()) return st;
+  if (absl::Status st = CheckWgmma(p, p.b, "GemmBf16Wgmma", &c_stride, &wide); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  return wide ? LaunchWgmma<256>(p, c_stride, stream) : LaunchWgmma<128>(p, c_stride, stream);
+  return LaunchWgmmaTiles(p, BRows{p.b}, c_stride, wide, stream);
+}
+
+bool WgmmaDequantizes(DType w_dtype) { return w_dtype == DType::kQ4_0 || w_dtype == DType::kQ4_1; }
+
+absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType w_dtype,
+                                   const Stream& stream) {
+  int64_t c_stride = 0;
+  bool wide = false;
+  if (absl::Status st = CheckWgmma(p, w, "GemmWgmmaQuantWeights", &c_stride, &wide); !st.ok()) {
+    return st;
+  }
+  if (!WgmmaDequantizes(w_dtype) || p.k % kQuantBlockValues != 0) {
+    return absl::InvalidArgumentError(
+        "GemmWgmmaQuantWeights: Q4_0 or Q4_1 weights with k a multiple of 32");
+  }
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  if (w_dtype == DType::kQ4_0) {
+    return LaunchWgmmaTiles(p, BQuant<DType::kQ4_0>{w}, c_stride, wide, stream);
+  }
+  return LaunchWgmmaTiles(p, BQuant<DType::kQ4_1>{w}, c_stride, wide, stream);
 }
 
 absl::Status GemmBf16WgmmaTma(const GemmBf16Params& p, const Stream& stream) {
   int64_t c_stride = 0;
   bool wide = false;
-  if (absl::Status st = CheckWgmma(p, "GemmBf16WgmmaTma", &c_stride, &wide); !st.ok()) return st;
+  if (absl::Status st = CheckWgmma(p, p.b, "GemmBf16WgmmaTma", &c_stride, &wide); !st.ok()) {
+    return st;
+  }
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   return wide ? LaunchWgmmaTma<256>(p, c_stride, stream) : LaunchWgmmaTma<128>(p, c_stride, stream);
 }
