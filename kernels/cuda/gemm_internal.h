@@ -29,11 +29,12 @@ int64_t ViaBf16RowElems(int k);
 
 // Whether GemmWgmmaQuantWeights takes weights of `w_dtype` (Q4_0, Q4_1).
 bool WgmmaDequantizes(DType w_dtype);
-// GemmBf16Wgmma with B = w^T: w (p.n, p.k) Q4_0 / Q4_1 in the device layout
-// (weight_layout.h), dequantised by the kernel into its shared-memory tiles
-// with ConvertRows's arithmetic, so the result is GemmViaBf16's with the
-// wgmma kernel without w's bf16 copy (p.b unused; p.k a multiple of 32).
-absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType w_dtype,
+// GemmBf16Wgmma (or, `tma`, GemmBf16WgmmaTma) with B = w^T: w (p.n, p.k)
+// Q4_0 / Q4_1 in the device layout (weight_layout.h), dequantised by the
+// kernel into its shared-memory tiles with ConvertRows's arithmetic, so the
+// result is GemmViaBf16's on that kernel without w's bf16 copy (p.b unused;
+// p.k a multiple of 32).
+absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType w_dtype, bool tma,
                                    const Stream& stream);
 
 // Decode batches on tensor cores (gemm_mma.cu): whether p (m, weight type,

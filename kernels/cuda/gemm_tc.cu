@@ -77,8 +77,8 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
       return st;
     }
   }
-  // The wgmma kernel dequantises Q4 weights itself: no copy of w.
-  const bool dequantize = gemm == Bf16Gemm::kWgmma && WgmmaDequantizes(p.w_dtype);
+  // The wgmma kernels dequantise Q4 weights themselves: no copy of w.
+  const bool dequantize = gemm != Bf16Gemm::kMma && WgmmaDequantizes(p.w_dtype);
   if (!dequantize) {
     if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
   }
@@ -90,7 +90,10 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
                               .n = p.n,
                               .k = static_cast<int>(ld),
                               .c_stride = y_stride};
-  if (dequantize) return GemmWgmmaQuantWeights(copies, p.w, p.w_dtype, {.cuda_stream = stream});
+  if (dequantize) {
+    return GemmWgmmaQuantWeights(copies, p.w, p.w_dtype, gemm == Bf16Gemm::kWgmmaTma,
+                                 {.cuda_stream = stream});
+  }
   switch (gemm) {
     case Bf16Gemm::kWgmma:
       return GemmBf16Wgmma(copies, {.cuda_stream = stream});

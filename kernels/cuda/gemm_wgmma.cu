@@ -70,6 +70,11 @@ struct BQuant {
   static constexpr DType kType = kW;
   const void* w;
 };
+// A Q4 type for QuantStage whatever the source (BRows never uses its stage).
+template <class BSource>
+constexpr DType QuantType() {
+  return BSource::kType == DType::kQ4_0 ? DType::kQ4_0 : DType::kQ4_1;
+}
 
 #if TPS_WGMMA_AVAILABLE
 // Rows [row0, row0 + kRows) x k [k0, k0 + 64) into the swizzled tile; rows
@@ -142,19 +147,20 @@ __device__ __forceinline__ void StoreWgmmaTile(const float (&d)[kBn / 128][64], 
 // (Fetch) and later stores them dequantised and swizzled (Store), with
 // ConvertRows's arithmetic and rounding, so a tile holds GemmViaBf16's bf16
 // copy bit for bit. Rows past n and blocks past k store zeros.
-template <DType kW, int kBn>
+// kThreads threads share a stage; t is this thread's index among them.
+template <DType kW, int kBn, int kThreads>
 struct QuantStage {
-  static constexpr int kItems = kBn * 2 / kWgThreads;  // two Q4 blocks per 64-wide row
-  static_assert(kItems >= 1 && kBn * 2 % kWgThreads == 0, "whole items per thread");
+  static constexpr int kItems = kBn * 2 / kThreads;  // two Q4 blocks per 64-wide row
+  static_assert(kItems >= 1 && kBn * 2 % kThreads == 0, "whole items per thread");
   uint4 q[kItems];
   uint32_t scales[kItems];  // f16 d, and f16 m above it for Q4_1
   bool valid[kItems];
 
-  __device__ __forceinline__ void Fetch(const void* w, int n, int k, int n0, int kt) {
+  __device__ __forceinline__ void Fetch(const void* w, int n, int k, int n0, int kt, int t) {
     const PackedQuantRows p = PackedRows<kW>(w, n, k);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const int item = static_cast<int>(threadIdx.x) + i * kWgThreads;
+      const int item = t + i * kThreads;
       const int row = n0 + item / 2;
       const int64_t b = static_cast<int64_t>(kt) * 2 + item % 2;
       valid[i] = row < n && b < p.blocks_per_row;
@@ -166,36 +172,39 @@ struct QuantStage {
     }
   }
 
-  __device__ __forceinline__ void Store(char* tile) const {
+  __device__ __forceinline__ void Store(char* tile, int t) const {
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const int item = static_cast<int>(threadIdx.x) + i * kWgThreads;
+      const int item = t + i * kThreads;
       const int r = item / 2;
-      uint32_t packed[16] = {};  // the block's 32 values as bf16 pairs
-      if (valid[i]) {
-        const float d = HalfBitsToFloat(static_cast<uint16_t>(scales[i] & 0xFFFFu));
-        const float mn = HalfBitsToFloat(static_cast<uint16_t>(scales[i] >> 16));
-        const uint32_t words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
-        float v[32];  // value j: byte j's low nibble; value 16 + j: its high nibble
+      const float d = HalfBitsToFloat(static_cast<uint16_t>(scales[i] & 0xFFFFu));
+      const float mn = HalfBitsToFloat(static_cast<uint16_t>(scales[i] >> 16));
+      const uint32_t words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
+      // 16-byte chunk c of the block's 32 bf16 values: values 8c .. 8c + 7,
+      // the low nibbles of bytes 8 (c % 2) .. + 7 for c < 2, else their high
+      // nibbles (byte j holds value j low, value j + 16 high).
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          const int byte = static_cast<int>((words[j / 4] >> (8 * (j % 4))) & 0xFFu);
-          if constexpr (kW == DType::kQ4_1) {
-            v[j] = __fadd_rn(__fmul_rn(d, static_cast<float>(byte & 0xF)), mn);
-            v[16 + j] = __fadd_rn(__fmul_rn(d, static_cast<float>(byte >> 4)), mn);
-          } else {
-            v[j] = __fmul_rn(d, static_cast<float>((byte & 0xF) - 8));
-            v[16 + j] = __fmul_rn(d, static_cast<float>((byte >> 4) - 8));
+      for (int c = 0; c < 4; ++c) {
+        uint32_t packed[4] = {0, 0, 0, 0};
+        if (valid[i]) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float pair[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int byte_index = (c % 2) * 8 + 2 * e + h;
+              const int byte =
+                  static_cast<int>((words[byte_index / 4] >> (8 * (byte_index % 4))) & 0xFFu);
+              const int nibble = c < 2 ? (byte & 0xF) : (byte >> 4);
+              pair[h] = kW == DType::kQ4_1 ? __fadd_rn(__fmul_rn(d, static_cast<float>(nibble)), mn)
+                                           : __fmul_rn(d, static_cast<float>(nibble - 8));
+            }
+            packed[e] = PackBf16(pair[0], pair[1]);
           }
         }
-#pragma unroll
-        for (int j = 0; j < 16; ++j) packed[j] = PackBf16(v[2 * j], v[2 * j + 1]);
-      }
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {  // 16-byte chunk 4 (item % 2) + c of the 128-byte row
-        const int chunk = (item % 2) * 4 + c;
+        const int chunk = (item % 2) * 4 + c;  // of the tile's 128-byte row
         *reinterpret_cast<uint4*>(tile + r * 128 + ((chunk ^ (r & 7)) << 4)) =
-            uint4{packed[4 * c], packed[4 * c + 1], packed[4 * c + 2], packed[4 * c + 3]};
+            uint4{packed[0], packed[1], packed[2], packed[3]};
       }
     }
   }
@@ -235,14 +244,14 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     CpAsyncCommit();
   }
   // Dequantised B: tile 0 stored, tile 1 in registers.
-  [[maybe_unused]] QuantStage<BSource::kType == DType::kQ4_0 ? DType::kQ4_0 : DType::kQ4_1, kBn>
-      staged;
+  const int t = threadIdx.x;
+  [[maybe_unused]] QuantStage<QuantType<BSource>(), kBn, kWgThreads> staged;
   if constexpr (!BSource::kAsync) {
     if (ktiles > 0) {
-      staged.Fetch(bsrc.w, n, k, n0, 0);
-      staged.Store(tile_b(0));
+      staged.Fetch(bsrc.w, n, k, n0, 0, t);
+      staged.Store(tile_b(0), t);
     }
-    if (ktiles > 1) staged.Fetch(bsrc.w, n, k, n0, 1);
+    if (ktiles > 1) staged.Fetch(bsrc.w, n, k, n0, 1, t);
   }
   for (int kt = 0; kt < ktiles; ++kt) {
     CpAsyncWait<kAhead - 1>();  // this thread's copies of tile kt have landed
@@ -257,8 +266,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     if constexpr (!BSource::kAsync) {
       // Tile kt + 1's B into its stage (last read by tile kt + 1 - kStages,
       // retired before the barrier above), tile kt + 2's into registers.
-      if (kt + 1 < ktiles) staged.Store(tile_b((kt + 1) % T::kStages));
-      if (kt + 2 < ktiles) staged.Fetch(bsrc.w, n, k, n0, kt + 2);
+      if (kt + 1 < ktiles) staged.Store(tile_b((kt + 1) % T::kStages), t);
+      if (kt + 2 < ktiles) staged.Fetch(bsrc.w, n, k, n0, kt + 2, t);
     }
     WgmmaWait<1>();  // tile kt - 1's wgmmas are done; tile kt's run on
   }
@@ -300,11 +309,39 @@ constexpr size_t TmaSharedBytes() {
 static_assert(TmaSharedBytes<256>() <= 232448 && TmaSharedBytes<128>() <= 232448,
               "an H100's opt-in shared memory per block");
 
-template <int kBn>
+// Q4 weights (BQuant): the whole producer warpgroup dequantises B into
+// each stage (QuantStage, one k tile's loads in flight while the previous
+// tile is stored), one thread adding A's TMA copy; `full` then counts the
+// 128 producer threads' arrivals (after their stores and a proxy fence)
+// plus A's bytes. Registers: producers 120, consumers 192 (40 and 232 with
+// TMA B).
+#if TPS_WGMMA_AVAILABLE && TPS_TMA_AVAILABLE
+template <DType kW, int kBn>
+__device__ __forceinline__ void ProduceQuantStage(int kt, int ktiles, int kStages, const void* w,
+                                                  int n, int k, int n0, int m0,
+                                                  const TensorMap* map_a, char* tile_a,
+                                                  char* tile_b, uint64_t* full, uint64_t* empty,
+                                                  QuantStage<kW, kBn, 128>& cur,
+                                                  QuantStage<kW, kBn, 128>& next) {
+  const int t = threadIdx.x;
+  if (kt + 1 < ktiles) next.Fetch(w, n, k, n0, kt + 1, t);  // in flight while this one stores
+  if (kt >= kStages) MbarrierWait(empty, (kt / kStages - 1) & 1);
+  if (t == 0) {
+    MbarrierExpectTx(full, kWgM * kWgK * 2);
+    TmaLoadTile2d(tile_a, map_a, kt * kWgK, m0, full);
+  }
+  cur.Store(tile_b, t);
+  FenceProxyAsyncShared();  // the stores, before the consumers' wgmma reads them
+  MbarrierArrive(full);
+}
+#endif
+
+template <int kBn, class BSource>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     GemmWgmmaTmaKernel(const __grid_constant__ TensorMap map_a,
-                       const __grid_constant__ TensorMap map_b, const float* __restrict__ bias,
-                       float* __restrict__ c, int m, int n, int k, int64_t c_stride) {
+                       const __grid_constant__ TensorMap map_b, const BSource bsrc,
+                       const float* __restrict__ bias, float* __restrict__ c, int m, int n, int k,
+                       int64_t c_stride) {
 #if TPS_WGMMA_AVAILABLE && TPS_TMA_AVAILABLE
   using T = WgTile<kBn>;
   constexpr int kStages = T::kStages;
@@ -322,7 +359,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      MbarrierInit(&full[s], 1);
+      MbarrierInit(&full[s], BSource::kAsync ? 1 : 128);
       MbarrierInit(&empty[s], 256);
     }
     FenceMbarrierInit();
@@ -330,20 +367,38 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   __syncthreads();
 
   if (wg == 0) {  // producer
-    SetMaxRegistersDec<40>();
-    if (threadIdx.x == 0) {
-      for (int kt = 0; kt < ktiles; ++kt) {
-        const int s = kt % kStages;
-        // Use q = kt / kStages of stage s: use q - 1's consumers are done.
-        if (kt >= kStages) MbarrierWait(&empty[s], (kt / kStages - 1) & 1);
-        MbarrierArriveExpectTx(&full[s], T::kStageBytes);
-        TmaLoadTile2d(tile_a(s), &map_a, kt * kWgK, m0, &full[s]);
-        TmaLoadTile2d(tile_b(s), &map_b, kt * kWgK, n0, &full[s]);
+    if constexpr (BSource::kAsync) {
+      SetMaxRegistersDec<40>();
+      if (threadIdx.x == 0) {
+        for (int kt = 0; kt < ktiles; ++kt) {
+          const int s = kt % kStages;
+          // Use q = kt / kStages of stage s: use q - 1's consumers are done.
+          if (kt >= kStages) MbarrierWait(&empty[s], (kt / kStages - 1) & 1);
+          MbarrierArriveExpectTx(&full[s], T::kStageBytes);
+          TmaLoadTile2d(tile_a(s), &map_a, kt * kWgK, m0, &full[s]);
+          TmaLoadTile2d(tile_b(s), &map_b, kt * kWgK, n0, &full[s]);
+        }
+      }
+    } else {
+      SetMaxRegistersDec<120>();
+      constexpr DType kW = QuantType<BSource>();
+      QuantStage<kW, kBn, 128> even, odd;  // tiles kt and kt + 1, ping-pong
+      if (ktiles > 0) even.Fetch(bsrc.w, n, k, n0, 0, threadIdx.x);
+      for (int kt = 0; kt < ktiles; kt += 2) {
+        ProduceQuantStage<kW, kBn>(kt, ktiles, kStages, bsrc.w, n, k, n0, m0, &map_a,
+                                   tile_a(kt % kStages), tile_b(kt % kStages), &full[kt % kStages],
+                                   &empty[kt % kStages], even, odd);
+        if (kt + 1 < ktiles) {
+          ProduceQuantStage<kW, kBn>(kt + 1, ktiles, kStages, bsrc.w, n, k, n0, m0, &map_a,
+                                     tile_a((kt + 1) % kStages), tile_b((kt + 1) % kStages),
+                                     &full[(kt + 1) % kStages], &empty[(kt + 1) % kStages], odd,
+                                     even);
+        }
       }
     }
     return;
   }
-  SetMaxRegistersInc<232>();
+  SetMaxRegistersInc<BSource::kAsync ? 232 : 192>();
   const int group = wg - 1;  // this consumer's rows: 64 * group ..
   float d[kBn / 128][64];
   ZeroAccumulators<kBn>(d);
@@ -360,6 +415,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   // Built for an architecture without wgmma and TMA: the host never launches this.
   (void)map_a;
   (void)map_b;
+  (void)bsrc;
   (void)bias;
   (void)c;
   (void)m;
@@ -382,9 +438,15 @@ absl::Status LaunchWgmma(const GemmBf16Params& p, BSource b, int64_t c_stride,
   return LaunchStatus("GemmWgmmaKernel");
 }
 
+// The cp.async kernel (or, `tma`, the warp-specialised one) on 256- or
+// 128-wide tiles.
 template <class BSource>
 absl::Status LaunchWgmmaTiles(const GemmBf16Params& p, BSource b, int64_t c_stride, bool wide,
-                              const Stream& stream) {
+                              bool tma, const Stream& stream) {
+  if (tma) {
+    return wide ? LaunchWgmmaTma<256>(p, b, c_stride, stream)
+                : LaunchWgmmaTma<128>(p, b, c_stride, stream);
+  }
   return wide ? LaunchWgmma<256>(p, b, c_stride, stream) : LaunchWgmma<128>(p, b, c_stride, stream);
 }
 
@@ -432,18 +494,23 @@ absl::Status CheckWgmma(const GemmBf16Params& p, const void* b, const char* what
   return absl::OkStatus();
 }
 
-template <int kBn>
-absl::Status LaunchWgmmaTma(const GemmBf16Params& p, int64_t c_stride, const Stream& stream) {
-  TensorMap map_a, map_b;
+template <int kBn, class BSource>
+absl::Status LaunchWgmmaTma(const GemmBf16Params& p, BSource b, int64_t c_stride,
+                            const Stream& stream) {
+  TensorMap map_a, map_b{};  // map_b: B's rows (BRows); unused for quantized B
   if (absl::Status st = EncodeTensorMapBf16(&map_a, p.a, p.m, p.k, kWgM, kWgK); !st.ok()) return st;
-  if (absl::Status st = EncodeTensorMapBf16(&map_b, p.b, p.n, p.k, kBn, kWgK); !st.ok()) return st;
+  if constexpr (BSource::kAsync) {
+    if (absl::Status st = EncodeTensorMapBf16(&map_b, b.b, p.n, p.k, kBn, kWgK); !st.ok()) {
+      return st;
+    }
+  }
   constexpr int kShared = static_cast<int>(TmaSharedBytes<kBn>());
   TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      GemmWgmmaTmaKernel<kBn>, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
+      GemmWgmmaTmaKernel<kBn, BSource>, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared));
   const dim3 grid((p.n + kBn - 1) / kBn, (p.m + kWgM - 1) / kWgM);
-  GemmWgmmaTmaKernel<kBn>
+  GemmWgmmaTmaKernel<kBn, BSource>
       <<<grid, kTmaThreads, kShared, static_cast<cudaStream_t>(stream.cuda_stream)>>>(
-          map_a, map_b, p.bias, p.c, p.m, p.n, p.k, c_stride);
+          map_a, map_b, b, p.bias, p.c, p.m, p.n, p.k, c_stride);
   return LaunchStatus("GemmWgmmaTmaKernel");
 }
 
@@ -454,12 +521,12 @@ absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
   bool wide = false;
   if (absl::Status st = CheckWgmma(p, p.b, "GemmBf16Wgmma", &c_stride, &wide); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  return LaunchWgmmaTiles(p, BRows{p.b}, c_stride, wide, stream);
+  return LaunchWgmmaTiles(p, BRows{p.b}, c_stride, wide, /*tma=*/false, stream);
 }
 
 bool WgmmaDequantizes(DType w_dtype) { return w_dtype == DType::kQ4_0 || w_dtype == DType::kQ4_1; }
 
-absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType w_dtype,
+absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType w_dtype, bool tma,
                                    const Stream& stream) {
   int64_t c_stride = 0;
   bool wide = false;
@@ -472,9 +539,9 @@ absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType
   }
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   if (w_dtype == DType::kQ4_0) {
-    return LaunchWgmmaTiles(p, BQuant<DType::kQ4_0>{w}, c_stride, wide, stream);
+    return LaunchWgmmaTiles(p, BQuant<DType::kQ4_0>{w}, c_stride, wide, tma, stream);
   }
-  return LaunchWgmmaTiles(p, BQuant<DType::kQ4_1>{w}, c_stride, wide, stream);
+  return LaunchWgmmaTiles(p, BQuant<DType::kQ4_1>{w}, c_stride, wide, tma, stream);
 }
 
 absl::Status GemmBf16WgmmaTma(const GemmBf16Params& p, const Stream& stream) {
@@ -484,7 +551,7 @@ absl::Status GemmBf16WgmmaTma(const GemmBf16Params& p, const Stream& stream) {
     return st;
   }
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  return wide ? LaunchWgmmaTma<256>(p, c_stride, stream) : LaunchWgmmaTma<128>(p, c_stride, stream);
+  return LaunchWgmmaTiles(p, BRows{p.b}, c_stride, wide, /*tma=*/true, stream);
 }
 
 }  // namespace tpserve::kernels::cuda

@@ -90,7 +90,7 @@ TEST(CudaGemmWgmmaParity, RandomShapesWithTmaLoads) {
   ExpectRandomShapesMatch(GemmBf16WgmmaTma);
 }
 
-// Q4_0 / Q4_1 weights through GemmViaBf16 on the wgmma kernel, which
+// Q4_0 / Q4_1 weights through GemmViaBf16 on each wgmma kernel, which
 // dequantises them in its own loads (no bf16 copy of w), against the
 // mma.sync kernel on GemmViaBf16's copies: the same bf16 values by
 // construction, so under the emulator (both instructions add each k16
@@ -106,10 +106,14 @@ TEST(CudaGemmWgmmaParity, QuantizedWeightsDequantisedInTheKernel) {
   struct Shape {
     int m, n, k;
   };
-  for (const DType dtype : {DType::kQ4_0, DType::kQ4_1}) {
+  for (const auto& [dtype, gemm] :
+       {std::pair{DType::kQ4_0, Bf16Gemm::kWgmma}, std::pair{DType::kQ4_1, Bf16Gemm::kWgmma},
+        std::pair{DType::kQ4_0, Bf16Gemm::kWgmmaTma},
+        std::pair{DType::kQ4_1, Bf16Gemm::kWgmmaTma}}) {
     for (const Shape& s : std::vector<Shape>{{65, 130, 96}, {300, 70, 288}, {1500, 2800, 320}}) {
       SCOPED_TRACE(testing::Message()
-                   << DTypeName(dtype) << " m=" << s.m << " n=" << s.n << " k=" << s.k);
+                   << DTypeName(dtype) << (gemm == Bf16Gemm::kWgmmaTma ? " tma" : "")
+                   << " m=" << s.m << " n=" << s.n << " k=" << s.k);
       DeviceBuffer<float> x = ToDevice(rng.Floats(static_cast<size_t>(s.m) * s.k));
       DeviceBuffer<uint8_t> w =
           ToDeviceWeight(dtype, s.n, s.k, cpu::RandomRows(rng, dtype, s.n, s.k));
@@ -132,7 +136,7 @@ TEST(CudaGemmWgmmaParity, QuantizedWeightsDequantisedInTheKernel) {
       cudaDeviceSynchronize();
       const uint64_t converts = tpserve_emu::GridsRun("ConvertRowsKernel");
 #endif
-      const absl::Status st = GemmViaBf16(p, scratch.data(), Stream{}, Bf16Gemm::kWgmma);
+      const absl::Status st = GemmViaBf16(p, scratch.data(), Stream{}, gemm);
       ASSERT_TRUE(st.ok()) << st;
 #if defined(TPSERVE_CUDA_EMU)
       cudaDeviceSynchronize();

@@ -272,9 +272,9 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
              ref > 0 ? Fmt("cuBLAS %.2f TFLOP/s", ref) : "cuBLAS n/a",
              ref > 0 ? tflops / ref : -1.0);
   }
-  // The engine's Q4_1 prefill GEMM with --cuda_prefill_gemm=wgmma (x's bf16
-  // copy, the weights dequantised inside the wgmma kernel) against the
-  // default (bf16 copies of x and w, the mma.sync kernel).
+  // The engine's Q4_1 prefill GEMM with --cuda_prefill_gemm=wgmma or
+  // wgmma_tma (x's bf16 copy, the weights dequantised inside the kernel)
+  // against the default (bf16 copies of x and w, the mma.sync kernel).
   DeviceBuffer<float> x = Alloc<float>(static_cast<size_t>(m) * k);
   FillTiled(x.data(), x.bytes(), RandomF32Bytes(ctx.rng, 1 << 20));
   DeviceBuffer<uint8_t> wq = RandomQ4_1Weights(ctx, n, k);
@@ -284,25 +284,28 @@ void BenchWgmma(Context& ctx, int m, int n, int k) {
   const Work qwork{.bytes = 4.0 * m * k + static_cast<double>(wq.bytes()) + 4.0 * m * n,
                    .flops = flops,
                    .peak_flops = kH100TensorCoreFlops};
-  double q_ms[2];
-  absl::Status q_st[2];
-  for (const Bf16Gemm gemm : {Bf16Gemm::kMma, Bf16Gemm::kWgmma}) {
-    const int i = gemm == Bf16Gemm::kWgmma;
-    q.y = (i == 0 ? c_ref : c).data();
-    q_ms[i] =
-        TimeMs(ctx.stream, qwork, [&] { q_st[i] = GemmViaBf16(q, scratch.data(), ctx.s, gemm); });
+  q.y = c_ref.data();
+  const double base_ms =
+      TimeMs(ctx.stream, qwork, [&] { (void)GemmViaBf16(q, scratch.data(), ctx.s); });
+  for (const Bf16Gemm gemm : {Bf16Gemm::kWgmma, Bf16Gemm::kWgmmaTma}) {
+    cudaMemsetAsync(c.data(), 0, c.bytes(), ctx.stream);
+    q.y = c.data();
+    absl::Status launched;
+    const double ms =
+        TimeMs(ctx.stream, qwork, [&] { launched = GemmViaBf16(q, scratch.data(), ctx.s, gemm); });
+    std::string status = !launched.ok()                      ? "FAIL: " + launched.ToString()
+                         : cudaGetLastError() == cudaSuccess ? "ok"
+                                                             : "CUDA ERROR";
+    if (status == "ok") {
+      const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
+      const double err = Nmse(Head(c.data(), check), Head(c_ref.data(), check));
+      if (!(err < 1e-6)) status = Fmt("MISMATCH nmse=%.1e", err);
+    }
+    PrintRow(Fmt("gemm f32 x Q4_1 via wgmma%s, dequantised in the kernel m=%d n=%d k=%d",
+                 gemm == Bf16Gemm::kWgmmaTma ? " tma" : "", m, n, k),
+             status, Fmt("%.2f TFLOP/s", flops / (ms * 1e-3) / 1e12),
+             Fmt("via bf16 copies %.2f TFLOP/s", flops / (base_ms * 1e-3) / 1e12), base_ms / ms);
   }
-  std::string qstatus = !q_st[1].ok()                       ? "FAIL: " + q_st[1].ToString()
-                        : cudaGetLastError() == cudaSuccess ? "ok"
-                                                            : "CUDA ERROR";
-  if (qstatus == "ok") {
-    const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
-    const double err = Nmse(Head(c.data(), check), Head(c_ref.data(), check));
-    if (!(err < 1e-6)) qstatus = Fmt("MISMATCH nmse=%.1e", err);
-  }
-  PrintRow(Fmt("gemm f32 x Q4_1 via wgmma, dequantised in the kernel m=%d n=%d k=%d", m, n, k),
-           qstatus, Fmt("%.2f TFLOP/s", flops / (q_ms[1] * 1e-3) / 1e12),
-           Fmt("via bf16 copies %.2f TFLOP/s", flops / (q_ms[0] * 1e-3) / 1e12), q_ms[0] / q_ms[1]);
 }
 
 // Batched decode on Q4_1 weights, three kernels on the same f32 x: the

@@ -55,6 +55,14 @@ __device__ __forceinline__ void MbarrierArriveExpectTx(uint64_t* bar, uint32_t b
                : "memory");
 }
 
+// Expects `bytes` more transaction bytes in the current phase (no arrival).
+__device__ __forceinline__ void MbarrierExpectTx(uint64_t* bar, uint32_t bytes) {
+  asm volatile(
+      "mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(SharedAddress(bar)),
+      "r"(bytes)
+      : "memory");
+}
+
 __device__ __forceinline__ void MbarrierArrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(SharedAddress(bar)) : "memory");
 }

@@ -540,7 +540,9 @@ void ExpectTmaKernelDies(int mode, const char* message) {
 }
 
 TEST(CudaEmu, TmaWithoutExpectedBytesIsReadBeforeItLands) {
-  ExpectTmaKernelDies(1, "ended with 1 TMA copies in flight");
+  // Landing late, the copy is still in flight at the end; landing early
+  // (a seeded schedule), its bytes complete on a phase that expected none.
+  ExpectTmaKernelDies(1, "ended with (1 TMA copies in flight|mbarrier .* owing)");
 }
 
 TEST(CudaEmu, MbarrierPhaseMissingAnArrivalDeadlocksWithTheWaitersNamed) {

@@ -252,6 +252,12 @@ void GridDependencyWait() {
   Yield();
 }
 
+void YieldToOtherThreads() {
+  // Stays runnable; the scheduler resumes the block's other runnable threads
+  // (in its order for this interval) before or after it.
+  Yield();
+}
+
 void MbarrierWait(const void* bar, uint32_t parity) {
   if (MbarrierPhaseDone(bar, parity)) return;
   g_fiber->state = State::kMbarrierWait;
@@ -370,6 +376,14 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
         progressed = true;
       }
     }
+    // TMA copies in flight land at a seeded quarter of the scheduling
+    // passes too, not only when nothing else can run: a phase may then
+    // complete at its last arrival, and the threads it releases may run
+    // before the arriving thread's next instructions.
+    if (seed != 0 && !block.tma_copies.empty()) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      if ((rng >> 40) % 4 == 0) progressed |= LandTmaCopies();
+    }
     // mbarrier waits end when their phase completes.
     for (Fiber& f : fibers) {
       if (f.state == State::kMbarrierWait && MbarrierPhaseDone(f.mbarrier, f.parity)) {
@@ -412,6 +426,14 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
   if (!block.tma_copies.empty()) {
     Fail("the block ended with %zu TMA copies in flight into its shared memory",
          block.tma_copies.size());
+  }
+  for (const Mbarrier& m : block.mbarriers) {
+    if (m.tx != 0) {
+      Fail(
+          "the block ended with mbarrier %p owing %lld transaction bytes: a TMA copy completed "
+          "bytes no expect_tx announced, or an expect_tx announced bytes no copy completed",
+          m.addr, static_cast<long long>(m.tx));
+    }
   }
   // A block that never waited ran wholly before its primary.
   if (!run.primary_done) RunPrimary(run);

@@ -80,6 +80,11 @@ void MbarrierArrive(const void* bar, uint32_t tx_bytes) {
   m.tx += tx_bytes;
   --m.pending;
   MaybeComplete(m);
+  YieldToOtherThreads();
+}
+
+void MbarrierExpectTx(const void* bar, uint32_t tx_bytes) {
+  Find(bar, "mbarrier.expect_tx").tx += tx_bytes;
 }
 
 bool MbarrierPhaseDone(const void* bar, uint32_t parity) {

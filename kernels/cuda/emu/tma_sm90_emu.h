@@ -5,13 +5,16 @@
 //
 // As adversarial as the hardware allows:
 //   - a TMA copy's destination reads as NaN bytes from its issue until it
-//     lands, and it lands as late as it may: only when no thread of the
-//     block can go on without it (every live thread waits at an mbarrier or
-//     a barrier), reading global memory then;
+//     lands, and it lands when no thread of the block can go on without it
+//     (every live thread waits at an mbarrier or a barrier), or, with a
+//     nonzero $TPSERVE_CUDA_EMU_SEED, at a seeded quarter of the scheduling
+//     passes before that, reading global memory then;
 //   - a phase completes only when its arrivals and transaction bytes are
 //     all in, so a wait on the wrong parity, a missing expect_tx or a
 //     missing arrival shows (as NaN data or as a deadlock naming the
-//     waiting threads);
+//     waiting threads); an arrival yields, so threads the phase releases
+//     may run before the arriving thread's later stores (an arrival before
+//     the stores it publishes shows);
 //   - a copy into shared memory an in-flight wgmma reads fails, at issue
 //     and at landing; more arrivals than the count fail; a block that ends
 //     with copies in flight fails.
@@ -40,10 +43,16 @@ void EncodeTensorMap(void* map, const TensorMapFields& f);
 void MbarrierInit(const void* bar, uint32_t count);
 // expect_tx(tx_bytes), then one arrival.
 void MbarrierArrive(const void* bar, uint32_t tx_bytes);
+// expect_tx(tx_bytes) alone.
+void MbarrierExpectTx(const void* bar, uint32_t tx_bytes);
 // The calling fiber waits until the phase of parity `parity` has completed
 // (scheduler.cc).
 void MbarrierWait(const void* bar, uint32_t parity);
 bool MbarrierPhaseDone(const void* bar, uint32_t parity);
+// Lets the block's other runnable threads run now (scheduler.cc): an
+// arrival yields, so threads a completed phase releases may run before the
+// arriving thread's next instructions, as on the hardware.
+void YieldToOtherThreads();
 void TmaLoad2d(void* dst, const void* map, int c0, int c1, const void* bar);
 // Lands every TMA copy in flight in the running block; false if none was.
 bool LandTmaCopies();
@@ -60,6 +69,9 @@ __device__ __forceinline__ void MbarrierInit(uint64_t* bar, uint32_t count) {
 __device__ __forceinline__ void FenceMbarrierInit() {}
 __device__ __forceinline__ void MbarrierArriveExpectTx(uint64_t* bar, uint32_t bytes) {
   ::tpserve_emu::MbarrierArrive(bar, bytes);
+}
+__device__ __forceinline__ void MbarrierExpectTx(uint64_t* bar, uint32_t bytes) {
+  ::tpserve_emu::MbarrierExpectTx(bar, bytes);
 }
 __device__ __forceinline__ void MbarrierArrive(uint64_t* bar) {
   ::tpserve_emu::MbarrierArrive(bar, 0);
