@@ -21,9 +21,13 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 # Its own output base: TSan flags would otherwise evict the normal build's
-# analysis cache. Death tests fork; TSan allows that with die_after_fork=0.
-# Under TSan cuda_graph_test_emu alone outruns Bazel's 300 s default.
+# analysis cache. No bazel-* convenience links (--symlink_prefix=/): pointed
+# at this output base they would make the normal build's `bazel query //...`
+# (scripts/gpu_check.sh pack) walk into it. Death tests fork; TSan allows
+# that with die_after_fork=0. Under TSan cuda_graph_test_emu alone outruns
+# Bazel's 300 s default.
 exec bazel --output_base="${HOME}/.cache/tpserve-bazel-tsan" test \
+  --symlink_prefix=/ \
   --jobs="${JOBS:-2}" --local_test_jobs=1 --test_timeout=3600 \
   --copt=-fsanitize=thread --linkopt=-fsanitize=thread --copt=-O1 \
   --test_env=TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
