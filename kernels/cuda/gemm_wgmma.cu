@@ -37,6 +37,10 @@ namespace tpserve::kernels::cuda {
 namespace {
 
 constexpr int kWgThreads = 256;  // two warpgroups
+
+// The parameters of a kernel body compiled out for an architecture.
+template <class... T>
+__device__ __forceinline__ void Unused(const T&...) {}
 constexpr int kWgM = 128;
 constexpr int kWgK = 64;  // one 128-byte swizzled row of bf16
 static_assert(kWgK * 2 == 128, "a k tile row is exactly one 128-byte swizzle row");
@@ -277,16 +281,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   StoreWgmmaTile<kBn>(d, bias, c, m, n, c_stride, m0 + group * 64, n0);
 #else
   // Built for an architecture without wgmma: the host never launches this.
-  (void)a;
-  (void)bsrc;
-  (void)BSource::kAsync;
-  (void)BSource::kType;
-  (void)bias;
-  (void)c;
-  (void)m;
-  (void)n;
-  (void)k;
-  (void)c_stride;
+  Unused(a, bsrc, bool{BSource::kAsync}, DType{BSource::kType}, bias, c, m, n, k, c_stride);
 #endif
 }
 
@@ -413,15 +408,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   StoreWgmmaTile<kBn>(d, bias, c, m, n, c_stride, m0 + group * 64, n0);
 #else
   // Built for an architecture without wgmma and TMA: the host never launches this.
-  (void)map_a;
-  (void)map_b;
-  (void)bsrc;
-  (void)bias;
-  (void)c;
-  (void)m;
-  (void)n;
-  (void)k;
-  (void)c_stride;
+  Unused(map_a, map_b, bsrc, bias, c, m, n, k, c_stride);
 #endif
 }
 
