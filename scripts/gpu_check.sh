@@ -112,30 +112,48 @@ pack() {
   echo "gpu_check: on the GPU machine run: .gpu_bundle/gpu_check.sh run"
 }
 
-# Per-kernel times of a warm batch-1 decode step of decode_bench's 1.1B
-# model with graphs (Nsight Compute, only the timed steps: decode_bench
-# --profile_steps), where ncu and python3 exist and `left` seconds allow.
-profile_decode() {  # bundle, ncu, seconds left
-  local ncu=$2 steps=4 csv limit
-  if [ "$3" -le 60 ]; then
-    echo "gpu_check: time budget spent: decode step not profiled"
-    return 0
-  fi
-  limit=$(($3 < 180 ? $3 : 180))
+# Runs decode_bench under Nsight Compute for at most `limit` seconds, only
+# its profiler range (--profile-from-start off), warm caches, unlocked
+# clocks, CSV; prints the benchmark's rows and ncu_summary.py's table of it
+# (`summary`: that script's arguments, CSV standing for the file), or the
+# end of what ncu said when it failed.
+ncu_decode_bench() {  # bundle, ncu, limit, summary, ncu options..., --, decode_bench options...
+  local bundle=$1 ncu=$2 limit=$3 summary=$4 csv ncu_args=()
+  shift 4
+  while [ "$1" != -- ]; do
+    ncu_args+=("$1")
+    shift
+  done
+  shift
   csv=$(mktemp)
-  echo
-  echo "Nsight Compute ($ncu), decode_bench --profile_steps=$steps: batch-1 decode of the generated"
-  echo "1.1B Q4_1 model with graphs, $steps warm steps (--cache-control none --clock-control none):"
-  echo
   if timeout --kill-after=5 "$limit" "$ncu" --profile-from-start off --clock-control none \
-    --cache-control none --metrics gpu__time_duration.sum --csv \
-    "$1/bin/worker__engine__cuda__decode_bench" --profile_steps="$steps" >"$csv" 2>"$csv.err"; then
-    python3 "$1/ncu_summary.py" "$csv" "$steps" || tail -n 5 "$csv"
+    --cache-control none --csv "${ncu_args[@]}" \
+    "$bundle/bin/worker__engine__cuda__decode_bench" "$@" >"$csv" 2>"$csv.err"; then
+    grep -h '^| bench:' "$csv" || true
+    # shellcheck disable=SC2086  # the summary's arguments split on purpose
+    python3 "$bundle/ncu_summary.py" ${summary//CSV/$csv} || tail -n 5 "$csv"
   else
     echo "gpu_check: ncu failed or timed out after ${limit}s:"
     tail -n 5 "$csv.err" "$csv"
   fi
   rm -f "$csv" "$csv.err"
+}
+
+# Per-kernel times of a warm batch-1 decode step of decode_bench's 1.1B
+# model with graphs (only the timed steps: decode_bench --profile_steps),
+# where `left` seconds allow.
+profile_decode() {  # bundle, ncu, seconds left
+  local steps=4
+  if [ "$3" -le 60 ]; then
+    echo "gpu_check: time budget spent: decode step not profiled"
+    return 0
+  fi
+  echo
+  echo "Nsight Compute ($2), decode_bench --profile_steps=$steps: batch-1 decode of the generated"
+  echo "1.1B Q4_1 model with graphs, $steps warm steps (--cache-control none --clock-control none):"
+  echo
+  ncu_decode_bench "$1" "$2" "$(($3 < 180 ? $3 : 180))" "CSV $steps" \
+    --metrics gpu__time_duration.sum -- --profile_steps="$steps"
 }
 
 # Per-launch Nsight Compute sections (duration, Speed Of Light, occupancy,
@@ -144,30 +162,20 @@ profile_decode() {  # bundle, ncu, seconds left
 # layer: conversions to bf16, the four GEMMs, RoPE, attention, norms), on
 # each prefill GEMM kernel (decode_bench --profile_prefill=mma|wgmma_tma|wgmma).
 profile_prefill() {  # bundle, ncu, seconds left
-  local kernel csv limit launches=24 left=$3 t0
+  local kernel launches=24 left=$3 t0
   for kernel in mma wgmma_tma wgmma; do
     if [ "$left" -le 60 ]; then
       echo "gpu_check: time budget spent: prefill ($kernel) not profiled"
       return 0
     fi
-    limit=$((left < 150 ? left : 150))
     t0=$SECONDS
-    csv=$(mktemp)
     echo
     echo "Nsight Compute ($2), decode_bench --profile_prefill=$kernel: the first $launches kernels of"
     echo "a warm 2048-token prefill of the generated 1.1B Q4_1 model (--cache-control none):"
     echo
-    if timeout --kill-after=5 "$limit" "$2" --profile-from-start off --clock-control none \
-      --cache-control none --launch-count "$launches" --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section WarpStateStats --csv \
-      "$1/bin/worker__engine__cuda__decode_bench" --profile_prefill="$kernel" >"$csv" 2>"$csv.err"; then
-      grep -h '^| bench:' "$csv" || true
-      python3 "$1/ncu_summary.py" --launches "$csv" || tail -n 5 "$csv"
-    else
-      echo "gpu_check: ncu failed or timed out after ${limit}s:"
-      tail -n 5 "$csv.err" "$csv"
-    fi
-    rm -f "$csv" "$csv.err"
+    ncu_decode_bench "$1" "$2" "$((left < 150 ? left : 150))" "--launches CSV" \
+      --launch-count "$launches" --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats -- --profile_prefill="$kernel"
     left=$((left - (SECONDS - t0)))
   done
 }

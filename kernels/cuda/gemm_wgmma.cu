@@ -37,13 +37,13 @@ namespace tpserve::kernels::cuda {
 namespace {
 
 constexpr int kWgThreads = 256;  // two warpgroups
+constexpr int kWgM = 128;
+constexpr int kWgK = 64;  // one 128-byte swizzled row of bf16
+static_assert(kWgK * 2 == 128, "a k tile row is exactly one 128-byte swizzle row");
 
 // The parameters of a kernel body compiled out for an architecture.
 template <class... T>
 __device__ __forceinline__ void Unused(const T&...) {}
-constexpr int kWgM = 128;
-constexpr int kWgK = 64;  // one 128-byte swizzled row of bf16
-static_assert(kWgK * 2 == 128, "a k tile row is exactly one 128-byte swizzle row");
 
 template <int kBn>
 struct WgTile {

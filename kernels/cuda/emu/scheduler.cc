@@ -384,11 +384,14 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
       rng = rng * 6364136223846793005ull + 1442695040888963407ull;
       if ((rng >> 40) % 4 == 0) progressed |= LandTmaCopies();
     }
-    // mbarrier waits end when their phase completes.
-    for (Fiber& f : fibers) {
-      if (f.state == State::kMbarrierWait && MbarrierPhaseDone(f.mbarrier, f.parity)) {
-        f.state = State::kRunnable;
-        progressed = true;
+    // mbarrier waits end when their phase completes (only blocks that set
+    // up mbarriers can have any).
+    if (!block.mbarriers.empty()) {
+      for (Fiber& f : fibers) {
+        if (f.state == State::kMbarrierWait && MbarrierPhaseDone(f.mbarrier, f.parity)) {
+          f.state = State::kRunnable;
+          progressed = true;
+        }
       }
     }
     if (progressed) continue;
