@@ -124,7 +124,8 @@ enum class Bf16Gemm { kMma, kWgmma, kWgmmaTma };
 // m = 512 and 4096 shapes (gemm mma bf16 vs f32 x Q4_1 rows). y_fixed is
 // not supported. `x_in_scratch`: scratch already holds x's copy from a call
 // on the same x, m, k and x_stride (the previous part of one linear), so
-// only w is converted.
+// only w is converted. BF16 weights with k a multiple of 32 (and 16-byte
+// aligned) are multiplied in place, without a copy.
 [[nodiscard]] absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream,
                                        Bf16Gemm gemm = Bf16Gemm::kMma, bool x_in_scratch = false);
 [[nodiscard]] int64_t GemmViaBf16ScratchElems(int m, int n, int k);

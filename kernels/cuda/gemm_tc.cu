@@ -77,13 +77,19 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
       return st;
     }
   }
-  // The wgmma kernels dequantise Q4 weights themselves: no copy of w.
+  // The wgmma kernels dequantise Q4 weights themselves: no copy of w. BF16
+  // rows that fill whole k tiles are their own copy (ConvertRows would
+  // write back the values it read): no copy either.
   const bool dequantize = gemm != Bf16Gemm::kMma && WgmmaDequantizes(p.w_dtype);
-  if (!dequantize) {
+  const bool w_is_copy = p.w_dtype == DType::kBF16 && ld == p.k &&
+                         reinterpret_cast<uintptr_t>(p.w) % 16 == 0;
+  if (!w_is_copy && !dequantize) {
     if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
   }
   const GemmBf16Params copies{.a = xa,
-                              .b = dequantize ? nullptr : wb,
+                              .b = dequantize  ? nullptr
+                                   : w_is_copy ? static_cast<const uint16_t*>(p.w)
+                                               : wb,
                               .bias = p.bias,
                               .c = p.y,
                               .m = p.m,

@@ -302,6 +302,7 @@ TEST_P(CudaGemmParity, TensorCorePathAtDecodeBatchSizes) {
 // k tails of plain weights (zero-padded copies), strides, bias, m and n
 // around the 128 x 128 tiles, and rows past m and n in the scratch untouched
 // by the result. Also a decode m, where it is that kernel's result too.
+// BF16 weights whose k is a multiple of 32 are multiplied in place.
 TEST_P(CudaGemmParity, ViaBf16CopiesGiveThePrefillKernelsBits) {
   TPS_SKIP_WITHOUT_CUDA();
   const DType dtype = GetParam();
@@ -351,7 +352,10 @@ TEST_P(CudaGemmParity, ViaBf16CopiesGiveThePrefillKernelsBits) {
         GemmViaBf16(p, scratch.data(), Stream{}, Bf16Gemm::kMma, /*x_in_scratch=*/true).ok());
 #if defined(TPSERVE_CUDA_EMU)
     cudaDeviceSynchronize();
-    EXPECT_EQ(tpserve_emu::GridsRun("ConvertRowsKernel") - converts, 1u) << "w2 only";
+    // BF16 rows filling whole 32-wide k tiles are used in place: no copy.
+    const bool w2_in_place = dtype == DType::kBF16 && s.k % 32 == 0;
+    EXPECT_EQ(tpserve_emu::GridsRun("ConvertRowsKernel") - converts, w2_in_place ? 0u : 1u)
+        << "w2 only";
 #endif
     EXPECT_EQ(ToHostVector(got), ToHostVector(want));
   }
