@@ -44,9 +44,22 @@ bool ProgrammaticLaunchSupported();
 // accumulation; NMSE vs f64 ~3e-6, see gemm_test.cc). y_fixed set (any m): gemm_fixed.cu, per-chunk
 // f32 partials summed in fixed point.
 [[nodiscard]] absl::Status Gemm(const GemmParams& p, const Stream& stream);
-[[nodiscard]] absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream);
+// GemmViaBf16's bf16 copy of x (below), written by the kernel that computes
+// x: row r at data + r * GemmViaBf16RowElems(dim), each value rounded to
+// nearest even as GemmViaBf16 rounds it, the columns past dim zero. With
+// `data` as its scratch, GemmViaBf16(x_in_scratch = true) then multiplies
+// x without converting it: one launch, and an f32 write and read of x,
+// fewer. RmsNorm, AddRmsNorm and Swiglu write their output so, instead of
+// f32, when `data` is set (p.y / p.out are then not written and may be
+// null); null data: f32 as usual.
+struct Bf16Copy {
+  uint16_t* data = nullptr;
+};
+[[nodiscard]] absl::Status RmsNorm(const RmsNormParams& p, const Stream& stream,
+                                   const Bf16Copy& copy = {});
 [[nodiscard]] absl::Status Rope(const RopeParams& p, const Stream& stream);
-[[nodiscard]] absl::Status Swiglu(const SwigluParams& p, const Stream& stream);
+[[nodiscard]] absl::Status Swiglu(const SwigluParams& p, const Stream& stream,
+                                  const Bf16Copy& copy = {});
 [[nodiscard]] absl::Status Add(const AddParams& p, const Stream& stream);
 [[nodiscard]] absl::Status AddFixedPoint(const AddFixedPointParams& p, const Stream& stream);
 [[nodiscard]] absl::Status Embedding(const EmbeddingParams& p, const Stream& stream);
@@ -74,7 +87,8 @@ struct AddRmsNormParams {
   int dim = 0;
   float eps = 1e-5f;
 };
-[[nodiscard]] absl::Status AddRmsNorm(const AddRmsNormParams& p, const Stream& stream);
+[[nodiscard]] absl::Status AddRmsNorm(const AddRmsNormParams& p, const Stream& stream,
+                                      const Bf16Copy& copy = {});
 
 // PagedAttention on tensor cores for prefill-heavy batches: Q, K, V and the
 // softmax probabilities rounded to bf16 (f32 scores, softmax and
@@ -122,13 +136,15 @@ enum class Bf16Gemm { kMma, kWgmma, kWgmmaTma };
 // on a GPU. For prefill: on the 2026-12-05 H100 run the cp.async
 // kernel ran at 2.0-2.9x the converting kernel's rate on kernel_bench's
 // m = 512 and 4096 shapes (gemm mma bf16 vs f32 x Q4_1 rows). y_fixed is
-// not supported. `x_in_scratch`: scratch already holds x's copy from a call
-// on the same x, m, k and x_stride (the previous part of one linear), so
-// only w is converted. BF16 weights with k a multiple of 32 (and 16-byte
-// aligned) are multiplied in place, without a copy.
+// not supported. `x_in_scratch`: scratch already holds x's copy, from a call
+// on the same x, m, k and x_stride (the previous part of one linear) or
+// from the kernel that computed x (Bf16Copy), so only w is converted. BF16 weights with k a
+// multiple of 32 (and 16-byte aligned) are multiplied in place, without a copy.
 [[nodiscard]] absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream,
                                        Bf16Gemm gemm = Bf16Gemm::kMma, bool x_in_scratch = false);
 [[nodiscard]] int64_t GemmViaBf16ScratchElems(int m, int n, int k);
+// Elements per row of GemmViaBf16's copies: k rounded up to 32 (the tail zero).
+[[nodiscard]] int64_t GemmViaBf16RowElems(int k);
 
 // The skinny GEMM at any m <= kSkinnyGemmMaxRows and any weight type: what
 // Gemm runs at m = 1 and for F32/F16 weights, and ran at every decode m

@@ -202,6 +202,103 @@ TEST(CudaSwigluAddParity, RandomShapes) {
   }
 }
 
+// RmsNorm, AddRmsNorm and Swiglu with a Bf16Copy write what GemmViaBf16
+// would make of their f32 output (its x copy, row tails zero over a scratch
+// filled with NaN bits), and GemmViaBf16 on that copy (x_in_scratch) gives
+// the bits of GemmViaBf16 on the f32 output.
+TEST(CudaBf16Copy, NormsAndSwigluWriteTheGemmsCopyOfX) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(21);
+  constexpr int kN = 24;  // weight rows of the GEMM that reads the copy
+  for (int dim : {31, 576, 1000}) {
+    const int rows = 65 + rng.Int(0, 40);  // the prefill sizes GemmViaBf16 serves
+    const size_t n = static_cast<size_t>(rows) * dim;
+    SCOPED_TRACE(testing::Message() << "dim=" << dim << " rows=" << rows);
+    DeviceBuffer<float> w = ToDevice(rng.Floats(static_cast<size_t>(kN) * dim));
+    const size_t scratch_elems = static_cast<size_t>(GemmViaBf16ScratchElems(rows, kN, dim));
+    const size_t copy_elems = static_cast<size_t>(rows * GemmViaBf16RowElems(dim));
+    // `f32` holds the op's f32 output; `copy` the scratch it wrote itself.
+    const auto expect_gemms_copy = [&](const DeviceBuffer<float>& f32,
+                                       const DeviceBuffer<uint16_t>& copy) {
+      DeviceBuffer<uint16_t> scratch = DeviceZeros<uint16_t>(scratch_elems);
+      DeviceBuffer<float> want = DeviceZeros<float>(static_cast<size_t>(rows) * kN);
+      DeviceBuffer<float> got = DeviceZeros<float>(static_cast<size_t>(rows) * kN);
+      GemmParams g{.x = f32.data(),
+                   .w = w.data(),
+                   .w_dtype = DType::kF32,
+                   .y = want.data(),
+                   .m = rows,
+                   .n = kN,
+                   .k = dim};
+      ASSERT_TRUE(GemmViaBf16(g, scratch.data(), Stream{}).ok());
+      std::vector<uint16_t> want_copy = ToHostVector(scratch);
+      std::vector<uint16_t> got_copy = ToHostVector(copy);
+      want_copy.resize(copy_elems);
+      got_copy.resize(copy_elems);
+      EXPECT_EQ(got_copy, want_copy);
+      g.y = got.data();
+      ASSERT_TRUE(
+          GemmViaBf16(g, copy.data(), Stream{}, Bf16Gemm::kMma, /*x_in_scratch=*/true).ok());
+      EXPECT_EQ(ToHostVector(got), ToHostVector(want));
+    };
+    const auto nan_scratch = [&] {
+      return ToDevice(std::vector<uint16_t>(scratch_elems, uint16_t{0xFFFF}));
+    };
+    const std::vector<float> x = rng.Floats(n, -3.0f, 3.0f);
+    DeviceBuffer<float> dw = ToDevice(rng.Floats(dim));
+    {
+      SCOPED_TRACE("RmsNorm");
+      DeviceBuffer<float> dx = ToDevice(x), dy = DeviceZeros<float>(n);
+      RmsNormParams p{
+          .x = dx.data(), .weight = dw.data(), .y = dy.data(), .rows = rows, .dim = dim};
+      ASSERT_TRUE(RmsNorm(p, Stream{}).ok());
+      DeviceBuffer<uint16_t> copy = nan_scratch();
+      p.y = nullptr;
+      ASSERT_TRUE(RmsNorm(p, Stream{}, {.data = copy.data()}).ok());
+      expect_gemms_copy(dy, copy);
+    }
+    {
+      SCOPED_TRACE("AddRmsNorm");
+      DeviceBuffer<float> dr = ToDevice(rng.Floats(n, -3.0f, 3.0f));
+      DeviceBuffer<float> fx = ToDevice(x), fy = DeviceZeros<float>(n), cx = ToDevice(x);
+      AddRmsNormParams p{.x = fx.data(),
+                         .residual = dr.data(),
+                         .weight = dw.data(),
+                         .y = fy.data(),
+                         .rows = rows,
+                         .dim = dim};
+      ASSERT_TRUE(AddRmsNorm(p, Stream{}).ok());
+      DeviceBuffer<uint16_t> copy = nan_scratch();
+      p.x = cx.data();
+      p.y = nullptr;
+      ASSERT_TRUE(AddRmsNorm(p, Stream{}, {.data = copy.data()}).ok());
+      EXPECT_EQ(ToHostVector(cx), ToHostVector(fx)) << "the residual stream, still f32";
+      expect_gemms_copy(fy, copy);
+    }
+    {
+      SCOPED_TRACE("Swiglu");
+      DeviceBuffer<float> gu = ToDevice(rng.Floats(2 * n, -6.0f, 6.0f));
+      DeviceBuffer<float> out = DeviceZeros<float>(n);
+      SwigluParams p{.gate = gu.data(),
+                     .up = gu.data() + dim,
+                     .out = out.data(),
+                     .rows = rows,
+                     .dim = dim,
+                     .gate_stride = 2 * dim,
+                     .up_stride = 2 * dim};
+      ASSERT_TRUE(Swiglu(p, Stream{}).ok());
+      DeviceBuffer<uint16_t> copy = nan_scratch();
+      p.out = nullptr;
+      ASSERT_TRUE(Swiglu(p, Stream{}, {.data = copy.data()}).ok());
+      expect_gemms_copy(out, copy);
+    }
+  }
+  // Neither an f32 y nor a copy: an error, not a launch writing nowhere.
+  DeviceBuffer<float> v = DeviceZeros<float>(8);
+  EXPECT_EQ(RmsNorm({.x = v.data(), .weight = v.data(), .rows = 1, .dim = 8}, Stream{}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CudaEmbeddingParity, EveryDtypeWithShardOffset) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(4);

@@ -387,7 +387,7 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
 }
 
 int64_t GemmViaBf16ScratchElems(int m, int n, int k) {
-  return (static_cast<int64_t>(m) + n) * ViaBf16RowElems(k);
+  return (static_cast<int64_t>(m) + n) * GemmViaBf16RowElems(k);
 }
 
 absl::Status GemmViaBf16(const GemmParams& p, uint16_t* scratch, const Stream& stream,

@@ -24,8 +24,6 @@ absl::Status LaunchTensorCoreGemm(const GemmParams& p, int64_t x_stride, int64_t
 absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                                uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm,
                                bool x_in_scratch);
-// Row length of those copies: k rounded up to the tile's 32 columns.
-int64_t ViaBf16RowElems(int k);
 
 // Whether GemmWgmmaQuantWeights takes weights of `w_dtype` (Q4_0, Q4_1).
 bool WgmmaDequantizes(DType w_dtype);

@@ -63,12 +63,12 @@ absl::Status ConvertWeights(const GemmParams& p, int64_t ld, uint16_t* out, cuda
 
 }  // namespace
 
-int64_t ViaBf16RowElems(int k) { return (static_cast<int64_t>(k) + kBK - 1) / kBK * kBK; }
+int64_t GemmViaBf16RowElems(int k) { return (static_cast<int64_t>(k) + kBK - 1) / kBK * kBK; }
 
 absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                                uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm,
                                bool x_in_scratch) {
-  const int64_t ld = ViaBf16RowElems(p.k);
+  const int64_t ld = GemmViaBf16RowElems(p.k);
   uint16_t* xa = scratch;
   uint16_t* wb = scratch + p.m * ld;
   if (!x_in_scratch) {
@@ -81,8 +81,8 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
   // rows that fill whole k tiles are their own copy (ConvertRows would
   // write back the values it read): no copy either.
   const bool dequantize = gemm != Bf16Gemm::kMma && WgmmaDequantizes(p.w_dtype);
-  const bool w_is_copy = p.w_dtype == DType::kBF16 && ld == p.k &&
-                         reinterpret_cast<uintptr_t>(p.w) % 16 == 0;
+  const bool w_is_copy =
+      p.w_dtype == DType::kBF16 && ld == p.k && reinterpret_cast<uintptr_t>(p.w) % 16 == 0;
   if (!w_is_copy && !dequantize) {
     if (absl::Status st = ConvertWeights(p, ld, wb, stream); !st.ok()) return st;
   }

@@ -27,11 +27,15 @@ __device__ __forceinline__ float Bf16BitsToFloat(uint16_t bits) {
   return __uint_as_float(static_cast<uint32_t>(bits) << 16);
 }
 
+// f as bf16 bits, rounded to nearest even.
+__device__ __forceinline__ uint16_t Bf16Bits(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
 // Two floats as a bf16 pair, each rounded to nearest even: lo in the low
 // half (the first of an mma register's two values).
 __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-         (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
+  return static_cast<uint32_t>(Bf16Bits(lo)) | (static_cast<uint32_t>(Bf16Bits(hi)) << 16);
 }
 
 // Plain (one value per "block") element types.

@@ -13,10 +13,6 @@ namespace {
 
 constexpr int kThreads = 128;
 
-__device__ __forceinline__ uint16_t ToBf16Bits(float f) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
-
 template <DType kType>
 __global__ void __launch_bounds__(kThreads)
     ToBf16Kernel(const char* __restrict__ src, uint16_t* __restrict__ dst, int cols,
@@ -28,11 +24,10 @@ __global__ void __launch_bounds__(kThreads)
       float v[32];
       LoadBlock32<kType>(row, b, v);
 #pragma unroll
-      for (int i = 0; i < 32; ++i) d[b * 32 + i] = ToBf16Bits(v[i]);
+      for (int i = 0; i < 32; ++i) d[b * 32 + i] = Bf16Bits(v[i]);
     }
   } else {
-    for (int i = threadIdx.x; i < cols; i += kThreads)
-      d[i] = ToBf16Bits(LoadElement<kType>(row, i));
+    for (int i = threadIdx.x; i < cols; i += kThreads) d[i] = Bf16Bits(LoadElement<kType>(row, i));
   }
 }
 

@@ -25,10 +25,7 @@
 // differ and round to neighbouring bf16 values (one bf16 ulp, 2^-8
 // relative, on those few elements).
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,7 +33,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "common/status.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -45,156 +41,12 @@
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/gloo/gloo_communicator.h"
 #include "worker/comm/nccl/nccl_communicator.h"
+#include "worker/engine/cuda/engine_parity_util.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/multi_rank_test_util.h"
 
-#if defined(TPSERVE_CUDA_EMU)
-#include "kernels/cuda/emu/emu.h"  // GridsRun
-#endif
-
-namespace tpserve {
+namespace tpserve::cuda_parity {
 namespace {
-
-struct Case {
-  std::string name;
-  StepBatch batch;
-  double tol;
-};
-
-SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
-                  std::vector<int32_t> blocks) {
-  SequenceInput s;
-  s.seq_id = id;
-  s.tokens = std::move(tokens);
-  s.start_pos = start;
-  s.prompt_len = 100000;
-  s.block_table = std::move(blocks);
-  return s;
-}
-
-// Deterministic pseudo-random token ids in [0, vocab).
-class TokenStream {
- public:
-  TokenStream(uint64_t seed, int vocab) : state_(seed), vocab_(vocab) {}
-  std::vector<int32_t> operator()(int n) {
-    std::vector<int32_t> t(n);
-    for (int32_t& v : t) {
-      state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;
-      v = static_cast<int32_t>((state_ >> 33) % static_cast<uint64_t>(vocab_));
-    }
-    return t;
-  }
-
- private:
-  uint64_t state_;
-  int vocab_;
-};
-
-std::vector<Case> Cases(int vocab) {
-  TokenStream tok(12345, vocab);
-  const std::vector<int32_t> a = {0, 1, 2, 3}, b = {4, 5}, c = {6, 7, 8, 9, 10, 11, 12, 13};
-  std::vector<Case> cases;
-  cases.push_back({"prefill 40 + 17", {{Seq(1, tok(40), 0, a), Seq(2, tok(17), 0, b)}}, 1e-3});
-  cases.push_back({"decode", {{Seq(1, tok(1), 40, a), Seq(2, tok(1), 17, b)}}, 1e-3});
-  cases.push_back({"prefill 100", {{Seq(3, tok(100), 0, c)}}, 3e-2});
-  cases.push_back({"decode at 101", {{Seq(3, tok(1), 100, c), Seq(1, tok(1), 41, a)}}, 3e-2});
-  // One token at one rank: the norms and residual adds run inside the GEMMs
-  // (LayerStep::fuse_norms).
-  cases.push_back({"decode one token", {{Seq(1, tok(1), 42, a)}}, 1e-3});
-#if !defined(TPSERVE_CUDA_EMU)
-  std::vector<int32_t> d(19);  // 304 tokens of 16-token blocks
-  for (int i = 0; i < 19; ++i) d[i] = 14 + i;
-  cases.push_back({"prefill 300", {{Seq(4, tok(300), 0, d)}}, 3e-2});
-  cases.push_back({"decode at 301", {{Seq(4, tok(1), 300, d)}}, 3e-2});
-#endif
-  return cases;
-}
-
-double RelMax(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(got[i]) - want[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-
-EngineOptions Options(const std::string& backend, const std::string& kv_dtype = "f32") {
-  EngineOptions o;
-  o.backend = backend;
-  o.f32_weights = backend == "cpu";
-  o.kv_dtype = kv_dtype;
-  o.kv_cache_bytes = int64_t{64} << 20;
-  o.block_size = 16;
-  return o;
-}
-
-// Reference logits of every case, from a one-rank CPU engine.
-std::vector<std::vector<std::vector<float>>> CpuReference(const ModelSource& model,
-                                                          const std::vector<Case>& cases,
-                                                          const std::string& kv_dtype) {
-  TcpKvStoreClient unused("127.0.0.1", 1);
-  absl::StatusOr<std::unique_ptr<Communicator>> comm =
-      CreateGlooCommunicator(unused, 0, 1, GlooOptions());
-  EXPECT_TRUE(comm.ok()) << comm.status();
-  if (!comm.ok()) return {};
-  absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(model, **comm, Options("cpu", kv_dtype));
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  if (!engine.ok()) return {};
-  std::vector<std::vector<std::vector<float>>> out;
-  for (const Case& k : cases) {
-    absl::StatusOr<std::vector<std::vector<float>>> l = (*engine)->ForwardLogits(k.batch);
-    EXPECT_TRUE(l.ok()) << l.status();
-    out.push_back(l.ok() ? *l : std::vector<std::vector<float>>{});
-  }
-  return out;
-}
-
-void ExpectMatches(const std::vector<Case>& cases,
-                   const std::vector<std::vector<std::vector<float>>>& want,
-                   const std::vector<std::vector<std::vector<float>>>& got) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < cases.size(); ++i) {
-    SCOPED_TRACE(cases[i].name);
-    ASSERT_EQ(got[i].size(), want[i].size());
-    for (size_t s = 0; s < want[i].size(); ++s) {
-      const double d = RelMax(got[i][s], want[i][s]);
-      EXPECT_LT(d, cases[i].tol) << "sequence " << s;
-      std::printf("%s seq %zu: rel max diff %.2e (tol %.0e)\n", cases[i].name.c_str(), s, d,
-                  cases[i].tol);
-    }
-  }
-}
-
-// $TPSERVE_GPU_TEST_MODELS (colon-separated; scripts/gpu_check.sh ships small
-// generated models), else a generated Q4_1 model plus the default model.
-std::vector<std::string> ModelPaths() {
-  const char* env = std::getenv("TPSERVE_GPU_TEST_MODELS");
-  if (env != nullptr && *env != '\0') return absl::StrSplit(env, ':', absl::SkipEmpty());
-  std::vector<std::string> paths;
-  const std::string gen = std::string(::testing::TempDir()) + "/cuda_engine_q4_1.gguf";
-  TestModelSpec spec;
-  spec.hidden_size = 256;
-  spec.num_layers = 3;
-  spec.num_heads = 4;
-  spec.num_kv_heads = 2;
-  spec.ffn_size = 512;
-  spec.vocab_size = 4096;
-  spec.dtype = DType::kQ4_1;
-  // Needs the default model's vocabulary; without it only the default model
-  // (also absent then) would be tried, and both are reported as unavailable.
-  absl::Status st = WriteTestModel(spec, gen);
-  if (st.ok()) {
-    paths.push_back(gen);
-  } else {
-    std::printf("cannot generate a test model: %s\n", st.ToString().c_str());
-  }
-#if !defined(TPSERVE_CUDA_EMU)
-  paths.push_back(DefaultModelPath());
-#endif
-  return paths;
-}
 
 TEST(CudaEngineParity, OneRankMatchesCpuEngine) {
   if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
@@ -295,21 +147,6 @@ std::vector<std::pair<std::string, StepBatch>> GraphSteps(int vocab, bool long_c
   return steps;
 }
 
-// Two one-rank CUDA engines on `model`, engine e created with options(e).
-struct EnginePair {
-  std::unique_ptr<Communicator> comms[2];
-  std::unique_ptr<Engine> engines[2];
-};
-absl::Status MakeEnginePair(const ModelSource& model,
-                            const std::function<EngineOptions(int)>& options, EnginePair* pair) {
-  TcpKvStoreClient unused("127.0.0.1", 1);
-  for (int e = 0; e < 2; ++e) {
-    TPS_ASSIGN_OR_RETURN(pair->comms[e], CreateGlooCommunicator(unused, 0, 1, GlooOptions()));
-    TPS_ASSIGN_OR_RETURN(pair->engines[e], Engine::Create(model, *pair->comms[e], options(e)));
-  }
-  return absl::OkStatus();
-}
-
 // Runs `steps` on a graphs engine and an eager one of the same rank; rank 0
 // checks that every step's logits agree and that decode steps, and only
 // they, were replayed from graphs. Returns the number of replayed steps.
@@ -398,120 +235,6 @@ TEST(CudaEngineParity, ProgrammaticLaunchesGiveThePlainLaunchesBits) {
       EXPECT_EQ(*got, *want);
     }
   }
-}
-
-// The worker logs Engine::kernels() at start: it names the prefill GEMM and
-// whether programmatic launch is on, and says so when an option asked for
-// something this device lacks (wgmma below or above 9.x, PDL below 9.0).
-TEST(CudaEngineParity, KernelsLineSaysWhatThisDeviceRuns) {
-  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
-  const std::string path = ModelPaths().front();
-  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
-  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  const bool wgmma = ::tpserve::kernels::cuda::WgmmaSupported();
-  const bool pdl = ::tpserve::kernels::cuda::ProgrammaticLaunchSupported();
-  EnginePair pair;  // [0] asks for wgmma, PDL and graphs; [1] for none of them
-  const absl::Status made = MakeEnginePair(
-      **model,
-      [](int e) {
-        EngineOptions o = Options("cuda");
-        o.cuda_prefill_gemm = e == 0 ? "wgmma_tma" : "mma";
-        o.cuda_pdl = e == 0;
-        o.cuda_graphs = e == 0;
-        return o;
-      },
-      &pair);
-  ASSERT_TRUE(made.ok()) << made;
-  const std::string asked = pair.engines[0]->kernels();
-  EXPECT_EQ(asked, absl::StrCat("CUDA kernels: prefill GEMMs on ",
-                                wgmma ? "wgmma with TMA loads"
-                                      : "mma.sync (--cuda_prefill_gemm=wgmma_tma ignored: it "
-                                        "needs compute capability 9.x)",
-                                ", programmatic dependent launch ",
-                                pdl ? "on" : "off (--cuda_pdl needs compute capability 9.0+)",
-                                ", decode graphs on"));
-  EXPECT_EQ(pair.engines[1]->kernels(),
-            "CUDA kernels: prefill GEMMs on mma.sync, programmatic dependent launch off, decode "
-            "graphs off");
-}
-
-// Prefill GEMMs on the experimental wgmma kernels (EngineOptions::
-// cuda_prefill_gemm "wgmma" and "wgmma_tma") against the CPU engine, at
-// OneRankMatchesCpuEngine's tolerances, on sm_90 devices; the _emu twin
-// cuda_engine_wgmma_test_emu emulates one. Under the emulator also: the
-// kernel asked for ran, and its logits have the mma.sync engine's bits (the
-// emulated instructions add each k16 step's 16 products in order, and the
-// kernels walk k in order; a GPU need not agree).
-TEST(CudaEngineParity, WgmmaPrefillMatchesCpuEngine) {
-  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
-  if (!::tpserve::kernels::cuda::WgmmaSupported()) {
-    GTEST_SKIP() << "skipped: the wgmma kernels need an sm_90 device";
-  }
-  const std::string path = ModelPaths().front();
-  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
-  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  const std::vector<Case> cases = Cases((*model)->config().vocab_size);
-  const auto want = CpuReference(**model, cases, "f32");
-  for (const auto& [gemm, kernel] :
-       {std::pair<std::string, const char*>{"wgmma", "GemmWgmmaKernel"},
-        {"wgmma_tma", "GemmWgmmaTmaKernel"}}) {
-    SCOPED_TRACE(gemm);
-    EnginePair pair;  // [0] `gemm`, [1] mma.sync
-    const absl::Status made = MakeEnginePair(
-        **model,
-        [gemm = gemm](int e) {
-          EngineOptions o = Options("cuda");
-          o.cuda_prefill_gemm = e == 0 ? gemm : "mma";
-          return o;
-        },
-        &pair);
-    ASSERT_TRUE(made.ok()) << made;
-    std::vector<std::vector<std::vector<float>>> got[2];
-    for (int e = 0; e < 2; ++e) {
-#if defined(TPSERVE_CUDA_EMU)
-      const uint64_t before = tpserve_emu::GridsRun(kernel);
-#endif
-      for (const Case& k : cases) {
-        absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
-        ASSERT_TRUE(l.ok()) << l.status();
-        got[e].push_back(*l);
-      }
-#if defined(TPSERVE_CUDA_EMU)
-      const uint64_t ran = tpserve_emu::GridsRun(kernel) - before;
-      if (e == 0) {
-        EXPECT_GT(ran, 0u) << gemm << " engine: no " << kernel << " ran";
-      } else {
-        EXPECT_EQ(ran, 0u) << "default engine: " << kernel << " ran";
-      }
-#else
-      (void)kernel;
-#endif
-    }
-    ExpectMatches(cases, want, got[0]);
-#if defined(TPSERVE_CUDA_EMU)
-    EXPECT_EQ(got[0], got[1]);
-#endif
-  }
-}
-
-// An unknown prefill GEMM is a clear error, not a silent fallback.
-TEST(CudaEngineParity, UnknownPrefillGemmIsInvalidArgument) {
-  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
-  const std::string path = ModelPaths().front();
-  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
-  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  EnginePair pair;
-  const absl::Status made = MakeEnginePair(
-      **model,
-      [](int) {
-        EngineOptions o = Options("cuda");
-        o.cuda_prefill_gemm = "cublas";
-        return o;
-      },
-      &pair);
-  EXPECT_EQ(made.code(), absl::StatusCode::kInvalidArgument) << made;
-  EXPECT_NE(made.message().find("mma, wgmma or wgmma_tma; got \"cublas\""), std::string::npos)
-      << made;
 }
 
 // The same at TP=2: each rank's decode graphs hold its NCCL all-reduces and
@@ -743,4 +466,4 @@ TEST(CudaEngineParity, TwoRanksOverNcclMatchCpuEngine) {
 }
 
 }  // namespace
-}  // namespace tpserve
+}  // namespace tpserve::cuda_parity

@@ -363,7 +363,8 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                            [this, timings](int64_t* buf, size_t count) {
                              return AllReduce(buf, count, CommDType::kI64, timings);
                            },
-                       .fuse_norms = T == 1 && comm_.world_size() == 1 && !tp_invariant_};
+                       .fuse_norms = T == 1 && comm_.world_size() == 1 && !tp_invariant_,
+                       .producers_write_bf16 = UsesBf16Copies({.data = bf16_.data()}, T)};
 
   // (T, H) embedding: each rank fills the rows of its vocabulary slice.
   TPS_RETURN_IF_ERROR(kc::Embedding(
@@ -375,13 +376,15 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
   // token on one rank: every norm and add runs inside a GEMM instead
   // (LayerStep::fuse_norms), the final norm inside the LM head's.
   if (!step.fuse_norms) {
-    TPS_RETURN_IF_ERROR(kc::RmsNorm({.x = x_.data(),
-                                     .weight = layers_.front().attn_norm.data(),
-                                     .y = h_.data(),
-                                     .rows = T,
-                                     .dim = H,
-                                     .eps = c_.rms_norm_eps},
-                                    s));
+    TPS_RETURN_IF_ERROR(kc::RmsNorm(
+        {.x = x_.data(),
+         .weight = layers_.front().attn_norm.data(),
+         .y = h_.data(),
+         .rows = T,
+         .dim = H,
+         .eps = c_.rms_norm_eps},
+        s,
+        step.producers_write_bf16 ? kc::Bf16Copy{.data = step.scratch.bf16.data} : kc::Bf16Copy{}));
   }
   for (size_t li = 0; li < layers_.size(); ++li) {
     const float* next = li + 1 < layers_.size() ? layers_[li + 1].attn_norm.data() : nullptr;

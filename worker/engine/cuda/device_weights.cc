@@ -35,9 +35,18 @@ absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l) {
   return d;
 }
 
+bool UsesBf16Copies(const Bf16Scratch& bf16, int m) {
+  return bf16.data != nullptr && m > kernels::cuda::kSkinnyGemmMaxRows;
+}
+
 absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
                        const kernels::Stream& s, Bf16Scratch bf16, int64_t* y_fixed, int chunk) {
-  bool x_in_scratch = false;  // the parts share x: its bf16 copy is made once
+  const bool copies = y_fixed == nullptr && UsesBf16Copies(bf16, m);
+  if (bf16.x_ready && !copies) {
+    return absl::FailedPreconditionError(
+        "RunLinear: x is in the bf16 scratch but this product reads f32 x");
+  }
+  bool x_in_scratch = bf16.x_ready;  // the parts share x: its bf16 copy is made once
   for (const DeviceLinear::Part& p : l.parts) {
     kernels::GemmParams g;
     g.x = x;
@@ -54,7 +63,7 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
     g.n = p.rows;
     g.k = l.in_features;
     g.y_stride = y_stride;
-    if (bf16.data != nullptr && y_fixed == nullptr && m > kernels::cuda::kSkinnyGemmMaxRows) {
+    if (copies) {
       TPS_RETURN_IF_ERROR(kernels::cuda::GemmViaBf16(g, bf16.data, s, bf16.gemm, x_in_scratch));
       x_in_scratch = true;
     } else {

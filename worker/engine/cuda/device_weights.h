@@ -72,18 +72,25 @@ struct DeviceLinear {
 [[nodiscard]] absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l);
 
 // Prefill GEMMs' bf16 copies (RunLinear): ViaBf16ScratchElems(l, m)
-// elements, and the kernel that multiplies them.
+// elements, and the kernel that multiplies them. `x_ready`: data already
+// holds x's copy, written by the kernel that computed x
+// (kernels/cuda/cuda_ops.h Bf16Copy), so x itself is not read.
 struct Bf16Scratch {
   uint16_t* data = nullptr;
   kernels::cuda::Bf16Gemm gemm = kernels::cuda::Bf16Gemm::kMma;
+  bool x_ready = false;
 };
+
+// Whether RunLinear multiplies m rows of f32 output through bf16 copies.
+[[nodiscard]] bool UsesBf16Copies(const Bf16Scratch& bf16, int m);
 
 // y (m, *) with row stride y_stride = x (m, in_features) W^T (+ b), part by part;
 // into y_fixed instead when set (kernels/ops.h GemmParams::y_fixed, `chunk`
 // columns per partial for plain weights). Above kSkinnyGemmMaxRows rows, with
 // `bf16.data`, through bf16 copies (kernels/cuda/cuda_ops.h GemmViaBf16: the
 // converting kernel's bits on 24 emulator cases; the GEMM kernel measured
-// 2.0-2.9x faster on an H100).
+// 2.0-2.9x faster on an H100). FAILED_PRECONDITION if bf16.x_ready and the
+// product does not go through the copies (x would be read stale).
 [[nodiscard]] absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y,
                                      int64_t y_stride, const kernels::Stream& s,
                                      Bf16Scratch bf16 = {}, int64_t* y_fixed = nullptr,

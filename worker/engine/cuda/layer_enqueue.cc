@@ -9,6 +9,19 @@ namespace kc = kernels::cuda;
 
 namespace {
 
+// Where a norm writes h (or SwiGLU act) when `bf16`: the next GEMM's bf16
+// copy of x (LayerStep::producers_write_bf16); else f32, as usual.
+kc::Bf16Copy CopyOut(const LayerStep& step, bool bf16) {
+  return bf16 ? kc::Bf16Copy{.data = step.scratch.bf16.data} : kc::Bf16Copy{};
+}
+
+// The bf16 scratch of a GEMM over that h (or act).
+Bf16Scratch CopyIn(const LayerStep& step, bool bf16) {
+  Bf16Scratch b = step.scratch.bf16;
+  b.x_ready = bf16;
+  return b;
+}
+
 // x += all-reduce(in W^T) in fixed point, then h = RmsNorm(x) * norm when
 // `norm` is set: the partition-invariant residual branch.
 absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const float* in, int chunk,
@@ -24,7 +37,7 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
   if (norm == nullptr) return absl::OkStatus();
   return kc::RmsNorm(
       {.x = x.x, .weight = norm, .y = x.h, .rows = T, .dim = H, .eps = step.config->rms_norm_eps},
-      s);
+      s, CopyOut(step, step.producers_write_bf16));
 }
 
 // RoPE with the KV-cache write, then attention over x.qkv into x.attn.
@@ -113,8 +126,11 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                            .num_blocks = step.num_blocks,
                            .dtype = step.kv_dtype};
   if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache);
+  const bool h_bf16 = step.producers_write_bf16;
+  const bool act_bf16 = step.producers_write_bf16 && !step.tp_invariant;
 
-  TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, x.bf16));  // (T, qkv_dim)
+  TPS_RETURN_IF_ERROR(
+      RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, CopyIn(step, h_bf16)));  // (T, qkv_dim)
   TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache));
   if (step.tp_invariant) {
     TPS_RETURN_IF_ERROR(ResidualFixed(step, l.o, x.attn, step.chunks.o, l.ffn_norm.data()));
@@ -128,19 +144,21 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                                         .rows = T,
                                         .dim = H,
                                         .eps = c.rms_norm_eps},
-                                       s));
+                                       s, CopyOut(step, h_bf16)));
   }
   if (T <= kc::kSkinnyGemmMaxRows && l.gate_up.parts.size() == 1) {
     // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
     TPS_RETURN_IF_ERROR(kc::GemmSwiglu(GateUpParams(l.gate_up, x.h, x.act, T, d), s));
   } else {
-    TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s, x.bf16));  // (T, 2F)
-    TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, T, d), s));
+    TPS_RETURN_IF_ERROR(
+        RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s, CopyIn(step, h_bf16)));  // (T, 2F)
+    TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, T, d), s, CopyOut(step, act_bf16)));
   }
   if (step.tp_invariant) {
     return ResidualFixed(step, l.down, x.act, step.chunks.down, next_attn_norm);
   }
-  TPS_RETURN_IF_ERROR(RunLinear(l.down, x.act, T, x.proj, H, s, x.bf16));  // (T, H) partial
+  TPS_RETURN_IF_ERROR(
+      RunLinear(l.down, x.act, T, x.proj, H, s, CopyIn(step, act_bf16)));  // (T, H) partial
   TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
   if (next_attn_norm != nullptr) {
     return kc::AddRmsNorm({.x = x.x,
@@ -150,7 +168,7 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                            .rows = T,
                            .dim = H,
                            .eps = c.rms_norm_eps},
-                          s);
+                          s, CopyOut(step, h_bf16));
   }
   return kc::Add({.a = x.x, .b = x.proj, .y = x.x, .n = int64_t{T} * H}, s);
 }

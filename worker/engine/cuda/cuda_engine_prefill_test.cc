@@ -1,0 +1,196 @@
+// The CUDA engine's prefill GEMMs (EngineOptions::cuda_prefill_gemm): the
+// kernels line the worker logs, both experimental wgmma kernels against the
+// CPU engine, a bad kernel name, and the bf16 copies the prefill GEMMs
+// multiply (which kernel writes them, and which need none). Cases,
+// tolerances and models as cuda_engine_parity_test.cc's
+// (engine_parity_util.h).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/device.h"
+#include "tests/testmodel/test_model.h"
+#include "worker/engine/cuda/engine_parity_util.h"
+#include "worker/engine/engine.h"
+
+#if defined(TPSERVE_CUDA_EMU)
+#include "kernels/cuda/emu/emu.h"  // GridsRun
+#endif
+
+namespace tpserve::cuda_parity {
+namespace {
+
+// The worker logs Engine::kernels() at start: it names the prefill GEMM and
+// whether programmatic launch is on, and says so when an option asked for
+// something this device lacks (wgmma below or above 9.x, PDL below 9.0).
+TEST(CudaEnginePrefill, KernelsLineSaysWhatThisDeviceRuns) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const bool wgmma = ::tpserve::kernels::cuda::WgmmaSupported();
+  const bool pdl = ::tpserve::kernels::cuda::ProgrammaticLaunchSupported();
+  EnginePair pair;  // [0] asks for wgmma, PDL and graphs; [1] for none of them
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int e) {
+        EngineOptions o = Options("cuda");
+        o.cuda_prefill_gemm = e == 0 ? "wgmma_tma" : "mma";
+        o.cuda_pdl = e == 0;
+        o.cuda_graphs = e == 0;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  const std::string asked = pair.engines[0]->kernels();
+  EXPECT_EQ(asked, absl::StrCat("CUDA kernels: prefill GEMMs on ",
+                                wgmma ? "wgmma with TMA loads"
+                                      : "mma.sync (--cuda_prefill_gemm=wgmma_tma ignored: it "
+                                        "needs compute capability 9.x)",
+                                ", programmatic dependent launch ",
+                                pdl ? "on" : "off (--cuda_pdl needs compute capability 9.0+)",
+                                ", decode graphs on"));
+  EXPECT_EQ(pair.engines[1]->kernels(),
+            "CUDA kernels: prefill GEMMs on mma.sync, programmatic dependent launch off, decode "
+            "graphs off");
+}
+
+// Prefill GEMMs on the experimental wgmma kernels (EngineOptions::
+// cuda_prefill_gemm "wgmma" and "wgmma_tma") against the CPU engine, at
+// OneRankMatchesCpuEngine's tolerances, on sm_90 devices; the _emu twin
+// cuda_engine_wgmma_test_emu emulates one. Under the emulator also: the
+// kernel asked for ran, and its logits have the mma.sync engine's bits (the
+// emulated instructions add each k16 step's 16 products in order, and the
+// kernels walk k in order; a GPU need not agree).
+TEST(CudaEnginePrefill, WgmmaPrefillMatchesCpuEngine) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  if (!::tpserve::kernels::cuda::WgmmaSupported()) {
+    GTEST_SKIP() << "skipped: the wgmma kernels need an sm_90 device";
+  }
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const std::vector<Case> cases = Cases((*model)->config().vocab_size);
+  const auto want = CpuReference(**model, cases, "f32");
+  for (const auto& [gemm, kernel] :
+       {std::pair<std::string, const char*>{"wgmma", "GemmWgmmaKernel"},
+        {"wgmma_tma", "GemmWgmmaTmaKernel"}}) {
+    SCOPED_TRACE(gemm);
+    EnginePair pair;  // [0] `gemm`, [1] mma.sync
+    const absl::Status made = MakeEnginePair(
+        **model,
+        [gemm = gemm](int e) {
+          EngineOptions o = Options("cuda");
+          o.cuda_prefill_gemm = e == 0 ? gemm : "mma";
+          return o;
+        },
+        &pair);
+    ASSERT_TRUE(made.ok()) << made;
+    std::vector<std::vector<std::vector<float>>> got[2];
+    for (int e = 0; e < 2; ++e) {
+#if defined(TPSERVE_CUDA_EMU)
+      const uint64_t before = tpserve_emu::GridsRun(kernel);
+#endif
+      for (const Case& k : cases) {
+        absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
+        ASSERT_TRUE(l.ok()) << l.status();
+        got[e].push_back(*l);
+      }
+#if defined(TPSERVE_CUDA_EMU)
+      const uint64_t ran = tpserve_emu::GridsRun(kernel) - before;
+      if (e == 0) {
+        EXPECT_GT(ran, 0u) << gemm << " engine: no " << kernel << " ran";
+      } else {
+        EXPECT_EQ(ran, 0u) << "default engine: " << kernel << " ran";
+      }
+#else
+      (void)kernel;
+#endif
+    }
+    ExpectMatches(cases, want, got[0]);
+#if defined(TPSERVE_CUDA_EMU)
+    EXPECT_EQ(got[0], got[1]);
+#endif
+  }
+}
+
+// An unknown prefill GEMM is a clear error, not a silent fallback.
+TEST(CudaEnginePrefill, UnknownPrefillGemmIsInvalidArgument) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  EnginePair pair;
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int) {
+        EngineOptions o = Options("cuda");
+        o.cuda_prefill_gemm = "cublas";
+        return o;
+      },
+      &pair);
+  EXPECT_EQ(made.code(), absl::StatusCode::kInvalidArgument) << made;
+  EXPECT_NE(made.message().find("mma, wgmma or wgmma_tma; got \"cublas\""), std::string::npos)
+      << made;
+}
+
+// A prefill of more than kSkinnyGemmMaxRows tokens multiplies bf16 copies:
+// the norms and SwiGLU write the next GEMM's copy of their output themselves
+// (LayerStep::producers_write_bf16) and BF16 weights are multiplied in place.
+// On a BF16 model whose every k is a multiple of 32, the one conversion left
+// per layer is attention's output for the O projection (before 2026-12-07:
+// four x copies and one copy per weight, per layer). The logits stay within
+// OneRankMatchesCpuEngine's tolerances of the CPU engine; the count is
+// checked under the emulator, which counts grids.
+TEST(CudaEnginePrefill, Bf16ModelConvertsOnlyTheAttentionOutput) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  TestModelSpec spec;
+  spec.format = TestModelFormat::kHf;  // BF16 weights exist only there
+  spec.hidden_size = 256;
+  spec.num_layers = 3;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.ffn_size = 512;
+  spec.vocab_size = 4096;
+  spec.dtype = DType::kBF16;
+  const std::string dir = std::string(::testing::TempDir()) + "/cuda_engine_bf16_hf";
+  if (absl::Status st = WriteTestModel(spec, dir); !st.ok()) {
+    GTEST_SKIP() << "skipped: cannot generate a test model: " << st;
+  }
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::vector<Case> cases = Cases((*model)->config().vocab_size);
+  const auto want = CpuReference(**model, cases, "f32");
+  EnginePair pair;  // only [0] runs
+  ASSERT_TRUE(MakeEnginePair(
+                  **model, [](int) { return Options("cuda"); }, &pair)
+                  .ok());
+  std::vector<std::vector<std::vector<float>>> got;
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t before = tpserve_emu::GridsRun("ConvertRowsKernel");
+#endif
+    absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[0]->ForwardLogits(k.batch);
+    ASSERT_TRUE(l.ok()) << l.status();
+    got.push_back(*l);
+#if defined(TPSERVE_CUDA_EMU)
+    size_t tokens = 0;
+    for (const SequenceInput& s : k.batch.seqs) tokens += s.tokens.size();
+    const uint64_t expected =
+        tokens > static_cast<size_t>(::tpserve::kernels::cuda::kSkinnyGemmMaxRows)
+            ? static_cast<uint64_t>(spec.num_layers)
+            : 0;
+    EXPECT_EQ(tpserve_emu::GridsRun("ConvertRowsKernel") - before, expected) << tokens << " tokens";
+#endif
+  }
+  ExpectMatches(cases, want, got);
+}
+
+}  // namespace
+}  // namespace tpserve::cuda_parity
