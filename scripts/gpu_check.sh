@@ -160,10 +160,11 @@ profile_decode() {  # bundle, ncu, seconds left
 # registers, warp cycles per issued instruction) of the first `launches`
 # kernels of one warm 2048-token prefill of the 1.1B model (about its first
 # layer: conversions to bf16, the four GEMMs, RoPE, attention, norms), on
-# each prefill GEMM kernel (decode_bench --profile_prefill=mma|wgmma_tma|wgmma).
+# each prefill GEMM kernel (decode_bench
+# --profile_prefill=mma|mma_dequant|wgmma_tma|wgmma).
 profile_prefill() {  # bundle, ncu, seconds left
   local kernel launches=24 left=$3 t0
-  for kernel in mma wgmma_tma wgmma; do
+  for kernel in mma mma_dequant wgmma_tma wgmma; do
     if [ "$left" -le 60 ]; then
       echo "gpu_check: time budget spent: prefill ($kernel) not profiled"
       return 0

@@ -121,9 +121,12 @@ struct GemmFusion {
                                      const Stream& stream);
 
 // Which kernel multiplies GemmViaBf16's copies: GemmBf16 (mma.sync, any
-// sm_80+ device), GemmBf16Wgmma or GemmBf16WgmmaTma (sm_90 only; see
-// WgmmaSupported).
-enum class Bf16Gemm { kMma, kWgmma, kWgmmaTma };
+// sm_80+ device) on copies of x and w (kMma); the same kernel on x's copy
+// with Q8_0 / Q4_0 / Q4_1 weights read from their device layout and
+// dequantised by its loader, without w's copy (kMmaDequant, the bits of
+// kMma; other weight types as kMma); GemmBf16Wgmma or GemmBf16WgmmaTma
+// (sm_90 only; see WgmmaSupported; both dequantise Q4_0 / Q4_1 themselves).
+enum class Bf16Gemm { kMma, kMmaDequant, kWgmma, kWgmmaTma };
 
 // y = x w^T (+ bias) through bf16 copies: x and w converted to bf16 rows in
 // `scratch` (GemmViaBf16ScratchElems(m, n, k) elements, 16-byte aligned),

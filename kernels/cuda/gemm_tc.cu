@@ -55,6 +55,23 @@ absl::Status ConvertRows(const TcOperand& op, int k, int64_t ld, uint16_t* out,
   return LaunchStatus("ConvertRowsKernel");
 }
 
+// GemmBf16's kernel on x's copy (xa, rows of ld) with B = w^T dequantised
+// by its loader from the device layout: ConvertRows's arithmetic on the same
+// tiles, so kMma's bits on w's copy, without the copy. Quantized w (k % 32
+// == 0, so ld == k).
+template <DType kW>
+absl::Status LaunchDequantizing(const uint16_t* xa, int64_t ld, const GemmParams& p,
+                                int64_t y_stride, cudaStream_t stream) {
+  static_assert(IsQuantized(kW));
+  const TcArgs args{{xa, p.m, ld}, {p.w, p.n, p.k}, p.bias, p.y, p.m, p.n, p.k, y_stride};
+  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      TensorCoreGemmKernel<CpAsyncBf16Loader, ConvertLoader<kW>>,
+      cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kTcSharedBytes)));
+  TensorCoreGemmKernel<CpAsyncBf16Loader, ConvertLoader<kW>>
+      <<<TensorCoreGrid(p.m, p.n), kTcThreads, kTcSharedBytes, stream>>>(args);
+  return LaunchStatus("TensorCoreGemmKernel<bf16, quantized weights>");
+}
+
 absl::Status ConvertWeights(const GemmParams& p, int64_t ld, uint16_t* out, cudaStream_t stream) {
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
     return ConvertRows<kW>({p.w, p.n, p.k}, p.k, ld, out, stream);
@@ -77,10 +94,24 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
       return st;
     }
   }
+  // kMmaDequant: the mma.sync kernel dequantises quantized weights itself.
+  if (gemm == Bf16Gemm::kMmaDequant && IsQuantized(p.w_dtype)) {
+    switch (p.w_dtype) {
+      case DType::kQ8_0:
+        return LaunchDequantizing<DType::kQ8_0>(xa, ld, p, y_stride, stream);
+      case DType::kQ4_0:
+        return LaunchDequantizing<DType::kQ4_0>(xa, ld, p, y_stride, stream);
+      case DType::kQ4_1:
+        return LaunchDequantizing<DType::kQ4_1>(xa, ld, p, y_stride, stream);
+      default:
+        return absl::InvalidArgumentError("GemmViaBf16: unknown quantized weight type");
+    }
+  }
   // The wgmma kernels dequantise Q4 weights themselves: no copy of w. BF16
   // rows that fill whole k tiles are their own copy (ConvertRows would
   // write back the values it read): no copy either.
-  const bool dequantize = gemm != Bf16Gemm::kMma && WgmmaDequantizes(p.w_dtype);
+  const bool wgmma = gemm == Bf16Gemm::kWgmma || gemm == Bf16Gemm::kWgmmaTma;
+  const bool dequantize = wgmma && WgmmaDequantizes(p.w_dtype);
   const bool w_is_copy =
       p.w_dtype == DType::kBF16 && ld == p.k && reinterpret_cast<uintptr_t>(p.w) % 16 == 0;
   if (!w_is_copy && !dequantize) {
@@ -106,6 +137,7 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
     case Bf16Gemm::kWgmmaTma:
       return GemmBf16WgmmaTma(copies, {.cuda_stream = stream});
     case Bf16Gemm::kMma:
+    case Bf16Gemm::kMmaDequant:
       break;
   }
   return GemmBf16(copies, {.cuda_stream = stream});

@@ -302,7 +302,8 @@ TEST_P(CudaGemmParity, TensorCorePathAtDecodeBatchSizes) {
 // k tails of plain weights (zero-padded copies), strides, bias, m and n
 // around the 128 x 128 tiles, and rows past m and n in the scratch untouched
 // by the result. Also a decode m, where it is that kernel's result too.
-// BF16 weights whose k is a multiple of 32 are multiplied in place.
+// BF16 weights whose k is a multiple of 32 are multiplied in place; with
+// Bf16Gemm::kMmaDequant quantized weights are dequantised in the kernel.
 TEST_P(CudaGemmParity, ViaBf16CopiesGiveThePrefillKernelsBits) {
   TPS_SKIP_WITHOUT_CUDA();
   const DType dtype = GetParam();
@@ -336,6 +337,29 @@ TEST_P(CudaGemmParity, ViaBf16CopiesGiveThePrefillKernelsBits) {
     p.y = got.data();
     ASSERT_TRUE(GemmViaBf16(p, scratch.data(), Stream{}).ok());
     EXPECT_EQ(ToHostVector(got), ToHostVector(want));
+    {
+      // Bf16Gemm::kMmaDequant: the same bits, quantized weights dequantised
+      // by the kernel's loader (x's conversion the only one).
+      DeviceBuffer<float> got2 = DeviceZeros<float>(static_cast<size_t>(s.m) * ys);
+      p.y = got2.data();
+#if defined(TPSERVE_CUDA_EMU)
+      const uint64_t converts = tpserve_emu::GridsRun("ConvertRowsKernel");
+      const uint64_t dequantizing =
+          tpserve_emu::GridsRun("TensorCoreGemmKernel<CpAsyncBf16Loader, ConvertLoader");
+#endif
+      ASSERT_TRUE(GemmViaBf16(p, scratch.data(), Stream{}, Bf16Gemm::kMmaDequant).ok());
+#if defined(TPSERVE_CUDA_EMU)
+      cudaDeviceSynchronize();
+      if (IsQuantized(dtype)) {
+        EXPECT_EQ(tpserve_emu::GridsRun("ConvertRowsKernel") - converts, 1u) << "x only";
+        EXPECT_EQ(tpserve_emu::GridsRun("TensorCoreGemmKernel<CpAsyncBf16Loader, ConvertLoader") -
+                      dequantizing,
+                  1u);
+      }
+#endif
+      EXPECT_EQ(ToHostVector(got2), ToHostVector(want));
+      p.y = got.data();
+    }
     // A second weight on the same x (the next part of a linear): x's copy
     // in the scratch is reused, only w2 is converted, and the bits are still
     // the prefill kernel's.

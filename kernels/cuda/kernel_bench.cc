@@ -221,6 +221,30 @@ void BenchGemm(Context& ctx, int m, int n, int k) {
     PrintRow(Fmt("gemm f32 x Q4_1 via bf16 copies m=%d n=%d k=%d", m, n, k),
              cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f TFLOP/s", v_tflops),
              Fmt("fused dequant %.2f TFLOP/s", q_tflops), v_tflops / q_tflops);
+    // --cuda_prefill_gemm=mma_dequant: x's copy, the weights dequantised by
+    // the same kernel's loader (no copy of w); the same bits as the copies.
+    DeviceBuffer<float> y = Alloc<float>(static_cast<size_t>(m) * n);
+    p.y = y.data();
+    absl::Status launched;
+    const Work dwork{.bytes = qwork.bytes + 2.0 * 2.0 * m * k,
+                     .flops = flops,
+                     .peak_flops = kH100TensorCoreFlops};
+    const double dms = TimeMs(ctx.stream, dwork, [&] {
+      launched = GemmViaBf16(p, scratch.data(), ctx.s, Bf16Gemm::kMmaDequant);
+    });
+    std::string dstatus = !launched.ok()                      ? "FAIL: " + launched.ToString()
+                          : cudaGetLastError() == cudaSuccess ? "ok"
+                                                              : "CUDA ERROR";
+    if (dstatus == "ok") {
+      p.y = c.data();  // the copies again, for the bits to compare
+      (void)GemmViaBf16(p, scratch.data(), ctx.s);
+      const size_t check = std::min<size_t>(static_cast<size_t>(m) * n, 1 << 20);
+      if (Head(y.data(), check) != Head(c.data(), check))
+        dstatus = "MISMATCH: not the copies' bits";
+    }
+    PrintRow(Fmt("gemm f32 x Q4_1 via mma, dequantised in the kernel m=%d n=%d k=%d", m, n, k),
+             dstatus, Fmt("%.2f TFLOP/s", flops / (dms * 1e-3) / 1e12),
+             Fmt("via bf16 copies %.2f TFLOP/s", v_tflops), vms / dms);
   }
   if (skinny) {
     const double bw = static_cast<double>(b.bytes()) / (ms * 1e-3);

@@ -88,10 +88,13 @@ struct EngineOptions {
   // (compute capability 9.0 and later; ignored below).
   bool cuda_pdl = true;
   // Backend "cuda": the kernel of the prefill GEMMs (more than 64 tokens,
-  // on bf16 copies): "mma" (mma.sync, any device), or on sm_90 devices the
-  // experimental "wgmma" (cp.async loads) or "wgmma_tma" (TMA loads,
-  // warp-specialised) kernels, which fall back to "mma" elsewhere. Anything
-  // else is INVALID_ARGUMENT. "mma" until a GPU run measures the others.
+  // on bf16 copies): "mma" (mma.sync, any device), "mma_dequant" (the same
+  // kernel dequantising Q8_0/Q4_0/Q4_1 weights in its loader instead of
+  // multiplying a bf16 copy of them made per call; the same bits), or on
+  // sm_90 devices the experimental "wgmma" (cp.async loads) or "wgmma_tma"
+  // (TMA loads, warp-specialised) kernels, which fall back to "mma"
+  // elsewhere. Anything else is INVALID_ARGUMENT. "mma" until a GPU run
+  // measures the others.
   std::string cuda_prefill_gemm = "mma";
   // Check at Create that every rank computed the same shard plan (one
   // collective). False when the communicator joins a group only later (the

@@ -76,9 +76,11 @@ ABSL_FLAG(bool, cuda_pdl, true,
           "kernels with programmatic dependent launch, so each overlaps the end of the one "
           "before it (false: every kernel waits for the previous one to finish first)");
 ABSL_FLAG(std::string, cuda_prefill_gemm, "mma",
-          "With --backend=cuda: the prefill GEMMs' kernel, mma (mma.sync, any GPU), or on "
-          "compute capability 9.x the experimental wgmma (cp.async loads) or wgmma_tma (TMA "
-          "loads, warp-specialised), not yet measured on a GPU (docs/benchmarks.md)");
+          "With --backend=cuda: the prefill GEMMs' kernel, mma (mma.sync, any GPU, on bf16 "
+          "copies of the weights), mma_dequant (mma.sync dequantising Q8_0/Q4_0/Q4_1 weights "
+          "itself, no copy), or on compute capability 9.x the experimental wgmma (cp.async "
+          "loads) or wgmma_tma (TMA loads, warp-specialised); all but mma not yet measured "
+          "on a GPU (docs/benchmarks.md)");
 ABSL_FLAG(std::string, comm, "gloo",
           "Collectives between CPU ranks: gloo (TCP, ranks on any hosts) or shm (shared "
           "memory, all ranks on this host; ~50x lower all-reduce latency)");

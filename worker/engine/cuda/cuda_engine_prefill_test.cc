@@ -1,7 +1,8 @@
 // The CUDA engine's prefill GEMMs (EngineOptions::cuda_prefill_gemm): the
 // kernels line the worker logs, both experimental wgmma kernels against the
-// CPU engine, a bad kernel name, and the bf16 copies the prefill GEMMs
-// multiply (which kernel writes them, and which need none). Cases,
+// CPU engine, mma_dequant against mma (bit for bit), a bad kernel name, and
+// the bf16 copies the prefill GEMMs multiply (which kernel writes them, and
+// which need none). Cases,
 // tolerances and models as cuda_engine_parity_test.cc's
 // (engine_parity_util.h).
 #include <cstdint>
@@ -119,6 +120,55 @@ TEST(CudaEnginePrefill, WgmmaPrefillMatchesCpuEngine) {
   }
 }
 
+// --cuda_prefill_gemm=mma_dequant: the mma.sync kernel dequantises the Q4_1
+// weights in its loader instead of multiplying a bf16 copy made per call.
+// The same values reach the same mma instructions in the same order, so the
+// logits are the default engine's bits, on any device (emulated sm_80 here).
+TEST(CudaEnginePrefill, MmaDequantGivesTheCopiesBits) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const std::vector<Case> cases = Cases((*model)->config().vocab_size);
+  EnginePair pair;  // [0] mma_dequant, [1] mma
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int e) {
+        EngineOptions o = Options("cuda");
+        o.cuda_prefill_gemm = e == 0 ? "mma_dequant" : "mma";
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  EXPECT_EQ(pair.engines[0]->kernels().rfind(
+                "CUDA kernels: prefill GEMMs on mma.sync, quantized weights dequantised in the "
+                "kernel, ",
+                0),
+            0u)
+      << pair.engines[0]->kernels();
+  std::vector<std::vector<std::vector<float>>> got[2];
+  for (int e = 0; e < 2; ++e) {
+#if defined(TPSERVE_CUDA_EMU)
+    constexpr char kDequantizing[] = "TensorCoreGemmKernel<CpAsyncBf16Loader, ConvertLoader";
+    const uint64_t before = tpserve_emu::GridsRun(kDequantizing);
+#endif
+    for (const Case& k : cases) {
+      absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
+      ASSERT_TRUE(l.ok()) << l.status();
+      got[e].push_back(*l);
+    }
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t ran = tpserve_emu::GridsRun(kDequantizing) - before;
+    if (e == 0) {
+      EXPECT_GT(ran, 0u) << "mma_dequant engine: the dequantising kernel did not run";
+    } else {
+      EXPECT_EQ(ran, 0u) << "default engine: the dequantising kernel ran";
+    }
+#endif
+  }
+  EXPECT_EQ(got[0], got[1]);
+}
+
 // An unknown prefill GEMM is a clear error, not a silent fallback.
 TEST(CudaEnginePrefill, UnknownPrefillGemmIsInvalidArgument) {
   if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
@@ -135,7 +185,8 @@ TEST(CudaEnginePrefill, UnknownPrefillGemmIsInvalidArgument) {
       },
       &pair);
   EXPECT_EQ(made.code(), absl::StatusCode::kInvalidArgument) << made;
-  EXPECT_NE(made.message().find("mma, wgmma or wgmma_tma; got \"cublas\""), std::string::npos)
+  EXPECT_NE(made.message().find("mma, mma_dequant, wgmma or wgmma_tma; got \"cublas\""),
+            std::string::npos)
       << made;
 }
 

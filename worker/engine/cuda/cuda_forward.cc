@@ -30,9 +30,12 @@ namespace kc = kernels::cuda;
 // kernels only on sm_90; "mma" elsewhere).
 absl::StatusOr<kc::Bf16Gemm> PrefillGemm(const std::string& name) {
   if (name == "mma") return kc::Bf16Gemm::kMma;
+  if (name == "mma_dequant") return kc::Bf16Gemm::kMmaDequant;
   if (name != "wgmma" && name != "wgmma_tma") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "backend=cuda: cuda_prefill_gemm must be mma, wgmma or wgmma_tma; got \"", name, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("backend=cuda: cuda_prefill_gemm must be mma, mma_dequant, wgmma or "
+                     "wgmma_tma; got \"",
+                     name, "\""));
   }
   if (!kc::WgmmaSupported()) return kc::Bf16Gemm::kMma;
   return name == "wgmma" ? kc::Bf16Gemm::kWgmma : kc::Bf16Gemm::kWgmmaTma;
@@ -45,7 +48,9 @@ std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gem
   return absl::StrCat("CUDA kernels: prefill GEMMs on ",
                       prefill_gemm == kc::Bf16Gemm::kWgmma      ? "wgmma"
                       : prefill_gemm == kc::Bf16Gemm::kWgmmaTma ? "wgmma with TMA loads"
-                                                                : "mma.sync",
+                      : prefill_gemm == kc::Bf16Gemm::kMmaDequant
+                          ? "mma.sync, quantized weights dequantised in the kernel"
+                          : "mma.sync",
                       o.cuda_prefill_gemm != "mma" && prefill_gemm == kc::Bf16Gemm::kMma
                           ? absl::StrCat(" (--cuda_prefill_gemm=", o.cuda_prefill_gemm,
                                          " ignored: it needs compute capability 9.x)")

@@ -23,8 +23,8 @@
 // token back here; the router would broadcast it), so they time the same
 // forward pass, device sampling on rank 0 included. The prefill rows time
 // one 2048-token (--prefill_tokens) sequence's Engine::Step (best of 5), with the prefill GEMMs
-// on the mma.sync kernel, then on the two wgmma ones (EngineOptions::cuda_prefill_gemm;
-// "skipped" on devices other than sm_90).
+// on the mma.sync kernel (on weight copies, then dequantising them itself), then on the two
+// wgmma ones (EngineOptions::cuda_prefill_gemm; "skipped" on devices other than sm_90).
 //
 // The default model is generated: a 1.1B-parameter Llama (hidden 2048, 16
 // layers, 32 query / 8 KV heads, FFN 8192), Q4_1, tied embeddings (so the
@@ -69,7 +69,8 @@ ABSL_FLAG(int, profile_steps, 0,
           "> 0: run only the batch-1 graphs row, its N timed steps between cudaProfilerStart "
           "and cudaProfilerStop (for ncu --profile-from-start off; scripts/gpu_check.sh)");
 ABSL_FLAG(std::string, profile_prefill, "",
-          "mma, wgmma or wgmma_tma: run only one --prefill_tokens prefill on that GEMM kernel "
+          "mma, mma_dequant, wgmma or wgmma_tma: run only one --prefill_tokens prefill on that "
+          "GEMM kernel "
           "(EngineOptions::cuda_prefill_gemm), after an untimed one, between cudaProfilerStart "
           "and cudaProfilerStop (scripts/gpu_check.sh)");
 ABSL_FLAG(int, prefill_tokens, 2048, "tokens of the prefill rows' sequence");
@@ -307,11 +308,8 @@ int Main(int argc, char** argv) {
   if (const std::string kernel = absl::GetFlag(FLAGS_profile_prefill); !kernel.empty()) {
     const std::string row = absl::StrCat("prefill ", absl::GetFlag(FLAGS_prefill_tokens),
                                          " tokens ", label, " (", kernel, ", profiled)");
-    if (kernel != "mma" && kernel != "wgmma" && kernel != "wgmma_tma") {
-      PrintRow(row, "FAIL: --profile_prefill must be mma, wgmma or wgmma_tma", "", "", -1);
-      return 1;
-    }
-    if (kernel != "mma" && !kernels::cuda::WgmmaSupported()) {
+    const bool wgmma = kernel == "wgmma" || kernel == "wgmma_tma";
+    if (wgmma && !kernels::cuda::WgmmaSupported()) {
       PrintRow(row, "skipped: the wgmma kernels need an sm_90 device", "", "", -1);
       return 0;
     }
@@ -394,7 +392,8 @@ int Main(int argc, char** argv) {
                base ? tp2_eager.tokens_per_s / tp2_graphs.tokens_per_s : -1);
     }
   }
-  // Prefill: the GEMMs on the mma.sync kernel, then on the wgmma ones.
+  // Prefill: the GEMMs on the mma.sync kernel (on weight copies, then
+  // dequantising the weights), then on the wgmma ones.
   const int prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
   const std::string prefill = absl::StrCat("prefill ", prefill_tokens, " tokens ", label);
   const Run mma = Prefill(**model, prefill_tokens, "mma", 5);
@@ -404,9 +403,9 @@ int Main(int argc, char** argv) {
     PrintRow(prefill, "FAIL: " + mma.error, "", "", -1);
     failed = 1;
   }
-  for (const char* gemm : {"wgmma", "wgmma_tma"}) {
+  for (const char* gemm : {"mma_dequant", "wgmma", "wgmma_tma"}) {
     const std::string row = absl::StrCat(prefill, " (", gemm, ")");
-    if (!kernels::cuda::WgmmaSupported()) {
+    if (std::string(gemm) != "mma_dequant" && !kernels::cuda::WgmmaSupported()) {
       PrintRow(row, "skipped: the wgmma kernels need an sm_90 device", "", "", -1);
       continue;
     }
