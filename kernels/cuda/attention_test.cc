@@ -138,8 +138,11 @@ std::vector<float> CpuAttention(const Batch& b) {
 
 enum class Launcher { kFlash, kDecode, kTensorCore };
 
-// Runs the CUDA attention launcher `which` on `b`.
-std::vector<float> CudaAttention(const Batch& b, Launcher which) {
+// Runs the CUDA attention launcher `which` on `b`. `copy` (kTensorCore):
+// PagedAttentionPrefill writes its output there as a Bf16Copy, over a buffer
+// of NaN bits; the f32 output returned should stay zero.
+std::vector<float> CudaAttention(const Batch& b, Launcher which,
+                                 std::vector<uint16_t>* copy = nullptr) {
   const bool bf16 = b.kv_dtype == DType::kBF16;
   DeviceBuffer<float> q = ToDevice(b.q);
   // One of the two cache pairs is empty (a null device pointer).
@@ -162,6 +165,12 @@ std::vector<float> CudaAttention(const Batch& b, Launcher which) {
         DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, b.max_context);
     DeviceBuffer<float> workspace = DeviceZeros<float>(static_cast<size_t>(ws));
     EXPECT_TRUE(PagedAttentionDecode(p, b.max_context, workspace.data(), ws, Stream{}).ok());
+    return ToHostVector(out);
+  }
+  if (copy != nullptr) {
+    DeviceBuffer<uint16_t> c = ToDevice(std::vector<uint16_t>(b.q.size(), uint16_t{0xFFFF}));
+    EXPECT_TRUE(PagedAttentionPrefill(p, Stream{}, {.data = c.data()}).ok());
+    *copy = ToHostVector(c);
     return ToHostVector(out);
   }
   EXPECT_TRUE((which == Launcher::kTensorCore ? PagedAttentionPrefill(p, Stream{})
@@ -235,6 +244,35 @@ TEST(CudaPagedAttentionTensorCoreParity, LongPrefillTakesSeveralRoundsOfTiles) {
   EXPECT_EQ(CudaAttention(bf16, Launcher::kTensorCore),
             CudaAttention(WithWidenedCache(bf16), Launcher::kTensorCore));
   EXPECT_LT(Nmse(CudaAttention(bf16, Launcher::kTensorCore), CpuAttention(bf16)), kTensorCoreNmse);
+}
+
+// With a Bf16Copy, PagedAttentionPrefill writes its output as the O
+// projection's bf16 copy: each value the f32 output rounded to nearest even
+// (the CPU's F32ToBF16), on the tensor-core kernel (head dims 64, 96) and
+// the f32 fallback (40), both caches; p.out untouched. A row length that is
+// not a multiple of 32 is refused.
+TEST(CudaPagedAttentionTensorCoreParity, Bf16CopyIsTheOutputRounded) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(27);
+  for (const Config& c : {Config{64, 2}, Config{96, 1}, Config{40, 4}}) {
+    Batch b = MakeBatch(rng, 2, c.head_dim, c.group, /*decode_only=*/false, /*max_start=*/90,
+                        /*fixed_q_len=*/80);
+    for (bool bf16_cache : {false, true}) {
+      if (bf16_cache) b = WithBf16Cache(b);
+      SCOPED_TRACE(testing::Message() << "head_dim=" << c.head_dim << " heads=" << b.n_heads
+                                      << " bf16 cache=" << bf16_cache);
+      const std::vector<float> f32 = CudaAttention(b, Launcher::kTensorCore);
+      std::vector<uint16_t> want(f32.size()), got;
+      for (size_t i = 0; i < f32.size(); ++i) want[i] = F32ToBF16(f32[i]);
+      const std::vector<float> untouched = CudaAttention(b, Launcher::kTensorCore, &got);
+      EXPECT_EQ(got, want);
+      EXPECT_EQ(untouched, std::vector<float>(f32.size(), 0.0f));
+    }
+  }
+  PagedAttentionParams p{.n_heads = 1, .n_kv_heads = 1, .head_dim = 40, .block_size = 16};
+  uint16_t one = 0;
+  EXPECT_EQ(PagedAttentionPrefill(p, Stream{}, {.data = &one}).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {

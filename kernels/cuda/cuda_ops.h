@@ -49,9 +49,9 @@ bool ProgrammaticLaunchSupported();
 // nearest even as GemmViaBf16 rounds it, the columns past dim zero. With
 // `data` as its scratch, GemmViaBf16(x_in_scratch = true) then multiplies
 // x without converting it: one launch, and an f32 write and read of x,
-// fewer. RmsNorm, AddRmsNorm and Swiglu write their output so, instead of
-// f32, when `data` is set (p.y / p.out are then not written and may be
-// null); null data: f32 as usual.
+// fewer. RmsNorm, AddRmsNorm, Swiglu and PagedAttentionPrefill write their
+// output so, instead of f32, when `data` is set (p.y / p.out are then not
+// written; null where the op allows it); null data: f32 as usual.
 struct Bf16Copy {
   uint16_t* data = nullptr;
 };
@@ -93,9 +93,11 @@ struct AddRmsNormParams {
 // PagedAttention on tensor cores for prefill-heavy batches: Q, K, V and the
 // softmax probabilities rounded to bf16 (f32 scores, softmax and
 // accumulation; NMSE vs the f32 kernel ~1e-5, attention_test.cc). Head dims
-// 32, 64, 80, 96 and 128; any other takes the f32 PagedAttention.
+// 32, 64, 80, 96 and 128; any other takes the f32 PagedAttention. With
+// `copy`, the output goes there as GemmViaBf16's bf16 copy (Bf16Copy;
+// n_heads * head_dim a multiple of 32, so rows have no tail), not to p.out.
 [[nodiscard]] absl::Status PagedAttentionPrefill(const PagedAttentionParams& p,
-                                                 const Stream& stream);
+                                                 const Stream& stream, const Bf16Copy& copy = {});
 
 // Activation rows up to which Gemm uses the skinny (GEMV-like) kernel.
 inline constexpr int kSkinnyGemmMaxRows = 64;

@@ -23,11 +23,12 @@ absl::Status GemmBf16(const GemmBf16Params& p, const Stream& stream) {
   if ((p.m + kBM - 1) / kBM > 65535)
     return absl::InvalidArgumentError("GemmBf16: m too large for one launch");
   const TcArgs args{{p.a, p.m, p.k}, {p.b, p.n, p.k}, p.bias, p.c, p.m, p.n, p.k, c_stride};
-  auto kernel = TensorCoreGemmKernel<CpAsyncBf16Loader, CpAsyncBf16Loader>;
-  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(kTcSharedBytes)));
-  kernel<<<TensorCoreGrid(p.m, p.n), kTcThreads, kTcSharedBytes,
-           static_cast<cudaStream_t>(stream.cuda_stream)>>>(args);
+  TPS_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      TensorCoreGemmKernel<CpAsyncBf16Loader, CpAsyncBf16Loader>,
+      cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kTcSharedBytes)));
+  TensorCoreGemmKernel<CpAsyncBf16Loader, CpAsyncBf16Loader>
+      <<<TensorCoreGrid(p.m, p.n), kTcThreads, kTcSharedBytes,
+         static_cast<cudaStream_t>(stream.cuda_stream)>>>(args);
   return LaunchStatus("TensorCoreGemmKernel<bf16, bf16>");
 }
 

@@ -18,6 +18,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/paged_kv.cuh"
+#include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda {
@@ -128,11 +129,17 @@ __global__ void __launch_bounds__(kWarps * 32) FlashPagedAttentionKernel(Attenti
       const int row = warp * kRowsPerWarp + r;
       if (row >= tile_rows) continue;
       const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-      float* o = a.out + (static_cast<int64_t>(q_begin + tile_q0 + row) * a.n_heads + head) * hd;
+      const int64_t o = (static_cast<int64_t>(q_begin + tile_q0 + row) * a.n_heads + head) * hd;
 #pragma unroll
       for (int i = 0; i < kDimsPerLane; ++i) {
         const int d = lane + 32 * i;
-        if (d < hd) o[d] = acc[r][i] * inv;
+        if (d >= hd) continue;
+        const float v = acc[r][i] * inv;
+        if (a.out16 != nullptr) {
+          a.out16[o + d] = Bf16Bits(v);
+        } else {
+          a.out[o + d] = v;
+        }
       }
     }
   }
@@ -153,15 +160,19 @@ absl::Status LaunchFlash(const AttentionArgs<KvT>& a, int num_seqs, cudaStream_t
 
 }  // namespace
 
+absl::Status LaunchPagedAttention(const PagedAttentionParams& p, uint16_t* out16, cudaStream_t s) {
+  TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
+    AttentionArgs<KvT> a = MakeAttentionArgs<KvT>(p);
+    a.out16 = out16;
+    TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
+                        { return LaunchFlash<kDimsPerLane, KvT>(a, p.num_seqs, s); });
+  });
+}
+
 absl::Status PagedAttention(const PagedAttentionParams& p, const Stream& stream) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
   if (p.num_seqs == 0) return absl::OkStatus();
-  cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
-  TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
-    TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane, {
-      return LaunchFlash<kDimsPerLane, KvT>(MakeAttentionArgs<KvT>(p), p.num_seqs, s);
-    });
-  });
+  return LaunchPagedAttention(p, nullptr, static_cast<cudaStream_t>(stream.cuda_stream));
 }
 
 }  // namespace tpserve::kernels::cuda

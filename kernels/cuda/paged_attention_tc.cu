@@ -315,11 +315,20 @@ __global__ void __launch_bounds__(kThreads) TensorCoreAttentionKernel(AttentionA
       const int row = row_lo + 8 * half;
       if (row >= tile_rows) continue;
       const float inv = half == 0 ? inv_lo : inv_hi;
-      float* out = a.out + (static_cast<int64_t>(q_begin + tile_q0 + row) * a.n_heads + head) * kHd;
+      const int64_t out = (static_cast<int64_t>(q_begin + tile_q0 + row) * a.n_heads + head) * kHd;
+      if (a.out16 != nullptr) {
+        // Even columns: each pair is one aligned 4-byte store.
+        uint32_t* out16 = reinterpret_cast<uint32_t*>(a.out16 + out);
+#pragma unroll
+        for (int n = 0; n < kHd / 8; ++n) {
+          out16[n * 4 + t] = PackBf16(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+        }
+        continue;
+      }
 #pragma unroll
       for (int n = 0; n < kHd / 8; ++n) {
-        out[n * 8 + 2 * t] = o[n][2 * half] * inv;
-        out[n * 8 + 2 * t + 1] = o[n][2 * half + 1] * inv;
+        a.out[out + n * 8 + 2 * t] = o[n][2 * half] * inv;
+        a.out[out + n * 8 + 2 * t + 1] = o[n][2 * half + 1] * inv;
       }
     }
   }
@@ -340,12 +349,19 @@ absl::Status LaunchTensorCore(const AttentionArgs<KvT>& a, int num_seqs, cudaStr
 
 }  // namespace
 
-absl::Status PagedAttentionPrefill(const PagedAttentionParams& p, const Stream& stream) {
+absl::Status PagedAttentionPrefill(const PagedAttentionParams& p, const Stream& stream,
+                                   const Bf16Copy& copy) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
+  const int64_t q_dim = static_cast<int64_t>(p.n_heads) * p.head_dim;
+  if (copy.data != nullptr && GemmViaBf16RowElems(static_cast<int>(q_dim)) != q_dim) {
+    return absl::InvalidArgumentError(
+        "PagedAttentionPrefill: a bf16 copy needs n_heads * head_dim a multiple of 32");
+  }
   if (p.num_seqs == 0) return absl::OkStatus();
   cudaStream_t s = static_cast<cudaStream_t>(stream.cuda_stream);
   TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
-    const AttentionArgs<KvT> a = MakeAttentionArgs<KvT>(p);
+    AttentionArgs<KvT> a = MakeAttentionArgs<KvT>(p);
+    a.out16 = copy.data;
     switch (p.head_dim) {
       case 32:
         return LaunchTensorCore<32>(a, p.num_seqs, s);
@@ -358,7 +374,7 @@ absl::Status PagedAttentionPrefill(const PagedAttentionParams& p, const Stream& 
       case 128:
         return LaunchTensorCore<128>(a, p.num_seqs, s);
       default:
-        return PagedAttention(p, stream);  // f32 kernel: any head dim
+        return LaunchPagedAttention(p, copy.data, s);  // f32 kernel: any head dim
     }
   });
 }

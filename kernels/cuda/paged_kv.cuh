@@ -13,9 +13,12 @@
 #ifndef TPSERVE_KERNELS_CUDA_PAGED_KV_CUH_
 #define TPSERVE_KERNELS_CUDA_PAGED_KV_CUH_
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <type_traits>
 
+#include "absl/status/status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/ops.h"
 
@@ -110,6 +113,9 @@ struct AttentionArgs {
   int group;  // n_heads / n_kv_heads
   int64_t q_stride;
   float scale;
+  // Set (prefill kernels): the output as bf16 at the same index instead of
+  // f32, rounded to nearest even (GemmViaBf16's copy of it, Bf16Copy).
+  uint16_t* out16 = nullptr;
 };
 
 template <typename KvT>
@@ -145,6 +151,11 @@ inline const char* CheckAttentionShape(const PagedAttentionParams& p) {
   if (p.n_heads > 65535) return "PagedAttention: too many heads";
   return nullptr;
 }
+
+// The f32 flash kernel (paged_attention.cu) on checked params: PagedAttention,
+// or with out16 set its output as bf16 there instead (PagedAttentionPrefill's
+// copy at head dims its tensor-core kernel lacks).
+absl::Status LaunchPagedAttention(const PagedAttentionParams& p, uint16_t* out16, cudaStream_t s);
 
 }  // namespace tpserve::kernels::cuda
 

@@ -191,14 +191,14 @@ TEST(CudaEnginePrefill, UnknownPrefillGemmIsInvalidArgument) {
 }
 
 // A prefill of more than kSkinnyGemmMaxRows tokens multiplies bf16 copies:
-// the norms and SwiGLU write the next GEMM's copy of their output themselves
-// (LayerStep::producers_write_bf16) and BF16 weights are multiplied in place.
-// On a BF16 model whose every k is a multiple of 32, the one conversion left
-// per layer is attention's output for the O projection (before 2026-12-07:
-// four x copies and one copy per weight, per layer). The logits stay within
-// OneRankMatchesCpuEngine's tolerances of the CPU engine; the count is
-// checked under the emulator, which counts grids.
-TEST(CudaEnginePrefill, Bf16ModelConvertsOnlyTheAttentionOutput) {
+// the norms, SwiGLU and prefill attention write the next GEMM's copy of
+// their output themselves (LayerStep::producers_write_bf16) and BF16 weights
+// are multiplied in place. On a BF16 model whose every k is a multiple of 32
+// a prefill converts nothing (before 2026-12-07: four x copies and one copy
+// per weight, per layer) while its GEMMs run on the copies. The logits stay
+// within OneRankMatchesCpuEngine's tolerances of the CPU engine; the counts
+// are checked under the emulator, which counts grids.
+TEST(CudaEnginePrefill, Bf16ModelPrefillConvertsNothing) {
   if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
   TestModelSpec spec;
   spec.format = TestModelFormat::kHf;  // BF16 weights exist only there
@@ -225,7 +225,9 @@ TEST(CudaEnginePrefill, Bf16ModelConvertsOnlyTheAttentionOutput) {
   for (const Case& k : cases) {
     SCOPED_TRACE(k.name);
 #if defined(TPSERVE_CUDA_EMU)
-    const uint64_t before = tpserve_emu::GridsRun("ConvertRowsKernel");
+    constexpr char kOnCopies[] = "TensorCoreGemmKernel<CpAsyncBf16Loader, CpAsyncBf16Loader>";
+    const uint64_t converts = tpserve_emu::GridsRun("ConvertRowsKernel");
+    const uint64_t on_copies = tpserve_emu::GridsRun(kOnCopies);
 #endif
     absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[0]->ForwardLogits(k.batch);
     ASSERT_TRUE(l.ok()) << l.status();
@@ -233,11 +235,9 @@ TEST(CudaEnginePrefill, Bf16ModelConvertsOnlyTheAttentionOutput) {
 #if defined(TPSERVE_CUDA_EMU)
     size_t tokens = 0;
     for (const SequenceInput& s : k.batch.seqs) tokens += s.tokens.size();
-    const uint64_t expected =
-        tokens > static_cast<size_t>(::tpserve::kernels::cuda::kSkinnyGemmMaxRows)
-            ? static_cast<uint64_t>(spec.num_layers)
-            : 0;
-    EXPECT_EQ(tpserve_emu::GridsRun("ConvertRowsKernel") - before, expected) << tokens << " tokens";
+    EXPECT_EQ(tpserve_emu::GridsRun("ConvertRowsKernel") - converts, 0u) << tokens << " tokens";
+    const bool prefill = tokens > static_cast<size_t>(::tpserve::kernels::cuda::kSkinnyGemmMaxRows);
+    EXPECT_EQ(tpserve_emu::GridsRun(kOnCopies) - on_copies > 0, prefill) << tokens << " tokens";
 #endif
   }
   ExpectMatches(cases, want, got);

@@ -43,8 +43,9 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
 // RoPE with the KV-cache write, then attention over x.qkv into x.attn.
 // Decode: split-KV, with the RoPE and KV-cache write inside it (one launch
 // fewer per layer). Prefill-heavy batches (the bf16 tensor-core GEMM range):
-// tensor-core attention. Small mixed batches: f32 flash kernel.
-absl::Status EnqueueAttention(const LayerStep& step, const LayerKvCache& cache) {
+// tensor-core attention, into the O projection's bf16 copy when `attn_bf16`.
+// Small mixed batches: f32 flash kernel.
+absl::Status EnqueueAttention(const LayerStep& step, const LayerKvCache& cache, bool attn_bf16) {
   const LayerScratch& x = step.scratch;
   const StepShape& sh = step.shape;
   const kernels::Stream& s = step.stream;
@@ -57,7 +58,9 @@ absl::Status EnqueueAttention(const LayerStep& step, const LayerKvCache& cache) 
     return kc::PagedAttentionDecode(ap, sh.max_context, x.ws, x.ws_floats, rope_kv, s);
   }
   TPS_RETURN_IF_ERROR(kc::RopeKvWrite(rope_kv.rope, rope_kv.kv, s));
-  if (sh.num_tokens > kc::kSkinnyGemmMaxRows) return kc::PagedAttentionPrefill(ap, s);
+  if (sh.num_tokens > kc::kSkinnyGemmMaxRows) {
+    return kc::PagedAttentionPrefill(ap, s, CopyOut(step, attn_bf16));
+  }
   return kc::PagedAttention(ap, s);
 }
 
@@ -96,7 +99,7 @@ absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
   const kernels::Stream& s = step.stream;
   const float eps = c.rms_norm_eps;
   TPS_RETURN_IF_ERROR(RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s));
-  TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache));
+  TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache, /*attn_bf16=*/false));
   TPS_RETURN_IF_ERROR(RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s));  // x += O attn
   if (l.gate_up.parts.size() == 1) {
     TPS_RETURN_IF_ERROR(kc::GemmFused(GateUpParams(l.gate_up, x.x, x.act, 1, d),
@@ -126,16 +129,22 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                            .num_blocks = step.num_blocks,
                            .dtype = step.kv_dtype};
   if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache);
+  // What writes the next GEMM's bf16 copy itself (LayerStep::producers_write_bf16).
+  // tp_invariant: O and down read f32 (fixed-point GEMMs); attention: only
+  // the prefill kernels, on rows without a tail.
   const bool h_bf16 = step.producers_write_bf16;
   const bool act_bf16 = step.producers_write_bf16 && !step.tp_invariant;
+  const bool attn_bf16 =
+      act_bf16 && !sh.all_decode && kc::GemmViaBf16RowElems(d.q_dim) == int64_t{d.q_dim};
 
   TPS_RETURN_IF_ERROR(
       RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, CopyIn(step, h_bf16)));  // (T, qkv_dim)
-  TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache));
+  TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache, attn_bf16));
   if (step.tp_invariant) {
     TPS_RETURN_IF_ERROR(ResidualFixed(step, l.o, x.attn, step.chunks.o, l.ffn_norm.data()));
   } else {
-    TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s, x.bf16));  // (T, H) partial
+    TPS_RETURN_IF_ERROR(
+        RunLinear(l.o, x.attn, T, x.proj, H, s, CopyIn(step, attn_bf16)));  // (T, H) partial
     TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
     TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x.x,
                                         .residual = x.proj,

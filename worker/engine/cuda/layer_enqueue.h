@@ -76,11 +76,13 @@ struct LayerStep {
   // layer's input and output; h is not used.
   bool fuse_norms = false;
   // Prefill through bf16 copies (UsesBf16Copies(scratch.bf16, T)): the norms
-  // write h, and SwiGLU act (unless tp_invariant, whose down GEMM reads f32
-  // act), as the next GEMM's bf16 copy of x in scratch.bf16
-  // (kernels/cuda/cuda_ops.h Bf16Copy), not as f32: x.h and x.act are then
-  // not written. The same bits as the f32 round trip, one launch fewer per
-  // GEMM. The step's first norm (before EnqueueLayer) must do the same.
+  // write h, and SwiGLU act and prefill attention attn (unless tp_invariant,
+  // whose O and down GEMMs read f32; attention also not in all-decode steps
+  // or where q_dim is not a multiple of 32), as the next GEMM's bf16 copy of
+  // x in scratch.bf16 (kernels/cuda/cuda_ops.h Bf16Copy), not as f32: x.h,
+  // x.act and x.attn are then not written. The same bits as the f32 round
+  // trip, one launch fewer per GEMM. The step's first norm (before
+  // EnqueueLayer) must do the same.
   bool producers_write_bf16 = false;
 };
 
