@@ -26,6 +26,45 @@
 namespace tpserve::cuda_parity {
 namespace {
 
+using Logits = std::vector<std::vector<std::vector<float>>>;  // [case][sequence][token id]
+
+// Every case's logits from two one-rank engines, [0] with
+// cuda_prefill_gemm `asked`, [1] with "mma"; under the emulator also that
+// grids named `kernel...` ran in engine 0's steps and none in engine 1's.
+void RunAgainstMma(const ModelSource& model, const std::vector<Case>& cases,
+                   const std::string& asked, const char* kernel, Logits got[2]) {
+  EnginePair pair;
+  const absl::Status made = MakeEnginePair(
+      model,
+      [&asked](int e) {
+        EngineOptions o = Options("cuda");
+        o.cuda_prefill_gemm = e == 0 ? asked : "mma";
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  for (int e = 0; e < 2; ++e) {
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t before = tpserve_emu::GridsRun(kernel);
+#else
+    (void)kernel;
+#endif
+    for (const Case& k : cases) {
+      absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
+      ASSERT_TRUE(l.ok()) << l.status();
+      got[e].push_back(*l);
+    }
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t ran = tpserve_emu::GridsRun(kernel) - before;
+    if (e == 0) {
+      EXPECT_GT(ran, 0u) << asked << " engine: no " << kernel << " ran";
+    } else {
+      EXPECT_EQ(ran, 0u) << "mma engine: " << kernel << " ran";
+    }
+#endif
+  }
+}
+
 // The worker logs Engine::kernels() at start: it names the prefill GEMM and
 // whether programmatic launch is on, and says so when an option asked for
 // something this device lacks (wgmma below or above 9.x, PDL below 9.0).
@@ -36,12 +75,12 @@ TEST(CudaEnginePrefill, KernelsLineSaysWhatThisDeviceRuns) {
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
   const bool wgmma = ::tpserve::kernels::cuda::WgmmaSupported();
   const bool pdl = ::tpserve::kernels::cuda::ProgrammaticLaunchSupported();
-  EnginePair pair;  // [0] asks for wgmma, PDL and graphs; [1] for none of them
+  EnginePair pair;  // [0] asks for wgmma, PDL and graphs; [1] for none of them, and mma_dequant
   const absl::Status made = MakeEnginePair(
       **model,
       [](int e) {
         EngineOptions o = Options("cuda");
-        o.cuda_prefill_gemm = e == 0 ? "wgmma_tma" : "mma";
+        o.cuda_prefill_gemm = e == 0 ? "wgmma_tma" : "mma_dequant";
         o.cuda_pdl = e == 0;
         o.cuda_graphs = e == 0;
         return o;
@@ -57,8 +96,8 @@ TEST(CudaEnginePrefill, KernelsLineSaysWhatThisDeviceRuns) {
                                 pdl ? "on" : "off (--cuda_pdl needs compute capability 9.0+)",
                                 ", decode graphs on"));
   EXPECT_EQ(pair.engines[1]->kernels(),
-            "CUDA kernels: prefill GEMMs on mma.sync, programmatic dependent launch off, decode "
-            "graphs off");
+            "CUDA kernels: prefill GEMMs on mma.sync, quantized weights dequantised in the kernel, "
+            "programmatic dependent launch off, decode graphs off");
 }
 
 // Prefill GEMMs on the experimental wgmma kernels (EngineOptions::
@@ -82,37 +121,9 @@ TEST(CudaEnginePrefill, WgmmaPrefillMatchesCpuEngine) {
        {std::pair<std::string, const char*>{"wgmma", "GemmWgmmaKernel"},
         {"wgmma_tma", "GemmWgmmaTmaKernel"}}) {
     SCOPED_TRACE(gemm);
-    EnginePair pair;  // [0] `gemm`, [1] mma.sync
-    const absl::Status made = MakeEnginePair(
-        **model,
-        [gemm = gemm](int e) {
-          EngineOptions o = Options("cuda");
-          o.cuda_prefill_gemm = e == 0 ? gemm : "mma";
-          return o;
-        },
-        &pair);
-    ASSERT_TRUE(made.ok()) << made;
-    std::vector<std::vector<std::vector<float>>> got[2];
-    for (int e = 0; e < 2; ++e) {
-#if defined(TPSERVE_CUDA_EMU)
-      const uint64_t before = tpserve_emu::GridsRun(kernel);
-#endif
-      for (const Case& k : cases) {
-        absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
-        ASSERT_TRUE(l.ok()) << l.status();
-        got[e].push_back(*l);
-      }
-#if defined(TPSERVE_CUDA_EMU)
-      const uint64_t ran = tpserve_emu::GridsRun(kernel) - before;
-      if (e == 0) {
-        EXPECT_GT(ran, 0u) << gemm << " engine: no " << kernel << " ran";
-      } else {
-        EXPECT_EQ(ran, 0u) << "default engine: " << kernel << " ran";
-      }
-#else
-      (void)kernel;
-#endif
-    }
+    Logits got[2];
+    RunAgainstMma(**model, cases, gemm, kernel, got);
+    if (HasFatalFailure()) return;
     ExpectMatches(cases, want, got[0]);
 #if defined(TPSERVE_CUDA_EMU)
     EXPECT_EQ(got[0], got[1]);
@@ -130,42 +141,10 @@ TEST(CudaEnginePrefill, MmaDequantGivesTheCopiesBits) {
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
   const std::vector<Case> cases = Cases((*model)->config().vocab_size);
-  EnginePair pair;  // [0] mma_dequant, [1] mma
-  const absl::Status made = MakeEnginePair(
-      **model,
-      [](int e) {
-        EngineOptions o = Options("cuda");
-        o.cuda_prefill_gemm = e == 0 ? "mma_dequant" : "mma";
-        return o;
-      },
-      &pair);
-  ASSERT_TRUE(made.ok()) << made;
-  EXPECT_EQ(pair.engines[0]->kernels().rfind(
-                "CUDA kernels: prefill GEMMs on mma.sync, quantized weights dequantised in the "
-                "kernel, ",
-                0),
-            0u)
-      << pair.engines[0]->kernels();
-  std::vector<std::vector<std::vector<float>>> got[2];
-  for (int e = 0; e < 2; ++e) {
-#if defined(TPSERVE_CUDA_EMU)
-    constexpr char kDequantizing[] = "TensorCoreGemmKernel<CpAsyncBf16Loader, ConvertLoader";
-    const uint64_t before = tpserve_emu::GridsRun(kDequantizing);
-#endif
-    for (const Case& k : cases) {
-      absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[e]->ForwardLogits(k.batch);
-      ASSERT_TRUE(l.ok()) << l.status();
-      got[e].push_back(*l);
-    }
-#if defined(TPSERVE_CUDA_EMU)
-    const uint64_t ran = tpserve_emu::GridsRun(kDequantizing) - before;
-    if (e == 0) {
-      EXPECT_GT(ran, 0u) << "mma_dequant engine: the dequantising kernel did not run";
-    } else {
-      EXPECT_EQ(ran, 0u) << "default engine: the dequantising kernel ran";
-    }
-#endif
-  }
+  Logits got[2];
+  RunAgainstMma(**model, cases, "mma_dequant",
+                "TensorCoreGemmKernel<CpAsyncBf16Loader, ConvertLoader", got);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(got[0], got[1]);
 }
 
@@ -200,15 +179,8 @@ TEST(CudaEnginePrefill, UnknownPrefillGemmIsInvalidArgument) {
 // are checked under the emulator, which counts grids.
 TEST(CudaEnginePrefill, Bf16ModelPrefillConvertsNothing) {
   if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
-  TestModelSpec spec;
+  TestModelSpec spec = GeneratedModelSpec(DType::kBF16);
   spec.format = TestModelFormat::kHf;  // BF16 weights exist only there
-  spec.hidden_size = 256;
-  spec.num_layers = 3;
-  spec.num_heads = 4;
-  spec.num_kv_heads = 2;
-  spec.ffn_size = 512;
-  spec.vocab_size = 4096;
-  spec.dtype = DType::kBF16;
   const std::string dir = std::string(::testing::TempDir()) + "/cuda_engine_bf16_hf";
   if (absl::Status st = WriteTestModel(spec, dir); !st.ok()) {
     GTEST_SKIP() << "skipped: cannot generate a test model: " << st;

@@ -25,6 +25,7 @@
 #include "rendezvous/tcp_kv_store.h"
 #include "tests/testmodel/test_model.h"
 #include "worker/comm/nccl/nccl_communicator.h"
+#include "worker/engine/cuda/engine_parity_util.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model_source.h"
 
@@ -33,16 +34,7 @@ namespace {
 
 constexpr double kModeTol = 3e-2;
 
-SequenceInput Seq(uint64_t id, std::vector<int32_t> tokens, int start,
-                  std::vector<int32_t> blocks) {
-  SequenceInput s;
-  s.seq_id = id;
-  s.tokens = std::move(tokens);
-  s.start_pos = start;
-  s.prompt_len = 100000;
-  s.block_table = std::move(blocks);
-  return s;
-}
+using cuda_parity::Seq;
 
 std::vector<int32_t> Tokens(int n, int vocab, uint64_t seed) {
   std::vector<int32_t> t(n);

@@ -105,11 +105,7 @@ void ExpectMatches(const std::vector<Case>& cases,
   }
 }
 
-std::vector<std::string> ModelPaths() {
-  const char* env = std::getenv("TPSERVE_GPU_TEST_MODELS");
-  if (env != nullptr && *env != '\0') return absl::StrSplit(env, ':', absl::SkipEmpty());
-  std::vector<std::string> paths;
-  const std::string gen = std::string(::testing::TempDir()) + "/cuda_engine_q4_1.gguf";
+TestModelSpec GeneratedModelSpec(DType dtype) {
   TestModelSpec spec;
   spec.hidden_size = 256;
   spec.num_layers = 3;
@@ -117,7 +113,16 @@ std::vector<std::string> ModelPaths() {
   spec.num_kv_heads = 2;
   spec.ffn_size = 512;
   spec.vocab_size = 4096;
-  spec.dtype = DType::kQ4_1;
+  spec.dtype = dtype;
+  return spec;
+}
+
+std::vector<std::string> ModelPaths() {
+  const char* env = std::getenv("TPSERVE_GPU_TEST_MODELS");
+  if (env != nullptr && *env != '\0') return absl::StrSplit(env, ':', absl::SkipEmpty());
+  std::vector<std::string> paths;
+  const std::string gen = std::string(::testing::TempDir()) + "/cuda_engine_q4_1.gguf";
+  const TestModelSpec spec = GeneratedModelSpec(DType::kQ4_1);
   // Needs the default model's vocabulary; without it only the default model
   // (also absent then) would be tried, and both are reported as unavailable.
   absl::Status st = WriteTestModel(spec, gen);

@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "formats/dtype.h"
+#include "tests/testmodel/test_model.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model_source.h"
@@ -71,6 +73,10 @@ std::vector<std::vector<std::vector<float>>> CpuReference(const ModelSource& mod
 void ExpectMatches(const std::vector<Case>& cases,
                    const std::vector<std::vector<std::vector<float>>>& want,
                    const std::vector<std::vector<std::vector<float>>>& got);
+
+// The generated models' shape: hidden 256, 3 layers, 4 query / 2 KV heads,
+// FFN 512, 4096 tokens, weights in `dtype`.
+TestModelSpec GeneratedModelSpec(DType dtype);
 
 // $TPSERVE_GPU_TEST_MODELS (colon-separated; scripts/gpu_check.sh ships small
 // generated models), else a generated Q4_1 model plus (on a device) the
