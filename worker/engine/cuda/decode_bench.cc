@@ -22,9 +22,11 @@
 // fewer than two GPUs. Their steps feed fixed tokens (rank 1 gets no sampled
 // token back here; the router would broadcast it), so they time the same
 // forward pass, device sampling on rank 0 included. The prefill rows time
-// one 2048-token (--prefill_tokens) sequence's Engine::Step (best of 5), with the prefill GEMMs
-// on the mma.sync kernel (on weight copies, then dequantising them itself), then on the two
-// wgmma ones (EngineOptions::cuda_prefill_gemm; "skipped" on devices other than sm_90).
+// one 2048-token (--prefill_tokens) sequence's Engine::Step (best of 5), then one of 512 tokens
+// (--prefill_step_tokens: the router's default step budget, where converting the weights on
+// every step costs the most), with the prefill GEMMs on the mma.sync kernel (on weight copies,
+// then dequantising them itself), then on the two wgmma ones (EngineOptions::cuda_prefill_gemm;
+// "skipped" on devices other than sm_90).
 //
 // The default model is generated: a 1.1B-parameter Llama (hidden 2048, 16
 // layers, 32 query / 8 KV heads, FFN 8192), Q4_1, tied embeddings (so the
@@ -46,6 +48,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -74,6 +77,9 @@ ABSL_FLAG(std::string, profile_prefill, "",
           "(EngineOptions::cuda_prefill_gemm), after an untimed one, between cudaProfilerStart "
           "and cudaProfilerStop (scripts/gpu_check.sh)");
 ABSL_FLAG(int, prefill_tokens, 2048, "tokens of the prefill rows' sequence");
+ABSL_FLAG(int, prefill_step_tokens, 512,
+          "tokens of a second set of prefill rows (the router's default step budget, "
+          "--max_num_batched_tokens); 0: none");
 ABSL_FLAG(std::string, kv_dtype, "auto", "KV cache element type (EngineOptions::kv_dtype)");
 
 namespace tpserve {
@@ -237,21 +243,12 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
   return runs[0];
 }
 
-// The best of `reps` single-sequence prefills of `tokens` tokens, after one
-// untimed one; `profile`: the last one between cudaProfilerStart and Stop.
-Run Prefill(const ModelSource& model, int tokens, const std::string& gemm, int reps,
-            bool profile = false) {
-  TcpKvStoreClient unused("127.0.0.1", 1);
-  absl::StatusOr<std::unique_ptr<Communicator>> comm =
-      CreateGlooCommunicator(unused, 0, 1, GlooOptions());
-  if (!comm.ok()) return {.error = comm.status().ToString()};
-  EngineOptions o = BenchOptions(0);
-  o.cuda_prefill_gemm = gemm;
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
-  if (!engine.ok()) return {.error = engine.status().ToString()};
-  const int bs = (*engine)->block_size();
+// The best of `reps` single-sequence prefills of `tokens` tokens on `engine`,
+// after one untimed one; `profile`: the last one between cudaProfilerStart and Stop.
+Run PrefillOn(Engine& engine, const ModelSource& model, int tokens, int reps, bool profile) {
+  const int bs = engine.block_size();
   const int blocks = (tokens + bs - 1) / bs;
-  if (blocks > (*engine)->num_kv_blocks()) return {.error = "KV cache too small"};
+  if (blocks > engine.num_kv_blocks()) return {.error = "KV cache too small"};
   double best = 0;
   for (int r = 0; r <= reps; ++r) {
     SequenceInput s;
@@ -264,11 +261,11 @@ Run Prefill(const ModelSource& model, int tokens, const std::string& gemm, int r
     const bool profiled = profile && r == reps;
     if (profiled) cudaProfilerStart();
     const absl::Time t0 = absl::Now();
-    absl::StatusOr<StepOutput> out = (*engine)->Step(b);
+    absl::StatusOr<StepOutput> out = engine.Step(b);
     const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
     if (profiled) cudaProfilerStop();
     if (!out.ok()) return {.error = out.status().ToString()};
-    (*engine)->Free({b.seqs[0].seq_id});
+    engine.Free({b.seqs[0].seq_id});
     if (r > 0) best = std::max(best, tokens / seconds);
   }
   Run run;
@@ -276,6 +273,23 @@ Run Prefill(const ModelSource& model, int tokens, const std::string& gemm, int r
   return run;
 }
 
+// One engine on `gemm`; for each of `sizes`, the best of `reps`
+// single-sequence prefills of that many tokens after one untimed one
+// (`profile`: the last one between cudaProfilerStart and Stop).
+std::vector<Run> Prefill(const ModelSource& model, const std::vector<int>& sizes,
+                         const std::string& gemm, int reps, bool profile = false) {
+  TcpKvStoreClient unused("127.0.0.1", 1);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm =
+      CreateGlooCommunicator(unused, 0, 1, GlooOptions());
+  if (!comm.ok()) return std::vector<Run>(sizes.size(), {.error = comm.status().ToString()});
+  EngineOptions o = BenchOptions(0);
+  o.cuda_prefill_gemm = gemm;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, **comm, o);
+  if (!engine.ok()) return std::vector<Run>(sizes.size(), {.error = engine.status().ToString()});
+  std::vector<Run> runs;
+  for (const int tokens : sizes) runs.push_back(PrefillOn(**engine, model, tokens, reps, profile));
+  return runs;
+}
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   if (::tpserve::kernels::cuda::DeviceCount() == 0) {
@@ -314,7 +328,7 @@ int Main(int argc, char** argv) {
       return 0;
     }
     const Run r =
-        Prefill(**model, absl::GetFlag(FLAGS_prefill_tokens), kernel, 1, /*profile=*/true);
+        Prefill(**model, {absl::GetFlag(FLAGS_prefill_tokens)}, kernel, 1, /*profile=*/true)[0];
     PrintRow(row, r.error.empty() ? "ok" : "FAIL: " + r.error,
              r.error.empty() ? Fmt("%.0f tok/s", r.tokens_per_s) : "", "", -1);
     return r.error.empty() ? 0 : 1;
@@ -392,30 +406,39 @@ int Main(int argc, char** argv) {
                base ? tp2_eager.tokens_per_s / tp2_graphs.tokens_per_s : -1);
     }
   }
-  // Prefill: the GEMMs on the mma.sync kernel (on weight copies, then
-  // dequantising the weights), then on the wgmma ones.
-  const int prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
-  const std::string prefill = absl::StrCat("prefill ", prefill_tokens, " tokens ", label);
-  const Run mma = Prefill(**model, prefill_tokens, "mma", 5);
-  if (mma.error.empty()) {
-    PrintRow(prefill, "ok", Fmt("%.0f tok/s", mma.tokens_per_s), "", -1);
-  } else {
-    PrintRow(prefill, "FAIL: " + mma.error, "", "", -1);
-    failed = 1;
+  // Prefill at each size: the GEMMs on the mma.sync kernel (on weight
+  // copies, then dequantising the weights), then on the wgmma ones.
+  std::vector<int> sizes = {absl::GetFlag(FLAGS_prefill_tokens)};
+  if (const int step = absl::GetFlag(FLAGS_prefill_step_tokens); step > 0 && step != sizes[0]) {
+    sizes.push_back(step);
   }
+  const std::vector<Run> mma = Prefill(**model, sizes, "mma", 5);
+  std::vector<std::pair<std::string, std::vector<Run>>> others;
   for (const char* gemm : {"mma_dequant", "wgmma", "wgmma_tma"}) {
-    const std::string row = absl::StrCat(prefill, " (", gemm, ")");
-    if (std::string(gemm) != "mma_dequant" && !kernels::cuda::WgmmaSupported()) {
-      PrintRow(row, "skipped: the wgmma kernels need an sm_90 device", "", "", -1);
-      continue;
-    }
-    const Run wg = Prefill(**model, prefill_tokens, gemm, 5);
-    if (!wg.error.empty() || !mma.error.empty()) {
-      PrintRow(row, "FAIL: " + (wg.error.empty() ? mma.error : wg.error), "", "", -1);
-      failed = 1;
+    const bool runs = std::string(gemm) == "mma_dequant" || kernels::cuda::WgmmaSupported();
+    others.push_back({gemm, runs ? Prefill(**model, sizes, gemm, 5) : std::vector<Run>{}});
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string prefill = absl::StrCat("prefill ", sizes[i], " tokens ", label);
+    if (mma[i].error.empty()) {
+      PrintRow(prefill, "ok", Fmt("%.0f tok/s", mma[i].tokens_per_s), "", -1);
     } else {
-      PrintRow(row, "ok", Fmt("%.0f tok/s", wg.tokens_per_s),
-               Fmt("mma.sync %.0f tok/s", mma.tokens_per_s), wg.tokens_per_s / mma.tokens_per_s);
+      PrintRow(prefill, "FAIL: " + mma[i].error, "", "", -1);
+      failed = 1;
+    }
+    for (const auto& [gemm, runs] : others) {
+      const std::string row = absl::StrCat(prefill, " (", gemm, ")");
+      if (runs.empty()) {
+        PrintRow(row, "skipped: the wgmma kernels need an sm_90 device", "", "", -1);
+      } else if (!runs[i].error.empty() || !mma[i].error.empty()) {
+        PrintRow(row, "FAIL: " + (runs[i].error.empty() ? mma[i].error : runs[i].error), "", "",
+                 -1);
+        failed = 1;
+      } else {
+        PrintRow(row, "ok", Fmt("%.0f tok/s", runs[i].tokens_per_s),
+                 Fmt("mma.sync %.0f tok/s", mma[i].tokens_per_s),
+                 runs[i].tokens_per_s / mma[i].tokens_per_s);
+      }
     }
   }
   if (absl::GetFlag(FLAGS_model).empty() && !quick) {
