@@ -127,7 +127,8 @@ struct GemmFusion {
 // with Q8_0 / Q4_0 / Q4_1 weights read from their device layout and
 // dequantised by its loader, without w's copy (kMmaDequant, the bits of
 // kMma; other weight types as kMma); GemmBf16Wgmma or GemmBf16WgmmaTma
-// (sm_90 only; see WgmmaSupported; both dequantise Q4_0 / Q4_1 themselves).
+// (sm_90 only; see WgmmaSupported; both dequantise Q8_0 / Q4_0 / Q4_1
+// themselves).
 enum class Bf16Gemm { kMma, kMmaDequant, kWgmma, kWgmmaTma };
 
 // y = x w^T (+ bias) through bf16 copies: x and w converted to bf16 rows in

@@ -25,13 +25,14 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
                                uint16_t* scratch, cudaStream_t stream, Bf16Gemm gemm,
                                bool x_in_scratch);
 
-// Whether GemmWgmmaQuantWeights takes weights of `w_dtype` (Q4_0, Q4_1).
+// Whether GemmWgmmaQuantWeights takes weights of `w_dtype` (Q8_0, Q4_0, Q4_1).
 bool WgmmaDequantizes(DType w_dtype);
 // GemmBf16Wgmma (or, `tma`, GemmBf16WgmmaTma) with B = w^T: w (p.n, p.k)
-// Q4_0 / Q4_1 in the device layout (weight_layout.h), dequantised by the
-// kernel into its shared-memory tiles with ConvertRows's arithmetic, so the
-// result is GemmViaBf16's on that kernel without w's bf16 copy (p.b unused;
-// p.k a multiple of 32).
+// Q8_0 / Q4_0 / Q4_1 in the device layout (weight_layout.h), dequantised by
+// the kernel into its shared-memory tiles with ConvertRows's arithmetic, so
+// the result is GemmViaBf16's on that kernel without w's bf16 copy (p.b
+// unused; p.k a multiple of 32; Q8_0 on the TMA kernel always on 128-wide
+// tiles).
 absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType w_dtype, bool tma,
                                    const Stream& stream);
 

@@ -107,7 +107,7 @@ absl::Status LaunchViaBf16Gemm(const GemmParams& p, int64_t x_stride, int64_t y_
         return absl::InvalidArgumentError("GemmViaBf16: unknown quantized weight type");
     }
   }
-  // The wgmma kernels dequantise Q4 weights themselves: no copy of w. BF16
+  // The wgmma kernels dequantise quantized weights themselves: no copy of w. BF16
   // rows that fill whole k tiles are their own copy (ConvertRows would
   // write back the values it read): no copy either.
   const bool wgmma = gemm == Bf16Gemm::kWgmma || gemm == Bf16Gemm::kWgmmaTma;

@@ -60,8 +60,8 @@ struct WgTile {
 };
 
 // Where GemmWgmmaKernel's B tiles come from: bf16 rows (B = the rows,
-// copied by cp.async with each A tile), or Q4_0 / Q4_1 weights dequantised
-// by the kernel's threads one k tile ahead (QuantStage).
+// copied by cp.async with each A tile), or Q8_0 / Q4_0 / Q4_1 weights
+// dequantised by the kernel's threads one k tile ahead (QuantStage).
 struct BRows {
   static constexpr bool kAsync = true;
   static constexpr DType kType = DType::kBF16;
@@ -69,15 +69,15 @@ struct BRows {
 };
 template <DType kW>
 struct BQuant {
-  static_assert(kW == DType::kQ4_0 || kW == DType::kQ4_1, "Q4 blocks");
+  static_assert(kW == DType::kQ8_0 || kW == DType::kQ4_0 || kW == DType::kQ4_1, "quant blocks");
   static constexpr bool kAsync = false;
   static constexpr DType kType = kW;
   const void* w;
 };
-// A Q4 type for QuantStage whatever the source (BRows never uses its stage).
+// A quantized type for QuantStage whatever the source (BRows never uses its stage).
 template <class BSource>
 constexpr DType QuantType() {
-  return BSource::kType == DType::kQ4_0 ? DType::kQ4_0 : DType::kQ4_1;
+  return IsQuantized(BSource::kType) ? BSource::kType : DType::kQ4_1;
 }
 
 #if TPS_WGMMA_AVAILABLE
@@ -146,17 +146,18 @@ __device__ __forceinline__ void StoreWgmmaTile(const float (&d)[kBn / 128][64], 
   }
 }
 
-// Q4_0 / Q4_1 weights (device layout, weight_layout.h) into B tiles: each
-// thread holds kItems (row, Q4 block) pairs of a k tile in registers
-// (Fetch) and later stores them dequantised and swizzled (Store), with
-// ConvertRows's arithmetic and rounding, so a tile holds GemmViaBf16's bf16
-// copy bit for bit. Rows past n and blocks past k store zeros.
+// Q8_0 / Q4_0 / Q4_1 weights (device layout, weight_layout.h) into B
+// tiles: each thread holds kItems (row, quant block) pairs of a k tile in
+// registers (Fetch) and later stores them dequantised and swizzled (Store),
+// with ConvertRows's arithmetic and rounding, so a tile holds GemmViaBf16's
+// bf16 copy bit for bit. Rows past n and blocks past k store zeros.
 // kThreads threads share a stage; t is this thread's index among them.
 template <DType kW, int kBn, int kThreads>
 struct QuantStage {
-  static constexpr int kItems = kBn * 2 / kThreads;  // two Q4 blocks per 64-wide row
+  static constexpr int kItems = kBn * 2 / kThreads;  // two blocks per 64-wide row
   static_assert(kItems >= 1 && kBn * 2 % kThreads == 0, "whole items per thread");
-  uint4 q[kItems];
+  static constexpr int kChunks = QuantBytesPerBlock(kW) / 16;  // 16-byte quant chunks per block
+  uint4 q[kItems][kChunks];
   uint32_t scales[kItems];  // f16 d, and f16 m above it for Q4_1
   bool valid[kItems];
 
@@ -170,7 +171,8 @@ struct QuantStage {
       valid[i] = row < n && b < p.blocks_per_row;
       if (!valid[i]) continue;
       const int64_t block = row * p.blocks_per_row + b;
-      q[i] = __ldg(p.quants + block);
+#pragma unroll
+      for (int j = 0; j < kChunks; ++j) q[i][j] = __ldg(p.quants + block * kChunks + j);
       scales[i] = kW == DType::kQ4_1 ? __ldg(reinterpret_cast<const uint32_t*>(p.scales) + block)
                                      : __ldg(reinterpret_cast<const uint16_t*>(p.scales) + block);
     }
@@ -183,10 +185,18 @@ struct QuantStage {
       const int r = item / 2;
       const float d = HalfBitsToFloat(static_cast<uint16_t>(scales[i] & 0xFFFFu));
       const float mn = HalfBitsToFloat(static_cast<uint16_t>(scales[i] >> 16));
-      const uint32_t words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
-      // 16-byte chunk c of the block's 32 bf16 values: values 8c .. 8c + 7,
-      // the low nibbles of bytes 8 (c % 2) .. + 7 for c < 2, else their high
-      // nibbles (byte j holds value j low, value j + 16 high).
+      uint32_t words[4 * kChunks];
+#pragma unroll
+      for (int j = 0; j < kChunks; ++j) {
+        words[4 * j] = q[i][j].x;
+        words[4 * j + 1] = q[i][j].y;
+        words[4 * j + 2] = q[i][j].z;
+        words[4 * j + 3] = q[i][j].w;
+      }
+      // 16-byte chunk c of the block's 32 bf16 values: values 8c .. 8c + 7.
+      // Q8_0: bytes 8c .. 8c + 7 (int8). Q4: the low nibbles of bytes
+      // 8 (c % 2) .. + 7 for c < 2, else their high nibbles (byte j holds
+      // value j low, value j + 16 high).
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         uint32_t packed[4] = {0, 0, 0, 0};
@@ -196,12 +206,17 @@ struct QuantStage {
             float pair[2];
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-              const int byte_index = (c % 2) * 8 + 2 * e + h;
+              const int byte_index = (kW == DType::kQ8_0 ? c * 8 : (c % 2) * 8) + 2 * e + h;
               const int byte =
                   static_cast<int>((words[byte_index / 4] >> (8 * (byte_index % 4))) & 0xFFu);
               const int nibble = c < 2 ? (byte & 0xF) : (byte >> 4);
-              pair[h] = kW == DType::kQ4_1 ? __fadd_rn(__fmul_rn(d, static_cast<float>(nibble)), mn)
-                                           : __fmul_rn(d, static_cast<float>(nibble - 8));
+              if constexpr (kW == DType::kQ8_0) {
+                pair[h] = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(byte)));
+              } else if constexpr (kW == DType::kQ4_1) {
+                pair[h] = __fadd_rn(__fmul_rn(d, static_cast<float>(nibble)), mn);
+              } else {
+                pair[h] = __fmul_rn(d, static_cast<float>(nibble - 8));
+              }
             }
             packed[e] = PackBf16(pair[0], pair[1]);
           }
@@ -431,8 +446,15 @@ template <class BSource>
 absl::Status LaunchWgmmaTiles(const GemmBf16Params& p, BSource b, int64_t c_stride, bool wide,
                               bool tma, const Stream& stream) {
   if (tma) {
-    return wide ? LaunchWgmmaTma<256>(p, b, c_stride, stream)
-                : LaunchWgmmaTma<128>(p, b, c_stride, stream);
+    // Q8_0's producer stages (two 16-byte quant chunks a block) spill on
+    // 256-wide tiles at the producers' 120 registers (ptxas: 114 bytes):
+    // 128-wide tiles for them.
+    if constexpr (BSource::kType == DType::kQ8_0) {
+      return LaunchWgmmaTma<128>(p, b, c_stride, stream);
+    } else {
+      return wide ? LaunchWgmmaTma<256>(p, b, c_stride, stream)
+                  : LaunchWgmmaTma<128>(p, b, c_stride, stream);
+    }
   }
   return wide ? LaunchWgmma<256>(p, b, c_stride, stream) : LaunchWgmma<128>(p, b, c_stride, stream);
 }
@@ -511,7 +533,7 @@ absl::Status GemmBf16Wgmma(const GemmBf16Params& p, const Stream& stream) {
   return LaunchWgmmaTiles(p, BRows{p.b}, c_stride, wide, /*tma=*/false, stream);
 }
 
-bool WgmmaDequantizes(DType w_dtype) { return w_dtype == DType::kQ4_0 || w_dtype == DType::kQ4_1; }
+bool WgmmaDequantizes(DType w_dtype) { return IsQuantized(w_dtype); }
 
 absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType w_dtype, bool tma,
                                    const Stream& stream) {
@@ -522,13 +544,17 @@ absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType
   }
   if (!WgmmaDequantizes(w_dtype) || p.k % kQuantBlockValues != 0) {
     return absl::InvalidArgumentError(
-        "GemmWgmmaQuantWeights: Q4_0 or Q4_1 weights with k a multiple of 32");
+        "GemmWgmmaQuantWeights: Q8_0, Q4_0 or Q4_1 weights with k a multiple of 32");
   }
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  if (w_dtype == DType::kQ4_0) {
-    return LaunchWgmmaTiles(p, BQuant<DType::kQ4_0>{w}, c_stride, wide, tma, stream);
+  switch (w_dtype) {
+    case DType::kQ8_0:
+      return LaunchWgmmaTiles(p, BQuant<DType::kQ8_0>{w}, c_stride, wide, tma, stream);
+    case DType::kQ4_0:
+      return LaunchWgmmaTiles(p, BQuant<DType::kQ4_0>{w}, c_stride, wide, tma, stream);
+    default:
+      return LaunchWgmmaTiles(p, BQuant<DType::kQ4_1>{w}, c_stride, wide, tma, stream);
   }
-  return LaunchWgmmaTiles(p, BQuant<DType::kQ4_1>{w}, c_stride, wide, tma, stream);
 }
 
 absl::Status GemmBf16WgmmaTma(const GemmBf16Params& p, const Stream& stream) {

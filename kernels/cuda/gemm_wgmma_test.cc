@@ -90,7 +90,7 @@ TEST(CudaGemmWgmmaParity, RandomShapesWithTmaLoads) {
   ExpectRandomShapesMatch(GemmBf16WgmmaTma);
 }
 
-// Q4_0 / Q4_1 weights through GemmViaBf16 on each wgmma kernel, which
+// Q8_0 / Q4_0 / Q4_1 weights through GemmViaBf16 on each wgmma kernel, which
 // dequantises them in its own loads (no bf16 copy of w), against the
 // mma.sync kernel on GemmViaBf16's copies: the same bf16 values by
 // construction, so under the emulator (both instructions add each k16
@@ -107,7 +107,8 @@ TEST(CudaGemmWgmmaParity, QuantizedWeightsDequantisedInTheKernel) {
     int m, n, k;
   };
   for (const auto& [dtype, gemm] :
-       {std::pair{DType::kQ4_0, Bf16Gemm::kWgmma}, std::pair{DType::kQ4_1, Bf16Gemm::kWgmma},
+       {std::pair{DType::kQ8_0, Bf16Gemm::kWgmma}, std::pair{DType::kQ4_0, Bf16Gemm::kWgmma},
+        std::pair{DType::kQ4_1, Bf16Gemm::kWgmma}, std::pair{DType::kQ8_0, Bf16Gemm::kWgmmaTma},
         std::pair{DType::kQ4_0, Bf16Gemm::kWgmmaTma},
         std::pair{DType::kQ4_1, Bf16Gemm::kWgmmaTma}}) {
     for (const Shape& s : std::vector<Shape>{{65, 130, 96}, {300, 70, 288}, {1500, 2800, 320}}) {
