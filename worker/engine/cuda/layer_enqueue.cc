@@ -9,13 +9,14 @@ namespace kc = kernels::cuda;
 
 namespace {
 
-// Where a norm writes h (or SwiGLU act) when `bf16`: the next GEMM's bf16
-// copy of x (LayerStep::producers_write_bf16); else f32, as usual.
+// Where a norm (h), SwiGLU (act) or prefill attention (attn) writes its
+// output when `bf16`: the next GEMM's bf16 copy of x
+// (LayerStep::producers_write_bf16); else f32, as usual.
 kc::Bf16Copy CopyOut(const LayerStep& step, bool bf16) {
   return bf16 ? kc::Bf16Copy{.data = step.scratch.bf16.data} : kc::Bf16Copy{};
 }
 
-// The bf16 scratch of a GEMM over that h (or act).
+// The bf16 scratch of the GEMM over that output.
 Bf16Scratch CopyIn(const LayerStep& step, bool bf16) {
   Bf16Scratch b = step.scratch.bf16;
   b.x_ready = bf16;
