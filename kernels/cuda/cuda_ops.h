@@ -125,10 +125,10 @@ struct GemmFusion {
 // Which kernel multiplies GemmViaBf16's copies: GemmBf16 (mma.sync, any
 // sm_80+ device) on copies of x and w (kMma); the same kernel on x's copy
 // with Q8_0 / Q4_0 / Q4_1 weights read from their device layout and
-// dequantised by its loader, without w's copy (kMmaDequant, the bits of
-// kMma; other weight types as kMma); GemmBf16Wgmma or GemmBf16WgmmaTma
-// (sm_90 only; see WgmmaSupported; both dequantise Q8_0 / Q4_0 / Q4_1
-// themselves).
+// dequantised by its loader, without w's copy (kMmaDequant: kMma's bits by
+// construction, compared on gemm_test_emu's cases; other weight types as
+// kMma); GemmBf16Wgmma or GemmBf16WgmmaTma (sm_90 only; see
+// WgmmaSupported; both dequantise Q8_0 / Q4_0 / Q4_1 themselves).
 enum class Bf16Gemm { kMma, kMmaDequant, kWgmma, kWgmmaTma };
 
 // y = x w^T (+ bias) through bf16 copies: x and w converted to bf16 rows in

@@ -81,8 +81,9 @@ struct LayerStep {
   // or where q_dim is not a multiple of 32), as the next GEMM's bf16 copy of
   // x in scratch.bf16 (kernels/cuda/cuda_ops.h Bf16Copy), not as f32: x.h,
   // x.act and x.attn are then not written. The same bits as the f32 round
-  // trip, one launch fewer per GEMM. The step's first norm (before
-  // EnqueueLayer) must do the same.
+  // trip by construction (compared under the emulator: elementwise_test,
+  // attention_test, cuda_engine_prefill_test), one launch fewer per GEMM.
+  // The step's first norm (before EnqueueLayer) must do the same.
   bool producers_write_bf16 = false;
 };
 
