@@ -38,9 +38,17 @@
 //   - TMA tile loads and mbarriers (tma_sm90_emu.h): a tile's shared memory
 //     reads as NaN from the copy's issue until the latest moment it may
 //     land, phases complete only on their arrivals and transaction bytes.
+//   - proxy fences: a wgmma reads shared memory as it stood at the block's
+//     last fence.proxy.async (plus TMA's writes), so generic stores or
+//     cp.async copies with no fence after them show; a TMA copy completing
+//     on an mbarrier whose init was not fenced for the async proxy fails;
+//   - setmaxnreg: counts a multiple of 8 in [24, 256], the same by every
+//     thread of a warpgroup, within what a block of its size can hold.
 // What it cannot check: timing, weak memory ordering beyond the host's, register
 // or static shared-memory limits (ptxas checks those at build time), host
-// versus device pointer confusion, proxy fences, clusters.
+// versus device pointer confusion, clusters. A fence publishes every
+// thread's stores made before it (the emulator does not see which thread
+// stored what), so one thread's fence can hide another's missing one.
 #ifndef TPSERVE_KERNELS_CUDA_EMU_EMU_H_
 #define TPSERVE_KERNELS_CUDA_EMU_EMU_H_
 
@@ -157,6 +165,19 @@ struct Mbarrier {
   uint32_t pending;   // arrivals still missing in the current phase
   int64_t tx;         // transaction bytes expected and not yet completed
   uint32_t phase;     // phases completed
+  int init_thread;    // the thread whose mbarrier.init set it up
+  // Whether that thread has since fenced the init for the async proxy
+  // (fence.mbarrier_init or fence.proxy.async): a TMA copy may complete on
+  // it only then.
+  bool init_visible;
+};
+
+// setmaxnreg as one warpgroup executed it (tma.cc): every thread of the
+// warpgroup must execute the same one.
+struct WarpgroupRegisters {
+  int regs = 0;
+  bool inc = false;
+  int threads = 0;  // of the warpgroup that have executed it
 };
 
 // A 2D tile of a tensor map (tma_sm90_emu.h) as cp.async.bulk.tensor moves
@@ -177,6 +198,11 @@ struct Block {
   std::vector<WgmmaRead> wgmma_reads;
   std::vector<Mbarrier> mbarriers;
   std::vector<TmaCopy> tma_copies;  // issued, not yet landed
+  // Dynamic shared memory as the async proxy (wgmma, TMA) sees it: what it
+  // held at the last fence.proxy.async, plus the async proxy's own writes
+  // since (wgmma.cc). Empty until first used: the poison of the block start.
+  std::vector<unsigned char> async_view;
+  std::vector<WarpgroupRegisters> warpgroup_registers;  // by warpgroup
 };
 
 extern thread_local Thread* g_thread;

@@ -345,7 +345,7 @@ TEST(CudaEmu, LdMatrixTransGivesTheBFragmentOfARowMajorMatrix) {
 // (chunk c of row r at chunk c ^ (r % 8)); the wgmma reads k slice `kk`
 // (values 16 kk .. 16 kk + 15) through descriptors built here from the PTX
 // ISA's bit layout, accumulating onto 1.0. before[t]: thread t's first
-// accumulator between issue and wait.
+// accumulator between issue and wait. mode (WgmmaMode) breaks one rule.
 constexpr int kWgmmaShared = 1024 + 64 * 128 + 128 * 128;
 
 uint64_t Sw128Descriptor(uint32_t shared_address) {
@@ -353,22 +353,41 @@ uint64_t Sw128Descriptor(uint32_t shared_address) {
          (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
-__device__ void StoreSwizzled(char* tile, const uint16_t* g, int rows) {
-  for (int i = threadIdx.x; i < rows * 64; i += 128) {
+__device__ void StoreSwizzled(char* tile, const uint16_t* g, int rows, int threads) {
+  for (int i = threadIdx.x; i < rows * 64; i += threads) {
     const int r = i / 64, k = i % 64;
     const int chunk = k / 8;
     reinterpret_cast<uint16_t*>(tile + r * 128 + ((chunk ^ (r % 8)) << 4))[k % 8] = g[i];
   }
 }
 
+enum WgmmaMode {
+  kAsMeant,
+  kCpAsyncIntoOperand,  // a cp.async into B while the wgmma reads it
+  // Thread 0 alone stores A and B (a fence by one thread publishes every
+  // thread's earlier stores in the emulator, so one writer makes these
+  // deterministic), with no fence after them:
+  kNoProxyFence,       // none at all
+  kFenceBeforeStores,  // one before the stores it should order
+};
+
 __global__ void WgmmaKernel(const uint16_t* a, const uint16_t* b, int kk, float* c, float* before,
-                            int overwrite) {
+                            int mode) {
   using namespace tpserve::kernels::cuda;
   char* raw = ::tpserve_emu::DynamicShared<char>();
   char* ta = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t{1023});
   char* tb = ta + 64 * 128;
-  StoreSwizzled(ta, a, 64);
-  StoreSwizzled(tb, b, 128);
+  if (mode == kNoProxyFence || mode == kFenceBeforeStores) {
+    if (threadIdx.x == 0) {
+      if (mode == kFenceBeforeStores) FenceProxyAsyncShared();
+      StoreSwizzled(ta, a, 64, 1);
+      StoreSwizzled(tb, b, 128, 1);
+    }
+  } else {
+    StoreSwizzled(ta, a, 64, 128);
+    StoreSwizzled(tb, b, 128, 128);
+    FenceProxyAsyncShared();
+  }
   __syncthreads();
   float d[64];
   for (float& v : d) v = 1.0f;
@@ -377,7 +396,7 @@ __global__ void WgmmaKernel(const uint16_t* a, const uint16_t* b, int kk, float*
                 Sw128Descriptor(SharedAddress(tb) + kk * 32));
   WgmmaCommit();
   before[threadIdx.x] = d[0];
-  if (overwrite) CpAsync16(tb + 16 * threadIdx.x, b, true);  // B while the wgmma reads it
+  if (mode == kCpAsyncIntoOperand) CpAsync16(tb + 16 * threadIdx.x, b, true);
   WgmmaWait<0>();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int j = 0; j < 16; ++j) {
@@ -415,7 +434,8 @@ TEST(CudaEmu, WgmmaComputesAMatrixProductFromSwizzledTiles) {
     SCOPED_TRACE(testing::Message() << "k slice " << kk);
     float* dc = DeviceCopy(std::vector<float>(64 * 128, 0.0f));
     float* dbefore = DeviceCopy(std::vector<float>(128, 0.0f));
-    Launcher("WgmmaKernel", 1, 128, kWgmmaShared) (&WgmmaKernel)(w.a, w.b, kk, dc, dbefore, 0);
+    Launcher("WgmmaKernel", 1, 128, kWgmmaShared) (&WgmmaKernel)(w.a, w.b, kk, dc, dbefore,
+                                                                 kAsMeant);
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
     const std::vector<float> c = HostCopy(dc, 64 * 128);
     for (int r = 0; r < 64; ++r) {
@@ -436,16 +456,27 @@ TEST(CudaEmu, WgmmaComputesAMatrixProductFromSwizzledTiles) {
   cudaFree(w.b);
 }
 
-TEST(CudaEmu, CpAsyncOverAnInFlightWgmmaOperandAborts) {
+// WgmmaKernel in `mode` dies with `message`.
+void ExpectWgmmaKernelDies(WgmmaMode mode, const char* message) {
   WgmmaData w = MakeWgmmaData(6);
   float* dc = DeviceCopy(std::vector<float>(64 * 128, 0.0f));
   float* dbefore = DeviceCopy(std::vector<float>(128, 0.0f));
   EXPECT_DEATH(
       {
-        Launcher("WgmmaKernel", 1, 128, kWgmmaShared) (&WgmmaKernel)(w.a, w.b, 0, dc, dbefore, 1);
+        Launcher("WgmmaKernel", 1, 128, kWgmmaShared) (&WgmmaKernel)(w.a, w.b, 0, dc, dbefore,
+                                                                     mode);
         cudaDeviceSynchronize();
       },
-      "in-flight wgmma of warpgroup 0 reads");
+      message);
+}
+
+TEST(CudaEmu, CpAsyncOverAnInFlightWgmmaOperandAborts) {
+  ExpectWgmmaKernelDies(kCpAsyncIntoOperand, "in-flight wgmma of warpgroup 0 reads");
+}
+
+TEST(CudaEmu, WgmmaOperandsStoredWithoutAProxyFenceAbort) {
+  ExpectWgmmaKernelDies(kNoProxyFence, "operand A row [0-9]+ reads .* with no fence.proxy.async");
+  ExpectWgmmaKernelDies(kFenceBeforeStores, "with no fence.proxy.async after the write");
 }
 
 // A TMA tile load (PTX cp.async.bulk.tensor) of a 64 x 64 bf16 box at
@@ -453,8 +484,8 @@ TEST(CudaEmu, CpAsyncOverAnInFlightWgmmaOperandAborts) {
 // mbarrier; every thread waits for the phase, then the box is copied out
 // unswizzled (chunk c of row r read from chunk c ^ (r % 8)). mode 0: as
 // meant; 1: the arrival expects no transaction bytes; 2: the barrier counts
-// two arrivals and gets one. before[0]: the box's first element just after
-// the issue.
+// two arrivals and gets one; 3: the init is not fenced for the async proxy.
+// before[0]: the box's first element just after the issue.
 struct alignas(64) TmaBox {
   uint64_t map[16];  // a TensorMap's 128 bytes
 };
@@ -467,7 +498,10 @@ __global__ void TmaKernel(const TmaBox map, int c0, int c1, uint16_t* out, uint1
   char* tile =
       reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t{1023});
   uint64_t* bar = reinterpret_cast<uint64_t*>(tile + 64 * 128);
-  if (threadIdx.x == 0) MbarrierInit(bar, mode == 2 ? 2 : 1);
+  if (threadIdx.x == 0) {
+    MbarrierInit(bar, mode == 2 ? 2 : 1);
+    if (mode != 3) FenceMbarrierInit();
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     reinterpret_cast<uint16_t*>(tile)[0] = 0x1234;  // what was there before the copy
@@ -547,6 +581,57 @@ TEST(CudaEmu, TmaWithoutExpectedBytesIsReadBeforeItLands) {
 
 TEST(CudaEmu, MbarrierPhaseMissingAnArrivalDeadlocksWithTheWaitersNamed) {
   ExpectTmaKernelDies(2, "deadlock.*mbarrier.try_wait");
+}
+
+TEST(CudaEmu, TmaOnAnMbarrierWhoseInitIsNotFencedAborts) {
+  ExpectTmaKernelDies(3, "whose mbarrier.init thread 0 has not made visible to the async proxy");
+}
+
+// setmaxnreg by each warpgroup of a 384-thread block: r0, r1, r2 for
+// warpgroups 0-2 (inc above 128, dec below), thread `odd` (if >= 0)
+// asking for 8 more, threads from `stop` on executing none.
+__global__ void SetMaxRegistersKernel(int r0, int r1, int r2, int odd, int stop) {
+  using namespace tpserve::kernels::cuda;
+  const int t = static_cast<int>(threadIdx.x);
+  if (t >= stop) return;
+  const int g = t / 128;
+  const int want = (g == 0 ? r0 : g == 1 ? r1 : r2) + (t == odd ? 8 : 0);
+  switch (want) {  // the count is an immediate of the instruction
+    case 40:
+      SetMaxRegistersDec<40>();
+      break;
+    case 48:
+      SetMaxRegistersDec<48>();
+      break;
+    case 100:
+      SetMaxRegistersDec<100>();
+      break;
+    case 232:
+      SetMaxRegistersInc<232>();
+      break;
+    case 240:
+      SetMaxRegistersInc<240>();
+      break;
+    default:
+      break;
+  }
+}
+
+void RunSetMaxRegisters(int r0, int r1, int r2, int odd, int stop) {
+  Launcher("SetMaxRegistersKernel", 1, 384) (&SetMaxRegistersKernel)(r0, r1, r2, odd, stop);
+  cudaDeviceSynchronize();
+}
+
+TEST(CudaEmu, SetMaxRegistersFollowsThePtxRules) {
+  // A producer at 40 and two consumers at 232: all 64512 registers a
+  // 384-thread block can have (168 per thread); 8 more for the producer
+  // is 65536, which fits an SM but not the block.
+  RunSetMaxRegisters(40, 232, 232, -1, 384);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_DEATH(RunSetMaxRegisters(48, 232, 232, -1, 384), "65536 registers, more than the 64512");
+  EXPECT_DEATH(RunSetMaxRegisters(100, 232, 232, -1, 384), "multiple of 8");
+  EXPECT_DEATH(RunSetMaxRegisters(40, 232, 232, 200, 384), "whose other threads executed");
+  EXPECT_DEATH(RunSetMaxRegisters(40, 232, 232, -1, 300), "44 of its 128 threads");
 }
 
 __global__ void CpAsyncKernel(const float* src, float* out) {

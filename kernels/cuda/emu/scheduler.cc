@@ -426,6 +426,7 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
     }
     Fail("deadlock: threads wait at barriers that can never complete:%s", Describe(fibers).c_str());
   }
+  CheckSetMaxRegistersAtEnd(block);
   if (!block.tma_copies.empty()) {
     Fail("the block ended with %zu TMA copies in flight into its shared memory",
          block.tma_copies.size());

@@ -60,13 +60,18 @@ void MbarrierInit(const void* bar, uint32_t count) {
   if (reinterpret_cast<uintptr_t>(bar) % 8 != 0)
     Fail("mbarrier.init: %p is not 8-byte aligned", bar);
   if (count == 0) Fail("mbarrier.init: count 0");
+  const Mbarrier fresh{bar, count, count, 0, 0, g_thread->linear, false};
   for (Mbarrier& m : g_block->mbarriers) {
     if (m.addr == bar) {
-      m = {bar, count, count, 0, 0};
+      m = fresh;
       return;
     }
   }
-  g_block->mbarriers.push_back({bar, count, count, 0, 0});
+  g_block->mbarriers.push_back(fresh);
+}
+
+void FenceMbarrierInits() {
+  for (Mbarrier& m : g_block->mbarriers) m.init_visible |= m.init_thread == g_thread->linear;
 }
 
 void MbarrierArrive(const void* bar, uint32_t tx_bytes) {
@@ -105,9 +110,16 @@ void TmaLoad2d(void* dst, const void* map, int c0, int c1, const void* bar) {
         "dynamic shared memory",
         dst, bytes);
   }
-  Find(bar, "cp.async.bulk.tensor's mbarrier");
+  if (const Mbarrier& m = Find(bar, "cp.async.bulk.tensor's mbarrier"); !m.init_visible) {
+    Fail(
+        "cp.async.bulk.tensor completes on the mbarrier at %p, whose mbarrier.init thread %d has "
+        "not made visible to the async proxy (fence.mbarrier_init or fence.proxy.async after the "
+        "init, before the barrier that publishes it)",
+        bar, m.init_thread);
+  }
   CheckNoWgmmaReads(dst, static_cast<int>(bytes), "cp.async.bulk.tensor");
   std::memset(dst, 0xff, bytes);  // in flight: what lands there is not there yet
+  AsyncProxyWrote(dst, bytes);
   TmaCopy c;
   c.dst = static_cast<unsigned char*>(dst);
   std::memcpy(c.map, map, sizeof(c.map));
@@ -144,11 +156,58 @@ bool LandTmaCopies() {
         }
       }
     }
+    AsyncProxyWrote(c.dst, static_cast<size_t>(f.box_rows) * row_bytes);
     Mbarrier& m = Find(c.bar, "cp.async.bulk.tensor's complete_tx");
     m.tx -= static_cast<int64_t>(f.box_rows) * row_bytes;
     MaybeComplete(m);
   }
   return !copies.empty();
+}
+
+void SetMaxRegisters(int regs, bool inc) {
+  const char* op = inc ? "setmaxnreg.inc" : "setmaxnreg.dec";
+  if (regs < 24 || regs > 256 || regs % 8 != 0) {
+    Fail("%s %d: the count must be a multiple of 8 in [24, 256]", op, regs);
+  }
+  const dim3 dim = g_block->dim;
+  const unsigned threads = dim.x * dim.y * dim.z;
+  if (threads % 128 != 0) Fail("%s: the block's %u threads are not whole warpgroups", op, threads);
+  std::vector<WarpgroupRegisters>& groups = g_block->warpgroup_registers;
+  groups.resize(threads / 128);
+  WarpgroupRegisters& g = groups[g_thread->linear / 128];
+  if (g.threads > 0 && (g.regs != regs || g.inc != inc)) {
+    Fail(
+        "%s %d in warpgroup %d, whose other threads executed setmaxnreg.%s %d (.aligned: one "
+        "instruction for the whole warpgroup)",
+        op, regs, g_thread->linear / 128, g.inc ? "inc" : "dec", g.regs);
+  }
+  if (++g.threads > 128) {
+    Fail("%s: a thread of warpgroup %d executed a second setmaxnreg", op, g_thread->linear / 128);
+  }
+  g.regs = regs;
+  g.inc = inc;
+  // The most a block of this size can have been given at launch: 65536
+  // registers per SM, allocated per warp in units of 256.
+  const int64_t warps = threads / 32;
+  const int64_t pool = 65536 / warps / 256 * 256 * warps;
+  int64_t total = 0;
+  for (const WarpgroupRegisters& w : groups) total += int64_t{w.regs} * 128;
+  if (total > pool) {
+    Fail(
+        "%s %d: the block's warpgroups would hold %lld registers, more than the %lld a block of "
+        "%u threads can have (65536 per SM, 256 per warp at a time)",
+        op, regs, static_cast<long long>(total), static_cast<long long>(pool), threads);
+  }
+}
+
+void CheckSetMaxRegistersAtEnd(const Block& block) {
+  const std::vector<WarpgroupRegisters>& groups = block.warpgroup_registers;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (groups[i].threads != 0 && groups[i].threads != 128) {
+      Fail("warpgroup %zu: %d of its 128 threads executed setmaxnreg (.aligned: all must)", i,
+           groups[i].threads);
+    }
+  }
 }
 
 }  // namespace tpserve_emu

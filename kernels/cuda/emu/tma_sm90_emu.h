@@ -17,7 +17,17 @@
 //     the stores it publishes shows);
 //   - a copy into shared memory an in-flight wgmma reads fails, at issue
 //     and at landing; more arrivals than the count fail; a block that ends
-//     with copies in flight fails.
+//     with copies in flight fails;
+//   - a copy completing on an mbarrier whose mbarrier.init its thread has
+//     not fenced for the async proxy (fence.mbarrier_init, or
+//     fence.proxy.async as the CUDA programming guide's TMA example does)
+//     fails;
+//   - setmaxnreg: a count not a multiple of 8 in [24, 256], threads of one
+//     warpgroup executing different ones, a warpgroup only some of whose
+//     threads executed it, or warpgroups' counts summing past what a block
+//     of its size can have been given at launch (65536 registers per SM in
+//     256-register units per warp: 64512 for 384 threads; warpgroups
+//     without a setmaxnreg count nothing) fail.
 // Tensor maps: 2D, row-major, 128-byte boxes in the 128-byte swizzle only
 // (what EncodeTensorMapBf16 makes), destinations 1024-byte aligned in
 // dynamic shared memory; mbarriers anywhere in shared memory, 8-byte aligned.
@@ -41,6 +51,9 @@ struct TensorMapFields {
 void EncodeTensorMap(void* map, const TensorMapFields& f);
 
 void MbarrierInit(const void* bar, uint32_t count);
+// fence.mbarrier_init: the calling thread's mbarrier inits become visible
+// to the async proxy.
+void FenceMbarrierInits();
 // expect_tx(tx_bytes), then one arrival.
 void MbarrierArrive(const void* bar, uint32_t tx_bytes);
 // expect_tx(tx_bytes) alone.
@@ -56,6 +69,11 @@ void YieldToOtherThreads();
 void TmaLoad2d(void* dst, const void* map, int c0, int c1, const void* bar);
 // Lands every TMA copy in flight in the running block; false if none was.
 bool LandTmaCopies();
+// setmaxnreg.{inc,dec}.sync.aligned.u32 regs by the calling thread.
+void SetMaxRegisters(int regs, bool inc);
+// At the block's end: fails if a warpgroup's threads did not all execute
+// its setmaxnreg.
+void CheckSetMaxRegistersAtEnd(const Block& block);
 
 }  // namespace tpserve_emu
 
@@ -66,7 +84,7 @@ struct TensorMap;  // kernels/cuda/tma.h
 __device__ __forceinline__ void MbarrierInit(uint64_t* bar, uint32_t count) {
   ::tpserve_emu::MbarrierInit(bar, count);
 }
-__device__ __forceinline__ void FenceMbarrierInit() {}
+__device__ __forceinline__ void FenceMbarrierInit() { ::tpserve_emu::FenceMbarrierInits(); }
 __device__ __forceinline__ void MbarrierArriveExpectTx(uint64_t* bar, uint32_t bytes) {
   ::tpserve_emu::MbarrierArrive(bar, bytes);
 }
@@ -84,9 +102,13 @@ __device__ __forceinline__ void TmaLoadTile2d(void* dst, const TensorMap* map, i
   ::tpserve_emu::TmaLoad2d(dst, map, c0, c1, bar);
 }
 template <int kRegs>
-__device__ __forceinline__ void SetMaxRegistersDec() {}
+__device__ __forceinline__ void SetMaxRegistersDec() {
+  ::tpserve_emu::SetMaxRegisters(kRegs, false);
+}
 template <int kRegs>
-__device__ __forceinline__ void SetMaxRegistersInc() {}
+__device__ __forceinline__ void SetMaxRegistersInc() {
+  ::tpserve_emu::SetMaxRegisters(kRegs, true);
+}
 
 }  // namespace tpserve::kernels::cuda
 

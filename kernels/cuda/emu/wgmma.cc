@@ -3,7 +3,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
+#include "kernels/cuda/emu/tma_sm90_emu.h"
 #include "kernels/cuda/emu/wgmma_sm90_emu.h"
 
 namespace tpserve_emu {
@@ -84,20 +86,50 @@ Fragment ThisThread() {
   return {16 * (in_group / 32) + lane / 4, 2 * (lane % 4)};
 }
 
-// A hash of the operand bits this thread's products read.
-uint64_t HashOperands(const Operand& a, const Operand& b, int n) {
+// Calls visit(element, 'A' or 'B', row) for each operand element this
+// thread's products read.
+template <typename Visit>
+void ForEachOperand(const Operand& a, const Operand& b, int n, Visit&& visit) {
   const Fragment f = ThisThread();
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](uint16_t v) { h = (h ^ v) * 1099511628211ull; };
   for (int k = 0; k < 16; ++k) {
-    mix(*Element(a, f.row0, k));
-    mix(*Element(a, f.row0 + 8, k));
+    visit(Element(a, f.row0, k), 'A', f.row0);
+    visit(Element(a, f.row0 + 8, k), 'A', f.row0 + 8);
     for (int c = f.col0; c < n; c += 8) {
-      mix(*Element(b, c, k));
-      mix(*Element(b, c + 1, k));
+      visit(Element(b, c, k), 'B', c);
+      visit(Element(b, c + 1, k), 'B', c + 1);
     }
   }
+}
+
+// A hash of the operand bits this thread's products read.
+uint64_t HashOperands(const Operand& a, const Operand& b, int n) {
+  uint64_t h = 1469598103934665603ull;
+  ForEachOperand(a, b, n, [&h](const uint16_t* e, char, int) { h = (h ^ *e) * 1099511628211ull; });
   return h;
+}
+
+std::vector<unsigned char>& AsyncView() {
+  std::vector<unsigned char>& view = g_block->async_view;
+  // Before any fence the async proxy sees the block start's poison.
+  if (view.empty()) view.assign(g_block->dynamic_shared_bytes, 0xff);
+  return view;
+}
+
+// Fails unless every operand byte this thread reads is as the async proxy
+// sees it.
+void CheckVisibleToAsyncProxy(const Operand& a, const Operand& b, int n) {
+  const unsigned char* view = AsyncView().data();
+  const unsigned char* base = g_block->dynamic_shared;
+  ForEachOperand(a, b, n, [&](const uint16_t* e, char which, int row) {
+    const auto* bytes = reinterpret_cast<const unsigned char*>(e);
+    if (std::memcmp(bytes, view + (bytes - base), 2) != 0) {
+      Fail(
+          "wgmma: operand %c row %d reads shared memory at %p written through the generic proxy "
+          "(a store or cp.async) with no fence.proxy.async after the write: the wgmma may not "
+          "see it (fence after the writes, before the barrier that orders them)",
+          which, row, static_cast<const void*>(bytes));
+    }
+  });
 }
 
 void Release(const WgmmaOp& op, const unsigned char* lo) {
@@ -163,6 +195,7 @@ void WgmmaIssue(float* d, int n, uint64_t a_desc, uint64_t b_desc) {
   }
   Thread& t = *g_thread;
   const Operand a = Decode(a_desc, "A"), b = Decode(b_desc, "B");
+  CheckVisibleToAsyncProxy(a, b, n);
   WgmmaOp op;
   op.d = d;
   op.n = n;
@@ -216,6 +249,17 @@ void CheckNoWgmmaReads(const void* p, int bytes, const char* writer) {
           writer, p, r.warpgroup);
     }
   }
+}
+
+void FenceProxyAsync() {
+  std::vector<unsigned char>& view = AsyncView();
+  std::memcpy(view.data(), g_block->dynamic_shared, view.size());
+  FenceMbarrierInits();
+}
+
+void AsyncProxyWrote(const void* p, size_t bytes) {
+  const auto* q = static_cast<const unsigned char*>(p);
+  std::memcpy(AsyncView().data() + (q - g_block->dynamic_shared), q, bytes);
 }
 
 }  // namespace tpserve_emu
