@@ -9,7 +9,10 @@ Usage:
         deps = ["//kernels:ops"],       # their headers are visible to nvcc
     )
 Each .cu becomes one object with SASS for sm_80 and sm_90a plus PTX for
-compute_90a, so a Hopper or Ampere part runs it without JIT.
+compute_90a, so a Hopper or Ampere part runs it without JIT, and a ptxas
+report (`-Xptxas=-v`: registers, stack and spills per kernel and
+architecture) in `<name>_ptxas`, which //kernels/cuda:ptxas_report_test
+checks against kernels/cuda/ptxas_baseline.tsv.
 
 Every cuda_library also gets a `<name>_emu` twin: the same .cu sources,
 rewritten by //kernels/cuda/emu:rewrite_cu.py and compiled by the host
@@ -56,18 +59,24 @@ NVCC_FLAGS = [
 
 def cuda_library(name, srcs, hdrs = [], cuda_hdrs = [], deps = [], cuda_deps = [], header_srcs = [], visibility = None, extra_nvcc_flags = []):
     objs = []
+    reports = []
     for src in srcs:
         obj = "_objs_cuda/%s/%s.pic.o" % (name, src[:-len(".cu")])
+        report = "_objs_cuda/%s/%s.ptxas.txt" % (name, src[:-len(".cu")])
         native.genrule(
             name = "%s_%s_nvcc" % (name, src.replace("/", "_").replace(".", "_")),
             srcs = [src] + hdrs + cuda_hdrs + header_srcs,
-            outs = [obj],
+            outs = [obj, report],
+            # ptxas -v writes to stderr: kept as the report; shown if nvcc fails.
             cmd = " ".join(
-                ["/usr/local/cuda/bin/nvcc", "-c", "$(location %s)" % src, "-o", "$@", "-I.", "-I$(GENDIR)"] +
-                NVCC_FLAGS + CUDA_ARCH_FLAGS + extra_nvcc_flags,
+                ["/usr/local/cuda/bin/nvcc", "-c", "$(location %s)" % src, "-o", "$(location %s)" % obj, "-I.", "-I$(GENDIR)"] +
+                NVCC_FLAGS + CUDA_ARCH_FLAGS + extra_nvcc_flags +
+                ["-Xptxas=-v", "2>$(location %s)" % report, "|| { cat $(location %s) >&2; exit 1; }" % report],
             ),
         )
         objs.append(obj)
+        reports.append(report)
+    native.filegroup(name = name + "_ptxas", srcs = reports, visibility = visibility)
     native.cc_library(
         name = name,
         srcs = objs,
