@@ -5,7 +5,11 @@
 // which need none). Cases,
 // tolerances and models as cuda_engine_parity_test.cc's
 // (engine_parity_util.h).
+#include <cuda_runtime.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <utility>
@@ -213,6 +217,57 @@ TEST(CudaEnginePrefill, Bf16ModelPrefillConvertsNothing) {
 #endif
   }
   ExpectMatches(cases, want, got);
+}
+
+// A prefill step's norms, attention and SwiGLU write the next GEMM's bf16
+// copy instead of their f32 output (LayerStep::producers_write_bf16), so the
+// step keeps no f32 buffer of T rows for them (KeptInF32): per token, a
+// prefill grows device memory by x, q/k/v, the O and down outputs, gate/up
+// (f32), one row of the bf16 copy and the step's index arrays, and not by h,
+// attn and act (4 x (hidden + q_dim + ffn) bytes more per token until
+// 2026-12-07). Measured under the emulator, which counts device bytes
+// exactly; a driver allocates in pages and lazily.
+TEST(CudaEnginePrefill, PrefillScratchHoldsNoF32CopyOfWhatGoesToBf16) {
+#if !defined(TPSERVE_CUDA_EMU)
+  GTEST_SKIP() << "skipped: device bytes are counted exactly only under the emulator";
+#else
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const ModelConfig& c = (*model)->config();
+  // Device bytes one prefill of `tokens` tokens allocates on a fresh engine.
+  auto grown = [&](int tokens) -> int64_t {
+    EnginePair pair;  // only [0] runs
+    const absl::Status made = MakeEnginePair(
+        **model, [](int) { return Options("cuda"); }, &pair);
+    EXPECT_TRUE(made.ok()) << made;
+    if (!made.ok()) return 0;
+    std::vector<int32_t> blocks;
+    for (int b = 0; b * 16 < tokens; ++b) blocks.push_back(b);
+    StepBatch batch;
+    batch.seqs.push_back(Seq(1, TokenStream(5, c.vocab_size)(tokens), 0, blocks));
+    size_t free_before = 0, free_after = 0, total = 0;
+    cudaMemGetInfo(&free_before, &total);
+    const absl::StatusOr<std::vector<std::vector<float>>> l = pair.engines[0]->ForwardLogits(batch);
+    EXPECT_TRUE(l.ok()) << l.status();
+    cudaMemGetInfo(&free_after, &total);
+    return static_cast<int64_t>(free_before) - static_cast<int64_t>(free_after);
+  };
+  const double per_token = static_cast<double>(grown(200) - grown(100)) / 100.0;
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim;
+  const int64_t qkv_dim = q_dim + 2 * int64_t{c.num_kv_heads} * c.head_dim;
+  const int64_t f32 = 4 * (2 * int64_t{c.hidden_size} + qkv_dim + 2 * int64_t{c.ffn_size});
+  const int64_t widest_k = std::max<int64_t>(c.hidden_size, c.ffn_size);
+  const int64_t bf16 =
+      2 * ::tpserve::kernels::cuda::GemmViaBf16RowElems(static_cast<int>(widest_k));
+  std::printf("prefill device bytes per token: %.2f (f32 buffers %lld, bf16 row %lld)\n", per_token,
+              static_cast<long long>(f32), static_cast<long long>(bf16));
+  EXPECT_GE(per_token, static_cast<double>(f32)) << "the buffers every step needs";
+  // 64 bytes for the index arrays (tokens, positions, slots, block table).
+  EXPECT_LE(per_token, static_cast<double>(f32 + bf16 + 64))
+      << "h, attn or act kept in f32 would add " << 4 * (c.hidden_size + q_dim + c.ffn_size)
+      << " bytes per token";
+#endif
 }
 
 }  // namespace

@@ -205,12 +205,9 @@ absl::Status CudaForward::GrowScratch(const StepShape& sh, int head_rows) {
   const RankDims d = RankDims::For(c_, plan_.mine());
   const size_t T = sh.num_tokens;
   TPS_RETURN_IF_ERROR(Grow(x_, T * d.hidden, &moves_));
-  TPS_RETURN_IF_ERROR(Grow(h_, T * d.hidden, &moves_));
   TPS_RETURN_IF_ERROR(Grow(qkv_, T * d.qkv_dim, &moves_));
-  TPS_RETURN_IF_ERROR(Grow(attn_, T * d.q_dim, &moves_));
   TPS_RETURN_IF_ERROR(Grow(proj_, T * d.hidden, &moves_));
   TPS_RETURN_IF_ERROR(Grow(gu_, T * 2 * d.ffn, &moves_));
-  TPS_RETURN_IF_ERROR(Grow(act_, T * d.ffn, &moves_));
   if (tp_invariant_) TPS_RETURN_IF_ERROR(Grow(fixed_, T * d.hidden, &moves_));
   if (sh.num_tokens > kc::kSkinnyGemmMaxRows && !layers_.empty()) {
     // One layer's widest GEMM part: x (T, k) and w (n, k) in bf16.
@@ -221,6 +218,14 @@ absl::Status CudaForward::GrowScratch(const StepShape& sh, int head_rows) {
     }
     TPS_RETURN_IF_ERROR(Grow(bf16_, static_cast<size_t>(elems), &moves_));
   }
+  // The norms', attention's and SwiGLU's f32 outputs: T rows only where the
+  // step keeps them in f32 (else they go into bf16_, as Enqueue decides from
+  // the same bf16_); one row at least, so every pointer is a buffer.
+  const F32Activations f32 = KeptInF32(UsesBf16Copies({.data = bf16_.data()}, sh.num_tokens),
+                                       tp_invariant_, sh.all_decode, d.q_dim);
+  TPS_RETURN_IF_ERROR(Grow(h_, (f32.h ? T : 1) * d.hidden, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(attn_, (f32.attn ? T : 1) * d.q_dim, &moves_));
+  TPS_RETURN_IF_ERROR(Grow(act_, (f32.act ? T : 1) * d.ffn, &moves_));
   if (sh.all_decode) {
     const int64_t ws =
         kc::DecodeAttentionWorkspaceFloats(sh.num_seqs, d.n_heads, d.head_dim, sh.max_context);

@@ -114,6 +114,13 @@ absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
 
 }  // namespace
 
+F32Activations KeptInF32(bool producers_write_bf16, bool tp_invariant, bool all_decode, int q_dim) {
+  const bool act_bf16 = producers_write_bf16 && !tp_invariant;
+  const bool attn_bf16 =
+      act_bf16 && !all_decode && kc::GemmViaBf16RowElems(q_dim) == int64_t{q_dim};
+  return {.h = !producers_write_bf16, .attn = !attn_bf16, .act = !act_bf16};
+}
+
 absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                           const float* next_attn_norm) {
   const ModelConfig& c = *step.config;
@@ -131,12 +138,9 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                            .dtype = step.kv_dtype};
   if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache);
   // What writes the next GEMM's bf16 copy itself (LayerStep::producers_write_bf16).
-  // tp_invariant: O and down read f32 (fixed-point GEMMs); attention: only
-  // the prefill kernels, on rows without a tail.
-  const bool h_bf16 = step.producers_write_bf16;
-  const bool act_bf16 = step.producers_write_bf16 && !step.tp_invariant;
-  const bool attn_bf16 =
-      act_bf16 && !sh.all_decode && kc::GemmViaBf16RowElems(d.q_dim) == int64_t{d.q_dim};
+  const F32Activations f32 =
+      KeptInF32(step.producers_write_bf16, step.tp_invariant, sh.all_decode, d.q_dim);
+  const bool h_bf16 = !f32.h, attn_bf16 = !f32.attn, act_bf16 = !f32.act;
 
   TPS_RETURN_IF_ERROR(
       RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, CopyIn(step, h_bf16)));  // (T, qkv_dim)

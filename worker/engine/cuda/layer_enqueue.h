@@ -87,6 +87,17 @@ struct LayerStep {
   bool producers_write_bf16 = false;
 };
 
+// The activations of a layer step that stay f32. The others go straight
+// into the next GEMM's bf16 copy (LayerStep::producers_write_bf16) and are
+// never written as f32, so CudaForward::GrowScratch sizes only these for
+// the step's rows. tp_invariant: O and down read f32 (fixed-point GEMMs);
+// attention: only the prefill kernels (not all-decode steps), on rows
+// without a tail (q_dim a multiple of 32).
+struct F32Activations {
+  bool h = true, attn = true, act = true;
+};
+F32Activations KeptInF32(bool producers_write_bf16, bool tp_invariant, bool all_decode, int q_dim);
+
 // Enqueues layer `l` over step.scratch.h (the layer's normalised input) and
 // leaves step.scratch.x updated and step.scratch.h normalised with
 // `next_attn_norm`; for the last layer (`next_attn_norm` null) only x.
