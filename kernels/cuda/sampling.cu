@@ -96,8 +96,7 @@ __device__ int CountAtLeast(const float* x, int vocab, uint64_t lo, double* scra
 // Copies the keys >= lo, in token order, to keys[0, count) (count <= its
 // capacity: the caller counted them), so later passes read shared memory
 // instead of the vocabulary. One ballot per warp and chunk keeps the order.
-__device__ void Compact(const float* x, int vocab, uint64_t lo, uint64_t* keys,
-                        int* warp_counts) {
+__device__ void Compact(const float* x, int vocab, uint64_t lo, uint64_t* keys, int* warp_counts) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   int base = 0;
@@ -206,12 +205,12 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
   if (sp.top_k > 0 && count > sp.top_k) {
     // The k-th key; keys are distinct, so exactly top_k tokens remain.
     if (count > kCandidates) {
-      lo = max(lo, SearchKey<false>(vocab, vocab_key, 0, static_cast<double>(sp.top_k), one,
-                                    dscratch));
+      lo = max(lo,
+               SearchKey<false>(vocab, vocab_key, 0, static_cast<double>(sp.top_k), one, dscratch));
     } else {
       Compact(x, vocab, lo, ckeys, warp_counts);
-      lo = max(lo, SearchKey<false>(count, cand_key, 0, static_cast<double>(sp.top_k), one,
-                                    dscratch));
+      lo = max(lo,
+               SearchKey<false>(count, cand_key, 0, static_cast<double>(sp.top_k), one, dscratch));
     }
     count = sp.top_k;
   }
@@ -223,15 +222,17 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p, int64_t
     for (int i = threadIdx.x; i < count; i += kThreads) {
       cweights[i] = exp(static_cast<double>(x[TokenOf(ckeys[i])]) - static_cast<double>(max_logit));
     }
-    chosen = Draw(count, cand_key, [cweights](int i) { return cweights[i]; }, lo, sp.top_p,
-                  rp.uniform, dscratch, kscratch);
+    chosen = Draw(
+        count, cand_key, [cweights](int i) { return cweights[i]; }, lo, sp.top_p, rp.uniform,
+        dscratch, kscratch);
   } else {
     for (int t = threadIdx.x; t < vocab; t += kThreads) {
       w[t] = Key(x[t], t) >= lo ? exp(static_cast<double>(x[t]) - static_cast<double>(max_logit))
                                 : 0.0;
     }
-    chosen = Draw(vocab, vocab_key, [w](int t) { return w[t]; }, lo, sp.top_p, rp.uniform,
-                  dscratch, kscratch);
+    chosen = Draw(
+        vocab, vocab_key, [w](int t) { return w[t]; }, lo, sp.top_p, rp.uniform, dscratch,
+        kscratch);
   }
   if (threadIdx.x == 0) p.ids[row] = chosen;
 }
