@@ -132,6 +132,61 @@ __device__ __forceinline__ float InverseRms(const float* x, int k, float eps) {
   }
 }
 
+// kFusion == kNormX with the whole row in one tile: x read once. The block
+// stages x into xs and the norm weights after it (xs + kTilePitch<1>, in the
+// same round trip), sums x's squares from xs (InverseRms's partition, order
+// and reduction), then scales each staged value by StageTile's expression:
+// xs gets InverseRms-then-StageTile's bits with one dependent read of x
+// (from L2) fewer per launch.
+template <bool kVec>
+__device__ __forceinline__ void StageNormedRow(float* xs, const float* x, int k, const float* norm,
+                                               float eps) {
+  float* gs = xs + kTilePitch<1>;
+  if constexpr (kVec) {
+    for (int c = 4 * threadIdx.x; c < k; c += 4 * blockDim.x) {
+      *reinterpret_cast<float4*>(xs + Padded(c)) = __ldg(reinterpret_cast<const float4*>(x + c));
+      *reinterpret_cast<float4*>(gs + Padded(c)) = __ldg(reinterpret_cast<const float4*>(norm + c));
+    }
+  } else {
+    for (int c = threadIdx.x; c < k; c += blockDim.x) {
+      xs[Padded(c)] = __ldg(x + c);
+      gs[Padded(c)] = __ldg(norm + c);
+    }
+  }
+  __syncthreads();
+  __shared__ float scratch[32];
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) ss = fmaf(xs[Padded(i)], xs[Padded(i)], ss);
+  // BlockSum's barriers order every read of xs above before the writes below.
+  const float inv = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(k) + eps);
+  for (int c = threadIdx.x; c < k; c += blockDim.x) {
+    xs[Padded(c)] = xs[Padded(c)] * inv * gs[Padded(c)];
+  }
+  __syncthreads();
+}
+
+// Stages tile [k0, k0 + width) of the pass's x rows into xs, waiting first
+// (at the first tile) for the kernel that writes x. kNormX: RmsNorm(x) *
+// norm instead, a row that fits one tile read once (StageNormedRow), a
+// longer one twice (InverseRms at the first tile, then each tile).
+template <Fusion kFusion, int kRows, bool kVec>
+__device__ __forceinline__ void StageX(float* xs, const float* xrow0, int64_t x_stride,
+                                       int rows_here, int k0, int width, int k, const float* norm,
+                                       float eps, float* inv) {
+  if (k0 == 0) WaitForPrimary();
+  if constexpr (kFusion == Fusion::kNormX) {
+    if (k <= kTileValues<kRows>) {
+      StageNormedRow<kVec>(xs, xrow0, k, norm, eps);
+      return;
+    }
+    if (k0 == 0) *inv = InverseRms<kFusion>(xrow0, k, eps);
+  }
+  __syncthreads();  // every warp is done with the previous tile
+  StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width,
+                         kFusion == Fusion::kNormX ? norm : nullptr, *inv);
+  __syncthreads();
+}
+
 // A lane's quantized chunks of one weight row for one tile (the tile's
 // chunks lane, lane + 32, ...) with their scales: loaded before the tile's
 // barriers, consumed after them.
@@ -241,7 +296,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
   float acc[kRows], up[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = up[r] = 0.0f;
-  const float* stage_norm = kFusion == Fusion::kNormX ? norm : nullptr;
   float inv = 1.0f;
   for (int k0 = 0; k0 < k; k0 += kTileValues<kRows>) {
     const int width = min(kTileValues<kRows>, k - k0);
@@ -254,26 +308,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
         gate.Load(pw, k, col, k0, width, lane);
         if constexpr (kSwiglu) upc.Load(pw, k, col + cols, k0, width, lane);
       }
-      if (k0 == 0) {
-        // Weights are fixed: the first tile's chunks load before the wait
-        // for the kernel that writes x (launch.cuh).
-        WaitForPrimary();
-        inv = InverseRms<kFusion>(x, k, eps);  // while the chunks load
-      }
-      __syncthreads();  // every warp is done with the previous tile
-      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, stage_norm, inv);
-      __syncthreads();
+      // Weights are fixed: the first tile's chunks load before the wait
+      // for the kernel that writes x (launch.cuh), x while they load.
+      StageX<kFusion, kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps, &inv);
       if (!active) continue;
       gate.Dots(xs, width, rows_here, lane, acc);
       if constexpr (kSwiglu) upc.Dots(xs, width, rows_here, lane, up);
     } else {
-      if (k0 == 0) {
-        WaitForPrimary();
-        inv = InverseRms<kFusion>(x, k, eps);
-      }
-      __syncthreads();  // every warp is done with the previous tile
-      StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, stage_norm, inv);
-      __syncthreads();
+      StageX<kFusion, kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps, &inv);
       if (!active) continue;
       TileDots<kW, kRows, kVec>(w, k, col, xs, k0, width, rows_here, lane, acc);
       if constexpr (kSwiglu) {
@@ -304,9 +346,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
   }
 }
 
-template <int kRows>
+// kRows staged rows, plus the norm weights' row with kNormX (StageNormedRow).
+template <int kRows, Fusion kFusion = Fusion::kNone>
 constexpr size_t SkinnyGemmSharedBytes() {
-  return sizeof(float) * kRows * kTilePitch<kRows>;
+  return sizeof(float) * (kRows + (kFusion == Fusion::kNormX ? 1 : 0)) * kTilePitch<kRows>;
 }
 // Above 48 KiB needs the opt-in below (kRows = 16); sm_80's limit is 163 KiB
 // per block.
@@ -316,7 +359,7 @@ template <DType kW, int kRows, bool kSwiglu, Fusion kFusion = Fusion::kNone>
 absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,
                               const LaunchStream& stream, const GemmFusion& f = {}) {
   constexpr int kWarps = kWarpsPerBlock<kRows>;
-  constexpr int kShared = static_cast<int>(SkinnyGemmSharedBytes<kRows>());
+  constexpr int kShared = static_cast<int>(SkinnyGemmSharedBytes<kRows, kFusion>());
   const int cols = kSwiglu ? p.n / 2 : p.n;
   const dim3 grid((cols + kWarps - 1) / kWarps, (p.m + kRows - 1) / kRows);
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };

@@ -169,11 +169,13 @@ TEST_P(CudaGemmParity, DecodeBatchRowsDoNotDependOnM) {
 // GemmFused at m = 1 writes the bits of the launches it replaces: RmsNorm
 // then Gemm / GemmSwiglu (`norm`), Gemm then Add (`add_to_y`). k = 701 and
 // 1001 (plain types): rows not 16-byte aligned, the scalar staging path.
+// k <= 2048: the row fits one tile and x is read once (StageNormedRow);
+// 2048 fills it (every thread stages two 16-byte groups).
 TEST_P(CudaGemmParity, FusedNormAndResidualGiveTheUnfusedBits) {
   TPS_SKIP_WITHOUT_CUDA();
   const DType dtype = GetParam();
   Rng rng(321 + static_cast<int>(dtype));
-  for (int k : {IsQuantized(dtype) ? 2080 : 701, 4160, IsQuantized(dtype) ? 96 : 1001}) {
+  for (int k : {IsQuantized(dtype) ? 2080 : 701, 4160, IsQuantized(dtype) ? 96 : 1001, 2048}) {
     const int n = rng.Int(1, 150) * 2;
     SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " n=" << n << " k=" << k);
     DeviceBuffer<float> x = ToDevice(rng.Floats(k));
