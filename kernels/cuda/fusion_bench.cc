@@ -16,8 +16,8 @@
 //     with as many blocks as fit and with one per SM;
 //   - the boundaries alone: empty kernels of the same grids, and grid
 //     barriers with no work, in us each.
-// Both ways compute the same bits (the same device code per row); a CPU
-// reference checks one step of each. Not on the engine's path.
+// Both ways run the same device code per row, so they should give the same
+// bits; each run compares them, and a CPU reference checks one step of each. Not on the engine's path.
 //
 //   fusion_bench [--layers=16] [--hidden=2048] [--qkv=2560] [--ffn=5632]
 #include "kernels/cuda/fusion_bench.h"
