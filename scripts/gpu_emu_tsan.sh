@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(bazel query 'attr(tags, cuda_emu, tests(//kernels/...))' 2>/dev/null)
-  targets+=(//kernels/cuda/emu:emu_test //kernels/cuda/emu:sm90_test //kernels/cuda/emu:streams_test)
+  targets+=(//kernels/cuda/emu:emu_test //kernels/cuda/emu:sm90_test //kernels/cuda/emu:streams_test
+    //kernels/cuda/emu:cooperative_test)
 fi
 
 # Its own output base: TSan flags would otherwise evict the normal build's

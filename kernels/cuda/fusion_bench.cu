@@ -8,13 +8,10 @@
 
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/cooperative.cuh"
 #include "kernels/cuda/fusion_bench.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/shared_memory.cuh"
-
-#if !defined(TPSERVE_CUDA_EMU)
-#include <cooperative_groups.h>
-#endif
 
 namespace tpserve::kernels::cuda::fusion_bench {
 namespace {
@@ -77,23 +74,19 @@ __global__ void __launch_bounds__(kThreads) EmptyKernel() {
   WaitForPrimary();
 }
 
-#if !defined(TPSERVE_CUDA_EMU)
 __global__ void __launch_bounds__(kThreads) PersistentKernel(const Phase* phases, int n) {
-  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   float* xs = DynamicSharedMemory<float>();
   for (int i = 0; i < n; ++i) {
     const Phase p = phases[i];
     Stage(p, xs);
     Rows(p, xs, blockIdx.x * kWarps + threadIdx.x / 32, gridDim.x * kWarps);
-    grid.sync();  // the next phase reads this one's output; xs is free again
+    GridSync();  // the next phase reads this one's output; xs is free again
   }
 }
 
 __global__ void __launch_bounds__(kThreads) BarrierKernel(int n) {
-  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-  for (int i = 0; i < n; ++i) grid.sync();
+  for (int i = 0; i < n; ++i) GridSync();
 }
-#endif
 
 int PhaseBlocks(const Phase& p) { return (p.rows + kWarps - 1) / kWarps; }
 
@@ -118,38 +111,20 @@ cudaError_t LaunchEmptyPerPhase(const Phase* phases, int n, cudaStream_t stream,
   return cudaGetLastError();
 }
 
-#if defined(TPSERVE_CUDA_EMU)
-int PersistentBlocks(int) { return 0; }
-cudaError_t LaunchPersistent(const Phase*, int, int, int, cudaStream_t) {
-  return cudaErrorNotSupported;
-}
-cudaError_t LaunchBarriers(int, int, cudaStream_t) { return cudaErrorNotSupported; }
-#else
 int PersistentBlocks(int max_k) {
-  int device = 0, sms = 0, cooperative = 0, per_sm = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentKernel, kThreads,
-                                                    SharedBytes(max_k)) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return cooperative != 0 ? sms * per_sm : 0;
+  return CooperativeBlocks(PersistentKernel, kThreads, SharedBytes(max_k));
 }
 
 cudaError_t LaunchPersistent(const Phase* d_phases, int n, int max_k, int blocks,
                              cudaStream_t stream) {
-  void* args[] = {&d_phases, &n};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(PersistentKernel), blocks, kThreads,
-                                     args, SharedBytes(max_k), stream);
+  LaunchCooperative("PersistentKernel", PersistentKernel, blocks, kThreads, SharedBytes(max_k),
+                    stream, d_phases, n);
+  return cudaGetLastError();
 }
 
 cudaError_t LaunchBarriers(int n, int blocks, cudaStream_t stream) {
-  void* args[] = {&n};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierKernel), blocks, kThreads, args,
-                                     0, stream);
+  LaunchCooperative("BarrierKernel", BarrierKernel, blocks, kThreads, 0, stream, n);
+  return cudaGetLastError();
 }
-#endif
 
 }  // namespace tpserve::kernels::cuda::fusion_bench

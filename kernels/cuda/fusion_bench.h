@@ -46,7 +46,7 @@ cudaError_t LaunchPerPhase(const Phase* phases, int n, int max_k, cudaStream_t s
 // The same launches with empty kernels of the same grids: the boundaries alone.
 cudaError_t LaunchEmptyPerPhase(const Phase* phases, int n, cudaStream_t stream, bool programmatic);
 // Blocks of the persistent kernel that fit on the device at once (0 if
-// cooperative launches are not supported, or under the emulator).
+// cooperative launches are not supported).
 int PersistentBlocks(int max_k);
 // All n phases in one cooperative kernel of `blocks` blocks, a grid barrier
 // after each; d_phases: the n phases in device memory.

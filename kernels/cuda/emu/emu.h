@@ -44,6 +44,11 @@
 //     on an mbarrier whose init was not fenced for the async proxy fails;
 //   - setmaxnreg: counts a multiple of 8 in [24, 256], the same by every
 //     thread of a warpgroup, within what a block of its size can hold.
+//   - cooperative launches (grid.sync()): every block runs at once on its
+//     own OS thread, so blocks really interleave between grid barriers; a
+//     grid larger than the part holds fails as on the driver, grid.sync()
+//     outside a cooperative launch or a block ending while others wait at
+//     one aborts.
 // What it cannot check: timing, weak memory ordering beyond the host's, register
 // or static shared-memory limits (ptxas checks those at build time), host
 // versus device pointer confusion, clusters. A fence publishes every
@@ -189,6 +194,8 @@ struct TmaCopy {
   const void* bar;
 };
 
+class GridBarrier;  // grid.h
+
 struct Block {
   uint3 idx;
   dim3 dim;
@@ -203,6 +210,8 @@ struct Block {
   // since (wgmma.cc). Empty until first used: the poison of the block start.
   std::vector<unsigned char> async_view;
   std::vector<WarpgroupRegisters> warpgroup_registers;  // by warpgroup
+  // The launch's grid barrier when it is cooperative (grid.h); null otherwise.
+  GridBarrier* grid_barrier = nullptr;
 };
 
 extern thread_local Thread* g_thread;
@@ -230,6 +239,18 @@ void GridDependencyWait();
 // (grid.h), and the most grids one such chain holds (streams.h).
 inline constexpr int kProgrammaticBlocks = 2;
 inline constexpr int kProgrammaticChain = 3;
+// grid.sync() of a cooperative launch: the calling fiber waits until every
+// live thread of every block of the grid has called it (grid.h). Aborts in a
+// launch that is not cooperative, and when some block ends instead.
+void GridSync();
+// Blocks of `threads` threads and `shared_bytes` of dynamic shared memory
+// one SM of the emulated part holds at once, by its thread, block and shared
+// memory limits; registers are not counted (the emulator does not know a
+// kernel's). 0 when such a block cannot run at all.
+int BlocksPerSm(const void* kernel, int threads, size_t shared_bytes);
+// Threads of one cooperative launch the emulator runs at once (a fiber
+// stack each): a larger grid aborts, though the part might hold it.
+inline constexpr uint64_t kCooperativeThreads = 16384;
 // Aborts the process with the kernel, block and thread named.
 [[noreturn]] void Fail(const char* fmt, ...);
 // For tests: how many grids whose kernel name starts with `prefix` have run
@@ -261,6 +282,9 @@ struct LaunchConfig {
   const char* name = nullptr;
   // cudaLaunchAttributeProgrammaticStreamSerialization (launch.cuh).
   bool programmatic = false;
+  // cudaLaunchAttributeCooperative (cooperative.cuh): every block runs at
+  // once, and grid.sync() is allowed.
+  bool cooperative = false;
 };
 // Validates `c` (errors go to cudaGetLastError), then runs or records the
 // grid on c.stream: `check` once per execution (graph replays included),
@@ -272,8 +296,8 @@ void CheckPointerArgument(const char* kernel, int index, const void* p);
 class Launcher {
  public:
   Launcher(const char* name, dim3 grid, dim3 block, size_t shared_bytes = 0,
-           cudaStream_t stream = nullptr, bool programmatic = false)
-      : c_{grid, block, shared_bytes, stream, nullptr, name, programmatic} {}
+           cudaStream_t stream = nullptr, bool programmatic = false, bool cooperative = false)
+      : c_{grid, block, shared_bytes, stream, nullptr, name, programmatic, cooperative} {}
 
   template <typename... P>
   auto operator()(void (*kernel)(P...)) const {

@@ -103,6 +103,41 @@ thread_local uint64_t g_launches = 0;
 
 }  // namespace
 
+void GridBarrier::Arrive() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto fail_if_ended = [this] {
+    if (ended_) {
+      Fail(
+          "grid.sync: waits for block (%u,%u,%u), which ended without reaching this grid "
+          "barrier (on the device the grid would hang)",
+          first_ended_.x, first_ended_.y, first_ended_.z);
+    }
+  };
+  fail_if_ended();
+  const uint64_t generation = generation_;
+  if (++arrived_ == blocks_) {
+    arrived_ = 0;
+    ++generation_;
+    passed_.notify_all();
+    return;
+  }
+  passed_.wait(lock, [&] { return generation_ != generation || ended_; });
+  if (generation_ == generation) fail_if_ended();
+}
+
+void GridBarrier::Leave() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!ended_) first_ended_ = g_block->idx;
+  ended_ = true;
+  if (arrived_ > 0) {
+    Fail(
+        "a block ended while %llu other blocks wait at grid.sync (on the device the grid "
+        "would hang)",
+        static_cast<unsigned long long>(arrived_));
+  }
+  passed_.notify_all();
+}
+
 uint64_t ScheduleSeed() {
   static const uint64_t seed = EnvOr("TPSERVE_CUDA_EMU_SEED", 1);
   return seed;
@@ -145,8 +180,9 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
   const uint64_t seed = ScheduleSeed();
   const uint64_t launch = ++g_launches;
   const uint64_t grid_blocks = uint64_t{c.grid.x} * c.grid.y * c.grid.z;
-  // All blocks, or the memory model's sample of them, evenly spread.
-  const uint64_t blocks = ModelSampledBlocks(grid_blocks);
+  // All blocks, or the memory model's sample of them, evenly spread (a
+  // cooperative grid's blocks wait for each other: all of them).
+  const uint64_t blocks = c.cooperative ? grid_blocks : ModelSampledBlocks(grid_blocks);
   std::vector<uint64_t> order(blocks);
   for (uint64_t i = 0; i < blocks; ++i) order[i] = i * grid_blocks / blocks;
   if (seed != 0) {
@@ -154,6 +190,7 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
     std::shuffle(order.begin(), order.end(), rng);
   }
   // `shared`: the block's dynamic shared memory (room for 128-byte alignment).
+  GridBarrier barrier(blocks);
   auto run_block = [&](uint64_t i, std::vector<unsigned char>& shared,
                        const std::function<void()>* wait_for) {
     const uint64_t linear = order[i];
@@ -169,6 +206,7 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
     b.dynamic_shared =
         shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
     b.dynamic_shared_bytes = c.shared_bytes;
+    if (c.cooperative) b.grid_barrier = &barrier;
     ModelBlockBegin(c.block.x * c.block.y * c.block.z);
     RunBlock(b, body, c.name, seed == 0 ? 0 : seed ^ (launch << 20) ^ linear, wait_for);
     ModelBlockEnd();
@@ -177,6 +215,21 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
   struct EndLaunch {
     ~EndLaunch() { ModelLaunchEnd(); }
   } end_launch;
+  if (c.cooperative) {
+    // Every block at once, on threads of its own (the pool's helpers run
+    // blocks one after another: a block waiting at grid.sync would stall
+    // them). A cooperative launch is never programmatic (Submit).
+    std::vector<std::thread> threads;
+    threads.reserve(blocks);
+    for (uint64_t i = 0; i < blocks; ++i) {
+      threads.emplace_back([&run_block, i] {
+        std::vector<unsigned char> shared;
+        run_block(i, shared, nullptr);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    return;
+  }
   uint64_t first = 0;  // blocks before it have run
   if (primary != nullptr) {
     // Block j waits for block j + 1 (nested on this thread, each with its

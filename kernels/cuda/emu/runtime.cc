@@ -7,6 +7,7 @@
 // stream runs, not when the call returns.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -42,20 +43,26 @@ constexpr size_t kTotalMemory = size_t{16} << 30;
 // The emulated part. By default an sm_80 with one SM: the smallest part
 // tpserve supports. $TPSERVE_CUDA_EMU_SM=90 emulates an H100 SXM's limits
 // (compute capability 9.0, 132 SMs, 227 KiB of opt-in shared memory) for the
-// sm_90 paths (wgmma); anything else is the default.
+// sm_90 paths (wgmma); anything else is the default. Per SM both hold 2048
+// threads and 32 blocks, and reserve 1 KiB of shared memory per block (CUDA
+// programming guide, "Compute Capabilities").
 struct Part {
   int major;
   int sms;
   size_t max_dynamic_shared_optin;
+  size_t shared_per_sm;
 };
 const Part& ThePart() {
   static const Part part = [] {
     const char* env = std::getenv("TPSERVE_CUDA_EMU_SM");
-    if (env != nullptr && std::string(env) == "90") return Part{9, 132, 232448};
-    return Part{8, 1, 166912};
+    if (env != nullptr && std::string(env) == "90") return Part{9, 132, 232448, 233472};
+    return Part{8, 1, 166912, 167936};
   }();
   return part;
 }
+constexpr int kThreadsPerSm = 2048;
+constexpr int kBlocksPerSm = 32;
+constexpr size_t kReservedSharedPerBlock = 1024;
 
 thread_local cudaError_t g_last_error = cudaSuccess;
 thread_local int g_device = 0;
@@ -212,6 +219,21 @@ void SetMaxDynamicShared(const void* kernel, int bytes) {
   R().max_dynamic_shared[kernel] = bytes;
 }
 
+int BlocksPerSm(const void* kernel, int threads, size_t shared_bytes) {
+  size_t allowed = kDefaultDynamicShared;
+  {
+    std::lock_guard<std::mutex> lock(R().mu);
+    auto it = R().max_dynamic_shared.find(kernel);
+    if (it != R().max_dynamic_shared.end()) allowed = static_cast<size_t>(it->second);
+  }
+  if (threads <= 0 || threads > 1024 || shared_bytes > allowed) return 0;
+  const int warps = (threads + 31) / 32;
+  const size_t by_shared = ThePart().shared_per_sm / (shared_bytes + kReservedSharedPerBlock);
+  return static_cast<int>(
+      std::min<size_t>({static_cast<size_t>(kBlocksPerSm),
+                        static_cast<size_t>(kThreadsPerSm / 32 / warps), by_shared}));
+}
+
 void CheckPointerArgument(const char* kernel, int index, const void* p) {
   if (p != nullptr && !IsDeviceArgument(p)) {
     Fail("%s: pointer argument %d (%p) is not device memory", kernel, index, p);
@@ -235,6 +257,23 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
   if (allowed > ThePart().max_dynamic_shared_optin || c.shared_bytes > allowed) {
     Set(cudaErrorInvalidValue);
     return;
+  }
+  if (c.cooperative) {
+    // The driver refuses a cooperative grid the device cannot hold at once.
+    const uint64_t blocks = uint64_t{c.grid.x} * c.grid.y * c.grid.z;
+    const int per_sm = BlocksPerSm(c.kernel, static_cast<int>(threads), c.shared_bytes);
+    if (blocks > static_cast<uint64_t>(per_sm) * ThePart().sms) {
+      Set(cudaErrorCooperativeLaunchTooLarge);
+      return;
+    }
+    if (blocks * threads > kCooperativeThreads) {
+      Fail(
+          "%s: a cooperative launch of %llu blocks x %llu threads; the emulator runs at most %llu "
+          "threads of one at once (use a smaller grid or the default emulated part)",
+          c.name, static_cast<unsigned long long>(blocks), threads,
+          static_cast<unsigned long long>(kCooperativeThreads));
+    }
+    if (c.programmatic) Fail("%s: programmatic cooperative launches are not emulated", c.name);
   }
   if (CaptureInvalidated(c.stream)) {
     Set(cudaErrorStreamCaptureInvalidated);
@@ -310,6 +349,9 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
       *value = static_cast<int>(tpserve_emu::ThePart().max_dynamic_shared_optin);
       break;
+    case cudaDevAttrCooperativeLaunch:
+      *value = 1;
+      break;
     default:
       return tpserve_emu::Set(cudaErrorInvalidValue);
   }
@@ -346,6 +388,8 @@ const char* cudaGetErrorName(cudaError_t err) {
       return "cudaErrorNotReady";
     case cudaErrorNotSupported:
       return "cudaErrorNotSupported";
+    case cudaErrorCooperativeLaunchTooLarge:
+      return "cudaErrorCooperativeLaunchTooLarge";
     case cudaErrorStreamCaptureUnsupported:
       return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated:

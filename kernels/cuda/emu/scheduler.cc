@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/emu/grid.h"
 #include "kernels/cuda/emu/memory_model.h"
 #include "kernels/cuda/emu/tma_sm90_emu.h"
 
@@ -74,7 +75,15 @@ namespace {
 constexpr size_t kStackBytes = 512 * 1024;
 constexpr size_t kGuardBytes = 4096;
 
-enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kGridWait, kMbarrierWait, kDone };
+enum class State {
+  kRunnable,
+  kBlockBarrier,
+  kWarpBarrier,
+  kGridWait,     // griddepcontrol.wait
+  kGridBarrier,  // grid.sync()
+  kMbarrierWait,
+  kDone
+};
 
 struct Fiber {
   Thread thread;
@@ -192,9 +201,10 @@ std::string Describe(const std::vector<Fiber>& fibers) {
     char buf[128];
     std::snprintf(buf, sizeof(buf), " thread (%u,%u,%u) at %s;", f.thread.idx.x, f.thread.idx.y,
                   f.thread.idx.z,
-                  f.state == State::kBlockBarrier ? "__syncthreads"
-                  : f.state == State::kGridWait   ? "griddepcontrol.wait"
-                                                  : (f.waiting_on ? f.waiting_on : "?"));
+                  f.state == State::kBlockBarrier  ? "__syncthreads"
+                  : f.state == State::kGridWait    ? "griddepcontrol.wait"
+                  : f.state == State::kGridBarrier ? "grid.sync"
+                                                   : (f.waiting_on ? f.waiting_on : "?"));
     out += buf;
   }
   return out;
@@ -249,6 +259,14 @@ void SyncThreads() {
 void GridDependencyWait() {
   if (g_run->primary_done) return;
   g_fiber->state = State::kGridWait;
+  Yield();
+}
+
+void GridSync() {
+  if (g_block->grid_barrier == nullptr) {
+    Fail("grid.sync() in a kernel not launched cooperatively (cudaLaunchAttributeCooperative)");
+  }
+  g_fiber->state = State::kGridBarrier;
   Yield();
 }
 
@@ -424,6 +442,17 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
       RunPrimary(run);  // its blocks on this thread put g_run and g_block back
       continue;
     }
+    // Every live thread at grid.sync(): the block arrives at the grid
+    // barrier and waits there for the others (grid.h).
+    unsigned at_grid_barrier = 0;
+    for (const Fiber& f : fibers) at_grid_barrier += f.state == State::kGridBarrier;
+    if (at_grid_barrier == live) {
+      block.grid_barrier->Arrive();
+      for (Fiber& f : fibers) {
+        if (f.state == State::kGridBarrier) f.state = State::kRunnable;
+      }
+      continue;
+    }
     Fail("deadlock: threads wait at barriers that can never complete:%s", Describe(fibers).c_str());
   }
   CheckSetMaxRegistersAtEnd(block);
@@ -441,6 +470,7 @@ void RunBlock(Block& block, const KernelBody& body, const char* kernel_name, uin
   }
   // A block that never waited ran wholly before its primary.
   if (!run.primary_done) RunPrimary(run);
+  if (block.grid_barrier != nullptr) block.grid_barrier->Leave();
   for (Fiber& f : fibers) {
     ReturnStack(f.stack);
 #if TPSERVE_EMU_TSAN

@@ -1,0 +1,165 @@
+// The CUDA emulator's cooperative launches (emu.h, grid.h): every block of
+// such a grid runs at once, grid.sync() holds each until all have arrived,
+// and the launch limits and misuses the device has are reported.
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cuda/emu/test_util.h"
+
+namespace {
+
+using ::tpserve_emu::Launcher;
+using ::tpserve_emu::test::DeviceCopy;
+using ::tpserve_emu::test::HostCopy;
+
+constexpr int kBlocks = 8;
+constexpr int kThreads = 64;
+constexpr int kLive = 48;  // threads of a block that take part; the rest exit at once
+constexpr int kRounds = 5;
+
+// Round r: thread i writes r * 1000 + i to buf[i], then, after a grid
+// barrier, reads the value a thread of another block wrote (a block never
+// reads its own) and counts it in bad[i] if it is not that round's; a second
+// barrier keeps the next round's writes from overtaking the reads.
+__global__ void RoundsKernel(int* buf, int* bad) {
+  if (static_cast<int>(threadIdx.x) >= kLive) return;  // exited threads count as arrived
+  const int i = blockIdx.x * kThreads + threadIdx.x;
+  const int n = gridDim.x * kThreads;
+  for (int r = 0; r < kRounds; ++r) {
+    buf[i] = r * 1000 + i;
+    ::tpserve_emu::GridSync();
+    const int j = (i + (1 + r % (gridDim.x - 1)) * kThreads) % n;
+    if (buf[j] != r * 1000 + j) ++bad[i];
+    ::tpserve_emu::GridSync();
+  }
+}
+
+void LaunchRounds(int* buf, int* bad, cudaStream_t stream) {
+  Launcher("RoundsKernel", kBlocks, kThreads, 0, stream, false,
+           /*cooperative=*/true) (&RoundsKernel)(buf, bad);
+}
+
+TEST(CudaEmuCooperative, GridSyncShowsEveryBlocksWrites) {
+  const int n = kBlocks * kThreads;
+  int* buf = DeviceCopy(std::vector<int>(n, -1));
+  int* bad = DeviceCopy(std::vector<int>(n, 0));
+  LaunchRounds(buf, bad, nullptr);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> counts = HostCopy(bad, n);
+  const std::vector<int> last = HostCopy(buf, n);
+  for (int i = 0; i < n; ++i) {
+    const bool live = i % kThreads < kLive;
+    EXPECT_EQ(counts[i], 0) << "thread " << i;
+    EXPECT_EQ(last[i], live ? (kRounds - 1) * 1000 + i : -1) << "thread " << i;
+  }
+  cudaFree(buf);
+  cudaFree(bad);
+}
+
+TEST(CudaEmuCooperative, CapturedInAGraphAndReplayed) {
+  const int n = kBlocks * kThreads;
+  int* buf = DeviceCopy(std::vector<int>(n, -1));
+  int* bad = DeviceCopy(std::vector<int>(n, 0));
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  LaunchRounds(buf, bad, s);
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph), cudaSuccess);
+  for (int replay = 0; replay < 3; ++replay) ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(HostCopy(bad, n), std::vector<int>(n, 0));
+  EXPECT_EQ(tpserve_emu::GridsRun("RoundsKernel") >= 3, true);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+  cudaFree(buf);
+  cudaFree(bad);
+}
+
+__global__ void NoopKernel() {}
+
+// The default emulated part is an sm_80 with one SM: 2048 threads, 32
+// blocks and 164 KiB of shared memory (1 KiB reserved per block).
+TEST(CudaEmuCooperative, OccupancyAndTheLargestGrid) {
+  int per_sm = -1;
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, NoopKernel, 256, 0),
+            cudaSuccess);
+  EXPECT_EQ(per_sm, 8);  // threads
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, NoopKernel, 32, 0), cudaSuccess);
+  EXPECT_EQ(per_sm, 32);  // blocks
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, NoopKernel, 64, 40 * 1024),
+            cudaSuccess);
+  EXPECT_EQ(per_sm, 4);  // 167936 / (40960 + 1024)
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, NoopKernel, 64, 64 * 1024),
+            cudaSuccess);
+  EXPECT_EQ(per_sm, 0);  // over 48 KiB without the opt-in attribute
+  int cooperative = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, 0), cudaSuccess);
+  EXPECT_EQ(cooperative, 1);
+
+  Launcher("NoopKernel", 2, 1024, 0, nullptr, false, true) (&NoopKernel)();
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  Launcher("NoopKernel", 3, 1024, 0, nullptr, false, true) (&NoopKernel)();
+  EXPECT_EQ(cudaGetLastError(), cudaErrorCooperativeLaunchTooLarge);
+  Launcher("NoopKernel", 3, 1024) (&NoopKernel)();  // not cooperative: any grid
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  cudaDeviceSynchronize();
+}
+
+__global__ void SyncKernel() { ::tpserve_emu::GridSync(); }
+
+TEST(CudaEmuCooperative, GridSyncOutsideACooperativeLaunchAborts) {
+  EXPECT_DEATH(
+      {
+        Launcher("SyncKernel", 2, 32) (&SyncKernel)();
+        cudaDeviceSynchronize();
+      },
+      "not launched cooperatively");
+}
+
+// Death tests whose child starts threads (a cooperative grid's blocks):
+// re-executed, not only forked, so ThreadSanitizer builds allow them.
+class CudaEmuCooperativeDeath : public ::testing::Test {
+ protected:
+  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+};
+
+// Block 0 returns; the others wait at a barrier it never reaches.
+__global__ void EarlyExitKernel() {
+  if (blockIdx.x == 0) return;
+  ::tpserve_emu::GridSync();
+}
+
+TEST_F(CudaEmuCooperativeDeath, ABlockEndingWhileOthersWaitAborts) {
+  EXPECT_DEATH(
+      {
+        Launcher("EarlyExitKernel", 4, 32, 0, nullptr, false, true) (&EarlyExitKernel)();
+        cudaDeviceSynchronize();
+      },
+      "would hang");
+}
+
+// Half of block 0's threads wait at grid.sync(), the rest at __syncthreads.
+__global__ void MixedBarrierKernel() {
+  if (blockIdx.x == 0 && threadIdx.x >= 16) {
+    __syncthreads();
+  } else {
+    ::tpserve_emu::GridSync();
+  }
+}
+
+TEST_F(CudaEmuCooperativeDeath, MixedBarriersAbortWithTheThreadsNamed) {
+  EXPECT_DEATH(
+      {
+        Launcher("MixedBarrierKernel", 2, 32, 0, nullptr, false, true) (&MixedBarrierKernel)();
+        cudaDeviceSynchronize();
+      },
+      "deadlock.*grid.sync");
+}
+
+}  // namespace
