@@ -114,10 +114,34 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 // (y += x w^T + bias). Bit-identical (gemm_test: every weight type, k 96-4160,
 // both staging paths) to RmsNorm then Gemm (or GemmSwiglu,
 // `swiglu`), and to Gemm then Add. m must be 1; exactly one of the two.
+// Device ranges a kernel prefetches into L2 for a kernel after it (in a
+// decode step, the next GEMV's weights: fixed while kernels run, so they may
+// be read before the kernel's wait for its predecessor, launch.cuh). The
+// kernel's blocks share the bytes out, range after range. A hint: sm_90
+// issues cp.async.bulk.prefetch.L2, older parts do nothing; the emulator
+// checks each range lies inside one device allocation (kernels/cuda/prefetch.cuh).
+struct L2Prefetch {
+  static constexpr int kMaxRanges = 4;
+  const void* ptr[kMaxRanges] = {};
+  int64_t bytes[kMaxRanges] = {};  // multiples of 16
+  int ranges = 0;
+  // Adds [p, p + bytes) rounded down to whole 16-byte units (p 16-byte
+  // aligned); false when kMaxRanges are taken already.
+  bool Add(const void* p, int64_t n) {
+    if (ranges == kMaxRanges) return false;
+    if (n >= 16) {
+      ptr[ranges] = p;
+      bytes[ranges++] = n / 16 * 16;
+    }
+    return true;
+  }
+};
+
 struct GemmFusion {
   const float* norm = nullptr;  // (k) RMSNorm weight
   float eps = 1e-5f;
   bool add_to_y = false;
+  L2Prefetch prefetch = {};  // issued by the GEMM's blocks before they wait for x
 };
 [[nodiscard]] absl::Status GemmFused(const GemmParams& p, const GemmFusion& f, bool swiglu,
                                      const Stream& stream);

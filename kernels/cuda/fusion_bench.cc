@@ -11,13 +11,17 @@
 // down 2048 x 5632), 16 layers; no attention, norms or residual adds
 // (their launches are the same kind of boundary). Rows:
 //   - one kernel per GEMV, replayed from a CUDA graph, plain and with
-//     programmatic dependent launch (the engine's decode step today);
+//     programmatic dependent launch (the engine's decode step today), and
+//     with PDL where each kernel also prefetches the next GEMV's weights
+//     into L2 before its wait (cp.async.bulk.prefetch, kernels/cuda/prefetch.cuh);
 //   - one cooperative kernel for all 64 GEMVs, a grid barrier after each,
-//     with as many blocks as fit and with one per SM;
+//     with as many blocks as fit and with one per SM, each also with the
+//     next GEMV's weights prefetched at every phase's start;
 //   - the boundaries alone: empty kernels of the same grids, and grid
 //     barriers with no work, in us each.
 // Both ways run the same device code per row, so they should give the same
-// bits; each run compares them, and a CPU reference checks one step of each. Not on the engine's path.
+// bits; each run compares them, and a CPU reference checks one step of each. Not on the engine's
+// path.
 //
 //   fusion_bench [--layers=16] [--hidden=2048] [--qkv=2560] [--ffn=5632]
 #include "kernels/cuda/fusion_bench.h"
@@ -188,50 +192,77 @@ int main(int argc, char** argv) {
                                    roofline_us, weight_bytes / 1e6, copy_bw / 1e9);
   const Work work{.bytes = weight_bytes};
 
+  // The same phases, each prefetching the next one's weights into L2 (the
+  // last the first's: the step is replayed back to back).
+  std::vector<fb::Phase> prefetched = phases;
+  for (int i = 0; i < n; ++i) {
+    const Matrix& next = mats[(i + 1) % n];
+    prefetched[i].prefetch.Add(next.d_w, static_cast<int64_t>(next.w.size()));
+    prefetched[i].prefetch.Add(next.d_scale, static_cast<int64_t>(next.scale.size() * 4));
+  }
+  fb::Phase* d_prefetched;
+  cudaMalloc(&d_prefetched, sizeof(fb::Phase) * n);
+  Upload(d_prefetched, prefetched.data(), n, stream);
+  auto status = [](double e, bool same) {
+    return e < 1e-4 && same && cudaGetLastError() == cudaSuccess
+               ? std::string("ok")
+               : Fmt("MISMATCH (%.2g of max |x| from the host%s)", e,
+                     same ? "" : "; bits differ from the plain kernel per GEMV");
+  };
+
   std::vector<float> per_phase_x;
   const double err =
       check([&] { fb::LaunchPerPhase(phases.data(), n, max_k, stream, false); }, &per_phase_x);
-  const bool per_phase_ok = err < 1e-4 && cudaGetLastError() == cudaSuccess;
-  for (const bool pdl : {false, true}) {
-    if (pdl && !tpserve::kernels::cuda::ProgrammaticLaunchSupported()) {
-      PrintRow(what + ": kernel per GEMV (graph, PDL)",
-               "skipped: programmatic launch needs compute capability 9.0", "", "", -1.0);
+  struct PerPhaseWay {
+    bool pdl, prefetch;
+    const char* label;
+  };
+  for (const PerPhaseWay& way :
+       {PerPhaseWay{false, false, "graph"}, PerPhaseWay{true, false, "graph, PDL"},
+        PerPhaseWay{true, true, "graph, PDL, next GEMV prefetched to L2"}}) {
+    const std::string row = what + Fmt(": kernel per GEMV (%s)", way.label);
+    if (way.pdl && !tpserve::kernels::cuda::ProgrammaticLaunchSupported()) {
+      PrintRow(row, "skipped: programmatic launch needs compute capability 9.0", "", "", -1.0);
       continue;
     }
+    const fb::Phase* ph = way.prefetch ? prefetched.data() : phases.data();
+    std::vector<float> got = per_phase_x;
+    const double e = way.prefetch
+                         ? check([&] { fb::LaunchPerPhase(ph, n, max_k, stream, way.pdl); }, &got)
+                         : err;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
-    fb::LaunchPerPhase(phases.data(), n, max_k, stream, pdl);
+    fb::LaunchPerPhase(ph, n, max_k, stream, way.pdl);
     cudaStreamEndCapture(stream, &graph);
     if (cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
-      PrintRow(what + Fmt(": kernel per GEMV (graph%s)", pdl ? ", PDL" : ""), "CUDA ERROR", "", "",
-               -1.0);
+      PrintRow(row, "CUDA ERROR", "", "", -1.0);
       continue;
     }
     const double ms = TimeMs(stream, work, [&] { cudaGraphLaunch(exec, stream); });
-    PrintRow(what + Fmt(": kernel per GEMV (graph%s)", pdl ? ", PDL" : ""),
-             per_phase_ok ? "ok" : Fmt("MISMATCH (%.2g of max |x| from the host)", err),
-             Fmt("%.1f us per step", ms * 1e3), baseline, roofline_us / (ms * 1e3));
+    PrintRow(row, status(e, got == per_phase_x), Fmt("%.1f us per step", ms * 1e3), baseline,
+             roofline_us / (ms * 1e3));
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    if (way.prefetch) continue;  // the boundaries alone: once per launch kind
     cudaGraph_t empty_graph;
     cudaGraphExec_t empty_exec;
     cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
-    fb::LaunchEmptyPerPhase(phases.data(), n, stream, pdl);
+    fb::LaunchEmptyPerPhase(phases.data(), n, stream, way.pdl);
     cudaStreamEndCapture(stream, &empty_graph);
     if (cudaGraphInstantiate(&empty_exec, empty_graph, 0) == cudaSuccess) {
       const double empty_ms = TimeMs(stream, Work{}, [&] { cudaGraphLaunch(empty_exec, stream); });
-      PrintRow(Fmt("decode fusion: kernel boundary, %d empty kernels of the GEMVs' grids (graph%s)",
-                   n, pdl ? ", PDL" : ""),
+      PrintRow(Fmt("decode fusion: kernel boundary, %d empty kernels of the GEMVs' grids (%s)", n,
+                   way.label),
                "ok", Fmt("%.2f us each", empty_ms * 1e3 / n), "", -1.0);
       cudaGraphExecDestroy(empty_exec);
     }
     cudaGraphDestroy(empty_graph);
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
   }
 
   // The persistent kernel at every block the device holds at once, and at
   // one block per SM (fewer blocks to meet at each barrier, fewer warps to
-  // stream with).
+  // stream with); without and with the next phase's weights prefetched.
   const int most = fb::PersistentBlocks(max_k);
   int device = 0, sms = 0;
   cudaGetDevice(&device);
@@ -242,18 +273,17 @@ int main(int argc, char** argv) {
   }
   for (const int blocks : {most, sms}) {
     if (most == 0 || (blocks == sms && sms == most)) break;
-    std::vector<float> persistent_x;
-    const double perr =
-        check([&] { fb::LaunchPersistent(d_phases, n, max_k, blocks, stream); }, &persistent_x);
-    const bool same = persistent_x == per_phase_x;
-    const bool ok = perr < 1e-4 && same && cudaGetLastError() == cudaSuccess;
-    const double ms =
-        TimeMs(stream, work, [&] { fb::LaunchPersistent(d_phases, n, max_k, blocks, stream); });
-    PrintRow(what + Fmt(": persistent kernel, grid barrier per GEMV (%d blocks)", blocks),
-             ok ? "ok"
-                : Fmt("MISMATCH (%.2g of max |x| from the host%s)", perr,
-                      same ? "" : "; bits differ from the kernel per GEMV"),
-             Fmt("%.1f us per step", ms * 1e3), baseline, roofline_us / (ms * 1e3));
+    for (const bool prefetch : {false, true}) {
+      const fb::Phase* ph = prefetch ? d_prefetched : d_phases;
+      std::vector<float> got;
+      const double e = check([&] { fb::LaunchPersistent(ph, n, max_k, blocks, stream); }, &got);
+      const std::string st = status(e, got == per_phase_x);
+      const double ms =
+          TimeMs(stream, work, [&] { fb::LaunchPersistent(ph, n, max_k, blocks, stream); });
+      PrintRow(what + Fmt(": persistent kernel, grid barrier per GEMV (%d blocks%s)", blocks,
+                          prefetch ? ", next GEMV prefetched to L2" : ""),
+               st, Fmt("%.1f us per step", ms * 1e3), baseline, roofline_us / (ms * 1e3));
+    }
     const double bms = TimeMs(stream, Work{}, [&] { fb::LaunchBarriers(n, blocks, stream); });
     PrintRow(Fmt("decode fusion: grid barrier alone (%d blocks, %d per launch)", blocks, n),
              cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR",

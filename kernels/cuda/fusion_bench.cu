@@ -11,6 +11,7 @@
 #include "kernels/cuda/cooperative.cuh"
 #include "kernels/cuda/fusion_bench.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/prefetch.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 
 namespace tpserve::kernels::cuda::fusion_bench {
@@ -63,7 +64,8 @@ __device__ __forceinline__ void Rows(const Phase& p, const float* xs, int first_
 
 __global__ void __launch_bounds__(kThreads) PhaseKernel(Phase p) {
   AllowDependents();
-  WaitForPrimary();  // the previous phase wrote p.in
+  PrefetchShareL2(p.prefetch, blockIdx.x, gridDim.x);  // weights: fixed
+  WaitForPrimary();                                    // the previous phase wrote p.in
   float* xs = DynamicSharedMemory<float>();
   Stage(p, xs);
   Rows(p, xs, blockIdx.x * kWarps + threadIdx.x / 32, gridDim.x * kWarps);
@@ -78,6 +80,7 @@ __global__ void __launch_bounds__(kThreads) PersistentKernel(const Phase* phases
   float* xs = DynamicSharedMemory<float>();
   for (int i = 0; i < n; ++i) {
     const Phase p = phases[i];
+    PrefetchShareL2(p.prefetch, blockIdx.x, gridDim.x);
     Stage(p, xs);
     Rows(p, xs, blockIdx.x * kWarps + threadIdx.x / 32, gridDim.x * kWarps);
     GridSync();  // the next phase reads this one's output; xs is free again

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/cuda_ops.h"
+
 namespace tpserve::kernels::cuda::fusion_bench {
 
 // How a phase combines its rows' dot products into `out`.
@@ -30,6 +32,10 @@ struct Phase {
   int rows;
   int k;
   Op op;
+  // Prefetched into L2 while the phase runs (the next phase's weights, or
+  // nothing): by each per-phase kernel before its wait for the one before
+  // it, by the persistent kernel at the phase's start.
+  L2Prefetch prefetch = {};
 };
 
 // Threads per block of every kernel here.

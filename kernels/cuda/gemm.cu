@@ -41,6 +41,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/gemm_internal.h"
+#include "kernels/cuda/prefetch.cuh"
 #include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 #include "kernels/cuda/staged_x.cuh"
@@ -269,13 +270,14 @@ __device__ __forceinline__ void TileDots(const void* w, int k, int row, const fl
 // `col + cols` and writes silu(gate) * up, exactly what Gemm then Swiglu
 // write.
 // kFusion (kRows = 1 only): kNormX stages RmsNorm(x) * norm instead of x;
-// kAddToY adds to y (y += x w^T + bias, as Gemm then Add).
+// kAddToY adds to y (y += x w^T + bias, as Gemm then Add). Fused kernels
+// also prefetch `prefetch` into L2 (prefetch.cuh), shared out by block.
 template <DType kW, int kRows, bool kVec, bool kSwiglu, Fusion kFusion = Fusion::kNone>
 __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
     SkinnyGemmKernel(const float* __restrict__ x, const void* __restrict__ w,
                      const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
-                     int64_t x_stride, int64_t y_stride, const float* __restrict__ norm,
-                     float eps) {
+                     int64_t x_stride, int64_t y_stride, const float* __restrict__ norm, float eps,
+                     L2Prefetch prefetch) {
   static_assert(kFusion == Fusion::kNone || kRows == 1, "fusions are for one activation row");
   static_assert(kFusion != Fusion::kNormX || kWarpsPerBlock<1> * 32 == 256,
                 "RmsNormKernel's 256-thread reduction");
@@ -293,6 +295,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
   const float* xrow0 = x + row0 * x_stride;
 
   AllowDependents();
+  if constexpr (kFusion != Fusion::kNone) {
+    // Another kernel's weights (fixed): issued before the wait for x.
+    PrefetchShareL2(prefetch, blockIdx.x + blockIdx.y * gridDim.x, gridDim.x * gridDim.y);
+  }
   float acc[kRows], up[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = up[r] = 0.0f;
@@ -377,7 +383,7 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
     }
     LaunchKernel("SkinnyGemmKernel", SkinnyGemmKernel<kW, kRows, true, kSwiglu, kFusion>, grid,
                  kWarps * 32, kShared, stream, p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride,
-                 y_stride, f.norm, f.eps);
+                 y_stride, f.norm, f.eps, f.prefetch);
   } else {
     if constexpr (kOptIn) {
       TPS_CUDA_RETURN_IF_ERROR(
@@ -386,7 +392,7 @@ absl::Status LaunchSkinnyGemm(const GemmParams& p, int64_t x_stride, int64_t y_s
     }
     LaunchKernel("SkinnyGemmKernel", SkinnyGemmKernel<kW, kRows, false, kSwiglu, kFusion>, grid,
                  kWarps * 32, kShared, stream, p.x, p.w, p.bias, p.y, p.m, p.n, p.k, x_stride,
-                 y_stride, f.norm, f.eps);
+                 y_stride, f.norm, f.eps, f.prefetch);
   }
   return LaunchStatus("SkinnyGemmKernel");
 }

@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
                                              .device = options.device,
                                              .cuda_graphs = options.cuda_graphs,
                                              .cuda_pdl = options.cuda_pdl,
+                                             .cuda_l2_prefetch = options.cuda_l2_prefetch,
                                              .cuda_prefill_gemm = options.cuda_prefill_gemm,
                                              .tp_invariant = options.tp_invariant}));
   if (options.check_group_at_create) {

@@ -75,6 +75,10 @@ ABSL_FLAG(bool, cuda_pdl, true,
           "With --backend=cuda on compute capability 9.0 and later: launch the decode-path "
           "kernels with programmatic dependent launch, so each overlaps the end of the one "
           "before it (false: every kernel waits for the previous one to finish first)");
+ABSL_FLAG(bool, cuda_l2_prefetch, false,
+          "With --backend=cuda on compute capability 9.0 and later: in batch-1 decode steps on "
+          "one rank, each GEMM also prefetches the next GEMM's weights into L2 (experimental: "
+          "not yet measured on a GPU; the same results either way)");
 ABSL_FLAG(std::string, cuda_prefill_gemm, "mma",
           "With --backend=cuda: the prefill GEMMs' kernel, mma (mma.sync, any GPU, on bf16 "
           "copies of the weights), mma_dequant (mma.sync dequantising Q8_0/Q4_0/Q4_1 weights "
@@ -320,6 +324,7 @@ absl::Status Run() {
   options.device = std::max(c.cuda_device, 0);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.cuda_pdl = absl::GetFlag(FLAGS_cuda_pdl);
+  options.cuda_l2_prefetch = absl::GetFlag(FLAGS_cuda_l2_prefetch);
   options.cuda_prefill_gemm = absl::GetFlag(FLAGS_cuda_prefill_gemm);
   options.tp_invariant = absl::GetFlag(FLAGS_tp_invariant);
   options.check_group_at_create = false;  // checked at every Join

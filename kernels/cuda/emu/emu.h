@@ -248,6 +248,14 @@ void GridSync();
 // memory limits; registers are not counted (the emulator does not know a
 // kernel's). 0 when such a block cannot run at all.
 int BlocksPerSm(const void* kernel, int threads, size_t shared_bytes);
+// cp.async.bulk.prefetch.L2 (kernels/cuda/prefetch.cuh): aborts unless
+// [p, p + bytes) is 16-byte aligned, a nonzero multiple of 16 bytes below
+// 2^32 and inside one device allocation; prefetches nothing (no caches),
+// but records the piece for tests.
+void PrefetchL2(const void* p, uint64_t bytes);
+// For tests: the pieces PrefetchL2 was asked for since the last call
+// (address, bytes), in no particular order.
+std::vector<std::pair<const void*, uint64_t>> TakeL2Prefetches();
 // Threads of one cooperative launch the emulator runs at once (a fiber
 // stack each): a larger grid aborts, though the part might hold it.
 inline constexpr uint64_t kCooperativeThreads = 16384;

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/emu/grid.h"
@@ -85,6 +86,7 @@ struct Registry {
   std::mutex mu;
   std::map<uintptr_t, size_t> device;  // base -> bytes
   std::map<uintptr_t, size_t> pinned;
+  std::vector<std::pair<const void*, uint64_t>> prefetches;  // PrefetchL2, for tests
   std::map<const void*, int> max_dynamic_shared;
   size_t device_bytes = 0;
   // Freed device blocks, poisoned and kept out of the allocator for a while
@@ -232,6 +234,27 @@ int BlocksPerSm(const void* kernel, int threads, size_t shared_bytes) {
   return static_cast<int>(
       std::min<size_t>({static_cast<size_t>(kBlocksPerSm),
                         static_cast<size_t>(kThreadsPerSm / 32 / warps), by_shared}));
+}
+
+void PrefetchL2(const void* p, uint64_t bytes) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || bytes == 0 || bytes % 16 != 0 ||
+      bytes > 0xffffffffull) {
+    Fail(
+        "cp.async.bulk.prefetch.L2: %p, %llu bytes (needs a 16-byte aligned address and a "
+        "nonzero multiple of 16 bytes below 2^32)",
+        p, static_cast<unsigned long long>(bytes));
+  }
+  if (!IsDeviceMemory(p, bytes)) {
+    Fail("cp.async.bulk.prefetch.L2: [%p, +%llu bytes) is not inside one device allocation", p,
+         static_cast<unsigned long long>(bytes));
+  }
+  std::lock_guard<std::mutex> lock(R().mu);
+  R().prefetches.emplace_back(p, bytes);
+}
+
+std::vector<std::pair<const void*, uint64_t>> TakeL2Prefetches() {
+  std::lock_guard<std::mutex> lock(R().mu);
+  return std::exchange(R().prefetches, {});
 }
 
 void CheckPointerArgument(const char* kernel, int index, const void* p) {

@@ -26,6 +26,7 @@
 // relative, on those few elements).
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,6 +45,10 @@
 #include "worker/engine/cuda/engine_parity_util.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/multi_rank_test_util.h"
+
+#if defined(TPSERVE_CUDA_EMU)
+#include "kernels/cuda/emu/emu.h"  // TakeL2Prefetches
+#endif
 
 namespace tpserve::cuda_parity {
 namespace {
@@ -198,6 +203,35 @@ TEST(CudaEngineParity, DecodeGraphsMatchEagerLaunches) {
   EXPECT_EQ(ExpectGraphsMatchEager(*pair.engines[0], *pair.engines[1], steps, 0), 13);
 }
 
+// Runs GraphSteps (short contexts) on two engines, `set(o, true)` and
+// `set(o, false)`, both with and without decode graphs: every step's logits
+// must have the same bits.
+void ExpectSameBitsEitherWay(const ModelSource& model,
+                             const std::function<void(EngineOptions&, bool)>& set) {
+  for (bool graphs : {true, false}) {
+    SCOPED_TRACE(graphs ? "graphs" : "eager");
+    EnginePair pair;  // [0] set(o, true), [1] set(o, false)
+    const absl::Status made = MakeEnginePair(
+        model,
+        [graphs, &set](int e) {
+          EngineOptions o = Options("cuda");
+          o.cuda_graphs = graphs;
+          set(o, e == 0);
+          return o;
+        },
+        &pair);
+    ASSERT_TRUE(made.ok()) << made;
+    for (const auto& [name, batch] : GraphSteps(model.config().vocab_size, false)) {
+      SCOPED_TRACE(name);
+      absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
+      absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_TRUE(want.ok()) << want.status();
+      EXPECT_EQ(*got, *want);
+    }
+  }
+}
+
 // Programmatic dependent launch (kernels/cuda/launch.cuh) changes when the
 // decode-path kernels start, not what they compute: with it on and off the
 // engine gives the same bits at every GraphSteps step (decode batches of 1
@@ -213,28 +247,24 @@ TEST(CudaEngineParity, ProgrammaticLaunchesGiveThePlainLaunchesBits) {
   const std::string path = ModelPaths().front();
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  for (bool graphs : {true, false}) {
-    SCOPED_TRACE(graphs ? "graphs" : "eager");
-    EnginePair pair;  // [0] programmatic, [1] plain launches
-    const absl::Status made = MakeEnginePair(
-        **model,
-        [graphs](int e) {
-          EngineOptions o = Options("cuda");
-          o.cuda_graphs = graphs;
-          o.cuda_pdl = e == 0;
-          return o;
-        },
-        &pair);
-    ASSERT_TRUE(made.ok()) << made;
-    for (const auto& [name, batch] : GraphSteps((*model)->config().vocab_size, false)) {
-      SCOPED_TRACE(name);
-      absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
-      absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
-      ASSERT_TRUE(got.ok()) << got.status();
-      ASSERT_TRUE(want.ok()) << want.status();
-      EXPECT_EQ(*got, *want);
-    }
-  }
+  ExpectSameBitsEitherWay(**model, [](EngineOptions& o, bool on) { o.cuda_pdl = on; });
+}
+
+// The batch-1 GEMMs' L2 prefetch of the next GEMM's weights
+// (EngineOptions::cuda_l2_prefetch) is a hint: the same bits with it on and
+// off. Under the emulator every prefetched range (each linear's weights, the
+// next layer's QKV, the first layer's after the LM head) must lie inside one
+// device allocation, 16-byte aligned, or the run aborts; on a device before
+// sm_90 nothing is prefetched.
+TEST(CudaEngineParity, L2PrefetchGivesTheSameBits) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  ExpectSameBitsEitherWay(**model, [](EngineOptions& o, bool on) { o.cuda_l2_prefetch = on; });
+#if defined(TPSERVE_CUDA_EMU)
+  EXPECT_FALSE(tpserve_emu::TakeL2Prefetches().empty());  // the batch-1 steps asked for some
+#endif
 }
 
 // The same at TP=2: each rank's decode graphs hold its NCCL all-reduces and

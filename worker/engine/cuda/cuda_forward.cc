@@ -59,7 +59,8 @@ std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gem
                       !o.cuda_pdl ? "off"
                       : pdl       ? "on"
                                   : "off (--cuda_pdl needs compute capability 9.0+)",
-                      ", decode graphs ", o.cuda_graphs ? "on" : "off");
+                      ", decode graphs ", o.cuda_graphs ? "on" : "off",
+                      o.cuda_l2_prefetch ? ", L2 prefetch of the next GEMM's weights on" : "");
 }
 
 class CudaForward final : public ForwardBackend {
@@ -72,6 +73,7 @@ class CudaForward final : public ForwardBackend {
         device_(options.device),
         stream_(stream),
         programmatic_(options.cuda_pdl),
+        l2_prefetch_(options.cuda_l2_prefetch),
         prefill_gemm_(prefill_gemm),
         tp_invariant_(options.tp_invariant),
         kernels_(KernelsLine(options, prefill_gemm_)),
@@ -174,6 +176,7 @@ class CudaForward final : public ForwardBackend {
   const int device_;
   cudaStream_t stream_;
   const bool programmatic_;                     // kernels::Stream::programmatic
+  const bool l2_prefetch_;                      // LayerStep::l2_prefetch
   const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_prefill_gemm)
   const bool tp_invariant_;
   const std::string kernels_;  // kernels(): chosen once, on this device
@@ -374,7 +377,8 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                              return AllReduce(buf, count, CommDType::kI64, timings);
                            },
                        .fuse_norms = T == 1 && comm_.world_size() == 1 && !tp_invariant_,
-                       .producers_write_bf16 = UsesBf16Copies({.data = bf16_.data()}, T)};
+                       .producers_write_bf16 = UsesBf16Copies({.data = bf16_.data()}, T),
+                       .l2_prefetch = l2_prefetch_};
 
   // (T, H) embedding: each rank fills the rows of its vocabulary slice.
   TPS_RETURN_IF_ERROR(kc::Embedding(
@@ -397,7 +401,7 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
         step.producers_write_bf16 ? kc::Bf16Copy{.data = step.scratch.bf16.data} : kc::Bf16Copy{}));
   }
   for (size_t li = 0; li < layers_.size(); ++li) {
-    const float* next = li + 1 < layers_.size() ? layers_[li + 1].attn_norm.data() : nullptr;
+    const DeviceLayer* next = li + 1 < layers_.size() ? &layers_[li + 1] : nullptr;
     TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers_[li], next));
   }
 
@@ -408,9 +412,12 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
   if (R == 0) return absl::OkStatus();
   const int64_t maxv = plan_.max_vocab_rows();
   if (step.fuse_norms) {
-    // One token on one rank: the final norm inside the LM head's GEMM too.
-    return RunLinearFused(lm_head_, x_.data() + size_t{1} * head_rows[0] * H, head_out_.data(),
-                          output_norm_.data(), c_.rms_norm_eps, /*add_to_y=*/false, s);
+    // One token on one rank: the final norm inside the LM head's GEMM too
+    // (with l2_prefetch, also the first layer's QKV weights for the next step).
+    return RunLinearFused(
+        lm_head_, x_.data() + size_t{1} * head_rows[0] * H, head_out_.data(), output_norm_.data(),
+        c_.rms_norm_eps, /*add_to_y=*/false, s,
+        step.l2_prefetch ? WeightsToPrefetch(layers_.front().qkv) : kc::L2Prefetch{});
   }
   bool consecutive = true;
   for (int r = 1; r < R; ++r) consecutive = consecutive && head_rows[r] == head_rows[0] + r;

@@ -8,6 +8,7 @@
 //   | bench: decode batch-1 <model> (no graphs) | ok | X tok/s | graphs Z tok/s | X/Z |
 //   | bench: decode batch-16 <model> (graphs) | ok | X tok/s | batch-1 Z tok/s | X/Z |
 //   | bench: decode batch-{1,16} <model> (graphs, no PDL) | ok | X tok/s | PDL Z tok/s | X/Z |
+//   | bench: decode batch-1 <model> (graphs, L2 prefetch) | ok | X tok/s | without Z tok/s | X/Z |
 //   | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y | X/Y |
 //   | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z |
 //   | bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z |
@@ -155,11 +156,12 @@ EngineOptions BenchOptions(int device) {
 // timed decode steps. With one rank each step feeds back the sampled
 // tokens; with more, fixed ones (only rank 0 samples).
 Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Communicator& comm,
-               bool pdl) {
+               bool pdl, bool l2_prefetch) {
   Run run;
   EngineOptions o = BenchOptions(comm.rank());
   o.cuda_graphs = graphs;
   o.cuda_pdl = pdl;
+  o.cuda_l2_prefetch = l2_prefetch;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, comm, o);
   if (!engine.ok()) return {.error = engine.status().ToString()};
   run.weight_bytes = (*engine)->weight_bytes();
@@ -206,13 +208,13 @@ Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Comm
 // timed; a failing rank aborts the others' communicators, so none waits out
 // the collective timeout).
 Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int world = 1,
-           bool pdl = true) {
+           bool pdl = true, bool l2_prefetch = false) {
   if (world == 1) {
     TcpKvStoreClient unused("127.0.0.1", 1);
     absl::StatusOr<std::unique_ptr<Communicator>> comm =
         CreateGlooCommunicator(unused, 0, 1, GlooOptions());
     if (!comm.ok()) return {.error = comm.status().ToString()};
-    return DecodeRank(model, batch, graphs, steps, **comm, pdl);
+    return DecodeRank(model, batch, graphs, steps, **comm, pdl, l2_prefetch);
   }
   TcpKvStoreServer server;
   if (absl::Status st = server.Start("127.0.0.1", 0); !st.ok()) return {.error = st.ToString()};
@@ -232,7 +234,7 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
         return;
       }
       comms[r] = *std::move(comm);
-      runs[r] = DecodeRank(model, batch, graphs, steps, *comms[r], pdl);
+      runs[r] = DecodeRank(model, batch, graphs, steps, *comms[r], pdl, l2_prefetch);
       if (!runs[r].error.empty()) comms[r]->Abort();
     });
   }
@@ -379,6 +381,20 @@ int Main(int argc, char** argv) {
     PrintRow(row, "ok", Fmt("%.1f tok/s", off.tokens_per_s),
              Fmt("PDL %.1f tok/s", with->tokens_per_s), off.tokens_per_s / with->tokens_per_s);
   }
+  // Each batch-1 GEMM prefetching the next one's weights into L2
+  // (EngineOptions::cuda_l2_prefetch), against the graphs row (without).
+  if (const std::string row = "decode batch-1 " + label + " (graphs, L2 prefetch)";
+      !kernels::cuda::ProgrammaticLaunchSupported()) {
+    PrintRow(row, "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
+  } else if (const Run on = Decode(**model, 1, true, steps, 1, /*pdl=*/true, /*l2_prefetch=*/true);
+             !on.error.empty() || !graphs.error.empty()) {
+    PrintRow(row, "FAIL: " + (on.error.empty() ? graphs.error : on.error), "", "", -1);
+    failed = 1;
+  } else {
+    PrintRow(row, "ok", Fmt("%.1f tok/s", on.tokens_per_s),
+             Fmt("without %.1f tok/s", graphs.tokens_per_s), on.tokens_per_s / graphs.tokens_per_s);
+  }
+
   // TP=2 on the same model: graphs (with the NCCL collectives inside them)
   // against TP=1, and eager launches against graphs.
   const std::string tp2 = "decode TP=2 batch-1 " + label;

@@ -82,7 +82,8 @@ int64_t ViaBf16ScratchElems(const DeviceLinear& l, int m) {
 }
 
 absl::Status RunLinearFused(const DeviceLinear& l, const float* x, float* y, const float* norm,
-                            float eps, bool add_to_y, const kernels::Stream& s) {
+                            float eps, bool add_to_y, const kernels::Stream& s,
+                            const kernels::cuda::L2Prefetch& prefetch) {
   for (const DeviceLinear::Part& p : l.parts) {
     const kernels::GemmParams g{.x = x,
                                 .w = p.weight.data(),
@@ -92,10 +93,24 @@ absl::Status RunLinearFused(const DeviceLinear& l, const float* x, float* y, con
                                 .m = 1,
                                 .n = p.rows,
                                 .k = l.in_features};
-    TPS_RETURN_IF_ERROR(kernels::cuda::GemmFused(
-        g, {.norm = norm, .eps = eps, .add_to_y = add_to_y}, /*swiglu=*/false, s));
+    const bool first = &p == &l.parts.front();
+    TPS_RETURN_IF_ERROR(
+        kernels::cuda::GemmFused(g,
+                                 {.norm = norm,
+                                  .eps = eps,
+                                  .add_to_y = add_to_y,
+                                  .prefetch = first ? prefetch : kernels::cuda::L2Prefetch{}},
+                                 /*swiglu=*/false, s));
   }
   return absl::OkStatus();
+}
+
+kernels::cuda::L2Prefetch WeightsToPrefetch(const DeviceLinear& l) {
+  kernels::cuda::L2Prefetch r;
+  for (const DeviceLinear::Part& p : l.parts) {
+    if (!r.Add(p.weight.data(), static_cast<int64_t>(p.weight.size()))) break;
+  }
+  return r;
 }
 
 absl::StatusOr<DeviceLayer> UploadLayer(const LayerWeights& w, size_t cache_bytes) {

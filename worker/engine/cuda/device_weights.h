@@ -99,10 +99,15 @@ struct Bf16Scratch {
 [[nodiscard]] int64_t ViaBf16ScratchElems(const DeviceLinear& l, int m);
 
 // RunLinear at m = 1 with a kernels/cuda/cuda_ops.h GemmFusion on every part:
-// x normalised on the way in (`norm`), or y added to (`add_to_y`).
+// x normalised on the way in (`norm`), or y added to (`add_to_y`). The first
+// part's launch also prefetches `prefetch` into L2 (GemmFusion::prefetch).
 [[nodiscard]] absl::Status RunLinearFused(const DeviceLinear& l, const float* x, float* y,
                                           const float* norm, float eps, bool add_to_y,
-                                          const kernels::Stream& s);
+                                          const kernels::Stream& s,
+                                          const kernels::cuda::L2Prefetch& prefetch = {});
+// The weights of l's parts as L2 prefetch ranges (the first
+// L2Prefetch::kMaxRanges parts; biases are left out).
+[[nodiscard]] kernels::cuda::L2Prefetch WeightsToPrefetch(const DeviceLinear& l);
 
 // One transformer layer of this rank on the device.
 struct DeviceLayer {

@@ -91,25 +91,34 @@ kernels::SwigluParams GateUpSwiglu(const LayerScratch& x, int rows, const RankDi
 }
 
 // EnqueueLayer with step.fuse_norms (one token): the norms and residual
-// adds inside the GEMMs, the same bits as the unfused launches.
+// adds inside the GEMMs, the same bits as the unfused launches; with
+// step.l2_prefetch each GEMM prefetches the next one's weights.
 absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
-                               const LayerKvCache& cache) {
+                               const LayerKvCache& cache, const DeviceLayer* next) {
   const ModelConfig& c = *step.config;
   const RankDims& d = step.dims;
   const LayerScratch& x = step.scratch;
   const kernels::Stream& s = step.stream;
   const float eps = c.rms_norm_eps;
-  TPS_RETURN_IF_ERROR(RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s));
+  auto ahead = [&step](const DeviceLinear* w) {
+    return step.l2_prefetch && w != nullptr ? WeightsToPrefetch(*w) : kc::L2Prefetch{};
+  };
+  TPS_RETURN_IF_ERROR(
+      RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s, ahead(&l.o)));
   TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache, /*attn_bf16=*/false));
-  TPS_RETURN_IF_ERROR(RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s));  // x += O attn
+  TPS_RETURN_IF_ERROR(
+      RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s, ahead(&l.gate_up)));  // x += O attn
   if (l.gate_up.parts.size() == 1) {
-    TPS_RETURN_IF_ERROR(kc::GemmFused(GateUpParams(l.gate_up, x.x, x.act, 1, d),
-                                      {.norm = l.ffn_norm.data(), .eps = eps}, /*swiglu=*/true, s));
+    TPS_RETURN_IF_ERROR(kc::GemmFused(
+        GateUpParams(l.gate_up, x.x, x.act, 1, d),
+        {.norm = l.ffn_norm.data(), .eps = eps, .prefetch = ahead(&l.down)}, /*swiglu=*/true, s));
   } else {
-    TPS_RETURN_IF_ERROR(RunLinearFused(l.gate_up, x.x, x.gu, l.ffn_norm.data(), eps, false, s));
+    TPS_RETURN_IF_ERROR(
+        RunLinearFused(l.gate_up, x.x, x.gu, l.ffn_norm.data(), eps, false, s, ahead(&l.down)));
     TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, 1, d), s));
   }
-  return RunLinearFused(l.down, x.act, x.x, nullptr, eps, true, s);  // x += down act
+  return RunLinearFused(l.down, x.act, x.x, nullptr, eps, true, s,
+                        ahead(next != nullptr ? &next->qkv : nullptr));  // x += down act
 }
 
 }  // namespace
@@ -121,8 +130,7 @@ F32Activations KeptInF32(bool producers_write_bf16, bool tp_invariant, bool all_
   return {.h = !producers_write_bf16, .attn = !attn_bf16, .act = !act_bf16};
 }
 
-absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
-                          const float* next_attn_norm) {
+absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l, const DeviceLayer* next) {
   const ModelConfig& c = *step.config;
   const RankDims& d = step.dims;
   const StepShape& sh = step.shape;
@@ -136,7 +144,8 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                            .block_size = step.block_size,
                            .num_blocks = step.num_blocks,
                            .dtype = step.kv_dtype};
-  if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache);
+  if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache, next);
+  const float* next_attn_norm = next != nullptr ? next->attn_norm.data() : nullptr;
   // What writes the next GEMM's bf16 copy itself (LayerStep::producers_write_bf16).
   const F32Activations f32 =
       KeptInF32(step.producers_write_bf16, step.tp_invariant, sh.all_decode, d.q_dim);

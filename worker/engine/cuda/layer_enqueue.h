@@ -9,7 +9,7 @@
 //
 //   const LayerStep step{.config = &c, .dims = d, .shape = sh, .arrays = a, ...};
 //   for (size_t li = 0; li < layers.size(); ++li) {
-//     const float* next = li + 1 < layers.size() ? layers[li + 1].attn_norm.data() : nullptr;
+//     const DeviceLayer* next = li + 1 < layers.size() ? &layers[li + 1] : nullptr;
 //     TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers[li], next));
 //   }
 #ifndef TPSERVE_WORKER_ENGINE_CUDA_LAYER_ENQUEUE_H_
@@ -85,6 +85,11 @@ struct LayerStep {
   // attention_test, cuda_engine_prefill_test), one launch fewer per GEMM.
   // The step's first norm (before EnqueueLayer) must do the same.
   bool producers_write_bf16 = false;
+  // With fuse_norms (EngineOptions::cuda_l2_prefetch): each GEMM also
+  // prefetches the next GEMM's weights into L2 (QKV the O projection's, O
+  // gate/up's, gate/up down's, down the next layer's QKV), before its wait
+  // for the kernel before it (kernels/cuda/prefetch.cuh). The same bits.
+  bool l2_prefetch = false;
 };
 
 // The activations of a layer step that stay f32. The others go straight
@@ -99,11 +104,12 @@ struct F32Activations {
 F32Activations KeptInF32(bool producers_write_bf16, bool tp_invariant, bool all_decode, int q_dim);
 
 // Enqueues layer `l` over step.scratch.h (the layer's normalised input) and
-// leaves step.scratch.x updated and step.scratch.h normalised with
-// `next_attn_norm`; for the last layer (`next_attn_norm` null) only x.
-// With step.fuse_norms, over step.scratch.x alone (next_attn_norm unused).
+// leaves step.scratch.x updated and step.scratch.h normalised with `next`'s
+// attention norm; for the last layer (`next` null) only x. With
+// step.fuse_norms, over step.scratch.x alone (`next` only for
+// LayerStep::l2_prefetch).
 [[nodiscard]] absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
-                                        const float* next_attn_norm);
+                                        const DeviceLayer* next);
 
 }  // namespace tpserve
 
