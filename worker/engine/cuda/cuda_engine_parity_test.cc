@@ -267,6 +267,35 @@ TEST(CudaEngineParity, L2PrefetchGivesTheSameBits) {
 #endif
 }
 
+#if defined(TPSERVE_CUDA_EMU)
+// What a batch-1 decode step on one rank launches, counted by the emulator
+// (eager launches): the embedding, 5 kernels per layer (QKV with the
+// attention norm inside, attention with RoPE and the KV write inside, O with
+// the residual add, gate/up with the FFN norm and SwiGLU, down with the add)
+// and the LM head with the final norm. A kernel more per layer fails here.
+TEST(CudaEngineParity, BatchOneDecodeStepIsFiveLaunchesPerLayer) {
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  EnginePair pair;
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int) {
+        EngineOptions o = Options("cuda");
+        o.cuda_graphs = false;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  Engine& engine = *pair.engines[0];
+  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {1, 2, 3, 4, 5}, 0, {30})}}).ok());
+  const uint64_t before = tpserve_emu::GridsRun("");
+  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {7}, 5, {30})}}).ok());
+  EXPECT_EQ(tpserve_emu::GridsRun("") - before,
+            2 + 5 * static_cast<uint64_t>((*model)->config().num_layers));
+}
+#endif
+
 // The same at TP=2: each rank's decode graphs hold its NCCL all-reduces and
 // the LM head's all-gather, captured and replayed at the same steps on both
 // ranks (a regrowing prefill drops and recaptures them on both).

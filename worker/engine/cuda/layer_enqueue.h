@@ -72,8 +72,9 @@ struct LayerStep {
   std::function<absl::Status(int64_t* buf, size_t count)> all_reduce_fixed;
   // One token, one rank, not tp_invariant: each RMSNorm runs inside the GEMM
   // after it and each residual add inside the GEMM before it
-  // (kernels::cuda::GemmFused), 6 launches per layer instead of 8. x is the
-  // layer's input and output; h is not used.
+  // (kernels::cuda::GemmFused), 5 launches per layer instead of 7
+  // (cuda_engine_parity_test_emu counts them). x is the layer's input and
+  // output; h is not used.
   bool fuse_norms = false;
   // Prefill through bf16 copies (UsesBf16Copies(scratch.bf16, T)): the norms
   // write h, and SwiGLU act and prefill attention attn (unless tp_invariant,
