@@ -22,6 +22,8 @@
 
 #include <utility>
 
+#include "kernels/cuda/launch.cuh"
+
 #if !defined(TPSERVE_CUDA_EMU)
 #include <cooperative_groups.h>
 #endif
@@ -69,14 +71,8 @@ void LaunchCooperative(const char* name, void (*kernel)(P...), dim3 grid, dim3 b
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeCooperative;
   attribute.val.cooperative = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = shared_bytes;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  (void)cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
+  LaunchWithAttribute(kernel, grid, block, shared_bytes, stream, &attribute,
+                      std::forward<A>(args)...);
 #endif
 }
 

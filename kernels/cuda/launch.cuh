@@ -67,6 +67,23 @@ inline LaunchStream ForLaunch(const Stream& s) {
           s.programmatic && ProgrammaticLaunchSupported()};
 }
 
+#if !defined(TPSERVE_CUDA_EMU)
+// cudaLaunchKernelEx of kernel<<<grid, block, shared_bytes, stream>>>(args...)
+// with `attribute` (none when null). Errors are left for cudaGetLastError.
+template <typename... P, typename... A>
+void LaunchWithAttribute(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes,
+                         cudaStream_t stream, cudaLaunchAttribute* attribute, A&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  config.attrs = attribute;
+  config.numAttrs = attribute != nullptr ? 1 : 0;
+  (void)cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
+}
+#endif
+
 // kernel<<<grid, block, shared_bytes, ls.stream>>>(args...), programmatic
 // when ls.programmatic. Errors are left for LaunchStatus (cudaGetLastError),
 // as with <<<>>>. `name` must be a literal: the emulator keeps the pointer.
@@ -81,14 +98,8 @@ void LaunchKernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block,
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = shared_bytes;
-  config.stream = ls.stream;
-  config.attrs = &attribute;
-  config.numAttrs = ls.programmatic ? 1 : 0;
-  (void)cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
+  LaunchWithAttribute(kernel, grid, block, shared_bytes, ls.stream,
+                      ls.programmatic ? &attribute : nullptr, std::forward<A>(args)...);
 #endif
 }
 
