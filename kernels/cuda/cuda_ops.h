@@ -30,6 +30,32 @@ bool ProgrammaticLaunchSupported();
 
 // ---- Same contract as kernels/cpu/cpu_ops.h, except for GEMM weights.
 
+// Device ranges a kernel prefetches into L2 for a kernel after it (in a
+// decode step, the next GEMV's weights: fixed while kernels run, so they may
+// be read before the kernel's wait for its predecessor, launch.cuh). The
+// kernel's blocks share the bytes out, range after range. A hint: sm_90
+// issues cp.async.bulk.prefetch.L2, older parts do nothing; the emulator
+// checks each range lies inside one device allocation (kernels/cuda/prefetch.cuh).
+struct L2Prefetch {
+  static constexpr int kMaxRanges = 4;
+  const void* ptr[kMaxRanges] = {};
+  int64_t bytes[kMaxRanges] = {};  // multiples of 16
+  int ranges = 0;
+  // Adds [p, p + bytes) rounded down to whole 16-byte units (p 16-byte
+  // aligned); false, adding nothing, when kMaxRanges are taken already or
+  // the ranges would pass 2^32 - 1 units (64 GiB) in all.
+  bool Add(const void* p, int64_t n) {
+    int64_t units = n / 16;
+    for (int i = 0; i < ranges; ++i) units += bytes[i] / 16;
+    if (ranges == kMaxRanges || units > int64_t{0xffffffff}) return false;
+    if (n >= 16) {
+      ptr[ranges] = p;
+      bytes[ranges++] = n / 16 * 16;
+    }
+    return true;
+  }
+};
+
 // Gemm and GemmSwiglu read w in the device layout of weight_layout.h: F32,
 // F16 and BF16 rows as in dtype.h; Q8_0/Q4_0/Q4_1 as a 16-byte-aligned
 // quant plane and a scale plane (PackDeviceWeight repacks dtype.h rows;
@@ -42,8 +68,12 @@ bool ProgrammaticLaunchSupported();
 // bf16 parts, NMSE vs f64 below 1e-9 like the skinny GEMM). Larger m (prefill): the tensor-core
 // kernel, with x and the dequantised weights rounded to bf16 on their way into shared memory (f32
 // accumulation; NMSE vs f64 ~3e-6, see gemm_test.cc). y_fixed set (any m): gemm_fixed.cu, per-chunk
-// f32 partials summed in fixed point.
-[[nodiscard]] absl::Status Gemm(const GemmParams& p, const Stream& stream);
+// f32 partials summed in fixed point. The tensor-core decode kernel (2 <= m
+// <= kSkinnyGemmMaxRows, the weight types above) also prefetches `prefetch`
+// into L2 before it waits for x; the other paths ignore it (GemmFused's
+// m = 1 kernels take it too).
+[[nodiscard]] absl::Status Gemm(const GemmParams& p, const Stream& stream,
+                                const L2Prefetch& prefetch = {});
 // GemmViaBf16's bf16 copy of x (below), written by the kernel that computes
 // x: row r at data + r * GemmViaBf16RowElems(dim), each value rounded to
 // nearest even as GemmViaBf16 rounds it, the columns past dim zero. With
@@ -106,7 +136,9 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 // (m <= kSkinnyGemmMaxRows): w holds n = 2F rows, gate rows first then up
 // rows; y (m, F) (row stride y_stride, 0 = F) gets silu(x.gate^T + bias) *
 // (x.up^T + bias), bit-identical to Gemm into (m, 2F) followed by Swiglu.
-[[nodiscard]] absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream);
+// `prefetch` as Gemm's.
+[[nodiscard]] absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream,
+                                      const L2Prefetch& prefetch = {});
 
 // Batch-1 fusions of the skinny GEMM, for TP=1 decode (one launch where
 // there were two): `norm` set, the GEMM reads RmsNorm(x) * norm (eps) where
@@ -114,29 +146,6 @@ inline constexpr int kSkinnyGemmMaxRows = 64;
 // (y += x w^T + bias). Bit-identical (gemm_test: every weight type, k 96-4160,
 // both staging paths) to RmsNorm then Gemm (or GemmSwiglu,
 // `swiglu`), and to Gemm then Add. m must be 1; exactly one of the two.
-// Device ranges a kernel prefetches into L2 for a kernel after it (in a
-// decode step, the next GEMV's weights: fixed while kernels run, so they may
-// be read before the kernel's wait for its predecessor, launch.cuh). The
-// kernel's blocks share the bytes out, range after range. A hint: sm_90
-// issues cp.async.bulk.prefetch.L2, older parts do nothing; the emulator
-// checks each range lies inside one device allocation (kernels/cuda/prefetch.cuh).
-struct L2Prefetch {
-  static constexpr int kMaxRanges = 4;
-  const void* ptr[kMaxRanges] = {};
-  int64_t bytes[kMaxRanges] = {};  // multiples of 16
-  int ranges = 0;
-  // Adds [p, p + bytes) rounded down to whole 16-byte units (p 16-byte
-  // aligned); false when kMaxRanges are taken already.
-  bool Add(const void* p, int64_t n) {
-    if (ranges == kMaxRanges) return false;
-    if (n >= 16) {
-      ptr[ranges] = p;
-      bytes[ranges++] = n / 16 * 16;
-    }
-    return true;
-  }
-};
-
 struct GemmFusion {
   const float* norm = nullptr;  // (k) RMSNorm weight
   float eps = 1e-5f;

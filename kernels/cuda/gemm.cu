@@ -296,7 +296,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock<kRows> * 32)
 
   AllowDependents();
   if constexpr (kFusion != Fusion::kNone) {
-    // Another kernel's weights (fixed): issued before the wait for x.
+    // Another kernel's weights (fixed): issued before the wait for x. Only
+    // in the fused (batch-1, one rank) kernels: in the others the code made
+    // ptxas spill on sm_90a, and the decode batches of 2-64 go to
+    // gemm_mma.cu's kernel, which prefetches itself.
     PrefetchShareL2(prefetch, blockIdx.x + blockIdx.y * gridDim.x, gridDim.x * gridDim.y);
   }
   float acc[kRows], up[kRows];
@@ -420,7 +423,7 @@ absl::Status CheckGemm(const GemmParams& p, int64_t y_cols, int64_t* x_stride, i
 
 }  // namespace
 
-absl::Status Gemm(const GemmParams& p, const Stream& stream) {
+absl::Status Gemm(const GemmParams& p, const Stream& stream, const L2Prefetch& prefetch) {
   int64_t x_stride = 0, y_stride = 0;
   if (absl::Status st = CheckGemm(p, p.n, &x_stride, &y_stride); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
@@ -428,10 +431,13 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream) {
   if (p.y_fixed != nullptr) return LaunchFixedGemm(p, x_stride, y_stride, s);
   if (p.m > kSkinnyGemmMaxRows) return LaunchTensorCoreGemm(p, x_stride, y_stride, s);
   const LaunchStream ls = ForLaunch(stream);
-  if (SkinnyMmaSupports(p)) return LaunchSkinnyMma(p, /*swiglu=*/false, x_stride, y_stride, ls);
+  if (SkinnyMmaSupports(p)) {
+    return LaunchSkinnyMma(p, /*swiglu=*/false, x_stride, y_stride, ls, prefetch);
+  }
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(
-        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, ls); });
+    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
+      return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, ls, {.prefetch = prefetch});
+    });
   });
 }
 
@@ -505,7 +511,7 @@ absl::Status GemmTensorCore(const GemmParams& p, const Stream& stream) {
   return LaunchTensorCoreGemm(p, x_stride, y_stride, static_cast<cudaStream_t>(stream.cuda_stream));
 }
 
-absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream) {
+absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream, const L2Prefetch& prefetch) {
   if (p.n % 2 != 0) return absl::InvalidArgumentError("GemmSwiglu: n (gate + up rows) is odd");
   if (p.m > kSkinnyGemmMaxRows) {
     return absl::InvalidArgumentError("GemmSwiglu: m above kSkinnyGemmMaxRows");
@@ -514,10 +520,13 @@ absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream) {
   if (absl::Status st = CheckGemm(p, p.n / 2, &x_stride, &y_stride); !st.ok()) return st;
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   const LaunchStream s = ForLaunch(stream);
-  if (SkinnyMmaSupports(p)) return LaunchSkinnyMma(p, /*swiglu=*/true, x_stride, y_stride, s);
+  if (SkinnyMmaSupports(p)) {
+    return LaunchSkinnyMma(p, /*swiglu=*/true, x_stride, y_stride, s, prefetch);
+  }
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(
-        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s); });
+    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
+      return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s, {.prefetch = prefetch});
+    });
   });
 }
 

@@ -37,10 +37,11 @@ absl::Status GemmWgmmaQuantWeights(const GemmBf16Params& p, const void* w, DType
                                    const Stream& stream);
 
 // Decode batches on tensor cores (gemm_mma.cu): whether p (m, weight type,
-// alignment) is one the kernel takes, and the launch, swiglu as GemmSwiglu.
+// alignment) is one the kernel takes, and the launch, swiglu as GemmSwiglu,
+// its blocks prefetching `prefetch` (Gemm's).
 bool SkinnyMmaSupports(const GemmParams& p);
 absl::Status LaunchSkinnyMma(const GemmParams& p, bool swiglu, int64_t x_stride, int64_t y_stride,
-                             const LaunchStream& stream);
+                             const LaunchStream& stream, const L2Prefetch& prefetch);
 
 // GemmParams::y_fixed output for any m (gemm_fixed.cu).
 absl::Status LaunchFixedGemm(const GemmParams& p, int64_t x_stride, int64_t y_stride,

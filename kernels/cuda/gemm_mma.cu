@@ -38,6 +38,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/gemm_internal.h"
 #include "kernels/cuda/mma_sm80.cuh"
+#include "kernels/cuda/prefetch.cuh"
 #include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/shared_memory.cuh"
 
@@ -231,7 +232,7 @@ template <DType kW, int kNt, bool kSwiglu>
 __global__ void __launch_bounds__(kWarps * 32)
     SkinnyMmaKernel(const float* __restrict__ x, const void* __restrict__ w,
                     const float* __restrict__ bias, float* __restrict__ y, int m, int n, int k,
-                    int64_t x_stride, int64_t y_stride, bool vec) {
+                    int64_t x_stride, int64_t y_stride, bool vec, L2Prefetch prefetch) {
   constexpr int kTiles = kSwiglu ? 2 : 1;
   constexpr bool kQ4 = kW == DType::kQ4_0 || kW == DType::kQ4_1;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -240,6 +241,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int c0 = blockIdx.x * kTileRows;
   const int blocks = k / 32;
   AllowDependents();
+  PrefetchShareL2(prefetch, blockIdx.x, gridDim.x);  // another kernel's weights (fixed)
 
   float acc[kTiles][kNt][4];
 #pragma unroll
@@ -364,7 +366,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <DType kW, int kNt, bool kSwiglu>
 absl::Status Launch(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                    const LaunchStream& stream) {
+                    const LaunchStream& stream, const L2Prefetch& prefetch) {
   constexpr int kTiles = kSwiglu ? 2 : 1;
   constexpr size_t kShared = sizeof(float) * (kWarps / 2) * kTiles * kNt * 4 * 32;
   static_assert(kShared <= 48 * 1024, "no dynamic shared-memory opt-in needed");
@@ -372,31 +374,31 @@ absl::Status Launch(const GemmParams& p, int64_t x_stride, int64_t y_stride,
   const bool vec = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && x_stride % 4 == 0;
   LaunchKernel("SkinnyMmaKernel", SkinnyMmaKernel<kW, kNt, kSwiglu>,
                (cols + kTileRows - 1) / kTileRows, kWarps * 32, kShared, stream, p.x, p.w, p.bias,
-               p.y, p.m, p.n, p.k, x_stride, y_stride, vec);
+               p.y, p.m, p.n, p.k, x_stride, y_stride, vec, prefetch);
   return LaunchStatus("SkinnyMmaKernel");
 }
 
 template <DType kW, bool kSwiglu>
 absl::Status LaunchForRows(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                           const LaunchStream& stream) {
-  if (p.m <= 8) return Launch<kW, 1, kSwiglu>(p, x_stride, y_stride, stream);
-  if (p.m <= 16) return Launch<kW, 2, kSwiglu>(p, x_stride, y_stride, stream);
-  if (p.m <= 32) return Launch<kW, 4, kSwiglu>(p, x_stride, y_stride, stream);
-  return Launch<kW, 8, kSwiglu>(p, x_stride, y_stride, stream);
+                           const LaunchStream& stream, const L2Prefetch& prefetch) {
+  if (p.m <= 8) return Launch<kW, 1, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
+  if (p.m <= 16) return Launch<kW, 2, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
+  if (p.m <= 32) return Launch<kW, 4, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
+  return Launch<kW, 8, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
 }
 
 template <bool kSwiglu>
 absl::Status LaunchForType(const GemmParams& p, int64_t x_stride, int64_t y_stride,
-                           const LaunchStream& stream) {
+                           const LaunchStream& stream, const L2Prefetch& prefetch) {
   switch (p.w_dtype) {
     case DType::kBF16:
-      return LaunchForRows<DType::kBF16, kSwiglu>(p, x_stride, y_stride, stream);
+      return LaunchForRows<DType::kBF16, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
     case DType::kQ8_0:
-      return LaunchForRows<DType::kQ8_0, kSwiglu>(p, x_stride, y_stride, stream);
+      return LaunchForRows<DType::kQ8_0, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
     case DType::kQ4_0:
-      return LaunchForRows<DType::kQ4_0, kSwiglu>(p, x_stride, y_stride, stream);
+      return LaunchForRows<DType::kQ4_0, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
     case DType::kQ4_1:
-      return LaunchForRows<DType::kQ4_1, kSwiglu>(p, x_stride, y_stride, stream);
+      return LaunchForRows<DType::kQ4_1, kSwiglu>(p, x_stride, y_stride, stream, prefetch);
     default:
       return absl::InternalError("SkinnyMma: unsupported weight type");
   }
@@ -419,9 +421,9 @@ bool SkinnyMmaSupports(const GemmParams& p) {
 }
 
 absl::Status LaunchSkinnyMma(const GemmParams& p, bool swiglu, int64_t x_stride, int64_t y_stride,
-                             const LaunchStream& stream) {
-  return swiglu ? LaunchForType<true>(p, x_stride, y_stride, stream)
-                : LaunchForType<false>(p, x_stride, y_stride, stream);
+                             const LaunchStream& stream, const L2Prefetch& prefetch) {
+  return swiglu ? LaunchForType<true>(p, x_stride, y_stride, stream, prefetch)
+                : LaunchForType<false>(p, x_stride, y_stride, stream, prefetch);
 }
 
 }  // namespace tpserve::kernels::cuda

@@ -36,13 +36,19 @@ __device__ __forceinline__ void PrefetchL2(const void* p, uint32_t bytes) {
 __device__ __forceinline__ void PrefetchShareL2(const L2Prefetch& r, int part, int parts) {
   if (r.ranges == 0 || threadIdx.x != 0) return;
   // Unrolled with constant indices: r stays in the kernel's parameter bank
-  // (a loop to r.ranges would copy it to local memory: a 72-byte stack frame
-  // in every fused GEMV on sm_90a, ptxas said).
-  int64_t units = 0;
+  // (a loop to r.ranges copied it to a 72-byte stack frame in every fused
+  // GEMV on sm_90a). The split is one 32-bit division (L2Prefetch holds
+  // under 2^32 16-byte units): a 64-bit one is a called routine, and its
+  // calling convention made ptxas spill in the decode GEMMs.
+  uint32_t units = 0;
 #pragma unroll
-  for (int i = 0; i < L2Prefetch::kMaxRanges; ++i) units += i < r.ranges ? r.bytes[i] / 16 : 0;
-  const int64_t lo = units * part / parts * 16;
-  const int64_t hi = units * (part + 1) / parts * 16;
+  for (int i = 0; i < L2Prefetch::kMaxRanges; ++i) {
+    units += i < r.ranges ? static_cast<uint32_t>(static_cast<uint64_t>(r.bytes[i]) >> 4) : 0u;
+  }
+  const uint32_t pt = static_cast<uint32_t>(part), n = static_cast<uint32_t>(parts);
+  const uint32_t q = units / n, rem = units % n;
+  const int64_t lo = (static_cast<int64_t>(pt) * q + (pt < rem ? pt : rem)) * 16;
+  const int64_t hi = lo + (static_cast<int64_t>(q) + (pt < rem ? 1 : 0)) * 16;
   constexpr int64_t kPiece = int64_t{1} << 30;  // the instruction's size is 32-bit
   int64_t base = 0;
 #pragma unroll
@@ -51,8 +57,8 @@ __device__ __forceinline__ void PrefetchShareL2(const L2Prefetch& r, int part, i
     const int64_t a = lo > base ? lo : base;
     const int64_t b = hi < base + r.bytes[i] ? hi : base + r.bytes[i];
     for (int64_t at = a; at < b; at += kPiece) {
-      const int64_t n = b - at < kPiece ? b - at : kPiece;
-      PrefetchL2(static_cast<const char*>(r.ptr[i]) + (at - base), static_cast<uint32_t>(n));
+      const int64_t len = b - at < kPiece ? b - at : kPiece;
+      PrefetchL2(static_cast<const char*>(r.ptr[i]) + (at - base), static_cast<uint32_t>(len));
     }
     base += r.bytes[i];
   }

@@ -1,7 +1,8 @@
-// L2 prefetch from the fused batch-1 GEMMs (GemmFusion::prefetch,
-// kernels/cuda/prefetch.cuh): a hint, so the same bits with and without it,
-// for every fusion; under the emulator, the pieces the GEMM's blocks ask for
-// also tile the ranges exactly (each byte once, none outside them).
+// L2 prefetch from the decode GEMMs (kernels/cuda/prefetch.cuh: the fused
+// batch-1 GEMVs' GemmFusion::prefetch, Gemm's and GemmSwiglu's on the
+// tensor-core decode kernel): a hint, so the same bits with and without it;
+// under the emulator, the pieces the GEMM's blocks ask for also tile the
+// ranges exactly (each byte once, none outside them).
 #include <algorithm>
 #include <cstdint>
 #include <utility>
@@ -55,11 +56,13 @@ void ExpectPiecesTile(const L2Prefetch& r) {
 }
 #endif
 
-TEST(CudaL2Prefetch, FusedGemmsGiveTheSameBits) {
+// The fused batch-1 GEMVs (GemmFused) and the tensor-core decode GEMM
+// (Gemm and GemmSwiglu at m = 16), with and without a prefetch.
+TEST(CudaL2Prefetch, DecodeGemmsGiveTheSameBits) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(5);
-  const int n = 2 * 333, k = 2048;  // 42 blocks of 8 rows (21 with SwiGLU)
-  DeviceBuffer<float> x = ToDevice(rng.Floats(k));
+  const int n = 2 * 333, k = 2048, rows = 16;  // 42 blocks of 8 rows (21 with SwiGLU)
+  DeviceBuffer<float> x = ToDevice(rng.Floats(rows * k));
   DeviceBuffer<float> norm = ToDevice(rng.Floats(k));
   DeviceBuffer<uint8_t> w =
       ToDeviceWeight(DType::kQ4_1, n, k, cpu::RandomRows(rng, DType::kQ4_1, n, k));
@@ -70,25 +73,33 @@ TEST(CudaL2Prefetch, FusedGemmsGiveTheSameBits) {
   ASSERT_TRUE(r.Add(a.data(), 1000));  // 992 bytes
   ASSERT_TRUE(r.Add(b.data() + 16, 65536 + 48));
   ASSERT_TRUE(r.Add(b.data() + 70000, 16 * 10));
-  const std::vector<float> y0 = rng.Floats(n);
+  const std::vector<float> y0 = rng.Floats(rows * n);
   struct Way {
+    const char* name;
+    int m;
     bool swiglu, add_to_y;
   };
-  for (const Way way : {Way{false, false}, Way{true, false}, Way{false, true}}) {
-    SCOPED_TRACE(way.swiglu ? "swiglu" : way.add_to_y ? "add to y" : "norm");
+  for (const Way way :
+       {Way{"fused norm", 1, false, false}, Way{"fused norm, swiglu", 1, true, false},
+        Way{"fused add", 1, false, true}, Way{"decode gemm", rows, false, false},
+        Way{"decode gemm, swiglu", rows, true, false}}) {
+    SCOPED_TRACE(way.name);
     const int cols = way.swiglu ? n / 2 : n;
-    DeviceBuffer<float> want = ToDevice(std::vector<float>(y0.begin(), y0.begin() + cols));
-    DeviceBuffer<float> got = ToDevice(std::vector<float>(y0.begin(), y0.begin() + cols));
-    GemmParams p{.x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .m = 1, .n = n, .k = k};
+    const std::vector<float> start(y0.begin(), y0.begin() + way.m * cols);
+    DeviceBuffer<float> want = ToDevice(start), got = ToDevice(start);
+    GemmParams p{.x = x.data(), .w = w.data(), .w_dtype = DType::kQ4_1, .m = way.m, .n = n, .k = k};
     GemmFusion f{.norm = way.add_to_y ? nullptr : norm.data(), .add_to_y = way.add_to_y};
-    p.y = want.data();
-    ASSERT_TRUE(GemmFused(p, f, way.swiglu, Stream{}).ok());
+    auto run = [&](float* y, const L2Prefetch& prefetch) {
+      p.y = y;
+      f.prefetch = prefetch;
+      if (way.m == 1) return GemmFused(p, f, way.swiglu, Stream{});
+      return way.swiglu ? GemmSwiglu(p, Stream{}, prefetch) : Gemm(p, Stream{}, prefetch);
+    };
+    ASSERT_TRUE(run(want.data(), {}).ok());
 #if defined(TPSERVE_CUDA_EMU)
     EXPECT_TRUE(tpserve_emu::TakeL2Prefetches().empty());  // none asked for
 #endif
-    f.prefetch = r;
-    p.y = got.data();
-    ASSERT_TRUE(GemmFused(p, f, way.swiglu, Stream{}).ok());
+    ASSERT_TRUE(run(got.data(), r).ok());
     EXPECT_EQ(ToHostVector(got), ToHostVector(want));
 #if defined(TPSERVE_CUDA_EMU)
     ExpectPiecesTile(r);

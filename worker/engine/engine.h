@@ -87,10 +87,12 @@ struct EngineOptions {
   // Backend "cuda": programmatic dependent launch of the decode-path kernels
   // (compute capability 9.0 and later; ignored below).
   bool cuda_pdl = true;
-  // Backend "cuda": in batch-1 decode steps on one rank, each GEMM also
-  // prefetches the next GEMM's weights into L2 (cp.async.bulk.prefetch,
-  // compute capability 9.0 and later; nothing below). The same bits. Off
-  // until a GPU run measures it (decode_bench's "L2 prefetch" row).
+  // Backend "cuda": in decode steps each GEMM also prefetches the next
+  // GEMM's weights into L2 (cp.async.bulk.prefetch, compute capability 9.0
+  // and later; nothing below): at batch 1 on one rank the fused GEMVs, at
+  // batches of 2-64 the tensor-core decode GEMM (Q8_0/Q4_0/Q4_1/BF16). The
+  // same bits. Off until a GPU run measures it (decode_bench's "L2
+  // prefetch" rows).
   bool cuda_l2_prefetch = false;
   // Backend "cuda": the kernel of the prefill GEMMs (more than 64 tokens,
   // on bf16 copies): "mma" (mma.sync, any device), "mma_dequant" (the same

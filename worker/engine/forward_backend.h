@@ -44,7 +44,7 @@ struct ForwardBackendOptions {
   // "cuda": launch the decode-path kernels with programmatic dependent
   // launch on devices that have it (kernels/cuda/launch.cuh).
   bool cuda_pdl = true;
-  // "cuda": batch-1 decode GEMMs prefetch the next GEMM's weights into L2
+  // "cuda": decode GEMMs prefetch the next GEMM's weights into L2
   // (EngineOptions::cuda_l2_prefetch).
   bool cuda_l2_prefetch = false;
   // "cuda": the kernel of the prefill GEMMs (EngineOptions::cuda_prefill_gemm).

@@ -430,7 +430,9 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                      .eps = c_.rms_norm_eps},
                                     s));
   }
-  TPS_RETURN_IF_ERROR(RunLinear(lm_head_, head_in_.data(), R, head_out_.data(), maxv, s));
+  TPS_RETURN_IF_ERROR(
+      RunLinear(lm_head_, head_in_.data(), R, head_out_.data(), maxv, s, {},
+                step.l2_prefetch ? WeightsToPrefetch(layers_.front().qkv) : kc::L2Prefetch{}));
   if (comm_.world_size() > 1) {
     const absl::Time t0 = absl::Now();
     TPS_RETURN_IF_ERROR(comm_.AllGather(head_out_.data(), gathered_.data(), R * maxv,

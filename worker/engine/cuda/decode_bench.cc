@@ -8,7 +8,7 @@
 //   | bench: decode batch-1 <model> (no graphs) | ok | X tok/s | graphs Z tok/s | X/Z |
 //   | bench: decode batch-16 <model> (graphs) | ok | X tok/s | batch-1 Z tok/s | X/Z |
 //   | bench: decode batch-{1,16} <model> (graphs, no PDL) | ok | X tok/s | PDL Z tok/s | X/Z |
-//   | bench: decode batch-1 <model> (graphs, L2 prefetch) | ok | X tok/s | without Z tok/s | X/Z |
+//   | bench: decode batch-{1,16} <model> (graphs, L2 prefetch) | ok | X tok/s | without Z tok/s | X/Z |
 //   | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y | X/Y |
 //   | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z |
 //   | bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z |
@@ -381,18 +381,24 @@ int Main(int argc, char** argv) {
     PrintRow(row, "ok", Fmt("%.1f tok/s", off.tokens_per_s),
              Fmt("PDL %.1f tok/s", with->tokens_per_s), off.tokens_per_s / with->tokens_per_s);
   }
-  // Each batch-1 GEMM prefetching the next one's weights into L2
-  // (EngineOptions::cuda_l2_prefetch), against the graphs row (without).
-  if (const std::string row = "decode batch-1 " + label + " (graphs, L2 prefetch)";
-      !kernels::cuda::ProgrammaticLaunchSupported()) {
-    PrintRow(row, "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
-  } else if (const Run on = Decode(**model, 1, true, steps, 1, /*pdl=*/true, /*l2_prefetch=*/true);
-             !on.error.empty() || !graphs.error.empty()) {
-    PrintRow(row, "FAIL: " + (on.error.empty() ? graphs.error : on.error), "", "", -1);
-    failed = 1;
-  } else {
+  // Each decode GEMM prefetching the next one's weights into L2
+  // (EngineOptions::cuda_l2_prefetch), against the graphs rows (without).
+  for (const auto& [batch, without] : {std::pair{1, &graphs}, std::pair{16, &batched}}) {
+    const std::string row =
+        "decode batch-" + std::to_string(batch) + " " + label + " (graphs, L2 prefetch)";
+    if (!kernels::cuda::ProgrammaticLaunchSupported()) {
+      PrintRow(row, "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
+      continue;
+    }
+    const Run on = Decode(**model, batch, true, steps, 1, /*pdl=*/true, /*l2_prefetch=*/true);
+    if (!on.error.empty() || !without->error.empty()) {
+      PrintRow(row, "FAIL: " + (on.error.empty() ? without->error : on.error), "", "", -1);
+      failed = 1;
+      continue;
+    }
     PrintRow(row, "ok", Fmt("%.1f tok/s", on.tokens_per_s),
-             Fmt("without %.1f tok/s", graphs.tokens_per_s), on.tokens_per_s / graphs.tokens_per_s);
+             Fmt("without %.1f tok/s", without->tokens_per_s),
+             on.tokens_per_s / without->tokens_per_s);
   }
 
   // TP=2 on the same model: graphs (with the NCCL collectives inside them)

@@ -40,7 +40,8 @@ bool UsesBf16Copies(const Bf16Scratch& bf16, int m) {
 }
 
 absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, int64_t y_stride,
-                       const kernels::Stream& s, Bf16Scratch bf16, int64_t* y_fixed, int chunk) {
+                       const kernels::Stream& s, Bf16Scratch bf16,
+                       const kernels::cuda::L2Prefetch& prefetch, int64_t* y_fixed, int chunk) {
   const bool copies = y_fixed == nullptr && UsesBf16Copies(bf16, m);
   if (bf16.x_ready && !copies) {
     return absl::FailedPreconditionError(
@@ -67,7 +68,8 @@ absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y, i
       TPS_RETURN_IF_ERROR(kernels::cuda::GemmViaBf16(g, bf16.data, s, bf16.gemm, x_in_scratch));
       x_in_scratch = true;
     } else {
-      TPS_RETURN_IF_ERROR(kernels::cuda::Gemm(g, s));
+      TPS_RETURN_IF_ERROR(kernels::cuda::Gemm(
+          g, s, &p == &l.parts.front() ? prefetch : kernels::cuda::L2Prefetch{}));
     }
   }
   return absl::OkStatus();

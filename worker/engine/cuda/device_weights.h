@@ -91,10 +91,13 @@ struct Bf16Scratch {
 // converting kernel's bits on 24 emulator cases; the GEMM kernel measured
 // 2.0-2.9x faster on an H100). FAILED_PRECONDITION if bf16.x_ready and the
 // product does not go through the copies (x would be read stale).
+// The first part's launch also prefetches `prefetch` into L2 where Gemm's
+// kernel takes it (kernels/cuda/cuda_ops.h: the decode kernel, 2 <= m <= 64).
 [[nodiscard]] absl::Status RunLinear(const DeviceLinear& l, const float* x, int m, float* y,
                                      int64_t y_stride, const kernels::Stream& s,
-                                     Bf16Scratch bf16 = {}, int64_t* y_fixed = nullptr,
-                                     int chunk = 32);
+                                     Bf16Scratch bf16 = {},
+                                     const kernels::cuda::L2Prefetch& prefetch = {},
+                                     int64_t* y_fixed = nullptr, int chunk = 32);
 // Scratch elements RunLinear's bf16 copies of `l` need at m rows (its widest part).
 [[nodiscard]] int64_t ViaBf16ScratchElems(const DeviceLinear& l, int m);
 

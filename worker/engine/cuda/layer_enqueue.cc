@@ -31,7 +31,7 @@ absl::Status ResidualFixed(const LayerStep& step, const DeviceLinear& w, const f
   const int H = step.dims.hidden;
   const int T = step.shape.num_tokens;
   const kernels::Stream& s = step.stream;
-  TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, H, s, {}, x.fixed, chunk));  // (T, H)
+  TPS_RETURN_IF_ERROR(RunLinear(w, in, T, nullptr, H, s, {}, {}, x.fixed, chunk));  // (T, H)
   TPS_RETURN_IF_ERROR(step.all_reduce_fixed(x.fixed, size_t{1} * T * H));
   TPS_RETURN_IF_ERROR(
       kc::AddFixedPoint({.a = x.x, .b = x.fixed, .y = x.x, .n = int64_t{T} * H}, s));
@@ -90,9 +90,14 @@ kernels::SwigluParams GateUpSwiglu(const LayerScratch& x, int rows, const RankDi
           .up_stride = 2 * d.ffn};
 }
 
+// What a GEMM prefetches into L2 for the GEMM after it, `w` (none: null
+// or not step.l2_prefetch).
+kc::L2Prefetch Ahead(const LayerStep& step, const DeviceLinear* w) {
+  return step.l2_prefetch && w != nullptr ? WeightsToPrefetch(*w) : kc::L2Prefetch{};
+}
+
 // EnqueueLayer with step.fuse_norms (one token): the norms and residual
-// adds inside the GEMMs, the same bits as the unfused launches; with
-// step.l2_prefetch each GEMM prefetches the next one's weights.
+// adds inside the GEMMs, the same bits as the unfused launches.
 absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
                                const LayerKvCache& cache, const DeviceLayer* next) {
   const ModelConfig& c = *step.config;
@@ -100,25 +105,23 @@ absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
   const LayerScratch& x = step.scratch;
   const kernels::Stream& s = step.stream;
   const float eps = c.rms_norm_eps;
-  auto ahead = [&step](const DeviceLinear* w) {
-    return step.l2_prefetch && w != nullptr ? WeightsToPrefetch(*w) : kc::L2Prefetch{};
-  };
   TPS_RETURN_IF_ERROR(
-      RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s, ahead(&l.o)));
+      RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s, Ahead(step, &l.o)));
   TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache, /*attn_bf16=*/false));
-  TPS_RETURN_IF_ERROR(
-      RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s, ahead(&l.gate_up)));  // x += O attn
+  TPS_RETURN_IF_ERROR(RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s,
+                                     Ahead(step, &l.gate_up)));  // x += O attn
   if (l.gate_up.parts.size() == 1) {
-    TPS_RETURN_IF_ERROR(kc::GemmFused(
-        GateUpParams(l.gate_up, x.x, x.act, 1, d),
-        {.norm = l.ffn_norm.data(), .eps = eps, .prefetch = ahead(&l.down)}, /*swiglu=*/true, s));
-  } else {
     TPS_RETURN_IF_ERROR(
-        RunLinearFused(l.gate_up, x.x, x.gu, l.ffn_norm.data(), eps, false, s, ahead(&l.down)));
+        kc::GemmFused(GateUpParams(l.gate_up, x.x, x.act, 1, d),
+                      {.norm = l.ffn_norm.data(), .eps = eps, .prefetch = Ahead(step, &l.down)},
+                      /*swiglu=*/true, s));
+  } else {
+    TPS_RETURN_IF_ERROR(RunLinearFused(l.gate_up, x.x, x.gu, l.ffn_norm.data(), eps, false, s,
+                                       Ahead(step, &l.down)));
     TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, 1, d), s));
   }
   return RunLinearFused(l.down, x.act, x.x, nullptr, eps, true, s,
-                        ahead(next != nullptr ? &next->qkv : nullptr));  // x += down act
+                        Ahead(step, next != nullptr ? &next->qkv : nullptr));  // x += down act
 }
 
 }  // namespace
@@ -151,14 +154,14 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l, const Dev
       KeptInF32(step.producers_write_bf16, step.tp_invariant, sh.all_decode, d.q_dim);
   const bool h_bf16 = !f32.h, attn_bf16 = !f32.attn, act_bf16 = !f32.act;
 
-  TPS_RETURN_IF_ERROR(
-      RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, CopyIn(step, h_bf16)));  // (T, qkv_dim)
+  TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, CopyIn(step, h_bf16),
+                                Ahead(step, &l.o)));  // (T, qkv_dim)
   TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache, attn_bf16));
   if (step.tp_invariant) {
     TPS_RETURN_IF_ERROR(ResidualFixed(step, l.o, x.attn, step.chunks.o, l.ffn_norm.data()));
   } else {
-    TPS_RETURN_IF_ERROR(
-        RunLinear(l.o, x.attn, T, x.proj, H, s, CopyIn(step, attn_bf16)));  // (T, H) partial
+    TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s, CopyIn(step, attn_bf16),
+                                  Ahead(step, &l.gate_up)));  // (T, H) partial
     TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
     TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x.x,
                                         .residual = x.proj,
@@ -171,17 +174,18 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l, const Dev
   }
   if (T <= kc::kSkinnyGemmMaxRows && l.gate_up.parts.size() == 1) {
     // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
-    TPS_RETURN_IF_ERROR(kc::GemmSwiglu(GateUpParams(l.gate_up, x.h, x.act, T, d), s));
-  } else {
     TPS_RETURN_IF_ERROR(
-        RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s, CopyIn(step, h_bf16)));  // (T, 2F)
+        kc::GemmSwiglu(GateUpParams(l.gate_up, x.h, x.act, T, d), s, Ahead(step, &l.down)));
+  } else {
+    TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s, CopyIn(step, h_bf16),
+                                  Ahead(step, &l.down)));  // (T, 2F)
     TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, T, d), s, CopyOut(step, act_bf16)));
   }
   if (step.tp_invariant) {
     return ResidualFixed(step, l.down, x.act, step.chunks.down, next_attn_norm);
   }
-  TPS_RETURN_IF_ERROR(
-      RunLinear(l.down, x.act, T, x.proj, H, s, CopyIn(step, act_bf16)));  // (T, H) partial
+  TPS_RETURN_IF_ERROR(RunLinear(l.down, x.act, T, x.proj, H, s, CopyIn(step, act_bf16),
+                                Ahead(step, next != nullptr ? &next->qkv : nullptr)));  // (T, H)
   TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
   if (next_attn_norm != nullptr) {
     return kc::AddRmsNorm({.x = x.x,

@@ -86,10 +86,12 @@ struct LayerStep {
   // attention_test, cuda_engine_prefill_test), one launch fewer per GEMM.
   // The step's first norm (before EnqueueLayer) must do the same.
   bool producers_write_bf16 = false;
-  // With fuse_norms (EngineOptions::cuda_l2_prefetch): each GEMM also
-  // prefetches the next GEMM's weights into L2 (QKV the O projection's, O
-  // gate/up's, gate/up down's, down the next layer's QKV), before its wait
-  // for the kernel before it (kernels/cuda/prefetch.cuh). The same bits.
+  // EngineOptions::cuda_l2_prefetch: each GEMM also prefetches the next
+  // GEMM's weights into L2 (QKV the O projection's, O gate/up's, gate/up
+  // down's, down the next layer's QKV), before its wait for the kernel
+  // before it (kernels/cuda/prefetch.cuh). Only the decode kernels do (the
+  // fused batch-1 GEMVs and the tensor-core decode GEMM, 2-64 rows); the
+  // others ignore it. The same bits.
   bool l2_prefetch = false;
 };
 
