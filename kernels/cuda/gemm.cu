@@ -435,9 +435,8 @@ absl::Status Gemm(const GemmParams& p, const Stream& stream, const L2Prefetch& p
     return LaunchSkinnyMma(p, /*swiglu=*/false, x_stride, y_stride, ls, prefetch);
   }
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
-      return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, ls, {.prefetch = prefetch});
-    });
+    TPS_ROWS_PER_PASS_SWITCH(
+        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, false>(p, x_stride, y_stride, ls); });
   });
 }
 
@@ -524,9 +523,8 @@ absl::Status GemmSwiglu(const GemmParams& p, const Stream& stream, const L2Prefe
     return LaunchSkinnyMma(p, /*swiglu=*/true, x_stride, y_stride, s, prefetch);
   }
   TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
-    TPS_ROWS_PER_PASS_SWITCH(p.m, kRows, {
-      return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s, {.prefetch = prefetch});
-    });
+    TPS_ROWS_PER_PASS_SWITCH(
+        p.m, kRows, { return LaunchSkinnyGemm<kW, kRows, true>(p, x_stride, y_stride, s); });
   });
 }
 
