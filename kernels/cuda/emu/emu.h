@@ -254,7 +254,7 @@ int BlocksPerSm(const void* kernel, int threads, size_t shared_bytes);
 // but records the piece for tests.
 void PrefetchL2(const void* p, uint64_t bytes);
 // For tests: the pieces PrefetchL2 was asked for since the last call
-// (address, bytes), in no particular order.
+// (address, bytes), in no particular order; the first 2^20 of them.
 std::vector<std::pair<const void*, uint64_t>> TakeL2Prefetches();
 // Threads of one cooperative launch the emulator runs at once (a fiber
 // stack each): a larger grid aborts, though the part might hold it.

@@ -86,7 +86,10 @@ struct Registry {
   std::mutex mu;
   std::map<uintptr_t, size_t> device;  // base -> bytes
   std::map<uintptr_t, size_t> pinned;
-  std::vector<std::pair<const void*, uint64_t>> prefetches;  // PrefetchL2, for tests
+  // PrefetchL2's pieces, for tests: at most kRecordedPrefetches since the
+  // last TakeL2Prefetches (a long-running process that never takes them
+  // does not grow without bound).
+  std::vector<std::pair<const void*, uint64_t>> prefetches;
   std::map<const void*, int> max_dynamic_shared;
   size_t device_bytes = 0;
   // Freed device blocks, poisoned and kept out of the allocator for a while
@@ -99,6 +102,16 @@ constexpr size_t kQuarantineBytes = size_t{64} << 20;
 Registry& R() {
   static Registry* r = new Registry();
   return *r;
+}
+constexpr size_t kRecordedPrefetches = size_t{1} << 20;
+
+// The dynamic shared memory a launch of `kernel` may ask for: 48 KiB, or
+// what cudaFuncSetAttribute set.
+size_t AllowedDynamicShared(const void* kernel) {
+  std::lock_guard<std::mutex> lock(R().mu);
+  auto it = R().max_dynamic_shared.find(kernel);
+  return it != R().max_dynamic_shared.end() ? static_cast<size_t>(it->second)
+                                            : kDefaultDynamicShared;
 }
 
 bool Inside(const std::map<uintptr_t, size_t>& m, const void* p, size_t bytes) {
@@ -222,13 +235,7 @@ void SetMaxDynamicShared(const void* kernel, int bytes) {
 }
 
 int BlocksPerSm(const void* kernel, int threads, size_t shared_bytes) {
-  size_t allowed = kDefaultDynamicShared;
-  {
-    std::lock_guard<std::mutex> lock(R().mu);
-    auto it = R().max_dynamic_shared.find(kernel);
-    if (it != R().max_dynamic_shared.end()) allowed = static_cast<size_t>(it->second);
-  }
-  if (threads <= 0 || threads > 1024 || shared_bytes > allowed) return 0;
+  if (threads <= 0 || threads > 1024 || shared_bytes > AllowedDynamicShared(kernel)) return 0;
   const int warps = (threads + 31) / 32;
   const size_t by_shared = ThePart().shared_per_sm / (shared_bytes + kReservedSharedPerBlock);
   return static_cast<int>(
@@ -249,7 +256,7 @@ void PrefetchL2(const void* p, uint64_t bytes) {
          static_cast<unsigned long long>(bytes));
   }
   std::lock_guard<std::mutex> lock(R().mu);
-  R().prefetches.emplace_back(p, bytes);
+  if (R().prefetches.size() < kRecordedPrefetches) R().prefetches.emplace_back(p, bytes);
 }
 
 std::vector<std::pair<const void*, uint64_t>> TakeL2Prefetches() {
@@ -271,12 +278,7 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
     Set(cudaErrorInvalidConfiguration);
     return;
   }
-  size_t allowed = kDefaultDynamicShared;
-  {
-    std::lock_guard<std::mutex> lock(R().mu);
-    auto it = R().max_dynamic_shared.find(c.kernel);
-    if (it != R().max_dynamic_shared.end()) allowed = static_cast<size_t>(it->second);
-  }
+  const size_t allowed = AllowedDynamicShared(c.kernel);
   if (allowed > ThePart().max_dynamic_shared_optin || c.shared_bytes > allowed) {
     Set(cudaErrorInvalidValue);
     return;

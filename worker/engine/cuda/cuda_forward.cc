@@ -414,10 +414,9 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
   if (step.fuse_norms) {
     // One token on one rank: the final norm inside the LM head's GEMM too
     // (with l2_prefetch, also the first layer's QKV weights for the next step).
-    return RunLinearFused(
-        lm_head_, x_.data() + size_t{1} * head_rows[0] * H, head_out_.data(), output_norm_.data(),
-        c_.rms_norm_eps, /*add_to_y=*/false, s,
-        step.l2_prefetch ? WeightsToPrefetch(layers_.front().qkv) : kc::L2Prefetch{});
+    return RunLinearFused(lm_head_, x_.data() + size_t{1} * head_rows[0] * H, head_out_.data(),
+                          output_norm_.data(), c_.rms_norm_eps, /*add_to_y=*/false, s,
+                          PrefetchNext(step, &layers_.front().qkv));
   }
   bool consecutive = true;
   for (int r = 1; r < R; ++r) consecutive = consecutive && head_rows[r] == head_rows[0] + r;
@@ -430,9 +429,8 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
                                      .eps = c_.rms_norm_eps},
                                     s));
   }
-  TPS_RETURN_IF_ERROR(
-      RunLinear(lm_head_, head_in_.data(), R, head_out_.data(), maxv, s, {},
-                step.l2_prefetch ? WeightsToPrefetch(layers_.front().qkv) : kc::L2Prefetch{}));
+  TPS_RETURN_IF_ERROR(RunLinear(lm_head_, head_in_.data(), R, head_out_.data(), maxv, s, {},
+                                PrefetchNext(step, &layers_.front().qkv)));
   if (comm_.world_size() > 1) {
     const absl::Time t0 = absl::Now();
     TPS_RETURN_IF_ERROR(comm_.AllGather(head_out_.data(), gathered_.data(), R * maxv,

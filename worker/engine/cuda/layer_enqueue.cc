@@ -90,12 +90,6 @@ kernels::SwigluParams GateUpSwiglu(const LayerScratch& x, int rows, const RankDi
           .up_stride = 2 * d.ffn};
 }
 
-// What a GEMM prefetches into L2 for the GEMM after it, `w` (none: null
-// or not step.l2_prefetch).
-kc::L2Prefetch Ahead(const LayerStep& step, const DeviceLinear* w) {
-  return step.l2_prefetch && w != nullptr ? WeightsToPrefetch(*w) : kc::L2Prefetch{};
-}
-
 // EnqueueLayer with step.fuse_norms (one token): the norms and residual
 // adds inside the GEMMs, the same bits as the unfused launches.
 absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
@@ -105,26 +99,31 @@ absl::Status EnqueueFusedLayer(const LayerStep& step, const DeviceLayer& l,
   const LayerScratch& x = step.scratch;
   const kernels::Stream& s = step.stream;
   const float eps = c.rms_norm_eps;
-  TPS_RETURN_IF_ERROR(
-      RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s, Ahead(step, &l.o)));
+  TPS_RETURN_IF_ERROR(RunLinearFused(l.qkv, x.x, x.qkv, l.attn_norm.data(), eps, false, s,
+                                     PrefetchNext(step, &l.o)));
   TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache, /*attn_bf16=*/false));
   TPS_RETURN_IF_ERROR(RunLinearFused(l.o, x.attn, x.x, nullptr, eps, true, s,
-                                     Ahead(step, &l.gate_up)));  // x += O attn
+                                     PrefetchNext(step, &l.gate_up)));  // x += O attn
   if (l.gate_up.parts.size() == 1) {
-    TPS_RETURN_IF_ERROR(
-        kc::GemmFused(GateUpParams(l.gate_up, x.x, x.act, 1, d),
-                      {.norm = l.ffn_norm.data(), .eps = eps, .prefetch = Ahead(step, &l.down)},
-                      /*swiglu=*/true, s));
+    TPS_RETURN_IF_ERROR(kc::GemmFused(
+        GateUpParams(l.gate_up, x.x, x.act, 1, d),
+        {.norm = l.ffn_norm.data(), .eps = eps, .prefetch = PrefetchNext(step, &l.down)},
+        /*swiglu=*/true, s));
   } else {
     TPS_RETURN_IF_ERROR(RunLinearFused(l.gate_up, x.x, x.gu, l.ffn_norm.data(), eps, false, s,
-                                       Ahead(step, &l.down)));
+                                       PrefetchNext(step, &l.down)));
     TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, 1, d), s));
   }
-  return RunLinearFused(l.down, x.act, x.x, nullptr, eps, true, s,
-                        Ahead(step, next != nullptr ? &next->qkv : nullptr));  // x += down act
+  return RunLinearFused(
+      l.down, x.act, x.x, nullptr, eps, true, s,
+      PrefetchNext(step, next != nullptr ? &next->qkv : nullptr));  // x += down act
 }
 
 }  // namespace
+
+kc::L2Prefetch PrefetchNext(const LayerStep& step, const DeviceLinear* next) {
+  return step.l2_prefetch && next != nullptr ? WeightsToPrefetch(*next) : kc::L2Prefetch{};
+}
 
 F32Activations KeptInF32(bool producers_write_bf16, bool tp_invariant, bool all_decode, int q_dim) {
   const bool act_bf16 = producers_write_bf16 && !tp_invariant;
@@ -155,13 +154,13 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l, const Dev
   const bool h_bf16 = !f32.h, attn_bf16 = !f32.attn, act_bf16 = !f32.act;
 
   TPS_RETURN_IF_ERROR(RunLinear(l.qkv, x.h, T, x.qkv, d.qkv_dim, s, CopyIn(step, h_bf16),
-                                Ahead(step, &l.o)));  // (T, qkv_dim)
+                                PrefetchNext(step, &l.o)));  // (T, qkv_dim)
   TPS_RETURN_IF_ERROR(EnqueueAttention(step, cache, attn_bf16));
   if (step.tp_invariant) {
     TPS_RETURN_IF_ERROR(ResidualFixed(step, l.o, x.attn, step.chunks.o, l.ffn_norm.data()));
   } else {
     TPS_RETURN_IF_ERROR(RunLinear(l.o, x.attn, T, x.proj, H, s, CopyIn(step, attn_bf16),
-                                  Ahead(step, &l.gate_up)));  // (T, H) partial
+                                  PrefetchNext(step, &l.gate_up)));  // (T, H) partial
     TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
     TPS_RETURN_IF_ERROR(kc::AddRmsNorm({.x = x.x,
                                         .residual = x.proj,
@@ -175,17 +174,18 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l, const Dev
   if (T <= kc::kSkinnyGemmMaxRows && l.gate_up.parts.size() == 1) {
     // Decode-sized: the gate/up GEMM writes silu(gate) * up directly.
     TPS_RETURN_IF_ERROR(
-        kc::GemmSwiglu(GateUpParams(l.gate_up, x.h, x.act, T, d), s, Ahead(step, &l.down)));
+        kc::GemmSwiglu(GateUpParams(l.gate_up, x.h, x.act, T, d), s, PrefetchNext(step, &l.down)));
   } else {
     TPS_RETURN_IF_ERROR(RunLinear(l.gate_up, x.h, T, x.gu, 2 * F, s, CopyIn(step, h_bf16),
-                                  Ahead(step, &l.down)));  // (T, 2F)
+                                  PrefetchNext(step, &l.down)));  // (T, 2F)
     TPS_RETURN_IF_ERROR(kc::Swiglu(GateUpSwiglu(x, T, d), s, CopyOut(step, act_bf16)));
   }
   if (step.tp_invariant) {
     return ResidualFixed(step, l.down, x.act, step.chunks.down, next_attn_norm);
   }
-  TPS_RETURN_IF_ERROR(RunLinear(l.down, x.act, T, x.proj, H, s, CopyIn(step, act_bf16),
-                                Ahead(step, next != nullptr ? &next->qkv : nullptr)));  // (T, H)
+  TPS_RETURN_IF_ERROR(
+      RunLinear(l.down, x.act, T, x.proj, H, s, CopyIn(step, act_bf16),
+                PrefetchNext(step, next != nullptr ? &next->qkv : nullptr)));  // (T, H)
   TPS_RETURN_IF_ERROR(step.all_reduce(x.proj, size_t{1} * T * H));
   if (next_attn_norm != nullptr) {
     return kc::AddRmsNorm({.x = x.x,

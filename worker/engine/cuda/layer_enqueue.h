@@ -95,6 +95,11 @@ struct LayerStep {
   bool l2_prefetch = false;
 };
 
+// What a GEMM of the step prefetches into L2 for `next`, the GEMM after it
+// (LayerStep::l2_prefetch; nothing when that is off or `next` is null).
+[[nodiscard]] kernels::cuda::L2Prefetch PrefetchNext(const LayerStep& step,
+                                                     const DeviceLinear* next);
+
 // The activations of a layer step that stay f32. The others go straight
 // into the next GEMM's bf16 copy (LayerStep::producers_write_bf16) and are
 // never written as f32, so CudaForward::GrowScratch sizes only these for
