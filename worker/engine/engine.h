@@ -90,9 +90,10 @@ struct EngineOptions {
   // Backend "cuda": in decode steps each GEMM also prefetches the next
   // GEMM's weights into L2 (cp.async.bulk.prefetch, compute capability 9.0
   // and later; nothing below): at batch 1 on one rank the fused GEMVs, at
-  // batches of 2-64 the tensor-core decode GEMM (Q8_0/Q4_0/Q4_1/BF16). The
-  // same bits. Off until a GPU run measures it (decode_bench's "L2
-  // prefetch" rows).
+  // batches of 2-64 the tensor-core decode GEMM (Q8_0/Q4_0/Q4_1/BF16). A
+  // hint: the same bits on and off under the emulator's tests
+  // (cuda_engine_parity_test, prefetch_test). Off until a GPU run measures
+  // it (decode_bench's "L2 prefetch" rows).
   bool cuda_l2_prefetch = false;
   // Backend "cuda": the kernel of the prefill GEMMs (more than 64 tokens,
   // on bf16 copies): "mma" (mma.sync, any device), "mma_dequant" (the same

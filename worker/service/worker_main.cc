@@ -79,7 +79,7 @@ ABSL_FLAG(bool, cuda_l2_prefetch, false,
           "With --backend=cuda on compute capability 9.0 and later: in decode steps each GEMM "
           "also prefetches the next GEMM's weights into L2 (batch 1 on one rank; batches of "
           "2-64 with Q8_0/Q4_0/Q4_1/BF16 weights; experimental: not yet measured on a GPU; the "
-          "same results either way)");
+          "same results either way under the CUDA emulator's tests)");
 ABSL_FLAG(std::string, cuda_prefill_gemm, "mma",
           "With --backend=cuda: the prefill GEMMs' kernel, mma (mma.sync, any GPU, on bf16 "
           "copies of the weights), mma_dequant (mma.sync dequantising Q8_0/Q4_0/Q4_1 weights "

@@ -91,7 +91,8 @@ struct LayerStep {
   // down's, down the next layer's QKV), before its wait for the kernel
   // before it (kernels/cuda/prefetch.cuh). Only the decode kernels do (the
   // fused batch-1 GEMVs and the tensor-core decode GEMM, 2-64 rows); the
-  // others ignore it. The same bits.
+  // others ignore it. A hint: the same bits by construction (compared
+  // under the emulator on cuda_engine_parity_test's GraphSteps).
   bool l2_prefetch = false;
 };
 
