@@ -273,6 +273,60 @@ struct DecodeRopeKvWrite {
                                                 const DecodeRopeKvWrite& fuse,
                                                 const Stream& stream);
 
+// One layer of a batch-1 decode step for DecodeStepPersistent: device
+// pointers to its weights in weight_layout.h's layout (biases may be null)
+// and its KV cache.
+struct DecodeLayerPointers {
+  const void* qkv = nullptr;
+  const float* qkv_bias = nullptr;
+  const void* o = nullptr;
+  const float* o_bias = nullptr;
+  const void* gate_up = nullptr;  // gate rows, then up rows
+  const float* gate_up_bias = nullptr;
+  const void* down = nullptr;
+  const float* down_bias = nullptr;
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+};
+
+// Every layer of a one-sequence, one-token decode step on one rank in one
+// cooperative launch (cooperative.cuh): per layer, QKV with the attention
+// norm inside, attention with RoPE and the KV write inside (and its merge
+// when the context spans several partitions), O with the residual add,
+// gate/up with the FFN norm and SwiGLU, down with the add, each a phase
+// ending at a grid barrier instead of a kernel boundary. The blocks loop
+// over the blocks the per-kernel launches would have (skinny_gemm.cuh,
+// decode_attention.cuh: the same code), so the result has the per-kernel
+// step's bits by construction. Which is faster, a grid barrier or a kernel
+// boundary, is what fusion_bench and decode_bench measure on a device.
+struct PersistentDecodeParams {
+  const DecodeLayerPointers* layers = nullptr;  // device array of num_layers
+  int num_layers = 0;
+  DType w_dtype = DType::kQ4_1;  // every layer's four linears
+  int hidden = 0, q_dim = 0, qkv_dim = 0, ffn = 0;
+  float eps = 1e-5f;      // RMSNorm
+  float* x = nullptr;     // (hidden) the residual stream: the step's input and output
+  float* qkv = nullptr;   // (qkv_dim)
+  float* attn = nullptr;  // (q_dim)
+  float* act = nullptr;   // (ffn)
+  // The first layer's attention as PagedAttentionDecode would take it (q in
+  // qkv, out = attn, one sequence), with its fused RoPE and KV write; each
+  // layer's k_cache and v_cache come from `layers` instead.
+  PagedAttentionParams attention = {};
+  DecodeRopeKvWrite rope_kv = {};
+  int max_context = 0;
+  float* workspace = nullptr;  // DecodeAttentionWorkspaceFloats(1, ...)
+  int64_t workspace_floats = 0;
+};
+// Whether DecodeStepPersistent runs these: Q8_0, Q4_0 or Q4_1 weights,
+// head_dim <= 128, an f32 or bf16 KV cache, on a device with cooperative
+// launches (false without a device).
+[[nodiscard]] bool PersistentDecodeSupports(DType w_dtype, int head_dim, DType kv_dtype);
+[[nodiscard]] absl::Status DecodeStepPersistent(const PersistentDecodeParams& p,
+                                                const Stream& stream);
+
 }  // namespace tpserve::kernels::cuda
 
 #endif  // TPSERVE_KERNELS_CUDA_CUDA_OPS_H_

@@ -54,15 +54,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelSource& model,
   TPS_ASSIGN_OR_RETURN(const DType kv_dtype, ResolveKvDType(options.kv_dtype));
   TPS_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::Create(model.config(), comm.world_size(), comm.rank()));
-  TPS_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward,
-                       CreateForwardBackend(options.backend, model.config(), plan, comm,
-                                            {.num_threads = options.num_threads,
-                                             .device = options.device,
-                                             .cuda_graphs = options.cuda_graphs,
-                                             .cuda_pdl = options.cuda_pdl,
-                                             .cuda_l2_prefetch = options.cuda_l2_prefetch,
-                                             .cuda_prefill_gemm = options.cuda_prefill_gemm,
-                                             .tp_invariant = options.tp_invariant}));
+  TPS_ASSIGN_OR_RETURN(
+      std::unique_ptr<ForwardBackend> forward,
+      CreateForwardBackend(options.backend, model.config(), plan, comm,
+                           {.num_threads = options.num_threads,
+                            .device = options.device,
+                            .cuda_graphs = options.cuda_graphs,
+                            .cuda_pdl = options.cuda_pdl,
+                            .cuda_l2_prefetch = options.cuda_l2_prefetch,
+                            .cuda_persistent_decode = options.cuda_persistent_decode,
+                            .cuda_prefill_gemm = options.cuda_prefill_gemm,
+                            .tp_invariant = options.tp_invariant}));
   if (options.check_group_at_create) {
     TPS_RETURN_IF_ERROR(
         CheckPlanAcrossRanks(plan, *forward, comm.world_size(), options.tp_invariant, kv_dtype));

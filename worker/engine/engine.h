@@ -95,6 +95,14 @@ struct EngineOptions {
   // (cuda_engine_parity_test, prefetch_test). Off until a GPU run measures
   // it (decode_bench's "L2 prefetch" rows).
   bool cuda_l2_prefetch = false;
+  // Backend "cuda": a batch-1 decode step on one rank runs its layers as one
+  // cooperative kernel with a grid barrier between phases instead of 5
+  // launches per layer (kernels/cuda/cuda_ops.h DecodeStepPersistent; Q8_0,
+  // Q4_0 or Q4_1 weights, head_dim <= 128, not tp_invariant; other models
+  // keep the per-kernel step). The per-kernel step's bits under the
+  // emulator's tests (cuda_engine_parity_test). Off until a GPU run
+  // measures it (decode_bench's "persistent" row).
+  bool cuda_persistent_decode = false;
   // Backend "cuda": the kernel of the prefill GEMMs (more than 64 tokens,
   // on bf16 copies): "mma" (mma.sync, any device), "mma_dequant" (the same
   // kernel dequantising Q8_0/Q4_0/Q4_1 weights in its loader instead of

@@ -47,6 +47,9 @@ struct ForwardBackendOptions {
   // "cuda": decode GEMMs prefetch the next GEMM's weights into L2
   // (EngineOptions::cuda_l2_prefetch).
   bool cuda_l2_prefetch = false;
+  // "cuda": batch-1 decode steps as one cooperative kernel
+  // (EngineOptions::cuda_persistent_decode).
+  bool cuda_persistent_decode = false;
   // "cuda": the kernel of the prefill GEMMs (EngineOptions::cuda_prefill_gemm).
   std::string cuda_prefill_gemm = "mma";
   // Row-parallel projections reduce in fixed point (kernels/ops.h

@@ -80,6 +80,12 @@ ABSL_FLAG(bool, cuda_l2_prefetch, false,
           "also prefetches the next GEMM's weights into L2 (batch 1 on one rank; batches of "
           "2-64 with Q8_0/Q4_0/Q4_1/BF16 weights; experimental: not yet measured on a GPU; the "
           "same results either way under the CUDA emulator's tests)");
+ABSL_FLAG(bool, cuda_persistent_decode, false,
+          "With --backend=cuda on one rank: run a one-sequence decode step's layers as one "
+          "cooperative kernel, grid barriers between its phases instead of 5 launches per layer "
+          "(Q8_0/Q4_0/Q4_1 weights, head_dim <= 128; other models keep the per-kernel step; "
+          "experimental: not yet measured on a GPU; the per-kernel step's results under the CUDA "
+          "emulator's tests)");
 ABSL_FLAG(std::string, cuda_prefill_gemm, "mma",
           "With --backend=cuda: the prefill GEMMs' kernel, mma (mma.sync, any GPU, on bf16 "
           "copies of the weights), mma_dequant (mma.sync dequantising Q8_0/Q4_0/Q4_1 weights "
@@ -326,6 +332,7 @@ absl::Status Run() {
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.cuda_pdl = absl::GetFlag(FLAGS_cuda_pdl);
   options.cuda_l2_prefetch = absl::GetFlag(FLAGS_cuda_l2_prefetch);
+  options.cuda_persistent_decode = absl::GetFlag(FLAGS_cuda_persistent_decode);
   options.cuda_prefill_gemm = absl::GetFlag(FLAGS_cuda_prefill_gemm);
   options.tp_invariant = absl::GetFlag(FLAGS_tp_invariant);
   options.check_group_at_create = false;  // checked at every Join

@@ -267,6 +267,73 @@ TEST(CudaEngineParity, L2PrefetchGivesTheSameBits) {
 #endif
 }
 
+// One sequence: a `prompt`-token prefill, then `decodes` one-token steps
+// (16-token blocks numbered in order).
+std::vector<StepBatch> OneSequence(int vocab, int prompt, int decodes) {
+  TokenStream tok(7, vocab);
+  std::vector<int32_t> table;
+  auto blocks_for = [&table](int tokens) {
+    while (static_cast<int>(table.size()) * 16 < tokens) {
+      table.push_back(static_cast<int32_t>(table.size()));
+    }
+    return table;
+  };
+  std::vector<StepBatch> steps;
+  steps.push_back({{Seq(1, tok(prompt), 0, blocks_for(prompt))}});
+  for (int i = 0; i < decodes; ++i) {
+    steps.push_back({{Seq(1, tok(1), prompt + i, blocks_for(prompt + i + 1))}});
+  }
+  return steps;
+}
+
+// A one-sequence decode step as one cooperative kernel
+// (EngineOptions::cuda_persistent_decode) gives the per-kernel step's bits:
+// a 250-token prompt, then 10 decode steps whose context crosses the
+// 256-token attention partition (the kernel's merge phase from then on);
+// from graphs with a bf16 KV cache, eagerly with an f32 one.
+TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  const ModelConfig& c = (*model)->config();
+  if (!::tpserve::kernels::cuda::PersistentDecodeSupports(DType::kQ4_1, c.head_dim, DType::kBF16)) {
+    GTEST_SKIP() << "skipped: no cooperative launch on this device";
+  }
+  for (const bool graphs : {true, false}) {
+    const std::string kv_dtype = graphs ? "bf16" : "f32";
+    SCOPED_TRACE(absl::StrCat(graphs ? "graphs" : "eager", ", ", kv_dtype, " KV cache"));
+    EnginePair pair;  // [0] persistent, [1] per-kernel
+    const absl::Status made = MakeEnginePair(
+        **model,
+        [graphs, &kv_dtype](int e) {
+          EngineOptions o = Options("cuda", kv_dtype);
+          o.cuda_graphs = graphs;
+          o.cuda_persistent_decode = e == 0;
+          return o;
+        },
+        &pair);
+    ASSERT_TRUE(made.ok()) << made;
+#if defined(TPSERVE_CUDA_EMU)
+    const uint64_t before = tpserve_emu::GridsRun("PersistentDecodeKernel");
+#endif
+    int step = 0;
+    for (const StepBatch& batch : OneSequence(c.vocab_size, 250, 10)) {
+      SCOPED_TRACE(absl::StrCat("step ", step++));
+      absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
+      absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_TRUE(want.ok()) << want.status();
+      EXPECT_EQ(*got, *want);
+      EXPECT_EQ(pair.engines[0]->last_timings().graph_replay, graphs && step > 1);
+    }
+#if defined(TPSERVE_CUDA_EMU)
+    // Every decode step ran the persistent kernel (graph replays included).
+    EXPECT_EQ(tpserve_emu::GridsRun("PersistentDecodeKernel") - before, 10u);
+#endif
+  }
+}
+
 #if defined(TPSERVE_CUDA_EMU)
 // What a batch-1 decode step on one rank launches, counted by the emulator
 // (eager launches): the embedding, 5 kernels per layer (QKV with the
@@ -293,6 +360,32 @@ TEST(CudaEngineParity, BatchOneDecodeStepIsFiveLaunchesPerLayer) {
   ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {7}, 5, {30})}}).ok());
   EXPECT_EQ(tpserve_emu::GridsRun("") - before,
             2 + 5 * static_cast<uint64_t>((*model)->config().num_layers));
+}
+#endif
+
+#if defined(TPSERVE_CUDA_EMU)
+// With cuda_persistent_decode the same step is three grids: the embedding,
+// the persistent kernel (every layer) and the LM head.
+TEST(CudaEngineParity, PersistentBatchOneDecodeStepIsThreeLaunches) {
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  EnginePair pair;
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int) {
+        EngineOptions o = Options("cuda");
+        o.cuda_graphs = false;
+        o.cuda_persistent_decode = true;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  Engine& engine = *pair.engines[0];
+  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {1, 2, 3, 4, 5}, 0, {30})}}).ok());
+  const uint64_t before = tpserve_emu::GridsRun("");
+  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {7}, 5, {30})}}).ok());
+  EXPECT_EQ(tpserve_emu::GridsRun("") - before, 3u);
 }
 #endif
 

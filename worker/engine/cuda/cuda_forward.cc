@@ -60,7 +60,11 @@ std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gem
                       : pdl       ? "on"
                                   : "off (--cuda_pdl needs compute capability 9.0+)",
                       ", decode graphs ", o.cuda_graphs ? "on" : "off",
-                      o.cuda_l2_prefetch ? ", L2 prefetch of the next GEMM's weights on" : "");
+                      o.cuda_l2_prefetch ? ", L2 prefetch of the next GEMM's weights on" : "",
+                      o.cuda_persistent_decode
+                          ? ", one-sequence decode steps as one cooperative kernel where it "
+                            "supports the model (Q8_0/Q4_0/Q4_1, head_dim <= 128, one rank)"
+                          : "");
 }
 
 class CudaForward final : public ForwardBackend {
@@ -74,6 +78,8 @@ class CudaForward final : public ForwardBackend {
         stream_(stream),
         programmatic_(options.cuda_pdl),
         l2_prefetch_(options.cuda_l2_prefetch),
+        persistent_(options.cuda_persistent_decode && comm.world_size() == 1 &&
+                    !options.tp_invariant),
         prefill_gemm_(prefill_gemm),
         tp_invariant_(options.tp_invariant),
         kernels_(KernelsLine(options, prefill_gemm_)),
@@ -137,6 +143,14 @@ class CudaForward final : public ForwardBackend {
       TPS_ASSIGN_OR_RETURN(DeviceLayer l, UploadLayer(lw, cache_bytes));
       layers_.push_back(std::move(l));
     }
+    persistent_layers_ = DeviceBuffer<kc::DecodeLayerPointers>();
+    if (persistent_) {
+      const std::vector<kc::DecodeLayerPointers> table =
+          PersistentLayerTable(layers_, shape.head_dim, shape.dtype, &persistent_dtype_);
+      if (!table.empty()) {
+        TPS_ASSIGN_OR_RETURN(persistent_layers_, Upload(table.data(), table.size()));
+      }
+    }
     TPS_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     return absl::OkStatus();
   }
@@ -175,8 +189,9 @@ class CudaForward final : public ForwardBackend {
   Communicator& comm_;
   const int device_;
   cudaStream_t stream_;
-  const bool programmatic_;                     // kernels::Stream::programmatic
-  const bool l2_prefetch_;                      // LayerStep::l2_prefetch
+  const bool programmatic_;  // kernels::Stream::programmatic
+  const bool l2_prefetch_;   // LayerStep::l2_prefetch
+  const bool persistent_;    // cuda_persistent_decode, on one rank, not tp_invariant
   const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_prefill_gemm)
   const bool tp_invariant_;
   const std::string kernels_;  // kernels(): chosen once, on this device
@@ -187,6 +202,9 @@ class CudaForward final : public ForwardBackend {
   DeviceLinear lm_head_;
   DeviceBuffer<float> output_norm_;
   std::vector<DeviceLayer> layers_;
+  // EnqueuePersistentLayers' table of layers_ (empty: the per-kernel step).
+  DeviceBuffer<kc::DecodeLayerPointers> persistent_layers_;
+  DType persistent_dtype_ = DType::kQ4_1;
   // Step metadata and activations, grown on demand; `moves_` counts their
   // reallocations (graphs_ replays only what was captured at the same count).
   DeviceBuffer<int32_t> d_tokens_, d_pos_, d_cu_, d_starts_, d_tables_;
@@ -400,9 +418,15 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
         s,
         step.producers_write_bf16 ? kc::Bf16Copy{.data = step.scratch.bf16.data} : kc::Bf16Copy{}));
   }
-  for (size_t li = 0; li < layers_.size(); ++li) {
-    const DeviceLayer* next = li + 1 < layers_.size() ? &layers_[li + 1] : nullptr;
-    TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers_[li], next));
+  if (step.fuse_norms && sh.all_decode && persistent_layers_.size() > 0) {
+    TPS_RETURN_IF_ERROR(EnqueuePersistentLayers(step, layers_.front(), persistent_layers_.data(),
+                                                static_cast<int>(layers_.size()),
+                                                persistent_dtype_));
+  } else {
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      const DeviceLayer* next = li + 1 < layers_.size() ? &layers_[li + 1] : nullptr;
+      TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers_[li], next));
+    }
   }
 
   // LM head on the sampled rows, padded to the largest vocabulary slice so

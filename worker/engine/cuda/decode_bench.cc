@@ -8,12 +8,12 @@
 //   | bench: decode batch-1 <model> (no graphs) | ok | X tok/s | graphs Z tok/s | X/Z |
 //   | bench: decode batch-16 <model> (graphs) | ok | X tok/s | batch-1 Z tok/s | X/Z |
 //   | bench: decode batch-{1,16} <model> (graphs, no PDL) | ok | X tok/s | PDL Z tok/s | X/Z |
-//   | bench: decode batch-{1,16} <model> (graphs, L2 prefetch) | ok | X tok/s | without Z tok/s | X/Z |
-//   | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y | X/Y |
-//   | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z |
-//   | bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z |
-//   | bench: prefill 2048 tokens <model> | ok | X tok/s | | |
-//   | bench: prefill 2048 tokens <model> (wgmma) | ok | X tok/s | mma.sync Z tok/s | X/Z |
+//   | bench: decode batch-{1,16} <model> (graphs, L2 prefetch) | ok | X tok/s | without Z tok/s |
+//   X/Z | | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y |
+//   X/Y | | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z | |
+//   bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z | |
+//   bench: prefill 2048 tokens <model> | ok | X tok/s | | | | bench: prefill 2048 tokens <model>
+//   (wgmma) | ok | X tok/s | mma.sync Z tok/s | X/Z |
 //
 // Every row but "no PDL" launches the decode-path kernels with programmatic
 // dependent launch where the device has it (compute capability 9.0;
@@ -152,16 +152,24 @@ EngineOptions BenchOptions(int device) {
   return o;
 }
 
+// The engine options a row turns away from their defaults.
+struct Toggles {
+  bool pdl = true;
+  bool l2_prefetch = false;
+  bool persistent = false;  // EngineOptions::cuda_persistent_decode
+};
+
 // One rank's run: `batch` sequences, a 32-token prefill each, then `steps`
 // timed decode steps. With one rank each step feeds back the sampled
 // tokens; with more, fixed ones (only rank 0 samples).
 Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Communicator& comm,
-               bool pdl, bool l2_prefetch) {
+               const Toggles& t) {
   Run run;
   EngineOptions o = BenchOptions(comm.rank());
   o.cuda_graphs = graphs;
-  o.cuda_pdl = pdl;
-  o.cuda_l2_prefetch = l2_prefetch;
+  o.cuda_pdl = t.pdl;
+  o.cuda_l2_prefetch = t.l2_prefetch;
+  o.cuda_persistent_decode = t.persistent;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(model, comm, o);
   if (!engine.ok()) return {.error = engine.status().ToString()};
   run.weight_bytes = (*engine)->weight_bytes();
@@ -208,13 +216,13 @@ Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Comm
 // timed; a failing rank aborts the others' communicators, so none waits out
 // the collective timeout).
 Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int world = 1,
-           bool pdl = true, bool l2_prefetch = false) {
+           const Toggles& t = {}) {
   if (world == 1) {
     TcpKvStoreClient unused("127.0.0.1", 1);
     absl::StatusOr<std::unique_ptr<Communicator>> comm =
         CreateGlooCommunicator(unused, 0, 1, GlooOptions());
     if (!comm.ok()) return {.error = comm.status().ToString()};
-    return DecodeRank(model, batch, graphs, steps, **comm, pdl, l2_prefetch);
+    return DecodeRank(model, batch, graphs, steps, **comm, t);
   }
   TcpKvStoreServer server;
   if (absl::Status st = server.Start("127.0.0.1", 0); !st.ok()) return {.error = st.ToString()};
@@ -234,7 +242,7 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
         return;
       }
       comms[r] = *std::move(comm);
-      runs[r] = DecodeRank(model, batch, graphs, steps, *comms[r], pdl, l2_prefetch);
+      runs[r] = DecodeRank(model, batch, graphs, steps, *comms[r], t);
       if (!runs[r].error.empty()) comms[r]->Abort();
     });
   }
@@ -372,7 +380,7 @@ int Main(int argc, char** argv) {
       PrintRow(row, "skipped: PDL needs compute capability 9.0", "", "", -1);
       continue;
     }
-    const Run off = Decode(**model, batch, true, steps, 1, /*pdl=*/false);
+    const Run off = Decode(**model, batch, true, steps, 1, {.pdl = false});
     if (!off.error.empty() || !with->error.empty()) {
       PrintRow(row, "FAIL: " + (off.error.empty() ? with->error : off.error), "", "", -1);
       failed = 1;
@@ -390,7 +398,7 @@ int Main(int argc, char** argv) {
       PrintRow(row, "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
       continue;
     }
-    const Run on = Decode(**model, batch, true, steps, 1, /*pdl=*/true, /*l2_prefetch=*/true);
+    const Run on = Decode(**model, batch, true, steps, 1, {.l2_prefetch = true});
     if (!on.error.empty() || !without->error.empty()) {
       PrintRow(row, "FAIL: " + (on.error.empty() ? without->error : on.error), "", "", -1);
       failed = 1;
@@ -399,6 +407,25 @@ int Main(int argc, char** argv) {
     PrintRow(row, "ok", Fmt("%.1f tok/s", on.tokens_per_s),
              Fmt("without %.1f tok/s", without->tokens_per_s),
              on.tokens_per_s / without->tokens_per_s);
+  }
+  // A batch-1 step's layers as one cooperative kernel
+  // (EngineOptions::cuda_persistent_decode), against the graphs row.
+  {
+    const std::string row = "decode batch-1 " + label + " (graphs, persistent)";
+    const ModelConfig& c = (*model)->config();
+    if (!kernels::cuda::PersistentDecodeSupports(DType::kQ4_1, c.head_dim, DType::kBF16)) {
+      PrintRow(row, "skipped: no cooperative launch on this device", "", "", -1);
+    } else {
+      const Run on = Decode(**model, 1, true, steps, 1, {.persistent = true});
+      if (!on.error.empty() || !graphs.error.empty()) {
+        PrintRow(row, "FAIL: " + (on.error.empty() ? graphs.error : on.error), "", "", -1);
+        failed = 1;
+      } else {
+        PrintRow(row, "ok", Fmt("%.1f tok/s", on.tokens_per_s),
+                 Fmt("per-kernel %.1f tok/s", graphs.tokens_per_s),
+                 on.tokens_per_s / graphs.tokens_per_s);
+      }
+    }
   }
 
   // TP=2 on the same model: graphs (with the NCCL collectives inside them)

@@ -9,6 +9,22 @@ namespace kc = kernels::cuda;
 
 namespace {
 
+// The step's RoPE and KV-cache write over x.qkv into `cache`.
+kc::DecodeRopeKvWrite RopeKvWriteOf(const LayerStep& step, const LayerKvCache& cache) {
+  float* qkv = step.scratch.qkv;
+  return {.rope = MakeRopeParams(*step.config, step.dims, step.arrays, qkv),
+          .kv = MakeKvCacheWriteParams(step.dims, step.arrays, qkv, cache)};
+}
+
+// Layer l's KV cache in the step's pool.
+LayerKvCache CacheOf(const LayerStep& step, const DeviceLayer& l) {
+  return {.k = l.k_cache.data(),
+          .v = l.v_cache.data(),
+          .block_size = step.block_size,
+          .num_blocks = step.num_blocks,
+          .dtype = step.kv_dtype};
+}
+
 // Where a norm (h), SwiGLU (act) or prefill attention (attn) writes its
 // output when `bf16`: the next GEMM's bf16 copy of x
 // (LayerStep::producers_write_bf16); else f32, as usual.
@@ -50,9 +66,7 @@ absl::Status EnqueueAttention(const LayerStep& step, const LayerKvCache& cache, 
   const LayerScratch& x = step.scratch;
   const StepShape& sh = step.shape;
   const kernels::Stream& s = step.stream;
-  const kc::DecodeRopeKvWrite rope_kv{
-      .rope = MakeRopeParams(*step.config, step.dims, step.arrays, x.qkv),
-      .kv = MakeKvCacheWriteParams(step.dims, step.arrays, x.qkv, cache)};
+  const kc::DecodeRopeKvWrite rope_kv = RopeKvWriteOf(step, cache);
   const kernels::PagedAttentionParams ap =
       MakeAttentionParams(step.dims, step.arrays, x.qkv, cache, x.attn);
   if (sh.all_decode) {
@@ -141,11 +155,7 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l, const Dev
   const int H = d.hidden;
   const int F = d.ffn;
   const int T = sh.num_tokens;
-  const LayerKvCache cache{.k = l.k_cache.data(),
-                           .v = l.v_cache.data(),
-                           .block_size = step.block_size,
-                           .num_blocks = step.num_blocks,
-                           .dtype = step.kv_dtype};
+  const LayerKvCache cache = CacheOf(step, l);
   if (step.fuse_norms) return EnqueueFusedLayer(step, l, cache, next);
   const float* next_attn_norm = next != nullptr ? next->attn_norm.data() : nullptr;
   // What writes the next GEMM's bf16 copy itself (LayerStep::producers_write_bf16).
@@ -198,6 +208,66 @@ absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l, const Dev
                           s, CopyOut(step, h_bf16));
   }
   return kc::Add({.a = x.x, .b = x.proj, .y = x.x, .n = int64_t{T} * H}, s);
+}
+
+std::vector<kc::DecodeLayerPointers> PersistentLayerTable(const std::vector<DeviceLayer>& layers,
+                                                          int head_dim, DType kv_dtype,
+                                                          DType* w_dtype) {
+  if (layers.empty()) return {};
+  const DType dtype = layers.front().qkv.parts.front().dtype;
+  if (!kc::PersistentDecodeSupports(dtype, head_dim, kv_dtype)) return {};
+  auto one_part = [dtype](const DeviceLinear& lin) {
+    return lin.parts.size() == 1 && lin.parts.front().dtype == dtype;
+  };
+  auto bias = [](const DeviceLinear& lin) {
+    const DeviceLinear::Part& p = lin.parts.front();
+    return p.bias.size() > 0 ? p.bias.data() : nullptr;
+  };
+  std::vector<kc::DecodeLayerPointers> table;
+  for (const DeviceLayer& l : layers) {
+    if (!one_part(l.qkv) || !one_part(l.o) || !one_part(l.gate_up) || !one_part(l.down)) return {};
+    table.push_back({.qkv = l.qkv.parts.front().weight.data(),
+                     .qkv_bias = bias(l.qkv),
+                     .o = l.o.parts.front().weight.data(),
+                     .o_bias = bias(l.o),
+                     .gate_up = l.gate_up.parts.front().weight.data(),
+                     .gate_up_bias = bias(l.gate_up),
+                     .down = l.down.parts.front().weight.data(),
+                     .down_bias = bias(l.down),
+                     .attn_norm = l.attn_norm.data(),
+                     .ffn_norm = l.ffn_norm.data(),
+                     .k_cache = l.k_cache.data(),
+                     .v_cache = l.v_cache.data()});
+  }
+  *w_dtype = dtype;
+  return table;
+}
+
+absl::Status EnqueuePersistentLayers(const LayerStep& step, const DeviceLayer& first,
+                                     const kc::DecodeLayerPointers* table, int num_layers,
+                                     DType w_dtype) {
+  const RankDims& d = step.dims;
+  const LayerScratch& x = step.scratch;
+  const LayerKvCache cache = CacheOf(step, first);
+  return kc::DecodeStepPersistent(
+      {.layers = table,
+       .num_layers = num_layers,
+       .w_dtype = w_dtype,
+       .hidden = d.hidden,
+       .q_dim = d.q_dim,
+       .qkv_dim = d.qkv_dim,
+       .ffn = d.ffn,
+       .eps = step.config->rms_norm_eps,
+       .x = x.x,
+       .qkv = x.qkv,
+       .attn = x.attn,
+       .act = x.act,
+       .attention = MakeAttentionParams(d, step.arrays, x.qkv, cache, x.attn),
+       .rope_kv = RopeKvWriteOf(step, cache),
+       .max_context = step.shape.max_context,
+       .workspace = x.ws,
+       .workspace_floats = x.ws_floats},
+      step.stream);
 }
 
 }  // namespace tpserve

@@ -18,8 +18,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
 #include "worker/engine/cuda/device_weights.h"
 #include "worker/engine/forward_common.h"
@@ -119,6 +121,22 @@ F32Activations KeptInF32(bool producers_write_bf16, bool tp_invariant, bool all_
 // LayerStep::l2_prefetch).
 [[nodiscard]] absl::Status EnqueueLayer(const LayerStep& step, const DeviceLayer& l,
                                         const DeviceLayer* next);
+
+// EngineOptions::cuda_persistent_decode: the device pointers of every
+// layer for kernels::cuda::DecodeStepPersistent, with their common weight
+// type in *w_dtype; empty where it does not run these layers (a linear in
+// several parts or of another type, a head_dim or KV dtype it lacks, no
+// cooperative launch on this device).
+[[nodiscard]] std::vector<kernels::cuda::DecodeLayerPointers> PersistentLayerTable(
+    const std::vector<DeviceLayer>& layers, int head_dim, DType kv_dtype, DType* w_dtype);
+
+// A one-sequence decode step's layers (step.fuse_norms and
+// step.shape.all_decode) as one cooperative launch over `table` (a device
+// copy of PersistentLayerTable's entries; `first` is layers[0]): what
+// EnqueueLayer does for each layer, with the per-kernel step's bits.
+[[nodiscard]] absl::Status EnqueuePersistentLayers(const LayerStep& step, const DeviceLayer& first,
+                                                   const kernels::cuda::DecodeLayerPointers* table,
+                                                   int num_layers, DType w_dtype);
 
 }  // namespace tpserve
 
