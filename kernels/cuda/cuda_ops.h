@@ -289,6 +289,8 @@ struct DecodeLayerPointers {
   const float* ffn_norm = nullptr;
   void* k_cache = nullptr;
   void* v_cache = nullptr;
+  // The weights' bytes, multiples of 16 (PersistentDecodeParams::l2_prefetch).
+  int64_t qkv_bytes = 0, o_bytes = 0, gate_up_bytes = 0, down_bytes = 0;
 };
 
 // Every layer of a one-sequence, one-token decode step on one rank in one
@@ -319,6 +321,11 @@ struct PersistentDecodeParams {
   int max_context = 0;
   float* workspace = nullptr;  // DecodeAttentionWorkspaceFloats(1, ...)
   int64_t workspace_floats = 0;
+  // Each GEMV phase also prefetches the next GEMV's weights into L2 (O in
+  // QKV's, gate/up in O's, down in gate/up's, the next layer's QKV in
+  // down's; prefetch.cuh, sm_90 only), as the per-kernel step's GEMVs do
+  // with the same flag (EngineOptions::cuda_l2_prefetch).
+  bool l2_prefetch = false;
 };
 // Whether DecodeStepPersistent runs these: Q8_0, Q4_0 or Q4_1 weights,
 // head_dim <= 128, an f32 or bf16 KV cache, on a device with cooperative

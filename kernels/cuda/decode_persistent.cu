@@ -49,22 +49,36 @@ struct PersistentArgs {
   float* act;
   da::DecodeArgs<KvT> attention;  // its kv caches unused: each layer's from `layers`
   int heads_per_block;            // rounded up to 1, 2, 4 or 8 (kGroup)
+  bool l2_prefetch;
 };
+
+// [p, p + bytes) as a prefetch for the next phase, or nothing when `on` is false.
+__device__ __forceinline__ L2Prefetch NextWeights(bool on, const void* p, int64_t bytes) {
+  L2Prefetch r;
+  if (on && p != nullptr && bytes >= 16) {
+    r.ptr[0] = p;
+    r.bytes[0] = bytes;
+    r.ranges = 1;
+  }
+  return r;
+}
 
 template <DType kW>
 constexpr bool kPersistentWeight = kW == DType::kQ8_0 || kW == DType::kQ4_0 || kW == DType::kQ4_1;
 
 // y (n) = x (k) w^T (+ bias) with kFusion, as GemmFused launches it at
-// m = 1 with 16-byte aligned rows; kSwiglu: n = 2 x the outputs.
+// m = 1 with 16-byte aligned rows; kSwiglu: n = 2 x the outputs. The blocks
+// share `next` out among themselves as the launch's blocks would.
 template <DType kW, bool kSwiglu, Fusion kFusion>
 __device__ __noinline__ void GemvPhase(const float* x, const void* w, const float* bias, float* y,
-                                       int n, int k, const float* norm, float eps) {
+                                       int n, int k, const float* norm, float eps,
+                                       const L2Prefetch& next) {
   constexpr int kWarps = kWarpsPerBlock<1>;
   const int cols = kSwiglu ? n / 2 : n;
   const int blocks = (cols + kWarps - 1) / kWarps;
   for (int b = blockIdx.x; b < blocks; b += gridDim.x) {
-    SkinnyGemmBlock<kW, 1, true, kSwiglu, kFusion>(x, w, bias, y, 1, n, k, k, cols, norm, eps,
-                                                   L2Prefetch{}, b, 0, b, blocks);
+    SkinnyGemmBlock<kW, 1, true, kSwiglu, kFusion>(x, w, bias, y, 1, n, k, k, cols, norm, eps, next,
+                                                   b, 0, b, blocks);
     __syncthreads();  // the next block restages shared memory
   }
 }
@@ -90,8 +104,9 @@ template <DType kW, int kDimsPerLane, typename KvT>
 __global__ void __launch_bounds__(kThreads, 2) PersistentDecodeKernel(PersistentArgs<KvT> a) {
   for (int l = 0; l < a.num_layers; ++l) {
     const DecodeLayerPointers& w = a.layers[l];  // read where used: nothing held across phases
+    const bool pf = a.l2_prefetch;
     GemvPhase<kW, false, Fusion::kNormX>(a.x, w.qkv, w.qkv_bias, a.qkv, a.qkv_dim, a.hidden,
-                                         w.attn_norm, a.eps);
+                                         w.attn_norm, a.eps, NextWeights(pf, w.o, w.o_bytes));
     GridSync();
     KvT* k_cache = static_cast<KvT*>(w.k_cache);
     KvT* v_cache = static_cast<KvT*>(w.v_cache);
@@ -111,13 +126,16 @@ __global__ void __launch_bounds__(kThreads, 2) PersistentDecodeKernel(Persistent
     }
     GridSync();
     GemvPhase<kW, false, Fusion::kAddToY>(a.attn, w.o, w.o_bias, a.x, a.hidden, a.q_dim, nullptr,
-                                          a.eps);
+                                          a.eps, NextWeights(pf, w.gate_up, w.gate_up_bytes));
     GridSync();
     GemvPhase<kW, true, Fusion::kNormX>(a.x, w.gate_up, w.gate_up_bias, a.act, 2 * a.ffn, a.hidden,
-                                        w.ffn_norm, a.eps);
+                                        w.ffn_norm, a.eps, NextWeights(pf, w.down, w.down_bytes));
     GridSync();
-    GemvPhase<kW, false, Fusion::kAddToY>(a.act, w.down, w.down_bias, a.x, a.hidden, a.ffn, nullptr,
-                                          a.eps);
+    const bool last = l + 1 == a.num_layers;
+    GemvPhase<kW, false, Fusion::kAddToY>(
+        a.act, w.down, w.down_bias, a.x, a.hidden, a.ffn, nullptr, a.eps,
+        NextWeights(pf && !last, last ? nullptr : a.layers[l + 1].qkv,
+                    last ? 0 : a.layers[l + 1].qkv_bytes));
     GridSync();
   }
 }
@@ -158,7 +176,8 @@ absl::Status Launch(const PersistentDecodeParams& p, const da::DecodeArgs<KvT>& 
                               p.attn,
                               p.act,
                               attention,
-                              HeadsPerBlock(attention.group)};
+                              HeadsPerBlock(attention.group),
+                              p.l2_prefetch};
   LaunchCooperative("PersistentDecodeKernel", PersistentDecodeKernel<kW, kDimsPerLane, KvT>, blocks,
                     kThreads, kShared, stream, a);
   return LaunchStatus("PersistentDecodeKernel");

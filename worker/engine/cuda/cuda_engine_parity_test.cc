@@ -290,7 +290,9 @@ std::vector<StepBatch> OneSequence(int vocab, int prompt, int decodes) {
 // (EngineOptions::cuda_persistent_decode) gives the per-kernel step's bits:
 // a 250-token prompt, then 10 decode steps whose context crosses the
 // 256-token attention partition (the kernel's merge phase from then on);
-// from graphs with a bf16 KV cache, eagerly with an f32 one.
+// from graphs with a bf16 KV cache and the persistent kernel prefetching
+// each next GEMV's weights into L2 (EngineOptions::cuda_l2_prefetch),
+// eagerly with an f32 one and no prefetch.
 TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
   if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
   const std::string path = ModelPaths().front();
@@ -310,6 +312,7 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
           EngineOptions o = Options("cuda", kv_dtype);
           o.cuda_graphs = graphs;
           o.cuda_persistent_decode = e == 0;
+          o.cuda_l2_prefetch = e == 0 && graphs;
           return o;
         },
         &pair);
@@ -330,6 +333,9 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
 #if defined(TPSERVE_CUDA_EMU)
     // Every decode step ran the persistent kernel (graph replays included).
     EXPECT_EQ(tpserve_emu::GridsRun("PersistentDecodeKernel") - before, 10u);
+    // With the prefetch on, the persistent kernel asked for pieces (the emulator
+    // aborts on any outside one allocation or not in whole 16-byte units).
+    EXPECT_EQ(!tpserve_emu::TakeL2Prefetches().empty(), graphs);
 #endif
   }
 }

@@ -425,6 +425,22 @@ int Main(int argc, char** argv) {
                  Fmt("per-kernel %.1f tok/s", graphs.tokens_per_s),
                  on.tokens_per_s / graphs.tokens_per_s);
       }
+      // The same with each GEMV phase prefetching the next one's weights,
+      // against the persistent row without.
+      const std::string pf_row = "decode batch-1 " + label + " (graphs, persistent, L2 prefetch)";
+      const Run pf =
+          kernels::cuda::ProgrammaticLaunchSupported()
+              ? Decode(**model, 1, true, steps, 1, {.l2_prefetch = true, .persistent = true})
+              : Run{};
+      if (!kernels::cuda::ProgrammaticLaunchSupported()) {
+        PrintRow(pf_row, "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
+      } else if (!pf.error.empty() || !on.error.empty()) {
+        PrintRow(pf_row, "FAIL: " + (pf.error.empty() ? on.error : pf.error), "", "", -1);
+        failed = 1;
+      } else {
+        PrintRow(pf_row, "ok", Fmt("%.1f tok/s", pf.tokens_per_s),
+                 Fmt("without %.1f tok/s", on.tokens_per_s), pf.tokens_per_s / on.tokens_per_s);
+      }
     }
   }
 

@@ -219,6 +219,9 @@ std::vector<kc::DecodeLayerPointers> PersistentLayerTable(const std::vector<Devi
   auto one_part = [dtype](const DeviceLinear& lin) {
     return lin.parts.size() == 1 && lin.parts.front().dtype == dtype;
   };
+  auto bytes = [](const DeviceLinear& lin) {  // whole 16-byte units (L2Prefetch)
+    return static_cast<int64_t>(lin.parts.front().weight.size()) / 16 * 16;
+  };
   auto bias = [](const DeviceLinear& lin) {
     const DeviceLinear::Part& p = lin.parts.front();
     return p.bias.size() > 0 ? p.bias.data() : nullptr;
@@ -237,7 +240,11 @@ std::vector<kc::DecodeLayerPointers> PersistentLayerTable(const std::vector<Devi
                      .attn_norm = l.attn_norm.data(),
                      .ffn_norm = l.ffn_norm.data(),
                      .k_cache = l.k_cache.data(),
-                     .v_cache = l.v_cache.data()});
+                     .v_cache = l.v_cache.data(),
+                     .qkv_bytes = bytes(l.qkv),
+                     .o_bytes = bytes(l.o),
+                     .gate_up_bytes = bytes(l.gate_up),
+                     .down_bytes = bytes(l.down)});
   }
   *w_dtype = dtype;
   return table;
@@ -266,7 +273,8 @@ absl::Status EnqueuePersistentLayers(const LayerStep& step, const DeviceLayer& f
        .rope_kv = RopeKvWriteOf(step, cache),
        .max_context = step.shape.max_context,
        .workspace = x.ws,
-       .workspace_floats = x.ws_floats},
+       .workspace_floats = x.ws_floats,
+       .l2_prefetch = step.l2_prefetch},
       step.stream);
 }
 
