@@ -341,57 +341,42 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
 }
 
 #if defined(TPSERVE_CUDA_EMU)
-// What a batch-1 decode step on one rank launches, counted by the emulator
-// (eager launches): the embedding, 5 kernels per layer (QKV with the
+// The grids a batch-1 decode step on one rank launches (eager), counted by
+// the emulator after a 5-token prefill.
+void CountOneDecodeStep(const ModelSource& model, bool persistent, uint64_t* grids) {
+  EnginePair pair;
+  const absl::Status made = MakeEnginePair(
+      model,
+      [persistent](int) {
+        EngineOptions o = Options("cuda");
+        o.cuda_graphs = false;
+        o.cuda_persistent_decode = persistent;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+  Engine& engine = *pair.engines[0];
+  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {1, 2, 3, 4, 5}, 0, {30})}}).ok());
+  const uint64_t before = tpserve_emu::GridsRun("");
+  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {7}, 5, {30})}}).ok());
+  *grids = tpserve_emu::GridsRun("") - before;
+}
+
+// The per-kernel step: the embedding, 5 kernels per layer (QKV with the
 // attention norm inside, attention with RoPE and the KV write inside, O with
 // the residual add, gate/up with the FFN norm and SwiGLU, down with the add)
 // and the LM head with the final norm. A kernel more per layer fails here.
-TEST(CudaEngineParity, BatchOneDecodeStepIsFiveLaunchesPerLayer) {
+// With cuda_persistent_decode: the embedding, one kernel for every layer and
+// the LM head.
+TEST(CudaEngineParity, BatchOneDecodeStepLaunches) {
   const std::string path = ModelPaths().front();
   absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
   if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  EnginePair pair;
-  const absl::Status made = MakeEnginePair(
-      **model,
-      [](int) {
-        EngineOptions o = Options("cuda");
-        o.cuda_graphs = false;
-        return o;
-      },
-      &pair);
-  ASSERT_TRUE(made.ok()) << made;
-  Engine& engine = *pair.engines[0];
-  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {1, 2, 3, 4, 5}, 0, {30})}}).ok());
-  const uint64_t before = tpserve_emu::GridsRun("");
-  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {7}, 5, {30})}}).ok());
-  EXPECT_EQ(tpserve_emu::GridsRun("") - before,
-            2 + 5 * static_cast<uint64_t>((*model)->config().num_layers));
-}
-#endif
-
-#if defined(TPSERVE_CUDA_EMU)
-// With cuda_persistent_decode the same step is three grids: the embedding,
-// the persistent kernel (every layer) and the LM head.
-TEST(CudaEngineParity, PersistentBatchOneDecodeStepIsThreeLaunches) {
-  const std::string path = ModelPaths().front();
-  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
-  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
-  EnginePair pair;
-  const absl::Status made = MakeEnginePair(
-      **model,
-      [](int) {
-        EngineOptions o = Options("cuda");
-        o.cuda_graphs = false;
-        o.cuda_persistent_decode = true;
-        return o;
-      },
-      &pair);
-  ASSERT_TRUE(made.ok()) << made;
-  Engine& engine = *pair.engines[0];
-  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {1, 2, 3, 4, 5}, 0, {30})}}).ok());
-  const uint64_t before = tpserve_emu::GridsRun("");
-  ASSERT_TRUE(engine.ForwardLogits({{Seq(9, {7}, 5, {30})}}).ok());
-  EXPECT_EQ(tpserve_emu::GridsRun("") - before, 3u);
+  uint64_t per_kernel = 0, persistent = 0;
+  CountOneDecodeStep(**model, false, &per_kernel);
+  CountOneDecodeStep(**model, true, &persistent);
+  EXPECT_EQ(per_kernel, 2 + 5 * static_cast<uint64_t>((*model)->config().num_layers));
+  EXPECT_EQ(persistent, 3u);
 }
 #endif
 
