@@ -21,6 +21,7 @@
 
 #include <cstdint>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/cooperative.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
@@ -183,16 +184,34 @@ absl::Status Launch(const PersistentDecodeParams& p, const da::DecodeArgs<KvT>& 
   return LaunchStatus("PersistentDecodeKernel");
 }
 
-absl::Status Unsupported() {
-  return absl::InvalidArgumentError(
-      "DecodeStepPersistent: needs Q8_0, Q4_0 or Q4_1 weights, head_dim <= 128, an f32 or bf16 "
-      "KV cache and a device with cooperative launches");
+// The weight types, head dims and KV dtypes the kernel is instantiated for.
+bool Instantiated(DType w_dtype, int head_dim, DType kv_dtype) {
+  return (w_dtype == DType::kQ8_0 || w_dtype == DType::kQ4_0 || w_dtype == DType::kQ4_1) &&
+         head_dim > 0 && head_dim <= 128 && (kv_dtype == DType::kF32 || kv_dtype == DType::kBF16);
 }
 
-absl::Status CheckParams(const PersistentDecodeParams& p) {
-  if (!PersistentDecodeSupports(p.w_dtype, p.attention.head_dim, p.attention.kv_dtype)) {
-    return Unsupported();
+bool CooperativeDevice() {
+  int device = 0, cooperative = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
   }
+  return cooperative != 0;
+}
+
+absl::Status Unsupported(const PersistentDecodeParams& p) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "DecodeStepPersistent: needs Q8_0, Q4_0 or Q4_1 weights, head_dim <= 128 and an f32 or "
+      "bf16 KV cache; got ",
+      DTypeName(p.w_dtype), " weights, head_dim ", p.attention.head_dim, ", ",
+      DTypeName(p.attention.kv_dtype), " KV cache"));
+}
+
+// Everything but the device: checked first, so that bad arguments are named
+// as such on any machine.
+absl::Status CheckParams(const PersistentDecodeParams& p) {
+  if (!Instantiated(p.w_dtype, p.attention.head_dim, p.attention.kv_dtype)) return Unsupported(p);
   if (p.layers == nullptr || p.num_layers <= 0 || p.hidden <= 0 || p.q_dim <= 0 ||
       p.qkv_dim < p.q_dim || p.ffn <= 0) {
     return absl::InvalidArgumentError("DecodeStepPersistent: bad shape or no layers");
@@ -219,20 +238,15 @@ absl::Status CheckParams(const PersistentDecodeParams& p) {
 }  // namespace
 
 bool PersistentDecodeSupports(DType w_dtype, int head_dim, DType kv_dtype) {
-  if (w_dtype != DType::kQ8_0 && w_dtype != DType::kQ4_0 && w_dtype != DType::kQ4_1) return false;
-  if (head_dim <= 0 || head_dim > 128) return false;
-  if (kv_dtype != DType::kF32 && kv_dtype != DType::kBF16) return false;
-  int device = 0, cooperative = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return cooperative != 0;
+  return Instantiated(w_dtype, head_dim, kv_dtype) && CooperativeDevice();
 }
 
 absl::Status DecodeStepPersistent(const PersistentDecodeParams& p, const Stream& stream) {
   if (absl::Status st = CheckParams(p); !st.ok()) return st;
+  if (!CooperativeDevice()) {
+    return absl::FailedPreconditionError(
+        "DecodeStepPersistent: no device with cooperative launches (cudaDevAttrCooperativeLaunch)");
+  }
   float* partial = nullptr;
   if (absl::Status st = da::CheckDecode(p.attention, p.max_context, p.workspace, p.workspace_floats,
                                         &p.rope_kv, &partial);
@@ -245,13 +259,13 @@ absl::Status DecodeStepPersistent(const PersistentDecodeParams& p, const Stream&
         da::MakeDecodeArgs<KvT>(p.attention, p.max_context, partial, &p.rope_kv);
     TPS_HEAD_DIM_SWITCH(p.attention.head_dim, kDimsPerLane, {
       if constexpr (kDimsPerLane > 4) {
-        return Unsupported();
+        return Unsupported(p);
       } else {
         TPS_WEIGHT_DTYPE_SWITCH(p.w_dtype, kW, {
           if constexpr (kPersistentWeight<kW>) {
             return Launch<kW, kDimsPerLane, KvT>(p, attention, s);
           } else {
-            return Unsupported();
+            return Unsupported(p);
           }
         });
       }

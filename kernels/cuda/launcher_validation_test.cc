@@ -154,5 +154,54 @@ TEST(CudaDecodeValidation, RejectsAFusedRopeForOtherRows) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// DecodeStepPersistent names what is wrong before it asks for a device.
+TEST(CudaPersistentDecodeValidation, RejectsWhatItDoesNotRun) {
+  alignas(16) float buf[4 * 64] = {};
+  DecodeLayerPointers layer;
+  PersistentDecodeParams p{.layers = &layer,
+                           .num_layers = 1,
+                           .w_dtype = DType::kQ4_1,
+                           .hidden = 64,
+                           .q_dim = 64,
+                           .qkv_dim = 128,
+                           .ffn = 64,
+                           .x = buf,
+                           .qkv = buf + 64,
+                           .attn = buf + 128,
+                           .act = buf + 192};
+  p.attention = {.q = p.qkv,
+                 .kv_dtype = DType::kBF16,
+                 .out = p.attn,
+                 .num_seqs = 1,
+                 .n_heads = 1,
+                 .n_kv_heads = 1,
+                 .head_dim = 64};
+  auto message = [&p] { return std::string(DecodeStepPersistent(p, Stream{}).message()); };
+
+  p.w_dtype = DType::kBF16;
+  EXPECT_NE(message().find("needs Q8_0, Q4_0 or Q4_1 weights"), std::string::npos) << message();
+  EXPECT_NE(message().find("got BF16 weights"), std::string::npos) << message();
+  p.w_dtype = DType::kQ4_1;
+  p.attention.head_dim = 256;
+  EXPECT_NE(message().find("head_dim 256"), std::string::npos) << message();
+  p.attention.head_dim = 64;
+  p.num_layers = 0;
+  EXPECT_NE(message().find("no layers"), std::string::npos) << message();
+  p.num_layers = 1;
+  p.act = buf + 193;  // not 16-byte aligned
+  EXPECT_NE(message().find("16-byte aligned"), std::string::npos) << message();
+  p.act = buf + 192;
+  p.attention.num_seqs = 2;
+  EXPECT_NE(message().find("one sequence"), std::string::npos) << message();
+  p.attention.num_seqs = 1;
+  // The arguments pass; without a device what is left is the machine's.
+  if (!PersistentDecodeSupports(DType::kQ4_1, 64, DType::kBF16)) {
+    EXPECT_EQ(DecodeStepPersistent(p, Stream{}).code(), absl::StatusCode::kFailedPrecondition)
+        << message();
+  }
+  EXPECT_FALSE(PersistentDecodeSupports(DType::kF32, 64, DType::kF32));
+  EXPECT_FALSE(PersistentDecodeSupports(DType::kQ4_1, 256, DType::kBF16));
+}
+
 }  // namespace
 }  // namespace tpserve::kernels::cuda
