@@ -274,8 +274,9 @@ struct DecodeRopeKvWrite {
                                                 const Stream& stream);
 
 // One layer of a batch-1 decode step for DecodeStepPersistent: device
-// pointers to its weights in weight_layout.h's layout (biases may be null)
-// and its KV cache.
+// pointers to its weights in weight_layout.h's layout (biases may be null),
+// its norms and its KV cache. The kernel reads the norms with 16-byte loads:
+// they must be 16-byte aligned (cudaMalloc'd buffers are).
 struct DecodeLayerPointers {
   const void* qkv = nullptr;
   const float* qkv_bias = nullptr;
