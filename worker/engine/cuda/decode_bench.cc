@@ -253,6 +253,20 @@ Run Decode(const ModelSource& model, int batch, bool graphs, int steps, int worl
   return runs[0];
 }
 
+// Prints `row`: ours in tokens/s against `base` (named `base_name` in the
+// baseline column), or FAIL with whichever run failed. False on failure.
+bool PrintAgainst(const std::string& row, const Run& ours, const Run& base,
+                  const std::string& base_name) {
+  if (!ours.error.empty() || !base.error.empty()) {
+    PrintRow(row, "FAIL: " + (ours.error.empty() ? base.error : ours.error), "", "", -1);
+    return false;
+  }
+  PrintRow(row, "ok", Fmt("%.1f tok/s", ours.tokens_per_s),
+           Fmt("%s %.1f tok/s", base_name.c_str(), base.tokens_per_s),
+           ours.tokens_per_s / base.tokens_per_s);
+  return true;
+}
+
 // The best of `reps` single-sequence prefills of `tokens` tokens on `engine`,
 // after one untimed one; `profile`: the last one between cudaProfilerStart and Stop.
 Run PrefillOn(Engine& engine, const ModelSource& model, int tokens, int reps, bool profile) {
@@ -380,14 +394,8 @@ int Main(int argc, char** argv) {
       PrintRow(row, "skipped: PDL needs compute capability 9.0", "", "", -1);
       continue;
     }
-    const Run off = Decode(**model, batch, true, steps, 1, {.pdl = false});
-    if (!off.error.empty() || !with->error.empty()) {
-      PrintRow(row, "FAIL: " + (off.error.empty() ? with->error : off.error), "", "", -1);
-      failed = 1;
-      continue;
-    }
-    PrintRow(row, "ok", Fmt("%.1f tok/s", off.tokens_per_s),
-             Fmt("PDL %.1f tok/s", with->tokens_per_s), off.tokens_per_s / with->tokens_per_s);
+    failed |=
+        !PrintAgainst(row, Decode(**model, batch, true, steps, 1, {.pdl = false}), *with, "PDL");
   }
   // Each decode GEMM prefetching the next one's weights into L2
   // (EngineOptions::cuda_l2_prefetch), against the graphs rows (without).
@@ -398,49 +406,27 @@ int Main(int argc, char** argv) {
       PrintRow(row, "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
       continue;
     }
-    const Run on = Decode(**model, batch, true, steps, 1, {.l2_prefetch = true});
-    if (!on.error.empty() || !without->error.empty()) {
-      PrintRow(row, "FAIL: " + (on.error.empty() ? without->error : on.error), "", "", -1);
-      failed = 1;
-      continue;
-    }
-    PrintRow(row, "ok", Fmt("%.1f tok/s", on.tokens_per_s),
-             Fmt("without %.1f tok/s", without->tokens_per_s),
-             on.tokens_per_s / without->tokens_per_s);
+    failed |= !PrintAgainst(row, Decode(**model, batch, true, steps, 1, {.l2_prefetch = true}),
+                            *without, "without");
   }
   // A batch-1 step's layers as one cooperative kernel
-  // (EngineOptions::cuda_persistent_decode), against the graphs row.
-  {
-    const std::string row = "decode batch-1 " + label + " (graphs, persistent)";
-    const ModelConfig& c = (*model)->config();
-    if (!kernels::cuda::PersistentDecodeSupports(DType::kQ4_1, c.head_dim, DType::kBF16)) {
-      PrintRow(row, "skipped: no cooperative launch on this device", "", "", -1);
+  // (EngineOptions::cuda_persistent_decode), against the graphs row; then
+  // with each GEMV phase prefetching the next one's weights, against it.
+  const std::string persistent = "decode batch-1 " + label + " (graphs, persistent";
+  if (!kernels::cuda::PersistentDecodeSupports(DType::kQ4_1, (*model)->config().head_dim,
+                                               DType::kBF16)) {
+    PrintRow(persistent + ")", "skipped: no cooperative launch on this device", "", "", -1);
+  } else {
+    const Run on = Decode(**model, 1, true, steps, 1, {.persistent = true});
+    failed |= !PrintAgainst(persistent + ")", on, graphs, "per-kernel");
+    if (!kernels::cuda::ProgrammaticLaunchSupported()) {
+      PrintRow(persistent + ", L2 prefetch)",
+               "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
     } else {
-      const Run on = Decode(**model, 1, true, steps, 1, {.persistent = true});
-      if (!on.error.empty() || !graphs.error.empty()) {
-        PrintRow(row, "FAIL: " + (on.error.empty() ? graphs.error : on.error), "", "", -1);
-        failed = 1;
-      } else {
-        PrintRow(row, "ok", Fmt("%.1f tok/s", on.tokens_per_s),
-                 Fmt("per-kernel %.1f tok/s", graphs.tokens_per_s),
-                 on.tokens_per_s / graphs.tokens_per_s);
-      }
-      // The same with each GEMV phase prefetching the next one's weights,
-      // against the persistent row without.
-      const std::string pf_row = "decode batch-1 " + label + " (graphs, persistent, L2 prefetch)";
-      const Run pf =
-          kernels::cuda::ProgrammaticLaunchSupported()
-              ? Decode(**model, 1, true, steps, 1, {.l2_prefetch = true, .persistent = true})
-              : Run{};
-      if (!kernels::cuda::ProgrammaticLaunchSupported()) {
-        PrintRow(pf_row, "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
-      } else if (!pf.error.empty() || !on.error.empty()) {
-        PrintRow(pf_row, "FAIL: " + (pf.error.empty() ? on.error : pf.error), "", "", -1);
-        failed = 1;
-      } else {
-        PrintRow(pf_row, "ok", Fmt("%.1f tok/s", pf.tokens_per_s),
-                 Fmt("without %.1f tok/s", on.tokens_per_s), pf.tokens_per_s / on.tokens_per_s);
-      }
+      failed |= !PrintAgainst(
+          persistent + ", L2 prefetch)",
+          Decode(**model, 1, true, steps, 1, {.l2_prefetch = true, .persistent = true}), on,
+          "without");
     }
   }
 
