@@ -6,8 +6,11 @@
 // cooperative launch, block indices looped over) run the same code: the same
 // bits by construction.
 //
-//   // a kernel of kWarpsPerBlock<kRows> * 32 threads, SkinnyGemmSharedBytes of dynamic shared
-//   memory SkinnyGemmBlock<kW, 1, true, false, Fusion::kNormX>(args, blockIdx.x, 0, block, blocks);
+//   // in a kernel of kWarpsPerBlock<1> * 32 threads with
+//   // SkinnyGemmSharedBytes<1, Fusion::kNormX>() of dynamic shared memory:
+//   SkinnyGemmBlock<kW, 1, true, false, Fusion::kNormX>(x, w, bias, y, 1, n, k, k, n, norm, eps,
+//                                                       prefetch, blockIdx.x, 0, blockIdx.x,
+//                                                       gridDim.x);
 #ifndef TPSERVE_KERNELS_CUDA_SKINNY_GEMM_CUH_
 #define TPSERVE_KERNELS_CUDA_SKINNY_GEMM_CUH_
 
