@@ -81,6 +81,58 @@ TEST(CudaEmuCooperative, CapturedInAGraphAndReplayed) {
   cudaFree(bad);
 }
 
+// RefuseCooperativeLaunches: kInCapture refuses a launch into a capturing
+// stream and invalidates the capture, and lets eager ones run; kAlways
+// refuses those too; kNone lets both run again.
+TEST(CudaEmuCooperative, RefusedLaunchesFailAsTheDriverWould) {
+  using ::tpserve_emu::CooperativeRefusal;
+  const int n = kBlocks * kThreads;
+  int* buf = DeviceCopy(std::vector<int>(n, -1));
+  int* bad = DeviceCopy(std::vector<int>(n, 0));
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  const uint64_t before = tpserve_emu::GridsRun("RoundsKernel");
+  // Capture one launch; the launch's error and the capture's end.
+  auto captured = [&](cudaError_t* launched) {
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    LaunchRounds(buf, bad, s);
+    *launched = cudaGetLastError();
+    const cudaError_t end = cudaStreamEndCapture(s, &graph);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();  // a failed end is the thread's last error too
+    return end;
+  };
+  cudaError_t launched = cudaSuccess;
+  tpserve_emu::RefuseCooperativeLaunches(CooperativeRefusal::kInCapture);
+  EXPECT_EQ(captured(&launched), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(launched, cudaErrorStreamCaptureUnsupported);
+  LaunchRounds(buf, bad, s);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(tpserve_emu::GridsRun("RoundsKernel") - before, 1u);
+
+  tpserve_emu::RefuseCooperativeLaunches(CooperativeRefusal::kAlways);
+  LaunchRounds(buf, bad, s);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorCooperativeLaunchTooLarge);
+  EXPECT_EQ(captured(&launched), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(launched, cudaErrorStreamCaptureUnsupported);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(tpserve_emu::GridsRun("RoundsKernel") - before, 1u);
+
+  tpserve_emu::RefuseCooperativeLaunches(CooperativeRefusal::kNone);
+  EXPECT_EQ(captured(&launched), cudaSuccess);
+  EXPECT_EQ(launched, cudaSuccess);
+  LaunchRounds(buf, bad, s);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(tpserve_emu::GridsRun("RoundsKernel") - before, 2u);
+  EXPECT_EQ(HostCopy(bad, n), std::vector<int>(n, 0));
+  cudaStreamDestroy(s);
+  cudaFree(buf);
+  cudaFree(bad);
+}
+
 __global__ void NoopKernel() {}
 
 // The default emulated part is an sm_80 with one SM: 2048 threads, 32

@@ -256,6 +256,14 @@ void PrefetchL2(const void* p, uint64_t bytes);
 // For tests: the pieces PrefetchL2 was asked for since the last call
 // (address, bytes), in no particular order; the first 2^20 of them.
 std::vector<std::pair<const void*, uint64_t>> TakeL2Prefetches();
+// For tests: a device or driver that refuses cooperative launches, from
+// now on. kInCapture: a cooperative launch into a capturing stream fails
+// with cudaErrorStreamCaptureUnsupported and invalidates the capture (as a
+// runtime without cooperative graph nodes would); kAlways: also every
+// other one, with cudaErrorCooperativeLaunchTooLarge (as when fewer SMs
+// are free than the occupancy query counted). kNone: they run again.
+enum class CooperativeRefusal { kNone, kInCapture, kAlways };
+void RefuseCooperativeLaunches(CooperativeRefusal refusal);
 // Threads of one cooperative launch the emulator runs at once (a fiber
 // stack each): a larger grid aborts, though the part might hold it.
 inline constexpr uint64_t kCooperativeThreads = 16384;

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -270,6 +271,10 @@ void CheckPointerArgument(const char* kernel, int index, const void* p) {
   }
 }
 
+std::atomic<CooperativeRefusal> g_cooperative_refusal{CooperativeRefusal::kNone};
+
+void RefuseCooperativeLaunches(CooperativeRefusal refusal) { g_cooperative_refusal = refusal; }
+
 void Submit(const LaunchConfig& c, std::function<void()> check, std::function<void()> body) {
   const unsigned long long threads =
       static_cast<unsigned long long>(c.block.x) * c.block.y * c.block.z;
@@ -284,6 +289,16 @@ void Submit(const LaunchConfig& c, std::function<void()> check, std::function<vo
     return;
   }
   if (c.cooperative) {
+    const CooperativeRefusal refusal = g_cooperative_refusal.load();
+    if (refusal != CooperativeRefusal::kNone && IsCapturing(c.stream)) {
+      InvalidateCapture(c.stream);
+      Set(cudaErrorStreamCaptureUnsupported);
+      return;
+    }
+    if (refusal == CooperativeRefusal::kAlways) {
+      Set(cudaErrorCooperativeLaunchTooLarge);
+      return;
+    }
     // The driver refuses a cooperative grid the device cannot hold at once.
     const uint64_t blocks = uint64_t{c.grid.x} * c.grid.y * c.grid.z;
     const int per_sm = BlocksPerSm(c.kernel, static_cast<int>(threads), c.shared_bytes);

@@ -330,6 +330,10 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
       EXPECT_EQ(*got, *want);
       EXPECT_EQ(pair.engines[0]->last_timings().graph_replay, graphs && step > 1);
     }
+    EXPECT_NE(pair.engines[0]->kernels().find(", one-sequence decode steps as one cooperative "
+                                              "kernel"),
+              std::string::npos)
+        << pair.engines[0]->kernels();
 #if defined(TPSERVE_CUDA_EMU)
     // Every decode step ran the persistent kernel (graph replays included).
     EXPECT_EQ(tpserve_emu::GridsRun("PersistentDecodeKernel") - before, 10u);
@@ -341,6 +345,59 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
 }
 
 #if defined(TPSERVE_CUDA_EMU)
+// A driver that refuses the cooperative kernel does not fail the step: the
+// engine runs that step and every later one per kernel, with the per-kernel
+// bits, and kernels() says why. Refused in graph capture (a runtime without
+// cooperative graph nodes; the engine captures the per-kernel step
+// instead) and refused always, eagerly (cudaErrorCooperativeLaunchTooLarge).
+TEST(CudaEngineParity, RefusedPersistentDecodeFallsBackToPerKernelSteps) {
+  const std::string path = ModelPaths().front();
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  if (!model.ok()) GTEST_SKIP() << "skipped: no model available: " << model.status();
+  using tpserve_emu::CooperativeRefusal;
+  struct Restore {  // even when an ASSERT leaves early
+    ~Restore() { tpserve_emu::RefuseCooperativeLaunches(CooperativeRefusal::kNone); }
+  } restore;
+  for (const bool graphs : {true, false}) {
+    SCOPED_TRACE(graphs ? "refused in capture, graphs" : "refused always, eager");
+    tpserve_emu::RefuseCooperativeLaunches(CooperativeRefusal::kNone);
+    EnginePair pair;  // [0] persistent, [1] per-kernel
+    const absl::Status made = MakeEnginePair(
+        **model,
+        [graphs](int e) {
+          EngineOptions o = Options("cuda", "bf16");
+          o.cuda_graphs = graphs;
+          o.cuda_persistent_decode = e == 0;
+          return o;
+        },
+        &pair);
+    ASSERT_TRUE(made.ok()) << made;
+    tpserve_emu::RefuseCooperativeLaunches(graphs ? CooperativeRefusal::kInCapture
+                                                  : CooperativeRefusal::kAlways);
+    const uint64_t before = tpserve_emu::GridsRun("PersistentDecodeKernel");
+    int step = 0;
+    for (const StepBatch& batch : OneSequence((*model)->config().vocab_size, 20, 3)) {
+      SCOPED_TRACE(absl::StrCat("step ", step++));
+      absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
+      absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_TRUE(want.ok()) << want.status();
+      EXPECT_EQ(*got, *want);
+      EXPECT_EQ(pair.engines[0]->last_timings().graph_replay, graphs && step > 1);
+    }
+    EXPECT_EQ(tpserve_emu::GridsRun("PersistentDecodeKernel") - before, 0u);
+    const std::string kernels = pair.engines[0]->kernels();
+    EXPECT_NE(
+        kernels.find(", one-sequence decode steps per kernel: the cooperative kernel failed ("),
+        std::string::npos)
+        << kernels;
+    EXPECT_NE(kernels.find(graphs ? "cudaErrorStreamCaptureUnsupported"
+                                  : "cudaErrorCooperativeLaunchTooLarge"),
+              std::string::npos)
+        << kernels;
+  }
+}
+
 // The grids a batch-1 decode step on one rank launches (eager), counted by
 // the emulator after a 5-token prefill.
 void CountOneDecodeStep(const ModelSource& model, bool persistent, uint64_t* grids) {

@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/elapsed.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
@@ -41,9 +43,42 @@ absl::StatusOr<kc::Bf16Gemm> PrefillGemm(const std::string& name) {
   return name == "wgmma" ? kc::Bf16Gemm::kWgmma : kc::Bf16Gemm::kWgmmaTma;
 }
 
+// What became of EngineOptions::cuda_persistent_decode.
+enum class Persistent {
+  kOff,          // not asked for
+  kIgnored,      // asked for at TP > 1 or with tp_invariant
+  kAtLoad,       // asked for; Load decides
+  kUnsupported,  // not for this model or device (PersistentLayerTable built none)
+  kOn,           // one-sequence decode steps run DecodeStepPersistent
+  kFailed,       // it failed once; every later step runs per kernel
+};
+
+// kernels()'s words for `p`; `failure`: why, for kFailed.
+std::string PersistentWords(Persistent p, const absl::Status& failure) {
+  switch (p) {
+    case Persistent::kOff:
+      return "";
+    case Persistent::kIgnored:
+      return ", --cuda_persistent_decode ignored (it needs one rank and no --tp_invariant)";
+    case Persistent::kAtLoad:
+      return ", one-sequence decode steps as one cooperative kernel if the model allows";
+    case Persistent::kUnsupported:
+      return ", --cuda_persistent_decode ignored: it needs Q8_0, Q4_0 or Q4_1 weights in one "
+             "part per linear, head_dim <= 128, an f32 or bf16 KV cache and a device with "
+             "cooperative launches";
+    case Persistent::kOn:
+      return ", one-sequence decode steps as one cooperative kernel";
+    case Persistent::kFailed:
+      return absl::StrCat(", one-sequence decode steps per kernel: the cooperative kernel failed (",
+                          failure.ToString(), ")");
+  }
+  return "";
+}
+
 // ForwardBackend::kernels() on the current device: what the options asked
 // for and what this device runs of it.
-std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gemm) {
+std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gemm,
+                        Persistent persistent, const absl::Status& failure) {
   const bool pdl = kc::ProgrammaticLaunchSupported();
   return absl::StrCat("CUDA kernels: prefill GEMMs on ",
                       prefill_gemm == kc::Bf16Gemm::kWgmma      ? "wgmma"
@@ -61,10 +96,12 @@ std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gem
                                   : "off (--cuda_pdl needs compute capability 9.0+)",
                       ", decode graphs ", o.cuda_graphs ? "on" : "off",
                       o.cuda_l2_prefetch ? ", L2 prefetch of the next GEMM's weights on" : "",
-                      o.cuda_persistent_decode
-                          ? ", one-sequence decode steps as one cooperative kernel where it "
-                            "supports the model (Q8_0/Q4_0/Q4_1, head_dim <= 128, one rank)"
-                          : "");
+                      PersistentWords(persistent, failure));
+}
+
+Persistent PersistentAsked(const ForwardBackendOptions& o, const Communicator& comm) {
+  if (!o.cuda_persistent_decode) return Persistent::kOff;
+  return comm.world_size() == 1 && !o.tp_invariant ? Persistent::kAtLoad : Persistent::kIgnored;
 }
 
 class CudaForward final : public ForwardBackend {
@@ -78,11 +115,11 @@ class CudaForward final : public ForwardBackend {
         stream_(stream),
         programmatic_(options.cuda_pdl),
         l2_prefetch_(options.cuda_l2_prefetch),
-        persistent_(options.cuda_persistent_decode && comm.world_size() == 1 &&
-                    !options.tp_invariant),
+        options_(options),
         prefill_gemm_(prefill_gemm),
         tp_invariant_(options.tp_invariant),
-        kernels_(KernelsLine(options, prefill_gemm_)),
+        persistent_(PersistentAsked(options, comm)),
+        kernels_(KernelsLine(options, prefill_gemm_, persistent_, absl::OkStatus())),
         graphs_(options.cuda_graphs) {}
 
   ~CudaForward() override {
@@ -97,7 +134,10 @@ class CudaForward final : public ForwardBackend {
   }
 
   std::string name() const override { return "cuda"; }
-  std::string kernels() const override { return kernels_; }
+  std::string kernels() const override {
+    absl::MutexLock lock(&kernels_mu_);
+    return kernels_;
+  }
 
   absl::Status AllGatherI64(int64_t mine, std::vector<int64_t>* all) override {
     const int world = comm_.world_size();
@@ -144,12 +184,13 @@ class CudaForward final : public ForwardBackend {
       layers_.push_back(std::move(l));
     }
     persistent_layers_ = DeviceBuffer<kc::DecodeLayerPointers>();
-    if (persistent_) {
+    if (persistent_ != Persistent::kOff && persistent_ != Persistent::kIgnored) {
       const std::vector<kc::DecodeLayerPointers> table =
           PersistentLayerTable(layers_, shape.head_dim, shape.dtype, &persistent_dtype_);
       if (!table.empty()) {
         TPS_ASSIGN_OR_RETURN(persistent_layers_, Upload(table.data(), table.size()));
       }
+      SetPersistent(table.empty() ? Persistent::kUnsupported : Persistent::kOn, absl::OkStatus());
     }
     TPS_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     return absl::OkStatus();
@@ -173,8 +214,22 @@ class CudaForward final : public ForwardBackend {
   // grown scratch (nothing here allocates or synchronises: it may be captured).
   absl::Status Enqueue(const StepShape& sh, const std::vector<int>& head_rows,
                        StepTimings* timings);
+  // The layers of `step` (between the embedding and the LM head): one
+  // cooperative kernel while persistent_ is kOn, else per kernel.
+  absl::Status EnqueueLayers(const LayerStep& step);
   // Grows the activation scratch for `sh` and `head_rows` LM-head rows.
   absl::Status GrowScratch(const StepShape& sh, int head_rows);
+  // Sets persistent_ and kernels()'s line to match.
+  void SetPersistent(Persistent p, const absl::Status& failure) {
+    persistent_ = p;
+    absl::MutexLock lock(&kernels_mu_);
+    kernels_ = KernelsLine(options_, prefill_gemm_, p, failure);
+  }
+  // The cooperative kernel failed to launch (a driver that takes no
+  // cooperative launch into a graph, or fewer SMs free than its occupancy
+  // query counted): this and every later step run per kernel. Graphs
+  // captured with it are dropped (moves_), and the failure is logged once.
+  void DropPersistent(const absl::Status& failure);
 
   absl::Status AllReduce(void* buf, size_t count, CommDType dtype, StepTimings* timings) {
     if (comm_.world_size() == 1) return absl::OkStatus();
@@ -191,10 +246,12 @@ class CudaForward final : public ForwardBackend {
   cudaStream_t stream_;
   const bool programmatic_;  // kernels::Stream::programmatic
   const bool l2_prefetch_;   // LayerStep::l2_prefetch
-  const bool persistent_;    // cuda_persistent_decode, on one rank, not tp_invariant
+  const ForwardBackendOptions options_;
   const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_prefill_gemm)
   const bool tp_invariant_;
-  const std::string kernels_;  // kernels(): chosen once, on this device
+  Persistent persistent_;  // cuda_persistent_decode: set at Load, kFailed by DropPersistent
+  mutable absl::Mutex kernels_mu_;
+  std::string kernels_ ABSL_GUARDED_BY(kernels_mu_);  // kernels(), on this device
   KvCacheShape shape_;
   int num_blocks_ = 0;
   DeviceBuffer<uint8_t> embedding_;
@@ -202,7 +259,8 @@ class CudaForward final : public ForwardBackend {
   DeviceLinear lm_head_;
   DeviceBuffer<float> output_norm_;
   std::vector<DeviceLayer> layers_;
-  // EnqueuePersistentLayers' table of layers_ (empty: the per-kernel step).
+  // EnqueuePersistentLayers' table of layers_ (kept after a failure: a
+  // capture may be using it).
   DeviceBuffer<kc::DecodeLayerPointers> persistent_layers_;
   DType persistent_dtype_ = DType::kQ4_1;
   // Step metadata and activations, grown on demand; `moves_` counts their
@@ -295,10 +353,43 @@ absl::Status CudaForward::Launch(const StepBatch& batch, const std::vector<int>&
   if (!graph) return Enqueue(sh, head_rows, timings);
   std::vector<int> rows(sh.num_seqs);
   for (int i = 0; i < sh.num_seqs; ++i) rows[i] = i;
-  TPS_RETURN_IF_ERROR(graphs_.Replay(sh.num_seqs, sh.max_context, moves_, stream_,
-                                     [&]() -> absl::Status { return Enqueue(sh, rows, timings); }));
+  auto enqueue = [&]() -> absl::Status { return Enqueue(sh, rows, timings); };
+  const bool persistent = persistent_ == Persistent::kOn;
+  absl::Status replayed = graphs_.Replay(sh.num_seqs, sh.max_context, moves_, stream_, enqueue);
+  if (!replayed.ok() && persistent) {
+    // Capturing, instantiating or launching a graph with the cooperative
+    // kernel failed (EnqueueLayers may have dropped it already, in capture):
+    // capture the per-kernel step instead. Nothing of this step has run.
+    if (persistent_ == Persistent::kOn) DropPersistent(replayed);
+    replayed = graphs_.Replay(sh.num_seqs, sh.max_context, moves_, stream_, enqueue);
+  }
+  TPS_RETURN_IF_ERROR(replayed);
   timings->graph_replay = true;
   return absl::OkStatus();
+}
+
+absl::Status CudaForward::EnqueueLayers(const LayerStep& step) {
+  if (step.fuse_norms && step.shape.all_decode && persistent_ == Persistent::kOn) {
+    const absl::Status launched =
+        EnqueuePersistentLayers(step, layers_.front(), persistent_layers_.data(),
+                                static_cast<int>(layers_.size()), persistent_dtype_);
+    if (launched.ok()) return launched;
+    // Nothing of it ran: the per-kernel layers take the embedding's x as it
+    // is (in a capture, Launch captures the step again).
+    DropPersistent(launched);
+  }
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const DeviceLayer* next = li + 1 < layers_.size() ? &layers_[li + 1] : nullptr;
+    TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers_[li], next));
+  }
+  return absl::OkStatus();
+}
+
+void CudaForward::DropPersistent(const absl::Status& failure) {
+  SetPersistent(Persistent::kFailed, failure);
+  ++moves_;
+  Log(absl::StrCat("--cuda_persistent_decode: the cooperative decode kernel failed (",
+                   failure.ToString(), "); one-sequence decode steps run per kernel from now on"));
 }
 
 absl::Status CudaForward::Finish(StepTimings* timings) {
@@ -418,16 +509,7 @@ absl::Status CudaForward::Enqueue(const StepShape& sh, const std::vector<int>& h
         s,
         step.producers_write_bf16 ? kc::Bf16Copy{.data = step.scratch.bf16.data} : kc::Bf16Copy{}));
   }
-  if (step.fuse_norms && sh.all_decode && persistent_layers_.size() > 0) {
-    TPS_RETURN_IF_ERROR(EnqueuePersistentLayers(step, layers_.front(), persistent_layers_.data(),
-                                                static_cast<int>(layers_.size()),
-                                                persistent_dtype_));
-  } else {
-    for (size_t li = 0; li < layers_.size(); ++li) {
-      const DeviceLayer* next = li + 1 < layers_.size() ? &layers_[li + 1] : nullptr;
-      TPS_RETURN_IF_ERROR(EnqueueLayer(step, layers_[li], next));
-    }
-  }
+  TPS_RETURN_IF_ERROR(EnqueueLayers(step));
 
   // LM head on the sampled rows, padded to the largest vocabulary slice so
   // the all-gather has equal counts. Consecutive rows (every decode step)

@@ -2,18 +2,27 @@
 // pass, device sampling, token back on the host) against the bandwidth
 // roofline: a batch-1 decode step must stream every weight byte once, so
 // roofline tokens/s = copy bandwidth / weight bytes, with the copy bandwidth
-// (D2D cudaMemcpy, read + write) measured in the same run. Rows:
+// (D2D cudaMemcpy, read + write) measured in the same run. Rows, as
+// "row | ok | ours | baseline | ratio":
 //
-//   | bench: decode batch-1 <model> (graphs) | ok | X tok/s | roofline Y tok/s | X/Y |
-//   | bench: decode batch-1 <model> (no graphs) | ok | X tok/s | graphs Z tok/s | X/Z |
-//   | bench: decode batch-16 <model> (graphs) | ok | X tok/s | batch-1 Z tok/s | X/Z |
-//   | bench: decode batch-{1,16} <model> (graphs, no PDL) | ok | X tok/s | PDL Z tok/s | X/Z |
-//   | bench: decode batch-{1,16} <model> (graphs, L2 prefetch) | ok | X tok/s | without Z tok/s |
-//   X/Z | | bench: decode batch-{1,16} SmolLM2-shape Q4_1 (graphs) | ok | X tok/s | roofline Y |
-//   X/Y | | bench: decode TP=2 batch-1 <model> (graphs) | ok | X tok/s | TP=1 Z tok/s | X/Z | |
-//   bench: decode TP=2 batch-1 <model> (no graphs) | ok | X tok/s | TP=2 graphs Z tok/s | X/Z | |
-//   bench: prefill 2048 tokens <model> | ok | X tok/s | | | | bench: prefill 2048 tokens <model>
-//   (wgmma) | ok | X tok/s | mma.sync Z tok/s | X/Z |
+//   decode batch-1 <model> (graphs)          | X tok/s | roofline Y tok/s    | X/Y
+//   decode batch-1 <model> (no graphs)       | X tok/s | graphs Z tok/s      | X/Z
+//   decode batch-16 <model> (graphs)         | X tok/s | batch-1 Z tok/s     | X/Z
+//   decode batch-{1,16} ... (graphs, no PDL) | X tok/s | PDL Z tok/s         | X/Z
+//   decode batch-{1,16} ... (graphs, L2 prefetch)       | X | without Z      | X/Z
+//   decode batch-1 ... (graphs, persistent)             | X | per-kernel Z   | X/Z
+//   decode batch-1 ... (no graphs, persistent)          | X | per-kernel Z   | X/Z
+//   decode batch-1 ... (graphs, persistent, L2 prefetch) | X | without Z     | X/Z
+//   decode batch-{1,16} SmolLM2-shape Q4_1 (graphs)     | X | roofline Y     | X/Y
+//   decode TP=2 batch-1 <model> (graphs)     | X tok/s | TP=1 Z tok/s        | X/Z
+//   decode TP=2 batch-1 <model> (no graphs)  | X tok/s | TP=2 graphs Z tok/s | X/Z
+//   prefill 2048 tokens <model>              | X tok/s |                     |
+//   prefill 2048 tokens <model> (wgmma)      | X tok/s | mma.sync Z tok/s    | X/Z
+//
+// The persistent rows (EngineOptions::cuda_persistent_decode) fail when
+// the engine ran the per-kernel step instead (kernels() says it fell back:
+// a driver that refused the cooperative kernel, in a graph or at all); the
+// "no graphs" one still measures it where only its graph capture fails.
 //
 // Every row but "no PDL" launches the decode-path kernels with programmatic
 // dependent launch where the device has it (compute capability 9.0;
@@ -209,6 +218,12 @@ Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Comm
   }
   run.tokens_per_s = batch * steps / absl::ToDoubleSeconds(absl::Now() - t0);
   if (profile) cudaProfilerStop();
+  // A persistent row must have timed the persistent step, not the engine's
+  // fallback to the per-kernel one (CudaForward's kernels() line).
+  if (t.persistent &&
+      (*engine)->kernels().find("decode steps as one cooperative kernel") == std::string::npos) {
+    return {.error = "the engine did not run the persistent step: " + (*engine)->kernels()};
+  }
   return run;
 }
 
@@ -410,8 +425,9 @@ int Main(int argc, char** argv) {
                             *without, "without");
   }
   // A batch-1 step's layers as one cooperative kernel
-  // (EngineOptions::cuda_persistent_decode), against the graphs row; then
-  // with each GEMV phase prefetching the next one's weights, against it.
+  // (EngineOptions::cuda_persistent_decode), against the per-kernel step,
+  // from graphs and eagerly; then from graphs with each GEMV phase
+  // prefetching the next one's weights, against (graphs, persistent).
   const std::string persistent = "decode batch-1 " + label + " (graphs, persistent";
   if (!kernels::cuda::PersistentDecodeSupports(DType::kQ4_1, (*model)->config().head_dim,
                                                DType::kBF16)) {
@@ -419,6 +435,9 @@ int Main(int argc, char** argv) {
   } else {
     const Run on = Decode(**model, 1, true, steps, 1, {.persistent = true});
     failed |= !PrintAgainst(persistent + ")", on, graphs, "per-kernel");
+    failed |= !PrintAgainst("decode batch-1 " + label + " (no graphs, persistent)",
+                            Decode(**model, 1, false, steps, 1, {.persistent = true}), eager,
+                            "per-kernel");
     if (!kernels::cuda::ProgrammaticLaunchSupported()) {
       PrintRow(persistent + ", L2 prefetch)",
                "skipped: the bulk L2 prefetch needs compute capability 9.0", "", "", -1);
