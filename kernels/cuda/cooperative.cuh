@@ -7,10 +7,16 @@
 // concurrently, one OS thread each, and aborts when a block ends while
 // others wait at GridSync() (kernels/cuda/emu/grid.h).
 //
+// Memory the launch writes is read with plain loads, never __ldg
+// (ld.global.nc): the read-only path is outside the PTX memory model (PTX
+// ISA, "Scope and applicability of the model"), so GridSync() does not make
+// it see another block's write. The emulator aborts when a cooperative
+// grid changes what one of its __ldg reads returned (emu.h).
+//
 //   // device
 //   ... phase 1 ...
 //   GridSync();
-//   ... phase 2 reads what any block wrote in phase 1 ...
+//   ... phase 2 reads what any block wrote in phase 1 (plain loads) ...
 //   // host
 //   const int blocks = CooperativeBlocks(MyKernel, 256, smem);  // 0: cannot
 //   LaunchCooperative("MyKernel", MyKernel, blocks, 256, smem, stream, args...);

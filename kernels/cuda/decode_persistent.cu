@@ -78,8 +78,8 @@ __device__ __noinline__ void GemvPhase(const float* x, const void* w, const floa
   const int cols = kSwiglu ? n / 2 : n;
   const int blocks = (cols + kWarps - 1) / kWarps;
   for (int b = blockIdx.x; b < blocks; b += gridDim.x) {
-    SkinnyGemmBlock<kW, 1, true, kSwiglu, kFusion>(x, w, bias, y, 1, n, k, k, cols, norm, eps, next,
-                                                   b, 0, b, blocks);
+    SkinnyGemmBlock<kW, 1, true, kSwiglu, kFusion, XWriter::kSameLaunch>(
+        x, w, bias, y, 1, n, k, k, cols, norm, eps, next, b, 0, b, blocks);
     __syncthreads();  // the next block restages shared memory
   }
 }

@@ -70,11 +70,26 @@ __device__ __forceinline__ void UnpackVec(const uint4& raw, float* out) {
 // What the skinny kernel fuses around itself at m = 1 (GemmFusion).
 enum class Fusion { kNone, kNormX, kAddToY };
 
+// Who wrote x: an earlier kernel (gemm.cu: read through the read-only path,
+// __ldg), or other blocks of the same launch (decode_persistent.cu: plain
+// loads, which cooperative.cuh says why). Plain loads everywhere cost two
+// fused sm_90a variants of gemm.cu 8-32 bytes of spills (ptxas_baseline.tsv).
+enum class XWriter { kEarlierKernel, kSameLaunch };
+
+template <XWriter kX, typename T>
+__device__ __forceinline__ T LoadX(const T* p) {
+  if constexpr (kX == XWriter::kSameLaunch) {
+    return *p;
+  } else {
+    return __ldg(p);
+  }
+}
+
 // Copies columns [k0, k0 + width) of activation rows [0, rows_here) into xs
 // (row r at xs + r * kTilePitch, padded). kVec: rows 16-byte aligned (and
 // `norm`, when set). norm: each value becomes x * inv * norm[column], as
-// RmsNormKernel writes it.
-template <int kRows, bool kVec>
+// RmsNormKernel writes it. x loads as kX says; the norm weights are fixed.
+template <int kRows, bool kVec, XWriter kX>
 __device__ __forceinline__ void StageTile(float* xs, const float* xrow0, int64_t x_stride,
                                           int rows_here, int k0, int width, const float* norm,
                                           float inv) {
@@ -83,7 +98,7 @@ __device__ __forceinline__ void StageTile(float* xs, const float* xrow0, int64_t
     const int quads = width / 4;
     for (int i = threadIdx.x; i < rows_here * quads; i += blockDim.x) {
       const int r = i / quads, c = (i % quads) * 4;
-      float4 v = __ldg(reinterpret_cast<const float4*>(xrow0 + r * x_stride + k0 + c));
+      float4 v = LoadX<kX>(reinterpret_cast<const float4*>(xrow0 + r * x_stride + k0 + c));
       if (norm != nullptr) {
         const float4 g = __ldg(reinterpret_cast<const float4*>(norm + k0 + c));
         v = {v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w};
@@ -93,7 +108,7 @@ __device__ __forceinline__ void StageTile(float* xs, const float* xrow0, int64_t
   } else {
     for (int i = threadIdx.x; i < rows_here * width; i += blockDim.x) {
       const int r = i / width, c = i % width;
-      const float v = __ldg(xrow0 + r * x_stride + k0 + c);
+      const float v = LoadX<kX>(xrow0 + r * x_stride + k0 + c);
       xs[r * kPitch + Padded(c)] = norm != nullptr ? v * inv * __ldg(norm + k0 + c) : v;
     }
   }
@@ -121,18 +136,19 @@ __device__ __forceinline__ float InverseRms(const float* x, int k, float eps) {
 // and reduction), then scales each staged value by StageTile's expression:
 // xs gets InverseRms-then-StageTile's bits with one dependent read of x
 // (from L2) fewer per launch.
-template <bool kVec>
+template <bool kVec, XWriter kX>
 __device__ __forceinline__ void StageNormedRow(float* xs, const float* x, int k, const float* norm,
                                                float eps) {
   float* gs = xs + kTilePitch<1>;
   if constexpr (kVec) {
     for (int c = 4 * threadIdx.x; c < k; c += 4 * blockDim.x) {
-      *reinterpret_cast<float4*>(xs + Padded(c)) = __ldg(reinterpret_cast<const float4*>(x + c));
+      *reinterpret_cast<float4*>(xs + Padded(c)) =
+          LoadX<kX>(reinterpret_cast<const float4*>(x + c));
       *reinterpret_cast<float4*>(gs + Padded(c)) = __ldg(reinterpret_cast<const float4*>(norm + c));
     }
   } else {
     for (int c = threadIdx.x; c < k; c += blockDim.x) {
-      xs[Padded(c)] = __ldg(x + c);
+      xs[Padded(c)] = LoadX<kX>(x + c);
       gs[Padded(c)] = __ldg(norm + c);
     }
   }
@@ -152,21 +168,21 @@ __device__ __forceinline__ void StageNormedRow(float* xs, const float* x, int k,
 // (at the first tile) for the kernel that writes x. kNormX: RmsNorm(x) *
 // norm instead, a row that fits one tile read once (StageNormedRow), a
 // longer one twice (InverseRms at the first tile, then each tile).
-template <Fusion kFusion, int kRows, bool kVec>
+template <Fusion kFusion, int kRows, bool kVec, XWriter kX>
 __device__ __forceinline__ void StageX(float* xs, const float* xrow0, int64_t x_stride,
                                        int rows_here, int k0, int width, int k, const float* norm,
                                        float eps, float* inv) {
   if (k0 == 0) WaitForPrimary();
   if constexpr (kFusion == Fusion::kNormX) {
     if (k <= kTileValues<kRows>) {
-      StageNormedRow<kVec>(xs, xrow0, k, norm, eps);
+      StageNormedRow<kVec, kX>(xs, xrow0, k, norm, eps);
       return;
     }
     if (k0 == 0) *inv = InverseRms<kFusion>(xrow0, k, eps);
   }
   __syncthreads();  // every warp is done with the previous tile
-  StageTile<kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width,
-                         kFusion == Fusion::kNormX ? norm : nullptr, *inv);
+  StageTile<kRows, kVec, kX>(xs, xrow0, x_stride, rows_here, k0, width,
+                             kFusion == Fusion::kNormX ? norm : nullptr, *inv);
   __syncthreads();
 }
 
@@ -258,7 +274,8 @@ __device__ __forceinline__ void TileDots(const void* w, int k, int row, const fl
 // all for the prefetch's share (a kernel of kWarpsPerBlock<kRows> * 32
 // threads with SkinnyGemmSharedBytes<kRows, kFusion>() of dynamic shared
 // memory).
-template <DType kW, int kRows, bool kVec, bool kSwiglu, Fusion kFusion = Fusion::kNone>
+template <DType kW, int kRows, bool kVec, bool kSwiglu, Fusion kFusion = Fusion::kNone,
+          XWriter kX = XWriter::kEarlierKernel>
 __device__ __forceinline__ void SkinnyGemmBlock(
     const float* __restrict__ x, const void* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int m, int n, int k, int64_t x_stride, int64_t y_stride,
@@ -305,12 +322,14 @@ __device__ __forceinline__ void SkinnyGemmBlock(
       }
       // Weights are fixed: the first tile's chunks load before the wait
       // for the kernel that writes x (launch.cuh), x while they load.
-      StageX<kFusion, kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps, &inv);
+      StageX<kFusion, kRows, kVec, kX>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps,
+                                       &inv);
       if (!active) continue;
       gate.Dots(xs, width, rows_here, lane, acc);
       if constexpr (kSwiglu) upc.Dots(xs, width, rows_here, lane, up);
     } else {
-      StageX<kFusion, kRows, kVec>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps, &inv);
+      StageX<kFusion, kRows, kVec, kX>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps,
+                                       &inv);
       if (!active) continue;
       TileDots<kW, kRows, kVec>(w, k, col, xs, k0, width, rows_here, lane, acc);
       if constexpr (kSwiglu) {

@@ -174,6 +174,40 @@ TEST(CudaEmuCooperative, GridSyncOutsideACooperativeLaunchAborts) {
       "not launched cooperatively");
 }
 
+// Two rounds: each block writes its slot, and after a grid barrier reads
+// the next block's, with __ldg (`nc`) or a plain load.
+__global__ void HandOffKernel(int* slots, int* seen, bool nc) {
+  const int b = blockIdx.x, next = (b + 1) % gridDim.x;
+  for (int round = 0; round < 2; ++round) {
+    if (threadIdx.x == 0) slots[b] = round * 100 + b;
+    ::tpserve_emu::GridSync();
+    if (threadIdx.x == 0) seen[round * gridDim.x + b] = nc ? __ldg(slots + next) : slots[next];
+    ::tpserve_emu::GridSync();
+  }
+}
+
+void LaunchHandOff(bool nc, std::vector<int>* seen) {
+  int* slots = DeviceCopy(std::vector<int>(kBlocks, -1));
+  int* d_seen = DeviceCopy(std::vector<int>(2 * kBlocks, -1));
+  Launcher("HandOffKernel", kBlocks, 32, 0, nullptr, false, true) (&HandOffKernel)(slots, d_seen,
+                                                                                   nc);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  *seen = HostCopy(d_seen, 2 * kBlocks);
+  cudaFree(slots);
+  cudaFree(d_seen);
+}
+
+// Plain loads after grid.sync see the other blocks' writes.
+TEST(CudaEmuCooperative, PlainLoadsReadWhatOtherBlocksWrote) {
+  std::vector<int> seen;
+  LaunchHandOff(false, &seen);
+  for (int round = 0; round < 2; ++round) {
+    for (int b = 0; b < kBlocks; ++b) {
+      EXPECT_EQ(seen[round * kBlocks + b], round * 100 + (b + 1) % kBlocks);
+    }
+  }
+}
+
 // Death tests whose child starts threads (a cooperative grid's blocks):
 // re-executed, not only forked, so ThreadSanitizer builds allow them.
 class CudaEmuCooperativeDeath : public ::testing::Test {
@@ -194,6 +228,18 @@ TEST_F(CudaEmuCooperativeDeath, ABlockEndingWhileOthersWaitAborts) {
         cudaDeviceSynchronize();
       },
       "would hang");
+}
+
+// __ldg of memory the same cooperative launch writes (here: after the
+// read) is outside the PTX memory model: the emulator aborts at the grid's end.
+TEST_F(CudaEmuCooperativeDeath, NonCoherentReadOfMemoryTheGridWritesAborts) {
+  EXPECT_DEATH(
+      {
+        std::vector<int> seen;
+        LaunchHandOff(true, &seen);
+      },
+      "an __ldg \\(ld.global.nc\\) read 4 bytes at .* that the same cooperative launch then "
+      "wrote");
 }
 
 // Half of block 0's threads wait at grid.sync(), the rest at __syncthreads.

@@ -196,6 +196,14 @@ struct TmaCopy {
 
 class GridBarrier;  // grid.h
 
+// One __ldg (ld.global.nc) in a cooperative grid: where, and the bytes it
+// returned (grid.h checks at the grid's end that the grid left them so).
+struct NonCoherentRead {
+  const void* p;
+  size_t bytes;
+  unsigned char value[16];
+};
+
 struct Block {
   uint3 idx;
   dim3 dim;
@@ -212,6 +220,8 @@ struct Block {
   std::vector<WarpgroupRegisters> warpgroup_registers;  // by warpgroup
   // The launch's grid barrier when it is cooperative (grid.h); null otherwise.
   GridBarrier* grid_barrier = nullptr;
+  // A cooperative launch's record of this block's __ldg reads; null otherwise.
+  std::vector<NonCoherentRead>* non_coherent_reads = nullptr;
 };
 
 extern thread_local Thread* g_thread;
@@ -448,6 +458,24 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
 
+namespace tpserve_emu {
+// __ldg's read of `bytes` (<= 16) at `p` that returned `value`: recorded in
+// a cooperative launch (Block::non_coherent_reads), where the grid's end
+// aborts if the grid changed those bytes. ld.global.nc is outside the PTX
+// memory model (PTX ISA, "Scope and applicability of the model"), and the
+// CUDA programming guide calls a read of memory the same kernel call wrote
+// through the read-only cache undefined: a grid.sync does not make it see
+// other blocks' writes. Such data takes plain loads. Caught when the grid
+// writes after the read (a stale read of a write before it, never written
+// again, goes unseen).
+inline void NoteNonCoherentRead(const void* p, const void* value, size_t bytes) {
+  if (g_block == nullptr || g_block->non_coherent_reads == nullptr) return;
+  NonCoherentRead r{p, bytes, {}};
+  std::memcpy(r.value, value, bytes < sizeof(r.value) ? bytes : sizeof(r.value));
+  g_block->non_coherent_reads->push_back(r);
+}
+}  // namespace tpserve_emu
+
 // ---- Device math (IEEE single precision on the host).
 #if defined(TPSERVE_EMU_MEMORY_MODEL)
 // The memory-transaction model's build (memory_model.h): a load through
@@ -460,12 +488,18 @@ inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred
 template <typename T>
 __attribute__((noinline, no_sanitize_address)) T __ldg(const T* p) {
   ::tpserve_emu::ModelAccess(p, sizeof(T), false, __builtin_return_address(0));
-  return *p;
+  const T v = *p;
+  ::tpserve_emu::NoteNonCoherentRead(p, &v, sizeof(T));
+  return v;
 }
 #else
 template <typename T>
 inline T __ldg(const T* p) {
-  return *p;
+  static_assert(sizeof(T) <= sizeof(::tpserve_emu::NonCoherentRead::value),
+                "one load of at most 16 bytes");
+  const T v = *p;
+  ::tpserve_emu::NoteNonCoherentRead(p, &v, sizeof(T));
+  return v;
 }
 #endif
 inline float __fmul_rn(float a, float b) { return a * b; }

@@ -138,6 +138,29 @@ void GridBarrier::Leave() {
   passed_.notify_all();
 }
 
+namespace {
+// NoteNonCoherentRead (emu.h): every __ldg of a cooperative grid must find
+// its bytes unchanged once the grid has ended.
+void CheckNonCoherentReads(const char* kernel,
+                           const std::vector<std::vector<NonCoherentRead>>& reads) {
+  for (const std::vector<NonCoherentRead>& block : reads) {
+    for (const NonCoherentRead& r : block) {
+      if (std::memcmp(r.p, r.value, r.bytes) != 0) {
+        // Not a block of this grid: the one a programmatic launch after it
+        // may have parked on this thread (RunPrimary) would be named.
+        g_block = nullptr;
+        Fail(
+            "%s: an __ldg (ld.global.nc) read %zu bytes at %p that the same cooperative launch "
+            "then wrote: the read-only path is outside the PTX memory model and a grid.sync "
+            "does not order it (PTX ISA, \"Scope and applicability of the model\"); read memory "
+            "the launch writes with plain loads",
+            kernel, r.bytes, r.p);
+      }
+    }
+  }
+}
+}  // namespace
+
 uint64_t ScheduleSeed() {
   static const uint64_t seed = EnvOr("TPSERVE_CUDA_EMU_SEED", 1);
   return seed;
@@ -191,6 +214,7 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
   }
   // `shared`: the block's dynamic shared memory (room for 128-byte alignment).
   GridBarrier barrier(blocks);
+  std::vector<std::vector<NonCoherentRead>> non_coherent_reads(c.cooperative ? blocks : 0);
   auto run_block = [&](uint64_t i, std::vector<unsigned char>& shared,
                        const std::function<void()>* wait_for) {
     const uint64_t linear = order[i];
@@ -206,7 +230,10 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
     b.dynamic_shared =
         shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
     b.dynamic_shared_bytes = c.shared_bytes;
-    if (c.cooperative) b.grid_barrier = &barrier;
+    if (c.cooperative) {
+      b.grid_barrier = &barrier;
+      b.non_coherent_reads = &non_coherent_reads[i];
+    }
     ModelBlockBegin(c.block.x * c.block.y * c.block.z);
     RunBlock(b, body, c.name, seed == 0 ? 0 : seed ^ (launch << 20) ^ linear, wait_for);
     ModelBlockEnd();
@@ -228,6 +255,7 @@ void RunGrid(const LaunchConfig& c, const std::function<void()>& check,
       });
     }
     for (std::thread& t : threads) t.join();
+    CheckNonCoherentReads(c.name, non_coherent_reads);
     return;
   }
   uint64_t first = 0;  // blocks before it have run
