@@ -286,6 +286,22 @@ std::vector<StepBatch> OneSequence(int vocab, int prompt, int decodes) {
   return steps;
 }
 
+// Runs `steps` on both engines of `pair`: the same logit bits at every
+// step, and engine 0 replaying a graph from the second step on if `graphs`.
+void ExpectSameBitsEachStep(const EnginePair& pair, const std::vector<StepBatch>& steps,
+                            bool graphs) {
+  int step = 0;
+  for (const StepBatch& batch : steps) {
+    SCOPED_TRACE(absl::StrCat("step ", step++));
+    absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
+    absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(*got, *want);
+    EXPECT_EQ(pair.engines[0]->last_timings().graph_replay, graphs && step > 1);
+  }
+}
+
 // A one-sequence decode step as one cooperative kernel
 // (EngineOptions::cuda_persistent_decode) gives the per-kernel step's bits:
 // a 250-token prompt, then 10 decode steps whose context crosses the
@@ -320,16 +336,7 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
 #if defined(TPSERVE_CUDA_EMU)
     const uint64_t before = tpserve_emu::GridsRun("PersistentDecodeKernel");
 #endif
-    int step = 0;
-    for (const StepBatch& batch : OneSequence(c.vocab_size, 250, 10)) {
-      SCOPED_TRACE(absl::StrCat("step ", step++));
-      absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
-      absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
-      ASSERT_TRUE(got.ok()) << got.status();
-      ASSERT_TRUE(want.ok()) << want.status();
-      EXPECT_EQ(*got, *want);
-      EXPECT_EQ(pair.engines[0]->last_timings().graph_replay, graphs && step > 1);
-    }
+    ExpectSameBitsEachStep(pair, OneSequence(c.vocab_size, 250, 10), graphs);
     EXPECT_NE(pair.engines[0]->kernels().find(", one-sequence decode steps as one cooperative "
                                               "kernel"),
               std::string::npos)
@@ -375,16 +382,7 @@ TEST(CudaEngineParity, RefusedPersistentDecodeFallsBackToPerKernelSteps) {
     tpserve_emu::RefuseCooperativeLaunches(graphs ? CooperativeRefusal::kInCapture
                                                   : CooperativeRefusal::kAlways);
     const uint64_t before = tpserve_emu::GridsRun("PersistentDecodeKernel");
-    int step = 0;
-    for (const StepBatch& batch : OneSequence((*model)->config().vocab_size, 20, 3)) {
-      SCOPED_TRACE(absl::StrCat("step ", step++));
-      absl::StatusOr<std::vector<std::vector<float>>> got = pair.engines[0]->ForwardLogits(batch);
-      absl::StatusOr<std::vector<std::vector<float>>> want = pair.engines[1]->ForwardLogits(batch);
-      ASSERT_TRUE(got.ok()) << got.status();
-      ASSERT_TRUE(want.ok()) << want.status();
-      EXPECT_EQ(*got, *want);
-      EXPECT_EQ(pair.engines[0]->last_timings().graph_replay, graphs && step > 1);
-    }
+    ExpectSameBitsEachStep(pair, OneSequence((*model)->config().vocab_size, 20, 3), graphs);
     EXPECT_EQ(tpserve_emu::GridsRun("PersistentDecodeKernel") - before, 0u);
     const std::string kernels = pair.engines[0]->kernels();
     EXPECT_NE(
