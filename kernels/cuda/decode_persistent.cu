@@ -77,10 +77,15 @@ __device__ __noinline__ void GemvPhase(const float* x, const void* w, const floa
   constexpr int kWarps = kWarpsPerBlock<1>;
   const int cols = kSwiglu ? n / 2 : n;
   const int blocks = (cols + kWarps - 1) / kWarps;
+  // x in one tile: staged (and normalised) once per thread block and phase,
+  // not once per block of the per-kernel launch; longer rows are staged
+  // tile by tile, each time.
+  const bool one_tile = k <= kTileValues<1>;
   for (int b = blockIdx.x; b < blocks; b += gridDim.x) {
     SkinnyGemmBlock<kW, 1, true, kSwiglu, kFusion, XWriter::kSameLaunch>(
-        x, w, bias, y, 1, n, k, k, cols, norm, eps, next, b, 0, b, blocks);
-    __syncthreads();  // the next block restages shared memory
+        x, w, bias, y, 1, n, k, k, cols, norm, eps, next, b, 0, b, blocks,
+        one_tile && b != static_cast<int>(blockIdx.x));
+    __syncthreads();  // the next block may restage shared memory
   }
 }
 

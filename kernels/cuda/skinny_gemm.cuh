@@ -273,14 +273,17 @@ __device__ __forceinline__ void TileDots(const void* w, int k, int row, const fl
 // One block's work: column block bx, row pass by; `block` of `blocks` in
 // all for the prefetch's share (a kernel of kWarpsPerBlock<kRows> * 32
 // threads with SkinnyGemmSharedBytes<kRows, kFusion>() of dynamic shared
-// memory).
+// memory). x_staged: shared memory already holds what this call would
+// stage, from an earlier call of the same thread block on the same x, k,
+// norm and row pass with k <= kTileValues<kRows> (decode_persistent.cu's
+// later blocks of a phase); this call then stages nothing.
 template <DType kW, int kRows, bool kVec, bool kSwiglu, Fusion kFusion = Fusion::kNone,
           XWriter kX = XWriter::kEarlierKernel>
 __device__ __forceinline__ void SkinnyGemmBlock(
     const float* __restrict__ x, const void* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int m, int n, int k, int64_t x_stride, int64_t y_stride,
     const float* __restrict__ norm, float eps, const L2Prefetch& prefetch, int bx, int by,
-    int block, int blocks) {
+    int block, int blocks, bool x_staged = false) {
   static_assert(kFusion == Fusion::kNone || kRows == 1, "fusions are for one activation row");
   static_assert(kFusion != Fusion::kNormX || kWarpsPerBlock<1> * 32 == 256,
                 "RmsNormKernel's 256-thread reduction");
@@ -322,14 +325,18 @@ __device__ __forceinline__ void SkinnyGemmBlock(
       }
       // Weights are fixed: the first tile's chunks load before the wait
       // for the kernel that writes x (launch.cuh), x while they load.
-      StageX<kFusion, kRows, kVec, kX>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps,
-                                       &inv);
+      if (!x_staged) {
+        StageX<kFusion, kRows, kVec, kX>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps,
+                                         &inv);
+      }
       if (!active) continue;
       gate.Dots(xs, width, rows_here, lane, acc);
       if constexpr (kSwiglu) upc.Dots(xs, width, rows_here, lane, up);
     } else {
-      StageX<kFusion, kRows, kVec, kX>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps,
-                                       &inv);
+      if (!x_staged) {
+        StageX<kFusion, kRows, kVec, kX>(xs, xrow0, x_stride, rows_here, k0, width, k, norm, eps,
+                                         &inv);
+      }
       if (!active) continue;
       TileDots<kW, kRows, kVec>(w, k, col, xs, k0, width, rows_here, lane, acc);
       if constexpr (kSwiglu) {

@@ -351,6 +351,44 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
   }
 }
 
+// The same with an FFN of 2304: the down projection's rows (k = 2304) no
+// longer fit one 2048-value tile, so its phase stages x tile by tile (the
+// other phases stage x once per thread block and phase); 3 decode steps
+// after a 20-token prompt, eagerly, f32 KV cache.
+TEST(CudaEngineParity, PersistentDecodeStagesLongRowsTileByTile) {
+  if (::tpserve::kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  TestModelSpec spec = GeneratedModelSpec(DType::kQ4_1);
+  spec.ffn_size = 2304;
+  const std::string path = std::string(::testing::TempDir()) + "/cuda_ffn_2304.gguf";
+  if (absl::Status st = WriteTestModel(spec, path); !st.ok()) {
+    GTEST_SKIP() << "skipped: cannot generate the model: " << st;
+  }
+  absl::StatusOr<std::unique_ptr<ModelSource>> model = OpenModel(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  if (!::tpserve::kernels::cuda::PersistentDecodeSupports(DType::kQ4_1, (*model)->config().head_dim,
+                                                          DType::kF32)) {
+    GTEST_SKIP() << "skipped: no cooperative launch on this device";
+  }
+  EnginePair pair;  // [0] persistent, [1] per-kernel
+  const absl::Status made = MakeEnginePair(
+      **model,
+      [](int e) {
+        EngineOptions o = Options("cuda", "f32");
+        o.cuda_graphs = false;
+        o.cuda_persistent_decode = e == 0;
+        return o;
+      },
+      &pair);
+  ASSERT_TRUE(made.ok()) << made;
+#if defined(TPSERVE_CUDA_EMU)
+  const uint64_t before = tpserve_emu::GridsRun("PersistentDecodeKernel");
+#endif
+  ExpectSameBitsEachStep(pair, OneSequence(spec.vocab_size, 20, 3), false);
+#if defined(TPSERVE_CUDA_EMU)
+  EXPECT_EQ(tpserve_emu::GridsRun("PersistentDecodeKernel") - before, 3u);
+#endif
+}
+
 #if defined(TPSERVE_CUDA_EMU)
 // A driver that refuses the cooperative kernel does not fail the step: the
 // engine runs that step and every later one per kernel, with the per-kernel
