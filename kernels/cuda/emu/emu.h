@@ -467,9 +467,14 @@ namespace tpserve_emu {
 // through the read-only cache undefined: a grid.sync does not make it see
 // other blocks' writes. Such data takes plain loads. Caught when the grid
 // writes after the read (a stale read of a write before it, never written
-// again, goes unseen).
+// again, goes unseen). A block's first kNonCoherentReadsKept reads are kept
+// (bounded memory in a long grid).
+inline constexpr size_t kNonCoherentReadsKept = size_t{1} << 20;
 inline void NoteNonCoherentRead(const void* p, const void* value, size_t bytes) {
-  if (g_block == nullptr || g_block->non_coherent_reads == nullptr) return;
+  if (g_block == nullptr || g_block->non_coherent_reads == nullptr ||
+      g_block->non_coherent_reads->size() >= kNonCoherentReadsKept) {
+    return;
+  }
   NonCoherentRead r{p, bytes, {}};
   std::memcpy(r.value, value, bytes < sizeof(r.value) ? bytes : sizeof(r.value));
   g_block->non_coherent_reads->push_back(r);

@@ -271,7 +271,9 @@ void CheckPointerArgument(const char* kernel, int index, const void* p) {
   }
 }
 
+namespace {
 std::atomic<CooperativeRefusal> g_cooperative_refusal{CooperativeRefusal::kNone};
+}  // namespace
 
 void RefuseCooperativeLaunches(CooperativeRefusal refusal) { g_cooperative_refusal = refusal; }
 
