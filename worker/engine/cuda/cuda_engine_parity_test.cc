@@ -286,6 +286,23 @@ std::vector<StepBatch> OneSequence(int vocab, int prompt, int decodes) {
   return steps;
 }
 
+// Engines [0] with EngineOptions::cuda_persistent_decode and [1] without,
+// otherwise alike: a `kv_dtype` KV cache, decode graphs if `graphs`, and
+// [0] prefetching the next GEMV's weights into L2 if `prefetch`.
+absl::Status MakePersistentPair(const ModelSource& model, const std::string& kv_dtype, bool graphs,
+                                bool prefetch, EnginePair* pair) {
+  return MakeEnginePair(
+      model,
+      [&](int e) {
+        EngineOptions o = Options("cuda", kv_dtype);
+        o.cuda_graphs = graphs;
+        o.cuda_persistent_decode = e == 0;
+        o.cuda_l2_prefetch = e == 0 && prefetch;
+        return o;
+      },
+      pair);
+}
+
 // Runs `steps` on both engines of `pair`: the same logit bits at every
 // step, and engine 0 replaying a graph from the second step on if `graphs`.
 void ExpectSameBitsEachStep(const EnginePair& pair, const std::vector<StepBatch>& steps,
@@ -321,17 +338,8 @@ TEST(CudaEngineParity, PersistentDecodeGivesThePerKernelBits) {
   for (const bool graphs : {true, false}) {
     const std::string kv_dtype = graphs ? "bf16" : "f32";
     SCOPED_TRACE(absl::StrCat(graphs ? "graphs" : "eager", ", ", kv_dtype, " KV cache"));
-    EnginePair pair;  // [0] persistent, [1] per-kernel
-    const absl::Status made = MakeEnginePair(
-        **model,
-        [graphs, &kv_dtype](int e) {
-          EngineOptions o = Options("cuda", kv_dtype);
-          o.cuda_graphs = graphs;
-          o.cuda_persistent_decode = e == 0;
-          o.cuda_l2_prefetch = e == 0 && graphs;
-          return o;
-        },
-        &pair);
+    EnginePair pair;
+    const absl::Status made = MakePersistentPair(**model, kv_dtype, graphs, graphs, &pair);
     ASSERT_TRUE(made.ok()) << made;
 #if defined(TPSERVE_CUDA_EMU)
     const uint64_t before = tpserve_emu::GridsRun("PersistentDecodeKernel");
@@ -369,16 +377,8 @@ TEST(CudaEngineParity, PersistentDecodeStagesLongRowsTileByTile) {
                                                           DType::kF32)) {
     GTEST_SKIP() << "skipped: no cooperative launch on this device";
   }
-  EnginePair pair;  // [0] persistent, [1] per-kernel
-  const absl::Status made = MakeEnginePair(
-      **model,
-      [](int e) {
-        EngineOptions o = Options("cuda", "f32");
-        o.cuda_graphs = false;
-        o.cuda_persistent_decode = e == 0;
-        return o;
-      },
-      &pair);
+  EnginePair pair;
+  const absl::Status made = MakePersistentPair(**model, "f32", false, false, &pair);
   ASSERT_TRUE(made.ok()) << made;
 #if defined(TPSERVE_CUDA_EMU)
   const uint64_t before = tpserve_emu::GridsRun("PersistentDecodeKernel");
@@ -406,16 +406,8 @@ TEST(CudaEngineParity, RefusedPersistentDecodeFallsBackToPerKernelSteps) {
   for (const bool graphs : {true, false}) {
     SCOPED_TRACE(graphs ? "refused in capture, graphs" : "refused always, eager");
     tpserve_emu::RefuseCooperativeLaunches(CooperativeRefusal::kNone);
-    EnginePair pair;  // [0] persistent, [1] per-kernel
-    const absl::Status made = MakeEnginePair(
-        **model,
-        [graphs](int e) {
-          EngineOptions o = Options("cuda", "bf16");
-          o.cuda_graphs = graphs;
-          o.cuda_persistent_decode = e == 0;
-          return o;
-        },
-        &pair);
+    EnginePair pair;
+    const absl::Status made = MakePersistentPair(**model, "bf16", graphs, false, &pair);
     ASSERT_TRUE(made.ok()) << made;
     tpserve_emu::RefuseCooperativeLaunches(graphs ? CooperativeRefusal::kInCapture
                                                   : CooperativeRefusal::kAlways);
