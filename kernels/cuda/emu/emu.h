@@ -476,7 +476,7 @@ inline void NoteNonCoherentRead(const void* p, const void* value, size_t bytes) 
     return;
   }
   NonCoherentRead r{p, bytes, {}};
-  std::memcpy(r.value, value, bytes < sizeof(r.value) ? bytes : sizeof(r.value));
+  std::memcpy(r.value, value, bytes);  // <= 16: __ldg's static_assert
   g_block->non_coherent_reads->push_back(r);
 }
 }  // namespace tpserve_emu
@@ -492,6 +492,8 @@ inline void NoteNonCoherentRead(const void* p, const void* value, size_t bytes) 
 // the load itself is not counted a second time.
 template <typename T>
 __attribute__((noinline, no_sanitize_address)) T __ldg(const T* p) {
+  static_assert(sizeof(T) <= sizeof(::tpserve_emu::NonCoherentRead::value),
+                "one load of at most 16 bytes");
   ::tpserve_emu::ModelAccess(p, sizeof(T), false, __builtin_return_address(0));
   const T v = *p;
   ::tpserve_emu::NoteNonCoherentRead(p, &v, sizeof(T));

@@ -76,9 +76,9 @@ std::string PersistentWords(Persistent p, const absl::Status& failure) {
 }
 
 // ForwardBackend::kernels() on the current device: what the options asked
-// for and what this device runs of it.
-std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gemm,
-                        Persistent persistent, const absl::Status& failure) {
+// for and what this device runs of it (but cuda_persistent_decode, which
+// Load and the steps decide: PersistentWords).
+std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gemm) {
   const bool pdl = kc::ProgrammaticLaunchSupported();
   return absl::StrCat("CUDA kernels: prefill GEMMs on ",
                       prefill_gemm == kc::Bf16Gemm::kWgmma      ? "wgmma"
@@ -95,8 +95,7 @@ std::string KernelsLine(const ForwardBackendOptions& o, kc::Bf16Gemm prefill_gem
                       : pdl       ? "on"
                                   : "off (--cuda_pdl needs compute capability 9.0+)",
                       ", decode graphs ", o.cuda_graphs ? "on" : "off",
-                      o.cuda_l2_prefetch ? ", L2 prefetch of the next GEMM's weights on" : "",
-                      PersistentWords(persistent, failure));
+                      o.cuda_l2_prefetch ? ", L2 prefetch of the next GEMM's weights on" : "");
 }
 
 Persistent PersistentAsked(const ForwardBackendOptions& o, const Communicator& comm) {
@@ -115,11 +114,11 @@ class CudaForward final : public ForwardBackend {
         stream_(stream),
         programmatic_(options.cuda_pdl),
         l2_prefetch_(options.cuda_l2_prefetch),
-        options_(options),
         prefill_gemm_(prefill_gemm),
         tp_invariant_(options.tp_invariant),
         persistent_(PersistentAsked(options, comm)),
-        kernels_(KernelsLine(options, prefill_gemm_, persistent_, absl::OkStatus())),
+        kernels_(KernelsLine(options, prefill_gemm_)),
+        persistent_words_(PersistentWords(persistent_, absl::OkStatus())),
         graphs_(options.cuda_graphs) {}
 
   ~CudaForward() override {
@@ -135,8 +134,8 @@ class CudaForward final : public ForwardBackend {
 
   std::string name() const override { return "cuda"; }
   std::string kernels() const override {
-    absl::MutexLock lock(&kernels_mu_);
-    return kernels_;
+    absl::MutexLock lock(&persistent_mu_);
+    return kernels_ + persistent_words_;
   }
 
   absl::Status AllGatherI64(int64_t mine, std::vector<int64_t>* all) override {
@@ -219,11 +218,11 @@ class CudaForward final : public ForwardBackend {
   absl::Status EnqueueLayers(const LayerStep& step);
   // Grows the activation scratch for `sh` and `head_rows` LM-head rows.
   absl::Status GrowScratch(const StepShape& sh, int head_rows);
-  // Sets persistent_ and kernels()'s line to match.
+  // Sets persistent_ and kernels()'s words for it.
   void SetPersistent(Persistent p, const absl::Status& failure) {
     persistent_ = p;
-    absl::MutexLock lock(&kernels_mu_);
-    kernels_ = KernelsLine(options_, prefill_gemm_, p, failure);
+    absl::MutexLock lock(&persistent_mu_);
+    persistent_words_ = PersistentWords(p, failure);
   }
   // The cooperative kernel failed to launch (a driver that takes no
   // cooperative launch into a graph, or fewer SMs free than its occupancy
@@ -244,14 +243,14 @@ class CudaForward final : public ForwardBackend {
   Communicator& comm_;
   const int device_;
   cudaStream_t stream_;
-  const bool programmatic_;  // kernels::Stream::programmatic
-  const bool l2_prefetch_;   // LayerStep::l2_prefetch
-  const ForwardBackendOptions options_;
+  const bool programmatic_;                     // kernels::Stream::programmatic
+  const bool l2_prefetch_;                      // LayerStep::l2_prefetch
   const kernels::cuda::Bf16Gemm prefill_gemm_;  // GemmViaBf16's kernel (cuda_prefill_gemm)
   const bool tp_invariant_;
-  Persistent persistent_;  // cuda_persistent_decode: set at Load, kFailed by DropPersistent
-  mutable absl::Mutex kernels_mu_;
-  std::string kernels_ ABSL_GUARDED_BY(kernels_mu_);  // kernels(), on this device
+  Persistent persistent_;      // cuda_persistent_decode: set at Load, kFailed by DropPersistent
+  const std::string kernels_;  // kernels() but persistent_'s words: fixed at creation
+  mutable absl::Mutex persistent_mu_;
+  std::string persistent_words_ ABSL_GUARDED_BY(persistent_mu_);  // PersistentWords(persistent_)
   KvCacheShape shape_;
   int num_blocks_ = 0;
   DeviceBuffer<uint8_t> embedding_;
