@@ -70,9 +70,10 @@ Batch WithWidenedCache(Batch b) {
   return b;
 }
 
-// fixed_q_len > 0 gives every sequence that many queries.
+// fixed_q_len > 0 gives every sequence that many queries; its keys start
+// at a position drawn from [min_start, max_start].
 Batch MakeBatch(Rng& rng, int num_seqs, int head_dim, int group, bool decode_only, int max_start,
-                int fixed_q_len = 0) {
+                int fixed_q_len = 0, int min_start = 0) {
   Batch b;
   b.n_kv_heads = rng.Int(1, 3);
   b.n_heads = b.n_kv_heads * group;
@@ -84,7 +85,7 @@ Batch MakeBatch(Rng& rng, int num_seqs, int head_dim, int group, bool decode_onl
     const int q_len = fixed_q_len > 0                     ? fixed_q_len
                       : decode_only || rng.Int(0, 2) == 0 ? 1
                                                           : rng.Int(2, 70);
-    const int start = rng.Int(0, max_start);
+    const int start = rng.Int(min_start, max_start);
     b.q_lens.push_back(q_len);
     b.start_pos.push_back(start);
     b.cu_q_lens.push_back(b.cu_q_lens.back() + q_len);
@@ -140,9 +141,10 @@ enum class Launcher { kFlash, kDecode, kTensorCore };
 
 // Runs the CUDA attention launcher `which` on `b`. `copy` (kTensorCore):
 // PagedAttentionPrefill writes its output there as a Bf16Copy, over a buffer
-// of NaN bits; the f32 output returned should stay zero.
+// of NaN bits; the f32 output returned should stay zero. `partition_tokens`
+// (kDecode): PagedAttentionDecode's override, 0 for its own choice.
 std::vector<float> CudaAttention(const Batch& b, Launcher which,
-                                 std::vector<uint16_t>* copy = nullptr) {
+                                 std::vector<uint16_t>* copy = nullptr, int partition_tokens = 0) {
   const bool bf16 = b.kv_dtype == DType::kBF16;
   DeviceBuffer<float> q = ToDevice(b.q);
   // One of the two cache pairs is empty (a null device pointer).
@@ -161,10 +163,12 @@ std::vector<float> CudaAttention(const Batch& b, Launcher which,
   p.cu_q_lens = cu.data();
   p.start_pos = start.data();
   if (which == Launcher::kDecode) {
-    const int64_t ws =
-        DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, b.max_context);
+    const int64_t ws = DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim,
+                                                      b.max_context, partition_tokens);
     DeviceBuffer<float> workspace = DeviceZeros<float>(static_cast<size_t>(ws));
-    EXPECT_TRUE(PagedAttentionDecode(p, b.max_context, workspace.data(), ws, Stream{}).ok());
+    EXPECT_TRUE(
+        PagedAttentionDecode(p, b.max_context, workspace.data(), ws, Stream{}, partition_tokens)
+            .ok());
     return ToHostVector(out);
   }
   if (copy != nullptr) {
@@ -294,6 +298,35 @@ TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
     const std::vector<float> want = CpuAttention(b);
     EXPECT_LT(Nmse(CudaAttention(b, Launcher::kDecode), want), kAttentionNmse);
     EXPECT_LT(Nmse(CudaAttention(b, Launcher::kFlash), want), kAttentionNmse);
+  }
+}
+
+// A lone sequence's long context, cut into DecodePartitionTokens's 64- or
+// 128-token partitions, into 256-token ones (the length before 2026-12-07)
+// and (300 tokens) into 7-token ones (the override): each against the CPU
+// reference.
+// GQA groups of 8, 4 and 1 query heads; f32 and bf16 caches.
+TEST(CudaPagedAttentionDecodeParity, LoneSequenceInShortPartitions) {
+  TPS_SKIP_WITHOUT_CUDA();
+  Rng rng(37);
+  const Config configs[] = {{64, 8}, {128, 4}, {64, 1}};
+  for (const Config& c : configs) {
+    for (int context : {300, 4100}) {
+      Batch b = MakeBatch(rng, 1, c.head_dim, c.group, /*decode_only=*/true, context - 1,
+                          /*fixed_q_len=*/0, /*min_start=*/context - 1);
+      ASSERT_EQ(b.max_context, context);
+      if (c.group == 4) b = WithBf16Cache(b);
+      EXPECT_EQ(DecodePartitionTokens(1, context), context <= 4096 ? 64 : 128);
+      const std::vector<float> want = CpuAttention(b);
+      for (int partition_tokens : {0, kDecodePartitionTokens, 7}) {
+        if (partition_tokens == 7 && context > 1000) continue;  // 586 partitions: slow emulated
+        SCOPED_TRACE(testing::Message()
+                     << "head_dim=" << c.head_dim << " group=" << c.group << " context=" << context
+                     << " partition_tokens=" << partition_tokens);
+        EXPECT_LT(Nmse(CudaAttention(b, Launcher::kDecode, nullptr, partition_tokens), want),
+                  kAttentionNmse);
+      }
+    }
   }
 }
 

@@ -247,14 +247,32 @@ struct ToBf16Params {
 // Split-KV decode attention for a batch where every sequence has exactly one
 // query (cu_q_lens[s+1] - cu_q_lens[s] == 1) and no context exceeds
 // `max_context_len` (= start_pos[s] + 1). The context is cut into
-// kDecodePartitionTokens-token partitions processed by separate blocks and
-// merged by a second kernel; `workspace` holds the partial results.
+// partitions of DecodePartitionTokens(num_seqs, max_context_len) tokens
+// processed by separate blocks and merged by a second kernel; `workspace`
+// holds the partial results. `partition_tokens` (1 to
+// kDecodePartitionTokens) overrides that length, for benchmarks and tests.
 inline constexpr int kDecodePartitionTokens = 256;
-int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
-                                       int max_context_len);
+// kDecodePartitionTokens, except for one sequence whose context spans more
+// than one such partition: there, the power of two from 64 to
+// kDecodePartitionTokens that cuts it into at most 64 partitions (so 64
+// tokens up to 4096, 128 up to 8192). A lone sequence's attention otherwise
+// runs on a block per 256 tokens and KV head (8 blocks of 132 SMs for 4 KV
+// heads at 512 tokens), each walking its keys in sequence; in shorter
+// partitions more blocks share the walk. Depends on the batch and context
+// only, never on the heads, so tensor-parallel ranks cut alike.
+inline int DecodePartitionTokens(int num_seqs, int max_context_len) {
+  if (num_seqs != 1 || max_context_len <= kDecodePartitionTokens) return kDecodePartitionTokens;
+  int tokens = 64;
+  while (tokens < kDecodePartitionTokens && (max_context_len + tokens - 1) / tokens > 64) {
+    tokens *= 2;
+  }
+  return tokens;
+}
+int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim, int max_context_len,
+                                       int partition_tokens = 0);
 [[nodiscard]] absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
                                                 float* workspace, int64_t workspace_floats,
-                                                const Stream& stream);
+                                                const Stream& stream, int partition_tokens = 0);
 // The same with the step's RoPE and KV-cache write fused in, in place of a
 // RopeKvWrite launch before it: p.q (= fuse.rope.q) and fuse.kv.k hold the
 // unrotated rows, one token per sequence. Each block rotates its q heads

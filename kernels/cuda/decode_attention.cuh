@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.cuh"
@@ -30,8 +31,7 @@
 namespace tpserve::kernels::cuda::decode_attention {
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kPart = kDecodePartitionTokens;
-static_assert(kPart % kWarps == 0, "partition splits evenly over warps");
+constexpr int kPart = kDecodePartitionTokens;  // the longest partition (DecodeArgs::part_tokens)
 // Query heads one block scores against each K row (registers: kGroup <= kMaxGroup x
 // head_dim / 32 query values per lane); larger GQA groups take several blocks.
 constexpr int kMaxGroup = 8;
@@ -70,7 +70,8 @@ struct DecodeRopeArgs {
 template <typename KvT>
 struct DecodeArgs : AttentionArgs<KvT> {
   int num_parts;
-  float* partial;  // [seq][head][part][head_dim + 2]: max, sum, P.V
+  int part_tokens;  // keys per partition, <= kPart
+  float* partial;   // [seq][head][part][head_dim + 2]: max, sum, P.V
   DecodeRopeArgs<KvT> fused;
 };
 
@@ -192,8 +193,8 @@ __device__ __forceinline__ void DecodePartitionBlock(const DecodeArgs<KvT>& a, K
   const int hd = a.kv.head_dim;
   const bool whole_runs = hd % kDimsPerLane == 0;
   const int ctx = a.start_pos[seq] + 1;
-  const int key0 = part * kPart;
-  const int keys = min(kPart, ctx - key0);  // <= 0 for partitions past this sequence's context
+  const int key0 = part * a.part_tokens;
+  const int keys = min(a.part_tokens, ctx - key0);  // <= 0 for partitions past this context
   auto partial_of = [&](int g) {
     return a.partial == nullptr
                ? nullptr
@@ -405,7 +406,15 @@ __device__ __forceinline__ void DecodeMergeBlock(const DecodeArgs<KvT>& a, int s
 
 // Host side, shared by the launchers.
 
-inline int NumParts(int max_context_len) { return (max_context_len + kPart - 1) / kPart; }
+// The partition length a call uses: `partition_tokens`, or 0 for
+// DecodePartitionTokens's choice.
+inline int PartTokens(int num_seqs, int max_context_len, int partition_tokens) {
+  return partition_tokens > 0 ? partition_tokens : DecodePartitionTokens(num_seqs, max_context_len);
+}
+
+inline int NumParts(int max_context_len, int part_tokens) {
+  return (max_context_len + part_tokens - 1) / part_tokens;
+}
 
 // The fused RoPE and KV-cache write: valid as RopeKvWrite's arguments, and
 // rotating and storing exactly the rows this attention reads (the same q
@@ -432,12 +441,14 @@ inline absl::Status CheckFusedRope(const PagedAttentionParams& p, const DecodeRo
   return absl::OkStatus();
 }
 
-// PagedAttentionDecode's argument checks (`fuse` null when not fused); on
-// success *partial is the workspace the partitions write (null: one
-// partition, written straight to the output).
+// PagedAttentionDecode's argument checks (`fuse` null when not fused;
+// `partition_tokens` 0 or its override); on success *partial is the
+// workspace the partitions write (null: one partition, written straight to
+// the output).
 inline absl::Status CheckDecode(const PagedAttentionParams& p, int max_context_len,
                                 float* workspace, int64_t workspace_floats,
-                                const DecodeRopeKvWrite* fuse, float** partial) {
+                                const DecodeRopeKvWrite* fuse, int partition_tokens,
+                                float** partial) {
   if (const char* err = CheckAttentionShape(p)) return absl::InvalidArgumentError(err);
   if (fuse != nullptr) {
     if (absl::Status st = CheckFusedRope(p, *fuse); !st.ok()) return st;
@@ -446,10 +457,14 @@ inline absl::Status CheckDecode(const PagedAttentionParams& p, int max_context_l
   if (p.num_seqs == 0) return absl::OkStatus();
   if (max_context_len <= 0)
     return absl::InvalidArgumentError("PagedAttentionDecode: max_context_len <= 0");
-  if (NumParts(max_context_len) > 65535)
+  if (partition_tokens < 0 || partition_tokens > kPart) {
+    return absl::InvalidArgumentError(absl::StrCat("PagedAttentionDecode: partition_tokens ",
+                                                   partition_tokens, " is not in 1..", kPart));
+  }
+  if (NumParts(max_context_len, PartTokens(p.num_seqs, max_context_len, partition_tokens)) > 65535)
     return absl::InvalidArgumentError("PagedAttentionDecode: context too long");
-  const int64_t need =
-      DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim, max_context_len);
+  const int64_t need = DecodeAttentionWorkspaceFloats(p.num_seqs, p.n_heads, p.head_dim,
+                                                      max_context_len, partition_tokens);
   if (need > 0 && (workspace == nullptr || workspace_floats < need)) {
     return absl::InvalidArgumentError("PagedAttentionDecode: workspace too small");
   }
@@ -460,8 +475,10 @@ inline absl::Status CheckDecode(const PagedAttentionParams& p, int max_context_l
 // The blocks' arguments for a call CheckDecode accepted.
 template <typename KvT>
 DecodeArgs<KvT> MakeDecodeArgs(const PagedAttentionParams& p, int max_context_len, float* partial,
-                               const DecodeRopeKvWrite* fuse) {
-  DecodeArgs<KvT> a{MakeAttentionArgs<KvT>(p), NumParts(max_context_len), partial, {}};
+                               const DecodeRopeKvWrite* fuse, int partition_tokens = 0) {
+  const int part_tokens = PartTokens(p.num_seqs, max_context_len, partition_tokens);
+  DecodeArgs<KvT> a{
+      MakeAttentionArgs<KvT>(p), NumParts(max_context_len, part_tokens), part_tokens, partial, {}};
   if (fuse != nullptr) {
     const KvCacheWriteParams& kv = fuse->kv;
     a.fused = DecodeRopeArgs<KvT>{MakeRopeArgs(fuse->rope), kv.v,

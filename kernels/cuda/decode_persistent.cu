@@ -254,7 +254,7 @@ absl::Status DecodeStepPersistent(const PersistentDecodeParams& p, const Stream&
   }
   float* partial = nullptr;
   if (absl::Status st = da::CheckDecode(p.attention, p.max_context, p.workspace, p.workspace_floats,
-                                        &p.rope_kv, &partial);
+                                        &p.rope_kv, /*partition_tokens=*/0, &partial);
       !st.ok()) {
     return st;
   }

@@ -453,12 +453,13 @@ AttentionBatch MakeAttention(Context& ctx, const AttentionShape& sh) {
   return b;
 }
 
-// Milliseconds per PagedAttentionDecode call on `sh`; *kv_bytes: the K and V
-// bytes one call reads.
-double TimeDecodeAttention(Context& ctx, const AttentionShape& sh, double* kv_bytes) {
+// Milliseconds per PagedAttentionDecode call on `sh` (`partition_tokens`:
+// its override, 0 for its own cut); *kv_bytes: the K and V bytes one call reads.
+double TimeDecodeAttention(Context& ctx, const AttentionShape& sh, double* kv_bytes,
+                           int partition_tokens = 0) {
   AttentionBatch b = MakeAttention(ctx, sh);
-  const int64_t ws =
-      DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim, sh.context);
+  const int64_t ws = DecodeAttentionWorkspaceFloats(sh.num_seqs, sh.n_heads, sh.head_dim,
+                                                    sh.context, partition_tokens);
   b.workspace = Alloc<float>(static_cast<size_t>(std::max<int64_t>(ws, 1)));
   *kv_bytes = 2.0 * sh.num_seqs * sh.context * sh.n_kv_heads * sh.head_dim *
               (sh.kv == DType::kBF16 ? 2 : 4);
@@ -466,7 +467,7 @@ double TimeDecodeAttention(Context& ctx, const AttentionShape& sh, double* kv_by
   const Work work{.bytes = *kv_bytes + static_cast<double>(b.q.bytes() + b.out.bytes()),
                   .flops = 4.0 * sh.num_seqs * sh.n_heads * sh.context * sh.head_dim};
   return TimeMs(ctx.stream, work, [&] {
-    (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s);
+    (void)PagedAttentionDecode(b.p, sh.context, b.workspace.data(), ws, ctx.s, partition_tokens);
   });
 }
 
@@ -500,6 +501,22 @@ void BenchDecodeAttentionLatency(Context& ctx, const AttentionShape& sh, int hid
   PrintRow(DecodeAttentionName("latency ", sh),
            cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR", Fmt("%.2f us", ms * 1e3),
            Fmt("Add of %d floats %.2f us", hidden, floor_ms * 1e3), ms / floor_ms);
+}
+
+// One sequence at a long context, where the partition length decides how many
+// blocks share its keys: microseconds per call in DecodePartitionTokens's
+// partitions (64 tokens up to 4096) against the same call in 256-token ones
+// (every context's cut before 2026-12-07). < 1: the shorter partitions win.
+void BenchDecodeAttentionPartitions(Context& ctx, const AttentionShape& sh) {
+  double kv_bytes = 0.0;
+  const double ms = TimeDecodeAttention(ctx, sh, &kv_bytes);
+  const double whole_ms = TimeDecodeAttention(ctx, sh, &kv_bytes, kDecodePartitionTokens);
+  PrintRow(DecodeAttentionName("partitions ", sh),
+           cudaGetLastError() == cudaSuccess ? "ok" : "CUDA ERROR",
+           Fmt("%.2f us in %d-token partitions", ms * 1e3,
+               DecodePartitionTokens(sh.num_seqs, sh.context)),
+           Fmt("%d-token partitions %.2f us", kDecodePartitionTokens, whole_ms * 1e3),
+           ms / whole_ms);
 }
 
 // Both prefill kernels: the f32 flash kernel and the tensor-core one.
@@ -599,6 +616,10 @@ int Main(bool quick, const std::string& only) {
     // "GPU"), at its 40-token context, and SmolLM2-135M's heads.
     BenchDecodeAttentionLatency(ctx, {1, 1, 40, 12, 4, 64}, 768);
     BenchDecodeAttentionLatency(ctx, {1, 1, 40, 9, 3, 64}, 576);
+    // The 1.1B Llama's heads, one sequence, bf16 cache (the engine's default).
+    for (int context : {1024, 4096}) {
+      BenchDecodeAttentionPartitions(ctx, {1, 1, context, 32, 4, 64, DType::kBF16});
+    }
   }
 
   if (want("prefill attention")) {

@@ -93,6 +93,50 @@ TEST(CudaDecodeValidation, RejectsMissingWorkspace) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// A lone sequence's context past one 256-token partition is cut into at most
+// 64 partitions of 64, 128 or 256 tokens; batches and short contexts keep
+// 256. The workspace follows the same cut, and the override is bounded.
+TEST(CudaDecodeValidation, PartitionsOfALoneSequence) {
+  EXPECT_EQ(DecodePartitionTokens(1, kDecodePartitionTokens), kDecodePartitionTokens);
+  EXPECT_EQ(DecodePartitionTokens(1, kDecodePartitionTokens + 1), 64);
+  EXPECT_EQ(DecodePartitionTokens(1, 4096), 64);
+  EXPECT_EQ(DecodePartitionTokens(1, 4097), 128);
+  EXPECT_EQ(DecodePartitionTokens(1, 8192), 128);
+  EXPECT_EQ(DecodePartitionTokens(1, 8193), 256);
+  EXPECT_EQ(DecodePartitionTokens(1, 100000), 256);
+  EXPECT_EQ(DecodePartitionTokens(2, 4096), kDecodePartitionTokens);
+  // 300 tokens: 5 partitions of 64 for one sequence, 2 of 256 for two.
+  EXPECT_EQ(DecodeAttentionWorkspaceFloats(1, 9, 64, 300), 1 * 9 * 5 * 66);
+  EXPECT_EQ(DecodeAttentionWorkspaceFloats(2, 9, 64, 300), 2 * 9 * 2 * 66);
+  EXPECT_EQ(DecodeAttentionWorkspaceFloats(1, 9, 64, 300, 256), 1 * 9 * 2 * 66);
+  EXPECT_EQ(DecodeAttentionWorkspaceFloats(1, 9, 64, 256), 0);
+
+  float dummy = 0.0f;
+  int32_t idummy = 0;
+  PagedAttentionParams p{.q = &dummy,
+                         .k_cache = &dummy,
+                         .v_cache = &dummy,
+                         .out = &dummy,
+                         .block_tables = &idummy,
+                         .cu_q_lens = &idummy,
+                         .start_pos = &idummy,
+                         .num_seqs = 1,
+                         .max_blocks_per_seq = 64,
+                         .n_heads = 2,
+                         .n_kv_heads = 1,
+                         .head_dim = 64,
+                         .block_size = 16,
+                         .num_blocks = 64};
+  for (int bad : {-1, kDecodePartitionTokens + 1}) {
+    const absl::Status st = PagedAttentionDecode(p, 100, &dummy, 1, Stream{}, bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("partition_tokens"), std::string::npos) << st;
+  }
+  // 100 tokens in 7-token partitions need a workspace: none is given.
+  const absl::Status st = PagedAttentionDecode(p, 100, nullptr, 0, Stream{}, 7);
+  EXPECT_NE(st.message().find("workspace too small"), std::string::npos) << st;
+}
+
 // The fused RoPE and KV-cache write must describe this attention's own q
 // rows and cache; a mismatch is named before anything launches.
 TEST(CudaDecodeValidation, RejectsAFusedRopeForOtherRows) {

@@ -3,8 +3,9 @@
 // Phase 1, grid (GQA group chunk, sequence, partition): an 8-warp block takes
 // the query heads that share one KV head (up to kMaxGroup of them; larger
 // groups split into several blocks; kGroup, the heads rounded up to 1, 2, 4
-// or 8, sizes the register arrays) and the partition's
-// kDecodePartitionTokens keys, in one pass: warp per key, each lane owning a
+// or 8, sizes the register arrays) and the partition's keys
+// (DecodePartitionTokens: 256, or 64-128 for a lone sequence's long
+// context), in one pass: warp per key, each lane owning a
 // run of consecutive head dims, so each K and V row is one coalesced warp
 // request of one vector load per lane, made once per KV head rather than
 // once per query head. Each warp keeps an online softmax per head over its
@@ -12,7 +13,9 @@
 // directly; otherwise it writes (max, sum, unnormalised P.V) per query head
 // to the workspace and phase 2, grid (sequence, query head), merges the
 // partitions with the usual log-sum-exp rescaling. Long contexts thus spread
-// over many SMs even at batch 1.
+// over many SMs even at batch 1; the shorter partitions of a lone sequence
+// (since 2026-12-07, not yet measured on a GPU) spread a 512-4096-token
+// context over 4x as many blocks as 256-token ones would.
 //
 // At batch 1 and short contexts a launch is a handful of blocks, so its time
 // is one warp's chain of dependent steps. On an H100 (docs/benchmarks.md,
@@ -82,17 +85,19 @@ absl::Status LaunchDecode(const DecodeArgs<KvT>& a, int num_seqs, const LaunchSt
 }
 
 absl::Status Decode(const PagedAttentionParams& p, int max_context_len, float* workspace,
-                    int64_t workspace_floats, const DecodeRopeKvWrite* fuse, const Stream& stream) {
+                    int64_t workspace_floats, const DecodeRopeKvWrite* fuse, int partition_tokens,
+                    const Stream& stream) {
   float* partial = nullptr;
-  if (absl::Status st =
-          CheckDecode(p, max_context_len, workspace, workspace_floats, fuse, &partial);
+  if (absl::Status st = CheckDecode(p, max_context_len, workspace, workspace_floats, fuse,
+                                    partition_tokens, &partial);
       !st.ok()) {
     return st;
   }
   if (p.num_seqs == 0) return absl::OkStatus();
   const LaunchStream s = ForLaunch(stream);
   TPS_KV_DTYPE_SWITCH(p.kv_dtype, KvT, {
-    const DecodeArgs<KvT> a = MakeDecodeArgs<KvT>(p, max_context_len, partial, fuse);
+    const DecodeArgs<KvT> a =
+        MakeDecodeArgs<KvT>(p, max_context_len, partial, fuse, partition_tokens);
     TPS_HEAD_DIM_SWITCH(p.head_dim, kDimsPerLane,
                         { return LaunchDecode<kDimsPerLane, KvT>(a, p.num_seqs, s); });
   });
@@ -101,23 +106,27 @@ absl::Status Decode(const PagedAttentionParams& p, int max_context_len, float* w
 }  // namespace
 }  // namespace decode_attention
 
-int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim,
-                                       int max_context_len) {
-  const int parts = decode_attention::NumParts(max_context_len);
+int64_t DecodeAttentionWorkspaceFloats(int num_seqs, int n_heads, int head_dim, int max_context_len,
+                                       int partition_tokens) {
+  namespace da = decode_attention;
+  const int parts =
+      da::NumParts(max_context_len, da::PartTokens(num_seqs, max_context_len, partition_tokens));
   if (parts <= 1) return 0;
   return static_cast<int64_t>(num_seqs) * n_heads * parts * (head_dim + 2);
 }
 
 absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
-                                  float* workspace, int64_t workspace_floats,
-                                  const Stream& stream) {
-  return decode_attention::Decode(p, max_context_len, workspace, workspace_floats, nullptr, stream);
+                                  float* workspace, int64_t workspace_floats, const Stream& stream,
+                                  int partition_tokens) {
+  return decode_attention::Decode(p, max_context_len, workspace, workspace_floats, nullptr,
+                                  partition_tokens, stream);
 }
 
 absl::Status PagedAttentionDecode(const PagedAttentionParams& p, int max_context_len,
                                   float* workspace, int64_t workspace_floats,
                                   const DecodeRopeKvWrite& fuse, const Stream& stream) {
-  return decode_attention::Decode(p, max_context_len, workspace, workspace_floats, &fuse, stream);
+  return decode_attention::Decode(p, max_context_len, workspace, workspace_floats, &fuse, 0,
+                                  stream);
 }
 
 }  // namespace tpserve::kernels::cuda
