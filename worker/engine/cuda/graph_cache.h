@@ -2,12 +2,13 @@
 //
 // A single-rank decode batch is padded to a batch-size bucket (1, 2, 4, 8,
 // then multiples of 16 up to kMaxGraphBatch) with inert sequences (KV slot
-// -1, a one-token context), its context bound to a power-of-two number of
-// kDecodePartitionTokens-token attention partitions, and its block tables to
-// that bound. One graph per (batch bucket, context bucket) is captured on
-// first use and replayed while the device buffers it points at stay in place:
-// the owner counts reallocations of those buffers, and a count that differs
-// from the one the graphs were captured at drops them all.
+// -1, a one-token context), its context bound to a power-of-two multiple
+// of kDecodePartitionTokens tokens (every decode-attention partition length
+// divides it), and its block tables to that bound. One graph per (batch
+// bucket, context bucket) is captured on first use and replayed while the
+// device buffers it points at stay in place: the owner counts reallocations
+// of those buffers, and a count that differs from the one the graphs were
+// captured at drops them all.
 //
 //   if (cache.Eligible(layout, head_rows)) {
 //     PadDecodeLayout(BatchBucket(S), ContextBucket(layout.max_context), block_size, &layout);
