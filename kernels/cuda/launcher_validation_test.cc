@@ -72,23 +72,29 @@ TEST(CudaRopeValidation, RejectsOddHeadDimAndBadScaling) {
   EXPECT_EQ(Rope(p, Stream{}).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// One sequence, 2 query heads of 64 dims on one KV head, every pointer at a
+// dummy: enough for the launcher's checks, which run before any launch.
+PagedAttentionParams OneSequenceDecode(float* dummy, int32_t* idummy) {
+  return {.q = dummy,
+          .k_cache = dummy,
+          .v_cache = dummy,
+          .out = dummy,
+          .block_tables = idummy,
+          .cu_q_lens = idummy,
+          .start_pos = idummy,
+          .num_seqs = 1,
+          .max_blocks_per_seq = 64,
+          .n_heads = 2,
+          .n_kv_heads = 1,
+          .head_dim = 64,
+          .block_size = 16,
+          .num_blocks = 64};
+}
+
 TEST(CudaDecodeValidation, RejectsMissingWorkspace) {
   float dummy = 0.0f;
   int32_t idummy = 0;
-  PagedAttentionParams p{.q = &dummy,
-                         .k_cache = &dummy,
-                         .v_cache = &dummy,
-                         .out = &dummy,
-                         .block_tables = &idummy,
-                         .cu_q_lens = &idummy,
-                         .start_pos = &idummy,
-                         .num_seqs = 1,
-                         .max_blocks_per_seq = 64,
-                         .n_heads = 2,
-                         .n_kv_heads = 1,
-                         .head_dim = 64,
-                         .block_size = 16,
-                         .num_blocks = 64};
+  const PagedAttentionParams p = OneSequenceDecode(&dummy, &idummy);
   EXPECT_EQ(PagedAttentionDecode(p, 4 * kDecodePartitionTokens, nullptr, 0, Stream{}).code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -113,20 +119,7 @@ TEST(CudaDecodeValidation, PartitionsOfALoneSequence) {
 
   float dummy = 0.0f;
   int32_t idummy = 0;
-  PagedAttentionParams p{.q = &dummy,
-                         .k_cache = &dummy,
-                         .v_cache = &dummy,
-                         .out = &dummy,
-                         .block_tables = &idummy,
-                         .cu_q_lens = &idummy,
-                         .start_pos = &idummy,
-                         .num_seqs = 1,
-                         .max_blocks_per_seq = 64,
-                         .n_heads = 2,
-                         .n_kv_heads = 1,
-                         .head_dim = 64,
-                         .block_size = 16,
-                         .num_blocks = 64};
+  const PagedAttentionParams p = OneSequenceDecode(&dummy, &idummy);
   for (int bad : {-1, kDecodePartitionTokens + 1}) {
     const absl::Status st = PagedAttentionDecode(p, 100, &dummy, 1, Stream{}, bad);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
