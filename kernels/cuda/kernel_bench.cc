@@ -616,9 +616,10 @@ int Main(bool quick, const std::string& only) {
     // "GPU"), at its 40-token context, and SmolLM2-135M's heads.
     BenchDecodeAttentionLatency(ctx, {1, 1, 40, 12, 4, 64}, 768);
     BenchDecodeAttentionLatency(ctx, {1, 1, 40, 9, 3, 64}, 576);
-    // The 1.1B Llama's heads, one sequence, bf16 cache (the engine's default).
+    // decode_bench's generated 1.1B model's heads, one sequence, bf16 cache
+    // (the engine's default).
     for (int context : {1024, 4096}) {
-      BenchDecodeAttentionPartitions(ctx, {1, 1, context, 32, 4, 64, DType::kBF16});
+      BenchDecodeAttentionPartitions(ctx, {1, 1, context, 32, 8, 64, DType::kBF16});
     }
   }
 

@@ -10,6 +10,7 @@
 //   decode batch-16 <model> (graphs)         | X tok/s | batch-1 Z tok/s     | X/Z
 //   decode batch-{1,16} ... (graphs, no PDL) | X tok/s | PDL Z tok/s         | X/Z
 //   decode batch-{1,16} ... (graphs, L2 prefetch)       | X | without Z      | X/Z
+//   decode batch-1 ... (graphs, 2048-token prompt)      | X | 32-token Z     | X/Z
 //   decode batch-1 ... (graphs, persistent)             | X | per-kernel Z   | X/Z
 //   decode batch-1 ... (no graphs, persistent)          | X | per-kernel Z   | X/Z
 //   decode batch-1 ... (graphs, persistent, L2 prefetch) | X | without Z     | X/Z
@@ -166,10 +167,11 @@ struct Toggles {
   bool pdl = true;
   bool l2_prefetch = false;
   bool persistent = false;  // EngineOptions::cuda_persistent_decode
+  int prompt = 32;          // prefill tokens per sequence
 };
 
-// One rank's run: `batch` sequences, a 32-token prefill each, then `steps`
-// timed decode steps. With one rank each step feeds back the sampled
+// One rank's run: `batch` sequences, a t.prompt-token prefill each, then
+// `steps` timed decode steps. With one rank each step feeds back the sampled
 // tokens; with more, fixed ones (only rank 0 samples).
 Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Communicator& comm,
                const Toggles& t) {
@@ -183,14 +185,14 @@ Run DecodeRank(const ModelSource& model, int batch, bool graphs, int steps, Comm
   if (!engine.ok()) return {.error = engine.status().ToString()};
   run.weight_bytes = (*engine)->weight_bytes();
   const int bs = (*engine)->block_size();
-  const int blocks_per_seq = (32 + steps + 2 + bs - 1) / bs;
+  const int blocks_per_seq = (t.prompt + steps + 2 + bs - 1) / bs;
   if (blocks_per_seq * batch > (*engine)->num_kv_blocks()) return {.error = "KV cache too small"};
   StepBatch b;
   for (int i = 0; i < batch; ++i) {
     SequenceInput s;
     s.seq_id = 1 + i;
-    for (int t = 0; t < 32; ++t) s.tokens.push_back((t * 7 + i) % model.config().vocab_size);
-    s.prompt_len = 32;
+    for (int j = 0; j < t.prompt; ++j) s.tokens.push_back((j * 7 + i) % model.config().vocab_size);
+    s.prompt_len = t.prompt;
     for (int k = 0; k < blocks_per_seq; ++k) s.block_table.push_back(i * blocks_per_seq + k);
     b.seqs.push_back(std::move(s));
   }
@@ -424,6 +426,12 @@ int Main(int argc, char** argv) {
     failed |= !PrintAgainst(row, Decode(**model, batch, true, steps, 1, {.l2_prefetch = true}),
                             *without, "without");
   }
+  // One sequence decoding past a 2048-token prompt, against the 32-token
+  // one: what the context's attention costs the step (since 2026-12-07 its
+  // partitions are 64 tokens there: DecodePartitionTokens).
+  failed |= !PrintAgainst("decode batch-1 " + label + " (graphs, 2048-token prompt)",
+                          Decode(**model, 1, true, steps, 1, {.prompt = 2048}), graphs,
+                          "32-token prompt");
   // A batch-1 step's layers as one cooperative kernel
   // (EngineOptions::cuda_persistent_decode), against the per-kernel step,
   // from graphs and eagerly; then from graphs with each GEMV phase
