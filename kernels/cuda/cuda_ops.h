@@ -250,7 +250,8 @@ struct ToBf16Params {
 // partitions of DecodePartitionTokens(num_seqs, max_context_len) tokens
 // processed by separate blocks and merged by a second kernel; `workspace`
 // holds the partial results. `partition_tokens` (1 to
-// kDecodePartitionTokens) overrides that length, for benchmarks and tests.
+// kDecodePartitionTokens; 0 keeps DecodePartitionTokens's) overrides that
+// length, for benchmarks and tests.
 inline constexpr int kDecodePartitionTokens = 256;
 // kDecodePartitionTokens, except for one sequence whose context spans more
 // than one such partition: there, the power of two from 64 to

@@ -458,8 +458,9 @@ inline absl::Status CheckDecode(const PagedAttentionParams& p, int max_context_l
   if (max_context_len <= 0)
     return absl::InvalidArgumentError("PagedAttentionDecode: max_context_len <= 0");
   if (partition_tokens < 0 || partition_tokens > kPart) {
-    return absl::InvalidArgumentError(absl::StrCat("PagedAttentionDecode: partition_tokens ",
-                                                   partition_tokens, " is not in 1..", kPart));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PagedAttentionDecode: partition_tokens ", partition_tokens,
+                     " is neither 0 (the default) nor in 1..", kPart));
   }
   if (NumParts(max_context_len, PartTokens(p.num_seqs, max_context_len, partition_tokens)) > 65535)
     return absl::InvalidArgumentError("PagedAttentionDecode: context too long");
