@@ -304,8 +304,7 @@ TEST(CudaPagedAttentionDecodeParity, SplitKvAcrossPartitions) {
 // A lone sequence's long context, cut into DecodePartitionTokens's 64- or
 // 128-token partitions, into 256-token ones (the length before 2026-12-07)
 // and (300 tokens) into 7-token ones (the override): each against the CPU
-// reference.
-// GQA groups of 8, 4 and 1 query heads; f32 and bf16 caches.
+// reference. GQA groups of 8, 4 and 1 query heads; f32 and bf16 caches.
 TEST(CudaPagedAttentionDecodeParity, LoneSequenceInShortPartitions) {
   TPS_SKIP_WITHOUT_CUDA();
   Rng rng(37);
